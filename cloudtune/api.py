@@ -1,0 +1,181 @@
+"""The public Python API: plan(), launch(), get_job(), list_jobs() and the Job handle.
+
+The CLI is a thin layer over these functions; MLOps scripts call them directly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as _random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cloudtune.errors import JobFailed
+from cloudtune.launcher import JobRef, Launcher, get_launcher
+from cloudtune.plan import Plan
+from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
+from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
+
+SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
+
+
+def make_suffix(now: float | None = None) -> str:
+    """The per-launch job-name suffix: UTC time + 4 random hex digits (made once, reused by retries)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
+    return f"{stamp}-{_random.token_hex(2)}"
+
+
+def _kwarg_overrides(overrides: dict[str, Any]) -> list[str]:
+    import json
+
+    return [f"{k.replace('__', '.')}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items()]
+
+
+def load(spec: SpecLike, overrides: list[str] | None = None) -> tuple[JobSpec, str | None]:
+    """Any spec form -> (validated JobSpec, spec path or None)."""
+    overrides = overrides or []
+    if isinstance(spec, JobSpec):
+        if overrides:
+            data = apply_overrides(spec.model_dump(mode="json", exclude_unset=True), overrides)
+            return validate_spec(data, base_dir=Path.cwd()), None
+        return resolve_paths(spec, Path.cwd()), None
+    if isinstance(spec, dict):
+        return validate_spec(apply_overrides(spec, overrides), base_dir=Path.cwd()), None
+    return load_spec(spec, overrides), str(Path(spec).resolve())
+
+
+def _bundle_for(spec: JobSpec):  # -> Bundle | None
+    if spec.command is None:
+        return None
+    from cloudtune.bundle import build_bundle
+
+    return build_bundle(Path(spec.code))
+
+
+def _settings(launcher: Launcher, spec: JobSpec) -> Any:
+    from cloudtune.settings import provider_settings
+
+    return provider_settings(launcher.name, spec, launcher.settings_model)
+
+
+def plan(spec: SpecLike, provider: str = "local", *, launcher: Launcher | None = None, suffix: str | None = None,
+         overrides: list[str] | None = None, **kw_overrides: Any) -> Plan:
+    """Compile a spec for a provider without submitting anything (the dry run)."""
+    job_spec, _ = load(spec, (overrides or []) + _kwarg_overrides(kw_overrides))
+    launcher = launcher or get_launcher(provider)
+    return launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=_bundle_for(job_spec))
+
+
+class Job:
+    """A handle on a submitted job; every call reads the provider's current view."""
+
+    def __init__(self, record: JobRecord, launcher: Launcher, store: JobStore) -> None:
+        self._record = record
+        self._launcher = launcher
+        self._store = store
+
+    @property
+    def job_id(self) -> str:
+        return self._record.job_id
+
+    @property
+    def provider(self) -> str:
+        return self._record.provider
+
+    @property
+    def model_uri(self) -> str | None:
+        return self._record.model_uri
+
+    def ref(self) -> JobRef:
+        r = self._record
+        return JobRef(r.provider, r.job_id, r.native_id or r.job_id, r.console_url, r.model_uri, dict(r.extra))
+
+    def status(self) -> str:
+        """The job's state: pending | running | succeeded | failed | cancelled."""
+        if self._record.state in TERMINAL_STATES:
+            return self._record.state
+        st = self._launcher.status(self.ref())
+        extra = dict(self._record.extra)
+        if st.failure_reason:
+            extra["failure_reason"] = st.failure_reason
+        if st.state != self._record.state or extra != self._record.extra:
+            self._record = self._store.update(self.job_id, state=st.state, extra=extra)
+        return st.state
+
+    def info(self) -> dict[str, Any]:
+        state = self.status()
+        r = self._record
+        return {
+            "job_id": r.job_id,
+            "provider": r.provider,
+            "name": r.name,
+            "state": state,
+            "model_uri": r.model_uri,
+            "native_id": r.native_id,
+            "console_url": r.console_url,
+            "created_at": r.created_at,
+            "failure_reason": r.extra.get("failure_reason"),
+        }
+
+    def logs(self, follow: bool = False) -> Iterator[str]:
+        return self._launcher.logs(self.ref(), follow=follow)
+
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+        """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (state := self.status()) not in TERMINAL_STATES:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
+            time.sleep(poll)
+        return state
+
+    def cancel(self) -> None:
+        self._launcher.cancel(self.ref())
+
+    def raise_for_state(self) -> None:
+        if self.status() == "failed":
+            raise JobFailed(f"job {self.job_id} failed: {self._record.extra.get('failure_reason') or 'see its logs'}",
+                            fix=f"cloudtune logs {self.job_id}")
+
+
+def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None) -> Job:
+    """Consume a Plan: submit it and record the job."""
+    launcher = launcher or get_launcher(plan_.provider)
+    store = store or JobStore()
+    ref = launcher.submit(plan_)
+    now = time.time()
+    record = JobRecord(
+        job_id=ref.job_id, provider=ref.provider, name=plan_.spec.get("name", plan_.job_name), state="pending",
+        created_at=now, updated_at=now, native_id=ref.native_id, model_uri=ref.model_uri,
+        console_url=ref.console_url, job_dir=ref.extra.get("job_dir"), spec_path=spec_path, plan=plan_.to_dict(),
+        extra={k: v for k, v in ref.extra.items() if k != "job_dir"},
+    )
+    try:
+        store.add(record)
+    except Exception:
+        record = store.get(ref.job_id)  # already recorded by an earlier try of this same plan
+    return Job(record, launcher, store)
+
+
+def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, launcher: Launcher | None = None,
+           overrides: list[str] | None = None, **kw_overrides: Any) -> Job | Plan:
+    """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on)."""
+    job_spec, spec_path = load(spec, (overrides or []) + _kwarg_overrides(kw_overrides))
+    launcher = launcher or get_launcher(provider)
+    compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=make_suffix(), bundle=_bundle_for(job_spec))
+    if dry_run:
+        return compiled
+    return submit(compiled, launcher=launcher, spec_path=spec_path)
+
+
+def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | None = None) -> Job:
+    """A handle on a recorded job, by id or unique id prefix."""
+    store = store or JobStore()
+    record = store.get(job_id)
+    return Job(record, launcher or get_launcher(record.provider), store)
+
+
+def list_jobs(limit: int = 50, provider: str | None = None) -> list[JobRecord]:
+    return JobStore().list(limit=limit, provider=provider)

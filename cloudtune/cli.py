@@ -1,0 +1,258 @@
+"""`cloudtune`: click commands, thin over cloudtune.api.
+
+Imports of pydantic, the launchers and everything heavier happen inside the commands, so that
+`cloudtune --help` starts instantly. Exit codes: 0 success, 2 invalid input, 1 the job failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+PROVIDERS = ("local", "aws", "gcp", "azure")
+
+
+def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn cloudtune's own errors into a message and an exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cloudtune.errors import CloudtuneError
+
+        try:
+            return fn(*args, **kwargs)
+        except CloudtuneError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+    return wrapper
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="cloudtune")
+def main() -> None:
+    """Fine-tune pretrained models on SageMaker, Vertex AI, Azure ML or this machine, from one job.yaml."""
+
+
+# ------------------------------------------------------------------------------------------- launch
+def _print_plan(plan: Any) -> None:
+    click.echo(f"provider:       {plan.provider}")
+    click.echo(f"job name:       {plan.job_name}")
+    click.echo(f"instance type:  {plan.instance_type} x {plan.instance_count}")
+    cost = "unknown" if plan.estimated_usd_per_hour is None else f"${plan.estimated_usd_per_hour:.2f}/h"
+    click.echo(f"estimated cost: {cost}")
+    if plan.model_uri:
+        click.echo(f"model:          {plan.model_uri}")
+    click.echo(f"uploads ({len(plan.uploads)}):")
+    for up in plan.uploads:
+        click.echo(f"  {up.source} -> {up.destination}  ({up.bytes} bytes, sha256 {up.sha256[:12]})")
+    for note in plan.notes:
+        click.echo(f"note: {note}")
+    click.echo("request:")
+    click.echo(json.dumps(plan.request, indent=2))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--provider", "-p", default="local", show_default=True, help="local | aws | gcp | azure | an installed plugin")
+@click.option("--dry-run", is_flag=True, help="print the exact request that would be sent, and stop")
+@click.option("--detach", "-d", is_flag=True, help="return as soon as the job is submitted")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. resources.nodes=2")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object (logs go to stderr)")
+@_handle_errors
+def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Compile SPEC for a provider and run it (or, with --dry-run, show what would run)."""
+    from cloudtune import api
+
+    if dry_run:
+        plan = api.launch(spec, provider=provider, dry_run=True, overrides=list(overrides))
+        _emit_json(plan.to_dict()) if as_json else _print_plan(plan)
+        return
+    job = api.launch(spec, provider=provider, overrides=list(overrides))
+    if not as_json:
+        click.echo(f"submitted {job.job_id} ({job.provider})")
+    if not detach:
+        try:
+            for line in job.logs(follow=True):
+                click.echo(line, err=as_json)
+        except KeyboardInterrupt:
+            if job.provider == "local":
+                job.cancel()
+                click.echo(f"\ncancelled {job.job_id}", err=True)
+            else:
+                click.echo(f"\nstopped following; the job goes on. `cloudtune cancel {job.job_id}` stops it", err=True)
+            sys.exit(130)
+        job.wait()
+    info = job.info()
+    if as_json:
+        _emit_json(info)
+    else:
+        _print_info(info)
+    if info["state"] == "failed":
+        sys.exit(1)
+
+
+def _print_info(info: dict[str, Any]) -> None:
+    click.echo(f"job:    {info['job_id']}")
+    click.echo(f"state:  {info['state']}")
+    if info.get("failure_reason"):
+        click.echo(f"reason: {info['failure_reason']}")
+    if info.get("model_uri"):
+        click.echo(f"model:  {info['model_uri']}")
+    if info.get("console_url"):
+        click.echo(f"console: {info['console_url']}")
+
+
+# ------------------------------------------------------------------------------------------- jobs
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@_handle_errors
+def validate(spec: str, overrides: tuple[str, ...]) -> None:
+    """Check SPEC and report every problem with its field and line."""
+    from cloudtune.spec import load_spec
+
+    job = load_spec(spec, list(overrides))
+    what = f"train: {job.train.task} on {job.train.model}" if job.train else f"command: {job.command}"
+    click.echo(f"ok: {job.name} ({what}; {job.resources.accelerator} x {job.resources.nodes} node(s))")
+
+
+@main.command(name="list")
+@click.option("--provider", "-p", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def list_(provider: str | None, limit: int, as_json: bool) -> None:
+    """List recent jobs, newest first."""
+    from cloudtune import api
+
+    rows = []
+    for record in api.list_jobs(limit=limit, provider=provider):
+        state = record.state
+        if state not in ("succeeded", "failed", "cancelled"):
+            try:
+                state = api.get_job(record.job_id).status()
+            except Exception:  # a launcher plugin missing: show what the store knows
+                pass
+        rows.append({"job_id": record.job_id, "provider": record.provider, "state": state,
+                     "created_at": record.created_at, "model_uri": record.model_uri})
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no jobs yet: `cloudtune launch job.yaml` starts one")
+        return
+    import time
+
+    width = max(len(r["job_id"]) for r in rows)
+    click.echo(f"{'JOB':<{width}}  {'PROVIDER':<8}  {'STATE':<10}  CREATED")
+    for r in rows:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
+        click.echo(f"{r['job_id']:<{width}}  {r['provider']:<8}  {r['state']:<10}  {created}")
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def status(job_id: str, as_json: bool) -> None:
+    """Show a job's state (JOB may be a unique prefix of its id)."""
+    from cloudtune import api
+
+    info = api.get_job(job_id).info()
+    _emit_json(info) if as_json else _print_info(info)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="keep printing until the job ends")
+@_handle_errors
+def logs(job_id: str, follow: bool) -> None:
+    """Print a job's log."""
+    from cloudtune import api
+
+    try:
+        for line in api.get_job(job_id).logs(follow=follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@main.command()
+@click.argument("job_id")
+@_handle_errors
+def cancel(job_id: str) -> None:
+    """Stop a running job."""
+    from cloudtune import api
+
+    job = api.get_job(job_id)
+    before = job.status()
+    if before in ("succeeded", "failed", "cancelled"):
+        click.echo(f"{job.job_id} already {before}")
+        return
+    job.cancel()
+    try:
+        state = job.wait(timeout=60)
+    except TimeoutError:
+        state = job.status()
+    click.echo(f"{job.job_id}: {state}")
+
+
+# ------------------------------------------------------------------------------------------- reference
+@main.command()
+@click.option("--provider", "-p", type=click.Choice(["aws", "gcp", "azure"]), default=None)
+@click.option("--accelerator", "-a", default=None, help="e.g. H100, L4, TPU-v5e")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> None:
+    """Show accelerators and the instance types each provider offers for them, with prices."""
+    from dataclasses import asdict
+
+    from cloudtune.catalog import load_catalog, render_table
+
+    cat = load_catalog()
+    offers = cat.offers(provider=provider, accelerator=cat.normalize(accelerator) if accelerator else None)
+    if as_json:
+        _emit_json({"as_of": cat.as_of, "offers": [asdict(o) for o in offers]})
+        return
+    click.echo(render_table(offers))
+    click.echo(f"\nprices: on-demand and spot list prices in USD per hour, as of {cat.as_of}")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of job.yaml (point your editor's YAML plugin at it)."""
+    from cloudtune.spec import json_schema
+
+    _emit_json(json_schema())
+
+
+@main.command()
+@click.argument("path", default="job.yaml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="overwrite an existing file")
+@_handle_errors
+def init(path: str, force: bool) -> None:
+    """Write a commented job.yaml to start from."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    from cloudtune.errors import InvalidInput
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise InvalidInput(f"{target} exists", fix="pass --force to overwrite it, or give another path")
+    target.write_text(files("cloudtune").joinpath("templates/job.yaml").read_text())
+    click.echo(f"wrote {target}; edit it, then `cloudtune validate {target}`")
+
+
+if __name__ == "__main__":
+    main()

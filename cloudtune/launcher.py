@@ -1,0 +1,148 @@
+"""The Launcher protocol, declared capabilities, and the registry (entry-point group `cloudtune.launchers`).
+
+Built-in names are listed here so that a missing plugin fails with its install hint. Plugins found
+through entry points are merged with the built-ins and never replace them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from cloudtune.errors import InvalidInput, UnsupportedSpec
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from cloudtune.bundle import Bundle
+    from cloudtune.plan import Plan
+    from cloudtune.spec import JobSpec
+
+ENTRY_POINT_GROUP = "cloudtune.launchers"
+
+# name -> (import target, install hint)
+BUILTIN_LAUNCHERS: dict[str, tuple[str, str]] = {
+    "local": ("cloudtune.local.launcher:LocalLauncher", "it ships with cloudtune; reinstall with `pip install cloudtune`"),
+    "aws": ("cloudtune_aws.launcher:AwsLauncher", "pip install 'cloudtune[aws]'"),
+    "gcp": ("cloudtune_gcp.launcher:GcpLauncher", "pip install 'cloudtune[gcp]'"),
+    "azure": ("cloudtune_azure.launcher:AzureLauncher", "pip install 'cloudtune[azure]'"),
+}
+
+
+@dataclass(frozen=True)
+class Capability:
+    supported: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a launcher can do, each with the reason (shown when a spec asks for it and it cannot)."""
+
+    gpu: Capability
+    tpu: Capability
+    multi_node: Capability
+    spot: Capability
+    log_streaming: Capability
+    remote_inputs: Capability
+    secrets: Capability
+
+    def require(self, name: str, what: str, fix: str) -> None:
+        cap: Capability = getattr(self, name)
+        if not cap.supported:
+            raise UnsupportedSpec(f"{what}: {cap.reason}", fix=fix)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {k: {"supported": v.supported, "reason": v.reason} for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A submitted job: cloudtune's id plus the provider's own handle."""
+
+    provider: str
+    job_id: str
+    native_id: str
+    console_url: str | None = None
+    model_uri: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # pending | running | succeeded | failed | cancelled
+    detail: str = ""
+    failure_reason: str | None = None
+    exit_code: int | None = None
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    name: str
+    capabilities: Capabilities
+    settings_model: "type[BaseModel]"
+
+    def plan(self, spec: "JobSpec", settings: Any, *, suffix: str, bundle: "Bundle | None" = None) -> "Plan":
+        """Compile the spec. Pure: no network, no SDK import, no mutation of inputs or os.environ."""
+        ...
+
+    def submit(self, plan: "Plan") -> JobRef:
+        """Upload what is missing, then create the job once (idempotent for the plan's job name)."""
+        ...
+
+    def status(self, ref: JobRef) -> JobStatus: ...
+
+    def logs(self, ref: JobRef, follow: bool = False) -> Iterator[str]: ...
+
+    def cancel(self, ref: JobRef) -> None: ...
+
+
+def _entry_points() -> dict[str, str]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_launchers() -> dict[str, str]:
+    """Every launcher name -> import target (built-ins first; plugins add new names only)."""
+    names = {k: v[0] for k, v in BUILTIN_LAUNCHERS.items()}
+    for name, target in _entry_points().items():
+        names.setdefault(name, target)
+    return names
+
+
+def _load(target: str) -> type:
+    module, _, attr = target.partition(":")
+    return getattr(import_module(module), attr)
+
+
+def launcher_class(name: str) -> type:
+    """Resolve a launcher name to its class, or raise InvalidInput with how to get it."""
+    if name in BUILTIN_LAUNCHERS:
+        target, hint = BUILTIN_LAUNCHERS[name]
+        try:
+            return _load(target)
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            raise InvalidInput(f"the {name!r} launcher is not installed ({missing} cannot be imported)", fix=hint) from None
+    plugins = _entry_points()
+    if name not in plugins:
+        import difflib
+
+        known = sorted(set(BUILTIN_LAUNCHERS) | set(plugins))
+        close = difflib.get_close_matches(name, known, n=1)
+        raise InvalidInput(
+            f"unknown provider {name!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+            fix=f"use one of: {', '.join(known)}",
+        )
+    try:
+        return _load(plugins[name])
+    except ImportError as exc:
+        raise InvalidInput(f"the {name!r} launcher plugin failed to import: {exc}", fix="reinstall the plugin") from None
+
+
+def get_launcher(name: str, **clients: Any) -> Launcher:
+    """Instantiate a launcher; SDK clients (e.g. a boto3 client bound to an emulator) pass through."""
+    return launcher_class(name)(**clients)

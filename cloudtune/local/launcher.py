@@ -1,0 +1,227 @@
+"""The local launcher: runs a job on this machine inside a faithful copy of one cloud's container contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.hashing import digest
+from cloudtune.jobconfig import runtime_job, with_model_input
+from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
+from cloudtune.local.layout import EMULATORS
+from cloudtune.local.supervisor import read_state
+from cloudtune.plan import Plan, Upload
+from cloudtune.settings import cloudtune_home
+from cloudtune.spec import LocalSettings, is_remote
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.spec import JobSpec
+
+CAPABILITIES = Capabilities(
+    gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
+    tpu=Capability(False, "TPUs exist only on Google Cloud"),
+    multi_node=Capability(True, "nodes run as process groups on loopback, joined by torchrun"),
+    spot=Capability(True, "spot is ignored locally; preemption is a SIGTERM you can send yourself"),
+    log_streaming=Capability(True, "the job log is a local file"),
+    remote_inputs=Capability(False, "the local launcher reads inputs from this machine's disk only"),
+    secrets=Capability(True, "each secret is taken from the variable of the same name in your environment"),
+)
+
+
+def _free_port(seed: str) -> int:
+    """A port derived from the job name (plan stays a function of its inputs); checked free at submit."""
+    import zlib
+
+    return 20000 + zlib.crc32(seed.encode()) % 20000
+
+
+class LocalLauncher:
+    name = "local"
+    capabilities = CAPABILITIES
+    settings_model = LocalSettings
+
+    def __init__(self, home: Path | None = None) -> None:
+        self._home = home
+
+    def home(self) -> Path:
+        return self._home or cloudtune_home()
+
+    # ---------------------------------------------------------------- plan (pure)
+    def plan(self, spec: "JobSpec", settings: LocalSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
+        spec = with_model_input(spec)
+        accel = spec.resources.accel
+        notes: list[str] = []
+        if not accel.is_cpu:
+            from cloudtune.catalog import load_catalog
+
+            load_catalog().normalize(accel.name)
+            notes.append(f"accelerator {accel} is not emulated: the job uses this machine's devices")
+        if accel.name.upper().startswith("TPU"):
+            self.capabilities.require("tpu", f"resources.accelerator {accel}", "run it with --provider gcp, or set resources.accelerator: cpu to debug locally")
+        remote = sorted(name for name, uri in spec.inputs.items() if is_remote(uri))
+        if remote:
+            self.capabilities.require(
+                "remote_inputs", f"inputs {', '.join(remote)} are remote URIs",
+                "download them and give local paths, or run on the cloud that hosts them",
+            )
+        if spec.command is not None and bundle is None:
+            raise UnsupportedSpec("a `command` job needs its code bundle", fix="build it with cloudtune.bundle.build_bundle(spec.code)")
+        missing = sorted(name for name, path in spec.inputs.items() if not Path(path).exists())
+        if missing:
+            raise UnsupportedSpec(
+                "inputs not found on this machine: " + ", ".join(f"{n} ({spec.inputs[n]})" for n in missing),
+                fix="check the paths (they resolve against the spec file's directory)",
+            )
+        if spec.resources.spot:
+            notes.append("spot: ignored locally")
+        if spec.secrets:
+            notes.append("secrets are read from your environment at submit: " + ", ".join(sorted(spec.secrets)))
+
+        job_name = f"{spec.name}-{suffix}"
+        jobs_dir = Path(settings.jobs_dir) if settings.jobs_dir else self.home() / "jobs"
+        job_dir = jobs_dir / job_name
+        ppn = spec.processes_per_node()
+        job = runtime_job(spec, {name: name for name in spec.inputs}, ppn)
+        layout = EMULATORS[settings.emulate](
+            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes,
+            str(bundle.path) if bundle else None, _free_port(job_name),
+        )
+        uploads = []
+        for copy in layout.copies:
+            size, sha = (bundle.size, bundle.sha256) if bundle and copy.source == str(bundle.path) else digest(Path(copy.source))
+            uploads.append(Upload(copy.source, copy.destination, size, sha))
+        request: dict[str, Any] = {
+            "emulate": settings.emulate,
+            "job_dir": str(job_dir),
+            "retries": spec.retries,
+            "max_runtime_seconds": spec.resources.max_runtime_seconds,
+            "processes_per_node": ppn,
+            "secret_names": sorted(spec.secrets),
+            **layout.to_dict(),
+        }
+        return Plan(
+            provider="local",
+            job_name=job_name,
+            request=request,
+            uploads=tuple(uploads),
+            instance_type=f"local ({os.cpu_count()} CPUs)",
+            instance_count=spec.resources.nodes,
+            estimated_usd_per_hour=0.0,
+            model_uri=layout.model_dir,
+            notes=tuple(notes),
+            spec=spec.model_dump(mode="json"),
+        )
+
+    # ---------------------------------------------------------------- submit and after
+    def submit(self, plan: Plan) -> JobRef:
+        job_dir = Path(plan.request["job_dir"])
+        job_dir.mkdir(parents=True, exist_ok=True)
+        if (job_dir / "state.json").exists():  # idempotent: this plan was already submitted
+            return self._ref(plan)
+        missing_secrets = [n for n in plan.request["secret_names"] if n not in os.environ]
+        if missing_secrets:
+            raise UnsupportedSpec(f"secrets not set in your environment: {', '.join(missing_secrets)}",
+                                  fix="export them before launching locally (their values never reach the job store or logs)")
+        plan = self._with_free_port(plan)
+        tmp = job_dir / "plan.json.tmp"
+        tmp.write_text(plan.to_json())
+        os.replace(tmp, job_dir / "plan.json")
+        (job_dir / "job.log").touch()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir)],
+            stdin=subprocess.DEVNULL, stdout=open(job_dir / "supervisor.log", "ab"), stderr=subprocess.STDOUT,
+            start_new_session=True, close_fds=True,
+        )
+        (job_dir / "state.json.tmp").write_text(json.dumps({"state": "pending", "supervisor_pid": proc.pid, "updated_at": time.time()}))
+        if not (job_dir / "state.json").exists():
+            os.replace(job_dir / "state.json.tmp", job_dir / "state.json")
+        return self._ref(plan)
+
+    def _with_free_port(self, plan: Plan) -> Plan:
+        port = int(next(iter(plan.request["nodes"]))["env"].get("MASTER_PORT", "0") or 0)
+        if not port:
+            return plan
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return plan
+            except OSError:
+                pass
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            new = s.getsockname()[1]
+        data = json.loads(plan.to_json().replace(f'"MASTER_PORT": "{port}"', f'"MASTER_PORT": "{new}"'))
+        return Plan.from_dict(data)
+
+    def _ref(self, plan: Plan) -> JobRef:
+        return JobRef(provider="local", job_id=plan.job_name, native_id=plan.request["job_dir"],
+                      console_url=None, model_uri=plan.model_uri, extra={"job_dir": plan.request["job_dir"]})
+
+    def status(self, ref: JobRef) -> JobStatus:
+        job_dir = Path(ref.native_id)
+        state = read_state(job_dir)
+        if not state:
+            return JobStatus("failed", "no state file", "the job directory is missing or was never started")
+        name = state.get("state", "pending")
+        if name in ("pending", "running") and not _alive(state.get("supervisor_pid")):
+            time.sleep(0.2)  # the supervisor may be writing its final state right now
+            state = read_state(job_dir)
+            name = state.get("state", name)
+            if name in ("pending", "running"):
+                return JobStatus("failed", "supervisor exited", "the local supervisor died without recording an outcome")
+        detail = f"attempt {int(state.get('attempt', 0)) + 1}" if name == "running" else ""
+        return JobStatus(name, detail, state.get("failure_reason"), state.get("exit_code"))
+
+    def logs(self, ref: JobRef, follow: bool = False) -> Iterator[str]:
+        path = Path(ref.native_id) / "job.log"
+        if not path.exists():
+            return
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            while True:
+                line = fh.readline()
+                if line:
+                    yield line.rstrip("\n")
+                    continue
+                if not follow or self.status(ref).state in ("succeeded", "failed", "cancelled"):
+                    rest = fh.read()
+                    for tail in rest.splitlines():
+                        yield tail
+                    return
+                time.sleep(0.2)
+
+    def cancel(self, ref: JobRef) -> None:
+        state = read_state(Path(ref.native_id))
+        pid = state.get("supervisor_pid")
+        if state.get("state") in ("succeeded", "failed", "cancelled") or not _alive(pid):
+            return
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def _alive(pid: Any) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as dead
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

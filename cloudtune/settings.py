@@ -1,0 +1,84 @@
+"""Provider settings: `$CLOUDTUNE_HOME/config.yaml` < the spec's `providers.<name>` < environment.
+
+Environment variables are `CLOUDTUNE_<PROVIDER>_<KEY>` (e.g. CLOUDTUNE_AWS_ROLE), plus each cloud's
+own conventional ones for region and project. The result is validated by the launcher's settings model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from cloudtune.errors import SpecError, SpecIssue
+from cloudtune.spec import JobSpec
+
+CLOUD_ENV: dict[str, dict[str, tuple[str, ...]]] = {
+    "aws": {"region": ("AWS_REGION", "AWS_DEFAULT_REGION")},
+    "gcp": {"project": ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"), "region": ("CLOUDSDK_COMPUTE_REGION",)},
+    "azure": {"subscription_id": ("AZURE_SUBSCRIPTION_ID",)},
+}
+
+
+def cloudtune_home(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune")
+
+
+def _config_file(home: Path) -> dict[str, Any]:
+    path = home / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [SpecIssue("<yaml>", f"not valid YAML: {exc}", None, "fix or remove the file")]) from None
+    return data if isinstance(data, dict) else {}
+
+
+def _from_env(provider: str, model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, names in CLOUD_ENV.get(provider, {}).items():
+        for name in names:
+            if environ.get(name):
+                values[key] = environ[name]
+                break
+    prefix = f"CLOUDTUNE_{provider.upper()}_"
+    for key, field in model.model_fields.items():
+        raw = environ.get(prefix + key.upper())
+        if raw is None:
+            continue
+        origin = getattr(field.annotation, "__origin__", None)
+        if origin is list or field.annotation == list[str]:
+            values[key] = [v for v in raw.split(",") if v]
+        elif origin is dict:
+            import yaml
+
+            values[key] = yaml.safe_load(raw) or {}
+        else:
+            values[key] = raw
+    return values
+
+
+def provider_settings(provider: str, spec: JobSpec, model: type[BaseModel], environ: Mapping[str, str] | None = None) -> BaseModel:
+    """Merge the three sources for `provider` and validate the result with `model`."""
+    env = os.environ if environ is None else environ
+    merged: dict[str, Any] = dict((_config_file(cloudtune_home(env)).get("providers") or {}).get(provider) or {})
+    spec_part = getattr(spec.providers, provider, None)
+    if isinstance(spec_part, BaseModel):
+        merged.update(spec_part.model_dump(include=spec_part.model_fields_set))
+    merged.update(_from_env(provider, model, env))
+    try:
+        return model.model_validate(merged)
+    except ValidationError as exc:
+        issues = [
+            SpecIssue(f"providers.{provider}." + ".".join(str(p) for p in e["loc"]), str(e["msg"]), None,
+                      f"set it in the spec, in {cloudtune_home(env) / 'config.yaml'} or as CLOUDTUNE_{provider.upper()}_<KEY>")
+            for e in exc.errors(include_url=False)
+        ]
+        raise SpecError("settings", issues) from None

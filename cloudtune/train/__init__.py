@@ -1,0 +1,1 @@
+"""Built-in fine-tuning recipes. They read only a RuntimeContext, never a provider variable."""
