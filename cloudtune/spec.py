@@ -231,13 +231,17 @@ class JobSpec(_Strict):
                 raise ValueError(f"input {key!r} is empty; give a URI (s3://, gs://, ...) or a local path")
         return v
 
-    @field_validator("env")
+    @field_validator("env", mode="before")
     @classmethod
-    def _env(cls, v: dict[str, Any]) -> dict[str, str]:
-        for key in v:
-            if not SECRET_NAME.match(key):
+    def _env(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for key, val in v.items():
+            if not SECRET_NAME.match(str(key)):
                 raise ValueError(f"environment variable name {key!r} is invalid; use letters, digits and '_'")
-        return {k: str(val) for k, val in v.items()}
+            if isinstance(val, (dict, list)) or val is None:
+                raise ValueError(f"env.{key} must be a plain value (string, number or boolean)")
+        return {str(k): (str(val).lower() if isinstance(val, bool) else str(val)) for k, val in v.items()}
 
     @field_validator("secrets")
     @classmethod

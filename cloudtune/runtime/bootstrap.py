@@ -101,7 +101,9 @@ def _unpack_code(ctx: RuntimeContext) -> Path:
         tarballs = sorted(code.glob("*.tar.gz")) if code.is_dir() else []
     if not tarballs:
         return code
-    target = Path(tempfile.mkdtemp(prefix="cloudtune-code-"))
+    # one private copy per process: ranks on a node never race on the same files; a retry re-extracts
+    target = Path(tempfile.gettempdir()) / "cloudtune-code" / ctx.job_name / f"{ctx.node_rank}-{os.environ.get('LOCAL_RANK', '0')}"
+    target.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tarballs[0]) as tar:
         tar.extractall(target, filter="data")
     return target
