@@ -64,10 +64,10 @@ class LocalLauncher:
         if not accel.is_cpu:
             from cloudtune.catalog import load_catalog
 
-            load_catalog().normalize(accel.name)
+            if load_catalog().normalize(accel.name).startswith("TPU"):
+                self.capabilities.require("tpu", f"resources.accelerator {accel}",
+                                          "run it with --provider gcp, or set resources.accelerator: cpu to debug locally")
             notes.append(f"accelerator {accel} is not emulated: the job uses this machine's devices")
-        if accel.name.upper().startswith("TPU"):
-            self.capabilities.require("tpu", f"resources.accelerator {accel}", "run it with --provider gcp, or set resources.accelerator: cpu to debug locally")
         remote = sorted(name for name, uri in spec.inputs.items() if is_remote(uri))
         if remote:
             self.capabilities.require(
