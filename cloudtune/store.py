@@ -1,0 +1,250 @@
+"""Job history in SQLite at ``$CLOUDTUNE_HOME/jobs.db`` (default ``~/.cloudtune/jobs.db``).
+
+Contract: safe across concurrent CLI processes. The DB is in WAL mode with a 10 s busy timeout; every write runs in
+its own ``BEGIN IMMEDIATE`` transaction on a connection opened for that one operation and closed after it. The
+schema version is kept in ``PRAGMA user_version``. Stdlib only: imported by the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from cloudtune.errors import CloudtuneError, JobNotFound
+
+__all__ = ["JobRecord", "JobStore", "SCHEMA_VERSION", "STATES", "TERMINAL_STATES", "default_home"]
+
+STATES: tuple[str, ...] = ("pending", "running", "succeeded", "failed", "cancelled")
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 10.0
+
+_SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id      TEXT PRIMARY KEY,
+    provider    TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    updated_at  REAL NOT NULL,
+    native_id   TEXT,
+    model_uri   TEXT,
+    console_url TEXT,
+    job_dir     TEXT,
+    spec_path   TEXT,
+    plan        TEXT,
+    extra       TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_created_at ON jobs (created_at);
+CREATE INDEX IF NOT EXISTS jobs_provider_created_at ON jobs (provider, created_at);
+"""
+
+_COLUMNS = ("job_id", "provider", "name", "state", "created_at", "updated_at", "native_id", "model_uri",
+            "console_url", "job_dir", "spec_path", "plan", "extra")
+_JSON_COLUMNS = frozenset({"plan", "extra"})
+
+
+def default_home() -> Path:
+    """``$CLOUDTUNE_HOME`` or ``~/.cloudtune``, read at call time."""
+    return Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune").expanduser()
+
+
+@dataclass
+class JobRecord:
+    """One submitted job. ``state`` is one of ``STATES`` by convention (not enforced). Times are epoch seconds."""
+
+    job_id: str
+    provider: str
+    name: str
+    state: str
+    created_at: float
+    updated_at: float
+    native_id: str | None = None
+    model_uri: str | None = None
+    console_url: str | None = None
+    job_dir: str | None = None
+    spec_path: str | None = None
+    plan: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (deep copy) of every field."""
+        return asdict(self)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the job has reached a final state."""
+        return self.state in TERMINAL_STATES
+
+
+_UPDATABLE = frozenset(f.name for f in fields(JobRecord)) - {"job_id", "created_at"}
+
+
+def _to_row(record: JobRecord) -> tuple[Any, ...]:
+    values = []
+    for col in _COLUMNS:
+        v = getattr(record, col)
+        if col == "extra":
+            v = json.dumps(v or {})
+        elif col == "plan":
+            v = None if v is None else json.dumps(v)
+        values.append(v)
+    return tuple(values)
+
+
+def _from_row(row: sqlite3.Row | tuple[Any, ...]) -> JobRecord:
+    data = dict(zip(_COLUMNS, row))
+    data["plan"] = None if data["plan"] is None else json.loads(data["plan"])
+    data["extra"] = json.loads(data["extra"]) if data["extra"] else {}
+    return JobRecord(**data)
+
+
+class JobStore:
+    """Job history at ``<home>/jobs.db``; ``home`` None -> ``$CLOUDTUNE_HOME`` or ``~/.cloudtune`` (read now).
+
+    Creating a store creates ``home`` and the schema. Errors: ``add`` raises ``sqlite3.IntegrityError`` for a
+    duplicate job_id; ``get``/``update`` raise ``JobNotFound`` for an unknown or ambiguous id.
+    """
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home: Path = Path(home).expanduser() if home is not None else default_home()
+        self.path: Path = self.home / "jobs.db"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._init_schema()
+
+    # -- connections ------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A connection inside ``BEGIN IMMEDIATE``; committed on success, rolled back on error, then closed."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _init_schema(self) -> None:
+        conn = self._connect()
+        try:
+            deadline = time.monotonic() + BUSY_TIMEOUT_S
+            while True:  # switching to WAL needs a lock the busy handler may not wait for
+                try:
+                    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                    if mode and str(mode[0]).lower() == "wal":
+                        break
+                except sqlite3.OperationalError:
+                    pass
+                if time.monotonic() > deadline:
+                    break  # still usable in rollback-journal mode
+                time.sleep(0.05)
+        finally:
+            conn.close()
+        with self._write() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise CloudtuneError(
+                    f"job store {self.path} has schema version {version}, newer than this cloudtune ({SCHEMA_VERSION})",
+                    fix="upgrade cloudtune, or point CLOUDTUNE_HOME elsewhere",
+                )
+            if version < 1:
+                for stmt in filter(None, (s.strip() for s in _SCHEMA_V1.split(";"))):
+                    conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- operations -------------------------------------------------------------------------------------------
+
+    def add(self, record: JobRecord) -> None:
+        """Insert ``record``. A duplicate ``job_id`` raises ``sqlite3.IntegrityError`` (nothing is changed)."""
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        row = _to_row(record)
+        with self._write() as conn:
+            conn.execute(f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({placeholders})", row)
+
+    def _resolve(self, conn: sqlite3.Connection, job_id: str) -> tuple[Any, ...]:
+        cols = ", ".join(_COLUMNS)
+        row = conn.execute(f"SELECT {cols} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is not None:
+            return row
+        if job_id:
+            rows = conn.execute(
+                f"SELECT {cols} FROM jobs WHERE substr(job_id, 1, ?) = ? ORDER BY created_at DESC LIMIT 11",
+                (len(job_id), job_id),
+            ).fetchall()
+            if len(rows) == 1:
+                return rows[0]
+            if len(rows) > 1:
+                shown = ", ".join(r[0] for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+                raise JobNotFound(f"job id prefix {job_id!r} is ambiguous: matches {shown}",
+                                  fix="give more of the job id (run `cloudtune list` to see job ids)")
+        raise JobNotFound(f"no job {job_id!r} in {self.path}", fix="run `cloudtune list` to see job ids")
+
+    def get(self, job_id: str) -> JobRecord:
+        """The job with exactly ``job_id``, else the only one whose id starts with it.
+
+        Raises ``JobNotFound`` when none matches, or when the prefix matches several (the message lists them).
+        """
+        with self._read() as conn:
+            return _from_row(self._resolve(conn, job_id))
+
+    def update(self, job_id: str, **changes: Any) -> JobRecord:
+        """Set ``changes`` on the job (exact id or unique prefix) and return the updated record.
+
+        Only JobRecord fields other than ``job_id``/``created_at`` are accepted (else ``TypeError``, nothing written).
+        ``updated_at`` is bumped to now (never backwards) unless given explicitly. Raises ``JobNotFound`` like get.
+        """
+        unknown = sorted(set(changes) - _UPDATABLE)
+        if unknown:
+            raise TypeError(f"JobStore.update() got unknown field(s): {', '.join(unknown)}; "
+                            f"allowed: {', '.join(sorted(_UPDATABLE))}")
+        with self._write() as conn:
+            current = _from_row(self._resolve(conn, job_id))
+            data = asdict(current)
+            data.update(changes)
+            if "updated_at" not in changes:
+                data["updated_at"] = max(time.time(), current.updated_at)
+            new = JobRecord(**data)
+            sets = [c for c in _COLUMNS if c != "job_id"]
+            row = dict(zip(_COLUMNS, _to_row(new)))
+            conn.execute(f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in sets)} WHERE job_id = ?",
+                         [row[c] for c in sets] + [new.job_id])
+        return new
+
+    def list(self, limit: int = 50, provider: str | None = None) -> list[JobRecord]:
+        """Up to ``limit`` jobs (``limit`` <= 0: all), newest ``created_at`` first, optionally of one provider."""
+        sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"
+        params: list[Any] = []
+        if provider is not None:
+            sql += " WHERE provider = ?"
+            params.append(provider)
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        params.append(limit if limit > 0 else -1)
+        with self._read() as conn:
+            return [_from_row(r) for r in conn.execute(sql, params).fetchall()]
+

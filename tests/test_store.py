@@ -1,0 +1,126 @@
+"""cloudtune.store: CRUD, id prefixes, ordering, update rules, and concurrent writers in separate processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudtune.errors import JobNotFound
+from cloudtune.store import SCHEMA_VERSION, STATES, TERMINAL_STATES, JobRecord, JobStore
+
+
+def rec(job_id: str, provider: str = "local", created_at: float | None = None, **kw: object) -> JobRecord:
+    t = time.time() if created_at is None else created_at
+    return JobRecord(job_id=job_id, provider=provider, name=f"name-{job_id}", state="pending",
+                     created_at=t, updated_at=t, **kw)  # type: ignore[arg-type]
+
+
+def test_constants() -> None:
+    assert STATES == ("pending", "running", "succeeded", "failed", "cancelled")
+    assert TERMINAL_STATES == frozenset({"succeeded", "failed", "cancelled"})
+
+
+def test_home_and_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "h"))
+    store = JobStore()
+    assert store.path == tmp_path / "h" / "jobs.db" and store.path.exists()
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        conn.close()
+    JobStore(tmp_path / "h")  # reopening an existing DB is fine
+
+
+def test_add_get_roundtrip(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    r = rec("local-abc123", native_id="n1", model_uri="file:///m", console_url=None, job_dir="/j",
+            spec_path="job.yaml", plan={"a": [1, 2], "b": {"c": None}}, extra={"k": "v"})
+    store.add(r)
+    got = store.get("local-abc123")
+    assert got == r
+    assert got.to_dict()["plan"] == {"a": [1, 2], "b": {"c": None}}
+    import json
+    json.dumps(got.to_dict())
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add(r)
+
+
+def test_prefix_and_ambiguous(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("sm-aaa111"))
+    store.add(rec("sm-aab222"))
+    store.add(rec("sm"))
+    assert store.get("sm-aaa").job_id == "sm-aaa111"
+    assert store.get("sm").job_id == "sm"  # exact match wins over prefix
+    with pytest.raises(JobNotFound) as exc:
+        store.get("sm-aa")
+    assert "sm-aaa111" in exc.value.message and "sm-aab222" in exc.value.message
+    with pytest.raises(JobNotFound) as exc2:
+        store.get("zzz")
+    assert exc2.value.fix == "run `cloudtune list` to see job ids"
+    with pytest.raises(JobNotFound):
+        store.get("SM-AAA")  # case-sensitive
+    with pytest.raises(JobNotFound):
+        store.get("")
+
+
+def test_list_order_and_filter(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("j1", created_at=100.0))
+    store.add(rec("j3", provider="aws", created_at=300.0))
+    store.add(rec("j2", created_at=200.0))
+    assert [r.job_id for r in store.list()] == ["j3", "j2", "j1"]
+    assert [r.job_id for r in store.list(limit=2)] == ["j3", "j2"]
+    assert [r.job_id for r in store.list(provider="local")] == ["j2", "j1"]
+    assert store.list(provider="gcp") == []
+
+
+def test_update(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("j1", created_at=100.0))
+    new = store.update("j1", state="running", extra={"x": 1}, model_uri="s3://m")
+    assert new.state == "running" and new.extra == {"x": 1} and new.model_uri == "s3://m"
+    assert new.updated_at > 100.0 and new.created_at == 100.0
+    assert store.get("j1") == new
+    with pytest.raises(TypeError):
+        store.update("j1", bogus=1)
+    with pytest.raises(TypeError):
+        store.update("j1", job_id="other")
+    assert store.get("j1") == new
+    with pytest.raises(JobNotFound):
+        store.update("nope", state="failed")
+
+
+def _worker(home: str, worker: int, n: int) -> None:
+    store = JobStore(Path(home))
+    for i in range(n):
+        job_id = f"w{worker}-{i:03d}"
+        store.add(rec(job_id))
+        store.update(job_id, state="running", extra={"i": i})
+    for i in range(0, n, 5):
+        store.update(f"w{worker}-{i:03d}", state="succeeded")
+
+
+def test_concurrent_processes(tmp_path: Path) -> None:
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(str(tmp_path), w, 50)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    rows = JobStore(tmp_path).list(limit=0)
+    assert len(rows) == 100
+    assert {r.job_id for r in rows} == {f"w{w}-{i:03d}" for w in range(2) for i in range(50)}
+    by_id = {r.job_id: r for r in rows}
+    for w in range(2):
+        for i in range(50):
+            r = by_id[f"w{w}-{i:03d}"]
+            assert r.extra == {"i": i}
+            assert r.state == ("succeeded" if i % 5 == 0 else "running")
