@@ -62,6 +62,7 @@ def _input_path(source: str, base: str) -> str:
 def sagemaker(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, str], nodes: int,
               bundle: str | None, master_port: int) -> Layout:
     hosts = [f"algo-{i + 1}" for i in range(nodes)]
+    job = dict(job, inputs={name: f"/opt/ml/input/data/{name}" for name in sorted(inputs)})
     out: list[Node] = []
     copies: list[Copy] = []
     channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}

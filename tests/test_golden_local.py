@@ -1,0 +1,65 @@
+"""Golden plans of the local launcher: the whole request per scenario, so a diff shows what changed.
+
+Regenerate after an intended change with CLOUDTUNE_UPDATE_GOLDEN=1 python -m pytest tests/test_golden_local.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from cloudtune.bundle import build_bundle
+from cloudtune.local.launcher import LocalLauncher
+from cloudtune.spec import LocalSettings, validate_spec
+
+GOLDEN = Path(__file__).parent / "golden" / "local"
+SUFFIX = "20260101-000000-abcd"
+
+
+def project(tmp: Path) -> Path:
+    (tmp / "data").mkdir(parents=True)
+    (tmp / "data/train.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n')
+    (tmp / "data/eval.jsonl").write_text('{"text": "three"}\n')
+    (tmp / "models/tiny").mkdir(parents=True)
+    (tmp / "models/tiny/config.json").write_text('{"model_type": "gpt2"}')
+    (tmp / "src").mkdir()
+    (tmp / "src/train.py").write_text("print('hi')\n")
+    return tmp
+
+
+SCENARIOS = {
+    "quickstart-aws": ({"name": "quickstart", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
+                        "train": {"model": "./models/tiny"}}, "aws"),
+    "quickstart-gcp": ({"name": "quickstart", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
+                        "train": {"model": "./models/tiny"}}, "gcp"),
+    "quickstart-azure": ({"name": "quickstart", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
+                          "train": {"model": "./models/tiny"}}, "azure"),
+    "command-2-nodes-aws": ({"name": "cmd", "resources": {"nodes": 2, "max_runtime": "90m"}, "retries": 2,
+                             "inputs": {"train": "data/train.jsonl"}, "command": "python train.py", "code": "src",
+                             "env": {"LOG_LEVEL": "info"},
+                             "secrets": {"HF_TOKEN": "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf"}}, "aws"),
+}
+
+
+def normalise(text: str, tmp: Path, home: Path) -> str:
+    return (text.replace(str(home), "<home>").replace(str(tmp), "<project>")
+            .replace(f"local ({os.cpu_count()} CPUs)", "local (<n> CPUs)"))
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_golden_plan(tmp_path: Path, scenario: str) -> None:
+    data, emulate = SCENARIOS[scenario]
+    tmp = project(tmp_path / "p")
+    home = tmp_path / "home"
+    spec = validate_spec(data, base_dir=tmp)
+    bundle = build_bundle(Path(spec.code), dest=tmp_path / "bundles") if spec.command else None
+    plan = LocalLauncher(home=home).plan(spec, LocalSettings(emulate=emulate), suffix=SUFFIX, bundle=bundle)
+    got = normalise(plan.to_json(indent=2), tmp, home).replace(str(tmp_path / "bundles"), "<bundles>") + "\n"
+    path = GOLDEN / f"{scenario}.json"
+    if os.environ.get("CLOUDTUNE_UPDATE_GOLDEN") or not path.exists():
+        path.write_text(got)
+    assert got == path.read_text(), f"plan changed; diff against {path}"
+    assert "arn:aws:secretsmanager" in got and "HF_TOKEN" in got if "command" in scenario else True
