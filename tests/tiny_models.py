@@ -1,0 +1,51 @@
+"""Tiny models for tests: built from a config, saved locally, never downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "a small model learns to repeat simple sentences",
+    "roast the beans until the first crack then cool them fast",
+    "the boat sails north when the wind comes from the south",
+    "numbers like 0 1 2 3 4 5 6 7 8 9 appear in text too",
+    "The End. Questions? Answers! {json: [1, 2]} <tags> and_underscores",
+]
+
+
+def make_tiny_gpt2(path: Path) -> Path:
+    """Save a 2-layer GPT-2 (n_embd 32) with a tiny byte-level BPE tokenizer to `path`; return `path`.
+
+    Deterministic (fixed seed) and fast (well under a second once transformers is imported).
+    """
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>", pad_token="<|endoftext|>",
+    )
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = GPT2Config(
+        vocab_size=len(tokenizer), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+    )
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(str(path))
+    tokenizer.save_pretrained(str(path))
+    return path
