@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -18,7 +17,7 @@ from cloudtune.hashing import digest
 from cloudtune.jobconfig import runtime_job, with_model_input
 from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
 from cloudtune.local.layout import EMULATORS
-from cloudtune.local.supervisor import read_state
+from cloudtune.local.supervisor import read_state, write_state
 from cloudtune.plan import Plan, Upload
 from cloudtune.settings import cloudtune_home
 from cloudtune.spec import LocalSettings, is_remote
@@ -26,6 +25,8 @@ from cloudtune.spec import LocalSettings, is_remote
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.spec import JobSpec
+
+STARTUP_GRACE_S = 30.0
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
@@ -137,14 +138,12 @@ class LocalLauncher:
         tmp.write_text(plan.to_json())
         os.replace(tmp, job_dir / "plan.json")
         (job_dir / "job.log").touch()
-        proc = subprocess.Popen(
+        write_state(job_dir, state="pending")  # the supervisor adds its pid and moves on to running
+        subprocess.Popen(
             [sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir)],
             stdin=subprocess.DEVNULL, stdout=open(job_dir / "supervisor.log", "ab"), stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )
-        (job_dir / "state.json.tmp").write_text(json.dumps({"state": "pending", "supervisor_pid": proc.pid, "updated_at": time.time()}))
-        if not (job_dir / "state.json").exists():
-            os.replace(job_dir / "state.json.tmp", job_dir / "state.json")
         return self._ref(plan)
 
     def _with_free_port(self, plan: Plan) -> Plan:
@@ -160,7 +159,9 @@ class LocalLauncher:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             new = s.getsockname()[1]
-        data = json.loads(plan.to_json().replace(f'"MASTER_PORT": "{port}"', f'"MASTER_PORT": "{new}"'))
+        data = plan.to_dict()
+        for node in data["request"]["nodes"]:
+            node["env"]["MASTER_PORT"] = str(new)
         return Plan.from_dict(data)
 
     def _ref(self, plan: Plan) -> JobRef:
@@ -173,6 +174,10 @@ class LocalLauncher:
         if not state:
             return JobStatus("failed", "no state file", "the job directory is missing or was never started")
         name = state.get("state", "pending")
+        if name == "pending" and "supervisor_pid" not in state:
+            if time.time() - float(state.get("updated_at", 0)) < STARTUP_GRACE_S:
+                return JobStatus("pending", "starting")
+            return JobStatus("failed", "supervisor never started", f"see {job_dir / 'supervisor.log'}")
         if name in ("pending", "running") and not _alive(state.get("supervisor_pid")):
             time.sleep(0.2)  # the supervisor may be writing its final state right now
             state = read_state(job_dir)
@@ -200,7 +205,9 @@ class LocalLauncher:
                 time.sleep(0.2)
 
     def cancel(self, ref: JobRef) -> None:
-        state = read_state(Path(ref.native_id))
+        deadline = time.monotonic() + STARTUP_GRACE_S
+        while "supervisor_pid" not in (state := read_state(Path(ref.native_id))) and time.monotonic() < deadline:
+            time.sleep(0.1)  # just submitted: wait for the supervisor to record itself
         pid = state.get("supervisor_pid")
         if state.get("state") in ("succeeded", "failed", "cancelled") or not _alive(pid):
             return
