@@ -63,10 +63,16 @@ def check_model(model_dir: Path) -> dict:
     return metrics
 
 
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples/quickstart/job.yaml"
+
+
 @pytest.mark.parametrize("emulate", ["aws", "gcp", "azure"])
-def test_fine_tune_under_each_contract(tmp_path: Path, home: Path, tiny_model: Path, emulate: str) -> None:
-    spec = write_job(tmp_path, tiny_model, providers={"local": {"emulate": emulate}})
-    job = api.launch(spec)
+def test_quickstart_job_under_each_contract(home: Path, tiny_model: Path, emulate: str) -> None:
+    """The quickstart's own job.yaml and data, on a tiny model and a few steps, under each cloud's contract."""
+    job = api.launch(QUICKSTART, overrides=[
+        f"providers.local.emulate={emulate}", f"train.model={tiny_model}",
+        "train.hyperparameters.max_steps=8", "train.hyperparameters.learning_rate=3e-3", "checkpoint.every_steps=4",
+    ])
     assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
     assert f"provider={emulate}" in log

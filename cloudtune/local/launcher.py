@@ -85,6 +85,10 @@ class LocalLauncher:
             )
         if spec.resources.spot:
             notes.append("spot: ignored locally")
+        if spec.image:
+            notes.append(f"image {spec.image}: not used locally; the job runs in this Python environment")
+        if spec.outputs:
+            notes.append("outputs: not used locally; the model stays in the job directory (see model)")
         if spec.secrets:
             notes.append("secrets are read from your environment at submit: " + ", ".join(sorted(spec.secrets)))
 
