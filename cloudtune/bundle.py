@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 from cloudtune.errors import InvalidInput
 
@@ -458,6 +458,14 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
         items[e.rel] = (e.size, 0o755 if e.mode & 0o111 else 0o644, e.path)
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
+    return _write_archive(items, dest)
+
+
+Source = Union[Path, bytes]
+
+
+def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None) -> Bundle:
+    """Write `items` (archive path -> (size, mode, source)) as a deterministic tar.gz; see build_bundle for `dest`."""
     names = tuple(sorted(items))
 
     def gen() -> Iterator[tuple[str, int, int, BinaryIO | bytes]]:
@@ -490,3 +498,21 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
         tmp.unlink(missing_ok=True)
         raise
     return Bundle(path=target, sha256=sha, size=writer.size, files=names)
+
+
+def extend_bundle(base: Bundle | None, extra_files: dict[str, bytes], dest: Path | None = None) -> Bundle:
+    """A new deterministic bundle: `base`'s files (if any) plus `extra_files`, which replace same-named files.
+
+    Launchers use it to add cloudtune's own files (its wheel, a large job config) to the user's code.
+    """
+    extra = {_check_extra_path(k): bytes(v) for k, v in extra_files.items()}
+    items: dict[str, tuple[int, int, Source]] = {}
+    if base is not None:
+        with tarfile.open(base.path, "r:gz") as tar:
+            for m in tar.getmembers():
+                if m.isfile() and m.name not in extra:
+                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
+                    items[m.name] = (m.size, 0o755 if m.mode & 0o111 else 0o644, data)
+    for name, data in extra.items():
+        items[name] = (len(data), 0o644, data)
+    return _write_archive(items, dest)
