@@ -1,0 +1,322 @@
+"""Compile a job spec into a SageMaker `CreateTrainingJob` Plan.
+
+Pure and offline: no boto3/botocore/sagemaker import (the stock image URI is read from the SageMaker SDK's
+JSON config file, see `images.py`). Its only side effects are content-addressed cache files: the
+cloudtune wheel (`wheel.py`) and the code-channel tarball (`bundling.py`), both deterministic.
+
+The container contract (what `cloudtune.runtime.context` reads), the same as `local` with `emulate: aws`:
+- hyperparameter `cloudtune_job`: the runtime job JSON (or, over SageMaker's 2500-character limit,
+  the path of `.cloudtune/job.json`, unpacked from the code channel by the entrypoint);
+- one File-mode S3 channel per input at /opt/ml/input/data/<name>, plus `code` holding the bundle tar.gz;
+- model /opt/ml/model (-> <S3OutputPath>/<job>/output/model.tar.gz), checkpoints /opt/ml/checkpoints
+  (synced to S3 by CheckpointConfig), TensorBoard logs /opt/ml/output/tensorboard.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.launcher import Capabilities, Capability
+from cloudtune.plan import Plan, Upload
+from cloudtune.spec import AwsSettings, is_remote
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.spec import JobSpec
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+DATA_DIR = "/opt/ml/input/data"
+CODE_CHANNEL = "code"
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
+TENSORBOARD_DIR = "/opt/ml/output/tensorboard"
+UNPACK_DIR = "/tmp/cloudtune"
+JOB_FILE = ".cloudtune/job.json"
+HYPERPARAMETER_MAX = 2500
+ENV_MAX_ENTRIES = 100
+ENV_MAX_LEN = 512
+MAX_CHANNELS = 20
+MAX_RUNTIME_S = 28 * 24 * 3600
+JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
+BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+SETTINGS_FIX = "set providers.aws.{key} in the spec, in $CLOUDTUNE_HOME/config.yaml, or CLOUDTUNE_AWS_{KEY}"
+
+# The container entrypoint: unpack cloudtune's files from the code channel, pip-install the carried
+# wheel, then hand over to cloudtune-run. $1: pip flags, $2: the wheel's extras. (Each ContainerArguments
+# item is limited to 256 characters.)
+BOOTSTRAP = (
+    f"set -e; d={UNPACK_DIR}; mkdir -p $d; tar -xzf {DATA_DIR}/{CODE_CHANNEL}/*.tar.gz -C $d .cloudtune; "
+    'python -m pip install -q --disable-pip-version-check --no-cache-dir $1 "$(ls $d/.cloudtune/*.whl)$2"; '
+    "exec cloudtune-run"
+)
+
+CAPABILITIES = Capabilities(
+    gpu=Capability(True, "SageMaker GPU instances (ml.g4dn, ml.g5, ml.g6, ml.p4d, ml.p5, ...) chosen from the catalog"),
+    tpu=Capability(False, "TPUs exist only on Google Cloud; SageMaker has none"),
+    multi_node=Capability(True, "InstanceCount nodes (algo-1..N) joined by torchrun"),
+    spot=Capability(True, "managed spot training, with checkpoints synced to S3 and resumed after a reclaim"),
+    log_streaming=Capability(True, f"CloudWatch Logs group {LOG_GROUP}"),
+    remote_inputs=Capability(True, "s3:// inputs become channels as they are; local paths are uploaded to S3"),
+    secrets=Capability(True, "AWS Secrets Manager ARNs, resolved in the container with the job's role"),
+)
+
+_DEFAULT_METRICS = {  # fallback only: the recipe's own METRIC_REGEXES are the source of truth
+    "train_loss": r"\[cloudtune\] step=\d+ loss=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
+    "learning_rate": r"\[cloudtune\] step=\d+ .*learning_rate=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
+    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
+}
+
+
+
+
+def metric_definitions() -> list[dict[str, str]]:
+    try:
+        from cloudtune.train.causal_lm import METRIC_REGEXES  # stdlib-only at import time
+    except ImportError:  # pragma: no cover - an older core without the constants
+        METRIC_REGEXES = _DEFAULT_METRICS
+    return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
+
+
+def _require(settings: AwsSettings, key: str) -> str:
+    value = getattr(settings, key)
+    if not value:
+        raise UnsupportedSpec(f"providers.aws.{key} is not set", fix=SETTINGS_FIX.format(key=key, KEY=key.upper()))
+    return str(value)
+
+
+def _base_uri(bucket: str) -> str:
+    raw = bucket.strip()
+    raw = raw[len("s3://"):] if raw.startswith("s3://") else raw
+    name, _, prefix = raw.partition("/")
+    if not BUCKET_PATTERN.match(name):
+        raise UnsupportedSpec(f"providers.aws.bucket {bucket!r} is not an S3 bucket name",
+                              fix="give a bucket name such as my-bucket (or s3://my-bucket/prefix)")
+    prefix = prefix.strip("/")
+    return f"s3://{name}" + (f"/{prefix}" if prefix else "")
+
+
+def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path | None) -> Plan:
+    """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
+    from cloudtune.catalog import load_catalog
+    from cloudtune.hashing import digest
+    from cloudtune.jobconfig import runtime_job, with_model_input
+
+    spec = with_model_input(spec)
+    notes: list[str] = []
+    catalog = load_catalog()
+    accel = spec.resources.accel
+
+    # ---- what cannot run here, before anything else
+    if not accel.is_cpu and catalog.normalize(accel.name).startswith("TPU"):
+        CAPABILITIES.require("tpu", f"resources.accelerator {accel}",
+                                  "run it with --provider gcp (Vertex AI has TPUs), or choose a GPU such as H100:8")
+    role = _require(settings, "role")
+    if not ROLE_PATTERN.match(role):
+        raise UnsupportedSpec(f"providers.aws.role {role!r} is not an IAM role ARN",
+                              fix="give the role's ARN, e.g. arn:aws:iam::123456789012:role/SageMakerExecution")
+    base = _base_uri(_require(settings, "bucket"))
+    region = _require(settings, "region")
+    job_name = f"{spec.name}-{suffix}"
+    if len(job_name) > 63 or not JOB_NAME_PATTERN.match(job_name):
+        raise UnsupportedSpec(f"job name {job_name!r} does not fit SageMaker's training job names "
+                              "(1-63 letters, digits and '-', no leading or trailing '-')",
+                              fix="shorten `name` so that name + the 20-character suffix fit in 63 characters")
+    for key, ref in sorted(spec.secrets.items()):
+        if not ref.startswith("arn:aws"):
+            raise UnsupportedSpec(f"secret {key!r} is not an AWS Secrets Manager ARN; a SageMaker job cannot read it",
+                                  fix="store it in AWS Secrets Manager and give its ARN")
+    if CODE_CHANNEL in spec.inputs:
+        raise UnsupportedSpec(f"input name {CODE_CHANNEL!r} is reserved on aws (the channel that carries the code bundle)",
+                              fix="rename that input, e.g. to `source`")
+    if len(spec.inputs) + 1 > MAX_CHANNELS:
+        raise UnsupportedSpec(f"{len(spec.inputs)} inputs: SageMaker allows {MAX_CHANNELS} channels, one of which carries the code",
+                              fix="combine inputs into fewer directories")
+    if spec.outputs is not None and not spec.outputs.startswith("s3://"):
+        raise UnsupportedSpec(f"outputs {spec.outputs!r} is not an s3:// URI", fix="set outputs: s3://BUCKET/PREFIX, or leave it unset")
+    if (settings.subnets or settings.security_groups) and not (settings.subnets and settings.security_groups):
+        raise UnsupportedSpec("a VPC needs both providers.aws.subnets and providers.aws.security_groups",
+                              fix="set both, or neither")
+    runtime_s = spec.resources.max_runtime_seconds
+    if runtime_s > MAX_RUNTIME_S:
+        raise UnsupportedSpec(f"max_runtime {spec.resources.max_runtime} is over SageMaker's 28-day limit", fix="use at most 28d")
+
+    # ---- machine
+    override = spec.resources.instance_type.get("aws")
+    if override:
+        if not override.startswith("ml."):
+            raise UnsupportedSpec(f"instance_type.aws {override!r} is not a SageMaker instance type",
+                                  fix="SageMaker types start with ml., e.g. ml.g5.2xlarge")
+        offer = catalog.by_instance_type("aws", override)
+        instance_type = override
+        if offer is None:
+            notes.append(f"instance type {override} is not in the catalog: no price estimate")
+        elif not accel.is_cpu and offer.accelerator != catalog.normalize(accel.name):
+            notes.append(f"instance_type.aws {override} carries {offer.accelerator}, not the requested {accel}")
+    else:
+        offer = catalog.resolve("aws", "cpu" if accel.is_cpu else accel.name, accel.count)
+        instance_type = offer.instance_type
+    gpus = offer.count if offer is not None else accel.count
+    ppn = spec.processes_per_node(gpus or None)
+    nodes = spec.resources.nodes
+
+    # ---- inputs: local paths are uploaded, content-addressed
+    uploads: list[Upload] = []
+    channel_uris: dict[str, str] = {}
+    for name, uri in sorted(spec.inputs.items()):
+        if is_remote(uri):
+            if not uri.startswith("s3://"):
+                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on S3; a SageMaker job reads s3:// inputs only",
+                                      fix="copy it to S3 and give the s3:// URI, or give a local path (uploaded at launch)")
+            channel_uris[name] = uri
+            continue
+        path = Path(uri)
+        if not path.exists():
+            raise UnsupportedSpec(f"input {name!r} not found: {uri}", fix="check the path (it resolves against the spec file's directory)")
+        size, sha = digest(path)
+        dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
+        uploads.append(Upload(str(path), dest, size, sha))
+        channel_uris[name] = dest
+
+    # ---- the runtime job, hyperparameters and the code bundle
+    job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
+    job_json = json.dumps(job, sort_keys=True)
+    from cloudtune_aws.bundling import CLOUDTUNE_DIR, compose_bundle
+    from cloudtune_aws.wheel import cloudtune_wheel
+
+    if home is None:
+        from cloudtune.settings import cloudtune_home
+
+        home = cloudtune_home()
+    wheel = cloudtune_wheel(home / "aws" / "wheels")
+    extra = {f"{CLOUDTUNE_DIR}/{wheel.filename}": wheel.path.read_bytes()}
+    if len(job_json) > HYPERPARAMETER_MAX:
+        extra[JOB_FILE] = job_json.encode()
+        hyper_value = f"{UNPACK_DIR}/{JOB_FILE}"
+        notes.append(f"the runtime job ({len(job_json)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-character "
+                     f"hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
+    else:
+        hyper_value = job_json
+    code = compose_bundle(bundle, extra, home / "bundles")
+    code_uri = f"{base}/bundles/{code.sha256}.tar.gz"
+    uploads.append(Upload(str(code.path), code_uri, code.size, code.sha256))
+    channel_uris[CODE_CHANNEL] = code_uri
+
+    # ---- image and entrypoint
+    if spec.image:
+        image = spec.image
+        pip_flags = "--no-deps --force-reinstall"  # the image brings the dependencies; works without network
+        extras = ""
+    else:
+        from cloudtune_aws.images import image_table, processor_for, training_image_uri
+
+        table = image_table()
+        processor = processor_for(instance_type, gpus)
+        image = training_image_uri(region, processor, table)
+        pip_flags = ""
+        extras = "[train]" if spec.train is not None else ""
+        notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
+                     + ("from the sagemaker SDK's image-URI config" if table.from_sdk
+                        else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
+        if settings.network_isolation:
+            raise UnsupportedSpec("network isolation with the stock image: the container could not pip-install "
+                                  "cloudtune's dependencies", fix="set `image:` to an image with cloudtune installed "
+                                  "(see containers/), or turn providers.aws.network_isolation off")
+        notes.append("the container pip-installs cloudtune" + (" and its train extra (transformers, ...)" if extras else "")
+                     + " at start: it needs a route to PyPI (default networking or a NAT)")
+    if settings.network_isolation and spec.secrets:
+        raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
+                              fix="drop providers.aws.network_isolation, or pass no secrets")
+
+    # ---- environment (plain values only; what does not fit still reaches the job through the runtime job)
+    environment: dict[str, str] = {}
+    left_out: list[str] = []
+    for key, value in sorted(spec.env.items()):
+        if len(key) <= ENV_MAX_LEN and len(value) <= ENV_MAX_LEN and len(environment) < ENV_MAX_ENTRIES:
+            environment[key] = value
+        else:
+            left_out.append(key)
+    if left_out:
+        notes.append(f"env {', '.join(left_out)}: over SageMaker's Environment limits ({ENV_MAX_ENTRIES} entries, "
+                     f"{ENV_MAX_LEN} characters); set by cloudtune-run from the runtime job instead")
+
+    # ---- outputs
+    output = (spec.outputs or f"{base}/output").rstrip("/")
+    output_config: dict[str, Any] = {"S3OutputPath": output}
+    if settings.kms_key:
+        output_config["KmsKeyId"] = settings.kms_key
+
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": runtime_s}
+    if spec.resources.spot:
+        stopping["MaxWaitTimeInSeconds"] = max(runtime_s, min(2 * runtime_s, MAX_RUNTIME_S))
+
+    tags = {**settings.tags, "cloudtune:job": spec.name}
+
+    request: dict[str, Any] = {
+        "TrainingJobName": job_name,
+        "HyperParameters": {"cloudtune_job": hyper_value},
+        "AlgorithmSpecification": {
+            "TrainingImage": image,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": metric_definitions(),
+            "ContainerEntrypoint": ["/bin/sh", "-c"],
+            "ContainerArguments": [BOOTSTRAP, "cloudtune-bootstrap", pip_flags, extras],
+        },
+        "RoleArn": role,
+        "InputDataConfig": [
+            {
+                "ChannelName": name,
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                                "S3DataDistributionType": "FullyReplicated"}},
+                "InputMode": "File",
+            }
+            for name, uri in channel_uris.items()
+        ],
+        "OutputDataConfig": output_config,
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": nodes, "VolumeSizeInGB": spec.resources.disk_gb},
+        "StoppingCondition": stopping,
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+        "EnableNetworkIsolation": settings.network_isolation,
+        "EnableManagedSpotTraining": spec.resources.spot,
+        "CheckpointConfig": {"S3Uri": f"{output}/checkpoints/{job_name}", "LocalPath": CHECKPOINT_DIR},
+    }
+    if settings.subnets:
+        request["VpcConfig"] = {"SecurityGroupIds": list(settings.security_groups), "Subnets": list(settings.subnets)}
+    if settings.tensorboard:
+        request["TensorBoardOutputConfig"] = {"S3OutputPath": f"{output}/tensorboard/{job_name}", "LocalPath": TENSORBOARD_DIR}
+    if environment:
+        request["Environment"] = environment
+    if spec.retries:
+        request["RetryStrategy"] = {"MaximumRetryAttempts": spec.retries}
+
+    # ---- cost
+    price = None
+    if offer is not None:
+        if spec.resources.spot and offer.spot_usd_per_hour is not None:
+            price = offer.spot_usd_per_hour
+        else:
+            price = offer.usd_per_hour
+            if spec.resources.spot and price is not None:
+                notes.append("managed spot has no list price: the estimate is the on-demand price (an upper bound)")
+    estimate = round(price * nodes, 4) if price is not None else None
+    if spec.secrets:
+        notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
+                     + ", ".join(sorted(spec.secrets)))
+
+    plan_spec = spec.model_dump(mode="json")
+    plan_spec.setdefault("providers", {})["aws"] = settings.model_dump(mode="json")
+    return Plan(
+        provider="aws",
+        job_name=job_name,
+        request=request,
+        uploads=tuple(uploads),
+        instance_type=instance_type,
+        instance_count=nodes,
+        estimated_usd_per_hour=estimate,
+        model_uri=f"{output}/{job_name}/output/model.tar.gz",
+        notes=tuple(notes),
+        spec=plan_spec,
+    )
