@@ -150,6 +150,7 @@ class Supervisor:
                 if attempt:
                     log.write(f"[cloudtune] restarting (retry {attempt} of {retries}); resuming from the newest checkpoint\n")
                     log.flush()
+                    self._restore_checkpoints()
                 threads = self._start(log, lock)
                 codes, reason = self._wait(deadline)
                 for t in threads:
@@ -166,6 +167,18 @@ class Supervisor:
                 if reason.startswith("MaxRuntimeExceeded"):
                     break
             return self._finish("failed", code, reason)
+
+    def _restore_checkpoints(self) -> None:
+        """SageMaker restores CheckpointConfig's S3 copy onto every host of a restarted job: do the same,
+        from the first host (rank 0 writes checkpoints) to the others."""
+        if self.request.get("emulate") != "aws" or len(self.request["nodes"]) < 2:
+            return
+        dirs = [Path(node["root"]) / "opt/ml/checkpoints" for node in self.request["nodes"]]
+        if not dirs[0].is_dir():
+            return
+        for other in dirs[1:]:
+            shutil.rmtree(other, ignore_errors=True)
+            shutil.copytree(dirs[0], other)
 
     def _failure_reason(self) -> str | None:
         for node in self.request["nodes"]:
