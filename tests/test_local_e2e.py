@@ -165,3 +165,18 @@ def test_two_nodes(tmp_path: Path, home: Path, tiny_model: Path) -> None:
     assert "[algo-1]" in log and "[algo-2]" in log and "torchrun: 2 node(s)" in log
     check_model(Path(job.model_uri))
     assert not (home / "jobs" / job.job_id / "hosts/algo-2/opt/ml/model/metrics.json").exists()  # only rank 0 writes
+
+
+def test_two_nodes_resume_after_a_node_is_killed(tmp_path: Path, home: Path, tiny_model: Path) -> None:
+    """Every host of a retried job finds the checkpoints (SageMaker restores them from S3 onto each host)."""
+    spec = write_job(tmp_path, tiny_model, resources={"nodes": 2}, retries=1, hp={"max_steps": 24},
+                     checkpoint={"every_steps": 2, "keep": 2})
+    job = api.launch(spec)
+    ckpt = home / "jobs" / job.job_id / "hosts/algo-1/opt/ml/checkpoints"
+    wait_for(lambda: ckpt.is_dir() and any(ckpt.glob("checkpoint-*/*manifest*")), 240, "the first complete checkpoint")
+    pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
+    os.kill(children(pid)[-1], signal.SIGKILL)  # the second node
+    assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
+    log = "\n".join(job.logs())
+    assert "retry 1 of 1" in log and "resuming from checkpoint" in log
+    assert json.loads((Path(job.model_uri) / "metrics.json").read_text())["global_step"] == 24
