@@ -10,9 +10,9 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from cloudtune.errors import SpecError, SpecIssue
 from cloudtune.units import parse_duration
@@ -106,13 +106,69 @@ class Resources(_Strict):
         return parse_duration(self.max_runtime)
 
 
-class DataSpec(_Strict):
+class _TrainPart(_Strict):
+    """A train sub-model whose later-added options are left out of dumps while they hold their default.
+
+    Runtime job configs (and golden plans) stay as they were for specs that do not use the new options, and the
+    job JSON stays short (SageMaker caps each hyperparameter value at 2500 characters). The container
+    re-validates the dump, so an omitted option gets the same default there.
+    """
+
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _compact(self, handler: Any) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for name in self._OMIT_WHEN_DEFAULT:
+                if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                    del data[name]
+        return data
+
+
+TASKS = ("causal-lm", "seq-classification")
+DATA_FORMATS = ("auto", "text", "instruction", "chat")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class DataSpec(_TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
+    )
     train: str = Field("train", description="name of the input holding the training data")
     eval: str | None = Field("eval", description="name of the input holding evaluation data; null = none")
-    text_field: str = Field("text", description="record field holding the text")
+    format: Literal["auto", "text", "instruction", "chat"] = Field(
+        "auto",
+        description="causal-lm record shape: text (text_field), instruction (prompt_field + completion_field), "
+        "chat (messages_field); auto = detected from the first record",
+    )
+    text_field: str = Field("text", description="record field holding the text (text format; seq-classification input)")
+    prompt_field: str = Field("prompt", description="instruction format: field holding the prompt (no loss on it)")
+    completion_field: str = Field("completion", description="instruction format: field holding the completion (the loss)")
+    messages_field: str = Field("messages", description="chat format: field holding the list of {role, content} messages")
+    chat_template: str | None = Field(
+        None, description="chat format: Jinja chat template used when the tokenizer has none (or to replace its own)"
+    )
+    label_field: str = Field("label", description="seq-classification: field holding the label (a name or an integer id)")
+    labels: list[str] | None = Field(
+        None, description="seq-classification: the label names in id order; null = the sorted names found in the data"
+    )
+    packing: bool = Field(False, description="causal-lm: pack several examples per sequence (block-diagonal attention)")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("labels needs at least two label names (or null to take them from the data)")
+            dupes = sorted({x for x in v if v.count(x) > 1})
+            if dupes:
+                raise ValueError(f"labels lists {', '.join(map(repr, dupes))} more than once; each label name once")
+        return v
 
 
-class Hyperparameters(_Strict):
+class Hyperparameters(_TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience")
     epochs: float = Field(1, gt=0, description="passes over the training data")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: float = Field(5e-4, gt=0)
@@ -122,26 +178,72 @@ class Hyperparameters(_Strict):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = Field(42)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory, slower)")
+    eval_every: int | None = Field(None, ge=1, description="evaluate every N optimizer steps during training; null = only before/after")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
+    )
 
 
-class LoraSpec(_Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: Union[Literal["auto"], list[str]] = "auto"
+class LoraSpec(_TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge",)
+    r: int = Field(16, ge=1, description="rank of the LoRA update matrices")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="module names to adapt; auto = the attention and MLP projections of known architectures"
+    )
+    merge: bool = Field(False, description="also merge the adapter into full weights in the model dir (adapter goes to adapter/)")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: Union[str, list[str]]) -> Union[str, list[str]]:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules is empty; list module names (e.g. [q_proj, v_proj]) or use auto")
+        return v
 
 
 class TrainSpec(_Strict):
-    task: Literal["causal-lm"] = Field("causal-lm", description="built-in recipe")
+    task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
     model: str = Field(..., description="hub id, local path, or the name of an input")
     data: DataSpec = Field(default_factory=DataSpec)
-    lora: LoraSpec | None = None
+    lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of all weights; null = full fine-tune")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
 
     @model_validator(mode="after")
-    def _lora_not_yet(self) -> "TrainSpec":
-        if self.lora is not None:
-            raise ValueError("lora is not supported by this version's causal-lm recipe yet; remove `lora:` (full fine-tune)")
+    def _consistent(self) -> "TrainSpec":
+        data, hp = self.data, self.hyperparameters
+        if self.task == "seq-classification":
+            if data.packing:
+                raise ValueError(
+                    "train.data.packing applies to task causal-lm only (a classification example is one labelled "
+                    "sequence); remove `packing: true` or set task: causal-lm"
+                )
+            if data.format != "auto":
+                raise ValueError(
+                    f"train.data.format {data.format!r} applies to task causal-lm only; seq-classification reads "
+                    f"train.data.text_field and train.data.label_field: remove `format:`"
+                )
+            if data.chat_template is not None:
+                raise ValueError("train.data.chat_template applies to task causal-lm (chat format) only; remove it")
+        else:
+            if data.labels is not None:
+                raise ValueError("train.data.labels applies to task seq-classification only; remove it or set task: seq-classification")
+            if data.format in ("text", "instruction") and data.chat_template is not None:
+                raise ValueError(f"train.data.chat_template is used by the chat format only; remove it or set format: chat (now {data.format!r})")
+        if hp.eval_every is not None and data.eval is None:
+            raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
+        if hp.early_stopping_patience is not None:
+            if data.eval is None:
+                raise ValueError("hyperparameters.early_stopping_patience watches the eval loss, so it needs an eval set: set train.data.eval")
+            if hp.eval_every is None:
+                raise ValueError(
+                    "hyperparameters.early_stopping_patience counts evaluations during training: set "
+                    "hyperparameters.eval_every (e.g. 50) as well"
+                )
         return self
 
 

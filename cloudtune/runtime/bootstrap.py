@@ -121,11 +121,11 @@ def run_worker(ctx: RuntimeContext) -> int:
         d.mkdir(parents=True, exist_ok=True)
     if job.get("train"):
         from cloudtune.spec import CheckpointSpec, TrainSpec
-        from cloudtune.train.causal_lm import run_causal_lm
+        from cloudtune.train import run_recipe
 
         train = TrainSpec.model_validate(job["train"])
         checkpoint = CheckpointSpec.model_validate(job.get("checkpoint") or {})
-        metrics = run_causal_lm(ctx, train, checkpoint)
+        metrics = run_recipe(ctx, train, checkpoint)
         if int(os.environ.get("RANK", "0")) == 0:
             _say("metrics " + json.dumps(metrics, sort_keys=True))
         return 0

@@ -1,1 +1,25 @@
-"""Built-in fine-tuning recipes. They read only a RuntimeContext, never a provider variable."""
+"""Built-in fine-tuning recipes. They read only a RuntimeContext, never a provider variable.
+
+`run_recipe(ctx, train, checkpoint)` picks the recipe for `train.task` (causal-lm, seq-classification).
+Importing this package imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def run_recipe(ctx: Any, train: Any, checkpoint: Any) -> dict[str, float]:
+    """Run the built-in recipe named by `train.task`; returns its metrics (also written to metrics.json)."""
+    if train.task == "seq-classification":
+        from cloudtune.train.classification import run_seq_classification
+
+        return run_seq_classification(ctx, train, checkpoint)
+    if train.task == "causal-lm":
+        from cloudtune.train.causal_lm import run_causal_lm
+
+        return run_causal_lm(ctx, train, checkpoint)
+    raise ValueError(f"unknown train.task {train.task!r}; use causal-lm or seq-classification")
+
+
+__all__ = ["run_recipe"]

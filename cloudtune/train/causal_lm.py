@@ -1,4 +1,8 @@
-"""The built-in causal-LM recipe: full fine-tune of a Hugging Face model with the transformers Trainer.
+"""The built-in causal-LM recipe: fine-tune a Hugging Face model (all weights, or a LoRA adapter) with the Trainer.
+
+Data shapes: plain text, instruction (loss on the completion only) and chat (loss on the assistant turns only);
+optional packing with block-diagonal attention (see `cloudtune.train.data`). The training flow (`run_training`)
+is shared with the seq-classification recipe.
 
 Reads only the RuntimeContext and the spec. Works in one process or under torchrun (DDP; gloo on CPU);
 only rank 0 prints, writes the model and writes metrics. Checkpoints are complete-or-absent (see
@@ -35,6 +39,9 @@ TRAIN_DONE_LOG_FORMAT = (
 )
 """Printed once training finishes, rank 0 only."""
 
+CLS_EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} accuracy={eval_accuracy:.4f} f1={eval_f1:.4f}"
+"""The seq-classification recipe's eval line (`when` = before, after or step<N>); f1 is macro-F1."""
+
 RESUME_LOG_FORMAT = LOG_PREFIX + " resuming from checkpoint {path} (step {step})"
 CHECKPOINT_LOG_FORMAT = LOG_PREFIX + " checkpoint saved: {path} (step {step})"
 SIGTERM_LOG_FORMAT = LOG_PREFIX + " SIGTERM received: checkpoint saved at step {step}, exiting"
@@ -49,6 +56,8 @@ METRIC_REGEXES: dict[str, str] = {
     "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + _NUM,
 }
 """Metric name -> regex with one capture group, matching the log lines above (for cloud metric definitions)."""
+
+EARLY_STOP_LOG_FORMAT = LOG_PREFIX + " early stopping at step {step}: eval_loss did not improve on {best:.4f} for {patience} evaluations"
 
 SIGTERM_EXIT_CODE = 143
 LOGGING_STEPS = 10
@@ -82,9 +91,10 @@ def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
     return str(path)
 
 
-def _load(source: str) -> tuple[Any, Any]:
+def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
+          id2label: dict[int, str] | None = None) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
@@ -93,19 +103,49 @@ def _load(source: str) -> tuple[Any, Any]:
         else:
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
     tokenizer.padding_side = "right"
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    if task == "seq-classification":
+        extra: dict[str, Any] = {"num_labels": num_labels}
+        if id2label is not None:
+            extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **extra)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
     return tokenizer, model
 
 
-def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec) -> Any:
+def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
+    """`auto`: bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on CPU. fp16 needs a GPU."""
+    if requested == "auto":
+        return ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
+    if requested == "fp16" and not cuda:
+        raise ValueError("hyperparameters.precision fp16 needs a CUDA GPU (mixed precision with a loss scaler); "
+                         "on CPU use fp32 (or bf16), or leave precision: auto")
+    if requested == "bf16" and cuda and not bf16_supported:
+        raise ValueError("hyperparameters.precision bf16 is not supported by this GPU (pre-Ampere); use fp16 or auto")
+    return requested
+
+
+def device_precision(requested: str) -> str:
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return resolve_precision(requested, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
+
+
+def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec,
+                        precision: str | None = None, loss_only: bool = True) -> Any:
     import torch
     from transformers import TrainingArguments
 
     hp = train.hyperparameters
+    precision = precision or device_precision(hp.precision)
     cuda = torch.cuda.is_available()
+    from transformers.utils import is_torch_xla_available
+
+    accelerated = cuda or is_torch_xla_available()  # a TPU VM trains on its XLA device, not the CPU
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     return TrainingArguments(
         output_dir=str(ctx.checkpoint_dir),
@@ -123,18 +163,21 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         logging_strategy="steps",
         logging_steps=LOGGING_STEPS,
         logging_first_step=True,
-        eval_strategy="no",
+        eval_strategy="steps" if hp.eval_every else "no",
+        eval_steps=hp.eval_every,
         save_strategy="steps",
         save_steps=checkpoint.every_steps,
         save_total_limit=None,  # rotation is ours: never touch incomplete/corrupt checkpoints
         report_to="none",
         disable_tqdm=True,
         log_level="warning",
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-        fp16=False,
-        use_cpu=not cuda,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=hp.gradient_checkpointing,  # the transformers 5 name of gradient_checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing else None,
+        use_cpu=not accelerated,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
         remove_unused_columns=False,
-        prediction_loss_only=True,
+        prediction_loss_only=loss_only,
         dataloader_num_workers=0,
         dataloader_pin_memory=cuda,
         include_num_input_tokens_seen="non_padding",
@@ -151,6 +194,30 @@ def _make_trainer_class() -> type:
         """Trainer whose checkpoints are written under a temp name and published whole, with a manifest."""
 
         ct_store: CheckpointStore
+
+        def _track_num_input_tokens(self, inputs: Any) -> None:
+            if "ct_num_tokens" not in inputs:  # packed rows carry a 4D mask: count their real tokens instead
+                return super()._track_num_input_tokens(inputs)
+            if self.args.include_num_input_tokens_seen == "no":
+                return None
+            import torch
+
+            count = torch.as_tensor(inputs["ct_num_tokens"], device=self.args.device, dtype=torch.int64)
+            self.state.num_input_tokens_seen += self.accelerator.gather(count).sum().item()
+            return None
+
+        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            inputs = {k: v for k, v in inputs.items() if not k.startswith("ct_")}
+            return super().compute_loss(model, inputs, *args, **kwargs)
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+            metrics = super().evaluate(*args, **kwargs)
+            # evaluate() before train() prepares the bare model and marks it prepared, so train() would never
+            # wrap it in DistributedDataParallel and the ranks would not all-reduce their gradients: re-arm it.
+            if not self.is_in_train and self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
+                self.model._is_accelerate_prepared = False
+                self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+            return metrics
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             store = self.ct_store
@@ -198,6 +265,7 @@ def _make_callbacks() -> tuple[Any, Any]:
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.tokens_at_begin = int(state.num_input_tokens_seen or 0)
+            self.in_train = True
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
             if logs and "loss" in logs and state.is_world_process_zero:
@@ -205,6 +273,15 @@ def _make_callbacks() -> tuple[Any, Any]:
                     step=state.global_step, loss=float(logs["loss"]),
                     learning_rate=float(logs.get("learning_rate", 0.0)), epoch=float(logs.get("epoch") or 0.0),
                 ), flush=True)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
+            if self.in_train and metrics and "eval_loss" in metrics and state.is_world_process_zero:
+                print(eval_line(f"step{state.global_step}", metrics), flush=True)
+
+        in_train = False
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.in_train = False
 
     class SigtermCallback(TrainerCallback):
         """SIGTERM sets a flag; at the end of the current optimizer step every rank agrees to save and stop."""
@@ -234,6 +311,58 @@ def _make_callbacks() -> tuple[Any, Any]:
             return control
 
     return LogCallback(), SigtermCallback()
+
+
+def _make_early_stopping(patience: int) -> Any:
+    from transformers import TrainerCallback
+
+    class EarlyStopping(TrainerCallback):
+        """Stop when `patience` evaluations during training in a row do not lower the best eval loss.
+
+        The count is rebuilt from the trainer state's log history at train begin, so it survives a resume.
+        The model written at the end is the one at the step training stopped.
+        """
+
+        def __init__(self) -> None:
+            self.active = False
+            self.best = float("inf")
+            self.bad = 0
+            self.stopped_at: int | None = None
+
+        def _see(self, loss: float) -> None:
+            if loss < self.best:
+                self.best, self.bad = loss, 0
+            else:
+                self.bad += 1
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.active, self.best, self.bad = True, float("inf"), 0
+            for entry in state.log_history:
+                if "eval_loss" in entry and int(entry.get("step", 0)) > 0:
+                    self._see(float(entry["eval_loss"]))
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.active = False
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
+            if not self.active or not metrics or "eval_loss" not in metrics:
+                return control
+            self._see(float(metrics["eval_loss"]))
+            if self.bad >= patience:
+                control.should_training_stop = True
+                self.stopped_at = int(state.global_step)
+                _say(EARLY_STOP_LOG_FORMAT.format(step=state.global_step, best=self.best, patience=patience))
+            return control
+
+    return EarlyStopping()
+
+
+def eval_line(when: str, metrics: dict[str, float]) -> str:
+    loss = float(metrics["eval_loss"])
+    if "eval_accuracy" in metrics:
+        return CLS_EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, eval_accuracy=float(metrics["eval_accuracy"]),
+                                          eval_f1=float(metrics.get("eval_f1", 0.0)))
+    return EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, perplexity=perplexity(loss))
 
 
 class _Examples:
@@ -272,46 +401,53 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec) -> dict[str, float]:
-    """Fine-tune `train.model` on `ctx.inputs[train.data.train]`; write the model and metrics.json to ctx.model_dir.
-
-    Returns the metrics (eval_* / perplexity_* keys only when there is an eval set).
-    """
-    import torch.distributed as dist
-    from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
-
-    from cloudtune.train.data import CausalLMCollator, read_texts
 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
+
+
+def _evaluate(trainer: Any, when: str, metrics: dict[str, float]) -> None:
+    """Evaluate; record eval_loss/eval_accuracy/eval_f1 (+ perplexity for causal LM) as `<key>_<when>`."""
+    result = trainer.evaluate()
+    for key in ("eval_loss", "eval_accuracy", "eval_f1"):
+        if key in result:
+            metrics[f"{key}_{when}"] = float(result[key])
+    if "eval_accuracy" not in result:
+        metrics[f"perplexity_{when}"] = perplexity(float(result["eval_loss"]))
+    _say(eval_line(when, result))
+
+
+def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec, *, tokenizer: Any, model: Any,
+                 train_ds: Any, eval_ds: Any, collator: Any, base_model: str, data_info: dict[str, Any],
+                 compute_metrics: Any = None) -> dict[str, float]:
+    """The shared training flow: Trainer with complete-or-absent checkpoints and resume, SIGTERM handling,
+    eval before/after (and every `eval_every` steps), early stopping; rank 0 writes the model (or adapter),
+    tokenizer, metrics.json and README.md (model card) to ctx.model_dir."""
+    import torch.distributed as dist
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from cloudtune.train.card import write_model_card
+
     hp = train.hyperparameters
-    set_seed(hp.seed)
-
-    source = resolve_model_source(ctx, train.model)
-    _say(f"loading model {source}")
-    tokenizer, model = _load(source)
-
-    train_texts = read_texts(Path(ctx.inputs[train.data.train]), train.data.text_field)
-    train_ds = tokenize(train_texts, tokenizer, hp.max_seq_len)
-    eval_ds = None
-    if train.data.eval is not None:
-        eval_texts = read_texts(Path(ctx.inputs[train.data.eval]), train.data.text_field)
-        eval_ds = tokenize(eval_texts, tokenizer, hp.max_seq_len)
-    _say(f"data: {len(train_ds)} training examples" + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
-
-    args = _training_arguments(ctx, train, checkpoint)
+    precision = device_precision(hp.precision)
+    args = _training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None)
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=_say)
     log_cb, sigterm_cb = _make_callbacks()
+    callbacks = [log_cb, sigterm_cb]
+    early = _make_early_stopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
+    if early is not None:
+        callbacks.append(early)
     trainer = _make_trainer_class()(
         model=model,
         args=args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
-        data_collator=CausalLMCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         processing_class=tokenizer,
-        callbacks=[log_cb, sigterm_cb],
+        callbacks=callbacks,
+        compute_metrics=compute_metrics,
     )
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
@@ -331,9 +467,7 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
 
     metrics: dict[str, float] = {}
     if eval_ds is not None:
-        loss = float(trainer.evaluate()["eval_loss"])
-        metrics["eval_loss_before"], metrics["perplexity_before"] = loss, perplexity(loss)
-        _say(EVAL_LOG_FORMAT.format(when="before", eval_loss=loss, perplexity=perplexity(loss)))
+        _evaluate(trainer, "before", metrics)
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, sigterm_cb.handler) if in_main_thread else None
@@ -355,21 +489,121 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         "train_runtime_s": runtime,
         "tokens_per_second": tokens / runtime if runtime > 0 else 0.0,
         "global_step": int(trainer.state.global_step),
-        "train_examples": len(train_ds),
+        "train_examples": int(data_info.get("train_examples", len(train_ds))),
     })
+    if early is not None and early.stopped_at is not None:
+        metrics["early_stopped_at_step"] = early.stopped_at
     _say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
 
     if eval_ds is not None:
-        loss = float(trainer.evaluate()["eval_loss"])
-        metrics["eval_loss_after"], metrics["perplexity_after"] = loss, perplexity(loss)
-        _say(EVAL_LOG_FORMAT.format(when="after", eval_loss=loss, perplexity=perplexity(loss)))
+        _evaluate(trainer, "after", metrics)
 
     if trainer.args.process_index == 0:
         model_dir = Path(ctx.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(model_dir))
+        final = trainer.accelerator.unwrap_model(trainer.model)
+        if train.lora is not None:
+            from cloudtune.train.lora import save_lora
+
+            save_lora(final, model_dir, train.lora.merge, base_model)
+        else:
+            final.save_pretrained(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
         _write_json(model_dir / "metrics.json", metrics)
-        _say(f"model and metrics.json written to {model_dir}")
+        write_model_card(model_dir, train, base_model=model_card_base(ctx, train, base_model), data_info=data_info,
+                         metrics=metrics, precision=precision)
+        _say(f"model, metrics.json and README.md written to {model_dir}")
     trainer.accelerator.wait_for_everyone()
     return metrics
+
+
+def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Read, encode (and pack) the train and eval inputs. Returns (train_ds, eval_ds, data_info)."""
+    from cloudtune.train.data import encode_records, pack, pad_count, read_records
+
+    data, hp = train.data, train.hyperparameters
+    records = read_records(Path(ctx.inputs[data.train]), data.text_field)
+    from cloudtune.train.data import detect_format
+
+    fmt = detect_format(records[0][1], data, records[0][0])
+    if fmt == "chat":
+        if data.chat_template is not None:
+            tokenizer.chat_template = data.chat_template
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "the chat data format needs a chat template, and this model's tokenizer has none: set "
+                "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
+            )
+    train_ds, _, dropped = encode_records(records, data, tokenizer, hp.max_seq_len, fmt)
+    info: dict[str, Any] = {"format": fmt, "train_examples": len(train_ds), "train_dropped": dropped,
+                            "train_input": data.train, "eval_input": data.eval}
+    if dropped:
+        _say(f"warning: {dropped} training example(s) dropped: no completion/assistant token left within max_seq_len={hp.max_seq_len}")
+    eval_ds = None
+    if data.eval is not None:
+        eval_records = read_records(Path(ctx.inputs[data.eval]), data.text_field)
+        eval_ds, _, eval_dropped = encode_records(eval_records, data, tokenizer, hp.max_seq_len, fmt)
+        info["eval_examples"] = len(eval_ds)
+        if eval_dropped:
+            _say(f"warning: {eval_dropped} eval example(s) dropped: nothing to score within max_seq_len={hp.max_seq_len}")
+    if data.packing:
+        before, total = pad_count(train_ds.examples, hp.batch_size)
+        packed = pack(train_ds.examples, hp.max_seq_len)
+        after, packed_total = pad_count(packed.examples, hp.batch_size)
+        info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": after,
+                     "tokens_unpacked": total, "tokens_packed": packed_total})
+        _say(f"packing: {len(train_ds)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; "
+             f"pad tokens per epoch {before} -> {after}")
+        train_ds = packed
+    return train_ds, eval_ds, info
+
+
+def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec) -> dict[str, float]:
+    """Fine-tune `train.model` on `ctx.inputs[train.data.train]`; write the model and metrics.json to ctx.model_dir.
+
+    Returns the metrics (eval_* / perplexity_* keys only when there is an eval set). A seq-classification spec is
+    handed to that recipe (see `cloudtune.train.run_recipe`).
+    """
+    if train.task != "causal-lm":
+        from cloudtune.train import run_recipe
+
+        return run_recipe(ctx, train, checkpoint)
+    from transformers import set_seed
+
+    from cloudtune.train.data import CausalLMCollator
+
+    _quiet_transformers()
+    hp = train.hyperparameters
+    set_seed(hp.seed)
+
+    source = resolve_model_source(ctx, train.model)
+    _say(f"loading model {source}")
+    tokenizer, model = _load(source)
+    attn = getattr(model.config, "_attn_implementation", None) or "eager"
+    if train.data.packing and attn not in ("eager", "sdpa"):
+        raise ValueError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
+                         f"this model uses {attn!r}: remove packing or load the model with sdpa")
+    train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
+    _say(f"data: {info['format']} format, {info['train_examples']} training examples"
+         + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
+    if train.lora is not None:
+        from cloudtune.train.lora import apply_lora, trainable_summary
+
+        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing)
+        _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha} on {sorted(model.peft_config['default'].target_modules)}: "
+             + trainable_summary(model))
+    return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
+                        collator=CausalLMCollator(tokenizer.pad_token_id, attn), base_model=train_model_name(train, source),
+                        data_info=info)
+
+
+def train_model_name(train: TrainSpec, source: str) -> str:
+    """What adapter_config.json names as the base model: a hub id as given, else the local path it was loaded from."""
+    return train.model if source == train.model else source
+
+
+def model_card_base(ctx: RuntimeContext, train: TrainSpec, source: str) -> str:
+    """How the model card names the base model: the hub id / path as given, or `input 'NAME' (PATH)`."""
+    if train.model in ctx.inputs:
+        return f"input '{train.model}' ({source})"
+    return train.model

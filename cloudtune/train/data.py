@@ -1,9 +1,17 @@
 """Training text in, token batches out.
 
-`read_texts(path, text_field)` reads a file or a directory of data files (sorted, recursive): JSONL / NDJSON
-(one record a line), JSON (a list of records) and .txt (one example per non-empty line). A record without
-`text_field` raises a ValueError naming the file, the line and the field. `TokenizedDataset` tokenises with
-truncation; `CausalLMCollator` pads each batch to its longest example and sets labels to -100 on padding.
+`read_records(path, text_field)` reads a file or a directory of data files (sorted, recursive): JSONL / NDJSON
+(one record a line), JSON (a list of records), CSV (a header row, one record a row), Parquet (one record a row)
+and .txt (one example per non-empty line, as `{text_field: line}`); each record comes with where it came from
+(`file, line N` / `file, row N`) for error messages. `read_texts(path, text_field)` is the text-only view: a
+record without `text_field` raises a ValueError naming the file, the line and the field.
+
+The causal-LM shapes (`detect_format`, `encode_*`): plain text (loss on every token), instruction (prompt +
+completion; loss on the completion only) and chat (messages rendered with the tokenizer's chat template; loss on
+the assistant turns only). Each example is `{"input_ids", "labels"}` with -100 where there is no loss.
+`pack` puts several examples in one row (best-fit decreasing); `CausalLMCollator` pads a batch and, for packed
+rows, builds position ids that restart at 0 per example and a 4D block-diagonal causal attention mask, so no
+token attends across examples.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".txt")
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".txt")
 
 
 def data_files(path: Path) -> list[Path]:
@@ -40,6 +48,8 @@ def _kind(path: Path, text: str) -> str:
         return "json"
     if suffix == ".txt":
         return "txt"
+    if suffix == ".csv":
+        return "csv"
     head = text.lstrip()[:1]  # an explicitly named file with another suffix: sniff it
     return "json" if head == "[" else "jsonl" if head == "{" else "txt"
 
@@ -90,14 +100,44 @@ def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
             raise ValueError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'")
 
 
-def read_file(path: Path, text_field: str) -> list[str]:
-    text = Path(path).read_text(encoding="utf-8")
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_file_records(path: Path, text_field: str = "text") -> list[tuple[str, Any]]:
+    """(where, record) for each record of one data file; `where` is `"<file>, line N"` or `"<file>, row N"`."""
+    path = Path(path)
+    if _is_parquet(path):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - pyarrow is a dependency of the training image
+            raise ValueError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow") from None
+        try:
+            rows = pq.read_table(str(path)).to_pylist()
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+            raise ValueError(f"{path}: not a readable Parquet file: {exc}") from None
+        return [(f"{path}, row {i}", row) for i, row in enumerate(rows, start=1)]
+    text = path.read_text(encoding="utf-8-sig")
     kind = _kind(path, text)
     if kind == "txt":
-        return [ln.rstrip("\r") for ln in text.split("\n") if ln.strip()]
+        return [(f"{path}, line {i}", {text_field: ln.rstrip("\r")})
+                for i, ln in enumerate(text.split("\n"), start=1) if ln.strip()]
+    if kind == "csv":
+        import csv
+        import io
+
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if not reader.fieldnames:
+            raise ValueError(f"{path}: a .csv data file needs a header row naming its columns")
+        out: list[tuple[str, Any]] = []
+        for row in reader:
+            if None in row:
+                raise ValueError(f"{path}, line {reader.line_num}: more values than the header has columns")
+            out.append((f"{path}, line {reader.line_num}", dict(row)))
+        return out
     if kind == "json":
-        return [_field(rec, text_field, path, line) for line, rec in _json_array(text, path)]
-    out = []
+        return [(f"{path}, line {line}", rec) for line, rec in _json_array(text, path)]
+    records: list[tuple[str, Any]] = []
     for line, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
@@ -105,7 +145,38 @@ def read_file(path: Path, text_field: str) -> list[str]:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}, line {line}: invalid JSON: {exc.msg}") from None
-        out.append(_field(record, text_field, path, line))
+        records.append((f"{path}, line {line}", record))
+    return records
+
+
+def read_records(path: Path, text_field: str = "text") -> list[tuple[str, Any]]:
+    """Every record of an input (a file or a directory of data files), in file order, with where it came from."""
+    records: list[tuple[str, Any]] = []
+    for file in data_files(Path(path)):
+        records.extend(read_file_records(file, text_field))
+    if not records:
+        raise ValueError(f"data input {path} holds no records")
+    return records
+
+
+def _where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got {type(record).__name__}")
+    if field not in record:
+        present = ", ".join(sorted(map(str, record))) or "none"
+        raise ValueError(f"{where}: record has no field {field!r} ({option}); fields present: {present}")
+    value = record[field]
+    if not isinstance(value, kind):
+        raise ValueError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got {type(value).__name__}")
+    return value
+
+
+def read_file(path: Path, text_field: str) -> list[str]:
+    path = Path(path)
+    out = []
+    for where, record in read_file_records(path, text_field):
+        line = where.rsplit(" ", 1)[-1]
+        out.append(_field(record, text_field, path, int(line)))
     return out
 
 
@@ -117,6 +188,242 @@ def read_texts(path: Path, text_field: str = "text") -> list[str]:
     if not texts:
         raise ValueError(f"data input {path} holds no non-empty examples")
     return texts
+
+
+# ----------------------------------------------------------------------------------------------
+# Causal-LM shapes: text, instruction, chat
+# ----------------------------------------------------------------------------------------------
+
+IGNORE = -100
+
+
+def detect_format(record: Any, data: Any, where: str = "the first record") -> str:
+    """The format of `data` (a DataSpec): its `format`, or for `auto` the shape of `record`."""
+    if data.format != "auto":
+        return data.format
+    if isinstance(record, dict):
+        if data.messages_field in record:
+            return "chat"
+        if data.prompt_field in record and data.completion_field in record:
+            return "instruction"
+        if data.text_field in record:
+            return "text"
+        present = ", ".join(sorted(map(str, record))) or "none"
+    else:
+        present = type(record).__name__
+    raise ValueError(
+        f"{where}: cannot tell the data format (fields present: {present}). Expected one of: a {data.text_field!r} "
+        f"field (text), {data.prompt_field!r} + {data.completion_field!r} fields (instruction), or a "
+        f"{data.messages_field!r} list (chat). Rename the fields with train.data.text_field / prompt_field / "
+        f"completion_field / messages_field, or set train.data.format"
+    )
+
+
+def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def encode_text(text: str, tokenizer: Any, max_seq_len: int) -> dict[str, list[int]] | None:
+    """Every token has a label; the example ends with EOS when the tokenizer has one."""
+    eos = tokenizer.eos_token_id
+    limit = max_seq_len - 1 if eos is not None else max_seq_len
+    ids = list(tokenizer(text, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"])
+    if eos is not None and (not ids or ids[-1] != eos):
+        ids.append(eos)
+    ids = ids[:max_seq_len]
+    return {"input_ids": ids, "labels": list(ids)} if ids else None
+
+
+def _from_segments(segments: list[tuple[list[int], bool]], max_seq_len: int) -> dict[str, list[int]] | None:
+    ids: list[int] = []
+    labels: list[int] = []
+    for seg, trained in segments:
+        ids.extend(seg)
+        labels.extend(seg if trained else [IGNORE] * len(seg))
+    ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+    if not any(x != IGNORE for x in labels):
+        return None  # nothing left to learn from (the completion was cut off, or is empty)
+    return {"input_ids": ids, "labels": labels}
+
+
+def encode_instruction(prompt: str, completion: str, tokenizer: Any, max_seq_len: int) -> dict[str, list[int]] | None:
+    """prompt (no labels) + completion + EOS (labels). The two parts are tokenised apart: the boundary is exact."""
+    eos = tokenizer.eos_token_id
+    completion_ids = _ids(tokenizer, completion, False) + ([eos] if eos is not None else [])
+    return _from_segments([(_ids(tokenizer, prompt, True), False), (completion_ids, True)], max_seq_len)
+
+
+def check_messages(messages: Any, where: str, field: str) -> list[dict[str, str]]:
+    if isinstance(messages, str):  # CSV cells and some exports hold the list as JSON text
+        try:
+            messages = json.loads(messages)
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is not JSON") from None
+    if hasattr(messages, "tolist"):
+        messages = messages.tolist()
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise ValueError(f"{where}: {field}[{i}] must be an object with string 'role' and 'content'")
+        out.append({"role": m["role"], "content": m["content"]})
+    if not any(m["role"] == "assistant" for m in out):
+        raise ValueError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on assistant turns only)")
+    return out
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+    if not messages:
+        return ""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    if not isinstance(text, str):  # pragma: no cover - a batched answer
+        text = text[0]
+    return text
+
+
+def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "a record") -> list[tuple[str, bool]]:
+    """Split the rendered conversation into (text, is_assistant_turn) pieces.
+
+    An assistant turn is what the template adds after the generation prompt: the text between the rendering of
+    the history with `add_generation_prompt=True` and the rendering that includes that assistant message (its
+    content and the template's end-of-turn marker). Requires each rendering to be a prefix of the full one.
+    """
+    full = _render(tokenizer, messages, False)
+    pieces: list[tuple[str, bool]] = []
+    pos = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(_render(tokenizer, messages[:i], True)) if i else 0
+        end_text = _render(tokenizer, messages[: i + 1], False)
+        if not (full.startswith(end_text) and full.startswith(_render(tokenizer, messages[:i], True)) and pos <= start <= len(end_text)):
+            raise ValueError(
+                f"{where}: the chat template does not render conversations prefix by prefix, so assistant turns "
+                f"cannot be located for loss masking; use a template that does (set train.data.chat_template)"
+            )
+        pieces.append((full[pos:start], False))
+        pieces.append((full[start:len(end_text)], True))
+        pos = len(end_text)
+    pieces.append((full[pos:], False))
+    return [(t, a) for t, a in pieces if t]
+
+
+def encode_chat(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int, where: str = "a record") -> dict[str, list[int]] | None:
+    """The rendered conversation; labels on the assistant turns only. The template supplies BOS/EOS markers."""
+    segments = [(_ids(tokenizer, text, False), trained) for text, trained in chat_segments(messages, tokenizer, where)]
+    return _from_segments(segments, max_seq_len)
+
+
+class LMDataset:
+    """A map-style dataset of `{"input_ids", "labels"}` (packed rows add `"seq_lens"`)."""
+
+    def __init__(self, examples: list[dict[str, list[int]]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, list[int]]:
+        return self.examples[i]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(x["input_ids"]) for x in self.examples)
+
+
+def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, max_seq_len: int,
+                   fmt: str | None = None) -> tuple[LMDataset, str, int]:
+    """Encode every record in format `fmt` (detected from the first record when None).
+
+    Returns (dataset, format, number of examples dropped because nothing with a label survived truncation).
+    """
+    if not records:
+        raise ValueError("no records to train on")
+    fmt = fmt or detect_format(records[0][1], data, records[0][0])
+    out: list[dict[str, list[int]]] = []
+    dropped = 0
+    for where, rec in records:
+        if fmt == "text":
+            text = _where_field(rec, data.text_field, where, "train.data.text_field")
+            if not text.strip():
+                continue
+            ex = encode_text(text, tokenizer, max_seq_len)
+        elif fmt == "instruction":
+            prompt = _where_field(rec, data.prompt_field, where, "train.data.prompt_field")
+            completion = _where_field(rec, data.completion_field, where, "train.data.completion_field")
+            ex = encode_instruction(prompt, completion, tokenizer, max_seq_len)
+        elif fmt == "chat":
+            raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
+            ex = encode_chat(check_messages(raw, where, data.messages_field), tokenizer, max_seq_len, where)
+        else:  # pragma: no cover - the spec allows no other value
+            raise ValueError(f"unknown data format {fmt!r}")
+        if ex is None:
+            dropped += 1
+        else:
+            out.append(ex)
+    if not out:
+        raise ValueError(
+            f"no example has a token to learn from after tokenisation and truncation to max_seq_len={max_seq_len} "
+            f"({dropped} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts"
+        )
+    return LMDataset(out), fmt, dropped
+
+
+# ----------------------------------------------------------------------------------------------
+# Packing
+# ----------------------------------------------------------------------------------------------
+
+
+def pack(examples: list[dict[str, list[int]]], max_seq_len: int) -> LMDataset:
+    """Best-fit-decreasing packing of examples into rows of at most `max_seq_len` tokens.
+
+    Each row keeps its examples' boundaries (`seq_lens`). The first token of every example gets label -100: it
+    would otherwise be predicted from the previous example's last token (alone, it is never predicted either).
+    Deterministic: ties keep the data order.
+    """
+    import bisect
+
+    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
+    rows: list[list[int]] = []
+    free: list[tuple[int, int]] = []  # (free space, row index), sorted
+    for i in order:
+        n = len(examples[i]["input_ids"])
+        k = bisect.bisect_left(free, (n, -1))
+        if k < len(free):
+            space, row = free.pop(k)
+            rows[row].append(i)
+            if space - n > 0:
+                bisect.insort(free, (space - n, row))
+        else:
+            rows.append([i])
+            if max_seq_len - n > 0:
+                bisect.insort(free, (max_seq_len - n, len(rows) - 1))
+    packed = []
+    for members in rows:
+        members.sort()  # data order inside a row
+        ids: list[int] = []
+        labels: list[int] = []
+        lens: list[int] = []
+        for i in members:
+            ex = examples[i]
+            ids.extend(ex["input_ids"])
+            labels.extend([IGNORE] + list(ex["labels"][1:]))
+            lens.append(len(ex["input_ids"]))
+        packed.append({"input_ids": ids, "labels": labels, "seq_lens": lens})
+    return LMDataset(packed)
+
+
+def pad_count(examples: list[dict[str, list[int]]], batch_size: int) -> tuple[int, int]:
+    """(pad tokens, total tokens) when `examples` are batched in order and padded to each batch's longest row."""
+    pads = total = 0
+    for b in range(0, len(examples), batch_size):
+        lens = [len(x["input_ids"]) for x in examples[b:b + batch_size]]
+        total += max(lens) * len(lens)
+        pads += max(lens) * len(lens) - sum(lens)
+    return pads, total
 
 
 class TokenizedDataset:
@@ -139,11 +446,43 @@ class TokenizedDataset:
         return sum(len(x) for x in self.examples)
 
 
-class CausalLMCollator:
-    """Dynamic padding to the batch's longest example; labels = input_ids, -100 where padded."""
+def block_causal_mask(seq_lens_per_row: list[list[int]], length: int, eager: bool) -> Any:
+    """A (batch, 1, length, length) mask: token i sees token j iff j <= i and both are in the same example.
 
-    def __init__(self, pad_token_id: int) -> None:
+    Padding at the end of a row sees only itself. Boolean (True = attend) for SDPA and the other mask-taking
+    implementations; additive float32 (0 / most negative) for eager attention, which adds the mask to the scores.
+    """
+    import torch
+
+    n = len(seq_lens_per_row)
+    segment = torch.full((n, length), -1, dtype=torch.long)
+    for row, lens in enumerate(seq_lens_per_row):
+        pos = 0
+        for k, ln in enumerate(lens):
+            segment[row, pos:pos + ln] = k
+            pos += ln
+        if pos < length:  # padding: one segment per pad token, so each sees only itself
+            segment[row, pos:] = torch.arange(len(lens), len(lens) + length - pos)
+    same = segment[:, :, None] == segment[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    mask = (same & causal)[:, None, :, :]
+    if eager:
+        return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+    return mask
+
+
+class CausalLMCollator:
+    """Dynamic padding to the batch's longest row; labels -100 on padding.
+
+    Features are `{"input_ids"}` (labels = input_ids), `{"input_ids", "labels"}`, or packed rows that also carry
+    `seq_lens`: then the batch gets `position_ids` restarting at 0 for every example and a 4D block-diagonal causal
+    `attention_mask` (see `block_causal_mask`), plus `ct_num_tokens` (the real tokens, for throughput), which the
+    recipe's Trainer removes before the forward pass.
+    """
+
+    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa") -> None:
         self.pad_token_id = pad_token_id
+        self.eager = attn_implementation == "eager"
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
@@ -151,13 +490,29 @@ class CausalLMCollator:
         longest = max(len(f["input_ids"]) for f in features)
         n = len(features)
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, longest), IGNORE, dtype=torch.long)
         attention = torch.zeros((n, longest), dtype=torch.long)
         for row, f in enumerate(features):
             ids = f["input_ids"]
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            labels[row, : len(ids)] = torch.tensor(f.get("labels", ids), dtype=torch.long)
             attention[row, : len(ids)] = 1
-        labels = input_ids.masked_fill(attention == 0, -100)
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if not any("seq_lens" in f for f in features):
+            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        seq_lens = [list(f.get("seq_lens") or [len(f["input_ids"])]) for f in features]
+        position_ids = torch.zeros((n, longest), dtype=torch.long)
+        for row, lens in enumerate(seq_lens):
+            pos = 0
+            for ln in lens:
+                position_ids[row, pos:pos + ln] = torch.arange(ln)
+                pos += ln
+        return {
+            "input_ids": input_ids,
+            "attention_mask": block_causal_mask(seq_lens, longest, self.eager),
+            "position_ids": position_ids,
+            "labels": labels,
+            "ct_num_tokens": attention.sum(),
+        }
 
 
 def tokenize(texts: Sequence[str], tokenizer: Any, max_seq_len: int) -> TokenizedDataset:

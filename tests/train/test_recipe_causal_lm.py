@@ -25,7 +25,7 @@ from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
 from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify  # noqa: E402
 from cloudtune.train.data import read_texts  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_gpt2  # noqa: E402
 
 METRIC_KEYS = ("eval_loss_before", "eval_loss_after", "perplexity_before", "perplexity_after", "train_loss",

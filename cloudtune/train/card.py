@@ -1,0 +1,82 @@
+"""A short model card (README.md) for the model dir: base model, data, hyperparameters, final metrics, how to load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _loading(train: Any) -> str:
+    cls = "AutoModelForSequenceClassification" if train.task == "seq-classification" else "AutoModelForCausalLM"
+    if train.lora is None:
+        return (f"```python\nfrom transformers import AutoTokenizer, {cls}\n\n"
+                f"model = {cls}.from_pretrained(\"path/to/this/dir\")\n"
+                f"tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/dir\")\n```\n")
+    peft_cls = "AutoPeftModelForSequenceClassification" if train.task == "seq-classification" else "AutoPeftModelForCausalLM"
+    if train.lora.merge:
+        return (f"The LoRA adapter is merged into full weights here; the adapter alone is in `adapter/`.\n\n"
+                f"```python\nfrom transformers import {cls}\n\n"
+                f"model = {cls}.from_pretrained(\"path/to/this/dir\")            # merged\n"
+                f"from peft import PeftModel\n"
+                f"base = {cls}.from_pretrained(\"<base model>\")\n"
+                f"model = PeftModel.from_pretrained(base, \"path/to/this/dir/adapter\")  # adapter on the base\n```\n")
+    return (f"This directory holds a LoRA adapter (needs the base model).\n\n"
+            f"```python\nfrom peft import {peft_cls}, PeftModel\n\n"
+            f"model = {peft_cls}.from_pretrained(\"path/to/this/dir\")  # loads the base named in adapter_config.json\n"
+            f"# or: PeftModel.from_pretrained({cls}.from_pretrained(\"<base model>\"), \"path/to/this/dir\")\n```\n")
+
+
+def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metrics: dict[str, float], precision: str) -> str:
+    data = train.data
+    hp = {name: getattr(train.hyperparameters, name) for name in type(train.hyperparameters).model_fields}
+    hp["precision"] = f"{hp['precision']} (used: {precision})" if hp["precision"] == "auto" else hp["precision"]
+    lines = [
+        "---",
+        f"base_model: {json.dumps(base_model)}",
+        f"library_name: {'peft' if train.lora is not None and not train.lora.merge else 'transformers'}",
+        f"pipeline_tag: {'text-classification' if train.task == 'seq-classification' else 'text-generation'}",
+        "tags: [cloudtune]",
+        "---",
+        "",
+        f"# Fine-tuned {base_model}",
+        "",
+        f"Trained by cloudtune's `{train.task}` recipe"
+        + (f" with LoRA (r={train.lora.r}, alpha={train.lora.alpha}, dropout={train.lora.dropout}, "
+           f"merged={'yes' if train.lora.merge else 'no'})" if train.lora is not None else " (full fine-tune)") + ".",
+        "",
+        "## Data",
+        "",
+        f"- training input: `{data.train}` ({data_info.get('train_examples', '?')} examples"
+        + (f", {data_info['train_dropped']} dropped by max_seq_len" if data_info.get("train_dropped") else "") + ")",
+        f"- eval input: " + (f"`{data.eval}` ({data_info.get('eval_examples', '?')} examples)" if data.eval else "none"),
+    ]
+    if train.task == "seq-classification":
+        labels = data_info.get("labels") or []
+        lines.append(f"- text field `{data.text_field}`, label field `{data.label_field}`; labels: {', '.join(map(str, labels))}")
+    else:
+        fmt = data_info.get("format", data.format)
+        fields = {"text": f"`{data.text_field}`", "instruction": f"`{data.prompt_field}` + `{data.completion_field}` (loss on the completion)",
+                  "chat": f"`{data.messages_field}` (loss on assistant turns)"}.get(fmt, "")
+        lines.append(f"- format: {fmt}, fields {fields}")
+        if data.packing:
+            lines.append(f"- packed into {data_info.get('packed_rows', '?')} rows (pad tokens per epoch "
+                         f"{data_info.get('pad_tokens_unpacked', '?')} -> {data_info.get('pad_tokens_packed', '?')})")
+    lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in hp.items()]
+    lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(metrics.items())]
+    lines += ["", "## Loading", "", _loading(train)]
+    return "\n".join(lines)
+
+
+def write_model_card(model_dir: Path, train: Any, **kwargs: Any) -> Path:
+    path = Path(model_dir) / "README.md"
+    path.write_text(model_card(train, **kwargs), encoding="utf-8")
+    return path

@@ -1,0 +1,178 @@
+"""The built-in seq-classification recipe: AutoModelForSequenceClassification on `text` + `label` records.
+
+Labels are names (strings: the sorted distinct names become ids 0..n-1, saved as id2label/label2id in the
+config; or the order given by `train.data.labels`) or integer ids (0..n-1). Metrics before/after training:
+eval_loss, eval_accuracy and eval_f1 (macro-F1). GPT-2 style models get a pad token (EOS) and
+`config.pad_token_id`, which their classification head uses to find each row's last real token.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cloudtune.runtime.types import RuntimeContext
+from cloudtune.spec import CheckpointSpec, TrainSpec
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def label_mapping(values: list[tuple[str, Any]], names: list[str] | None) -> tuple[list[str] | None, dict[Any, int], int]:
+    """Decide how labels map to ids from the training labels `[(where, value)]`.
+
+    Returns (label names or None for numeric ids, value -> id for the names, number of labels).
+    """
+    if names is not None:
+        return list(names), {n: i for i, n in enumerate(names)}, len(names)
+    ints = [_as_int(v) for _, v in values]
+    if all(i is not None for i in ints):
+        bad = [(w, v) for (w, v), i in zip(values, ints) if i is not None and i < 0]
+        if bad:
+            raise ValueError(f"{bad[0][0]}: numeric label {bad[0][1]!r} must be an id >= 0 (or use label names)")
+        n = max(i for i in ints if i is not None) + 1
+        if n < 2:
+            raise ValueError("seq-classification needs at least two labels; the training data has only label 0")
+        return None, {}, n
+    non_str = [(w, v) for w, v in values if not isinstance(v, str)]
+    if non_str:
+        raise ValueError(f"{non_str[0][0]}: label {non_str[0][1]!r} mixes with named labels; use either names or integer ids")
+    found = sorted({v for _, v in values})
+    if len(found) < 2:
+        raise ValueError(f"seq-classification needs at least two labels; the training data has only {found}")
+    return found, {n: i for i, n in enumerate(found)}, len(found)
+
+
+def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any, int], n: int, field: str) -> int:
+    if names is not None:
+        key = value if isinstance(value, str) else str(value)
+        if key in mapping:
+            return mapping[key]
+        as_int = _as_int(value)
+        if not isinstance(value, str) and as_int is not None and 0 <= as_int < n:
+            return as_int
+        raise ValueError(f"{where}: label {value!r} (field {field!r}) is not one of the labels {names}; "
+                         f"fix the record or list every label in train.data.labels")
+    as_int = _as_int(value)
+    if as_int is None or not 0 <= as_int < n:
+        raise ValueError(f"{where}: label {value!r} (field {field!r}) is not an id in 0..{n - 1}")
+    return as_int
+
+
+def _records(path: Path, train: TrainSpec) -> list[tuple[str, str, Any]]:
+    from cloudtune.train.data import _where_field, read_records
+
+    data = train.data
+    out = []
+    for where, rec in read_records(path, data.text_field):
+        text = _where_field(rec, data.text_field, where, "train.data.text_field")
+        label = _where_field(rec, data.label_field, where, "train.data.label_field", kind=(str, int, float))
+        out.append((where, text, label))
+    return out
+
+
+class ClassificationDataset:
+    def __init__(self, examples: list[dict[str, Any]]) -> None:
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.examples[i]
+
+
+def encode(rows: list[tuple[str, str, Any]], tokenizer: Any, max_seq_len: int, to_id: Any) -> ClassificationDataset:
+    examples = []
+    for where, text, label in rows:
+        ids = list(tokenizer(text, truncation=True, max_length=max_seq_len, add_special_tokens=True)["input_ids"])
+        if not ids:
+            raise ValueError(f"{where}: the text produced no token")
+        examples.append({"input_ids": ids, "labels": to_id(label, where)})
+    return ClassificationDataset(examples)
+
+
+class ClassificationCollator:
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(features), longest), dtype=torch.long)
+        for row, f in enumerate(features):
+            input_ids[row, : len(f["input_ids"])] = torch.tensor(f["input_ids"], dtype=torch.long)
+            attention[row, : len(f["input_ids"])] = 1
+        labels = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def accuracy_and_macro_f1(predictions: list[int], references: list[int]) -> tuple[float, float]:
+    """Accuracy and macro-F1 (mean F1 over the classes present in the references or the predictions)."""
+    if not references:
+        return 0.0, 0.0
+    correct = sum(p == r for p, r in zip(predictions, references))
+    f1s = []
+    for c in sorted(set(references) | set(predictions)):
+        tp = sum(p == c and r == c for p, r in zip(predictions, references))
+        fp = sum(p == c and r != c for p, r in zip(predictions, references))
+        fn = sum(p != c and r == c for p, r in zip(predictions, references))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return correct / len(references), sum(f1s) / len(f1s)
+
+
+def compute_metrics(eval_pred: Any) -> dict[str, float]:
+    import numpy as np
+
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    preds = np.asarray(logits).argmax(-1).reshape(-1).tolist()
+    refs = np.asarray(eval_pred.label_ids).reshape(-1).tolist()
+    accuracy, f1 = accuracy_and_macro_f1([int(p) for p in preds], [int(r) for r in refs])
+    return {"accuracy": accuracy, "f1": f1}
+
+
+def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec) -> dict[str, float]:
+    """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
+    from transformers import set_seed
+
+    from cloudtune.train.causal_lm import _load, _quiet_transformers, _say, resolve_model_source, run_training, train_model_name
+
+    _quiet_transformers()
+    data, hp = train.data, train.hyperparameters
+    set_seed(hp.seed)
+    train_rows = _records(Path(ctx.inputs[data.train]), train)
+    eval_rows = _records(Path(ctx.inputs[data.eval]), train) if data.eval is not None else None
+    names, mapping, n = label_mapping([(w, label) for w, _, label in train_rows], data.labels)
+
+    def to_id(value: Any, where: str) -> int:
+        return label_id(value, where, names, mapping, n, data.label_field)
+
+    source = resolve_model_source(ctx, train.model)
+    _say(f"loading model {source} for sequence classification ({n} labels"
+         + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
+    tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None)
+    train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
+    eval_ds = encode(eval_rows, tokenizer, hp.max_seq_len, to_id) if eval_rows is not None else None
+    info: dict[str, Any] = {"train_examples": len(train_ds), "labels": names or [f"{i}" for i in range(n)]}
+    if eval_ds is not None:
+        info["eval_examples"] = len(eval_ds)
+    _say(f"data: {len(train_ds)} training examples" + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
+    if train.lora is not None:
+        from cloudtune.train.lora import apply_lora, trainable_summary
+
+        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing)
+        _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}: " + trainable_summary(model))
+    return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
+                        collator=ClassificationCollator(tokenizer.pad_token_id), base_model=train_model_name(train, source),
+                        data_info=info, compute_metrics=compute_metrics)
