@@ -206,12 +206,19 @@ class LoraSpec(_TrainPart):
         return v
 
 
-class TrainSpec(_Strict):
+class TrainSpec(_TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed",)
     task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
     model: str = Field(..., description="hub id, local path, or the name of an input")
     data: DataSpec = Field(default_factory=DataSpec)
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of all weights; null = full fine-tune")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="how several processes train: ddp = every process holds the whole model (DistributedDataParallel); "
+        "fsdp = parameters, gradients and optimizer state sharded across processes (FSDP full shard, one unit per "
+        "decoder layer). One process trains unsharded either way",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
@@ -234,6 +241,12 @@ class TrainSpec(_Strict):
                 raise ValueError("train.data.labels applies to task seq-classification only; remove it or set task: seq-classification")
             if data.format in ("text", "instruction") and data.chat_template is not None:
                 raise ValueError(f"train.data.chat_template is used by the chat format only; remove it or set format: chat (now {data.format!r})")
+        if self.distributed == "fsdp" and self.lora is not None and self.lora.merge:
+            raise ValueError(
+                "train.lora.merge needs the whole model in one process, which distributed: fsdp never holds: with fsdp "
+                "the adapter is saved on its own; remove `merge: true` (merge it later with merge_and_unload), or "
+                "use distributed: ddp"
+            )
         if hp.eval_every is not None and data.eval is None:
             raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
         if hp.early_stopping_patience is not None:

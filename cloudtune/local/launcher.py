@@ -40,10 +40,13 @@ CAPABILITIES = Capabilities(
 
 
 def _free_port(seed: str) -> int:
-    """A port derived from the job name (plan stays a function of its inputs); checked free at submit."""
+    """A port derived from the job name (plan stays a function of its inputs); checked free at submit.
+
+    Kept under 32768 so that no outgoing connection (gloo, HTTP) can be holding it when torchrun binds it.
+    """
     import zlib
 
-    return 20000 + zlib.crc32(seed.encode()) % 20000
+    return 20000 + zlib.crc32(seed.encode()) % 12000  # below the kernel's ephemeral range (32768+)
 
 
 class LocalLauncher:

@@ -135,8 +135,55 @@ def device_precision(requested: str) -> str:
     return resolve_precision(requested, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
 
 
+def fsdp_layer_classes(model: Any) -> list[str]:
+    """The class names FSDP wraps one unit each: the model's repeated decoder (or encoder) layer.
+
+    Taken from the module list of layers (`transformer.h`, `model.layers`, `encoder.layer`, ...: the longest
+    `ModuleList` whose entries share one class), else from transformers' `_no_split_modules` where those name
+    classes present in the model. A PEFT wrapper is looked through.
+    """
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    best: list[Any] = []
+    for module in base.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) and len({type(m) for m in module}) == 1:
+            best = list(module)
+    if best:
+        return [type(best[0]).__name__]
+    present = {type(m).__name__ for m in base.modules()}
+    names = [n for n in (getattr(base, "_no_split_modules", None) or []) if n in present]
+    if names:
+        return sorted(set(names))
+    raise ValueError(f"train.distributed fsdp: cannot tell the decoder layer class of {type(base).__name__} "
+                     f"(no list of identical layers, no _no_split_modules); use distributed: ddp")
+
+
+def fsdp_settings(train: TrainSpec, model: Any, world_size: int) -> dict[str, Any]:
+    """TrainingArguments keywords for `train.distributed` (empty for ddp, or fsdp in a single process).
+
+    fsdp: FSDP2 full shard (parameters resharded after the forward), one unit per decoder layer, full state dicts
+    (checkpoints hold `model.safetensors` + `pytorch_model_fsdp.bin` + the full optimizer state, written by rank 0,
+    and load on any world size). gradient_checkpointing becomes FSDP's own activation checkpointing.
+    """
+    if train.distributed != "fsdp" or world_size <= 1:
+        return {}
+    return {
+        "fsdp": True,  # transformers 5.24: `fsdp="full_shard auto_wrap"` is the deprecated spelling of this config
+        "fsdp_config": {
+            "version": 2,
+            "reshard_after_forward": True,  # full shard (False would be shard_grad_op)
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "transformer_layer_cls_to_wrap": fsdp_layer_classes(model),
+            "state_dict_type": "FULL_STATE_DICT",
+            "cpu_ram_efficient_loading": False,
+            "activation_checkpointing": train.hyperparameters.gradient_checkpointing,
+        },
+    }
+
+
 def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec,
-                        precision: str | None = None, loss_only: bool = True) -> Any:
+                        precision: str | None = None, loss_only: bool = True, model: Any = None) -> Any:
     import torch
     from transformers import TrainingArguments
 
@@ -146,7 +193,11 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
     from transformers.utils import is_torch_xla_available
 
     accelerated = cuda or is_torch_xla_available()  # a TPU VM trains on its XLA device, not the CPU
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed = world_size > 1
+    fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
+    if train.distributed == "fsdp" and not distributed:
+        _say("distributed: fsdp in a single process: nothing to shard, training the whole model in this process")
     return TrainingArguments(
         output_dir=str(ctx.checkpoint_dir),
         num_train_epochs=float(hp.epochs),
@@ -173,8 +224,9 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         log_level="warning",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        activation_checkpointing=hp.gradient_checkpointing,  # the transformers 5 name of gradient_checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing else None,
+        # the transformers 5 name of gradient_checkpointing; under FSDP its own activation checkpointing does it
+        activation_checkpointing=hp.gradient_checkpointing and not fsdp,
+        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing and not fsdp else None,
         use_cpu=not accelerated,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
         remove_unused_columns=False,
         prediction_loss_only=loss_only,
@@ -182,7 +234,8 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         dataloader_pin_memory=cuda,
         include_num_input_tokens_seen="non_padding",
         ddp_backend=None if (cuda or not distributed) else "gloo",
-        ddp_find_unused_parameters=False if distributed else None,
+        ddp_find_unused_parameters=False if distributed and not fsdp else None,
+        **fsdp,
     )
 
 
@@ -194,6 +247,24 @@ def _make_trainer_class() -> type:
         """Trainer whose checkpoints are written under a temp name and published whole, with a manifest."""
 
         ct_store: CheckpointStore
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            plugin_args = self.args.fsdp_plugin_args
+            if plugin_args is None or self.is_fsdp_enabled:
+                return
+            from accelerate.state import PartialState
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            if state.distributed_type == DistributedType.MULTI_CPU:
+                # accelerate 1.15 turns an fsdp plugin into DistributedType.FSDP only for GPU-class devices and
+                # silently trains DDP on CPU; torch's FSDP2 itself runs on CPU with gloo, so switch it on here.
+                # Both shared states: every AcceleratorState() re-reads distributed_type from the PartialState.
+                PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+                state.distributed_type = DistributedType.FSDP
+                state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
+                self.is_fsdp_enabled = True
 
         def _track_num_input_tokens(self, inputs: Any) -> None:
             if "ct_num_tokens" not in inputs:  # packed rows carry a 4D mask: count their real tokens instead
@@ -211,6 +282,15 @@ def _make_trainer_class() -> type:
             return super().compute_loss(model, inputs, *args, **kwargs)
 
         def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+            if self.is_fsdp_enabled and not self.is_in_train and not self.accelerator._models:
+                # FSDP2 can only be prepared together with the optimizer (accelerate raises on a model alone), so
+                # the eval before training runs on the still unsharded model that every rank holds whole: mark it
+                # prepared for the duration of the evaluation; train() then shards it with its optimizer.
+                self.accelerator._models.append(self.model)
+                try:
+                    return super().evaluate(*args, **kwargs)
+                finally:
+                    self.accelerator._models.remove(self.model)
             metrics = super().evaluate(*args, **kwargs)
             # evaluate() before train() prepares the bare model and marks it prepared, so train() would never
             # wrap it in DistributedDataParallel and the ranks would not all-reduce their gradients: re-arm it.
@@ -432,7 +512,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
 
     hp = train.hyperparameters
     precision = device_precision(hp.precision)
-    args = _training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None)
+    args = _training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None, model=model)
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=_say)
     log_cb, sigterm_cb = _make_callbacks()
     callbacks = [log_cb, sigterm_cb]
@@ -498,11 +578,20 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     if eval_ds is not None:
         _evaluate(trainer, "after", metrics)
 
+    # FSDP: every rank takes part in gathering the full (unsharded) state dict; rank 0 gets it and writes it
+    full_state = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if trainer.args.process_index == 0:
         model_dir = Path(ctx.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         final = trainer.accelerator.unwrap_model(trainer.model)
-        if train.lora is not None:
+        if full_state is not None and train.lora is not None:  # the adapter's weights, taken from the full state
+            final.peft_config["default"].base_model_name_or_path = base_model
+            final.save_pretrained(str(model_dir), state_dict=full_state)
+        elif full_state is not None:
+            # the gathered copies of tied weights (lm_head = wte) are separate tensors: drop the tied names
+            tied = set(dict(final.named_parameters(remove_duplicate=False))) - set(dict(final.named_parameters()))
+            final.save_pretrained(str(model_dir), state_dict={k: v for k, v in full_state.items() if k not in tied})
+        elif train.lora is not None:
             from cloudtune.train.lora import save_lora
 
             save_lora(final, model_dir, train.lora.merge, base_model)

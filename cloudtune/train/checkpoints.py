@@ -103,11 +103,14 @@ def verify(directory: Path) -> str | None:
             size, expected = int(info["size"]), str(info["sha256"])
         except (KeyError, TypeError, ValueError):
             return f"manifest entry for {rel} is malformed"
-        actual_size = path.stat().st_size
-        if actual_size != size:
-            return f"{rel} has {actual_size} bytes, manifest says {size}"
-        if _sha256(path) != expected:
-            return f"{rel} does not match its sha256 in the manifest"
+        try:
+            actual_size = path.stat().st_size
+            if actual_size != size:
+                return f"{rel} has {actual_size} bytes, manifest says {size}"
+            if _sha256(path) != expected:
+                return f"{rel} does not match its sha256 in the manifest"
+        except OSError as exc:  # removed while we read it (an older checkpoint being rotated out)
+            return f"{rel} is unreadable: {exc}"
     return None
 
 
