@@ -11,15 +11,13 @@ here in a few seconds: a byte-level BPE tokenizer trained on this example's data
 
 from __future__ import annotations
 
-import argparse
 import csv
-import shutil
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-QUICKSTART_MODEL = HERE.parent / "quickstart" / "models" / "tiny-gpt2"
-DEFAULT_OUT = HERE / "models" / "base"
-SPECIAL = "<|endoftext|>"
+sys.path.insert(0, str(HERE.parent))
+import base_model  # noqa: E402  (examples/base_model.py: shared by the examples)
 
 
 def example_texts() -> list[str]:
@@ -30,47 +28,5 @@ def example_texts() -> list[str]:
     return texts
 
 
-def build_tiny_gpt2(out: Path, texts: list[str], seed: int = 0) -> None:
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe.train_from_iterator(texts, trainer=trainers.BpeTrainer(
-        vocab_size=600, special_tokens=[SPECIAL], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL,
-                                        pad_token=SPECIAL, model_max_length=256)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=4,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(seed)
-    GPT2LMHeadModel(config).save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--force", action="store_true", help="rebuild even if the model exists")
-    parser.add_argument("--own", action="store_true", help="build the small model here even if the quickstart's exists")
-    args = parser.parse_args(argv)
-    if (args.out / "config.json").is_file() and not args.force:
-        print(f"model already at {args.out}; nothing to do (use --force to rebuild)")
-        return 0
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    if (QUICKSTART_MODEL / "config.json").is_file() and not args.own:
-        shutil.copytree(QUICKSTART_MODEL, args.out)
-        print(f"copied the quickstart's model {QUICKSTART_MODEL} to {args.out}")
-    else:
-        args.out.mkdir(parents=True)
-        build_tiny_gpt2(args.out, example_texts())
-        print(f"built a small GPT-2 (random init, tokenizer trained on data/) in {args.out}")
-    print(f"next: cloudtune launch {HERE.relative_to(Path.cwd()) if HERE.is_relative_to(Path.cwd()) else HERE}/job.yaml")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(base_model.main(HERE, example_texts))
