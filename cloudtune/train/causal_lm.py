@@ -53,6 +53,8 @@ METRIC_REGEXES: dict[str, str] = {
     "epoch": r"\[cloudtune\] step=\d+ .*epoch=" + _NUM,
     "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + _NUM,
     "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + _NUM,
+    "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + _NUM,
+    "eval_f1": r"\[cloudtune\] eval \w+: .* f1=" + _NUM,
     "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + _NUM,
 }
 """Metric name -> regex with one capture group, matching the log lines above (for cloud metric definitions)."""
