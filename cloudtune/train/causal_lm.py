@@ -22,63 +22,35 @@ from typing import Any
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
-
-LOG_PREFIX = "[cloudtune]"
-
-STEP_LOG_FORMAT = LOG_PREFIX + " step={step} loss={loss:.4f} learning_rate={learning_rate:.6g} epoch={epoch:.2f}"
-"""Printed every `logging_steps` optimizer steps (and on the first), rank 0 only, e.g.
-`[cloudtune] step=10 loss=2.3141 learning_rate=0.0004 epoch=0.50`. learning_rate may use exponent notation (4e-05)."""
-
-EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} perplexity={perplexity:.2f}"
-"""Printed before (`when`=before) and after (`when`=after) training, rank 0 only, e.g.
-`[cloudtune] eval after: eval_loss=2.0100 perplexity=7.46`. perplexity may be `inf` for a huge loss."""
-
-TRAIN_DONE_LOG_FORMAT = (
-    LOG_PREFIX + " train done: train_loss={train_loss:.4f} train_runtime_s={train_runtime_s:.2f}"
-    " tokens_per_second={tokens_per_second:.1f} global_step={global_step}"
+from cloudtune.train.logfmt import (  # noqa: F401  (re-exported: the log formats are part of this recipe's contract)
+    eval_line,
+    perplexity,
+    CHECKPOINT_LOG_FORMAT,
+    CLS_EVAL_LOG_FORMAT,
+    EARLY_STOP_LOG_FORMAT,
+    EVAL_LOG_FORMAT,
+    LOGGING_STEPS,
+    LOG_PREFIX,
+    METRIC_REGEXES,
+    RESUME_LOG_FORMAT,
+    SIGTERM_EXIT_CODE,
+    SIGTERM_LOG_FORMAT,
+    STEP_LOG_FORMAT,
+    TRAIN_DONE_LOG_FORMAT,
+    _NUM,
+    _rank,
+    _say,
 )
-"""Printed once training finishes, rank 0 only."""
-
-CLS_EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} accuracy={eval_accuracy:.4f} f1={eval_f1:.4f}"
-"""The seq-classification recipe's eval line (`when` = before, after or step<N>); f1 is macro-F1."""
-
-RESUME_LOG_FORMAT = LOG_PREFIX + " resuming from checkpoint {path} (step {step})"
-CHECKPOINT_LOG_FORMAT = LOG_PREFIX + " checkpoint saved: {path} (step {step})"
-SIGTERM_LOG_FORMAT = LOG_PREFIX + " SIGTERM received: checkpoint saved at step {step}, exiting"
-
-_NUM = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))"
-METRIC_REGEXES: dict[str, str] = {
-    "train_loss": r"\[cloudtune\] step=\d+ loss=" + _NUM,
-    "learning_rate": r"\[cloudtune\] step=\d+ .*learning_rate=" + _NUM,
-    "epoch": r"\[cloudtune\] step=\d+ .*epoch=" + _NUM,
-    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + _NUM,
-    "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + _NUM,
-    "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + _NUM,
-    "eval_f1": r"\[cloudtune\] eval \w+: .* f1=" + _NUM,
-    "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + _NUM,
-}
-"""Metric name -> regex with one capture group, matching the log lines above (for cloud metric definitions)."""
-
-EARLY_STOP_LOG_FORMAT = LOG_PREFIX + " early stopping at step {step}: eval_loss did not improve on {best:.4f} for {patience} evaluations"
-
-SIGTERM_EXIT_CODE = 143
-LOGGING_STEPS = 10
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))
-
-
-def _say(line: str) -> None:
-    if _rank() == 0:
-        print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)
-
-
-def perplexity(loss: float) -> float:
-    try:
-        return math.exp(loss)
-    except OverflowError:
-        return float("inf")
+from cloudtune.train.trainer import (  # noqa: F401  (re-exported; run_training looks _make_trainer_class up here)
+    _make_callbacks,
+    _make_early_stopping,
+    _make_trainer_class,
+    _training_arguments,
+    device_precision,
+    fsdp_layer_classes,
+    fsdp_settings,
+    resolve_precision,
+)
 
 
 def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
@@ -116,335 +88,6 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
     return tokenizer, model
-
-
-def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
-    """`auto`: bf16 on a GPU that supports it, fp16 on an older GPU, fp32 on CPU. fp16 needs a GPU."""
-    if requested == "auto":
-        return ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
-    if requested == "fp16" and not cuda:
-        raise ValueError("hyperparameters.precision fp16 needs a CUDA GPU (mixed precision with a loss scaler); "
-                         "on CPU use fp32 (or bf16), or leave precision: auto")
-    if requested == "bf16" and cuda and not bf16_supported:
-        raise ValueError("hyperparameters.precision bf16 is not supported by this GPU (pre-Ampere); use fp16 or auto")
-    return requested
-
-
-def device_precision(requested: str) -> str:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return resolve_precision(requested, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
-
-
-def fsdp_layer_classes(model: Any) -> list[str]:
-    """The class names FSDP wraps one unit each: the model's repeated decoder (or encoder) layer.
-
-    Taken from the module list of layers (`transformer.h`, `model.layers`, `encoder.layer`, ...: the longest
-    `ModuleList` whose entries share one class), else from transformers' `_no_split_modules` where those name
-    classes present in the model. A PEFT wrapper is looked through.
-    """
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    best: list[Any] = []
-    for module in base.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) and len({type(m) for m in module}) == 1:
-            best = list(module)
-    if best:
-        return [type(best[0]).__name__]
-    present = {type(m).__name__ for m in base.modules()}
-    names = [n for n in (getattr(base, "_no_split_modules", None) or []) if n in present]
-    if names:
-        return sorted(set(names))
-    raise ValueError(f"train.distributed fsdp: cannot tell the decoder layer class of {type(base).__name__} "
-                     f"(no list of identical layers, no _no_split_modules); use distributed: ddp")
-
-
-def fsdp_settings(train: TrainSpec, model: Any, world_size: int) -> dict[str, Any]:
-    """TrainingArguments keywords for `train.distributed` (empty for ddp, or fsdp in a single process).
-
-    fsdp: FSDP2 full shard (parameters resharded after the forward), one unit per decoder layer, full state dicts
-    (checkpoints hold `model.safetensors` + `pytorch_model_fsdp.bin` + the full optimizer state, written by rank 0,
-    and load on any world size). gradient_checkpointing becomes FSDP's own activation checkpointing.
-    """
-    if train.distributed != "fsdp" or world_size <= 1:
-        return {}
-    return {
-        "fsdp": True,  # transformers 5.24: `fsdp="full_shard auto_wrap"` is the deprecated spelling of this config
-        "fsdp_config": {
-            "version": 2,
-            "reshard_after_forward": True,  # full shard (False would be shard_grad_op)
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "transformer_layer_cls_to_wrap": fsdp_layer_classes(model),
-            "state_dict_type": "FULL_STATE_DICT",
-            "cpu_ram_efficient_loading": False,
-            "activation_checkpointing": train.hyperparameters.gradient_checkpointing,
-        },
-    }
-
-
-def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec,
-                        precision: str | None = None, loss_only: bool = True, model: Any = None) -> Any:
-    import torch
-    from transformers import TrainingArguments
-
-    hp = train.hyperparameters
-    precision = precision or device_precision(hp.precision)
-    cuda = torch.cuda.is_available()
-    from transformers.utils import is_torch_xla_available
-
-    accelerated = cuda or is_torch_xla_available()  # a TPU VM trains on its XLA device, not the CPU
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    distributed = world_size > 1
-    fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
-    if train.distributed == "fsdp" and not distributed:
-        _say("distributed: fsdp in a single process: nothing to shard, training the whole model in this process")
-    return TrainingArguments(
-        output_dir=str(ctx.checkpoint_dir),
-        num_train_epochs=float(hp.epochs),
-        max_steps=hp.max_steps if hp.max_steps is not None else -1,
-        learning_rate=hp.learning_rate,
-        per_device_train_batch_size=hp.batch_size,
-        per_device_eval_batch_size=hp.batch_size,
-        gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        warmup_steps=min(float(hp.warmup_ratio), 0.999999),  # a float < 1 is a ratio of the total steps
-        weight_decay=hp.weight_decay,
-        seed=hp.seed,
-        data_seed=hp.seed,
-        lr_scheduler_type="linear",
-        logging_strategy="steps",
-        logging_steps=LOGGING_STEPS,
-        logging_first_step=True,
-        eval_strategy="steps" if hp.eval_every else "no",
-        eval_steps=hp.eval_every,
-        save_strategy="steps",
-        save_steps=checkpoint.every_steps,
-        save_total_limit=None,  # rotation is ours: never touch incomplete/corrupt checkpoints
-        report_to="none",
-        disable_tqdm=True,
-        log_level="warning",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        # the transformers 5 name of gradient_checkpointing; under FSDP its own activation checkpointing does it
-        activation_checkpointing=hp.gradient_checkpointing and not fsdp,
-        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing and not fsdp else None,
-        use_cpu=not accelerated,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
-        remove_unused_columns=False,
-        prediction_loss_only=loss_only,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=cuda,
-        include_num_input_tokens_seen="non_padding",
-        ddp_backend=None if (cuda or not distributed) else "gloo",
-        ddp_find_unused_parameters=False if distributed and not fsdp else None,
-        **fsdp,
-    )
-
-
-def _make_trainer_class() -> type:
-    from transformers import Trainer
-    from transformers.trainer_callback import ExportableState
-
-    class CloudtuneTrainer(Trainer):
-        """Trainer whose checkpoints are written under a temp name and published whole, with a manifest."""
-
-        ct_store: CheckpointStore
-
-        def create_accelerator_and_postprocess(self) -> None:
-            super().create_accelerator_and_postprocess()
-            plugin_args = self.args.fsdp_plugin_args
-            if plugin_args is None or self.is_fsdp_enabled:
-                return
-            from accelerate.state import PartialState
-            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-            state = self.accelerator.state
-            if state.distributed_type == DistributedType.MULTI_CPU:
-                # accelerate 1.15 turns an fsdp plugin into DistributedType.FSDP only for GPU-class devices and
-                # silently trains DDP on CPU; torch's FSDP2 itself runs on CPU with gloo, so switch it on here.
-                # Both shared states: every AcceleratorState() re-reads distributed_type from the PartialState.
-                PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-                state.distributed_type = DistributedType.FSDP
-                state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
-                self.is_fsdp_enabled = True
-
-        def _track_num_input_tokens(self, inputs: Any) -> None:
-            if "ct_num_tokens" not in inputs:  # packed rows carry a 4D mask: count their real tokens instead
-                return super()._track_num_input_tokens(inputs)
-            if self.args.include_num_input_tokens_seen == "no":
-                return None
-            import torch
-
-            count = torch.as_tensor(inputs["ct_num_tokens"], device=self.args.device, dtype=torch.int64)
-            self.state.num_input_tokens_seen += self.accelerator.gather(count).sum().item()
-            return None
-
-        def compute_loss(self, model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
-            inputs = {k: v for k, v in inputs.items() if not k.startswith("ct_")}
-            return super().compute_loss(model, inputs, *args, **kwargs)
-
-        def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-            if self.is_fsdp_enabled and not self.is_in_train and not self.accelerator._models:
-                # FSDP2 can only be prepared together with the optimizer (accelerate raises on a model alone), so
-                # the eval before training runs on the still unsharded model that every rank holds whole: mark it
-                # prepared for the duration of the evaluation; train() then shards it with its optimizer.
-                self.accelerator._models.append(self.model)
-                try:
-                    return super().evaluate(*args, **kwargs)
-                finally:
-                    self.accelerator._models.remove(self.model)
-            metrics = super().evaluate(*args, **kwargs)
-            # evaluate() before train() prepares the bare model and marks it prepared, so train() would never
-            # wrap it in DistributedDataParallel and the ranks would not all-reduce their gradients: re-arm it.
-            if not self.is_in_train and self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
-                self.model._is_accelerate_prepared = False
-                self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
-            return metrics
-
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            store = self.ct_store
-            step = self.state.global_step
-            args = self.args
-            if args.process_index == 0:
-                store.prepare(step)
-            self.accelerator.wait_for_everyone()
-            tmp = store.temp_dir(step)
-            tmp.mkdir(parents=True, exist_ok=True)
-            self.store_flos()
-            self.save_model(str(tmp), _internal_call=True)
-            self._save_optimizer_and_scheduler(str(tmp))
-            self._save_scaler(str(tmp))
-            self._save_rng_state(str(tmp))
-            if args.should_save:
-                for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
-                    name = cb.__class__.__name__
-                    if isinstance(self.state.stateful_callbacks.get(name), list):
-                        self.state.stateful_callbacks[name].append(cb.state())
-                    else:
-                        self.state.stateful_callbacks[name] = cb.state()
-                self.state.save_to_json(str(tmp / "trainer_state.json"))
-            self.accelerator.wait_for_everyone()
-            if args.process_index == 0:
-                path = store.commit(tmp, step)
-                self.ct_last_saved_step = step
-                _say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step))
-            self.accelerator.wait_for_everyone()
-            self.ct_last_saved_step = step
-            if args.process_index != 0 and args.local_process_index == 0 and tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)  # another machine's local copy: rank 0 owns checkpoints
-
-    return CloudtuneTrainer
-
-
-def _make_callbacks() -> tuple[Any, Any]:
-    from transformers import TrainerCallback
-
-    class LogCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.tokens_at_begin = 0
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.tokens_at_begin = int(state.num_input_tokens_seen or 0)
-            self.in_train = True
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
-            if logs and "loss" in logs and state.is_world_process_zero:
-                print(STEP_LOG_FORMAT.format(
-                    step=state.global_step, loss=float(logs["loss"]),
-                    learning_rate=float(logs.get("learning_rate", 0.0)), epoch=float(logs.get("epoch") or 0.0),
-                ), flush=True)
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
-            if self.in_train and metrics and "eval_loss" in metrics and state.is_world_process_zero:
-                print(eval_line(f"step{state.global_step}", metrics), flush=True)
-
-        in_train = False
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.in_train = False
-
-    class SigtermCallback(TrainerCallback):
-        """SIGTERM sets a flag; at the end of the current optimizer step every rank agrees to save and stop."""
-
-        def __init__(self) -> None:
-            self.requested = False
-
-        def handler(self, signum: int, frame: Any) -> None:
-            self.requested = True
-
-        def agreed(self, device: Any) -> bool:
-            import torch
-            import torch.distributed as dist
-
-            flag = self.requested
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
-                dist.all_reduce(t, op=dist.ReduceOp.MAX)
-                flag = bool(t.item())
-            self.requested = flag
-            return flag
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if self.agreed(args.device):
-                control.should_save = True
-                control.should_training_stop = True
-            return control
-
-    return LogCallback(), SigtermCallback()
-
-
-def _make_early_stopping(patience: int) -> Any:
-    from transformers import TrainerCallback
-
-    class EarlyStopping(TrainerCallback):
-        """Stop when `patience` evaluations during training in a row do not lower the best eval loss.
-
-        The count is rebuilt from the trainer state's log history at train begin, so it survives a resume.
-        The model written at the end is the one at the step training stopped.
-        """
-
-        def __init__(self) -> None:
-            self.active = False
-            self.best = float("inf")
-            self.bad = 0
-            self.stopped_at: int | None = None
-
-        def _see(self, loss: float) -> None:
-            if loss < self.best:
-                self.best, self.bad = loss, 0
-            else:
-                self.bad += 1
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.active, self.best, self.bad = True, float("inf"), 0
-            for entry in state.log_history:
-                if "eval_loss" in entry and int(entry.get("step", 0)) > 0:
-                    self._see(float(entry["eval_loss"]))
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.active = False
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
-            if not self.active or not metrics or "eval_loss" not in metrics:
-                return control
-            self._see(float(metrics["eval_loss"]))
-            if self.bad >= patience:
-                control.should_training_stop = True
-                self.stopped_at = int(state.global_step)
-                _say(EARLY_STOP_LOG_FORMAT.format(step=state.global_step, best=self.best, patience=patience))
-            return control
-
-    return EarlyStopping()
-
-
-def eval_line(when: str, metrics: dict[str, float]) -> str:
-    loss = float(metrics["eval_loss"])
-    if "eval_accuracy" in metrics:
-        return CLS_EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, eval_accuracy=float(metrics["eval_accuracy"]),
-                                          eval_f1=float(metrics.get("eval_f1", 0.0)))
-    return EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, perplexity=perplexity(loss))
 
 
 class _Examples:

@@ -95,6 +95,10 @@ def test_seq_classification(tiny_gpt2: Path, tmp_path: Path, numeric: bool, suff
     assert 0 <= metrics["eval_f1_after"] <= 1 and 0 <= metrics["eval_accuracy_after"] <= 1
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert re.search(r"^\[cloudtune\] eval after: eval_loss=\S+ accuracy=\d\.\d{4} f1=\d\.\d{4}$", out, re.M)
+    from cloudtune.train.logfmt import METRIC_REGEXES  # the cloud metric definitions see the classification metrics
+
+    for name in ("eval_loss", "eval_accuracy", "eval_f1"):
+        assert float(re.search(METRIC_REGEXES[name], out).group(1)) >= 0, name
     config = AutoConfig.from_pretrained(str(ctx.model_dir))
     if numeric:
         assert config.num_labels == 3 and config.id2label[0] == "LABEL_0"

@@ -75,7 +75,7 @@ _DEFAULT_METRICS = {  # fallback only: the recipe's own METRIC_REGEXES are the s
 
 def metric_definitions() -> list[dict[str, str]]:
     try:
-        from cloudtune.train.causal_lm import METRIC_REGEXES  # stdlib-only at import time
+        from cloudtune.train.logfmt import METRIC_REGEXES  # stdlib-only
     except ImportError:  # pragma: no cover - an older core without the constants
         METRIC_REGEXES = _DEFAULT_METRICS
     return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]

@@ -1,0 +1,74 @@
+"""The recipes' log lines: formats printed by rank 0, and the regexes cloud metric definitions are built from.
+
+Stdlib only: launchers import METRIC_REGEXES on their plan path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+LOG_PREFIX = "[cloudtune]"
+
+STEP_LOG_FORMAT = LOG_PREFIX + " step={step} loss={loss:.4f} learning_rate={learning_rate:.6g} epoch={epoch:.2f}"
+"""Printed every `logging_steps` optimizer steps (and on the first), rank 0 only, e.g.
+`[cloudtune] step=10 loss=2.3141 learning_rate=0.0004 epoch=0.50`. learning_rate may use exponent notation (4e-05)."""
+
+EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} perplexity={perplexity:.2f}"
+"""Printed before (`when`=before) and after (`when`=after) training, rank 0 only, e.g.
+`[cloudtune] eval after: eval_loss=2.0100 perplexity=7.46`. perplexity may be `inf` for a huge loss."""
+
+TRAIN_DONE_LOG_FORMAT = (
+    LOG_PREFIX + " train done: train_loss={train_loss:.4f} train_runtime_s={train_runtime_s:.2f}"
+    " tokens_per_second={tokens_per_second:.1f} global_step={global_step}"
+)
+"""Printed once training finishes, rank 0 only."""
+
+CLS_EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} accuracy={eval_accuracy:.4f} f1={eval_f1:.4f}"
+"""The seq-classification recipe's eval line (`when` = before, after or step<N>); f1 is macro-F1."""
+
+RESUME_LOG_FORMAT = LOG_PREFIX + " resuming from checkpoint {path} (step {step})"
+CHECKPOINT_LOG_FORMAT = LOG_PREFIX + " checkpoint saved: {path} (step {step})"
+SIGTERM_LOG_FORMAT = LOG_PREFIX + " SIGTERM received: checkpoint saved at step {step}, exiting"
+
+_NUM = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))"
+METRIC_REGEXES: dict[str, str] = {
+    "train_loss": r"\[cloudtune\] step=\d+ loss=" + _NUM,
+    "learning_rate": r"\[cloudtune\] step=\d+ .*learning_rate=" + _NUM,
+    "epoch": r"\[cloudtune\] step=\d+ .*epoch=" + _NUM,
+    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + _NUM,
+    "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + _NUM,
+    "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + _NUM,
+    "eval_f1": r"\[cloudtune\] eval \w+: .* f1=" + _NUM,
+    "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + _NUM,
+}
+"""Metric name -> regex with one capture group, matching the log lines above (for cloud metric definitions)."""
+
+EARLY_STOP_LOG_FORMAT = LOG_PREFIX + " early stopping at step {step}: eval_loss did not improve on {best:.4f} for {patience} evaluations"
+
+SIGTERM_EXIT_CODE = 143
+LOGGING_STEPS = 10
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _say(line: str) -> None:
+    if _rank() == 0:
+        print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)
+
+
+def perplexity(loss: float) -> float:
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
+
+
+def eval_line(when: str, metrics: dict[str, float]) -> str:
+    loss = float(metrics["eval_loss"])
+    if "eval_accuracy" in metrics:
+        return CLS_EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, eval_accuracy=float(metrics["eval_accuracy"]),
+                                          eval_f1=float(metrics.get("eval_f1", 0.0)))
+    return EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, perplexity=perplexity(loss))
