@@ -55,7 +55,7 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         "",
         f"- training input: `{data.train}` ({data_info.get('train_examples', '?')} examples"
         + (f", {data_info['train_dropped']} dropped by max_seq_len" if data_info.get("train_dropped") else "") + ")",
-        f"- eval input: " + (f"`{data.eval}` ({data_info.get('eval_examples', '?')} examples)" if data.eval else "none"),
+        "- eval input: " + (f"`{data.eval}` ({data_info.get('eval_examples', '?')} examples)" if data.eval else "none"),
     ]
     if train.task == "seq-classification":
         labels = data_info.get("labels") or []
