@@ -60,12 +60,20 @@ def _settings(launcher: Launcher, spec: JobSpec) -> Any:
     return provider_settings(launcher.name, spec, launcher.settings_model)
 
 
+def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: str | None,
+             overrides: list[str]) -> tuple[Plan, Launcher, str | None]:
+    """Load, validate and plan: (Plan, the launcher that made it, the spec file's path or None)."""
+    job_spec, spec_path = load(spec, overrides)
+    launcher = launcher or get_launcher(provider)
+    compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(),
+                             bundle=_bundle_for(job_spec))
+    return compiled, launcher, spec_path
+
+
 def plan(spec: SpecLike, provider: str = "local", *, launcher: Launcher | None = None, suffix: str | None = None,
          overrides: list[str] | None = None, **kw_overrides: Any) -> Plan:
     """Compile a spec for a provider without submitting anything (the dry run)."""
-    job_spec, _ = load(spec, (overrides or []) + _kwarg_overrides(kw_overrides))
-    launcher = launcher or get_launcher(provider)
-    return launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=_bundle_for(job_spec))
+    return _compile(spec, provider, launcher, suffix, (overrides or []) + _kwarg_overrides(kw_overrides))[0]
 
 
 class Job:
@@ -162,9 +170,7 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
 def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, launcher: Launcher | None = None,
            overrides: list[str] | None = None, **kw_overrides: Any) -> Job | Plan:
     """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on)."""
-    job_spec, spec_path = load(spec, (overrides or []) + _kwarg_overrides(kw_overrides))
-    launcher = launcher or get_launcher(provider)
-    compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=make_suffix(), bundle=_bundle_for(job_spec))
+    compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
     if dry_run:
         return compiled
     return submit(compiled, launcher=launcher, spec_path=spec_path)
