@@ -88,11 +88,7 @@ def run(model: Path, data: Path, work: Path, *, steps: int, batch_size: int, seq
     from cloudtune.spec import CheckpointSpec, TrainSpec
     from cloudtune.train.causal_lm import run_causal_lm
 
-    ctx = RuntimeContext(
-        provider="bare", job_name="gpu-mfu", inputs={"train": data}, model_dir=work / "model",
-        checkpoint_dir=work / "checkpoints", log_dir=work / "logs", code_dir=None, node_rank=0, num_nodes=1,
-        processes_per_node=1, master_addr="127.0.0.1", master_port=29500, hosts=("localhost",),
-    )
+    ctx = RuntimeContext.single_process(work, {"train": data}, job_name="gpu-mfu")
     train = TrainSpec.model_validate({
         "model": str(model), "data": {"train": "train", "eval": None},
         "hyperparameters": {"epochs": 1000, "max_steps": steps, "learning_rate": 1e-4, "batch_size": batch_size,

@@ -42,11 +42,7 @@ def run(model_dir: Path, data: Path, work: Path, packing: bool, seq_len: int, ba
     from cloudtune.spec import CheckpointSpec, TrainSpec
     from cloudtune.train.causal_lm import run_causal_lm
 
-    ctx = RuntimeContext(
-        provider="local", job_name="bench", inputs={"train": data, "model": model_dir},
-        model_dir=work / "model", checkpoint_dir=work / "ckpt", log_dir=work / "logs", code_dir=None,
-        node_rank=0, num_nodes=1, processes_per_node=1, master_addr="127.0.0.1", master_port=29500, hosts=("localhost",),
-    )
+    ctx = RuntimeContext.single_process(work, {"train": data, "model": model_dir}, job_name="bench", provider="local")
     train = TrainSpec.model_validate({
         "model": "model", "data": {"train": "train", "eval": None, "packing": packing},
         "hyperparameters": {"epochs": 1, "batch_size": batch_size, "max_seq_len": seq_len, "learning_rate": 5e-4, "seed": 42},

@@ -28,7 +28,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +71,7 @@ def run_cloudtune(model_dir: Path, data_file: Path, work: Path, steps: int, batc
     from cloudtune.train.causal_lm import run_causal_lm
 
     work.mkdir(parents=True)  # fresh dirs: a leftover checkpoint would be resumed
-    ctx = RuntimeContext(
-        provider="bare", job_name="bench", inputs={"train": data_file}, model_dir=work / "model",
-        checkpoint_dir=work / "checkpoints", log_dir=work / "logs", code_dir=None, node_rank=0, num_nodes=1,
-        processes_per_node=1, master_addr="127.0.0.1", master_port=29500, hosts=("localhost",),
-    )
+    ctx = RuntimeContext.single_process(work, {"train": data_file}, job_name="bench")
     train = TrainSpec.model_validate({
         "model": str(model_dir), "data": {"train": "train", "eval": None},
         "hyperparameters": {"epochs": 1000, "max_steps": steps, "learning_rate": LEARNING_RATE,

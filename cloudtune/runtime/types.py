@@ -33,6 +33,16 @@ class RuntimeContext:
     job: dict[str, Any] = field(default_factory=dict)
     failure_file: Path | None = None
 
+    @classmethod
+    def single_process(cls, work_dir: Path, inputs: dict[str, Path], job_name: str = "local",
+                       provider: str = "bare") -> "RuntimeContext":
+        """One process on this machine, with model/checkpoints/logs under `work_dir` (to run a recipe in-process)."""
+        return cls(
+            provider=provider, job_name=job_name, inputs=dict(inputs), model_dir=work_dir / "model",
+            checkpoint_dir=work_dir / "checkpoints", log_dir=work_dir / "logs", code_dir=None, node_rank=0,
+            num_nodes=1, processes_per_node=1, master_addr="127.0.0.1", master_port=29500, hosts=("localhost",),
+        )
+
     @property
     def world_size(self) -> int:
         return self.num_nodes * self.processes_per_node

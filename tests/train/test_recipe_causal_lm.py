@@ -45,11 +45,7 @@ def write_jsonl(path: Path, texts: list[str]) -> Path:
 
 
 def make_ctx(root: Path, inputs: dict[str, Path]) -> RuntimeContext:
-    return RuntimeContext(
-        provider="local", job_name="test", inputs=inputs, model_dir=root / "model", checkpoint_dir=root / "checkpoints",
-        log_dir=root / "logs", code_dir=None, node_rank=0, num_nodes=1, processes_per_node=1,
-        master_addr="127.0.0.1", master_port=29500, hosts=("localhost",),
-    )
+    return RuntimeContext.single_process(root, inputs, job_name="test", provider="local")
 
 
 def make_spec(model: Path | str, *, eval_name: str | None = "eval", **hp: object) -> TrainSpec:
