@@ -125,13 +125,26 @@ def run_worker(ctx: RuntimeContext) -> int:
 
         train = TrainSpec.model_validate(job["train"])
         checkpoint = CheckpointSpec.model_validate(job.get("checkpoint") or {})
-        metrics = run_recipe(ctx, train, checkpoint)
+        try:
+            metrics = run_recipe(ctx, train, checkpoint)
+        finally:
+            _close_process_group()
         if int(os.environ.get("RANK", "0")) == 0:
             _say("metrics " + json.dumps(metrics, sort_keys=True))
         return 0
     code = _unpack_code(ctx)
     _say(f"running command in {code}: {job['command']}")
     return _run_forwarding_sigterm(["/bin/sh", "-c", job["command"]], cwd=code)
+
+
+def _close_process_group() -> None:
+    """Destroy the default process group, if the recipe made one, before the interpreter exits.
+
+    Left to interpreter teardown, gloo's worker threads can outlive the group and abort the process
+    ("terminate called without an active exception", SIGABRT) after a successful run."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _record_failure(ctx: RuntimeContext | None, message: str) -> None:
