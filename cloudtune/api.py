@@ -39,10 +39,10 @@ def load(spec: SpecLike, overrides: list[str] | None = None) -> tuple[JobSpec, s
     if isinstance(spec, JobSpec):
         if overrides:
             data = apply_overrides(spec.model_dump(mode="json", exclude_unset=True), overrides)
-            return validate_spec(data, base_dir=Path.cwd()), None
+            return validate_spec(data, base_dir=Path.cwd(), overrides=overrides), None
         return resolve_paths(spec, Path.cwd()), None
     if isinstance(spec, dict):
-        return validate_spec(apply_overrides(spec, overrides), base_dir=Path.cwd()), None
+        return validate_spec(apply_overrides(spec, overrides), base_dir=Path.cwd(), overrides=overrides), None
     return load_spec(spec, overrides), str(Path(spec).resolve())
 
 

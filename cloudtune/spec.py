@@ -452,7 +452,9 @@ def _first_model(ann: Any) -> type[BaseModel] | None:
     return None
 
 
-def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int]) -> list[SpecIssue]:
+def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
+                 overridden: dict[tuple[str, ...], str]) -> list[SpecIssue]:
+    """One SpecIssue per pydantic error; a value set by `--set` is named as such instead of by a YAML line."""
     import difflib
 
     issues: list[SpecIssue] = []
@@ -474,25 +476,40 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int]) -> l
         elif kind == "literal_error":
             hint = "use one of the listed values"
         elif kind.endswith("_type") or kind.endswith("_parsing"):
-            hint = f"got {err.get('input')!r}"
+            hint = f"got {err.get('input')!r}; {_TYPE_HINTS.get(kind.split('_')[0], 'give a value of the type named above')}"
         line = None
-        for cut in range(len(loc), 0, -1):
-            if loc[:cut] in lines:
-                line = lines[loc[:cut]]
-                break
+        override = next((overridden[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in overridden), None)
+        if override is not None:
+            msg = f"{msg} (from --set {override})"
+        else:
+            line = next((lines[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in lines), None)
         issues.append(SpecIssue(path=".".join(loc) or "<spec>", message=msg, line=line, hint=hint))
     return issues
 
 
-def validate_spec(data: Any, *, source: str = "<spec>", text: str | None = None, base_dir: Path | None = None) -> JobSpec:
-    """Validate a mapping as a JobSpec and resolve relative paths against `base_dir`."""
+_TYPE_HINTS = {
+    "int": "give a whole number, e.g. 2",
+    "float": "give a number, e.g. 0.0005",
+    "bool": "use true or false",
+    "string": "give a text value (quote it in YAML)",
+    "dict": "give a mapping of `key: value` entries",
+    "list": "give a list, e.g. [a, b]",
+}
+
+
+def validate_spec(data: Any, *, source: str = "<spec>", text: str | None = None, base_dir: Path | None = None,
+                  overrides: list[str] | None = None) -> JobSpec:
+    """Validate a mapping as a JobSpec and resolve relative paths against `base_dir`.
+
+    `overrides` are the `--set` items already applied to `data`; errors in their values name them."""
     if not isinstance(data, dict):
         raise SpecError(source, [SpecIssue("<spec>", "the spec must be a YAML mapping of keys to values", None, "start from `cloudtune init`")])
     lines = _line_index(text) if text else {}
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(source, _issues_from(exc, lines)) from None
+        overridden = {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides or []}
+        raise SpecError(source, _issues_from(exc, lines, overridden)) from None
     return resolve_paths(spec, base_dir or Path.cwd())
 
 
@@ -513,7 +530,7 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         data = {}
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
-    return validate_spec(data, source=str(path), text=text, base_dir=p.resolve().parent)
+    return validate_spec(data, source=str(path), text=text, base_dir=p.resolve().parent, overrides=overrides)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

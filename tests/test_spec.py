@@ -106,6 +106,19 @@ def test_overrides(tmp_path: Path) -> None:
     assert info.value.issues[0].path == "resources.nodez"
 
 
+def test_bad_override_value_is_named_by_its_flag_with_a_typed_hint(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD), ["resources.nodes=abc"])
+    issue = info.value.issues[0]
+    assert issue.path == "resources.nodes"
+    assert issue.line is None  # the bad value is not on any line of the file
+    assert "(from --set resources.nodes=abc)" in issue.message
+    assert issue.hint == "got 'abc'; give a whole number, e.g. 2"
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD), ["train.hyperparameters.learning_rate=fast"])
+    assert "give a number" in info.value.issues[0].hint
+
+
 def test_accelerator_and_duration_parsers() -> None:
     assert str(parse_accelerator("H100:8")) == "H100:8"
     assert parse_accelerator("L4").count == 1
