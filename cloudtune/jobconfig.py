@@ -3,9 +3,13 @@ container's contract). Every launcher delivers it the way its cloud passes param
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from cloudtune.spec import JobSpec
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.spec import JobSpec, is_remote
+
+MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
 def with_model_input(spec: JobSpec) -> JobSpec:
@@ -21,6 +25,36 @@ def with_model_input(spec: JobSpec) -> JobSpec:
         name += "_"
     inputs = {**spec.inputs, name: spec.train.model}
     return spec.model_copy(update={"inputs": inputs, "train": spec.train.model_copy(update={"model": name})})
+
+
+def find_saved_model(path: Path) -> Path | None:
+    """The directory of a saved transformers model at `path`: `path` itself when it holds config.json (or a peft
+    adapter_config.json), else its only subdirectory that does; None when there is none."""
+    if not path.is_dir():
+        return None
+    if any((path / m).is_file() for m in MODEL_MARKERS):
+        return path
+    found = [d for d in sorted(path.iterdir()) if d.is_dir() and any((d / m).is_file() for m in MODEL_MARKERS)]
+    return found[0] if len(found) == 1 else None
+
+
+def check_local_inputs(spec: JobSpec) -> None:
+    """Reject, before anything is uploaded or run, local inputs that do not exist and a local `train.model` that
+    is not a saved model. `spec` has been through `with_model_input`."""
+    local = {name: Path(uri) for name, uri in spec.inputs.items() if not is_remote(uri)}
+    missing = sorted(name for name, path in local.items() if not path.exists())
+    if missing:
+        raise UnsupportedSpec(
+            "inputs not found on this machine: " + ", ".join(f"{n} ({local[n]})" for n in missing),
+            fix="check the paths (they resolve against the spec file's directory)",
+        )
+    model = spec.train.model if spec.train is not None else None
+    if model in local and find_saved_model(local[model]) is None:
+        raise UnsupportedSpec(
+            f"train.model: {local[model]} is not a saved transformers model (no config.json in it or in one subdirectory)",
+            fix="point train.model at a directory written by save_pretrained (config.json, weights, tokenizer), "
+                "or give a hub id",
+        )
 
 
 def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, code_uri: str | None = None) -> dict[str, Any]:

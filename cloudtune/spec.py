@@ -136,7 +136,9 @@ class DataSpec(_TrainPart):
         "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
     )
     train: str = Field("train", description="name of the input holding the training data")
-    eval: str | None = Field("eval", description="name of the input holding evaluation data; null = none")
+    eval: str | None = Field(
+        "eval", description="name of the input holding evaluation data; null = none; left out = 'eval' if that input exists"
+    )
     format: Literal["auto", "text", "instruction", "chat"] = Field(
         "auto",
         description="causal-lm record shape: text (text_field), instruction (prompt_field + completion_field), "
@@ -376,6 +378,9 @@ class JobSpec(_Strict):
         if (self.train is None) == (self.command is None):
             raise ValueError("give exactly one of `train` (the built-in recipe) and `command` (your own script)")
         if self.train is not None:
+            data = self.train.data
+            if "eval" not in data.model_fields_set and data.eval not in self.inputs:  # default, and no such input
+                self.train = self.train.model_copy(update={"data": data.model_copy(update={"eval": None})})
             for role, name in (("train", self.train.data.train), ("eval", self.train.data.eval)):
                 if name is not None and name not in self.inputs:
                     raise ValueError(

@@ -116,6 +116,20 @@ def test_unsupported_spec_is_refused_with_a_fix(launcher_name: str, tmp_path: Pa
     assert info.value.fix and "gcp" in str(info.value)
 
 
+def test_missing_input_and_non_model_dir_are_refused_before_upload(launcher_name: str, tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, launcher_name, inputs={"train": "data/train.jsonl", "extra": "data/absent.jsonl"})
+    with pytest.raises(UnsupportedSpec) as info:
+        plan_for(launcher_name, spec, tmp_path)
+    assert "extra" in str(info.value) and "absent.jsonl" in str(info.value) and info.value.fix
+
+    (tmp_path / "models/empty").mkdir(parents=True)
+    spec = make_spec(tmp_path, launcher_name, command=None,
+                     train={"model": "./models/empty", "data": {"train": "train"}})
+    with pytest.raises(UnsupportedSpec) as info:
+        plan_for(launcher_name, spec, tmp_path)
+    assert str(info.value).startswith("train.model:") and "save_pretrained" in info.value.fix
+
+
 def test_registry_unknown_and_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InvalidInput, match="did you mean 'local'"):
         launcher_class("locl")

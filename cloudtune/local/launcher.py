@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.hashing import digest
-from cloudtune.jobconfig import runtime_job, with_model_input
+from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
 from cloudtune.local.layout import EMULATORS
 from cloudtune.local.supervisor import read_state, write_state
@@ -80,12 +80,7 @@ class LocalLauncher:
             )
         if spec.command is not None and bundle is None:
             raise UnsupportedSpec("a `command` job needs its code bundle", fix="build it with cloudtune.bundle.build_bundle(spec.code)")
-        missing = sorted(name for name, path in spec.inputs.items() if not Path(path).exists())
-        if missing:
-            raise UnsupportedSpec(
-                "inputs not found on this machine: " + ", ".join(f"{n} ({spec.inputs[n]})" for n in missing),
-                fix="check the paths (they resolve against the spec file's directory)",
-            )
+        check_local_inputs(spec)
         if spec.resources.spot:
             notes.append("spot: ignored locally")
         if spec.image:

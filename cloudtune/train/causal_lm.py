@@ -12,7 +12,6 @@ only rank 0 prints, writes the model and writes metrics. Checkpoints are complet
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -57,12 +56,10 @@ def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
     """An input name -> its local dir (one level down if the dir holds exactly one model subdir); else as is."""
     if model not in ctx.inputs:
         return model
+    from cloudtune.jobconfig import find_saved_model
+
     path = Path(ctx.inputs[model])
-    if path.is_dir() and not (path / "config.json").is_file():
-        candidates = [d for d in sorted(path.iterdir()) if d.is_dir() and (d / "config.json").is_file()]
-        if len(candidates) == 1:
-            path = candidates[0]
-    return str(path)
+    return str(find_saved_model(path) or path)
 
 
 def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,

@@ -103,7 +103,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
     from cloudtune.catalog import load_catalog
     from cloudtune.hashing import digest
-    from cloudtune.jobconfig import runtime_job, with_model_input
+    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
     spec = with_model_input(spec)
     notes: list[str] = []
@@ -164,6 +164,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     nodes = spec.resources.nodes
 
     # ---- inputs: local paths are uploaded, content-addressed
+    check_local_inputs(spec)
     uploads: list[Upload] = []
     channel_uris: dict[str, str] = {}
     for name, uri in sorted(spec.inputs.items()):
@@ -174,8 +175,6 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
             channel_uris[name] = uri
             continue
         path = Path(uri)
-        if not path.exists():
-            raise UnsupportedSpec(f"input {name!r} not found: {uri}", fix="check the path (it resolves against the spec file's directory)")
         size, sha = digest(path)
         dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
         uploads.append(Upload(str(path), dest, size, sha))
