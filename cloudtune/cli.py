@@ -106,7 +106,9 @@ def _print_info(info: dict[str, Any]) -> None:
     click.echo(f"state:  {info['state']}")
     if info.get("failure_reason"):
         click.echo(f"reason: {info['failure_reason']}")
-    if info.get("model_uri"):
+    if info["state"] in ("failed", "cancelled"):
+        click.echo(f"logs:   cloudtune logs {info['job_id']}")
+    elif info.get("model_uri"):
         click.echo(f"model:  {info['model_uri']}")
     if info.get("console_url"):
         click.echo(f"console: {info['console_url']}")

@@ -59,3 +59,8 @@ class JobNotFound(InvalidInput):
 
 class JobFailed(CloudtuneError):
     exit_code = 1
+
+
+class JobInputError(ValueError):
+    """Inside the container: the job's data, model or options cannot be used as given. `cloudtune-run` reports it
+    as one clear line (no traceback) and fails the job; the message names the file/field and how to fix it."""

@@ -111,6 +111,18 @@ def test_cli_launch_json_status_logs_list(tmp_path: Path, home: Path, tiny_model
     assert [r["job_id"] for r in listed] == [info["job_id"]]
 
 
+def test_bad_data_fails_the_job_with_one_clear_line_and_no_traceback(tmp_path: Path, home: Path, tiny_model: Path) -> None:
+    spec = write_job(tmp_path, tiny_model)
+    (tmp_path / "data/train.jsonl").write_text('{"body": "the field is misnamed"}\n')
+    res = cli("launch", str(spec), home=home)
+    assert res.returncode == 1
+    output = res.stdout + res.stderr
+    assert "Traceback" not in output
+    assert "reason: AlgorithmError:" in output and "cannot tell the data format (fields present: body)" in output
+    assert "train.data.text_field" in output  # says how to fix it
+    assert "logs:   cloudtune logs e2e-" in output and "model:" not in output.split("state:")[-1]
+
+
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
+from cloudtune.errors import JobInputError
 from cloudtune.runtime.context import ContractError, RunArgs, detect
 from cloudtune.runtime.types import RuntimeContext
 
@@ -173,6 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as exc:
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except JobInputError as exc:  # the job's data/model/options: one clear line, no traceback
+        _say(f"error: {exc}")
+        _record_failure(ctx, f"AlgorithmError: {exc}")
+        return 1
     except Exception as exc:  # the job failed: report it where the cloud shows failures
         traceback.print_exc()
         _say(f"error: {type(exc).__name__}: {exc}")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudtune.errors import JobInputError
+
 
 def run_recipe(ctx: Any, train: Any, checkpoint: Any) -> dict[str, float]:
     """Run the built-in recipe named by `train.task`; returns its metrics (also written to metrics.json)."""
@@ -19,7 +21,7 @@ def run_recipe(ctx: Any, train: Any, checkpoint: Any) -> dict[str, float]:
         from cloudtune.train.causal_lm import run_causal_lm
 
         return run_causal_lm(ctx, train, checkpoint)
-    raise ValueError(f"unknown train.task {train.task!r}; use causal-lm or seq-classification")
+    raise JobInputError(f"unknown train.task {train.task!r}; use causal-lm or seq-classification")
 
 
 __all__ = ["run_recipe"]

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
@@ -113,7 +114,7 @@ def tokenize(texts: list[str], tokenizer: Any, max_seq_len: int) -> _Examples:
         if ids:
             out.append(ids[:max_seq_len])
     if not out:
-        raise ValueError("no example produced a token after tokenisation")
+        raise JobInputError("no example produced a token after tokenisation")
     return _Examples(out)
 
 
@@ -261,7 +262,7 @@ def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tu
         if data.chat_template is not None:
             tokenizer.chat_template = data.chat_template
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise JobInputError(
                 "the chat data format needs a chat template, and this model's tokenizer has none: set "
                 "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
             )
@@ -312,7 +313,7 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     tokenizer, model = _load(source)
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
     if train.data.packing and attn not in ("eager", "sdpa"):
-        raise ValueError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
+        raise JobInputError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
                          f"this model uses {attn!r}: remove packing or load the model with sdpa")
     train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
     _say(f"data: {info['format']} format, {info['train_examples']} training examples"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 
@@ -38,17 +39,17 @@ def label_mapping(values: list[tuple[str, Any]], names: list[str] | None) -> tup
     if all(i is not None for i in ints):
         bad = [(w, v) for (w, v), i in zip(values, ints) if i is not None and i < 0]
         if bad:
-            raise ValueError(f"{bad[0][0]}: numeric label {bad[0][1]!r} must be an id >= 0 (or use label names)")
+            raise JobInputError(f"{bad[0][0]}: numeric label {bad[0][1]!r} must be an id >= 0 (or use label names)")
         n = max(i for i in ints if i is not None) + 1
         if n < 2:
-            raise ValueError("seq-classification needs at least two labels; the training data has only label 0")
+            raise JobInputError("seq-classification needs at least two labels; the training data has only label 0")
         return None, {}, n
     non_str = [(w, v) for w, v in values if not isinstance(v, str)]
     if non_str:
-        raise ValueError(f"{non_str[0][0]}: label {non_str[0][1]!r} mixes with named labels; use either names or integer ids")
+        raise JobInputError(f"{non_str[0][0]}: label {non_str[0][1]!r} mixes with named labels; use either names or integer ids")
     found = sorted({v for _, v in values})
     if len(found) < 2:
-        raise ValueError(f"seq-classification needs at least two labels; the training data has only {found}")
+        raise JobInputError(f"seq-classification needs at least two labels; the training data has only {found}")
     return found, {n: i for i, n in enumerate(found)}, len(found)
 
 
@@ -60,11 +61,11 @@ def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any,
         as_int = _as_int(value)
         if not isinstance(value, str) and as_int is not None and 0 <= as_int < n:
             return as_int
-        raise ValueError(f"{where}: label {value!r} (field {field!r}) is not one of the labels {names}; "
+        raise JobInputError(f"{where}: label {value!r} (field {field!r}) is not one of the labels {names}; "
                          f"fix the record or list every label in train.data.labels")
     as_int = _as_int(value)
     if as_int is None or not 0 <= as_int < n:
-        raise ValueError(f"{where}: label {value!r} (field {field!r}) is not an id in 0..{n - 1}")
+        raise JobInputError(f"{where}: label {value!r} (field {field!r}) is not an id in 0..{n - 1}")
     return as_int
 
 
@@ -96,7 +97,7 @@ def encode(rows: list[tuple[str, str, Any]], tokenizer: Any, max_seq_len: int, t
     for where, text, label in rows:
         ids = list(tokenizer(text, truncation=True, max_length=max_seq_len, add_special_tokens=True)["input_ids"])
         if not ids:
-            raise ValueError(f"{where}: the text produced no token")
+            raise JobInputError(f"{where}: the text produced no token")
         examples.append({"input_ids": ids, "labels": to_id(label, where)})
     return ClassificationDataset(examples)
 

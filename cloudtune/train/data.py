@@ -20,6 +20,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from cloudtune.errors import JobInputError
+
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".txt")
 
 
@@ -29,14 +31,14 @@ def data_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise ValueError(f"data input {path} does not exist")
+        raise JobInputError(f"data input {path} does not exist")
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
-        raise ValueError(f"data input {path} holds no data files ({', '.join(DATA_SUFFIXES)})")
+        raise JobInputError(f"data input {path} holds no data files ({', '.join(DATA_SUFFIXES)})")
     return files
 
 
@@ -56,15 +58,15 @@ def _kind(path: Path, text: str) -> str:
 
 def _field(record: Any, field: str, path: Path, line: int) -> str:
     if not isinstance(record, dict):
-        raise ValueError(f"{path}, line {line}: expected a JSON object with a {field!r} field, got {type(record).__name__}")
+        raise JobInputError(f"{path}, line {line}: expected a JSON object with a {field!r} field, got {type(record).__name__}")
     if field not in record:
         present = ", ".join(sorted(map(str, record))) or "none"
-        raise ValueError(
+        raise JobInputError(
             f"{path}, line {line}: record has no field {field!r} (train.data.text_field); fields present: {present}"
         )
     value = record[field]
     if not isinstance(value, str):
-        raise ValueError(f"{path}, line {line}: field {field!r} must be a string, got {type(value).__name__}")
+        raise JobInputError(f"{path}, line {line}: field {field!r} must be a string, got {type(value).__name__}")
     return value
 
 
@@ -80,7 +82,7 @@ def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
 
     i = skip(0)
     if i >= n or text[i] != "[":
-        raise ValueError(f"{path}: a .json data file must hold a list of records ([{{...}}, ...])")
+        raise JobInputError(f"{path}: a .json data file must hold a list of records ([{{...}}, ...])")
     i = skip(i + 1)
     if i < n and text[i] == "]":
         return
@@ -89,7 +91,7 @@ def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         try:
             obj, i = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+            raise JobInputError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
         yield line, obj
         i = skip(i)
         if i < n and text[i] == ",":
@@ -97,7 +99,7 @@ def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         elif i < n and text[i] == "]":
             return
         else:
-            raise ValueError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'")
+            raise JobInputError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'")
 
 
 def _is_parquet(path: Path) -> bool:
@@ -111,11 +113,11 @@ def read_file_records(path: Path, text_field: str = "text") -> list[tuple[str, A
         try:
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - pyarrow is a dependency of the training image
-            raise ValueError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow") from None
+            raise JobInputError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow") from None
         try:
             rows = pq.read_table(str(path)).to_pylist()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            raise ValueError(f"{path}: not a readable Parquet file: {exc}") from None
+            raise JobInputError(f"{path}: not a readable Parquet file: {exc}") from None
         return [(f"{path}, row {i}", row) for i, row in enumerate(rows, start=1)]
     text = path.read_text(encoding="utf-8-sig")
     kind = _kind(path, text)
@@ -128,11 +130,11 @@ def read_file_records(path: Path, text_field: str = "text") -> list[tuple[str, A
 
         reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames:
-            raise ValueError(f"{path}: a .csv data file needs a header row naming its columns")
+            raise JobInputError(f"{path}: a .csv data file needs a header row naming its columns")
         out: list[tuple[str, Any]] = []
         for row in reader:
             if None in row:
-                raise ValueError(f"{path}, line {reader.line_num}: more values than the header has columns")
+                raise JobInputError(f"{path}, line {reader.line_num}: more values than the header has columns")
             out.append((f"{path}, line {reader.line_num}", dict(row)))
         return out
     if kind == "json":
@@ -144,7 +146,7 @@ def read_file_records(path: Path, text_field: str = "text") -> list[tuple[str, A
         try:
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {line}: invalid JSON: {exc.msg}") from None
+            raise JobInputError(f"{path}, line {line}: invalid JSON: {exc.msg}") from None
         records.append((f"{path}, line {line}", record))
     return records
 
@@ -155,19 +157,19 @@ def read_records(path: Path, text_field: str = "text") -> list[tuple[str, Any]]:
     for file in data_files(Path(path)):
         records.extend(read_file_records(file, text_field))
     if not records:
-        raise ValueError(f"data input {path} holds no records")
+        raise JobInputError(f"data input {path} holds no records")
     return records
 
 
 def _where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got {type(record).__name__}")
+        raise JobInputError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got {type(record).__name__}")
     if field not in record:
         present = ", ".join(sorted(map(str, record))) or "none"
-        raise ValueError(f"{where}: record has no field {field!r} ({option}); fields present: {present}")
+        raise JobInputError(f"{where}: record has no field {field!r} ({option}); fields present: {present}")
     value = record[field]
     if not isinstance(value, kind):
-        raise ValueError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got {type(value).__name__}")
+        raise JobInputError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got {type(value).__name__}")
     return value
 
 
@@ -186,7 +188,7 @@ def read_texts(path: Path, text_field: str = "text") -> list[str]:
     for file in data_files(Path(path)):
         texts.extend(t for t in read_file(file, text_field) if t.strip())
     if not texts:
-        raise ValueError(f"data input {path} holds no non-empty examples")
+        raise JobInputError(f"data input {path} holds no non-empty examples")
     return texts
 
 
@@ -211,7 +213,7 @@ def detect_format(record: Any, data: Any, where: str = "the first record") -> st
         present = ", ".join(sorted(map(str, record))) or "none"
     else:
         present = type(record).__name__
-    raise ValueError(
+    raise JobInputError(
         f"{where}: cannot tell the data format (fields present: {present}). Expected one of: a {data.text_field!r} "
         f"field (text), {data.prompt_field!r} + {data.completion_field!r} fields (instruction), or a "
         f"{data.messages_field!r} list (chat). Rename the fields with train.data.text_field / prompt_field / "
@@ -260,18 +262,18 @@ def check_messages(messages: Any, where: str, field: str) -> list[dict[str, str]
         try:
             messages = json.loads(messages)
         except json.JSONDecodeError:
-            raise ValueError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is not JSON") from None
+            raise JobInputError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is not JSON") from None
     if hasattr(messages, "tolist"):
         messages = messages.tolist()
     if not isinstance(messages, list) or not messages:
-        raise ValueError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages")
+        raise JobInputError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages")
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"{where}: {field}[{i}] must be an object with string 'role' and 'content'")
+            raise JobInputError(f"{where}: {field}[{i}] must be an object with string 'role' and 'content'")
         out.append({"role": m["role"], "content": m["content"]})
     if not any(m["role"] == "assistant" for m in out):
-        raise ValueError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on assistant turns only)")
+        raise JobInputError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on assistant turns only)")
     return out
 
 
@@ -300,7 +302,7 @@ def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "
         start = len(_render(tokenizer, messages[:i], True)) if i else 0
         end_text = _render(tokenizer, messages[: i + 1], False)
         if not (full.startswith(end_text) and full.startswith(_render(tokenizer, messages[:i], True)) and pos <= start <= len(end_text)):
-            raise ValueError(
+            raise JobInputError(
                 f"{where}: the chat template does not render conversations prefix by prefix, so assistant turns "
                 f"cannot be located for loss masking; use a template that does (set train.data.chat_template)"
             )
@@ -341,7 +343,7 @@ def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, ma
     Returns (dataset, format, number of examples dropped because nothing with a label survived truncation).
     """
     if not records:
-        raise ValueError("no records to train on")
+        raise JobInputError("no records to train on")
     fmt = fmt or detect_format(records[0][1], data, records[0][0])
     out: list[dict[str, list[int]]] = []
     dropped = 0
@@ -359,13 +361,13 @@ def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, ma
             raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
             ex = encode_chat(check_messages(raw, where, data.messages_field), tokenizer, max_seq_len, where)
         else:  # pragma: no cover - the spec allows no other value
-            raise ValueError(f"unknown data format {fmt!r}")
+            raise JobInputError(f"unknown data format {fmt!r}")
         if ex is None:
             dropped += 1
         else:
             out.append(ex)
     if not out:
-        raise ValueError(
+        raise JobInputError(
             f"no example has a token to learn from after tokenisation and truncation to max_seq_len={max_seq_len} "
             f"({dropped} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts"
         )
@@ -433,7 +435,7 @@ class TokenizedDataset:
         ids = tokenizer(list(texts), truncation=True, max_length=max_seq_len, add_special_tokens=True)["input_ids"]
         self.examples = [list(x) for x in ids if len(x) > 0]
         if not self.examples:
-            raise ValueError("no example produced a token after tokenisation")
+            raise JobInputError("no example produced a token after tokenisation")
 
     def __len__(self) -> int:
         return len(self.examples)

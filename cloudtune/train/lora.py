@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloudtune.errors import JobInputError
+
 ATTN_MLP = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 AUTO_TARGETS: dict[str, list[str]] = {
@@ -64,20 +66,20 @@ def resolve_target_modules(model: Any, target_modules: Any) -> list[str]:
     if target_modules == "auto":
         targets = AUTO_TARGETS.get(model_type)
         if targets is None:
-            raise ValueError(
+            raise JobInputError(
                 f"train.lora.target_modules: auto does not know architecture {model_type!r}; list the modules to "
                 f"adapt, e.g. target_modules: [{', '.join(found[:4])}]. Linear modules in this model: {', '.join(found) or 'none'}"
             )
         targets = [t for t in targets if t in found]
         if not targets:
-            raise ValueError(
+            raise JobInputError(
                 f"train.lora.target_modules: auto expected {AUTO_TARGETS[model_type]} in this {model_type} model but "
                 f"found none; list them yourself. Linear modules in this model: {', '.join(found) or 'none'}"
             )
         return targets
     missing = [t for t in target_modules if t not in found]
     if missing:
-        raise ValueError(
+        raise JobInputError(
             f"train.lora.target_modules: {', '.join(map(repr, missing))} match no Linear module of this model; "
             f"Linear modules in this model: {', '.join(found) or 'none'} (or use auto)"
         )

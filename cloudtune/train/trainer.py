@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
@@ -17,10 +18,10 @@ def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
     if requested == "auto":
         return ("bf16" if bf16_supported else "fp16") if cuda else "fp32"
     if requested == "fp16" and not cuda:
-        raise ValueError("hyperparameters.precision fp16 needs a CUDA GPU (mixed precision with a loss scaler); "
+        raise JobInputError("hyperparameters.precision fp16 needs a CUDA GPU (mixed precision with a loss scaler); "
                          "on CPU use fp32 (or bf16), or leave precision: auto")
     if requested == "bf16" and cuda and not bf16_supported:
-        raise ValueError("hyperparameters.precision bf16 is not supported by this GPU (pre-Ampere); use fp16 or auto")
+        raise JobInputError("hyperparameters.precision bf16 is not supported by this GPU (pre-Ampere); use fp16 or auto")
     return requested
 
 
@@ -51,7 +52,7 @@ def fsdp_layer_classes(model: Any) -> list[str]:
     names = [n for n in (getattr(base, "_no_split_modules", None) or []) if n in present]
     if names:
         return sorted(set(names))
-    raise ValueError(f"train.distributed fsdp: cannot tell the decoder layer class of {type(base).__name__} "
+    raise JobInputError(f"train.distributed fsdp: cannot tell the decoder layer class of {type(base).__name__} "
                      f"(no list of identical layers, no _no_split_modules); use distributed: ddp")
 
 
