@@ -82,6 +82,8 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **extra)
     else:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
+            model.loss_type = "ForCausalLM"  # which it does with a misleading "loss_type=None ... unrecognized" warning
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
