@@ -331,11 +331,18 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(NAME_PATTERN, v):
+        if not re.fullmatch(NAME_PATTERN, v):
             raise ValueError(
                 f"{v!r} is not a valid job name; use 1-40 lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit, e.g. my-job-1"
             )
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("command is empty; give the command to run in the code dir, e.g. python train.py")
         return v
 
     @field_validator("inputs")
@@ -467,6 +474,7 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         loc = tuple(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "literal[")))
         loc = tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]", "dict[str,str]"))
         kind = err["type"]
+        secret = bool(loc) and loc[0] == "secrets"
         msg = str(err["msg"]).removeprefix("Value error, ")
         hint = ""
         if kind == "extra_forbidden":
@@ -481,11 +489,12 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         elif kind == "literal_error":
             hint = "use one of the listed values"
         elif kind.endswith("_type") or kind.endswith("_parsing"):
-            hint = f"got {err.get('input')!r}; {_TYPE_HINTS.get(kind.split('_')[0], 'give a value of the type named above')}"
+            got = "" if secret else f"got {err.get('input')!r}; "  # a secret's value is never echoed
+            hint = got + _TYPE_HINTS.get(kind.split("_")[0], "give a value of the type named above")
         line = None
         override = next((overridden[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in overridden), None)
         if override is not None:
-            msg = f"{msg} (from --set {override})"
+            msg = f"{msg} (from --set {override.partition('=')[0] + '=...' if secret else override})"
         else:
             line = next((lines[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in lines), None)
         issues.append(SpecIssue(path=".".join(loc) or "<spec>", message=msg, line=line, hint=hint))

@@ -154,3 +154,20 @@ def test_validate_spec_does_not_mutate_input() -> None:
     before = json.dumps(data, sort_keys=True)
     validate_spec(data)
     assert json.dumps(data, sort_keys=True) == before
+
+
+def test_secret_values_are_never_echoed_in_errors(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD), ["secrets.HF_TOKEN=[hf_value_abc123]"])
+    assert "hf_value_abc123" not in str(info.value)
+    assert "--set secrets.HF_TOKEN=..." in str(info.value)
+    with pytest.raises(SpecError) as info:
+        load_spec(write(tmp_path, GOOD.replace("name: quickstart", "name: quickstart\nsecrets: {TOKEN: 987654321}", 1)))
+    assert "987654321" not in str(info.value)
+
+
+def test_name_with_trailing_newline_and_empty_command_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not a valid job name"):
+        load_spec(write(tmp_path, GOOD.replace("name: quickstart", 'name: "quickstart\\n"', 1)))
+    with pytest.raises(SpecError, match="command is empty"):
+        validate_spec({"name": "x", "command": "   "}, base_dir=tmp_path)
