@@ -534,7 +534,11 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     p = Path(path)
     if not p.is_file():
         raise SpecError(str(path), [SpecIssue("<file>", f"no such file: {path}", None, "check the path, or create one with `cloudtune init`")])
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), [SpecIssue("<file>", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})",
+                                              None, "save the file as UTF-8")]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -171,3 +171,11 @@ def test_name_with_trailing_newline_and_empty_command_are_refused(tmp_path: Path
         load_spec(write(tmp_path, GOOD.replace("name: quickstart", 'name: "quickstart\\n"', 1)))
     with pytest.raises(SpecError, match="command is empty"):
         validate_spec({"name": "x", "command": "   "}, base_dir=tmp_path)
+
+
+def test_non_utf8_spec_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SpecError, match="not UTF-8") as info:
+        load_spec(path)
+    assert "save the file as UTF-8" in str(info.value)
