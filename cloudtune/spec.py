@@ -492,13 +492,18 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
             got = "" if secret else f"got {err.get('input')!r}; "  # a secret's value is never echoed
             hint = got + _TYPE_HINTS.get(kind.split("_")[0], "give a value of the type named above")
         line = None
-        override = next((overridden[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in overridden), None)
+        override = _longest_prefix(loc, overridden)
         if override is not None:
             msg = f"{msg} (from --set {override.partition('=')[0] + '=...' if secret else override})"
         else:
-            line = next((lines[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in lines), None)
+            line = _longest_prefix(loc, lines)
         issues.append(SpecIssue(path=".".join(loc) or "<spec>", message=msg, line=line, hint=hint))
     return issues
+
+
+def _longest_prefix(loc: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> Any:
+    """The value in `table` for the longest prefix of the field path `loc`, or None."""
+    return next((table[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in table), None)
 
 
 _TYPE_HINTS = {
