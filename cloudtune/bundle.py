@@ -20,7 +20,7 @@ import stat
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Union
 
@@ -78,13 +78,31 @@ _CHUNK = 1 << 20
 
 @dataclass(frozen=True)
 class Bundle:
-    """A built bundle: `size` is the byte size of the `.tar.gz` at `path`, `sha256` its hex digest,
-    `files` the sorted relative POSIX paths it contains (extra files included)."""
+    """A bundle: `sha256` and `size` are those of its deterministic `.tar.gz` bytes, `files` the sorted relative
+    POSIX paths it holds (extra files included). `path` is where those bytes were written, or None while the
+    bundle is only computed (a plan writes nothing); `write()` writes them later and checks they still hash
+    to `sha256`."""
 
-    path: Path
+    path: Path | None
     sha256: str
     size: int
     files: tuple[str, ...]
+    items: dict[str, tuple[int, int, "Source"]] = field(default_factory=dict, repr=False, compare=False)
+    root: str | None = field(default=None, compare=False)  # the code dir it was built from, if any
+
+    def write(self, out_dir: Path) -> Path:
+        """Write the archive to `<out_dir>/<sha256>.tar.gz` (created when missing), atomically; returns that path.
+
+        Raises InvalidInput when the files changed since the bundle was computed (the bytes no longer hash to
+        `sha256`): nothing is stored under a hash its content does not have."""
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        written = _write_archive(self.items, Path(out_dir))
+        if written.sha256 != self.sha256:
+            assert written.path is not None
+            written.path.unlink(missing_ok=True)
+            raise InvalidInput(f"the code bundle changed since the plan was made (sha256 {self.sha256[:12]} planned, "
+                               f"{written.sha256[:12]} now)", fix="launch again: the new plan carries the new hash")
+        return written.path  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- gitignore matching
@@ -440,43 +458,51 @@ def _write(out: BinaryIO, items: Iterator[tuple[str, int, int, BinaryIO | bytes]
 
 
 def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: dict[str, bytes] | None = None) -> Bundle:
-    """Bundle code_dir into a deterministic `.tar.gz` and return its path, sha256, size and file list.
+    """Bundle code_dir as a deterministic `.tar.gz`: its sha256, size and file list.
 
-    `dest` None -> `$CLOUDTUNE_HOME/bundles/<sha256>.tar.gz` (CLOUDTUNE_HOME default `~/.cloudtune`,
-    read now); an existing directory -> `<dest>/<sha256>.tar.gz`; else the file path to write. The
-    file is written atomically. `extra_files` map archive paths (e.g. `.cloudtune/job.json`) to bytes
-    and replace a scanned file of the same path. Raises InvalidInput for a missing code dir or a
-    bundle over MAX_BUNDLE_BYTES uncompressed.
+    `dest` None -> nothing is written (`path` None; `Bundle.write` writes it later); an existing directory ->
+    `<dest>/<sha256>.tar.gz`; else the file path to write, atomically. `extra_files` map archive paths (e.g.
+    `.cloudtune/job.json`) to bytes and replace a scanned file of the same path. Raises InvalidInput for a
+    missing code dir or a bundle over MAX_BUNDLE_BYTES uncompressed.
     """
     root = _root(code_dir)
     extra = {_check_extra_path(k): bytes(v) for k, v in (extra_files or {}).items()}
     entries = [e for e in _scan(root) if e.rel not in extra]
     _check_size(root, entries, extra)
 
-    items: dict[str, tuple[int, int, Path | bytes]] = {}
+    items: dict[str, tuple[int, int, Source]] = {}
     for e in entries:
         items[e.rel] = (e.size, 0o755 if e.mode & 0o111 else 0o644, e.path)
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return _write_archive(items, dest)
+    return replace(_write_archive(items, dest), root=str(root))
 
 
 Source = Union[Path, bytes]
 
 
+class _NullSink(io.RawIOBase):
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        return len(b)
+
+
+def _items_iter(items: dict[str, tuple[int, int, Source]]) -> Iterator[tuple[str, int, int, BinaryIO | bytes]]:
+    for name in sorted(items):
+        size, mode, src = items[name]
+        yield name, size, mode, (src if isinstance(src, bytes) else open(src, "rb"))
+
+
 def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None) -> Bundle:
-    """Write `items` (archive path -> (size, mode, source)) as a deterministic tar.gz; see build_bundle for `dest`."""
+    """`items` (archive path -> (size, mode, source)) as a deterministic tar.gz; see build_bundle for `dest`."""
     names = tuple(sorted(items))
-
-    def gen() -> Iterator[tuple[str, int, int, BinaryIO | bytes]]:
-        for name in names:
-            size, mode, src = items[name]
-            yield name, size, mode, (src if isinstance(src, bytes) else open(src, "rb"))
-
     if dest is None:
-        home = Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune")
-        out_dir, final = home / "bundles", None
-    elif Path(dest).is_dir():
+        writer = _HashingWriter(_NullSink())  # type: ignore[arg-type]
+        _write(writer, _items_iter(items))  # type: ignore[arg-type]
+        return Bundle(path=None, sha256=writer.sha.hexdigest(), size=writer.size, files=names, items=dict(items))
+    if Path(dest).is_dir():
         out_dir, final = Path(dest), None
     else:
         out_dir, final = Path(dest).parent, Path(dest)
@@ -487,7 +513,7 @@ def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer = _HashingWriter(fh)
-            _write(writer, gen())  # type: ignore[arg-type]
+            _write(writer, _items_iter(items))  # type: ignore[arg-type]
         sha = writer.sha.hexdigest()
         target = final if final is not None else out_dir / f"{sha}.tar.gz"
         if final is None and target.is_file() and target.stat().st_size == writer.size:
@@ -497,22 +523,19 @@ def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return Bundle(path=target, sha256=sha, size=writer.size, files=names)
+    return Bundle(path=target, sha256=sha, size=writer.size, files=names, items=dict(items))
 
 
 def extend_bundle(base: Bundle | None, extra_files: dict[str, bytes], dest: Path | None = None) -> Bundle:
     """A new deterministic bundle: `base`'s files (if any) plus `extra_files`, which replace same-named files.
 
-    Launchers use it to add cloudtune's own files (its wheel, a large job config) to the user's code.
+    Pure when `dest` is None (see build_bundle). Launchers use it to add cloudtune's own files (its wheel, a large
+    job config) to the user's code.
     """
     extra = {_check_extra_path(k): bytes(v) for k, v in extra_files.items()}
     items: dict[str, tuple[int, int, Source]] = {}
     if base is not None:
-        with tarfile.open(base.path, "r:gz") as tar:
-            for m in tar.getmembers():
-                if m.isfile() and m.name not in extra:
-                    data = tar.extractfile(m).read()  # type: ignore[union-attr]
-                    items[m.name] = (m.size, 0o755 if m.mode & 0o111 else 0o644, data)
+        items.update({k: v for k, v in base.items.items() if k not in extra})
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return _write_archive(items, dest)
+    return replace(_write_archive(items, dest), root=base.root if base is not None else None)

@@ -22,12 +22,28 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "cloudtune.launchers"
 
-# name -> (import target, install hint)
-BUILTIN_LAUNCHERS: dict[str, tuple[str, str]] = {
-    "local": ("cloudtune.local.launcher:LocalLauncher", "it ships with cloudtune; reinstall with `pip install cloudtune`"),
-    "aws": ("cloudtune_aws.launcher:AwsLauncher", "pip install 'cloudtune[aws]'"),
-    "gcp": ("cloudtune_gcp.launcher:GcpLauncher", "pip install 'cloudtune[gcp]'"),
-    "azure": ("cloudtune_azure.launcher:AzureLauncher", "pip install 'cloudtune[azure]'"),
+
+
+def install_hint(provider: str) -> str:
+    """The command that installs a cloud launcher plugin, for the way cloudtune itself was installed: from a
+    checkout (the plugin's directory sits beside the package) `pip install -e <checkout>/launchers/<provider>`;
+    otherwise the published extra."""
+    from pathlib import Path
+
+    import cloudtune
+
+    plugin = Path(cloudtune.__file__).resolve().parent.parent / "launchers" / provider
+    if (plugin / "pyproject.toml").is_file():
+        return f"pip install -e '{plugin}'"
+    return f"pip install 'cloudtune[{provider}]'"
+
+
+# name -> import target; the install hint comes from install_hint()
+BUILTIN_LAUNCHERS: dict[str, str] = {
+    "local": "cloudtune.local.launcher:LocalLauncher",
+    "aws": "cloudtune_aws.launcher:AwsLauncher",
+    "gcp": "cloudtune_gcp.launcher:GcpLauncher",
+    "azure": "cloudtune_azure.launcher:AzureLauncher",
 }
 
 
@@ -72,10 +88,14 @@ class JobRef:
 
 @dataclass(frozen=True)
 class JobStatus:
-    state: str  # pending | running | succeeded | failed | cancelled
+    """A job's state (a `cloudtune.kit.states.JobState` value: pending | running | succeeded | failed | cancelled),
+    with the provider's own state name kept in `native` for display."""
+
+    state: str
     detail: str = ""
     failure_reason: str | None = None
     exit_code: int | None = None
+    native: str | None = None
 
 
 @runtime_checkable
@@ -107,7 +127,7 @@ def _entry_points() -> dict[str, str]:
 
 def available_launchers() -> dict[str, str]:
     """Every launcher name -> import target (built-ins first; plugins add new names only)."""
-    names = {k: v[0] for k, v in BUILTIN_LAUNCHERS.items()}
+    names = dict(BUILTIN_LAUNCHERS)
     for name, target in _entry_points().items():
         names.setdefault(name, target)
     return names
@@ -121,7 +141,8 @@ def _load(target: str) -> type:
 def launcher_class(name: str) -> type:
     """Resolve a launcher name to its class, or raise InvalidInput with how to get it."""
     if name in BUILTIN_LAUNCHERS:
-        target, hint = BUILTIN_LAUNCHERS[name]
+        target = BUILTIN_LAUNCHERS[name]
+        hint = "it ships with cloudtune; reinstall cloudtune" if name == "local" else install_hint(name)
         try:
             return _load(target)
         except ImportError as exc:

@@ -10,12 +10,16 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Upload:
-    """One local file or directory that must reach `destination` before the job starts."""
+    """One local file or directory that must reach `destination` before the job starts.
+
+    `build`, when set, is the recipe `submit()` stages `source` from (see `cloudtune.kit.staging`): the plan names
+    the file and its hash but never writes it."""
 
     source: str
     destination: str
     bytes: int
     sha256: str
+    build: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["uploads"] = [asdict(u) for u in self.uploads]
+        data["uploads"] = [{k: v for k, v in asdict(u).items() if k != "build" or v is not None} for u in self.uploads]
         data["notes"] = list(self.notes)
         return data
 

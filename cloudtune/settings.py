@@ -1,7 +1,8 @@
 """Provider settings: `$CLOUDTUNE_HOME/config.yaml` < the spec's `providers.<name>` < environment.
 
-Environment variables are `CLOUDTUNE_<PROVIDER>_<KEY>` (e.g. CLOUDTUNE_AWS_ROLE), plus each cloud's
-own conventional ones for region and project. The result is validated by the launcher's settings model.
+Environment variables are `CLOUDTUNE_<PROVIDER>_<KEY>` (e.g. CLOUDTUNE_AWS_ROLE), plus each cloud's own
+conventional ones, which the launcher's settings model lists in its `env_aliases` class attribute (key -> variable
+names, first set wins). The result is validated by the launcher's settings model.
 """
 
 from __future__ import annotations
@@ -15,13 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from cloudtune.errors import SpecError, SpecIssue
 from cloudtune.spec import JobSpec
-
-CLOUD_ENV: dict[str, dict[str, tuple[str, ...]]] = {
-    "aws": {"region": ("AWS_REGION", "AWS_DEFAULT_REGION")},
-    "gcp": {"project": ("GOOGLE_CLOUD_PROJECT", "CLOUDSDK_CORE_PROJECT"), "region": ("CLOUDSDK_COMPUTE_REGION",)},
-    "azure": {"subscription_id": ("AZURE_SUBSCRIPTION_ID",)},
-}
-
 
 def cloudtune_home(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
@@ -43,7 +37,8 @@ def _config_file(home: Path) -> dict[str, Any]:
 
 def _from_env(provider: str, model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key, names in CLOUD_ENV.get(provider, {}).items():
+    aliases: dict[str, tuple[str, ...]] = getattr(model, "env_aliases", {}) or {}
+    for key, names in aliases.items():
         for name in names:
             if environ.get(name):
                 values[key] = environ[name]
@@ -69,9 +64,7 @@ def provider_settings(provider: str, spec: JobSpec, model: type[BaseModel], envi
     """Merge the three sources for `provider` and validate the result with `model`."""
     env = os.environ if environ is None else environ
     merged: dict[str, Any] = dict((_config_file(cloudtune_home(env)).get("providers") or {}).get(provider) or {})
-    spec_part = getattr(spec.providers, provider, None)
-    if isinstance(spec_part, BaseModel):
-        merged.update(spec_part.model_dump(include=spec_part.model_fields_set))
+    merged.update(spec.providers.section(provider))
     merged.update(_from_env(provider, model, env))
     try:
         return model.model_validate(merged)

@@ -49,9 +49,11 @@ def test_deterministic_across_builds_mtimes_and_paths(tmp_path: Path, _home: Pat
     b1 = build_bundle(a)
     b2 = build_bundle(a)
     assert b1 == b2
-    assert b1.path == _home / "bundles" / f"{b1.sha256}.tar.gz"
-    assert b1.size == b1.path.stat().st_size
-    data1 = b1.path.read_bytes()
+    assert b1.path is None and not (_home / "bundles").exists()  # computing a bundle writes nothing
+    path = b1.write(_home / "bundles")
+    assert path == _home / "bundles" / f"{b1.sha256}.tar.gz"
+    assert b1.size == path.stat().st_size
+    data1 = path.read_bytes()
 
     for p in a.rglob("*"):
         os.utime(p, (1_000_000, 1_000_000))
@@ -70,7 +72,7 @@ def test_deterministic_across_builds_mtimes_and_paths(tmp_path: Path, _home: Pat
 
 
 def test_archive_metadata(tmp_path: Path) -> None:
-    b = build_bundle(sample(tmp_path / "code"))
+    b = build_bundle(sample(tmp_path / "code"), dest=tmp_path)
     raw = b.path.read_bytes()
     assert raw[3] & 0x08 == 0  # gzip FNAME flag unset
     assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0
@@ -88,15 +90,26 @@ def test_archive_metadata(tmp_path: Path) -> None:
 
 def test_reuses_existing_bundle(tmp_path: Path) -> None:
     code = sample(tmp_path / "code")
-    b1 = build_bundle(code)
+    b1 = build_bundle(code, dest=tmp_path)
     ino = b1.path.stat().st_ino
-    b2 = build_bundle(code)
+    b2 = build_bundle(code, dest=tmp_path)
     assert b2.path.stat().st_ino == ino
+
+
+def test_write_refuses_changed_files(tmp_path: Path) -> None:
+    """A bundle computed at plan time and written at submit: edited code is refused, never stored under the old hash."""
+    code = sample(tmp_path / "code")
+    planned = build_bundle(code)
+    (code / "train.py").write_text("print('edited after the plan')\n")
+    with pytest.raises(InvalidInput) as exc:
+        planned.write(tmp_path / "out")
+    assert "changed since the plan" in exc.value.message
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_extra_files(tmp_path: Path) -> None:
     code = sample(tmp_path / "code")
-    b = build_bundle(code, extra_files={"cloudtune/job.json": b'{"a": 1}', "train.py": b"override\n"})
+    b = build_bundle(code, dest=tmp_path, extra_files={"cloudtune/job.json": b'{"a": 1}', "train.py": b"override\n"})
     assert "cloudtune/job.json" in b.files
     with tarfile.open(b.path) as tar:
         assert tar.extractfile("cloudtune/job.json").read() == b'{"a": 1}'  # type: ignore[union-attr]
@@ -198,7 +211,7 @@ def test_symlinks(tmp_path: Path) -> None:
     assert "realdir/g.txt" in files
     assert "broken" not in files
     assert "outside" in (explain_exclusion(root, "link_out.txt") or "")
-    b = build_bundle(root)
+    b = build_bundle(root, dest=tmp_path)
     with tarfile.open(b.path) as tar:
         assert tar.extractfile("link_in.txt").read() == b"inside"  # type: ignore[union-attr]
 

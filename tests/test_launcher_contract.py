@@ -34,7 +34,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def installed() -> list[str]:
     names = []
-    for name, (target, _) in BUILTIN_LAUNCHERS.items():
+    for name, target in BUILTIN_LAUNCHERS.items():
         if importlib.util.find_spec(target.split(":")[0].split(".")[0]) is not None:
             names.append(name)
     return names
@@ -144,6 +144,6 @@ def test_registry_unknown_and_plugins(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     names = available_launchers()
     assert names["k8s"] == "cloudtune_k8s_plugin:K8sLauncher"
-    assert names["local"] == BUILTIN_LAUNCHERS["local"][0]  # plugins never replace a built-in
+    assert names["local"] == BUILTIN_LAUNCHERS["local"]  # plugins never replace a built-in
     assert launcher_class("k8s").name == "k8s"
     assert launcher_class("local").name == "local"

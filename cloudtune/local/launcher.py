@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.hashing import digest
+from cloudtune.kit.staging import recipe, stage
 from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
 from cloudtune.local.layout import EMULATORS
@@ -95,14 +96,18 @@ class LocalLauncher:
         job_dir = jobs_dir / job_name
         ppn = spec.processes_per_node()
         job = runtime_job(spec, {name: name for name in spec.inputs}, ppn)
+        # the code bundle is named here and written by submit() (a plan writes nothing)
+        bundle_path = str(bundle.path or self.home() / "bundles" / f"{bundle.sha256}.tar.gz") if bundle else None
         layout = EMULATORS[settings.emulate](
-            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes,
-            str(bundle.path) if bundle else None, _free_port(job_name),
+            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name),
         )
         uploads = []
         for copy in layout.copies:
-            size, sha = (bundle.size, bundle.sha256) if bundle and copy.source == str(bundle.path) else digest(Path(copy.source))
-            uploads.append(Upload(copy.source, copy.destination, size, sha))
+            if bundle and copy.source == bundle_path:
+                build = recipe(bundle, {}) if bundle.path is None else None
+                uploads.append(Upload(copy.source, copy.destination, bundle.size, bundle.sha256, build))
+            else:
+                uploads.append(Upload(copy.source, copy.destination, *digest(Path(copy.source))))
         request: dict[str, Any] = {
             "emulate": settings.emulate,
             "job_dir": str(job_dir),
@@ -135,6 +140,8 @@ class LocalLauncher:
         if missing_secrets:
             raise UnsupportedSpec(f"secrets not set in your environment: {', '.join(missing_secrets)}",
                                   fix="export them before launching locally (their values never reach the job store or logs)")
+        for up in plan.uploads:
+            stage(up)
         plan = self._with_free_port(plan)
         tmp = job_dir / "plan.json.tmp"
         tmp.write_text(plan.to_json())

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
+
 LOCAL_BUCKET = "cloudtune-local"
 RUN = "cloudtune-run"
 
@@ -61,21 +63,21 @@ def _input_path(source: str, base: str) -> str:
 
 def sagemaker(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, str], nodes: int,
               bundle: str | None, master_port: int) -> Layout:
-    hosts = [f"algo-{i + 1}" for i in range(nodes)]
-    job = dict(job, inputs={name: f"/opt/ml/input/data/{name}" for name in sorted(inputs)})
+    hosts = [sm.host(i) for i in range(nodes)]
+    job = dict(job, inputs={name: sm.channel_dir(name) for name in sorted(inputs)})
     out: list[Node] = []
     copies: list[Copy] = []
     channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-                for name in [*sorted(inputs), *(["code"] if bundle else [])]}
+                for name in [*sorted(inputs), *([sm.CODE_CHANNEL] if bundle else [])]}
     for host in hosts:
         root = job_dir / "hosts" / host
         for name, src in sorted(inputs.items()):
-            copies.append(Copy(src, str(root / "opt/ml/input/data" / name)))
+            copies.append(Copy(src, str(root / sm.channel_dir(name).lstrip("/"))))
         if bundle:
-            copies.append(Copy(bundle, str(root / "opt/ml/input/data/code")))
+            copies.append(Copy(bundle, str(root / sm.channel_dir(sm.CODE_CHANNEL).lstrip("/"))))
         files = {
-            "opt/ml/input/config/hyperparameters.json": {"cloudtune_job": json.dumps(job, sort_keys=True)},
-            "opt/ml/input/config/resourceconfig.json": {
+            sm.HYPERPARAMETERS.lstrip("/"): {sm.JOB_KEY: json.dumps(job, sort_keys=True)},
+            sm.RESOURCE_CONFIG.lstrip("/"): {
                 "current_host": host,
                 "current_instance_type": "local",
                 "current_group_name": "homogeneousCluster",
@@ -83,18 +85,18 @@ def sagemaker(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[st
                 "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}],
                 "network_interface_name": "lo",
             },
-            "opt/ml/input/config/inputdataconfig.json": channels,
+            sm.INPUT_DATA_CONFIG.lstrip("/"): channels,
             "etc/hosts": _hosts_file(hosts),
         }
         env = {
-            "TRAINING_JOB_NAME": job_name,
-            "TRAINING_JOB_ARN": f"arn:aws:sagemaker:local:000000000000:training-job/{job_name}",
+            sm.JOB_NAME_VAR: job_name,
+            sm.JOB_ARN_VAR: f"arn:aws:sagemaker:local:000000000000:training-job/{job_name}",
             "CLOUDTUNE_FS_ROOT": str(root),
             "MASTER_PORT": str(master_port),
         }
-        out.append(Node(host, str(root), str(root / "opt/ml/code"), [RUN], env, files))
+        out.append(Node(host, str(root), str(root / sm.CODE_DIR.lstrip("/")), [RUN], env, files))
     first = job_dir / "hosts" / hosts[0]
-    return Layout(out, copies, str(first / "opt/ml/model"), str(first / "opt/ml/checkpoints"), job)
+    return Layout(out, copies, str(first / sm.MODEL_DIR.lstrip("/")), str(first / sm.CHECKPOINT_DIR.lstrip("/")), job)
 
 
 def vertex(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, str], nodes: int,
@@ -106,56 +108,49 @@ def vertex(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, 
     seen: dict[str, str] = {}
     for name, src in sorted(inputs.items()):
         dest = f"{base}/inputs/{name}"
-        copies.append(Copy(src, str(root / "gcs" / dest[len("gs://"):])))
+        copies.append(Copy(src, str(root / vx.mount_path(dest).lstrip("/"))))
         seen[name] = _input_path(src, dest)
     job["inputs"] = seen
     if bundle:
-        copies.append(Copy(bundle, str(root / "gcs" / LOCAL_BUCKET / "bundles")))
+        copies.append(Copy(bundle, str(root / vx.mount_path(f"gs://{LOCAL_BUCKET}/bundles").lstrip("/"))))
         job["code_uri"] = f"gs://{LOCAL_BUCKET}/bundles/{Path(bundle).name}"
-    hosts = ["workerpool0-0"] + [f"workerpool1-{i}" for i in range(nodes - 1)]
-    cluster: dict[str, list[str]] = {"workerpool0": [f"{hosts[0]}:2222"]}
-    if nodes > 1:
-        cluster["workerpool1"] = [f"{h}:2222" for h in hosts[1:]]
+    hosts = vx.hosts(nodes)
     out: list[Node] = []
     for rank, host in enumerate(hosts):
-        task = {"type": "workerpool0", "index": 0} if rank == 0 else {"type": "workerpool1", "index": rank - 1}
         env = {
-            "CLOUD_ML_JOB_ID": job_name,
-            "AIP_MODEL_DIR": f"{base}/model/",
-            "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-            "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
-            "CLUSTER_SPEC": json.dumps({"cluster": cluster, "environment": "cloud", "task": task}, sort_keys=True),
+            vx.JOB_ID_VAR: job_name,
+            **vx.output_dirs(base),
+            vx.CLUSTER_SPEC_VAR: vx.cluster_spec(nodes, rank),
             "CLOUDTUNE_FS_ROOT": str(root),
             "MASTER_PORT": str(master_port),
         }
         cwd = job_dir / "nodes" / host
-        out.append(Node(host, str(root), str(cwd), [RUN, "--job-json", json.dumps(job, sort_keys=True)], env))
+        out.append(Node(host, str(root), str(cwd), [RUN, *vx.run_args(job)], env))
     # all nodes share one root (the bucket mount); /etc/hosts lives in it
     out[0].files["etc/hosts"] = _hosts_file(hosts)
-    gcs = root / "gcs" / LOCAL_BUCKET / "jobs" / job_name
-    return Layout(out, copies, str(gcs / "model"), str(gcs / "checkpoints"), job)
+    dirs = vx.output_dirs(base)
+    return Layout(out, copies, str(root / vx.mount_path(dirs[vx.MODEL_DIR_VAR]).strip("/")),
+                  str(root / vx.mount_path(dirs[vx.CHECKPOINT_DIR_VAR]).strip("/")), job)
 
 
 def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, str], nodes: int,
           bundle: str | None, master_port: int) -> Layout:
     mounts = job_dir / "mounts"
     copies = [Copy(src, str(mounts / "inputs" / name)) for name, src in sorted(inputs.items())]
-    args = [RUN, "--job-json", json.dumps(job, sort_keys=True)]
-    for name, src in sorted(inputs.items()):
-        args += ["--input", f"{name}={_input_path(src, str(mounts / 'inputs' / name))}"]
-    args += ["--model-dir", str(mounts / "outputs/model"), "--checkpoint-dir", str(mounts / "outputs/checkpoints"),
-             "--log-dir", str(mounts / "outputs/logs")]
+    outputs = {name: str(mounts / "outputs" / name) for name in (az.MODEL_OUTPUT, az.CHECKPOINT_OUTPUT, az.LOG_OUTPUT)}
+    seen = {name: _input_path(src, str(mounts / "inputs" / name)) for name, src in inputs.items()}
+    args = [RUN, *az.run_args(job, seen, outputs)]
     out: list[Node] = []
     for rank in range(nodes):
         cwd = job_dir / "nodes" / f"node-{rank}"
         if bundle:
             copies.append(Copy(bundle, str(cwd), unpack=True))
-        env = {"AZUREML_RUN_ID": job_name, "AZUREML_EXPERIMENT_NAME": job["name"], "CLOUDTUNE_FS_ROOT": str(cwd)}
+        env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd)}
         if nodes > 1:
             env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port), "WORLD_SIZE": str(nodes),
                     "NODE_RANK": str(rank), "RANK": str(rank)}
         out.append(Node(f"node-{rank}", str(cwd), str(cwd), list(args), env))
-    return Layout(out, copies, str(mounts / "outputs/model"), str(mounts / "outputs/checkpoints"), job)
+    return Layout(out, copies, outputs[az.MODEL_OUTPUT], outputs[az.CHECKPOINT_OUTPUT], job)
 
 
 EMULATORS = {"aws": sagemaker, "gcp": vertex, "azure": azure}

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 from cloudtune.runtime.types import RuntimeContext
 
 DEFAULT_MASTER_PORT = 29500
-SM_CONFIG = "opt/ml/input/config"
-SM_JOB_KEY = "cloudtune_job"
+SM_CONFIG = sm.CONFIG_DIR
+SM_JOB_KEY = sm.JOB_KEY
 
 
 class ContractError(RuntimeError):
@@ -50,9 +51,9 @@ def detect_provider(environ: Mapping[str, str]) -> str:
     root = fs_root(environ)
     if (under_root(root, SM_CONFIG) / "resourceconfig.json").is_file():
         return "aws"
-    if "CLOUD_ML_JOB_ID" in environ or "AIP_MODEL_DIR" in environ:
+    if vx.JOB_ID_VAR in environ or vx.MODEL_DIR_VAR in environ:
         return "gcp"
-    if "AZUREML_RUN_ID" in environ:
+    if az.RUN_ID_VAR in environ:
         return "azure"
     return "bare"
 
@@ -73,8 +74,8 @@ def resolve_host(name: str, root: Path) -> str:
 def gcs_to_local(uri: str, root: Path) -> Path:
     """gs://bucket/path -> /gcs/bucket/path (Cloud Storage FUSE mount on Vertex AI)."""
     if uri.startswith("gs://"):
-        return under_root(root, "/gcs/" + uri[len("gs://"):])
-    if uri.startswith("/gcs/"):
+        return under_root(root, vx.mount_path(uri))
+    if uri.startswith(vx.GCS_MOUNT + "/"):
         return under_root(root, uri)
     return Path(uri)
 
@@ -105,16 +106,16 @@ def _from_sagemaker(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext
     job = _job(args, hyper.get(SM_JOB_KEY))
     hosts = tuple(resource["hosts"])
     current = resource["current_host"]
-    data_root = under_root(root, "/opt/ml/input/data")
+    data_root = under_root(root, sm.DATA_DIR)
     inputs = {name: data_root / name for name in job.get("inputs", {})}
-    code = data_root / "code" if (data_root / "code").is_dir() else None
+    code = data_root / sm.CODE_CHANNEL if (data_root / sm.CODE_CHANNEL).is_dir() else None
     return RuntimeContext(
         provider="aws",
-        job_name=environ.get("TRAINING_JOB_NAME", job.get("name", "job")),
+        job_name=environ.get(sm.JOB_NAME_VAR, job.get("name", "job")),
         inputs=inputs,
-        model_dir=under_root(root, "/opt/ml/model"),
-        checkpoint_dir=under_root(root, "/opt/ml/checkpoints"),
-        log_dir=under_root(root, "/opt/ml/output/tensorboard"),
+        model_dir=under_root(root, sm.MODEL_DIR),
+        checkpoint_dir=under_root(root, sm.CHECKPOINT_DIR),
+        log_dir=under_root(root, sm.TENSORBOARD_DIR),
         code_dir=code,
         node_rank=hosts.index(current),
         num_nodes=len(hosts),
@@ -123,16 +124,16 @@ def _from_sagemaker(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext
         master_port=_master_port(environ),
         hosts=hosts,
         job=job,
-        failure_file=under_root(root, "/opt/ml/output/failure"),
+        failure_file=under_root(root, sm.FAILURE_FILE),
     )
 
 
 def _from_vertex(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext:
     root = fs_root(environ)
     job = _job(args, None)
-    spec = json.loads(environ.get("CLUSTER_SPEC") or "{}")
-    cluster: dict[str, list[str]] = spec.get("cluster", {"workerpool0": ["localhost:2222"]})
-    task = spec.get("task", {"type": "workerpool0", "index": 0})
+    spec = json.loads(environ.get(vx.CLUSTER_SPEC_VAR) or "{}")
+    cluster: dict[str, list[str]] = spec.get("cluster", {vx.CHIEF_POOL: [f"localhost:{vx.PORT}"]})
+    task = spec.get("task", {"type": vx.CHIEF_POOL, "index": 0})
     pools = sorted(cluster)
     hosts = tuple(h for pool in pools for h in cluster[pool])
     rank = 0
@@ -151,11 +152,11 @@ def _from_vertex(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext:
     code_uri = job.get("code_uri")
     return RuntimeContext(
         provider="gcp",
-        job_name=environ.get("CLOUD_ML_JOB_ID", job.get("name", "job")),
+        job_name=environ.get(vx.JOB_ID_VAR, job.get("name", "job")),
         inputs={name: gcs_to_local(uri, root) for name, uri in job.get("inputs", {}).items()},
-        model_dir=need("AIP_MODEL_DIR"),
-        checkpoint_dir=need("AIP_CHECKPOINT_DIR"),
-        log_dir=need("AIP_TENSORBOARD_LOG_DIR"),
+        model_dir=need(vx.MODEL_DIR_VAR),
+        checkpoint_dir=need(vx.CHECKPOINT_DIR_VAR),
+        log_dir=need(vx.TENSORBOARD_DIR_VAR),
         code_dir=gcs_to_local(code_uri, root) if code_uri else None,
         node_rank=rank,
         num_nodes=len(hosts),
@@ -180,7 +181,7 @@ def _from_azure(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext:
     master = environ.get("MASTER_ADDR", "127.0.0.1")
     return RuntimeContext(
         provider="azure",
-        job_name=environ.get("AZUREML_RUN_ID", job.get("name", "job")),
+        job_name=environ.get(az.RUN_ID_VAR, job.get("name", "job")),
         inputs={k: Path(v) for k, v in args.inputs.items() if k in job.get("inputs", {})},
         model_dir=Path(args.model_dir),
         checkpoint_dir=Path(args.checkpoint_dir),

@@ -15,7 +15,8 @@ try:  # the plugin is normally installed (pip install -e launchers/aws); a bare 
 except ImportError:
     sys.path.insert(0, str(ROOT / "launchers" / "aws"))
 
-from cloudtune.spec import AwsSettings, validate_spec  # noqa: E402
+from cloudtune.spec import validate_spec  # noqa: E402
+from cloudtune_aws.settings import AwsSettings  # noqa: E402
 
 SUFFIX = "20260101-000000-abcd"
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cloudtune.bundle import build_bundle
+from cloudtune.kit.staging import stage
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import materialise
 from cloudtune.runtime.context import detect
@@ -74,6 +75,8 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, nodes: int, command
     bundle = build_bundle(Path(spec.code), dest=tmp_path) if command else None
     local = LocalLauncher(home=tmp_path / "lhome").plan(spec, LocalSettings(emulate="aws"), suffix=SUFFIX, bundle=bundle)
     aws = AwsLauncher(home=tmp_path / "ahome").plan(spec, settings(), suffix=SUFFIX, bundle=bundle)
+    for up in aws.uploads:
+        stage(up)  # what submit() does before it uploads
     assert local.job_name == aws.job_name
     request = aws.request
 

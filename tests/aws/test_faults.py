@@ -21,6 +21,7 @@ import pytest
 
 from tests.aws.conftest import clients, settings, spec_from, write_data
 
+from cloudtune.kit.retry import RetryPolicy
 from cloudtune_aws.launcher import AwsLauncher
 
 pytest.importorskip("boto3")
@@ -147,7 +148,7 @@ def test_faulty_network_gives_exactly_one_job_per_launch(moto_server: str, tmp_p
             (tmp_path / "data/train.jsonl").write_text(f'{{"text": "launch {i}"}}\n' * 50)
             spec = spec_from({"name": "faulty", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
                               "train": {"model": "./model"}}, tmp_path)
-            launcher = AwsLauncher(**clients(proxy.url), home=tmp_path / "home", backoff_s=0.005, max_attempts=15)
+            launcher = AwsLauncher(**clients(proxy.url), home=tmp_path / "home", policy=RetryPolicy(max_attempts=15, base_s=0.005, cap_s=0.05))
             plan = launcher.plan(spec, settings(bucket=BUCKET), suffix=f"20260101-000000-{i:04x}")
             ref = launcher.submit(plan)
             assert ref.native_id.endswith(f"/{plan.job_name}")

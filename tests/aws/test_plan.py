@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit.staging import stage
 from tests.aws.conftest import ROLE, SUFFIX, settings, spec_from, write_data
 
 from cloudtune_aws.launcher import BOOTSTRAP, AwsLauncher, map_status
@@ -226,6 +227,8 @@ def test_big_runtime_job_spills_into_the_bundle(tmp_path: Path) -> None:
     env = {f"VAR_{i}": "v" * 100 for i in range(40)}  # > 2500 characters of job JSON
     spec = spec_from({"name": "big", "inputs": S3_IN, "train": {"model": "gpt2"}, "env": env}, tmp_path)
     plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    for up in plan.uploads:
+        stage(up)  # what submit() does first
     value = plan.request["HyperParameters"]["cloudtune_job"]
     assert value == "/tmp/cloudtune/.cloudtune/job.json"
     assert any("job.json" in n for n in plan.notes)
@@ -244,7 +247,7 @@ def test_big_runtime_job_spills_into_the_bundle(tmp_path: Path) -> None:
 
 def test_bootstrap_fits_and_the_wheel_installs(tmp_path: Path) -> None:
     assert len(BOOTSTRAP) <= 256
-    from cloudtune_aws.wheel import cloudtune_wheel
+    from cloudtune.kit.wheel import cloudtune_wheel
 
     w1 = cloudtune_wheel(tmp_path / "a")
     w2 = cloudtune_wheel(tmp_path / "b")
@@ -298,6 +301,8 @@ def test_cost_and_model_uri(tmp_path: Path) -> None:
 def test_no_secret_value_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_SUPERSECRETVALUE")
     plan = build("local_inputs", tmp_path)
+    for up in plan.uploads:
+        stage(up)
     assert "hf_SUPERSECRETVALUE" not in plan.to_json()
     code = next(u for u in plan.uploads if "/bundles/" in u.destination)
     with tarfile.open(code.source) as tar:

@@ -16,6 +16,7 @@ from cloudtune.errors import InvalidInput
 from cloudtune.launcher import JobRef
 from tests.aws.conftest import SUFFIX, clients, settings, spec_from, write_data
 
+from cloudtune.kit.retry import RetryPolicy
 from cloudtune_aws.launcher import LOG_GROUP, AwsLauncher
 
 boto3 = pytest.importorskip("boto3")
@@ -48,7 +49,7 @@ def _spec(tmp_path: Path, name: str = "moto-job"):
 def test_launch_against_moto(moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = clients(moto_server, max_attempts=3)
     c["s3_client"].create_bucket(Bucket=BUCKET)  # a bucket of its own: the moto server is shared by the session
-    launcher = AwsLauncher(**c, home=tmp_path / "home", backoff_s=0.01)
+    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01))
     spec = _spec(tmp_path)
     plan = launcher.plan(spec, settings(bucket=BUCKET), suffix=SUFFIX)
 
@@ -91,7 +92,7 @@ def test_launch_against_moto(moto_server: str, tmp_path: Path, capsys: pytest.Ca
 
 def test_missing_bucket_is_a_clear_error(moto_server: str, tmp_path: Path) -> None:
     c = clients(moto_server)
-    launcher = AwsLauncher(**c, home=tmp_path / "home", backoff_s=0.01)
+    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01))
     plan = launcher.plan(_spec(tmp_path), settings(bucket="no-such-bucket-here"), suffix=SUFFIX)
     with pytest.raises(InvalidInput, match="does not exist"):
         launcher.submit(plan)
@@ -116,7 +117,7 @@ def test_cancel_stops_the_job() -> None:
                           "The job status is Completed; it cannot be stopped.", expected_params={"TrainingJobName": "job-1"})
     stub.add_client_error("stop_training_job", "AccessDeniedException", "no", http_status_code=403)
     with stub:
-        launcher = AwsLauncher(sagemaker_client=sm, backoff_s=0)
+        launcher = AwsLauncher(sagemaker_client=sm, policy=RetryPolicy(base_s=0, cap_s=0))
         launcher.cancel(REF)
         launcher.cancel(REF)  # an ended job: not an error
         with pytest.raises(Exception, match="AccessDenied"):
@@ -143,7 +144,7 @@ def test_logs_merge_streams_in_timestamp_order() -> None:
                                          "nextForwardToken": "g/1"}, s2)
     stub.add_response("get_log_events", {"events": [], "nextForwardToken": "g/1"}, {**s2, "nextToken": "g/1"})
     with stub:
-        lines = list(AwsLauncher(logs_client=logs, backoff_s=0).logs(REF))
+        lines = list(AwsLauncher(logs_client=logs, policy=RetryPolicy(base_s=0, cap_s=0)).logs(REF))
     assert lines == ["a1", "b2", "b3", "a4", "a5"]
 
 
@@ -165,7 +166,7 @@ def test_logs_follow_until_the_job_ends() -> None:
     lstub.add_response("get_log_events", {"events": [{"timestamp": _ts(2), "message": "done"}], "nextForwardToken": "t2"}, {**s1, "nextToken": "t1"})
     lstub.add_response("get_log_events", {"events": [], "nextForwardToken": "t2"}, {**s1, "nextToken": "t2"})
     with lstub, sstub:
-        launcher = AwsLauncher(sagemaker_client=sm, logs_client=logs, backoff_s=0, poll_s=0)
+        launcher = AwsLauncher(sagemaker_client=sm, logs_client=logs, policy=RetryPolicy(base_s=0, cap_s=0), poll_s=0)
         assert list(launcher.logs(REF, follow=True, max_polls=10)) == ["[cloudtune] step=10 loss=2.0", "done"]
     lstub.assert_no_pending_responses()
     sstub.assert_no_pending_responses()
@@ -192,7 +193,7 @@ def test_status_surfaces_the_failure_reason() -> None:
 
 
 def test_resource_in_use_for_a_different_request_is_refused(tmp_path: Path) -> None:
-    launcher = AwsLauncher(home=tmp_path / "home", backoff_s=0)
+    launcher = AwsLauncher(home=tmp_path / "home", policy=RetryPolicy(base_s=0, cap_s=0))
     plan = launcher.plan(_spec(tmp_path), settings(), suffix=SUFFIX)
     sm, stub = _stubbed("sagemaker")
     stub.add_client_error("create_training_job", "ResourceInUse", "Training job names must be unique", 400)
@@ -201,7 +202,7 @@ def test_resource_in_use_for_a_different_request_is_refused(tmp_path: Path) -> N
     stub.add_response("describe_training_job", other, {"TrainingJobName": plan.job_name})
     with stub:
         with pytest.raises(InvalidInput, match="different SageMaker training job"):
-            AwsLauncher(sagemaker_client=sm, backoff_s=0)._create(plan.request, "us-east-1")
+            AwsLauncher(sagemaker_client=sm, policy=RetryPolicy(base_s=0, cap_s=0))._create(plan.request, "us-east-1")
 
 
 def test_missing_boto3_names_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,4 +211,5 @@ def test_missing_boto3_names_the_install_hint(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "boto3", None)
     with pytest.raises(InvalidInput) as err:
         AwsLauncher().status(REF)
-    assert "pip install 'cloudtune[aws]'" in str(err.value)
+    hint = str(err.value).split("To fix: ", 1)[1]
+    assert hint.startswith("pip install -e ") and hint.rstrip("'").endswith("launchers/aws")  # works from a checkout

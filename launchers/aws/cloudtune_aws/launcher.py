@@ -1,24 +1,25 @@
 """The Amazon SageMaker launcher: plan (see `request.py`), then submit, status, logs and cancel.
 
-`submit()` consumes the Plan only: content-addressed uploads (HEAD first), then one
-`create_training_job`, idempotent for the plan's job name. boto3 is imported lazily; clients may be
-passed in (tests bind them to a loopback emulator).
+A thin user of `cloudtune.kit`: `submit()` stages and uploads what is missing (content-addressed, over the S3
+object store below), then makes one `create_training_job`, idempotent for the plan's job name. Every call runs
+under the kit's one retry policy (botocore's own retries are switched off) and its errors become one line.
+boto3 is imported lazily; clients may be passed in (tests bind them to a loopback emulator).
 """
 
 from __future__ import annotations
 
-import random
 import re
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.launcher import JobRef, JobStatus
+from cloudtune.kit.objectstore import upload_all
+from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
+from cloudtune.kit.states import SAGEMAKER, JobState, map_native
+from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
-from cloudtune.spec import AwsSettings
 from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's constants)
     BOOTSTRAP,
     CAPABILITIES,
@@ -28,13 +29,13 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     TENSORBOARD_DIR,
     compile_plan,
 )
+from cloudtune_aws.settings import AwsSettings
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.spec import JobSpec
 
-INSTALL_HINT = "pip install 'cloudtune[aws]'"
-PROGRESS_BYTES = 8 * 1000 * 1000
+INSTALL_HINT = install_hint("aws")
 
 _THROTTLE_CODES = {
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
@@ -43,16 +44,75 @@ _THROTTLE_CODES = {
     "InternalFailure", "InternalError", "InternalServerError", "ServiceUnavailable", "RequestTimeout",
     "RequestTimeoutException",
 }
+_CONFIG_CODES = {"AccessDenied", "AccessDeniedException", "UnrecognizedClientException", "InvalidClientTokenId",
+                 "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "NoSuchBucket", "AuthFailure"}
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "ResourceNotFound", "ResourceNotFoundException"}
 
 
 def console_url(region: str, job_name: str) -> str:
     return f"https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{job_name}"
 
 
-def split_s3(uri: str) -> tuple[str, str]:
-    rest = uri[len("s3://"):]
-    bucket, _, key = rest.partition("/")
-    return bucket, key
+def classify(exc: BaseException) -> ErrorInfo | None:
+    """botocore's exceptions -> the kit's error kinds (see cloudtune.kit.retry)."""
+    from botocore.exceptions import (
+        ClientError, ConnectionError as BotoConnectionError, HTTPClientError, NoCredentialsError, NoRegionError,
+        PartialCredentialsError,
+    )
+
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return ErrorInfo("config", str(exc), "configure AWS credentials (aws configure, AWS_PROFILE or an instance role)")
+    if isinstance(exc, NoRegionError):
+        return ErrorInfo("config", str(exc), "set providers.aws.region or AWS_REGION")
+    if isinstance(exc, (HTTPClientError, BotoConnectionError)):
+        return ErrorInfo("transient", f"cannot reach the endpoint ({exc})",
+                         "check the network (and AWS_ENDPOINT_URL if set), then launch again")
+    if not isinstance(exc, ClientError):
+        from boto3.exceptions import S3UploadFailedError
+
+        cause = exc.__context__  # boto3's S3UploadFailedError is raised while handling the ClientError
+        if isinstance(exc, S3UploadFailedError) and isinstance(cause, (ClientError, HTTPClientError, BotoConnectionError)):
+            return classify(cause)
+        return None
+    err = exc.response.get("Error", {})
+    code = str(err.get("Code"))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    message = f"{code}: {err.get('Message') or 'no message'}".replace("\n", " ")
+    if code in ("ResourceInUse", "ResourceInUseException"):
+        return ErrorInfo("conflict", message)
+    if code in _NOT_FOUND or (code == "ValidationException" and re.search(r"(?i)not (be )?found|not find", message)):
+        return ErrorInfo("not_found", message, "check the job name (cloudtune list)")
+    if code in _THROTTLE_CODES or status >= 500:
+        return ErrorInfo("transient", message, "the service is failing or throttling: try again in a few minutes")
+    if code in _CONFIG_CODES or status in (401, 403):
+        return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (README: IAM)")
+    return ErrorInfo("fatal", message, "see the message; the request is printed by `cloudtune launch --dry-run`")
+
+
+class S3Store:
+    """The kit's object store on S3."""
+
+    scheme = "s3"
+
+    def __init__(self, client: Any) -> None:
+        self._s3 = client
+
+    def exists(self, bucket: str, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self._s3.head_object(Bucket=bucket, Key=key)
+            return True
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND:
+                return False
+            raise
+
+    def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
+        if progress is None:  # small: one PutObject
+            self._s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
+        else:  # large: boto3's managed (multipart) transfer, reporting progress
+            self._s3.upload_file(Filename=str(path), Bucket=bucket, Key=key, Callback=progress)
 
 
 class AwsLauncher:
@@ -61,39 +121,37 @@ class AwsLauncher:
     settings_model = AwsSettings
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,
-                 *, max_attempts: int = 8, backoff_s: float = 0.5, poll_s: float = 5.0, home: Path | None = None) -> None:
+                 *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None) -> None:
         self._session = session
         self._sm = sagemaker_client
         self._s3 = s3_client
         self._logs = logs_client
-        self.max_attempts = max(1, int(max_attempts))
-        self.backoff_s = backoff_s
+        self.caller = Caller("SageMaker", classify, policy)
         self.poll_s = poll_s
         self._home = home
         self.last_uploaded_bytes = 0
 
     def plan(self, spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
         """Compile the spec (pure, offline): see `cloudtune_aws.request`."""
+        if self._home is None:
+            from cloudtune.settings import cloudtune_home
+
+            self._home = cloudtune_home()
         return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home)
 
     # ================================================================ clients (lazy)
-    @staticmethod
-    def _boto3() -> Any:
-        try:
-            import boto3
-        except ImportError:
-            raise InvalidInput("the aws launcher needs boto3, which is not installed", fix=INSTALL_HINT) from None
-        return boto3
-
     def _client(self, attr: str, service: str, region: str | None) -> Any:
         client = getattr(self, attr)
         if client is None:
-            boto3 = self._boto3()
-            from botocore.config import Config
-
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError:
+                raise InvalidInput("the aws launcher needs boto3, which is not installed", fix=INSTALL_HINT) from None
             if self._session is None:
                 self._session = boto3.session.Session(region_name=region)
-            config = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+            # one retry policy: the kit's (botocore's own retries off, so they never nest)
+            config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, connect_timeout=10, read_timeout=60)
             client = self._session.client(service, region_name=region or self._session.region_name, config=config)
             setattr(self, attr, client)
         return client
@@ -107,33 +165,6 @@ class AwsLauncher:
     def cloudwatch_logs(self, region: str | None = None) -> Any:
         return self._client("_logs", "logs", region)
 
-    # ================================================================ retries
-    @staticmethod
-    def _retryable(exc: BaseException) -> bool:
-        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
-
-        if isinstance(exc, (HTTPClientError, BotoConnectionError)):
-            return True
-        if isinstance(exc, ClientError):
-            err = exc.response.get("Error", {})
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            return err.get("Code") in _THROTTLE_CODES or int(status) >= 500
-        return False
-
-    def _sleep(self, attempt: int) -> None:
-        time.sleep(self.backoff_s * min(2 ** attempt, 16) * (0.5 + random.random() / 2))
-
-    def _call(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """One API call, retried (bounded) on throttling, 5xx and dropped connections."""
-        for attempt in range(self.max_attempts):
-            try:
-                return fn(**kwargs)
-            except Exception as exc:
-                if attempt + 1 >= self.max_attempts or not self._retryable(exc):
-                    raise
-                self._sleep(attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
-
     # ================================================================ submit
     @staticmethod
     def _region_of(plan: Plan) -> str | None:
@@ -141,7 +172,7 @@ class AwsLauncher:
 
     def submit(self, plan: Plan) -> JobRef:
         region = self._region_of(plan)
-        self.last_uploaded_bytes = self._upload_all(plan, region)
+        self.last_uploaded_bytes = upload_all(plan.uploads, S3Store(self.s3(region)), self.caller.call)
         arn = self._create(plan.request, region)
         return self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
 
@@ -150,94 +181,19 @@ class AwsLauncher:
         return JobRef(provider="aws", job_id=job_name, native_id=arn, console_url=console_url(region, job_name),
                       model_uri=model_uri, extra={"region": region, "job_name": job_name, "uploaded_bytes": uploaded})
 
-    def _exists(self, s3: Any, bucket: str, key: str, size: int) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            head = self._call(s3.head_object, Bucket=bucket, Key=key)
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if code in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise
-        return int(head.get("ContentLength", -1)) == size
-
-    def _upload_all(self, plan: Plan, region: str | None) -> int:
-        s3 = self.s3(region)
-        total = 0
-        for up in plan.uploads:
-            src = Path(up.source)
-            if not src.exists():
-                raise InvalidInput(f"{up.source} is gone since the plan was made", fix="plan and launch again")
-            if src.is_dir():
-                bucket, prefix = split_s3(up.destination)
-                for f in sorted(p for p in src.rglob("*") if p.is_file()):
-                    total += self._upload_file(s3, f, bucket, prefix + f.relative_to(src).as_posix(), None)
-            else:
-                bucket, key = split_s3(up.destination)
-                total += self._upload_file(s3, src, bucket, key, up.sha256)
-        if total:
-            print(f"[cloudtune] uploaded {total} bytes", file=sys.stderr)
-        return total
-
-    def _upload_file(self, s3: Any, path: Path, bucket: str, key: str, sha256: str | None) -> int:
-        from botocore.exceptions import ClientError
-
-        size = path.stat().st_size
-        try:
-            if self._exists(s3, bucket, key, size):
-                return 0
-            extra = {"Metadata": {"sha256": sha256}} if sha256 else {}
-            if size > PROGRESS_BYTES:
-                self._call(s3.upload_file, Filename=str(path), Bucket=bucket, Key=key, ExtraArgs=extra or None,
-                           Callback=_Progress(f"s3://{bucket}/{key}", size))
-            else:
-                data = path.read_bytes()
-                self._call(s3.put_object, Bucket=bucket, Key=key, Body=data, **extra)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
-                raise InvalidInput(f"S3 bucket {bucket!r} does not exist", fix="create it, or set providers.aws.bucket to an existing bucket") from None
-            raise
-        return size
-
     def _create(self, request: dict[str, Any], region: str | None) -> str:
-        """create_training_job once. A retry that finds the job (ResourceInUse, or a lost response) adopts it
-        when its described request matches ours; it never makes a second job."""
-        from botocore.exceptions import ClientError
-
+        """create_training_job once; a retry that finds the job (a conflict, or a lost answer) adopts it when its
+        described request matches ours, and never makes a second job."""
         sm = self.sagemaker(region)
         name = request["TrainingJobName"]
-        for attempt in range(self.max_attempts):
-            try:
-                return sm.create_training_job(**request)["TrainingJobArn"]
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code")
-                if code in ("ResourceInUse", "ResourceInUseException"):
-                    return self._adopt(sm, request, self._describe(sm, name))
-                if not self._retryable(exc) or attempt + 1 >= self.max_attempts:
-                    raise
-            except Exception as exc:
-                if not self._retryable(exc) or attempt + 1 >= self.max_attempts:
-                    raise
-            # the call may have reached SageMaker and only its answer been lost: look before trying again
-            described = self._describe(sm, name)
-            if described is not None:
-                return self._adopt(sm, request, described)
-            self._sleep(attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
 
-    def _describe(self, sm: Any, name: str) -> dict[str, Any] | None:
-        from botocore.exceptions import ClientError
+        def find() -> str | None:
+            described = self.caller.call(sm.describe_training_job, TrainingJobName=name, missing_ok=True,
+                                         what="describe the training job")
+            return None if described is None else self._adopt(request, described)
 
-        try:
-            return self._call(sm.describe_training_job, TrainingJobName=name)
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
-            if err.get("Code") in ("ValidationException", "ResourceNotFound") and (
-                    "not find" in err.get("Message", "") or "not found" in err.get("Message", "").lower()
-                    or err.get("Code") == "ResourceNotFound"):
-                return None
-            raise
+        return self.caller.create_once(lambda: sm.create_training_job(**request)["TrainingJobArn"], find,
+                                       what="create the training job")
 
     @staticmethod
     def _matches(request: dict[str, Any], described: dict[str, Any]) -> bool:
@@ -254,12 +210,9 @@ class AwsLauncher:
         ]
         return all(a == b for a, b in checks)
 
-    def _adopt(self, sm: Any, request: dict[str, Any], described: dict[str, Any] | None) -> str:
-        name = request["TrainingJobName"]
-        if described is None:
-            raise InvalidInput(f"SageMaker says training job {name} exists but cannot describe it", fix="retry the launch")
+    def _adopt(self, request: dict[str, Any], described: dict[str, Any]) -> str:
         if not self._matches(request, described):
-            raise InvalidInput(f"a different SageMaker training job named {name} already exists",
+            raise InvalidInput(f"a different SageMaker training job named {request['TrainingJobName']} already exists",
                                fix="launch again: a new launch draws a new name suffix")
         return described["TrainingJobArn"]
 
@@ -277,37 +230,30 @@ class AwsLauncher:
 
     def status(self, ref: JobRef) -> JobStatus:
         sm = self.sagemaker(self._region(ref))
-        d = self._call(sm.describe_training_job, TrainingJobName=self._name(ref))
+        d = self.caller.call(sm.describe_training_job, TrainingJobName=self._name(ref), what="describe the training job")
         return map_status(d)
 
     def logs(self, ref: JobRef, follow: bool = False, *, max_polls: int | None = None) -> Iterator[str]:
         """Every log line of every stream `<job name>/...` in timestamp order; with `follow`, until the job ends."""
-        from botocore.exceptions import ClientError
-
-        region = self._region(ref)
-        logs = self.cloudwatch_logs(region)
+        logs = self.cloudwatch_logs(self._region(ref))
         name = self._name(ref)
         tokens: dict[str, str | None] = {}
         polls = 0
         finished = False
         while True:
-            batch: list[tuple[int, int, str, str]] = []
-            try:
-                for stream in self._streams(logs, name):
-                    tokens.setdefault(stream, None)
-                for order, stream in enumerate(sorted(tokens)):
-                    events, tokens[stream] = self._read_stream(logs, stream, tokens[stream])
-                    batch += [(e["timestamp"], order, str(i), e["message"]) for i, e in enumerate(events)]
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                    raise
-            batch.sort(key=lambda x: (x[0], x[1], int(x[2])))
-            for _, _, _, message in batch:
+            batch: list[tuple[int, int, int, str]] = []
+            for stream in self._streams(logs, name):
+                tokens.setdefault(stream, None)
+            for order, stream in enumerate(sorted(tokens)):
+                events, tokens[stream] = self._read_stream(logs, stream, tokens[stream])
+                batch += [(e["timestamp"], order, i, e["message"]) for i, e in enumerate(events)]
+            batch.sort(key=lambda x: x[:3])
+            for *_, message in batch:
                 yield message.rstrip("\n")
             polls += 1
             if not follow or finished or (max_polls is not None and polls >= max_polls):
                 return
-            finished = self.status(ref).state in ("succeeded", "failed", "cancelled")  # one more drain after the end
+            finished = JobState(self.status(ref).state).terminal  # one more drain after the end
             if not finished:
                 time.sleep(self.poll_s)
 
@@ -315,7 +261,9 @@ class AwsLauncher:
         out: list[str] = []
         kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{name}/"}
         while True:
-            page = self._call(logs.describe_log_streams, **kwargs)
+            page = self.caller.call(logs.describe_log_streams, **kwargs, missing_ok=True, what="list the job's log streams")
+            if page is None:  # the log group does not exist until a job has logged
+                return out
             out += [s["logStreamName"] for s in page.get("logStreams", [])]
             if not page.get("nextToken"):
                 return out
@@ -327,7 +275,7 @@ class AwsLauncher:
             kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
             if token:
                 kwargs["nextToken"] = token
-            page = self._call(logs.get_log_events, **kwargs)
+            page = self.caller.call(logs.get_log_events, **kwargs, what="read the job's log")
             events += page.get("events", [])
             new = page.get("nextForwardToken")
             if not page.get("events") or new == token or new is None:
@@ -335,17 +283,13 @@ class AwsLauncher:
             token = new
 
     def cancel(self, ref: JobRef) -> None:
-        from botocore.exceptions import ClientError
-
         sm = self.sagemaker(self._region(ref))
         try:
-            self._call(sm.stop_training_job, TrainingJobName=self._name(ref))
-        except ClientError as exc:
-            err = exc.response.get("Error", {})
+            self.caller.call(sm.stop_training_job, TrainingJobName=self._name(ref), what="stop the training job")
+        except CloudError as exc:
             # stopping a job that already ended is not an error for `cloudtune cancel`
-            if err.get("Code") == "ValidationException" and re.search(r"(already|status|Completed|Failed|Stopped)", err.get("Message", "")):
-                return
-            raise
+            if not re.search(r"ValidationException: .*(already|status|Completed|Failed|Stopped)", exc.message):
+                raise
 
 
 _PENDING_SECONDARY = {"Starting", "Pending", "LaunchingMLInstances", "PreparingTrainingStack", "Downloading",
@@ -353,38 +297,20 @@ _PENDING_SECONDARY = {"Starting", "Pending", "LaunchingMLInstances", "PreparingT
 
 
 def map_status(d: dict[str, Any]) -> JobStatus:
-    """DescribeTrainingJob -> JobStatus (pending | running | succeeded | failed | cancelled)."""
+    """DescribeTrainingJob -> JobStatus: the primary status through the kit's SageMaker table, refined by the
+    secondary status (still starting = pending; stopped for running out of time = failed)."""
     primary = d.get("TrainingJobStatus", "InProgress")
     secondary = d.get("SecondaryStatus", "")
     transitions = d.get("SecondaryStatusTransitions") or []
     message = transitions[-1].get("StatusMessage", "") if transitions else ""
     detail = f"{secondary}: {message}" if secondary and message else secondary
     reason = d.get("FailureReason")
-    if primary == "Completed":
-        return JobStatus("succeeded", detail)
-    if primary == "Failed":
-        return JobStatus("failed", detail, reason or "the training job failed (see its logs)")
-    if primary == "Stopped":
-        if secondary in ("MaxRuntimeExceeded", "MaxWaitTimeExceeded"):
-            limit = "max_runtime" if secondary == "MaxRuntimeExceeded" else "the spot wait limit"
-            return JobStatus("failed", detail, reason or f"{secondary}: the job ran past {limit}")
-        return JobStatus("cancelled", detail, reason)
-    if primary == "Stopping":
-        return JobStatus("running", detail or "Stopping")
-    if secondary in _PENDING_SECONDARY:
-        return JobStatus("pending", detail)
-    return JobStatus("running", detail)
-
-
-class _Progress:
-    """boto3 upload callback: a progress line on stderr every ~10%."""
-
-    def __init__(self, what: str, size: int) -> None:
-        self.what, self.size, self.done, self.shown = what, size, 0, -1
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        tenth = int(10 * self.done / max(self.size, 1))
-        if tenth != self.shown:
-            self.shown = tenth
-            print(f"[cloudtune] uploading {self.what}: {self.done / 1e6:.1f}/{self.size / 1e6:.1f} MB", file=sys.stderr, flush=True)
+    state = map_native(SAGEMAKER, primary)
+    if state is JobState.CANCELLED and secondary in ("MaxRuntimeExceeded", "MaxWaitTimeExceeded"):
+        limit = "max_runtime" if secondary == "MaxRuntimeExceeded" else "the spot wait limit"
+        return JobStatus("failed", detail, reason or f"{secondary}: the job ran past {limit}", native=primary)
+    if state is JobState.FAILED:
+        reason = reason or "the training job failed (see its logs)"
+    if state is JobState.RUNNING and primary == "InProgress" and secondary in _PENDING_SECONDARY:
+        state = JobState.PENDING
+    return JobStatus(state.value, detail or ("Stopping" if primary == "Stopping" else ""), reason, native=primary)

@@ -1,8 +1,8 @@
 """Compile a job spec into a SageMaker `CreateTrainingJob` Plan.
 
 Pure and offline: no boto3/botocore/sagemaker import (the stock image URI is read from the SageMaker SDK's
-JSON config file, see `images.py`). Its only side effects are content-addressed cache files: the
-cloudtune wheel (`wheel.py`) and the code-channel tarball (`bundling.py`), both deterministic.
+JSON config file, see `images.py`), and nothing written: the code channel's tarball (the user's code, a wheel of
+cloudtune, a large runtime job) is named by its hash and staged by `submit()` (`cloudtune.kit.staging`).
 
 The container contract (what `cloudtune.runtime.context` reads), the same as `local` with `emulate: aws`:
 - hyperparameter `cloudtune_job`: the runtime job JSON (or, over SageMaker's 2500-character limit,
@@ -19,31 +19,34 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.contracts import sagemaker as sm
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit import staging
+from cloudtune.kit.naming import SAGEMAKER_JOB
+from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
 from cloudtune.plan import Plan, Upload
-from cloudtune.spec import AwsSettings, is_remote
+from cloudtune.spec import is_remote
+from cloudtune_aws.settings import AwsSettings
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.spec import JobSpec
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-DATA_DIR = "/opt/ml/input/data"
-CODE_CHANNEL = "code"
-CHECKPOINT_DIR = "/opt/ml/checkpoints"
-TENSORBOARD_DIR = "/opt/ml/output/tensorboard"
+LOG_GROUP = sm.LOG_GROUP
+DATA_DIR = sm.DATA_DIR
+CODE_CHANNEL = sm.CODE_CHANNEL
+CHECKPOINT_DIR = sm.CHECKPOINT_DIR
+TENSORBOARD_DIR = sm.TENSORBOARD_DIR
 UNPACK_DIR = "/tmp/cloudtune"
-JOB_FILE = ".cloudtune/job.json"
-HYPERPARAMETER_MAX = 2500
-ENV_MAX_ENTRIES = 100
-ENV_MAX_LEN = 512
-MAX_CHANNELS = 20
-MAX_RUNTIME_S = 28 * 24 * 3600
-JOB_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
+JOB_FILE = f"{staging.CLOUDTUNE_DIR}/job.json"
+HYPERPARAMETER_MAX = sm.HYPERPARAMETER_MAX
+ENV_MAX_ENTRIES = sm.ENV_MAX_ENTRIES
+ENV_MAX_LEN = sm.ENV_MAX_LEN
+MAX_CHANNELS = sm.MAX_CHANNELS
+MAX_RUNTIME_S = sm.MAX_RUNTIME_S
 ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
-SETTINGS_FIX = "set providers.aws.{key} in the spec, in $CLOUDTUNE_HOME/config.yaml, or CLOUDTUNE_AWS_{KEY}"
 
 # The container entrypoint: unpack cloudtune's files from the code channel, pip-install the carried
 # wheel, then hand over to cloudtune-run. $1: pip flags, $2: the wheel's extras. (Each ContainerArguments
@@ -81,13 +84,6 @@ def metric_definitions() -> list[dict[str, str]]:
     return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
 
 
-def _require(settings: AwsSettings, key: str) -> str:
-    value = getattr(settings, key)
-    if not value:
-        raise UnsupportedSpec(f"providers.aws.{key} is not set", fix=SETTINGS_FIX.format(key=key, KEY=key.upper()))
-    return str(value)
-
-
 def _base_uri(bucket: str) -> str:
     raw = bucket.strip()
     raw = raw[len("s3://"):] if raw.startswith("s3://") else raw
@@ -99,7 +95,7 @@ def _base_uri(bucket: str) -> str:
     return f"s3://{name}" + (f"/{prefix}" if prefix else "")
 
 
-def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path | None) -> Plan:
+def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path) -> Plan:
     """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
     from cloudtune.catalog import load_catalog
     from cloudtune.hashing import digest
@@ -114,17 +110,13 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     if not accel.is_cpu and catalog.normalize(accel.name).startswith("TPU"):
         CAPABILITIES.require("tpu", f"resources.accelerator {accel}",
                                   "run it with --provider gcp (Vertex AI has TPUs), or choose a GPU such as H100:8")
-    role = _require(settings, "role")
+    require(settings, "aws", ("role", "bucket", "region"))
+    role, region = str(settings.role), str(settings.region)
     if not ROLE_PATTERN.match(role):
         raise UnsupportedSpec(f"providers.aws.role {role!r} is not an IAM role ARN",
                               fix="give the role's ARN, e.g. arn:aws:iam::123456789012:role/SageMakerExecution")
-    base = _base_uri(_require(settings, "bucket"))
-    region = _require(settings, "region")
-    job_name = f"{spec.name}-{suffix}"
-    if len(job_name) > 63 or not JOB_NAME_PATTERN.match(job_name):
-        raise UnsupportedSpec(f"job name {job_name!r} does not fit SageMaker's training job names "
-                              "(1-63 letters, digits and '-', no leading or trailing '-')",
-                              fix="shorten `name` so that name + the 20-character suffix fit in 63 characters")
+    base = _base_uri(str(settings.bucket))
+    job_name = SAGEMAKER_JOB.check(spec.name, suffix)
     for key, ref in sorted(spec.secrets.items()):
         if not ref.startswith("arn:aws"):
             raise UnsupportedSpec(f"secret {key!r} is not an AWS Secrets Manager ARN; a SageMaker job cannot read it",
@@ -183,25 +175,19 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     # ---- the runtime job, hyperparameters and the code bundle
     job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
     job_json = json.dumps(job, sort_keys=True)
-    from cloudtune_aws.bundling import CLOUDTUNE_DIR, compose_bundle
-    from cloudtune_aws.wheel import cloudtune_wheel
-
-    if home is None:
-        from cloudtune.settings import cloudtune_home
-
-        home = cloudtune_home()
-    wheel = cloudtune_wheel(home / "aws" / "wheels")
-    extra = {f"{CLOUDTUNE_DIR}/{wheel.filename}": wheel.path.read_bytes()}
+    texts: dict[str, str] = {}
     if len(job_json) > HYPERPARAMETER_MAX:
-        extra[JOB_FILE] = job_json.encode()
+        texts[JOB_FILE] = job_json
         hyper_value = f"{UNPACK_DIR}/{JOB_FILE}"
         notes.append(f"the runtime job ({len(job_json)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-character "
                      f"hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
     else:
         hyper_value = job_json
-    code = compose_bundle(bundle, extra, home / "bundles")
+    files = staging.cloudtune_files(True, texts)
+    code = staging.compose(bundle, files)
     code_uri = f"{base}/bundles/{code.sha256}.tar.gz"
-    uploads.append(Upload(str(code.path), code_uri, code.size, code.sha256))
+    uploads.append(Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), code_uri, code.size, code.sha256,
+                          staging.recipe(bundle, files)))
     channel_uris[CODE_CHANNEL] = code_uri
 
     # ---- image and entrypoint

@@ -1,6 +1,6 @@
-"""A wheel of the running `cloudtune`, to carry in the job's code channel.
+"""A wheel of the running `cloudtune`, to carry in the job's code bundle.
 
-The stock SageMaker PyTorch image has no cloudtune, so the container pip-installs the exact cloudtune
+The clouds' stock PyTorch images have no cloudtune, so the container pip-installs the exact cloudtune
 that planned the job. Choice: the wheel is assembled here directly (a zip of the installed `cloudtune`
 package files plus generated `.dist-info`), not with `pip wheel`:
 
@@ -9,7 +9,8 @@ package files plus generated `.dist-info`), not with `pip wheel`:
   carries it has the same sha256 on every machine and a relaunch uploads nothing;
 - it works the same for an editable checkout and for a regular install.
 
-The result is cached under `$CLOUDTUNE_HOME/aws/wheels/<version>-<source hash>/`. Metadata comes from the
+`wheel_bytes()` builds it in memory (a plan writes nothing); `cloudtune_wheel(dir)` also writes it, cached
+under `<dir>/<version>-<source hash>/`. Metadata comes from the
 checkout's `pyproject.toml` when cloudtune runs from a source tree (so an editable install's stale
 egg-info cannot leak in), else from the installed distribution's metadata. Standard library only.
 """
@@ -115,7 +116,7 @@ def _metadata(pkg: Path) -> _Meta:
 
 def _metadata_text(meta: _Meta) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {meta.name}", f"Version: {meta.version}",
-             "Summary: cloudtune (carried into a SageMaker job by cloudtune-aws)"]
+             "Summary: cloudtune (carried into a cloud job by its launcher)"]
     if meta.requires_python:
         lines.append(f"Requires-Python: {meta.requires_python}")
     lines += [f"Provides-Extra: {e}" for e in meta.extras]
@@ -143,7 +144,7 @@ def _build(meta: _Meta, files: list[tuple[str, Path]]) -> bytes:
     entries: list[tuple[str, bytes, int]] = [(rel, path.read_bytes(), 0o755 if os.access(path, os.X_OK) else 0o644)
                                               for rel, path in files]
     entries.append((f"{dist_info}/METADATA", _metadata_text(meta).encode(), 0o644))
-    entries.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: cloudtune-aws\nRoot-Is-Purelib: true\nTag: py3-none-any\n", 0o644))
+    entries.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: cloudtune\nRoot-Is-Purelib: true\nTag: py3-none-any\n", 0o644))
     if meta.entry_points.strip():
         entries.append((f"{dist_info}/entry_points.txt", meta.entry_points.encode(), 0o644))
     entries.append((f"{dist_info}/top_level.txt", b"cloudtune\n", 0o644))
@@ -160,12 +161,23 @@ def _build(meta: _Meta, files: list[tuple[str, Path]]) -> bytes:
     return buf.getvalue()
 
 
+_BUILT: dict[str, tuple[str, bytes]] = {}
+
+
+def wheel_bytes() -> tuple[str, bytes]:
+    """(file name, bytes) of the wheel of the running cloudtune, built in memory once per source state."""
+    digest, meta, files = source_hash()
+    if digest not in _BUILT:
+        _BUILT[digest] = (f"{meta.name}-{meta.version}-py3-none-any.whl", _build(meta, files))
+    return _BUILT[digest]
+
+
 def cloudtune_wheel(cache_dir: Path | None = None) -> Wheel:
     """The cached wheel of the running cloudtune (built on first use for this version + source)."""
     if cache_dir is None:
         from cloudtune.settings import cloudtune_home
 
-        cache_dir = cloudtune_home() / "aws" / "wheels"
+        cache_dir = cloudtune_home() / "wheels"
     digest, meta, files = source_hash()
     filename = f"{meta.name}-{meta.version}-py3-none-any.whl"
     target = Path(cache_dir) / f"{meta.version}-{digest[:16]}" / filename

@@ -1,0 +1,35 @@
+"""Azure Machine Learning command jobs.
+
+Sources: Azure ML docs, "Access data in a job" (inputs and outputs mounted and passed as ${{inputs.NAME}} /
+${{outputs.NAME}} on the command line) and "Distributed training" (PyTorch distribution sets MASTER_ADDR,
+MASTER_PORT, WORLD_SIZE, NODE_RANK, RANK, LOCAL_RANK).
+"""
+
+from __future__ import annotations
+
+import json
+
+RUN_ID_VAR = "AZUREML_RUN_ID"
+EXPERIMENT_VAR = "AZUREML_EXPERIMENT_NAME"
+JOB_JSON_ARG = "--job-json"
+INPUT_ARG = "--input"
+MODEL_DIR_ARG = "--model-dir"
+CHECKPOINT_DIR_ARG = "--checkpoint-dir"
+LOG_DIR_ARG = "--log-dir"
+MODEL_OUTPUT = "model"
+CHECKPOINT_OUTPUT = "checkpoints"
+LOG_OUTPUT = "logs"
+
+
+def run_args(job: dict[str, object], inputs: dict[str, str], outputs: dict[str, str]) -> list[str]:
+    """cloudtune-run's arguments: `inputs` name -> path (or ${{inputs.NAME}}), `outputs` model/checkpoints/logs."""
+    args = [JOB_JSON_ARG, json.dumps(job, sort_keys=True)]
+    for name, path in sorted(inputs.items()):
+        args += [INPUT_ARG, f"{name}={path}"]
+    return args + [MODEL_DIR_ARG, outputs[MODEL_OUTPUT], CHECKPOINT_DIR_ARG, outputs[CHECKPOINT_OUTPUT],
+                   LOG_DIR_ARG, outputs[LOG_OUTPUT]]
+
+
+def binding(kind: str, name: str) -> str:
+    """The command-line binding Azure ML substitutes: ${{inputs.NAME}} or ${{outputs.NAME}}."""
+    return "${{" + f"{kind}.{name}" + "}}"

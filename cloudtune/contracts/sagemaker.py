@@ -1,0 +1,37 @@
+"""Amazon SageMaker training containers (a custom image gets no SM_* variables; the JSON files are the contract).
+
+Sources: SageMaker Developer Guide, "How Amazon SageMaker Provides Training Information" and "Use Checkpoints";
+CreateTrainingJob API reference (limits below).
+"""
+
+from __future__ import annotations
+
+CONFIG_DIR = "/opt/ml/input/config"
+HYPERPARAMETERS = f"{CONFIG_DIR}/hyperparameters.json"
+RESOURCE_CONFIG = f"{CONFIG_DIR}/resourceconfig.json"
+INPUT_DATA_CONFIG = f"{CONFIG_DIR}/inputdataconfig.json"
+DATA_DIR = "/opt/ml/input/data"  # one directory per channel
+MODEL_DIR = "/opt/ml/model"  # uploaded as <S3OutputPath>/<job>/output/model.tar.gz
+CHECKPOINT_DIR = "/opt/ml/checkpoints"  # synced to S3 when CheckpointConfig is set
+TENSORBOARD_DIR = "/opt/ml/output/tensorboard"  # synced when TensorBoardOutputConfig is set
+FAILURE_FILE = "/opt/ml/output/failure"  # its text becomes FailureReason
+CODE_DIR = "/opt/ml/code"
+JOB_NAME_VAR = "TRAINING_JOB_NAME"
+JOB_ARN_VAR = "TRAINING_JOB_ARN"
+JOB_KEY = "cloudtune_job"  # the hyperparameter carrying the runtime job
+CODE_CHANNEL = "code"  # the channel carrying the code bundle
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+HYPERPARAMETER_MAX = 2500  # characters per hyperparameter value
+ENV_MAX_ENTRIES = 100
+ENV_MAX_LEN = 512
+MAX_CHANNELS = 20
+MAX_RUNTIME_S = 28 * 24 * 3600
+
+
+def channel_dir(name: str) -> str:
+    return f"{DATA_DIR}/{name}"
+
+
+def host(index: int) -> str:
+    """The host name of node `index` (0-based): algo-1 .. algo-N."""
+    return f"algo-{index + 1}"

@@ -1,0 +1,103 @@
+"""Content-addressed uploads over a small object-store protocol (S3, GCS, Azure Blob implement it).
+
+Every planned upload's destination carries its content hash (`.../inputs/<sha256>/<name>`,
+`.../bundles/<sha256>.tar.gz`), so an object that exists under its full key already holds those bytes:
+"already there" is decided by the key, never by size. Before anything is sent, each source is hashed again and
+refused when it no longer matches the plan, so nothing is ever stored under a hash its content does not have.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Protocol
+
+from cloudtune.errors import InvalidInput
+from cloudtune.plan import Upload
+
+PROGRESS_BYTES = 8 * 1000 * 1000  # files at least this large report progress
+
+
+class ObjectStore(Protocol):
+    """What the upload step needs from a cloud's object store. `scheme` is the URI scheme it serves (s3, gs)."""
+
+    scheme: str
+
+    def exists(self, bucket: str, key: str) -> bool:
+        """True when an object is stored under exactly `key`."""
+        ...
+
+    def put(self, bucket: str, key: str, path: Path, progress: Callable[[int], None] | None) -> None:
+        """Store the file at `path` under `key`; `progress(n)` is called with byte counts as they are sent."""
+        ...
+
+
+def split_uri(uri: str) -> tuple[str, str, str]:
+    """`scheme://bucket/key` -> (scheme, bucket, key)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        raise ValueError(f"{uri!r} is not an object-store URI")
+    bucket, _, key = rest.partition("/")
+    return scheme, bucket, key
+
+
+class Progress:
+    """An upload callback: a line on stderr at every tenth of the file."""
+
+    def __init__(self, what: str, size: int) -> None:
+        self.what, self.size, self.done, self.shown = what, size, 0, -1
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        tenth = int(10 * self.done / max(self.size, 1))
+        if tenth != self.shown:
+            self.shown = tenth
+            print(f"[cloudtune] uploading {self.what}: {self.done / 1e6:.1f}/{self.size / 1e6:.1f} MB",
+                  file=sys.stderr, flush=True)
+
+
+def verify_source(up: Upload) -> Path:
+    """The upload's source, after checking that it still holds the bytes the plan hashed."""
+    from cloudtune.hashing import digest
+
+    src = Path(up.source)
+    if not src.exists():
+        raise InvalidInput(f"{up.source} is gone since the plan was made", fix="plan and launch again")
+    size, sha = digest(src)
+    if sha != up.sha256:
+        raise InvalidInput(f"{up.source} changed since the plan was made (sha256 {up.sha256[:12]} planned, {sha[:12]} now)",
+                           fix="launch again: the new plan carries the new hash")
+    return src
+
+
+def _files(src: Path, key: str) -> list[tuple[Path, str]]:
+    if src.is_dir():
+        prefix = key if key.endswith("/") else key + "/"
+        return [(f, prefix + f.relative_to(src).as_posix()) for f in sorted(p for p in src.rglob("*") if p.is_file())]
+    return [(src, key)]
+
+
+def upload_all(uploads: Iterable[Upload], store: ObjectStore, call: Callable[..., object]) -> int:
+    """Send what is missing; returns the bytes sent (0 when everything was already there).
+
+    `call(fn, *args, what=...)` runs each store operation under the launcher's retry policy (kit.retry.Caller.call).
+    """
+    from cloudtune.kit.staging import stage
+
+    total = 0
+    for up in uploads:
+        stage(up)
+        src = verify_source(up)
+        scheme, bucket, key = split_uri(up.destination)
+        for path, object_key in _files(src, key):
+            uri = f"{scheme}://{bucket}/{object_key}"
+            if call(store.exists, bucket, object_key, what=f"look up {uri}"):
+                continue
+            size = path.stat().st_size
+            progress = Progress(uri, size) if size >= PROGRESS_BYTES else None
+            call(store.put, bucket, object_key, path, progress, what=f"upload {uri}")
+            total += size
+    if total:
+        print(f"[cloudtune] uploaded {total} bytes", file=sys.stderr)
+    return total

@@ -1,0 +1,123 @@
+"""One retry policy and one translation of cloud/SDK errors, shared by every launcher.
+
+A launcher supplies `classify(exc) -> ErrorInfo | None` for its SDK's exceptions (None: not an error of its
+cloud; it propagates unchanged). Everything else lives here: bounded retries with backoff and a total deadline,
+a line on stderr while retrying, and one error line (the service's own message and the fix) at the end: exit 2
+for configuration (credentials, permissions, a missing bucket), exit 1 otherwise. SDK-internal retries are
+switched off by each launcher so that retries are never nested.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from cloudtune.errors import CloudtuneError, InvalidInput
+
+T = TypeVar("T")
+Kind = Literal["transient", "conflict", "not_found", "config", "fatal"]
+
+
+class CloudError(CloudtuneError):
+    """The cloud refused or failed a call: one line with the service's message and the fix (exit 1)."""
+
+    exit_code = 1
+
+
+class CloudConfigError(InvalidInput):
+    """The call failed because of this machine's or the account's configuration (exit 2)."""
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What a launcher makes of one SDK exception."""
+
+    kind: Kind
+    message: str  # the service's own message, one line
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Attempts per call, exponential backoff with jitter (base * 2**n, capped), and a total deadline in seconds."""
+
+    max_attempts: int = 6
+    base_s: float = 0.5
+    cap_s: float = 8.0
+    deadline_s: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.cap_s, self.base_s * 2 ** attempt) * (0.5 + random.random() / 2)
+
+
+class Caller:
+    """Calls a cloud's SDK under the policy and turns its errors into cloudtune's (see the module docstring)."""
+
+    def __init__(self, service: str, classify: Callable[[BaseException], ErrorInfo | None],
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.service = service
+        self.classify = classify
+        self.policy = policy or RetryPolicy()
+        self._sleep = sleep
+
+    def error(self, info: ErrorInfo) -> CloudtuneError:
+        message = f"{self.service}: {info.message}"
+        return CloudConfigError(message, fix=info.fix or None) if info.kind == "config" else CloudError(message, fix=info.fix or None)
+
+    def wait_before_retry(self, attempt: int, started: float, what: str, info: ErrorInfo) -> bool:
+        """Sleep before attempt `attempt + 1` and return True, or False when the attempts or the deadline are spent."""
+        delay = self.policy.delay(attempt)
+        if attempt + 1 >= self.policy.max_attempts or time.monotonic() - started + delay > self.policy.deadline_s:
+            return False
+        print(f"[cloudtune] {what}: {info.message} - retrying in {delay:.1f} s "
+              f"(attempt {attempt + 2} of {self.policy.max_attempts})", file=sys.stderr, flush=True)
+        self._sleep(delay)
+        return True
+
+    def call(self, fn: Callable[..., T], *args: object, what: str = "", missing_ok: bool = False, **kwargs: object) -> T:
+        """`fn(*args, **kwargs)`, retried on transient errors; any other classified error raised as cloudtune's.
+        With `missing_ok`, a not-found answer returns None."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                info = self.classify(exc)
+                if info is None:
+                    raise
+                if info.kind == "not_found" and missing_ok:
+                    return None  # type: ignore[return-value]
+                if info.kind != "transient" or not self.wait_before_retry(attempt, started, what or fn.__name__, info):
+                    raise self.error(info) from None
+            attempt += 1
+
+    def create_once(self, create: Callable[[], T], find: Callable[[], T | None], *, what: str) -> T:
+        """Create a job exactly once. On a conflict, or a transient failure after which the create may have landed
+        with its answer lost, look for the job this launch made (`find`) and adopt it instead of creating again."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            try:
+                return create()
+            except Exception as exc:
+                info = self.classify(exc)
+                if info is None:
+                    raise
+                if info.kind == "conflict":
+                    found = self.call(find, what=f"{what} (find the existing job)")
+                    if found is not None:
+                        return found
+                    raise self.error(info) from None
+                if info.kind != "transient":
+                    raise self.error(info) from None
+                found = self.call(find, what=f"{what} (look for a job the lost answer made)")
+                if found is not None:
+                    return found
+                if not self.wait_before_retry(attempt, started, what, info):
+                    raise self.error(info) from None
+            attempt += 1

@@ -1,0 +1,70 @@
+"""Staging: the files a plan names but does not write (the code bundle with cloudtune's wheel and, when large,
+the runtime job) are described in the Plan by a recipe and built by `submit()`.
+
+The build is deterministic, so the bytes staged at submit hash to what the plan printed; when they do not (the
+code changed in between) the launch is refused instead of storing new bytes under the old hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.plan import Upload
+
+CLOUDTUNE_DIR = ".cloudtune"  # where cloudtune's own files sit inside the code bundle
+WHEEL = "cloudtune-wheel"
+
+
+def _file_bytes(source: dict[str, str]) -> bytes:
+    if "text" in source:
+        return source["text"].encode()
+    if source.get("kind") == WHEEL:
+        from cloudtune.kit.wheel import wheel_bytes
+
+        return wheel_bytes()[1]
+    raise InvalidInput(f"unknown staged file source {source!r}", fix="plan again with this version of cloudtune")
+
+
+def cloudtune_files(with_wheel: bool, texts: dict[str, str]) -> dict[str, dict[str, str]]:
+    """The recipe of cloudtune's own files in a bundle: its wheel (if asked) and `texts` (path -> content)."""
+    files: dict[str, dict[str, str]] = {}
+    if with_wheel:
+        from cloudtune.kit.wheel import wheel_bytes
+
+        files[f"{CLOUDTUNE_DIR}/{wheel_bytes()[0]}"] = {"kind": WHEEL}
+    files.update({path: {"text": text} for path, text in texts.items()})
+    return files
+
+
+def compose(user: "Bundle | None", files: dict[str, dict[str, str]]) -> "Bundle":
+    """The code bundle (computed, not written): the user's bundle plus cloudtune's files."""
+    from cloudtune.bundle import Bundle, extend_bundle
+
+    extra = {path: _file_bytes(src) for path, src in files.items()}
+    if user is None and not extra:
+        raise InvalidInput("an empty code bundle was planned", fix="report this: a launcher planned nothing to carry")
+    return extend_bundle(user, extra)
+
+
+def recipe(user: "Bundle | None", files: dict[str, dict[str, str]]) -> dict[str, Any]:
+    return {"kind": "code-bundle", "code": user.root if user is not None else None, "files": files}
+
+
+def stage(up: "Upload") -> None:
+    """Build `up.source` from its recipe if it is not there yet, checking the bytes against the planned hash."""
+    if up.build is None or Path(up.source).is_file():
+        return
+    from cloudtune.bundle import build_bundle
+
+    code = up.build.get("code")
+    user = build_bundle(code) if code else None
+    bundle = compose(user, up.build.get("files") or {})
+    if bundle.sha256 != up.sha256:
+        raise InvalidInput(f"the code bundle changed since the plan was made (sha256 {up.sha256[:12]} planned, "
+                           f"{bundle.sha256[:12]} now)", fix="launch again: the new plan carries the new hash")
+    bundle.write(Path(up.source).parent)

@@ -1,0 +1,64 @@
+"""One job-state enum for every provider, the per-cloud tables that map native states onto it, and the one
+place that knows which states are terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+
+
+class JobState(str, Enum):
+    """cloudtune's job states. The native state is kept beside it (`JobStatus.native`) for display."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+TERMINAL_NAMES: frozenset[str] = frozenset(s.value for s in TERMINAL)
+
+
+def is_terminal(state: str | JobState) -> bool:
+    return JobState(state) in TERMINAL
+
+
+def map_native(table: Mapping[str, JobState], native: str, *, default: JobState = JobState.RUNNING) -> JobState:
+    """The JobState for a native state name. An unknown name (a state added to the service after this table was
+    written) maps to `default`, never to a terminal state, so `wait()` keeps polling rather than stopping early."""
+    return table.get(native, default)
+
+
+# SageMaker DescribeTrainingJob.TrainingJobStatus (botocore service model, shape TrainingJobStatus).
+SAGEMAKER: dict[str, JobState] = {
+    "InProgress": JobState.RUNNING,
+    "Completed": JobState.SUCCEEDED,
+    "Failed": JobState.FAILED,
+    "Stopping": JobState.RUNNING,
+    "Stopped": JobState.CANCELLED,
+    "Deleting": JobState.CANCELLED,
+}
+
+# Vertex AI google.cloud.aiplatform.v1.JobState (aiplatform_v1.types.JobState).
+VERTEX: dict[str, JobState] = {
+    "JOB_STATE_UNSPECIFIED": JobState.PENDING,
+    "JOB_STATE_QUEUED": JobState.PENDING,
+    "JOB_STATE_PENDING": JobState.PENDING,
+    "JOB_STATE_RUNNING": JobState.RUNNING,
+    "JOB_STATE_SUCCEEDED": JobState.SUCCEEDED,
+    "JOB_STATE_FAILED": JobState.FAILED,
+    "JOB_STATE_CANCELLING": JobState.RUNNING,
+    "JOB_STATE_CANCELLED": JobState.CANCELLED,
+    "JOB_STATE_PAUSED": JobState.PENDING,
+    "JOB_STATE_EXPIRED": JobState.FAILED,
+    "JOB_STATE_UPDATING": JobState.RUNNING,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
+}
+
+TABLES: dict[str, dict[str, JobState]] = {"aws": SAGEMAKER, "gcp": VERTEX}
