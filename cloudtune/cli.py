@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -120,10 +121,14 @@ def _print_info(info: dict[str, Any]) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
 @_handle_errors
 def validate(spec: str, overrides: tuple[str, ...]) -> None:
-    """Check SPEC and report every problem with its field and line."""
-    from cloudtune.spec import load_spec
+    """Check SPEC and report every problem with its field and line.
+
+    Runs every check a dry run makes that needs no provider: the spec, the accelerator name, the local paths and
+    inputs, and a command job's code dir."""
+    from cloudtune.spec import check_offline, load_spec
 
     job = load_spec(spec, list(overrides))
+    check_offline(job)
     what = f"train: {job.train.task} on {job.train.model}" if job.train else f"command: {job.command}"
     click.echo(f"ok: {job.name} ({what}; {job.resources.accelerator} x {job.resources.nodes} node(s))")
 
@@ -239,21 +244,46 @@ def schema() -> None:
 
 
 @main.command()
-@click.argument("path", default="job.yaml", type=click.Path(dir_okay=False))
+@click.argument("path", default="job.yaml")
 @click.option("--force", is_flag=True, help="overwrite an existing file")
 @_handle_errors
 def init(path: str, force: bool) -> None:
-    """Write a commented job.yaml to start from."""
+    """Write a commented job.yaml to start from: at PATH, or at PATH/job.yaml when PATH is a directory
+    (or ends with /). Missing parent directories are created."""
     from importlib.resources import files
-    from pathlib import Path
 
     from cloudtune.errors import InvalidInput
 
+    template = files("cloudtune").joinpath("templates/job.yaml").read_text()
     target = Path(path)
-    if target.exists() and not force:
-        raise InvalidInput(f"{target} exists", fix="pass --force to overwrite it, or give another path")
-    target.write_text(files("cloudtune").joinpath("templates/job.yaml").read_text())
+    try:
+        target = _init_target(path)
+        if target.exists() and not force:
+            raise InvalidInput(f"{target} exists", fix="pass --force to overwrite it, or give another path")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(template)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {target}: {exc.strerror or exc}",
+                           fix="choose a path in a directory you can write to") from None
     click.echo(f"wrote {target}; edit it, then `cloudtune validate {target}`")
+
+
+def _init_target(path: str) -> Path:
+    """Where `init PATH` writes: PATH/job.yaml for a directory or a path ending in a separator, else PATH."""
+    import os
+
+    from cloudtune.errors import InvalidInput
+    from cloudtune.spec import path_problem
+
+    problem = path_problem(os.path.abspath(path)) if path else "is empty"
+    if problem:
+        raise InvalidInput(f"the path {path!r} {problem}", fix="give a shorter path, e.g. job.yaml or mydir/")
+    target = Path(path)
+    if path.endswith(("/", os.sep)) or target.is_dir():
+        target = target / "job.yaml"
+    if target.is_dir():
+        raise InvalidInput(f"{target} is a directory", fix="give a file path, e.g. job.yaml")
+    return target
 
 
 if __name__ == "__main__":

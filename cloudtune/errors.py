@@ -40,10 +40,16 @@ class SpecIssue:
 class SpecError(InvalidInput):
     """One or more problems in a job spec."""
 
+    SHOWN = 50
+    """At most this many issues are rendered; the message ends with how many more there are."""
+
     def __init__(self, source: str, issues: list[SpecIssue]) -> None:
         self.source = source
         self.issues = issues
-        super().__init__("\n".join(i.render(source) for i in issues))
+        lines = [i.render(source) for i in issues[: self.SHOWN]]
+        if len(issues) > self.SHOWN:
+            lines.append(f"... and {len(issues) - self.SHOWN} more; fix the ones above first")
+        super().__init__("\n".join(lines))
 
     def __str__(self) -> str:
         return f"invalid job spec ({len(self.issues)} problem{'s' if len(self.issues) != 1 else ''}):\n" + self.message

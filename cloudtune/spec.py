@@ -10,20 +10,66 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator,
+)
 
 from cloudtune.errors import SpecError, SpecIssue
 from cloudtune.units import parse_duration
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 REMOTE_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://")
-PROVIDERS = ("local", "aws", "gcp", "azure")
+
+NAME_RULES: dict[str, tuple[str, str]] = {
+    "job": (NAME_PATTERN.strip("^$"), "use 1-40 lowercase letters, digits and '-', starting and ending with a letter or digit, e.g. my-job-1"),
+    "input": (r"[A-Za-z][A-Za-z0-9_-]{0,63}", "use 1-64 letters, digits, '_' or '-', starting with a letter, e.g. train"),
+    "environment variable": (r"[A-Za-z_][A-Za-z0-9_]{0,254}", "use letters, digits and '_' (at most 255), not starting with a digit, e.g. HF_HOME"),
+    "secret": (r"[A-Za-z_][A-Za-z0-9_]{0,254}", "use letters, digits and '_' (at most 255), not starting with a digit, e.g. HF_TOKEN"),
+}
+MAX_ACCELERATORS_PER_NODE = 1024
+MAX_PATH_BYTES = 4095
+MAX_PATH_COMPONENT_BYTES = 255
+
+
+def check_name(kind: str, value: Any) -> str:
+    """The one name rule: `value` must be a string matching the whole of its kind's pattern (no trailing newline).
+
+    Returns the name; raises ValueError naming the kind and what a valid name looks like."""
+    pattern, usage = NAME_RULES[kind]
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise ValueError(f"{shown(value)} is not a valid {kind} name; {usage}")
+    return value
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A value as an error quotes it: repr, cut to about `limit` characters."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxstring, short.maxother, short.maxlong, short.maxlist, short.maxdict, short.maxlevel = limit, limit, limit, 4, 4, 2
+    return short.repr(value)
+
+
+def path_problem(path: str) -> str | None:
+    """Why `path` cannot name a file on this machine (or a cloud's), or None: a NUL byte, a component over 255
+    bytes, or over 4095 bytes in all (the Linux limits; ENAMETOOLONG otherwise)."""
+    if "\x00" in path:
+        return "holds a NUL byte"
+    encoded = path.encode("utf-8", "surrogatepass")
+    if len(encoded) > MAX_PATH_BYTES:
+        return f"is {len(encoded):,} bytes long; a path may have at most {MAX_PATH_BYTES}"
+    longest = max((len(part.encode("utf-8", "surrogatepass")) for part in path.split("/")), default=0)
+    if longest > MAX_PATH_COMPONENT_BYTES:
+        return f"has a {longest}-byte file or directory name; each may have at most {MAX_PATH_COMPONENT_BYTES} bytes"
+    return None
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    """Unknown keys are errors; numbers are finite (`.inf` and `.nan` are refused)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class Accelerator(BaseModel):
@@ -48,13 +94,14 @@ def parse_accelerator(text: str) -> Accelerator:
         return Accelerator(name="cpu", count=0)
     name, _, count = raw.partition(":")
     if not name:
-        raise ValueError(f"accelerator {text!r} is empty; write NAME[:COUNT], e.g. L4:1, or cpu")
+        raise ValueError(f"accelerator {shown(text)} is empty; write NAME[:COUNT], e.g. L4:1, or cpu")
     if count == "":
         n = 1
-    elif count.isdigit() and int(count) > 0:
+    elif re.fullmatch(r"[0-9]{1,6}", count) and 0 < int(count) <= MAX_ACCELERATORS_PER_NODE:
         n = int(count)
     else:
-        raise ValueError(f"accelerator count {count!r} must be a positive integer, e.g. {name}:1")
+        raise ValueError(f"accelerator count {shown(count)} must be a positive integer up to {MAX_ACCELERATORS_PER_NODE}, "
+                         f"e.g. {shown(name)[1:-1]}:1")
     return Accelerator(name=name, count=n)
 
 
@@ -62,7 +109,7 @@ class Resources(_Strict):
     accelerator: str = Field("cpu", description="NAME[:COUNT] per node from the catalog (e.g. L4:1, H100:8), or cpu")
     nodes: int = Field(1, ge=1, le=512, description="number of machines")
     processes_per_node: Union[Literal["auto"], int] = Field(
-        "auto", description="training processes per node; auto = one per GPU, 1 on CPU"
+        "auto", description="training processes per node; auto = one per GPU, 1 on CPU (at most 1024)"
     )
     spot: bool = Field(False, description="use spot / preemptible capacity")
     disk_gb: int = Field(100, ge=1, le=16384, description="local disk per node in GB")
@@ -74,13 +121,22 @@ class Resources(_Strict):
     @field_validator("accelerator")
     @classmethod
     def _accelerator(cls, v: str) -> str:
-        return str(parse_accelerator(v))
+        """NAME[:COUNT] with NAME in the accelerator catalog (any spelling it accepts), or cpu."""
+        accel = parse_accelerator(v)
+        if not accel.is_cpu:
+            from cloudtune.catalog import CatalogError, load_catalog
+
+            try:
+                load_catalog().normalize(accel.name)
+            except CatalogError as exc:
+                raise ValueError(f"{exc.message}; {exc.fix}") from None
+        return str(accel)
 
     @field_validator("processes_per_node")
     @classmethod
     def _ppn(cls, v: Union[str, int]) -> Union[str, int]:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("processes_per_node must be >= 1 or 'auto'")
+        if isinstance(v, int) and not 1 <= v <= 1024:
+            raise ValueError("processes_per_node must be from 1 to 1024, or 'auto'")
         return v
 
     @field_validator("max_runtime")
@@ -92,9 +148,12 @@ class Resources(_Strict):
     @field_validator("instance_type")
     @classmethod
     def _instance_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        from cloudtune.launcher import available_launchers
+
+        known = sorted(available_launchers())
         for key in v:
-            if key not in PROVIDERS:
-                raise ValueError(f"unknown provider {key!r} in instance_type; use one of {', '.join(PROVIDERS)}")
+            if key not in known:
+                raise ValueError(f"unknown provider {key!r} in instance_type; use one of {', '.join(known)}")
         return v
 
     @property
@@ -171,29 +230,29 @@ class DataSpec(_TrainPart):
 
 class Hyperparameters(_TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience")
-    epochs: float = Field(1, gt=0, description="passes over the training data")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (overrides epochs)")
-    learning_rate: float = Field(5e-4, gt=0)
-    batch_size: int = Field(8, ge=1, description="per-process batch size")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_seq_len: int = Field(128, ge=8)
+    epochs: float = Field(1, gt=0, le=100_000, description="passes over the training data")
+    max_steps: int | None = Field(None, ge=1, le=2**31 - 1, description="stop after this many optimizer steps (overrides epochs)")
+    learning_rate: float = Field(5e-4, gt=0, le=10)
+    batch_size: int = Field(8, ge=1, le=1_000_000, description="per-process batch size")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1_000_000)
+    max_seq_len: int = Field(128, ge=8, le=10_000_000)
     warmup_ratio: float = Field(0.0, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = Field(42)
+    weight_decay: float = Field(0.0, ge=0, le=100)
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="random seed (0 .. 2**32-1, as numpy accepts)")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
     )
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory, slower)")
-    eval_every: int | None = Field(None, ge=1, description="evaluate every N optimizer steps during training; null = only before/after")
+    eval_every: int | None = Field(None, ge=1, le=2**31 - 1, description="evaluate every N optimizer steps during training; null = only before/after")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
+        None, ge=1, le=1_000_000, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
     )
 
 
 class LoraSpec(_TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge",)
-    r: int = Field(16, ge=1, description="rank of the LoRA update matrices")
-    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    r: int = Field(16, ge=1, le=65_536, description="rank of the LoRA update matrices")
+    alpha: int = Field(32, ge=1, le=1_000_000, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: Union[Literal["auto"], list[str]] = Field(
         "auto", description="module names to adapt; auto = the attention and MLP projections of known architectures"
@@ -263,8 +322,8 @@ class TrainSpec(_TrainPart):
 
 
 class CheckpointSpec(_Strict):
-    every_steps: int = Field(50, ge=1, description="save a checkpoint every N optimizer steps")
-    keep: int = Field(2, ge=1, description="complete checkpoints kept on disk")
+    every_steps: int = Field(50, ge=1, le=2**31 - 1, description="save a checkpoint every N optimizer steps")
+    keep: int = Field(2, ge=1, le=1000, description="complete checkpoints kept on disk")
 
 
 class LocalSettings(_Strict):
@@ -272,42 +331,40 @@ class LocalSettings(_Strict):
     jobs_dir: str | None = Field(None, description="where job directories go; default $CLOUDTUNE_HOME/jobs")
 
 
-class AwsSettings(_Strict):
-    region: str | None = None
-    role: str | None = None
-    bucket: str | None = None
-    subnets: list[str] = Field(default_factory=list)
-    security_groups: list[str] = Field(default_factory=list)
-    kms_key: str | None = None
-    tags: dict[str, str] = Field(default_factory=dict)
-    network_isolation: bool = False
-    tensorboard: bool = False
+class ProvidersSpec(BaseModel):
+    """Per-provider settings. `local` is the core's; every other provider's section is validated by the settings
+    model its launcher declares (`Launcher.settings_model`), when that provider is used."""
 
-
-class GcpSettings(_Strict):
-    project: str | None = None
-    region: str | None = None
-    bucket: str | None = None
-    service_account: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-
-
-class AzureSettings(_Strict):
-    subscription_id: str | None = None
-    resource_group: str | None = None
-    workspace: str | None = None
-    compute: str = "serverless"
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
-class ProvidersSpec(_Strict):
+    model_config = ConfigDict(extra="allow", validate_default=True)
     local: LocalSettings = Field(default_factory=LocalSettings)
-    aws: AwsSettings = Field(default_factory=AwsSettings)
-    gcp: GcpSettings = Field(default_factory=GcpSettings)
-    azure: AzureSettings = Field(default_factory=AzureSettings)
+
+    @model_validator(mode="after")
+    def _sections(self) -> "ProvidersSpec":
+        from cloudtune.launcher import available_launchers
+
+        known = sorted(available_launchers())
+        for name, value in (self.__pydantic_extra__ or {}).items():
+            if name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, known, n=1)
+                raise ValueError(f"unknown provider {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+                                 + f"; providers: {', '.join(known)}")
+            if not isinstance(value, dict):
+                raise ValueError(f"providers.{name} must be a mapping of settings, e.g. {{region: ...}}")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """The settings given for provider `name` in the spec (only the keys the user wrote)."""
+        if name == "local":
+            return self.local.model_dump(include=self.local.model_fields_set)
+        return dict((self.__pydantic_extra__ or {}).get(name) or {})
 
 
 SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+InputName = Annotated[str, AfterValidator(lambda v: check_name("input", v))]
+EnvName = Annotated[str, AfterValidator(lambda v: check_name("environment variable", v))]
+SecretName = Annotated[str, AfterValidator(lambda v: check_name("secret", v))]
 SECRET_REF = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:|projects/[^/]+/secrets/[^/]+/versions/|https://[^/]+\.vault\.azure\.net/secrets/)")
 
 
@@ -317,13 +374,13 @@ class JobSpec(_Strict):
     name: str = Field(..., description="lowercase letters, digits and '-'; at most 40 characters")
     image: str | None = Field(None, description="container image URI; null = the provider's stock PyTorch image")
     resources: Resources = Field(default_factory=Resources)
-    inputs: dict[str, str] = Field(default_factory=dict, description="name -> URI or local path")
+    inputs: dict[InputName, str] = Field(default_factory=dict, description="name -> URI or local path")
     outputs: str | None = Field(None, description="base URI for model, checkpoints and logs")
     train: TrainSpec | None = None
     command: str | None = Field(None, description="command run in the bundled code dir instead of `train`")
     code: str = Field(".", description="source dir bundled with the job when `command` is used")
-    env: dict[str, str] = Field(default_factory=dict, description="plain, non-secret environment variables")
-    secrets: dict[str, str] = Field(default_factory=dict, description="NAME -> secret reference")
+    env: dict[EnvName, str] = Field(default_factory=dict, description="plain, non-secret environment variables")
+    secrets: dict[SecretName, str] = Field(default_factory=dict, description="NAME -> secret reference")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     retries: int = Field(0, ge=0, le=10, description="restarts after preemption or infrastructure failure")
     providers: ProvidersSpec = Field(default_factory=ProvidersSpec)
@@ -331,11 +388,14 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(NAME_PATTERN, v):
-            raise ValueError(
-                f"{v!r} is not a valid job name; use 1-40 lowercase letters, digits and '-', "
-                "starting and ending with a letter or digit, e.g. my-job-1"
-            )
+        return check_name("job", v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and (not v or re.search(r"[\s\x00-\x1f\x7f]", v)):
+            raise ValueError(f"image {shown(v)} is not an image URI (it is empty or holds a space or control character); "
+                             "give e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1, or null")
         return v
 
     @field_validator("command")
@@ -349,8 +409,6 @@ class JobSpec(_Strict):
     @classmethod
     def _inputs(cls, v: dict[str, str]) -> dict[str, str]:
         for key, uri in v.items():
-            if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", key):
-                raise ValueError(f"input name {key!r} must start with a letter and hold letters, digits, '_' or '-'")
             if not str(uri).strip():
                 raise ValueError(f"input {key!r} is empty; give a URI (s3://, gs://, ...) or a local path")
         return v
@@ -358,22 +416,20 @@ class JobSpec(_Strict):
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
+        """Numbers and booleans become the text the job sees (true/false); names are checked by EnvName."""
         if not isinstance(v, dict):
             return v
         for key, val in v.items():
-            if not SECRET_NAME.match(str(key)):
-                raise ValueError(f"environment variable name {key!r} is invalid; use letters, digits and '_'")
             if isinstance(val, (dict, list)) or val is None:
-                raise ValueError(f"env.{key} must be a plain value (string, number or boolean)")
-        return {str(k): (str(val).lower() if isinstance(val, bool) else str(val)) for k, val in v.items()}
+                raise ValueError(f"env.{shown(key)[1:-1] if isinstance(key, str) else key} must be a plain value "
+                                 "(string, number or boolean)")
+        return {k: (str(val).lower() if isinstance(val, bool) else str(val)) for k, val in v.items()}
 
     @field_validator("secrets")
     @classmethod
     def _secrets(cls, v: dict[str, str]) -> dict[str, str]:
         for key, ref in v.items():
-            if not SECRET_NAME.match(key):
-                raise ValueError(f"secret name {key!r} is invalid; use letters, digits and '_'")
-            if not SECRET_REF.match(str(ref)):
+            if not SECRET_REF.match(str(ref)) or re.search(r"[\s\x00-\x1f\x7f]", ref):
                 raise ValueError(
                     f"secret {key!r} must be a reference, not a value: an AWS Secrets Manager ARN, "
                     "a GCP secret version (projects/P/secrets/S/versions/V) or an Azure Key Vault secret URI"
@@ -419,31 +475,6 @@ def is_remote(uri: str) -> bool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path in a YAML document to its 1-based line number (best effort)."""
-    import yaml
-
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: Any, path: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                key = (*path, str(key_node.value))
-                lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                lines[(*path, str(i))] = item.start_mark.line + 1
-                walk(item, (*path, str(i)))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    walk(root, ())
-    return lines
-
-
 def _model_for_path(path: tuple[str, ...]) -> type[BaseModel] | None:
     model: type[BaseModel] | None = JobSpec
     for part in path:
@@ -470,9 +501,9 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
     import difflib
 
     issues: list[SpecIssue] = []
-    for err in error.errors(include_url=False):
+    for err in error.errors(include_url=False)[:MAX_ISSUES]:
         loc = tuple(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "literal[")))
-        loc = tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]", "dict[str,str]"))
+        loc = tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]", "dict[str,str]", "[key]"))
         kind = err["type"]
         secret = bool(loc) and loc[0] == "secrets"
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -480,8 +511,8 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         if kind == "extra_forbidden":
             parent = _model_for_path(loc[:-1])
             known = list(parent.model_fields) if parent else []
-            close = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.6)
-            msg = f"unknown key {loc[-1]!r}"
+            close = difflib.get_close_matches(loc[-1][:100], known, n=1, cutoff=0.6)
+            msg = f"unknown key {shown(loc[-1])}"
             hint = f"did you mean {close[0]!r}?" if close else (f"allowed keys: {', '.join(known)}" if known else "remove it")
         elif kind == "missing":
             msg = "this field is required"
@@ -489,7 +520,7 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         elif kind == "literal_error":
             hint = "use one of the listed values"
         elif kind.endswith("_type") or kind.endswith("_parsing"):
-            got = "" if secret else f"got {err.get('input')!r}; "  # a secret's value is never echoed
+            got = "" if secret else f"got {shown(err.get('input'))}; "  # a secret's value is never echoed
             hint = got + _TYPE_HINTS.get(kind.split("_")[0], "give a value of the type named above")
         line = None
         override = _longest_prefix(loc, overridden)
@@ -497,8 +528,58 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
             msg = f"{msg} (from --set {override.partition('=')[0] + '=...' if secret else override})"
         else:
             line = _longest_prefix(loc, lines)
-        issues.append(SpecIssue(path=".".join(loc) or "<spec>", message=msg, line=line, hint=hint))
+        issues.append(SpecIssue(path=field_path(loc), message=msg, line=line, hint=hint))
     return issues
+
+
+def field_path(loc: tuple[str, ...]) -> str:
+    """A field path as errors print it: `a.b.c`, with a key holding a newline or other control character quoted."""
+    return ".".join(part if part.isprintable() else shown(part) for part in loc) or "<spec>"
+
+
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot travel to a job (process environment, JSON file, command line), or None."""
+    if "\x00" in text:
+        return "holds a NUL byte (\\0), which no environment variable, path or command can carry"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "holds a lone surrogate escape (e.g. \\ud800), which is not text"
+    return None
+
+
+def _text_issues(data: Any, lines: dict[tuple[str, ...], int], overridden: dict[tuple[str, ...], str]) -> list[SpecIssue]:
+    """Every key and string value in `data` that `_text_problem` refuses (bounded: MAX_ISSUES, nesting MAX_DEPTH)."""
+    from cloudtune.spec_yaml import MAX_DEPTH
+
+    issues: list[SpecIssue] = []
+    seen: set[int] = set()
+    stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
+    while stack and len(issues) < MAX_ISSUES:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                issues.append(_issue_at(path, f"the value {problem}", "remove it", lines, overridden))
+        elif isinstance(value, (dict, list)) and id(value) not in seen and len(path) <= MAX_DEPTH:
+            seen.add(id(value))
+            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+            for key, item in reversed(items):
+                child = (*path, str(key))
+                problem = _text_problem(key) if isinstance(key, str) else None
+                if problem:
+                    issues.append(_issue_at(child, f"the key {problem}", "remove it", lines, overridden))
+                stack.append((child, item))
+    return issues
+
+
+def _issue_at(loc: tuple[str, ...], message: str, hint: str, lines: dict[tuple[str, ...], int],
+              overridden: dict[tuple[str, ...], str]) -> SpecIssue:
+    """An issue at field path `loc`, named by its YAML line, or by its `--set` flag when one set it."""
+    override = _longest_prefix(loc, overridden)
+    if override is not None:
+        return SpecIssue(field_path(loc), f"{message} (from --set {override.partition('=')[0]}=...)", None, hint)
+    return SpecIssue(field_path(loc), message, _longest_prefix(loc, lines), hint)
 
 
 def _longest_prefix(loc: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> Any:
@@ -516,61 +597,100 @@ _TYPE_HINTS = {
 }
 
 
-def validate_spec(data: Any, *, source: str = "<spec>", text: str | None = None, base_dir: Path | None = None,
-                  overrides: list[str] | None = None) -> JobSpec:
-    """Validate a mapping as a JobSpec and resolve relative paths against `base_dir`.
+MAX_ISSUES = 50
+"""At most this many problems are listed per spec; a count of the rest follows."""
 
-    `overrides` are the `--set` items already applied to `data`; errors in their values name them."""
+
+def _overridden(overrides: list[str] | None) -> dict[tuple[str, ...], str]:
+    return {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides or []}
+
+
+def validate_spec(data: Any, *, source: str = "<spec>", text: str | None = None, base_dir: Path | None = None,
+                  overrides: list[str] | None = None, lines: dict[tuple[str, ...], int] | None = None,
+                  known_issues: list[SpecIssue] | tuple[SpecIssue, ...] = ()) -> JobSpec:
+    """Validate a mapping as a JobSpec, check and resolve its local paths against `base_dir`.
+
+    `overrides` are the `--set` items already applied to `data`; errors in their values name them. `lines` maps key
+    paths to YAML lines (else they are taken from `text`, when given). `known_issues` (found in the YAML itself) are
+    reported together with the validation errors. Raises SpecError listing every problem found."""
     if not isinstance(data, dict):
         raise SpecError(source, [SpecIssue("<spec>", "the spec must be a YAML mapping of keys to values", None, "start from `cloudtune init`")])
-    lines = _line_index(text) if text else {}
+    if lines is None:
+        from cloudtune.spec_yaml import compose
+
+        lines = compose(text, source)[1] if text else {}
+    overridden = _overridden(overrides)
+    issues = list(known_issues) + _text_issues(data, lines, overridden)
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        overridden = {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides or []}
-        raise SpecError(source, _issues_from(exc, lines, overridden)) from None
-    return resolve_paths(spec, base_dir or Path.cwd())
+        reported = {i.path for i in issues}
+        issues += [i for i in _issues_from(exc, lines, overridden) if i.path not in reported]
+    except RecursionError:  # a mapping that contains itself, built in Python
+        issues.append(SpecIssue("<spec>", "the spec contains itself (a cyclic reference)", None, "give plain nested values"))
+    if issues:
+        raise SpecError(source, issues)
+    return resolve_paths(spec, base_dir or Path.cwd(), source=source, lines=lines)
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The spec file's text, or SpecError: missing, not a file, unreadable, too large, not UTF-8."""
+    from cloudtune.spec_yaml import MAX_BYTES
+
+    def fail(message: str, hint: str) -> SpecError:
+        return SpecError(source, [SpecIssue("<file>", message, None, hint)])
+
+    try:
+        if not path.exists():
+            raise fail(f"no such file: {path}", "check the path, or create one with `cloudtune init`")
+        if not path.is_file():
+            raise fail(f"{path} is not a file", "give the path of a job.yaml")
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise fail(f"the file is {size:,} bytes; a job spec may be at most {MAX_BYTES:,}",
+                       "a job spec is small: keep data and long values in files it names")
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})", "save the file as UTF-8") from None
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}", "check the path and its permissions") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path given to the API
+        raise fail(f"cannot read {shown(str(path))}: {exc}", "check the path") from None
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    """Read, override (`K=V` strings) and validate a job.yaml."""
-    import yaml
+    """Read, override (`K=V` strings) and validate a job.yaml. The YAML is parsed once (see cloudtune.spec_yaml)."""
+    from cloudtune.spec_yaml import ambiguous_numbers, inexact_env, load_yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise SpecError(str(path), [SpecIssue("<file>", f"no such file: {path}", None, "check the path, or create one with `cloudtune init`")])
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(str(path), [SpecIssue("<file>", f"not UTF-8 text (byte {exc.start} is {exc.object[exc.start:exc.start + 1]!r})",
-                                              None, "save the file as UTF-8")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError(str(path), [SpecIssue("<yaml>", f"not valid YAML: {getattr(exc, 'problem', exc)}", mark.line + 1 if mark else None, "fix the indentation or quoting on that line")]) from None
-    if data is None:
-        data = {}
+    source = str(path)
+    loaded = load_yaml(_read_text(p, source), source)
+    data = {} if loaded.data is None else loaded.data
+    issues = inexact_env(loaded.root) + ambiguous_numbers(loaded.root)
     if overrides and isinstance(data, dict):
         data = apply_overrides(data, overrides)
-    return validate_spec(data, source=str(path), text=text, base_dir=p.resolve().parent, overrides=overrides)
+        overridden = _overridden(overrides)
+        issues = [i for i in issues if _longest_prefix(tuple(i.path.split(".")), overridden) is None]
+    return validate_spec(data, source=source, base_dir=p.resolve().parent, overrides=overrides, lines=loaded.lines,
+                         known_issues=issues)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b.c=value` overrides (value parsed as YAML) to a copy of `data`."""
-    import yaml
+    """Apply `a.b.c=value` overrides to a copy of `data`. A value is parsed as YAML (text that is not YAML stays
+    text) under the same limits as a job.yaml; an `env.NAME` value is taken exactly as written."""
+    from cloudtune.spec_yaml import MAX_DEPTH
 
     out = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
         if not sep or not key.strip():
             raise SpecError("--set", [SpecIssue(item, "an override must look like KEY=VALUE", None, "e.g. --set resources.nodes=2")])
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        if len(parts) > MAX_DEPTH:
+            raise SpecError("--set", [SpecIssue(shown(key), f"the key nests deeper than {MAX_DEPTH} levels", None,
+                                                "name a field of the spec, e.g. resources.nodes")])
+        value = raw if parts[0] == "env" and len(parts) == 2 else _override_value(key.strip(), raw)
         node = out
-        parts = key.strip().split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
@@ -579,22 +699,91 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
+def _override_value(key: str, raw: str) -> Any:
+    """A `--set` value: YAML when it parses (within the limits), else the text itself."""
+    from cloudtune.spec_yaml import YamlSyntaxError, ambiguous_numbers, load_yaml
+
+    if raw == "":
+        return ""
+    source = f"--set {shown(key)[1:-1]}"
+    try:
+        loaded = load_yaml(raw, source)
+    except YamlSyntaxError:
+        return raw
+    issues = ambiguous_numbers(loaded.root, skip=())
+    if issues:
+        raise SpecError(source, [SpecIssue(key, issues[0].message, None, issues[0].hint)])
+    return loaded.data
+
+
 def _looks_local(value: str) -> bool:
     return value.startswith(("./", "../", "/", "~")) or value in (".", "..")
 
 
-def resolve_paths(spec: JobSpec, base_dir: Path) -> JobSpec:
-    """Return a copy with local input paths, a local model path and `code` made absolute."""
-    def absolute(value: str) -> str:
-        return str((base_dir / Path(value).expanduser()).resolve())
+PATH_HINT = "give a path the file system accepts: no NUL byte, each name at most 255 bytes, at most 4095 bytes in all"
 
-    inputs = {k: (v if is_remote(v) else absolute(v)) for k, v in spec.inputs.items()}
-    update: dict[str, Any] = {"inputs": inputs, "code": absolute(spec.code)}
+
+def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
+                  lines: dict[tuple[str, ...], int] | None = None) -> JobSpec:
+    """Return a copy with local input paths, a local model path and `code` made absolute.
+
+    Every local path (and `providers.local.jobs_dir`) is checked as given and once resolved, so that validation,
+    the dry run and the job agree: SpecError names each path the file system would refuse (see `path_problem`)."""
+    issues: list[SpecIssue] = []
+
+    def absolute(loc: tuple[str, ...], value: str) -> str:
+        problem = path_problem(value)
+        resolved = value
+        if problem is None:
+            try:
+                resolved = str((base_dir / Path(value).expanduser()).resolve())
+            except (RuntimeError, OSError, ValueError) as exc:  # ~nosuchuser, a symlink loop
+                problem = f"cannot be resolved ({exc})"
+            else:
+                later = path_problem(resolved)
+                problem = f"resolves to a path that {later}" if later else None
+        if problem:
+            issues.append(SpecIssue(field_path(loc), f"the path {shown(value)} {problem}",
+                                    _longest_prefix(loc, lines or {}), PATH_HINT))
+        return resolved
+
+    inputs = {k: (v if is_remote(v) else absolute(("inputs", k), v)) for k, v in spec.inputs.items()}
+    update: dict[str, Any] = {"inputs": inputs, "code": absolute(("code",), spec.code)}
     if spec.train is not None:
         model = spec.train.model
-        if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or (base_dir / model).exists()):
-            update["train"] = spec.train.model_copy(update={"model": absolute(model)})
+        if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or _exists(base_dir, model)):
+            update["train"] = spec.train.model_copy(update={"model": absolute(("train", "model"), model)})
+    jobs_dir = spec.providers.local.jobs_dir
+    if jobs_dir is not None:
+        absolute(("providers", "local", "jobs_dir"), jobs_dir)
+    if issues:
+        raise SpecError(source, issues)
     return spec.model_copy(update=update)
+
+
+def _exists(base_dir: Path, name: str) -> bool:
+    """Whether `name` is an existing path under `base_dir` (a name the file system refuses is not one)."""
+    if path_problem(name) or path_problem(str(base_dir / name)):
+        return False
+    try:
+        return (base_dir / name).exists()
+    except (OSError, ValueError):
+        return False
+
+
+def check_offline(spec: JobSpec) -> None:
+    """Run the checks a dry run makes that need no provider, so that `cloudtune validate` and the dry run agree:
+    local inputs exist and a local `train.model` is a saved model (cloudtune.jobconfig.check_local_inputs), and a
+    command job's code dir bundles. (The accelerator name is checked against the catalog with the spec itself.)
+
+    Raises a CloudtuneError (exit 2) naming what is wrong; `spec` has been through `resolve_paths`."""
+    from cloudtune.jobconfig import check_local_inputs, with_model_input
+
+    check_local_inputs(with_model_input(spec))
+    if spec.command is not None:
+        from cloudtune.bundle import build_bundle
+
+        build_bundle(Path(spec.code))
 
 
 def json_schema() -> dict[str, Any]:

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import re
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"\s*([0-9]{1,12}(?:\.[0-9]{1,9})?)\s*([smhd]?)\s*", re.ASCII)
 _FACTOR = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_S = 365 * 86400
+"""Longest duration the spec accepts (a year); each cloud's own, lower limit is checked by its launcher."""
 
 
 def parse_duration(value: str | int | float) -> int:
-    """`90m`, `2h`, `1d`, `3600s` or a number of seconds -> whole seconds (> 0)."""
+    """`90m`, `2h`, `1d`, `3600s` or a number of seconds -> whole seconds, 1 .. MAX_DURATION_S.
+
+    Raises ValueError (never OverflowError) for anything else: a bool, NaN, an infinity, an out-of-range number."""
+    usage = "write 90m, 2h, 1d or a number of seconds"
     if isinstance(value, bool):
-        raise ValueError("a duration must be like 90m, 2h, 1d or a number of seconds")
+        raise ValueError(f"a duration must be like 90m, 2h or 1d; {usage}")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"duration {value!r} is not a finite number; {usage}")
+        if abs(value) > MAX_DURATION_S:
+            raise ValueError(f"duration {_short(value)} seconds is over {MAX_DURATION_S // 86400} days; {usage}")
         seconds = int(value)
     else:
-        m = _DURATION.match(str(value).lower())
+        m = _DURATION.fullmatch(str(value).lower())
         if not m:
-            raise ValueError(f"{value!r} is not a duration; write 90m, 2h, 1d or a number of seconds")
-        seconds = int(float(m.group(1)) * _FACTOR[m.group(2)])
+            raise ValueError(f"{_short(value)} is not a duration; {usage}")
+        amount = float(m.group(1)) * _FACTOR[m.group(2)]
+        if amount > MAX_DURATION_S:
+            raise ValueError(f"duration {_short(value)} is over {MAX_DURATION_S // 86400} days; {usage}")
+        seconds = int(amount)
     if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
+        raise ValueError(f"duration {_short(value)} must be at least one second")
     return seconds
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters (a 400-digit number stays readable in an error)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

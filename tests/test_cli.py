@@ -23,13 +23,21 @@ def imported(stderr: str) -> set[str]:
     return {line.split("|")[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
+def make_model_dir(path: Path) -> Path:
+    """A directory the plan-time checks take for a saved model: config, weights and a tokenizer file."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 1024}')
+    (path / "model.safetensors").write_bytes(b"")
+    (path / "tokenizer.json").write_text("{}")
+    return path
+
+
 @pytest.fixture
 def spec_file(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
     (tmp_path / "data/train.jsonl").write_text('{"text": "a"}\n')
     (tmp_path / "data/eval.jsonl").write_text('{"text": "b"}\n')
-    (tmp_path / "models/tiny").mkdir(parents=True)
-    (tmp_path / "models/tiny/config.json").write_text("{}")
+    make_model_dir(tmp_path / "models/tiny")
     spec = tmp_path / "job.yaml"
     spec.write_text(
         "name: clitest\n"
@@ -102,7 +110,14 @@ def test_validate_schema_init(tmp_path: Path, spec_file: Path) -> None:
     target = tmp_path / "new" / "job.yaml"
     target.parent.mkdir()
     assert run_cli("init", str(target), home=tmp_path).returncode == 0
-    assert run_cli("validate", str(target), home=tmp_path).returncode == 0
+    res = run_cli("validate", str(target), home=tmp_path)  # the template names inputs that do not exist yet
+    assert res.returncode == 2 and "inputs not found" in res.stderr and "Traceback" not in res.stderr
+    for name in ("data/train.jsonl", "data/eval.jsonl"):
+        (target.parent / name).parent.mkdir(parents=True, exist_ok=True)
+        (target.parent / name).write_text('{"text": "a"}\n')
+    make_model_dir(target.parent / "models/base")
+    res = run_cli("validate", str(target), home=tmp_path)
+    assert res.returncode == 0, res.stderr
     again = run_cli("init", str(target), home=tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
 
