@@ -5,12 +5,14 @@ Regenerate after an intended change with CLOUDTUNE_UPDATE_GOLDEN=1 python -m pyt
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from cloudtune.bundle import build_bundle
+from tests.golden import assert_golden
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.spec import LocalSettings, validate_spec
 
@@ -24,6 +26,8 @@ def project(tmp: Path) -> Path:
     (tmp / "data/eval.jsonl").write_text('{"text": "three"}\n')
     (tmp / "models/tiny").mkdir(parents=True)
     (tmp / "models/tiny/config.json").write_text('{"model_type": "gpt2"}')
+    (tmp / "models/tiny/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer
+    (tmp / "models/tiny/tokenizer.json").write_text("{}")      # are there, not what they hold
     (tmp / "src").mkdir()
     (tmp / "src/train.py").write_text("print('hi')\n")
     return tmp
@@ -56,10 +60,7 @@ def test_golden_plan(tmp_path: Path, scenario: str) -> None:
     spec = validate_spec(data, base_dir=tmp)
     bundle = build_bundle(Path(spec.code), dest=tmp_path / "bundles") if spec.command else None
     plan = LocalLauncher(home=home).plan(spec, LocalSettings(emulate=emulate), suffix=SUFFIX, bundle=bundle)
-    got = normalise(plan.to_json(indent=2), tmp, home).replace(str(tmp_path / "bundles"), "<bundles>") + "\n"
-    path = GOLDEN / f"{scenario}.json"
-    if os.environ.get("CLOUDTUNE_UPDATE_GOLDEN") or not path.exists():
-        path.write_text(got)
-    assert got == path.read_text(), f"plan changed; diff against {path}"
+    got = normalise(plan.to_json(indent=2), tmp, home).replace(str(tmp_path / "bundles"), "<bundles>")
+    assert_golden(GOLDEN / f"{scenario}.json", json.loads(got))
     if spec.secrets:  # secrets travel by name and reference only
         assert "HF_TOKEN" in got and "arn:aws:secretsmanager" in got
