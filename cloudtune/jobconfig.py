@@ -38,9 +38,12 @@ def find_saved_model(path: Path) -> Path | None:
     return found[0] if len(found) == 1 else None
 
 
-def check_local_inputs(spec: JobSpec) -> None:
-    """Reject, before anything is uploaded or run, local inputs that do not exist and a local `train.model` that
-    is not a saved model. `spec` has been through `with_model_input`."""
+def check_local_inputs(spec: JobSpec) -> list[str]:
+    """Reject, before anything is uploaded or run, local inputs that do not exist, a local `train.model` that
+    is not a saved model, and what the preflight finds in the local data and model (encoding, format, fields,
+    labels, tokenizer files, max_seq_len against the model's positions): `cloudtune.preflight.PreflightError`,
+    exit 2. Returns warnings that do not stop the job. `spec` has been through `with_model_input`. Imports no
+    torch."""
     local = {name: Path(uri) for name, uri in spec.inputs.items() if not is_remote(uri)}
     missing = sorted(name for name, path in local.items() if not path.exists())
     if missing:
@@ -55,12 +58,16 @@ def check_local_inputs(spec: JobSpec) -> None:
             fix="point train.model at a directory written by save_pretrained (config.json, weights, tokenizer), "
                 "or give a hub id",
         )
+    from cloudtune.preflight import check_spec_inputs
+
+    return check_spec_inputs(spec)
 
 
 def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, code_uri: str | None = None) -> dict[str, Any]:
     """`inputs` are the URIs as the container sees them (the launcher's uploads already applied).
 
-    Secrets travel as references only; `cloudtune-run` resolves them at start.
+    Secrets travel as references only; `cloudtune-run` resolves them at start. A `train` job also carries
+    `sources`: each input's path or URI as given in the spec, which the recipes name in their errors.
     """
     job: dict[str, Any] = {
         "name": spec.name,
@@ -72,6 +79,8 @@ def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, 
     }
     if spec.train is not None:
         job["train"] = spec.train.model_dump(mode="json")
+        # the user's own name (local path or URI) of each input, so that errors inside the job name it
+        job["sources"] = dict(sorted(spec.inputs.items()))
     else:
         job["command"] = spec.command
     if code_uri:

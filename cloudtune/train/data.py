@@ -16,6 +16,7 @@ token attends across examples.
 
 from __future__ import annotations
 
+import codecs
 import json
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,20 +26,21 @@ from cloudtune.errors import JobInputError
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".txt")
 
 
-def data_files(path: Path) -> list[Path]:
-    """The data files of an input: the file itself, or every data file under a directory in sorted order."""
+def data_files(path: Path, shown: str | None = None) -> list[Path]:
+    """The data files of an input: the file itself, or every data file under a directory in sorted order.
+    `shown` names the input in errors (the user's path or URI)."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise JobInputError(f"data input {path} does not exist")
+        raise JobInputError(f"data input {shown or path} does not exist")
     files = sorted(
         p for p in path.rglob("*")
         if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:
-        raise JobInputError(f"data input {path} holds no data files ({', '.join(DATA_SUFFIXES)})")
+        raise JobInputError(f"data input {shown or path} holds no data files ({', '.join(DATA_SUFFIXES)})")
     return files
 
 
@@ -56,7 +58,72 @@ def _kind(path: Path, text: str) -> str:
     return "json" if head == "[" else "jsonl" if head == "{" else "txt"
 
 
-def _field(record: Any, field: str, path: Path, line: int) -> str:
+def shown_name(file: Path, root: Path, shown: str | None) -> str:
+    """How an error names `file`, read from the input at `root`: under `shown`, the user's own name for that input
+    (the path or URI in the spec), when it is known; else the path as read.
+
+    A file input arrives as a directory holding that one file (SageMaker channels, local copies), so a file whose
+    name is the last part of `shown` is `shown` itself; any other file is `shown/<path inside the input>`.
+    """
+    if shown is None:
+        return str(file)
+    file, root = Path(file), Path(root)
+    if file == root:
+        return shown
+    rel = file.relative_to(root).as_posix() if file.is_relative_to(root) else file.name
+    base = shown.rstrip("/")
+    return shown if rel == base.rsplit("/", 1)[-1] else f"{base}/{rel}"
+
+
+_BOMS = {codecs.BOM_UTF16_LE: "UTF-16", codecs.BOM_UTF16_BE: "UTF-16", codecs.BOM_UTF32_LE: "UTF-32",
+         codecs.BOM_UTF32_BE: "UTF-32"}
+
+
+def _not_utf8(raw: bytes, shown: str) -> str | None:
+    """Why `raw` is plainly not UTF-8 text as a whole (a UTF-16/32 byte-order mark, gzip, NUL bytes), or None."""
+    for bom, name in sorted(_BOMS.items(), key=lambda kv: -len(kv[0])):
+        if raw.startswith(bom):
+            return f"{shown}: {name} text, not UTF-8; save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
+    if raw.startswith(b"\x1f\x8b"):
+        return f"{shown}: a gzip-compressed file; decompress it (gunzip) or give the uncompressed file"
+    if raw.startswith(b"PAR1"):
+        return f"{shown}: a Parquet file under a text suffix; rename it to .parquet"
+    nul = raw.find(b"\x00", 0, 1 << 16)
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        return (f"{shown}: not text (a NUL byte at offset {nul}, line {line}: UTF-16 without a byte-order mark, or a "
+                f"binary file); save it as UTF-8 text")
+    return None
+
+
+def decode_text(raw: bytes, shown: str, truncated: bool = False) -> str:
+    """`raw` as UTF-8 text (a UTF-8 byte-order mark is dropped). Anything else is a JobInputError naming the file,
+    the byte, its offset and line, and the fix. `truncated`: `raw` is the start of a longer file, so a character cut
+    at its end is not an error."""
+    problem = _not_utf8(raw, shown)
+    if problem:
+        raise JobInputError(problem)
+    skip = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return raw[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = skip + exc.start
+        if truncated and exc.reason == "unexpected end of data" and offset >= len(raw) - 3:
+            return raw[skip:offset].decode("utf-8")
+        line = raw.count(b"\n", 0, offset) + 1
+        guess = ""
+        try:
+            raw.decode("cp1252")
+            guess = "; it looks like Windows-1252 (cp1252) text"
+        except UnicodeDecodeError:
+            pass
+        raise JobInputError(
+            f"{shown}: not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset}, line {line}{guess}); "
+            f"save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
+        ) from None
+
+
+def _field(record: Any, field: str, path: str, line: int) -> str:
     if not isinstance(record, dict):
         raise JobInputError(f"{path}, line {line}: expected a JSON object with a {field!r} field, got {type(record).__name__}")
     if field not in record:
@@ -70,8 +137,10 @@ def _field(record: Any, field: str, path: Path, line: int) -> str:
     return value
 
 
-def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line, element) for each element of a top-level JSON array, keeping line numbers."""
+def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple[int, Any]]:
+    """Yield (line, element) for each element of a top-level JSON array, keeping line numbers.
+
+    `truncated`: `text` is the start of the file; stop quietly at the first element it cuts."""
     decoder = json.JSONDecoder()
     n = len(text)
 
@@ -91,12 +160,16 @@ def _json_array(text: str, path: Path) -> Iterator[tuple[int, Any]]:
         try:
             obj, i = decoder.raw_decode(text, i)
         except json.JSONDecodeError as exc:
+            if truncated:
+                return
             raise JobInputError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
         yield line, obj
         i = skip(i)
         if i < n and text[i] == ",":
             i = skip(i + 1)
         elif i < n and text[i] == "]":
+            return
+        elif truncated and i >= n:
             return
         else:
             raise JobInputError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'")
@@ -106,58 +179,108 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in (".parquet", ".pq")
 
 
-def read_file_records(path: Path, text_field: str = "text") -> list[tuple[str, Any]]:
-    """(where, record) for each record of one data file; `where` is `"<file>, line N"` or `"<file>, row N"`."""
-    path = Path(path)
-    if _is_parquet(path):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:  # pragma: no cover - pyarrow is a dependency of the training image
-            raise JobInputError(f"{path}: reading Parquet needs pyarrow; pip install pyarrow") from None
-        try:
+def _parquet_records(path: Path, shown: str, max_rows: int | None = None) -> list[tuple[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a dependency of the training image
+        raise JobInputError(f"{shown}: reading Parquet needs pyarrow; pip install pyarrow") from None
+    try:
+        if max_rows is None:
             rows = pq.read_table(str(path)).to_pylist()
-        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-            raise JobInputError(f"{path}: not a readable Parquet file: {exc}") from None
-        return [(f"{path}, row {i}", row) for i, row in enumerate(rows, start=1)]
-    text = path.read_text(encoding="utf-8-sig")
-    kind = _kind(path, text)
-    if kind == "txt":
-        return [(f"{path}, line {i}", {text_field: ln.rstrip("\r")})
-                for i, ln in enumerate(text.split("\n"), start=1) if ln.strip()]
-    if kind == "csv":
-        import csv
-        import io
+        else:
+            batch = next(pq.ParquetFile(str(path)).iter_batches(batch_size=max_rows), None)
+            rows = batch.to_pylist() if batch is not None else []
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise JobInputError(f"{shown}: not a readable Parquet file: {exc}") from None
+    return [(f"{shown}, row {i}", row) for i, row in enumerate(rows, start=1)]
 
-        reader = csv.DictReader(io.StringIO(text, newline=""))
+
+def parse_records(text: str, path: Path, shown: str, text_field: str = "text",
+                  truncated: bool = False) -> Iterator[tuple[str, Any]]:
+    """(where, record) for each record of the decoded text of data file `path`, named `shown` in errors.
+    `truncated`: `text` is the start of the file: its last, possibly cut, line or element is left out."""
+    kind = _kind(path, text)
+    if truncated and kind != "json":
+        text = text[: text.rfind("\n") + 1]
+    if kind == "txt":
+        yield from ((f"{shown}, line {i}", {text_field: ln.rstrip("\r")})
+                    for i, ln in enumerate(text.split("\n"), start=1) if ln.strip())
+    elif kind == "csv":
+        yield from _csv_records(text, shown)
+    elif kind == "json":
+        yield from ((f"{shown}, line {line}", rec) for line, rec in _json_array(text, shown, truncated))
+    else:
+        for line, raw in enumerate(text.split("\n"), start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}") from None
+            yield f"{shown}, line {line}", record
+
+
+def _csv_records(text: str, shown: str) -> Iterator[tuple[str, Any]]:
+    import csv
+    import io
+
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         if not reader.fieldnames:
-            raise JobInputError(f"{path}: a .csv data file needs a header row naming its columns")
-        out: list[tuple[str, Any]] = []
+            raise JobInputError(f"{shown}: a .csv data file needs a header row naming its columns")
         for row in reader:
             if None in row:
-                raise JobInputError(f"{path}, line {reader.line_num}: more values than the header has columns")
-            out.append((f"{path}, line {reader.line_num}", dict(row)))
-        return out
-    if kind == "json":
-        return [(f"{path}, line {line}", rec) for line, rec in _json_array(text, path)]
-    records: list[tuple[str, Any]] = []
-    for line, raw in enumerate(text.split("\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise JobInputError(f"{path}, line {line}: invalid JSON: {exc.msg}") from None
-        records.append((f"{path}, line {line}", record))
-    return records
+                raise JobInputError(f"{shown}, line {reader.line_num}: more values than the header has columns")
+            yield f"{shown}, line {reader.line_num}", dict(row)
+    except csv.Error as exc:
+        raise JobInputError(f"{shown}, line {reader.line_num}: not valid CSV: {exc}") from None
 
 
-def read_records(path: Path, text_field: str = "text") -> list[tuple[str, Any]]:
-    """Every record of an input (a file or a directory of data files), in file order, with where it came from."""
+def read_file_records(path: Path, text_field: str = "text", shown: str | None = None) -> list[tuple[str, Any]]:
+    """(where, record) for each record of one data file; `where` is `"<file>, line N"` or `"<file>, row N"`, the
+    file named `shown` (the user's name for it) when given."""
+    path = Path(path)
+    shown = shown or str(path)
+    if _is_parquet(path):
+        return _parquet_records(path, shown)
+    return list(parse_records(decode_text(path.read_bytes(), shown), path, shown, text_field))
+
+
+def sample_file_records(path: Path, text_field: str, shown: str, max_bytes: int,
+                        max_records: int) -> tuple[list[tuple[str, Any]], bool]:
+    """The first records of one data file, read from at most `max_bytes` of it (the whole of that is checked to be
+    UTF-8). Returns (records, complete): `complete` when the file was read to its end."""
+    path = Path(path)
+    if _is_parquet(path):
+        records = _parquet_records(path, shown, max_records)
+        return records, len(records) < max_records
+    with open(path, "rb") as fh:
+        raw = fh.read(max_bytes + 1)
+    truncated = len(raw) > max_bytes
+    text = decode_text(raw[:max_bytes] if truncated else raw, shown, truncated)
     records: list[tuple[str, Any]] = []
-    for file in data_files(Path(path)):
-        records.extend(read_file_records(file, text_field))
+    try:
+        for item in parse_records(text, path, shown, text_field, truncated):
+            if len(records) >= max_records:
+                return records, False
+            records.append(item)
+    except JobInputError:
+        if not (truncated and _kind(path, text) == "csv" and records):
+            raise  # a quoted CSV cell cut by the byte limit is not an error in the file
+    if truncated and _kind(path, text) != "json":
+        records = records[:-1]  # the last row may be cut short
+    return records, not truncated
+
+
+def read_records(path: Path, text_field: str = "text", shown: str | None = None) -> list[tuple[str, Any]]:
+    """Every record of an input (a file or a directory of data files), in file order, with where it came from.
+    `shown`: the user's name for the input (see `shown_name`), used in every error and `where`."""
+    path = Path(path)
+    records: list[tuple[str, Any]] = []
+    for file in data_files(path, shown):
+        records.extend(read_file_records(file, text_field, shown_name(file, path, shown)))
     if not records:
-        raise JobInputError(f"data input {path} holds no records")
+        raise JobInputError(f"data input {shown or path} holds no records")
     return records
 
 
@@ -178,7 +301,7 @@ def read_file(path: Path, text_field: str) -> list[str]:
     out = []
     for where, record in read_file_records(path, text_field):
         line = where.rsplit(" ", 1)[-1]
-        out.append(_field(record, text_field, path, int(line)))
+        out.append(_field(record, text_field, str(path), int(line)))
     return out
 
 
@@ -277,34 +400,64 @@ def check_messages(messages: Any, where: str, field: str) -> list[dict[str, str]
     return out
 
 
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool) -> str:
+TEMPLATE_OPTION = "train.data.chat_template"
+
+
+def _template_fix(message: str) -> str:
+    text = message.lower()
+    if "system" in text:
+        return ("merge the system message into the first user turn, or use a template that supports a system role "
+                f"({TEMPLATE_OPTION})")
+    if "alternate" in text or "role" in text:
+        return ("make the turns alternate as the template expects (user, assistant, user, ...), or use another "
+                f"template ({TEMPLATE_OPTION})")
+    return f"fix the conversation, or give a template that renders it ({TEMPLATE_OPTION})"
+
+
+def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, where: str = "a record",
+            option: str = "the tokenizer's chat template") -> str:
+    """The conversation rendered by the chat template. A template that refuses it (raise_exception) or does not
+    compile is a JobInputError naming `where`, the template (`option`) and a fix."""
     if not messages:
         return ""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    from jinja2.exceptions import TemplateError, TemplateSyntaxError
+
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    except TemplateSyntaxError as exc:
+        raise JobInputError(f"{option}: not a valid Jinja template: {exc.message} (template line {exc.lineno}); "
+                            f"fix it or set {TEMPLATE_OPTION}") from None
+    except TemplateError as exc:
+        message = str(exc.message if getattr(exc, "message", None) else exc)
+        raise JobInputError(f"{where}: the chat template ({option}) refused this conversation: {message}; "
+                            f"{_template_fix(message)}") from None
     if not isinstance(text, str):  # pragma: no cover - a batched answer
         text = text[0]
     return text
 
 
-def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "a record") -> list[tuple[str, bool]]:
+def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "a record",
+                  option: str = "the tokenizer's chat template") -> list[tuple[str, bool]]:
     """Split the rendered conversation into (text, is_assistant_turn) pieces.
 
     An assistant turn is what the template adds after the generation prompt: the text between the rendering of
     the history with `add_generation_prompt=True` and the rendering that includes that assistant message (its
     content and the template's end-of-turn marker). Requires each rendering to be a prefix of the full one.
+    `option` names the template in errors (`train.data.chat_template`, or the tokenizer's own).
     """
-    full = _render(tokenizer, messages, False)
+    full = _render(tokenizer, messages, False, where, option)
     pieces: list[tuple[str, bool]] = []
     pos = 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        start = len(_render(tokenizer, messages[:i], True)) if i else 0
-        end_text = _render(tokenizer, messages[: i + 1], False)
-        if not (full.startswith(end_text) and full.startswith(_render(tokenizer, messages[:i], True)) and pos <= start <= len(end_text)):
+        prompt = _render(tokenizer, messages[:i], True, where, option)
+        start = len(prompt) if i else 0
+        end_text = _render(tokenizer, messages[: i + 1], False, where, option)
+        if not (full.startswith(end_text) and full.startswith(prompt) and pos <= start <= len(end_text)):
             raise JobInputError(
-                f"{where}: the chat template does not render conversations prefix by prefix, so assistant turns "
-                f"cannot be located for loss masking; use a template that does (set train.data.chat_template)"
+                f"{where}: the chat template ({option}) does not render conversations prefix by prefix, so assistant "
+                f"turns cannot be located for loss masking; use a template that does (set {TEMPLATE_OPTION})"
             )
         pieces.append((full[pos:start], False))
         pieces.append((full[start:len(end_text)], True))
@@ -313,9 +466,16 @@ def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "
     return [(t, a) for t, a in pieces if t]
 
 
-def encode_chat(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int, where: str = "a record") -> dict[str, list[int]] | None:
+def template_option(data: Any) -> str:
+    """How errors name the chat template in use: the spec's option when it gives one, else the tokenizer's own."""
+    return TEMPLATE_OPTION if getattr(data, "chat_template", None) else "the model's own chat template"
+
+
+def encode_chat(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int, where: str = "a record",
+                option: str = "the tokenizer's chat template") -> dict[str, list[int]] | None:
     """The rendered conversation; labels on the assistant turns only. The template supplies BOS/EOS markers."""
-    segments = [(_ids(tokenizer, text, False), trained) for text, trained in chat_segments(messages, tokenizer, where)]
+    segments = [(_ids(tokenizer, text, False), trained)
+                for text, trained in chat_segments(messages, tokenizer, where, option)]
     return _from_segments(segments, max_seq_len)
 
 
@@ -359,7 +519,8 @@ def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, ma
             ex = encode_instruction(prompt, completion, tokenizer, max_seq_len)
         elif fmt == "chat":
             raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
-            ex = encode_chat(check_messages(raw, where, data.messages_field), tokenizer, max_seq_len, where)
+            ex = encode_chat(check_messages(raw, where, data.messages_field), tokenizer, max_seq_len, where,
+                             template_option(data))
         else:  # pragma: no cover - the spec allows no other value
             raise JobInputError(f"unknown data format {fmt!r}")
         if ex is None:

@@ -40,6 +40,8 @@ def write_data(base: Path) -> None:
     (base / "data/eval/part-1.jsonl").write_text('{"text": "the lazy dog"}\n' * 5)
     (base / "model").mkdir(exist_ok=True)
     (base / "model/config.json").write_text('{"model_type": "gpt2"}\n')
+    (base / "model/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer are
+    (base / "model/tokenizer.json").write_text("{}")      # there, not what they hold
     (base / "src").mkdir(exist_ok=True)
     (base / "src/train.py").write_text("print('training')\n")
 

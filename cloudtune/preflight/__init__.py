@@ -1,0 +1,113 @@
+"""Preflight: the errors a job would hit in its first minute, found on this machine before anything is uploaded.
+
+`check_spec_inputs(spec)` runs at plan time for every launcher (through `cloudtune.jobconfig.check_local_inputs`)
+and imports neither torch nor transformers. For the local inputs of a `train` job it reads the first records of
+each data file (encoding, format, the fields the task needs, the labels), checks that a local model directory
+holds a config, weights and tokenizer files, and checks `max_seq_len` against the model's position limit. Every
+problem is one line naming the file (the user's path, relative to the working directory when under it) or the
+spec field, and the fix; all of them are raised together as a `PreflightError` (exit 2).
+
+`cloudtune.preflight.deep` goes further (`cloudtune validate --deep`): it loads the tokenizer and the model
+skeleton and renders one record of each shape.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloudtune.errors import InvalidInput, JobInputError
+
+if TYPE_CHECKING:
+    from cloudtune.spec import JobSpec, TrainSpec
+
+__all__ = ["PreflightError", "check_spec_inputs", "display_path"]
+
+
+class PreflightError(InvalidInput):
+    """One or more problems with a job's local inputs, each a line naming the file or field and the fix."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            super().__init__(self.problems[0])
+        else:
+            super().__init__(f"{len(self.problems)} problems with the job's inputs:\n" +
+                             "\n".join(f"  {p}" for p in self.problems))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """`path` as the user would type it here: relative to the working directory when under it, else as is."""
+    text = str(path)
+    try:
+        rel = Path(text).relative_to(Path.cwd())
+    except ValueError:
+        return text
+    return rel.as_posix() if str(rel) != "." else text
+
+
+def _local_input(spec: "JobSpec", name: str | None) -> Path | None:
+    from cloudtune.spec import is_remote
+
+    uri = spec.inputs.get(name) if name else None
+    return Path(uri) if uri is not None and not is_remote(uri) and Path(uri).exists() else None
+
+
+def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
+    from cloudtune.preflight.data import (check_labels, check_lm_records, classification_rows, sample_input)
+
+    data = train.data
+    problems: list[str] = []
+    samples = {}
+    for role in ("train", "eval"):
+        name = getattr(data, role)
+        path = _local_input(spec, name)
+        if path is None:
+            continue
+        try:
+            samples[role] = sample_input(path, data.text_field, display_path(path))
+        except JobInputError as exc:
+            problems.append(str(exc))
+    try:
+        if train.task == "seq-classification":
+            rows = {role: classification_rows(recs, data) for role, (recs, _) in samples.items()}
+            if "train" in rows:
+                check_labels(rows["train"], samples["train"][1], rows.get("eval"), data)
+        else:
+            fmt = check_lm_records(samples["train"][0], data) if "train" in samples else None
+            if "eval" in samples:
+                check_lm_records(samples["eval"][0], data, fmt)
+    except JobInputError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
+    from cloudtune.jobconfig import find_saved_model
+    from cloudtune.preflight.model import max_seq_len_problem, model_dir_problems, read_config
+
+    path = _local_input(spec, train.model)
+    model_dir = find_saved_model(path) if path is not None else None
+    if model_dir is None:
+        return [], []
+    shown = display_path(model_dir)
+    problems = model_dir_problems(model_dir, shown)
+    config, _ = read_config(model_dir, shown)
+    if config is None:
+        return problems, []
+    error, warning = max_seq_len_problem(config, train.hyperparameters.max_seq_len, f"{shown}/config.json")
+    return problems + ([error] if error else []), [warning] if warning else []
+
+
+def check_spec_inputs(spec: "JobSpec") -> list[str]:
+    """Check the local inputs of `spec` (after `with_model_input`); raise PreflightError listing every problem.
+    Returns warnings (one line each) that do not stop the job. Remote inputs and hub models are not read."""
+    train = spec.train
+    if train is None:
+        return []
+    problems, warnings = _model_problems(spec, train)
+    problems += _data_problems(spec, train)
+    if problems:
+        raise PreflightError(problems)
+    return warnings

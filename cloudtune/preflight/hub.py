@@ -1,0 +1,58 @@
+"""A Hugging Face Hub model named by id: reachable, or one clear line at once (not a minute of retries).
+
+transformers retries an unreachable Hub five times with back-off (about 50 s) and then raises a long OSError.
+`hub_access(model_id)` asks the Hub once, with a short timeout, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cloudtune.errors import JobInputError
+
+TIMEOUT_S = 10.0
+
+
+def _cached(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - an id the cache cannot even parse is simply not cached
+        return False
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_access(model_id: str, option: str = "train.model", timeout: float = TIMEOUT_S) -> bool:
+    """Whether `model_id` must be loaded from the local cache only (True: HF_HUB_OFFLINE is set, or the Hub is
+    unreachable and the model is cached) or may be downloaded (False). Raises JobInputError, one line naming
+    `option`, when the model is neither reachable nor cached, or the Hub says it does not exist or is gated."""
+    cached = _cached(model_id)
+    if _offline():
+        if cached:
+            return True
+        raise JobInputError(f"{option}: {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
+                            f"set; download it first (hf download {model_id}) or unset HF_HUB_OFFLINE")
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        HfApi().model_info(model_id, timeout=timeout)
+        return False
+    except GatedRepoError:
+        raise JobInputError(f"{option}: {model_id!r} is a gated model; accept its terms on the Hub and give a token "
+                            f"(secrets: {{HF_TOKEN: ...}})") from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise JobInputError(f"{option}: no model {model_id!r} on the Hugging Face Hub (or it is private: give a "
+                            f"token as the HF_TOKEN secret); check the id, or give a local directory") from None
+    except Exception as exc:  # noqa: BLE001 - network failures come as several httpx / OS error types
+        if cached:
+            return True
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise JobInputError(
+            f"{option}: cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to download {model_id!r}: {reason}; "
+            f"give the job internet access (no network isolation, a VPC with a NAT), or a local copy of the model "
+            f"(a path or an input)") from None
