@@ -21,7 +21,14 @@ from cloudtune.errors import InvalidInput, UnsupportedSpec
 from cloudtune.launcher import BUILTIN_LAUNCHERS, Capabilities, available_launchers, launcher_class
 from cloudtune.spec import validate_spec
 
-SECRET_REF = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tok"
+AWS_SECRET = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tok"
+SECRET_REFS = {"gcp": "projects/proj/secrets/tok/versions/1", "azure": "https://vault1.vault.azure.net/secrets/tok"}
+
+
+def secret_ref(name: str) -> str:
+    """A secret reference of the kind the provider's secret store uses (local reads the environment)."""
+    return SECRET_REFS.get(name, AWS_SECRET)
+
 SDK_PREFIXES = ("boto3", "botocore", "sagemaker", "google.cloud", "azure")
 
 SETTINGS: dict[str, dict[str, Any]] = {
@@ -55,7 +62,7 @@ def make_spec(tmp_path: Path, name: str, **extra: Any):
         "inputs": {"train": "data/train.jsonl"},
         "command": "python train.py",
         "code": "src",
-        "secrets": {"TOKEN": SECRET_REF},
+        "secrets": {"TOKEN": secret_ref(name)},
         "env": {"PLAIN": "1"},
         "providers": {name: SETTINGS[name]} if name != "local" else {},
         **extra,
@@ -94,7 +101,7 @@ def test_plan_is_pure_deterministic_and_json(launcher_name: str, tmp_path: Path,
     text = json.dumps(a.to_dict())
     assert a.provider == launcher_name and a.job_name.startswith("contract-")
     assert "20260101-000000-abcd" in a.job_name
-    assert SECRET_REF in text  # the reference travels; its value cannot (it is never known to plan)
+    assert secret_ref(launcher_name) in text  # the reference travels; its value cannot (it is never known to plan)
     for up in a.uploads:
         assert up.bytes > 0 and len(up.sha256) == 64
 

@@ -18,6 +18,7 @@ import pytest
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.staging import stage
+from tests.golden import assert_golden
 from tests.aws.conftest import ROLE, SUFFIX, settings, spec_from, write_data
 
 from cloudtune_aws.launcher import BOOTSTRAP, AwsLauncher, map_status
@@ -87,10 +88,7 @@ def normalise(plan, tmp: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("name", sorted(scenarios(Path("/x"))))
 def test_golden_request(name: str, tmp_path: Path) -> None:
     got = normalise(build(name, tmp_path), tmp_path)
-    path = GOLDEN / f"{name}.json"
-    if os.environ.get("CLOUDTUNE_UPDATE_GOLDEN") or not path.exists():
-        path.write_text(json.dumps(got, indent=2) + "\n")
-    assert got == json.loads(path.read_text()), f"{path.name} differs; regenerate with CLOUDTUNE_UPDATE_GOLDEN=1 if intended"
+    assert_golden(GOLDEN / f"{name}.json", got)
 
 
 # ------------------------------------------------------------------ the service model
@@ -179,7 +177,8 @@ def test_plan_imports_no_sdk(tmp_path: Path) -> None:
         "import sys, json\n"
         "from pathlib import Path\n"
         "sys.path[:0] = [%r, %r]\n"
-        "from tests.aws.conftest import settings, spec_from\n"
+        "from tests.golden import assert_golden
+from tests.aws.conftest import settings, spec_from\n"
         "from cloudtune_aws.launcher import AwsLauncher\n"
         "spec = spec_from({'name': 'x', 'inputs': {'train': 'data/train.jsonl'}, 'train': {'model': 'gpt2', 'data': {'eval': None}}}, Path(%r))\n"
         "AwsLauncher(home=Path(%r)).plan(spec, settings(), suffix='20260101-000000-abcd')\n"

@@ -1,0 +1,26 @@
+"""Vertex AI's prebuilt PyTorch training containers for a region.
+
+Source: Vertex AI docs, "Prebuilt containers for custom training" (PyTorch: pytorch-gpu, pytorch-cpu and
+pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, Python 3.10).
+"""
+
+from __future__ import annotations
+
+FRAMEWORK_VERSION = "2.4"
+PY_VERSION = "py310"
+_REPOSITORY = "docker.pkg.dev/vertex-ai/training"
+
+
+def multi_region(region: str) -> str:
+    """The Artifact Registry multi-region serving `region`: us, europe or asia."""
+    if region.startswith("europe"):
+        return "europe"
+    if region.startswith(("asia", "australia", "me-")):
+        return "asia"
+    return "us"
+
+
+def training_image_uri(region: str, processor: str) -> str:
+    """`processor`: gpu, cpu or xla (TPU)."""
+    version = FRAMEWORK_VERSION.replace(".", "-")
+    return f"{multi_region(region)}-{_REPOSITORY}/pytorch-{processor}.{version}.{PY_VERSION}:latest"

@@ -1,0 +1,251 @@
+"""The Google Vertex AI launcher: plan (see `request.py`), then submit, status, logs and cancel.
+
+A thin user of `cloudtune.kit`: `submit()` stages and uploads what is missing (content-addressed, over the GCS
+object store below), then makes one `create_custom_job`. Vertex assigns job ids itself, so a retried create
+first looks for the job this launch made, by its `cloudtune-launch` label, and adopts it. Every call runs under
+the kit's retry policy (the SDK's own retries are switched off) and its errors become one line. The Google SDKs
+are imported lazily; clients may be passed in (tests bind them to loopback fakes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.errors import InvalidInput
+from cloudtune.kit.objectstore import upload_all
+from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
+from cloudtune.kit.states import VERTEX, JobState, map_native
+from cloudtune.launcher import JobRef, JobStatus, install_hint
+from cloudtune.plan import Plan
+from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL, compile_plan
+from cloudtune_gcp.settings import GcpSettings
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.spec import JobSpec
+
+INSTALL_HINT = install_hint("gcp")
+CALL_TIMEOUT_S = 60.0
+
+
+def console_url(project: str, region: str, job_id: str) -> str:
+    return f"https://console.cloud.google.com/vertex-ai/locations/{region}/training/{job_id}/cpu?project={project}"
+
+
+def classify(exc: BaseException) -> ErrorInfo | None:
+    """google-api-core, google-auth and requests exceptions -> the kit's error kinds."""
+    from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth_exc
+
+    if isinstance(exc, auth_exc.DefaultCredentialsError):
+        return ErrorInfo("config", str(exc).split("\n")[0], "run `gcloud auth application-default login`, or set "
+                         "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file")
+    if isinstance(exc, gexc.NotFound):
+        return ErrorInfo("not_found", exc.message or str(exc), "check the job id (cloudtune list) and providers.gcp")
+    if isinstance(exc, (gexc.AlreadyExists, gexc.Conflict)):
+        return ErrorInfo("conflict", exc.message or str(exc))
+    if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated, gexc.Forbidden, gexc.Unauthorized)):
+        return ErrorInfo("config", exc.message or str(exc), "grant the roles listed in the README (Vertex AI) to "
+                         "your account, and check providers.gcp.project")
+    if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.ServiceUnavailable)):
+        return ErrorInfo("transient", f"{exc.code} {exc.message}" if getattr(exc, "code", None) else str(exc),
+                         "the service is failing or throttling: try again in a few minutes")
+    if isinstance(exc, gexc.GoogleAPICallError):
+        return ErrorInfo("fatal", f"{exc.code} {exc.message}", "see the message; `cloudtune launch --dry-run` prints the request")
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - requests comes with google-auth
+        return None
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return ErrorInfo("transient", f"cannot reach the endpoint ({type(exc).__name__})",
+                         "check the network (and the api endpoint if set), then launch again")
+    return None
+
+
+class GcsStore:
+    """The kit's object store on Cloud Storage."""
+
+    scheme = "gs"
+
+    def __init__(self, client: Any) -> None:
+        self._gcs = client
+
+    def exists(self, bucket: str, key: str) -> bool:
+        return bool(self._gcs.bucket(bucket).blob(key).exists(retry=None, timeout=CALL_TIMEOUT_S))
+
+    def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
+        blob = self._gcs.bucket(bucket).blob(key)
+        blob.upload_from_filename(str(path), retry=None, timeout=CALL_TIMEOUT_S)
+        if progress is not None:
+            progress(path.stat().st_size)
+
+
+class GcpLauncher:
+    name = "gcp"
+    capabilities = CAPABILITIES
+    settings_model = GcpSettings
+
+    def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
+                 credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
+                 home: Path | None = None) -> None:
+        self._jobs = job_client
+        self._gcs = storage_client
+        self._logging = logging_client
+        self._credentials = credentials
+        self.caller = Caller("Vertex AI", classify, policy)
+        self.poll_s = poll_s
+        self._home = home
+        self.last_uploaded_bytes = 0
+
+    def plan(self, spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
+        """Compile the spec (pure, offline): see `cloudtune_gcp.request`."""
+        if self._home is None:
+            from cloudtune.settings import cloudtune_home
+
+            self._home = cloudtune_home()
+        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home)
+
+    # ================================================================ clients (lazy)
+    @staticmethod
+    def _require_sdk() -> None:
+        try:
+            import google.cloud.aiplatform_v1  # noqa: F401
+            import google.cloud.storage  # noqa: F401
+        except ImportError:
+            raise InvalidInput("the gcp launcher needs google-cloud-aiplatform and google-cloud-storage", fix=INSTALL_HINT) from None
+
+    def job_client(self, region: str) -> Any:
+        if self._jobs is None:
+            self._require_sdk()
+            from google.api_core.client_options import ClientOptions
+            from google.cloud import aiplatform_v1
+
+            self._jobs = aiplatform_v1.JobServiceClient(
+                credentials=self._credentials, client_options=ClientOptions(api_endpoint=f"{region}-aiplatform.googleapis.com"))
+        return self._jobs
+
+    def storage_client(self, project: str) -> Any:
+        if self._gcs is None:
+            self._require_sdk()
+            from google.cloud import storage
+
+            self._gcs = storage.Client(project=project, credentials=self._credentials)
+        return self._gcs
+
+    def logging_client(self, project: str) -> Any:
+        if self._logging is None:
+            try:
+                from google.cloud import logging as cloud_logging
+            except ImportError:
+                raise InvalidInput("`cloudtune logs` on gcp needs google-cloud-logging", fix=INSTALL_HINT) from None
+            self._logging = cloud_logging.Client(project=project, credentials=self._credentials)
+        return self._logging
+
+    # ================================================================ submit
+    def submit(self, plan: Plan) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("gcp") or {}
+        project, region = settings["project"], settings["region"]
+        store = GcsStore(self.storage_client(project))
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+        name = self._create(plan, region)
+        job_id = name.rsplit("/", 1)[-1]
+        return JobRef(provider="gcp", job_id=plan.job_name, native_id=name, console_url=console_url(project, region, job_id),
+                      model_uri=plan.model_uri, extra={"project": project, "region": region, "job_name": plan.job_name,
+                                                       "uploaded_bytes": self.last_uploaded_bytes})
+
+    def _create(self, plan: Plan, region: str) -> str:
+        """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
+        from google.cloud.aiplatform_v1 import CustomJob
+
+        client = self.job_client(region)
+        parent = plan.request["parent"]
+        body = plan.request["customJob"]
+        launch = body["labels"][LAUNCH_LABEL]
+
+        def create() -> str:
+            job = CustomJob.from_json(_json(body))
+            return client.create_custom_job(parent=parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name
+
+        def find() -> str | None:
+            pager = client.list_custom_jobs(parent=parent, filter=f'labels.{LAUNCH_LABEL}="{launch}"', retry=None,
+                                            timeout=CALL_TIMEOUT_S)
+            names = [job.name for job in pager]
+            return names[0] if names else None
+
+        return self.caller.create_once(create, find, what="create the custom job")
+
+    # ================================================================ after submit
+    @staticmethod
+    def _where(ref: JobRef) -> tuple[str, str]:
+        parts = ref.native_id.split("/")  # projects/P/locations/L/customJobs/ID
+        return ref.extra.get("project") or parts[1], ref.extra.get("region") or parts[3]
+
+    def status(self, ref: JobRef) -> JobStatus:
+        _, region = self._where(ref)
+        client = self.job_client(region)
+        job = self.caller.call(client.get_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,
+                               what="get the custom job")
+        return map_status(job.state.name, job.error.message if job.error and job.error.message else None)
+
+    def cancel(self, ref: JobRef) -> None:
+        _, region = self._where(ref)
+        if JobState(self.status(ref).state).terminal:
+            return  # cancelling a job that already ended is not an error for `cloudtune cancel`
+        client = self.job_client(region)
+        self.caller.call(client.cancel_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,
+                         what="cancel the custom job")
+
+    def logs(self, ref: JobRef, follow: bool = False, *, max_polls: int | None = None) -> Iterator[str]:
+        """The job's Cloud Logging entries (every replica), oldest first; with `follow`, until the job ends."""
+        project, _ = self._where(ref)
+        client = self.logging_client(project)
+        job_id = ref.native_id.rsplit("/", 1)[-1]
+        after = ""
+        polls = 0
+        finished = False
+        while True:
+            where = f'resource.type="ml_job" AND resource.labels.job_id="{job_id}"'
+            if after:
+                where += f' AND timestamp>"{after}"'
+            entries = self.caller.call(_list_entries, client, project, where, what="read the job's log")
+            for stamp, text in entries:
+                after = max(after, stamp)
+                yield text
+            polls += 1
+            if not follow or finished or (max_polls is not None and polls >= max_polls):
+                return
+            finished = JobState(self.status(ref).state).terminal  # one more read after the end
+            if not finished:
+                time.sleep(self.poll_s)
+
+
+def _json(body: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(body)
+
+
+def _list_entries(client: Any, project: str, where: str) -> list[tuple[str, str]]:
+    """(RFC 3339 timestamp, text) of every matching entry, oldest first."""
+    from google.cloud.logging import ASCENDING
+
+    out: list[tuple[str, str]] = []
+    for entry in client.list_entries(resource_names=[f"projects/{project}"], filter_=where, order_by=ASCENDING, page_size=1000):
+        payload = entry.payload
+        text = payload if isinstance(payload, str) else (payload or {}).get("message", "") if isinstance(payload, dict) else str(payload)
+        stamp = entry.timestamp.isoformat().replace("+00:00", "Z") if entry.timestamp else ""
+        out.append((stamp, str(text).rstrip("\n")))
+    return out
+
+
+def map_status(native: str, error: str | None) -> JobStatus:
+    """A Vertex JobState name (and the job's error message) -> JobStatus, through the kit's Vertex table."""
+    state = map_native(VERTEX, native)
+    reason = None
+    if state is JobState.FAILED:
+        reason = error or ("the job ran past max_runtime or its wait limit" if native == "JOB_STATE_EXPIRED"
+                           else "the custom job failed (see its logs)")
+    return JobStatus(state.value, native.removeprefix("JOB_STATE_").lower(), reason, native=native)

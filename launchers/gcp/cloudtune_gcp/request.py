@@ -1,0 +1,251 @@
+"""Compile a job spec into a Vertex AI `CustomJob` Plan (the REST body of projects.locations.customJobs.create).
+
+Pure and offline: no google-cloud import, nothing written (the code bundle with cloudtune's wheel is named by its
+hash and staged by `submit()`). The request is `{"parent": ..., "customJob": {...}}`, the CreateCustomJobRequest.
+
+The container contract is `cloudtune.contracts.vertex`: worker pool 0 is the chief (one replica), pool 1 the
+other `nodes - 1`; `baseOutputDirectory` sets AIP_MODEL_DIR / AIP_CHECKPOINT_DIR / AIP_TENSORBOARD_LOG_DIR; gs://
+inputs are read through the /gcs mount; the runtime job travels as `cloudtune-run --job-json`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.contracts import vertex as vx
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit import staging
+from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
+from cloudtune.kit.settings import require
+from cloudtune.launcher import Capabilities, Capability
+from cloudtune.plan import Plan, Upload
+from cloudtune.spec import is_remote
+from cloudtune_gcp.settings import GcpSettings
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.catalog import Offer
+    from cloudtune.spec import JobSpec
+
+UNPACK_DIR = "/tmp/cloudtune"
+LAUNCH_LABEL = "cloudtune-launch"  # finds the job a lost create made (Vertex assigns job ids itself)
+JOB_LABEL = "cloudtune-job"
+BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+NETWORK = re.compile(r"projects/[^/]+/global/networks/[^/]+")
+KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
+TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
+SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+
+# The container's command: unpack cloudtune's files from the mounted code bundle, pip-install the carried wheel,
+# then hand over to cloudtune-run. $1: the bundle's /gcs path, $2: pip flags, $3: the wheel's extras and any extra
+# requirement; the rest are cloudtune-run's arguments.
+BOOTSTRAP = (
+    f'set -e; d={UNPACK_DIR}; mkdir -p $d; tar -xzf "$1" -C $d {staging.CLOUDTUNE_DIR}; '
+    'python -m pip install -q --disable-pip-version-check --no-cache-dir $2 "$(ls $d/.cloudtune/*.whl)$3" $4; '
+    'shift 4; exec cloudtune-run "$@"'
+)
+
+CAPABILITIES = Capabilities(
+    gpu=Capability(True, "Vertex AI machine types with attached NVIDIA GPUs (T4, L4, A100, H100, H200) from the catalog"),
+    tpu=Capability(True, "Cloud TPU v5e, v5p and v6e machine types with their slice topology (single host)"),
+    multi_node=Capability(True, "worker pool 0 (the chief) plus nodes - 1 replicas in pool 1, joined by torchrun"),
+    spot=Capability(True, "Scheduling strategy SPOT (Spot VMs); checkpoints in AIP_CHECKPOINT_DIR survive a preemption"),
+    log_streaming=Capability(True, "Cloud Logging entries of the job (resource type ml_job), all replicas"),
+    remote_inputs=Capability(True, "gs:// inputs are read through the /gcs mount; local paths are uploaded to GCS"),
+    secrets=Capability(True, "Secret Manager versions, resolved in the container with the job's service account"),
+)
+
+
+def _base_uri(bucket: str) -> str:
+    raw = bucket.strip()
+    raw = raw[len("gs://"):] if raw.startswith("gs://") else raw
+    name, _, prefix = raw.partition("/")
+    if not BUCKET_PATTERN.fullmatch(name):
+        raise UnsupportedSpec(f"providers.gcp.bucket {bucket!r} is not a Cloud Storage bucket name",
+                              fix="give a bucket name such as my-bucket (or gs://my-bucket/prefix)")
+    prefix = prefix.strip("/")
+    return f"gs://{name}" + (f"/{prefix}" if prefix else "")
+
+
+def _check_settings(spec: "JobSpec", settings: GcpSettings) -> None:
+    require(settings, "gcp", ("project", "region", "bucket"))
+    checks = [(settings.network, NETWORK, "network", "projects/PROJECT_NUMBER/global/networks/NAME"),
+              (settings.kms_key, KMS_KEY, "kms_key", "projects/P/locations/L/keyRings/R/cryptoKeys/K"),
+              (settings.tensorboard, TENSORBOARD, "tensorboard", "projects/P/locations/L/tensorboards/ID")]
+    for value, pattern, key, form in checks:
+        if value and not pattern.fullmatch(value):
+            raise UnsupportedSpec(f"providers.gcp.{key} {value!r} is not a resource name", fix=f"give it as {form}")
+    if settings.tensorboard and not settings.service_account:
+        raise UnsupportedSpec("providers.gcp.tensorboard is set without providers.gcp.service_account: Vertex AI "
+                              "writes to a TensorBoard only from a job that runs as a service account",
+                              fix="set providers.gcp.service_account (with roles/aiplatform.user and storage access)")
+    for key, value in settings.labels.items():
+        if not LABEL_KEY.fullmatch(key) or not re.fullmatch(GCP_LABEL_VALUE.pattern, value):
+            raise UnsupportedSpec(f"label {key}={value!r} is not a valid Google Cloud label",
+                                  fix="keys and values: up to 63 lowercase letters, digits, '_' and '-' (keys start with a letter)")
+    for key, ref in sorted(spec.secrets.items()):
+        if not SECRET_VERSION.fullmatch(ref):
+            raise UnsupportedSpec(f"secret {key!r} is not a Secret Manager version; a Vertex AI job cannot read it",
+                                  fix="store it in Secret Manager and give projects/P/secrets/NAME/versions/N")
+    if spec.outputs is not None and not spec.outputs.startswith("gs://"):
+        raise UnsupportedSpec(f"outputs {spec.outputs!r} is not a gs:// URI", fix="set outputs: gs://BUCKET/PREFIX, or leave it unset")
+
+
+def _machine(spec: "JobSpec", notes: list[str]) -> tuple["Offer | None", dict[str, Any]]:
+    """The catalog offer and the MachineSpec. TPUs send their machine type and topology only: the API's
+    AcceleratorType enum has no value for every TPU generation."""
+    from cloudtune.catalog import load_catalog
+
+    catalog = load_catalog()
+    accel = spec.resources.accel
+    override = spec.resources.instance_type.get("gcp")
+    if override:
+        offer = catalog.by_instance_type("gcp", override)
+        if offer is None:
+            raise UnsupportedSpec(f"instance_type.gcp {override!r} is not in the catalog: its accelerators are unknown",
+                                  fix="use a machine type from `cloudtune catalog --provider gcp`, or drop the override")
+    else:
+        offer = catalog.resolve("gcp", "cpu" if accel.is_cpu else accel.name, accel.count)
+    machine: dict[str, Any] = {"machineType": offer.instance_type}
+    if offer.tpu_topology:
+        machine["tpuTopology"] = offer.tpu_topology
+        if spec.resources.nodes > 1:
+            raise UnsupportedSpec(f"{spec.resources.nodes} nodes of {offer.accelerator}: multi-host TPU slices are not "
+                                  "supported by cloudtune yet", fix="use nodes: 1 with a larger slice, e.g. TPU-v5e:8")
+        notes.append(f"TPU {offer.accelerator} {offer.tpu_topology}: the job runs one process per host through "
+                     "PyTorch/XLA")
+    elif offer.count:
+        machine["acceleratorType"] = offer.accelerator_type
+        machine["acceleratorCount"] = offer.count
+    return offer, machine
+
+
+def _image(spec: "JobSpec", region: str, offer: "Offer", notes: list[str]) -> tuple[str, str, str]:
+    """(image URI, pip flags, wheel extras) for the container."""
+    if spec.image:
+        return spec.image, "--no-deps --force-reinstall", ""
+    from cloudtune_gcp.images import FRAMEWORK_VERSION, training_image_uri
+
+    processor = "xla" if offer.tpu_topology else ("gpu" if offer.count else "cpu")
+    notes.append(f"image: Vertex AI prebuilt PyTorch {FRAMEWORK_VERSION} training container ({processor})")
+    if processor == "xla":
+        notes.append("TPU: the prebuilt PyTorch/XLA container may lag the newest TPU generations; build containers/tpu "
+                     "and set `image:` to it when the job cannot start (README: TPU image)")
+    notes.append("the container pip-installs cloudtune" + (" and its train extra" if spec.train else "")
+                 + " at start: it needs a route to PyPI (Vertex's default network, or Cloud NAT on a VPC)")
+    return training_image_uri(region, processor), "", "[train]" if spec.train is not None else ""
+
+
+def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, str]]:
+    from cloudtune.hashing import digest
+
+    uploads: list[Upload] = []
+    uris: dict[str, str] = {}
+    for name, uri in sorted(spec.inputs.items()):
+        if is_remote(uri):
+            if not uri.startswith("gs://"):
+                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Cloud Storage; a Vertex AI job reads gs:// inputs",
+                                      fix="copy it to GCS and give the gs:// URI, or give a local path (uploaded at launch)")
+            uris[name] = uri
+            continue
+        path = Path(uri)
+        size, sha = digest(path)
+        dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
+        uploads.append(Upload(str(path), dest, size, sha))
+        uris[name] = dest.rstrip("/") if path.is_dir() else dest
+    return uploads, uris
+
+
+def _scheduling(spec: "JobSpec", notes: list[str]) -> dict[str, Any]:
+    scheduling: dict[str, Any] = {"timeout": f"{spec.resources.max_runtime_seconds}s"}
+    if spec.resources.spot:
+        scheduling["strategy"] = "SPOT"
+    if spec.retries == 0:
+        scheduling["disableRetries"] = True
+    else:
+        if spec.resources.nodes > 1:
+            scheduling["restartJobOnWorkerRestart"] = True
+        notes.append(f"retries {spec.retries}: Vertex AI takes no retry count; it restarts a job after internal errors "
+                     "and Spot preemptions on its own" + (" (every worker restarts together, so torchrun re-forms)"
+                                                          if spec.resources.nodes > 1 else "")
+                     + "; the job resumes from its newest checkpoint")
+    return scheduling
+
+
+def _container(spec: "JobSpec", image: str, bootstrap_args: list[str], job: dict[str, Any]) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "imageUri": image,
+        "command": ["/bin/sh", "-c", BOOTSTRAP, "cloudtune-bootstrap"],
+        "args": [*bootstrap_args, *vx.run_args(job)],
+    }
+    if spec.env:
+        container["env"] = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    return container
+
+
+def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None", home: Path) -> Plan:
+    """Compile a spec into a CustomJob Plan. Pure and offline (see the module docstring)."""
+    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+
+    spec = with_model_input(spec)
+    notes: list[str] = []
+    _check_settings(spec, settings)
+    project, region, base = str(settings.project), str(settings.region), _base_uri(str(settings.bucket))
+    display = VERTEX_DISPLAY.check(spec.name, suffix)
+    launch = GCP_LABEL_VALUE.check(spec.name, suffix)
+    offer, machine = _machine(spec, notes)
+    check_local_inputs(spec)
+    uploads, uris = _inputs(spec, base)
+
+    gpus = offer.count if offer is not None and not offer.tpu_topology else 0
+    ppn = spec.processes_per_node(gpus or None)
+    image, pip_flags, extras = _image(spec, region, offer, notes)
+    files = staging.cloudtune_files(True, {})
+    code = staging.compose(bundle, files)
+    code_uri = f"{base}/bundles/{code.sha256}.tar.gz"
+    uploads.append(Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), code_uri, code.size, code.sha256,
+                          staging.recipe(bundle, files)))
+    job = runtime_job(spec, uris, ppn, code_uri if spec.command is not None else None)
+    extra_req = "google-cloud-secret-manager" if spec.secrets and not spec.image else ""
+    bootstrap_args = [vx.mount_path(code_uri), pip_flags, extras, extra_req]
+
+    output = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{display}"
+    pool = {"machineSpec": machine, "replicaCount": "1",
+            "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": spec.resources.disk_gb},
+            "containerSpec": _container(spec, image, bootstrap_args, job)}
+    pools = [pool] + ([{**pool, "replicaCount": str(spec.resources.nodes - 1)}] if spec.resources.nodes > 1 else [])
+    job_spec: dict[str, Any] = {"workerPoolSpecs": pools, "scheduling": _scheduling(spec, notes),
+                                "baseOutputDirectory": {"outputUriPrefix": output}}
+    for key, value in (("serviceAccount", settings.service_account), ("network", settings.network),
+                       ("tensorboard", settings.tensorboard)):
+        if value:
+            job_spec[key] = value
+    labels = {**settings.labels, JOB_LABEL: spec.name, LAUNCH_LABEL: launch}
+    custom_job: dict[str, Any] = {"displayName": display, "jobSpec": job_spec, "labels": dict(sorted(labels.items()))}
+    if settings.kms_key:
+        custom_job["encryptionSpec"] = {"kmsKeyName": settings.kms_key}
+    if spec.secrets:
+        notes.append("secrets travel as Secret Manager versions; the job's service account needs "
+                     "roles/secretmanager.secretAccessor on: " + ", ".join(sorted(spec.secrets)))
+
+    price = None
+    if offer is not None:
+        price = offer.spot_usd_per_hour if spec.resources.spot and offer.spot_usd_per_hour is not None else offer.usd_per_hour
+    plan_spec = spec.model_dump(mode="json")
+    plan_spec.setdefault("providers", {})["gcp"] = settings.model_dump(mode="json")
+    return Plan(
+        provider="gcp", job_name=display,
+        request={"parent": f"projects/{project}/locations/{region}", "customJob": custom_job},
+        uploads=tuple(uploads), instance_type=offer.instance_type, instance_count=spec.resources.nodes,
+        estimated_usd_per_hour=round(price * spec.resources.nodes, 4) if price is not None else None,
+        model_uri=vx.output_dirs(output)[vx.MODEL_DIR_VAR], notes=tuple(notes), spec=plan_spec,
+    )
+
+
+def request_json(plan: Plan) -> str:
+    """The CustomJob body as the REST API takes it."""
+    return json.dumps(plan.request["customJob"], sort_keys=True)
