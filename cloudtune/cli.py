@@ -78,6 +78,13 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         plan = api.launch(spec, provider=provider, dry_run=True, overrides=list(overrides))
         _emit_json(plan.to_dict()) if as_json else _print_plan(plan)
         return
+    if provider == "local":  # the deep preflight: seconds here rather than a failed job
+        from cloudtune.preflight.deep import deep_check
+        from cloudtune.spec import load_spec
+
+        for note in deep_check(load_spec(spec, list(overrides))):
+            if note.startswith("warning:"):
+                click.echo(note, err=True)
     job = api.launch(spec, provider=provider, overrides=list(overrides))
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")
@@ -107,6 +114,8 @@ def _print_info(info: dict[str, Any]) -> None:
     click.echo(f"state:  {info['state']}")
     if info.get("failure_reason"):
         click.echo(f"reason: {info['failure_reason']}")
+    for warning in info.get("warnings") or []:
+        click.echo(f"warning: {warning}")
     if info["state"] in ("failed", "cancelled"):
         click.echo(f"logs:   cloudtune logs {info['job_id']}")
     elif info.get("model_uri"):
@@ -119,8 +128,10 @@ def _print_info(info: dict[str, Any]) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--deep", is_flag=True, help="also load the tokenizer and the model skeleton and render one record of "
+              "each shape (imports torch; a few seconds)")
 @_handle_errors
-def validate(spec: str, overrides: tuple[str, ...]) -> None:
+def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
     """Check SPEC and report every problem with its field and line.
 
     Runs every check a dry run makes that needs no provider: the spec, the accelerator name, the local paths and
@@ -129,6 +140,11 @@ def validate(spec: str, overrides: tuple[str, ...]) -> None:
 
     job = load_spec(spec, list(overrides))
     check_offline(job)
+    if deep:
+        from cloudtune.preflight.deep import deep_check
+
+        for note in deep_check(job):
+            click.echo(f"  {note}")
     what = f"train: {job.train.task} on {job.train.model}" if job.train else f"command: {job.command}"
     click.echo(f"ok: {job.name} ({what}; {job.resources.accelerator} x {job.resources.nodes} node(s))")
 

@@ -63,12 +63,77 @@ def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
     return str(find_saved_model(path) or path)
 
 
+def input_source(ctx: RuntimeContext, name: str) -> str | None:
+    """The user's own name (the path or URI in the spec) of input `name`, when the job config carries it."""
+    sources = ctx.job.get("sources") if isinstance(ctx.job, dict) else None
+    value = sources.get(name) if isinstance(sources, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def model_shown(ctx: RuntimeContext, train: TrainSpec) -> str:
+    """The model as the user named it: the hub id or path of `train.model`, or the source of the input holding it."""
+    if train.model in ctx.inputs:
+        return input_source(ctx, train.model) or f"input {train.model!r}"
+    return train.model
+
+
+def _check_local_model(source: str, shown: str) -> None:
+    """A local model dir must hold config, weights and tokenizer files (the plan-time check, again in the job)."""
+    from cloudtune.preflight.model import model_dir_problems
+
+    problems = model_dir_problems(Path(source), shown)
+    if problems:
+        raise JobInputError(problems[0])
+
+
+def _check_tokenizer(tokenizer: Any, shown: str) -> None:
+    """A tokenizer that encodes text to nothing (transformers builds an empty one from a dir without vocabulary)
+    would train on EOS alone with loss 0: refuse it."""
+    probe = "the quick brown fox 0123"
+    try:
+        ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # noqa: BLE001 - a broken tokenizer fails in many ways
+        raise JobInputError(f"train.model: the tokenizer of {shown} cannot encode text ({exc}); save a working "
+                            f"tokenizer with the model or point train.model at the base model") from None
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if len(tokenizer) < 4 or not ids or all(i == unk for i in ids):
+        raise JobInputError(f"train.model: the tokenizer of {shown} is empty (vocabulary of {len(tokenizer)}; it "
+                            f"encodes text to nothing): the model dir has no usable tokenizer files; save the "
+                            f"tokenizer there or point train.model at the base model")
+
+
+def _check_positions(model: Any, max_seq_len: int | None, shown: str) -> None:
+    from cloudtune.preflight.model import max_seq_len_problem
+
+    if max_seq_len is None:
+        return
+    error, warning = max_seq_len_problem(model.config.to_dict(), max_seq_len, f"the config of {shown}")
+    if error:
+        raise JobInputError(error)
+    if warning:
+        _say(f"warning: {warning}")
+
+
 def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
-          id2label: dict[int, str] | None = None) -> tuple[Any, Any]:
+          id2label: dict[int, str] | None = None, *, shown: str | None = None,
+          max_seq_len: int | None = None) -> tuple[Any, Any]:
+    """(tokenizer, model) from `source` (a local dir or a hub id), named `shown` (the user's name) in errors.
+
+    A local dir is checked for config, weights and tokenizer files first; a hub id is checked to be reachable (or
+    cached) with one short request; the tokenizer must encode text; `max_seq_len` must fit the model's positions."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
+    shown = shown or source
+    local_only = False
+    if Path(source).is_dir():
+        _check_local_model(source, shown)
+    else:
+        from cloudtune.preflight.hub import hub_access
+
+        local_only = hub_access(source)
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    _check_tokenizer(tokenizer, shown)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -79,15 +144,35 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         extra: dict[str, Any] = {"num_labels": num_labels}
         if id2label is not None:
             extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-        model = AutoModelForSequenceClassification.from_pretrained(source, dtype=torch.float32, **extra)
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            source, dtype=torch.float32, local_files_only=local_only, output_loading_info=True, **extra)
+        model.ct_new_modules = new_module_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", ""))
     else:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=local_only)
         if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
             model.loss_type = "ForCausalLM"  # which it does with a misleading "loss_type=None ... unrecognized" warning
+    _check_positions(model, max_seq_len, shown)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
     return tokenizer, model
+
+
+def new_module_names(missing_keys: Any, base_prefix: str = "") -> list[str]:
+    """The modules a checkpoint did not hold (newly initialised: a classification head and its parts), from the
+    parameter names transformers reports missing: `score.weight` -> `score`, `classifier.dense.bias` -> `classifier`,
+    `bert.pooler.dense.weight` -> `pooler` (a part inside the base model `base_prefix`, never the base itself)."""
+    names = set()
+    for key in missing_keys:
+        parts = str(key).split(".")
+        if len(parts) < 2:
+            continue
+        if parts[0] == base_prefix:
+            if len(parts) > 2:
+                names.add(parts[1])
+        else:
+            names.add(parts[0])
+    return sorted(names)
 
 
 class _Examples:
@@ -230,8 +315,11 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         model_dir.mkdir(parents=True, exist_ok=True)
         final = trainer.accelerator.unwrap_model(trainer.model)
         if full_state is not None and train.lora is not None:  # the adapter's weights, taken from the full state
+            from cloudtune.train.lora import save_classifier_config
+
             final.peft_config["default"].base_model_name_or_path = base_model
             final.save_pretrained(str(model_dir), state_dict=full_state)
+            save_classifier_config(final, model_dir)
         elif full_state is not None:
             # the gathered copies of tied weights (lm_head = wte) are separate tensors: drop the tied names
             tied = set(dict(final.named_parameters(remove_duplicate=False))) - set(dict(final.named_parameters()))
@@ -256,7 +344,7 @@ def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tu
     from cloudtune.train.data import encode_records, pack, pad_count, read_records
 
     data, hp = train.data, train.hyperparameters
-    records = read_records(Path(ctx.inputs[data.train]), data.text_field)
+    records = read_records(Path(ctx.inputs[data.train]), data.text_field, input_source(ctx, data.train))
     from cloudtune.train.data import detect_format
 
     fmt = detect_format(records[0][1], data, records[0][0])
@@ -275,7 +363,7 @@ def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tu
         _say(f"warning: {dropped} training example(s) dropped: no completion/assistant token left within max_seq_len={hp.max_seq_len}")
     eval_ds = None
     if data.eval is not None:
-        eval_records = read_records(Path(ctx.inputs[data.eval]), data.text_field)
+        eval_records = read_records(Path(ctx.inputs[data.eval]), data.text_field, input_source(ctx, data.eval))
         eval_ds, _, eval_dropped = encode_records(eval_records, data, tokenizer, hp.max_seq_len, fmt)
         info["eval_examples"] = len(eval_ds)
         if eval_dropped:
@@ -312,7 +400,7 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
 
     source = resolve_model_source(ctx, train.model)
     _say(f"loading model {source}")
-    tokenizer, model = _load(source)
+    tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len)
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
     if train.data.packing and attn not in ("eager", "sdpa"):
         raise JobInputError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
@@ -327,17 +415,21 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha} on {sorted(model.peft_config['default'].target_modules)}: "
              + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
-                        collator=CausalLMCollator(tokenizer.pad_token_id, attn), base_model=train_model_name(train, source),
+                        collator=CausalLMCollator(tokenizer.pad_token_id, attn), base_model=train_model_name(train, source, ctx),
                         data_info=info)
 
 
-def train_model_name(train: TrainSpec, source: str) -> str:
-    """What adapter_config.json names as the base model: a hub id as given, else the local path it was loaded from."""
-    return train.model if source == train.model else source
+def train_model_name(train: TrainSpec, source: str, ctx: RuntimeContext | None = None) -> str:
+    """What adapter_config.json names as the base model: a hub id as given, else the user's own path or URI of
+    the model (the spec's source of the input that holds it), else the local path it was loaded from."""
+    if source == train.model:
+        return train.model
+    if ctx is not None and train.model in ctx.inputs:
+        return input_source(ctx, train.model) or source
+    return source
 
 
 def model_card_base(ctx: RuntimeContext, train: TrainSpec, source: str) -> str:
-    """How the model card names the base model: the hub id / path as given, or `input 'NAME' (PATH)`."""
-    if train.model in ctx.inputs:
-        return f"input '{train.model}' ({source})"
-    return train.model
+    """How the model card names the base model: the model the user named (hub id, path or URI in the spec), never
+    a path inside the container; `input 'NAME'` when the job config does not say where that input came from."""
+    return model_shown(ctx, train)
