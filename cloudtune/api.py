@@ -101,16 +101,36 @@ class Job:
         return JobRef(r.provider, r.job_id, r.native_id or r.job_id, r.console_url, r.model_uri, dict(r.extra))
 
     def status(self) -> str:
-        """The job's state: pending | running | succeeded | failed | cancelled."""
-        if self._record.state in TERMINAL_STATES:
-            return self._record.state
+        """The job's state: pending | running | succeeded | failed | cancelled.
+
+        Asks the launcher until the job has ended; a job that ended without its failure reason in the store (a
+        detached job, whose outcome the local supervisor recorded) is asked once more for it. What the launcher
+        says is written back (state, failure reason) without ever moving an ended job back to a running state.
+        """
+        record = self._record
+        if record.state in TERMINAL_STATES and (record.state == "succeeded" or "failure_reason" in record.extra):
+            return record.state
         st = self._launcher.status(self.ref())
-        extra = dict(self._record.extra)
-        if st.failure_reason:
+        extra: dict[str, Any] = {}
+        if st.failure_reason and st.failure_reason != record.extra.get("failure_reason"):
             extra["failure_reason"] = st.failure_reason
-        if st.state != self._record.state or extra != self._record.extra:
-            self._record = self._store.update(self.job_id, state=st.state, extra=extra)
-        return st.state
+        elif st.state in TERMINAL_STATES and st.state != "succeeded" and "failure_reason" not in record.extra:
+            extra["failure_reason"] = st.failure_reason  # asked once: None is the answer
+        if st.state != record.state or extra:
+            self._record = self._store.record_status(self.job_id, st.state, **extra)
+        return self._record.state
+
+    def warnings(self) -> list[str]:
+        """What the outcome should not hide: a job that succeeded with nothing in its model dir (checked where the
+        model dir is a local directory)."""
+        r = self._record
+        if r.state != "succeeded" or not r.model_uri or "://" in r.model_uri:
+            return []
+        path = Path(r.model_uri)
+        if path.is_dir() and next(path.iterdir(), None) is None:
+            return [f"nothing was written to the model dir {path} ($CLOUDTUNE_MODEL_DIR); files the job wrote "
+                    f"elsewhere are lost when its container ends"]
+        return []
 
     def info(self) -> dict[str, Any]:
         state = self.status()
@@ -125,6 +145,7 @@ class Job:
             "console_url": r.console_url,
             "created_at": r.created_at,
             "failure_reason": r.extra.get("failure_reason"),
+            "warnings": self.warnings(),
         }
 
     def logs(self, follow: bool = False) -> Iterator[str]:

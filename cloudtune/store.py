@@ -218,7 +218,19 @@ class JobStore:
 
         Only JobRecord fields other than ``job_id``/``created_at`` are accepted (else ``TypeError``, nothing written).
         ``updated_at`` is bumped to now (never backwards) unless given explicitly. Raises ``JobNotFound`` like get.
+        A terminal state (succeeded, failed, cancelled) is never replaced by a non-terminal one: a writer holding a
+        stale view (a ``list`` that read "running" before the job ended) leaves the final state as it is; its other
+        changes are still applied.
         """
+        return self._apply(job_id, changes, {})
+
+    def record_status(self, job_id: str, state: str, **extra: Any) -> JobRecord:
+        """Record a state seen from the provider, with ``extra`` merged key by key into the job's ``extra`` (other
+        keys written meanwhile by another process are kept), in one transaction. A terminal state is never
+        replaced by a non-terminal one (see ``update``)."""
+        return self._apply(job_id, {"state": state}, extra)
+
+    def _apply(self, job_id: str, changes: dict[str, Any], extra_merge: dict[str, Any]) -> JobRecord:
         unknown = sorted(set(changes) - _UPDATABLE)
         if unknown:
             raise TypeError(f"JobStore.update() got unknown field(s): {', '.join(unknown)}; "
@@ -227,6 +239,10 @@ class JobStore:
             current = _from_row(self._resolve(conn, job_id))
             data = asdict(current)
             data.update(changes)
+            if current.terminal and data["state"] not in TERMINAL_STATES:
+                data["state"] = current.state
+            if extra_merge:
+                data["extra"] = {**(data.get("extra") or {}), **extra_merge}
             if "updated_at" not in changes:
                 data["updated_at"] = max(time.time(), current.updated_at)
             new = JobRecord(**data)

@@ -10,20 +10,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
 from cloudtune.errors import JobInputError
+from cloudtune.runtime import exitcodes
 from cloudtune.runtime.context import ContractError, RunArgs, detect
+from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.runtime.types import RuntimeContext
 
 LOG = "[cloudtune]"
+EXIT_DIR_VAR = "CLOUDTUNE_EXIT_DIR"  # set for torchrun's workers: each failed worker writes its exit code there
+CODE_PREFIX = "cloudtune-code-"  # the private per-process code copy: <tmp>/cloudtune-code-<job>-<random>/
 
 
 def _say(message: str) -> None:
@@ -64,50 +71,96 @@ def context_env(ctx: RuntimeContext) -> dict[str, str]:
 
 
 def _run_forwarding_sigterm(cmd: list[str], **kwargs: Any) -> int:
-    """Run a child; forward SIGTERM/SIGINT to it so it can checkpoint before exiting."""
+    """Run a child; forward SIGTERM/SIGINT to it so it can checkpoint before exiting.
+
+    Returns the child's exit code, except that a child that fails after this process was signalled reports
+    preemption (EXIT_PREEMPTED: the node was stopped), and a child killed by signal N reports 128+N, as a shell does."""
     child = subprocess.Popen(cmd, **kwargs)
+    received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
+        received.append(signum)
         if child.poll() is None:
             child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return child.wait()
+        code = child.wait()
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if code != 0 and received:
+        return exitcodes.EXIT_PREEMPTED
+    return 128 - code if code < 0 else code
 
 
 def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
+    """Run the workers under torchrun; return the node's exit code, of the class that explains its workers' failures.
+
+    One node uses torchrun's standalone rendezvous (a free port of its own), so that two single-node jobs on one
+    machine never meet on a default MASTER_PORT; several nodes meet at the context's master address and port."""
+    if ctx.num_nodes == 1:
+        where = ["--standalone"]
+        master = "standalone (a free local port)"
+    else:
+        where = [f"--master-addr={ctx.master_addr}", f"--master-port={ctx.master_port}"]
+        master = f"{ctx.master_addr}:{ctx.master_port}"
     cmd = [
         sys.executable, "-m", "torch.distributed.run",
         f"--nnodes={ctx.num_nodes}",
         f"--node-rank={ctx.node_rank}",
         f"--nproc-per-node={ctx.processes_per_node}",
-        f"--master-addr={ctx.master_addr}",
-        f"--master-port={ctx.master_port}",
+        *where,
         "-m", "cloudtune.runtime.bootstrap", *argv,
     ]
-    _say(f"torchrun: {ctx.num_nodes} node(s) x {ctx.processes_per_node} process(es), node rank {ctx.node_rank}, master {ctx.master_addr}:{ctx.master_port}")
-    return _run_forwarding_sigterm(cmd)
+    _say(f"torchrun: {ctx.num_nodes} node(s) x {ctx.processes_per_node} process(es), node rank {ctx.node_rank}, master {master}")
+    with tempfile.TemporaryDirectory(prefix="cloudtune-exit-") as exit_dir:
+        code = _run_forwarding_sigterm(cmd, env={**os.environ, EXIT_DIR_VAR: exit_dir})
+        if code in (0, exitcodes.EXIT_PREEMPTED):
+            return code
+        return _workers_exit_code(Path(exit_dir))
 
 
-def _unpack_code(ctx: RuntimeContext) -> Path:
-    """The code dir, with a bundle tarball (SageMaker's code channel, Vertex's bundle URI) unpacked."""
+def _workers_exit_code(exit_dir: Path) -> int:
+    """The code of the class that explains the failed workers' codes (torchrun itself exits 1 whatever they were)."""
+    classes = []
+    for path in sorted(exit_dir.glob("rank-*"))[:4096]:
+        try:
+            classes.append(exitcodes.classify(int(path.read_text().strip() or "1")))
+        except (OSError, ValueError):
+            continue
+    worst = exitcodes.worst(classes)
+    return exitcodes.EXIT_ERROR if worst is ExitClass.SUCCEEDED else exitcodes.code_of(worst)
+
+
+def _report_worker_exit(code: int) -> None:
+    """Under torchrun: leave this worker's exit code where the node's `cloudtune-run` reads it."""
+    exit_dir = os.environ.get(EXIT_DIR_VAR)
+    if exit_dir and code != 0 and Path(exit_dir).is_dir():
+        (Path(exit_dir) / f"rank-{os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}").write_text(str(code))
+
+
+@contextmanager
+def _unpacked_code(ctx: RuntimeContext) -> Iterator[Path]:
+    """The code dir, with a bundle tarball (SageMaker's code channel, Vertex's bundle URI) unpacked.
+
+    The unpacked copy is private to this process (a 0700 temp dir: ranks on a node never race on the same
+    files, other users cannot read it, a retry re-extracts) and is removed when the block ends."""
     code = ctx.code_dir or Path.cwd()
     if code.is_file() and code.name.endswith(".tar.gz"):
         tarballs = [code]
     else:
         tarballs = sorted(code.glob("*.tar.gz")) if code.is_dir() else []
     if not tarballs:
-        return code
-    # one private copy per process: ranks on a node never race on the same files; a retry re-extracts
-    target = Path(tempfile.gettempdir()) / "cloudtune-code" / ctx.job_name / f"{ctx.node_rank}-{os.environ.get('LOCAL_RANK', '0')}"
-    target.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(tarballs[0]) as tar:
-        tar.extractall(target, filter="data")
-    return target
+        yield code
+        return
+    target = Path(tempfile.mkdtemp(prefix=f"{CODE_PREFIX}{ctx.job_name}-"))
+    try:
+        with tarfile.open(tarballs[0]) as tar:
+            tar.extractall(target, filter="data")
+        yield target
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
 
 
 def run_worker(ctx: RuntimeContext) -> int:
@@ -133,9 +186,9 @@ def run_worker(ctx: RuntimeContext) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             _say("metrics " + json.dumps(metrics, sort_keys=True))
         return 0
-    code = _unpack_code(ctx)
-    _say(f"running command in {code}: {job['command']}")
-    return _run_forwarding_sigterm(["/bin/sh", "-c", job["command"]], cwd=code)
+    with _unpacked_code(ctx) as code:
+        _say(f"running command in {code}: {job['command']}")
+        return _run_forwarding_sigterm(["/bin/sh", "-c", job["command"]], cwd=code)
 
 
 def _close_process_group() -> None:
@@ -148,14 +201,39 @@ def _close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _record_failure(ctx: RuntimeContext | None, message: str) -> None:
-    if ctx is not None and ctx.failure_file is not None:
-        ctx.failure_file.parent.mkdir(parents=True, exist_ok=True)
-        ctx.failure_file.write_text(message[:1024])
+def check_model_dir(ctx: RuntimeContext) -> int:
+    """After a run that exited 0, on the first node: a built-in recipe that left the model dir empty fails the job
+    (JobInputError: one line, exit 1); a command that did gets a warning in the log (the job succeeds, as on the
+    clouds' own containers). Returns the exit code to use."""
+    if not ctx.model_dir.is_dir() or next(ctx.model_dir.iterdir(), None) is not None:
+        return 0
+    if ctx.job.get("train"):
+        raise JobInputError(f"the recipe wrote no model to the model dir {ctx.model_dir}")
+    _say(f"warning: nothing was written to the model dir {ctx.model_dir} ($CLOUDTUNE_MODEL_DIR); files written "
+         f"elsewhere in the container are lost when it ends")
+    return 0
+
+
+def _record_failure(ctx: RuntimeContext | None, message: str, code: int) -> None:
+    """Write the failure reason, tagged with its exit class, where the cloud shows it (SageMaker's failure file).
+
+    The first reason written stays: the worker that failed first says why, not the `exit code 1` of its launcher."""
+    if ctx is None or ctx.failure_file is None or ctx.failure_file.exists():
+        return
+    tag = " " + exitcodes.describe(exitcodes.classify(code))
+    ctx.failure_file.parent.mkdir(parents=True, exist_ok=True)
+    ctx.failure_file.write_text(message[:1024 - len(tag)] + tag)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Run the job; exit with the code of its exit class (see cloudtune.runtime.exitcodes)."""
+    code = _main(list(sys.argv[1:] if argv is None else argv))
+    if code != 0 and "LOCAL_RANK" in os.environ:
+        _report_worker_exit(code)
+    return code
+
+
+def _main(argv: list[str]) -> int:
     args = parse_args(argv)
     ctx: RuntimeContext | None = None
     try:
@@ -168,23 +246,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = launch_torchrun(ctx, argv)
         else:
             code = run_worker(ctx)
-    except ContractError as exc:
+        if code == 0 and not under_torchrun and ctx.node_rank == 0:
+            code = check_model_dir(ctx)
+    except ContractError as exc:  # the container was set up wrong: it would fail again
         _say(f"error: container contract: {exc}")
-        _record_failure(ctx, f"ClientError: {exc}")
-        return 2
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    except JobInputError as exc:  # the job's data/model/options: one clear line, no traceback
+        _record_failure(ctx, f"ClientError: {exc}", exitcodes.EXIT_INPUT)
+        return exitcodes.EXIT_INPUT
+    except SystemExit as exc:  # the recipe's own exit (143 after a SIGTERM checkpoint)
+        return int(exc.code or 0) if not isinstance(exc.code, str) else exitcodes.EXIT_ERROR
+    except JobInputError as exc:  # the job's data/model/options: one clear line, no traceback; never retried
         _say(f"error: {exc}")
-        _record_failure(ctx, f"AlgorithmError: {exc}")
-        return 1
+        _record_failure(ctx, f"AlgorithmError: {exc}", exitcodes.EXIT_INPUT)
+        return exitcodes.EXIT_INPUT
     except Exception as exc:  # the job failed: report it where the cloud shows failures
         traceback.print_exc()
         _say(f"error: {type(exc).__name__}: {exc}")
-        _record_failure(ctx, f"AlgorithmError: {type(exc).__name__}: {exc}")
-        return 1
+        code = exitcodes.code_of(exitcodes.exception_class(exc))
+        _record_failure(ctx, f"AlgorithmError: {type(exc).__name__}: {exc}", code)
+        return code
     if code != 0:
-        _record_failure(ctx, f"AlgorithmError: exit code {code}")
+        _record_failure(ctx, f"AlgorithmError: exit code {code}", code)
     return code
 
 

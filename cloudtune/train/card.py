@@ -27,6 +27,17 @@ def _loading(train: Any) -> str:
                 f"from peft import PeftModel\n"
                 f"base = {cls}.from_pretrained(\"<base model>\")\n"
                 f"model = PeftModel.from_pretrained(base, \"path/to/this/dir/adapter\")  # adapter on the base\n```\n")
+    if train.task == "seq-classification":
+        return ("This directory holds a LoRA adapter and the trained classification head (needs the base model); "
+                "`config.json` beside it gives the labels and the pad token, which the base model's own config "
+                "lacks.\n\n"
+                "```python\nfrom transformers import AutoConfig, AutoTokenizer\n"
+                "from peft import AutoPeftModelForSequenceClassification\n\n"
+                "config = AutoConfig.from_pretrained(\"path/to/this/dir\")\n"
+                "model = AutoPeftModelForSequenceClassification.from_pretrained(\n"
+                "    \"path/to/this/dir\", num_labels=config.num_labels, id2label=config.id2label,\n"
+                "    label2id=config.label2id, pad_token_id=config.pad_token_id)  # the base named in adapter_config.json\n"
+                "tokenizer = AutoTokenizer.from_pretrained(\"path/to/this/dir\")\n```\n")
     return (f"This directory holds a LoRA adapter (needs the base model).\n\n"
             f"```python\nfrom peft import {peft_cls}, PeftModel\n\n"
             f"model = {peft_cls}.from_pretrained(\"path/to/this/dir\")  # loads the base named in adapter_config.json\n"

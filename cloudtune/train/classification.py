@@ -69,12 +69,13 @@ def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any,
     return as_int
 
 
-def _records(path: Path, train: TrainSpec) -> list[tuple[str, str, Any]]:
+def _records(path: Path, train: TrainSpec, shown: str | None = None) -> list[tuple[str, str, Any]]:
+    """(where, text, label) of every record of the input at `path` (named `shown` in errors)."""
     from cloudtune.train.data import _where_field, read_records
 
     data = train.data
     out = []
-    for where, rec in read_records(path, data.text_field):
+    for where, rec in read_records(path, data.text_field, shown):
         text = _where_field(rec, data.text_field, where, "train.data.text_field")
         label = _where_field(rec, data.label_field, where, "train.data.label_field", kind=(str, int, float))
         out.append((where, text, label))
@@ -147,13 +148,14 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
     from transformers import set_seed
 
-    from cloudtune.train.causal_lm import _load, _quiet_transformers, _say, resolve_model_source, run_training, train_model_name
+    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, input_source, model_shown,
+                                           resolve_model_source, run_training, train_model_name)
 
     _quiet_transformers()
     data, hp = train.data, train.hyperparameters
     set_seed(hp.seed)
-    train_rows = _records(Path(ctx.inputs[data.train]), train)
-    eval_rows = _records(Path(ctx.inputs[data.eval]), train) if data.eval is not None else None
+    train_rows = _records(Path(ctx.inputs[data.train]), train, input_source(ctx, data.train))
+    eval_rows = _records(Path(ctx.inputs[data.eval]), train, input_source(ctx, data.eval)) if data.eval is not None else None
     names, mapping, n = label_mapping([(w, label) for w, _, label in train_rows], data.labels)
 
     def to_id(value: Any, where: str) -> int:
@@ -162,7 +164,8 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     source = resolve_model_source(ctx, train.model)
     _say(f"loading model {source} for sequence classification ({n} labels"
          + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
-    tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None)
+    tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None,
+                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len)
     train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
     eval_ds = encode(eval_rows, tokenizer, hp.max_seq_len, to_id) if eval_rows is not None else None
     info: dict[str, Any] = {"train_examples": len(train_ds), "labels": names or [f"{i}" for i in range(n)]}
@@ -172,8 +175,10 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     if train.lora is not None:
         from cloudtune.train.lora import apply_lora, trainable_summary
 
-        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing)
-        _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}: " + trainable_summary(model))
+        heads = getattr(model, "ct_new_modules", None) or None
+        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing, modules_to_save=heads)
+        _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
+             f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
-                        collator=ClassificationCollator(tokenizer.pad_token_id), base_model=train_model_name(train, source),
+                        collator=ClassificationCollator(tokenizer.pad_token_id), base_model=train_model_name(train, source, ctx),
                         data_info=info, compute_metrics=compute_metrics)

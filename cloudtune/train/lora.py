@@ -4,6 +4,8 @@ Saved layout in the model dir:
 
 * `merge: false` — the adapter (`adapter_config.json`, `adapter_model.safetensors`) next to the tokenizer:
   `AutoPeftModelForCausalLM.from_pretrained(model_dir)` (or `PeftModel.from_pretrained(base, model_dir)`) loads it.
+  A seq-classification adapter holds its trained head and has the classifier's `config.json` (labels, pad token)
+  beside it; see the model card for the reload.
 * `merge: true` — merged full weights (`config.json`, `model.safetensors`: a plain transformers model) and the
   adapter in `model_dir/adapter`.
 """
@@ -86,15 +88,20 @@ def resolve_target_modules(model: Any, target_modules: Any) -> list[str]:
     return list(target_modules)
 
 
-def apply_lora(model: Any, lora: Any, task: str, gradient_checkpointing: bool = False) -> Any:
-    """Wrap `model` in a peft LoRA model (only the adapter, and a classification head, train)."""
+def apply_lora(model: Any, lora: Any, task: str, gradient_checkpointing: bool = False,
+               modules_to_save: list[str] | None = None) -> Any:
+    """Wrap `model` in a peft LoRA model: only the adapter trains, and the modules `modules_to_save` (for
+    seq-classification, the new head and any other newly initialised part; peft's default `classifier`/`score`
+    when None), which are trained in full and saved with the adapter."""
     from peft import LoraConfig, TaskType, get_peft_model
 
     targets = resolve_target_modules(model, lora.target_modules)
+    extra: dict[str, Any] = {"modules_to_save": list(modules_to_save)} if modules_to_save else {}
     config = LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none",
         task_type=TaskType.SEQ_CLS if task == "seq-classification" else TaskType.CAUSAL_LM,
         fan_in_fan_out=any(type(m).__name__ == "Conv1D" and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules()),
+        **extra,
     )
     if gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input with grad
@@ -107,12 +114,24 @@ def trainable_summary(model: Any) -> str:
     return f"{trainable:,} of {total:,} parameters trainable ({100.0 * trainable / max(total, 1):.2f}%)"
 
 
+def save_classifier_config(model: Any, adapter_dir: Path) -> None:
+    """Beside a seq-classification adapter, the classifier's config.json: num_labels, id2label/label2id and
+    pad_token_id, which a reload passes to the base model (see the model card). Nothing for other tasks."""
+    if str(getattr(model.peft_config["default"], "task_type", "")).endswith("SEQ_CLS"):
+        model.get_base_model().config.save_pretrained(str(adapter_dir))
+
+
 def save_lora(model: Any, model_dir: Path, merge: bool, base_name: str) -> list[str]:
-    """Save the adapter (and merged weights when `merge`); returns the files written, relative to model_dir."""
+    """Save the adapter (and merged weights when `merge`); returns the files written, relative to model_dir.
+
+    A seq-classification adapter also gets the base model's `config.json` beside it, with what a reload needs
+    that the base model's own config lacks: `num_labels`, `id2label`/`label2id` and `pad_token_id` (the trained
+    head itself is in the adapter, as peft's modules_to_save)."""
     model_dir = Path(model_dir)
     adapter_dir = model_dir / "adapter" if merge else model_dir
     model.peft_config["default"].base_model_name_or_path = base_name
     model.save_pretrained(str(adapter_dir))
+    save_classifier_config(model, adapter_dir)
     if merge:
         import copy
 
