@@ -139,11 +139,14 @@ class Resources(_Strict):
             raise ValueError("processes_per_node must be from 1 to 1024, or 'auto'")
         return v
 
-    @field_validator("max_runtime")
+    @field_validator("max_runtime", mode="before")
     @classmethod
-    def _runtime(cls, v: Union[str, int]) -> Union[str, int]:
-        parse_duration(v)
-        return v
+    def _runtime(cls, v: Any) -> Union[str, int]:
+        """A duration text or whole seconds, within parse_duration's range; a number of seconds becomes an int."""
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise ValueError(f"max_runtime must be like 90m, 2h, 1d or a number of seconds, not {shown(v)}")
+        seconds = parse_duration(v)
+        return seconds if isinstance(v, float) else v
 
     @field_validator("instance_type")
     @classmethod
@@ -432,7 +435,8 @@ class JobSpec(_Strict):
             if not SECRET_REF.match(str(ref)) or re.search(r"[\s\x00-\x1f\x7f]", ref):
                 raise ValueError(
                     f"secret {key!r} must be a reference, not a value: an AWS Secrets Manager ARN, "
-                    "a GCP secret version (projects/P/secrets/S/versions/V) or an Azure Key Vault secret URI"
+                    "a GCP secret version (projects/P/secrets/S/versions/V) or an Azure Key Vault secret URI, "
+                    "with no space or control character"
                 )
         return v
 
@@ -519,6 +523,8 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
             hint = f"add `{loc[-1]}:` to the spec"
         elif kind == "literal_error":
             hint = "use one of the listed values"
+        elif kind == "finite_number":
+            hint = "give a finite number (.inf and .nan are not numbers a job can use)"
         elif kind.endswith("_type") or kind.endswith("_parsing"):
             got = "" if secret else f"got {shown(err.get('input'))}; "  # a secret's value is never echoed
             hint = got + _TYPE_HINTS.get(kind.split("_")[0], "give a value of the type named above")
@@ -529,6 +535,9 @@ def _issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         else:
             line = _longest_prefix(loc, lines)
         issues.append(SpecIssue(path=field_path(loc), message=msg, line=line, hint=hint))
+    if error.error_count() > MAX_ISSUES:
+        issues.append(SpecIssue("<spec>", f"... and {error.error_count() - MAX_ISSUES} more problems not listed", None,
+                                "fix the ones above, then validate again"))
     return issues
 
 
@@ -541,10 +550,11 @@ def _text_problem(text: str) -> str | None:
     """Why a string cannot travel to a job (process environment, JSON file, command line), or None."""
     if "\x00" in text:
         return "holds a NUL byte (\\0), which no environment variable, path or command can carry"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "holds a lone surrogate escape (e.g. \\ud800), which is not text"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return "holds a lone surrogate escape (e.g. \\ud800), which is not text"
     return None
 
 
@@ -557,18 +567,23 @@ def _text_issues(data: Any, lines: dict[tuple[str, ...], int], overridden: dict[
     stack: list[tuple[tuple[str, ...], Any]] = [((), data)]
     while stack and len(issues) < MAX_ISSUES:
         path, value = stack.pop()
-        if isinstance(value, str):
-            problem = _text_problem(value)
-            if problem:
-                issues.append(_issue_at(path, f"the value {problem}", "remove it", lines, overridden))
-        elif isinstance(value, (dict, list)) and id(value) not in seen and len(path) <= MAX_DEPTH:
-            seen.add(id(value))
-            items = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
-            for key, item in reversed(items):
-                child = (*path, str(key))
-                problem = _text_problem(key) if isinstance(key, str) else None
+        if id(value) in seen or len(path) > MAX_DEPTH:
+            continue
+        seen.add(id(value))
+        pairs = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
+        texts = "".join([x for pair in pairs for x in pair if type(x) is str])  # one C-speed look at them all
+        if _text_problem(texts):
+            suspects = [(k, v) for k, v in pairs if (type(k) is str and _text_problem(k))
+                        or (type(v) is str and _text_problem(v)) or isinstance(v, (dict, list))]
+        else:
+            suspects = [(k, v) for k, v in pairs if isinstance(v, (dict, list))]
+        for key, item in reversed(suspects):
+            child = (*path, str(key))
+            for what, text in (("key", key), ("value", item)):
+                problem = _text_problem(text) if isinstance(text, str) else None
                 if problem:
-                    issues.append(_issue_at(child, f"the key {problem}", "remove it", lines, overridden))
+                    issues.append(_issue_at(child, f"the {what} {problem}", "remove it", lines, overridden))
+            if isinstance(item, (dict, list)):
                 stack.append((child, item))
     return issues
 
@@ -738,7 +753,10 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
             try:
                 resolved = str((base_dir / Path(value).expanduser()).resolve())
             except (RuntimeError, OSError, ValueError) as exc:  # ~nosuchuser, a symlink loop
-                problem = f"cannot be resolved ({exc})"
+                issues.append(SpecIssue(field_path(loc), f"the path {shown(value)} cannot be resolved ({exc})",
+                                        _longest_prefix(loc, lines or {}), "check the path: a ~user must name a user of "
+                                        "this machine, and no symbolic link may point back at itself"))
+                return value
             else:
                 later = path_problem(resolved)
                 problem = f"resolves to a path that {later}" if later else None

@@ -13,6 +13,8 @@ document; `inexact_env` finds env keys and values whose text would not reach the
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ class LoadedYaml:
 class _Frame:
     node: MappingNode | SequenceNode
     path: tuple[str, ...]
+    is_map: bool
     key: Node | None = None
     weight: int = 1
     seen: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -119,10 +122,15 @@ class _Composer:
                 if event.anchor is not None:
                     self.anchors[event.anchor] = node
                     self.weight[id(node)] = 1
-                if stack:
-                    self.attach(stack[-1], node, 1, event.start_mark.line + 1)
-                else:
+                if not stack:
                     self.root = node
+                    continue
+                frame = stack[-1]
+                if frame.is_map and frame.key is None:  # a key: kept until its value arrives
+                    frame.weight += 1
+                    frame.key = node
+                else:
+                    self.attach(frame, node, 1, event.start_mark.line + 1)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 self.start_collection(event)
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
@@ -159,7 +167,7 @@ class _Composer:
         if event.anchor is not None:
             self.anchors[event.anchor] = node
         self.open.add(id(node))
-        self.stack.append(_Frame(node, self.child_path()))
+        self.stack.append(_Frame(node, self.child_path(), cls is MappingNode))
 
     def alias(self, event: Any) -> None:
         line = event.start_mark.line + 1
@@ -184,7 +192,7 @@ class _Composer:
         if not self.stack:
             return ()
         frame = self.stack[-1]
-        if isinstance(frame.node, SequenceNode):
+        if not frame.is_map:
             return (*frame.path, str(len(frame.node.value)))
         if frame.key is None:
             return (*frame.path, "<key>")
@@ -193,16 +201,16 @@ class _Composer:
     def attach(self, frame: _Frame, node: Node, weight: int, line: int) -> None:
         """Add a finished node (or an alias to one) to the open collection `frame`."""
         frame.weight += weight
-        if frame.key is None and isinstance(frame.node, MappingNode):
-            frame.key = node
-            return
-        if isinstance(frame.node, SequenceNode):
+        if not frame.is_map:
             self.lines.setdefault((*frame.path, str(len(frame.node.value))), line)
             frame.node.value.append(node)
             return
         key = frame.key
+        if key is None:
+            frame.key = node
+            return
         frame.key = None
-        if isinstance(key, ScalarNode):
+        if type(key) is ScalarNode:
             self.check_duplicate(frame, key)
             self.lines.setdefault((*frame.path, key.value), key.start_mark.line + 1)
         frame.node.value.append((key, node))
@@ -254,22 +262,72 @@ def compose(text: str, source: str) -> tuple[Node | None, dict[tuple[str, ...], 
 
 
 def construct(root: Node | None, source: str) -> Any:
-    """The Python value of a composed (and therefore bounded) node tree; None for an empty document."""
+    """The Python value of a composed (and therefore bounded) node tree, as PyYAML's safe loader builds it; None for
+    an empty document. A node reached twice (an alias) gives the same object both times."""
     if root is None:
         return None
+    safe = SafeConstructor()
+    memo: dict[int, Any] = {}
+
+    def build(node: Node) -> Any:
+        if id(node) in memo:
+            return memo[id(node)]
+        if type(node) is ScalarNode:
+            value = node.value if node.tag == STR else safe.construct_object(node)
+            memo[id(node)] = value
+            return value
+        if isinstance(node, SequenceNode):
+            items: list[Any] = []
+            memo[id(node)] = items
+            items.extend(build(child) for child in node.value)
+            return items
+        if any(k.tag == MERGE for k, _ in node.value):
+            safe.flatten_mapping(node)  # merged pairs first, so the mapping's own keys win
+        mapping: dict[Any, Any] = {}
+        memo[id(node)] = mapping
+        for key_node, value_node in node.value:
+            key = build(key_node)
+            if not isinstance(key, (str, int, float, bool, type(None))) and not _hashable(key):
+                raise SpecError(source, [SpecIssue("<yaml>", "a key must be a plain value, not a list or mapping",
+                                                   key_node.start_mark.line + 1, "write the key as text")])
+            mapping[key] = build(value_node)
+        return mapping
+
     try:
-        return SafeConstructor().construct_document(root)
+        return build(root)
     except yaml.YAMLError as exc:
         raise _yaml_error(source, exc) from None
-    except RecursionError:  # merge chains are bounded by MAX_VALUES; this is a last guard
+    except RecursionError:  # nesting is bounded by MAX_DEPTH and merges by MAX_VALUES; this is a last guard
         raise SpecError(source, [SpecIssue("<yaml>", "the merge keys (<<) nest too deeply", None,
                                            "write the merged values out")]) from None
 
 
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
 def load_yaml(text: str, source: str) -> LoadedYaml:
     """Parse, check and construct a document: see the module's contract."""
-    root, lines = compose(text, source)
-    return LoadedYaml(construct(root, source), lines, root)
+    with _gc_paused():
+        root, lines = compose(text, source)
+        return LoadedYaml(construct(root, source), lines, root)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building many small acyclic objects otherwise triggers repeated full
+    collections (half the time on a large document). The tree is bounded by MAX_VALUES and holds no cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 # ------------------------------------------------------------------------------------------------ exactness
