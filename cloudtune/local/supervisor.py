@@ -1,8 +1,14 @@
 """Runs one local job: lays out its contract, starts one `cloudtune-run` per node, streams their output to
 `job.log`, restarts up to `retries` times, enforces max_runtime, and records the outcome.
 
-Started as `python -m cloudtune.local.supervisor JOB_DIR` in its own session, so `cancel` can signal
-the whole process group. The outcome goes to `JOB_DIR/state.json` (written atomically) and the job store.
+Started as `python -m cloudtune.local.supervisor JOB_DIR` in its own session; `cancel` sends it SIGTERM.
+The outcome goes to `JOB_DIR/state.json` (written atomically) and the job store.
+
+Every process a job starts ends with the job: each node runs in its own process group, which gets SIGTERM
+when the job is stopped (cancel, max_runtime, a failed node) and the grace period to checkpoint; then every
+process left in the supervisor's tree is killed, found through the subreaper (cloudtune.local.proctree) even
+when it left its group. A failure is retried only when its exit class says a fresh start can cure it
+(cloudtune.runtime.exitcodes).
 """
 
 from __future__ import annotations
@@ -14,14 +20,22 @@ import signal
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from cloudtune.local.copies import CopyStats, copy_tree
+from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
+from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
+
 SAFE_ENV_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "HF_", "TRANSFORMERS_", "TORCH_", "CUDA_", "NCCL_", "GLOO_")
 SAFE_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "USER", "CLOUDTUNE_HOME"}
-GRACE_SECONDS = 30.0
+GRACE_SECONDS = 30.0  # what stopped nodes get to checkpoint before SIGKILL; CLOUDTUNE_STOP_GRACE_S overrides it
+GRACE_ENV = "CLOUDTUNE_STOP_GRACE_S"
+KILL_WAIT_SECONDS = 10.0  # how long SIGKILLed processes get to disappear
 
 
 def write_state(job_dir: Path, **fields: Any) -> dict[str, Any]:
@@ -51,25 +65,38 @@ def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str
     return env
 
 
-def materialise(plan: dict[str, Any]) -> None:
-    """Make the copies (inputs, bundles) and write the contract files of every node."""
+def thread_env(nodes: int, processes_per_node: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """OMP_NUM_THREADS for each process of a job whose nodes all share this machine, unless the user set it.
+
+    Each process would otherwise start one thread per core, and N processes on C cores oversubscribe them N times."""
+    env = os.environ if environ is None else environ
+    if "OMP_NUM_THREADS" in env:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {"OMP_NUM_THREADS": str(max(1, cores // max(1, nodes * processes_per_node)))}
+
+
+def materialise(plan: dict[str, Any]) -> CopyStats:
+    """Make the copies (inputs, bundles) and write the contract files of every node.
+
+    Inputs are cloned copy-on-write where the file system can (see cloudtune.local.copies), never linked."""
     request = plan["request"]
+    stats = CopyStats()
     for copy in request["copies"]:
         src, dest = Path(copy["source"]), Path(copy["destination"])
         dest.mkdir(parents=True, exist_ok=True)
         if copy.get("unpack"):
             with tarfile.open(src) as tar:
                 tar.extractall(dest, filter="data")
-        elif src.is_dir():
-            shutil.copytree(src, dest, dirs_exist_ok=True)
         else:
-            shutil.copy2(src, dest / src.name)
+            copy_tree(src, dest, stats)
     for node in request["nodes"]:
         Path(node["cwd"]).mkdir(parents=True, exist_ok=True)
         for rel, content in node["files"].items():
             path = Path(node["root"]) / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2))
+    return stats
 
 
 def _pump(stream: IO[bytes], sink: IO[str], prefix: str, lock: threading.Lock) -> None:
@@ -80,6 +107,24 @@ def _pump(stream: IO[bytes], sink: IO[str], prefix: str, lock: threading.Lock) -
             sink.flush()
 
 
+def grace_seconds() -> float:
+    """How long stopped nodes get to checkpoint and exit before every process left is killed."""
+    try:
+        return max(0.0, float(os.environ.get(GRACE_ENV, GRACE_SECONDS)))
+    except ValueError:
+        return GRACE_SECONDS
+
+
+@dataclass
+class Attempt:
+    """How one attempt ended: each node's exit code, the first failure's class, and why the supervisor stopped it."""
+
+    codes: list[int]
+    failed_class: ExitClass = ExitClass.SUCCEEDED
+    failed_code: int = 0
+    stopped_for: str | None = None  # "max_runtime" or "cancel"; None when the nodes ended by themselves
+
+
 class Supervisor:
     def __init__(self, job_dir: Path) -> None:
         self.job_dir = job_dir
@@ -87,86 +132,141 @@ class Supervisor:
         self.request = self.plan["request"]
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cancelled = False
+        self.subreaper = False
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
-        self.cancelled = True
-        self._stop_children()
-
-    def _stop_children(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
+        self.cancelled = True  # the wait loop stops the nodes
 
     def _start(self, log: IO[str], lock: threading.Lock) -> list[threading.Thread]:
+        """Start one `cloudtune-run` per node, each the leader of its own session and process group."""
         self.procs, threads = [], []
-        multi = len(self.request["nodes"]) > 1
-        for node in self.request["nodes"]:
+        nodes = self.request["nodes"]
+        threads_env = thread_env(len(nodes), int(self.request.get("processes_per_node") or 1))
+        for node in nodes:
             argv = [sys.executable, "-m", "cloudtune.runtime.bootstrap", *node["argv"][1:]]
-            env = container_env(node["env"], self.request.get("secret_names", []))
-            proc = subprocess.Popen(argv, cwd=node["cwd"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            env = container_env({**threads_env, **node["env"]}, self.request.get("secret_names", []))
+            proc = subprocess.Popen(argv, cwd=node["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append(proc)
-            t = threading.Thread(target=_pump, args=(proc.stdout, log, f"[{node['host']}] " if multi else "", lock), daemon=True)
+            t = threading.Thread(target=_pump, args=(proc.stdout, log, f"[{node['host']}] " if len(nodes) > 1 else "", lock), daemon=True)
             t.start()
             threads.append(t)
         return threads
 
-    def _wait(self, deadline: float) -> tuple[list[int], str | None]:
-        """Wait for all nodes; a failed node stops the others (as a cloud job fails as a whole)."""
-        reason = None
-        stop_at: float | None = None
+    def _stop_nodes(self) -> None:
+        """SIGTERM each running node's process group: its processes get the grace period to checkpoint and exit."""
+        for p in self.procs:
+            if p.poll() is None:
+                signal_group(p.pid, signal.SIGTERM)
+
+    def _first_failure(self, attempt: Attempt) -> None:
+        """Record the class of the first failure seen; a node killed by a signal explains the failures beside it."""
+        if attempt.failed_code:
+            return
+        failed = [c for c in (p.poll() for p in self.procs) if c not in (None, 0)]
+        if failed:
+            code = min(failed) if min(failed) < 0 else failed[0]
+            attempt.failed_code = code
+            attempt.failed_class = classify(code) if code < 0 else worst([classify(c) for c in failed])
+
+    def _wait(self, deadline: float) -> Attempt:
+        """Wait for all nodes; a failed node stops the others (as a cloud job fails as a whole); max_runtime and
+        cancel stop them all. Nodes still running after the grace period are killed, process tree and all."""
+        attempt = Attempt([])
+        kill_at: float | None = None
         while any(p.poll() is None for p in self.procs):
             now = time.time()
-            if reason is None and now > deadline:
-                reason = "MaxRuntimeExceeded: the job ran past resources.max_runtime"
-                self._stop_children()
-                stop_at = now + GRACE_SECONDS
-            elif reason is None and any(p.poll() not in (None, 0) for p in self.procs):
-                self._stop_children()
-                stop_at = stop_at or now + GRACE_SECONDS
-            if self.cancelled and stop_at is None:
-                stop_at = now + GRACE_SECONDS
-            if stop_at is not None and now > stop_at:
-                for p in self.procs:
-                    if p.poll() is None:
-                        p.kill()
-            time.sleep(0.2)
-        return [p.returncode for p in self.procs], reason
+            self._first_failure(attempt)
+            if attempt.stopped_for is None and not attempt.failed_code and (self.cancelled or now > deadline):
+                attempt.stopped_for = "cancel" if self.cancelled else "max_runtime"
+            if kill_at is None and (attempt.stopped_for or attempt.failed_code):
+                self._stop_nodes()
+                kill_at = now + grace_seconds()
+            if self.cancelled and attempt.failed_code and attempt.stopped_for is None:
+                attempt.stopped_for = "cancel"
+            if kill_at is not None and now > kill_at:
+                break
+            time.sleep(0.1)
+        self._first_failure(attempt)
+        self._end_tree()
+        attempt.codes = [p.wait() for p in self.procs]
+        return attempt
+
+    def _end_tree(self) -> None:
+        """Kill every process the attempt left (as a container runtime does when the container's main process
+        exits), wait until none runs, and remove the private code copies that killed processes could not."""
+        survivors = kill_all({p.pid for p in self.procs}, KILL_WAIT_SECONDS)
+        if survivors:
+            print(f"[cloudtune] processes still running after SIGKILL: {survivors}", file=sys.stderr)
+        for leftover in list(Path(tempfile.gettempdir()).glob(f"cloudtune-code-{self.plan['job_name']}-*"))[:1000]:
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        self.subreaper = become_subreaper()
         write_state(self.job_dir, state="running", supervisor_pid=os.getpid(), started_at=time.time(), attempt=0)
         lock = threading.Lock()
         with open(self.job_dir / "job.log", "a", encoding="utf-8") as log:
             try:
-                materialise(self.plan)
+                stats = materialise(self.plan)
             except OSError as exc:
                 log.write(f"[cloudtune] could not lay out the job: {exc}\n")
-                return self._finish("failed", 1, f"ClientError: {exc}")
-            deadline = time.time() + int(self.request["max_runtime_seconds"])
-            retries = int(self.request.get("retries", 0))
-            for attempt in range(retries + 1):
-                write_state(self.job_dir, attempt=attempt)
-                if attempt:
-                    log.write(f"[cloudtune] restarting (retry {attempt} of {retries}); resuming from the newest checkpoint\n")
-                    log.flush()
-                    self._restore_checkpoints()
-                threads = self._start(log, lock)
-                codes, reason = self._wait(deadline)
-                for t in threads:
-                    t.join(timeout=5)
-                if self.cancelled:
-                    log.write("[cloudtune] job cancelled\n")
-                    return self._finish("cancelled", 130, "cancelled by the user")
-                if all(c == 0 for c in codes):
-                    return self._finish("succeeded", 0, None)
-                code = next(c for c in codes if c != 0)
-                reason = reason or self._failure_reason() or f"AlgorithmError: exit code {code}"
-                log.write(f"[cloudtune] attempt {attempt + 1} failed: {reason}\n")
+                return self._finish("failed", 1, f"ClientError: {exc} {describe(ExitClass.INPUT)}", ExitClass.INPUT)
+            log.write(f"[cloudtune] job files: {stats.summary()}\n")
+            log.flush()
+            return self._attempts(log, lock)
+
+    def _attempts(self, log: IO[str], lock: threading.Lock) -> int:
+        """Run the job, then re-run it up to `retries` times, but only after a failure of a retried class."""
+        deadline = time.time() + int(self.request["max_runtime_seconds"])
+        retries = int(self.request.get("retries", 0))
+        for number in range(retries + 1):
+            if self.cancelled:
+                break
+            write_state(self.job_dir, attempt=number)
+            if number:
+                log.write(f"[cloudtune] restarting (retry {number} of {retries}); resuming from the newest checkpoint\n")
                 log.flush()
-                if reason.startswith("MaxRuntimeExceeded"):
-                    break
-            return self._finish("failed", code, reason)
+                self._restore_checkpoints()
+            self._clear_failure_files()
+            threads = self._start(log, lock)
+            attempt = self._wait(deadline)
+            for t in threads:
+                t.join(timeout=5)
+            if attempt.stopped_for == "cancel":
+                break
+            if attempt.stopped_for == "max_runtime":
+                reason = "MaxRuntimeExceeded: the job ran past resources.max_runtime"
+                log.write(f"[cloudtune] attempt {number + 1} failed: {reason}\n")
+                return self._finish("failed", attempt.failed_code or 1, reason, None)
+            if all(c == 0 for c in attempt.codes):
+                return self._finish("succeeded", 0, None, ExitClass.SUCCEEDED)
+            reason = self._reason(attempt)
+            again = retried(attempt.failed_class) and number < retries and not self.cancelled
+            log.write(f"[cloudtune] attempt {number + 1} failed: {reason}\n")
+            if retries and not retried(attempt.failed_class):
+                log.write(f"[cloudtune] not retried: {CLASSES[attempt.failed_class].meaning}\n")
+            log.flush()
+            if not again:
+                return self._finish("failed", attempt.failed_code, reason, attempt.failed_class)
+        log.write("[cloudtune] job cancelled\n")
+        return self._finish("cancelled", 130, "cancelled by the user", None)
+
+    def _reason(self, attempt: Attempt) -> str:
+        """The failure reason the job reports, tagged with its exit class."""
+        code = attempt.failed_code
+        if code < 0:
+            reason = f"AlgorithmError: a node was killed by {signal.Signals(-code).name}"
+        else:
+            reason = self._failure_reason() or f"AlgorithmError: exit code {code}"
+        tag = describe(attempt.failed_class)
+        return reason if tag in reason else f"{reason} {tag}"
+
+    def _clear_failure_files(self) -> None:
+        """A new attempt is a new container: no failure file of the last attempt is left to be read as its own."""
+        for node in self.request["nodes"]:
+            (Path(node["root"]) / "opt/ml/output/failure").unlink(missing_ok=True)
 
     def _restore_checkpoints(self) -> None:
         """SageMaker restores CheckpointConfig's S3 copy onto every host of a restarted job: do the same,
@@ -178,7 +278,7 @@ class Supervisor:
             return
         for other in dirs[1:]:
             shutil.rmtree(other, ignore_errors=True)
-            shutil.copytree(dirs[0], other)
+            copy_tree(dirs[0], other)
 
     def _failure_reason(self) -> str | None:
         for node in self.request["nodes"]:
@@ -187,8 +287,9 @@ class Supervisor:
                 return failure.read_text().strip() or None
         return None
 
-    def _finish(self, state: str, code: int, reason: str | None) -> int:
-        write_state(self.job_dir, state=state, exit_code=code, failure_reason=reason, ended_at=time.time())
+    def _finish(self, state: str, code: int, reason: str | None, exit_class: ExitClass | None) -> int:
+        write_state(self.job_dir, state=state, exit_code=code, failure_reason=reason, ended_at=time.time(),
+                    exit_class=exit_class.value if exit_class else None)
         try:
             from cloudtune.store import JobStore
 

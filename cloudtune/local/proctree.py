@@ -1,0 +1,106 @@
+"""The process tree of a local job: find every process it started, and end them all.
+
+The supervisor makes itself the child subreaper (Linux `prctl(PR_SET_CHILD_SUBREAPER)`), so a process whose
+parent died, even one that left the node's process group with `setsid`, is re-parented to the supervisor
+instead of to init: every process of the job stays a descendant of the supervisor, and `descendants()` finds it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+PR_SET_CHILD_SUBREAPER = 36
+PROC = Path("/proc")
+
+
+def become_subreaper() -> bool:
+    """Make this process the subreaper of its descendants. Returns False where the OS has no such thing."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state letter) of a process, or None once it is gone."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[-1].split()  # the command name may hold spaces and parentheses
+    return int(fields[1]), fields[0]
+
+
+def _parents() -> dict[int, tuple[int, str]]:
+    table: dict[int, tuple[int, str]] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
+            table[int(entry.name)] = st
+    return table
+
+
+def descendants(root: int | None = None) -> dict[int, str]:
+    """Every process below `root` (default: this process) -> its state letter ('Z' for a zombie)."""
+    root = os.getpid() if root is None else root
+    table = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found: dict[int, str] = {}
+    todo = list(children.get(root, []))
+    while todo:  # a tree: each pid is visited once
+        pid = todo.pop()
+        if pid not in found:
+            found[pid] = table[pid][1]
+            todo.extend(children.get(pid, []))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie does not)."""
+    st = _stat(pid)
+    return st is not None and st[1] != "Z"
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def reap(keep: set[int]) -> None:
+    """Collect the exit status of this process' zombie children, except those in `keep` (a Popen reaps its own)."""
+    for pid, state in descendants().items():
+        if state == "Z" and pid not in keep:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
+def kill_all(keep: set[int], timeout: float) -> list[int]:
+    """SIGKILL every descendant until none runs (or `timeout` passes); reap the orphans among them.
+
+    `keep`: children whose status a Popen will collect (they are killed, not reaped). Returns the survivors."""
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [pid for pid, state in descendants().items() if state != "Z"]
+        for pid in running:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        reap(keep)
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.05)
