@@ -170,8 +170,8 @@ class GcpLauncher:
             return client.create_custom_job(parent=parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name
 
         def find() -> str | None:
-            pager = client.list_custom_jobs(parent=parent, filter=f'labels.{LAUNCH_LABEL}="{launch}"', retry=None,
-                                            timeout=CALL_TIMEOUT_S)
+            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
+                                            retry=None, timeout=CALL_TIMEOUT_S)
             names = [job.name for job in pager]
             return names[0] if names else None
 
