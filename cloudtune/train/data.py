@@ -267,8 +267,8 @@ def sample_file_records(path: Path, text_field: str, shown: str, max_bytes: int,
     except JobInputError:
         if not (truncated and _kind(path, text) == "csv" and records):
             raise  # a quoted CSV cell cut by the byte limit is not an error in the file
-    if truncated and _kind(path, text) != "json":
-        records = records[:-1]  # the last row may be cut short
+    if truncated and _kind(path, text) == "csv":
+        records = records[:-1]  # a quoted cell may hold a newline: the last row may be cut short
     return records, not truncated
 
 
