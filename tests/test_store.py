@@ -124,3 +124,58 @@ def test_concurrent_processes(tmp_path: Path) -> None:
             r = by_id[f"w{w}-{i:03d}"]
             assert r.extra == {"i": i}
             assert r.state == ("succeeded" if i % 5 == 0 else "running")
+
+
+# ------------------------------------------------------------------------------ terminal states stay terminal
+def test_terminal_state_is_never_replaced_by_a_non_terminal_one(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("j1"))
+    store.update("j1", state="running")
+    store.update("j1", state="failed", extra={"failure_reason": "AlgorithmError: exit code 3"})
+    stale = store.update("j1", state="running", console_url="https://c")  # a stale reader writing back
+    assert stale.state == "failed" and stale.console_url == "https://c"
+    assert store.record_status("j1", "pending").state == "failed"
+    assert store.get("j1").extra == {"failure_reason": "AlgorithmError: exit code 3"}
+    assert store.update("j1", state="cancelled").state == "cancelled"  # one final state may correct another
+
+
+def test_record_status_merges_extra_keys(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("j1", extra={"job_dir_hint": "x"}))
+    store.record_status("j1", "running", attempt=1)
+    got = store.record_status("j1", "failed", failure_reason="boom")
+    assert got.extra == {"job_dir_hint": "x", "attempt": 1, "failure_reason": "boom"} and got.state == "failed"
+
+
+def _stale_lister(home: str, n: int) -> None:
+    store = JobStore(Path(home))
+    for i in range(n):  # what a `cloudtune list` with a stale provider view writes, over and over
+        store.record_status(f"job-{i % 10}", "running", seen=i)
+        store.update(f"job-{i % 10}", state="pending")
+
+
+def _finisher(home: str) -> None:
+    store = JobStore(Path(home))
+    for j in range(10):
+        time.sleep(0.01)
+        store.update(f"job-{j}", state="failed" if j % 2 else "succeeded")
+        store.record_status(f"job-{j}", "failed" if j % 2 else "succeeded", failure_reason=f"reason {j}")
+
+
+def test_concurrent_stale_writers_never_reopen_a_finished_job(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    for j in range(10):
+        store.add(rec(f"job-{j}"))
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_stale_lister, args=(str(tmp_path), 300)) for _ in range(2)]
+    procs.append(ctx.Process(target=_finisher, args=(str(tmp_path),)))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    _stale_lister(str(tmp_path), 20)  # and once more after every job ended
+    for j in range(10):
+        r = store.get(f"job-{j}")
+        assert r.state == ("failed" if j % 2 else "succeeded")
+        assert r.extra["failure_reason"] == f"reason {j}" and "seen" in r.extra
