@@ -270,8 +270,11 @@ def test_by_instance_type(cat: Catalog) -> None:
 def test_render_table(cat: Catalog) -> None:
     text = render_table(cat.offers("aws", "H200") + cat.offers("gcp", "TPU-v5e"))
     lines = text.splitlines()
-    assert lines[0].split() == ["PROVIDER", "ACCELERATOR", "COUNT", "INSTANCE", "TYPE", "MEM/DEVICE", "GB", "VCPUS", "$/H", "SPOT", "$/H"]
+    assert lines[0].split() == ["PROVIDER", "ACCELERATOR", "COUNT", "INSTANCE", "TYPE", "TOPOLOGY", "MEM/DEVICE", "GB",
+                                "VCPUS", "$/H", "SPOT", "$/H"]
     assert "ml.p5e.48xlarge" in text and "ct5lp-hightpu-4t" in text
+    v5e = next(line for line in lines if "ct5lp-hightpu-4t" in line)
+    assert v5e.split()[4] == "2x2"  # the TPU slice topology
     p5e = next(line for line in lines if "ml.p5e.48xlarge" in line)
     assert p5e.split()[-2:] == ["-", "-"]  # unpublished prices
     assert len({len(line) for line in lines[1:]}) == 1  # right-aligned price columns line up

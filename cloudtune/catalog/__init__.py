@@ -303,7 +303,8 @@ def _price(value: float | None) -> str:
 
 
 def render_table(offers: list[Offer]) -> str:
-    """Plain aligned text table of offers; unknown prices show as `-`."""
+    """Plain aligned text table of offers; unknown prices show as `-`. A TOPOLOGY column (the TPU slice shape,
+    e.g. 2x2) is added when any offer is a TPU."""
     header = ["PROVIDER", "ACCELERATOR", "COUNT", "INSTANCE TYPE", "MEM/DEVICE GB", "VCPUS", "$/H", "SPOT $/H"]
     right = {2, 4, 5, 6, 7}
     rows = [
@@ -319,6 +320,11 @@ def render_table(offers: list[Offer]) -> str:
         ]
         for o in offers
     ]
+    if any(o.tpu_topology for o in offers):
+        header.insert(4, "TOPOLOGY")
+        for row, o in zip(rows, offers):
+            row.insert(4, o.tpu_topology or "-")
+        right = {i + (i >= 4) for i in right}
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [
         "  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(r, widths))).rstrip()
