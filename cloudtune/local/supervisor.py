@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -35,6 +36,7 @@ SAFE_ENV_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "HF_", "TRANSFORMERS_",
 SAFE_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "USER", "CLOUDTUNE_HOME"}
 GRACE_SECONDS = 30.0  # what stopped nodes get to checkpoint before SIGKILL; CLOUDTUNE_STOP_GRACE_S overrides it
 GRACE_ENV = "CLOUDTUNE_STOP_GRACE_S"
+TAG = re.compile(r" ?\[exit class: [^\]]*\]")  # the runtime's own tag, replaced by the supervisor's
 KILL_WAIT_SECONDS = 10.0  # how long SIGKILLed processes get to disappear
 
 
@@ -122,6 +124,7 @@ class Attempt:
     codes: list[int]
     failed_class: ExitClass = ExitClass.SUCCEEDED
     failed_code: int = 0
+    failed_node: int = 0  # the index of the node that failed first
     stopped_for: str | None = None  # "max_runtime" or "cancel"; None when the nodes ended by themselves
 
 
@@ -163,11 +166,12 @@ class Supervisor:
         """Record the class of the first failure seen; a node killed by a signal explains the failures beside it."""
         if attempt.failed_code:
             return
-        failed = [c for c in (p.poll() for p in self.procs) if c not in (None, 0)]
+        failed = [(c, i) for i, c in enumerate(p.poll() for p in self.procs) if c not in (None, 0)]
         if failed:
-            code = min(failed) if min(failed) < 0 else failed[0]
-            attempt.failed_code = code
-            attempt.failed_class = classify(code) if code < 0 else worst([classify(c) for c in failed])
+            killed = [f for f in failed if f[0] < 0]
+            cls = classify(killed[0][0]) if killed else worst([classify(c) for c, _ in failed])
+            attempt.failed_class = cls
+            attempt.failed_code, attempt.failed_node = next(f for f in killed or failed if classify(f[0]) is cls)
 
     def _wait(self, deadline: float) -> Attempt:
         """Wait for all nodes; a failed node stops the others (as a cloud job fails as a whole); max_runtime and
@@ -254,14 +258,15 @@ class Supervisor:
         return self._finish("cancelled", 130, "cancelled by the user", None)
 
     def _reason(self, attempt: Attempt) -> str:
-        """The failure reason the job reports, tagged with its exit class."""
+        """The failure reason the job reports (that of the node that failed first), tagged with its exit class."""
         code = attempt.failed_code
+        host = self.request["nodes"][attempt.failed_node]["host"]
+        where = f" (node {host})" if len(self.request["nodes"]) > 1 else ""
         if code < 0:
-            reason = f"AlgorithmError: a node was killed by {signal.Signals(-code).name}"
+            reason = f"AlgorithmError: node {host} was killed by {signal.Signals(-code).name}"
         else:
-            reason = self._failure_reason() or f"AlgorithmError: exit code {code}"
-        tag = describe(attempt.failed_class)
-        return reason if tag in reason else f"{reason} {tag}"
+            reason = self._failure_reason(attempt.failed_node) or f"AlgorithmError: exit code {code}{where}"
+        return f"{TAG.sub('', reason).rstrip()} {describe(attempt.failed_class)}"
 
     def _clear_failure_files(self) -> None:
         """A new attempt is a new container: no failure file of the last attempt is left to be read as its own."""
@@ -280,12 +285,13 @@ class Supervisor:
             shutil.rmtree(other, ignore_errors=True)
             copy_tree(dirs[0], other)
 
-    def _failure_reason(self) -> str | None:
-        for node in self.request["nodes"]:
-            failure = Path(node["root"]) / "opt/ml/output/failure"
-            if failure.is_file():
-                return failure.read_text().strip() or None
-        return None
+    def _failure_reason(self, index: int) -> str | None:
+        """What the node wrote to its failure file (SageMaker's contract), if it wrote one."""
+        failure = Path(self.request["nodes"][index]["root"]) / "opt/ml/output/failure"
+        try:
+            return failure.read_text().strip() or None
+        except OSError:
+            return None
 
     def _finish(self, state: str, code: int, reason: str | None, exit_class: ExitClass | None) -> int:
         write_state(self.job_dir, state=state, exit_code=code, failure_reason=reason, ended_at=time.time(),
