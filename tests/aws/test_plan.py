@@ -177,8 +177,7 @@ def test_plan_imports_no_sdk(tmp_path: Path) -> None:
         "import sys, json\n"
         "from pathlib import Path\n"
         "sys.path[:0] = [%r, %r]\n"
-        "from tests.golden import assert_golden
-from tests.aws.conftest import settings, spec_from\n"
+        "from tests.aws.conftest import settings, spec_from\n"
         "from cloudtune_aws.launcher import AwsLauncher\n"
         "spec = spec_from({'name': 'x', 'inputs': {'train': 'data/train.jsonl'}, 'train': {'model': 'gpt2', 'data': {'eval': None}}}, Path(%r))\n"
         "AwsLauncher(home=Path(%r)).plan(spec, settings(), suffix='20260101-000000-abcd')\n"
