@@ -8,6 +8,7 @@ trusts a `JobSpec`.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -38,9 +39,14 @@ def check_name(kind: str, value: Any) -> str:
 
     Returns the name; raises ValueError naming the kind and what a valid name looks like."""
     pattern, usage = NAME_RULES[kind]
-    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+    if not isinstance(value, str) or not _compiled(pattern).fullmatch(value):
         raise ValueError(f"{shown(value)} is not a valid {kind} name; {usage}")
     return value
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def shown(value: Any, limit: int = 60) -> str:
@@ -570,22 +576,27 @@ def _text_issues(data: Any, lines: dict[tuple[str, ...], int], overridden: dict[
         if id(value) in seen or len(path) > MAX_DEPTH:
             continue
         seen.add(id(value))
-        pairs = list(value.items()) if isinstance(value, dict) else list(enumerate(value))
-        texts = "".join([x for pair in pairs for x in pair if type(x) is str])  # one C-speed look at them all
-        if _text_problem(texts):
-            suspects = [(k, v) for k, v in pairs if (type(k) is str and _text_problem(k))
-                        or (type(v) is str and _text_problem(v)) or isinstance(v, (dict, list))]
-        else:
-            suspects = [(k, v) for k, v in pairs if isinstance(v, (dict, list))]
-        for key, item in reversed(suspects):
-            child = (*path, str(key))
-            for what, text in (("key", key), ("value", item)):
-                problem = _text_problem(text) if isinstance(text, str) else None
-                if problem:
-                    issues.append(_issue_at(child, f"the {what} {problem}", "remove it", lines, overridden))
-            if isinstance(item, (dict, list)):
-                stack.append((child, item))
+        keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+        values = list(value.values()) if isinstance(value, dict) else value
+        plain_values = _joined(values)  # None: not all text, so some may be containers
+        if _text_problem(_joined(keys) or "") or plain_values is None or _text_problem(plain_values):
+            for key, item in reversed(list(zip(keys, values))):
+                child = (*path, str(key))
+                for what, text in (("key", key), ("value", item)):
+                    problem = _text_problem(text) if isinstance(text, str) else None
+                    if problem:
+                        issues.append(_issue_at(child, f"the {what} {problem}", "remove it", lines, overridden))
+                if isinstance(item, (dict, list)):
+                    stack.append((child, item))
     return issues
+
+
+def _joined(items: list[Any]) -> str | None:
+    """All of `items` joined, when they are all strings (one C-speed pass); else None."""
+    try:
+        return "".join(items)
+    except TypeError:
+        return None
 
 
 def _issue_at(loc: tuple[str, ...], message: str, hint: str, lines: dict[tuple[str, ...], int],

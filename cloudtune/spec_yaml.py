@@ -35,7 +35,7 @@ MAX_BYTES = 4 * 1024 * 1024
 """Largest job.yaml read (a spec with 100,000 env keys is about 2 MB)."""
 MAX_DEPTH = 32
 """Deepest nesting of mappings and lists (the spec itself needs 5)."""
-MAX_VALUES = 300_000
+MAX_VALUES = 250_000
 """Most values (scalars, mappings, lists) in the expanded document; each alias use counts as the values it repeats."""
 
 _TAG = "tag:yaml.org,2002:"
@@ -66,7 +66,7 @@ class _Frame:
     is_map: bool
     key: Node | None = None
     weight: int = 1
-    seen: dict[tuple[str, str], int] = field(default_factory=dict)
+    seen: dict[str, ScalarNode] = field(default_factory=dict)
 
 
 class _Composer:
@@ -106,9 +106,11 @@ class _Composer:
         return tag
 
     def run(self, loader: Any) -> Node | None:
-        """Consume the loader's events; the scalar case is inlined (it is most of the work)."""
-        resolve = self.resolver.resolve
+        """Consume the loader's events. A scalar is most of the work, so its case is written out inline: resolve the
+        tag, count it, and attach it (as a key, a mapping value or a list item) without further calls."""
+        implicit_resolvers = self.resolver.yaml_implicit_resolvers
         stack = self.stack
+        lines = self.lines
         get_event = loader.get_event
         while True:
             event = get_event()
@@ -117,8 +119,18 @@ class _Composer:
                 self.total += 1
                 if self.total > MAX_VALUES:
                     raise self.too_many(event.start_mark.line + 1)
-                tag = resolve(ScalarNode, event.value, event.implicit) if event.tag is None else self.explicit_tag(event, ScalarNode)
-                node: Node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+                value = event.value
+                if event.tag is not None:
+                    tag = self.explicit_tag(event, ScalarNode)
+                elif event.implicit[0]:
+                    tag = STR
+                    for tag_candidate, regexp in implicit_resolvers.get(value[0] if value else "", ()):
+                        if regexp.match(value):
+                            tag = tag_candidate
+                            break
+                else:
+                    tag = STR
+                node: Node = ScalarNode(tag, value, event.start_mark, event.end_mark, event.style)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = node
                     self.weight[id(node)] = 1
@@ -126,11 +138,20 @@ class _Composer:
                     self.root = node
                     continue
                 frame = stack[-1]
-                if frame.is_map and frame.key is None:  # a key: kept until its value arrives
-                    frame.weight += 1
+                frame.weight += 1
+                if not frame.is_map:
+                    lines.setdefault((*frame.path, str(len(frame.node.value))), event.start_mark.line + 1)
+                    frame.node.value.append(node)
+                    continue
+                key = frame.key
+                if key is None:
                     frame.key = node
-                else:
-                    self.attach(frame, node, 1, event.start_mark.line + 1)
+                    continue
+                frame.key = None
+                if type(key) is ScalarNode:
+                    self.check_duplicate(frame, key)
+                    lines.setdefault((*frame.path, key.value), key.start_mark.line + 1)
+                frame.node.value.append((key, node))
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 self.start_collection(event)
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
@@ -217,13 +238,14 @@ class _Composer:
 
     def check_duplicate(self, frame: _Frame, key: ScalarNode) -> None:
         """Refuse a key written twice in one mapping: YAML would silently keep the last value."""
-        if key.tag == MERGE:
+        seen = frame.seen
+        first = seen.get(key.value)
+        if first is None or key.tag == MERGE:
+            seen[key.value] = key
             return
-        line = key.start_mark.line + 1
-        first = frame.seen.get((key.tag, key.value))
-        if first is None:
-            frame.seen[(key.tag, key.value)] = line
+        if first.tag != key.tag:  # 1 and "1" are two keys
             return
+        first, line = first.start_mark.line + 1, key.start_mark.line + 1
         where = ".".join((*frame.path, key.value))
         raise self.fail(f"{where}: the key {key.value!r} appears twice (lines {first} and {line}); YAML would keep "
                         "only the last", line, "keep one of them")
@@ -375,7 +397,7 @@ def inexact_env(root: Node | None, field_name: str = "env") -> list[SpecIssue]:
     issues = []
     for key, value in _mapping_pairs(node):
         for part, what in ((key, "name"), (value, "value")):
-            if not isinstance(part, ScalarNode) or not _plain(part) or part.tag == STR:
+            if part.tag == STR or type(part) is not ScalarNode or not _plain(part):  # most values: text as written
                 continue
             name = f"{field_name}.{key.value if isinstance(key, ScalarNode) else '?'}"
             line = part.start_mark.line + 1
