@@ -783,8 +783,9 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
         if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or _exists(base_dir, model)):
             update["train"] = spec.train.model_copy(update={"model": absolute(("train", "model"), model)})
     jobs_dir = spec.providers.local.jobs_dir
-    if jobs_dir is not None:
-        absolute(("providers", "local", "jobs_dir"), jobs_dir)
+    if jobs_dir is not None:  # relative to the spec's directory, as every other path in it
+        local = spec.providers.local.model_copy(update={"jobs_dir": absolute(("providers", "local", "jobs_dir"), jobs_dir)})
+        update["providers"] = spec.providers.model_copy(update={"local": local})
     if issues:
         raise SpecError(source, issues)
     return spec.model_copy(update=update)
@@ -820,4 +821,7 @@ def json_schema() -> dict[str, Any]:
     schema = JobSpec.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "cloudtune job spec v1"
+    for field_name, kind in (("inputs", "input"), ("env", "environment variable"), ("secrets", "secret")):
+        # (?!\n): Python's $ also matches before a final newline; ECMA-262's does not; both read this the same
+        schema["properties"][field_name]["propertyNames"] = {"pattern": "^" + NAME_RULES[kind][0] + r"(?!\n)$"}
     return schema
