@@ -246,7 +246,7 @@ class _Composer:
         if first.tag != key.tag:  # 1 and "1" are two keys
             return
         first, line = first.start_mark.line + 1, key.start_mark.line + 1
-        where = ".".join((*frame.path, key.value))
+        where = ".".join(part if part.isprintable() else repr(part) for part in (*frame.path, key.value))
         raise self.fail(f"{where}: the key {key.value!r} appears twice (lines {first} and {line}); YAML would keep "
                         "only the last", line, "keep one of them")
 

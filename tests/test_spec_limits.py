@@ -275,6 +275,17 @@ def test_one_name_rule_for_every_kind_of_name(tmp_path: Path, text: str, path: s
     assert needle in found.message and found.line is not None
 
 
+def test_json_schema_applies_the_same_name_rule() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    from cloudtune.spec import json_schema
+
+    schema = json_schema()
+    jsonschema.validate({"name": "t", "command": "x", "env": {"HF_HOME": "/c"}, "inputs": {"train-1": "a"}}, schema)
+    for field, key in (("env", "A\n"), ("inputs", "train\n"), ("secrets", "1TOKEN"), ("env", "A-B")):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"name": "t", "command": "x", field: {key: "arn:aws:secretsmanager:x"}}, schema)
+
+
 def test_secret_reference_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
     error = refused(tmp_path, COMMAND + 'secrets: {TOK: "arn:aws:secretsmanager:us-east-1:1:secret:x\\n"}\n')
     assert "no space or control character" in issue(error, "secrets").message
