@@ -23,7 +23,9 @@ def make_spec(tmp_path: Path, nodes: int = 1, command: str | None = None):
     (tmp_path / "data/train.jsonl").write_text('{"text": "hello"}\n')
     (tmp_path / "data/eval.jsonl").write_text('{"text": "bye"}\n')
     (tmp_path / "model").mkdir(exist_ok=True)
-    (tmp_path / "model/config.json").write_text("{}")
+    (tmp_path / "model/config.json").write_text('{"model_type": "gpt2"}')
+    (tmp_path / "model/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer
+    (tmp_path / "model/tokenizer.json").write_text("{}")      # are there, not what they hold
     data = {
         "name": "contract",
         "resources": {"nodes": nodes},
