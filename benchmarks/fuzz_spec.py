@@ -11,7 +11,8 @@ some cases the text itself cut or spliced with stray characters and bytes. Each 
 
 Counted: tracebacks (any exception that is not a CloudtuneError: the CLI exits with something other than a clean
 exit code, or plan() raises something else), cases over 2 s (either step), cases where validate says ok and the
-dry run refuses (they must agree), and the process's peak memory (ru_maxrss). Prints one JSON object. Case N is
+dry run refuses (they must agree; a refusal by a capability of the local launcher, such as remote inputs, is
+counted apart: only the chosen provider can know it), and the process's peak memory (ru_maxrss). Prints one JSON object. Case N is
 reproducible on its own with `--case N` (same seed); `--save DIR` keeps the spec and traceback of every failure.
 Targets: 0 tracebacks, 0 cases over 2 s, 0 disagreements.
 """
@@ -335,6 +336,8 @@ class Outcome:
     ops: list[str]
     validate_exit: int | None = None
     plan_ok: bool | None = None
+    plan_capability: bool = False  # refused by a capability of the local launcher (e.g. remote inputs): no provider
+    # -neutral check can know it, so it is not a disagreement with validate
     seconds: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None
 
@@ -367,8 +370,11 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
     try:
         api.plan(str(spec), provider="local", suffix="fuzz")
         out.plan_ok = True
-    except CloudtuneError:
+    except CloudtuneError as exc:
+        from cloudtune.local.launcher import CAPABILITIES
+
         out.plan_ok = False
+        out.plan_capability = any(not cap.supported and cap.reason in str(exc) for cap in vars(CAPABILITIES).values())
     except (Exception, CaseTimeout):
         out.plan_ok = False
         out.traceback = (out.traceback or "") + "\nplan: " + traceback.format_exc()
@@ -400,6 +406,7 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
     slow: list[int] = []
     disagree: list[int] = []
     exits: dict[str, int] = {}
+    capability = 0
     ops_seen: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -422,7 +429,9 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
                 tracebacks.append(index)
             if worst > SLOW_S:
                 slow.append(index)
-            if out.validate_exit == 0 and out.plan_ok is False and not failed:
+            if out.plan_capability:
+                capability += 1
+            elif out.validate_exit == 0 and out.plan_ok is False and not failed:
                 disagree.append(index)
             if save is not None and (failed or worst > SLOW_S or index in disagree[-1:]):
                 save.mkdir(parents=True, exist_ok=True)
@@ -437,6 +446,7 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
         "tracebacks": len(tracebacks),
         "over_2s": len(slow),
         "validate_ok_dry_run_refused": len(disagree),
+        "dry_run_refused_by_a_local_capability": capability,
         "slowest_s": round(slowest, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "validate_exit_codes": dict(sorted(exits.items())),
