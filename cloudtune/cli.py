@@ -139,7 +139,8 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
     from cloudtune.spec import check_offline, load_spec
 
     job = load_spec(spec, list(overrides))
-    check_offline(job)
+    for note in check_offline(job):
+        click.echo(f"note: {note}", err=True)
     if deep:
         from cloudtune.preflight.deep import deep_check
 

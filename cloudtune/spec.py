@@ -801,19 +801,21 @@ def _exists(base_dir: Path, name: str) -> bool:
         return False
 
 
-def check_offline(spec: JobSpec) -> None:
+def check_offline(spec: JobSpec) -> list[str]:
     """Run the checks a dry run makes that need no provider, so that `cloudtune validate` and the dry run agree:
     local inputs exist and a local `train.model` is a saved model (cloudtune.jobconfig.check_local_inputs), and a
     command job's code dir bundles. (The accelerator name is checked against the catalog with the spec itself.)
 
-    Raises a CloudtuneError (exit 2) naming what is wrong; `spec` has been through `resolve_paths`."""
+    Returns the warnings that do not stop a job; raises a CloudtuneError (exit 2) naming what is wrong. `spec` has
+    been through `resolve_paths`."""
     from cloudtune.jobconfig import check_local_inputs, with_model_input
 
-    check_local_inputs(with_model_input(spec))
+    notes = list(check_local_inputs(with_model_input(spec)) or [])
     if spec.command is not None:
         from cloudtune.bundle import build_bundle
 
         build_bundle(Path(spec.code))
+    return notes
 
 
 def json_schema() -> dict[str, Any]:
