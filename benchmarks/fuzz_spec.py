@@ -10,7 +10,8 @@ some cases the text itself cut or spliced with stray characters and bytes. Each 
 `cloudtune validate` (click's test runner) and `cloudtune.api.plan(..., provider="local")`.
 
 Counted: tracebacks (any exception that is not a CloudtuneError: the CLI exits with something other than a clean
-exit code, or plan() raises something else), cases over 2 s (either step), cases where validate says ok and the
+exit code, or plan() raises something else), cases over 2 s (either step; wall time, and CPU time of this process,
+which a busy machine does not inflate), cases where validate says ok and the
 dry run refuses (they must agree; a refusal by a capability of the local launcher, such as remote inputs, is
 counted apart: only the chosen provider can know it), and the process's peak memory (ru_maxrss). Prints one JSON object. Case N is
 reproducible on its own with `--case N` (same seed); `--save DIR` keeps the spec and traceback of every failure.
@@ -339,6 +340,7 @@ class Outcome:
     plan_capability: bool = False  # refused by a capability of the local launcher (e.g. remote inputs): no provider
     # -neutral check can know it, so it is not a disagreement with validate
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None
 
 
@@ -351,7 +353,7 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
 
     spec.write_bytes(data)
     out = Outcome(index, ops)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     signal.alarm(HANG_S)
     try:
         result = CliRunner().invoke(main, ["validate", str(spec)], catch_exceptions=True)
@@ -361,11 +363,12 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
     finally:
         signal.alarm(0)
     out.seconds["validate"] = time.perf_counter() - start
+    out.cpu_seconds["validate"] = time.process_time() - cpu
     if result is not None:
         out.validate_exit = result.exit_code
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             out.traceback = "validate: " + "".join(traceback.format_exception(*result.exc_info))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     signal.alarm(HANG_S)
     try:
         api.plan(str(spec), provider="local", suffix="fuzz")
@@ -381,6 +384,7 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
     finally:
         signal.alarm(0)
     out.seconds["plan"] = time.perf_counter() - start
+    out.cpu_seconds["plan"] = time.process_time() - cpu
     return out
 
 
@@ -407,6 +411,8 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
     disagree: list[int] = []
     exits: dict[str, int] = {}
     capability = 0
+    slow_cpu = 0
+    slowest_cpu = 0.0
     ops_seen: dict[str, int] = {}
     slowest = 0.0
     with tempfile.TemporaryDirectory() as tmp:
@@ -424,6 +430,9 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
             exits[str(out.validate_exit)] = exits.get(str(out.validate_exit), 0) + 1
             worst = max(out.seconds.values())
             slowest = max(slowest, worst)
+            slowest_cpu = max(slowest_cpu, *out.cpu_seconds.values())
+            if max(out.cpu_seconds.values()) > SLOW_S:
+                slow_cpu += 1
             failed = out.traceback is not None
             if failed:
                 tracebacks.append(index)
@@ -437,6 +446,7 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
                 save.mkdir(parents=True, exist_ok=True)
                 (save / f"case-{index}.yaml").write_bytes(data)
                 (save / f"case-{index}.txt").write_text(json.dumps({"ops": ops, "seconds": out.seconds,
+                                                                    "cpu_seconds": out.cpu_seconds,
                                                                     "validate_exit": out.validate_exit,
                                                                     "plan_ok": out.plan_ok}) + "\n" + (out.traceback or ""))
         elapsed = time.perf_counter() - start
@@ -445,9 +455,11 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
         "seed": seed,
         "tracebacks": len(tracebacks),
         "over_2s": len(slow),
+        "over_2s_cpu": slow_cpu,
         "validate_ok_dry_run_refused": len(disagree),
         "dry_run_refused_by_a_local_capability": capability,
         "slowest_s": round(slowest, 3),
+        "slowest_cpu_s": round(slowest_cpu, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "validate_exit_codes": dict(sorted(exits.items())),
         "mutations": dict(sorted(ops_seen.items())),
