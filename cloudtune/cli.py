@@ -231,6 +231,31 @@ def cancel(job_id: str) -> None:
     click.echo(f"{job.job_id}: {state}")
 
 
+@main.command()
+@click.argument("job_ids", nargs=-1, metavar="[JOB]...")
+@click.option("--older-than", metavar="DURATION", help="finished local jobs that ended this long ago, e.g. 7d, 12h")
+@click.option("--all", "all_", is_flag=True, help="every finished local job")
+@click.option("--with-model", is_flag=True, help="remove the trained model too (kept by default)")
+@click.option("--dry-run", is_flag=True, help="say what would be removed, and remove nothing")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def clean(job_ids: tuple[str, ...], older_than: str | None, all_: bool, with_model: bool, dry_run: bool,
+          as_json: bool) -> None:
+    """Remove finished local jobs' files (input, code and checkpoint copies), keeping each job's state, logs and
+    model. A job that still runs is never touched."""
+    from cloudtune.local.clean import clean_jobs
+
+    results = clean_jobs(list(job_ids), older_than=older_than, all_=all_, with_model=with_model, dry_run=dry_run)
+    if as_json:
+        _emit_json(results)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for r in results:
+        click.echo(f"{r['job_id']}: " + (f"skipped ({r['skipped']})" if r["skipped"] else f"{verb} {r['removed_bytes'] / 1e6:.1f} MB"))
+    total = sum(r["removed_bytes"] for r in results)
+    click.echo(f"{verb} {total / 1e6:.1f} MB from {sum(1 for r in results if not r['skipped'])} job(s)")
+
+
 # ------------------------------------------------------------------------------------------- reference
 @main.command()
 @click.option("--provider", "-p", type=click.Choice(["aws", "gcp", "azure"]), default=None)
