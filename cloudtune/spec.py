@@ -458,7 +458,7 @@ class JobSpec(_Strict):
                 if name is not None and name not in self.inputs:
                     raise ValueError(
                         f"train.data.{role} names input {name!r}, which is not in `inputs`; "
-                        f"add it under inputs or set train.data.{role} to one of {sorted(self.inputs) or '[]'}"
+                        f"add it under inputs or set train.data.{role} to one of {_some(sorted(self.inputs))}"
                         + (" (or null)" if role == "eval" else "")
                     )
         for key in self.secrets:
@@ -474,6 +474,14 @@ class JobSpec(_Strict):
             return int(ppn)
         accel = self.resources.accel
         return 1 if accel.is_cpu else (gpus_per_node or accel.count)
+
+
+def _some(names: list[str], limit: int = 10) -> str:
+    """A list of names for a message: at most `limit`, then how many more."""
+    if not names:
+        return "[]"
+    shown_names = ", ".join(shown(n) for n in names[:limit])
+    return f"[{shown_names}" + (f", ... ({len(names) - limit} more)]" if len(names) > limit else "]")
 
 
 def is_remote(uri: str) -> bool:

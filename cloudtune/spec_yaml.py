@@ -435,10 +435,16 @@ def ambiguous_numbers(root: Node | None, skip: tuple[str, ...] = ("env",)) -> li
                                             node.start_mark.line + 1, f'write the number without a leading 0 or ":", '
                                             f'or quote it ("{node.value}") if it is text'))
         elif isinstance(node, MappingNode):
-            stack.extend((v, (*path, _key_text(k))) for k, v in node.value if path or _key_text(k) not in skip)
+            stack.extend((v, (*path, _key_text(k))) for k, v in node.value
+                         if _may_hold_numbers(v) and (path or _key_text(k) not in skip))
         elif isinstance(node, SequenceNode):
-            stack.extend((v, (*path, str(i))) for i, v in enumerate(node.value))
+            stack.extend((v, (*path, str(i))) for i, v in enumerate(node.value) if _may_hold_numbers(v))
     return sorted(issues, key=lambda i: i.line or 0)
+
+
+def _may_hold_numbers(node: Node) -> bool:
+    """A collection, or a plain scalar read as a number (text values, most of a document, need no look)."""
+    return type(node) is not ScalarNode or (node.tag == INT or node.tag == FLOAT) and not node.style
 
 
 def _ambiguous(node: ScalarNode) -> str | None:
