@@ -266,14 +266,16 @@ def _yaml_error(source: str, exc: yaml.YAMLError) -> SpecError:
                                         "fix the indentation or quoting on that line")])
 
 
-def compose(text: str, source: str) -> tuple[Node | None, dict[tuple[str, ...], int]]:
-    """Parse `text` once into a node tree and its line index, or raise SpecError (invalid YAML or a limit passed)."""
+def compose(text: str, source: str, loader: type | None = None) -> tuple[Node | None, dict[tuple[str, ...], int]]:
+    """Parse `text` once into a node tree and its line index, or raise SpecError (invalid YAML or a limit passed).
+
+    `loader` is the PyYAML loader class whose parser makes the events (default: libyaml's when available)."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_BYTES:
         raise SpecError(source, [SpecIssue("<file>", f"the file is {size:,} bytes; a job spec may be at most {MAX_BYTES:,}",
                                            None, "a job spec is small: keep data and long values in files it names")])
     composer = _Composer(source)
-    loader = _loader_class()(text)
+    loader = (loader or _loader_class())(text)
     try:
         root = composer.run(loader)
     except yaml.YAMLError as exc:
@@ -332,10 +334,10 @@ def _hashable(value: Any) -> bool:
     return True
 
 
-def load_yaml(text: str, source: str) -> LoadedYaml:
-    """Parse, check and construct a document: see the module's contract."""
+def load_yaml(text: str, source: str, loader: type | None = None) -> LoadedYaml:
+    """Parse, check and construct a document: see the module's contract (`loader` as for `compose`)."""
     with _gc_paused():
-        root, lines = compose(text, source)
+        root, lines = compose(text, source, loader)
         return LoadedYaml(construct(root, source), lines, root)
 
 

@@ -89,6 +89,31 @@ def test_exploding_yaml_is_one_clear_error_in_time(tmp_path: Path, text: str, ne
         assert error.issues[0].line == line
 
 
+@pytest.mark.parametrize("text,needle,line", EXPLODING.values(), ids=list(EXPLODING))
+def test_the_pure_python_parser_gets_the_same_limits(text: str, needle: str, line: int | None) -> None:
+    import yaml
+
+    from cloudtune.spec_yaml import load_yaml
+
+    start = time.monotonic()
+    with pytest.raises(SpecError) as info:
+        load_yaml(text, "job.yaml", loader=yaml.SafeLoader)
+    assert time.monotonic() - start < 5
+    assert needle in info.value.issues[0].message or "not valid YAML" in info.value.issues[0].message
+
+
+def test_both_parsers_build_the_same_value() -> None:
+    import yaml
+
+    from cloudtune.spec_yaml import load_yaml
+
+    text = "a: &x {k: 1, s: '012', t: 2024-01-05}\nb: {<<: *x, j: [1, 2.5, yes, ~]}\nc: ! 012\n"
+    fast, pure = load_yaml(text, "j"), load_yaml(text, "j", loader=yaml.SafeLoader)
+    assert fast.data == pure.data and fast.lines == pure.lines
+    assert fast.data["b"] == {"k": 1, "s": "012", "t": __import__("datetime").date(2024, 1, 5), "j": [1, 2.5, True, None]}
+    assert fast.data["c"] == "012"  # `!` (non-specific tag) keeps a scalar text, as the YAML spec says
+
+
 def test_the_463_byte_billion_laughs_is_refused_fast_and_small(tmp_path: Path) -> None:
     text = ('name: t\ncommand: x\na: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
             + "".join(f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n" for p, c in zip("abcdefgh", "bcdefghi")))
