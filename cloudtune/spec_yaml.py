@@ -270,7 +270,12 @@ def compose(text: str, source: str, loader: type | None = None) -> tuple[Node | 
     """Parse `text` once into a node tree and its line index, or raise SpecError (invalid YAML or a limit passed).
 
     `loader` is the PyYAML loader class whose parser makes the events (default: libyaml's when available)."""
-    size = len(text.encode("utf-8", "surrogatepass"))
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # a lone surrogate: from a --set value or the API, never from a file read as UTF-8
+        raise SpecError(source, [SpecIssue("<yaml>", f"character {exc.start + 1} is a lone surrogate escape "
+                                           f"({text[exc.start]!r}), which is not text", None,
+                                           "give the value as UTF-8 text")]) from None
     if size > MAX_BYTES:
         raise SpecError(source, [SpecIssue("<file>", f"the file is {size:,} bytes; a job spec may be at most {MAX_BYTES:,}",
                                            None, "a job spec is small: keep data and long values in files it names")])

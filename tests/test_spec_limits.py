@@ -169,6 +169,10 @@ def test_override_values_get_the_same_limits(tmp_path: Path) -> None:
         load_spec(path, ["env=" + "[" * 100 + "]" * 100])
     with pytest.raises(SpecError, match="nests deeper"):
         apply_overrides({}, [".".join(["a"] * 100) + "=1"])
+    # a non-UTF-8 byte on the command line reaches Python as a lone surrogate
+    for item in ("command=\udcff", "env.A=\udcff", "env.A\udcff=b", "inputs.train=x\udcff"):
+        with pytest.raises(SpecError, match="surrogate"):
+            load_spec(path, [item])
 
 
 # ------------------------------------------------------------------------------------------- numbers
