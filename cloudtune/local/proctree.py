@@ -41,7 +41,10 @@ def _stat(pid: int) -> tuple[int, str] | None:
 
 
 def _parents() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, state) of every process; empty where there is no /proc (then only groups are signalled)."""
     table: dict[int, tuple[int, str]] = {}
+    if not PROC.is_dir():
+        return table
     for entry in PROC.iterdir():
         if entry.name.isdigit() and (st := _stat(int(entry.name))) is not None:
             table[int(entry.name)] = st

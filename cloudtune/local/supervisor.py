@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,7 +68,7 @@ def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str
     return env
 
 
-def thread_env(nodes: int, processes_per_node: int, environ: dict[str, str] | None = None) -> dict[str, str]:
+def thread_env(nodes: int, processes_per_node: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """OMP_NUM_THREADS for each process of a job whose nodes all share this machine, unless the user set it.
 
     Each process would otherwise start one thread per core, and N processes on C cores oversubscribe them N times."""
@@ -199,6 +200,8 @@ class Supervisor:
     def _end_tree(self) -> None:
         """Kill every process the attempt left (as a container runtime does when the container's main process
         exits), wait until none runs, and remove the private code copies that killed processes could not."""
+        for p in self.procs:  # the nodes' own groups first: this needs no /proc and no subreaper
+            signal_group(p.pid, signal.SIGKILL)
         survivors = kill_all({p.pid for p in self.procs}, KILL_WAIT_SECONDS)
         if survivors:
             print(f"[cloudtune] processes still running after SIGKILL: {survivors}", file=sys.stderr)
@@ -209,6 +212,9 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         self.subreaper = become_subreaper()
+        if not self.subreaper:
+            print("[cloudtune] cannot become the subreaper of the job's processes: a process that leaves its node's "
+                  "process group (setsid) may outlive the job", file=sys.stderr)
         write_state(self.job_dir, state="running", supervisor_pid=os.getpid(), started_at=time.time(), attempt=0)
         lock = threading.Lock()
         with open(self.job_dir / "job.log", "a", encoding="utf-8") as log:
@@ -218,6 +224,10 @@ class Supervisor:
                 log.write(f"[cloudtune] could not lay out the job: {exc}\n")
                 return self._finish("failed", 1, f"ClientError: {exc} {describe(ExitClass.INPUT)}", ExitClass.INPUT)
             log.write(f"[cloudtune] job files: {stats.summary()}\n")
+            threads = thread_env(len(self.request["nodes"]), int(self.request.get("processes_per_node") or 1))
+            if threads:
+                log.write(f"[cloudtune] OMP_NUM_THREADS={threads['OMP_NUM_THREADS']} for each process (this machine's "
+                          f"cores shared by the job's processes; set OMP_NUM_THREADS to choose)\n")
             log.flush()
             return self._attempts(log, lock)
 
