@@ -191,3 +191,13 @@ def test_threads_per_process(tmp_path: Path, pid_file: Path, monkeypatch: pytest
     assert job.wait(timeout=60) == "succeeded"
     assert Path(f"{pid_file}.env").read_text().split() == ["5"]
 
+
+
+def test_thread_share() -> None:
+    from cloudtune.local.supervisor import thread_env
+
+    cores = len(os.sched_getaffinity(0))
+    assert thread_env(1, 1, {}) == {}  # one process: torch's own default
+    assert thread_env(1, 2, {}) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
+    assert thread_env(4, 1000, {}) == {"OMP_NUM_THREADS": "1"}
+    assert thread_env(2, 2, {"OMP_NUM_THREADS": "3"}) == {}

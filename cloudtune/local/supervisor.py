@@ -71,9 +71,10 @@ def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str
 def thread_env(nodes: int, processes_per_node: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """OMP_NUM_THREADS for each process of a job whose nodes all share this machine, unless the user set it.
 
-    Each process would otherwise start one thread per core, and N processes on C cores oversubscribe them N times."""
+    Each process would otherwise start one thread per core, and N processes on C cores oversubscribe them N times:
+    each gets C // N (at least 1). A job of one process keeps torch's own default."""
     env = os.environ if environ is None else environ
-    if "OMP_NUM_THREADS" in env:
+    if "OMP_NUM_THREADS" in env or nodes * processes_per_node <= 1:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"OMP_NUM_THREADS": str(max(1, cores // max(1, nodes * processes_per_node)))}
