@@ -40,7 +40,23 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLOUDTUNE_STOP_GRACE_S", "5")
     (tmp_path / "src").mkdir()
     (tmp_path / "src/job.py").write_text(SCRIPT)
-    return tmp_path
+    yield tmp_path
+    pid = _first_pid(tmp_path)
+    if pid and _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _first_pid(project: Path) -> int | None:
+    """The PID of the first attempt's job process (it writes it to the marker)."""
+    text = (project / "marker").read_text() if (project / "marker").exists() else ""
+    return int(text) if text.strip() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def _launch(project: Path, retries: int = 1, **env: str):
@@ -74,7 +90,7 @@ def _node_pid(job) -> int:
 
 def _wait_for_marker(project: Path) -> None:
     deadline = time.monotonic() + 30
-    while not (project / "marker").exists():
+    while _first_pid(project) is None:
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.1)
 
@@ -88,6 +104,7 @@ def test_preempted_node_is_retried(project: Path, sig: signal.Signals) -> None:
     log = "\n".join(job.logs())
     assert _attempts(project) == 2 and "restarting (retry 1 of 1)" in log
     assert "[exit class: preempted, retried]" in log
+    assert not _alive(_first_pid(project))  # the preempted attempt's process ended with its node
 
 
 def test_infrastructure_failure_is_retried(project: Path) -> None:
