@@ -293,8 +293,20 @@ def splice(rng: random.Random, data: bytes) -> bytes:
     return data[:at] + stray + data[at:]
 
 
-def make_case(seed: int, index: int) -> tuple[bytes, list[str]]:
-    """The spec of case `index` (bytes, as written to job.yaml) and the mutations applied."""
+def overrides(rng: random.Random) -> list[str]:
+    """`--set KEY=VALUE` items: known fields or odd keys, hostile values, now and then a non-UTF-8 byte as it
+    reaches Python from the command line (a lone surrogate)."""
+    items = []
+    for _ in range(rng.randint(1, 3)):
+        key = rng.choice(FIELDS) if rng.random() < 0.8 else rng.choice(["", ".", "a..b", "x" * 300, ".".join("a" * 60),
+                                                                      "env", "env.A.B", "env.A\udcff", "inputs"])
+        value = nasty(rng) if rng.random() < 0.8 else rng.choice(["\udcff", "a=b=c", "[unclosed", "{", "\x00"])
+        items.append(f"{key}={value}" if rng.random() < 0.95 else key)
+    return items
+
+
+def make_case(seed: int, index: int) -> tuple[bytes, list[str], list[str]]:
+    """Case `index`: the spec (bytes, as written to job.yaml), the mutations applied and the `--set` items."""
     import copy
 
     rng = random.Random(f"{seed}-{index}")
@@ -304,7 +316,10 @@ def make_case(seed: int, index: int) -> tuple[bytes, list[str]]:
     if rng.random() < 0.15:
         data = splice(rng, data)
         ops.append("splice")
-    return data, ops
+    sets = overrides(rng) if rng.random() < 0.2 else []
+    if sets:
+        ops.append("set")
+    return data, ops, sets
 
 
 def make_workspace(root: Path) -> None:
@@ -344,7 +359,7 @@ class Outcome:
     traceback: str | None = None
 
 
-def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
+def run_case(index: int, data: bytes, ops: list[str], spec: Path, sets: list[str]) -> Outcome:
     from click.testing import CliRunner
 
     from cloudtune import api
@@ -356,7 +371,8 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
     start, cpu = time.perf_counter(), time.process_time()
     signal.alarm(HANG_S)
     try:
-        result = CliRunner().invoke(main, ["validate", str(spec)], catch_exceptions=True)
+        args = ["validate", str(spec)] + [arg for item in sets for arg in ("--set", item)]
+        result = CliRunner().invoke(main, args, catch_exceptions=True)
     except CaseTimeout:
         out.traceback = f"validate: over {HANG_S} s"
         result = None
@@ -371,7 +387,7 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path) -> Outcome:
     start, cpu = time.perf_counter(), time.process_time()
     signal.alarm(HANG_S)
     try:
-        api.plan(str(spec), provider="local", suffix="fuzz")
+        api.plan(str(spec), provider="local", suffix="fuzz", overrides=sets)
         out.plan_ok = True
     except CloudtuneError as exc:
         from cloudtune.local.launcher import CAPABILITIES
@@ -423,8 +439,8 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
         spec = root / "ws" / "job.yaml"
         start = time.perf_counter()
         for index in indices:
-            data, ops = make_case(seed, index)
-            out = run_case(index, data, ops, spec)
+            data, ops, sets = make_case(seed, index)
+            out = run_case(index, data, ops, spec, sets)
             for op in ops:
                 ops_seen[op] = ops_seen.get(op, 0) + 1
             exits[str(out.validate_exit)] = exits.get(str(out.validate_exit), 0) + 1
@@ -445,7 +461,7 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
             if save is not None and (failed or worst > SLOW_S or index in disagree[-1:]):
                 save.mkdir(parents=True, exist_ok=True)
                 (save / f"case-{index}.yaml").write_bytes(data)
-                (save / f"case-{index}.txt").write_text(json.dumps({"ops": ops, "seconds": out.seconds,
+                (save / f"case-{index}.txt").write_text(json.dumps({"ops": ops, "sets": sets, "seconds": out.seconds,
                                                                     "cpu_seconds": out.cpu_seconds,
                                                                     "validate_exit": out.validate_exit,
                                                                     "plan_ok": out.plan_ok}) + "\n" + (out.traceback or ""))
