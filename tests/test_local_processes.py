@@ -162,13 +162,14 @@ def test_next_attempt_starts_once_the_last_one_left_no_process(tmp_path: Path, p
     assert "[exit class: infrastructure, retried]" in "\n".join(job.logs())
 
 
-def test_private_code_copy_is_removed(tmp_path: Path, pid_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("emulate", ["aws", "gcp"])  # Azure ML's code snapshot is unpacked in the job dir itself
+def test_private_code_copy_is_removed(tmp_path: Path, pid_file: Path, monkeypatch: pytest.MonkeyPatch, emulate: str) -> None:
     """The per-process code copy under the temp dir is readable by its owner only, and gone when the job ends."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(tmp))
     command = 'stat -c %a "$PWD" >> "$PIDS.mode"; echo "$PWD" >> "$PIDS.mode"'
-    job = api.launch(_job(tmp_path, command, pid_file))
+    job = api.launch(_job(tmp_path, command, pid_file, providers={"local": {"emulate": emulate}}))
     assert job.wait(timeout=60) == "succeeded", "\n".join(job.logs())
     mode, cwd = Path(f"{pid_file}.mode").read_text().split()
     assert mode == "700" and Path(cwd).parent == tmp
