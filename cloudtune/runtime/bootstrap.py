@@ -106,7 +106,7 @@ def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
         where = [f"--master-addr={ctx.master_addr}", f"--master-port={ctx.master_port}"]
         master = f"{ctx.master_addr}:{ctx.master_port}"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable, "-m", "cloudtune.runtime.torchrun",  # torchrun, without a traceback repeating the workers' error
         f"--nnodes={ctx.num_nodes}",
         f"--node-rank={ctx.node_rank}",
         f"--nproc-per-node={ctx.processes_per_node}",
@@ -255,7 +255,8 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # the recipe's own exit (143 after a SIGTERM checkpoint)
         return int(exc.code or 0) if not isinstance(exc.code, str) else exitcodes.EXIT_ERROR
     except JobInputError as exc:  # the job's data/model/options: one clear line, no traceback; never retried
-        _say(f"error: {exc}")
+        if int(os.environ.get("RANK", "0")) == 0:  # every rank meets the same input: the line is printed once
+            _say(f"error: {exc}")
         _record_failure(ctx, f"AlgorithmError: {exc}", exitcodes.EXIT_INPUT)
         return exitcodes.EXIT_INPUT
     except Exception as exc:  # the job failed: report it where the cloud shows failures

@@ -173,3 +173,24 @@ def test_recipe_without_a_model_fails_command_gets_a_warning(tmp_path: Path, cap
     assert "[cloudtune] warning: nothing was written to the model dir" in capsys.readouterr().out
     (ctx.model_dir / "model.safetensors").write_bytes(b"")
     assert check_model_dir(dataclasses.replace(ctx, job={"train": {"model": "m"}})) == 0
+
+
+@pytest.mark.slow
+def test_input_error_under_torchrun_is_printed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two worker processes meet the same bad input: one error line in the log, no torchrun traceback."""
+    from cloudtune import api
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the model is not cached: an input error found inside the job
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    (tmp_path / "train.jsonl").write_text('{"text": "hello world"}\n' * 4)
+    (tmp_path / "job.yaml").write_text("name: twice\ninputs: {train: train.jsonl}\nresources: {processes_per_node: 2}\n"
+                                       "train: {model: someorg/not-cached, hyperparameters: {max_steps: 1}}\n")
+    job = api.launch(tmp_path / "job.yaml")
+    assert job.wait(timeout=180) == "failed"
+    log = list(job.logs())
+    errors = [ln for ln in log if ln.startswith("[cloudtune] error:")]
+    assert errors == ["[cloudtune] error: train.model: 'someorg/not-cached' is not in the local Hugging Face cache and "
+                      "HF_HUB_OFFLINE is set; download it first (hf download someorg/not-cached) or unset HF_HUB_OFFLINE"]
+    assert not any("Traceback" in ln or "ChildFailedError" in ln for ln in log), "\n".join(log)
+    assert "[cloudtune] torchrun: worker(s) failed: rank 0 exit" in "\n".join(log)
