@@ -765,9 +765,9 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
     the dry run and the job agree: SpecError names each path the file system would refuse (see `path_problem`)."""
     issues: list[SpecIssue] = []
 
-    def absolute(loc: tuple[str, ...], value: str) -> str:
+    def absolute(loc: tuple[str, ...], value: str, data: bool = True) -> str:
         problem = path_problem(value)
-        resolved = value
+        resolved, hint = value, PATH_HINT
         if problem is None:
             try:
                 resolved = str((base_dir / Path(value).expanduser()).resolve())
@@ -779,13 +779,16 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
             else:
                 later = path_problem(resolved)
                 problem = f"resolves to a path that {later}" if later else None
+                if problem is None and data and _system_path(resolved):
+                    problem = f"resolves to {shown(resolved)}, which {_system_path(resolved)}"
+                    hint = "point at a file or directory that holds the data (copy it there first)"
         if problem:
             issues.append(SpecIssue(field_path(loc), f"the path {shown(value)} {problem}",
-                                    _longest_prefix(loc, lines or {}), PATH_HINT))
+                                    _longest_prefix(loc, lines or {}), hint))
         return resolved
 
     inputs = {k: (v if is_remote(v) else absolute(("inputs", k), v)) for k, v in spec.inputs.items()}
-    update: dict[str, Any] = {"inputs": inputs, "code": absolute(("code",), spec.code)}
+    update: dict[str, Any] = {"inputs": inputs, "code": absolute(("code",), spec.code, data=False)}
     if spec.train is not None:
         model = spec.train.model
         if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or _exists(base_dir, model)):
@@ -797,6 +800,20 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
     if issues:
         raise SpecError(source, issues)
     return spec.model_copy(update=update)
+
+
+SYSTEM_DIRS = ("/proc", "/sys", "/dev")
+"""Virtual file systems: their files are not data (reading some blocks or fails, /proc/self/root is the whole disk)."""
+
+
+def _system_path(resolved: str) -> str | None:
+    """Why a resolved local path cannot hold a job's data or files, or None: the root, or a virtual file system."""
+    if resolved == "/":
+        return "is the root of the file system"
+    top = next((d for d in SYSTEM_DIRS if resolved == d or resolved.startswith(d + "/")), None)
+    if top is not None and not resolved.startswith("/dev/shm"):
+        return f"is in {top}, a virtual file system, not data"
+    return None
 
 
 def _exists(base_dir: Path, name: str) -> bool:

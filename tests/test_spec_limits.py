@@ -252,6 +252,19 @@ def test_every_local_path_is_checked_when_the_spec_is_validated(tmp_path: Path, 
     assert needle in found.message and found.line == 3
 
 
+@pytest.mark.parametrize("value,needle", [
+    ("/proc/self", "virtual file system"), ("/sys/kernel", "virtual file system"), ("/dev/zero", "virtual file system"),
+    ("/", "root of the file system"), ("../../../../../../../../../..", "root of the file system"),
+])
+def test_inputs_in_system_directories_are_refused(tmp_path: Path, value: str, needle: str) -> None:
+    error = refused(tmp_path, COMMAND + f"inputs: {{train: {value}}}\n")
+    assert needle in issue(error, "inputs.train").message
+    link = tmp_path / "data-link"
+    link.symlink_to("/proc")
+    assert "virtual file system" in issue(refused(tmp_path, COMMAND + "inputs: {train: data-link/self}\n"),
+                                          "inputs.train").message
+
+
 def test_a_path_too_long_once_resolved_is_caught(tmp_path: Path) -> None:
     deep = tmp_path / "/".join(["d" * 250] * 15)  # a spec 3,750+ bytes deep: relative paths resolve past 4095
     deep.mkdir(parents=True)
