@@ -111,16 +111,17 @@ def test_cli_launch_json_status_logs_list(tmp_path: Path, home: Path, tiny_model
     assert [r["job_id"] for r in listed] == [info["job_id"]]
 
 
-def test_bad_data_fails_the_job_with_one_clear_line_and_no_traceback(tmp_path: Path, home: Path, tiny_model: Path) -> None:
+def test_bad_data_is_refused_at_launch_with_one_clear_line_and_no_traceback(tmp_path: Path, home: Path, tiny_model: Path) -> None:
+    """The preflight finds it before any job starts (errors found only inside a job: tests/train/test_job_inputs.py)."""
     spec = write_job(tmp_path, tiny_model)
     (tmp_path / "data/train.jsonl").write_text('{"body": "the field is misnamed"}\n')
     res = cli("launch", str(spec), home=home)
-    assert res.returncode == 1
+    assert res.returncode == 2
     output = res.stdout + res.stderr
-    assert "Traceback" not in output
-    assert "reason: AlgorithmError:" in output and "cannot tell the data format (fields present: body)" in output
+    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+    assert "data/train.jsonl, line 1: cannot tell the data format (fields present: body)" in output
     assert "train.data.text_field" in output  # says how to fix it
-    assert "logs:   cloudtune logs e2e-" in output and "model:" not in output.split("state:")[-1]
+    assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())  # no job was started
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
