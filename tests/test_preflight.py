@@ -304,3 +304,57 @@ def test_cli_lists_every_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "2 problems with the job's inputs" in result.output
     assert "models/m has no tokenizer files" in result.output and "data/train.jsonl, line 1: cannot tell" in result.output
+
+
+# ------------------------------------------------------------------------------------------------- chat templates
+NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+             "{% endif %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+ALTERNATE = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception("
+             "'Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{{ m['content'] }}"
+             "{% endfor %}")
+
+
+def chat_lines(*conversations: tuple[str, ...]) -> str:
+    return "".join(json.dumps({"messages": [{"role": r, "content": "hi"} for r in roles]}) + "\n"
+                   for roles in conversations)
+
+
+@pytest.mark.parametrize("where, template, conversations, expected", [
+    ("spec", NO_SYSTEM, [("system", "user", "assistant")],
+     "data/train.jsonl, line 1: the chat template (train.data.chat_template) refused this conversation: System role "
+     "not supported; merge the system message into the first user turn"),
+    ("spec", ALTERNATE, [("user", "assistant")] * 2 + [("user", "user", "assistant")],
+     "data/train.jsonl, line 3: the chat template (train.data.chat_template) refused this conversation: Conversation "
+     "roles must alternate"),
+    ("spec", "{% for m in messages %}{{ m['content'] }", [("user", "assistant")],
+     "train.data.chat_template: not a valid Jinja template: unexpected '}' (template line 1)"),
+    ("tokenizer_config.json", NO_SYSTEM, [("user", "assistant"), ("system", "user", "assistant")],
+     "data/train.jsonl, line 2: the chat template (the model's own chat template) refused this conversation"),
+    ("chat_template.jinja", NO_SYSTEM, [("system", "user", "assistant")],
+     "data/train.jsonl, line 1: the chat template (the model's own chat template) refused"),
+])
+def test_chat_template_kind_at_plan_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, template: str,
+                                         conversations: list, expected: str) -> None:
+    model = model_dir(tmp_path / "models/m")
+    data: dict[str, Any] = {"format": "chat"}
+    if where == "spec":
+        data["chat_template"] = template
+    elif where == "tokenizer_config.json":
+        (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, "eos_token": "</s>"}))
+    else:
+        (model / "chat_template.jinja").write_text(template)
+    write(tmp_path / "data/train.jsonl", chat_lines(*conversations))
+    found = problems(tmp_path, {"data": data}, None, monkeypatch)
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+@pytest.mark.parametrize("template", [
+    "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{{ eos_token }}{% endfor %}",
+    # what a simplified renderer cannot evaluate is left to the deep check, never refused here
+    "{{ strftime_now('%Y') }}{% for m in messages %}{{ m['content'] | trim }}{% endfor %}",
+    "{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] }}{% endgeneration %}"
+    "{% else %}{{ m['content'] }}{% endif %}{% endfor %}",
+])
+def test_valid_or_unknowable_templates_pass(tmp_path: Path, template: str) -> None:
+    write(tmp_path / "data/train.jsonl", chat_lines(("system", "user", "assistant"), ("user", "assistant")))
+    assert problems(tmp_path, {"data": {"format": "chat", "chat_template": template}}) == []

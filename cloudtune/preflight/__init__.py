@@ -3,7 +3,8 @@
 `check_spec_inputs(spec)` runs at plan time for every launcher (through `cloudtune.jobconfig.check_local_inputs`)
 and imports neither torch nor transformers. For the local inputs of a `train` job it reads the first records of
 each data file (encoding, format, the fields the task needs, the labels), checks that a local model directory
-holds a config, weights and tokenizer files, and checks `max_seq_len` against the model's position limit. Every
+holds a config, weights and tokenizer files, checks `max_seq_len` against the model's position limit, and renders
+the chat template (with jinja2 alone) for each sequence of roles in chat data. Every
 problem is one line naming the file (the user's path, relative to the working directory when under it) or the
 spec field, and the fix; all of them are raised together as a `PreflightError` (exit 2).
 
@@ -78,17 +79,28 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             fmt = check_lm_records(samples["train"][0], data) if "train" in samples else None
             if "eval" in samples:
                 check_lm_records(samples["eval"][0], data, fmt)
+            if fmt == "chat":
+                from cloudtune.preflight.template import template_problem
+
+                records = [r for recs, _ in samples.values() for r in recs]
+                problem = template_problem(records, data, _local_model_dir(spec, train))
+                problems += [problem] if problem else []
     except JobInputError as exc:
         problems.append(str(exc))
     return problems
 
 
-def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
+def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
     from cloudtune.jobconfig import find_saved_model
-    from cloudtune.preflight.model import max_seq_len_problem, model_dir_problems, read_config
 
     path = _local_input(spec, train.model)
-    model_dir = find_saved_model(path) if path is not None else None
+    return find_saved_model(path) if path is not None else None
+
+
+def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
+    from cloudtune.preflight.model import max_seq_len_problem, model_dir_problems, read_config
+
+    model_dir = _local_model_dir(spec, train)
     if model_dir is None:
         return [], []
     shown = display_path(model_dir)

@@ -1,0 +1,108 @@
+"""Plan-time check of the chat template against the data's roles, with jinja2 alone (no transformers, no torch).
+
+The template is `train.data.chat_template`, else the one saved with a local model (tokenizer_config.json's
+`chat_template`, or chat_template.jinja). Each distinct sequence of roles in the sampled chat records is rendered
+the way the recipe renders it (the whole conversation, and the history before each assistant turn with the
+generation prompt). Only what certainly fails in the job is reported: a template that does not compile, and a
+template that refuses the conversation with `raise_exception(...)` ("System role not supported", "roles must
+alternate"). Anything else the simplified environment cannot render is left to the deep check and the job, so a
+valid template is never refused here. Without jinja2 installed the check is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MAX_SHAPES = 20
+
+
+def model_template(model_dir: Path | None) -> tuple[str | None, dict[str, Any]]:
+    """(the chat template saved with a local model, its special tokens), or (None, {})."""
+    if model_dir is None:
+        return None, {}
+    try:
+        config = json.loads((model_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    tokens = {k: v for k, v in config.items() if k.endswith("_token") and isinstance(v, str)}
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: the default one
+        template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"), None)
+    jinja_file = model_dir / "chat_template.jinja"
+    if jinja_file.is_file():
+        template = jinja_file.read_text(encoding="utf-8")
+    return (template if isinstance(template, str) else None), tokens
+
+
+class _Refusal(Exception):
+    """`raise_exception(message)` in a template."""
+
+
+def _compile(template: str) -> Any:
+    import jinja2
+    from jinja2.ext import Extension, loopcontrols
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(Extension):  # transformers' {% generation %} block: render its body
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return jinja2.nodes.Scope(body).set_lineno(lineno)
+
+    def raise_exception(message: str) -> None:
+        raise _Refusal(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, loopcontrols])
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template)
+
+
+def _roles_shapes(records: list[tuple[str, Any]], field: str) -> list[tuple[str, list[dict[str, str]]]]:
+    from cloudtune.errors import JobInputError
+    from cloudtune.train.data import check_messages
+
+    seen: dict[tuple[str, ...], tuple[str, list[dict[str, str]]]] = {}
+    for where, rec in records:
+        try:
+            messages = check_messages(rec.get(field) if isinstance(rec, dict) else None, where, field)
+        except JobInputError:
+            continue  # reported by the field checks
+        seen.setdefault(tuple(m["role"] for m in messages), (where, messages))
+        if len(seen) >= MAX_SHAPES:
+            break
+    return list(seen.values())
+
+
+def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path | None) -> str | None:
+    """The first certain failure of the chat template on the chat `records`, as the recipe would word it, or None."""
+    try:
+        import jinja2
+    except ImportError:  # pragma: no cover - jinja2 comes with the training extras
+        return None
+    from cloudtune.train.data import TEMPLATE_OPTION, _template_fix
+
+    saved, tokens = model_template(model_dir)
+    template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")
+    if not template:
+        return None
+    try:
+        compiled = _compile(template)
+    except jinja2.TemplateSyntaxError as exc:
+        return f"{option}: not a valid Jinja template: {exc.message} (template line {exc.lineno}); fix it or set {TEMPLATE_OPTION}"
+    for where, messages in _roles_shapes(records, data.messages_field):
+        renders = [(messages, False)] + [(messages[:i], True) for i, m in enumerate(messages) if m["role"] == "assistant" and i]
+        for history, generation_prompt in renders:
+            try:
+                compiled.render(messages=history, add_generation_prompt=generation_prompt, **tokens)
+            except _Refusal as exc:
+                return (f"{where}: the chat template ({option}) refused this conversation: {exc}; "
+                        f"{_template_fix(str(exc))}")
+            except Exception:  # noqa: BLE001 - beyond this simplified environment: the deep check decides
+                break
+    return None
