@@ -6,6 +6,11 @@ Contracts:
 - `.gitignore` files (root and nested) are honoured with git's semantics; `EXCLUDED_ALWAYS` is applied
   first and cannot be re-included by a `!` pattern.
 - Symlinks are followed only when they resolve inside the code dir (and their target is not excluded).
+- Secret-free: files named like credentials or keys (`SECRET_NAMES`, case-insensitive) and files whose content is
+  a secret (`SECRET_CONTENT`: PEM private keys, service-account keys, ...) are left out and listed by name, never
+  by content, in `Bundle.left_out`.
+- Fails early and clearly: a code dir at / or in /proc, /sys or /dev, a file or directory it cannot read, and a
+  scan past its budget are refused with the path named, never walked to the end or dropped without a word.
 - Only stdlib: the CLI imports this module.
 """
 
@@ -30,46 +35,74 @@ __all__ = [
     "Bundle",
     "EXCLUDED_ALWAYS",
     "MAX_BUNDLE_BYTES",
+    "MAX_BUNDLE_FILES",
+    "MAX_SCAN_ENTRIES",
+    "SECRET_CONTENT",
+    "SECRET_NAMES",
     "build_bundle",
     "explain_exclusion",
     "iter_bundle_files",
+    "secret_content",
 ]
 
-# Total uncompressed bytes a bundle may hold. Read at call time (tests monkeypatch it).
-MAX_BUNDLE_BYTES: int = 500 * 1000 * 1000
+# Budgets, read at call time (tests monkeypatch them). The scan stops as soon as one is passed, so a code dir
+# that is far too large (a home directory, a data lake mount) fails in moments instead of being walked to the end.
+MAX_BUNDLE_BYTES: int = 500 * 1000 * 1000  # total uncompressed bytes of the files bundled
+MAX_BUNDLE_FILES: int = 20_000  # files bundled
+MAX_SCAN_ENTRIES: int = 200_000  # directory entries looked at, excluded ones included
+# A regular file up to this size is read in full for secret content; larger files (weights, archives) are not.
+MAX_CONTENT_SCAN_BYTES: int = 64 * 1000 * 1000
 
-# gitignore-syntax patterns (relative to the code dir) that never go into a bundle: VCS metadata,
-# cloud credentials, private keys, virtualenvs and earlier bundles. `.git` has no trailing slash so
-# that a worktree's `.git` file is left out too.
-EXCLUDED_ALWAYS: tuple[str, ...] = (
-    ".git",
-    ".aws/",
-    ".azure/",
-    "**/.config/gcloud/",
-    ".ssh/",
-    "__pycache__/",
-    "*.pyc",
-    ".env",
-    ".env.*",
-    "*.pem",
-    "*.key",
-    "*.p12",
-    "*.pfx",
-    "id_rsa*",
-    "id_dsa*",
-    "id_ecdsa*",
-    "id_ed25519*",
-    "credentials",
-    "credentials.json",
-    "*credentials*.json",
-    "service-account*.json",
-    ".netrc",
-    ".pypirc",
-    ".venv/",
-    "venv/",
-    "node_modules/",
-    "/.cloudtune/",
-    "*.tar.gz",
+# Secret files, by name (gitignore syntax, matched case-insensitively, never re-included by a `!` pattern).
+SECRET_NAMES: tuple[str, ...] = (
+    # cloud and cluster credentials
+    ".aws/", ".azure/", "**/.config/gcloud/", ".oci/", ".kube/", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
+    ".docker/", ".dockercfg", "credentials", "credentials.json", "credentials.toml", "*credentials*.json",
+    "client_secret*.json", "service-account*.json", "service_account*.json", "*sa-key*.json", "*sa_key*.json",
+    "*-key.json", "*_key.json", "*-" + "[0-9a-f]" * 12 + ".json",  # gcloud's key file name: <project>-<12 hex>.json
+    ".boto", ".s3cfg", ".passwd-s3fs", ".vault-token", "**/huggingface/token",
+    # private keys and key stores
+    ".ssh/", ".gnupg/", "*.pem", "*.key", "*.p12", "*.pfx", "*.ppk", "*.p8", "*.jks", "*.keystore",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    # tokens and passwords of tools
+    ".netrc", "_netrc", ".pypirc", ".npmrc", ".git-credentials", ".pgpass", ".my.cnf", ".htpasswd",
+    ".terraformrc", "terraform.rc", "*.tfstate", "*.tfstate.*", "*.tfvars", "*.tfvars.json", ".terraform/",
+    # environment files
+    ".env", ".env.*", "*.env", ".envrc", ".envrc.*",
+    "secrets.toml", "secrets.yaml", "secrets.yml", "secrets.json", ".secrets",
+)
+
+# Never bundled either, but not secrets: VCS metadata, virtualenvs, caches and earlier bundles. `.git` has no
+# trailing slash so that a worktree's `.git` file is left out too.
+_NOT_SOURCE: tuple[str, ...] = (
+    ".git", "__pycache__/", "*.pyc", ".venv/", "venv/", "node_modules/", "/.cloudtune/", "*.tar.gz",
+)
+
+# gitignore-syntax patterns (relative to the code dir) that never go into a bundle.
+EXCLUDED_ALWAYS: tuple[str, ...] = _NOT_SOURCE + SECRET_NAMES
+
+# Secret content: what a file holds, whatever its name. Each pattern is precise enough not to match source code
+# that merely mentions the format (a PEM header must be followed by key material, a key must have its length).
+_B64 = rb"[A-Za-z0-9+/=]"
+SECRET_CONTENT: tuple[tuple[str, re.Pattern[bytes]], ...] = (
+    ("a PEM private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\[rn]|\s)*"
+                                     rb"(?:Proc-Type|Version|Comment|" + _B64 + rb"{16})")),
+    ("a PuTTY private key", re.compile(rb"PuTTY-User-Key-File-\d+:")),
+    ("a service-account key", re.compile(rb'"type"\s*:\s*"service_account"[\s\S]{0,4000}"private_key(?:_id)?"\s*:\s*"'
+                                         rb'|"private_key(?:_id)?"\s*:\s*"[\s\S]{0,4000}"type"\s*:\s*"service_account"')),
+    ("Google user credentials", re.compile(rb'"type"\s*:\s*"authorized_user"[\s\S]{0,4000}"refresh_token"'
+                                           rb'|"refresh_token"\s*:[\s\S]{0,4000}"type"\s*:\s*"authorized_user"')),
+    ("an AWS secret access key", re.compile(rb"(?i)aws_secret_access_key[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")),
+    ("an Azure client secret or storage key", re.compile(rb'"clientSecret"\s*:\s*"[^"\s]{8,}"|AccountKey=' + _B64 + rb"{40,}")),
+    ("a kubeconfig with credentials", re.compile(rb"(?m)^\s*(?:client-key-data|token|password)\s*:\s*\S{8,}"
+                                                 rb"[\s\S]{0,20000}?^kind:\s*Config\b|^kind:\s*Config\b[\s\S]{0,20000}?"
+                                                 rb"^\s*(?:client-key-data|token|password)\s*:\s*\S{8,}")),
+    ("registry credentials (docker auths)", re.compile(rb'"auths"\s*:\s*\{[\s\S]{0,4000}"auth"\s*:\s*"' + _B64 + rb'{8,}"')),
+    ("a netrc password", re.compile(rb"(?m)^\s*machine\s+\S+\s+login\s+\S+\s+password\s+\S+")),
+    ("a registry token (npm/yarn)", re.compile(rb"(?m)_authToken\s*=\s*[^\s$]{8,}")),
+    ("a URL with a password (git credentials)", re.compile(rb"(?m)^https?://[^\s:/@]+:[^\s@]{6,}@\S+\s*$")),
+    ("a GitHub token", re.compile(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
+    ("a Hugging Face token", re.compile(rb"\bhf_[A-Za-z]{34}\b")),
 )
 
 _GITIGNORE = ".gitignore"
@@ -89,6 +122,9 @@ class Bundle:
     files: tuple[str, ...]
     items: dict[str, tuple[int, int, "Source"]] = field(default_factory=dict, repr=False, compare=False)
     root: str | None = field(default=None, compare=False)  # the code dir it was built from, if any
+    # what the scan left out that a user may have meant to send, as "path: reason" (secret files, special files,
+    # symlinks not followed) -- names only, never content; gitignored files and caches are not listed
+    left_out: tuple[str, ...] = field(default=(), compare=False)
 
     def write(self, out_dir: Path) -> Path:
         """Write the archive to `<out_dir>/<sha256>.tar.gz` (created when missing), atomically; returns that path.
@@ -210,9 +246,20 @@ def _parse_pattern(raw: str, source: str, line: int) -> _Pattern | None:
     return _Pattern(text, _translate(pat, anchored), negate, dir_only, source, line)
 
 
-_ALWAYS: tuple[_Pattern, ...] = tuple(
-    p for i, raw in enumerate(EXCLUDED_ALWAYS, 1) if (p := _parse_pattern(raw, "<always>", i)) is not None
-)
+def _always(patterns: tuple[str, ...]) -> tuple[_Pattern, ...]:
+    """The always-excluded patterns, matched case-insensitively (`SERVER.PEM` is a key as much as `server.pem`)."""
+    out: list[_Pattern] = []
+    for i, raw in enumerate(patterns, 1):
+        p = _parse_pattern(raw, "<always>", i)
+        if p is not None:
+            out.append(replace(p, regex=re.compile(p.regex.pattern, re.DOTALL | re.IGNORECASE)))
+    return tuple(out)
+
+
+_SECRET = _always(SECRET_NAMES)
+_NOT_SOURCE_RULES = _always(_NOT_SOURCE)
+SECRET_NAME_REASON = "always excluded (secret file name)"
+SECRET_CONTENT_REASON = "always excluded (secret content)"
 
 
 class _Matcher:
@@ -239,11 +286,22 @@ class _Matcher:
             self._rules[rel_dir] = tuple(rules)
         return self._rules[rel_dir]
 
+    @staticmethod
+    def secret_reason(rel: str, is_dir: bool) -> str | None:
+        """Why `rel` is a secret file by its name, or None."""
+        for p in _SECRET:
+            if p.matches(rel, is_dir):
+                return f"{SECRET_NAME_REASON}: matches `{p.text}`"
+        return None
+
     def reason(self, rel: str, is_dir: bool) -> str | None:
         """Why `rel` itself is excluded (its ancestors are not checked), or None."""
-        for p in _ALWAYS:
+        secret = self.secret_reason(rel, is_dir)
+        if secret is not None:
+            return secret
+        for p in _NOT_SOURCE_RULES:
             if p.matches(rel, is_dir):
-                return f"always excluded (secrets, VCS data, virtualenvs, bundles): matches `{p.text}`"
+                return f"always excluded (VCS data, virtualenvs, caches, bundles): matches `{p.text}`"
         verdict: str | None = None
         parts = rel.split("/")
         for depth in range(len(parts)):
@@ -266,6 +324,10 @@ class _Entry:
     mode: int
 
 
+# Pseudo file systems: walking them never ends (or blocks); a code dir there, or at /, is refused.
+_SYSTEM_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
 def _root(code_dir: Path | str) -> Path:
     root = Path(code_dir)
     if not root.exists():
@@ -273,7 +335,26 @@ def _root(code_dir: Path | str) -> Path:
     if not root.is_dir():
         raise InvalidInput(f"code dir {root} is not a directory",
                            fix="set `code` in the spec to a directory, not a file")
+    real = root.resolve()
+    if real == Path(real.anchor):
+        raise InvalidInput(f"code dir {root} is the root of the file system: the bundle would hold the whole machine",
+                           fix="set `code:` to your project's source directory")
+    for system in _SYSTEM_DIRS:
+        if real == system or system in real.parents:
+            raise InvalidInput(f"code dir {root} is inside {system}, a pseudo file system, not source code",
+                               fix="set `code:` to your project's source directory")
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise _unreadable(root, "", PermissionError(13, "Permission denied"), is_dir=True)
     return root
+
+
+def _unreadable(path: Path, rel: str, exc: OSError, *, is_dir: bool) -> InvalidInput:
+    """The error for a file or directory of the code dir that cannot be read: the path, why, and the two ways out."""
+    why = exc.strerror or type(exc).__name__
+    mode = "u+rx" if is_dir else "u+r"
+    leave_out = f", or leave it out of the bundle with the line `/{rel}{'/' if is_dir else ''}` in .gitignore" if rel else ""
+    return InvalidInput(f"cannot read {'directory' if is_dir else 'file'} {path} of the code dir: {why}",
+                        fix=f"make it readable (chmod {mode} '{path}'){leave_out}")
 
 
 def _inside(target: Path, root_real: Path) -> bool:
@@ -297,45 +378,147 @@ def _symlink_reason(link: Path, root_real: Path, matcher: _Matcher) -> str | Non
     return None
 
 
-def _scan(root: Path) -> list[_Entry]:
+def secret_content(path: Path, size: int) -> str | None:
+    """What secret `path` holds ("a PEM private key", ...), or None. Reads files of 1 to MAX_CONTENT_SCAN_BYTES
+    bytes in full (an empty file holds nothing and a pseudo file's reported size is 0); raises OSError when the file
+    cannot be read."""
+    if size == 0 or size > MAX_CONTENT_SCAN_BYTES:
+        with open(path, "rb"):  # readable? (opening a regular file never blocks)
+            return None
+    with open(path, "rb") as fh:
+        data = fh.read(MAX_CONTENT_SCAN_BYTES)
+    for what, pattern in SECRET_CONTENT:
+        if pattern.search(data):
+            return what
+    return None
+
+
+def _special_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class _Budget:
+    """Counts what a scan has seen and stops it (InvalidInput) as soon as a budget is passed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.entries = 0
+        self.files = 0
+        self.bytes = 0
+        self.per_top: dict[str, int] = {}
+        self.largest: list[tuple[int, str]] = []
+
+    def _where(self) -> tuple[str, str]:
+        top = sorted(self.per_top.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+        listed = ", ".join(f"{name}/ ({n})" for name, n in top) or "none"
+        suggestion = f"/{top[0][0]}/" if top else "/data/"
+        return listed, suggestion
+
+    def _refuse(self, what: str) -> InvalidInput:
+        listed, suggestion = self._where()
+        return InvalidInput(f"code dir {self.root} {what}; the scan stopped there. Largest directories so far: {listed}",
+                            fix=f"set `code:` to the project's source directory only, or add an entry such as "
+                                f"`{suggestion}` to {self.root / _GITIGNORE} (data belongs in the spec's `inputs`)")
+
+    def entry(self, rel: str) -> None:
+        self.entries += 1
+        top = rel.split("/", 1)[0] if "/" in rel else ""
+        if top:
+            self.per_top[top] = self.per_top.get(top, 0) + 1
+        if self.entries > MAX_SCAN_ENTRIES:
+            raise self._refuse(f"holds over {MAX_SCAN_ENTRIES} files and directories")
+
+    def file(self, rel: str, size: int) -> None:
+        self.files += 1
+        self.bytes += size
+        self.largest = sorted([*self.largest, (size, rel)], key=lambda x: (-x[0], x[1]))[:5]
+        if self.files > MAX_BUNDLE_FILES:
+            raise self._refuse(f"holds over {MAX_BUNDLE_FILES} files to bundle")
+        if self.bytes > MAX_BUNDLE_BYTES:
+            listed = ", ".join(f"{r} ({_human(n)})" for n, r in self.largest)
+            top = self.largest[0][1]
+            suggestion = f"/{top.split('/', 1)[0]}/" if "/" in top else f"/{top}"
+            raise InvalidInput(
+                f"code dir {self.root} holds over {_human(MAX_BUNDLE_BYTES)} of files, the bundle limit; largest: {listed}",
+                fix=f"add an entry such as `{suggestion}` to {self.root / _GITIGNORE}, or move data to the spec's "
+                    "`inputs` (uploaded separately, not bundled)")
+
+
+def _list_dir(abs_dir: Path, rel_dir: str, budget: _Budget) -> list[os.DirEntry[str]]:
+    """The entries of one directory, sorted by name, counted against the budget as they are read."""
+    out: list[os.DirEntry[str]] = []
+    try:
+        with os.scandir(abs_dir) as it:
+            for e in it:
+                budget.entry(f"{rel_dir}/{e.name}" if rel_dir else e.name)
+                out.append(e)
+    except OSError as exc:
+        raise _unreadable(abs_dir, rel_dir, exc, is_dir=True) from None
+    if out and not os.access(abs_dir, os.X_OK):  # listed, but its entries cannot be reached
+        raise _unreadable(abs_dir, rel_dir, PermissionError(13, "Permission denied (no x permission)"), is_dir=True)
+    return sorted(out, key=lambda e: e.name)
+
+
+def _scan(root: Path) -> tuple[list[_Entry], list[str]]:
+    """(the files to bundle, what was left out that a user may have meant to send: "path: reason").
+
+    Raises InvalidInput naming the path for a file or directory that cannot be read, and as soon as a budget
+    (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES) is passed."""
     root_real = root.resolve()
     matcher = _Matcher(root)
+    budget = _Budget(root)
     found: list[_Entry] = []
+    left_out: list[str] = []
 
     def walk(rel_dir: str, abs_dir: Path, stack: frozenset[Path]) -> None:
-        try:
-            with os.scandir(abs_dir) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError:
-            return
-        for e in entries:
+        for e in _list_dir(abs_dir, rel_dir, budget):
             rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
             path = abs_dir / e.name
             try:
-                if e.is_symlink():
-                    if _symlink_reason(path, root_real, matcher) is not None:
+                link = e.is_symlink()
+                if link:
+                    why = _symlink_reason(path, root_real, matcher)
+                    if why is not None:
+                        if matcher.reason(rel, False) is None:
+                            left_out.append(f"{rel}: {why}")
                         continue
                     st = path.stat()
                 else:
                     st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
+            except OSError as exc:
+                raise _unreadable(path, rel, exc, is_dir=False) from None
             is_dir = stat.S_ISDIR(st.st_mode)
+            why = matcher.reason(rel, is_dir)
+            if why is not None:
+                if why.startswith(SECRET_NAME_REASON):
+                    left_out.append(f"{rel}{'/' if is_dir else ''}: secret file name")
+                continue
             if not is_dir and not stat.S_ISREG(st.st_mode):
-                continue  # fifos, sockets, devices
-            if matcher.reason(rel, is_dir) is not None:
+                left_out.append(f"{rel}: {_special_kind(st.st_mode)}")
                 continue
             if is_dir:
                 real = path.resolve()
                 if real in stack:
                     continue  # a symlink loop back to an ancestor
                 walk(rel, path, stack | {real})
-            else:
-                found.append(_Entry(rel, path, st.st_size, st.st_mode))
+                continue
+            try:
+                secret = secret_content(path, st.st_size)
+            except OSError as exc:
+                raise _unreadable(path, rel, exc, is_dir=False) from None
+            if secret is not None:
+                left_out.append(f"{rel}: holds {secret}")
+                continue
+            budget.file(rel, st.st_size)
+            found.append(_Entry(rel, path, st.st_size, st.st_mode))
 
     walk("", root, frozenset({root_real}))
     found.sort(key=lambda x: x.rel)
-    return found
+    return found, sorted(left_out)
 
 
 def _explain(matcher: _Matcher, root: Path, rel: str, *, check_exists: bool = True) -> str | None:
@@ -359,21 +542,28 @@ def _explain(matcher: _Matcher, root: Path, rel: str, *, check_exists: bool = Tr
             return "does not exist in the code dir"
         if not (path.is_file() or path.is_dir()):
             return "not a regular file"
+        if path.is_file():
+            try:
+                secret = secret_content(path, path.stat().st_size)
+            except OSError as exc:
+                return f"cannot be read: {exc.strerror or exc}"
+            if secret is not None:
+                return f"{SECRET_CONTENT_REASON}: holds {secret}"
     return None
 
 
 def iter_bundle_files(code_dir: Path | str) -> list[str]:
     """The sorted relative POSIX paths of the files `build_bundle(code_dir)` would include (no extras).
 
-    Raises InvalidInput when code_dir is missing or not a directory."""
-    return [e.rel for e in _scan(_root(code_dir))]
+    Raises InvalidInput when code_dir is missing, not a directory, unreadable in part, or over a budget."""
+    return [e.rel for e in _scan(_root(code_dir))[0]]
 
 
 def explain_exclusion(code_dir: Path | str, rel_path: str | os.PathLike[str]) -> str | None:
     """Why `rel_path` (relative to code_dir) is left out of the bundle, or None if it is included.
 
-    The reason names the always-excluded pattern, or the `.gitignore` file, line and pattern, or the
-    excluded parent directory, or the symlink problem."""
+    The reason names the always-excluded pattern (a secret file name), the secret a file holds, or the
+    `.gitignore` file, line and pattern, or the excluded parent directory, or the symlink problem."""
     root = _root(code_dir)
     rel = Path(rel_path).as_posix() if not isinstance(rel_path, str) else rel_path.replace(os.sep, "/")
     return _explain(_Matcher(root), root, rel)
@@ -462,12 +652,15 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
 
     `dest` None -> nothing is written (`path` None; `Bundle.write` writes it later); an existing directory ->
     `<dest>/<sha256>.tar.gz`; else the file path to write, atomically. `extra_files` map archive paths (e.g.
-    `.cloudtune/job.json`) to bytes and replace a scanned file of the same path. Raises InvalidInput for a
-    missing code dir or a bundle over MAX_BUNDLE_BYTES uncompressed.
+    `.cloudtune/job.json`) to bytes and replace a scanned file of the same path. Secret files (by name or content,
+    see SECRET_NAMES and SECRET_CONTENT) are never included; `left_out` names them. Raises InvalidInput, naming
+    the path, for a missing code dir, one at / or in a pseudo file system, a file or directory that cannot be read,
+    and as soon as the scan passes a budget (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES).
     """
     root = _root(code_dir)
     extra = {_check_extra_path(k): bytes(v) for k, v in (extra_files or {}).items()}
-    entries = [e for e in _scan(root) if e.rel not in extra]
+    scanned, left_out = _scan(root)
+    entries = [e for e in scanned if e.rel not in extra]
     _check_size(root, entries, extra)
 
     items: dict[str, tuple[int, int, Source]] = {}
@@ -475,7 +668,7 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
         items[e.rel] = (e.size, 0o755 if e.mode & 0o111 else 0o644, e.path)
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return replace(_write_archive(items, dest), root=str(root))
+    return replace(_write_archive(items, dest), root=str(root), left_out=tuple(left_out))
 
 
 Source = Union[Path, bytes]
@@ -492,7 +685,14 @@ class _NullSink(io.RawIOBase):
 def _items_iter(items: dict[str, tuple[int, int, Source]]) -> Iterator[tuple[str, int, int, BinaryIO | bytes]]:
     for name in sorted(items):
         size, mode, src = items[name]
-        yield name, size, mode, (src if isinstance(src, bytes) else open(src, "rb"))
+        if isinstance(src, bytes):
+            yield name, size, mode, src
+            continue
+        try:
+            fh = open(src, "rb")
+        except OSError as exc:
+            raise _unreadable(src, name, exc, is_dir=False) from None
+        yield name, size, mode, fh
 
 
 def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None) -> Bundle:
@@ -538,4 +738,5 @@ def extend_bundle(base: Bundle | None, extra_files: dict[str, bytes], dest: Path
         items.update({k: v for k, v in base.items.items() if k not in extra})
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return replace(_write_archive(items, dest), root=base.root if base is not None else None)
+    return replace(_write_archive(items, dest), root=base.root if base is not None else None,
+                   left_out=base.left_out if base is not None else ())
