@@ -297,14 +297,18 @@ def construct(root: Node | None, source: str) -> Any:
         return None
     safe = SafeConstructor()
     memo: dict[int, Any] = {}
+    scalars: dict[tuple[str, str], Any] = {}  # immutable values by (tag, text): `[1, 1, 1, ...]` builds 1 once
 
     def build(node: Node) -> Any:
         if id(node) in memo:
             return memo[id(node)]
         if type(node) is ScalarNode:
-            value = node.value if node.tag == STR else safe.construct_object(node)
-            memo[id(node)] = value
-            return value
+            if node.tag == STR:
+                return node.value
+            key = (node.tag, node.value)
+            if key not in scalars:
+                scalars[key] = safe.construct_object(node)
+            return scalars[key]
         if isinstance(node, SequenceNode):
             items: list[Any] = []
             memo[id(node)] = items
@@ -450,8 +454,12 @@ def ambiguous_numbers(root: Node | None, skip: tuple[str, ...] = ("env",)) -> li
 
 
 def _may_hold_numbers(node: Node) -> bool:
-    """A collection, or a plain scalar read as a number (text values, most of a document, need no look)."""
-    return type(node) is not ScalarNode or (node.tag == INT or node.tag == FLOAT) and not node.style
+    """A collection, or a plain scalar read as a number that starts with a sign or 0 or holds a ':' (the only forms
+    `_ambiguous` can refuse); text values, most of a document, need no further look."""
+    if type(node) is not ScalarNode:
+        return True
+    return (node.tag == INT or node.tag == FLOAT) and not node.style and (node.value[:1] in ("0", "+", "-")
+                                                                          or ":" in node.value)
 
 
 def _ambiguous(node: ScalarNode) -> str | None:
