@@ -32,8 +32,9 @@ def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
     return path
 
 
-def refused(tmp_path: Path, text: str, budget_s: float = 2.0) -> SpecError:
-    """Load `text` as a job.yaml: it must be refused with a SpecError within `budget_s` seconds."""
+def refused(tmp_path: Path, text: str, budget_s: float = 5.0) -> SpecError:
+    """Load `text` as a job.yaml: it must be refused with a SpecError within `budget_s` seconds (a loose bound for
+    busy CI machines; the fuzz benchmark measures the 2 s target)."""
     path = write(tmp_path, text)
     start = time.monotonic()
     with pytest.raises(SpecError) as info:
