@@ -194,3 +194,41 @@ def test_input_error_under_torchrun_is_printed_once(tmp_path: Path, monkeypatch:
                       "HF_HUB_OFFLINE is set; download it first (hf download someorg/not-cached) or unset HF_HUB_OFFLINE"]
     assert not any("Traceback" in ln or "ChildFailedError" in ln for ln in log), "\n".join(log)
     assert "[cloudtune] torchrun: worker(s) failed: rank 0 exit" in "\n".join(log)
+
+
+HUB_FAKE = """
+import http.server, sys, threading, time
+class Hub(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        gated = "gated" in self.path
+        self.send_response(403 if gated else 404)
+        self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
+        self.send_header("X-Error-Message", "Access to this model is restricted" if gated else "Repository not found")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+import os
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
+from cloudtune.errors import JobInputError
+from cloudtune.preflight.hub import hub_access
+for model in ("someorg/missing", "someorg/gated-model"):
+    try:
+        hub_access(model)
+    except JobInputError as exc:
+        print(exc)
+"""
+
+
+def test_hub_answers_are_one_line(tmp_path: Path) -> None:
+    """A loopback fake of the Hub's HTTP answers (404 RepoNotFound, 403 GatedRepo): one line each, with the fix."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    out = subprocess.run([sys.executable, "-c", HUB_FAKE], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == [
+        "train.model: no model 'someorg/missing' on the Hugging Face Hub (or it is private: give a token as the "
+        "HF_TOKEN secret); check the id, or give a local directory",
+        "train.model: 'someorg/gated-model' is a gated model; accept its terms on the Hub and give a token "
+        "(secrets: {HF_TOKEN: ...})"], out.stdout + out.stderr
