@@ -145,6 +145,7 @@ def deep_check(spec: "JobSpec") -> list[str]:
     train = spec.train
     if train is None:
         return notes + ["command job: no model or data to check"]
+    _require_training_extras()
     source, shown, local_only = _model_source(spec, train)
     if source is None:
         return notes + [f"train.model {shown} is remote: not loaded here"]
@@ -160,6 +161,17 @@ def deep_check(spec: "JobSpec") -> list[str]:
         raise PreflightError(problems)
     notes.append(f"deep check took {time.monotonic() - started:.1f} s")
     return notes
+
+
+def _require_training_extras() -> None:
+    import importlib.util
+
+    from cloudtune.errors import InvalidInput
+
+    missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise InvalidInput(f"the deep check loads the model, which needs {', '.join(missing)} (not installed here)",
+                           fix="pip install -e '.[train]' (a checkout) or pip install 'cloudtune[train]'")
 
 
 def _model_checks(model: Any, train: "TrainSpec", shown: str, problems: list[str]) -> list[str]:
