@@ -121,6 +121,8 @@ FIELDS = {
     "invalid-json-line": ("train.jsonl", '{"text": "a"}\n{"text": \n', {}, "line 2: invalid JSON"),
     "json-not-a-list": ("train.json", '{"text": "a"}', {}, "must hold a list of records"),
     "csv-extra-values": ("train.csv", "text,label\na,b,c\n", {"task": "seq-classification"}, "more values than the header"),
+    "cls-empty-text": ("train.csv", "text,label\na,x\n,y\n", {"task": "seq-classification"},
+                       "line 3: field 'text' is empty (train.data.text_field)"),
     "cls-no-label": ("train.csv", "text,lbl\na,x\n", {"task": "seq-classification"}, "no field 'label' (train.data.label_field)"),
     "forced-format-mismatch": ("train.jsonl", '{"text": "a"}\n', {"data": {"format": "chat"}},
                                "no field 'messages' (train.data.messages_field)"),

@@ -61,12 +61,14 @@ def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None 
 
 
 def classification_rows(records: list[tuple[str, Any]], data: Any) -> list[tuple[str, Any]]:
-    """[(where, label)] of seq-classification records; each must have a string text and a label."""
+    """[(where, label)] of seq-classification records; each must have a non-empty string text and a label."""
     from cloudtune.train.data import _where_field
 
     rows = []
     for where, rec in records:
-        _where_field(rec, data.text_field, where, "train.data.text_field")
+        if not _where_field(rec, data.text_field, where, "train.data.text_field").strip():
+            raise JobInputError(f"{where}: field {data.text_field!r} is empty (train.data.text_field); a classifier "
+                                f"needs text to classify: fill it or remove the record")
         rows.append((where, _where_field(rec, data.label_field, where, "train.data.label_field", kind=(str, int, float))))
     return rows
 
