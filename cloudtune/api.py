@@ -65,8 +65,14 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     """Load, validate and plan: (Plan, the launcher that made it, the spec file's path or None)."""
     job_spec, spec_path = load(spec, overrides)
     launcher = launcher or get_launcher(provider)
-    compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(),
-                             bundle=_bundle_for(job_spec))
+    bundle = _bundle_for(job_spec)
+    compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
+    if bundle is not None and bundle.left_out:  # every launcher's plan says what the code bundle left out
+        from dataclasses import replace
+
+        from cloudtune.bundle import left_out_note
+
+        compiled = replace(compiled, notes=(*compiled.notes, left_out_note(bundle)))
     return compiled, launcher, spec_path
 
 

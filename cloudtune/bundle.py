@@ -42,6 +42,7 @@ __all__ = [
     "build_bundle",
     "explain_exclusion",
     "iter_bundle_files",
+    "left_out_note",
     "secret_content",
 ]
 
@@ -139,6 +140,17 @@ class Bundle:
             raise InvalidInput(f"the code bundle changed since the plan was made (sha256 {self.sha256[:12]} planned, "
                                f"{written.sha256[:12]} now)", fix="launch again: the new plan carries the new hash")
         return written.path  # type: ignore[return-value]
+
+
+def left_out_note(bundle: Bundle, shown: int = 20) -> str | None:
+    """The plan note naming what the bundle left out (names and reasons, never content), or None."""
+    if not bundle.left_out:
+        return None
+    items = list(bundle.left_out[:shown])
+    if len(bundle.left_out) > shown:
+        items.append(f"and {len(bundle.left_out) - shown} more")
+    return (f"the code bundle left out {len(bundle.left_out)} path(s) of {bundle.root or 'the code dir'}: "
+            + "; ".join(items) + ". Secret files never travel with the code: pass them as `secrets`")
 
 
 # --------------------------------------------------------------------------- gitignore matching

@@ -32,6 +32,10 @@ class ObjectStore(Protocol):
         """Store the file at `path` under `key`; `progress(n)` is called with byte counts as they are sent."""
         ...
 
+    def list_keys(self, bucket: str, prefix: str, limit: int) -> list[str]:
+        """At most `limit` keys that start with `prefix`, in lexicographic order (one list call)."""
+        ...
+
 
 def split_uri(uri: str) -> tuple[str, str, str]:
     """`scheme://bucket/key` -> (scheme, bucket, key)."""
@@ -101,3 +105,55 @@ def upload_all(uploads: Iterable[Upload], store: ObjectStore, call: Callable[...
     if total:
         print(f"[cloudtune] uploaded {total} bytes", file=sys.stderr)
     return total
+
+
+# ------------------------------------------------------------------------------------------ remote inputs
+def prefix_note(name: str, uri: str) -> str | None:
+    """The plan note for a remote input that a cloud reads as a key prefix (SageMaker's S3Prefix): without a
+    trailing `/` it would also match sibling keys; None when the URI ends with `/` (a folder, exactly)."""
+    if uri.endswith("/"):
+        return None
+    _, bucket, key = split_uri(uri)
+    leaf = key.rsplit("/", 1)[-1] or bucket
+    return (f"input {name}: {uri} has no trailing '/': as a prefix it would also match siblings such as "
+            f"{leaf}-old/ or {leaf}.bak; submit looks it up once and sends {uri}/ for a folder, or the object alone")
+
+
+def resolve_input(store: ObjectStore, uri: str, call: Callable[..., object], *, prefix_match: bool) -> str:
+    """What a remote input really is, looked up once before anything is paid for: the URI to send.
+
+    - `.../dir/` (a folder, as written): returned when at least one object is under it;
+    - `.../name`: a folder when objects are under `name/` (-> `.../name/`), else the object `name` itself
+      (returned as it is);
+    - nothing there, or both an object and a folder of that name: InvalidInput naming the URI and the fix.
+    With `prefix_match` (the cloud reads the URI as a key prefix, as SageMaker's S3Prefix does), an object whose
+    name is also the start of other keys (`train.jsonl` and `train.jsonl.bak`) is refused: the channel would get
+    both. `call(fn, *args, what=...)` runs each look-up under the launcher's retry policy."""
+    scheme, bucket, key = split_uri(uri)
+
+    def keys(prefix: str, limit: int) -> list[str]:
+        return list(call(store.list_keys, bucket, prefix, limit, what=f"look up {scheme}://{bucket}/{prefix}") or [])
+
+    if not key or key.endswith("/"):
+        if keys(key, 1):
+            return uri
+        raise InvalidInput(f"input {uri}: no object under this folder", fix="check the URI (and that the upload "
+                           "finished); a folder URI ends with '/' and holds the files, e.g. " + f"{uri}train.jsonl")
+    folder = keys(key + "/", 1)
+    matches = keys(key, 2)
+    is_object = key in matches
+    if folder and is_object:
+        raise InvalidInput(f"input {uri} names both an object and a folder ({uri}/...)",
+                           fix=f"give {uri}/ for the folder, or move the object so that its name is not a folder's")
+    if folder:
+        return uri + "/"
+    if is_object:
+        others = [k for k in matches if k != key]
+        if prefix_match and others:
+            raise InvalidInput(f"input {uri} is an object, but as a prefix it also matches {scheme}://{bucket}/{others[0]}: "
+                               "the job would receive both", fix="move the object into a folder of its own and give "
+                               "that folder's URI ending with '/'")
+        return uri
+    near = f" (the nearest key is {scheme}://{bucket}/{matches[0]})" if matches else ""
+    raise InvalidInput(f"input {uri}: no such object or folder{near}", fix="check the bucket and the path in the spec's `inputs`")
+

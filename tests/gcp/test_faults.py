@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 from cloudtune.kit.retry import RetryPolicy
-from tests.gcp.conftest import job_client, settings, spec_from
+from tests.gcp.conftest import BUCKET, job_client, settings, spec_from
 from tests.gcp.fake_vertex import FakeVertex
 
 from cloudtune_gcp.launcher import GcpLauncher
@@ -93,14 +93,16 @@ class FaultyProxy:
         self.server.server_close()
 
 
-def test_faulty_network_gives_exactly_one_job_per_launch(gcs, tmp_path: Path) -> None:
-    spec = spec_from({"name": "faulty", "inputs": {"train": "gs://d/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
+def test_faulty_network_gives_exactly_one_job_per_launch(gcs, tmp_path: Path, lock_dir: Path) -> None:
+    gcs.bucket(BUCKET).blob("data/train.jsonl").upload_from_string(b'{"text": "x"}\n')  # submit looks it up
+    spec = spec_from({"name": "faulty", "inputs": {"train": f"gs://{BUCKET}/data/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
     policy = RetryPolicy(max_attempts=20, base_s=0.002, cap_s=0.02, deadline_s=30)
     n = 10
     with FakeVertex() as fake, FaultyProxy(fake.url, rate=0.3, seed=7) as proxy:
         launches = []
         for i in range(n):
-            launcher = GcpLauncher(job_client(proxy.url), gcs, None, policy=policy, home=tmp_path / "home")
+            launcher = GcpLauncher(job_client(proxy.url), gcs, None, policy=policy, home=tmp_path / "home",
+                                   lock_dir=lock_dir)
             ref = launcher.submit(launcher.plan(spec, settings(), suffix=f"20260101-0000{i:02d}-abcd"))
             launches.append((ref, launcher))
         per_launch = Counter(j["labels"]["cloudtune-launch"] for j in fake.jobs.values())

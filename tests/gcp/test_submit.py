@@ -17,8 +17,9 @@ pytest.importorskip("google.cloud.aiplatform_v1")
 FAST = RetryPolicy(max_attempts=4, base_s=0.01, cap_s=0.05, deadline_s=10)
 
 
-def _launcher(fake: FakeVertex, gcs, home: Path) -> GcpLauncher:
-    return GcpLauncher(job_client(fake.url), gcs, logging_client(fake.url), policy=FAST, poll_s=0.01, home=home)
+def _launcher(fake: FakeVertex, gcs, home: Path, lock_dir: Path) -> GcpLauncher:
+    return GcpLauncher(job_client(fake.url), gcs, logging_client(fake.url), policy=FAST, poll_s=0.01, home=home,
+                       lock_dir=lock_dir)
 
 
 def _spec(tmp_path: Path, suffix_data: str = ""):
@@ -27,12 +28,12 @@ def _spec(tmp_path: Path, suffix_data: str = ""):
                       "command": "python train.py", "code": "src"}, tmp_path)
 
 
-def test_launch_status_logs_cancel_and_relaunch_uploads_nothing(gcs, tmp_path: Path) -> None:
+def test_launch_status_logs_cancel_and_relaunch_uploads_nothing(gcs, tmp_path: Path, lock_dir: Path) -> None:
     from cloudtune.bundle import build_bundle
 
     spec = _spec(tmp_path)
     with FakeVertex() as fake:
-        launcher = _launcher(fake, gcs, tmp_path / "home")
+        launcher = _launcher(fake, gcs, tmp_path / "home", lock_dir)
         plan = launcher.plan(spec, settings(), suffix=SUFFIX, bundle=build_bundle(tmp_path / "src"))
         ref = launcher.submit(plan)
         first = launcher.last_uploaded_bytes
@@ -64,18 +65,19 @@ def test_launch_status_logs_cancel_and_relaunch_uploads_nothing(gcs, tmp_path: P
         launcher.cancel(ref)  # cancelling an ended job is not an error
 
         # a relaunch of the same data uploads nothing
-        again = _launcher(fake, gcs, tmp_path / "home").plan(spec, settings(), suffix="20260101-000001-abcd",
+        again = _launcher(fake, gcs, tmp_path / "home", lock_dir).plan(spec, settings(), suffix="20260101-000001-abcd",
                                                              bundle=build_bundle(tmp_path / "src"))
-        relauncher = _launcher(fake, gcs, tmp_path / "home")
+        relauncher = _launcher(fake, gcs, tmp_path / "home", lock_dir)
         relauncher.submit(again)
         assert relauncher.last_uploaded_bytes == 0
         assert len(fake.jobs) == 2
 
 
-def test_failed_job_surfaces_vertex_error_and_follow_ends(gcs, tmp_path: Path) -> None:
-    spec = spec_from({"name": "gcp-fail", "inputs": {"train": "gs://d/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
+def test_failed_job_surfaces_vertex_error_and_follow_ends(gcs, tmp_path: Path, lock_dir: Path) -> None:
+    gcs.bucket(BUCKET).blob("data/train.jsonl").upload_from_string(b'{"text": "x"}\n')  # submit looks it up
+    spec = spec_from({"name": "gcp-fail", "inputs": {"train": f"gs://{BUCKET}/data/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
     with FakeVertex() as fake:
-        launcher = _launcher(fake, gcs, tmp_path / "home")
+        launcher = _launcher(fake, gcs, tmp_path / "home", lock_dir)
         ref = launcher.submit(launcher.plan(spec, settings(), suffix=SUFFIX))
         job_id = ref.native_id.rsplit("/", 1)[-1]
         fake.log(job_id, "workerpool0-0", "[cloudtune] data error", 1)
@@ -85,11 +87,13 @@ def test_failed_job_surfaces_vertex_error_and_follow_ends(gcs, tmp_path: Path) -
         assert list(launcher.logs(ref, follow=True, max_polls=5)) == ["[cloudtune] data error"]
 
 
-def test_unreachable_endpoint_is_one_line_after_bounded_retries(gcs, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_endpoint_is_one_line_after_bounded_retries(gcs, tmp_path: Path, lock_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cloudtune.kit.retry import CloudError
 
-    spec = spec_from({"name": "gcp-down", "inputs": {"train": "gs://d/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
-    launcher = GcpLauncher(job_client("http://127.0.0.1:9"), gcs, None, policy=FAST, home=tmp_path / "home")
+    gcs.bucket(BUCKET).blob("data/train.jsonl").upload_from_string(b'{"text": "x"}\n')  # submit looks it up
+    spec = spec_from({"name": "gcp-down", "inputs": {"train": f"gs://{BUCKET}/data/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
+    launcher = GcpLauncher(job_client("http://127.0.0.1:9"), gcs, None, policy=FAST, home=tmp_path / "home",
+                           lock_dir=lock_dir)
     with pytest.raises(CloudError) as info:
         launcher.submit(launcher.plan(spec, settings(), suffix=SUFFIX))
     assert str(info.value).startswith("Vertex AI: cannot reach the endpoint") and "To fix:" in str(info.value)

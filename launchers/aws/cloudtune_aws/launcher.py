@@ -8,6 +8,7 @@ boto3 is imported lazily; clients may be passed in (tests bind them to a loopbac
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.objectstore import upload_all
+from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
@@ -108,6 +109,10 @@ class S3Store:
                 return False
             raise
 
+    def list_keys(self, bucket: str, prefix: str, limit: int) -> list[str]:
+        page = self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit)
+        return [o["Key"] for o in page.get("Contents", [])][:limit]
+
     def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
         if progress is None:  # small: one PutObject
             self._s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
@@ -121,7 +126,8 @@ class AwsLauncher:
     settings_model = AwsSettings
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,
-                 *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None) -> None:
+                 *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None,
+                 lock_dir: Path | None = None) -> None:
         self._session = session
         self._sm = sagemaker_client
         self._s3 = s3_client
@@ -129,6 +135,7 @@ class AwsLauncher:
         self.caller = Caller("SageMaker", classify, policy)
         self.poll_s = poll_s
         self._home = home
+        self._lock_dir = lock_dir  # the stock-image wheel locks; None = those shipped with cloudtune
         self.last_uploaded_bytes = 0
 
     def plan(self, spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
@@ -137,7 +144,7 @@ class AwsLauncher:
             from cloudtune.settings import cloudtune_home
 
             self._home = cloudtune_home()
-        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home)
+        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home, lock_dir=self._lock_dir)
 
     # ================================================================ clients (lazy)
     def _client(self, attr: str, service: str, region: str | None) -> Any:
@@ -172,9 +179,25 @@ class AwsLauncher:
 
     def submit(self, plan: Plan) -> JobRef:
         region = self._region_of(plan)
-        self.last_uploaded_bytes = upload_all(plan.uploads, S3Store(self.s3(region)), self.caller.call)
-        arn = self._create(plan.request, region)
+        store = S3Store(self.s3(region))
+        request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+        arn = self._create(request, region)
         return self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
+
+    def _resolve_inputs(self, plan: Plan, store: S3Store) -> dict[str, Any]:
+        """The request with each s3:// input channel looked up once: a folder written without its trailing '/'
+        gets it (an S3Prefix `datasets/train` would also match `datasets/train-old/...`); a missing input, or an
+        object whose prefix matches other keys, is refused here instead of failing the job after it started."""
+        remote = {name: uri for name, uri in ((plan.spec or {}).get("inputs") or {}).items() if uri.startswith("s3://")}
+        if not remote:
+            return plan.request
+        request = copy.deepcopy(plan.request)
+        for channel in request.get("InputDataConfig", []):
+            source = channel["DataSource"]["S3DataSource"]
+            if remote.get(channel["ChannelName"]) == source["S3Uri"]:
+                source["S3Uri"] = resolve_input(store, source["S3Uri"], self.caller.call, prefix_match=True)
+        return request
 
     def _ref(self, job_name: str, arn: str, region: str | None, model_uri: str | None, uploaded: int = 0) -> JobRef:
         region = region or (arn.split(":")[3] if arn.count(":") >= 5 else None) or "us-east-1"

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.objectstore import upload_all
-from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
+from cloudtune.kit.objectstore import resolve_input, upload_all
+from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -76,6 +76,16 @@ class GcsStore:
     def exists(self, bucket: str, key: str) -> bool:
         return bool(self._gcs.bucket(bucket).blob(key).exists(retry=None, timeout=CALL_TIMEOUT_S))
 
+    def list_keys(self, bucket: str, prefix: str, limit: int) -> list[str]:
+        from google.api_core import exceptions as gexc
+
+        try:
+            blobs = self._gcs.list_blobs(bucket, prefix=prefix, max_results=limit, retry=None, timeout=CALL_TIMEOUT_S)
+            return sorted(b.name for b in blobs)[:limit]
+        except gexc.NotFound:  # listing a bucket finds no bucket
+            raise CloudConfigError(f"Cloud Storage: bucket gs://{bucket} does not exist (or is not visible to these "
+                                   "credentials)", fix="check the gs:// URI in the spec, or create the bucket") from None
+
     def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
         blob = self._gcs.bucket(bucket).blob(key)
         blob.upload_from_filename(str(path), retry=None, timeout=CALL_TIMEOUT_S)
@@ -90,7 +100,7 @@ class GcpLauncher:
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
                  credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None, lock_dir: Path | None = None) -> None:
         self._jobs = job_client
         self._gcs = storage_client
         self._logging = logging_client
@@ -98,6 +108,7 @@ class GcpLauncher:
         self.caller = Caller("Vertex AI", classify, policy)
         self.poll_s = poll_s
         self._home = home
+        self._lock_dir = lock_dir  # the stock-image wheel locks; None = those shipped with cloudtune
         self.last_uploaded_bytes = 0
 
     def plan(self, spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
@@ -106,7 +117,7 @@ class GcpLauncher:
             from cloudtune.settings import cloudtune_home
 
             self._home = cloudtune_home()
-        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home)
+        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home, lock_dir=self._lock_dir)
 
     # ================================================================ clients (lazy)
     @staticmethod
@@ -149,6 +160,9 @@ class GcpLauncher:
         settings = (plan.spec.get("providers") or {}).get("gcp") or {}
         project, region = settings["project"], settings["region"]
         store = GcsStore(self.storage_client(project))
+        for uri in sorted(v for v in ((plan.spec.get("inputs") or {}).values()) if v.startswith("gs://")):
+            # the /gcs mount reads a path, not a prefix: look it up only to refuse a missing or ambiguous input
+            resolve_input(store, uri, self.caller.call, prefix_match=False)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
         name = self._create(plan, region)
         job_id = name.rsplit("/", 1)[-1]
