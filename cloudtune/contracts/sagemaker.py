@@ -20,6 +20,7 @@ JOB_NAME_VAR = "TRAINING_JOB_NAME"
 JOB_ARN_VAR = "TRAINING_JOB_ARN"
 JOB_KEY = "cloudtune_job"  # the hyperparameter carrying the runtime job
 CODE_CHANNEL = "code"  # the channel carrying the code bundle
+WHEELS_CHANNEL = "wheels"  # the channel carrying the stock-image wheelhouse (cloudtune.kit.bootstrap)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 HYPERPARAMETER_MAX = 2500  # characters per hyperparameter value
 ENV_MAX_ENTRIES = 100

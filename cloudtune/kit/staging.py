@@ -55,9 +55,39 @@ def recipe(user: "Bundle | None", files: dict[str, dict[str, str]]) -> dict[str,
     return {"kind": "code-bundle", "code": user.root if user is not None else None, "files": files}
 
 
+def wheelhouse(target: str, home: Path, base_uri: str, lock_dir: Path | None = None) -> "Upload":
+    """The planned upload of a stock-image target's wheelhouse (see `cloudtune.kit.bootstrap`): named and hashed
+    from the lock alone, staged by submit() into `<home>/wheelhouses/`, stored under `<base_uri>/wheelhouses/<sha256>/`.
+    `lock_dir` None = the locks shipped with cloudtune."""
+    from cloudtune.kit.bootstrap import load_lock
+    from cloudtune.plan import Upload
+
+    size, sha = load_lock(target, lock_dir).digest()
+    recipe: dict[str, Any] = {"kind": "wheelhouse", "target": target}
+    if lock_dir is not None:
+        recipe["lock_dir"] = str(lock_dir)
+    return Upload(str(home / "wheelhouses" / f"{target}-{sha[:16]}"), f"{base_uri}/wheelhouses/{sha}/", size, sha, recipe)
+
+
+def _stage_wheelhouse(up: "Upload") -> None:
+    from cloudtune.kit.bootstrap import load_lock, stage_wheelhouse
+
+    build = up.build or {}
+    lock = load_lock(build["target"], Path(build["lock_dir"]) if build.get("lock_dir") else None)
+    if lock.digest()[1] != up.sha256:
+        raise InvalidInput(f"the wheel lock {lock.target} changed since the plan was made",
+                           fix="launch again: the new plan carries the new hash")
+    out = Path(up.source)
+    stage_wheelhouse(lock, out, out.parent.parent / "wheels")
+
+
 def stage(up: "Upload") -> None:
     """Build `up.source` from its recipe if it is not there yet, checking the bytes against the planned hash."""
-    if up.build is None or Path(up.source).is_file():
+    if up.build is None:
+        return
+    if up.build.get("kind") == "wheelhouse":
+        return _stage_wheelhouse(up)
+    if Path(up.source).is_file():
         return
     from cloudtune.bundle import build_bundle
 

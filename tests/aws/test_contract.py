@@ -70,11 +70,11 @@ def _rel(path: Path | None, root: Path) -> str | None:
 
 @pytest.mark.parametrize("nodes", [1, 2])
 @pytest.mark.parametrize("command", [False, True])
-def test_local_emulation_and_sagemaker_agree(tmp_path: Path, nodes: int, command: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_emulation_and_sagemaker_agree(tmp_path: Path, lock_dir: Path, nodes: int, command: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = _spec(tmp_path, nodes, command)
     bundle = build_bundle(Path(spec.code), dest=tmp_path) if command else None
     local = LocalLauncher(home=tmp_path / "lhome").plan(spec, LocalSettings(emulate="aws"), suffix=SUFFIX, bundle=bundle)
-    aws = AwsLauncher(home=tmp_path / "ahome").plan(spec, settings(), suffix=SUFFIX, bundle=bundle)
+    aws = AwsLauncher(home=tmp_path / "ahome", lock_dir=lock_dir).plan(spec, settings(), suffix=SUFFIX, bundle=bundle)
     for up in aws.uploads:
         stage(up)  # what submit() does before it uploads
     assert local.job_name == aws.job_name
@@ -83,12 +83,14 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, nodes: int, command
     # hyperparameters: the very same runtime job text
     node0 = local.request["nodes"][0]
     assert node0["files"]["opt/ml/input/config/hyperparameters.json"] == request["HyperParameters"]
-    # channels: the same names and modes (aws always ships `code`: it carries the cloudtune wheel)
+    # channels: the same names and modes (aws always ships `code`, which carries the cloudtune wheel, and on the
+    # stock image `wheels`, which the entrypoint installs from before cloudtune-run starts; the local launcher runs
+    # in this machine's Python and needs neither)
     local_channels = node0["files"]["opt/ml/input/config/inputdataconfig.json"]
     aws_channels = {c["ChannelName"]: {"TrainingInputMode": c["InputMode"],
                                        "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"]}
                     for c in request["InputDataConfig"]}
-    assert set(aws_channels) == set(local_channels) | {CODE_CHANNEL}
+    assert set(aws_channels) == set(local_channels) | {CODE_CHANNEL, "wheels"}
     for name, ch in local_channels.items():
         assert {k: ch[k] for k in ("TrainingInputMode", "S3DistributionType")} == aws_channels[name]
     # container paths

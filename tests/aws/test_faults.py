@@ -136,7 +136,7 @@ class FaultyProxy:
         self.server.server_close()
 
 
-def test_faulty_network_gives_exactly_one_job_per_launch(moto_server: str, tmp_path: Path) -> None:
+def test_faulty_network_gives_exactly_one_job_per_launch(moto_server: str, tmp_path: Path, lock_dir: Path) -> None:
     direct = clients(moto_server)
     direct["s3_client"].create_bucket(Bucket=BUCKET)
     write_data(tmp_path)
@@ -148,7 +148,8 @@ def test_faulty_network_gives_exactly_one_job_per_launch(moto_server: str, tmp_p
             (tmp_path / "data/train.jsonl").write_text(f'{{"text": "launch {i}"}}\n' * 50)
             spec = spec_from({"name": "faulty", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
                               "train": {"model": "./model"}}, tmp_path)
-            launcher = AwsLauncher(**clients(proxy.url), home=tmp_path / "home", policy=RetryPolicy(max_attempts=15, base_s=0.005, cap_s=0.05))
+            launcher = AwsLauncher(**clients(proxy.url), home=tmp_path / "home", policy=RetryPolicy(max_attempts=15, base_s=0.005, cap_s=0.05),
+                                   lock_dir=lock_dir)
             plan = launcher.plan(spec, settings(bucket=BUCKET), suffix=f"20260101-000000-{i:04x}")
             ref = launcher.submit(plan)
             assert ref.native_id.endswith(f"/{plan.job_name}")

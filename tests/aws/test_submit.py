@@ -46,10 +46,10 @@ def _spec(tmp_path: Path, name: str = "moto-job"):
                       "train": {"model": "./model"}}, tmp_path)
 
 
-def test_launch_against_moto(moto_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_launch_against_moto(moto_server: str, tmp_path: Path, lock_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = clients(moto_server, max_attempts=3)
     c["s3_client"].create_bucket(Bucket=BUCKET)  # a bucket of its own: the moto server is shared by the session
-    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01))
+    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01), lock_dir=lock_dir)
     spec = _spec(tmp_path)
     plan = launcher.plan(spec, settings(bucket=BUCKET), suffix=SUFFIX)
 
@@ -90,9 +90,9 @@ def test_launch_against_moto(moto_server: str, tmp_path: Path, capsys: pytest.Ca
     assert launcher.submit(again).native_id == ref2.native_id
 
 
-def test_missing_bucket_is_a_clear_error(moto_server: str, tmp_path: Path) -> None:
+def test_missing_bucket_is_a_clear_error(moto_server: str, tmp_path: Path, lock_dir: Path) -> None:
     c = clients(moto_server)
-    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01))
+    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01), lock_dir=lock_dir)
     plan = launcher.plan(_spec(tmp_path), settings(bucket="no-such-bucket-here"), suffix=SUFFIX)
     with pytest.raises(InvalidInput, match="does not exist"):
         launcher.submit(plan)

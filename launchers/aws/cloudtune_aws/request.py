@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.contracts import sagemaker as sm
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import staging
+from cloudtune.kit.objectstore import prefix_note
 from cloudtune.kit.naming import SAGEMAKER_JOB
 from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
@@ -95,7 +96,8 @@ def _base_uri(bucket: str) -> str:
     return f"s3://{name}" + (f"/{prefix}" if prefix else "")
 
 
-def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path) -> Plan:
+def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
+                 lock_dir: Path | None = None) -> Plan:
     """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
     from cloudtune.catalog import load_catalog
     from cloudtune.hashing import digest
@@ -121,11 +123,14 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         if not ref.startswith("arn:aws"):
             raise UnsupportedSpec(f"secret {key!r} is not an AWS Secrets Manager ARN; a SageMaker job cannot read it",
                                   fix="store it in AWS Secrets Manager and give its ARN")
-    if CODE_CHANNEL in spec.inputs:
-        raise UnsupportedSpec(f"input name {CODE_CHANNEL!r} is reserved on aws (the channel that carries the code bundle)",
-                              fix="rename that input, e.g. to `source`")
-    if len(spec.inputs) + 1 > MAX_CHANNELS:
-        raise UnsupportedSpec(f"{len(spec.inputs)} inputs: SageMaker allows {MAX_CHANNELS} channels, one of which carries the code",
+    for reserved in (CODE_CHANNEL, sm.WHEELS_CHANNEL):
+        if reserved in spec.inputs:
+            raise UnsupportedSpec(f"input name {reserved!r} is reserved on aws (the channel that carries cloudtune's "
+                                  f"{'code bundle' if reserved == CODE_CHANNEL else 'wheels'})", fix="rename that input")
+    carried = 1 if spec.image else 2  # the code channel, and on the stock image the wheels channel
+    if len(spec.inputs) + carried > MAX_CHANNELS:
+        raise UnsupportedSpec(f"{len(spec.inputs)} inputs: SageMaker allows {MAX_CHANNELS} channels, {carried} of which "
+                              "carry cloudtune's code and wheels",
                               fix="combine inputs into fewer directories")
     if spec.outputs is not None and not spec.outputs.startswith("s3://"):
         raise UnsupportedSpec(f"outputs {spec.outputs!r} is not an s3:// URI", fix="set outputs: s3://BUCKET/PREFIX, or leave it unset")
@@ -165,6 +170,8 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
                 raise UnsupportedSpec(f"input {name!r} ({uri}) is not on S3; a SageMaker job reads s3:// inputs only",
                                       fix="copy it to S3 and give the s3:// URI, or give a local path (uploaded at launch)")
             channel_uris[name] = uri
+            if (note := prefix_note(name, uri)) is not None:  # S3Prefix: resolved by one look-up at submit
+                notes.append(note)
             continue
         path = Path(uri)
         size, sha = digest(path)
@@ -196,22 +203,22 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         pip_flags = "--no-deps --force-reinstall"  # the image brings the dependencies; works without network
         extras = ""
     else:
-        from cloudtune_aws.images import image_table, processor_for, training_image_uri
+        from cloudtune_aws.images import LOCK_TARGET, image_table, processor_for, training_image_uri
 
         table = image_table()
         processor = processor_for(instance_type, gpus)
         image = training_image_uri(region, processor, table)
-        pip_flags = ""
+        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
+        uploads.append(wheels)
+        channel_uris[sm.WHEELS_CHANNEL] = wheels.destination
+        pip_flags = f"--no-index --find-links {sm.channel_dir(sm.WHEELS_CHANNEL)}"
         extras = "[train]" if spec.train is not None else ""
         notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
                      + ("from the sagemaker SDK's image-URI config" if table.from_sdk
                         else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
-        if settings.network_isolation:
-            raise UnsupportedSpec("network isolation with the stock image: the container could not pip-install "
-                                  "cloudtune's dependencies", fix="set `image:` to an image with cloudtune installed "
-                                  "(see containers/), or turn providers.aws.network_isolation off")
-        notes.append("the container pip-installs cloudtune" + (" and its train extra (transformers, ...)" if extras else "")
-                     + " at start: it needs a route to PyPI (default networking or a NAT)")
+        notes.append(f"the container installs cloudtune{' and its train extra' if extras else ''} from the "
+                     f"`{sm.WHEELS_CHANNEL}` channel ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) "
+                     "with --no-index: no route to PyPI is needed")
     if settings.network_isolation and spec.secrets:
         raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
                               fix="drop providers.aws.network_isolation, or pass no secrets")

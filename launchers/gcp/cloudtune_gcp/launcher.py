@@ -9,6 +9,7 @@ are imported lazily; clients may be passed in (tests bind them to loopback fakes
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 INSTALL_HINT = install_hint("gcp")
+# Vertex AI and Cloud Logging at another endpoint (an emulator or a fake, e.g. http://127.0.0.1:8080), as
+# AWS_ENDPOINT_URL does for boto3 and STORAGE_EMULATOR_HOST for Cloud Storage
+ENDPOINT_VAR = "CLOUDTUNE_GCP_API_ENDPOINT"
 CALL_TIMEOUT_S = 60.0
 
 
@@ -134,8 +138,13 @@ class GcpLauncher:
             from google.api_core.client_options import ClientOptions
             from google.cloud import aiplatform_v1
 
-            self._jobs = aiplatform_v1.JobServiceClient(
-                credentials=self._credentials, client_options=ClientOptions(api_endpoint=f"{region}-aiplatform.googleapis.com"))
+            endpoint = os.environ.get(ENDPOINT_VAR)
+            if endpoint:  # an emulator or a fake on this machine: REST, and anonymous unless credentials were given
+                self._jobs = aiplatform_v1.JobServiceClient(credentials=self._credentials or _anonymous(), transport="rest",
+                                                            client_options=ClientOptions(api_endpoint=endpoint))
+            else:
+                self._jobs = aiplatform_v1.JobServiceClient(
+                    credentials=self._credentials, client_options=ClientOptions(api_endpoint=f"{region}-aiplatform.googleapis.com"))
         return self._jobs
 
     def storage_client(self, project: str) -> Any:
@@ -152,7 +161,12 @@ class GcpLauncher:
                 from google.cloud import logging as cloud_logging
             except ImportError:
                 raise InvalidInput("`cloudtune logs` on gcp needs google-cloud-logging", fix=INSTALL_HINT) from None
-            self._logging = cloud_logging.Client(project=project, credentials=self._credentials)
+            endpoint = os.environ.get(ENDPOINT_VAR)
+            if endpoint:
+                self._logging = cloud_logging.Client(project=project, credentials=self._credentials or _anonymous(),
+                                                     _use_grpc=False, client_options={"api_endpoint": endpoint})
+            else:
+                self._logging = cloud_logging.Client(project=project, credentials=self._credentials)
         return self._logging
 
     # ================================================================ submit
@@ -234,6 +248,12 @@ class GcpLauncher:
             finished = JobState(self.status(ref).state).terminal  # one more read after the end
             if not finished:
                 time.sleep(self.poll_s)
+
+
+def _anonymous() -> Any:
+    from google.auth.credentials import AnonymousCredentials
+
+    return AnonymousCredentials()
 
 
 def _json(body: dict[str, Any]) -> str:

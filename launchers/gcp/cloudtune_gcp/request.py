@@ -135,8 +135,6 @@ def _image(spec: "JobSpec", region: str, offer: "Offer", notes: list[str]) -> tu
     if processor == "xla":
         notes.append("TPU: the prebuilt PyTorch/XLA container may lag the newest TPU generations; build containers/tpu "
                      "and set `image:` to it when the job cannot start (README: TPU image)")
-    notes.append("the container pip-installs cloudtune" + (" and its train extra" if spec.train else "")
-                 + " at start: it needs a route to PyPI (Vertex's default network, or Cloud NAT on a VPC)")
     return training_image_uri(region, processor), "", "[train]" if spec.train is not None else ""
 
 
@@ -187,7 +185,8 @@ def _container(spec: "JobSpec", image: str, bootstrap_args: list[str], job: dict
     return container
 
 
-def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None", home: Path) -> Plan:
+def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
+                 lock_dir: Path | None = None) -> Plan:
     """Compile a spec into a CustomJob Plan. Pure and offline (see the module docstring)."""
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
@@ -204,6 +203,15 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
     gpus = offer.count if offer is not None and not offer.tpu_topology else 0
     ppn = spec.processes_per_node(gpus or None)
     image, pip_flags, extras = _image(spec, region, offer, notes)
+    if not spec.image:
+        from cloudtune_gcp.images import LOCK_TARGET
+
+        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
+        uploads.append(wheels)
+        pip_flags = f"--no-index --find-links {vx.mount_path(wheels.destination.rstrip('/'))}"
+        notes.append(f"the container installs cloudtune{' and its train extra' if spec.train else ''} from the "
+                     f"wheelhouse ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: "
+                     "no route to PyPI is needed")
     files = staging.cloudtune_files(True, {})
     code = staging.compose(bundle, files)
     code_uri = f"{base}/bundles/{code.sha256}.tar.gz"

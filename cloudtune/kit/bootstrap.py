@@ -1,0 +1,140 @@
+"""The stock-image bootstrap: what cloudtune-run needs beyond a cloud's stock PyTorch image travels with the job
+as wheels, so a job starts without reaching PyPI (network-isolated jobs, private VPCs).
+
+Each target (an image's Python and platform) has a hash-pinned lock in `locks/<target>.json`, written by
+`python -m cloudtune.kit.lockgen`. A plan names the wheelhouse (a directory of the lock's wheels) by its
+content hash, computed from the lock alone (no file, no network); `submit()` fetches each wheel once into a
+cache, checks its sha256, assembles the wheelhouse and uploads it content-addressed (once per lock). The
+container installs cloudtune's wheel with `pip install --no-index --find-links <wheelhouse>`.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudtune.errors import CloudtuneError, InvalidInput
+
+LOCK_DIR = Path(__file__).with_name("locks")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A stock image's interpreter: Python version, ABI tag, platform tags pip may pick, and its torch."""
+
+    name: str
+    python: str
+    abi: str
+    platforms: tuple[str, ...]
+    torch: str
+    extra: tuple[str, ...] = ()  # requirements beyond cloudtune[train] that jobs on this image may need
+
+
+_MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
+# SageMaker's stock PyTorch 2.8 training image (py312); Vertex AI's prebuilt PyTorch 2.4 containers (py310).
+TARGETS: dict[str, Target] = {
+    "sagemaker-pytorch-py312": Target("sagemaker-pytorch-py312", "3.12", "cp312", _MANYLINUX, "2.8.0"),
+    "vertex-pytorch-py310": Target("vertex-pytorch-py310", "3.10", "cp310", _MANYLINUX, "2.4.0",
+                                   ("google-cloud-secret-manager",)),
+}
+
+
+@dataclass(frozen=True)
+class Wheel:
+    name: str
+    version: str
+    filename: str
+    url: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Lock:
+    target: str
+    wheels: tuple[Wheel, ...]
+
+    def digest(self) -> tuple[int, str]:
+        """(bytes, sha256) of the assembled wheelhouse, exactly as `cloudtune.hashing.digest` computes it for the
+        directory: from the lock alone."""
+        h = hashlib.sha256()
+        for w in sorted(self.wheels, key=lambda w: w.filename):
+            h.update(w.filename.encode() + b"\0" + w.sha256.encode() + b"\n")
+        return sum(w.size for w in self.wheels), h.hexdigest()
+
+
+def load_lock(target: str, lock_dir: Path | None = None) -> Lock:
+    """The lock of `target` from `lock_dir` (default: the locks shipped with cloudtune)."""
+    path = (lock_dir or LOCK_DIR) / f"{target}.json"
+    if not path.is_file():
+        raise InvalidInput(f"no wheel lock for image target {target!r}",
+                           fix=f"write it with `python -m cloudtune.kit.lockgen {target}`")
+    data = json.loads(path.read_text())
+    return Lock(data["target"], tuple(Wheel(**w) for w in data["wheels"]))
+
+
+Fetch = Callable[[str, Path], None]
+
+
+def _download(url: str, dest: Path) -> None:
+    with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
+        shutil.copyfileobj(resp, out, 1 << 20)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def cached_wheel(wheel: Wheel, cache: Path, fetch: Fetch = _download) -> Path:
+    """The wheel's file in `cache` (`<sha256>/<filename>`), fetched once and checked against the lock's sha256."""
+    path = cache / wheel.sha256 / wheel.filename
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".fetch-")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        print(f"[cloudtune] fetching {wheel.filename} ({wheel.size / 1e6:.1f} MB)", file=sys.stderr, flush=True)
+        try:
+            fetch(wheel.url, tmp)
+        except OSError as exc:
+            raise CloudtuneError(f"cannot fetch {wheel.url}: {exc}",
+                                 fix="check the network to PyPI (files.pythonhosted.org), or set `image:` to an "
+                                     "image with cloudtune installed (containers/)") from None
+        got = _sha256(tmp)
+        if got != wheel.sha256:
+            raise CloudtuneError(f"{wheel.filename} from {wheel.url} has sha256 {got[:12]}, the lock says "
+                                 f"{wheel.sha256[:12]}: refused", fix="check what serves that URL; regenerate the "
+                                 "lock only if the index legitimately changed")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def stage_wheelhouse(lock: Lock, out_dir: Path, cache: Path, fetch: Fetch = _download) -> Path:
+    """Assemble the lock's wheels in `out_dir` (hard links into the cache where possible)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for wheel in lock.wheels:
+        src = cached_wheel(wheel, cache, fetch)
+        dest = out_dir / wheel.filename
+        if not dest.is_file():
+            try:
+                os.link(src, dest)
+            except OSError:
+                shutil.copyfile(src, dest)
+    return out_dir
