@@ -202,3 +202,17 @@ def test_thread_share() -> None:
     assert thread_env(1, 2, {}) == {"OMP_NUM_THREADS": str(max(1, cores // 2))}
     assert thread_env(4, 1000, {}) == {"OMP_NUM_THREADS": "1"}
     assert thread_env(2, 2, {"OMP_NUM_THREADS": "3"}) == {}
+
+
+def test_a_job_whose_supervisor_died_leaves_no_process(tmp_path: Path, pid_file: Path) -> None:
+    """If the supervisor itself is killed, the next look at the job fails it and stops what it left running."""
+    import json
+
+    job = api.launch(_job(tmp_path, COMMANDS["setsid"], pid_file))
+    _wait_for(lambda: len(_pids(pid_file)) == 3, 30, "the job's processes")
+    state_file = Path(os.environ["CLOUDTUNE_HOME"]) / "jobs" / job.job_id / "state.json"
+    os.kill(json.loads(state_file.read_text())["supervisor_pid"], signal.SIGKILL)
+    _wait_for(lambda: job.status() == "failed", 30, "the job to fail")
+    assert "remaining process(es) were killed" in job.info()["failure_reason"]
+    assert json.loads(state_file.read_text())["state"] == "failed"
+    assert _survivors(pid_file) == []

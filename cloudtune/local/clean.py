@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.local.proctree import job_processes
 from cloudtune.local.supervisor import read_state
 
 if TYPE_CHECKING:
@@ -40,23 +41,6 @@ def _supervisor_alive(pid: object) -> bool:
     return b"cloudtune.local.supervisor" in cmdline and stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
-def _process_inside(job_dir: Path) -> int | None:
-    """The pid of a process of the job (one that works in `job_dir`, or whose contract points into it), if any."""
-    root = str(job_dir.resolve())
-    marker = f"CLOUDTUNE_FS_ROOT={root}/".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cwd = os.readlink(entry / "cwd")
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if cwd == root or cwd.startswith(root + os.sep) or marker in environ:
-            return int(entry.name)
-    return None
-
-
 def still_running(job_dir: Path) -> str | None:
     """Why `job_dir` must not be cleaned now, or None when nothing of the job runs."""
     state = read_state(job_dir)
@@ -67,8 +51,8 @@ def still_running(job_dir: Path) -> str | None:
             return "not a job directory"
         if time.time() - float(state.get("updated_at", 0)) < 60 and "supervisor_pid" not in state:
             return "starting"
-    pid = _process_inside(job_dir)
-    return f"process {pid} still runs in it" if pid else None
+    pids = job_processes(job_dir)
+    return f"process {pids[0]} still runs in it" if pids else None
 
 
 def _size(path: Path) -> int:

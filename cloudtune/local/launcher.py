@@ -192,7 +192,8 @@ class LocalLauncher:
             state = read_state(job_dir)
             name = state.get("state", name)
             if name in ("pending", "running"):
-                return JobStatus("failed", "supervisor exited", "the local supervisor died without recording an outcome")
+                reason = _end_orphaned_job(job_dir)
+                return JobStatus("failed", "supervisor exited", reason)
         detail = f"attempt {int(state.get('attempt', 0)) + 1}" if name == "running" else ""
         return JobStatus(name, detail, state.get("failure_reason"), state.get("exit_code"))
 
@@ -224,6 +225,24 @@ class LocalLauncher:
             os.killpg(int(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _end_orphaned_job(job_dir: Path) -> str:
+    """A job whose supervisor died (killed, out of memory) ends here: its processes, which nothing else would
+    stop, are killed, and the state file records the failure. Returns the failure reason."""
+    from cloudtune.local.proctree import job_processes
+
+    reason = "the local supervisor died without recording an outcome"
+    left = job_processes(job_dir)
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if left:
+        reason += f"; its {len(left)} remaining process(es) were killed"
+    write_state(job_dir, state="failed", failure_reason=reason, exit_code=None, ended_at=time.time())
+    return reason
 
 
 def _alive(pid: Any) -> bool:

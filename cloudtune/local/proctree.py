@@ -107,3 +107,25 @@ def kill_all(keep: set[int], timeout: float) -> list[int]:
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(0.05)
+
+
+def job_processes(job_dir: Path) -> list[int]:
+    """The processes of a local job found without its supervisor: those that work in `job_dir` or whose contract
+    (CLOUDTUNE_FS_ROOT, inherited by every descendant that keeps its environment) points into it."""
+    roots = {str(job_dir.absolute()), str(job_dir.resolve())}
+    markers = [f"CLOUDTUNE_FS_ROOT={root}/".encode() for root in roots]
+    found: list[int] = []
+    if not PROC.is_dir():
+        return found
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        inside = any(cwd == root or cwd.startswith(root + os.sep) for root in roots)
+        if (inside or any(m in environ for m in markers)) and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
