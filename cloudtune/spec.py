@@ -30,6 +30,8 @@ NAME_RULES: dict[str, tuple[str, str]] = {
     "secret": (r"[A-Za-z_][A-Za-z0-9_]{0,254}", "use letters, digits and '_' (at most 255), not starting with a digit, e.g. HF_TOKEN"),
 }
 MAX_ACCELERATORS_PER_NODE = 1024
+MAX_INPUTS = 100
+"""Most inputs per job (SageMaker takes 20 channels; each local input is resolved, checked and hashed)."""
 MAX_PATH_BYTES = 4095
 MAX_PATH_COMPONENT_BYTES = 255
 
@@ -417,6 +419,9 @@ class JobSpec(_Strict):
     @field_validator("inputs")
     @classmethod
     def _inputs(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_INPUTS:
+            raise ValueError(f"{len(v):,} inputs; a job takes at most {MAX_INPUTS}: put the files of one kind in one "
+                             "directory (or under one URI prefix) and give that as one input")
         for key, uri in v.items():
             if not str(uri).strip():
                 raise ValueError(f"input {key!r} is empty; give a URI (s3://, gs://, ...) or a local path")

@@ -154,6 +154,12 @@ def test_100k_env_keys_load_in_linear_time(tmp_path: Path) -> None:
     assert elapsed < 10  # about 1.5 s on one core; it took 15 s parsing twice with the pure-Python loader
 
 
+def test_thousands_of_inputs_are_refused_before_any_is_resolved(tmp_path: Path) -> None:
+    text = COMMAND + "inputs:\n" + "".join(f"  in{i}: data/{i}.jsonl\n" for i in range(60_000))
+    error = refused(tmp_path, text)
+    assert "a job takes at most 100" in issue(error, "inputs").message
+
+
 def test_aliases_and_merges_still_work(tmp_path: Path) -> None:
     text = COMMAND + "x-common: &common {HF_HOME: /cache, MODE: fast}\nenv: {<<: *common, MODE: slow}\n"
     error = refused(tmp_path, text)  # x-common itself is not a spec key
