@@ -19,7 +19,10 @@ PROVIDERS = ("local", "aws", "gcp", "azure")
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn cloudtune's own errors into a message and an exit code, never a traceback."""
+    """Turn every error into a message and an exit code, never a traceback: cloudtune's own errors, and a cloud
+    SDK's exception raised outside the launcher's retry policy (a client looking for credentials), translated by
+    that launcher's classifier (exit 2 for configuration, 1 otherwise). Anything else is one line naming the
+    exception, exit 1; `CLOUDTUNE_DEBUG=1` shows its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -30,6 +33,21 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CloudtuneError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
+            import os
+
+            from cloudtune.kit.retry import translate
+
+            if os.environ.get("CLOUDTUNE_DEBUG"):
+                raise
+            known = translate(exc)
+            if known is not None:
+                click.echo(f"error: {known}", err=True)
+                sys.exit(known.exit_code)
+            text = " ".join(str(exc).split())[:500] or "no message"
+            click.echo(f"error: {type(exc).__module__}.{type(exc).__qualname__}: {text}\nTo fix: run it again with "
+                       "CLOUDTUNE_DEBUG=1 for the traceback, and report it if it is not about your setup", err=True)
+            sys.exit(1)
 
     return wrapper
 

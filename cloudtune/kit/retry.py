@@ -9,6 +9,8 @@ switched off by each launcher so that retries are never nested.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import sys
 import time
@@ -53,6 +55,46 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         return min(self.cap_s, self.base_s * 2 ** attempt) * (0.5 + random.random() / 2)
 
+    @classmethod
+    def from_env(cls) -> "RetryPolicy":
+        """The default policy, with `CLOUDTUNE_RETRY_DEADLINE` (total seconds of retrying, e.g. 20) and
+        `CLOUDTUNE_RETRY_ATTEMPTS` (attempts per call) from the environment when set; a bad value is an error."""
+        kw: dict[str, float | int] = {}
+        for var, key, kind in ((DEADLINE_VAR, "deadline_s", float), (ATTEMPTS_VAR, "max_attempts", int)):
+            raw = os.environ.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                value = -1
+            if not (0 < value < 3600 and math.isfinite(value)):
+                raise InvalidInput(f"{var}={raw!r} is not a positive number under 3600",
+                                   fix=f"set {var} to e.g. {'30' if key == 'deadline_s' else '6'}, or unset it")
+            kw[key] = value
+        return cls(**kw)  # type: ignore[arg-type]
+
+
+DEADLINE_VAR = "CLOUDTUNE_RETRY_DEADLINE"
+ATTEMPTS_VAR = "CLOUDTUNE_RETRY_ATTEMPTS"
+_CLASSIFIERS: dict[Callable[[BaseException], ErrorInfo | None], str] = {}
+
+
+def translate(exc: BaseException) -> CloudtuneError | None:
+    """An exception of any cloud SDK whose launcher made a Caller in this process, as cloudtune's one-line error
+    (what `Caller.call` would have raised); None when no launcher recognises it. For errors raised outside a
+    Caller (a client constructor looking for credentials, a generator read by the CLI)."""
+    if isinstance(exc, CloudtuneError):
+        return exc
+    for classify, service in list(_CLASSIFIERS.items()):
+        try:
+            info = classify(exc)
+        except Exception:  # noqa: BLE001 - a classifier that fails does not hide the original error
+            continue
+        if info is not None:
+            return Caller(service, classify).error(info)
+    return None
+
 
 class Caller:
     """Calls a cloud's SDK under the policy and turns its errors into cloudtune's (see the module docstring)."""
@@ -61,8 +103,9 @@ class Caller:
                  policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.service = service
         self.classify = classify
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or RetryPolicy.from_env()
         self._sleep = sleep
+        _CLASSIFIERS.setdefault(classify, service)  # so that `translate` knows this cloud's errors
 
     def error(self, info: ErrorInfo) -> CloudtuneError:
         message = f"{self.service}: {info.message}"

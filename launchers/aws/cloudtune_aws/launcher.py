@@ -99,15 +99,9 @@ class S3Store:
         self._s3 = client
 
     def exists(self, bucket: str, key: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            self._s3.head_object(Bucket=bucket, Key=key)
-            return True
-        except ClientError as exc:
-            if str(exc.response.get("Error", {}).get("Code")) in _NOT_FOUND:
-                return False
-            raise
+        # a list, not a HEAD: its errors carry S3's message (a HEAD answer has no body), and a missing key is
+        # "not there" under s3:ListBucket alone (a HEAD without s3:GetObject answers 403)
+        return self.list_keys(bucket, key, 1) == [key]
 
     def list_keys(self, bucket: str, prefix: str, limit: int) -> list[str]:
         page = self._s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=limit)

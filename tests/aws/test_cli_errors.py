@@ -1,0 +1,136 @@
+"""Cloud errors a user reads, through the real CLI (`cloudtune launch/status/logs/cancel --provider aws`) against
+endpoints on 127.0.0.1: no credentials, a closed port, a server that always answers 500 or 503, access denied.
+Each ends in one error line and its fix, exit 1 (2 for configuration), within a bounded time, with a line per
+retry; never a botocore traceback. A launch against moto also shows that secret files never reach the S3 upload."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.aws.conftest import clients
+from tests.cloudfaults import FaultServer, assert_one_error, cli, closed_port
+
+pytest.importorskip("boto3")
+BUCKET = "cli-errors"
+DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs: the retry policy's total, in seconds
+SLACK = 12.0  # interpreter start-up, imports and the plan, on a busy machine
+
+
+def _job(tmp_path: Path) -> Path:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('training')\n")
+    (code / ".npmrc").write_text("//registry.npmjs.org/:_authToken=SECRETMARK-npm\n")
+    (code / "notes.txt").write_text("SECRETMARK-pem\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAx1y2z3abcdefghijkl\n")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(f"""name: cli-errors
+command: python train.py
+code: code
+image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudtune:1
+resources: {{accelerator: L4:1}}
+providers:
+  aws: {{region: us-east-1, role: "arn:aws:iam::123456789012:role/SageMakerExecution", bucket: {BUCKET}}}
+""")
+    return spec
+
+
+def _env(tmp_path: Path, endpoint: str | None, creds: bool = True) -> dict[str, str]:
+    (tmp_path / "userhome").mkdir(exist_ok=True)
+    env = {"CLOUDTUNE_HOME": str(tmp_path / "ct"), "HOME": str(tmp_path / "userhome"), "AWS_EC2_METADATA_DISABLED": "true",
+           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+           "CLOUDTUNE_RETRY_DEADLINE": str(DEADLINE), "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+           "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
+    if creds:
+        env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    if endpoint:
+        env["AWS_ENDPOINT_URL"] = endpoint
+    return env
+
+
+def test_no_credentials(tmp_path: Path) -> None:
+    run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path,
+              env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}", creds=False))
+    assert_one_error(run, 2, "Unable to locate credentials")
+    assert "aws configure" in run.err and "retrying" not in run.err
+    assert run.seconds < SLACK
+
+
+def test_closed_port(tmp_path: Path) -> None:
+    run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path,
+              env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}"))
+    assert_one_error(run, 1, "cannot reach the endpoint")
+    assert "AWS_ENDPOINT_URL" in run.err and "retrying in" in run.err
+    assert run.seconds < DEADLINE + SLACK
+
+
+@pytest.mark.parametrize("mode,rc,needle", [
+    ("500", 1, "InternalError: We encountered an internal error"),
+    ("503", 1, "SlowDown: Please reduce your request rate"),
+    ("403", 2, "AccessDenied"),
+])
+def test_failing_server(tmp_path: Path, mode: str, rc: int, needle: str) -> None:
+    with FaultServer(mode) as server:
+        run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path, env=_env(tmp_path, server.url))
+    assert_one_error(run, rc, needle)
+    assert run.seconds < DEADLINE + SLACK
+    if mode == "403":
+        assert server.requests == 1 and "retrying" not in run.err and "IAM" in run.err  # no retry of a refusal
+    else:
+        assert server.requests >= 2 and "retrying in" in run.err
+
+
+def test_the_code_upload_holds_no_secret(moto_server: str, tmp_path: Path) -> None:
+    clients(moto_server)["s3_client"].create_bucket(Bucket=BUCKET)
+    dry = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--dry-run", cwd=tmp_path, env=_env(tmp_path, None))
+    assert dry.rc == 0 and "left out 2 path(s)" in dry.out and ".npmrc: secret file name" in dry.out
+    assert "notes.txt: holds a PEM private key" in dry.out and "SECRETMARK" not in dry.out + dry.err
+    launched = cli("launch", str(tmp_path / "job.yaml"), "--provider", "aws", "--detach", "--json", cwd=tmp_path,
+                   env=_env(tmp_path, moto_server))
+    assert launched.rc == 0, launched.err
+    assert "SECRETMARK" not in launched.out + launched.err
+    s3 = clients(moto_server)["s3_client"]
+    [key] = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="bundles/")["Contents"]]
+    with tarfile.open(fileobj=io.BytesIO(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())) as tar:
+        assert "train.py" in tar.getnames() and ".npmrc" not in tar.getnames() and "notes.txt" not in tar.getnames()
+        assert not any(b"SECRETMARK" in tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())  # type: ignore[union-attr]
+    store = (tmp_path / "ct" / "jobs.db").read_bytes() if (tmp_path / "ct" / "jobs.db").exists() else b""
+    assert b"SECRETMARK" not in store
+
+
+def _running_job(tmp_path: Path) -> str:
+    """A SageMaker job the store holds as running (moto completes its jobs at once, so one is recorded here)."""
+    import time
+
+    from cloudtune.store import JobRecord, JobStore
+
+    name = "cli-errors-20260101-000000-abcd"
+    now = time.time()
+    JobStore(tmp_path / "ct").add(JobRecord(
+        job_id=name, provider="aws", name="cli-errors", state="running", created_at=now, updated_at=now,
+        native_id=f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{name}",
+        extra={"region": "us-east-1", "job_name": name}))
+    return name
+
+
+def test_status_logs_cancel_while_the_endpoint_is_down(tmp_path: Path) -> None:
+    job_id = _running_job(tmp_path)
+    down = _env(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    for args in (("status", job_id), ("logs", job_id), ("logs", job_id, "--follow"), ("cancel", job_id)):
+        run = cli(*args, cwd=tmp_path, env=down)
+        assert_one_error(run, 1, "cannot reach the endpoint")
+        assert "retrying in" in run.err and run.seconds < DEADLINE + SLACK, (args, run.seconds)
+
+
+@pytest.mark.parametrize("mode,rc,needle", [("500", 1, "InternalFailure"), ("403", 2, "AccessDeniedException")])
+def test_status_logs_cancel_against_a_failing_server(tmp_path: Path, mode: str, rc: int, needle: str) -> None:
+    job_id = _running_job(tmp_path)
+    with FaultServer(mode) as server:
+        for args in (("status", job_id), ("logs", job_id), ("cancel", job_id)):
+            run = cli(*args, cwd=tmp_path, env=_env(tmp_path, server.url))
+            assert_one_error(run, rc, needle, "not authorized" if mode == "403" else "internal error")
+            assert run.seconds < DEADLINE + SLACK

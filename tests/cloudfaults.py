@@ -1,0 +1,113 @@
+"""Loopback endpoints that fail the way clouds fail, and a CLI runner, for the cloud-error tests.
+
+`FaultServer(mode)` binds 127.0.0.1 and answers every request with one failure: "500", "503" (a throttle) or
+"403" (access denied), in the wire format of the API that was called (AWS JSON, S3 XML, Google JSON). It counts
+the requests it answered. `closed_port()` is a port nothing listens on. Every server is stopped on exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ANSWERS = {
+    # mode: (status, AWS JSON __type, S3 code, Google status, the service's message)
+    "500": (500, "InternalFailure", "InternalError", "INTERNAL", "We encountered an internal error. Please try again."),
+    "503": (503, "ThrottlingException", "SlowDown", "UNAVAILABLE", "Please reduce your request rate."),
+    "403": (403, "AccessDeniedException", "AccessDenied", "PERMISSION_DENIED",
+            "User: arn:aws:iam::123456789012:user/dev is not authorized to perform this action"),
+}
+
+
+class FaultServer:
+    def __init__(self, mode: str) -> None:
+        status, aws_type, s3_code, google_status, message = ANSWERS[mode]
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _answer(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                server.requests += 1
+                if self.headers.get("X-Amz-Target"):  # AWS JSON protocol (SageMaker, CloudWatch Logs)
+                    code = 400 if status == 403 else status  # AWS JSON services answer AccessDenied with 400
+                    body, kind = json.dumps({"__type": aws_type, "message": message}).encode(), "application/x-amz-json-1.1"
+                elif "/storage/" in self.path or "/v1/" in self.path or "/v2/" in self.path or "/upload/" in self.path:
+                    code = status
+                    body = json.dumps({"error": {"code": status, "message": message, "status": google_status}}).encode()
+                    kind = "application/json"
+                else:  # S3 REST-XML
+                    code = status
+                    body = (f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{s3_code}</Code>"
+                            f"<Message>{message}</Message></Error>").encode()
+                    kind = "application/xml"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FaultServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+    seconds: float
+
+
+def cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> Run:
+    """`python -m cloudtune.cli ARGS` in a clean environment (only PATH, HOME and what `env` adds)."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "cloudtune.cli", *args], cwd=cwd, env={**base, **env},
+                          capture_output=True, text=True, timeout=timeout)
+    return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def assert_one_error(run: Run, rc: int, *needles: str) -> str:
+    """The run ended with exit `rc` and one error (its line and its "To fix:" line), no traceback; returns it."""
+    assert run.rc == rc, (run.rc, run.out, run.err)
+    assert "Traceback" not in run.err and "Traceback" not in run.out, run.err
+    errors = [line for line in run.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, run.err
+    tail = run.err[run.err.index(errors[0]):].splitlines()
+    assert len(tail) == 2 and tail[1].startswith("To fix: "), run.err
+    for needle in needles:
+        assert needle in errors[0], (needle, errors[0])
+    return errors[0]
