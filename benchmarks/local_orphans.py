@@ -5,8 +5,8 @@
 Each case is a `command` job whose processes append their PIDs to a file; when the job has ended, the processes
 of that file still running are the survivors (then killed here, by PID). Cases: two background sleeps and a
 `wait`; a child and grandchildren that ignore SIGTERM; a `setsid` grandchild; each ended by `max_runtime: 5s`
-and by `cancel`; and a two-node job whose second node fails while the first runs a `setsid` sleeper and a
-SIGTERM-ignoring child. Prints one JSON object: case -> {"state", "pids", "survivors", "seconds"}. Target: 0
+and by `cancel`; a two-node job whose second node fails while the first runs a `setsid` sleeper and a
+SIGTERM-ignoring child; and a job whose supervisor is killed (SIGKILL). Prints one JSON object: case -> {"state", "pids", "survivors", "seconds"}. Target: 0
 survivors everywhere. Runs against whichever cloudtune is importable (PYTHONPATH a checkout to measure it).
 """
 
@@ -44,6 +44,7 @@ CASES = {  # name -> (command, how it ends, expected PIDs, extra spec)
     "setsid/max_runtime": ("bash setsid.sh", "max_runtime", 3, {}),
     "setsid/cancel": ("bash setsid.sh", "cancel", 3, {}),
     "two_nodes/second_node_fails": ("bash failing_node.sh", "itself", 5, {"resources": {"nodes": 2}}),
+    "setsid/supervisor_killed": ("bash setsid.sh", "supervisor_killed", 3, {}),
 }
 
 
@@ -74,6 +75,9 @@ def run_case(name: str, base: Path) -> dict[str, object]:
     started = time.monotonic()
     if ends == "cancel":
         job.cancel()
+    elif ends == "supervisor_killed":  # the supervisor itself dies (kill -9, out of memory)
+        state = json.loads((base / "home/jobs" / job.job_id / "state.json").read_text())
+        os.kill(int(state["supervisor_pid"]), signal.SIGKILL)
     state = job.wait(timeout=180)
     seconds = time.monotonic() - started
     time.sleep(1.0)  # what is killed at the end is gone by now
