@@ -200,3 +200,33 @@ def test_data_error_in_a_recipe_job_is_not_retried(tmp_path: Path, monkeypatch: 
     assert f"line {lines + 1}: invalid JSON" in info["failure_reason"], info["failure_reason"]
     assert info["failure_reason"].endswith("[exit class: input, not retried]")
     assert "restarting" not in log and log.count("loading model") == 1
+
+
+def test_a_rendezvous_that_cannot_start_is_an_infrastructure_failure(tmp_path: Path) -> None:
+    """torchrun's own failure (here: its master port is taken) is retried, unlike a worker's error."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
+        env.update(NNODES="2", NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(held.getsockname()[1]))
+        res = subprocess.run([sys.executable, "-m", "cloudtune.runtime.bootstrap", "--job-json",
+                              json.dumps({"name": "x", "command": "true"})],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == exitcodes.EXIT_INFRASTRUCTURE, res.stdout + res.stderr
+    assert "EADDRINUSE" in res.stdout and "Traceback" not in res.stdout + res.stderr
+
+
+def test_workers_input_error_under_torchrun_is_the_nodes_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes on a node: the workers' class (input) reaches the supervisor through torchrun, not torchrun's 1."""
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/job.py").write_text(f"import sys; sys.exit({exitcodes.EXIT_INPUT})\n")
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump({
+        "name": "workers", "command": "python job.py", "code": "src", "retries": 2,
+        "resources": {"processes_per_node": 2}}))
+    job = api.launch(tmp_path / "job.yaml")
+    assert job.wait(timeout=120) == "failed"
+    assert job.info()["failure_reason"].endswith("[exit class: input, not retried]")
+    assert "restarting" not in "\n".join(job.logs())

@@ -118,11 +118,12 @@ def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
         code = _run_forwarding_sigterm(cmd, env={**os.environ, EXIT_DIR_VAR: exit_dir})
         if code in (0, exitcodes.EXIT_PREEMPTED):
             return code
-        return _workers_exit_code(Path(exit_dir))
+        return _workers_exit_code(Path(exit_dir), code)
 
 
-def _workers_exit_code(exit_dir: Path) -> int:
-    """The code of the class that explains the failed workers' codes (torchrun itself exits 1 whatever they were)."""
+def _workers_exit_code(exit_dir: Path, torchrun_code: int) -> int:
+    """The code of the class that explains the failed workers' codes (torchrun itself exits 1 whatever they were);
+    torchrun's own code when no worker reported one (the agent failed before or beside them)."""
     classes = []
     for path in sorted(exit_dir.glob("rank-*"))[:4096]:
         try:
@@ -130,7 +131,7 @@ def _workers_exit_code(exit_dir: Path) -> int:
         except (OSError, ValueError):
             continue
     worst = exitcodes.worst(classes)
-    return exitcodes.EXIT_ERROR if worst is ExitClass.SUCCEEDED else exitcodes.code_of(worst)
+    return torchrun_code if worst is ExitClass.SUCCEEDED else exitcodes.code_of(worst)
 
 
 def _report_worker_exit(code: int) -> None:
@@ -149,6 +150,8 @@ def _unpacked_code(ctx: RuntimeContext) -> Iterator[Path]:
     code = ctx.code_dir or Path.cwd()
     if code.is_file() and code.name.endswith(".tar.gz"):
         tarballs = [code]
+    elif (code / ".cloudtune").is_dir():  # an unpacked bundle (SageMaker script mode's /opt/ml/code)
+        tarballs = []
     else:
         tarballs = sorted(code.glob("*.tar.gz")) if code.is_dir() else []
     if not tarballs:

@@ -13,9 +13,12 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run torchrun with `argv` (default: this process's arguments); 1 when a worker failed, else 0."""
+    """Run torchrun with `argv` (default: this process's arguments); 1 when a worker failed, else 0; the
+    infrastructure exit code when torchrun itself cannot rendezvous or reach its store (see exitcodes)."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun_main
+
+    from cloudtune.runtime import exitcodes
 
     try:
         torchrun_main(argv if argv is not None else sys.argv[1:])
@@ -23,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         failed = ", ".join(f"rank {rank} exit {failure.exitcode}" for rank, failure in sorted(exc.failures.items()))
         print(f"[cloudtune] torchrun: worker(s) failed: {failed}", flush=True)
         return 1
+    except Exception as exc:  # the agent's own rendezvous or store failed: a fresh start may cure it
+        if exitcodes.exception_class(exc) is not exitcodes.ExitClass.INFRASTRUCTURE:
+            raise
+        print(f"[cloudtune] torchrun: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", flush=True)
+        return exitcodes.EXIT_INFRASTRUCTURE
     return 0
 
 
