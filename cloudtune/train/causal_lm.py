@@ -120,10 +120,8 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
     """(tokenizer, model) from `source` (a local dir or a hub id), named `shown` (the user's name) in errors.
 
     A local dir is checked for config, weights and tokenizer files first; a hub id is checked to be reachable (or
-    cached) with one short request; the tokenizer must encode text; `max_seq_len` must fit the model's positions."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
+    cached) with one short request; the tokenizer must encode text; `max_seq_len` must fit the model's positions.
+    What transformers cannot load is one JobInputError line naming the model."""
     shown = shown or source
     local_only = False
     if Path(source).is_dir():
@@ -132,7 +130,29 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         from cloudtune.preflight.hub import hub_access
 
         local_only = hub_access(source)
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    tokenizer = _load_tokenizer(source, shown, local_only)
+    model = _load_model(source, shown, local_only, task, num_labels, id2label)
+    _check_positions(model, max_seq_len, shown)
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
+    return tokenizer, model
+
+
+def _cannot_load(what: str, shown: str, exc: Exception) -> JobInputError:
+    text = str(exc).strip()
+    return JobInputError(f"train.model: cannot load the {what} of {shown}: {text.splitlines()[0] if text else type(exc).__name__}; "
+                         f"check that its files are complete (copy them again), or point train.model at another model")
+
+
+def _load_tokenizer(source: str, shown: str, local_only: bool) -> Any:
+    """The tokenizer, checked to encode text, with a pad token (EOS, else a new one) and right padding."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    except (OSError, ValueError) as exc:  # files missing or unreadable, an unknown tokenizer class
+        raise _cannot_load("tokenizer", shown, exc) from None
     _check_tokenizer(tokenizer, shown)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
@@ -140,22 +160,32 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         else:
             tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
     tokenizer.padding_side = "right"
-    if task == "seq-classification":
-        extra: dict[str, Any] = {"num_labels": num_labels}
-        if id2label is not None:
-            extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            source, dtype=torch.float32, local_files_only=local_only, output_loading_info=True, **extra)
-        model.ct_new_modules = new_module_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", ""))
-    else:
+    return tokenizer
+
+
+def _load_model(source: str, shown: str, local_only: bool, task: str, num_labels: int | None,
+                id2label: dict[int, str] | None) -> Any:
+    """The model in fp32; for seq-classification with `num_labels` (and names), its new modules noted in
+    `ct_new_modules` (the head LoRA must train and save)."""
+    import torch
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    try:
+        if task == "seq-classification":
+            extra: dict[str, Any] = {"num_labels": num_labels}
+            if id2label is not None:
+                extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                source, dtype=torch.float32, local_files_only=local_only, output_loading_info=True, **extra)
+            model.ct_new_modules = new_module_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", ""))
+            return model
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=local_only)
-        if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
-            model.loss_type = "ForCausalLM"  # which it does with a misleading "loss_type=None ... unrecognized" warning
-    _check_positions(model, max_seq_len, shown)
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
-    model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
-    return tokenizer, model
+    except (OSError, ValueError, SafetensorError) as exc:  # weights missing or damaged, an unknown architecture
+        raise _cannot_load("model", shown, exc) from None
+    if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
+        model.loss_type = "ForCausalLM"  # which it does with a misleading "loss_type=None ... unrecognized" warning
+    return model
 
 
 def new_module_names(missing_keys: Any, base_prefix: str = "") -> list[str]:

@@ -116,6 +116,24 @@ def test_model_dir_without_tokenizer_fails_in_the_job(tiny_gpt2: Path, tmp_path:
         _load(str(ckpt), shown="models/ckpt")
 
 
+@pytest.mark.parametrize("damage", ["truncated weights", "unknown architecture"])
+def test_a_model_transformers_cannot_load_is_one_line(tiny_gpt2: Path, tmp_path: Path, damage: str) -> None:
+    import shutil
+
+    model = shutil.copytree(tiny_gpt2, tmp_path / "m")
+    if damage == "truncated weights":  # a partial copy or download
+        (model / "model.safetensors").write_bytes((tiny_gpt2 / "model.safetensors").read_bytes()[:1000])
+        expected = r"^train.model: cannot load the model of models/m: Error while deserializing header"
+    else:
+        config = json.loads((model / "config.json").read_text())
+        (model / "config.json").write_text(json.dumps({**config, "model_type": "not-a-known-model"}))
+        expected = r"^train.model: cannot load the model of models/m: .*`not-a-known-model`"
+    with pytest.raises(JobInputError, match=expected) as err:
+        _load(str(model), shown="models/m")
+    assert str(err.value).endswith("check that its files are complete (copy them again), or point train.model at "
+                                   "another model")
+
+
 def test_an_empty_tokenizer_is_refused(tiny_gpt2: Path) -> None:
     from transformers import GPT2Tokenizer
 
