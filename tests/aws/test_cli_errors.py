@@ -18,7 +18,7 @@ from tests.cloudfaults import FaultServer, assert_one_error, cli, closed_port
 pytest.importorskip("boto3")
 BUCKET = "cli-errors"
 DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs: the retry policy's total, in seconds
-SLACK = 12.0  # interpreter start-up, imports and the plan, on a busy machine
+SLACK = 30.0  # interpreter start-up, imports and the plan, on a busy shared machine
 
 
 def _job(tmp_path: Path) -> Path:
