@@ -134,3 +134,20 @@ def test_status_logs_cancel_against_a_failing_server(tmp_path: Path, mode: str, 
             run = cli(*args, cwd=tmp_path, env=_env(tmp_path, server.url))
             assert_one_error(run, rc, needle, "not authorized" if mode == "403" else "internal error")
             assert run.seconds < DEADLINE + SLACK
+
+
+@pytest.mark.parametrize("config,profile,rc,needle,fix", [
+    ("", "no-such-profile", 2, "could not be found", "aws configure list-profiles"),
+    ("[profile sso]\nsso_start_url = https://example.awsapps.com/start\nsso_region = us-east-1\n"
+     "sso_account_id = 123456789012\nsso_role_name = Dev\nregion = us-east-1\n", "sso", 2, "SSO", "aws sso login --profile sso"),
+    ("[profile proc]\ncredential_process = /bin/false\nregion = us-east-1\n", "proc", 2, "credential", "credential_process"),
+])
+def test_profile_problems(tmp_path: Path, config: str, profile: str, rc: int, needle: str, fix: str) -> None:
+    """AWS_PROFILE naming no profile, an SSO profile without a sign-in, a failing credential_process: botocore
+    raises these outside any call (a traceback before); each is one configuration error."""
+    env = _env(tmp_path, f"http://127.0.0.1:{closed_port()}", creds=False)
+    (tmp_path / "aws-config").write_text(config)
+    env.update(AWS_CONFIG_FILE=str(tmp_path / "aws-config"), AWS_PROFILE=profile)
+    run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path, env=env)
+    assert_one_error(run, rc, needle)
+    assert fix in run.err and run.seconds < SLACK

@@ -146,3 +146,46 @@ def test_status_logs_cancel_while_vertex_fails(tmp_path: Path, mode: str, rc: in
             run = cli(*args, cwd=tmp_path, env=_env(tmp_path, vertex=endpoint))
             assert_one_error(run, rc, needle)
             assert run.seconds < DEADLINE + SLACK, (args, run.seconds)
+
+
+def _service_account(tmp_path: Path, token_uri: str) -> Path:
+    """A service-account key made here (a fresh RSA key) whose token endpoint is `token_uri` on this machine
+    (google-auth honours a service account's token_uri; a user credential's always goes to Google)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    path = tmp_path / "sa.json"
+    path.write_text(json.dumps({"type": "service_account", "project_id": PROJECT, "private_key_id": "k1",
+                                "private_key": pem, "client_email": f"ct@{PROJECT}.iam.gserviceaccount.com",
+                                "client_id": "1", "token_uri": token_uri}))
+    return path
+
+
+@pytest.mark.parametrize("mode,rc,needle", [
+    ("missing", 2, "was not found"),                              # GOOGLE_APPLICATION_CREDENTIALS names no file
+    ("not-json", 2, "not a valid json"),                          # ... a file that is no key
+    ("closed", 1, "cannot reach Google's sign-in endpoint"),      # the token endpoint is unreachable
+    ("403", 2, "the credentials were refused"),                   # expired or revoked credentials
+])
+def test_credential_files(tmp_path: Path, mode: str, rc: int, needle: str) -> None:
+    env = _env(tmp_path)
+    if mode == "missing":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "nope.json")
+    elif mode == "not-json":
+        (tmp_path / "key.json").write_text("not json")
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = str(tmp_path / "key.json")
+    with FaultServer("403") as server:
+        if mode in ("closed", "403"):
+            uri = f"http://127.0.0.1:{closed_port()}/token" if mode == "closed" else f"{server.url}/token"
+            env["GOOGLE_APPLICATION_CREDENTIALS"] = str(_service_account(tmp_path, uri))
+        run = _launch(tmp_path, env)
+    assert_one_error(run, rc, needle)
+    assert run.seconds < DEADLINE + SLACK
+    assert "PRIVATE KEY" not in run.err
+    if mode == "403":
+        assert server.requests >= 1  # the refusal came from the endpoint on this machine
+    if mode == "closed":
+        assert "127.0.0.1" in run.err and "googleapis.com" not in run.err

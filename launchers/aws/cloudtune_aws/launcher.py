@@ -56,6 +56,7 @@ def console_url(region: str, job_name: str) -> str:
 
 def classify(exc: BaseException) -> ErrorInfo | None:
     """botocore's exceptions -> the kit's error kinds (see cloudtune.kit.retry)."""
+    from botocore import exceptions as bx
     from botocore.exceptions import (
         ClientError, ConnectionError as BotoConnectionError, HTTPClientError, NoCredentialsError, NoRegionError,
         PartialCredentialsError,
@@ -63,11 +64,21 @@ def classify(exc: BaseException) -> ErrorInfo | None:
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return ErrorInfo("config", str(exc), "configure AWS credentials (aws configure, AWS_PROFILE or an instance role)")
-    if isinstance(exc, NoRegionError):
-        return ErrorInfo("config", str(exc), "set providers.aws.region or AWS_REGION")
+    if isinstance(exc, (NoRegionError, bx.InvalidRegionError, bx.UnknownRegionError)):
+        return ErrorInfo("config", str(exc), "set providers.aws.region or AWS_REGION to a region such as us-east-1")
+    if isinstance(exc, bx.ProfileNotFound):
+        return ErrorInfo("config", str(exc), "set AWS_PROFILE to a profile of ~/.aws/config (aws configure list-profiles), or unset it")
+    if isinstance(exc, (bx.SSOError, bx.TokenRetrievalError, bx.UnauthorizedSSOTokenError)):
+        return ErrorInfo("config", str(exc), "sign in again: aws sso login" + _profile_hint())
+    if isinstance(exc, (bx.CredentialRetrievalError, bx.UnknownCredentialError)):
+        return ErrorInfo("config", str(exc), "check the credential source of your AWS profile (credential_process, "
+                         "role_arn, sso_*) in ~/.aws/config")
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
         return ErrorInfo("transient", f"cannot reach the endpoint ({exc})",
                          "check the network (and AWS_ENDPOINT_URL if set), then launch again")
+    if isinstance(exc, bx.BotoCoreError) and not isinstance(exc, ClientError):  # anything else botocore refuses
+        return ErrorInfo("fatal", f"{type(exc).__name__}: {exc}", "see the message; the request is printed by "
+                         "`cloudtune launch --dry-run`")
     if not isinstance(exc, ClientError):
         from boto3.exceptions import S3UploadFailedError
 
@@ -88,6 +99,13 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if code in _CONFIG_CODES or status in (401, 403):
         return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (README: IAM)")
     return ErrorInfo("fatal", message, "see the message; the request is printed by `cloudtune launch --dry-run`")
+
+
+def _profile_hint() -> str:
+    import os
+
+    profile = os.environ.get("AWS_PROFILE")
+    return f" --profile {profile}" if profile else ""
 
 
 class S3Store:

@@ -47,6 +47,18 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if isinstance(exc, auth_exc.DefaultCredentialsError):
         return ErrorInfo("config", str(exc).split("\n")[0], "run `gcloud auth application-default login`, or set "
                          "GOOGLE_APPLICATION_CREDENTIALS to a service-account key file")
+    if isinstance(exc, auth_exc.TransportError):  # the token endpoint could not be reached
+        return ErrorInfo("transient", f"cannot reach Google's sign-in endpoint ({_one_line(exc)})",
+                         "check the network, then launch again")
+    if isinstance(exc, auth_exc.RefreshError) and getattr(exc, "retryable", False):  # the token endpoint failed
+        return ErrorInfo("transient", f"Google's sign-in endpoint failed: {_one_line(exc)}",
+                         "the service is failing: try again in a few minutes")
+    if isinstance(exc, auth_exc.RefreshError):  # expired or revoked credentials
+        return ErrorInfo("config", f"the credentials were refused: {_one_line(exc)}",
+                         "run `gcloud auth application-default login` again (or check the service-account key file)")
+    if isinstance(exc, auth_exc.GoogleAuthError):
+        return ErrorInfo("config", _one_line(exc), "check your Google Cloud credentials (gcloud auth "
+                         "application-default login, or GOOGLE_APPLICATION_CREDENTIALS)")
     if isinstance(exc, gexc.NotFound):
         return ErrorInfo("not_found", exc.message or str(exc), "check the job id (cloudtune list) and providers.gcp")
     if isinstance(exc, (gexc.AlreadyExists, gexc.Conflict)):
@@ -248,6 +260,10 @@ class GcpLauncher:
             finished = JobState(self.status(ref).state).terminal  # one more read after the end
             if not finished:
                 time.sleep(self.poll_s)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:400] or type(exc).__name__
 
 
 def _anonymous() -> Any:
