@@ -119,7 +119,9 @@ FIELDS = {
                           "no 'assistant' message"),
     "format-undetectable": ("train.jsonl", '{"question": "q", "answer": "a"}\n', {}, "cannot tell the data format"),
     "invalid-json-line": ("train.jsonl", '{"text": "a"}\n{"text": \n', {}, "line 2: invalid JSON"),
-    "json-not-a-list": ("train.json", '{"text": "a"}', {}, "must hold a list of records"),
+    "json-not-a-list": ("train.json", '"just a string"', {}, "must hold a list of records"),
+    "json-one-pretty-object": ("train.json", '{\n  "text": "a"\n}\n', {}, "line 1: invalid JSON: Expecting property "
+                               "name enclosed in double quotes; a .json data file holds a list of records"),
     "csv-extra-values": ("train.csv", "text,label\na,b,c\n", {"task": "seq-classification"}, "more values than the header"),
     "cls-empty-text": ("train.csv", "text,label\na,x\n,y\n", {"task": "seq-classification"},
                        "line 3: field 'text' is empty (train.data.text_field)"),
@@ -147,9 +149,10 @@ def test_eval_must_have_the_training_format(tmp_path: Path, monkeypatch: pytest.
 def test_good_data_of_every_format_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(tmp_path / "data/text.txt", "one line\nanother\n")
     write(tmp_path / "data/ins.json", json.dumps([{"prompt": "p", "completion": "c"}] * 3))
+    write(tmp_path / "data/lines.json", '{"text": "a"}\n{"text": "b"}\n')  # JSON Lines under .json (datasets' to_json)
     write(tmp_path / "data/chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "u"},
                                                                  {"role": "assistant", "content": "a"}]}) + "\n")
-    for name in ("text.txt", "ins.json", "chat.jsonl"):
+    for name in ("text.txt", "ins.json", "lines.json", "chat.jsonl"):
         assert problems(tmp_path, {}, {"train": f"data/{name}"}, monkeypatch) == []
 
 

@@ -48,8 +48,8 @@ def _kind(path: Path, text: str) -> str:
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
-    if suffix == ".json":
-        return "json"
+    if suffix == ".json":  # a list of records, or JSON Lines under .json (what datasets' to_json writes)
+        return "jsonl" if text.lstrip("\ufeff \t\r\n")[:1] == "{" else "json"
     if suffix == ".txt":
         return "txt"
     if suffix == ".csv":
@@ -216,7 +216,9 @@ def parse_records(text: str, path: Path, shown: str, text_field: str = "text",
             try:
                 record = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}") from None
+                hint = ("; a .json data file holds a list of records ([{...}, ...]) or one record per line"
+                        if path.suffix.lower() == ".json" else "")
+                raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}{hint}") from None
             yield f"{shown}, line {line}", record
 
 
