@@ -20,7 +20,14 @@ JOB_NAME_VAR = "TRAINING_JOB_NAME"
 JOB_ARN_VAR = "TRAINING_JOB_ARN"
 JOB_KEY = "cloudtune_job"  # the hyperparameter carrying the runtime job
 CODE_CHANNEL = "code"  # the channel carrying the code bundle
-WHEELS_CHANNEL = "wheels"  # the channel carrying the stock-image wheelhouse (cloudtune.kit.bootstrap)
+WHEELS_CHANNEL = "wheels"
+# The training toolkit's script mode (the stock images' entrypoint): it extracts the tarball at
+# sagemaker_submit_directory into CODE_DIR and runs `python <sagemaker_program>` there. Values are JSON-encoded,
+# as the SageMaker Python SDK sends them.
+PROGRAM_KEY = "sagemaker_program"
+SUBMIT_DIR_KEY = "sagemaker_submit_directory"
+REGION_KEY = "sagemaker_region"
+ENTRY_SCRIPT = ".cloudtune/entry.py"  # the channel carrying the stock-image wheelhouse (cloudtune.kit.bootstrap)
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 HYPERPARAMETER_MAX = 2500  # characters per hyperparameter value
 ENV_MAX_ENTRIES = 100

@@ -68,13 +68,13 @@ def sagemaker(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[st
     out: list[Node] = []
     copies: list[Copy] = []
     channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
-                for name in [*sorted(inputs), *([sm.CODE_CHANNEL] if bundle else [])]}
+                for name in sorted(inputs)}
     for host in hosts:
         root = job_dir / "hosts" / host
         for name, src in sorted(inputs.items()):
             copies.append(Copy(src, str(root / sm.channel_dir(name).lstrip("/"))))
-        if bundle:
-            copies.append(Copy(bundle, str(root / sm.channel_dir(sm.CODE_CHANNEL).lstrip("/"))))
+        if bundle:  # the training toolkit's script mode extracts sagemaker_submit_directory into /opt/ml/code
+            copies.append(Copy(bundle, str(root / sm.CODE_DIR.lstrip("/")), unpack=True))
         files = {
             sm.HYPERPARAMETERS.lstrip("/"): {sm.JOB_KEY: json.dumps(job, sort_keys=True)},
             sm.RESOURCE_CONFIG.lstrip("/"): {

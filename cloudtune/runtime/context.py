@@ -108,7 +108,9 @@ def _from_sagemaker(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext
     current = resource["current_host"]
     data_root = under_root(root, sm.DATA_DIR)
     inputs = {name: data_root / name for name in job.get("inputs", {})}
-    code = data_root / sm.CODE_CHANNEL if (data_root / sm.CODE_CHANNEL).is_dir() else None
+    script_mode = under_root(root, sm.CODE_DIR)  # the stock image: the toolkit extracted the bundle here
+    code = data_root / sm.CODE_CHANNEL if (data_root / sm.CODE_CHANNEL).is_dir() else (
+        script_mode if script_mode.is_dir() and any(script_mode.iterdir()) else None)
     return RuntimeContext(
         provider="aws",
         job_name=environ.get(sm.JOB_NAME_VAR, job.get("name", "job")),

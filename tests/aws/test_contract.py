@@ -59,6 +59,11 @@ def sagemaker_container(request: dict[str, Any], uploads: dict[str, str], root: 
                     (dest / f.relative_to(src)).write_bytes(f.read_bytes())
         else:  # a single object: kept under its own name
             (dest / src.name).write_bytes(src.read_bytes())
+    submit_dir = request["HyperParameters"].get("sagemaker_submit_directory")
+    if submit_dir:  # script mode (the stock image): the toolkit extracts the code tarball into /opt/ml/code
+        (root / "opt/ml/code").mkdir(parents=True)
+        with tarfile.open(uploads[json.loads(submit_dir)]) as tar:
+            tar.extractall(root / "opt/ml/code", filter="data")
     (root / "etc").mkdir()
     (root / "etc/hosts").write_text("".join(f"127.0.0.1 {h}\n" for h in hosts))
     return {"CLOUDTUNE_FS_ROOT": str(root), "TRAINING_JOB_NAME": request["TrainingJobName"]}
@@ -82,7 +87,11 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, lock_dir: Path, nod
 
     # hyperparameters: the very same runtime job text
     node0 = local.request["nodes"][0]
-    assert node0["files"]["opt/ml/input/config/hyperparameters.json"] == request["HyperParameters"]
+    # the runtime job is the same text; on the stock image the request adds the toolkit's script-mode keys, which the
+    # local launcher does not need (it runs cloudtune-run in this Python, with the bundle unpacked in /opt/ml/code)
+    local_hyper = node0["files"]["opt/ml/input/config/hyperparameters.json"]
+    assert local_hyper == {k: v for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
+    assert spec.image or {"sagemaker_program", "sagemaker_submit_directory"} <= set(request["HyperParameters"])
     # channels: the same names and modes (aws always ships `code`, which carries the cloudtune wheel, and on the
     # stock image `wheels`, which the entrypoint installs from before cloudtune-run starts; the local launcher runs
     # in this machine's Python and needs neither)
@@ -90,7 +99,7 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, lock_dir: Path, nod
     aws_channels = {c["ChannelName"]: {"TrainingInputMode": c["InputMode"],
                                        "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"]}
                     for c in request["InputDataConfig"]}
-    assert set(aws_channels) == set(local_channels) | {CODE_CHANNEL, "wheels"}
+    assert set(aws_channels) == set(local_channels) | ({CODE_CHANNEL} if spec.image else {"wheels"})
     for name, ch in local_channels.items():
         assert {k: ch[k] for k in ("TrainingInputMode", "S3DistributionType")} == aws_channels[name]
     # container paths
@@ -120,8 +129,9 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, lock_dir: Path, nod
             lfiles = sorted(p.relative_to(lctx.inputs[name]).as_posix() for p in Path(lctx.inputs[name]).rglob("*") if p.is_file())
             afiles = sorted(p.relative_to(actx.inputs[name]).as_posix() for p in Path(actx.inputs[name]).rglob("*") if p.is_file())
             assert afiles == lfiles, name
-        if command:  # the user's code is in the code channel's tarball on both sides
-            atar = next((aroot / "opt/ml/input/data/code").glob("*.tar.gz"))
-            with tarfile.open(atar) as tar:
-                names = set(tar.getnames())
-            assert set(bundle.files) <= names and any(n.endswith(".whl") for n in names)
+        if command:  # the user's code is in /opt/ml/code on both sides (script mode extracted the bundle there)
+            assert _rel(actx.code_dir, aroot) == "opt/ml/code"
+            names = {p.relative_to(actx.code_dir).as_posix() for p in actx.code_dir.rglob("*") if p.is_file()}
+            assert set(bundle.files) <= names and any(n.endswith(".whl") for n in names) and ".cloudtune/entry.py" in names
+            local_code = lroot / "opt/ml/code"
+            assert set(bundle.files) <= {p.relative_to(local_code).as_posix() for p in local_code.rglob("*") if p.is_file()}

@@ -161,7 +161,7 @@ def test_request_fits_the_service_model(name: str, tmp_path: Path) -> None:
 
 
 def test_walker_catches_what_botocore_does_not(tmp_path: Path) -> None:
-    request = json.loads(json.dumps(build("single_gpu", tmp_path).request))
+    request = json.loads(json.dumps(build("custom_image_command", tmp_path).request))
     request["ResourceConfig"]["InstanceType"] = "ml.not.a.type"
     request["Tags"].append({"Key": "bad#key", "Value": "v"})
     request["AlgorithmSpecification"]["ContainerArguments"].append("y" * 300)
@@ -226,12 +226,13 @@ def test_big_runtime_job_spills_into_the_bundle(tmp_path: Path) -> None:
     spec = spec_from({"name": "big", "inputs": S3_IN, "train": {"model": "gpt2"}, "env": env}, tmp_path)
     plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     for up in plan.uploads:
-        stage(up)  # what submit() does first
+        if up.build and up.build["kind"] == "code-bundle":
+            stage(up)  # what submit() does first (the wheelhouse is left out: fetching it needs PyPI)
     value = plan.request["HyperParameters"]["cloudtune_job"]
-    assert value == "/tmp/cloudtune/.cloudtune/job.json"
+    assert value == "/opt/ml/code/.cloudtune/job.json"  # script mode extracts the bundle into /opt/ml/code
     assert any("job.json" in n for n in plan.notes)
     code = next(u for u in plan.uploads if "/bundles/" in u.destination)
-    # what the entrypoint does: unpack .cloudtune/ from the code channel, then cloudtune-run reads the path
+    # what the training toolkit does: unpack the bundle, then cloudtune-run reads the path
     out = tmp_path / "unpacked"
     out.mkdir()
     subprocess.run(["tar", "-xzf", code.source, "-C", str(out), ".cloudtune"], check=True)
@@ -300,7 +301,8 @@ def test_no_secret_value_anywhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("HF_TOKEN", "hf_SUPERSECRETVALUE")
     plan = build("local_inputs", tmp_path)
     for up in plan.uploads:
-        stage(up)
+        if up.build and up.build["kind"] == "code-bundle":
+            stage(up)  # the bundle is built; the wheelhouse (public wheels, fetched from PyPI) is not
     assert "hf_SUPERSECRETVALUE" not in plan.to_json()
     code = next(u for u in plan.uploads if "/bundles/" in u.destination)
     with tarfile.open(code.source) as tar:

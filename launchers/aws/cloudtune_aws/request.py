@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +105,8 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
     spec = with_model_input(spec)
+    if lock_dir is None and settings.wheel_locks:
+        lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
     catalog = load_catalog()
     accel = spec.resources.accel
@@ -179,46 +182,11 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         uploads.append(Upload(str(path), dest, size, sha))
         channel_uris[name] = dest
 
-    # ---- the runtime job, hyperparameters and the code bundle
+    # ---- the runtime job, the code bundle, and how the container starts
     job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
-    job_json = json.dumps(job, sort_keys=True)
-    texts: dict[str, str] = {}
-    if len(job_json) > HYPERPARAMETER_MAX:
-        texts[JOB_FILE] = job_json
-        hyper_value = f"{UNPACK_DIR}/{JOB_FILE}"
-        notes.append(f"the runtime job ({len(job_json)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-character "
-                     f"hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
-    else:
-        hyper_value = job_json
-    files = staging.cloudtune_files(True, texts)
-    code = staging.compose(bundle, files)
-    code_uri = f"{base}/bundles/{code.sha256}.tar.gz"
-    uploads.append(Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), code_uri, code.size, code.sha256,
-                          staging.recipe(bundle, files)))
-    channel_uris[CODE_CHANNEL] = code_uri
-
-    # ---- image and entrypoint
-    if spec.image:
-        image = spec.image
-        pip_flags = "--no-deps --force-reinstall"  # the image brings the dependencies; works without network
-        extras = ""
-    else:
-        from cloudtune_aws.images import LOCK_TARGET, image_table, processor_for, training_image_uri
-
-        table = image_table()
-        processor = processor_for(instance_type, gpus)
-        image = training_image_uri(region, processor, table)
-        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
-        uploads.append(wheels)
-        channel_uris[sm.WHEELS_CHANNEL] = wheels.destination
-        pip_flags = f"--no-index --find-links {sm.channel_dir(sm.WHEELS_CHANNEL)}"
-        extras = "[train]" if spec.train is not None else ""
-        notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
-                     + ("from the sagemaker SDK's image-URI config" if table.from_sdk
-                        else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
-        notes.append(f"the container installs cloudtune{' and its train extra' if extras else ''} from the "
-                     f"`{sm.WHEELS_CHANNEL}` channel ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) "
-                     "with --no-index: no route to PyPI is needed")
+    start = _start(spec, job, bundle, base, home, lock_dir, region, instance_type, gpus, notes)
+    uploads += start.uploads
+    channel_uris.update(start.channels)
     if settings.network_isolation and spec.secrets:
         raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
                               fix="drop providers.aws.network_isolation, or pass no secrets")
@@ -249,13 +217,12 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
 
     request: dict[str, Any] = {
         "TrainingJobName": job_name,
-        "HyperParameters": {"cloudtune_job": hyper_value},
+        "HyperParameters": start.hyperparameters,
         "AlgorithmSpecification": {
-            "TrainingImage": image,
+            "TrainingImage": start.image,
             "TrainingInputMode": "File",
             "MetricDefinitions": metric_definitions(),
-            "ContainerEntrypoint": ["/bin/sh", "-c"],
-            "ContainerArguments": [BOOTSTRAP, "cloudtune-bootstrap", pip_flags, extras],
+            **start.algorithm,
         },
         "RoleArn": role,
         "InputDataConfig": [
@@ -312,3 +279,82 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         notes=tuple(notes),
         spec=plan_spec,
     )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How the container starts: its image, hyperparameters, AlgorithmSpecification additions, the uploads and
+    channels that carry cloudtune."""
+
+    image: str
+    hyperparameters: dict[str, str]
+    algorithm: dict[str, Any]
+    uploads: list[Upload]
+    channels: dict[str, str]
+
+
+def entry_script(pip_flags: str, requirement_suffix: str) -> str:
+    """The script-mode program on the stock image: install the carried cloudtune wheel from the wheels channel
+    (no index), then become cloudtune-run. Standard library only (it runs before anything is installed)."""
+    pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir", *pip_flags.split()]
+    lines = [
+        '"""cloudtune entry point on the stock SageMaker images (run by the training toolkit in script mode)."""',
+        "import glob, os, subprocess, sys",
+        "here = os.path.dirname(os.path.abspath(__file__))",
+        "wheel = glob.glob(os.path.join(here, 'cloudtune-*.whl'))[0]",
+        f"subprocess.run([sys.executable, *{pip!r}, wheel + {requirement_suffix!r}], check=True)",
+        "os.execvp('cloudtune-run', ['cloudtune-run'])",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _job_hyperparameter(job: dict[str, Any], texts: dict[str, str], unpacked_at: str, notes: list[str]) -> str:
+    """The runtime job as the `cloudtune_job` hyperparameter, or over the limit the path of its copy in the bundle."""
+    job_json = json.dumps(job, sort_keys=True)
+    if len(job_json) <= HYPERPARAMETER_MAX:
+        return job_json
+    texts[JOB_FILE] = job_json
+    notes.append(f"the runtime job ({len(job_json)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-character "
+                 f"hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
+    return f"{unpacked_at}/{JOB_FILE}"
+
+
+def _code_upload(bundle: "Bundle | None", texts: dict[str, str], base: str, home: Path) -> Upload:
+    files = staging.cloudtune_files(True, texts)
+    code = staging.compose(bundle, files)
+    return Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), f"{base}/bundles/{code.sha256}.tar.gz", code.size,
+                  code.sha256, staging.recipe(bundle, files))
+
+
+def _start(spec: "JobSpec", job: dict[str, Any], bundle: "Bundle | None", base: str, home: Path,
+           lock_dir: Path | None, region: str, instance_type: str, gpus: int, notes: list[str]) -> _Start:
+    """On the stock image the job starts through the image's own entrypoint, the training toolkit's script mode
+    (`sagemaker_program` + `sagemaker_submit_directory`), the one start path that tuning-job trials also have
+    (their HyperParameterAlgorithmSpecification cannot set ContainerEntrypoint). A custom `image:` starts through
+    ContainerEntrypoint with the carried wheel installed over the image's own cloudtune (no dependencies)."""
+    texts: dict[str, str] = {}
+    if spec.image:
+        value = _job_hyperparameter(job, texts, UNPACK_DIR, notes)
+        code = _code_upload(bundle, texts, base, home)
+        algorithm = {"ContainerEntrypoint": ["/bin/sh", "-c"],
+                     "ContainerArguments": [BOOTSTRAP, "cloudtune-bootstrap", "--no-deps --force-reinstall", ""]}
+        return _Start(spec.image, {sm.JOB_KEY: value}, algorithm, [code], {CODE_CHANNEL: code.destination})
+    from cloudtune_aws.images import LOCK_TARGET, image_table, processor_for, training_image_uri
+
+    table = image_table()
+    processor = processor_for(instance_type, gpus)
+    wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
+    extras = "[train]" if spec.train is not None else ""
+    texts[sm.ENTRY_SCRIPT] = entry_script(f"--no-index --find-links {sm.channel_dir(sm.WHEELS_CHANNEL)}", extras)
+    value = _job_hyperparameter(job, texts, sm.CODE_DIR, notes)
+    code = _code_upload(bundle, texts, base, home)
+    hyper = {sm.JOB_KEY: value, sm.PROGRAM_KEY: json.dumps(sm.ENTRY_SCRIPT),
+             sm.SUBMIT_DIR_KEY: json.dumps(code.destination), sm.REGION_KEY: json.dumps(region)}
+    notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
+                 + ("from the sagemaker SDK's image-URI config" if table.from_sdk
+                    else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
+    notes.append(f"the image's training toolkit runs {sm.ENTRY_SCRIPT} (script mode), which installs cloudtune"
+                 f"{' and its train extra' if extras else ''} from the `{sm.WHEELS_CHANNEL}` channel ({LOCK_TARGET} "
+                 f"lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route to PyPI is needed")
+    return _Start(training_image_uri(region, processor, table), hyper, {}, [code, wheels],
+                  {sm.WHEELS_CHANNEL: wheels.destination})

@@ -20,3 +20,5 @@ class AwsSettings(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
     network_isolation: bool = False
     tensorboard: bool = False
+    wheel_locks: str | None = Field(None, description="directory of stock-image wheel locks (<target>.json) to use "
+                                    "instead of those shipped with cloudtune, e.g. with URLs of an internal mirror")

@@ -22,3 +22,5 @@ class GcpSettings(BaseModel):
     kms_key: str | None = Field(None, description="Cloud KMS key (CMEK): projects/P/locations/L/keyRings/R/cryptoKeys/K")
     tensorboard: str | None = Field(None, description="Vertex TensorBoard: projects/P/locations/L/tensorboards/ID")
     labels: dict[str, str] = Field(default_factory=dict, description="labels on the CustomJob")
+    wheel_locks: str | None = Field(None, description="directory of stock-image wheel locks (<target>.json) to use "
+                                    "instead of those shipped with cloudtune, e.g. with URLs of an internal mirror")
