@@ -123,6 +123,9 @@ FIELDS = {
     "json-one-pretty-object": ("train.json", '{\n  "text": "a"\n}\n', {}, "line 1: invalid JSON: Expecting property "
                                "name enclosed in double quotes; a .json data file holds a list of records"),
     "csv-extra-values": ("train.csv", "text,label\na,b,c\n", {"task": "seq-classification"}, "more values than the header"),
+    "csv-semicolons": ("train.csv", "text;label\na;x\n", {"task": "seq-classification"},
+                       "line 1: the header 'text;label' is ';'-separated; a .csv data file is comma-separated"),
+    "csv-tabs": ("train.csv", "text\tlabel\na\tx\n", {"task": "seq-classification"}, "is '\\t'-separated"),
     "cls-empty-text": ("train.csv", "text,label\na,x\n,y\n", {"task": "seq-classification"},
                        "line 3: field 'text' is empty (train.data.text_field)"),
     "cls-no-label": ("train.csv", "text,lbl\na,x\n", {"task": "seq-classification"}, "no field 'label' (train.data.label_field)"),

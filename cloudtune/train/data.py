@@ -230,6 +230,11 @@ def _csv_records(text: str, shown: str) -> Iterator[tuple[str, Any]]:
     try:
         if not reader.fieldnames:
             raise JobInputError(f"{shown}: a .csv data file needs a header row naming its columns")
+        if len(reader.fieldnames) == 1:
+            sep = next((c for c in (";", "\t", "|") if c in reader.fieldnames[0]), None)
+            if sep is not None:
+                raise JobInputError(f"{shown}, line 1: the header {reader.fieldnames[0]!r} is {sep!r}-separated; a .csv "
+                                    f"data file is comma-separated: save it with commas (or as .jsonl)")
         for row in reader:
             if None in row:
                 raise JobInputError(f"{shown}, line {reader.line_num}: more values than the header has columns")
