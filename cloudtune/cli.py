@@ -67,7 +67,10 @@ def _print_plan(plan: Any) -> None:
     click.echo(f"provider:       {plan.provider}")
     click.echo(f"job name:       {plan.job_name}")
     click.echo(f"instance type:  {plan.instance_type} x {plan.instance_count}")
-    cost = "unknown" if plan.estimated_usd_per_hour is None else f"${plan.estimated_usd_per_hour:.2f}/h"
+    basis = getattr(plan, "cost_basis", "on-demand")
+    cost = "unknown" if plan.estimated_usd_per_hour is None else (
+        f"at most ${plan.estimated_usd_per_hour:.2f}/h ({basis})" if "upper bound" in basis
+        else f"${plan.estimated_usd_per_hour:.2f}/h ({basis})")
     click.echo(f"estimated cost: {cost}")
     if plan.model_uri:
         click.echo(f"model:          {plan.model_uri}")

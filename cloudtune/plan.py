@@ -34,6 +34,7 @@ class Plan:
     model_uri: str | None = None
     notes: tuple[str, ...] = ()
     spec: dict[str, Any] = field(default_factory=dict)
+    cost_basis: str = "on-demand"  # what estimated_usd_per_hour is: on-demand, spot, or an upper bound (kit.cost)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

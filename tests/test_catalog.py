@@ -172,14 +172,14 @@ def test_peak_bf16(cat: Catalog) -> None:
 @pytest.mark.parametrize(
     ("provider", "accelerator", "count", "instance_type"),
     [
-        ("aws", "T4", 1, "ml.g4dn.2xlarge"),
+        ("aws", "T4", 1, "ml.g4dn.xlarge"),
         ("aws", "l4", 8, "ml.g6.48xlarge"),
         ("aws", "A10G", 4, "ml.g5.12xlarge"),
         ("aws", "a100", 8, "ml.p4d.24xlarge"),
         ("aws", "A100-80GB", 8, "ml.p4de.24xlarge"),
         ("aws", "H100", 8, "ml.p5.48xlarge"),
         ("aws", "H200", 8, "ml.p5e.48xlarge"),
-        ("gcp", "L4", 1, "g2-standard-8"),
+        ("gcp", "L4", 1, "g2-standard-4"),
         ("gcp", "T4", 2, "n1-standard-16"),
         ("gcp", "A100-40GB", 16, "a2-megagpu-16g"),
         ("gcp", "A100-80GB", 4, "a2-ultragpu-4g"),
@@ -308,3 +308,16 @@ def test_parse_catalog_rejects_bad_data() -> None:
         parse_catalog("# as_of: 2026-01-02\n" + _HEADER + "aws,Y9,1,a.box,8,4,16,1,,,\n", _ACCELS)
     with pytest.raises(ValueError):
         parse_catalog("# as_of: 2026-01-02\nprovider,accelerator\naws,X1\n", _ACCELS)
+
+
+def test_resolve_picks_the_cheapest_machine_type(cat: Catalog) -> None:
+    """Of the machine types carrying the same accelerators, resolve() takes the lowest on-demand price (issue 5:
+    L4:1 on aws is ml.g6.xlarge at $1.01/h, not ml.g6.2xlarge at $1.22/h)."""
+    assert cat.resolve("aws", "L4", 1).instance_type == "ml.g6.xlarge"
+    for offer in cat.all_offers:
+        if offer.accelerator == "cpu":
+            continue
+        picked = cat.resolve(offer.provider, offer.accelerator, offer.count)
+        priced = [o.usd_per_hour for o in [picked, *cat.alternatives(picked)] if o.usd_per_hour is not None]
+        assert picked.usd_per_hour is None or picked.usd_per_hour == min(priced), offer
+        assert picked not in cat.alternatives(picked)

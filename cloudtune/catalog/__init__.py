@@ -191,7 +191,8 @@ class Catalog:
         return sorted({o.count for o in self.offers(provider, accelerator)})
 
     def resolve(self, provider: str, accelerator: str, count: int) -> Offer:
-        """The default offer for `count` x `accelerator` on `provider` (exact count; `cpu` ignores count)."""
+        """The cheapest offer (on-demand $/h) of `count` x `accelerator` on `provider` (exact count; `cpu` ignores
+        count and takes the first cpu row). CatalogError with a fix when there is none."""
         p = self._provider(provider)
         a = self.normalize(accelerator)
         candidates = self.offers(p, a)
@@ -205,9 +206,9 @@ class Catalog:
             use = _join([f"--provider {q}" for q in others]) if others else ""
             fix = (f"use {use}, or " if use else "") + f"choose one of: {', '.join(here)} (or cpu) on {p}"
             raise CatalogError(f"{p} has no {a}", fix=fix)
-        for offer in candidates:
-            if offer.count == count:
-                return offer
+        fitting = [o for o in candidates if o.count == count]
+        if fitting:  # the cheapest machine type that carries them (first listed on a tie or without prices)
+            return min(fitting, key=lambda o: float("inf") if o.usd_per_hour is None else o.usd_per_hour)
         counts = self.counts(p, a)
         fix = f"ask for {_join([f'{a}:{c}' for c in counts])}"
         biggest = counts[-1]
@@ -217,6 +218,11 @@ class Catalog:
             f"{p} offers {a} in counts of {_join([str(c) for c in counts])} per machine, not {count}",
             fix=fix,
         )
+
+    def alternatives(self, offer: Offer) -> list[Offer]:
+        """The provider's other machine types with the same accelerator and count as `offer`."""
+        return [o for o in self.offers(offer.provider, offer.accelerator)
+                if o.count == offer.count and o.instance_type != offer.instance_type]
 
     def by_instance_type(self, provider: str, instance_type: str) -> Offer | None:
         """The offer with this instance / machine type on `provider` (case-insensitive), or None."""

@@ -213,3 +213,27 @@ def test_missing_boto3_names_the_install_hint(monkeypatch: pytest.MonkeyPatch) -
         AwsLauncher().status(REF)
     hint = str(err.value).split("To fix: ", 1)[1]
     assert hint.startswith("pip install -e ") and hint.rstrip("'").endswith("launchers/aws")  # works from a checkout
+
+
+def test_spot_job_reports_the_saving_sagemaker_bills() -> None:
+    """A managed-spot plan quotes the on-demand price as an upper bound; the finished job's status gives the saving
+    from the billable and training seconds SageMaker reports."""
+    sm, stub = _stubbed("sagemaker")
+    stub.add_response("describe_training_job", _described("Completed", "Completed", EnableManagedSpotTraining=True,
+                                                          TrainingTimeInSeconds=1000, BillableTimeInSeconds=320),
+                      {"TrainingJobName": "job-1"})
+    with stub:
+        st = AwsLauncher(sagemaker_client=sm).status(REF)
+    assert st.state == "succeeded" and "managed spot saving 68% (billed 320 s of 1000 s trained)" in st.detail
+
+
+def test_spot_plan_is_an_upper_bound_and_the_cheapest_type_is_named(tmp_path: Path) -> None:
+    from cloudtune.kit.cost import UPPER_BOUND
+
+    write_data(tmp_path)
+    spec = spec_from({"name": "spot", "resources": {"accelerator": "L4:1", "spot": True},
+                      "inputs": {"train": "s3://b/train.jsonl"}, "train": {"model": "gpt2"}}, tmp_path)
+    plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    assert plan.instance_type == "ml.g6.xlarge" and plan.estimated_usd_per_hour == 1.006
+    assert plan.cost_basis == UPPER_BOUND
+    assert any(n.startswith("ml.g6.xlarge ($1.01/h) is the cheapest of 5 machine types with L4:1") for n in plan.notes)

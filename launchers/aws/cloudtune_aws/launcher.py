@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
+from cloudtune.kit.cost import spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
@@ -348,4 +349,8 @@ def map_status(d: dict[str, Any]) -> JobStatus:
         reason = reason or "the training job failed (see its logs)"
     if state is JobState.RUNNING and primary == "InProgress" and secondary in _PENDING_SECONDARY:
         state = JobState.PENDING
-    return JobStatus(state.value, detail or ("Stopping" if primary == "Stopping" else ""), reason, native=primary)
+    detail = detail or ("Stopping" if primary == "Stopping" else "")
+    if d.get("EnableManagedSpotTraining") and state.terminal:
+        saving = spot_saving(d.get("TrainingTimeInSeconds"), d.get("BillableTimeInSeconds"))
+        detail = f"{detail}; {saving}" if saving and detail else (saving or detail)
+    return JobStatus(state.value, detail, reason, native=primary)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import sagemaker as sm
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.kit import staging
+from cloudtune.kit import cost, staging
 from cloudtune.kit.objectstore import prefix_note
 from cloudtune.kit.naming import SAGEMAKER_JOB
 from cloudtune.kit.settings import require
@@ -158,6 +158,9 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
             notes.append(f"instance_type.aws {override} carries {offer.accelerator}, not the requested {accel}")
     else:
         offer = catalog.resolve("aws", "cpu" if accel.is_cpu else accel.name, accel.count)
+        why = cost.choice_note(catalog, offer, str(accel))
+        if why:
+            notes.append(why)
         instance_type = offer.instance_type
     gpus = offer.count if offer is not None else accel.count
     ppn = spec.processes_per_node(gpus or None)
@@ -252,15 +255,10 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         request["RetryStrategy"] = {"MaximumRetryAttempts": spec.retries}
 
     # ---- cost
-    price = None
-    if offer is not None:
-        if spec.resources.spot and offer.spot_usd_per_hour is not None:
-            price = offer.spot_usd_per_hour
-        else:
-            price = offer.usd_per_hour
-            if spec.resources.spot and price is not None:
-                notes.append("managed spot has no list price: the estimate is the on-demand price (an upper bound)")
-    estimate = round(price * nodes, 4) if price is not None else None
+    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, nodes)
+    if cost_basis == cost.UPPER_BOUND:
+        notes.append("managed spot has no list price: the estimate is the on-demand price, an upper bound; "
+                     "`cloudtune status` reports the saving SageMaker bills after the job")
     if spec.secrets:
         notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
                      + ", ".join(sorted(spec.secrets)))
@@ -275,6 +273,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         instance_type=instance_type,
         instance_count=nodes,
         estimated_usd_per_hour=estimate,
+        cost_basis=cost_basis,
         model_uri=f"{output}/{job_name}/output/model.tar.gz",
         notes=tuple(notes),
         spec=plan_spec,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.kit import staging
+from cloudtune.kit import cost, staging
 from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
 from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
@@ -110,6 +110,9 @@ def _machine(spec: "JobSpec", notes: list[str]) -> tuple["Offer | None", dict[st
                                   fix="use a machine type from `cloudtune catalog --provider gcp`, or drop the override")
     else:
         offer = catalog.resolve("gcp", "cpu" if accel.is_cpu else accel.name, accel.count)
+        why = cost.choice_note(catalog, offer, str(accel))
+        if why:
+            notes.append(why)
     machine: dict[str, Any] = {"machineType": offer.instance_type}
     if offer.tpu_topology:
         machine["tpuTopology"] = offer.tpu_topology
@@ -242,16 +245,14 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
         notes.append("secrets travel as Secret Manager versions; the job's service account needs "
                      "roles/secretmanager.secretAccessor on: " + ", ".join(sorted(spec.secrets)))
 
-    price = None
-    if offer is not None:
-        price = offer.spot_usd_per_hour if spec.resources.spot and offer.spot_usd_per_hour is not None else offer.usd_per_hour
+    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, spec.resources.nodes)
     plan_spec = spec.model_dump(mode="json")
     plan_spec.setdefault("providers", {})["gcp"] = settings.model_dump(mode="json")
     return Plan(
         provider="gcp", job_name=display,
         request={"parent": f"projects/{project}/locations/{region}", "customJob": custom_job},
         uploads=tuple(uploads), instance_type=offer.instance_type, instance_count=spec.resources.nodes,
-        estimated_usd_per_hour=round(price * spec.resources.nodes, 4) if price is not None else None,
+        estimated_usd_per_hour=estimate, cost_basis=cost_basis,
         model_uri=vx.output_dirs(output)[vx.MODEL_DIR_VAR], notes=tuple(notes), spec=plan_spec,
     )
 
