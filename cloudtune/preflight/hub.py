@@ -1,7 +1,8 @@
 """A Hugging Face Hub model named by id: reachable, or one clear line at once (not a minute of retries).
 
 transformers retries an unreachable Hub five times with back-off (about 50 s) and then raises a long OSError.
-`hub_access(model_id)` asks the Hub once, with a short timeout, before anything is loaded.
+`hub_access(model_id)` asks the Hub once for the model's config.json (the first file transformers fetches, from the
+same endpoint: HF_ENDPOINT, a mirror or a proxy), with a short timeout and no retries, before anything is loaded.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ def hub_access(model_id: str, option: str = "train.model", timeout: float = TIME
             return True
         raise JobInputError(f"{option}: {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
                             f"set; download it first (hf download {model_id}) or unset HF_HUB_OFFLINE")
-    from huggingface_hub import HfApi, constants
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
-    try:
-        HfApi().model_info(model_id, timeout=timeout)
+    try:  # the first file transformers asks for, asked the same way, once
+        get_hf_file_metadata(hf_hub_url(model_id, "config.json"), timeout=timeout)
         return False
+    except EntryNotFoundError:
+        raise JobInputError(f"{option}: {model_id!r} on the Hugging Face Hub has no config.json, so it is not a "
+                            f"transformers model; pick the repository of the transformers weights") from None
     except GatedRepoError:
         raise JobInputError(f"{option}: {model_id!r} is a gated model; accept its terms on the Hub and give a token "
                             f"(secrets: {{HF_TOKEN: ...}})") from None

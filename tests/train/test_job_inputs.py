@@ -216,13 +216,15 @@ def test_input_error_under_torchrun_is_printed_once(tmp_path: Path, monkeypatch:
 HUB_FAKE = """
 import http.server, sys, threading, time
 class Hub(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        gated = "gated" in self.path
-        self.send_response(403 if gated else 404)
-        self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
-        self.send_header("X-Error-Message", "Access to this model is restricted" if gated else "Repository not found")
+    def do_HEAD(self):
+        code, error = {"gated": (403, "GatedRepo"), "gguf": (404, "EntryNotFound")}.get(
+            next((k for k in ("gated", "gguf") if k in self.path), ""), (404, "RepoNotFound"))
+        self.send_response(code)
+        self.send_header("X-Error-Code", error)
+        self.send_header("X-Error-Message", error)
         self.send_header("Content-Length", "0")
         self.end_headers()
+    do_GET = do_HEAD
     def log_message(self, *args):
         pass
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
@@ -231,7 +233,7 @@ import os
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
 from cloudtune.errors import JobInputError
 from cloudtune.preflight.hub import hub_access
-for model in ("someorg/missing", "someorg/gated-model"):
+for model in ("someorg/missing", "someorg/gated-model", "someorg/model-gguf"):
     try:
         hub_access(model)
     except JobInputError as exc:
@@ -240,7 +242,8 @@ for model in ("someorg/missing", "someorg/gated-model"):
 
 
 def test_hub_answers_are_one_line(tmp_path: Path) -> None:
-    """A loopback fake of the Hub's HTTP answers (404 RepoNotFound, 403 GatedRepo): one line each, with the fix."""
+    """A loopback fake of the Hub's HTTP answers (404 RepoNotFound, 403 GatedRepo, 404 EntryNotFound for a repo
+    without config.json): one line each, with the fix."""
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_HUB_OFFLINE", None)
     out = subprocess.run([sys.executable, "-c", HUB_FAKE], env=env, capture_output=True, text=True, timeout=60)
@@ -248,4 +251,6 @@ def test_hub_answers_are_one_line(tmp_path: Path) -> None:
         "train.model: no model 'someorg/missing' on the Hugging Face Hub (or it is private: give a token as the "
         "HF_TOKEN secret); check the id, or give a local directory",
         "train.model: 'someorg/gated-model' is a gated model; accept its terms on the Hub and give a token "
-        "(secrets: {HF_TOKEN: ...})"], out.stdout + out.stderr
+        "(secrets: {HF_TOKEN: ...})",
+        "train.model: 'someorg/model-gguf' on the Hugging Face Hub has no config.json, so it is not a transformers "
+        "model; pick the repository of the transformers weights"], out.stdout + out.stderr
