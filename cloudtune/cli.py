@@ -291,6 +291,14 @@ def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> Non
 
     cat = load_catalog()
     offers = cat.offers(provider=provider, accelerator=cat.normalize(accelerator) if accelerator else None)
+    if not offers and provider and accelerator:  # say who has it, rather than print an empty table
+        from cloudtune.catalog import CatalogError
+
+        name = cat.normalize(accelerator)
+        others = cat.providers_with(name)
+        raise CatalogError(f"{provider} offers no {name}" + (f"; {', '.join(others)} do" if len(others) > 1 else
+                                                             f"; {others[0]} does" if others else ""),
+                           fix=f"cloudtune catalog --accelerator {name}" if others else "cloudtune catalog")
     if as_json:
         _emit_json({"as_of": cat.as_of, "offers": [asdict(o) for o in offers]})
         return

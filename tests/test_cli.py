@@ -133,3 +133,11 @@ def test_catalog_command(tmp_path: Path) -> None:
 def test_list_empty(tmp_path: Path) -> None:
     res = run_cli("list", "--json", home=tmp_path)
     assert res.returncode == 0 and json.loads(res.stdout) == []
+
+
+@pytest.mark.parametrize("provider, accelerator, who", [("aws", "TPU-v5e", "gcp does"), ("azure", "L4", "aws, gcp do"),
+                                                       ("aws", "v6e", "gcp does")])
+def test_catalog_says_who_has_what_a_provider_lacks(tmp_path: Path, provider: str, accelerator: str, who: str) -> None:
+    res = run_cli("catalog", "--provider", provider, "--accelerator", accelerator, home=tmp_path)
+    assert res.returncode == 2 and who in res.stderr and "To fix: cloudtune catalog --accelerator" in res.stderr
+    assert "Traceback" not in res.stderr and "PROVIDER" not in res.stdout  # no empty table

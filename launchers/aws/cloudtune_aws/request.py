@@ -26,6 +26,7 @@ from cloudtune.kit import cost, staging
 from cloudtune.kit.objectstore import prefix_note
 from cloudtune.kit.naming import SAGEMAKER_JOB
 from cloudtune.kit.settings import require
+from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
 from cloudtune.plan import Plan, Upload
 from cloudtune.spec import is_remote
@@ -352,6 +353,7 @@ def _start(spec: "JobSpec", job: dict[str, Any], bundle: "Bundle | None", base: 
     notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
                  + ("from the sagemaker SDK's image-URI config" if table.from_sdk
                     else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
+    notes.append(versions_note(LOCK_TARGET, lock_dir))
     notes.append(f"the image's training toolkit runs {sm.ENTRY_SCRIPT} (script mode), which installs cloudtune"
                  f"{' and its train extra' if extras else ''} from the `{sm.WHEELS_CHANNEL}` channel ({LOCK_TARGET} "
                  f"lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route to PyPI is needed")

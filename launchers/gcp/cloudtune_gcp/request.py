@@ -20,6 +20,7 @@ from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import cost, staging
 from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
 from cloudtune.kit.settings import require
+from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
 from cloudtune.plan import Plan, Upload
 from cloudtune.spec import is_remote
@@ -214,6 +215,7 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
         wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
         uploads.append(wheels)
         pip_flags = f"--no-index --find-links {vx.mount_path(wheels.destination.rstrip('/'))}"
+        notes.append(versions_note(LOCK_TARGET, lock_dir))
         notes.append(f"the container installs cloudtune{' and its train extra' if spec.train else ''} from the "
                      f"wheelhouse ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: "
                      "no route to PyPI is needed")
