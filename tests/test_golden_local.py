@@ -65,7 +65,8 @@ def test_golden_plan(tmp_path: Path, scenario: str) -> None:
     got["notes"] = [n for n in got["notes"] if not n.startswith("warning: this machine differs")]
     assert_golden(GOLDEN / f"{scenario}.json", got)
     if spec.secrets:  # secrets travel by name and reference only
-        assert "HF_TOKEN" in got and "arn:aws:secretsmanager" in got
+        text = json.dumps(got)
+        assert "HF_TOKEN" in text and "arn:aws:secretsmanager" in text
 
 
 def test_local_plan_warns_when_this_machine_differs_from_the_image(tmp_path: Path) -> None:
