@@ -699,19 +699,21 @@ def _read_text(path: Path, source: str) -> str:
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Read, override (`K=V` strings) and validate a job.yaml. The YAML is parsed once (see cloudtune.spec_yaml)."""
-    from cloudtune.spec_yaml import ambiguous_numbers, inexact_env, load_yaml
+    from cloudtune.spec_yaml import ambiguous_numbers, gc_paused, inexact_env, load_yaml
 
     p = Path(path)
     source = str(path)
-    loaded = load_yaml(_read_text(p, source), source)
-    data = {} if loaded.data is None else loaded.data
-    issues = inexact_env(loaded.root) + ambiguous_numbers(loaded.root)
-    if overrides and isinstance(data, dict):
-        data = apply_overrides(data, overrides)
-        overridden = _overridden(overrides)
-        issues = [i for i in issues if _longest_prefix(tuple(i.path.split(".")), overridden) is None]
-    return validate_spec(data, source=source, base_dir=p.resolve().parent, overrides=overrides, lines=loaded.lines,
-                         known_issues=issues)
+    text = _read_text(p, source)
+    with gc_paused():
+        loaded = load_yaml(text, source)
+        data = {} if loaded.data is None else loaded.data
+        issues = inexact_env(loaded.root) + ambiguous_numbers(loaded.root)
+        if overrides and isinstance(data, dict):
+            data = apply_overrides(data, overrides)
+            overridden = _overridden(overrides)
+            issues = [i for i in issues if _longest_prefix(tuple(i.path.split(".")), overridden) is None]
+        return validate_spec(data, source=source, base_dir=p.resolve().parent, overrides=overrides,
+                             lines=loaded.lines, known_issues=issues)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -345,15 +345,16 @@ def _hashable(value: Any) -> bool:
 
 def load_yaml(text: str, source: str, loader: type | None = None) -> LoadedYaml:
     """Parse, check and construct a document: see the module's contract (`loader` as for `compose`)."""
-    with _gc_paused():
+    with gc_paused():
         root, lines = compose(text, source, loader)
         return LoadedYaml(construct(root, source), lines, root)
 
 
 @contextlib.contextmanager
-def _gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector: building many small acyclic objects otherwise triggers repeated full
-    collections (half the time on a large document). The tree is bounded by MAX_VALUES and holds no cycles."""
+    collections (half the time on a large document). What a spec builds is bounded by MAX_VALUES; the few cycles
+    (a caught exception's traceback) are collected once the collector runs again. Nests."""
     enabled = gc.isenabled()
     gc.disable()
     try:
