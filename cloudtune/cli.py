@@ -15,7 +15,6 @@ from typing import Any
 
 import click
 
-PROVIDERS = ("local", "aws", "gcp", "azure")
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
