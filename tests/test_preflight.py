@@ -238,6 +238,21 @@ def test_broken_config_and_missing_shards(tmp_path: Path) -> None:
     assert "no adapter weights" in model_dir_problems(adapter, "adapter")[0]
 
 
+def test_safetensors_cut_short_is_named(tmp_path: Path) -> None:
+    """A partial copy or download: the header promises more bytes than the file holds."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}}).encode()
+    whole = len(header).to_bytes(8, "little") + header + bytes(64)
+    model = model_dir(tmp_path / "m", weights=())
+    (model / "model.safetensors").write_bytes(whole)
+    assert model_dir_problems(model, "m") == []
+    (model / "model.safetensors").write_bytes(whole[:-10])
+    assert model_dir_problems(model, "m") == [
+        f"train.model: m/model.safetensors is damaged or cut short (it holds {len(whole) - 10:,} of its "
+        f"{len(whole):,} bytes); copy or download the model again"]
+    (model / "model.safetensors").write_bytes(b"<html>rate limited</html>")  # an error page saved as weights
+    assert "no valid safetensors header" in model_dir_problems(model, "m")[0]
+
+
 @pytest.mark.parametrize("files", [("tokenizer.json",), ("vocab.json", "merges.txt"), ("vocab.txt",),
                                    ("spiece.model",), ("tokenizer.model",), ("sentencepiece.bpe.model",)])
 def test_complete_tokenizer_layouts_pass(tmp_path: Path, files: tuple[str, ...]) -> None:

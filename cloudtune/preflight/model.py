@@ -1,8 +1,8 @@
 """What a saved model directory must hold, and the model's position limit, read from its files without torch.
 
 `model_dir_problems(path, shown)` lists what would stop the recipes from using a local model directory: no or a
-broken `config.json`, no weights (or missing shards), no tokenizer files, or a partial tokenizer (a BPE
-vocabulary without its merges). `position_limit(config)` reads the longest sequence a model can take from its
+broken `config.json`, no weights (missing shards, a .safetensors file cut short), no tokenizer files, or a partial
+tokenizer (a BPE vocabulary without its merges). `position_limit(config)` reads the longest sequence a model can take from its
 `config.json` and says whether going past it is an error (learned absolute positions: the embedding lookup fails
 with "index out of range") or only a warning (rotary, ALiBi or relative positions).
 
@@ -147,6 +147,34 @@ def _weights_problem(path: Path, shown: str, names: set[str]) -> str | None:
     return None
 
 
+MAX_HEADER = 100 << 20
+
+
+def safetensors_problem(file: Path, shown: str) -> str | None:
+    """Whether a .safetensors file is cut short (a partial copy or download): its header names the byte range of
+    every tensor, so the file must be at least 8 + header + the last tensor's end. Reads the header only. An empty
+    file is taken as a placeholder and not judged here (loading it fails in the job with one line)."""
+    size = file.stat().st_size
+    if size == 0:
+        return None
+    damaged = f"train.model: {shown}/{file.name} is damaged or cut short"
+    fix = "copy or download the model again"
+    with open(file, "rb") as fh:
+        head = fh.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < length <= min(MAX_HEADER, size - 8):
+            return f"{damaged} (no valid safetensors header); {fix}"
+        try:
+            header = json.loads(fh.read(length))
+            end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return f"{damaged} (its safetensors header does not parse); {fix}"
+    expected = 8 + length + end
+    if size < expected:
+        return f"{damaged} (it holds {size:,} of its {expected:,} bytes); {fix}"
+    return None
+
+
 def model_dir_problems(path: Path, shown: str) -> list[str]:
     """One line per reason the saved model at `path` (a directory holding config.json or adapter_config.json),
     named `shown`, cannot be trained from. Empty when it looks complete."""
@@ -158,10 +186,9 @@ def model_dir_problems(path: Path, shown: str) -> list[str]:
     if config is not None and not config.get("model_type"):
         problems.append(f"train.model: {shown}/config.json has no model_type, so transformers cannot tell the "
                         f"architecture; save the model with save_pretrained")
-    for check in (_weights_problem(path, shown, names), _tokenizer_problem(path, shown, names, config)):
-        if check:
-            problems.append(check)
-    return problems
+    checks = [_weights_problem(path, shown, names), _tokenizer_problem(path, shown, names, config)]
+    checks += [safetensors_problem(Path(path) / n, shown) for n in sorted(names) if n.endswith(".safetensors")]
+    return problems + [c for c in checks if c]
 
 
 def max_seq_len_problem(config: dict[str, Any], max_seq_len: int, where: str) -> tuple[str | None, str | None]:
