@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.wheelhouse import lock_dir  # noqa: F401  (fixture: stock-image wheel locks served on 127.0.0.1)
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

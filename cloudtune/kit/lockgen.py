@@ -12,6 +12,7 @@ size (pip's own installation report gives URL and hash; a HEAD request the size)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,11 @@ def generate(target: Target) -> dict:
                "--implementation", "cp", "--abi", target.abi, "--target", str(work / "t"), "--find-links",
                str(work / "links"), *[a for p in target.platforms for a in ("--platform", p)],
                f"torch=={target.torch}", f"{wheel.path}[train]", *target.extra]
-        subprocess.run(cmd, check=True)
+        # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless
+        # to anyone else): no config files, the public index only
+        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+        env = {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
+        subprocess.run([*cmd[:4], "--index-url", "https://pypi.org/simple", *cmd[4:]], check=True, env=env)
         report = json.loads((work / "report.json").read_text())
     wheels = []
     for item in report["install"]:
@@ -58,6 +63,8 @@ def generate(target: Target) -> dict:
         if name.lower() in ("torch", "cloudtune"):
             continue
         url = item["download_info"]["url"]
+        if not url.startswith("https://files.pythonhosted.org/"):
+            raise SystemExit(f"{name}: resolved to {url}, not a PyPI file URL")
         wheels.append({"name": name, "version": item["metadata"]["version"], "filename": url.rsplit("/", 1)[-1],
                        "url": url, "sha256": item["download_info"]["archive_info"]["hashes"]["sha256"], "size": _size(url)})
     wheels.sort(key=lambda w: w["filename"])

@@ -91,5 +91,3 @@ def clients(endpoint: str, max_attempts: int = 1) -> dict[str, Any]:
         "logs_client": session.client("logs", endpoint_url=endpoint, config=cfg),
     }
 
-
-from tests.wheelhouse import lock_dir  # noqa: E402,F401  (fixture: stock-image wheel locks served on 127.0.0.1)

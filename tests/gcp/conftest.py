@@ -82,5 +82,3 @@ def logging_client(url: str) -> Any:
     return cloud_logging.Client(project=PROJECT, credentials=AnonymousCredentials(), _use_grpc=False,
                                 client_options={"api_endpoint": url})
 
-
-from tests.wheelhouse import lock_dir  # noqa: E402,F401  (fixture: stock-image wheel locks served on 127.0.0.1)
