@@ -41,6 +41,7 @@ class ErrorInfo:
     kind: Kind
     message: str  # the service's own message, one line
     fix: str = ""
+    service: str = ""  # the service that answered, when not the Caller's own (its object store, its log service)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class Caller:
         _CLASSIFIERS.setdefault(classify, service)  # so that `translate` knows this cloud's errors
 
     def error(self, info: ErrorInfo) -> CloudtuneError:
-        message = f"{self.service}: {info.message}"
+        message = f"{info.service or self.service}: {' '.join(info.message.split())}"
         return CloudConfigError(message, fix=info.fix or None) if info.kind == "config" else CloudError(message, fix=info.fix or None)
 
     def wait_before_retry(self, attempt: int, started: float, what: str, info: ErrorInfo) -> bool:

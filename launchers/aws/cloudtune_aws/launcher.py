@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import time
+from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,18 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         if isinstance(exc, S3UploadFailedError) and isinstance(cause, (ClientError, HTTPClientError, BotoConnectionError)):
             return classify(cause)
         return None
+    info = _classify_client_error(exc)
+    return replace(info, service=_SERVICE_OF.get(getattr(exc, "operation_name", ""), ""))
+
+
+# operations whose errors name their own service rather than SageMaker
+_SERVICE_OF = {**{op: "S3" for op in ("ListObjectsV2", "HeadObject", "PutObject", "GetObject", "CreateMultipartUpload",
+                                      "UploadPart", "CompleteMultipartUpload", "AbortMultipartUpload")},
+               **{op: "CloudWatch Logs" for op in ("DescribeLogStreams", "GetLogEvents", "FilterLogEvents")}}
+
+
+def _classify_client_error(exc: Any) -> ErrorInfo:
+    """A botocore ClientError (the service answered) -> the kit's error kinds."""
     err = exc.response.get("Error", {})
     code = str(err.get("Code"))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)

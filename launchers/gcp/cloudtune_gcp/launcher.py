@@ -10,8 +10,11 @@ are imported lazily; clients may be passed in (tests bind them to loopback fakes
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from urllib.parse import urlsplit
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,26 +62,48 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if isinstance(exc, auth_exc.GoogleAuthError):
         return ErrorInfo("config", _one_line(exc), "check your Google Cloud credentials (gcloud auth "
                          "application-default login, or GOOGLE_APPLICATION_CREDENTIALS)")
-    if isinstance(exc, gexc.NotFound):
-        return ErrorInfo("not_found", exc.message or str(exc), "check the job id (cloudtune list) and providers.gcp")
-    if isinstance(exc, (gexc.AlreadyExists, gexc.Conflict)):
-        return ErrorInfo("conflict", exc.message or str(exc))
-    if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated, gexc.Forbidden, gexc.Unauthorized)):
-        return ErrorInfo("config", exc.message or str(exc), "grant the roles listed in the README (Vertex AI) to "
-                         "your account, and check providers.gcp.project")
-    if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.ServiceUnavailable)):
-        return ErrorInfo("transient", f"{exc.code} {exc.message}" if getattr(exc, "code", None) else str(exc),
-                         "the service is failing or throttling: try again in a few minutes")
     if isinstance(exc, gexc.GoogleAPICallError):
-        return ErrorInfo("fatal", f"{exc.code} {exc.message}", "see the message; `cloudtune launch --dry-run` prints the request")
+        return replace(_classify_api_error(exc, gexc), service=_service_of(str(exc.message or exc)))
     try:
         import requests
     except ImportError:  # pragma: no cover - requests comes with google-auth
         return None
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
-        return ErrorInfo("transient", f"cannot reach the endpoint ({type(exc).__name__})",
-                         "check the network (and the api endpoint if set), then launch again")
+        url = getattr(getattr(exc, "request", None), "url", None) or ""
+        where = f" {urlsplit(url).scheme}://{urlsplit(url).netloc}" if url else ""
+        return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__})",
+                         f"check the network (and {ENDPOINT_VAR} or STORAGE_EMULATOR_HOST if set), then launch again",
+                         service=_service_of(url))
     return None
+
+
+_METHOD_URL = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
+
+
+def _service_of(text: str) -> str:
+    """The Google service a URL (or an error message that starts with one) belongs to, when not Vertex AI."""
+    if "/storage/v1/" in text or "/upload/storage/" in text or "storage.googleapis.com" in text:
+        return "Cloud Storage"
+    if "/v2/entries" in text or "logging.googleapis.com" in text:
+        return "Cloud Logging"
+    return ""
+
+
+def _classify_api_error(exc: Any, gexc: Any) -> ErrorInfo:
+    """A google-api-core error (the service answered) -> the kit's error kinds, with the service's own message
+    (the method and URL that google-cloud-storage puts before it are dropped)."""
+    message = _METHOD_URL.sub("", " ".join(str(exc.message or exc).split()))
+    if isinstance(exc, gexc.NotFound):
+        return ErrorInfo("not_found", message, "check the job id (cloudtune list) and providers.gcp")
+    if isinstance(exc, (gexc.AlreadyExists, gexc.Conflict)):
+        return ErrorInfo("conflict", message)
+    if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated, gexc.Forbidden, gexc.Unauthorized)):
+        return ErrorInfo("config", f"{exc.code} {message}", "grant the roles listed in the README (Vertex AI) to "
+                         "your account, and check providers.gcp.project")
+    if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.ServiceUnavailable)):
+        return ErrorInfo("transient", f"{exc.code} {message}" if getattr(exc, "code", None) else message,
+                         "the service is failing or throttling: try again in a few minutes")
+    return ErrorInfo("fatal", f"{exc.code} {message}", "see the message; `cloudtune launch --dry-run` prints the request")
 
 
 class GcsStore:
