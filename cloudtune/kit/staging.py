@@ -43,7 +43,7 @@ def cloudtune_files(with_wheel: bool, texts: dict[str, str]) -> dict[str, dict[s
 
 def compose(user: "Bundle | None", files: dict[str, dict[str, str]]) -> "Bundle":
     """The code bundle (computed, not written): the user's bundle plus cloudtune's files."""
-    from cloudtune.bundle import Bundle, extend_bundle
+    from cloudtune.bundle import extend_bundle
 
     extra = {path: _file_bytes(src) for path, src in files.items()}
     if user is None and not extra:

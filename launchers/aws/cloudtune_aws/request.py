@@ -34,6 +34,7 @@ from cloudtune_aws.settings import AwsSettings
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
+    from cloudtune.catalog import Catalog, Offer
     from cloudtune.spec import JobSpec
 
 LOG_GROUP = sm.LOG_GROUP
@@ -98,31 +99,16 @@ def _base_uri(bucket: str) -> str:
     return f"s3://{name}" + (f"/{prefix}" if prefix else "")
 
 
-def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
-                 lock_dir: Path | None = None) -> Plan:
-    """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
-    from cloudtune.catalog import load_catalog
-    from cloudtune.hashing import digest
-    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
-
-    spec = with_model_input(spec)
-    if lock_dir is None and settings.wheel_locks:
-        lock_dir = Path(settings.wheel_locks).expanduser()
-    notes: list[str] = []
-    catalog = load_catalog()
+def _refuse(spec: "JobSpec", settings: AwsSettings, catalog: "Catalog") -> None:
+    """What cannot run on SageMaker, refused before anything else, each with its fix."""
     accel = spec.resources.accel
-
-    # ---- what cannot run here, before anything else
     if not accel.is_cpu and catalog.normalize(accel.name).startswith("TPU"):
         CAPABILITIES.require("tpu", f"resources.accelerator {accel}",
                                   "run it with --provider gcp (Vertex AI has TPUs), or choose a GPU such as H100:8")
     require(settings, "aws", ("role", "bucket", "region"))
-    role, region = str(settings.role), str(settings.region)
-    if not ROLE_PATTERN.match(role):
-        raise UnsupportedSpec(f"providers.aws.role {role!r} is not an IAM role ARN",
+    if not ROLE_PATTERN.match(str(settings.role)):
+        raise UnsupportedSpec(f"providers.aws.role {settings.role!r} is not an IAM role ARN",
                               fix="give the role's ARN, e.g. arn:aws:iam::123456789012:role/SageMakerExecution")
-    base = _base_uri(str(settings.bucket))
-    job_name = SAGEMAKER_JOB.check(spec.name, suffix)
     for key, ref in sorted(spec.secrets.items()):
         if not ref.startswith("arn:aws"):
             raise UnsupportedSpec(f"secret {key!r} is not an AWS Secrets Manager ARN; a SageMaker job cannot read it",
@@ -141,11 +127,13 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     if (settings.subnets or settings.security_groups) and not (settings.subnets and settings.security_groups):
         raise UnsupportedSpec("a VPC needs both providers.aws.subnets and providers.aws.security_groups",
                               fix="set both, or neither")
-    runtime_s = spec.resources.max_runtime_seconds
-    if runtime_s > MAX_RUNTIME_S:
+    if spec.resources.max_runtime_seconds > MAX_RUNTIME_S:
         raise UnsupportedSpec(f"max_runtime {spec.resources.max_runtime} is over SageMaker's 28-day limit", fix="use at most 28d")
 
-    # ---- machine
+
+def _machine(spec: "JobSpec", catalog: "Catalog", notes: list[str]) -> tuple["Offer | None", str]:
+    """The catalog offer (None for an instance type the catalog lacks) and the instance type."""
+    accel = spec.resources.accel
     override = spec.resources.instance_type.get("aws")
     if override:
         if not override.startswith("ml."):
@@ -163,12 +151,13 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         if why:
             notes.append(why)
         instance_type = offer.instance_type
-    gpus = offer.count if offer is not None else accel.count
-    ppn = spec.processes_per_node(gpus or None)
-    nodes = spec.resources.nodes
+    return offer, instance_type
 
-    # ---- inputs: local paths are uploaded, content-addressed
-    check_local_inputs(spec)
+
+def _inputs(spec: "JobSpec", base: str, notes: list[str]) -> tuple[list[Upload], dict[str, str]]:
+    """One channel per input: local paths uploaded content-addressed, s3:// URIs as they are."""
+    from cloudtune.hashing import digest
+
     uploads: list[Upload] = []
     channel_uris: dict[str, str] = {}
     for name, uri in sorted(spec.inputs.items()):
@@ -185,17 +174,12 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
         uploads.append(Upload(str(path), dest, size, sha))
         channel_uris[name] = dest
+    return uploads, channel_uris
 
-    # ---- the runtime job, the code bundle, and how the container starts
-    job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
-    start = _start(spec, job, bundle, base, home, lock_dir, region, instance_type, gpus, notes)
-    uploads += start.uploads
-    channel_uris.update(start.channels)
-    if settings.network_isolation and spec.secrets:
-        raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
-                              fix="drop providers.aws.network_isolation, or pass no secrets")
 
-    # ---- environment (plain values only; what does not fit still reaches the job through the runtime job)
+def _environment(spec: "JobSpec", notes: list[str]) -> dict[str, str]:
+    """Plain env values within SageMaker's Environment limits; what does not fit reaches the job through the
+    runtime job, which cloudtune-run applies."""
     environment: dict[str, str] = {}
     left_out: list[str] = []
     for key, value in sorted(spec.env.items()):
@@ -206,9 +190,93 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     if left_out:
         notes.append(f"env {', '.join(left_out)}: over SageMaker's Environment limits ({ENV_MAX_ENTRIES} entries, "
                      f"{ENV_MAX_LEN} characters); set by cloudtune-run from the runtime job instead")
+    return environment
 
-    # ---- outputs
+
+def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
+                 lock_dir: Path | None = None) -> Plan:
+    """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
+    from cloudtune.catalog import load_catalog
+    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+
+    spec = with_model_input(spec)
+    if lock_dir is None and settings.wheel_locks:
+        lock_dir = Path(settings.wheel_locks).expanduser()
+    notes: list[str] = []
+    catalog = load_catalog()
+    accel = spec.resources.accel
+
+    _refuse(spec, settings, catalog)
+    region = str(settings.region)
+    base = _base_uri(str(settings.bucket))
+    job_name = SAGEMAKER_JOB.check(spec.name, suffix)
+
+    offer, instance_type = _machine(spec, catalog, notes)
+    gpus = offer.count if offer is not None else accel.count
+    ppn = spec.processes_per_node(gpus or None)
+    nodes = spec.resources.nodes
+
+    check_local_inputs(spec)
+    uploads, channel_uris = _inputs(spec, base, notes)
+
+    # ---- the runtime job, the code bundle, and how the container starts
+    job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
+    start = _start(spec, job, bundle, base, home, lock_dir, region, instance_type, gpus, notes)
+    uploads += start.uploads
+    channel_uris.update(start.channels)
+    if settings.network_isolation and spec.secrets:
+        raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
+                              fix="drop providers.aws.network_isolation, or pass no secrets")
+
+    environment = _environment(spec, notes)
+
     output = (spec.outputs or f"{base}/output").rstrip("/")
+    request = _request(spec, settings, job_name, start, channel_uris, instance_type, environment, output)
+
+    # ---- cost
+    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, nodes)
+    if cost_basis == cost.UPPER_BOUND:
+        notes.append("managed spot has no list price: the estimate is the on-demand price, an upper bound; "
+                     "`cloudtune status` reports the saving SageMaker bills after the job")
+    if spec.secrets:
+        notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
+                     + ", ".join(sorted(spec.secrets)))
+
+    plan_spec = spec.model_dump(mode="json")
+    plan_spec.setdefault("providers", {})["aws"] = settings.model_dump(mode="json")
+    return Plan(
+        provider="aws",
+        job_name=job_name,
+        request=request,
+        uploads=tuple(uploads),
+        instance_type=instance_type,
+        instance_count=nodes,
+        estimated_usd_per_hour=estimate,
+        cost_basis=cost_basis,
+        model_uri=f"{output}/{job_name}/output/model.tar.gz",
+        notes=tuple(notes),
+        spec=plan_spec,
+    )
+
+
+@dataclass(frozen=True)
+class _Start:
+    """How the container starts: its image, hyperparameters, AlgorithmSpecification additions, the uploads and
+    channels that carry cloudtune."""
+
+    image: str
+    hyperparameters: dict[str, str]
+    algorithm: dict[str, Any]
+    uploads: list[Upload]
+    channels: dict[str, str]
+
+
+def _request(spec: "JobSpec", settings: AwsSettings, job_name: str, start: _Start, channel_uris: dict[str, str],
+             instance_type: str, environment: dict[str, str], output: str) -> dict[str, Any]:
+    """The CreateTrainingJob request."""
+    runtime_s = spec.resources.max_runtime_seconds
+    nodes = spec.resources.nodes
+    role = str(settings.role)
     output_config: dict[str, Any] = {"S3OutputPath": output}
     if settings.kms_key:
         output_config["KmsKeyId"] = settings.kms_key
@@ -254,43 +322,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
         request["Environment"] = environment
     if spec.retries:
         request["RetryStrategy"] = {"MaximumRetryAttempts": spec.retries}
-
-    # ---- cost
-    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, nodes)
-    if cost_basis == cost.UPPER_BOUND:
-        notes.append("managed spot has no list price: the estimate is the on-demand price, an upper bound; "
-                     "`cloudtune status` reports the saving SageMaker bills after the job")
-    if spec.secrets:
-        notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
-                     + ", ".join(sorted(spec.secrets)))
-
-    plan_spec = spec.model_dump(mode="json")
-    plan_spec.setdefault("providers", {})["aws"] = settings.model_dump(mode="json")
-    return Plan(
-        provider="aws",
-        job_name=job_name,
-        request=request,
-        uploads=tuple(uploads),
-        instance_type=instance_type,
-        instance_count=nodes,
-        estimated_usd_per_hour=estimate,
-        cost_basis=cost_basis,
-        model_uri=f"{output}/{job_name}/output/model.tar.gz",
-        notes=tuple(notes),
-        spec=plan_spec,
-    )
-
-
-@dataclass(frozen=True)
-class _Start:
-    """How the container starts: its image, hyperparameters, AlgorithmSpecification additions, the uploads and
-    channels that carry cloudtune."""
-
-    image: str
-    hyperparameters: dict[str, str]
-    algorithm: dict[str, Any]
-    uploads: list[Upload]
-    channels: dict[str, str]
+    return request
 
 
 def entry_script(pip_flags: str, requirement_suffix: str) -> str:
