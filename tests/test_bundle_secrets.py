@@ -334,3 +334,42 @@ def test_mode_bits_unchanged(tmp_path: Path) -> None:
     b = build_bundle(root, dest=tmp_path / "out")
     with tarfile.open(b.path) as tar:  # type: ignore[arg-type]
         assert tar.getmember("run.sh").mode & stat.S_IXUSR
+
+
+def test_symlinks_to_secrets_are_left_out(tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    write(root, {"train.py": "", ".npmrc": MARK, "notes.txt": MARK + pem(), ".ssh/id": MARK})
+    (root / "npm.txt").symlink_to(".npmrc")          # an innocent name for a secret file name
+    (root / "readme.txt").symlink_to("notes.txt")    # an innocent name for secret content
+    (root / "keys").symlink_to(".ssh")               # a directory of keys under another name
+    b = build_bundle(root)
+    assert b.files == ("train.py",)
+    listed = {item.split(": ", 1)[0] for item in b.left_out}
+    assert {"npm.txt", "readme.txt", "keys", ".npmrc", "notes.txt", ".ssh/"} <= listed
+    assert MARK.encode() not in _tar_bytes(b.write(tmp_path / "out"))
+
+
+def test_the_local_job_code_copy_holds_no_secret(tmp_path: Path) -> None:
+    """Through the CLI: the dry run names what was left out (never its content) and the local job's code copy
+    holds only the code."""
+    import subprocess
+    import sys
+
+    write(tmp_path / "code", {"train.py": "", ".git-credentials": f"https://me:{MARK}@github.com\n",
+                              "prod.env": f"TOKEN={MARK}\n", "k.txt": MARK + pem()})
+    (tmp_path / "job.yaml").write_text(
+        "name: secrets\ncode: code\ncommand: python -c \"import os; print('FILES', sorted(os.listdir('.')))\"\n")
+    env = {**os.environ, "CLOUDTUNE_HOME": str(tmp_path / "home")}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "cloudtune.cli", *a], cwd=tmp_path, env=env,  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    dry = run("launch", "job.yaml", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    note = next(line for line in dry.stdout.splitlines() if "left out" in line)
+    assert ".git-credentials: secret file name" in note and "prod.env: secret file name" in note
+    assert "k.txt: holds a PEM private key" in note and MARK not in dry.stdout + dry.stderr
+    done = run("launch", "job.yaml")
+    assert done.returncode == 0, done.stderr
+    assert "FILES ['train.py']" in done.stdout + done.stderr and MARK not in done.stdout + done.stderr
+    for f in (tmp_path / "home").rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert MARK.encode() not in f.read_bytes(), f  # not in the job store, a log, a copy or a bundle
