@@ -3,6 +3,7 @@ unreadable, special and endless layouts are refused early with the path named, o
 
 Secrets are made up at test time (random key material), so no real key is ever in the repository."""
 
+# pragma: allowlist secret  (fixtures that look like keys; none is real)
 from __future__ import annotations
 
 import base64
@@ -373,3 +374,12 @@ def test_the_local_job_code_copy_holds_no_secret(tmp_path: Path) -> None:
     for f in (tmp_path / "home").rglob("*"):
         if f.is_file() and not f.is_symlink():
             assert MARK.encode() not in f.read_bytes(), f  # not in the job store, a log, a copy or a bundle
+
+
+def test_a_marked_file_that_only_looks_like_a_secret_goes(tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    write(root, {"test_keys.py": "# pragma: allowlist secret\nFIXTURE = '''" + pem() + "'''\n",
+                 "fixture.pem": "# pragma: allowlist secret\n" + pem()})
+    b = build_bundle(root)
+    assert b.files == ("test_keys.py",)  # the marker lifts the content rule, never the name rule
+    assert b.left_out == ("fixture.pem: secret file name",)
