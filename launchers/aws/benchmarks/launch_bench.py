@@ -2,7 +2,8 @@
 
 1. `cloudtune launch job.yaml --provider aws --dry-run` wall time (a fresh process each run; median);
 2. a full launch (plan, uploads, CreateTrainingJob) through `cloudtune.launch` against moto's server on
-   127.0.0.1 (median of in-process launches, first one reported apart: it uploads everything);
+   127.0.0.1: the first one also fetches the stock-image wheelhouse from PyPI (once per machine) and uploads it
+   (once per bucket); then a launch with new data of the same size, which uploads only the data and the bundle;
 3. bytes uploaded by a relaunch of the unchanged job (content-addressed uploads: expected 0).
 
 Usage: python launchers/aws/benchmarks/launch_bench.py [--runs 7] [--data-mb 20] [--json]
@@ -25,9 +26,9 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 BUCKET = "cloudtune-bench"
 
 
-def write_job(base: Path, data_mb: int) -> Path:
+def write_job(base: Path, data_mb: int, salt: str = "") -> Path:
     (base / "data").mkdir(parents=True)
-    line = '{"text": "' + "lorem ipsum dolor sit amet " * 8 + '"}\n'
+    line = '{"text": "' + salt + "lorem ipsum dolor sit amet " * 8 + '"}\n'
     with open(base / "data/train.jsonl", "w") as fh:
         for _ in range(max(1, data_mb * 1_000_000 // len(line))):
             fh.write(line)
@@ -92,6 +93,10 @@ def main() -> None:
         first = cloudtune.launch(str(job), provider="aws", launcher=launcher)
         first_s = time.perf_counter() - t0
         first_bytes = launcher.last_uploaded_bytes
+        second = write_job(work / "second", args.data_mb, salt="second")
+        t0 = time.perf_counter()
+        cloudtune.launch(str(second), provider="aws", launcher=launcher)
+        data_s, data_bytes = time.perf_counter() - t0, launcher.last_uploaded_bytes
         again: list[float] = []
         again_bytes: list[int] = []
         for _ in range(args.runs):
@@ -108,6 +113,8 @@ def main() -> None:
         "dry_run_runs": len(dry),
         "first_launch_s": round(first_s, 3),
         "first_launch_uploaded_bytes": first_bytes,
+        "new_data_launch_s": round(data_s, 3),
+        "new_data_launch_uploaded_bytes": data_bytes,
         "relaunch_median_s": round(statistics.median(again), 3),
         "relaunch_uploaded_bytes": max(again_bytes),
         "jobs_created": jobs,
