@@ -9,12 +9,14 @@ switched off by each launcher so that retries are never nested.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -52,6 +54,7 @@ class RetryPolicy:
     base_s: float = 0.5
     cap_s: float = 8.0
     deadline_s: float = 60.0
+    slow_after_s: float = 10.0  # a line on stderr when one attempt has had no answer this long
 
     def delay(self, attempt: int) -> float:
         return min(self.cap_s, self.base_s * 2 ** attempt) * (0.5 + random.random() / 2)
@@ -112,6 +115,20 @@ class Caller:
         message = f"{info.service or self.service}: {' '.join(info.message.split())}"
         return CloudConfigError(message, fix=info.fix or None) if info.kind == "config" else CloudError(message, fix=info.fix or None)
 
+    @contextlib.contextmanager
+    def _slow_notice(self, what: str) -> Iterator[None]:
+        """A line on stderr when one attempt has had no answer for `policy.slow_after_s` seconds (a service that
+        accepts the connection and never answers), so that no wait is silent; the SDK's own timeout ends it."""
+        after = self.policy.slow_after_s
+        timer = threading.Timer(after, lambda: print(f"[cloudtune] {what}: no answer after {after:g} s; still waiting "
+                                                     f"for {self.service}", file=sys.stderr, flush=True))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+
     def wait_before_retry(self, attempt: int, started: float, what: str, info: ErrorInfo) -> bool:
         """Sleep before attempt `attempt + 1` and return True, or False when the attempts or the deadline are spent."""
         delay = self.policy.delay(attempt)
@@ -129,7 +146,8 @@ class Caller:
         attempt = 0
         while True:
             try:
-                return fn(*args, **kwargs)
+                with self._slow_notice(what or fn.__name__):
+                    return fn(*args, **kwargs)
             except Exception as exc:
                 info = self.classify(exc)
                 if info is None:

@@ -152,3 +152,32 @@ def test_profile_problems(tmp_path: Path, config: str, profile: str, rc: int, ne
     run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path, env=env)
     assert_one_error(run, rc, needle)
     assert fix in run.err and run.seconds < SLACK
+
+
+def test_a_service_that_never_answers_is_not_a_silent_wait(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that accepts and never answers: a line once an attempt has waited `slow_after_s`, then the SDK's
+    read timeout ends each attempt and the deadline ends the retries."""
+    import time
+
+    import boto3
+    from botocore.config import Config
+
+    from cloudtune.kit.retry import CloudError, RetryPolicy
+    from cloudtune.launcher import JobRef
+    from cloudtune_aws.launcher import AwsLauncher
+    from tests.cloudfaults import BlackHole
+
+    with BlackHole() as hole:
+        session = boto3.session.Session(aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1")
+        sm = session.client("sagemaker", endpoint_url=hole.url,
+                            config=Config(retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=1.5))
+        launcher = AwsLauncher(session, sm, policy=RetryPolicy(base_s=0.1, cap_s=0.2, deadline_s=2.0, slow_after_s=0.5))
+        ref = JobRef("aws", "j", "arn:aws:sagemaker:us-east-1:123456789012:training-job/j", extra={"job_name": "j"})
+        started = time.monotonic()
+        with pytest.raises(CloudError) as exc:
+            launcher.status(ref)
+        took = time.monotonic() - started
+    assert "Read timeout" in exc.value.message and took < 2.0 + 1.5 + 1.0
+    err = capsys.readouterr().err
+    assert "[cloudtune] describe the training job: no answer after 0.5 s; still waiting for SageMaker" in err
+    assert "retrying in" in err  # a read timeout is transient: retried within the deadline
