@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.cost import spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
-from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
+from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.retry import CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -146,31 +147,21 @@ class S3Store:
             self._s3.upload_file(Filename=str(path), Bucket=bucket, Key=key, Callback=progress)
 
 
-class AwsLauncher:
+class AwsLauncher(CloudLauncher):
     name = "aws"
+    service = "SageMaker"
     capabilities = CAPABILITIES
     settings_model = AwsSettings
+    compile = staticmethod(compile_plan)
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,
                  *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None,
                  lock_dir: Path | None = None) -> None:
+        super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
         self._session = session
         self._sm = sagemaker_client
         self._s3 = s3_client
         self._logs = logs_client
-        self.caller = Caller("SageMaker", classify, policy)
-        self.poll_s = poll_s
-        self._home = home
-        self._lock_dir = lock_dir  # the stock-image wheel locks; None = those shipped with cloudtune
-        self.last_uploaded_bytes = 0
-
-    def plan(self, spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
-        """Compile the spec (pure, offline): see `cloudtune_aws.request`."""
-        if self._home is None:
-            from cloudtune.settings import cloudtune_home
-
-            self._home = cloudtune_home()
-        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home, lock_dir=self._lock_dir)
 
     # ================================================================ clients (lazy)
     def _client(self, attr: str, service: str, region: str | None) -> Any:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import sagemaker as sm
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit.base import bucket_base
 from cloudtune.kit import cost, staging
 from cloudtune.kit.objectstore import prefix_note
 from cloudtune.kit.naming import SAGEMAKER_JOB
@@ -86,17 +87,6 @@ def metric_definitions() -> list[dict[str, str]]:
     except ImportError:  # pragma: no cover - an older core without the constants
         METRIC_REGEXES = _DEFAULT_METRICS
     return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
-
-
-def _base_uri(bucket: str) -> str:
-    raw = bucket.strip()
-    raw = raw[len("s3://"):] if raw.startswith("s3://") else raw
-    name, _, prefix = raw.partition("/")
-    if not BUCKET_PATTERN.match(name):
-        raise UnsupportedSpec(f"providers.aws.bucket {bucket!r} is not an S3 bucket name",
-                              fix="give a bucket name such as my-bucket (or s3://my-bucket/prefix)")
-    prefix = prefix.strip("/")
-    return f"s3://{name}" + (f"/{prefix}" if prefix else "")
 
 
 def _refuse(spec: "JobSpec", settings: AwsSettings, catalog: "Catalog") -> None:
@@ -208,7 +198,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
 
     _refuse(spec, settings, catalog)
     region = str(settings.region)
-    base = _base_uri(str(settings.bucket))
+    base = bucket_base(str(settings.bucket), "s3", BUCKET_PATTERN.pattern, "aws", "S3")
     job_name = SAGEMAKER_JOB.check(spec.name, suffix)
 
     offer, instance_type = _machine(spec, catalog, notes)

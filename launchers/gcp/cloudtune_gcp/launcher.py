@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.objectstore import resolve_input, upload_all
-from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
+from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.retry import CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -134,31 +135,21 @@ class GcsStore:
             progress(path.stat().st_size)
 
 
-class GcpLauncher:
+class GcpLauncher(CloudLauncher):
     name = "gcp"
+    service = "Vertex AI"
     capabilities = CAPABILITIES
     settings_model = GcpSettings
+    compile = staticmethod(compile_plan)
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
                  credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
                  home: Path | None = None, lock_dir: Path | None = None) -> None:
+        super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
         self._jobs = job_client
         self._gcs = storage_client
         self._logging = logging_client
         self._credentials = credentials
-        self.caller = Caller("Vertex AI", classify, policy)
-        self.poll_s = poll_s
-        self._home = home
-        self._lock_dir = lock_dir  # the stock-image wheel locks; None = those shipped with cloudtune
-        self.last_uploaded_bytes = 0
-
-    def plan(self, spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
-        """Compile the spec (pure, offline): see `cloudtune_gcp.request`."""
-        if self._home is None:
-            from cloudtune.settings import cloudtune_home
-
-            self._home = cloudtune_home()
-        return compile_plan(spec, settings, suffix=suffix, bundle=bundle, home=self._home, lock_dir=self._lock_dir)
 
     # ================================================================ clients (lazy)
     @staticmethod

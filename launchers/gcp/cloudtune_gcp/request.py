@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit.base import bucket_base
 from cloudtune.kit import cost, staging
 from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
 from cloudtune.kit.settings import require
@@ -59,17 +60,6 @@ CAPABILITIES = Capabilities(
     remote_inputs=Capability(True, "gs:// inputs are read through the /gcs mount; local paths are uploaded to GCS"),
     secrets=Capability(True, "Secret Manager versions, resolved in the container with the job's service account"),
 )
-
-
-def _base_uri(bucket: str) -> str:
-    raw = bucket.strip()
-    raw = raw[len("gs://"):] if raw.startswith("gs://") else raw
-    name, _, prefix = raw.partition("/")
-    if not BUCKET_PATTERN.fullmatch(name):
-        raise UnsupportedSpec(f"providers.gcp.bucket {bucket!r} is not a Cloud Storage bucket name",
-                              fix="give a bucket name such as my-bucket (or gs://my-bucket/prefix)")
-    prefix = prefix.strip("/")
-    return f"gs://{name}" + (f"/{prefix}" if prefix else "")
 
 
 def _check_settings(spec: "JobSpec", settings: GcpSettings) -> None:
@@ -199,7 +189,7 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
         lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
     _check_settings(spec, settings)
-    project, region, base = str(settings.project), str(settings.region), _base_uri(str(settings.bucket))
+    project, region, base = str(settings.project), str(settings.region), bucket_base(str(settings.bucket), "gs", BUCKET_PATTERN.pattern, "gcp", "Cloud Storage")
     display = VERTEX_DISPLAY.check(spec.name, suffix)
     launch = GCP_LABEL_VALUE.check(spec.name, suffix)
     offer, machine = _machine(spec, notes)

@@ -1,0 +1,59 @@
+"""The part of a cloud launcher that is the same for every cloud: its retry caller, where staged files go, the
+wheel locks it plans with, and `plan()` handing the spec to the cloud's pure compiler."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.plan import Plan
+    from cloudtune.spec import JobSpec
+
+
+def bucket_base(value: str, scheme: str, pattern: str, provider: str, service: str) -> str:
+    """`name`, `name/prefix` or `scheme://name/prefix` -> `scheme://name[/prefix]`; UnsupportedSpec naming
+    providers.<provider>.bucket when the name breaks the store's naming rule (`pattern`, matched in full)."""
+    raw = value.strip()
+    raw = raw[len(f"{scheme}://"):] if raw.startswith(f"{scheme}://") else raw
+    name, _, prefix = raw.partition("/")
+    if not re.fullmatch(pattern, name):
+        raise UnsupportedSpec(f"providers.{provider}.bucket {value!r} is not a {service} bucket name",
+                              fix=f"give a bucket name such as my-bucket (or {scheme}://my-bucket/prefix)")
+    prefix = prefix.strip("/")
+    return f"{scheme}://{name}" + (f"/{prefix}" if prefix else "")
+
+
+class CloudLauncher:
+    """Base of the cloud launchers. A subclass sets `name`, `capabilities`, `settings_model`, `service` (the name
+    errors start with) and `compile` (its pure compiler), and passes its SDK's `classify` to __init__."""
+
+    name: str
+    service: str
+    compile: Callable[..., "Plan"]
+
+    def __init__(self, classify: Callable[[BaseException], ErrorInfo | None], *, policy: RetryPolicy | None,
+                 poll_s: float, home: Path | None, lock_dir: Path | None) -> None:
+        self.caller = Caller(self.service, classify, policy)
+        self.poll_s = poll_s
+        self._home = home
+        self._lock_dir = lock_dir  # the stock-image wheel locks; None = those shipped with cloudtune
+        self.last_uploaded_bytes = 0
+
+    def home(self) -> Path:
+        """Where submit() stages bundles and wheelhouses ($CLOUDTUNE_HOME unless given)."""
+        if self._home is None:
+            from cloudtune.settings import cloudtune_home
+
+            self._home = cloudtune_home()
+        return self._home
+
+    def plan(self, spec: "JobSpec", settings: Any, *, suffix: str, bundle: "Bundle | None" = None) -> "Plan":
+        """Compile the spec: pure, offline, nothing written (see the launcher's request module)."""
+        return type(self).compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home(), lock_dir=self._lock_dir)
