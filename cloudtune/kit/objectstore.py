@@ -157,3 +157,11 @@ def resolve_input(store: ObjectStore, uri: str, call: Callable[..., object], *, 
     near = f" (the nearest key is {scheme}://{bucket}/{matches[0]})" if matches else ""
     raise InvalidInput(f"input {uri}: no such object or folder{near}", fix="check the bucket and the path in the spec's `inputs`")
 
+
+def local_input_upload(path: Path, base_uri: str) -> Upload:
+    """The planned upload of a local input: stored under its content hash, `<base>/inputs/<sha256>/<name>` (a
+    directory ends with `/`), so an unchanged input is never sent twice."""
+    from cloudtune.hashing import digest
+
+    size, sha = digest(path)
+    return Upload(str(path), f"{base_uri}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else ""), size, sha)

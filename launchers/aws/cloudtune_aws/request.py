@@ -24,7 +24,7 @@ from cloudtune.contracts import sagemaker as sm
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.base import bucket_base
 from cloudtune.kit import cost, staging
-from cloudtune.kit.objectstore import prefix_note
+from cloudtune.kit.objectstore import local_input_upload, prefix_note
 from cloudtune.kit.naming import SAGEMAKER_JOB
 from cloudtune.kit.settings import require
 from cloudtune.kit.versions import versions_note
@@ -146,8 +146,6 @@ def _machine(spec: "JobSpec", catalog: "Catalog", notes: list[str]) -> tuple["Of
 
 def _inputs(spec: "JobSpec", base: str, notes: list[str]) -> tuple[list[Upload], dict[str, str]]:
     """One channel per input: local paths uploaded content-addressed, s3:// URIs as they are."""
-    from cloudtune.hashing import digest
-
     uploads: list[Upload] = []
     channel_uris: dict[str, str] = {}
     for name, uri in sorted(spec.inputs.items()):
@@ -159,11 +157,9 @@ def _inputs(spec: "JobSpec", base: str, notes: list[str]) -> tuple[list[Upload],
             if (note := prefix_note(name, uri)) is not None:  # S3Prefix: resolved by one look-up at submit
                 notes.append(note)
             continue
-        path = Path(uri)
-        size, sha = digest(path)
-        dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
-        uploads.append(Upload(str(path), dest, size, sha))
-        channel_uris[name] = dest
+        up = local_input_upload(Path(uri), base)
+        uploads.append(up)
+        channel_uris[name] = up.destination
     return uploads, channel_uris
 
 

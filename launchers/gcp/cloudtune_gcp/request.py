@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.base import bucket_base
+from cloudtune.kit.objectstore import local_input_upload
 from cloudtune.kit import cost, staging
 from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
 from cloudtune.kit.settings import require
@@ -133,8 +134,7 @@ def _image(spec: "JobSpec", region: str, offer: "Offer", notes: list[str]) -> tu
 
 
 def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, str]]:
-    from cloudtune.hashing import digest
-
+    """gs:// inputs as they are; local paths uploaded content-addressed (read through the /gcs mount)."""
     uploads: list[Upload] = []
     uris: dict[str, str] = {}
     for name, uri in sorted(spec.inputs.items()):
@@ -144,11 +144,9 @@ def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, str]]:
                                       fix="copy it to GCS and give the gs:// URI, or give a local path (uploaded at launch)")
             uris[name] = uri
             continue
-        path = Path(uri)
-        size, sha = digest(path)
-        dest = f"{base}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else "")
-        uploads.append(Upload(str(path), dest, size, sha))
-        uris[name] = dest.rstrip("/") if path.is_dir() else dest
+        up = local_input_upload(Path(uri), base)
+        uploads.append(up)
+        uris[name] = up.destination.rstrip("/")
     return uploads, uris
 
 
