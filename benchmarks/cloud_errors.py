@@ -2,7 +2,8 @@
 
     python benchmarks/cloud_errors.py [--deadline SECONDS]
 
-Every endpoint is on 127.0.0.1 (a closed port, or a server that always answers 500, 503 or 403); nothing leaves
+Every endpoint is on 127.0.0.1 (a closed port, a server that always answers 500, 503 or 403, or one that accepts
+and never answers); nothing leaves
 this machine. Prints one row per case: the command, the exit code, the seconds it took, the retry lines printed
 and the error line. `--deadline` sets CLOUDTUNE_RETRY_DEADLINE (default: unset, the kit's 60 s policy)."""
 
@@ -16,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.cloudfaults import FaultServer, cli, closed_port  # noqa: E402
+from tests.cloudfaults import BlackHole, FaultServer, cli, closed_port  # noqa: E402
 
 SPEC = """name: errs
 command: python train.py
@@ -76,7 +77,7 @@ def main() -> None:
 
     launch = {p: ("launch", f"{p}.yaml", "--provider", p, "--detach") for p in ("aws", "gcp")}
     print(f"{'case':<44} {'rc':>2} {'seconds':>7} {'retries':>7}  error")
-    with FaultServer("500") as s500, FaultServer("503") as s503, FaultServer("403") as s403:
+    with FaultServer("500") as s500, FaultServer("503") as s503, FaultServer("403") as s403, BlackHole() as hole:
         cases = [
             ("aws launch, no credentials", launch["aws"], aws(closed, with_creds=False)),
             ("aws launch, closed port", launch["aws"], aws(closed)),
@@ -95,6 +96,8 @@ def main() -> None:
             ("gcp logs, Vertex closed port", ("logs", jobs["gcp"]), gcp(vertex=closed)),
             ("gcp logs --follow, always 503", ("logs", jobs["gcp"], "--follow"), gcp(vertex=s503.url)),
             ("gcp cancel, Vertex 403", ("cancel", jobs["gcp"]), gcp(vertex=s403.url)),
+            ("aws status, accepts and never answers", ("status", jobs["aws"]), aws(hole.url)),
+            ("gcp status, accepts and never answers", ("status", jobs["gcp"]), gcp(vertex=hole.url)),
         ]
         for name, argv, env in cases:
             run = cli(*argv, cwd=work, env=env, timeout=300)
