@@ -137,3 +137,32 @@ def test_help_imports_no_cloud_sdk() -> None:
     assert out.returncode == 0
     modules = {line.split("|")[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
     assert not {m for m in modules if m.split(".")[0] in ("boto3", "botocore", "google", "torch", "cloudtune_aws")}
+
+
+def test_an_endpoint_given_up_on_is_not_retried_again_until_something_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    class Refused(ConnectionError):
+        pass
+
+    def classify_conn(exc: BaseException) -> ErrorInfo | None:
+        if isinstance(exc, Refused):
+            return ErrorInfo("transient", "cannot reach the endpoint", "check the network", endpoint=str(exc))
+        return None
+
+    def refuse(endpoint: str) -> None:
+        raise Refused(endpoint)
+
+    policy = RetryPolicy(max_attempts=10, base_s=0.01, cap_s=0.02, deadline_s=0.3)
+    with pytest.raises(CloudError):
+        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:1")
+    first = capsys.readouterr().err.count("retrying in")
+    started = time.monotonic()
+    with pytest.raises(CloudError):  # a second job of `cloudtune list`: no second wait
+        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:1")
+    assert first >= 2 and capsys.readouterr().err == "" and time.monotonic() - started < 0.1
+    with pytest.raises(CloudError):  # another endpoint is retried as usual
+        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:2")
+    assert capsys.readouterr().err.count("retrying in") >= 2
+    assert Caller("Example", classify_conn, policy).call(lambda: 42) == 42  # an answer clears the marks
+    with pytest.raises(CloudError):
+        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:1")
+    assert capsys.readouterr().err.count("retrying in") >= 2

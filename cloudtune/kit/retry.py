@@ -44,6 +44,7 @@ class ErrorInfo:
     message: str  # the service's own message, one line
     fix: str = ""
     service: str = ""  # the service that answered, when not the Caller's own (its object store, its log service)
+    endpoint: str = ""  # scheme://host[:port] that could not be reached, for an unreachable-endpoint error
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class RetryPolicy:
 DEADLINE_VAR = "CLOUDTUNE_RETRY_DEADLINE"
 ATTEMPTS_VAR = "CLOUDTUNE_RETRY_ATTEMPTS"
 _CLASSIFIERS: dict[Callable[[BaseException], ErrorInfo | None], str] = {}
+_UNREACHABLE: dict[str, float] = {}  # endpoint -> when a call gave up reaching it (time.monotonic)
 
 
 def translate(exc: BaseException) -> CloudtuneError | None:
@@ -130,9 +132,17 @@ class Caller:
             timer.cancel()
 
     def wait_before_retry(self, attempt: int, started: float, what: str, info: ErrorInfo) -> bool:
-        """Sleep before attempt `attempt + 1` and return True, or False when the attempts or the deadline are spent."""
+        """Sleep before attempt `attempt + 1` and return True, or False when the attempts or the deadline are spent.
+
+        An endpoint that a call of this process already spent a whole deadline failing to reach is not retried
+        again for one deadline (`cloudtune list` over many jobs of an unreachable cloud pays the wait once)."""
+        now = time.monotonic()
+        if info.endpoint and now - _UNREACHABLE.get(info.endpoint, -math.inf) < self.policy.deadline_s:
+            return False
         delay = self.policy.delay(attempt)
-        if attempt + 1 >= self.policy.max_attempts or time.monotonic() - started + delay > self.policy.deadline_s:
+        if attempt + 1 >= self.policy.max_attempts or now - started + delay > self.policy.deadline_s:
+            if info.endpoint:
+                _UNREACHABLE[info.endpoint] = now
             return False
         print(f"[cloudtune] {what}: {info.message} - retrying in {delay:.1f} s "
               f"(attempt {attempt + 2} of {self.policy.max_attempts})", file=sys.stderr, flush=True)
@@ -147,7 +157,10 @@ class Caller:
         while True:
             try:
                 with self._slow_notice(what or fn.__name__):
-                    return fn(*args, **kwargs)
+                    result = fn(*args, **kwargs)
+                if _UNREACHABLE:
+                    _UNREACHABLE.clear()  # something answered: no endpoint is taken for unreachable any more
+                return result
             except Exception as exc:
                 info = self.classify(exc)
                 if info is None:

@@ -103,13 +103,13 @@ def test_the_code_upload_holds_no_secret(moto_server: str, tmp_path: Path) -> No
     assert b"SECRETMARK" not in store
 
 
-def _running_job(tmp_path: Path) -> str:
+def _running_job(tmp_path: Path, suffix: str = "abcd") -> str:
     """A SageMaker job the store holds as running (moto completes its jobs at once, so one is recorded here)."""
     import time
 
     from cloudtune.store import JobRecord, JobStore
 
-    name = "cli-errors-20260101-000000-abcd"
+    name = f"cli-errors-20260101-000000-{suffix}"
     now = time.time()
     JobStore(tmp_path / "ct").add(JobRecord(
         job_id=name, provider="aws", name="cli-errors", state="running", created_at=now, updated_at=now,
@@ -181,3 +181,13 @@ def test_a_service_that_never_answers_is_not_a_silent_wait(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "[cloudtune] describe the training job: no answer after 0.5 s; still waiting for SageMaker" in err
     assert "retrying in" in err  # a read timeout is transient: retried within the deadline
+
+
+def test_list_pays_for_an_unreachable_endpoint_once(tmp_path: Path) -> None:
+    """`cloudtune list` asks the cloud for each running job; once one call has spent its deadline on an endpoint
+    that refuses connections, the others are not retried (the store's state is shown)."""
+    jobs = [_running_job(tmp_path, f"{i:04x}") for i in range(4)]
+    run = cli("list", cwd=tmp_path, env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}"))
+    assert run.rc == 0 and "Traceback" not in run.err, run.err
+    assert all(job in run.out for job in jobs)
+    assert 1 <= run.err.count("retrying in") <= 5 and run.seconds < DEADLINE + SLACK

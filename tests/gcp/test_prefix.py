@@ -27,7 +27,8 @@ def _put(gcs) -> None:
 
 
 def _submit(gcs, fake: FakeVertex, tmp_path: Path, uri: str):
-    spec = spec_from({"name": "gcs-input", "inputs": {"train": uri}, "train": {"model": "gpt2"}}, tmp_path)
+    spec = spec_from({"name": "gcs-input", "inputs": {"train": uri}, "train": {"model": "gpt2"},
+                      "image": "us-docker.pkg.dev/ml-proj/cloudtune/cloudtune-gpu:1"}, tmp_path)
     launcher = GcpLauncher(job_client(fake.url), gcs, None, policy=FAST, home=tmp_path / "home")
     return launcher.submit(launcher.plan(spec, settings(), suffix=SUFFIX))
 

@@ -77,8 +77,10 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         return ErrorInfo("config", str(exc), "check the credential source of your AWS profile (credential_process, "
                          "role_arn, sso_*) in ~/.aws/config")
     if isinstance(exc, (HTTPClientError, BotoConnectionError)):
+        url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
         return ErrorInfo("transient", f"cannot reach the endpoint ({exc})",
-                         "check the network (and AWS_ENDPOINT_URL if set), then launch again")
+                         "check the network (and AWS_ENDPOINT_URL if set), then launch again",
+                         endpoint=_origin(url) if isinstance(exc, BotoConnectionError) else "")
     if isinstance(exc, bx.BotoCoreError) and not isinstance(exc, ClientError):  # anything else botocore refuses
         return ErrorInfo("fatal", f"{type(exc).__name__}: {exc}", "see the message; the request is printed by "
                          "`cloudtune launch --dry-run`")
@@ -114,6 +116,13 @@ def _classify_client_error(exc: Any) -> ErrorInfo:
     if code in _CONFIG_CODES or status in (401, 403):
         return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (README: IAM)")
     return ErrorInfo("fatal", message, "see the message; the request is printed by `cloudtune launch --dry-run`")
+
+
+def _origin(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
 
 
 def _profile_hint() -> str:

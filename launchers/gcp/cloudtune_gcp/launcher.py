@@ -72,9 +72,10 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         url = getattr(getattr(exc, "request", None), "url", None) or ""
         where = f" {urlsplit(url).scheme}://{urlsplit(url).netloc}" if url else ""
+        refused = isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout)
         return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__})",
                          f"check the network (and {ENDPOINT_VAR} or STORAGE_EMULATOR_HOST if set), then launch again",
-                         service=_service_of(url))
+                         service=_service_of(url), endpoint=where.strip() if refused else "")
     return None
 
 
