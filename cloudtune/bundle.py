@@ -82,28 +82,33 @@ _NOT_SOURCE: tuple[str, ...] = (
 # gitignore-syntax patterns (relative to the code dir) that never go into a bundle.
 EXCLUDED_ALWAYS: tuple[str, ...] = _NOT_SOURCE + SECRET_NAMES
 
-# Secret content: what a file holds, whatever its name. Each pattern is precise enough not to match source code
-# that merely mentions the format (a PEM header must be followed by key material, a key must have its length).
+# Secret content: what a file holds, whatever its name. A rule is a description and patterns that must all be
+# found in the file (each searched on its own, so the time stays linear in the file's size). Each is precise enough
+# not to match source code that merely mentions the format (a PEM header must be followed by key material, a key
+# must have its length).
 _B64 = rb"[A-Za-z0-9+/=]"
-SECRET_CONTENT: tuple[tuple[str, re.Pattern[bytes]], ...] = (
-    ("a PEM private key", re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----(?:\\[rn]|\s)*"
-                                     rb"(?:Proc-Type|Version|Comment|" + _B64 + rb"{16})")),
-    ("a PuTTY private key", re.compile(rb"PuTTY-User-Key-File-\d+:")),
-    ("a service-account key", re.compile(rb'"type"\s*:\s*"service_account"[\s\S]{0,4000}"private_key(?:_id)?"\s*:\s*"'
-                                         rb'|"private_key(?:_id)?"\s*:\s*"[\s\S]{0,4000}"type"\s*:\s*"service_account"')),
-    ("Google user credentials", re.compile(rb'"type"\s*:\s*"authorized_user"[\s\S]{0,4000}"refresh_token"'
-                                           rb'|"refresh_token"\s*:[\s\S]{0,4000}"type"\s*:\s*"authorized_user"')),
-    ("an AWS secret access key", re.compile(rb"(?i)aws_secret_access_key[\"']?\s*[=:]\s*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")),
-    ("an Azure client secret or storage key", re.compile(rb'"clientSecret"\s*:\s*"[^"\s]{8,}"|AccountKey=' + _B64 + rb"{40,}")),
-    ("a kubeconfig with credentials", re.compile(rb"(?m)^\s*(?:client-key-data|token|password)\s*:\s*\S{8,}"
-                                                 rb"[\s\S]{0,20000}?^kind:\s*Config\b|^kind:\s*Config\b[\s\S]{0,20000}?"
-                                                 rb"^\s*(?:client-key-data|token|password)\s*:\s*\S{8,}")),
-    ("registry credentials (docker auths)", re.compile(rb'"auths"\s*:\s*\{[\s\S]{0,4000}"auth"\s*:\s*"' + _B64 + rb'{8,}"')),
-    ("a netrc password", re.compile(rb"(?m)^\s*machine\s+\S+\s+login\s+\S+\s+password\s+\S+")),
-    ("a registry token (npm/yarn)", re.compile(rb"(?m)_authToken\s*=\s*[^\s$]{8,}")),
-    ("a URL with a password (git credentials)", re.compile(rb"(?m)^https?://[^\s:/@]+:[^\s@]{6,}@\S+\s*$")),
-    ("a GitHub token", re.compile(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
-    ("a Hugging Face token", re.compile(rb"\bhf_[A-Za-z]{34}\b")),
+
+
+def _all(*patterns: bytes) -> tuple[re.Pattern[bytes], ...]:
+    return tuple(re.compile(p) for p in patterns)
+
+
+SECRET_CONTENT: tuple[tuple[str, tuple[re.Pattern[bytes], ...]], ...] = (
+    ("a PEM private key", _all(rb"-----BEGIN (?:[A-Z0-9]+ )?(?:[A-Z0-9]+ )?PRIVATE KEY(?: BLOCK)?-----"
+                               rb"(?:\\[rn]|[ \t\r\n]){0,8}(?:Proc-Type|Version|Comment|" + _B64 + rb"{16})")),
+    ("a PuTTY private key", _all(rb"PuTTY-User-Key-File-\d+:")),
+    ("a service-account key", _all(rb'"type"[ \t]*:[ \t]*"service_account"', rb'"private_key(?:_id)?"[ \t]*:[ \t]*"')),
+    ("Google user credentials", _all(rb'"type"[ \t]*:[ \t]*"authorized_user"', rb'"refresh_token"[ \t]*:')),
+    ("an AWS secret access key", _all(rb"(?i)aws_secret_access_key[\"']?[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")),
+    ("an Azure client secret or storage key", _all(rb'"clientSecret"[ \t]*:[ \t]*"[^"\s]{8,}"|AccountKey=' + _B64 + rb"{40,}")),
+    ("a kubeconfig with credentials", _all(rb"(?m)^kind:[ \t]*Config\b",
+                                           rb"(?m)^[ \t]*(?:client-key-data|token|password)[ \t]*:[ \t]*\S{8,}")),
+    ("registry credentials (docker auths)", _all(rb'"auths"[ \t]*:', rb'"auth"[ \t]*:[ \t]*"' + _B64 + rb'{8,}"')),
+    ("a netrc password", _all(rb"(?m)^[ \t]*machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S")),
+    ("a registry token (npm/yarn)", _all(rb"_authToken[ \t]*=[ \t]*[^\s$]{8}")),
+    ("a URL with a password (git credentials)", _all(rb"(?m)^https?://[^\s:/@]{1,256}:[^\s@]{6,256}@\S+[ \t\r]*$")),
+    ("a GitHub token", _all(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
+    ("a Hugging Face token", _all(rb"\bhf_[A-Za-z]{34}\b")),
 )
 
 # A file holding this text is never left out for its content (detect-secrets' marker for a false positive); its
@@ -406,8 +411,8 @@ def secret_content(path: Path, size: int) -> str | None:
         data = fh.read(MAX_CONTENT_SCAN_BYTES)
     if ALLOW_MARKER in data:  # a file that only looks like a secret (test fixtures, a key parser), marked so
         return None
-    for what, pattern in SECRET_CONTENT:
-        if pattern.search(data):
+    for what, patterns in SECRET_CONTENT:
+        if all(p.search(data) for p in patterns):
             return what
     return None
 

@@ -383,3 +383,16 @@ def test_a_marked_file_that_only_looks_like_a_secret_goes(tmp_path: Path) -> Non
     b = build_bundle(root)
     assert b.files == ("test_keys.py",)  # the marker lifts the content rule, never the name rule
     assert b.left_out == ("fixture.pem: secret file name",)
+
+
+@pytest.mark.parametrize("unit", [b"  token: abcdefghij\n", b'{"type": "service_account"}\n', b'"refresh_token": 1,\n',
+                                  b'"auths": {\n', b"kind: Config\n", b"-----BEGIN PRIVATE KEY-----\n", b"\n", b" \t\r\n",
+                                  b"machine a login b ", b"https://a:bbbbbbb", b"QUJD", b'"clientSecret": "'])
+def test_content_rules_stay_linear_on_hostile_files(tmp_path: Path, unit: bytes) -> None:
+    """Repeated fragments of the secret formats (each rule's patterns are searched on their own: no backtracking
+    across the file). A kubeconfig-like file of 2 MB took a minute with one combined pattern."""
+    root = tmp_path / "code"
+    write(root, {"data.txt": unit * (2_000_000 // len(unit))})
+    started = time.monotonic()
+    build_bundle(root)
+    assert time.monotonic() - started < 3
