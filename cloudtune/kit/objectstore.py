@@ -119,10 +119,14 @@ def prefix_note(name: str, uri: str) -> str | None:
             f"{leaf}-old/ or {leaf}.bak; submit looks it up once and sends {uri}/ for a folder, or the object alone")
 
 
+_MARKER_PAGE = 10  # keys listed to tell a folder of files from one of folder markers only
+
+
 def resolve_input(store: ObjectStore, uri: str, call: Callable[..., object], *, prefix_match: bool) -> str:
     """What a remote input really is, looked up once before anything is paid for: the URI to send.
 
-    - `.../dir/` (a folder, as written): returned when at least one object is under it;
+    - `.../dir/` (a folder, as written): returned when at least one file is under it (folder markers, the
+      zero-byte `dir/` keys a console creates, are not files);
     - `.../name`: a folder when objects are under `name/` (-> `.../name/`), else the object `name` itself
       (returned as it is);
     - nothing there, or both an object and a folder of that name: InvalidInput naming the URI and the fix.
@@ -134,12 +138,25 @@ def resolve_input(store: ObjectStore, uri: str, call: Callable[..., object], *, 
     def keys(prefix: str, limit: int) -> list[str]:
         return list(call(store.list_keys, bucket, prefix, limit, what=f"look up {scheme}://{bucket}/{prefix}") or [])
 
+    def files_under(prefix: str) -> str:
+        """"files", "empty" (nothing, or only the zero-byte folder markers a console creates) or "none"."""
+        listed = keys(prefix, _MARKER_PAGE)
+        if any(not k.endswith("/") for k in listed) or len(listed) == _MARKER_PAGE:
+            return "files"  # (a full page of markers: more may follow; the cloud will see)
+        return "empty" if listed else "none"
+
     if not key or key.endswith("/"):
-        if keys(key, 1):
+        found = files_under(key)
+        if found == "files":
             return uri
-        raise InvalidInput(f"input {uri}: no object under this folder", fix="check the URI (and that the upload "
+        what = "only empty folders" if found == "empty" else "no object"
+        raise InvalidInput(f"input {uri}: {what} under this folder", fix="check the URI (and that the upload "
                            "finished); a folder URI ends with '/' and holds the files, e.g. " + f"{uri}train.jsonl")
-    folder = keys(key + "/", 1)
+    under = files_under(key + "/")
+    if under == "empty":
+        raise InvalidInput(f"input {uri}: the folder {uri}/ holds only empty folders",
+                           fix="check the URI (and that the upload finished)")
+    folder = under == "files"
     matches = keys(key, 2)
     is_object = key in matches
     if folder and is_object:

@@ -26,6 +26,8 @@ KEYS = [
     "files/solo.jsonl", "files/file.jsonl", "files/file.jsonl.bak",                            # objects
     "mixed", "mixed/part-0.jsonl",                                                             # object and folder
     "near/thing-here.jsonl",
+    "console/", "console/empty/",                                                              # folder markers only
+    "marked/", "marked/part-0.jsonl",                                                          # a marker and a file
 ]
 
 
@@ -81,6 +83,7 @@ def test_the_shared_case_dry_run_says_so(tmp_path: Path) -> None:
     ("datasets/train", "datasets/train/"),   # a folder written without '/': never train-old/ or train.bak
     ("datasets/eval/", "datasets/eval/"),    # a folder, as written
     ("files/solo.jsonl", "files/solo.jsonl"),  # an object alone
+    ("marked", "marked/"),                   # a console folder (its marker) holding a file
 ])
 def test_submit_sends_what_the_user_meant(bucket: str, tmp_path: Path, given: str, sent: str) -> None:
     launcher, plan = _launch(bucket, tmp_path, {"train": f"s3://{BUCKET}/{given}"})
@@ -102,6 +105,10 @@ def test_submit_sends_what_the_user_meant(bucket: str, tmp_path: Path, given: st
     ("datasets/nothing", "no such object or folder"),
     ("near/thing", "nearest key is s3://prefix-data/near/thing-here.jsonl"),
     ("datasets/empty/", "no object under this folder"),
+    ("console/", "only empty folders under this folder"),        # made in the console, never filled
+    ("console", "holds only empty folders"),
+    ("datasets/train*", "no such object or folder"),             # no wildcards in S3
+    ("/datasets/train", "no such object or folder"),             # s3://bucket//datasets/train: a key starting '/'
 ])
 def test_submit_refuses_before_any_upload(bucket: str, tmp_path: Path, given: str, message: str) -> None:
     launcher, plan = _launch(bucket, tmp_path, {"train": f"s3://{BUCKET}/{given}"})
