@@ -21,7 +21,7 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn every error into a message and an exit code, never a traceback: cloudtune's own errors, and a cloud
     SDK's exception raised outside the launcher's retry policy (a client looking for credentials), translated by
     that launcher's classifier (exit 2 for configuration, 1 otherwise). Anything else is one line naming the
-    exception, exit 1; `CLOUDTUNE_DEBUG=1` shows its traceback."""
+    exception, exit 1; `CLOUDTUNE_DEBUG=1` shows its traceback. Ctrl-C is "interrupted", exit 130."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -32,6 +32,9 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CloudtuneError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # Ctrl-C, e.g. while a call is being retried
+            click.echo("\ninterrupted", err=True)
+            sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             import os
 

@@ -191,3 +191,29 @@ def test_list_pays_for_an_unreachable_endpoint_once(tmp_path: Path) -> None:
     assert run.rc == 0 and "Traceback" not in run.err, run.err
     assert all(job in run.out for job in jobs)
     assert 1 <= run.err.count("retrying in") <= 5 and run.seconds < DEADLINE + SLACK
+
+
+def test_ctrl_c_while_retrying_is_one_line(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    job_id = _running_job(tmp_path)
+    env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH")},
+           **_env(tmp_path, f"http://127.0.0.1:{closed_port()}"), "CLOUDTUNE_RETRY_DEADLINE": "60"}
+    proc = subprocess.Popen([sys.executable, "-m", "cloudtune.cli", "status", job_id], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        line = ""
+        while "retrying in" not in line and time.monotonic() < deadline:
+            line = proc.stderr.readline()  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "Traceback" not in err and err.strip().endswith("interrupted"), err
