@@ -719,12 +719,23 @@ def _items_iter(items: dict[str, tuple[int, int, Source]]) -> Iterator[tuple[str
         yield name, size, mode, fh
 
 
+def _write_checked(writer: "_HashingWriter", items: dict[str, tuple[int, int, Source]]) -> None:
+    """`_write`, with a file that shrank since it was scanned (tar copies the scanned size) named, not a traceback."""
+    try:
+        _write(writer, _items_iter(items))  # type: ignore[arg-type]
+    except OSError as exc:
+        if "unexpected end of data" not in str(exc):
+            raise
+        raise InvalidInput(f"a file of the code dir changed while the bundle was made ({exc})",
+                           fix="launch again once nothing writes into the code dir") from None
+
+
 def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None) -> Bundle:
     """`items` (archive path -> (size, mode, source)) as a deterministic tar.gz; see build_bundle for `dest`."""
     names = tuple(sorted(items))
     if dest is None:
         writer = _HashingWriter(_NullSink())  # type: ignore[arg-type]
-        _write(writer, _items_iter(items))  # type: ignore[arg-type]
+        _write_checked(writer, items)
         return Bundle(path=None, sha256=writer.sha.hexdigest(), size=writer.size, files=names, items=dict(items))
     if Path(dest).is_dir():
         out_dir, final = Path(dest), None
@@ -737,7 +748,7 @@ def _write_archive(items: dict[str, tuple[int, int, Source]], dest: Path | None)
     try:
         with os.fdopen(fd, "wb") as fh:
             writer = _HashingWriter(fh)
-            _write(writer, _items_iter(items))  # type: ignore[arg-type]
+            _write_checked(writer, items)
         sha = writer.sha.hexdigest()
         target = final if final is not None else out_dir / f"{sha}.tar.gz"
         if final is None and target.is_file() and target.stat().st_size == writer.size:

@@ -396,3 +396,17 @@ def test_content_rules_stay_linear_on_hostile_files(tmp_path: Path, unit: bytes)
     started = time.monotonic()
     build_bundle(root)
     assert time.monotonic() - started < 3
+
+
+def test_files_changed_or_gone_after_the_scan_are_named(tmp_path: Path) -> None:
+    root = tmp_path / "code"
+    write(root, {"a.py": "x = 1\n" * 100, "b.py": "y = 2\n"})
+    b = build_bundle(root)
+    (root / "a.py").write_text("x")  # shrank since the plan's scan
+    with pytest.raises(InvalidInput, match="changed while the bundle was made"):
+        b.write(tmp_path / "out")
+    (root / "a.py").unlink()  # gone since the scan
+    with pytest.raises(InvalidInput) as exc:
+        b.write(tmp_path / "out")
+    assert str(root / "a.py") in exc.value.message
+    assert not list((tmp_path / "out").glob("*.part"))  # no partial file left behind
