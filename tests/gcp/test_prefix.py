@@ -66,3 +66,19 @@ def test_a_missing_bucket_is_a_configuration_error(gcs, tmp_path: Path) -> None:
             _submit(gcs, fake, tmp_path, "gs://no-such-bucket-here/train.jsonl")
         assert fake.jobs == {}
     assert "no-such-bucket-here" in str(exc.value) and exc.value.exit_code == 2
+
+
+def test_a_missing_staging_bucket_is_a_configuration_error(gcs, tmp_path: Path) -> None:
+    """providers.gcp.bucket names no bucket: the first upload says so (not "check the job id")."""
+    from cloudtune.kit.retry import CloudConfigError
+
+    (tmp_path / "data.jsonl").write_text('{"text": "x"}\n')
+    spec = spec_from({"name": "gcs-input", "inputs": {"train": "data.jsonl"}, "train": {"model": "gpt2"},
+                      "image": "us-docker.pkg.dev/ml-proj/cloudtune/cloudtune-gpu:1"}, tmp_path)
+    with FakeVertex() as fake:
+        launcher = GcpLauncher(job_client(fake.url), gcs, None, policy=FAST, home=tmp_path / "home")
+        with pytest.raises(CloudConfigError) as exc:
+            launcher.submit(launcher.plan(spec, settings(bucket="gs://no-such-staging-bucket/ct"), suffix=SUFFIX))
+        assert fake.jobs == {}
+    assert str(exc.value).startswith("Cloud Storage: ") and "no-such-staging-bucket" in str(exc.value)
+    assert "providers.gcp.bucket" in (exc.value.fix or "")

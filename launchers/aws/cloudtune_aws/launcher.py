@@ -80,6 +80,7 @@ def classify(exc: BaseException) -> ErrorInfo | None:
         url = str(getattr(exc, "kwargs", {}).get("endpoint_url") or "")
         return ErrorInfo("transient", f"cannot reach the endpoint ({exc})",
                          "check the network (and AWS_ENDPOINT_URL if set), then launch again",
+                         service=_service_of_host(url),
                          endpoint=_origin(url) if isinstance(exc, BotoConnectionError) else "")
     if isinstance(exc, bx.BotoCoreError) and not isinstance(exc, ClientError):  # anything else botocore refuses
         return ErrorInfo("fatal", f"{type(exc).__name__}: {exc}", "see the message; the request is printed by "
@@ -113,9 +114,26 @@ def _classify_client_error(exc: Any) -> ErrorInfo:
         return ErrorInfo("not_found", message, "check the job name (cloudtune list)")
     if code in _THROTTLE_CODES or status >= 500:
         return ErrorInfo("transient", message, "the service is failing or throttling: try again in a few minutes")
+    if code == "NoSuchBucket":
+        return ErrorInfo("config", message, "check providers.aws.bucket and the s3:// URIs in the spec, or create the bucket")
     if code in _CONFIG_CODES or status in (401, 403):
         return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (README: IAM)")
     return ErrorInfo("fatal", message, "see the message; the request is printed by `cloudtune launch --dry-run`")
+
+
+def _service_of_host(url: str) -> str:
+    """S3 or CloudWatch Logs for their AWS endpoints (logs.REGION.amazonaws.com, s3..., BUCKET.s3...); else ""."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if not host.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+        return ""
+    labels = host.split(".")
+    if "logs" in labels[:2]:
+        return "CloudWatch Logs"
+    if any(label == "s3" or label.startswith("s3-") for label in labels):
+        return "S3"
+    return ""
 
 
 def _origin(url: str) -> str:

@@ -108,6 +108,11 @@ def _classify_api_error(exc: Any, gexc: Any) -> ErrorInfo:
     return ErrorInfo("fatal", f"{exc.code} {message}", "see the message; `cloudtune launch --dry-run` prints the request")
 
 
+def _no_bucket(bucket: str) -> CloudConfigError:
+    return CloudConfigError(f"Cloud Storage: bucket gs://{bucket} does not exist (or is not visible to these credentials)",
+                            fix="check providers.gcp.bucket and the gs:// URIs in the spec, or create the bucket")
+
+
 class GcsStore:
     """The kit's object store on Cloud Storage."""
 
@@ -126,12 +131,16 @@ class GcsStore:
             blobs = self._gcs.list_blobs(bucket, prefix=prefix, max_results=limit, retry=None, timeout=CALL_TIMEOUT_S)
             return sorted(b.name for b in blobs)[:limit]
         except gexc.NotFound:  # listing a bucket finds no bucket
-            raise CloudConfigError(f"Cloud Storage: bucket gs://{bucket} does not exist (or is not visible to these "
-                                   "credentials)", fix="check the gs:// URI in the spec, or create the bucket") from None
+            raise _no_bucket(bucket) from None
 
     def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
+        from google.api_core import exceptions as gexc
+
         blob = self._gcs.bucket(bucket).blob(key)
-        blob.upload_from_filename(str(path), retry=None, timeout=CALL_TIMEOUT_S)
+        try:
+            blob.upload_from_filename(str(path), retry=None, timeout=CALL_TIMEOUT_S)
+        except gexc.NotFound:  # an upload into a bucket that does not exist
+            raise _no_bucket(bucket) from None
         if progress is not None:
             progress(path.stat().st_size)
 
