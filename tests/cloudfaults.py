@@ -26,6 +26,11 @@ ANSWERS = {
 }
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gives up and resets the connection is part of the scenario
+
+
 class FaultServer:
     def __init__(self, mode: str) -> None:
         status, aws_type, s3_code, google_status, message = ANSWERS[mode]
@@ -62,7 +67,7 @@ class FaultServer:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
