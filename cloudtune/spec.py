@@ -159,6 +159,8 @@ class Resources(_Strict):
     @field_validator("instance_type")
     @classmethod
     def _instance_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            return v
         from cloudtune.launcher import available_launchers
 
         known = sorted(available_launchers())
@@ -351,6 +353,8 @@ class ProvidersSpec(BaseModel):
 
     @model_validator(mode="after")
     def _sections(self) -> "ProvidersSpec":
+        if not self.__pydantic_extra__:
+            return self
         from cloudtune.launcher import available_launchers
 
         known = sorted(available_launchers())
