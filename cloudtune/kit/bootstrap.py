@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +85,8 @@ Fetch = Callable[[str, Path], None]
 
 
 def _download(url: str, dest: Path) -> None:
+    import urllib.request  # http and ssl: only when a wheel is fetched, never on the plan path
+
     with urllib.request.urlopen(url, timeout=120) as resp, open(dest, "wb") as out:
         shutil.copyfileobj(resp, out, 1 << 20)
 
