@@ -135,8 +135,22 @@ def source_hash(pkg: Path | None = None) -> tuple[str, _Meta, list[tuple[str, Pa
     h = hashlib.sha256()
     h.update(_metadata_text(meta).encode() + b"\0" + meta.entry_points.encode() + b"\0")
     for rel, path in files:
-        h.update(rel.encode() + b"\0" + hashlib.sha256(path.read_bytes()).hexdigest().encode() + b"\n")
+        h.update(rel.encode() + b"\0" + _file_digest(path).encode() + b"\n")
     return h.hexdigest(), meta, files
+
+
+_DIGESTS: dict[Path, tuple[int, int, str]] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """sha256 of a package file, read again only when its size or mtime changed (a plan and the submit that stages
+    it, in one process, hash the package once)."""
+    st = path.stat()
+    known = _DIGESTS.get(path)
+    if known is None or known[:2] != (st.st_size, st.st_mtime_ns):
+        known = (st.st_size, st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest())
+        _DIGESTS[path] = known
+    return known[2]
 
 
 def _build(meta: _Meta, files: list[tuple[str, Path]]) -> bytes:
