@@ -181,11 +181,12 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
 def list_(provider: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first."""
     from cloudtune import api
+    from cloudtune.kit.states import is_terminal
 
     rows = []
     for record in api.list_jobs(limit=limit, provider=provider):
         state = record.state
-        if state not in ("succeeded", "failed", "cancelled"):
+        if not is_terminal(state):
             try:
                 state = api.get_job(record.job_id).status()
             except Exception:  # a launcher plugin missing: show what the store knows
@@ -240,10 +241,11 @@ def logs(job_id: str, follow: bool) -> None:
 def cancel(job_id: str) -> None:
     """Stop a running job."""
     from cloudtune import api
+    from cloudtune.kit.states import is_terminal
 
     job = api.get_job(job_id)
     before = job.status()
-    if before in ("succeeded", "failed", "cancelled"):
+    if is_terminal(before):
         click.echo(f"{job.job_id} already {before}")
         return
     job.cancel()

@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import CloudtuneError, JobNotFound
+from cloudtune.kit.states import TERMINAL_NAMES, JobState
 
 __all__ = ["JobRecord", "JobStore", "SCHEMA_VERSION", "STATES", "TERMINAL_STATES", "default_home"]
 
-STATES: tuple[str, ...] = ("pending", "running", "succeeded", "failed", "cancelled")
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+STATES: tuple[str, ...] = tuple(s.value for s in JobState)
+TERMINAL_STATES: frozenset[str] = TERMINAL_NAMES  # the one definition: cloudtune.kit.states
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0

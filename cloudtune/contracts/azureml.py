@@ -29,7 +29,3 @@ def run_args(job: dict[str, object], inputs: dict[str, str], outputs: dict[str, 
     return args + [MODEL_DIR_ARG, outputs[MODEL_OUTPUT], CHECKPOINT_DIR_ARG, outputs[CHECKPOINT_OUTPUT],
                    LOG_DIR_ARG, outputs[LOG_OUTPUT]]
 
-
-def binding(kind: str, name: str) -> str:
-    """The command-line binding Azure ML substitutes: ${{inputs.NAME}} or ${{outputs.NAME}}."""
-    return "${{" + f"{kind}.{name}" + "}}"

@@ -60,5 +60,3 @@ VERTEX: dict[str, JobState] = {
     "JOB_STATE_UPDATING": JobState.RUNNING,
     "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
 }
-
-TABLES: dict[str, dict[str, JobState]] = {"aws": SAGEMAKER, "gcp": VERTEX}

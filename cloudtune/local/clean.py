@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.kit.states import TERMINAL_NAMES
 from cloudtune.local.proctree import job_processes
 from cloudtune.local.supervisor import read_state
 
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from cloudtune.store import JobRecord, JobStore
 
 KEPT = frozenset({"state.json", "plan.json", "job.log", "supervisor.log", "cleaned.json"})
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = TERMINAL_NAMES
 
 
 @dataclass

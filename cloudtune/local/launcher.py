@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.hashing import digest
 from cloudtune.kit.staging import recipe, stage
+from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
 from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
 from cloudtune.local.layout import EMULATORS
@@ -217,7 +218,7 @@ class LocalLauncher:
                 if line:
                     yield line.rstrip("\n")
                     continue
-                if not follow or self.status(ref).state in ("succeeded", "failed", "cancelled"):
+                if not follow or is_terminal(self.status(ref).state):
                     rest = fh.read()
                     for tail in rest.splitlines():
                         yield tail
@@ -229,7 +230,7 @@ class LocalLauncher:
         while "supervisor_pid" not in (state := read_state(Path(ref.native_id))) and time.monotonic() < deadline:
             time.sleep(0.1)  # just submitted: wait for the supervisor to record itself
         pid = state.get("supervisor_pid")
-        if state.get("state") in ("succeeded", "failed", "cancelled") or not _alive(pid):
+        if state.get("state") in TERMINAL_NAMES or not _alive(pid):
             return
         try:
             os.killpg(int(pid), signal.SIGTERM)

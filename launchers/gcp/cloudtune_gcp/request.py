@@ -10,7 +10,6 @@ inputs are read through the /gcs mount; the runtime job travels as `cloudtune-ru
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -246,7 +245,3 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
         model_uri=vx.output_dirs(output)[vx.MODEL_DIR_VAR], notes=tuple(notes), spec=plan_spec,
     )
 
-
-def request_json(plan: Plan) -> str:
-    """The CustomJob body as the REST API takes it."""
-    return json.dumps(plan.request["customJob"], sort_keys=True)
