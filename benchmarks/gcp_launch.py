@@ -27,21 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from launch_job import write_job  # noqa: E402
 BUCKET = "cloudtune-bench"
 PROJECT = "bench-proj"
-
-
-def write_job(base: Path, data_mb: int, salt: str = "") -> Path:
-    (base / "data").mkdir(parents=True)
-    line = '{"text": "' + salt + "lorem ipsum dolor sit amet " * 8 + '"}\n'
-    with open(base / "data/train.jsonl", "w") as fh:
-        for _ in range(max(1, data_mb * 1_000_000 // len(line))):
-            fh.write(line)
-    (base / "data/eval.jsonl").write_text(line * 100)
-    job = base / "job.yaml"
-    job.write_text("name: bench\nresources: {accelerator: L4:1}\n"
-                   "inputs: {train: data/train.jsonl, eval: data/eval.jsonl}\ntrain: {model: gpt2}\n")
-    return job
 
 
 def dry_runs(job: Path, env: dict[str, str], runs: int) -> tuple[list[float], bool]:

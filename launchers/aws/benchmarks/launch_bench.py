@@ -24,23 +24,8 @@ from pathlib import Path
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerExecution"
 BUCKET = "cloudtune-bench"
-
-
-def write_job(base: Path, data_mb: int, salt: str = "") -> Path:
-    (base / "data").mkdir(parents=True)
-    line = '{"text": "' + salt + "lorem ipsum dolor sit amet " * 8 + '"}\n'
-    with open(base / "data/train.jsonl", "w") as fh:
-        for _ in range(max(1, data_mb * 1_000_000 // len(line))):
-            fh.write(line)
-    (base / "data/eval.jsonl").write_text(line * 100)
-    job = base / "job.yaml"
-    job.write_text(
-        "name: bench\n"
-        "resources: {accelerator: L4:1}\n"
-        "inputs: {train: data/train.jsonl, eval: data/eval.jsonl}\n"
-        "train: {model: gpt2}\n"
-    )
-    return job
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+from launch_job import write_job  # noqa: E402
 
 
 def main() -> None:
