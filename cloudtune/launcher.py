@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from cloudtune.errors import InvalidInput, UnsupportedSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from pydantic import BaseModel
 
     from cloudtune.bundle import Bundle
@@ -76,7 +78,9 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class JobRef:
-    """A submitted job: cloudtune's id plus the provider's own handle."""
+    """A submitted job: cloudtune's id plus the provider's own handle. `extra` holds what the launcher needs later
+    (region, project, ...); `extra["checkpoint_uri"]`, when set, is where the job's checkpoints are kept (an object
+    store URI, or a local directory), read by `download(..., checkpoints=True)`."""
 
     provider: str
     job_id: str
@@ -117,6 +121,18 @@ class Launcher(Protocol):
     def logs(self, ref: JobRef, follow: bool = False) -> Iterator[str]: ...
 
     def cancel(self, ref: JobRef) -> None: ...
+
+    def download(self, ref: JobRef, dest: "Path", *, checkpoints: bool = False) -> "Path":
+        """Fetch a finished job's model into `dest`, an empty directory that exists (`cloudtune.api.download` makes
+        it beside the user's target, checks the job succeeded, and moves it into place once this returns).
+
+        The model's files land in `dest` itself (a SageMaker model.tar.gz unpacked with
+        `cloudtune.kit.download.safe_extract`); with `checkpoints`, the job's checkpoint directory's files land in
+        `dest/checkpoints/`. Cloud stores go through `cloudtune.kit.download.download_prefix`, which checks every
+        object's size (and MD5 where the store states one). Returns the model directory (`dest`).
+        Raises InvalidInput when the job has no model (or, with `checkpoints`, no checkpoint location) recorded,
+        and the kit's CloudError/CloudConfigError for a failed call."""
+        ...
 
 
 _FOUND: dict[tuple[str, ...], dict[str, str]] = {}

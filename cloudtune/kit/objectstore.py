@@ -20,7 +20,8 @@ PROGRESS_BYTES = 8 * 1000 * 1000  # files at least this large report progress
 
 
 class ObjectStore(Protocol):
-    """What the upload step needs from a cloud's object store. `scheme` is the URI scheme it serves (s3, gs)."""
+    """What the upload and download steps need from a cloud's object store. `scheme` is the URI scheme it serves
+    (s3, gs)."""
 
     scheme: str
 
@@ -36,6 +37,16 @@ class ObjectStore(Protocol):
         """At most `limit` keys that start with `prefix`, in lexicographic order (one list call)."""
         ...
 
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        """Every object whose key starts with `prefix`, as (key, size in bytes), in lexicographic order (all pages)."""
+        ...
+
+    def get(self, bucket: str, key: str, path: Path, progress: Callable[[int], None] | None) -> str | None:
+        """Write the object `key` to the file `path` (created or replaced); `progress(n)` is called with byte counts
+        as they arrive. Returns the object's MD5 as the service states it (32 hex digits), or None when the service
+        states none that is the MD5 of the bytes (an S3 multipart or KMS-encrypted object's ETag is not)."""
+        ...
+
 
 def split_uri(uri: str) -> tuple[str, str, str]:
     """`scheme://bucket/key` -> (scheme, bucket, key)."""
@@ -47,17 +58,17 @@ def split_uri(uri: str) -> tuple[str, str, str]:
 
 
 class Progress:
-    """An upload callback: a line on stderr at every tenth of the file."""
+    """A transfer callback: a line on stderr at every tenth of `size` bytes (`verb`: uploading, downloading)."""
 
-    def __init__(self, what: str, size: int) -> None:
-        self.what, self.size, self.done, self.shown = what, size, 0, -1
+    def __init__(self, what: str, size: int, verb: str = "uploading") -> None:
+        self.what, self.size, self.done, self.shown, self.verb = what, size, 0, -1, verb
 
     def __call__(self, n: int) -> None:
         self.done += n
         tenth = int(10 * self.done / max(self.size, 1))
         if tenth != self.shown:
             self.shown = tenth
-            print(f"[cloudtune] uploading {self.what}: {self.done / 1e6:.1f}/{self.size / 1e6:.1f} MB",
+            print(f"[cloudtune] {self.verb} {self.what}: {self.done / 1e6:.1f}/{self.size / 1e6:.1f} MB",
                   file=sys.stderr, flush=True)
 
 
