@@ -82,7 +82,12 @@ def _print_plan(plan: Any) -> None:
     for note in plan.notes:
         click.echo(f"note: {note}")
     click.echo("request:")
-    click.echo(json.dumps(plan.request, indent=2))
+    if plan.request_format == "yaml":
+        import yaml
+
+        click.echo(yaml.safe_dump(plan.request, sort_keys=False, width=120).rstrip())
+    else:
+        click.echo(json.dumps(plan.request, indent=2))
 
 
 @main.command()
@@ -254,6 +259,27 @@ def cancel(job_id: str) -> None:
     except TimeoutError:
         state = job.status()
     click.echo(f"{job.job_id}: {state}")
+
+
+@main.command()
+@click.argument("job_id", metavar="JOB")
+@click.argument("directory", metavar="[DIR]", required=False, type=click.Path(file_okay=False))
+@click.option("--checkpoints", is_flag=True, help="also fetch the job's checkpoints, into DIR/checkpoints")
+@click.option("--force", is_flag=True, help="add the files to a DIR that is not empty (same names are replaced; "
+              "nothing else is removed)")
+@_handle_errors
+def download(job_id: str, directory: str | None, checkpoints: bool, force: bool) -> None:
+    """Fetch a finished job's model into DIR (default ./JOB-model, named by the full job id).
+
+    Works for every provider: SageMaker's model.tar.gz is unpacked (links and paths that leave DIR are refused),
+    Vertex AI's model folder is copied from Cloud Storage, a local job's model dir is copied. Each file's size (and
+    MD5 where the store states one) is checked. Nothing is written at DIR until the whole download is there; then
+    `train.model: DIR` (or `train.model: job:JOB`) starts a new fine-tune from it."""
+    from cloudtune import api
+
+    job = api.get_job(job_id)
+    target = job.download(directory, checkpoints=checkpoints, force=force)
+    click.echo(f"downloaded the model of {job.job_id} to {target}")
 
 
 @main.command()

@@ -35,6 +35,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     spec: dict[str, Any] = field(default_factory=dict)
     cost_basis: str = "on-demand"  # what estimated_usd_per_hour is: on-demand, spot, or an upper bound (kit.cost)
+    request_format: str = "json"  # how the dry run prints `request`: json, or yaml (Azure ML's job YAML)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -39,11 +39,16 @@ class Target:
 
 
 _MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
-# SageMaker's stock PyTorch 2.8 training image (py312); Vertex AI's prebuilt PyTorch 2.4 containers (py310).
+# SageMaker's stock PyTorch 2.8 training image (py312); Vertex AI's prebuilt PyTorch 2.4 containers (py310); Azure
+# ML's curated ACPT PyTorch 2.2 environment (py310; Key Vault secrets and MLflow to Studio's metrics tab need the
+# Azure packages listed).
 TARGETS: dict[str, Target] = {
     "sagemaker-pytorch-py312": Target("sagemaker-pytorch-py312", "3.12", "cp312", _MANYLINUX, "2.8.0"),
     "vertex-pytorch-py310": Target("vertex-pytorch-py310", "3.10", "cp310", _MANYLINUX, "2.4.0",
                                    ("google-cloud-secret-manager",)),
+    "azureml-acpt-py310": Target("azureml-acpt-py310", "3.10", "cp310", _MANYLINUX, "2.2.2",
+                                 ("azure-identity", "azure-keyvault-secrets", "azureml-mlflow",
+                                  "numpy<2")),  # torch 2.2 wheels are built against NumPy 1.x
 }
 
 

@@ -38,3 +38,7 @@ VERTEX_DISPLAY = NameRule("Vertex AI", "display names", 128, r".{1,128}", "at mo
 # Vertex/GCP labels: keys and values up to 63 characters of lowercase letters, digits, '_' and '-'.
 GCP_LABEL_VALUE = NameRule("Google Cloud", "label values", 63, r"[a-z0-9_-]{0,63}",
                            "at most 63 lowercase letters, digits, '_' and '-'")
+# Azure ML job names (the job's id in the workspace; ARM `jobs/{id}`): 1-255 letters, digits, '-' and '_',
+# starting with a letter or digit (Azure ML REST API, Jobs - Create Or Update, parameter `id`).
+AZUREML_JOB = NameRule("Azure Machine Learning", "job names", 255, r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}",
+                       "1-255 letters, digits, '-' and '_', starting with a letter or digit")

@@ -60,3 +60,22 @@ VERTEX: dict[str, JobState] = {
     "JOB_STATE_UPDATING": JobState.RUNNING,
     "JOB_STATE_PARTIALLY_SUCCEEDED": JobState.FAILED,
 }
+
+# Azure ML job status (azure-ai-ml's JobStatus enum, ARM models). The SDK counts NotResponding (no heartbeat) and
+# Paused among the terminal states (RunHistoryConstants.TERMINAL_STATUSES); a command job never resumes from them.
+AZUREML: dict[str, JobState] = {
+    "NotStarted": JobState.PENDING,
+    "Starting": JobState.PENDING,
+    "Provisioning": JobState.PENDING,
+    "Preparing": JobState.PENDING,
+    "Queued": JobState.PENDING,
+    "Running": JobState.RUNNING,
+    "Finalizing": JobState.RUNNING,
+    "CancelRequested": JobState.RUNNING,
+    "Completed": JobState.SUCCEEDED,
+    "Failed": JobState.FAILED,
+    "Canceled": JobState.CANCELLED,
+    "NotResponding": JobState.FAILED,
+    "Paused": JobState.FAILED,
+    "Unknown": JobState.RUNNING,
+}

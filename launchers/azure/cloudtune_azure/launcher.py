@@ -1,0 +1,233 @@
+"""The Azure Machine Learning launcher: plan (see `request.py`), then submit, status, logs, cancel and download.
+
+A thin user of `cloudtune.kit`: `submit()` stages and uploads what is missing to the workspace datastore
+(content-addressed, over the Blob store in `storage.py`), registers the bundle as the code asset
+`cloudtune-code:<hash>` when that version is not there yet, then creates the command job under the plan's name
+with `MLClient.jobs.create_or_update`. The name is ours, so a create whose answer was lost is adopted by name.
+Every call runs under the kit's retry policy (the SDK's own retries are switched off) and its errors become one
+line (`errors.py`). The Azure SDKs are imported lazily; clients may be passed in (tests bind them to loopback
+fakes: `ml_client`, `blob_service`).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cloudtune.errors import InvalidInput
+from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
+from cloudtune.kit.retry import RetryPolicy
+from cloudtune.kit.states import AZUREML, JobState, map_native
+from cloudtune.launcher import JobRef, JobStatus, install_hint
+from cloudtune.plan import Plan
+from cloudtune_azure.errors import classify
+from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI, compile_plan
+from cloudtune_azure.settings import AzureSettings
+from cloudtune_azure.storage import BlobStore, Datastore
+
+INSTALL_HINT = install_hint("azure")
+ARTIFACT_DATASTORE = "workspaceartifactstore"  # holds each job's logs: ExperimentRun/dcid.<job>/user_logs/
+LOG_PREFIX = "ExperimentRun/dcid.{name}/user_logs/"
+
+
+def studio_url(settings: dict[str, Any], name: str) -> str:
+    return (f"https://ml.azure.com/runs/{name}?wsid=/subscriptions/{settings['subscription_id']}/resourcegroups/"
+            f"{settings['resource_group']}/workspaces/{settings['workspace']}")
+
+
+class AzureLauncher(CloudLauncher):
+    name = "azure"
+    service = "Azure Machine Learning"
+    capabilities = CAPABILITIES
+    settings_model = AzureSettings
+    compile = staticmethod(compile_plan)
+
+    def __init__(self, ml_client: Any = None, blob_service: Any = None, *, credential: Any = None,
+                 client_kwargs: dict[str, Any] | None = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
+                 home: Path | None = None, lock_dir: Path | None = None) -> None:
+        super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
+        self._ml = ml_client
+        self._blob_service = blob_service
+        self._credential = credential
+        self._client_kwargs = client_kwargs or {}
+        self._datastores: dict[str, Datastore] = {}
+        self._store: BlobStore | None = None
+
+    # ================================================================ clients (lazy)
+    def credential(self) -> Any:
+        if self._credential is None:
+            try:
+                from azure.identity import DefaultAzureCredential
+            except ImportError:
+                raise InvalidInput("the azure launcher needs azure-identity", fix=INSTALL_HINT) from None
+            self._credential = DefaultAzureCredential()
+        return self._credential
+
+    def ml_client(self, settings: dict[str, Any]) -> Any:
+        if self._ml is None:
+            try:
+                from azure.ai.ml import MLClient
+            except ImportError:
+                raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
+            self._ml = MLClient(self.credential(), settings["subscription_id"], settings["resource_group"],
+                                settings["workspace"], retry_total=0, **self._client_kwargs)
+        return self._ml
+
+    def store(self, settings: dict[str, Any]) -> BlobStore:
+        if self._store is None:
+            client = self.ml_client(settings)
+            self._store = BlobStore(lambda name: self._datastore(client, name), self._credential_for_blob(),
+                                    self._blob_service)
+        return self._store
+
+    def _credential_for_blob(self) -> Any:
+        import os
+
+        from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, STORAGE_KEY_VAR
+
+        if os.environ.get(BLOB_ENDPOINT_VAR) and os.environ.get(STORAGE_KEY_VAR) or self._blob_service is not None:
+            return None
+        return self.credential()
+
+    def _datastore(self, client: Any, name: str) -> Datastore:
+        if name not in self._datastores:
+            ds = self.caller.call(client.datastores.get, name, what=f"read the datastore {name}")
+            account = getattr(ds, "account_name", None)
+            if not account or not getattr(ds, "container_name", None):
+                raise InvalidInput(f"datastore {name!r} is not an Azure Blob datastore",
+                                   fix="set providers.azure.datastore to a Blob datastore (e.g. workspaceblobstore)")
+            url = f"{getattr(ds, 'protocol', None) or 'https'}://{account}.blob.{getattr(ds, 'endpoint', None) or 'core.windows.net'}"
+            self._datastores[name] = Datastore(name, url, ds.container_name)
+        return self._datastores[name]
+
+    # ================================================================ submit
+    def submit(self, plan: Plan) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("azure") or {}
+        store = self.store(settings)
+        self._check_remote_inputs(plan, store)
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+        self._register_code(plan, store)
+        name = self._create(plan, settings)
+        return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
+                      model_uri=plan.model_uri,
+                      extra={"subscription_id": settings["subscription_id"], "resource_group": settings["resource_group"],
+                             "workspace": settings["workspace"], "job_name": plan.job_name,
+                             "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
+                             "uploaded_bytes": self.last_uploaded_bytes})
+
+    def _check_remote_inputs(self, plan: Plan, store: BlobStore) -> None:
+        """Each azureml:// input exists, and is the file or folder its entry says (before anything is paid for)."""
+        for name, entry in sorted(plan.request["inputs"].items()):
+            uri = entry["path"]
+            if not DATASTORE_URI.fullmatch(uri) or any(u.destination == uri for u in plan.uploads):
+                continue
+            found = resolve_input(store, uri, self.caller.call, prefix_match=False)
+            folder = found.endswith("/")
+            if folder != (entry["type"] == "uri_folder"):
+                raise InvalidInput(f"input {name}: {uri} is a {'folder' if folder else 'file'}",
+                                   fix=f"give {uri.rstrip('/') + '/' if folder else uri.rstrip('/')} in the spec's inputs")
+
+    def _register_code(self, plan: Plan, store: BlobStore) -> None:
+        """The code asset `cloudtune-code:<hash>` pointing at the uploaded bundle's folder, registered once."""
+        from azure.ai.ml.entities import Code
+
+        client = self._ml
+        version = plan.request["code"].rsplit(":", 1)[-1]
+        if self.caller.call(client.code.get, name=CODE_ASSET, version=version, what="look up the code asset",
+                            missing_ok=True) is not None:
+            return
+        upload = next(u for u in plan.uploads if u.destination.endswith(f"/{BUNDLE_FILE}"))
+        _, bucket, key = split_uri(upload.destination)
+        datastore, path = key.split("/paths/", 1)
+        folder = self._datastore(client, datastore).url(path.rsplit("/", 1)[0] + "/")
+        self.caller.call(client.code.create_or_update, Code(name=CODE_ASSET, version=version, path=folder),
+                         what="register the code asset")
+
+    def _create(self, plan: Plan, settings: dict[str, Any]) -> str:
+        """create_or_update once under the plan's name; a retry adopts the job a lost answer made."""
+        import yaml
+        from azure.ai.ml import load_job
+
+        client = self.ml_client(settings)
+        name = plan.request["name"]
+
+        def create() -> str:
+            job = load_job(source=io.StringIO(yaml.safe_dump(plan.request, sort_keys=False)))
+            return str(client.jobs.create_or_update(job).name)
+
+        def find() -> str | None:
+            job = self.caller.call(client.jobs.get, name, what="look up the job", missing_ok=True)
+            return None if job is None else str(job.name)
+
+        return self.caller.create_once(create, find, what="create the command job")
+
+    # ================================================================ after submit
+    @staticmethod
+    def _settings(ref: JobRef) -> dict[str, Any]:
+        return {k: ref.extra[k] for k in ("subscription_id", "resource_group", "workspace")}
+
+    def status(self, ref: JobRef) -> JobStatus:
+        client = self.ml_client(self._settings(ref))
+        job = self.caller.call(client.jobs.get, ref.native_id, what="get the command job")
+        return map_status(str(job.status), _error_message(job))
+
+    def cancel(self, ref: JobRef) -> None:
+        if JobState(self.status(ref).state).terminal:
+            return  # cancelling a job that already ended is not an error for `cloudtune cancel`
+        client = self.ml_client(self._settings(ref))
+        poller = self.caller.call(client.jobs.begin_cancel, ref.native_id, what="cancel the command job")
+        self.caller.call(poller.result, what="wait for the cancel to be accepted")
+
+    def logs(self, ref: JobRef, follow: bool = False, *, max_polls: int | None = None) -> Iterator[str]:
+        """The job's std_log files (every node and process), each line once; with `follow`, until the job ends.
+        Several files: each line is prefixed with its file's name (e.g. `[std_log_process_1]`)."""
+        store = self.store(self._settings(ref))
+        prefix = LOG_PREFIX.format(name=ref.native_id)
+        offsets: dict[str, int] = {}
+        partial: dict[str, str] = {}
+        polls = 0
+        finished = False
+        while True:
+            keys = self.caller.call(store.list_keys, "datastores", f"{ARTIFACT_DATASTORE}/paths/{prefix}", 1000,
+                                    what="list the job's log files")
+            files = sorted(k.split("/paths/", 1)[1] for k in keys if k.rsplit("/", 1)[-1].startswith("std_log"))
+            for path in files:
+                data = self.caller.call(store.read_from, ARTIFACT_DATASTORE, path, offsets.get(path, 0),
+                                        what="read the job's log")
+                offsets[path] = offsets.get(path, 0) + len(data)
+                text = partial.pop(path, "") + data.decode("utf-8", "replace")
+                lines = text.split("\n")
+                if lines[-1]:
+                    partial[path] = lines[-1]
+                label = f"[{path.rsplit('/', 1)[-1].removesuffix('.txt')}] " if len(files) > 1 else ""
+                yield from (label + line for line in lines[:-1])
+            polls += 1
+            if not follow or finished or (max_polls is not None and polls >= max_polls):
+                yield from (text for text in partial.values() if text)
+                return
+            finished = JobState(self.status(ref).state).terminal  # one more read after the end
+            if not finished:
+                time.sleep(self.poll_s)
+
+
+def _error_message(job: Any) -> str | None:
+    """The service's error on a failed job (RestJobBase.error or the job's properties), when it gives one."""
+    error = getattr(job, "error", None) or (getattr(job, "properties", None) or {}).get("error")
+    if error is None:
+        return None
+    message = getattr(error, "message", None) or (error.get("message") if isinstance(error, dict) else str(error))
+    return " ".join(str(message).split())[:400] or None
+
+
+def map_status(native: str, error: str | None) -> JobStatus:
+    """An Azure ML job status name (and its error message) -> JobStatus, through the kit's Azure ML table."""
+    state = map_native(AZUREML, native)
+    reason = None
+    if state is JobState.FAILED:
+        reason = error or ("the job stopped sending heartbeats (NotResponding)" if native == "NotResponding"
+                           else "the command job failed (see its logs)")
+    return JobStatus(state.value, native.lower(), reason, native=native)

@@ -1,0 +1,276 @@
+"""Compile a job spec into an Azure Machine Learning command job Plan: the job YAML that `az ml job create --file`
+reads and `azure.ai.ml.load_job` loads (schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json).
+
+Pure and offline: no Azure SDK import, nothing written (the code bundle with cloudtune's wheel is named by its
+hash and staged by `submit()`). Uploads go to the workspace datastore and are named by datastore URI,
+`azureml://datastores/<datastore>/paths/<prefix>/...`, which the job reads as it is.
+
+The container contract is `cloudtune.contracts.azureml`: inputs and outputs are mounted (or downloaded) and passed
+on the command line as `${{inputs.NAME}}` / `${{outputs.NAME}}`. The code asset (`cloudtune-code:<hash>`) is a
+folder holding the bundle archive; Azure ML copies it into the working directory, where the command unpacks it,
+installs cloudtune's wheel and hands over to cloudtune-run. Multi-node jobs use the `pytorch` distribution with one
+process per instance: Azure ML sets MASTER_ADDR/MASTER_PORT/WORLD_SIZE/NODE_RANK, and cloudtune-run starts
+torchrun with the spec's processes per node (the same path as SageMaker, Vertex AI and the local emulation).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.contracts import azureml as az
+from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit import cost, staging
+from cloudtune.kit.naming import AZUREML_JOB
+from cloudtune.kit.objectstore import local_input_upload
+from cloudtune.kit.settings import require
+from cloudtune.kit.versions import versions_note
+from cloudtune.launcher import Capabilities, Capability
+from cloudtune.plan import Plan, Upload
+from cloudtune.spec import is_remote
+from cloudtune_azure.images import CURATED_ENVIRONMENT, ENVIRONMENT_NAME, FRAMEWORK_VERSION, LOCK_TARGET
+from cloudtune_azure.settings import AzureSettings
+
+if TYPE_CHECKING:
+    from cloudtune.bundle import Bundle
+    from cloudtune.catalog import Offer
+    from cloudtune.spec import JobSpec
+
+SCHEMA = "https://azuremlschemas.azureedge.net/latest/commandJob.schema.json"
+CODE_ASSET = "cloudtune-code"  # the bundle's code asset: version = the first 16 hex digits of its sha256
+BUNDLE_FILE = "bundle.tar.gz"  # the one file in the code asset's folder
+WHEELHOUSE_INPUT = "cloudtune_wheelhouse"
+JOB_TAG = "cloudtune-job"
+DOWNLOAD_MAX_BYTES = 2 * 1024**3  # inputs up to this size are downloaded (faster for small data); larger: mounted
+DATASTORE_URI = re.compile(r"azureml://datastores/([^/]+)/paths/(.*)")
+NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}")
+COMPUTE = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]")  # Azure ML compute names: 3-32 characters
+IDENTITY = re.compile(r"user_identity|managed|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+BLOB_HTTPS = re.compile(r"https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/[^/]+/.+")
+
+# The command: unpack the bundle ($1) into the working directory (the user's code and .cloudtune/), pip-install the
+# carried wheel ($2: pip flags, $3: the wheel's extras, $4: an extra requirement), then hand over to cloudtune-run.
+BOOTSTRAP = ('set -e; tar -xzf "$1"; python -m pip install -q --disable-pip-version-check --no-cache-dir $2 '
+             '"$(ls .cloudtune/*.whl)$3" $4; shift 4; exec cloudtune-run "$@"')
+
+CAPABILITIES = Capabilities(
+    gpu=Capability(True, "Azure ML compute with NVIDIA GPUs (T4, A100, H100, H200) from the catalog: a named cluster "
+                   "or serverless compute"),
+    tpu=Capability(False, "Azure has no TPUs"),
+    multi_node=Capability(True, "instance_count nodes under the pytorch distribution, joined by torchrun"),
+    spot=Capability(True, "serverless compute's spot job tier, or a low-priority cluster; Azure ML does not "
+                    "restart a preempted command job, so relaunch it: the recipe resumes from its checkpoints"),
+    log_streaming=Capability(True, "the job's std_log files (every node) in the workspace's artifact store"),
+    remote_inputs=Capability(True, "azureml:// datastore URIs and https:// Blob URLs are read as they are; local "
+                             "paths are uploaded to the workspace datastore"),
+    secrets=Capability(True, "Key Vault secrets, read in the job with its identity (user identity or a managed "
+                       "identity)"),
+)
+
+
+def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
+    require(settings, "azure", ("subscription_id", "resource_group", "workspace"))
+    if settings.compute and not COMPUTE.fullmatch(settings.compute.removeprefix("azureml:")):
+        raise UnsupportedSpec(f"providers.azure.compute {settings.compute!r} is not a compute name",
+                              fix="give the cluster's name (3-32 letters, digits and '-'), or unset it for serverless")
+    if settings.identity and not IDENTITY.fullmatch(settings.identity):
+        raise UnsupportedSpec(f"providers.azure.identity {settings.identity!r} is not an identity",
+                              fix="use user_identity, managed, or a user-assigned managed identity's client id")
+    if settings.experiment_name and not NAME.fullmatch(settings.experiment_name):
+        raise UnsupportedSpec(f"providers.azure.experiment_name {settings.experiment_name!r} is not valid",
+                              fix="use letters, digits, '-' and '_' (at most 255)")
+    if spec.outputs is not None and not DATASTORE_URI.fullmatch(spec.outputs):
+        raise UnsupportedSpec(f"outputs {spec.outputs!r} is not a datastore URI",
+                              fix="set outputs: azureml://datastores/NAME/paths/PREFIX, or leave it unset")
+    if spec.retries:
+        raise UnsupportedSpec(f"retries {spec.retries}: an Azure ML command job takes no retry count, and Azure ML "
+                              "does not restart a failed or preempted command job",
+                              fix="set retries: 0, and relaunch a failed job (it resumes from its newest checkpoint)")
+    if spec.resources.spot and settings.compute and settings.compute_tier != "low_priority":
+        raise UnsupportedSpec(f"spot: true on the cluster {settings.compute!r}: a cluster's VMs are dedicated or "
+                              "low-priority as the cluster was created, not per job, and cloudtune cannot see which "
+                              "offline", fix="unset providers.azure.compute for serverless spot, or run on a "
+                              "low-priority cluster and set providers.azure.compute_tier: low_priority")
+
+
+def _machine(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> "Offer":
+    """The catalog offer the job's nodes are: a VM size for serverless compute, the estimate for a named cluster."""
+    from cloudtune.catalog import load_catalog
+
+    catalog = load_catalog()
+    accel = spec.resources.accel
+    if accel.name.upper().startswith("TPU"):
+        CAPABILITIES.require("tpu", f"accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
+    override = spec.resources.instance_type.get("azure")
+    if override:
+        offer = catalog.by_instance_type("azure", override)
+        if offer is None:
+            raise UnsupportedSpec(f"instance_type.azure {override!r} is not in the catalog: its GPUs are unknown",
+                                  fix="use a VM size from `cloudtune catalog --provider azure`, or drop the override")
+    else:
+        offer = catalog.resolve("azure", "cpu" if accel.is_cpu else accel.name, accel.count)
+        why = cost.choice_note(catalog, offer, str(accel))
+        if why and not settings.compute:
+            notes.append(why)
+    if settings.compute:
+        notes.append(f"compute {settings.compute}: the cluster's VM size decides the machine; the estimate is for "
+                     f"{offer.instance_type} ({accel}) x {spec.resources.nodes}")
+    return offer
+
+
+def _input_entry(path: str, kind: str, size: int | None) -> dict[str, str]:
+    mode = "download" if size is not None and size <= DOWNLOAD_MAX_BYTES else "ro_mount"
+    return {"type": kind, "path": path, "mode": mode}
+
+
+def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, dict[str, str]]]:
+    """Remote inputs as they are (a URI ending in '/' or without a file extension is a folder); local paths
+    uploaded content-addressed. Small inputs are downloaded to the node, large or unknown-size ones mounted."""
+    uploads: list[Upload] = []
+    entries: dict[str, dict[str, str]] = {}
+    for name, uri in sorted(spec.inputs.items()):
+        if is_remote(uri):
+            if not (DATASTORE_URI.fullmatch(uri) or BLOB_HTTPS.fullmatch(uri)):
+                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Azure storage; an Azure ML job reads "
+                                      "azureml://datastores/... URIs and https://ACCOUNT.blob.core.windows.net/... URLs",
+                                      fix="copy it to a datastore and give its azureml:// URI, or give a local path "
+                                      "(uploaded at launch)")
+            leaf = uri.rstrip("/").rsplit("/", 1)[-1]
+            folder = uri.endswith("/") or "." not in leaf
+            entries[name] = _input_entry(uri, "uri_folder" if folder else "uri_file", None)
+            continue
+        up = local_input_upload(Path(uri), base)
+        uploads.append(up)
+        entries[name] = _input_entry(up.destination, "uri_folder" if up.destination.endswith("/") else "uri_file", up.bytes)
+    return uploads, entries
+
+
+def _environment(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> tuple[Any, str, str]:
+    """(environment, pip flags, wheel extras)."""
+    if spec.image:
+        return {"image": spec.image}, "--no-deps --force-reinstall", ""
+    extras = "[train]" if spec.train is not None else ""
+    if settings.environment:
+        notes.append(f"environment {settings.environment}: it must have Python 3.10 and torch (the wheelhouse is "
+                     f"locked for {LOCK_TARGET})")
+        return settings.environment, "", extras
+    notes.append(f"environment: Azure ML curated {ENVIRONMENT_NAME} (PyTorch {FRAMEWORK_VERSION}, Python 3.10)")
+    return CURATED_ENVIRONMENT, "", extras
+
+
+def _command(bootstrap_args: list[str], run_args: list[str]) -> str:
+    """The shell command line; `${{...}}` references stay as they are (Azure ML substitutes them before the shell
+    runs, also inside quotes)."""
+    words = ["sh", "-c", BOOTSTRAP, "cloudtune-bootstrap", *bootstrap_args, *run_args]
+    return " ".join(shlex.quote(w) if w else "''" for w in words)
+
+
+def _identity(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> dict[str, str] | None:
+    kind = settings.identity or ("user_identity" if spec.secrets else None)
+    if spec.secrets:
+        vaults = sorted({ref.partition("/secrets/")[0] for ref in spec.secrets.values()})
+        notes.append(f"secrets are read from Key Vault in the job as {kind}: it needs the 'Key Vault Secrets User' "
+                     "role on " + ", ".join(vaults))
+    if kind is None:
+        return None
+    if kind in ("user_identity", "managed"):
+        return {"type": kind}
+    return {"type": "managed", "client_id": kind}
+
+
+def _resources(spec: "JobSpec", settings: AzureSettings, offer: "Offer", notes: list[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if settings.compute:
+        fields["compute"] = f"azureml:{settings.compute.removeprefix('azureml:')}"
+        fields["resources"] = {"instance_count": spec.resources.nodes}
+    else:
+        fields["resources"] = {"instance_type": offer.instance_type, "instance_count": spec.resources.nodes}
+        notes.append(f"serverless compute: {offer.instance_type} x {spec.resources.nodes} (needs the VM family's "
+                     "quota in the workspace's region)")
+    if offer.count:
+        fields["resources"]["shm_size"] = "16g"  # NCCL and DataLoader workers use /dev/shm (Azure ML default: 2g)
+    if spec.resources.nodes > 1:
+        fields["distribution"] = {"type": "pytorch", "process_count_per_instance": 1}
+    if spec.resources.spot and not settings.compute:
+        fields["queue_settings"] = {"job_tier": "spot"}
+    fields["limits"] = {"timeout": spec.resources.max_runtime_seconds}
+    return fields
+
+
+def _extra_requirements(spec: "JobSpec", notes: list[str]) -> str:
+    """What the job installs from the wheelhouse beyond cloudtune: azureml-mlflow (Azure ML points MLFLOW_TRACKING_URI
+    at the workspace; the plugin sends metrics to Studio's metrics tab) and, for secrets, the Key Vault client."""
+    if spec.image:
+        notes.append("image: it must carry azureml-mlflow (metrics in Studio)"
+                     + (" and azure-identity + azure-keyvault-secrets (secrets)" if spec.secrets else ""))
+        return ""
+    return "azureml-mlflow" + (" azure-identity azure-keyvault-secrets" if spec.secrets else "")
+
+
+def _code_upload(bundle: "Bundle | None", base: str, home: Path) -> tuple[Upload, str]:
+    files = staging.cloudtune_files(True, {})
+    code = staging.compose(bundle, files)
+    up = Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), f"{base}/code/{code.sha256}/{BUNDLE_FILE}",
+                code.size, code.sha256, staging.recipe(bundle, files))
+    return up, f"azureml:{CODE_ASSET}:{code.sha256[:16]}"
+
+
+def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
+                 lock_dir: Path | None = None) -> Plan:
+    """Compile a spec into a command job Plan. Pure and offline (see the module docstring)."""
+    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+
+    spec = with_model_input(spec)
+    if lock_dir is None and settings.wheel_locks:
+        lock_dir = Path(settings.wheel_locks).expanduser()
+    notes: list[str] = []
+    _check_settings(spec, settings)
+    name = AZUREML_JOB.check(spec.name, suffix)
+    base = f"azureml://datastores/{settings.datastore}/paths/{settings.prefix.strip('/')}"
+    offer = _machine(spec, settings, notes)
+    check_local_inputs(spec)
+    uploads, inputs = _inputs(spec, base)
+    environment, pip_flags, extras = _environment(spec, settings, notes)
+    if not spec.image:
+        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
+        uploads.append(wheels)
+        inputs[WHEELHOUSE_INPUT] = {"type": "uri_folder", "path": wheels.destination, "mode": "download"}
+        pip_flags = f"--no-index --find-links ${{{{inputs.{WHEELHOUSE_INPUT}}}}}"
+        notes.append(versions_note(LOCK_TARGET, lock_dir))
+        notes.append(f"the job installs cloudtune{' and its train extra' if spec.train else ''} from the wheelhouse "
+                     f"({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route "
+                     "to PyPI is needed")
+    code_up, code_ref = _code_upload(bundle, base, home)
+    uploads.append(code_up)
+
+    ppn = spec.processes_per_node(offer.count or None)
+    run_inputs = {n: f"${{{{inputs.{n}}}}}" for n in spec.inputs}
+    job = runtime_job(spec, run_inputs, ppn)
+    out_base = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{name}"
+    outputs = {o: {"type": "uri_folder", "path": f"{out_base}/{o}/", "mode": "rw_mount"}
+               for o in (az.MODEL_OUTPUT, az.CHECKPOINT_OUTPUT, az.LOG_OUTPUT)}
+    run_args = az.run_args(job, run_inputs, {o: f"${{{{outputs.{o}}}}}" for o in outputs})
+    extra_req = _extra_requirements(spec, notes)
+    request: dict[str, Any] = {
+        "$schema": SCHEMA, "type": "command", "name": name, "display_name": spec.name,
+        "experiment_name": settings.experiment_name or spec.name,
+        "code": code_ref, "command": _command([BUNDLE_FILE, pip_flags, extras, extra_req], run_args),
+        "environment": environment, "inputs": inputs, "outputs": outputs,
+        **_resources(spec, settings, offer, notes),
+    }
+    if spec.env:
+        request["environment_variables"] = dict(sorted(spec.env.items()))
+    identity = _identity(spec, settings, notes)
+    if identity:
+        request["identity"] = identity
+    request["tags"] = dict(sorted({**settings.tags, JOB_TAG: spec.name}.items()))
+
+    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, spec.resources.nodes)
+    plan_spec = spec.model_dump(mode="json")
+    plan_spec.setdefault("providers", {})["azure"] = settings.model_dump(mode="json")
+    return Plan(provider="azure", job_name=name, request=request, uploads=tuple(uploads),
+                instance_type=settings.compute or offer.instance_type, instance_count=spec.resources.nodes,
+                estimated_usd_per_hour=estimate, cost_basis=cost_basis, model_uri=outputs[az.MODEL_OUTPUT]["path"],
+                notes=tuple(notes), spec=plan_spec, request_format="yaml")
