@@ -214,6 +214,24 @@ class AzureLauncher(CloudLauncher):
                 time.sleep(self.poll_s)
 
 
+    def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
+        """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)
+        through the kit's download (sizes and Content-MD5 checked); see `Launcher.download`."""
+        from cloudtune.kit.download import download_prefix
+
+        store = self.store(self._settings(ref))
+        if not ref.model_uri:
+            raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
+        download_prefix(store, ref.model_uri, dest, self.caller.call)
+        if checkpoints:
+            uri = ref.extra.get("checkpoint_uri")
+            if not uri:
+                raise InvalidInput(f"job {ref.job_id} has no checkpoint output recorded", fix="leave out --checkpoints")
+            (dest / "checkpoints").mkdir(exist_ok=True)
+            download_prefix(store, uri, dest / "checkpoints", self.caller.call, missing_ok=True)
+        return dest
+
+
 def _error_message(job: Any) -> str | None:
     """The service's error on a failed job (RestJobBase.error or the job's properties), when it gives one."""
     error = getattr(job, "error", None) or (getattr(job, "properties", None) or {}).get("error")

@@ -92,7 +92,7 @@ class BlobStore:
                 break
         return out
 
-    def list_sizes(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
         """(key, size in bytes) of every blob under `prefix`, in name order."""
         datastore, path = split_key(bucket, prefix)
         head = f"{datastore}/paths/"
@@ -114,8 +114,8 @@ class BlobStore:
             self.container(datastore).upload_blob(blob, fh, length=size, overwrite=True, timeout=CALL_TIMEOUT_S,
                                                   raw_response_hook=hook if progress is not None else None)
 
-    def get(self, bucket: str, key: str, dest: Path, progress: Callable[[int], None] | None) -> None:
-        """Write the blob at `key` to `dest` (its parent must exist)."""
+    def get(self, bucket: str, key: str, dest: Path, progress: Callable[[int], None] | None) -> str | None:
+        """Write the blob at `key` to `dest`; returns its Content-MD5 (hex) when the blob carries one."""
         datastore, blob = split_key(bucket, key)
         stream = self.container(datastore).download_blob(blob, timeout=CALL_TIMEOUT_S)
         with dest.open("wb") as fh:
@@ -123,6 +123,8 @@ class BlobStore:
                 fh.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
+        md5 = stream.properties.content_settings.content_md5
+        return bytes(md5).hex() if md5 else None
 
     def read_from(self, datastore: str, path: str, offset: int) -> bytes:
         """The bytes of a blob from `offset` to its end (b"" when nothing was added)."""
