@@ -169,6 +169,38 @@ class Job:
     def cancel(self) -> None:
         self._launcher.cancel(self.ref())
 
+    def download(self, dest: str | os.PathLike[str] | None = None, *, checkpoints: bool = False,
+                 force: bool = False) -> Path:
+        """Fetch this job's model (and, with `checkpoints`, its checkpoints into `<dest>/checkpoints`) from wherever
+        its provider put it; returns the directory it is in (`dest`, default `default_download_dir`).
+
+        The job must have succeeded (asked of the provider when the store does not know it yet) and have a model
+        location. `dest` must be missing or empty unless `force` (then files of the same name are replaced and
+        nothing else is removed). The download goes to a temp dir beside `dest`, renamed onto it at the end: an
+        interrupted download leaves nothing at `dest`. What is checked: see `cloudtune.kit.download`. Each refusal
+        is an InvalidInput (exit 2) with its fix, raised before anything is fetched."""
+        from cloudtune.errors import InvalidInput
+        from cloudtune.kit.download import check_target, into_place
+
+        target = Path(os.path.abspath(dest if dest is not None else default_download_dir(self.job_id)))
+        check_target(target, force)
+        state = self.status()
+        if state != "succeeded":
+            fix = (f"wait for it to end (`cloudtune logs -f {self.job_id}`), then download again"
+                   if state in ("pending", "running") else
+                   f"`cloudtune logs {self.job_id}` shows what happened; a model is downloaded once its job succeeded")
+            raise InvalidInput(f"job {self.job_id} is {state}, not succeeded: there is no finished model to download", fix=fix)
+        if not self.model_uri:
+            raise InvalidInput(f"job {self.job_id} has no model location recorded",
+                               fix=f"`cloudtune status {self.job_id}` shows what the store knows about it")
+        fetch = getattr(self._launcher, "download", None)
+        if fetch is None:
+            raise InvalidInput(f"the {self.provider!r} launcher cannot download a model",
+                               fix=f"upgrade the plugin, or fetch {self.model_uri} with the provider's own tools")
+        with into_place(target, force=force) as tmp:
+            fetch(self.ref(), tmp, checkpoints=checkpoints)
+        return target
+
     def raise_for_state(self) -> None:
         if self.status() == "failed":
             raise JobFailed(f"job {self.job_id} failed: {self._record.extra.get('failure_reason') or 'see its logs'}",
@@ -208,6 +240,18 @@ def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | 
     store = store or JobStore()
     record = store.get(job_id)
     return Job(record, launcher or get_launcher(record.provider), store)
+
+
+def default_download_dir(job_id: str) -> Path:
+    """Where `download` puts a job's model when no directory is given: `./<job id>-model` (in the current
+    directory; the full job id, so that downloads of several jobs never meet)."""
+    return Path.cwd() / f"{job_id}-model"
+
+
+def download(job_id: str, dest: str | os.PathLike[str] | None = None, *, checkpoints: bool = False,
+             force: bool = False, launcher: Launcher | None = None, store: JobStore | None = None) -> Path:
+    """`get_job(job_id).download(dest, checkpoints=..., force=...)`: see `Job.download`."""
+    return get_job(job_id, launcher=launcher, store=store).download(dest, checkpoints=checkpoints, force=force)
 
 
 def list_jobs(limit: int = 50, provider: str | None = None) -> list[JobRecord]:

@@ -157,6 +157,7 @@ def safe_extract(archive: Path, dest: Path) -> list[str]:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, archive)
+            dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise InvalidInput(f"{archive.name} cannot be unpacked: {exc}", fix="download it again; if it fails again, "
@@ -239,6 +240,30 @@ def _clash(src: Path, dest: Path) -> Path | None:
             if path.is_dir() != (target.is_dir() and not target.is_symlink()):
                 return rel
     return None
+
+
+CHECKPOINTS = "checkpoints"
+
+
+def checkpoints_dir(dest: Path) -> Path:
+    """Where a download's checkpoints go: `dest/checkpoints`, refused (InvalidInput) when the model already holds a
+    file or folder of that name."""
+    path = dest / CHECKPOINTS
+    if path.exists() or path.is_symlink():
+        raise InvalidInput(f"the job's model holds its own {CHECKPOINTS!r}, where the checkpoints would go",
+                           fix="download without --checkpoints, and copy the checkpoints yourself")
+    return path
+
+
+@contextmanager
+def scratch_dir(dest: Path) -> Iterator[Path]:
+    """A private temp directory beside `dest` (on the same file system), removed when the block ends: where an
+    archive is fetched before it is unpacked into `dest`."""
+    path = Path(tempfile.mkdtemp(prefix=f".{dest.name}.fetch-", dir=dest.parent))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def note(message: str) -> None:

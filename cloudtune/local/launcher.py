@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.errors import UnsupportedSpec
+from cloudtune.errors import InvalidInput, UnsupportedSpec
 from cloudtune.hashing import digest
 from cloudtune.kit.staging import recipe, stage
 from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
@@ -186,7 +186,8 @@ class LocalLauncher:
 
     def _ref(self, plan: Plan) -> JobRef:
         return JobRef(provider="local", job_id=plan.job_name, native_id=plan.request["job_dir"],
-                      console_url=None, model_uri=plan.model_uri, extra={"job_dir": plan.request["job_dir"]})
+                      console_url=None, model_uri=plan.model_uri,
+                      extra={"job_dir": plan.request["job_dir"], "checkpoint_uri": plan.request.get("checkpoint_dir")})
 
     def status(self, ref: JobRef) -> JobStatus:
         job_dir = Path(ref.native_id)
@@ -225,6 +226,20 @@ class LocalLauncher:
                     return
                 time.sleep(0.2)
 
+    def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
+        """Copy the job's model dir (`ref.model_uri`, under its job directory) into `dest`; with `checkpoints`, its
+        checkpoint dir into dest/checkpoints (see `Launcher.download`; sizes are checked, links refused)."""
+        from cloudtune.kit.download import checkpoints_dir, copy_tree, note
+
+        if not ref.model_uri:
+            raise InvalidInput(f"job {ref.job_id} has no model dir recorded", fix=f"see `cloudtune status {ref.job_id}`")
+        copy_tree(Path(ref.model_uri), dest, what=ref.model_uri)
+        if checkpoints:
+            source = ref.extra.get("checkpoint_uri") or _planned(Path(ref.native_id)).get("checkpoint_dir")
+            if not source or not Path(source).is_dir() or not copy_tree(Path(source), checkpoints_dir(dest), what=source):
+                note(f"no checkpoints in {source or ref.native_id}")
+        return dest
+
     def cancel(self, ref: JobRef) -> None:
         deadline = time.monotonic() + STARTUP_GRACE_S
         while "supervisor_pid" not in (state := read_state(Path(ref.native_id))) and time.monotonic() < deadline:
@@ -236,6 +251,16 @@ class LocalLauncher:
             os.killpg(int(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _planned(job_dir: Path) -> dict[str, Any]:
+    """The request of the plan a job directory was started from ({} when it cannot be read)."""
+    import json
+
+    try:
+        return dict(json.loads((job_dir / "plan.json").read_text()).get("request") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def _end_orphaned_job(job_dir: Path) -> str:

@@ -173,6 +173,34 @@ class S3Store:
         else:  # large: boto3's managed (multipart) transfer, reporting progress
             self._s3.upload_file(Filename=str(path), Bucket=bucket, Key=key, Callback=progress)
 
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            page = self._s3.list_objects_v2(**kwargs)
+            out += [(o["Key"], int(o.get("Size", 0))) for o in page.get("Contents", [])]
+            if not page.get("IsTruncated") or not page.get("NextContinuationToken"):
+                return out
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def get(self, bucket: str, key: str, path: Path, progress: Any) -> str | None:
+        """One GetObject, streamed to `path`; the ETag is returned as the MD5 only where S3 makes it one."""
+        answer = self._s3.get_object(Bucket=bucket, Key=key)
+        with open(path, "wb") as fh:
+            for chunk in answer["Body"].iter_chunks(1 << 20):
+                fh.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+        return etag_md5(answer)
+
+
+def etag_md5(answer: dict[str, Any]) -> str | None:
+    """The MD5 an S3 answer states: its ETag when the object was stored in one part (no `-N` suffix) without KMS or
+    customer-key encryption (for those, S3's ETag is not the MD5 of the bytes); else None."""
+    etag = str(answer.get("ETag") or "").strip('"').lower()
+    plain = answer.get("ServerSideEncryption") in (None, "AES256") and not answer.get("SSECustomerAlgorithm")
+    return etag if plain and re.fullmatch(r"[0-9a-f]{32}", etag) else None
+
 
 class AwsLauncher(CloudLauncher):
     name = "aws"
@@ -227,7 +255,9 @@ class AwsLauncher(CloudLauncher):
         request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
         arn = self._create(request, region)
-        return self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
+        ref = self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
+        checkpoints = (request.get("CheckpointConfig") or {}).get("S3Uri")
+        return replace(ref, extra={**ref.extra, "checkpoint_uri": checkpoints}) if checkpoints else ref
 
     def _resolve_inputs(self, plan: Plan, store: S3Store) -> dict[str, Any]:
         """The request with each s3:// input channel looked up once: a folder written without its trailing '/'
@@ -348,6 +378,40 @@ class AwsLauncher(CloudLauncher):
             if not page.get("events") or new == token or new is None:
                 return events, new or token
             token = new
+
+    def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
+        """SageMaker's model.tar.gz (`ref.model_uri`), fetched beside `dest` and unpacked into it with the kit's safe
+        extraction; with `checkpoints`, every object under the job's CheckpointConfig S3 URI into dest/checkpoints
+        (see `Launcher.download`)."""
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note, safe_extract, scratch_dir
+
+        if not ref.model_uri:
+            raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
+                               f"{ref.job_id}`; download the job's output from S3 yourself")
+        store = S3Store(self.s3(self._region(ref)))
+        if ref.model_uri.endswith(".tar.gz"):
+            with scratch_dir(dest) as scratch:
+                download_prefix(store, ref.model_uri, scratch, self.caller.call)
+                safe_extract(scratch / ref.model_uri.rsplit("/", 1)[-1], dest)
+        else:  # a model folder (outputs written elsewhere by a custom container)
+            download_prefix(store, ref.model_uri, dest, self.caller.call)
+        if checkpoints:
+            uri = self._checkpoint_uri(ref)
+            if not download_prefix(store, uri.rstrip("/") + "/", checkpoints_dir(dest), self.caller.call, missing_ok=True):
+                note(f"no checkpoints under {uri}/")
+        return dest
+
+    def _checkpoint_uri(self, ref: JobRef) -> str:
+        """Where the job's checkpoints are synced: recorded at submit, else derived from the model URI
+        (`<output>/<job>/output/model.tar.gz` -> `<output>/checkpoints/<job>`, as the request module writes it)."""
+        if ref.extra.get("checkpoint_uri"):
+            return str(ref.extra["checkpoint_uri"])
+        name = self._name(ref)
+        tail = f"/{name}/output/model.tar.gz"
+        if not (ref.model_uri or "").endswith(tail):
+            raise InvalidInput(f"job {ref.job_id} has no checkpoint location recorded",
+                               fix="download without --checkpoints, or copy them from S3 yourself")
+        return f"{ref.model_uri[:-len(tail)]}/checkpoints/{name}"
 
     def cancel(self, ref: JobRef) -> None:
         sm = self.sagemaker(self._region(ref))

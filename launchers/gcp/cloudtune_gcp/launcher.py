@@ -144,6 +144,36 @@ class GcsStore:
         if progress is not None:
             progress(path.stat().st_size)
 
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        from google.api_core import exceptions as gexc
+
+        try:
+            blobs = self._gcs.list_blobs(bucket, prefix=prefix, retry=None, timeout=CALL_TIMEOUT_S)
+            return sorted((b.name, int(b.size or 0)) for b in blobs)
+        except gexc.NotFound:
+            raise _no_bucket(bucket) from None
+
+    def get(self, bucket: str, key: str, path: Path, progress: Any) -> str | None:
+        """One download to `path`; the MD5 the answer's X-Goog-Hash states (a composite object has none). The SDK's
+        own checksum is off: the kit checks the MD5 of what was written."""
+        blob = self._gcs.bucket(bucket).blob(key)
+        blob.download_to_filename(str(path), retry=None, timeout=CALL_TIMEOUT_S, checksum=None)
+        if progress is not None:
+            progress(path.stat().st_size)
+        return _md5_hex(blob.md5_hash)
+
+
+def _md5_hex(value: str | None) -> str | None:
+    """GCS's base64 md5Hash -> 32 hex digits (None when absent or malformed)."""
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(value or "", validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 16 else None
+
 
 class GcpLauncher(CloudLauncher):
     name = "gcp"
@@ -220,7 +250,8 @@ class GcpLauncher(CloudLauncher):
         job_id = name.rsplit("/", 1)[-1]
         return JobRef(provider="gcp", job_id=plan.job_name, native_id=name, console_url=console_url(project, region, job_id),
                       model_uri=plan.model_uri, extra={"project": project, "region": region, "job_name": plan.job_name,
-                                                       "uploaded_bytes": self.last_uploaded_bytes})
+                                                       "uploaded_bytes": self.last_uploaded_bytes,
+                                                       "checkpoint_uri": _checkpoint_dir(plan.request)})
 
     def _create(self, plan: Plan, region: str) -> str:
         """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
@@ -255,6 +286,23 @@ class GcpLauncher(CloudLauncher):
         job = self.caller.call(client.get_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,
                                what="get the custom job")
         return map_status(job.state.name, job.error.message if job.error and job.error.message else None)
+
+    def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
+        """Every object under the job's AIP_MODEL_DIR (`ref.model_uri`, a gs:// folder) into `dest`; with
+        `checkpoints`, those under its AIP_CHECKPOINT_DIR into dest/checkpoints (see `Launcher.download`)."""
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note
+
+        if not ref.model_uri:
+            raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
+                               f"{ref.job_id}`; copy the job's output from Cloud Storage yourself")
+        project, _ = self._where(ref)
+        store = GcsStore(self.storage_client(project))
+        download_prefix(store, ref.model_uri, dest, self.caller.call)
+        if checkpoints:
+            uri = ref.extra.get("checkpoint_uri") or _sibling(ref.model_uri, "checkpoints")
+            if not download_prefix(store, uri, checkpoints_dir(dest), self.caller.call, missing_ok=True):
+                note(f"no checkpoints under {uri}")
+        return dest
 
     def cancel(self, ref: JobRef) -> None:
         _, region = self._where(ref)
@@ -315,6 +363,19 @@ def _list_entries(client: Any, project: str, where: str) -> list[tuple[str, str]
         stamp = entry.timestamp.isoformat().replace("+00:00", "Z") if entry.timestamp else ""
         out.append((stamp, str(text).rstrip("\n")))
     return out
+
+
+def _checkpoint_dir(request: dict[str, Any]) -> str | None:
+    """The AIP_CHECKPOINT_DIR a CustomJob request gives its containers (from its baseOutputDirectory)."""
+    from cloudtune.contracts import vertex as vx
+
+    base = ((request.get("customJob") or {}).get("jobSpec") or {}).get("baseOutputDirectory", {}).get("outputUriPrefix")
+    return vx.output_dirs(base)[vx.CHECKPOINT_DIR_VAR] if base else None
+
+
+def _sibling(model_uri: str, name: str) -> str:
+    """`<base>/model/` -> `<base>/<name>/` (the AIP_* folders share their base output directory)."""
+    return model_uri.rstrip("/").rsplit("/", 1)[0] + f"/{name}/"
 
 
 def map_status(native: str, error: str | None) -> JobStatus:
