@@ -12,19 +12,31 @@ from cloudtune.spec import JobSpec, is_remote
 MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 
-def with_model_input(spec: JobSpec) -> JobSpec:
-    """Turn a local `train.model` path into an input (named `model`), so it travels like any data.
+def with_model_input(spec: JobSpec, provider: str | None = None) -> JobSpec:
+    """Turn a local `train.model` path (and a local `train.base_model`) into an input (named `model`, `base_model`),
+    so it travels like any data; `train.model: job:<JOB>` is resolved first (`cloudtune.jobmodel`), refusing a
+    model that a job of `provider` cannot read (None: no provider check).
 
     The cloud container cannot see this machine's disk; the local launcher does the same, so the
     emulation stays faithful.
     """
-    if spec.train is None or spec.train.model in spec.inputs or not spec.train.model.startswith("/"):
+    if spec.train is None:
         return spec
-    name = "model"
+    from cloudtune.jobmodel import resolve_job_model
+
+    spec = resolve_job_model(spec, provider)
+    return _local_as_input(_local_as_input(spec, "model"), "base_model")
+
+
+def _local_as_input(spec: JobSpec, field: str) -> JobSpec:
+    value = getattr(spec.train, field)
+    if value is None or value in spec.inputs or not value.startswith("/"):
+        return spec
+    name = field
     while name in spec.inputs:
         name += "_"
-    inputs = {**spec.inputs, name: spec.train.model}
-    return spec.model_copy(update={"inputs": inputs, "train": spec.train.model_copy(update={"model": name})})
+    inputs = {**spec.inputs, name: value}
+    return spec.model_copy(update={"inputs": inputs, "train": spec.train.model_copy(update={field: name})})
 
 
 def find_saved_model(path: Path) -> Path | None:
@@ -36,6 +48,58 @@ def find_saved_model(path: Path) -> Path | None:
         return path
     found = [d for d in sorted(path.iterdir()) if d.is_dir() and any((d / m).is_file() for m in MODEL_MARKERS)]
     return found[0] if len(found) == 1 else None
+
+
+ARCHIVE_LOCK = ".cloudtune-unpack.lock"
+
+
+def model_archive(path: Path) -> Path | None:
+    """The one `*.tar.gz` file in the directory `path` when it holds no saved model (a SageMaker channel of a
+    model.tar.gz delivers the file itself, not its content); None otherwise."""
+    if not path.is_dir() or find_saved_model(path) is not None:
+        return None
+    files = [p for p in path.iterdir() if p.is_file() and p.name != ARCHIVE_LOCK]
+    return files[0] if len(files) == 1 and files[0].name.endswith(".tar.gz") else None
+
+
+def unpacked_model_archive(path: Path) -> Path | None:
+    """The saved model inside the archive of `model_archive(path)`, unpacked once per machine (None when there is
+    no archive, or no saved model in it).
+
+    It is unpacked with the kit's safe extraction (links and paths that leave the directory refused) into
+    `<path>/<name without .tar.gz>/` (a temp directory when `path` is read-only), under a lock so that the processes
+    of one node unpack it once, and renamed into place when complete: a process that finds it there reuses it.
+    Raises JobInputError for an archive that cannot be unpacked safely."""
+    import fcntl
+    import hashlib
+    import os
+    import tempfile
+
+    from cloudtune.errors import InvalidInput, JobInputError
+
+    archive = model_archive(path)
+    if archive is None:
+        return None
+    root = path if os.access(path, os.W_OK) else Path(tempfile.gettempdir()) / (
+        "cloudtune-model-" + hashlib.sha256(str(archive).encode()).hexdigest()[:16])
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / archive.name[: -len(".tar.gz")]
+    with open(root / ARCHIVE_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not final.is_dir():
+            from cloudtune.kit.download import safe_extract
+
+            import shutil
+
+            partial = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=root))
+            try:  # one level down: a partial copy left by a killed process is never taken for the model
+                safe_extract(archive, partial / "content")
+                os.replace(partial / "content", final)
+            except InvalidInput as exc:
+                raise JobInputError(f"train.model: {exc.message}") from None
+            finally:
+                shutil.rmtree(partial, ignore_errors=True)
+    return find_saved_model(final)
 
 
 def check_local_inputs(spec: JobSpec) -> list[str]:

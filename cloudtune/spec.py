@@ -281,9 +281,14 @@ class LoraSpec(_TrainPart):
 
 
 class TrainSpec(_TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed",)
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model")
     task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
-    model: str = Field(..., description="hub id, local path, or the name of an input")
+    model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
+                       "finished job, from the job store)")
+    base_model: str | None = Field(
+        None, description="when train.model is a LoRA adapter: the model it adapts (hub id, local path or the name "
+        "of an input), loaded and merged with the adapter before training; set for you by train.model: job:<JOB>; "
+        "null = the base named in the adapter's adapter_config.json")
     data: DataSpec = Field(default_factory=DataSpec)
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of all weights; null = full fine-tune")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
@@ -801,9 +806,16 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
     inputs = {k: (v if is_remote(v) else absolute(("inputs", k), v)) for k, v in spec.inputs.items()}
     update: dict[str, Any] = {"inputs": inputs, "code": absolute(("code",), spec.code, data=False)}
     if spec.train is not None:
-        model = spec.train.model
-        if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or _exists(base_dir, model)):
-            update["train"] = spec.train.model_copy(update={"model": absolute(("train", "model"), model)})
+        paths: dict[str, Any] = {}
+        for key in ("model", "base_model"):
+            model = getattr(spec.train, key)
+            if model is None or model.startswith("job:"):
+                continue
+            if model not in spec.inputs and not is_remote(model) and (_looks_local(model) or _exists(base_dir, model)):
+                paths[key] = absolute(("train", key), model)
+        if paths:
+            update["train"] = spec.train.model_copy(update=paths)
+        issues += _job_model_issues(spec.train.model, lines or {})
     jobs_dir = spec.providers.local.jobs_dir
     if jobs_dir is not None:  # relative to the spec's directory, as every other path in it
         local = spec.providers.local.model_copy(update={"jobs_dir": absolute(("providers", "local", "jobs_dir"), jobs_dir)})
@@ -811,6 +823,21 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
     if issues:
         raise SpecError(source, issues)
     return spec.model_copy(update=update)
+
+
+def _job_model_issues(model: str, lines: dict[tuple[str, ...], int]) -> list[SpecIssue]:
+    """A `train.model: job:<JOB>` that the job store cannot resolve to a finished model, as one issue at its line
+    (the store is read, never written; see `cloudtune.jobmodel`)."""
+    from cloudtune.jobmodel import JobModelError, is_job_ref, lookup
+
+    if not is_job_ref(model):
+        return []
+    try:
+        lookup(model)
+    except JobModelError as exc:
+        return [SpecIssue("train.model", f"{shown(model)}: {exc.message}", _longest_prefix(("train", "model"), lines),
+                          exc.fix or "")]
+    return []
 
 
 SYSTEM_DIRS = ("/proc", "/sys", "/dev")

@@ -253,6 +253,26 @@ class JobStore:
                          [row[c] for c in sets] + [new.job_id])
         return new
 
+    @staticmethod
+    def lookup(job_id: str, home: Path | None = None) -> JobRecord:
+        """``get`` without creating anything: the store is opened read-only and never made or migrated (a plan
+        resolving ``train.model: job:<id>`` writes nothing). Raises ``JobNotFound`` as ``get`` does, also when
+        there is no store yet."""
+        path = (Path(home).expanduser() if home is not None else default_home()) / "jobs.db"
+        if not path.is_file():
+            raise JobNotFound(f"no job {job_id!r}: there is no job store at {path} yet",
+                              fix="run `cloudtune list` to see job ids (CLOUDTUNE_HOME chooses the store)")
+        reader = JobStore.__new__(JobStore)  # no __init__: nothing is created
+        reader.home, reader.path = path.parent, path
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        try:
+            return _from_row(reader._resolve(conn, job_id))
+        except sqlite3.DatabaseError as exc:
+            raise CloudtuneError(f"cannot read the job store {path}: {exc}", fix="check the file, or point "
+                                 "CLOUDTUNE_HOME elsewhere") from None
+        finally:
+            conn.close()
+
     def list(self, limit: int = 50, provider: str | None = None) -> list[JobRecord]:
         """Up to ``limit`` jobs (``limit`` <= 0: all), newest ``created_at`` first, optionally of one provider."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"

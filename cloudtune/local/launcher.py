@@ -66,7 +66,7 @@ class LocalLauncher:
 
     # ---------------------------------------------------------------- plan (pure)
     def plan(self, spec: "JobSpec", settings: LocalSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
-        spec = with_model_input(spec)
+        spec = with_model_input(spec, self.name)
         accel = spec.resources.accel
         notes: list[str] = []
         if not accel.is_cpu:

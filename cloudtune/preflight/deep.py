@@ -149,6 +149,10 @@ def deep_check(spec: "JobSpec") -> list[str]:
     source, shown, local_only = _model_source(spec, train)
     if source is None:
         return notes + [f"train.model {shown} is remote: not loaded here"]
+    from cloudtune.train.causal_lm import is_adapter_dir
+
+    if is_adapter_dir(source):
+        return notes + [f"train.model {shown} is a LoRA adapter: the job merges it onto its base; not loaded here"]
     problems: list[str] = []
     try:
         tokenizer, model = load_skeleton(source, shown, train, local_only, _num_labels(spec, train))

@@ -127,7 +127,8 @@ def _tokenizer_class(path: Path) -> str:
 
 
 def _weights_problem(path: Path, shown: str, names: set[str]) -> str | None:
-    if "config.json" not in names:  # a peft adapter directory
+    full = any(n in names for n in WEIGHT_FILES)
+    if "config.json" not in names or ("adapter_config.json" in names and not full):  # a peft adapter directory
         if not any(n in names for n in ADAPTER_WEIGHTS):
             return f"train.model: {shown} has adapter_config.json but no adapter weights (adapter_model.safetensors)"
         return None

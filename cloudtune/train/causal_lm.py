@@ -54,13 +54,16 @@ from cloudtune.train.trainer import (  # noqa: F401  (re-exported; run_training 
 
 
 def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
-    """An input name -> its local dir (one level down if the dir holds exactly one model subdir); else as is."""
+    """An input name -> its local dir (one level down if the dir holds exactly one model subdir; a channel holding
+    one model .tar.gz, as SageMaker delivers another job's model.tar.gz, unpacked once: see
+    `cloudtune.jobconfig.unpacked_model_archive`); else as is."""
     if model not in ctx.inputs:
         return model
-    from cloudtune.jobconfig import find_saved_model
+    from cloudtune.jobconfig import find_saved_model, unpacked_model_archive
 
     path = Path(ctx.inputs[model])
-    return str(find_saved_model(path) or path)
+    found = find_saved_model(path) or unpacked_model_archive(path)
+    return str(found or path)
 
 
 def input_source(ctx: RuntimeContext, name: str) -> str | None:
@@ -116,12 +119,14 @@ def _check_positions(model: Any, max_seq_len: int | None, shown: str) -> None:
 
 def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
           id2label: dict[int, str] | None = None, *, shown: str | None = None,
-          max_seq_len: int | None = None) -> tuple[Any, Any]:
+          max_seq_len: int | None = None, base: tuple[str, str] | None = None) -> tuple[Any, Any]:
     """(tokenizer, model) from `source` (a local dir or a hub id), named `shown` (the user's name) in errors.
 
     A local dir is checked for config, weights and tokenizer files first; a hub id is checked to be reachable (or
     cached) with one short request; the tokenizer must encode text; `max_seq_len` must fit the model's positions.
-    What transformers cannot load is one JobInputError line naming the model."""
+    A LoRA adapter dir (`is_adapter_dir`) is loaded onto its base and merged (`_load_adapter`): `base` is
+    (source, shown) of `train.base_model` when set. What transformers cannot load is one JobInputError line naming
+    the model."""
     shown = shown or source
     local_only = False
     if Path(source).is_dir():
@@ -131,12 +136,73 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
 
         local_only = hub_access(source)
     tokenizer = _load_tokenizer(source, shown, local_only)
-    model = _load_model(source, shown, local_only, task, num_labels, id2label)
+    if is_adapter_dir(source):
+        model = _load_adapter(source, shown, base, task, num_labels, id2label, len(tokenizer))
+    elif base is not None:
+        raise JobInputError(f"train.base_model is set, but train.model {shown} is not a LoRA adapter (no "
+                            f"adapter_config.json beside its weights): remove train.base_model")
+    else:
+        model = _load_model(source, shown, local_only, task, num_labels, id2label)
     _check_positions(model, max_seq_len, shown)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id  # GPT-2 style models: find the last real token / ignore pads
     return tokenizer, model
+
+
+def is_adapter_dir(source: str) -> bool:
+    """Whether `source` is a directory holding a peft LoRA adapter (adapter_config.json) and no full weights (a
+    merged LoRA output keeps its adapter in adapter/, beside full weights, and is a plain model)."""
+    from cloudtune.preflight.model import WEIGHT_FILES
+
+    path = Path(source)
+    return (path / "adapter_config.json").is_file() and not any((path / w).is_file() for w in WEIGHT_FILES)
+
+
+def adapter_base(adapter: str, shown: str, base: tuple[str, str] | None) -> tuple[str, str, bool]:
+    """(source, shown, local files only) of the model a LoRA adapter adapts: `train.base_model` when given, else the
+    adapter_config.json's base_model_name_or_path when this job can read it (a hub id, or a directory here).
+
+    JobInputError when neither names a base this job can read: a path of another machine or a bucket URI in
+    adapter_config.json is not followed (set train.base_model, or use `train.model: job:<JOB>`, which sets it)."""
+    from cloudtune.preflight.hub import hub_access
+    from cloudtune.spec import is_remote
+
+    if base is None:
+        try:
+            name = str(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or "")
+        except (OSError, ValueError, AttributeError):
+            name = ""
+        readable = name and (Path(name).is_dir() or not (is_remote(name) or name.startswith(("/", ".", "~"))))
+        if not readable:
+            raise JobInputError(f"train.model {shown} is a LoRA adapter whose base ({name or 'not named'}) cannot be "
+                                f"read in this job: set train.base_model to the base model (hub id, local path or input)")
+        base = (name, name)
+    source, base_shown = base
+    return source, base_shown, (False if Path(source).is_dir() else hub_access(source, "train.base_model"))
+
+
+def _load_adapter(adapter: str, shown: str, base: tuple[str, str] | None, task: str, num_labels: int | None,
+                  id2label: dict[int, str] | None, vocab: int) -> Any:
+    """The base model (see `adapter_base`) with the LoRA adapter at `adapter` applied and merged: a plain model
+    (`ct_from_adapter` set), trained from like any other. `vocab`: the adapter dir's tokenizer size, which the base's
+    embeddings are grown to before the adapter is applied."""
+    from peft import PeftModel
+
+    source, base_shown, local_only = adapter_base(adapter, shown, base)
+    if Path(source).is_dir():
+        _check_local_model(source, base_shown)
+    model = _load_model(source, base_shown, local_only, task, num_labels, id2label)
+    if vocab > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(vocab)
+    try:
+        merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # a damaged adapter, or one made for another base
+        raise _cannot_load("LoRA adapter", f"{shown} (on the base {base_shown})", exc) from None
+    _say(f"LoRA adapter {shown} applied to {base_shown} and merged")
+    merged.ct_from_adapter = True
+    merged.ct_new_modules = []  # the classification head, if any, was trained with the adapter
+    return merged
 
 
 def _cannot_load(what: str, shown: str, exc: Exception) -> JobInputError:
@@ -430,7 +496,9 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
 
     source = resolve_model_source(ctx, train.model)
     _say(f"loading model {source}")
-    tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len)
+    tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
+                             base=base_model_source(ctx, train))
+    train = lora_output_for(train, model)
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
     if train.data.packing and attn not in ("eager", "sdpa"):
         raise JobInputError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
@@ -447,6 +515,27 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
                         collator=CausalLMCollator(tokenizer.pad_token_id, attn), base_model=train_model_name(train, source, ctx),
                         data_info=info)
+
+
+def base_model_source(ctx: RuntimeContext, train: TrainSpec) -> tuple[str, str] | None:
+    """(source, shown) of `train.base_model` (an input's local dir, or a hub id as given); None when unset."""
+    if train.base_model is None:
+        return None
+    shown = input_source(ctx, train.base_model) if train.base_model in ctx.inputs else None
+    return resolve_model_source(ctx, train.base_model), shown or train.base_model
+
+
+def lora_output_for(train: TrainSpec, model: Any) -> TrainSpec:
+    """A new LoRA adapter trained on a model merged from another adapter adapts weights that exist nowhere else, so
+    the model dir gets the merged weights too (as `lora.merge: true`; the new adapter goes to adapter/): the output
+    loads on its own. FSDP cannot merge (JobInputError). Other specs are returned as they are."""
+    if train.lora is None or train.lora.merge or not getattr(model, "ct_from_adapter", False):
+        return train
+    if train.distributed == "fsdp":
+        raise JobInputError("train.lora on a LoRA adapter model writes merged weights, which distributed: fsdp cannot "
+                            "gather in one process: use distributed: ddp, or train all weights (remove train.lora)")
+    _say("LoRA on a merged adapter model: the model dir gets the merged weights, the new adapter goes to adapter/")
+    return train.model_copy(update={"lora": train.lora.model_copy(update={"merge": True})})
 
 
 def train_model_name(train: TrainSpec, source: str, ctx: RuntimeContext | None = None) -> str:

@@ -148,8 +148,9 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
     from transformers import set_seed
 
-    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, input_source, model_shown,
-                                           resolve_model_source, run_training, train_model_name)
+    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, input_source,
+                                           lora_output_for, model_shown, resolve_model_source, run_training,
+                                           train_model_name)
 
     _quiet_transformers()
     data, hp = train.data, train.hyperparameters
@@ -165,7 +166,8 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     _say(f"loading model {source} for sequence classification ({n} labels"
          + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
     tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None,
-                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len)
+                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len, base=base_model_source(ctx, train))
+    train = lora_output_for(train, model)
     train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
     eval_ds = encode(eval_rows, tokenizer, hp.max_seq_len, to_id) if eval_rows is not None else None
     info: dict[str, Any] = {"train_examples": len(train_ds), "labels": names or [f"{i}" for i in range(n)]}

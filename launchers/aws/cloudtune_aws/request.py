@@ -185,7 +185,7 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     from cloudtune.catalog import load_catalog
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
-    spec = with_model_input(spec)
+    spec = with_model_input(spec, "aws")
     if lock_dir is None and settings.wheel_locks:
         lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
