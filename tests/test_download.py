@@ -160,6 +160,62 @@ def test_copy_refuses_links(tmp_path: Path) -> None:
         copy_tree(src, tmp_path / "out")
 
 
+# ------------------------------------------------------------------------------------------ download_prefix
+class DictStore:
+    """The kit's ObjectStore protocol over a dict of key -> bytes (a store written for the test); `stated` is the MD5
+    it claims per key, `served` what it really writes."""
+
+    scheme = "mem"
+
+    def __init__(self, objects: dict[str, bytes], stated: dict[str, str] | None = None,
+                 served: dict[str, bytes] | None = None) -> None:
+        self.objects, self.stated, self.served = objects, stated or {}, served or {}
+
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        return sorted((k, len(v)) for k, v in self.objects.items() if k.startswith(prefix))
+
+    def get(self, bucket: str, key: str, path: Path, progress: Any) -> str | None:
+        import hashlib
+
+        data = self.served.get(key, self.objects[key])
+        path.write_bytes(data)
+        return self.stated.get(key, hashlib.md5(self.objects[key]).hexdigest())
+
+
+def _call(fn: Any, *args: Any, what: str = "") -> Any:
+    return fn(*args)
+
+
+def test_download_prefix_takes_the_folder_not_its_siblings(tmp_path: Path) -> None:
+    from cloudtune.kit.download import download_prefix
+
+    store = DictStore({"o/model/config.json": b"{}", "o/model/sub/w.bin": b"w" * 10, "o/model/": b"",
+                       "o/model-old/config.json": b"old", "o/model.tar.gz": b"tar"})
+    assert download_prefix(store, "mem://b/o/model", tmp_path / "a", _call) == 12
+    assert files(tmp_path / "a") == {"config.json": b"{}", "sub/w.bin": b"w" * 10}
+    assert download_prefix(store, "mem://b/o/model.tar.gz", tmp_path / "b", _call) == 3  # one object, by its name
+    assert files(tmp_path / "b") == {"model.tar.gz": b"tar"}
+    assert download_prefix(store, "mem://b/o/none/", tmp_path / "c", _call, missing_ok=True) == 0
+    with pytest.raises(InvalidInput, match="nothing is stored under mem://b/o/none/"):
+        download_prefix(store, "mem://b/o/none/", tmp_path / "c", _call)
+
+
+@pytest.mark.parametrize("store, error, needle", [
+    (DictStore({"m/w.bin": b"abc"}, served={"m/w.bin": b"ab"}), "DownloadError", "2 bytes written, 3 expected"),
+    (DictStore({"m/w.bin": b"abc"}, served={"m/w.bin": b"abd"}), "DownloadError", "do not match the object's MD5"),
+    (DictStore({"m/../../etc/x": b"abc"}), "InvalidInput", "does not name a file inside the download directory"),
+    (DictStore({"m/a": b"1", "m/a/b": b"2"}), "InvalidInput", "also an object's name"),
+])
+def test_download_prefix_checks_what_it_writes(tmp_path: Path, store: DictStore, error: str, needle: str) -> None:
+    from cloudtune.errors import CloudtuneError
+    from cloudtune.kit.download import download_prefix
+
+    with pytest.raises(CloudtuneError, match=needle) as err:
+        download_prefix(store, "mem://b/m/", tmp_path / "out", _call, progress=False)
+    assert type(err.value).__name__ == error and err.value.fix
+    assert not (tmp_path / "etc").exists()
+
+
 # ------------------------------------------------------------------------------------------ safe extraction
 def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
