@@ -145,10 +145,11 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
         cwd = job_dir / "nodes" / f"node-{rank}"
         if bundle:
             copies.append(Copy(bundle, str(cwd), unpack=True))
-        env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd)}
+        # MASTER_PORT on one node too: torchrun's default port would be shared by every local job on this machine
+        env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
+               "MASTER_PORT": str(master_port)}
         if nodes > 1:
-            env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port), "WORLD_SIZE": str(nodes),
-                    "NODE_RANK": str(rank), "RANK": str(rank)}
+            env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank)}
         out.append(Node(f"node-{rank}", str(cwd), str(cwd), list(args), env))
     return Layout(out, copies, outputs[az.MODEL_OUTPUT], outputs[az.CHECKPOINT_OUTPUT], job)
 
