@@ -302,6 +302,9 @@ class TrainSpec(_TrainPart):
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
         data, hp = self.data, self.hyperparameters
+        if self.base_model is not None and self.base_model.startswith("job:"):
+            raise ValueError("train.base_model takes a hub id, a local path or an input name; a job's model goes in "
+                             "train.model (job:<JOB>), which brings the base of a LoRA adapter job by itself")
         if self.task == "seq-classification":
             if data.packing:
                 raise ValueError(

@@ -341,3 +341,17 @@ def test_a_channel_holding_a_model_tarball_is_unpacked_once(tmp_path: Path) -> N
     with pytest.raises(JobInputError, match="train.model: model.tar.gz: member 'config.json' is a link"):
         unpacked_model_archive(evil)
     assert [p.name for p in evil.iterdir() if not p.name.startswith(".cloudtune")] == ["model.tar.gz"]
+
+
+def test_every_installed_launcher_downloads_with_one_signature() -> None:
+    import importlib.util
+    import inspect
+
+    from cloudtune.launcher import BUILTIN_LAUNCHERS, launcher_class
+
+    for name, target in BUILTIN_LAUNCHERS.items():
+        if importlib.util.find_spec(target.split(":")[0].split(".")[0]) is None:
+            continue
+        params = inspect.signature(launcher_class(name).download).parameters
+        assert list(params) == ["self", "ref", "dest", "checkpoints"], name
+        assert params["checkpoints"].kind is inspect.Parameter.KEYWORD_ONLY and params["checkpoints"].default is False
