@@ -222,7 +222,7 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
     """Compile a spec into a command job Plan. Pure and offline (see the module docstring)."""
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
-    spec = with_model_input(spec)
+    spec = with_model_input(spec, "azure")
     if lock_dir is None and settings.wheel_locks:
         lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
