@@ -208,7 +208,8 @@ class FakeAzureML:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="fake-azureml", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="fake-azureml",
+                                        daemon=True)
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
