@@ -24,6 +24,7 @@ from tests.golden import assert_golden
 
 from cloudtune_azure.launcher import AzureLauncher
 
+pytest.importorskip("azure.ai.ml")
 GOLDEN = Path(__file__).parent / "golden"
 NAMES = sorted(scenarios(Path("/x")))
 

@@ -50,7 +50,8 @@ def _http(exc: Any, aexc: Any) -> ErrorInfo:
             return ErrorInfo("config", f"the datastore's container does not exist: {message}",
                              "check providers.azure.datastore (and the workspace's storage account)", service=service)
         return ErrorInfo("not_found", message, "check the job id (cloudtune list) and providers.azure", service=service)
-    if isinstance(exc, aexc.ResourceExistsError) or status == 409:
+    # a PUT of an existing job's name with another definition: 400 UserError "A job with this name already exists"
+    if isinstance(exc, aexc.ResourceExistsError) or status == 409 or (status == 400 and "already exists" in message):
         return ErrorInfo("conflict", message, service=service)
     if isinstance(exc, aexc.ClientAuthenticationError) or status in (401, 403):
         return ErrorInfo("config", f"{status} {message}", ROLES_FIX, service=service)

@@ -133,18 +133,18 @@ class AzureLauncher(CloudLauncher):
 
     def _register_code(self, plan: Plan, store: BlobStore) -> None:
         """The code asset `cloudtune-code:<hash>` pointing at the uploaded bundle's folder, registered once."""
-        from azure.ai.ml.entities import Code
+        from azure.ai.ml.entities._assets import Code  # not exported by azure.ai.ml.entities
 
-        client = self._ml
-        version = plan.request["code"].rsplit(":", 1)[-1]
-        if self.caller.call(client.code.get, name=CODE_ASSET, version=version, what="look up the code asset",
+        code_ops = self._ml._code  # MLClient keeps its code-asset operations private
+        version = plan.request["code"].rsplit("/", 1)[-1]
+        if self.caller.call(code_ops.get, name=CODE_ASSET, version=version, what="look up the code asset",
                             missing_ok=True) is not None:
             return
         upload = next(u for u in plan.uploads if u.destination.endswith(f"/{BUNDLE_FILE}"))
         _, bucket, key = split_uri(upload.destination)
         datastore, path = key.split("/paths/", 1)
-        folder = self._datastore(client, datastore).url(path.rsplit("/", 1)[0] + "/")
-        self.caller.call(client.code.create_or_update, Code(name=CODE_ASSET, version=version, path=folder),
+        folder = self._datastore(self._ml, datastore).url(path.rsplit("/", 1)[0] + "/")
+        self.caller.call(code_ops.create_or_update, Code(name=CODE_ASSET, version=version, path=folder),
                          what="register the code asset")
 
     def _create(self, plan: Plan, settings: dict[str, Any]) -> str:
@@ -173,7 +173,21 @@ class AzureLauncher(CloudLauncher):
     def status(self, ref: JobRef) -> JobStatus:
         client = self.ml_client(self._settings(ref))
         job = self.caller.call(client.jobs.get, ref.native_id, what="get the command job")
-        return map_status(str(job.status), _error_message(job))
+        native = str(job.status)
+        error = None
+        if map_native(AZUREML, native) is JobState.FAILED:
+            error = self._run_error(client, ref.native_id)
+        return map_status(native, error)
+
+    def _run_error(self, client: Any, name: str) -> str | None:
+        """The failed job's error message, from its run details (the job resource itself carries none); None when
+        the run history cannot say."""
+        try:
+            details = self.caller.call(client.jobs._runs_operations.get_run_details, name,
+                                       what="read the job's error")
+        except Exception:  # the message is a courtesy: the state is already known
+            return None
+        return _error_message(details)
 
     def cancel(self, ref: JobRef) -> None:
         if JobState(self.status(ref).state).terminal:
@@ -232,13 +246,12 @@ class AzureLauncher(CloudLauncher):
         return dest
 
 
-def _error_message(job: Any) -> str | None:
-    """The service's error on a failed job (RestJobBase.error or the job's properties), when it gives one."""
-    error = getattr(job, "error", None) or (getattr(job, "properties", None) or {}).get("error")
-    if error is None:
-        return None
-    message = getattr(error, "message", None) or (error.get("message") if isinstance(error, dict) else str(error))
-    return " ".join(str(message).split())[:400] or None
+def _error_message(details: Any) -> str | None:
+    """The message of run details' error (RunDetails.error: an ErrorResponse whose `error` holds the message)."""
+    error = getattr(details, "error", None)
+    inner = getattr(error, "error", None) or error
+    message = getattr(inner, "message", None)
+    return " ".join(str(message).split())[:400] or None if message else None
 
 
 def map_status(native: str, error: str | None) -> JobStatus:

@@ -209,12 +209,20 @@ def _extra_requirements(spec: "JobSpec", notes: list[str]) -> str:
     return "azureml-mlflow" + (" azure-identity azure-keyvault-secrets" if spec.secrets else "")
 
 
-def _code_upload(bundle: "Bundle | None", base: str, home: Path) -> tuple[Upload, str]:
+def workspace_id(settings: AzureSettings) -> str:
+    """The workspace's ARM resource id."""
+    return (f"/subscriptions/{settings.subscription_id}/resourceGroups/{settings.resource_group}/providers/"
+            f"Microsoft.MachineLearningServices/workspaces/{settings.workspace}")
+
+
+def _code_upload(bundle: "Bundle | None", base: str, home: Path, settings: AzureSettings) -> tuple[Upload, str]:
+    """The bundle's upload and the code asset's reference. A job YAML names a registered code version by its ARM id
+    (azure-ai-ml reads `azureml:NAME:VERSION` in a job's `code` as a local folder)."""
     files = staging.cloudtune_files(True, {})
     code = staging.compose(bundle, files)
     up = Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), f"{base}/code/{code.sha256}/{BUNDLE_FILE}",
                 code.size, code.sha256, staging.recipe(bundle, files))
-    return up, f"azureml:{CODE_ASSET}:{code.sha256[:16]}"
+    return up, f"azureml:{workspace_id(settings)}/codes/{CODE_ASSET}/versions/{code.sha256[:16]}"
 
 
 def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
@@ -242,7 +250,7 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
         notes.append(f"the job installs cloudtune{' and its train extra' if spec.train else ''} from the wheelhouse "
                      f"({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route "
                      "to PyPI is needed")
-    code_up, code_ref = _code_upload(bundle, base, home)
+    code_up, code_ref = _code_upload(bundle, base, home, settings)
     uploads.append(code_up)
 
     ppn = spec.processes_per_node(offer.count or None)
