@@ -149,8 +149,13 @@ class AzureLauncher(CloudLauncher):
 
     def _create(self, plan: Plan, settings: dict[str, Any]) -> str:
         """create_or_update once under the plan's name; a retry adopts the job a lost answer made."""
+        import logging
+
         import yaml
         from azure.ai.ml import load_job
+
+        # "This is an experimental class" for queue_settings and friends: noise on the user's terminal
+        logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
         client = self.ml_client(settings)
         name = plan.request["name"]
@@ -173,7 +178,7 @@ class AzureLauncher(CloudLauncher):
     def status(self, ref: JobRef) -> JobStatus:
         client = self.ml_client(self._settings(ref))
         job = self.caller.call(client.jobs.get, ref.native_id, what="get the command job")
-        native = str(job.status)
+        native = str(getattr(job.status, "value", job.status))  # the SDK gives its JobStatus enum or a string
         error = None
         if map_native(AZUREML, native) is JobState.FAILED:
             error = self._run_error(client, ref.native_id)
