@@ -1,7 +1,8 @@
 """Loopback endpoints that fail the way clouds fail, and a CLI runner, for the cloud-error tests.
 
 `FaultServer(mode)` binds 127.0.0.1 and answers every request with one failure: "500", "503" (a throttle) or
-"403" (access denied), in the wire format of the API that was called (AWS JSON, S3 XML, Google JSON). It counts
+"403" (access denied), in the wire format of the API that was called (AWS JSON, S3 XML, Google JSON, Azure
+Resource Manager JSON). It counts
 the requests it answered. `closed_port()` is a port nothing listens on. Every server is stopped on exit."""
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class FaultServer:
                 if self.headers.get("X-Amz-Target"):  # AWS JSON protocol (SageMaker, CloudWatch Logs)
                     code = 400 if status == 403 else status  # AWS JSON services answer AccessDenied with 400
                     body, kind = json.dumps({"__type": aws_type, "message": message}).encode(), "application/x-amz-json-1.1"
+                elif "/providers/Microsoft." in self.path:  # Azure Resource Manager (Azure ML): {"error": {code, message}}
+                    code = status
+                    arm = {500: "InternalServerError", 503: "ServerBusy", 403: "AuthorizationFailed"}[status]
+                    body, kind = json.dumps({"error": {"code": arm, "message": message}}).encode(), "application/json"
                 elif "/storage/" in self.path or "/v1/" in self.path or "/v2/" in self.path or "/upload/" in self.path:
                     code = status
                     body = json.dumps({"error": {"code": status, "message": message, "status": google_status}}).encode()

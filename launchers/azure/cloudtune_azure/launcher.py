@@ -73,8 +73,16 @@ class AzureLauncher(CloudLauncher):
                 from azure.ai.ml import MLClient
             except ImportError:
                 raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
+            from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
+
+            _quiet_sdk()
+
+            kwargs = {"enable_telemetry": False, **self._client_kwargs}
+            if self._credential is None and emulator_endpoint():
+                self._credential = EmulatorCredential()
+                kwargs.setdefault("authentication_policy", plain_http_policy(self._credential))
             self._ml = MLClient(self.credential(), settings["subscription_id"], settings["resource_group"],
-                                settings["workspace"], retry_total=0, **self._client_kwargs)
+                                settings["workspace"], retry_total=0, **kwargs)
         return self._ml
 
     def store(self, settings: dict[str, Any]) -> BlobStore:
@@ -154,8 +162,6 @@ class AzureLauncher(CloudLauncher):
         import yaml
         from azure.ai.ml import load_job
 
-        # "This is an experimental class" for queue_settings and friends: noise on the user's terminal
-        logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
         client = self.ml_client(settings)
         name = plan.request["name"]
@@ -249,6 +255,15 @@ class AzureLauncher(CloudLauncher):
             (dest / "checkpoints").mkdir(exist_ok=True)
             download_prefix(store, uri, dest / "checkpoints", self.caller.call, missing_ok=True)
         return dest
+
+
+def _quiet_sdk() -> None:
+    """The SDK's own log lines on the user's terminal, not cloudtune's: "This is an experimental class" (for
+    queue_settings) and the tracebacks it logs when an error answer is not JSON. Its errors still reach the kit."""
+    import logging
+
+    for name in ("azure.ai.ml._utils._experimental", "azure.ai.ml._restclient"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _error_message(details: Any) -> str | None:
