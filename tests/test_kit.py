@@ -20,7 +20,7 @@ from cloudtune.plan import Upload
 
 
 class MemoryStore:
-    """An object store held in a dict: the protocol's two methods, nothing of cloudtune's."""
+    """An object store held in a dict: the protocol's upload methods, nothing of cloudtune's."""
 
     scheme = "mem"
 
@@ -32,6 +32,9 @@ class MemoryStore:
 
     def put(self, bucket: str, key: str, path: Path, progress: Any) -> None:
         self.objects[(bucket, key)] = path.read_bytes()
+
+    def list_objects(self, bucket: str, prefix: str) -> list[tuple[str, int]]:
+        return sorted((k, len(v)) for (b, k), v in self.objects.items() if b == bucket and k.startswith(prefix))
 
 
 def call(fn: Any, *args: Any, what: str = "", **kwargs: Any) -> Any:

@@ -4,7 +4,8 @@ wheel locks it plans with, and `plan()` handing the spec to the cloud's pure com
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
+    from cloudtune.launcher import JobRef, JobStatus
     from cloudtune.plan import Plan
     from cloudtune.spec import JobSpec
 
@@ -57,3 +59,22 @@ class CloudLauncher:
     def plan(self, spec: "JobSpec", settings: Any, *, suffix: str, bundle: "Bundle | None" = None) -> "Plan":
         """Compile the spec: pure, offline, nothing written (see the launcher's request module)."""
         return type(self).compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home(), lock_dir=self._lock_dir)
+
+    def status(self, ref: "JobRef") -> "JobStatus":
+        raise NotImplementedError
+
+    def follow(self, ref: "JobRef", read: Callable[[], Iterable[str]], follow: bool, max_polls: int | None) -> Iterator[str]:
+        """The lines of `read()` (each call returns the lines that are new since the last); with `follow`, read
+        every `poll_s` seconds until the job ends, then once more (what it wrote last). `max_polls` bounds the reads."""
+        from cloudtune.kit.states import JobState
+
+        polls = 0
+        finished = False
+        while True:
+            yield from read()
+            polls += 1
+            if not follow or finished or (max_polls is not None and polls >= max_polls):
+                return
+            finished = JobState(self.status(ref).state).terminal
+            if not finished:
+                time.sleep(self.poll_s)

@@ -105,9 +105,16 @@ def upload_all(uploads: Iterable[Upload], store: ObjectStore, call: Callable[...
         stage(up)
         src = verify_source(up)
         scheme, bucket, key = split_uri(up.destination)
-        for path, object_key in _files(src, key):
+        files = _files(src, key)
+        present: set[str] | None = None
+        if len(files) > 1:  # a folder (a wheelhouse holds ~80 wheels): one listing, not a look-up per file
+            listed = call(store.list_objects, bucket, key, what=f"list {up.destination}") or []
+            present = {k for k, _ in listed}
+        for path, object_key in files:
             uri = f"{scheme}://{bucket}/{object_key}"
-            if call(store.exists, bucket, object_key, what=f"look up {uri}"):
+            there = object_key in present if present is not None else \
+                call(store.exists, bucket, object_key, what=f"look up {uri}")
+            if there:
                 continue
             size = path.stat().st_size
             progress = Progress(uri, size) if size >= PROGRESS_BYTES else None

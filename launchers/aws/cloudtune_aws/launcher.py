@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import re
-import time
 from dataclasses import replace
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,24 +334,17 @@ class AwsLauncher(CloudLauncher):
         logs = self.cloudwatch_logs(self._region(ref))
         name = self._name(ref)
         tokens: dict[str, str | None] = {}
-        polls = 0
-        finished = False
-        while True:
+
+        def read() -> list[str]:
             batch: list[tuple[int, int, int, str]] = []
             for stream in self._streams(logs, name):
                 tokens.setdefault(stream, None)
             for order, stream in enumerate(sorted(tokens)):
                 events, tokens[stream] = self._read_stream(logs, stream, tokens[stream])
                 batch += [(e["timestamp"], order, i, e["message"]) for i, e in enumerate(events)]
-            batch.sort(key=lambda x: x[:3])
-            for *_, message in batch:
-                yield message.rstrip("\n")
-            polls += 1
-            if not follow or finished or (max_polls is not None and polls >= max_polls):
-                return
-            finished = JobState(self.status(ref).state).terminal  # one more drain after the end
-            if not finished:
-                time.sleep(self.poll_s)
+            return [message.rstrip("\n") for *_, message in sorted(batch, key=lambda x: x[:3])]
+
+        return self.follow(ref, read, follow, max_polls)
 
     def _streams(self, logs: Any, name: str) -> list[str]:
         out: list[str] = []

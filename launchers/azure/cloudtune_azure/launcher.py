@@ -12,7 +12,6 @@ fakes: `ml_client`, `blob_service`).
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,6 +67,7 @@ class AzureLauncher(CloudLauncher):
         return self._credential
 
     def ml_client(self, settings: dict[str, Any]) -> Any:
+        _quiet_sdk()
         if self._ml is None:
             try:
                 from azure.ai.ml import MLClient
@@ -75,7 +75,6 @@ class AzureLauncher(CloudLauncher):
                 raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
             from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 
-            _quiet_sdk()
 
             kwargs = {"enable_telemetry": False, **self._client_kwargs}
             if self._credential is None and emulator_endpoint():
@@ -157,11 +156,8 @@ class AzureLauncher(CloudLauncher):
 
     def _create(self, plan: Plan, settings: dict[str, Any]) -> str:
         """create_or_update once under the plan's name; a retry adopts the job a lost answer made."""
-        import logging
-
         import yaml
         from azure.ai.ml import load_job
-
 
         client = self.ml_client(settings)
         name = plan.request["name"]
@@ -213,31 +209,26 @@ class AzureLauncher(CloudLauncher):
         store = self.store(self._settings(ref))
         prefix = LOG_PREFIX.format(name=ref.native_id)
         offsets: dict[str, int] = {}
-        partial: dict[str, str] = {}
-        polls = 0
-        finished = False
-        while True:
+        partial: dict[str, str] = {}  # a file's last line until its newline arrives
+
+        def read() -> list[str]:
             keys = self.caller.call(store.list_keys, "datastores", f"{ARTIFACT_DATASTORE}/paths/{prefix}", 1000,
                                     what="list the job's log files")
             files = sorted(k.split("/paths/", 1)[1] for k in keys if k.rsplit("/", 1)[-1].startswith("std_log"))
+            out: list[str] = []
             for path in files:
                 data = self.caller.call(store.read_from, ARTIFACT_DATASTORE, path, offsets.get(path, 0),
                                         what="read the job's log")
                 offsets[path] = offsets.get(path, 0) + len(data)
-                text = partial.pop(path, "") + data.decode("utf-8", "replace")
-                lines = text.split("\n")
+                lines = (partial.pop(path, "") + data.decode("utf-8", "replace")).split("\n")
                 if lines[-1]:
                     partial[path] = lines[-1]
                 label = f"[{path.rsplit('/', 1)[-1].removesuffix('.txt')}] " if len(files) > 1 else ""
-                yield from (label + line for line in lines[:-1])
-            polls += 1
-            if not follow or finished or (max_polls is not None and polls >= max_polls):
-                yield from (text for text in partial.values() if text)
-                return
-            finished = JobState(self.status(ref).state).terminal  # one more read after the end
-            if not finished:
-                time.sleep(self.poll_s)
+                out += [label + line for line in lines[:-1]]
+            return out
 
+        yield from self.follow(ref, read, follow, max_polls)
+        yield from (text for text in partial.values() if text)  # a last line without its newline
 
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)

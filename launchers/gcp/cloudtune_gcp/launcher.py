@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from urllib.parse import urlsplit
@@ -318,23 +317,17 @@ class GcpLauncher(CloudLauncher):
         client = self.logging_client(project)
         job_id = ref.native_id.rsplit("/", 1)[-1]
         after = ""
-        polls = 0
-        finished = False
-        while True:
+
+        def read() -> list[str]:
+            nonlocal after
             where = f'resource.type="ml_job" AND resource.labels.job_id="{job_id}"'
             if after:
                 where += f' AND timestamp>"{after}"'
             entries = self.caller.call(_list_entries, client, project, where, what="read the job's log")
-            for stamp, text in entries:
-                after = max(after, stamp)
-                yield text
-            polls += 1
-            if not follow or finished or (max_polls is not None and polls >= max_polls):
-                return
-            finished = JobState(self.status(ref).state).terminal  # one more read after the end
-            if not finished:
-                time.sleep(self.poll_s)
+            after = max([after, *(stamp for stamp, _ in entries)])
+            return [text for _, text in entries]
 
+        return self.follow(ref, read, follow, max_polls)
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:400] or type(exc).__name__
