@@ -93,13 +93,15 @@ def test_invalid_input_exits_2_without_traceback(spec_file: Path, tmp_path: Path
 
 
 def test_missing_plugin_gives_install_hint(spec_file: Path, tmp_path: Path) -> None:
-    import importlib.util
+    """A launcher whose plugin cannot be imported: one error with the install command that works here."""
+    from cloudtune.launcher import install_hint
 
-    if importlib.util.find_spec("cloudtune_azure") is not None:
-        pytest.skip("the azure plugin is installed here")
-    res = run_cli("launch", str(spec_file), "--provider", "azure", "--dry-run", home=tmp_path)
-    assert res.returncode == 2
-    assert "pip install 'cloudtune[azure]'" in res.stderr and "Traceback" not in res.stderr
+    blocked = "import sys; sys.modules['cloudtune_azure'] = None; from cloudtune.cli import main; main()"
+    res = subprocess.run([sys.executable, "-c", blocked, "launch", str(spec_file), "--provider", "azure", "--dry-run"],
+                         env=dict(os.environ, CLOUDTUNE_HOME=str(tmp_path)), capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert install_hint("azure") in res.stderr and "Traceback" not in res.stderr
 
 
 def test_validate_schema_init(tmp_path: Path, spec_file: Path) -> None:
