@@ -49,14 +49,19 @@ class AzureLauncher(CloudLauncher):
                  client_kwargs: dict[str, Any] | None = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
                  home: Path | None = None, lock_dir: Path | None = None) -> None:
         super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
-        self._ml = ml_client
+        self._given = ml_client  # one client for every workspace (tests); else one per workspace, made lazily
         self._blob_service = blob_service
         self._credential = credential
         self._client_kwargs = client_kwargs or {}
-        self._datastores: dict[str, Datastore] = {}
-        self._store: BlobStore | None = None
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._stores: dict[tuple[str, str, str], BlobStore] = {}
+        self._datastores: dict[tuple[int, str], Datastore] = {}
 
-    # ================================================================ clients (lazy)
+    # ================================================================ clients (lazy; `cloudtune list` may span workspaces)
+    @staticmethod
+    def _workspace(settings: dict[str, Any]) -> tuple[str, str, str]:
+        return settings["subscription_id"], settings["resource_group"], settings["workspace"]
+
     def credential(self) -> Any:
         if self._credential is None:
             try:
@@ -67,49 +72,55 @@ class AzureLauncher(CloudLauncher):
         return self._credential
 
     def ml_client(self, settings: dict[str, Any]) -> Any:
+        """The MLClient of the settings' workspace."""
         _quiet_sdk()
-        if self._ml is None:
+        if self._given is not None:
+            return self._given
+        key = self._workspace(settings)
+        if key not in self._clients:
             try:
                 from azure.ai.ml import MLClient
             except ImportError:
                 raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
             from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 
-
             kwargs = {"enable_telemetry": False, **self._client_kwargs}
             if self._credential is None and emulator_endpoint():
                 self._credential = EmulatorCredential()
                 kwargs.setdefault("authentication_policy", plain_http_policy(self._credential))
-            self._ml = MLClient(self.credential(), settings["subscription_id"], settings["resource_group"],
-                                settings["workspace"], retry_total=0, **kwargs)
-        return self._ml
+            self._clients[key] = MLClient(self.credential(), *key, retry_total=0, **kwargs)
+        return self._clients[key]
 
     def store(self, settings: dict[str, Any]) -> BlobStore:
-        if self._store is None:
+        """The Blob store of the settings' workspace datastores."""
+        key = self._workspace(settings)
+        if key not in self._stores:
             client = self.ml_client(settings)
-            self._store = BlobStore(lambda name: self._datastore(client, name), self._credential_for_blob(),
-                                    self._blob_service)
-        return self._store
+            self._stores[key] = BlobStore(lambda name: self._datastore(client, name), self._credential_for_blob(),
+                                          self._blob_service)
+        return self._stores[key]
 
     def _credential_for_blob(self) -> Any:
+        """None when the Blob client signs another way: a given client, or an account key for an endpoint set in the
+        environment (storage.py); else the Azure credential."""
         import os
 
         from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, STORAGE_KEY_VAR
 
-        if os.environ.get(BLOB_ENDPOINT_VAR) and os.environ.get(STORAGE_KEY_VAR) or self._blob_service is not None:
+        if self._blob_service is not None or (os.environ.get(BLOB_ENDPOINT_VAR) and os.environ.get(STORAGE_KEY_VAR)):
             return None
         return self.credential()
 
     def _datastore(self, client: Any, name: str) -> Datastore:
-        if name not in self._datastores:
+        if (id(client), name) not in self._datastores:
             ds = self.caller.call(client.datastores.get, name, what=f"read the datastore {name}")
             account = getattr(ds, "account_name", None)
             if not account or not getattr(ds, "container_name", None):
                 raise InvalidInput(f"datastore {name!r} is not an Azure Blob datastore",
                                    fix="set providers.azure.datastore to a Blob datastore (e.g. workspaceblobstore)")
-            url = f"{getattr(ds, 'protocol', None) or 'https'}://{account}.blob.{getattr(ds, 'endpoint', None) or 'core.windows.net'}"
-            self._datastores[name] = Datastore(name, url, ds.container_name)
-        return self._datastores[name]
+            protocol, endpoint = getattr(ds, "protocol", None) or "https", getattr(ds, "endpoint", None) or "core.windows.net"
+            self._datastores[(id(client), name)] = Datastore(name, f"{protocol}://{account}.blob.{endpoint}", ds.container_name)
+        return self._datastores[(id(client), name)]
 
     # ================================================================ submit
     def submit(self, plan: Plan) -> JobRef:
@@ -117,7 +128,7 @@ class AzureLauncher(CloudLauncher):
         store = self.store(settings)
         self._check_remote_inputs(plan, store)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
-        self._register_code(plan, store)
+        self._register_code(plan, settings)
         name = self._create(plan, settings)
         return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
                       model_uri=plan.model_uri,
@@ -138,19 +149,20 @@ class AzureLauncher(CloudLauncher):
                 raise InvalidInput(f"input {name}: {uri} is a {'folder' if folder else 'file'}",
                                    fix=f"give {uri.rstrip('/') + '/' if folder else uri.rstrip('/')} in the spec's inputs")
 
-    def _register_code(self, plan: Plan, store: BlobStore) -> None:
+    def _register_code(self, plan: Plan, settings: dict[str, Any]) -> None:
         """The code asset `cloudtune-code:<hash>` pointing at the uploaded bundle's folder, registered once."""
         from azure.ai.ml.entities._assets import Code  # not exported by azure.ai.ml.entities
 
-        code_ops = self._ml._code  # MLClient keeps its code-asset operations private
+        client = self.ml_client(settings)
+        code_ops = client._code  # MLClient keeps its code-asset operations private
         version = plan.request["code"].rsplit("/", 1)[-1]
         if self.caller.call(code_ops.get, name=CODE_ASSET, version=version, what="look up the code asset",
                             missing_ok=True) is not None:
             return
         upload = next(u for u in plan.uploads if u.destination.endswith(f"/{BUNDLE_FILE}"))
-        _, bucket, key = split_uri(upload.destination)
+        _, _, key = split_uri(upload.destination)
         datastore, path = key.split("/paths/", 1)
-        folder = self._datastore(self._ml, datastore).url(path.rsplit("/", 1)[0] + "/")
+        folder = self._datastore(client, datastore).url(path.rsplit("/", 1)[0] + "/")
         self.caller.call(code_ops.create_or_update, Code(name=CODE_ASSET, version=version, path=folder),
                          what="register the code asset")
 
