@@ -99,6 +99,15 @@ def test_completed_job_logs_follow_and_download(azureml_fake, azurite, ml_client
     dest.mkdir()
     launcher.download(ref, dest)
     assert (dest / "model.txt").read_bytes() == azureml_fake.model_files["model.txt"]
+    # with checkpoints: the job's checkpoints output lands in dest/checkpoints
+    ckpt = plan.request["outputs"]["checkpoints"]["path"].split("/paths/", 1)[1] + "checkpoint-2/trainer_state.json"
+    with azurite.blob_service() as service:
+        service.get_blob_client(BLOBSTORE_CONTAINER, ckpt).upload_blob(b'{"global_step": 2}')
+    both = tmp_path / "dl2"
+    both.mkdir()
+    launcher.download(ref, both, checkpoints=True)
+    assert (both / "checkpoints/checkpoint-2/trainer_state.json").read_bytes() == b'{"global_step": 2}'
+    assert (both / "model.txt").exists()
 
 
 def test_failed_job_surfaces_the_service_error(azureml_fake, azurite, ml_client_kwargs, tmp_path: Path,

@@ -245,20 +245,17 @@ class AzureLauncher(CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)
         through the kit's download (sizes and Content-MD5 checked); see `Launcher.download`."""
-        from cloudtune.kit.download import download_prefix
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 
-        store = self.store(self._settings(ref))
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
+        store = self.store(self._settings(ref))
         download_prefix(store, ref.model_uri, dest, self.caller.call)
-        if checkpoints:
-            uri = ref.extra.get("checkpoint_uri")
-            if not uri:
-                raise InvalidInput(f"job {ref.job_id} has no checkpoint output recorded", fix="leave out --checkpoints")
-            (dest / "checkpoints").mkdir(exist_ok=True)
-            download_prefix(store, uri, dest / "checkpoints", self.caller.call, missing_ok=True)
+        if checkpoints:  # recorded at submit; the outputs are siblings (<prefix>/output/<job>/{model,checkpoints}/)
+            uri = ref.extra.get("checkpoint_uri") or ref.model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
+            if not download_prefix(store, uri, checkpoints_dir(dest), self.caller.call, missing_ok=True):
+                note(f"no checkpoints under {uri}")
         return dest
-
 
 def _quiet_sdk() -> None:
     """The SDK's own log lines on the user's terminal, not cloudtune's: "This is an experimental class" (for
