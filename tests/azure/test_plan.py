@@ -161,6 +161,8 @@ def test_plan_imports_no_sdk_and_writes_nothing(tmp_path: Path) -> None:
     ({}, {"identity": "root"}, "identity"),
     ({"outputs": "s3://b/out"}, {}, "datastore URI"),
     ({"resources": {"accelerator": "A100-80GB:1"}}, {"experiment_name": "has space"}, "experiment_name"),
+    ({}, {"datastore": "my store"}, "datastore"),
+    ({"inputs": {**DS_IN, "cloudtune_wheelhouse": "azureml://datastores/d/paths/x/"}}, {}, "wheelhouse"),
 ])
 def test_unsupported_specs_are_refused_with_a_fix(tmp_path: Path, data: dict[str, Any], extra: dict[str, Any],
                                                   needle: str) -> None:

@@ -75,6 +75,12 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
     if settings.compute and not COMPUTE.fullmatch(settings.compute.removeprefix("azureml:")):
         raise UnsupportedSpec(f"providers.azure.compute {settings.compute!r} is not a compute name",
                               fix="give the cluster's name (3-32 letters, digits and '-'), or unset it for serverless")
+    if not NAME.fullmatch(settings.datastore):
+        raise UnsupportedSpec(f"providers.azure.datastore {settings.datastore!r} is not a datastore name",
+                              fix="give a Blob datastore's name, e.g. workspaceblobstore")
+    if WHEELHOUSE_INPUT in spec.inputs:
+        raise UnsupportedSpec(f"input name {WHEELHOUSE_INPUT!r} is the job's own (the stock-image wheelhouse)",
+                              fix="rename that input")
     if settings.identity and not IDENTITY.fullmatch(settings.identity):
         raise UnsupportedSpec(f"providers.azure.identity {settings.identity!r} is not an identity",
                               fix="use user_identity, managed, or a user-assigned managed identity's client id")
