@@ -149,7 +149,9 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
         env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
                "MASTER_PORT": str(master_port)}
         if nodes > 1:
-            env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank)}
+            # as Azure ML's pytorch distribution with one process per instance: LOCAL_RANK 0 on every node
+            env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank),
+                    "LOCAL_RANK": "0"}
         out.append(Node(f"node-{rank}", str(cwd), str(cwd), list(args), env))
     return Layout(out, copies, outputs[az.MODEL_OUTPUT], outputs[az.CHECKPOINT_OUTPUT], job)
 

@@ -228,10 +228,16 @@ def _record_failure(ctx: RuntimeContext | None, message: str, code: int) -> None
     ctx.failure_file.write_text(message[:1024 - len(tag)] + tag)
 
 
+def _under_torchrun() -> bool:
+    """True in a worker that torchrun started (its agent sets TORCHELASTIC_RUN_ID). Not LOCAL_RANK: Azure ML's
+    pytorch distribution sets LOCAL_RANK=0 on the one process per node that must start torchrun itself."""
+    return "TORCHELASTIC_RUN_ID" in os.environ
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; exit with the code of its exit class (see cloudtune.runtime.exitcodes)."""
     code = _main(list(sys.argv[1:] if argv is None else argv))
-    if code != 0 and "LOCAL_RANK" in os.environ:
+    if code != 0 and _under_torchrun():
         _report_worker_exit(code)
     return code
 
@@ -241,7 +247,7 @@ def _main(argv: list[str]) -> int:
     ctx: RuntimeContext | None = None
     try:
         ctx = detect(args)
-        under_torchrun = "LOCAL_RANK" in os.environ
+        under_torchrun = _under_torchrun()
         if not under_torchrun:
             _say(f"provider={ctx.provider} job={ctx.job_name} node {ctx.node_rank + 1}/{ctx.num_nodes} "
                  f"model_dir={ctx.model_dir} checkpoint_dir={ctx.checkpoint_dir}")

@@ -67,7 +67,7 @@ def test_local_emulation_and_azure_ml_agree(tmp_path: Path, nodes: int, monkeypa
 
         # the same variables (the local launcher also pins MASTER_PORT on one node, so jobs never share one)
         aenv = _azure_env(azure.request, rank, nodes)
-        contract = {az.RUN_ID_VAR, az.EXPERIMENT_VAR, "WORLD_SIZE", "NODE_RANK", "RANK", "MASTER_ADDR"}
+        contract = {az.RUN_ID_VAR, az.EXPERIMENT_VAR, "WORLD_SIZE", "NODE_RANK", "RANK", "MASTER_ADDR", "LOCAL_RANK"}
         assert {k for k in node["env"] if k in contract} == {k for k in aenv if k in contract}
 
         # the runtime reads both into the same context

@@ -55,7 +55,7 @@ def reference(env) -> dict:
     return {"weights": weights(Path(job.model_uri)), "metrics": metrics}
 
 
-@pytest.mark.parametrize("emulate", ["aws", "gcp"])
+@pytest.mark.parametrize("emulate", ["aws", "gcp", "azure"])
 def test_two_nodes_match_one_process_with_the_same_global_batch(env, reference, emulate: str) -> None:
     spec = write_spec(env["root"] / f"two-{emulate}.yaml", env["model"], env["inputs"], hp=HP | {"batch_size": 4},
                       name=f"two-{emulate}", resources={"nodes": 2}, checkpoint=CHECKPOINT,
