@@ -116,10 +116,21 @@ def test_secrets_travel_as_references_with_an_identity(tmp_path: Path) -> None:
     assert plan.request["experiment_name"] == "secure-runs"
 
 
+def test_a_user_assigned_identity_is_named_to_the_job(tmp_path: Path) -> None:
+    write_data(tmp_path)
+    client_id = "12345678-90ab-cdef-1234-567890abcdef"
+    spec = validate_spec({"name": "s", "inputs": DS_IN, "train": {"model": "gpt2"},
+                          "secrets": {"HF_TOKEN": "https://v-1.vault.azure.net/secrets/hf"}}, base_dir=tmp_path)
+    plan = AzureLauncher(home=tmp_path / "home").plan(spec, settings(identity=client_id), suffix=SUFFIX)
+    assert plan.request["identity"] == {"type": "managed", "client_id": client_id}
+    assert plan.request["environment_variables"]["AZURE_CLIENT_ID"] == client_id  # DefaultAzureCredential's choice
+    load(plan.request)
+
+
 def test_secrets_default_to_the_user_identity(tmp_path: Path) -> None:
     write_data(tmp_path)
     spec = validate_spec({"name": "s", "inputs": DS_IN, "train": {"model": "gpt2"},
-                          "secrets": {"HF_TOKEN": "https://v.vault.azure.net/secrets/hf"}}, base_dir=tmp_path)
+                          "secrets": {"HF_TOKEN": "https://ml-vault.vault.azure.net/secrets/hf"}}, base_dir=tmp_path)
     plan = AzureLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     assert plan.request["identity"] == {"type": "user_identity"}
 
@@ -162,6 +173,10 @@ def test_plan_imports_no_sdk_and_writes_nothing(tmp_path: Path) -> None:
     ({"outputs": "s3://b/out"}, {}, "datastore URI"),
     ({"resources": {"accelerator": "A100-80GB:1"}}, {"experiment_name": "has space"}, "experiment_name"),
     ({}, {"datastore": "my store"}, "datastore"),
+    ({"secrets": {"T": "arn:aws:secretsmanager:us-east-1:123456789012:secret:t"}}, {}, "Key Vault"),
+    ({"inputs": {**DS_IN, "raw": "https://acct1.blob.core.windows.net/c/d/?sv=2024&sig=abc"}}, {}, "SAS"),
+    ({"inputs": {**DS_IN, "raw": "https://user@acct1.blob.core.windows.net/c/d/"}}, {}, "SAS"),
+    ({"inputs": {**DS_IN, "raw-data": "azureml://datastores/d/paths/x/"}}, {}, "raw_data"),
     ({"inputs": {**DS_IN, "cloudtune_wheelhouse": "azureml://datastores/d/paths/x/"}}, {}, "wheelhouse"),
 ])
 def test_unsupported_specs_are_refused_with_a_fix(tmp_path: Path, data: dict[str, Any], extra: dict[str, Any],

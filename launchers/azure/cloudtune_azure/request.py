@@ -48,7 +48,9 @@ DATASTORE_URI = re.compile(r"azureml://datastores/([^/]+)/paths/(.*)")
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}")
 COMPUTE = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]")  # Azure ML compute names: 3-32 characters
 IDENTITY = re.compile(r"user_identity|managed|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
-BLOB_HTTPS = re.compile(r"https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/[^/]+/.+")
+BLOB_HTTPS = re.compile(r"https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/[^/?#@]+/[^?#@]+")  # no SAS, no user
+KEY_VAULT_SECRET = re.compile(r"https://[A-Za-z0-9-]{3,24}\.vault\.azure\.net/secrets/[A-Za-z0-9-]{1,127}(/[A-Za-z0-9]{1,64})?")
+INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # azure-ai-ml's input/output name rule (constants/_component.py)
 
 # The command: unpack the bundle ($1) into the working directory (the user's code and .cloudtune/), pip-install the
 # carried wheel ($2: pip flags, $3: the wheel's extras, $4: an extra requirement), then hand over to cloudtune-run.
@@ -61,7 +63,7 @@ CAPABILITIES = Capabilities(
     tpu=Capability(False, "Azure has no TPUs"),
     multi_node=Capability(True, "instance_count nodes under the pytorch distribution, joined by torchrun"),
     spot=Capability(True, "serverless compute's spot job tier, or a low-priority cluster; Azure ML does not "
-                    "restart a preempted command job, so relaunch it: the recipe resumes from its checkpoints"),
+                    "restart a preempted command job: relaunch it"),
     log_streaming=Capability(True, "the job's std_log files (every node) in the workspace's artifact store"),
     remote_inputs=Capability(True, "azureml:// datastore URIs and https:// Blob URLs are read as they are; local "
                              "paths are uploaded to the workspace datastore"),
@@ -78,6 +80,14 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
     if not NAME.fullmatch(settings.datastore):
         raise UnsupportedSpec(f"providers.azure.datastore {settings.datastore!r} is not a datastore name",
                               fix="give a Blob datastore's name, e.g. workspaceblobstore")
+    for key, ref in sorted(spec.secrets.items()):
+        if not KEY_VAULT_SECRET.fullmatch(ref):
+            raise UnsupportedSpec(f"secret {key!r} is not a Key Vault secret; an Azure ML job cannot read it",
+                                  fix="store it in Azure Key Vault and give https://VAULT.vault.azure.net/secrets/NAME")
+    for name in sorted(spec.inputs):
+        if not INPUT_NAME.fullmatch(name):
+            raise UnsupportedSpec(f"input name {name!r} cannot be an Azure ML job input (letters, digits and '_', "
+                                  "not starting with a digit)", fix=f"rename it, e.g. {re.sub(r'[^A-Za-z0-9_]', '_', name)}")
     if WHEELHOUSE_INPUT in spec.inputs:
         raise UnsupportedSpec(f"input name {WHEELHOUSE_INPUT!r} is the job's own (the stock-image wheelhouse)",
                               fix="rename that input")
@@ -93,7 +103,7 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
     if spec.retries:
         raise UnsupportedSpec(f"retries {spec.retries}: an Azure ML command job takes no retry count, and Azure ML "
                               "does not restart a failed or preempted command job",
-                              fix="set retries: 0, and relaunch a failed job (it resumes from its newest checkpoint)")
+                              fix="set retries: 0, and relaunch a failed job")
     if spec.resources.spot and settings.compute and settings.compute_tier != "low_priority":
         raise UnsupportedSpec(f"spot: true on the cluster {settings.compute!r}: a cluster's VMs are dedicated or "
                               "low-priority as the cluster was created, not per job, and cloudtune cannot see which "
@@ -139,6 +149,10 @@ def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, dict[st
     for name, uri in sorted(spec.inputs.items()):
         if is_remote(uri):
             if not (DATASTORE_URI.fullmatch(uri) or BLOB_HTTPS.fullmatch(uri)):
+                if any(c in uri for c in "?#@"):  # a SAS token or a user name would travel in the job YAML
+                    raise UnsupportedSpec(f"input {name!r}: a URL with a query, fragment or user part (a SAS token?) "
+                                          "would be written into the job", fix="give the URL without it and grant the "
+                                          "job's identity access, or register a datastore and give its azureml:// URI")
                 raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Azure storage; an Azure ML job reads "
                                       "azureml://datastores/... URIs and https://ACCOUNT.blob.core.windows.net/... URLs",
                                       fix="copy it to a datastore and give its azureml:// URI, or give a local path "
@@ -279,6 +293,8 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
     identity = _identity(spec, settings, notes)
     if identity:
         request["identity"] = identity
+        if identity.get("client_id"):  # DefaultAzureCredential in the job picks this user-assigned identity
+            request.setdefault("environment_variables", {})["AZURE_CLIENT_ID"] = identity["client_id"]
     request["tags"] = dict(sorted({**settings.tags, JOB_TAG: spec.name}.items()))
 
     estimate, cost_basis = cost.estimate(offer, spec.resources.spot, spec.resources.nodes)
