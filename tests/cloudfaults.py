@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -154,3 +155,97 @@ class BlackHole:
         for conn in self.held:
             conn.close()
         self.sock.close()
+
+
+class FaultyProxy:
+    """A loopback proxy in front of a cloud fake: a `rate` share of requests fail (500, 503, or a connection dropped
+    before the request reaches the service), and half of the creates that get through (`is_create(method, path)`)
+    reach the service but lose their answer. Errors carry a JSON body that Google and Azure clients both parse."""
+
+    HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+    def __init__(self, upstream: str, rate: float, seed: int, is_create: Callable[[str, str], bool]) -> None:
+        import random
+        from collections import Counter
+        from urllib.parse import urlparse
+
+        self.upstream = urlparse(upstream)
+        self.rng = random.Random(seed)
+        self.rate = rate
+        self.lock = threading.Lock()
+        self.faults: Counter[str] = Counter()
+        self.lost_creates = 0
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _reply(self, status: int, data: bytes, headers: list[tuple[str, str]]) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in FaultyProxy.HOP_BY_HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _drop(self) -> None:
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                kind = proxy.pick(is_create(self.command, self.path.split("?")[0]))
+                if kind in ("500", "503"):
+                    data = json.dumps({"error": {"code": int(kind), "message": f"injected {kind}",
+                                                 "status": "UNAVAILABLE"}}).encode()
+                    self._reply(int(kind), data, [("Content-Type", "application/json")])
+                elif kind == "drop":
+                    self._drop()
+                else:
+                    status, headers, data = proxy.forward(self.command, self.path, dict(self.headers.items()), body)
+                    if kind == "drop-after":
+                        with proxy.lock:
+                            proxy.lost_creates += 1
+                        self._drop()
+                    else:
+                        self._reply(status, data, headers)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _handle
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def pick(self, create: bool) -> str | None:
+        """The fault for the next request: 500, 503, drop, drop-after (a create only) or None."""
+        with self.lock:
+            kind = self.rng.choice(["500", "503", "drop"]) if self.rng.random() < self.rate else None
+            if create and kind is None and self.rng.random() < 0.5:
+                kind = "drop-after"
+            if kind:
+                self.faults[kind] += 1
+            return kind
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=10)
+        sent = {k: v for k, v in headers.items() if k.lower() not in self.HOP_BY_HOP}
+        conn.request(method, path, body=body or None, headers=sent)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        return resp.status, resp.getheaders(), data
+
+    def __enter__(self) -> "FaultyProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
