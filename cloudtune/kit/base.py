@@ -57,8 +57,12 @@ class CloudLauncher:
         return self._home
 
     def plan(self, spec: "JobSpec", settings: Any, *, suffix: str, bundle: "Bundle | None" = None) -> "Plan":
-        """Compile the spec: pure, offline, nothing written (see the launcher's request module)."""
-        return type(self).compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home(), lock_dir=self._lock_dir)
+        """Compile the spec: pure, offline, nothing written (see the launcher's request module). The wheel locks are
+        the launcher's, else the settings' `wheel_locks` directory, else those shipped with cloudtune."""
+        lock_dir = self._lock_dir
+        if lock_dir is None and getattr(settings, "wheel_locks", None):
+            lock_dir = Path(settings.wheel_locks).expanduser()
+        return type(self).compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home(), lock_dir=lock_dir)
 
     def status(self, ref: "JobRef") -> "JobStatus":
         raise NotImplementedError

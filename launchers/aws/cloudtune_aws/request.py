@@ -186,8 +186,6 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
     spec = with_model_input(spec, "aws")
-    if lock_dir is None and settings.wheel_locks:
-        lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
     catalog = load_catalog()
     accel = spec.resources.accel

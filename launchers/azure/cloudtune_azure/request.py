@@ -251,8 +251,6 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
     spec = with_model_input(spec, "azure")
-    if lock_dir is None and settings.wheel_locks:
-        lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
     _check_settings(spec, settings)
     name = AZUREML_JOB.check(spec.name, suffix)

@@ -182,8 +182,6 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
     from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
 
     spec = with_model_input(spec, "gcp")
-    if lock_dir is None and settings.wheel_locks:
-        lock_dir = Path(settings.wheel_locks).expanduser()
     notes: list[str] = []
     _check_settings(spec, settings)
     project, region, base = str(settings.project), str(settings.region), bucket_base(str(settings.bucket), "gs", BUCKET_PATTERN.pattern, "gcp", "Cloud Storage")
