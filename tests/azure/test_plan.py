@@ -207,3 +207,37 @@ def test_all_missing_settings_in_one_error(tmp_path: Path) -> None:
     text = str(info.value)
     assert all(f"providers.azure.{k}" in text for k in ("subscription_id", "resource_group", "workspace"))
     assert "AZURE_SUBSCRIPTION_ID" in text
+
+
+# ------------------------------------------------------------------ train.model: job:<JOB> in an Azure ML plan
+def _azure_job(job_id: str, model_uri: str) -> None:
+    import time
+
+    from cloudtune.store import JobRecord, JobStore
+
+    now = time.time()
+    JobStore().add(JobRecord(job_id=job_id, provider="azure", name=job_id, state="succeeded", created_at=now,
+                             updated_at=now, native_id=job_id, model_uri=model_uri))
+
+
+def test_a_job_model_of_this_workspace_is_the_model_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.azure.planning import SUBSCRIPTION
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    path = "datastores/workspaceblobstore/paths/cloudtune/output/first-1/model/"
+    _azure_job("first-1", f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/ml-rg/workspaces/ml-ws/{path}")
+    _azure_job("other-1", f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/ml-rg/workspaces/elsewhere/{path}")
+    write_data(tmp_path)
+    spec = validate_spec({"name": "second", "inputs": {"train": "data/train.jsonl"},
+                          "train": {"model": "job:first-1"}}, base_dir=tmp_path)
+    plan = AzureLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    entry = plan.request["inputs"]["model"]
+    assert entry == {"type": "uri_folder", "path": f"azureml://{path}", "mode": "ro_mount"}
+    assert "'model=${{inputs.model}}'" in plan.request["command"]
+    load(plan.request)
+
+    spec = validate_spec({"name": "third", "inputs": {"train": "data/train.jsonl"},
+                          "train": {"model": "job:other-1"}}, base_dir=tmp_path)
+    with pytest.raises(UnsupportedSpec, match="another Azure ML workspace") as info:
+        AzureLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    assert "cloudtune download" in info.value.fix

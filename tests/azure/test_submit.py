@@ -65,7 +65,10 @@ def test_launch_status_logs_cancel_and_relaunch_uploads_nothing(azureml_fake, az
     assert set(props["inputs"]) == set(plan.request["inputs"]) and set(props["outputs"]) == {"model", "checkpoints", "logs"}
     assert props["computeId"].endswith("/computes/gpu-cluster")
     assert ref.native_id == plan.job_name and ref.console_url and "ml.azure.com" in ref.console_url
-    assert ref.model_uri == plan.model_uri
+    # the store keeps the model's URI in its long form: a later job: reference knows the workspace
+    assert ref.model_uri == plan.model_uri.replace(
+        "azureml://", f"azureml://subscriptions/{azureml_fake.subscription}/resourcegroups/"
+        f"{azureml_fake.resource_group}/workspaces/{azureml_fake.workspace}/")
 
     seen = [launcher.status(ref).state for _ in range(3)]  # NotStarted/Queued, then Running (and it stays)
     assert seen[-1] == "running" and set(seen) <= {"pending", "running"}

@@ -26,7 +26,7 @@ from cloudtune.plan import Plan
 from cloudtune_azure.errors import classify
 from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI, compile_plan
 from cloudtune_azure.settings import AzureSettings
-from cloudtune_azure.storage import BlobStore, Datastore
+from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
 
 INSTALL_HINT = install_hint("azure")
 ARTIFACT_DATASTORE = "workspaceartifactstore"  # holds each job's logs: ExperimentRun/dcid.<job>/user_logs/
@@ -130,8 +130,9 @@ class AzureLauncher(CloudLauncher):
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
         self._register_code(plan, settings)
         name = self._create(plan, settings)
+        # the model in long form: a later `train.model: job:<this job>` knows which workspace holds it
         return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
-                      model_uri=plan.model_uri,
+                      model_uri=long_form(self._workspace(settings), plan.model_uri) if plan.model_uri else None,
                       extra={"subscription_id": settings["subscription_id"], "resource_group": settings["resource_group"],
                              "workspace": settings["workspace"], "job_name": plan.job_name,
                              "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
@@ -249,10 +250,12 @@ class AzureLauncher(CloudLauncher):
 
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
-        store = self.store(self._settings(ref))
-        download_prefix(store, ref.model_uri, dest, self.caller.call)
+        settings = self._settings(ref)
+        store = self.store(settings)
+        model_uri = short_form(self._workspace(settings), ref.model_uri) or ref.model_uri
+        download_prefix(store, model_uri, dest, self.caller.call)
         if checkpoints:  # recorded at submit; the outputs are siblings (<prefix>/output/<job>/{model,checkpoints}/)
-            uri = ref.extra.get("checkpoint_uri") or ref.model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
+            uri = ref.extra.get("checkpoint_uri") or model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
             if not download_prefix(store, uri, checkpoints_dir(dest), self.caller.call, missing_ok=True):
                 note(f"no checkpoints under {uri}")
         return dest

@@ -141,13 +141,22 @@ def _input_entry(path: str, kind: str, size: int | None) -> dict[str, str]:
     return {"type": kind, "path": path, "mode": mode}
 
 
-def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, dict[str, str]]]:
-    """Remote inputs as they are (a URI ending in '/' or without a file extension is a folder); local paths
-    uploaded content-addressed. Small inputs are downloaded to the node, large or unknown-size ones mounted."""
+def _inputs(spec: "JobSpec", base: str, settings: AzureSettings) -> tuple[list[Upload], dict[str, dict[str, str]]]:
+    """Remote inputs as they are (a URI ending in '/' or without a file extension is a folder; a long-form datastore
+    URI of this workspace in its short form); local paths uploaded content-addressed. Small inputs are downloaded to
+    the node, large or unknown-size ones mounted."""
+    from cloudtune_azure.storage import short_form
+
     uploads: list[Upload] = []
     entries: dict[str, dict[str, str]] = {}
     for name, uri in sorted(spec.inputs.items()):
         if is_remote(uri):
+            local = short_form((str(settings.subscription_id), str(settings.resource_group), str(settings.workspace)), uri)
+            if local is None:  # e.g. train.model: job:<a job of another workspace>
+                raise UnsupportedSpec(f"input {name!r} ({uri}) is in another Azure ML workspace",
+                                      fix="download it (`cloudtune download JOB DIR` for a job's model) and give the "
+                                      "local path, or copy it to a datastore of providers.azure.workspace")
+            uri = local
             if not (DATASTORE_URI.fullmatch(uri) or BLOB_HTTPS.fullmatch(uri)):
                 if any(c in uri for c in "?#@"):  # a SAS token or a user name would travel in the job YAML
                     raise UnsupportedSpec(f"input {name!r}: a URL with a query, fragment or user part (a SAS token?) "
@@ -257,7 +266,7 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
     base = f"azureml://datastores/{settings.datastore}/paths/{settings.prefix.strip('/')}"
     offer = _machine(spec, settings, notes)
     check_local_inputs(spec)
-    uploads, inputs = _inputs(spec, base)
+    uploads, inputs = _inputs(spec, base, settings)
     environment, pip_flags, extras = _environment(spec, settings, notes)
     if not spec.image:
         wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)

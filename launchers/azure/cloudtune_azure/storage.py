@@ -11,6 +11,7 @@ with the account key in CLOUDTUNE_AZURE_STORAGE_KEY.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from typing import Any
 
 from cloudtune.kit.retry import CloudConfigError
 
+# A datastore URI that names its workspace (Azure ML docs, "Create data assets": the long form
+# azureml://subscriptions/S/resourcegroups/R/workspaces/W/datastores/D/paths/P); the short form means "this workspace".
+LONG_FORM = re.compile(r"azureml://subscriptions/([^/]+)/resourcegroups/([^/]+)/workspaces/([^/]+)/(datastores/.+)",
+                       re.IGNORECASE)
 BLOB_ENDPOINT_VAR = "CLOUDTUNE_AZURE_BLOB_ENDPOINT"
 STORAGE_KEY_VAR = "CLOUDTUNE_AZURE_STORAGE_KEY"
 CALL_TIMEOUT_S = 60
@@ -34,6 +39,23 @@ class Datastore:
     def url(self, path: str) -> str:
         """The https URL of `path` inside the container."""
         return f"{self.account_url.rstrip('/')}/{self.container}/{path}"
+
+
+def long_form(workspace: tuple[str, str, str], uri: str) -> str:
+    """`azureml://datastores/...` of `workspace` (subscription, resource group, name) -> its long form."""
+    sub, group, name = workspace
+    return f"azureml://subscriptions/{sub}/resourcegroups/{group}/workspaces/{name}/{uri.removeprefix('azureml://')}"
+
+
+def short_form(workspace: tuple[str, str, str], uri: str) -> str | None:
+    """A long-form datastore URI of `workspace` -> `azureml://datastores/...`; None when it names another workspace;
+    any other URI as it is."""
+    m = LONG_FORM.fullmatch(uri)
+    if not m:
+        return uri
+    if tuple(p.lower() for p in m.groups()[:3]) != tuple(p.lower() for p in workspace):
+        return None
+    return f"azureml://{m.group(4)}"
 
 
 def split_key(bucket: str, key: str) -> tuple[str, str]:
