@@ -419,6 +419,10 @@ class JobSpec(_Strict):
         if v is not None and (not v or re.search(r"[\s\x00-\x1f\x7f]", v)):
             raise ValueError(f"image {shown(v)} is not an image URI (it is empty or holds a space or control character); "
                              "give e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1, or null")
+        if v is not None and ("://" in v or re.match(r"[^/]*@", v)):  # a scheme, or user[:password]@ before the host
+            raise ValueError("image is a URL or carries a user name (a password would travel in the job request); "
+                             "give REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) and sign the registry in with the "
+                             "cloud's own credentials")
         return v
 
     @field_validator("command")

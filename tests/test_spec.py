@@ -179,3 +179,15 @@ def test_non_utf8_spec_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="not UTF-8") as info:
         load_spec(path)
     assert "save the file as UTF-8" in str(info.value)
+
+
+@pytest.mark.parametrize("image", ["https://reg.io/train:1", "user:s3cr3t@reg.io/train:1", "user@reg.io/train:1"])
+def test_an_image_with_credentials_or_a_scheme_is_refused_without_echoing_it(image: str) -> None:
+    with pytest.raises(SpecError) as info:
+        validate_spec({"name": "x", "image": image, "command": "python a.py"})
+    assert "image" in str(info.value) and "s3cr3t" not in str(info.value) and "user" not in str(info.value).split("image:")[0]
+
+
+def test_an_image_pinned_by_digest_is_accepted() -> None:
+    spec = validate_spec({"name": "x", "image": "reg.io/train@sha256:" + "a" * 64, "command": "python a.py"})
+    assert spec.image.endswith("a" * 64)
