@@ -1,7 +1,8 @@
 """`cloudtune-run`: the container entrypoint on every cloud.
 
 Detects the provider, builds the RuntimeContext, then either runs the worker in this process
-(one process in all) or hands it to torchrun (`nnodes` x `nproc_per_node` from the context).
+(one process in all, or one per host on PyTorch/XLA: see cloudtune.runtime.xla) or hands it to torchrun
+(`nnodes` x `nproc_per_node` from the context).
 The worker resolves secrets, then runs the built-in recipe or the user's command.
 """
 
@@ -27,6 +28,7 @@ from cloudtune.runtime import exitcodes
 from cloudtune.runtime.context import ContractError, RunArgs, detect
 from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.runtime.types import RuntimeContext
+from cloudtune.runtime.xla import PJRT_DEVICE_VAR, xla_device_type
 
 LOG = "[cloudtune]"
 EXIT_DIR_VAR = "CLOUDTUNE_EXIT_DIR"  # set for torchrun's workers: each failed worker writes its exit code there
@@ -228,6 +230,14 @@ def _record_failure(ctx: RuntimeContext | None, message: str, code: int) -> None
     ctx.failure_file.write_text(message[:1024 - len(tag)] + tag)
 
 
+def announce_xla(ctx: RuntimeContext, device: str) -> None:
+    """PyTorch/XLA: this one process drives every device of the host (SPMD), so torchrun is not started whatever
+    processes_per_node says (see cloudtune.runtime.xla). PJRT_DEVICE is set for the recipe when it was inferred."""
+    os.environ.setdefault(PJRT_DEVICE_VAR, device)
+    ignored = f"; processes_per_node {ctx.processes_per_node} is not used" if ctx.processes_per_node > 1 else ""
+    _say(f"PyTorch/XLA on {device}: one process on this host drives all its devices (SPMD), no torchrun{ignored}")
+
+
 def _under_torchrun() -> bool:
     """True in a worker that torchrun started (its agent sets TORCHELASTIC_RUN_ID). Not LOCAL_RANK: Azure ML's
     pytorch distribution sets LOCAL_RANK=0 on the one process per node that must start torchrun itself."""
@@ -251,7 +261,10 @@ def _main(argv: list[str]) -> int:
         if not under_torchrun:
             _say(f"provider={ctx.provider} job={ctx.job_name} node {ctx.node_rank + 1}/{ctx.num_nodes} "
                  f"model_dir={ctx.model_dir} checkpoint_dir={ctx.checkpoint_dir}")
-        if ctx.world_size > 1 and not under_torchrun:
+        xla = None if under_torchrun else xla_device_type()
+        if xla is not None:
+            announce_xla(ctx, xla)
+        if ctx.world_size > 1 and not under_torchrun and xla is None:
             code = launch_torchrun(ctx, argv)
         else:
             code = run_worker(ctx)
