@@ -20,6 +20,7 @@ from typing import Any
 
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
+from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
 from cloudtune.train.logfmt import (  # noqa: F401  (re-exported: the log formats are part of this recipe's contract)
@@ -357,6 +358,12 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     )
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
+    xla = xla_device_type()
+    # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
+    trainer.ct_train_drop_last = xla is not None and len(train_ds) >= hp.batch_size
+    if xla is not None:
+        _say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
+             + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
 
@@ -406,11 +413,26 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
 
     # FSDP: every rank takes part in gathering the full (unsharded) state dict; rank 0 gets it and writes it
     full_state = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    xla_spmd = getattr(trainer, "is_fsdp_xla_v2_enabled", False)
+    if xla_spmd:  # XLA FSDPv2: the gathered CPU state under the plain model's names (cloudtune.train.xla)
+        from cloudtune.train.xla import spmd_state_dict
+
+        full_state = spmd_state_dict(trainer.model)
     if trainer.args.process_index == 0:
         model_dir = Path(ctx.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         final = trainer.accelerator.unwrap_model(trainer.model)
-        if full_state is not None and train.lora is not None:  # the adapter's weights, taken from the full state
+        if xla is not None:  # saved from the CPU: files that load anywhere
+            from cloudtune.train.xla import unwrap_spmd
+
+            final = unwrap_spmd(final)
+            if not xla_spmd:
+                final = final.to("cpu")
+        if xla_spmd and train.lora is None:
+            from cloudtune.train.xla import without_tied
+
+            final.save_pretrained(str(model_dir), state_dict=without_tied(final, full_state))
+        elif full_state is not None and train.lora is not None:  # the adapter's weights, taken from the full state
             from cloudtune.train.lora import save_classifier_config
 
             final.peft_config["default"].base_model_name_or_path = base_model
@@ -513,8 +535,15 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha} on {sorted(model.peft_config['default'].target_modules)}: "
              + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
-                        collator=CausalLMCollator(tokenizer.pad_token_id, attn), base_model=train_model_name(train, source, ctx),
+                        collator=CausalLMCollator(tokenizer.pad_token_id, attn, pad_to=fixed_length(hp.max_seq_len)),
+                        base_model=train_model_name(train, source, ctx),
                         data_info=info)
+
+
+def fixed_length(max_seq_len: int) -> int | None:
+    """The length every batch is padded to: `max_seq_len` on PyTorch/XLA (one compiled graph for every batch), None
+    (the batch's longest row) elsewhere."""
+    return max_seq_len if xla_device_type() is not None else None
 
 
 def base_model_source(ctx: RuntimeContext, train: TrainSpec) -> tuple[str, str] | None:

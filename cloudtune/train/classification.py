@@ -104,13 +104,16 @@ def encode(rows: list[tuple[str, str, Any]], tokenizer: Any, max_seq_len: int, t
 
 
 class ClassificationCollator:
-    def __init__(self, pad_token_id: int) -> None:
+    """Padding to the batch's longest text (or to `pad_to`, for fixed shapes on PyTorch/XLA)."""
+
+    def __init__(self, pad_token_id: int, pad_to: int | None = None) -> None:
         self.pad_token_id = pad_token_id
+        self.pad_to = pad_to
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        longest = max(len(f["input_ids"]) for f in features)
+        longest = max([len(f["input_ids"]) for f in features] + [self.pad_to or 0])
         input_ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
         attention = torch.zeros((len(features), longest), dtype=torch.long)
         for row, f in enumerate(features):
@@ -148,8 +151,8 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
     from transformers import set_seed
 
-    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, input_source,
-                                           lora_output_for, model_shown, resolve_model_source, run_training,
+    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, fixed_length,
+                                           input_source, lora_output_for, model_shown, resolve_model_source, run_training,
                                            train_model_name)
 
     _quiet_transformers()
@@ -182,5 +185,6 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
         _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
              f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
-                        collator=ClassificationCollator(tokenizer.pad_token_id), base_model=train_model_name(train, source, ctx),
+                        collator=ClassificationCollator(tokenizer.pad_token_id, fixed_length(hp.max_seq_len)),
+                        base_model=train_model_name(train, source, ctx),
                         data_info=info, compute_metrics=compute_metrics)

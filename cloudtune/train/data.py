@@ -642,7 +642,7 @@ def block_causal_mask(seq_lens_per_row: list[list[int]], length: int, eager: boo
 
 
 class CausalLMCollator:
-    """Dynamic padding to the batch's longest row; labels -100 on padding.
+    """Dynamic padding to the batch's longest row (or to `pad_to`, for fixed shapes); labels -100 on padding.
 
     Features are `{"input_ids"}` (labels = input_ids), `{"input_ids", "labels"}`, or packed rows that also carry
     `seq_lens`: then the batch gets `position_ids` restarting at 0 for every example and a 4D block-diagonal causal
@@ -650,14 +650,15 @@ class CausalLMCollator:
     recipe's Trainer removes before the forward pass.
     """
 
-    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa") -> None:
+    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa", pad_to: int | None = None) -> None:
         self.pad_token_id = pad_token_id
         self.eager = attn_implementation == "eager"
+        self.pad_to = pad_to  # fixed shapes (PyTorch/XLA): every batch padded to this length
 
     def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
         import torch
 
-        longest = max(len(f["input_ids"]) for f in features)
+        longest = max([len(f["input_ids"]) for f in features] + [self.pad_to or 0])
         n = len(features)
         input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((n, longest), IGNORE, dtype=torch.long)

@@ -26,6 +26,14 @@ def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
 
 
 def device_precision(requested: str) -> str:
+    """The precision to train in on this process's device (PyTorch/XLA: see cloudtune.train.xla.xla_precision)."""
+    from cloudtune.runtime.xla import xla_device_type
+
+    xla = xla_device_type()
+    if xla is not None:
+        from cloudtune.train.xla import xla_precision
+
+        return xla_precision(requested, xla)
     import torch
 
     cuda = torch.cuda.is_available()
@@ -92,8 +100,16 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
     accelerated = cuda or is_torch_xla_available()  # a TPU VM trains on its XLA device, not the CPU
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world_size > 1
-    fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
-    if train.distributed == "fsdp" and not distributed:
+    from cloudtune.runtime.xla import xla_device_type
+
+    xla = xla_device_type() if is_torch_xla_available() else None
+    if xla is not None:  # one process per host; FSDP is XLA's SPMD FSDPv2 (cloudtune.train.xla)
+        from cloudtune.train.xla import xla_training_kwargs
+
+        fsdp = xla_training_kwargs(train, model)
+    else:
+        fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
+    if train.distributed == "fsdp" and not distributed and xla is None:
         _say("distributed: fsdp in a single process: nothing to shard, training the whole model in this process")
     return TrainingArguments(
         output_dir=str(ctx.checkpoint_dir),
@@ -162,6 +178,46 @@ def _make_trainer_class() -> type:
                 state.distributed_type = DistributedType.FSDP
                 state.fsdp_plugin = FullyShardedDataParallelPlugin(**plugin_args)
                 self.is_fsdp_enabled = True
+
+        ct_train_drop_last = False  # PyTorch/XLA: fixed shapes, the last partial training batch is dropped
+
+        def _get_dataloader(self, *args: Any, **kwargs: Any) -> Any:
+            # dataloader_drop_last would drop eval examples too: drop only in training (is_training)
+            training = bool(kwargs.get("is_training", args[4] if len(args) > 4 else False))
+            before = self.args.dataloader_drop_last
+            self.args.dataloader_drop_last = before or (training and self.ct_train_drop_last)
+            try:
+                return super()._get_dataloader(*args, **kwargs)
+            finally:
+                self.args.dataloader_drop_last = before
+
+        def _wrap_model(self, model: Any, training: bool = True, dataloader: Any = None) -> Any:
+            wrapped = super()._wrap_model(model, training, dataloader)
+            if training and getattr(self, "is_fsdp_xla_v2_enabled", False) and self.optimizer is None:
+                # transformers 5.24 delays the optimizer under XLA FSDP, then, the model being wrapped already,
+                # never creates it (`'NoneType' object has no attribute 'param_groups'`): make it from the
+                # wrapped (sharded) parameters, as the delayed path would have.
+                self.create_optimizer(wrapped)
+            return wrapped
+
+        def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+            if not getattr(self, "is_fsdp_xla_v2_enabled", False):
+                return super().save_model(output_dir, _internal_call)
+            # the Trainer's TPU save writes the FSDPv2 wrapper's `_orig_module.` keys with xm.save and no config:
+            # write the plain model's config and safetensors instead (they load with from_pretrained anywhere)
+            import torch
+
+            from cloudtune.train.xla import spmd_state_dict, unwrap_spmd, without_tied
+
+            output_dir = output_dir or self.args.output_dir
+            state = spmd_state_dict(self.model)
+            if self.args.should_save:
+                inner = unwrap_spmd(self.model)
+                os.makedirs(output_dir, exist_ok=True)
+                inner.save_pretrained(output_dir, state_dict=without_tied(inner, state))
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(output_dir)
+                torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
         def _track_num_input_tokens(self, inputs: Any) -> None:
             if "ct_num_tokens" not in inputs:  # packed rows carry a 4D mask: count their real tokens instead
