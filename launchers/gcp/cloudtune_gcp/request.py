@@ -192,7 +192,8 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
     uploads, uris = _inputs(spec, base)
 
     gpus = offer.count if offer is not None and not offer.tpu_topology else 0
-    ppn = spec.processes_per_node(gpus or None)
+    tpu_auto = offer is not None and bool(offer.tpu_topology) and spec.resources.processes_per_node == "auto"
+    ppn = 1 if tpu_auto else spec.processes_per_node(gpus or None)  # PyTorch/XLA: one process per TPU host
     image, pip_flags, extras = _image(spec, region, offer, notes)
     if not spec.image:
         from cloudtune_gcp.images import LOCK_TARGET
