@@ -118,9 +118,12 @@ def test_plain_xla_run_matches_the_cpu_run(lane, cpu_full) -> None:
     weight_diff = max_weight_diff(xla["model_dir"], cpu_full["model_dir"])
     REPORT["xla_full"] |= {"max_loss_diff_vs_cpu": loss_diff, "max_weight_diff_vs_cpu": weight_diff}
     assert loss_diff < 1e-3 and weight_diff < 1e-3, (loss_diff, weight_diff)
-    # fixed shapes: one training graph and one evaluation graph, plus a few small ones (optimizer state set-up, the
-    # loss reductions); never one per step (6 steps, 3 evaluations)
+    # fixed shapes: a fixed set of graphs (training step, evaluation, optimizer state set-up, loss reductions),
+    # compiled once: twice the steps compile nothing more
     assert 0 < xla["compilations"] <= 20, xla["compilations"]
+    longer = run(lane, "xla_longer", "xla", {"hyperparameters": HP | {"epochs": 4}})
+    assert longer["metrics"]["global_step"] == 2 * xla["metrics"]["global_step"]
+    assert longer["compilations"] == xla["compilations"], (longer["compilations"], xla["compilations"])
     reloads_on_cpu(xla["model_dir"])
 
 
