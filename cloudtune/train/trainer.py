@@ -97,12 +97,14 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
     cuda = torch.cuda.is_available()
     from transformers.utils import is_torch_xla_available
 
-    accelerated = cuda or is_torch_xla_available()  # a TPU VM trains on its XLA device, not the CPU
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    distributed = world_size > 1
     from cloudtune.runtime.xla import xla_device_type
 
     xla = xla_device_type() if is_torch_xla_available() else None
+    # a TPU VM trains on its XLA device. Where torch_xla is installed, transformers' import of it sets
+    # PJRT_DEVICE=CPU when nothing else was named, so XLA's CPU device is used: USE_TORCH_XLA=0 runs the plain path
+    accelerated = cuda or xla is not None
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    distributed = world_size > 1
     if xla is not None:  # one process per host; FSDP is XLA's SPMD FSDPv2 (cloudtune.train.xla)
         from cloudtune.train.xla import xla_training_kwargs
 
