@@ -1,6 +1,7 @@
 """`cloudtune launch` of a TPU spec with `--provider gcp --dry-run` (the real CLI, offline): the container is one that
-carries PyTorch/XLA -- Vertex AI's prebuilt pytorch-xla image by default, the image containers/tpu builds when
-`image:` names it -- and the job runs one process per TPU host."""
+carries PyTorch/XLA -- the image containers/tpu builds (torch and torch_xla 2.9.0, what the XLA lane tests), at the
+Artifact Registry path the README pushes it to, by default; another PyTorch/XLA image when `image:` names it --
+and the job runs one process per TPU host."""
 
 from __future__ import annotations
 
@@ -39,13 +40,20 @@ providers:
 def test_tpu_dry_run_names_an_image_with_pytorch_xla_and_one_process_per_host(tmp_path: Path) -> None:
     out, pool = _dry_run(tmp_path)
     assert pool["machineSpec"] == {"machineType": "ct5lp-hightpu-4t", "tpuTopology": "2x2"}
-    image = pool["containerSpec"]["imageUri"]
-    assert re.fullmatch(r"us-docker\.pkg\.dev/vertex-ai/training/pytorch-xla\.\d+-\d+\.py310:latest", image), image
-    assert "one process per host through PyTorch/XLA" in out and "build containers/tpu" in out
+    assert pool["containerSpec"]["imageUri"] == TPU_IMAGE
+    assert "one process per host through PyTorch/XLA" in out and "build and push it once" in out
+    assert "containers/tpu" in out and "wheelhouses/" not in out  # the image carries the packages
     assert '\\"processes_per_node\\": 1' in json.dumps(pool)
 
 
-def test_tpu_dry_run_with_the_containers_tpu_image(tmp_path: Path) -> None:
-    out, pool = _dry_run(tmp_path, "--set", f"image={TPU_IMAGE}")
-    assert pool["containerSpec"]["imageUri"] == TPU_IMAGE
+def test_containers_tpu_builds_the_image_the_plan_names() -> None:
+    """The default image's versions are the ones containers/tpu pins (and the lane tests)."""
+    text = (Path(__file__).resolve().parents[2] / "containers/tpu/Dockerfile").read_text()
+    assert re.search(r"ARG TORCH_XLA_VERSION=2\.9\.0", text) and "PJRT_DEVICE=TPU" in text
+
+
+def test_tpu_dry_run_with_another_xla_image(tmp_path: Path) -> None:
+    other = "us-docker.pkg.dev/vertex-ai/training/pytorch-xla.2-4.py310:latest"
+    out, pool = _dry_run(tmp_path, "--set", f"image={other}")
+    assert pool["containerSpec"]["imageUri"] == other
     assert '\\"processes_per_node\\": 1' in json.dumps(pool)

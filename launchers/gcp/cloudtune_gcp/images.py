@@ -26,3 +26,9 @@ def training_image_uri(region: str, processor: str) -> str:
     """`processor`: gpu, cpu or xla (TPU)."""
     version = FRAMEWORK_VERSION.replace(".", "-")
     return f"{multi_region(region)}-{_REPOSITORY}/pytorch-{processor}.{version}.{PY_VERSION}:latest"
+
+
+def tpu_image_uri(project: str, region: str, version: str) -> str:
+    """cloudtune's own TPU image (containers/tpu: torch + torch_xla 2.9.0, the versions the XLA lane tests) in the
+    project's `cloudtune` Artifact Registry repository of the region, as the README's build and push steps put it."""
+    return f"{region}-docker.pkg.dev/{project}/cloudtune/cloudtune-tpu:{version}"

@@ -118,18 +118,23 @@ def _machine(spec: "JobSpec", notes: list[str]) -> tuple["Offer | None", dict[st
     return offer, machine
 
 
-def _image(spec: "JobSpec", region: str, offer: "Offer", notes: list[str]) -> tuple[str, str, str]:
-    """(image URI, pip flags, wheel extras) for the container."""
+def _image(spec: "JobSpec", project: str, region: str, offer: "Offer", notes: list[str]) -> tuple[str, str, str, bool]:
+    """(image URI, pip flags, wheel extras, whether it is a stock image that needs the wheelhouse)."""
     if spec.image:
-        return spec.image, "--no-deps --force-reinstall", ""
-    from cloudtune_gcp.images import FRAMEWORK_VERSION, training_image_uri
+        return spec.image, "--no-deps --force-reinstall", "", False
+    from cloudtune_gcp.images import FRAMEWORK_VERSION, tpu_image_uri, training_image_uri
 
-    processor = "xla" if offer.tpu_topology else ("gpu" if offer.count else "cpu")
+    if offer.tpu_topology:  # Vertex's prebuilt PyTorch/XLA lags the TPU generations and cloudtune's tested versions
+        from cloudtune import __version__
+
+        uri = tpu_image_uri(project, region, __version__)
+        notes.append(f"image: cloudtune's TPU image {uri} (containers/tpu: torch and torch_xla 2.9.0, as the XLA "
+                     "lane tests them); build and push it once before the first TPU job (README: Artifact Registry), "
+                     "or set `image:` to another PyTorch/XLA image")
+        return uri, "--no-deps --force-reinstall", "", False
+    processor = "gpu" if offer.count else "cpu"
     notes.append(f"image: Vertex AI prebuilt PyTorch {FRAMEWORK_VERSION} training container ({processor})")
-    if processor == "xla":
-        notes.append("TPU: the prebuilt PyTorch/XLA container may lag the newest TPU generations; build containers/tpu "
-                     "and set `image:` to it when the job cannot start (README: TPU image)")
-    return training_image_uri(region, processor), "", "[train]" if spec.train is not None else ""
+    return training_image_uri(region, processor), "", "[train]" if spec.train is not None else "", True
 
 
 def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, str]]:
@@ -194,8 +199,8 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
     gpus = offer.count if offer is not None and not offer.tpu_topology else 0
     tpu_auto = offer is not None and bool(offer.tpu_topology) and spec.resources.processes_per_node == "auto"
     ppn = 1 if tpu_auto else spec.processes_per_node(gpus or None)  # PyTorch/XLA: one process per TPU host
-    image, pip_flags, extras = _image(spec, region, offer, notes)
-    if not spec.image:
+    image, pip_flags, extras, stock = _image(spec, project, region, offer, notes)
+    if stock:
         from cloudtune_gcp.images import LOCK_TARGET
 
         wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
@@ -211,7 +216,7 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
     uploads.append(Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), code_uri, code.size, code.sha256,
                           staging.recipe(bundle, files)))
     job = runtime_job(spec, uris, ppn, code_uri if spec.command is not None else None)
-    extra_req = "google-cloud-secret-manager" if spec.secrets and not spec.image else ""
+    extra_req = "google-cloud-secret-manager" if spec.secrets and stock else ""
     bootstrap_args = [vx.mount_path(code_uri), pip_flags, extras, extra_req]
 
     output = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{display}"
