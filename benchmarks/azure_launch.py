@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,27 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from launch_job import write_job  # noqa: E402
+from launch_job import dry_runs, write_job  # noqa: E402
 
 ACCELERATOR = "resources.accelerator=T4:1"  # launch_job.py's L4 is not in Azure ML's catalog
-
-
-def dry_runs(job: Path, env: dict[str, str], runs: int) -> tuple[list[float], bool]:
-    code = ("import sys; from cloudtune.cli import main\n"
-            "try:\n    main()\nfinally:\n"
-            "    print('SDK', any(m == 'azure' or m.startswith('azure.') for m in sys.modules), file=sys.stderr)")
-    cli = [sys.executable, "-c", code, "launch", str(job), "--provider", "azure", "--dry-run", "--json",
-           "--set", ACCELERATOR]
-    times: list[float] = []
-    imported = False
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = subprocess.run(cli, env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - t0)
-        if out.returncode not in (0, None):
-            raise SystemExit(out.stderr)
-        imported |= "SDK True" in out.stderr
-    return times, imported
 
 
 def pypi_reachable() -> bool:
@@ -113,7 +94,7 @@ def main() -> None:
     job = write_job(work, args.data_mb)
     settings = {"CLOUDTUNE_HOME": str(work / "home"), "CLOUDTUNE_AZURE_SUBSCRIPTION_ID": SUBSCRIPTION,
                 "CLOUDTUNE_AZURE_RESOURCE_GROUP": RESOURCE_GROUP, "CLOUDTUNE_AZURE_WORKSPACE": WORKSPACE}
-    dry, imported = dry_runs(job, dict(os.environ, **settings), args.runs)
+    dry, imported = dry_runs(job, dict(os.environ, **settings), args.runs, "azure", ('azure',), ('--set', ACCELERATOR))
 
     import cloudtune
     from azure.ai.ml import MLClient

@@ -19,7 +19,6 @@ import json
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,26 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from launch_job import write_job  # noqa: E402
+from launch_job import dry_runs, write_job  # noqa: E402
 BUCKET = "cloudtune-bench"
 PROJECT = "bench-proj"
-
-
-def dry_runs(job: Path, env: dict[str, str], runs: int) -> tuple[list[float], bool]:
-    code = ("import sys; from cloudtune.cli import main\n"
-            "try:\n    main()\nfinally:\n"
-            "    print('SDK', any(m.startswith(('google.cloud.aiplatform', 'google.cloud.storage', 'google.cloud.logging', 'google.api_core')) for m in sys.modules), file=sys.stderr)")
-    cli = [sys.executable, "-c", code, "launch", str(job), "--provider", "gcp", "--dry-run", "--json"]
-    times: list[float] = []
-    imported = False
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = subprocess.run(cli, env=env, capture_output=True, text=True)
-        times.append(time.perf_counter() - t0)
-        if out.returncode not in (0, None):
-            raise SystemExit(out.stderr)
-        imported |= "SDK True" in out.stderr
-    return times, imported
 
 
 def main() -> None:
@@ -61,7 +43,7 @@ def main() -> None:
     job = write_job(work, args.data_mb)
     settings = {"CLOUDTUNE_HOME": str(work / "home"), "CLOUDTUNE_GCP_PROJECT": PROJECT,
                 "CLOUDTUNE_GCP_REGION": "us-central1", "CLOUDTUNE_GCP_BUCKET": f"gs://{BUCKET}/ct"}
-    dry, imported = dry_runs(job, dict(os.environ, **settings), args.runs)
+    dry, imported = dry_runs(job, dict(os.environ, **settings), args.runs, "gcp", ('google.cloud.aiplatform', 'google.cloud.storage', 'google.cloud.logging', 'google.api_core'))
 
     from gcp_storage_emulator.server import create_server
     from google.auth.credentials import AnonymousCredentials
