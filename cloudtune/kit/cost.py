@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from cloudtune.catalog import Catalog, Offer
+    from cloudtune.spec import JobSpec
 
 ON_DEMAND = "on-demand"
 SPOT = "spot"
@@ -26,6 +27,28 @@ def choice_note(catalog: "Catalog", offer: "Offer", requested: str) -> str | Non
     return (f"{offer.instance_type} (${offer.usd_per_hour:.2f}/h) is the cheapest of {len(others) + 1} machine types "
             f"with {requested}" + (f" (also: {listed})" if listed else "")
             + f"; set resources.instance_type.{offer.provider} to choose another")
+
+
+def catalog_offer(spec: "JobSpec", provider: str, kind: str) -> tuple["Offer", str | None]:
+    """The catalog offer a job's nodes are, and the plan note on why: `resources.instance_type.<provider>` when set
+    (UnsupportedSpec when the catalog does not know it: its accelerators would be unknown), else the cheapest offer
+    carrying `resources.accelerator` (with the others named). `kind` names the provider's unit (machine type, VM
+    size) in the fix."""
+    from cloudtune.catalog import load_catalog
+    from cloudtune.errors import UnsupportedSpec
+
+    catalog = load_catalog()
+    accel = spec.resources.accel
+    override = spec.resources.instance_type.get(provider)
+    if override:
+        offer = catalog.by_instance_type(provider, override)
+        if offer is None:
+            raise UnsupportedSpec(f"instance_type.{provider} {override!r} is not in the catalog: its accelerators are "
+                                  "unknown", fix=f"use a {kind} from `cloudtune catalog --provider {provider}`, or "
+                                  "drop the override")
+        return offer, None
+    offer = catalog.resolve(provider, "cpu" if accel.is_cpu else accel.name, accel.count)
+    return offer, choice_note(catalog, offer, str(accel))
 
 
 def estimate(offer: "Offer | None", spot: bool, nodes: int) -> tuple[float | None, str]:

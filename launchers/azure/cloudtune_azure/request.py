@@ -113,23 +113,12 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
 
 def _machine(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> "Offer":
     """The catalog offer the job's nodes are: a VM size for serverless compute, the estimate for a named cluster."""
-    from cloudtune.catalog import load_catalog
-
-    catalog = load_catalog()
     accel = spec.resources.accel
     if accel.name.upper().startswith("TPU"):
         CAPABILITIES.require("tpu", f"accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
-    override = spec.resources.instance_type.get("azure")
-    if override:
-        offer = catalog.by_instance_type("azure", override)
-        if offer is None:
-            raise UnsupportedSpec(f"instance_type.azure {override!r} is not in the catalog: its GPUs are unknown",
-                                  fix="use a VM size from `cloudtune catalog --provider azure`, or drop the override")
-    else:
-        offer = catalog.resolve("azure", "cpu" if accel.is_cpu else accel.name, accel.count)
-        why = cost.choice_note(catalog, offer, str(accel))
-        if why and not settings.compute:
-            notes.append(why)
+    offer, why = cost.catalog_offer(spec, "azure", "VM size")
+    if why and not settings.compute:  # a named cluster's VM size is the cluster's: no choice to explain
+        notes.append(why)
     if settings.compute:
         notes.append(f"compute {settings.compute}: the cluster's VM size decides the machine; the estimate is for "
                      f"{offer.instance_type} ({accel}) x {spec.resources.nodes}")

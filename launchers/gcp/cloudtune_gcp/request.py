@@ -89,21 +89,9 @@ def _check_settings(spec: "JobSpec", settings: GcpSettings) -> None:
 def _machine(spec: "JobSpec", notes: list[str]) -> tuple["Offer | None", dict[str, Any]]:
     """The catalog offer and the MachineSpec. TPUs send their machine type and topology only: the API's
     AcceleratorType enum has no value for every TPU generation."""
-    from cloudtune.catalog import load_catalog
-
-    catalog = load_catalog()
-    accel = spec.resources.accel
-    override = spec.resources.instance_type.get("gcp")
-    if override:
-        offer = catalog.by_instance_type("gcp", override)
-        if offer is None:
-            raise UnsupportedSpec(f"instance_type.gcp {override!r} is not in the catalog: its accelerators are unknown",
-                                  fix="use a machine type from `cloudtune catalog --provider gcp`, or drop the override")
-    else:
-        offer = catalog.resolve("gcp", "cpu" if accel.is_cpu else accel.name, accel.count)
-        why = cost.choice_note(catalog, offer, str(accel))
-        if why:
-            notes.append(why)
+    offer, why = cost.catalog_offer(spec, "gcp", "machine type")
+    if why:
+        notes.append(why)
     machine: dict[str, Any] = {"machineType": offer.instance_type}
     if offer.tpu_topology:
         machine["tpuTopology"] = offer.tpu_topology
