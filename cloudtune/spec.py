@@ -206,6 +206,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 class DataSpec(_TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
         "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
+        "streaming",
     )
     train: str = Field("train", description="name of the input holding the training data")
     eval: str | None = Field(
@@ -227,7 +228,12 @@ class DataSpec(_TrainPart):
     labels: list[str] | None = Field(
         None, description="seq-classification: the label names in id order; null = the sorted names found in the data"
     )
-    packing: bool = Field(False, description="causal-lm: pack several examples per sequence (block-diagonal attention)")
+    packing: bool = Field(False, description="causal-lm: pack several examples per row of at most max_seq_len tokens "
+                          "(best-fit decreasing; greedy in order when streaming); position ids restart per example, "
+                          "so no token attends across examples")
+    streaming: bool = Field(False, description="causal-lm: read the training data as a stream (🤗 Datasets "
+                            "IterableDataset: nothing converted or cached on disk), for data larger than the disk; "
+                            "needs hyperparameters.max_steps; examples are read and packed in file order")
 
     @field_validator("labels")
     @classmethod
@@ -318,6 +324,8 @@ class TrainSpec(_TrainPart):
                 )
             if data.chat_template is not None:
                 raise ValueError("train.data.chat_template applies to task causal-lm (chat format) only; remove it")
+            if data.streaming:
+                raise ValueError("train.data.streaming applies to task causal-lm only; remove `streaming: true`")
         else:
             if data.labels is not None:
                 raise ValueError("train.data.labels applies to task seq-classification only; remove it or set task: seq-classification")
@@ -329,6 +337,9 @@ class TrainSpec(_TrainPart):
                 "the adapter is saved on its own; remove `merge: true` (merge it later with merge_and_unload), or "
                 "use distributed: ddp"
             )
+        if data.streaming and hp.max_steps is None:
+            raise ValueError("train.data.streaming reads the data as a stream of unknown length, so the run needs a "
+                             "step count: set hyperparameters.max_steps (epochs cannot be counted on a stream)")
         if hp.eval_every is not None and data.eval is None:
             raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
         if hp.early_stopping_patience is not None:
