@@ -254,21 +254,42 @@ def _make_trainer_class() -> type:
                 self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
             return metrics
 
-        def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            store = self.ct_store
-            step = self.state.global_step
-            args = self.args
-            if args.process_index == 0:
-                store.prepare(step)
+        ct_local_tmp = None  # a non-zero machine's own temp copy of the last save (its RNG files), removed later
+
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            """The Trainer's train(); on return every checkpoint it saved is published (a background commit is
+            joined and the ranks meet), so a process that exits next cannot cut a commit short."""
+            try:
+                output = super().train(*args, **kwargs)
+            except BaseException:
+                try:
+                    self.ct_store.wait()  # publish what was saved before the failure, if it can be
+                except Exception as exc:  # the training error is the one to raise
+                    _say(f"warning: {exc}")
+                raise
+            self.ct_store.wait()
             self.accelerator.wait_for_everyone()
-            tmp = store.temp_dir(step)
-            tmp.mkdir(parents=True, exist_ok=True)
+            self._ct_drop_local_tmp(None)
+            return output
+
+        def _ct_drop_local_tmp(self, keep: Any) -> None:
+            """A non-zero machine removes its local temp copy of an earlier save (rank 0 owns checkpoints). Called
+            only after a barrier that rank 0 passes with that save published, so on a shared dir it is gone."""
+            old = self.ct_local_tmp
+            if old is not None and old != keep:
+                import shutil
+
+                shutil.rmtree(old, ignore_errors=True)
+                self.ct_local_tmp = None
+
+        def _ct_write_checkpoint(self, tmp: Any) -> None:
+            """What the Trainer's own _save_checkpoint writes (model, optimizer, scheduler, scaler, RNG, state)."""
             self.store_flos()
             self.save_model(str(tmp), _internal_call=True)
             self._save_optimizer_and_scheduler(str(tmp))
             self._save_scaler(str(tmp))
             self._save_rng_state(str(tmp))
-            if args.should_save:
+            if self.args.should_save:
                 for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
                     name = cb.__class__.__name__
                     if isinstance(self.state.stateful_callbacks.get(name), list):
@@ -276,17 +297,36 @@ def _make_trainer_class() -> type:
                     else:
                         self.state.stateful_callbacks[name] = cb.state()
                 self.state.save_to_json(str(tmp / "trainer_state.json"))
-            self.accelerator.wait_for_everyone()
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """Write into a temp dir, then rank 0 publishes it whole (CheckpointStore.commit).
+
+            During training (not stopping), the commit (fsync, hashes, manifest, rename, rotation) runs in a
+            background thread on rank 0 and every rank trains on; the next save, the end of train() or a stop waits
+            for it. A save that stops training (SIGTERM, last step) or comes after train() commits before returning,
+            and every rank waits for it, so no rank exits before the checkpoint is published."""
+            store, step, args = self.ct_store, self.state.global_step, self.args
             if args.process_index == 0:
-                path = store.commit(tmp, step)
-                self.ct_last_saved_step = step
-                _say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step))
+                store.prepare(step)  # joins the previous commit first
+            self.accelerator.wait_for_everyone()
+            tmp = store.temp_dir(step)
+            is_local_leader = args.process_index != 0 and args.local_process_index == 0
+            if is_local_leader:
+                self._ct_drop_local_tmp(tmp)
+            tmp.mkdir(parents=True, exist_ok=True)
+            self._ct_write_checkpoint(tmp)
             self.accelerator.wait_for_everyone()
             self.ct_last_saved_step = step
-            if args.process_index != 0 and args.local_process_index == 0 and tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)  # another machine's local copy: rank 0 owns checkpoints
+            background = bool(self.is_in_train and not self.control.should_training_stop)
+            if args.process_index == 0:
+                store.commit(tmp, step, background=background,
+                             on_done=lambda path: _say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step)))
+            if is_local_leader and tmp.exists():
+                self.ct_local_tmp = tmp
+            if not background:
+                self.accelerator.wait_for_everyone()
+                if is_local_leader:
+                    self._ct_drop_local_tmp(None)
 
     return CloudtuneTrainer
 
