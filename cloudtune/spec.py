@@ -261,7 +261,9 @@ class Hyperparameters(_TrainPart):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
     )
-    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory, slower)")
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in the backward pass (less memory, about a third slower); null = on "
+        "only when the memory estimate (cloudtune.memory) says the activations would not fit the GPU otherwise")
     eval_every: int | None = Field(None, ge=1, le=2**31 - 1, description="evaluate every N optimizer steps during training; null = only before/after")
     early_stopping_patience: int | None = Field(
         None, ge=1, le=1_000_000, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
@@ -269,7 +271,7 @@ class Hyperparameters(_TrainPart):
 
 
 class LoraSpec(_TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge",)
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge", "quantize")
     r: int = Field(16, ge=1, le=65_536, description="rank of the LoRA update matrices")
     alpha: int = Field(32, ge=1, le=1_000_000, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
@@ -277,6 +279,9 @@ class LoraSpec(_TrainPart):
         "auto", description="module names to adapt; auto = the attention and MLP projections of known architectures"
     )
     merge: bool = Field(False, description="also merge the adapter into full weights in the model dir (adapter goes to adapter/)")
+    quantize: Literal["4bit"] | None = Field(
+        None, description="QLoRA: load the frozen base model in 4 bits (bitsandbytes NF4, double quantization, bf16 "
+        "compute); CUDA GPUs only; null = the base model in the training precision")
 
     @field_validator("target_modules")
     @classmethod
@@ -287,7 +292,7 @@ class LoraSpec(_TrainPart):
 
 
 class TrainSpec(_TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model")
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check")
     task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
     model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
                        "finished job, from the job store)")
@@ -304,6 +309,9 @@ class TrainSpec(_TrainPart):
         "fsdp = parameters, gradients and optimizer state sharded across processes (FSDP full shard, one unit per "
         "decoder layer). One process trains unsharded either way",
     )
+    memory_check: bool = Field(
+        True, description="refuse at plan time a job whose estimated memory per GPU (cloudtune.memory) is clearly "
+        "beyond the accelerator's (over its memory + 20%); false = launch it anyway")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
@@ -340,6 +348,8 @@ class TrainSpec(_TrainPart):
         if data.streaming and hp.max_steps is None:
             raise ValueError("train.data.streaming reads the data as a stream of unknown length, so the run needs a "
                              "step count: set hyperparameters.max_steps (epochs cannot be counted on a stream)")
+        if self.lora is not None and self.lora.quantize is not None:
+            self._check_quantize()
         if hp.eval_every is not None and data.eval is None:
             raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
         if hp.early_stopping_patience is not None:
@@ -351,6 +361,20 @@ class TrainSpec(_TrainPart):
                     "hyperparameters.eval_every (e.g. 50) as well"
                 )
         return self
+
+    def _check_quantize(self) -> None:
+        """`lora.quantize` with what cannot go with it (see cloudtune.train.loading for the reasons at run time)."""
+        if self.lora is not None and self.lora.merge:
+            raise ValueError(
+                "train.lora.merge with lora.quantize: 4bit would merge the adapter into 4-bit weights: the sum is "
+                "quantized again, which rounds away most of the adapter's update (it is smaller than an NF4 step), and "
+                "the result is a bitsandbytes checkpoint, not plain weights; remove `merge: true` and merge later into "
+                "the bf16 base (PeftModel.from_pretrained(base, adapter).merge_and_unload())")
+        if self.distributed == "fsdp":
+            raise ValueError(
+                "train.lora.quantize: 4bit cannot be sharded by cloudtune's FSDP (FSDP2 does not shard bitsandbytes "
+                "4-bit parameters); use distributed: ddp (each GPU holds the 4-bit model: about 0.55 bytes a "
+                "parameter), or remove quantize and keep fsdp")
 
 
 class CheckpointSpec(_Strict):

@@ -40,7 +40,7 @@ def test_defaults() -> None:
     d, hp = t.data, t.hyperparameters
     assert (d.format, d.text_field, d.prompt_field, d.completion_field, d.messages_field) == ("auto", "text", "prompt", "completion", "messages")
     assert (d.chat_template, d.label_field, d.labels, d.packing) == (None, "label", None, False)
-    assert (hp.precision, hp.gradient_checkpointing, hp.eval_every, hp.early_stopping_patience) == ("auto", False, None, None)
+    assert (hp.precision, hp.gradient_checkpointing, hp.eval_every, hp.early_stopping_patience) == ("auto", None, None, None)
     assert t.lora is None
 
 
