@@ -22,7 +22,7 @@ def sample_input(path: Path, text_field: str, shown: str) -> tuple[list[tuple[st
     """(records, complete) of the input at `path` (a file or a directory of data files), named `shown` in errors.
 
     Raises JobInputError for a missing input, no data files, bad encoding or unparseable records."""
-    from cloudtune.train.data import data_files, sample_file_records, shown_name
+    from cloudtune.train.records import data_files, sample_file_records, shown_name
 
     path = Path(path)
     records: list[tuple[str, Any]] = []
@@ -43,7 +43,8 @@ def sample_input(path: Path, text_field: str, shown: str) -> tuple[list[tuple[st
 def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None = None) -> str:
     """Check every record has the fields of the causal-LM format `fmt` (detected from the first record when None);
     returns the format. Raises JobInputError naming the record, the field and the option that names it."""
-    from cloudtune.train.data import _where_field, check_messages, detect_format
+    from cloudtune.train.chat import check_messages, check_tools, require_assistant
+    from cloudtune.train.records import _where_field, detect_format
 
     if not records:
         return fmt or data.format
@@ -52,17 +53,21 @@ def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None 
         if fmt == "text":
             _where_field(rec, data.text_field, where, "train.data.text_field")
         elif fmt == "instruction":
-            _where_field(rec, data.prompt_field, where, "train.data.prompt_field")
-            _where_field(rec, data.completion_field, where, "train.data.completion_field")
+            for name, option in ((data.prompt_field, "prompt_field"), (data.completion_field, "completion_field")):
+                value = _where_field(rec, name, where, f"train.data.{option}", kind=(str, list))
+                if isinstance(value, list):  # conversational prompt-completion (TRL): message lists
+                    check_messages(value, where, name)
         elif fmt == "chat":
             raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
-            check_messages(raw, where, data.messages_field)
+            require_assistant(check_messages(raw, where, data.messages_field), where)
+        if isinstance(rec, dict):
+            check_tools(rec.get("tools"), where)
     return fmt
 
 
 def classification_rows(records: list[tuple[str, Any]], data: Any) -> list[tuple[str, Any]]:
     """[(where, label)] of seq-classification records; each must have a non-empty string text and a label."""
-    from cloudtune.train.data import _where_field
+    from cloudtune.train.records import _where_field
 
     rows = []
     for where, rec in records:

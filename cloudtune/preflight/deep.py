@@ -77,7 +77,7 @@ def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str) -> list[tuple[s
     """One record of each shape: for chat, the first record of each distinct sequence of roles; else the first."""
     if fmt != "chat":
         return records[:1]
-    from cloudtune.train.data import check_messages
+    from cloudtune.train.chat import check_messages
 
     seen: dict[tuple[str, ...], tuple[str, Any]] = {}
     for where, rec in records:
@@ -92,23 +92,22 @@ def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str) -> list[tuple[s
 
 def _check_lm_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenizer: Any) -> list[str]:
     """Render and tokenize one record of each shape with the recipe's encoders; returns notes."""
-    from cloudtune.train.data import detect_format, encode_records
+    from cloudtune.train.data import encode_records
+    from cloudtune.train.records import detect_format
 
     data, max_len = train.data, train.hyperparameters.max_seq_len
     fmt = detect_format(records[0][1], data, records[0][0])
-    if fmt == "chat":
-        if data.chat_template is not None:
-            tokenizer.chat_template = data.chat_template
-        if not getattr(tokenizer, "chat_template", None):
-            raise JobInputError("train.data.chat_template: the chat data format needs a chat template, and this "
-                                "model's tokenizer has none; set train.data.chat_template or use a model that has one")
+    conversational = fmt == "chat" or (fmt == "instruction" and not isinstance(records[0][1].get(data.prompt_field), str))
+    if conversational and data.chat_template is None and not getattr(tokenizer, "chat_template", None):
+        raise JobInputError("train.data.chat_template: the chat data format needs a chat template, and this "
+                            "model's tokenizer has none; set train.data.chat_template or use a model that has one")
     shapes = _shapes(records, data, fmt)
     encode_records(shapes, data, tokenizer, max_len, fmt)
     return [f"{fmt} data: {len(shapes)} record shape(s) rendered and tokenized"]
 
 
 def _check_cls_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenizer: Any) -> list[str]:
-    from cloudtune.train.data import _where_field
+    from cloudtune.train.records import _where_field
 
     where, rec = records[0]
     text = _where_field(rec, train.data.text_field, where, "train.data.text_field")

@@ -65,7 +65,7 @@ def _compile(template: str) -> Any:
 
 def _roles_shapes(records: list[tuple[str, Any]], field: str) -> list[tuple[str, list[dict[str, str]]]]:
     from cloudtune.errors import JobInputError
-    from cloudtune.train.data import check_messages
+    from cloudtune.train.chat import check_messages
 
     seen: dict[tuple[str, ...], tuple[str, list[dict[str, str]]]] = {}
     for where, rec in records:
@@ -85,7 +85,7 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 comes with the training extras
         return None
-    from cloudtune.train.data import TEMPLATE_OPTION, _template_fix
+    from cloudtune.train.chat import TEMPLATE_OPTION, _template_fix
 
     saved, tokens = model_template(model_dir)
     template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")

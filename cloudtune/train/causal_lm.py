@@ -1,7 +1,8 @@
 """The built-in causal-LM recipe: fine-tune a Hugging Face model (all weights, or a LoRA adapter) with the Trainer.
 
-Data shapes: plain text, instruction (loss on the completion only) and chat (loss on the assistant turns only);
-optional packing with block-diagonal attention (see `cloudtune.train.data`). The training flow (`run_training`)
+Data shapes (TRL's names): `text`, `prompt` + `completion` (loss on the completion only) and `messages` (loss on
+the assistant turns only), loaded and tokenised by 🤗 Datasets; optional padding-free packing (see
+`cloudtune.train.data`). The training flow (`run_training`)
 is shared with the seq-classification recipe.
 
 Reads only the RuntimeContext and the spec. Works in one process or under torchrun (DDP; gloo on CPU);
@@ -272,36 +273,6 @@ def new_module_names(missing_keys: Any, base_prefix: str = "") -> list[str]:
     return sorted(names)
 
 
-class _Examples:
-    """A map-style dataset of `{"input_ids": [...]}` examples."""
-
-    def __init__(self, examples: list[list[int]]) -> None:
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return {"input_ids": self.examples[i]}
-
-
-def tokenize(texts: list[str], tokenizer: Any, max_seq_len: int) -> _Examples:
-    """Tokenise with truncation to `max_seq_len` tokens; each example ends with EOS when the tokenizer has one."""
-    eos = tokenizer.eos_token_id
-    limit = max_seq_len - 1 if eos is not None else max_seq_len
-    encoded = tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
-    out = []
-    for ids in encoded:
-        ids = list(ids)
-        if eos is not None and (not ids or ids[-1] != eos):
-            ids.append(eos)
-        if ids:
-            out.append(ids[:max_seq_len])
-    if not out:
-        raise JobInputError("no example produced a token after tokenisation")
-    return _Examples(out)
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -360,7 +331,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     trainer.ct_last_saved_step = None
     xla = xla_device_type()
     # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
-    trainer.ct_train_drop_last = xla is not None and len(train_ds) >= hp.batch_size
+    trainer.ct_train_drop_last = xla is not None and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)
     if xla is not None:
         _say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
              + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
@@ -402,8 +373,9 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         "train_runtime_s": runtime,
         "tokens_per_second": tokens / runtime if runtime > 0 else 0.0,
         "global_step": int(trainer.state.global_step),
-        "train_examples": int(data_info.get("train_examples", len(train_ds))),
     })
+    if data_info.get("train_examples", 0) is not None:
+        metrics["train_examples"] = int(data_info.get("train_examples") or len(train_ds))
     if early is not None and early.stopped_at is not None:
         metrics["early_stopped_at_step"] = early.stopped_at
     _say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
@@ -458,44 +430,12 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
 
 
 def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """Read, encode (and pack) the train and eval inputs. Returns (train_ds, eval_ds, data_info)."""
-    from cloudtune.train.data import encode_records, pack, pad_count, read_records
+    """Load, encode (and pack) the train and eval inputs (`cloudtune.train.data`). Returns (train_ds, eval_ds,
+    data_info)."""
+    from cloudtune.train.data import prepare_lm_data as prepare
 
-    data, hp = train.data, train.hyperparameters
-    records = read_records(Path(ctx.inputs[data.train]), data.text_field, input_source(ctx, data.train))
-    from cloudtune.train.data import detect_format
-
-    fmt = detect_format(records[0][1], data, records[0][0])
-    if fmt == "chat":
-        if data.chat_template is not None:
-            tokenizer.chat_template = data.chat_template
-        if not getattr(tokenizer, "chat_template", None):
-            raise JobInputError(
-                "the chat data format needs a chat template, and this model's tokenizer has none: set "
-                "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
-            )
-    train_ds, _, dropped = encode_records(records, data, tokenizer, hp.max_seq_len, fmt)
-    info: dict[str, Any] = {"format": fmt, "train_examples": len(train_ds), "train_dropped": dropped,
-                            "train_input": data.train, "eval_input": data.eval}
-    if dropped:
-        _say(f"warning: {dropped} training example(s) dropped: no completion/assistant token left within max_seq_len={hp.max_seq_len}")
-    eval_ds = None
-    if data.eval is not None:
-        eval_records = read_records(Path(ctx.inputs[data.eval]), data.text_field, input_source(ctx, data.eval))
-        eval_ds, _, eval_dropped = encode_records(eval_records, data, tokenizer, hp.max_seq_len, fmt)
-        info["eval_examples"] = len(eval_ds)
-        if eval_dropped:
-            _say(f"warning: {eval_dropped} eval example(s) dropped: nothing to score within max_seq_len={hp.max_seq_len}")
-    if data.packing:
-        before, total = pad_count(train_ds.examples, hp.batch_size)
-        packed = pack(train_ds.examples, hp.max_seq_len)
-        after, packed_total = pad_count(packed.examples, hp.batch_size)
-        info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": after,
-                     "tokens_unpacked": total, "tokens_packed": packed_total})
-        _say(f"packing: {len(train_ds)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; "
-             f"pad tokens per epoch {before} -> {after}")
-        train_ds = packed
-    return train_ds, eval_ds, info
+    names = [n for n in (train.data.train, train.data.eval) if n is not None]
+    return prepare({n: Path(ctx.inputs[n]) for n in names}, {n: input_source(ctx, n) for n in names}, train, tokenizer)
 
 
 def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec) -> dict[str, float]:
@@ -522,12 +462,11 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
                              base=base_model_source(ctx, train))
     train = lora_output_for(train, model)
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
-    if train.data.packing and attn not in ("eager", "sdpa"):
-        raise JobInputError(f"train.data.packing builds a 4D attention mask, which needs eager or sdpa attention; "
-                         f"this model uses {attn!r}: remove packing or load the model with sdpa")
     train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
-    _say(f"data: {info['format']} format, {info['train_examples']} training examples"
-         + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
+    examples = "a stream of training examples" if info["train_examples"] is None else f"{info['train_examples']} training examples"
+    _say(f"data: {info['format']} format, {examples}"
+         + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set")
+         + f" (prepared in {info['prepare_seconds']:.1f} s)")
     if train.lora is not None:
         from cloudtune.train.lora import apply_lora, trainable_summary
 

@@ -71,7 +71,7 @@ def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any,
 
 def _records(path: Path, train: TrainSpec, shown: str | None = None) -> list[tuple[str, str, Any]]:
     """(where, text, label) of every record of the input at `path` (named `shown` in errors)."""
-    from cloudtune.train.data import _where_field, read_records
+    from cloudtune.train.records import _where_field, read_records
 
     data = train.data
     out = []

@@ -1,17 +1,12 @@
-"""Training text in, token batches out.
+"""Data files in, records out, with where each record came from: what the preflight reads itself (the first
+records of each file, `sample_file_records`) and what names the file, the line and the field in an error found
+while the training data is loaded or encoded (`locate`).
 
-`read_records(path, text_field)` reads a file or a directory of data files (sorted, recursive): JSONL / NDJSON
-(one record a line), JSON (a list of records), CSV (a header row, one record a row), Parquet (one record a row)
-and .txt (one example per non-empty line, as `{text_field: line}`); each record comes with where it came from
-(`file, line N` / `file, row N`) for error messages. `read_texts(path, text_field)` is the text-only view: a
-record without `text_field` raises a ValueError naming the file, the line and the field.
-
-The causal-LM shapes (`detect_format`, `encode_*`): plain text (loss on every token), instruction (prompt +
-completion; loss on the completion only) and chat (messages rendered with the tokenizer's chat template; loss on
-the assistant turns only). Each example is `{"input_ids", "labels"}` with -100 where there is no loss.
-`pack` puts several examples in one row (best-fit decreasing); `CausalLMCollator` pads a batch and, for packed
-rows, builds position ids that restart at 0 per example and a 4D block-diagonal causal attention mask, so no
-token attends across examples.
+Files: JSONL / NDJSON (one record a line), JSON (a list of records, or JSON Lines), CSV (a header row, one record a
+row), Parquet and Arrow (one record a row), .txt (one example per non-empty line, as `{text_field: line}`); a
+directory is read recursively in sorted order, hidden paths skipped. The training data itself is loaded by
+🤗 Datasets (`cloudtune.train.data`); these readers check the same files the same way, so an error names
+`file, line N` (`file, row N` for Parquet and Arrow).
 """
 
 from __future__ import annotations
@@ -23,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from cloudtune.errors import JobInputError
 
-DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".txt")
+DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".arrow", ".txt")
 
 
 def data_files(path: Path, shown: str | None = None) -> list[Path]:
@@ -176,7 +171,26 @@ def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple
 
 
 def _is_parquet(path: Path) -> bool:
-    return path.suffix.lower() in (".parquet", ".pq")
+    return path.suffix.lower() in (".parquet", ".pq", ".arrow")
+
+
+def _arrow_rows(path: Path, max_rows: int | None) -> list[dict[str, Any]]:
+    """Rows of an Arrow IPC file (file or stream format, as datasets writes it)."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        try:
+            reader: Any = pa.ipc.open_file(source)
+            batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+        except pa.ArrowInvalid:
+            source.seek(0)
+            batches = iter(pa.ipc.open_stream(source))
+        rows: list[dict[str, Any]] = []
+        for batch in batches:
+            rows.extend(batch.to_pylist())
+            if max_rows is not None and len(rows) >= max_rows:
+                return rows[:max_rows]
+    return rows
 
 
 def _parquet_records(path: Path, shown: str, max_rows: int | None = None) -> list[tuple[str, Any]]:
@@ -185,13 +199,15 @@ def _parquet_records(path: Path, shown: str, max_rows: int | None = None) -> lis
     except ImportError:  # pragma: no cover - pyarrow is a dependency of the training image
         raise JobInputError(f"{shown}: reading Parquet needs pyarrow; pip install pyarrow") from None
     try:
-        if max_rows is None:
+        if path.suffix.lower() == ".arrow":
+            rows = _arrow_rows(path, max_rows)
+        elif max_rows is None:
             rows = pq.read_table(str(path)).to_pylist()
         else:
             batch = next(pq.ParquetFile(str(path)).iter_batches(batch_size=max_rows), None)
             rows = batch.to_pylist() if batch is not None else []
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
-        raise JobInputError(f"{shown}: not a readable Parquet file: {exc}") from None
+        raise JobInputError(f"{shown}: not a readable {'Arrow' if path.suffix.lower() == '.arrow' else 'Parquet'} file: {exc}") from None
     return [(f"{shown}, row {i}", row) for i, row in enumerate(rows, start=1)]
 
 
@@ -292,10 +308,12 @@ def read_records(path: Path, text_field: str = "text", shown: str | None = None)
 
 
 def _where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
+    """`record[field]`, checked to be a `kind`; else a JobInputError naming `where`, the field and the option that
+    names it. A null value counts as missing (🤗 Datasets gives a record that lacks a column `None` there)."""
     if not isinstance(record, dict):
         raise JobInputError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got {type(record).__name__}")
-    if field not in record:
-        present = ", ".join(sorted(map(str, record))) or "none"
+    if record.get(field) is None:
+        present = ", ".join(sorted(str(k) for k, v in record.items() if v is not None)) or "none"
         raise JobInputError(f"{where}: record has no field {field!r} ({option}); fields present: {present}")
     value = record[field]
     if not isinstance(value, kind):
@@ -322,25 +340,21 @@ def read_texts(path: Path, text_field: str = "text") -> list[str]:
     return texts
 
 
-# ----------------------------------------------------------------------------------------------
-# Causal-LM shapes: text, instruction, chat
-# ----------------------------------------------------------------------------------------------
-
-IGNORE = -100
-
-
 def detect_format(record: Any, data: Any, where: str = "the first record") -> str:
-    """The format of `data` (a DataSpec): its `format`, or for `auto` the shape of `record`."""
+    """The format of `data` (a DataSpec): its `format`, or for `auto` the shape of `record` (TRL's dataset types:
+    `messages` = conversational language modeling -> chat; `prompt` + `completion` (plain or conversational) ->
+    instruction; `text` -> text). Null fields count as absent."""
     if data.format != "auto":
         return data.format
     if isinstance(record, dict):
-        if data.messages_field in record:
+        has = {k for k, v in record.items() if v is not None}
+        if data.messages_field in has:
             return "chat"
-        if data.prompt_field in record and data.completion_field in record:
+        if data.prompt_field in has and data.completion_field in has:
             return "instruction"
-        if data.text_field in record:
+        if data.text_field in has:
             return "text"
-        present = ", ".join(sorted(map(str, record))) or "none"
+        present = ", ".join(sorted(map(str, has))) or "none"
     else:
         present = type(record).__name__
     raise JobInputError(
@@ -351,341 +365,13 @@ def detect_format(record: Any, data: Any, where: str = "the first record") -> st
     )
 
 
-def _ids(tokenizer: Any, text: str, special: bool) -> list[int]:
-    if not text:
-        return []
-    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
-
-
-def encode_text(text: str, tokenizer: Any, max_seq_len: int) -> dict[str, list[int]] | None:
-    """Every token has a label; the example ends with EOS when the tokenizer has one."""
-    eos = tokenizer.eos_token_id
-    limit = max_seq_len - 1 if eos is not None else max_seq_len
-    ids = list(tokenizer(text, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"])
-    if eos is not None and (not ids or ids[-1] != eos):
-        ids.append(eos)
-    ids = ids[:max_seq_len]
-    return {"input_ids": ids, "labels": list(ids)} if ids else None
-
-
-def _from_segments(segments: list[tuple[list[int], bool]], max_seq_len: int) -> dict[str, list[int]] | None:
-    ids: list[int] = []
-    labels: list[int] = []
-    for seg, trained in segments:
-        ids.extend(seg)
-        labels.extend(seg if trained else [IGNORE] * len(seg))
-    ids, labels = ids[:max_seq_len], labels[:max_seq_len]
-    if not any(x != IGNORE for x in labels):
-        return None  # nothing left to learn from (the completion was cut off, or is empty)
-    return {"input_ids": ids, "labels": labels}
-
-
-def encode_instruction(prompt: str, completion: str, tokenizer: Any, max_seq_len: int) -> dict[str, list[int]] | None:
-    """prompt (no labels) + completion + EOS (labels). The two parts are tokenised apart: the boundary is exact."""
-    eos = tokenizer.eos_token_id
-    completion_ids = _ids(tokenizer, completion, False) + ([eos] if eos is not None else [])
-    return _from_segments([(_ids(tokenizer, prompt, True), False), (completion_ids, True)], max_seq_len)
-
-
-def check_messages(messages: Any, where: str, field: str) -> list[dict[str, str]]:
-    if isinstance(messages, str):  # CSV cells and some exports hold the list as JSON text
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError:
-            raise JobInputError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is not JSON") from None
-    if hasattr(messages, "tolist"):
-        messages = messages.tolist()
-    if not isinstance(messages, list) or not messages:
-        raise JobInputError(f"{where}: field {field!r} must be a non-empty list of {{role, content}} messages")
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise JobInputError(f"{where}: {field}[{i}] must be an object with string 'role' and 'content'")
-        out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" for m in out):
-        raise JobInputError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on assistant turns only)")
-    return out
-
-
-TEMPLATE_OPTION = "train.data.chat_template"
-
-
-def _template_fix(message: str) -> str:
-    text = message.lower()
-    if "system" in text:
-        return ("merge the system message into the first user turn, or use a template that supports a system role "
-                f"({TEMPLATE_OPTION})")
-    if "alternate" in text or "role" in text:
-        return ("make the turns alternate as the template expects (user, assistant, user, ...), or use another "
-                f"template ({TEMPLATE_OPTION})")
-    return f"fix the conversation, or give a template that renders it ({TEMPLATE_OPTION})"
-
-
-def _render(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool, where: str = "a record",
-            option: str = "the tokenizer's chat template") -> str:
-    """The conversation rendered by the chat template. A template that refuses it (raise_exception) or does not
-    compile is a JobInputError naming `where`, the template (`option`) and a fix."""
-    if not messages:
-        return ""
-    from jinja2.exceptions import TemplateError, TemplateSyntaxError
-
-    try:
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-    except TemplateSyntaxError as exc:
-        raise JobInputError(f"{option}: not a valid Jinja template: {exc.message} (template line {exc.lineno}); "
-                            f"fix it or set {TEMPLATE_OPTION}") from None
-    except TemplateError as exc:
-        message = str(exc.message if getattr(exc, "message", None) else exc)
-        raise JobInputError(f"{where}: the chat template ({option}) refused this conversation: {message}; "
-                            f"{_template_fix(message)}") from None
-    if not isinstance(text, str):  # pragma: no cover - a batched answer
-        text = text[0]
-    return text
-
-
-def chat_segments(messages: list[dict[str, str]], tokenizer: Any, where: str = "a record",
-                  option: str = "the tokenizer's chat template") -> list[tuple[str, bool]]:
-    """Split the rendered conversation into (text, is_assistant_turn) pieces.
-
-    An assistant turn is what the template adds after the generation prompt: the text between the rendering of
-    the history with `add_generation_prompt=True` and the rendering that includes that assistant message (its
-    content and the template's end-of-turn marker). Requires each rendering to be a prefix of the full one.
-    `option` names the template in errors (`train.data.chat_template`, or the tokenizer's own).
-    """
-    full = _render(tokenizer, messages, False, where, option)
-    pieces: list[tuple[str, bool]] = []
-    pos = 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        prompt = _render(tokenizer, messages[:i], True, where, option)
-        start = len(prompt) if i else 0
-        end_text = _render(tokenizer, messages[: i + 1], False, where, option)
-        if not (full.startswith(end_text) and full.startswith(prompt) and pos <= start <= len(end_text)):
-            raise JobInputError(
-                f"{where}: the chat template ({option}) does not render conversations prefix by prefix, so assistant "
-                f"turns cannot be located for loss masking; use a template that does (set {TEMPLATE_OPTION})"
-            )
-        pieces.append((full[pos:start], False))
-        pieces.append((full[start:len(end_text)], True))
-        pos = len(end_text)
-    pieces.append((full[pos:], False))
-    return [(t, a) for t, a in pieces if t]
-
-
-def template_option(data: Any) -> str:
-    """How errors name the chat template in use: the spec's option when it gives one, else the tokenizer's own."""
-    return TEMPLATE_OPTION if getattr(data, "chat_template", None) else "the model's own chat template"
-
-
-def encode_chat(messages: list[dict[str, str]], tokenizer: Any, max_seq_len: int, where: str = "a record",
-                option: str = "the tokenizer's chat template") -> dict[str, list[int]] | None:
-    """The rendered conversation; labels on the assistant turns only. The template supplies BOS/EOS markers."""
-    segments = [(_ids(tokenizer, text, False), trained)
-                for text, trained in chat_segments(messages, tokenizer, where, option)]
-    return _from_segments(segments, max_seq_len)
-
-
-class LMDataset:
-    """A map-style dataset of `{"input_ids", "labels"}` (packed rows add `"seq_lens"`)."""
-
-    def __init__(self, examples: list[dict[str, list[int]]]) -> None:
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return self.examples[i]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(x["input_ids"]) for x in self.examples)
-
-
-def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, max_seq_len: int,
-                   fmt: str | None = None) -> tuple[LMDataset, str, int]:
-    """Encode every record in format `fmt` (detected from the first record when None).
-
-    Returns (dataset, format, number of examples dropped because nothing with a label survived truncation).
-    """
-    if not records:
-        raise JobInputError("no records to train on")
-    fmt = fmt or detect_format(records[0][1], data, records[0][0])
-    out: list[dict[str, list[int]]] = []
-    dropped = 0
-    for where, rec in records:
-        if fmt == "text":
-            text = _where_field(rec, data.text_field, where, "train.data.text_field")
-            if not text.strip():
-                continue
-            ex = encode_text(text, tokenizer, max_seq_len)
-        elif fmt == "instruction":
-            prompt = _where_field(rec, data.prompt_field, where, "train.data.prompt_field")
-            completion = _where_field(rec, data.completion_field, where, "train.data.completion_field")
-            ex = encode_instruction(prompt, completion, tokenizer, max_seq_len)
-        elif fmt == "chat":
-            raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
-            ex = encode_chat(check_messages(raw, where, data.messages_field), tokenizer, max_seq_len, where,
-                             template_option(data))
-        else:  # pragma: no cover - the spec allows no other value
-            raise JobInputError(f"unknown data format {fmt!r}")
-        if ex is None:
-            dropped += 1
-        else:
-            out.append(ex)
-    if not out:
-        raise JobInputError(
-            f"no example has a token to learn from after tokenisation and truncation to max_seq_len={max_seq_len} "
-            f"({dropped} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts"
-        )
-    return LMDataset(out), fmt, dropped
-
-
-# ----------------------------------------------------------------------------------------------
-# Packing
-# ----------------------------------------------------------------------------------------------
-
-
-def pack(examples: list[dict[str, list[int]]], max_seq_len: int) -> LMDataset:
-    """Best-fit-decreasing packing of examples into rows of at most `max_seq_len` tokens.
-
-    Each row keeps its examples' boundaries (`seq_lens`). The first token of every example gets label -100: it
-    would otherwise be predicted from the previous example's last token (alone, it is never predicted either).
-    Deterministic: ties keep the data order.
-    """
-    import bisect
-
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
-    rows: list[list[int]] = []
-    free: list[tuple[int, int]] = []  # (free space, row index), sorted
-    for i in order:
-        n = len(examples[i]["input_ids"])
-        k = bisect.bisect_left(free, (n, -1))
-        if k < len(free):
-            space, row = free.pop(k)
-            rows[row].append(i)
-            if space - n > 0:
-                bisect.insort(free, (space - n, row))
-        else:
-            rows.append([i])
-            if max_seq_len - n > 0:
-                bisect.insort(free, (max_seq_len - n, len(rows) - 1))
-    packed = []
-    for members in rows:
-        members.sort()  # data order inside a row
-        ids: list[int] = []
-        labels: list[int] = []
-        lens: list[int] = []
-        for i in members:
-            ex = examples[i]
-            ids.extend(ex["input_ids"])
-            labels.extend([IGNORE] + list(ex["labels"][1:]))
-            lens.append(len(ex["input_ids"]))
-        packed.append({"input_ids": ids, "labels": labels, "seq_lens": lens})
-    return LMDataset(packed)
-
-
-def pad_count(examples: list[dict[str, list[int]]], batch_size: int) -> tuple[int, int]:
-    """(pad tokens, total tokens) when `examples` are batched in order and padded to each batch's longest row."""
-    pads = total = 0
-    for b in range(0, len(examples), batch_size):
-        lens = [len(x["input_ids"]) for x in examples[b:b + batch_size]]
-        total += max(lens) * len(lens)
-        pads += max(lens) * len(lens) - sum(lens)
-    return pads, total
-
-
-class TokenizedDataset:
-    """A map-style dataset of {"input_ids": [...]} examples (a torch Dataset by protocol)."""
-
-    def __init__(self, texts: Sequence[str], tokenizer: Any, max_seq_len: int) -> None:
-        ids = tokenizer(list(texts), truncation=True, max_length=max_seq_len, add_special_tokens=True)["input_ids"]
-        self.examples = [list(x) for x in ids if len(x) > 0]
-        if not self.examples:
-            raise JobInputError("no example produced a token after tokenisation")
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def __getitem__(self, i: int) -> dict[str, list[int]]:
-        return {"input_ids": self.examples[i]}
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(len(x) for x in self.examples)
-
-
-def block_causal_mask(seq_lens_per_row: list[list[int]], length: int, eager: bool) -> Any:
-    """A (batch, 1, length, length) mask: token i sees token j iff j <= i and both are in the same example.
-
-    Padding at the end of a row sees only itself. Boolean (True = attend) for SDPA and the other mask-taking
-    implementations; additive float32 (0 / most negative) for eager attention, which adds the mask to the scores.
-    """
-    import torch
-
-    n = len(seq_lens_per_row)
-    segment = torch.full((n, length), -1, dtype=torch.long)
-    for row, lens in enumerate(seq_lens_per_row):
-        pos = 0
-        for k, ln in enumerate(lens):
-            segment[row, pos:pos + ln] = k
-            pos += ln
-        if pos < length:  # padding: one segment per pad token, so each sees only itself
-            segment[row, pos:] = torch.arange(len(lens), len(lens) + length - pos)
-    same = segment[:, :, None] == segment[:, None, :]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    mask = (same & causal)[:, None, :, :]
-    if eager:
-        return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
-    return mask
-
-
-class CausalLMCollator:
-    """Dynamic padding to the batch's longest row (or to `pad_to`, for fixed shapes); labels -100 on padding.
-
-    Features are `{"input_ids"}` (labels = input_ids), `{"input_ids", "labels"}`, or packed rows that also carry
-    `seq_lens`: then the batch gets `position_ids` restarting at 0 for every example and a 4D block-diagonal causal
-    `attention_mask` (see `block_causal_mask`), plus `ct_num_tokens` (the real tokens, for throughput), which the
-    recipe's Trainer removes before the forward pass.
-    """
-
-    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa", pad_to: int | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.eager = attn_implementation == "eager"
-        self.pad_to = pad_to  # fixed shapes (PyTorch/XLA): every batch padded to this length
-
-    def __call__(self, features: list[dict[str, list[int]]]) -> dict[str, Any]:
-        import torch
-
-        longest = max([len(f["input_ids"]) for f in features] + [self.pad_to or 0])
-        n = len(features)
-        input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((n, longest), IGNORE, dtype=torch.long)
-        attention = torch.zeros((n, longest), dtype=torch.long)
-        for row, f in enumerate(features):
-            ids = f["input_ids"]
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            labels[row, : len(ids)] = torch.tensor(f.get("labels", ids), dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        if not any("seq_lens" in f for f in features):
-            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-        seq_lens = [list(f.get("seq_lens") or [len(f["input_ids"])]) for f in features]
-        position_ids = torch.zeros((n, longest), dtype=torch.long)
-        for row, lens in enumerate(seq_lens):
-            pos = 0
-            for ln in lens:
-                position_ids[row, pos:pos + ln] = torch.arange(ln)
-                pos += ln
-        return {
-            "input_ids": input_ids,
-            "attention_mask": block_causal_mask(seq_lens, longest, self.eager),
-            "position_ids": position_ids,
-            "labels": labels,
-            "ct_num_tokens": attention.sum(),
-        }
-
-
-def tokenize(texts: Sequence[str], tokenizer: Any, max_seq_len: int) -> TokenizedDataset:
-    """Tokenise `texts` (truncated to `max_seq_len`) into a dataset of {"input_ids": [...]}."""
-    return TokenizedDataset(texts, tokenizer, max_seq_len)
+def locate(files: list[tuple[Path, str]], index: int, text_field: str = "text") -> str:
+    """Where the `index`-th record (0-based, over `files` in order: (path, shown name)) came from: `file, line N`.
+    Reads the files again with this module's parsers; called only to name a record in an error."""
+    seen = 0
+    for path, shown in files:
+        records = read_file_records(path, text_field, shown)
+        if index < seen + len(records):
+            return records[index - seen][0]
+        seen += len(records)
+    return f"record {index + 1}"

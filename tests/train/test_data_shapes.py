@@ -7,18 +7,26 @@ from pathlib import Path
 import pytest
 
 from cloudtune.spec import DataSpec
-from cloudtune.train.data import (
-    IGNORE, chat_segments, detect_format, encode_records, pack, pad_count, read_records,
-)
+from cloudtune.train.chat import chat_segments
+from cloudtune.train.data import IGNORE, encode_input, pack, pad_count
+from cloudtune.train.records import detect_format, read_records
 
 from .conftest import CHATS, INSTRUCTIONS, SHAPES, write_records
 
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
-def _encode(path: Path, tokenizer, **data):
-    spec = DataSpec(**data)
-    return encode_records(read_records(path, spec.text_field), spec, tokenizer, 128)
+class _Examples(list):
+    @property
+    def examples(self) -> list:
+        return list(self)
+
+
+def _encode(path: Path, tokenizer, max_len: int = 128, **data):
+    """(examples as {input_ids, labels} dicts, format, dropped) through the job's own loader (🤗 Datasets)."""
+    enc = encode_input(path, None, DataSpec(**data), tokenizer, max_len)
+    rows = enc.dataset.select_columns(["input_ids", "labels"]).to_list()
+    return _Examples(rows), enc.fmt, enc.dropped
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -94,11 +102,10 @@ def test_chat_segments_alternate(tokenizer) -> None:
 
 def test_truncation_that_leaves_no_completion_drops_the_example(tokenizer, tmp_path: Path) -> None:
     recs = [{"prompt": "word " * 80, "completion": " x"}, INSTRUCTIONS[0]]
-    spec = DataSpec()
-    ds, _, dropped = encode_records(read_records(write_records(tmp_path / "l.jsonl", recs)), spec, tokenizer, 32)
+    ds, _, dropped = _encode(write_records(tmp_path / "l.jsonl", recs), tokenizer, 32)
     assert dropped == 1 and len(ds) == 1
     with pytest.raises(ValueError, match="max_seq_len=32"):
-        encode_records(read_records(write_records(tmp_path / "l2.jsonl", recs[:1])), spec, tokenizer, 32)
+        _encode(write_records(tmp_path / "l2.jsonl", recs[:1]), tokenizer, 32)
 
 
 def test_shape_errors_are_clear(tokenizer, tmp_path: Path) -> None:
@@ -120,19 +127,25 @@ def test_shape_errors_are_clear(tokenizer, tmp_path: Path) -> None:
 
 
 def test_packing_keeps_every_token_masks_first_tokens_and_cuts_padding(tokenizer, tmp_path: Path) -> None:
+    import datasets
+
+    from cloudtune.train.data import CausalLMCollator
+
     chats, _, _ = _encode(write_records(tmp_path / "c.jsonl", CHATS), tokenizer)
     instructions, _, _ = _encode(write_records(tmp_path / "i.jsonl", INSTRUCTIONS), tokenizer)
-    ds = type(chats)([x for pair in zip(chats.examples, instructions.examples) for x in pair])  # mixed lengths
-    packed = pack(ds.examples, 128)
-    assert sum(len(r["input_ids"]) for r in packed.examples) == sum(len(e["input_ids"]) for e in ds.examples)
-    assert all(len(r["input_ids"]) <= 128 and sum(r["seq_lens"]) == len(r["input_ids"]) for r in packed.examples)
-    assert len(packed) < len(ds)
-    for row in packed.examples:
-        start = 0
-        for ln in row["seq_lens"]:
-            assert row["labels"][start] == IGNORE
-            start += ln
-    before, _ = pad_count(ds.examples, 8)
-    after, _ = pad_count(packed.examples, 8)
-    print(f"pad tokens per epoch: unpacked {before}, packed {after}")
-    assert after < before / 2
+    examples = [x for pair in zip(chats, instructions) for x in pair]  # mixed lengths
+    packed = pack(datasets.Dataset.from_list(examples), 128).to_list()
+    assert sum(len(r["input_ids"]) for r in packed) == sum(len(e["input_ids"]) for e in examples)
+    assert all(len(r["input_ids"]) <= 128 and sum(r["seq_lengths"]) == len(r["input_ids"]) for r in packed)
+    assert len(packed) < len(examples)
+    assert sorted(map(str, examples)) == sorted(  # every example whole, labels and all
+        str({"input_ids": r["input_ids"][a:a + n], "labels": r["labels"][a:a + n]})
+        for r in packed for a, n in zip([sum(r["seq_lengths"][:k]) for k in range(len(r["seq_lengths"]))], r["seq_lengths"]))
+    batch = CausalLMCollator(tokenizer.pad_token_id, "sdpa")(packed[:8])
+    assert batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in packed[:8]))  # flattened: no padding
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert len(starts) == sum(len(r["seq_lengths"]) for r in packed[:8])
+    assert all(int(batch["labels"][0, i]) == IGNORE for i in starts)
+    before, _ = pad_count([len(e["input_ids"]) for e in examples], 8)
+    print(f"pad tokens per epoch: unpacked {before}, packed 0")
+    assert before > 0

@@ -16,7 +16,7 @@ import pytest
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.bootstrap import check_model_dir, main
 from cloudtune.train.causal_lm import _load
-from cloudtune.train.data import encode_records, read_records
+from cloudtune.train.data import encode_input
 
 from .conftest import CHAT_TEMPLATE, make_ctx, make_train, write_records
 
@@ -57,9 +57,9 @@ def test_template_errors_are_one_line(tokenizer: Any, tmp_path: Path, template: 
     data = _chat_data(template)
     tokenizer.chat_template = template
     try:
-        recs = read_records(write_records(tmp_path / "chat.jsonl", records), shown="chat.jsonl")
+        path = write_records(tmp_path / "chat.jsonl", records)
         with pytest.raises(JobInputError) as err:
-            encode_records(recs, data, tokenizer, 64)
+            encode_input(path, "chat.jsonl", data, tokenizer, 64)
     finally:
         tokenizer.chat_template = CHAT_TEMPLATE
     assert str(err.value).startswith(expected) and "\n" not in str(err.value)
@@ -68,10 +68,10 @@ def test_template_errors_are_one_line(tokenizer: Any, tmp_path: Path, template: 
 def test_the_models_own_template_is_named_as_such(tokenizer: Any, tmp_path: Path) -> None:
     tokenizer.chat_template = GEMMA_STYLE
     try:
-        recs = read_records(write_records(tmp_path / "c.jsonl", [SYSTEM_CHAT]), shown="s3://bucket/chat/c.jsonl")
+        path = write_records(tmp_path / "c.jsonl", [SYSTEM_CHAT])
         with pytest.raises(JobInputError, match=r"^s3://bucket/chat/c.jsonl, line 1: the chat template \(the model's "
                                                 r"own chat template\) refused"):
-            encode_records(recs, _chat_data(None), tokenizer, 64)
+            encode_input(path, "s3://bucket/chat/c.jsonl", _chat_data(None), tokenizer, 64)
     finally:
         tokenizer.chat_template = CHAT_TEMPLATE
 

@@ -1,13 +1,21 @@
-"""Packing: a packed row gives the same logits (and loss) as its examples run alone; no cross-example attention."""
+"""Packing: a flattened batch of packed rows (position ids restarting per example, no attention mask) gives the
+same logits (and loss) as its examples run alone, on eager and SDPA attention: transformers builds the block mask
+from the position ids, so no token attends across examples."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from cloudtune.train.data import IGNORE, CausalLMCollator, block_causal_mask, pack
+from cloudtune.train.data import IGNORE, CausalLMCollator, pack
 
 LENGTHS = [7, 3, 12, 5, 9, 1, 6]
+
+
+def _packed(examples: list[dict[str, list[int]]], max_len: int) -> list[dict[str, list[int]]]:
+    import datasets
+
+    return pack(datasets.Dataset.from_list(examples), max_len).to_list()
 
 
 def _examples(vocab: int) -> list[dict[str, list[int]]]:
@@ -41,20 +49,18 @@ def _llama(impl: str):
 def test_packed_logits_equal_the_examples_run_alone(build, impl: str) -> None:
     model = build(impl)
     examples = _examples(64)
-    packed = pack(examples, 24)
+    packed = _packed(examples, 24)
     assert len(packed) < len(examples)
-    batch = CausalLMCollator(pad_token_id=0, attn_implementation=impl)(packed.examples)
-    assert batch["attention_mask"].dim() == 4
+    batch = CausalLMCollator(pad_token_id=0, attn_implementation=impl)(packed)
+    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, sum(LENGTHS))
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    position_ids=batch["position_ids"]).logits
-        seen = 0
-        for row, item in enumerate(packed.examples):
-            start = 0
-            for n in item["seq_lens"]:
-                ids = item["input_ids"][start:start + n]
-                alone = model(input_ids=torch.tensor([ids])).logits[0]
-                torch.testing.assert_close(out[row, start:start + n], alone, atol=1e-5, rtol=1e-5)
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=batch["use_cache"]).logits[0]
+        start, seen = 0, 0
+        for item in packed:
+            for n in item["seq_lengths"]:
+                ids = batch["input_ids"][0, start:start + n]
+                alone = model(input_ids=ids[None]).logits[0]
+                torch.testing.assert_close(out[start:start + n], alone, atol=1e-5, rtol=1e-5)
                 start += n
                 seen += 1
     assert seen == len(examples)
@@ -65,11 +71,9 @@ def test_packed_loss_terms_equal_the_examples_alone() -> None:
     """Summed token losses of the packed batch == the sum over the examples run alone (first tokens unlabeled)."""
     model = _gpt2("sdpa")
     examples = _examples(64)
-    packed = pack(examples, 24)
-    batch = CausalLMCollator(0, "sdpa")(packed.examples)
+    batch = CausalLMCollator(0, "sdpa")(_packed(examples, 24))
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       position_ids=batch["position_ids"]).logits
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=batch["use_cache"]).logits
         labels = batch["labels"][:, 1:]
         packed_sum = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 64), labels.reshape(-1),
                                                        ignore_index=IGNORE, reduction="sum")
@@ -82,9 +86,16 @@ def test_packed_loss_terms_equal_the_examples_alone() -> None:
     assert int((labels != IGNORE).sum()) == sum(n - 1 for n in LENGTHS)
 
 
-def test_block_mask_shape_and_values() -> None:
-    m = block_causal_mask([[2, 1]], 4, eager=False)[0, 0]
-    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
-    assert torch.equal(m, expected)
-    e = block_causal_mask([[2, 1]], 4, eager=True)[0, 0]
-    assert torch.equal(e == 0, expected) and float(e.min()) == torch.finfo(torch.float32).min
+def test_fixed_shape_padding_is_its_own_example() -> None:
+    """PyTorch/XLA pads the flattened batch to rows x max_seq_len: the padding has no loss and changes no logit."""
+    model = _llama("sdpa")
+    packed = _packed(_examples(64), 24)[:2]
+    free = CausalLMCollator(0, "sdpa")(packed)
+    fixed = CausalLMCollator(0, "sdpa", pad_to=24)(packed)
+    n = free["input_ids"].shape[1]
+    assert fixed["input_ids"].shape == (1, 48) and n < 48
+    assert bool((fixed["labels"][0, n:] == IGNORE).all()) and int(fixed["ct_num_tokens"]) == n
+    with torch.no_grad():
+        a = model(input_ids=free["input_ids"], position_ids=free["position_ids"], use_cache=False).logits
+        b = model(input_ids=fixed["input_ids"], position_ids=fixed["position_ids"], use_cache=False).logits[:, :n]
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -23,7 +23,7 @@ from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
 from cloudtune.train import causal_lm  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
 from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify  # noqa: E402
-from cloudtune.train.data import read_texts  # noqa: E402
+from cloudtune.train.records import read_texts  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_gpt2  # noqa: E402

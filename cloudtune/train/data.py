@@ -1,0 +1,558 @@
+"""The causal-LM training data on 🤗 Datasets: load, tokenise once, pack, collate.
+
+* Load: each input (a file, or a directory of JSONL / JSON / CSV / Parquet / Arrow / .txt files, or a directory
+  written by `Dataset.save_to_disk`) through `datasets.load_dataset` (memory-mapped Arrow in the datasets cache),
+  or as an `IterableDataset` with `train.data.streaming` (nothing converted to disk). A file 🤗 Datasets cannot read
+  is read again by `cloudtune.train.records`, whose error names the file, the line and the field.
+* Encode: one batched `map` (in several processes for large data; under torchrun the node's first process maps
+  and writes the cache, the others read it). TRL's shapes: `text` (loss on every token), `prompt` + `completion`
+  (plain or as message lists; loss on the completion), `messages` (+ `tools`; loss on the assistant turns, each
+  conversation rendered once: `cloudtune.train.chat`). Each example is `{"input_ids", "labels", "length"}`, labels
+  -100 where there is no loss; an error in a record names its file and line.
+* Pack (`train.data.packing`): TRL's best-fit-decreasing `pack_dataset` (a stream: greedy, in order), rows of
+  `input_ids`, `labels`, `seq_lengths`. The collator flattens a batch of packed rows into one sequence whose
+  `position_ids` restart at 0 per example (transformers' `DataCollatorWithFlattening` convention): flash-attention
+  takes the sequence boundaries from them (varlen kernels, no mask), SDPA and eager get the block-diagonal causal
+  mask transformers builds from the position ids. No token attends across examples.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from cloudtune.errors import JobInputError
+from cloudtune.train import chat
+from cloudtune.train.records import _where_field, data_files, detect_format, locate, read_file_records, shown_name
+
+IGNORE = -100
+WHERE = "\x00where\x00"  # stands for a record's `file, line N` in an error raised inside `map`, filled in outside
+MAP_BATCH = 1000
+PACK_BATCH = 10_000  # examples packed together (best fit within each group)
+PARALLEL_FROM = 20_000  # records from which tokenising uses several processes
+_BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+             ".pq": "parquet", ".arrow": "arrow", ".txt": "text"}
+
+
+@dataclass
+class Part:
+    """A run of consecutive data files of one input read by one 🤗 Datasets builder."""
+
+    builder: str
+    files: list[tuple[Path, str]] = field(default_factory=list)  # (path, the user's name for it)
+
+
+def _builder(path: Path) -> str:
+    if path.suffix.lower() in _BUILDERS:
+        return _BUILDERS[path.suffix.lower()]
+    with open(path, "rb") as fh:  # an explicitly named file with another suffix: sniff it
+        head = fh.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+    return "json" if head in (b"[", b"{") else "text"
+
+
+def parts(path: Path, shown: str | None) -> list[Part]:
+    """The input's data files (see `records.data_files`), grouped into runs read by the same builder."""
+    out: list[Part] = []
+    for file in data_files(path, shown):
+        builder = _builder(file)
+        if not out or out[-1].builder != builder:
+            out.append(Part(builder))
+        out[-1].files.append((file, shown_name(file, path, shown)))
+    return out
+
+
+def _saved_dataset(path: Path) -> bool:
+    return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+
+
+def _read_error(part: Part, text_field: str, exc: Exception) -> JobInputError:
+    """The error for a part 🤗 Datasets could not read: the records reader's own (file, line, fix), else the first
+    record whose field types differ from the records before it, else the library's message."""
+    for path, shown in part.files:
+        records = read_file_records(path, text_field, shown)
+        types: dict[str, str] = {}
+        for where, rec in records:
+            for key, value in (rec.items() if isinstance(rec, dict) else ()):
+                kind = type(value).__name__
+                if value is not None and types.setdefault(key, kind) != kind:
+                    raise_at = (f"{where}: field {key!r} is a {kind} here and a {types[key]} in the records before; "
+                                f"give the field one type in every record")
+                    return JobInputError(raise_at)
+    message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
+    return JobInputError(f"{part.files[0][1]}: 🤗 Datasets cannot read it as {part.builder}: {message}")
+
+
+def _csv_features(path: Path) -> Any:
+    import csv
+
+    import datasets
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    return datasets.Features({name: datasets.Value("string") for name in header})
+
+
+def load_part(part: Part, text_field: str, streaming: bool = False) -> Any:
+    """The part as a `datasets.Dataset` (or `IterableDataset` when `streaming`); .txt lines become `text_field`
+    records (blank lines left out), CSV cells stay text."""
+    import datasets
+
+    kwargs: dict[str, Any] = {}
+    try:
+        if part.builder == "csv":  # every cell as the text it is (no number or NaN guessing), as the records reader
+            kwargs = {"features": _csv_features(part.files[0][0]), "keep_default_na": False}
+        ds = datasets.load_dataset(part.builder, data_files=[str(p) for p, _ in part.files], split="train",
+                                   streaming=streaming, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - pyarrow / pandas / datasets raise many types for a bad file
+        raise _read_error(part, text_field, exc) from None
+    if part.builder == "text":
+        ds = ds.filter(lambda b: [bool(t.strip()) for t in b["text"]], batched=True)
+        if text_field != "text":
+            ds = ds.rename_column("text", text_field)
+    return ds
+
+
+def _encode_text(batch: dict[str, list], data: Any, tokenizer: Any, max_len: int) -> list[tuple[list[int], list[int]] | None]:
+    texts = [_where_field({k: v[i] for k, v in batch.items()}, data.text_field, WHERE.replace("where", str(i)),
+                          "train.data.text_field") for i in range(len(next(iter(batch.values()))))]
+    eos = tokenizer.eos_token_id
+    limit = max_len - 1 if eos is not None else max_len
+    ids = tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
+    out: list[tuple[list[int], list[int]] | None] = []
+    for text, row in zip(texts, ids):
+        row = list(row)
+        if eos is not None and (not row or row[-1] != eos):
+            row.append(eos)
+        row = row[:max_len]
+        out.append((row, list(row)) if text.strip() and row else None)
+    return out
+
+
+def _cut(ids: list[int], trained: list[bool], max_len: int) -> tuple[list[int], list[int]] | None:
+    ids, trained = ids[:max_len], trained[:max_len]
+    if not any(trained):
+        return None  # nothing left to learn from (the completion was cut off, or is empty)
+    return ids, [t if keep else IGNORE for t, keep in zip(ids, trained)]
+
+
+def _encode_plain_pairs(prompts: list[str], completions: list[str], tokenizer: Any, max_len: int) -> list[Any]:
+    """prompt (no loss) + completion + EOS (loss); the two parts tokenised apart, so the boundary is exact."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    p_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
+    c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    return [_cut(list(p) + list(c) + eos, [False] * len(p) + [True] * (len(c) + len(eos)), max_len)
+            for p, c in zip(p_ids, c_ids)]
+
+
+def _label_spans(tokenizer: Any, texts: list[str], spans: list[list[chat.Span]], max_len: int) -> list[Any]:
+    """Tokenise rendered conversations (the template brings its own special tokens); a token has loss when it
+    starts inside a trained span. Slow tokenizers: each piece tokenised apart."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+        out = []
+        for ids, offsets, sp in zip(enc["input_ids"], enc["offset_mapping"], spans):
+            trained = [any(s <= start < e for s, e in sp) for start, _ in offsets]
+            out.append(_cut(list(ids), trained, max_len))
+        return out
+    out = []
+    for text, sp in zip(texts, spans):
+        ids: list[int] = []
+        trained: list[bool] = []
+        for piece, learn in chat.segments(text, sp):
+            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
+            ids += piece_ids
+            trained += [learn] * len(piece_ids)
+        out.append(_cut(ids, trained, max_len))
+    return out
+
+
+def _encode_conversations(rows: list[dict[str, Any]], fmt: str, data: Any, tokenizer: Any, max_len: int) -> list[Any]:
+    option = chat.template_option(data)
+    markers = chat.has_generation_markers(getattr(tokenizer, "chat_template", None))
+    texts: list[str] = []
+    spans: list[list[chat.Span]] = []
+    done: dict[int, Any] = {}
+    for i, rec in enumerate(rows):
+        where = WHERE.replace("where", str(i))
+        tools = chat.check_tools(rec.get("tools"), where)
+        if fmt == "chat":
+            raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
+            messages = chat.check_messages(raw, where, data.messages_field)
+            chat.require_assistant(messages, where)
+            if markers:
+                done[i] = _cut(*chat.marker_encode(messages, tokenizer, tools, where, option), max_len)
+                continue
+            text, sp = chat.chat_spans(messages, tokenizer, where, option, tools)
+        else:
+            prompt = chat.check_messages(rec[data.prompt_field], where, data.prompt_field)
+            completion = chat.check_messages(rec[data.completion_field], where, data.completion_field)
+            text, sp = chat.completion_spans(prompt, completion, tokenizer, where, option, tools)
+        texts.append(text)
+        spans.append(sp)
+    encoded = iter(_label_spans(tokenizer, texts, spans, max_len))
+    return [done[i] if i in done else next(encoded) for i in range(len(rows))]
+
+
+def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
+    n = len(next(iter(batch.values()))) if batch else 0
+    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
+
+
+def encode_batch(batch: dict[str, list], fmt: str, data: Any, tokenizer: Any, max_len: int) -> dict[str, list]:
+    """A `map` batch of records -> `input_ids`, `labels`, `length` (0 for an example with nothing to learn after
+    truncation, dropped afterwards). A JobInputError names the record as `WHERE` with its index in the batch."""
+    if fmt == "text":
+        encoded = _encode_text(batch, data, tokenizer, max_len)
+    else:
+        rows = _rows(batch)
+        for i, rec in enumerate(rows):
+            if fmt == "instruction":
+                _where_field(rec, data.prompt_field, WHERE.replace("where", str(i)), "train.data.prompt_field", kind=(str, list))
+                _where_field(rec, data.completion_field, WHERE.replace("where", str(i)), "train.data.completion_field", kind=(str, list))
+        if fmt == "instruction" and all(isinstance(r[data.prompt_field], str) for r in rows):
+            bad = next((i for i, r in enumerate(rows) if not isinstance(r[data.completion_field], str)), None)
+            if bad is not None:
+                raise JobInputError(f"{WHERE.replace('where', str(bad))}: field {data.completion_field!r} must be a string like the prompt")
+            encoded = _encode_plain_pairs([r[data.prompt_field] for r in rows], [r[data.completion_field] for r in rows],
+                                          tokenizer, max_len)
+        else:
+            encoded = _encode_conversations(rows, fmt, data, tokenizer, max_len)
+    ids = [e[0] if e else [] for e in encoded]
+    return {"input_ids": ids, "labels": [e[1] if e else [] for e in encoded], "length": [len(x) for x in ids]}
+
+
+def _fill_where(message: str, indices: list[int], part: Part, text_field: str, streaming: bool) -> str:
+    """Replace the `WHERE` mark of a batch-local record index by the record's `file, line N`."""
+    import re
+
+    match = re.search("\x00(\\d+)\x00", message)
+    if match is None:
+        return message
+    index = indices[int(match.group(1))]
+    where = (f"{part.files[0][1]}, record {index + 1}" if streaming  # a stream is not read twice to count lines
+             else locate(part.files, index, text_field))
+    return message.replace(match.group(0), where)
+
+
+def _map_batch(batch: dict[str, list], indices: list[int], fmt: str, data: Any, tokenizer: Any, max_len: int,
+               part: Part, streaming: bool) -> dict[str, list]:
+    try:
+        return encode_batch(batch, fmt, data, tokenizer, max_len)
+    except JobInputError as exc:
+        raise JobInputError(_fill_where(str(exc), indices, part, data.text_field, streaming)) from None
+
+
+def first_record(ds: Any, part: Part) -> dict[str, Any]:
+    """The first record of a part (its format decides the shape of the input); JobInputError when it is empty."""
+    import datasets
+
+    rows = ds.take(1) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(1, len(ds))))
+    for rec in rows:
+        return dict(rec)
+    raise JobInputError(f"data input {part.files[0][1]} holds no records")
+
+
+def _num_proc(ds: Any) -> int | None:
+    """Processes for tokenising: several for large data (up to the CPUs, at most 8), else this one."""
+    rows = getattr(ds, "num_rows", None)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if rows is None or rows < PARALLEL_FROM or cpus < 2:
+        return None
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the forked workers tokenise one batch each
+    return min(8, cpus, max(1, rows // (PARALLEL_FROM // 4)))
+
+
+def encode_part(ds: Any, part: Part, fmt: str, data: Any, tokenizer: Any, max_len: int, streaming: bool) -> Any:
+    """The part's records encoded (see `encode_batch`); columns `input_ids`, `labels`, `length`."""
+    kwargs: dict[str, Any] = {} if streaming else {"num_proc": _num_proc(ds), "desc": None}
+    return ds.map(_map_batch, batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=ds.column_names,
+                  fn_kwargs={"fmt": fmt, "data": data, "tokenizer": tokenizer, "max_len": max_len, "part": part,
+                             "streaming": streaming}, **kwargs)
+
+
+def local_main_first() -> Any:
+    """A context in which this node's first process runs first (it maps and writes the datasets cache; the others
+    then read it): accelerate's `local_main_process_first` under torchrun, a no-op in one process."""
+    import contextlib
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    import torch
+    from accelerate import PartialState
+
+    # the same backend as the Trainer's arguments (cloudtune.train.trainer): NCCL on CUDA, gloo on CPU
+    return PartialState(backend=None if torch.cuda.is_available() else "gloo").local_main_process_first()
+
+
+@dataclass
+class Encoded:
+    """An input encoded: the dataset (map-style or iterable), its format and what was dropped."""
+
+    dataset: Any
+    fmt: str
+    examples: int | None  # None for a stream
+    dropped: int
+
+
+def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_len: int, *,
+                 fmt: str | None = None, streaming: bool = False) -> Encoded:
+    """Load and encode one input (see module). `fmt`: the format (the train input's, for eval); None = detect."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    path = Path(path)
+    if _saved_dataset(path):
+        loaded = [(Part("arrow", [(path, shown or str(path))]), _load_saved(path, shown, streaming))]
+    else:
+        loaded = [(part, load_part(part, data.text_field, streaming)) for part in parts(path, shown)]
+    fmt = fmt or detect_format(first_record(loaded[0][1], loaded[0][0]), data, f"{loaded[0][0].files[0][1]}, line 1")
+    if fmt == "chat" or (fmt == "instruction" and _conversational(loaded[0][1], loaded[0][0], data)):
+        _need_template(tokenizer, data)
+    encoded = [encode_part(ds, part, fmt, data, tokenizer, max_len, streaming) for part, ds in loaded]
+    ds = encoded[0] if len(encoded) == 1 else datasets.concatenate_datasets(encoded)
+    if streaming:
+        return Encoded(ds.filter(lambda b: [n > 0 for n in b["length"]], batched=True), fmt, None, 0)
+    import numpy as np
+
+    lengths = np.asarray(ds.with_format("numpy")["length"])
+    dropped = int((lengths == 0).sum())
+    if dropped:
+        ds = ds.filter(lambda b: [n > 0 for n in b["length"]], batched=True)
+    if len(ds) == 0:
+        raise JobInputError(
+            f"no example of {shown or path} has a token to learn from after tokenisation and truncation to "
+            f"max_seq_len={max_len} ({dropped} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts")
+    return Encoded(ds, fmt, len(ds), dropped)
+
+
+def _load_saved(path: Path, shown: str | None, streaming: bool) -> Any:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise JobInputError(f"{shown or path}: a saved 🤗 dataset that cannot be loaded: {exc}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if "train" not in ds:
+            raise JobInputError(f"{shown or path}: a saved DatasetDict without a 'train' split (splits: "
+                                f"{', '.join(ds)}); save the split to train on")
+        ds = ds["train"]
+    return ds.to_iterable_dataset() if streaming else ds
+
+
+def _conversational(ds: Any, part: Part, data: Any) -> bool:
+    rec = first_record(ds, part)
+    return not isinstance(rec.get(data.prompt_field), str)
+
+
+def _need_template(tokenizer: Any, data: Any) -> None:
+    if data.chat_template is not None:
+        tokenizer.chat_template = data.chat_template
+    if not getattr(tokenizer, "chat_template", None):
+        raise JobInputError(
+            "the chat data format needs a chat template, and this model's tokenizer has none: set "
+            "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Packing
+# ----------------------------------------------------------------------------------------------
+
+
+def pack(ds: Any, max_len: int) -> Any:
+    """Best-fit-decreasing packing (TRL's `pack_dataset`, strategy bfd) of an encoded dataset into rows of at most
+    `max_len` tokens with their examples' `seq_lengths`, best fit within groups of `PACK_BATCH` examples."""
+    from trl import pack_dataset
+
+    return pack_dataset(ds.select_columns(["input_ids", "labels"]), max_len, strategy="bfd",
+                        map_kwargs={"batch_size": PACK_BATCH})
+
+
+def _greedy(batch: dict[str, list], max_len: int) -> dict[str, list]:
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "seq_lengths": []}
+    ids: list[int] = []
+    labels: list[int] = []
+    lens: list[int] = []
+    for x, y in zip(batch["input_ids"], batch["labels"]):
+        if lens and len(ids) + len(x) > max_len:
+            rows["input_ids"].append(ids)
+            rows["labels"].append(labels)
+            rows["seq_lengths"].append(lens)
+            ids, labels, lens = [], [], []
+        ids, labels, lens = ids + list(x), labels + list(y), lens + [len(x)]
+    if lens:
+        rows["input_ids"].append(ids)
+        rows["labels"].append(labels)
+        rows["seq_lengths"].append(lens)
+    return rows
+
+
+def pack_stream(ds: Any, max_len: int) -> Any:
+    """Greedy packing of a stream, in order: examples fill a row until the next one does not fit (rows restart at
+    each group of `MAP_BATCH` examples, so the packing of a position never depends on what was read before it)."""
+    return ds.select_columns(["input_ids", "labels"]).map(_greedy, batched=True, batch_size=MAP_BATCH,
+                                                           fn_kwargs={"max_len": max_len})
+
+
+def pad_count(lengths: Iterator[int] | list[int], batch_size: int) -> tuple[int, int]:
+    """(pad tokens, total tokens) when rows of these lengths are batched in order and padded to each batch's
+    longest row."""
+    lengths = list(lengths)
+    pads = total = 0
+    for b in range(0, len(lengths), batch_size):
+        chunk = lengths[b:b + batch_size]
+        total += max(chunk) * len(chunk)
+        pads += max(chunk) * len(chunk) - sum(chunk)
+    return pads, total
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------
+
+
+class CausalLMCollator:
+    """Rows -> a batch. Unpacked rows (`input_ids`, optional `labels`): padded to the batch's longest row (or to
+    `pad_to`, fixed shapes for PyTorch/XLA) with an `attention_mask`; labels -100 on padding.
+
+    Packed rows (with `seq_lengths`): the batch is flattened into one sequence of shape (1, total tokens) with
+    `position_ids` restarting at 0 for every example (transformers' `DataCollatorWithFlattening` convention) and
+    no attention mask: transformers derives the block-diagonal causal mask (SDPA, eager) or the varlen boundaries
+    (flash-attention; `cu_seq_lens_*` / `max_length_*` are passed when `attn_implementation` is a flash one) from
+    them. The first token of each example has no loss (it would be predicted from the previous example).
+    `ct_num_tokens` (the real tokens, for throughput) is removed by the recipe's Trainer before the forward pass.
+    """
+
+    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa", pad_to: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
+        self.flash = str(attn_implementation or "").startswith(("flash", "kernels-community/flash"))
+        self.pad_to = pad_to  # fixed shapes (PyTorch/XLA): every row padded to this length
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if any("seq_lengths" in f for f in features):
+            return self._flattened(features)
+        import torch
+
+        longest = max([len(f["input_ids"]) for f in features] + [self.pad_to or 0])
+        n = len(features)
+        input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((n, longest), IGNORE, dtype=torch.long)
+        attention = torch.zeros((n, longest), dtype=torch.long)
+        for row, f in enumerate(features):
+            ids = f["input_ids"]
+            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            labels[row, : len(ids)] = torch.as_tensor(f.get("labels", ids), dtype=torch.long)
+            attention[row, : len(ids)] = 1
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+    def _flattened(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        ids = [torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features]
+        labels = [torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long) for f in features]
+        lengths = [int(n) for f in features for n in (f.get("seq_lengths") or [len(f["input_ids"])])]
+        real = sum(lengths)
+        total = max(real, len(features) * self.pad_to) if self.pad_to else real
+        if total > real:  # fixed shapes: the padding is one more example, which no loss reads
+            ids.append(torch.full((total - real,), self.pad_token_id, dtype=torch.long))
+            labels.append(torch.full((total - real,), IGNORE, dtype=torch.long))
+            lengths.append(total - real)
+        starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+        position_ids = torch.arange(total) - torch.repeat_interleave(starts, torch.tensor(lengths))
+        flat_labels = torch.cat(labels)
+        flat_labels[position_ids == 0] = IGNORE
+        # use_cache=False: transformers reads packed sequences from position ids only when no KV cache is built
+        batch: dict[str, Any] = {"input_ids": torch.cat(ids)[None], "position_ids": position_ids[None],
+                                 "labels": flat_labels[None], "use_cache": False, "ct_num_tokens": torch.tensor(real)}
+        if self.flash:
+            cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32)
+            batch |= {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max(lengths), "max_length_k": max(lengths)}
+        return batch
+
+
+def _say(message: str) -> None:
+    from cloudtune.train.logfmt import _say as say
+
+    say(message)
+
+
+def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train: Any,
+                    tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Load, encode (and pack) the train and eval inputs (`inputs`: name -> local path; `shown`: name -> the
+    user's name for it). Returns (train dataset, eval dataset or None, data_info for the model card and metrics).
+    The node's first process maps first (see `local_main_first`)."""
+    import time
+
+    data, hp = train.data, train.hyperparameters
+    started = time.monotonic()
+    with local_main_first():
+        enc = encode_input(inputs[data.train], shown.get(data.train), data, tokenizer, hp.max_seq_len,
+                           streaming=data.streaming)
+        info: dict[str, Any] = {"format": enc.fmt, "train_examples": enc.examples, "train_dropped": enc.dropped,
+                                "train_input": data.train, "eval_input": data.eval, "streaming": data.streaming}
+        if enc.dropped:
+            _say(f"warning: {enc.dropped} training example(s) dropped: no completion/assistant token left within "
+                 f"max_seq_len={hp.max_seq_len}")
+        eval_ds = None
+        if data.eval is not None:
+            ev = encode_input(inputs[data.eval], shown.get(data.eval), data, tokenizer, hp.max_seq_len, fmt=enc.fmt)
+            eval_ds = ev.dataset.select_columns(["input_ids", "labels"])
+            info["eval_examples"] = ev.examples
+            if ev.dropped:
+                _say(f"warning: {ev.dropped} eval example(s) dropped: nothing to score within max_seq_len={hp.max_seq_len}")
+        train_ds = enc.dataset
+        if data.packing:
+            train_ds = _packed(train_ds, hp, info, data.streaming)
+        elif not data.streaming:
+            train_ds = train_ds.select_columns(["input_ids", "labels"])
+    info["prepare_seconds"] = round(time.monotonic() - started, 3)
+    return train_ds, eval_ds, info
+
+
+def _packed(ds: Any, hp: Any, info: dict[str, Any], streaming: bool) -> Any:
+    if streaming:
+        _say(f"packing: the stream is packed greedily in order into rows of <= {hp.max_seq_len} tokens")
+        return pack_stream(ds, hp.max_seq_len)
+    import numpy as np
+
+    lengths = np.asarray(ds.with_format("numpy")["length"]).tolist()
+    packed = pack(ds, hp.max_seq_len)
+    rows = [sum(x) for x in packed.with_format(None)["seq_lengths"]]
+    before, total = pad_count(lengths, hp.batch_size)
+    info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": 0,
+                 "tokens_unpacked": total, "tokens_packed": sum(rows)})
+    _say(f"packing: {len(lengths)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; pad tokens per "
+         f"epoch {before} -> 0 (each batch is one flattened sequence)")
+    return packed
+
+
+def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, max_len: int,
+                   fmt: str | None = None) -> tuple[list[dict[str, list[int]]], str, int]:
+    """Encode records read by `cloudtune.train.records` ((where, record) pairs; the preflight's sample) exactly as
+    the job encodes them. Returns (examples, format, number dropped by truncation); errors name each record's
+    `where`."""
+    import re
+
+    if not records:
+        raise JobInputError("no records to train on")
+    fmt = fmt or detect_format(records[0][1], data, records[0][0])
+    for where, rec in records:
+        if not isinstance(rec, dict):
+            _where_field(rec, data.text_field, where, "train.data.text_field")
+    if fmt == "chat" or (fmt == "instruction" and not isinstance(records[0][1].get(data.prompt_field), str)):
+        _need_template(tokenizer, data)
+    keys = {k for _, rec in records for k in rec}
+    batch = {k: [rec.get(k) for _, rec in records] for k in keys}
+    try:
+        out = encode_batch(batch, fmt, data, tokenizer, max_len)
+    except JobInputError as exc:
+        raise JobInputError(re.sub("\x00(\\d+)\x00", lambda m: records[int(m.group(1))][0], str(exc))) from None
+    examples = [{"input_ids": i, "labels": lab} for i, lab, n in zip(out["input_ids"], out["labels"], out["length"]) if n]
+    if not examples:
+        raise JobInputError(
+            f"no example has a token to learn from after tokenisation and truncation to max_seq_len={max_len} "
+            f"({len(records)} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts")
+    return examples, fmt, len(records) - len(examples)
