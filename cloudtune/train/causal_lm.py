@@ -311,6 +311,8 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     hp = train.hyperparameters
     precision = device_precision(hp.precision)
     args = _training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None, model=model)
+    if not hasattr(train_ds, "__len__"):  # a stream: each process reads its own batches (accelerate's
+        args.accelerator_config.dispatch_batches = False  # IterableDatasetShard), as flattened batches cannot be concatenated
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=_say)
     log_cb, sigterm_cb = _make_callbacks()
     callbacks = [log_cb, sigterm_cb]
