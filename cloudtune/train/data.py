@@ -80,6 +80,8 @@ def _read_error(part: Part, text_field: str, exc: Exception) -> JobInputError:
                     raise_at = (f"{where}: field {key!r} is a {kind} here and a {types[key]} in the records before; "
                                 f"give the field one type in every record")
                     return JobInputError(raise_at)
+    if not any(read_file_records(path, text_field, shown) for path, shown in part.files):
+        return JobInputError(f"data input {part.files[0][1]} holds no records")
     message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
     return JobInputError(f"{part.files[0][1]}: 🤗 Datasets cannot read it as {part.builder}: {message}")
 
@@ -112,6 +114,18 @@ def load_part(part: Part, text_field: str, streaming: bool = False) -> Any:
         if text_field != "text":
             ds = ds.rename_column("text", text_field)
     return ds
+
+
+def _load_run(part: Part, text_field: str, streaming: bool) -> list[tuple[Part, Any]]:
+    """[(part, dataset)]: the run of files in one load; when that fails (files whose columns differ cannot share
+    one Arrow schema), each file on its own, so the error, if any, names its file."""
+    try:
+        return [(part, load_part(part, text_field, streaming))]
+    except JobInputError:
+        if len(part.files) == 1:
+            raise
+    singles = [Part(part.builder, [f]) for f in part.files]
+    return [(one, load_part(one, text_field, streaming)) for one in singles]
 
 
 def _encode_text(batch: dict[str, list], data: Any, tokenizer: Any, max_len: int) -> list[tuple[list[int], list[int]] | None]:
@@ -302,12 +316,13 @@ def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_l
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot read is reported once, by `_read_error`
     path = Path(path)
     if _saved_dataset(path):
         loaded = [(Part("arrow", [(path, shown or str(path))]), _load_saved(path, shown, streaming))]
     else:
-        loaded = [(part, load_part(part, data.text_field, streaming)) for part in parts(path, shown)]
-    fmt = fmt or detect_format(first_record(loaded[0][1], loaded[0][0]), data, f"{loaded[0][0].files[0][1]}, line 1")
+        loaded = [pair for part in parts(path, shown) for pair in _load_run(part, data.text_field, streaming)]
+    fmt = fmt or _format(loaded[0][0], loaded[0][1], data)
     if fmt == "chat" or (fmt == "instruction" and _conversational(loaded[0][1], loaded[0][0], data)):
         _need_template(tokenizer, data)
     encoded = [encode_part(ds, part, fmt, data, tokenizer, max_len, streaming) for part, ds in loaded]
@@ -325,6 +340,17 @@ def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_l
             f"no example of {shown or path} has a token to learn from after tokenisation and truncation to "
             f"max_seq_len={max_len} ({dropped} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts")
     return Encoded(ds, fmt, len(ds), dropped)
+
+
+def _format(part: Part, ds: Any, data: Any) -> str:
+    """The format of the input from its first record; when it cannot be told, the records reader's own error on
+    the first file comes first (e.g. a ';'-separated CSV), as it names the problem better."""
+    try:
+        return detect_format(first_record(ds, part), data, f"{part.files[0][1]}, line 1")
+    except JobInputError:
+        if part.builder != "arrow":
+            read_file_records(part.files[0][0], data.text_field, part.files[0][1])
+        raise
 
 
 def _load_saved(path: Path, shown: str | None, streaming: bool) -> Any:
