@@ -82,7 +82,7 @@ def fsdp_settings(train: TrainSpec, model: Any, world_size: int) -> dict[str, An
             "transformer_layer_cls_to_wrap": fsdp_layer_classes(model),
             "state_dict_type": "FULL_STATE_DICT",
             "cpu_ram_efficient_loading": False,
-            "activation_checkpointing": train.hyperparameters.gradient_checkpointing,
+            "activation_checkpointing": bool(train.hyperparameters.gradient_checkpointing),  # null: not asked for
         },
     }
 
@@ -140,7 +140,7 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         # the transformers 5 name of gradient_checkpointing; under FSDP its own activation checkpointing does it
-        activation_checkpointing=hp.gradient_checkpointing and not fsdp,
+        activation_checkpointing=bool(hp.gradient_checkpointing) and not fsdp,  # null (undecided): off
         activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing and not fsdp else None,
         use_cpu=not accelerated,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
         remove_unused_columns=False,
