@@ -416,7 +416,7 @@ def activation_bytes(facts: ModelFacts, setup: Setup, checkpointing: bool) -> in
     tokens = setup.batch_size * setup.seq_len
     layer = _layer_bytes(facts, setup)
     head = (4 * facts.vocab if setup.task == "causal-lm" else 0) + 2 * setup.residual_bytes * facts.hidden
-    if checkpointing:
+    if checkpointing:  # head + one recomputed layer: an upper bound (the head's tensors go before the recompute)
         per_token = facts.layers * setup.residual_bytes * facts.hidden + layer + head
     else:
         per_token = facts.layers * layer + head
