@@ -163,6 +163,8 @@ def _encode_plain_pairs(prompts: list[str], completions: list[str], tokenizer: A
 def _label_spans(tokenizer: Any, texts: list[str], spans: list[list[chat.Span]], max_len: int) -> list[Any]:
     """Tokenise rendered conversations (the template brings its own special tokens); a token has loss when it
     starts inside a trained span. Slow tokenizers: each piece tokenised apart."""
+    if not texts:
+        return []
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         out = []
