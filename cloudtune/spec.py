@@ -208,7 +208,8 @@ class DataSpec(_TrainPart):
         "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
         "streaming",
     )
-    train: str = Field("train", description="name of the input holding the training data")
+    train: str = Field("train", description="name of the input holding the training data, or a Hub dataset "
+                       "hf:ORG/NAME[:SPLIT] (causal-lm; read in the job, which then needs network)")
     eval: str | None = Field(
         "eval", description="name of the input holding evaluation data; null = none; left out = 'eval' if that input exists"
     )
@@ -511,7 +512,14 @@ class JobSpec(_Strict):
             if "eval" not in data.model_fields_set and data.eval not in self.inputs:  # default, and no such input
                 self.train = self.train.model_copy(update={"data": data.model_copy(update={"eval": None})})
             for role, name in (("train", self.train.data.train), ("eval", self.train.data.eval)):
-                if name is not None and name not in self.inputs:
+                if name is not None and name.startswith("hf:"):
+                    if not HUB_DATASET.match(name):
+                        raise ValueError(f"train.data.{role} {name!r} is not a Hub dataset name: write hf:ORG/NAME "
+                                         f"or hf:ORG/NAME:SPLIT (e.g. hf:trl-lib/Capybara:train)")
+                    if self.train.task != "causal-lm":
+                        raise ValueError(f"train.data.{role}: Hub datasets (hf:...) are read by the causal-lm recipe "
+                                         f"only; download the data and name it as an input")
+                elif name is not None and name not in self.inputs:
                     raise ValueError(
                         f"train.data.{role} names input {name!r}, which is not in `inputs`; "
                         f"add it under inputs or set train.data.{role} to one of {_some(sorted(self.inputs))}"
@@ -538,6 +546,10 @@ def _some(names: list[str], limit: int = 10) -> str:
         return "[]"
     shown_names = ", ".join(shown(n) for n in names[:limit])
     return f"[{shown_names}" + (f", ... ({len(names) - limit} more)]" if len(names) > limit else "]")
+
+
+# a Hub dataset named in train.data.train / eval (read in the job where it has network): hf:[ORG/]NAME[:SPLIT]
+HUB_DATASET = re.compile(r"^hf:(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$")
 
 
 def is_remote(uri: str) -> bool:

@@ -436,7 +436,7 @@ def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tu
     data_info)."""
     from cloudtune.train.data import prepare_lm_data as prepare
 
-    names = [n for n in (train.data.train, train.data.eval) if n is not None]
+    names = [n for n in (train.data.train, train.data.eval) if n is not None and n in ctx.inputs]  # not hf: datasets
     return prepare({n: Path(ctx.inputs[n]) for n in names}, {n: input_source(ctx, n) for n in names}, train, tokenizer)
 
 

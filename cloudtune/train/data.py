@@ -28,6 +28,7 @@ from cloudtune.train import chat
 from cloudtune.train.records import _where_field, data_files, detect_format, locate, read_file_records, shown_name
 
 IGNORE = -100
+HUB_PREFIX = "hf:"  # train.data.train / eval naming a Hub dataset instead of an input: hf:ORG/NAME[:SPLIT]
 WHERE = "\x00where\x00"  # stands for a record's `file, line N` in an error raised inside `map`, filled in outside
 MAP_BATCH = 1000
 PACK_BATCH = 10_000  # examples packed together (best fit within each group)
@@ -247,8 +248,8 @@ def _fill_where(message: str, indices: list[int], part: Part, text_field: str, s
     if match is None:
         return message
     index = indices[int(match.group(1))]
-    where = (f"{part.files[0][1]}, record {index + 1}" if streaming  # a stream is not read twice to count lines
-             else locate(part.files, index, text_field))
+    where = (f"{part.files[0][1]}, record {index + 1}" if streaming or part.builder in ("saved", "hub")
+             else locate(part.files, index, text_field))  # a stream is not read twice to count lines
     return message.replace(match.group(0), where)
 
 
@@ -320,8 +321,10 @@ def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_l
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a file it cannot read is reported once, by `_read_error`
     path = Path(path)
-    if _saved_dataset(path):
-        loaded = [(Part("arrow", [(path, shown or str(path))]), _load_saved(path, shown, streaming))]
+    if str(path).startswith(HUB_PREFIX):
+        loaded = [(Part("hub", [(path, str(path))]), load_hub(str(path), streaming))]
+    elif _saved_dataset(path):
+        loaded = [(Part("saved", [(path, shown or str(path))]), _load_saved(path, shown, streaming))]
     else:
         loaded = [pair for part in parts(path, shown) for pair in _load_run(part, data.text_field, streaming)]
     fmt = fmt or _format(loaded[0][0], loaded[0][1], data)
@@ -350,9 +353,24 @@ def _format(part: Part, ds: Any, data: Any) -> str:
     try:
         return detect_format(first_record(ds, part), data, f"{part.files[0][1]}, line 1")
     except JobInputError:
-        if part.builder != "arrow":
+        if part.builder not in ("saved", "hub"):
             read_file_records(part.files[0][0], data.text_field, part.files[0][1])
         raise
+
+
+def load_hub(source: str, streaming: bool) -> Any:
+    """A Hub dataset named `hf:ORG/NAME[:SPLIT]` (split `train` when not given), read where the job has network (or
+    from the datasets cache). JobInputError with the library's message and the fix when it cannot be loaded."""
+    import datasets
+
+    repo, _, split = source[len(HUB_PREFIX):].partition(":")
+    try:
+        return datasets.load_dataset(repo, split=split or "train", streaming=streaming)
+    except Exception as exc:  # noqa: BLE001 - offline, not found, gated, no such split: many types
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise JobInputError(f"{source}: the Hub dataset cannot be loaded: {message}; the job needs network access to "
+                            f"the Hugging Face Hub (and HF_TOKEN as a secret for a gated or private dataset), or "
+                            f"upload the data and name it as an input") from None
 
 
 def _load_saved(path: Path, shown: str | None, streaming: bool) -> Any:
@@ -517,7 +535,7 @@ def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train
     data, hp = train.data, train.hyperparameters
     started = time.monotonic()
     with local_main_first():
-        enc = encode_input(inputs[data.train], shown.get(data.train), data, tokenizer, hp.max_seq_len,
+        enc = encode_input(inputs.get(data.train, Path(data.train)), shown.get(data.train), data, tokenizer, hp.max_seq_len,
                            streaming=data.streaming)
         info: dict[str, Any] = {"format": enc.fmt, "train_examples": enc.examples, "train_dropped": enc.dropped,
                                 "train_input": data.train, "eval_input": data.eval, "streaming": data.streaming}
@@ -526,7 +544,7 @@ def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train
                  f"max_seq_len={hp.max_seq_len}")
         eval_ds = None
         if data.eval is not None:
-            ev = encode_input(inputs[data.eval], shown.get(data.eval), data, tokenizer, hp.max_seq_len, fmt=enc.fmt)
+            ev = encode_input(inputs.get(data.eval, Path(data.eval)), shown.get(data.eval), data, tokenizer, hp.max_seq_len, fmt=enc.fmt)
             eval_ds = ev.dataset.select_columns(["input_ids", "labels"])
             info["eval_examples"] = ev.examples
             if ev.dropped:

@@ -87,3 +87,31 @@ def test_files_whose_extra_columns_differ_still_load(tokenizer, tmp_path: Path) 
     eos = [tokenizer.eos_token_id]
     assert enc.dataset["input_ids"][:] == [tokenizer("first one")["input_ids"] + eos,
                                            tokenizer("second one")["input_ids"] + eos]
+
+
+def test_a_hub_dataset_the_job_cannot_reach_is_one_line(tokenizer, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(JobInputError) as err:
+        encode_input(Path("hf:acme/boats:train"), None, DataSpec(train="hf:acme/boats:train"), tokenizer, 32)
+    message = str(err.value)
+    assert message.startswith("hf:acme/boats:train: the Hub dataset cannot be loaded: Couldn't reach 'acme/boats'")
+    assert "needs network access to the Hugging Face Hub" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("hf:acme/boats", None), ("hf:acme/boats:test", None), ("hf:squad", None),
+    ("hf:acme/bad name", "is not a Hub dataset name: write hf:ORG/NAME"),
+])
+def test_hub_dataset_names_in_the_spec(name: str, expected: str | None) -> None:
+    from cloudtune.spec import JobSpec
+
+    raw = {"name": "hub", "train": {"model": "m", "data": {"train": name, "eval": None}}}
+    if expected is None:
+        assert JobSpec.model_validate(raw).train.data.train == name
+    else:
+        with pytest.raises(ValueError, match=expected):
+            JobSpec.model_validate(raw)
+    raw["train"]["task"] = "seq-classification"
+    with pytest.raises(ValueError, match="causal-lm recipe only" if expected is None else expected):
+        JobSpec.model_validate(raw)
