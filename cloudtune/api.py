@@ -67,6 +67,12 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     launcher = launcher or get_launcher(provider)
     bundle = _bundle_for(job_spec)
     compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
+    if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit
+        from dataclasses import replace
+
+        from cloudtune.memory_check import plan_memory
+
+        compiled = replace(compiled, memory=plan_memory(job_spec, compiled.provider, compiled.instance_type))
     if bundle is not None and bundle.left_out:  # every launcher's plan says what the code bundle left out
         from dataclasses import replace
 

@@ -74,6 +74,8 @@ def _print_plan(plan: Any) -> None:
         f"at most ${plan.estimated_usd_per_hour:.2f}/h ({basis})" if "upper bound" in basis
         else f"${plan.estimated_usd_per_hour:.2f}/h ({basis})")
     click.echo(f"estimated cost: {cost}")
+    for line in _memory_lines(getattr(plan, "memory", None)):
+        click.echo(line)
     if plan.model_uri:
         click.echo(f"model:          {plan.model_uri}")
     click.echo(f"uploads ({len(plan.uploads)}):")
@@ -88,6 +90,33 @@ def _print_plan(plan: Any) -> None:
         click.echo(yaml.safe_dump(plan.request, sort_keys=False, width=120).rstrip())
     else:
         click.echo(json.dumps(plan.request, indent=2))
+
+
+def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    """The dry run's memory lines (see cloudtune.memory_check.plan_memory): the estimate per GPU against the
+    accelerator's memory, its parts, and how gradient checkpointing was decided."""
+    if not memory:
+        return []
+    from cloudtune.memory import count, human
+
+    est = memory.get("estimate")
+    if not est:
+        return ["memory/device:  unknown (no config.json for the model here: a local model dir, a hub id in the "
+                "hub cache or in cloudtune's table gives one)"]
+    device = memory.get("device_memory")
+    against = (f" of {human(device)} ({memory['accelerator']}; refused above +{memory['margin']:.0%})" if device else
+               " (not checked: a local job uses this machine's devices)" if memory.get("accelerator") is None
+               else " (not checked: the accelerator's memory is unknown)")
+    parts = ", ".join(f"{k} {human(est[k])}" for k in ("weights", "gradients", "optimizer", "activations"))
+    other = est["activations_without_checkpointing" if est["gradient_checkpointing"] else "activations_with_checkpointing"]
+    over = device and est["total"] > device * (1 + memory["margin"])
+    return [f"memory/device:  {human(est['total'])} estimated{against}"
+            + (": over it, launched anyway (train.memory_check: false)" if over else ""),
+            f"                {parts}; {memory['precision']}, {count(memory['params'])} parameters, "
+            f"{memory['world_size']} process(es)",
+            f"                gradient checkpointing {'on' if est['gradient_checkpointing'] else 'off'} "
+            f"({memory['gradient_checkpointing']}; activations {human(other)} "
+            f"{'without' if est['gradient_checkpointing'] else 'with'} it)"]
 
 
 @main.command()

@@ -472,5 +472,15 @@ def wants_gradient_checkpointing(facts: ModelFacts | None, setup: Setup, device_
 
 
 def human(n: float) -> str:
-    """Bytes as GB (10^9, as the catalog states accelerator memory), one decimal; small values in MB."""
-    return f"{n / GB:.1f} GB" if n >= 0.1 * GB else f"{n / 1e6:.0f} MB"
+    """Bytes as GB (10^9, as the catalog states accelerator memory) with one decimal; under 0.1 GB in MB, under
+    0.1 MB in kB."""
+    if n >= 0.1 * GB:
+        return f"{n / GB:.1f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.0f} kB"
+
+
+def count(params: int) -> str:
+    """A parameter count as people say it: 6.74B, 124.4M, 9,216."""
+    if params >= 1e9:
+        return f"{params / 1e9:.2f}B"
+    return f"{params / 1e6:.1f}M" if params >= 1e6 else f"{params:,}"

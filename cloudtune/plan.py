@@ -36,9 +36,12 @@ class Plan:
     spec: dict[str, Any] = field(default_factory=dict)
     cost_basis: str = "on-demand"  # what estimated_usd_per_hour is: on-demand, spot, or an upper bound (kit.cost)
     request_format: str = "json"  # how the dry run prints `request`: json, or yaml (Azure ML's job YAML)
+    memory: dict[str, Any] | None = None  # the estimate per GPU of a train job (cloudtune.memory_check); None: none made
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        if data["memory"] is None:  # plans made without the check (a launcher called directly) read as before
+            del data["memory"]
         data["uploads"] = [{k: v for k, v in asdict(u).items() if k != "build" or v is not None} for u in self.uploads]
         data["notes"] = list(self.notes)
         return data
