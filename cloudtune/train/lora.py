@@ -7,7 +7,11 @@ Saved layout in the model dir:
   A seq-classification adapter holds its trained head and has the classifier's `config.json` (labels, pad token)
   beside it; see the model card for the reload.
 * `merge: true` — merged full weights (`config.json`, `model.safetensors`: a plain transformers model) and the
-  adapter in `model_dir/adapter`.
+  adapter in `model_dir/adapter`. Never with a 4-bit (QLoRA) base: see `check_mergeable`.
+
+A QLoRA base (`lora.quantize: 4bit`) is loaded and prepared by cloudtune.train.loading (`model_load_kwargs`,
+`prepare_quantized`) before `apply_lora`; bitsandbytes' Linear4bit is a torch.nn.Linear, so target modules resolve
+the same way.
 """
 
 from __future__ import annotations
@@ -121,6 +125,17 @@ def save_classifier_config(model: Any, adapter_dir: Path) -> None:
         model.get_base_model().config.save_pretrained(str(adapter_dir))
 
 
+def check_mergeable(model: Any) -> None:
+    """Refuse to merge an adapter into a 4-bit (QLoRA) base: the merged sum is quantized again, which rounds away
+    most of the adapter's update, and the result would be a bitsandbytes checkpoint, not plain weights."""
+    from cloudtune.train.loading import is_quantized
+
+    if is_quantized(model):
+        raise JobInputError("train.lora.merge: the base model is quantized (lora.quantize: 4bit), and merging into it "
+                            "would quantize the adapter's update away; remove merge (the adapter is saved on its own) "
+                            "and merge later into the bf16 base: PeftModel.from_pretrained(base, adapter).merge_and_unload()")
+
+
 def save_lora(model: Any, model_dir: Path, merge: bool, base_name: str) -> list[str]:
     """Save the adapter (and merged weights when `merge`); returns the files written, relative to model_dir.
 
@@ -128,6 +143,8 @@ def save_lora(model: Any, model_dir: Path, merge: bool, base_name: str) -> list[
     that the base model's own config lacks: `num_labels`, `id2label`/`label2id` and `pad_token_id` (the trained
     head itself is in the adapter, as peft's modules_to_save)."""
     model_dir = Path(model_dir)
+    if merge:
+        check_mergeable(model)
     adapter_dir = model_dir / "adapter" if merge else model_dir
     model.peft_config["default"].base_model_name_or_path = base_name
     model.save_pretrained(str(adapter_dir))
