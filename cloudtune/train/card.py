@@ -64,7 +64,8 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         "",
         "## Data",
         "",
-        f"- training input: `{data.train}` ({data_info.get('train_examples', '?')} examples"
+        f"- training input: `{data.train}` ("
+        + ("streamed" if data_info.get("train_examples", "?") is None else f"{data_info.get('train_examples', '?')} examples")
         + (f", {data_info['train_dropped']} dropped by max_seq_len" if data_info.get("train_dropped") else "") + ")",
         "- eval input: " + (f"`{data.eval}` ({data_info.get('eval_examples', '?')} examples)" if data.eval else "none"),
     ]
@@ -76,7 +77,9 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         fields = {"text": f"`{data.text_field}`", "instruction": f"`{data.prompt_field}` + `{data.completion_field}` (loss on the completion)",
                   "chat": f"`{data.messages_field}` (loss on assistant turns)"}.get(fmt, "")
         lines.append(f"- format: {fmt}, fields {fields}")
-        if data.packing:
+        if data.packing and data.streaming:
+            lines.append("- packed greedily in stream order (position ids restart per example, no padding)")
+        elif data.packing:
             lines.append(f"- packed into {data_info.get('packed_rows', '?')} rows (pad tokens per epoch "
                          f"{data_info.get('pad_tokens_unpacked', '?')} -> {data_info.get('pad_tokens_packed', '?')})")
     lines += ["", "## Hyperparameters", "", "| name | value |", "|---|---|"]

@@ -66,7 +66,9 @@ def test_a_resumed_stream_matches_an_uninterrupted_run(tiny_gpt2: Path, tmp_path
 
     whole = tmp_path / "whole"
     reference = run(whole)
-    assert reference["global_step"] == 8
+    assert reference["global_step"] == 8 and "train_examples" not in reference  # a stream is not counted
+    card = (whole / "model" / "README.md").read_text()
+    assert "`train` (streamed)" in card and "packed greedily in stream order" in card
     # a second run that only has the first checkpoint of the first: it resumes at step 4 of the stream
     resumed_root = tmp_path / "resumed"
     first = next(c for c in list_checkpoints(whole / "checkpoints") if c.step == 4)
