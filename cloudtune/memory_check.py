@@ -156,6 +156,8 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
     tpu = bool(accelerator and accelerator.upper().startswith("TPU"))
     precision = plan_precision(train.hyperparameters.precision, None if local else accelerator, bf16 or tpu)
     world = spec.resources.nodes * (1 if local else spec.processes_per_node(per_node or None))
+    if tpu and train.distributed == "ddp":  # one process per host; without FSDPv2 every chip holds the whole model
+        world = 1
     checked = not local and accelerator is not None and memory_gb is not None
     budget = memory_gb * GB * (1 - HEADROOM) if checked and memory_gb else None
     setup = setup_for(train, precision, world, gradient_checkpointing=False)
@@ -244,8 +246,10 @@ def fitting_alternatives(spec: "JobSpec", provider: str, facts: ModelFacts, setu
     if requested is False:
         options.append(("set hyperparameters.gradient_checkpointing: true (or leave it out: null decides)",
                         replace(setup, gradient_checkpointing=True), True))
-    if setup.world_size > 1 and setup.distributed == "ddp" and setup.quantize is None:
-        options.append(("set train.distributed: fsdp", replace(setup, distributed="fsdp"), requested))
+    devices = spec.resources.nodes * max(spec.resources.accel.count, 1)  # a TPU host's chips share one process
+    if devices > 1 and setup.distributed == "ddp" and setup.quantize is None:
+        options.append(("set train.distributed: fsdp", replace(setup, distributed="fsdp", world_size=devices),
+                        requested))
     for label, option, gc in options:
         fits, total = _total(facts, option, gc, memory_gb)
         if fits:

@@ -231,6 +231,17 @@ def test_a_7b_full_fine_tune_on_24_gb_is_refused_with_the_fix(tmp_path: Path, ac
     assert over.exit_code == 0 and "over it, launched anyway (train.memory_check: false)" in over.output
 
 
+def test_a_tpu_full_fine_tune_needs_fsdp(tmp_path: Path) -> None:
+    """Without FSDPv2 every TPU chip holds the whole model: a 1.24B full fine-tune (16 bytes a parameter) is over a
+    16 GB v5e chip; sharded over the host's 4 chips it fits."""
+    train = {"model": "meta-llama/Llama-3.2-1B"}
+    res = _dry_run(_spec(tmp_path, train, "TPU-v5e:4"), "gcp", home=tmp_path / "home")
+    assert res.exit_code == 2 and "over the 16 GB of one TPU-v5e" in res.output
+    assert "set train.distributed: fsdp" in res.output and "TPU-v6e:4" in res.output
+    ok = _dry_run(_spec(tmp_path, train, "TPU-v5e:4"), "gcp", "train.distributed=fsdp", home=tmp_path / "home")
+    assert ok.exit_code == 0 and "of 16.0 GB (TPU-v5e" in ok.output
+
+
 def test_the_smallest_accelerator_that_fits_is_named(tmp_path: Path) -> None:
     train = {"model": "meta-llama/Llama-2-7b-hf", "lora": {}, "hyperparameters": {
         "batch_size": 2, "max_seq_len": 1024, "gradient_checkpointing": False}}  # 35.8 GB, 15.6 GB with checkpointing

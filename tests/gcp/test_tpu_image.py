@@ -23,7 +23,7 @@ def _dry_run(tmp_path: Path, *extra: str) -> tuple[str, dict]:
     (tmp_path / "train.jsonl").write_text('{"text": "hello"}\n')
     spec = tmp_path / "job.yaml"
     spec.write_text(f"""name: tpu-sft
-train: {{task: causal-lm, model: meta-llama/Llama-3.2-1B, data: {{train: train}}}}
+train: {{task: causal-lm, model: meta-llama/Llama-3.2-1B, data: {{train: train}}, distributed: fsdp}}
 inputs: {{train: gs://{BUCKET}/data/train.jsonl}}
 resources: {{accelerator: "TPU-v5e:4"}}
 providers:
