@@ -56,13 +56,14 @@ def model_facts(spec: "JobSpec") -> ModelFacts | None:
     LoRA adapter, a hub id's cached config or cloudtune's table; None when unknown (no refusal then)."""
     import json
 
-    from cloudtune.jobmodel import JobModelError, resolve_job_model
-
     assert spec.train is not None
-    try:
-        spec = resolve_job_model(spec, None)
-    except JobModelError:
-        return None
+    if spec.train.model.startswith("job:"):
+        from cloudtune.jobmodel import JobModelError, resolve_job_model
+
+        try:
+            spec = resolve_job_model(spec, None)
+        except JobModelError:
+            return None
     train = spec.train
     for name in (train.base_model, train.model) if train.base_model else (train.model,):
         assert name is not None
