@@ -42,7 +42,7 @@ LEARNING_RATE = 5e-4
 SEED = 42
 
 
-def build_model(path: Path, n_embd: int = 256, n_layer: int = 4, n_head: int = 4) -> Path:
+def build_model(path: Path, n_embd: int = 256, n_layer: int = 4, n_head: int = 4, n_positions: int = 256) -> Path:
     """The tests' tiny byte-level BPE tokenizer with a larger GPT-2 (about 3.3M parameters at the defaults)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -51,7 +51,7 @@ def build_model(path: Path, n_embd: int = 256, n_layer: int = 4, n_head: int = 4
 
     make_tiny_gpt2(path)
     small = GPT2Config.from_pretrained(path)
-    config = GPT2Config(vocab_size=small.vocab_size, n_positions=256, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+    config = GPT2Config(vocab_size=small.vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
                         bos_token_id=small.bos_token_id, eos_token_id=small.eos_token_id, pad_token_id=small.pad_token_id)
     torch.manual_seed(0)
     GPT2LMHeadModel(config).save_pretrained(str(path))
@@ -106,12 +106,16 @@ def run_plain(model_dir: Path, texts: list[str], work: Path, steps: int, batch_s
 
 
 def dataset_tokens(model_dir: Path, texts: list[str], seq_len: int) -> int:
-    """Non-padding tokens of one epoch as the recipe tokenises them (its own `tokenize`)."""
+    """Non-padding tokens of one epoch as the recipe encodes them (`cloudtune.train.data.encode_records`, the same
+    `encode_batch` its 🤗 Datasets map runs: text + EOS, truncated to seq_len)."""
     from transformers import AutoTokenizer
 
-    from cloudtune.train.causal_lm import tokenize
+    from cloudtune.spec import DataSpec
+    from cloudtune.train.data import encode_records
 
-    return sum(len(x) for x in tokenize(texts, AutoTokenizer.from_pretrained(model_dir), seq_len).examples)
+    records = [(f"train.jsonl, line {i + 1}", {"text": t}) for i, t in enumerate(texts)]
+    examples, _, _ = encode_records(records, DataSpec(format="text"), AutoTokenizer.from_pretrained(model_dir), seq_len)
+    return sum(len(x["input_ids"]) for x in examples)
 
 
 def main(argv: list[str] | None = None) -> int:
