@@ -16,6 +16,12 @@ eval, no checkpoint saving, no reporting, data loading in the main process, --th
   mask built by transformers from them). If TRL's bfd cannot run here the packed mode falls back to "wrapped" and the
   report says so (`trl_packing_strategy`, `trl_packing_fallback`).
 
+Note (transformers 5.24, TRL 1.16, SDPA on CPU): TRL's padding-free batches carry `cu_seq_lens_*` / `max_length_*`,
+and with them transformers builds no block-diagonal mask for SDPA (plain causal attention over the flattened
+batch), so TRL's packed rows attend across examples (logits differ from the example run alone); cloudtune's carry
+position ids only and get the block-diagonal mask (logits equal to the example run alone). The packed comparison is
+therefore cloudtune exact against TRL cheaper-but-leaky on this attention implementation.
+
 Every run is a fresh Python subprocess (its own 🤗 Datasets cache dir, so neither side reads the other's cache).
 The modes run one after another; within a mode the two sides alternate order every round; medians are compared.
 
