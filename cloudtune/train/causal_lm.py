@@ -24,6 +24,12 @@ from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
+from cloudtune.train.loading import (
+    decide_gradient_checkpointing,
+    model_load_kwargs,
+    prepare_quantized,
+    with_gradient_checkpointing,
+)
 from cloudtune.train.logfmt import (  # noqa: F401  (re-exported: the log formats are part of this recipe's contract)
     eval_line,
     perplexity,
@@ -121,14 +127,16 @@ def _check_positions(model: Any, max_seq_len: int | None, shown: str) -> None:
 
 def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
           id2label: dict[int, str] | None = None, *, shown: str | None = None,
-          max_seq_len: int | None = None, base: tuple[str, str] | None = None) -> tuple[Any, Any]:
+          max_seq_len: int | None = None, base: tuple[str, str] | None = None,
+          load_kwargs: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """(tokenizer, model) from `source` (a local dir or a hub id), named `shown` (the user's name) in errors.
 
     A local dir is checked for config, weights and tokenizer files first; a hub id is checked to be reachable (or
     cached) with one short request; the tokenizer must encode text; `max_seq_len` must fit the model's positions.
     A LoRA adapter dir (`is_adapter_dir`) is loaded onto its base and merged (`_load_adapter`): `base` is
     (source, shown) of `train.base_model` when set. What transformers cannot load is one JobInputError line naming
-    the model."""
+    the model. `load_kwargs`: `from_pretrained` keywords (dtype, QLoRA's quantization; see
+    `cloudtune.train.loading.model_load_kwargs`); default fp32."""
     shown = shown or source
     local_only = False
     if Path(source).is_dir():
@@ -139,12 +147,18 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
         local_only = hub_access(source)
     tokenizer = _load_tokenizer(source, shown, local_only)
     if is_adapter_dir(source):
-        model = _load_adapter(source, shown, base, task, num_labels, id2label, len(tokenizer))
+        if load_kwargs and "quantization_config" in load_kwargs:
+            raise JobInputError(f"train.lora.quantize: train.model {shown} is a LoRA adapter, which is merged into its "
+                                f"base before training, and merging into 4-bit weights rounds the adapter away. To "
+                                f"fix: remove quantize, or train on a merged model (lora.merge: true in the job that "
+                                f"made it)")
+        model = _load_adapter(source, shown, base, task, num_labels, id2label, len(tokenizer),
+                              {"dtype": (load_kwargs or {}).get("dtype")})
     elif base is not None:
         raise JobInputError(f"train.base_model is set, but train.model {shown} is not a LoRA adapter (no "
                             f"adapter_config.json beside its weights): remove train.base_model")
     else:
-        model = _load_model(source, shown, local_only, task, num_labels, id2label)
+        model = _load_model(source, shown, local_only, task, num_labels, id2label, load_kwargs)
     _check_positions(model, max_seq_len, shown)
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer))
@@ -185,7 +199,7 @@ def adapter_base(adapter: str, shown: str, base: tuple[str, str] | None) -> tupl
 
 
 def _load_adapter(adapter: str, shown: str, base: tuple[str, str] | None, task: str, num_labels: int | None,
-                  id2label: dict[int, str] | None, vocab: int) -> Any:
+                  id2label: dict[int, str] | None, vocab: int, load_kwargs: dict[str, Any] | None = None) -> Any:
     """The base model (see `adapter_base`) with the LoRA adapter at `adapter` applied and merged: a plain model
     (`ct_from_adapter` set), trained from like any other. `vocab`: the adapter dir's tokenizer size, which the base's
     embeddings are grown to before the adapter is applied."""
@@ -194,7 +208,7 @@ def _load_adapter(adapter: str, shown: str, base: tuple[str, str] | None, task: 
     source, base_shown, local_only = adapter_base(adapter, shown, base)
     if Path(source).is_dir():
         _check_local_model(source, base_shown)
-    model = _load_model(source, base_shown, local_only, task, num_labels, id2label)
+    model = _load_model(source, base_shown, local_only, task, num_labels, id2label, load_kwargs)
     if vocab > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(vocab)
     try:
@@ -232,23 +246,25 @@ def _load_tokenizer(source: str, shown: str, local_only: bool) -> Any:
 
 
 def _load_model(source: str, shown: str, local_only: bool, task: str, num_labels: int | None,
-                id2label: dict[int, str] | None) -> Any:
-    """The model in fp32; for seq-classification with `num_labels` (and names), its new modules noted in
+                id2label: dict[int, str] | None, load_kwargs: dict[str, Any] | None = None) -> Any:
+    """The model (in fp32 unless `load_kwargs` say otherwise); for seq-classification with `num_labels` (and names), its new modules noted in
     `ct_new_modules` (the head LoRA must train and save)."""
     import torch
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    kwargs = {k: v for k, v in (load_kwargs or {}).items() if v is not None}
+    kwargs.setdefault("dtype", torch.float32)
     try:
         if task == "seq-classification":
             extra: dict[str, Any] = {"num_labels": num_labels}
             if id2label is not None:
                 extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, dtype=torch.float32, local_files_only=local_only, output_loading_info=True, **extra)
+                source, local_files_only=local_only, output_loading_info=True, **extra, **kwargs)
             model.ct_new_modules = new_module_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", ""))
             return model
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32, local_files_only=local_only)
+        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:  # weights missing or damaged, an unknown architecture
         raise _cannot_load("model", shown, exc) from None
     if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
@@ -460,9 +476,12 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
 
     source = resolve_model_source(ctx, train.model)
     _say(f"loading model {source}")
+    device = device_type()
     tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
-                             base=base_model_source(ctx, train))
+                             base=base_model_source(ctx, train), load_kwargs=model_load_kwargs(train, train.task, device))
     train = lora_output_for(train, model)
+    train = memory_settings(train, model, device)
+    hp = train.hyperparameters
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
     train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
     examples = "a stream of training examples" if info["train_examples"] is None else f"{info['train_examples']} training examples"
@@ -472,13 +491,37 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     if train.lora is not None:
         from cloudtune.train.lora import apply_lora, trainable_summary
 
-        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing)
+        model = apply_lora(prepare_quantized(model, hp.gradient_checkpointing), train.lora, train.task,
+                           hp.gradient_checkpointing)
         _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha} on {sorted(model.peft_config['default'].target_modules)}: "
              + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
                         collator=CausalLMCollator(tokenizer.pad_token_id, attn, pad_to=fixed_length(hp.max_seq_len)),
                         base_model=train_model_name(train, source, ctx),
                         data_info=info)
+
+
+def device_type() -> str:
+    """Where this process trains: xla (PyTorch/XLA), cuda or cpu."""
+    if xla_device_type() is not None:
+        return "xla"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def memory_settings(train: TrainSpec, model: Any, device: str) -> TrainSpec:
+    """`train` with gradient checkpointing decided (`cloudtune.train.loading.decide_gradient_checkpointing`: null =
+    on when the memory estimate says this GPU needs it), said in the log when it was decided for the user."""
+    on = decide_gradient_checkpointing(train, model, device)
+    if train.hyperparameters.gradient_checkpointing is None and on:
+        _say("gradient checkpointing on: the memory estimate without it exceeds this GPU's memory "
+             "(set hyperparameters.gradient_checkpointing to choose)")
+    dtype = getattr(model, "dtype", None)
+    if dtype is not None and str(dtype) != "torch.float32":
+        _say(f"model weights loaded in {str(dtype).replace('torch.', '')}"
+             + (" (4-bit NF4 base, QLoRA)" if train.lora is not None and train.lora.quantize else ""))
+    return with_gradient_checkpointing(train, on)
 
 
 def fixed_length(max_seq_len: int) -> int | None:

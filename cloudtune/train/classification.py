@@ -151,9 +151,10 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
     from transformers import set_seed
 
-    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, fixed_length,
-                                           input_source, lora_output_for, model_shown, resolve_model_source, run_training,
-                                           train_model_name)
+    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, device_type,
+                                           fixed_length, input_source, lora_output_for, memory_settings, model_shown,
+                                           resolve_model_source, run_training, train_model_name)
+    from cloudtune.train.loading import model_load_kwargs, prepare_quantized
 
     _quiet_transformers()
     data, hp = train.data, train.hyperparameters
@@ -168,9 +169,12 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     source = resolve_model_source(ctx, train.model)
     _say(f"loading model {source} for sequence classification ({n} labels"
          + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
+    device = device_type()
     tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None,
-                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len, base=base_model_source(ctx, train))
-    train = lora_output_for(train, model)
+                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len, base=base_model_source(ctx, train),
+                             load_kwargs=model_load_kwargs(train, train.task, device))
+    train = memory_settings(lora_output_for(train, model), model, device)
+    hp = train.hyperparameters
     train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
     eval_ds = encode(eval_rows, tokenizer, hp.max_seq_len, to_id) if eval_rows is not None else None
     info: dict[str, Any] = {"train_examples": len(train_ds), "labels": names or [f"{i}" for i in range(n)]}
@@ -181,7 +185,8 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
         from cloudtune.train.lora import apply_lora, trainable_summary
 
         heads = getattr(model, "ct_new_modules", None) or None
-        model = apply_lora(model, train.lora, train.task, hp.gradient_checkpointing, modules_to_save=heads)
+        model = apply_lora(prepare_quantized(model, hp.gradient_checkpointing), train.lora, train.task,
+                           hp.gradient_checkpointing, modules_to_save=heads)
         _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
              f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
     return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
