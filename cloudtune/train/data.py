@@ -336,7 +336,7 @@ def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_l
         return Encoded(ds.filter(lambda b: [n > 0 for n in b["length"]], batched=True), fmt, None, 0)
     import numpy as np
 
-    lengths = np.asarray(ds.with_format("numpy")["length"])
+    lengths = np.asarray(ds.with_format("numpy")["length"][:])  # [:] reads the column at once, not row by row
     dropped = int((lengths == 0).sum())
     if dropped:
         ds = ds.filter(lambda b: [n > 0 for n in b["length"]], batched=True)
@@ -464,21 +464,25 @@ class CausalLMCollator:
     """Rows -> a batch. Unpacked rows (`input_ids`, optional `labels`): padded to the batch's longest row (or to
     `pad_to`, fixed shapes for PyTorch/XLA) with an `attention_mask`; labels -100 on padding.
 
-    Packed rows (with `seq_lengths`): the batch is flattened into one sequence of shape (1, total tokens) with
-    `position_ids` restarting at 0 for every example (transformers' `DataCollatorWithFlattening` convention) and
-    no attention mask: transformers derives the block-diagonal causal mask (SDPA, eager) or the varlen boundaries
-    (flash-attention; `cu_seq_lens_*` / `max_length_*` are passed when `attn_implementation` is a flash one) from
-    them. The first token of each example has no loss (it would be predicted from the previous example).
-    `ct_num_tokens` (the real tokens, for throughput) is removed by the recipe's Trainer before the forward pass.
+    Packed rows (with `seq_lengths`) carry `position_ids` restarting at 0 for every example and no attention mask
+    (transformers' `DataCollatorWithFlattening` convention): with a flash-attention implementation the batch is
+    flattened into one sequence of shape (1, total tokens), no padding, and the varlen kernels get the example
+    boundaries (`cu_seq_lens_*`, `max_length_*`); with SDPA or eager the rows stay rows (padded; the padding is one
+    more example) and transformers derives the block-diagonal causal mask from the position ids, per row, so
+    attention costs what it costs unpacked (flattening would make it quadratic in the whole batch's tokens).
+    `use_cache=False`: transformers reads packed sequences from position ids only when no KV cache is built. The
+    first token of each example has no loss (it would be predicted from the previous example). `ct_num_tokens`
+    (the real tokens, for throughput) is removed by the recipe's Trainer before the forward pass.
     """
 
     def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa", pad_to: int | None = None) -> None:
         self.pad_token_id = pad_token_id
-        self.flash = str(attn_implementation or "").startswith(("flash", "kernels-community/flash"))
+        self.flash = "flash" in str(attn_implementation or "")
         self.pad_to = pad_to  # fixed shapes (PyTorch/XLA): every row padded to this length
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        if any("seq_lengths" in f for f in features):
+        packed = any("seq_lengths" in f for f in features)
+        if packed and self.flash:
             return self._flattened(features)
         import torch
 
@@ -492,7 +496,13 @@ class CausalLMCollator:
             input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
             labels[row, : len(ids)] = torch.as_tensor(f.get("labels", ids), dtype=torch.long)
             attention[row, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        if not packed:
+            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+        position_ids = torch.stack([_positions([int(x) for x in f.get("seq_lengths") or [len(f["input_ids"])]], longest)
+                                    for f in features])
+        labels[position_ids == 0] = IGNORE
+        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "use_cache": False,
+                "ct_num_tokens": attention.sum()}
 
     def _flattened(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -502,21 +512,28 @@ class CausalLMCollator:
         lengths = [int(n) for f in features for n in (f.get("seq_lengths") or [len(f["input_ids"])])]
         real = sum(lengths)
         total = max(real, len(features) * self.pad_to) if self.pad_to else real
+        position_ids = _positions(lengths, total)
         if total > real:  # fixed shapes: the padding is one more example, which no loss reads
             ids.append(torch.full((total - real,), self.pad_token_id, dtype=torch.long))
             labels.append(torch.full((total - real,), IGNORE, dtype=torch.long))
             lengths.append(total - real)
-        starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
-        position_ids = torch.arange(total) - torch.repeat_interleave(starts, torch.tensor(lengths))
         flat_labels = torch.cat(labels)
         flat_labels[position_ids == 0] = IGNORE
-        # use_cache=False: transformers reads packed sequences from position ids only when no KV cache is built
-        batch: dict[str, Any] = {"input_ids": torch.cat(ids)[None], "position_ids": position_ids[None],
-                                 "labels": flat_labels[None], "use_cache": False, "ct_num_tokens": torch.tensor(real)}
-        if self.flash:
-            cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32)
-            batch |= {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": max(lengths), "max_length_k": max(lengths)}
-        return batch
+        cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32)
+        return {"input_ids": torch.cat(ids)[None], "position_ids": position_ids[None], "labels": flat_labels[None],
+                "use_cache": False, "ct_num_tokens": torch.tensor(real), "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+                "max_length_q": max(lengths), "max_length_k": max(lengths)}
+
+
+def _positions(lengths: list[int], total: int) -> Any:
+    """Position ids of examples of `lengths` laid end to end, restarting at 0 for each; the rest up to `total`
+    (padding) numbered as one more example."""
+    import torch
+
+    if total > sum(lengths):
+        lengths = lengths + [total - sum(lengths)]
+    starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
+    return torch.arange(total) - torch.repeat_interleave(starts, torch.tensor(lengths))
 
 
 def _say(message: str) -> None:
@@ -564,14 +581,15 @@ def _packed(ds: Any, hp: Any, info: dict[str, Any], streaming: bool) -> Any:
         return pack_stream(ds, hp.max_seq_len)
     import numpy as np
 
-    lengths = np.asarray(ds.with_format("numpy")["length"]).tolist()
+    lengths = np.asarray(ds.with_format("numpy")["length"][:]).tolist()  # [:]: the column at once, not row by row
     packed = pack(ds, hp.max_seq_len)
-    rows = [sum(x) for x in packed.with_format(None)["seq_lengths"]]
+    rows = [sum(x) for x in packed.with_format(None)["seq_lengths"][:]]
     before, total = pad_count(lengths, hp.batch_size)
-    info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": 0,
-                 "tokens_unpacked": total, "tokens_packed": sum(rows)})
+    after, packed_total = pad_count(rows, hp.batch_size)  # rows padded per batch; none when flattened (flash)
+    info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": after,
+                 "tokens_unpacked": total, "tokens_packed": packed_total})
     _say(f"packing: {len(lengths)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; pad tokens per "
-         f"epoch {before} -> 0 (each batch is one flattened sequence)")
+         f"epoch {before} -> {after} (0 with flash-attention, which gets each batch as one sequence)")
     return packed
 
 

@@ -141,7 +141,7 @@ def test_packing_keeps_every_token_masks_first_tokens_and_cuts_padding(tokenizer
     assert sorted(map(str, examples)) == sorted(  # every example whole, labels and all
         str({"input_ids": r["input_ids"][a:a + n], "labels": r["labels"][a:a + n]})
         for r in packed for a, n in zip([sum(r["seq_lengths"][:k]) for k in range(len(r["seq_lengths"]))], r["seq_lengths"]))
-    batch = CausalLMCollator(tokenizer.pad_token_id, "sdpa")(packed[:8])
+    batch = CausalLMCollator(tokenizer.pad_token_id, "flash_attention_2")(packed[:8])
     assert batch["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in packed[:8]))  # flattened: no padding
     starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
     assert len(starts) == sum(len(r["seq_lengths"]) for r in packed[:8])

@@ -1,6 +1,8 @@
-"""Packing: a flattened batch of packed rows (position ids restarting per example, no attention mask) gives the
-same logits (and loss) as its examples run alone, on eager and SDPA attention: transformers builds the block mask
-from the position ids, so no token attends across examples."""
+"""Packing: a batch of packed rows (position ids restarting per example, no attention mask) gives the same logits
+(and loss) as its examples run alone, on eager and SDPA attention: transformers builds the block mask from the
+position ids, so no token attends across examples. Both layouts are checked: rows (SDPA, eager) and the batch
+flattened into one sequence (what flash-attention gets; its forward is run here through SDPA, as CPUs have no
+flash kernels)."""
 
 from __future__ import annotations
 
@@ -44,26 +46,49 @@ def _llama(impl: str):
     return LlamaForCausalLM(cfg).eval()
 
 
+def _pieces(batch: dict, packed: list[dict]) -> list[tuple[int, int, int]]:
+    """(row, start, length) of every example in the collated batch."""
+    out = []
+    if batch["input_ids"].shape[0] == 1 and len(packed) > 1:  # flattened
+        start = 0
+        for item in packed:
+            for n in item["seq_lengths"]:
+                out.append((0, start, n))
+                start += n
+        return out
+    for row, item in enumerate(packed):
+        start = 0
+        for n in item["seq_lengths"]:
+            out.append((row, start, n))
+            start += n
+    return out
+
+
+@pytest.mark.parametrize("layout", ["rows", "flattened"])
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 @pytest.mark.parametrize("build", [_gpt2, _llama], ids=["gpt2-absolute-positions", "llama-rope"])
-def test_packed_logits_equal_the_examples_run_alone(build, impl: str) -> None:
+def test_packed_logits_equal_the_examples_run_alone(build, impl: str, layout: str) -> None:
+    if layout == "flattened" and impl == "eager":
+        pytest.skip("the flattened layout is flash-attention's; one attention implementation runs it here")
     model = build(impl)
     examples = _examples(64)
     packed = _packed(examples, 24)
     assert len(packed) < len(examples)
-    batch = CausalLMCollator(pad_token_id=0, attn_implementation=impl)(packed)
-    assert "attention_mask" not in batch and batch["input_ids"].shape == (1, sum(LENGTHS))
+    batch = CausalLMCollator(pad_token_id=0, attn_implementation=impl if layout == "rows" else "flash_attention_2")(packed)
+    assert "attention_mask" not in batch and batch["use_cache"] is False
+    if layout == "rows":
+        assert batch["input_ids"].shape == (len(packed), max(len(r["input_ids"]) for r in packed))
+    else:
+        assert batch["input_ids"].shape == (1, sum(LENGTHS)) and batch["cu_seq_lens_q"].tolist()[-1] == sum(LENGTHS)
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=batch["use_cache"]).logits[0]
-        start, seen = 0, 0
-        for item in packed:
-            for n in item["seq_lengths"]:
-                ids = batch["input_ids"][0, start:start + n]
-                alone = model(input_ids=ids[None]).logits[0]
-                torch.testing.assert_close(out[start:start + n], alone, atol=1e-5, rtol=1e-5)
-                start += n
-                seen += 1
-    assert seen == len(examples)
+        out = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=batch["use_cache"]).logits
+        pieces = _pieces(batch, packed)
+        for row, start, n in pieces:
+            ids = batch["input_ids"][row, start:start + n]
+            alone = model(input_ids=ids[None]).logits[0]
+            torch.testing.assert_close(out[row, start:start + n], alone, atol=1e-5, rtol=1e-5)
+            assert int(batch["labels"][row, start]) == IGNORE
+    assert len(pieces) == len(examples)
     assert int(batch["ct_num_tokens"]) == sum(LENGTHS)
 
 
@@ -86,16 +111,19 @@ def test_packed_loss_terms_equal_the_examples_alone() -> None:
     assert int((labels != IGNORE).sum()) == sum(n - 1 for n in LENGTHS)
 
 
-def test_fixed_shape_padding_is_its_own_example() -> None:
-    """PyTorch/XLA pads the flattened batch to rows x max_seq_len: the padding has no loss and changes no logit."""
+@pytest.mark.parametrize("impl", ["sdpa", "flash_attention_2"])
+def test_fixed_shape_padding_is_its_own_example(impl: str) -> None:
+    """PyTorch/XLA pads every row to max_seq_len: the padding has no loss and changes no logit."""
     model = _llama("sdpa")
-    packed = _packed(_examples(64), 24)[:2]
-    free = CausalLMCollator(0, "sdpa")(packed)
-    fixed = CausalLMCollator(0, "sdpa", pad_to=24)(packed)
-    n = free["input_ids"].shape[1]
-    assert fixed["input_ids"].shape == (1, 48) and n < 48
-    assert bool((fixed["labels"][0, n:] == IGNORE).all()) and int(fixed["ct_num_tokens"]) == n
+    packed = _packed(_examples(64), 20)[:2]  # rows of <= 20 tokens, padded to 24
+    free = CausalLMCollator(0, impl)(packed)
+    fixed = CausalLMCollator(0, impl, pad_to=24)(packed)
+    assert fixed["input_ids"].numel() == 48 and free["input_ids"].numel() < 48
+    real = free["input_ids"].shape[1]
+    assert int(fixed["ct_num_tokens"]) == int(free["ct_num_tokens"])
     with torch.no_grad():
         a = model(input_ids=free["input_ids"], position_ids=free["position_ids"], use_cache=False).logits
-        b = model(input_ids=fixed["input_ids"], position_ids=fixed["position_ids"], use_cache=False).logits[:, :n]
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        b = model(input_ids=fixed["input_ids"], position_ids=fixed["position_ids"], use_cache=False).logits[:, :real]
+        assert bool((fixed["labels"][:, real:] == IGNORE).all())
+    keep = free["labels"] != IGNORE
+    torch.testing.assert_close(a[keep], b[keep], atol=1e-5, rtol=1e-5)
