@@ -1,0 +1,285 @@
+"""Failure triage: why a failed job failed, from its exit, the service's own reason and the tail of its log, as one
+line that names the fix. Pure: no SDK, no torch, no I/O; `classify` is a function of its four arguments.
+
+Causes, in the order they are looked for (a root cause before its symptoms: a rank out of GPU memory makes the
+others time out in their next collective, so `oom_gpu` is found before `collective_timeout`):
+
+| cause                | retried | modelled on                                                                  |
+|----------------------|---------|------------------------------------------------------------------------------|
+| `bad_image`          | never   | SageMaker CannotPullContainerError, Vertex StartError / "Unable to pull image", Azure ImagePullBackOff, EnvironmentBuildFailed |
+| `capacity_or_quota`  | never   | SageMaker ResourceLimitExceeded / CapacityError, Vertex quota metrics / "Resources are insufficient in region", Azure QuotaExceeded / AllocationFailed / OutOfQuota |
+| `oom_gpu`            | never   | PyTorch's CUDA/HIP OutOfMemoryError, XLA's HBM RESOURCE_EXHAUSTED              |
+| `oom_host`           | never   | exit 137 / SIGKILL, "Killed", DataLoader worker killed, Python MemoryError, SageMaker OutOfMemoryError, Vertex "ran out-of-memory" |
+| `diverged`           | never   | the health checks' `[cloudtune] error: training diverged` / `[cloudtune] health:` lines, exit 66 |
+| `data_error`         | never   | cloudtune's own `[cloudtune] error:` lines (JobInputError), UnicodeDecodeError, a missing file under an input dir, exit 65 |
+| `preempted`          | yes     | Azure PreemptionError, Vertex preemption, SageMaker spot interruption, SIGTERM / exit 143 |
+| `collective_timeout` | yes     | the NCCL watchdog's WorkNCCL timeout, DistBackendError, NCCL/gloo errors, rendezvous timeouts, exit 75 |
+| `unknown`            | (by exit class) | nothing above matched                                                |
+
+"retried" is what `retries` does with the cause: `NEVER_RETRIED` is the set a fresh start cannot cure (the same
+data, image, quota or memory fails the same way); cloudtune.local.supervisor reads it through `vetoes_retry`.
+Each pattern carries the source it is modelled on (`Pattern.source`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+TAIL_LINES = 200  # how much of a log's end is read: the failure is at the end, and reading stays cheap
+MAX_EVIDENCE = 160  # characters of the matched text shown in the line
+
+
+class Cause(str, Enum):
+    OOM_GPU = "oom_gpu"
+    OOM_HOST = "oom_host"
+    COLLECTIVE_TIMEOUT = "collective_timeout"
+    PREEMPTED = "preempted"
+    CAPACITY_OR_QUOTA = "capacity_or_quota"
+    DATA_ERROR = "data_error"
+    BAD_IMAGE = "bad_image"
+    DIVERGED = "diverged"
+    UNKNOWN = "unknown"
+
+
+NEVER_RETRIED = frozenset({Cause.OOM_GPU, Cause.OOM_HOST, Cause.DATA_ERROR, Cause.BAD_IMAGE, Cause.DIVERGED,
+                           Cause.CAPACITY_OR_QUOTA})
+
+TITLES: dict[Cause, str] = {
+    Cause.OOM_GPU: "out of GPU memory",
+    Cause.OOM_HOST: "host out of memory, killed",
+    Cause.COLLECTIVE_TIMEOUT: "NCCL/collective timeout or a lost peer",
+    Cause.PREEMPTED: "spot/preemptible capacity taken back",
+    Cause.CAPACITY_OR_QUOTA: "no capacity or quota for this machine in the region",
+    Cause.DATA_ERROR: "the job's data, model or options cannot be used",
+    Cause.BAD_IMAGE: "the training image cannot be pulled or started",
+    Cause.DIVERGED: "training diverged",
+    Cause.UNKNOWN: "cause not recognised",
+}
+
+FIXES: dict[Cause, str] = {
+    Cause.OOM_GPU: "lower train.hyperparameters.batch_size or max_seq_len, set gradient_checkpointing: true, use "
+                   "train.lora (with quantize: 4bit), or a larger resources.accelerator",
+    Cause.OOM_HOST: "a machine with more RAM (resources.accelerator), fewer processes per node, or smaller "
+                    "data/model loading (streamed data, a smaller model, lora quantize: 4bit)",
+    Cause.COLLECTIVE_TIMEOUT: "look for the rank that failed or stalled first in `cloudtune logs`; if none did, "
+                              "rerun (retries re-run this class) and check the nodes' network (NCCL_DEBUG=INFO)",
+    Cause.PREEMPTED: "set retries (the job resumes from its newest checkpoint), or resources.spot: false",
+    Cause.CAPACITY_OR_QUOTA: "request a quota increase for this machine type, or try another region or "
+                             "resources.accelerator",
+    Cause.DATA_ERROR: "fix the input the error names (`cloudtune validate --deep job.yaml` checks it before you pay)",
+    Cause.BAD_IMAGE: "check the image name, tag and registry access (the job's role or service account must be able "
+                     "to pull it), and that it was built for linux/amd64 with cloudtune in it",
+    Cause.DIVERGED: "lower train.hyperparameters.learning_rate, add warmup_ratio, or use precision: bf16 instead of "
+                    "fp16; resume from the last good checkpoint",
+    Cause.UNKNOWN: "read the end of `cloudtune logs JOB`",
+}
+
+PROVIDER_FIXES: dict[tuple[Cause, str], str] = {
+    (Cause.CAPACITY_OR_QUOTA, "aws"): "request an increase of the SageMaker quota '<instance type> for training job "
+                                      "usage' in Service Quotas, or try another providers.aws.region or "
+                                      "resources.accelerator",
+    (Cause.CAPACITY_OR_QUOTA, "gcp"): "request more of the quota metric named (IAM & Admin > Quotas, "
+                                      "aiplatform.googleapis.com/custom_model_training_...), or try another "
+                                      "providers.gcp.region or resources.accelerator",
+    (Cause.CAPACITY_OR_QUOTA, "azure"): "request vCPU quota for the VM family in the workspace's region (Azure ML "
+                                        "studio > Quotas), or use another compute or resources.accelerator",
+    (Cause.BAD_IMAGE, "aws"): "check the ECR image URI and tag and that the SageMaker execution role may pull it "
+                              "(ecr:BatchGetImage), and that it was built for linux/amd64",
+    (Cause.BAD_IMAGE, "gcp"): "check the Artifact Registry image and tag and that Vertex AI's service agent may pull "
+                              "it (roles/artifactregistry.reader), and that it was built for linux/amd64",
+    (Cause.BAD_IMAGE, "azure"): "check the ACR image and tag and that the workspace's identity has AcrPull on the "
+                                "registry (or that the environment builds: see its build log)",
+}
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """One message a failure prints. `where`: "service" (the cloud's failure reason), "log" or "any". `sure` is
+    False for evidence that fits the cause but also a deliberate stop (a bare SIGKILL: the OOM killer, or a node
+    taken away), which is never enough to stop a retry."""
+
+    cause: Cause
+    regex: re.Pattern[str]
+    source: str
+    where: str = "any"
+    sure: bool = True
+
+
+def _p(cause: Cause, regex: str, source: str, where: str = "any", flags: int = 0, sure: bool = True) -> Pattern:
+    return Pattern(cause, re.compile(regex, flags), source, where, sure)
+
+
+I = re.IGNORECASE
+M = re.MULTILINE
+PATTERNS: tuple[Pattern, ...] = (
+    # -- bad image ------------------------------------------------------------------------------------------------
+    _p(Cause.BAD_IMAGE, r"CannotPullContainerError[^\n]*", "SageMaker/ECS CannotPullContainerError"),
+    _p(Cause.BAD_IMAGE, r"(?:Unable|Failed) to pull (?:the )?image[^\n]*", "Vertex AI 'Unable to pull image'; kubelet/Azure ML 'Failed to pull image'", flags=I),
+    _p(Cause.BAD_IMAGE, r"\b(?:ImagePullBackOff|ErrImagePull)\b[^\n]*", "Kubernetes pod status (Azure ML, Vertex)"),
+    _p(Cause.BAD_IMAGE, r"Image [^\n]{0,200}? (?:not found|does not exist)[^\n]*", "Vertex AI / SageMaker: image not found", flags=I),
+    _p(Cause.BAD_IMAGE, r"Termination reason: StartError[^\n]*", "Vertex AI replica StartError (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/1898)"),
+    _p(Cause.BAD_IMAGE, r"(?:EnvironmentBuildFailed|Failed building the Environment)[^\n]*", "Azure ML environment build (github.com/Azure/azure-cli/issues/23608)"),
+    _p(Cause.BAD_IMAGE, r"Run docker command to pull (?:public )?image failed[^\n]*", "Azure ML (github.com/MicrosoftDocs/azure-docs/issues/71215)"),
+    _p(Cause.BAD_IMAGE, r"exec format error|executable file not found in \$PATH[^\n]*", "runc: wrong platform or missing entrypoint"),
+    _p(Cause.BAD_IMAGE, r"No module named '(?:cloudtune|torch|transformers)'", "an image without cloudtune's runtime", "log"),
+    _p(Cause.BAD_IMAGE, r"\[cloudtune\] error: container contract:[^\n]*", "cloudtune-run: the container was not set up as the cloud's contract says", "log"),
+    # -- capacity or quota ----------------------------------------------------------------------------------------
+    _p(Cause.CAPACITY_OR_QUOTA, r"The account-level service limit '[^']+' is \d+ Instances[^\n]*", "SageMaker ResourceLimitExceeded (github.com/zenml-io/zenml/issues/847)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"ResourceLimitExceeded[^\n]*", "SageMaker ResourceLimitExceeded"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"CapacityError: [^\n]*|Unable to provision requested ML compute capacity[^\n]*", "SageMaker CapacityError (github.com/DIAGNijmegen/rse-grand-challenge/issues/2631)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"(?:EC2)?Insufficient(?:Instance)?CapacityError?[^\n]*|InsufficientInstanceCapacity[^\n]*", "EC2/SageMaker insufficient capacity (github.com/aws/amazon-sagemaker-feedback/issues/99)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"The following quota metrics exceed quota limits: \S+", "Vertex AI RESOURCE_EXHAUSTED (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/700)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"Resources are insufficient in region[^\n]*", "Vertex AI stockout (github.com/openreview/openreview-expertise/issues/401)", flags=I),
+    _p(Cause.CAPACITY_OR_QUOTA, r"Quota failure for project[^\n]*|ZONE_RESOURCE_POOL_EXHAUSTED[^\n]*|GCE_STOCKOUT[^\n]*|does not have enough resources available to fulfill the request[^\n]*", "Google Cloud quota and stockout errors"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"Operation could not be completed as it results in exceeding approved [^\n]*quota[^\n]*", "Azure QuotaExceeded (github.com/scylladb/scylla-cluster-tests/issues/12948)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"\b(?:QuotaExceeded|OutOfQuota|AllocationFailed|ZonalAllocationFailed|SkuNotAvailable)\b[^\n]*", "Azure ML / Azure Compute error codes (github.com/MicrosoftDocs/azure-docs/issues/121466)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"subscription has a total vCPU quota of \d+[^\n]*", "Azure ML compute quota (github.com/microsoft/InnerEye-DeepLearning/issues/253)"),
+    # -- out of GPU memory ----------------------------------------------------------------------------------------
+    _p(Cause.OOM_GPU, r"(?:CUDA|HIP) out of memory\.?(?: Tried to allocate [\d.]+ [KMGT]iB)?", "PyTorch CUDACachingAllocator (github.com/pytorch/pytorch/issues/16417)"),
+    _p(Cause.OOM_GPU, r"torch(?:\.cuda)?\.OutOfMemoryError[^\n]*", "PyTorch torch.OutOfMemoryError / torch.cuda.OutOfMemoryError"),
+    _p(Cause.OOM_GPU, r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation", "CUDA runtime and cuBLAS allocation failures"),
+    _p(Cause.OOM_GPU, r"RESOURCE_EXHAUSTED[^\n]*(?:Ran out of memory in memory space hbm|HBM)[^\n]*|Ran out of memory in memory space hbm[^\n]*", "XLA on TPU: HBM exhausted", flags=I),
+    # -- host out of memory ---------------------------------------------------------------------------------------
+    _p(Cause.OOM_HOST, r"DataLoader worker \(pid[^)]*\) is killed by signal: Killed\.?", "PyTorch DataLoader (torch/utils/data/_utils/signal_handling.py)", sure=False),
+    _p(Cause.OOM_HOST, r"Out of memory: Killed process \d+[^\n]*|\bOOMKilled\b|killed by (?:the )?OOM(?: killer)?", "Linux OOM killer; Kubernetes OOMKilled (Azure ML, Vertex)", flags=I),
+    _p(Cause.OOM_HOST, r"\bran out[- ]of[- ]memory and exited[^\n]*", "Vertex AI / AI Platform replica message (github.com/tensorflow/models/issues/5591)"),
+    _p(Cause.OOM_HOST, r"OutOfMemoryError: Please use an instance type with more memory[^\n]*|(?<![.\w])OutOfMemoryError\b[^\n]*", "SageMaker FailureReason OutOfMemoryError", "service"),
+    _p(Cause.OOM_HOST, r"(?<![\w.])MemoryError\b[^\n]*|Unable to allocate [\d.]+ [KMGT]iB for an array[^\n]*", "Python MemoryError; NumPy _ArrayMemoryError", "log"),
+    _p(Cause.OOM_HOST, r"Signal 9 \(SIGKILL\) received by PID \d+|exitcode\s*:\s*-9\b[^\n]*", "torchrun ChildFailedError summary (torch.distributed.elastic)", "log", sure=False),
+    _p(Cause.OOM_HOST, r"(?m)^(?:\S+: line \d+: +\d+ )?Killed(?: {2,}\S[^\n]*)?$", "a shell's report of a SIGKILLed child", "log", sure=False),
+    # -- diverged -------------------------------------------------------------------------------------------------
+    _p(Cause.DIVERGED, r"\[cloudtune\] error: training diverged[^\n]*", "cloudtune health checks (issue 9)", "log"),
+    _p(Cause.DIVERGED, r"\[cloudtune\] health:[^\n]*diverg[^\n]*", "cloudtune health checks (issue 9)", "log", I),
+    _p(Cause.DIVERGED, r"\[exit class: diverged[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
+    # -- data error -----------------------------------------------------------------------------------------------
+    _p(Cause.DATA_ERROR, r"\[cloudtune\] error: (?![A-Z]\w*(?:Error|Exception|Interrupt|Exit)\b)(?!container contract:)(?!training diverged)[^\n]+", "cloudtune-run: a JobInputError (data, model, options)", "log"),
+    _p(Cause.DATA_ERROR, r"UnicodeDecodeError: '[\w-]+' codec can't decode byte[^\n]*", "Python codecs: data not in the expected encoding"),
+    _p(Cause.DATA_ERROR, r"FileNotFoundError: [^\n]*(?:/opt/ml/input/data/|/gcs/|/INPUT_|/mnt/azureml/|/input/data/)[^\n]*", "a missing file under a cloud's input mount (SageMaker /opt/ml/input/data, Vertex /gcs, Azure ML INPUT_*)"),
+    _p(Cause.DATA_ERROR, r"pyarrow\.lib\.ArrowInvalid[^\n]*|datasets\.exceptions\.DatasetGenerationError[^\n]*", "Hugging Face Datasets / Arrow parse errors"),
+    _p(Cause.DATA_ERROR, r"\[exit class: input[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
+    # -- preempted ------------------------------------------------------------------------------------------------
+    _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|\bpre-?empt(?:ed|ion)\b[^\n]*", "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption", flags=I),
+    _p(Cause.PREEMPTED, r"\bspot (?:instance )?interruption[^\n]*|MaxWaitTimeExceeded[^\n]*|\bInterrupted\b[^\n]*", "SageMaker managed spot training (SecondaryStatus Interrupted, MaxWaitTimeExceeded)", "service", I),
+    _p(Cause.PREEMPTED, r"killed by SIGTERM|\[exit class: preempted[^\]]*\]", "cloudtune local supervisor / exit classes"),
+    _p(Cause.PREEMPTED, r"SIGTERM received: checkpoint saved at step \d+[^\n]*", "cloudtune recipes (cloudtune/train/logfmt.py)", "log"),
+    # -- collective timeout ---------------------------------------------------------------------------------------
+    _p(Cause.COLLECTIVE_TIMEOUT, r"Watchdog caught collective operation timeout: WorkNCCL\([^)]*\)(?: ran for \d+ milliseconds before timing out\.?)?", "ProcessGroupNCCL watchdog (github.com/pytorch/pytorch/issues/118369)"),
+    _p(Cause.COLLECTIVE_TIMEOUT, r"\b(?:DistBackendError|DistNetworkError|DistStoreError|RendezvousTimeoutError|RendezvousClosedError)\b[^\n]*", "torch.distributed exception types"),
+    _p(Cause.COLLECTIVE_TIMEOUT, r"\bnccl(?:SystemError|InternalError|RemoteError|UnhandledCudaError)\b[^\n]*|NCCL error[^\n]*", "NCCL result codes"),
+    _p(Cause.COLLECTIVE_TIMEOUT, r"Timed out after \d+ seconds waiting for clients[^\n]*|gloo[^\n]*Connection closed by peer[^\n]*", "c10d TCPStore; gloo transport"),
+    _p(Cause.COLLECTIVE_TIMEOUT, r"\[exit class: infrastructure[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
+)
+
+# exit codes that say the cause by themselves (POSIX 128+signal; cloudtune's classes in cloudtune/runtime/exitcodes.py)
+EXIT_CAUSES: dict[int, Cause] = {
+    137: Cause.OOM_HOST, -9: Cause.OOM_HOST,  # SIGKILL: on a training host most often the OOM killer
+    143: Cause.PREEMPTED, -15: Cause.PREEMPTED,  # SIGTERM: the node was stopped from outside
+    65: Cause.DATA_ERROR, 66: Cause.DIVERGED, 75: Cause.COLLECTIVE_TIMEOUT,
+}
+_EXIT_IN_TEXT = re.compile(r"(?:non-zero status of|exit(?:ed with)? code:?|ExitCode:?|exit status)\s*(-?\d+)\s*(\(SIGKILL\))?", I)
+_SIGKILL = re.compile(r"killed by SIGKILL|\(SIGKILL\)")
+_SECRET = re.compile(r"(\?)[^\s'\"]*|\b((?:sig|token|key|secret|password|passwd|credential)s?=)[^\s&'\"]+", I)
+
+
+@dataclass(frozen=True)
+class Triage:
+    """A failed job's cause, the one line `status` shows (what happened, the evidence, the fix) and the fix alone.
+
+    `line` always contains `fix`. `source` names what the matched pattern is modelled on (None for unknown)."""
+
+    cause: Cause
+    line: str
+    fix: str
+    source: str | None = None
+
+    @property
+    def retried(self) -> bool:
+        """Whether a fresh start can cure this cause (False for every cause in NEVER_RETRIED)."""
+        return self.cause not in NEVER_RETRIED
+
+    def for_job(self, job_id: str) -> "Triage":
+        """The same triage with the `JOB` placeholder of its fix replaced by the job's id."""
+        fix = self.fix.replace("JOB", job_id)
+        return Triage(self.cause, self.line.replace(self.fix, fix), fix, self.source)
+
+    def to_dict(self) -> dict[str, str]:
+        """The JSON form `status --json` shows under `cause`: cause, line, fix."""
+        return {"cause": self.cause.value, "line": self.line, "fix": self.fix}
+
+
+def fix_for(cause: Cause, provider: str) -> str:
+    """The fix for a cause, in the words of the provider's settings where they differ."""
+    return PROVIDER_FIXES.get((cause, provider), FIXES[cause])
+
+
+def redact(text: str) -> str:
+    """`text` on one line, at most MAX_EVIDENCE characters, without what could be a credential: URL query strings
+    (an Azure SAS or a signed URL) and `sig=`, `token=`, `key=`, `secret=`, `password=` values."""
+    flat = " ".join(text.split())
+    flat = _SECRET.sub(lambda m: "?..." if m.group(1) else m.group(2) + "...", flat)
+    return flat if len(flat) <= MAX_EVIDENCE else flat[:MAX_EVIDENCE - 3] + "..."
+
+
+def tail(lines: Iterable[str], n: int = TAIL_LINES) -> str:
+    """The last `n` lines of an iterable of log lines, as one text (reads the iterable once, keeps only n lines)."""
+    from collections import deque
+
+    return "\n".join(line.rstrip("\n") for line in deque(lines, maxlen=n))
+
+
+def _search(text: str, where: str) -> tuple[Pattern, str] | None:
+    """The first pattern, in PATTERNS order, that matches `text` (found where `where` says), with its match.
+
+    Within one pattern the last match in the text wins: the end of a log is nearest to the failure."""
+    for pattern in PATTERNS:
+        if pattern.where not in ("any", where):
+            continue
+        found = list(pattern.regex.finditer(text))
+        if found:
+            return pattern, found[-1].group(0)
+    return None
+
+
+def exit_code_in(text: str) -> int | None:
+    """The exit code a service's failure message states ("... non-zero status of 137", "exit code: 1",
+    "killed by SIGKILL"); a SIGKILL is reported as -9. None when it states none."""
+    if _SIGKILL.search(text):
+        return -9
+    found = _EXIT_IN_TEXT.findall(text)
+    return int(found[-1][0]) if found else None
+
+
+def _make(cause: Cause, provider: str, evidence: str | None, source: str | None) -> Triage:
+    fix = fix_for(cause, provider)
+    shown = f" ({redact(evidence)})" if evidence else ""
+    return Triage(cause, f"{TITLES[cause]}{shown}; to fix: {fix}", fix, source)
+
+
+def classify(exit_code: int | None, log_tail: str, provider: str, service_reason: str | None) -> Triage:
+    """Why a job failed: the service's failure reason is searched first (the cloud's own words), then the log tail,
+    then the exit code alone (`exit_code`, or one the reason states). Total: never raises; `unknown` when nothing
+    matches, which includes a healthy log. `provider` (local, aws, gcp, azure) picks the wording of the fix."""
+    reason = service_reason or ""
+    hits = [h for h in (_search(reason, "service"), _search(log_tail or "", "log")) if h is not None]
+    if hits:  # the cause earliest in PATTERNS order wins: a root cause before its symptoms
+        pattern, evidence = min(hits, key=lambda h: PATTERNS.index(h[0]))
+        return _make(pattern.cause, provider, evidence, pattern.source)
+    code = exit_code if exit_code not in (None, 0, 1) else exit_code_in(reason)
+    if code is not None and code in EXIT_CAUSES:
+        return _make(EXIT_CAUSES[code], provider, f"exit {code}" if code > 0 else f"killed by signal {-code}",
+                     "POSIX exit status 128+signal; cloudtune/runtime/exitcodes.py")
+    return _make(Cause.UNKNOWN, provider, None, None)
+
+
+def vetoes_retry(log_tail: str) -> Triage | None:
+    """The triage of an attempt's log when it shows a cause that a retry cannot cure (NEVER_RETRIED), else None.
+
+    Only what the log says counts, never the exit code alone: a bare SIGKILL stays the retried `preempted` exit
+    class (a node taken away), while a "CUDA out of memory" or a bad data line stops the retries."""
+    found = _search(log_tail, "log")
+    if found is None or found[0].cause not in NEVER_RETRIED or not found[0].sure:
+        return None
+    return _make(found[0].cause, "local", found[1], found[0].source)
