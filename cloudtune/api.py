@@ -124,6 +124,8 @@ class Job:
             return record.state
         st = self._launcher.status(self.ref())
         extra: dict[str, Any] = {}
+        if st.exit_code is not None and st.exit_code != record.extra.get("exit_code"):
+            extra["exit_code"] = st.exit_code  # read by triage(): the exit says some causes by itself
         if st.failure_reason and st.failure_reason != record.extra.get("failure_reason"):
             extra["failure_reason"] = st.failure_reason
         elif st.state in TERMINAL_STATES and st.state != "succeeded" and "failure_reason" not in record.extra:
@@ -157,8 +159,33 @@ class Job:
             "console_url": r.console_url,
             "created_at": r.created_at,
             "failure_reason": r.extra.get("failure_reason"),
+            "cause": self.triage() if state == "failed" else None,
             "warnings": self.warnings(),
         }
+
+    def triage(self) -> dict[str, str] | None:
+        """A failed job's cause: {cause, line, fix} from `cloudtune.kit.triage.classify` over its exit code, the
+        failure reason and the last lines of its log (read once, then kept in the store; nothing but the cause,
+        the line and the fix is kept). None unless the job failed. Never raises for a log that cannot be read: the
+        cause then comes from the exit and the reason alone, with a `note` saying so (and is not kept)."""
+        r = self._record
+        if r.state != "failed":
+            return None
+        if isinstance(r.extra.get("triage"), dict):
+            return dict(r.extra["triage"])
+        from cloudtune.kit.triage import classify, tail
+
+        note = None
+        try:
+            text = tail(self.logs(follow=False))
+        except Exception as exc:  # noqa: BLE001 - status must not fail for a log it cannot read
+            text, note = "", f"the log could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
+        found = classify(r.extra.get("exit_code"), text, r.provider, r.extra.get("failure_reason")).for_job(r.job_id)
+        result = found.to_dict()
+        if note:
+            return {**result, "note": note}
+        self._record = self._store.record_status(r.job_id, r.state, triage=result)
+        return result
 
     def logs(self, follow: bool = False) -> Iterator[str]:
         return self._launcher.logs(self.ref(), follow=follow)

@@ -171,6 +171,10 @@ def _print_info(info: dict[str, Any]) -> None:
     click.echo(f"state:  {info['state']}")
     if info.get("failure_reason"):
         click.echo(f"reason: {info['failure_reason']}")
+    if info.get("cause"):  # failure triage: the cause and its fix in one line (cloudtune.kit.triage)
+        click.echo(f"cause:  {info['cause']['cause']}: {info['cause']['line']}")
+        if info["cause"].get("note"):
+            click.echo(f"note:   {info['cause']['note']}")
     for warning in info.get("warnings") or []:
         click.echo(f"warning: {warning}")
     if info["state"] in ("failed", "cancelled"):
