@@ -316,6 +316,31 @@ def download(job_id: str, directory: str | None, checkpoints: bool, force: bool)
 
 
 @main.command()
+@click.argument("job_id", metavar="JOB")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="where to write the page (default ./JOB-report.html)")
+@_handle_errors
+def report(job_id: str, output: str | None) -> None:
+    """Write a self-contained HTML report of a job: verdict, loss, learning rate and throughput charts, health
+    checks, hyperparameters, data and cost.
+
+    Read from the job's log (as `cloudtune logs` fetches it, for every provider), its record and, when its model dir
+    is on this machine, metrics.json and the model card. Prints the page's path; the charts are also written as
+    .svg files in PAGE-plots/ beside it. Works on a running job too (the report of the log so far)."""
+    from cloudtune.errors import JobNotFound
+    from cloudtune.report import write_report
+
+    try:
+        files = write_report(job_id, output)
+    except JobNotFound as exc:
+        click.echo(f"error: {exc.message}; `cloudtune list` shows the job ids", err=True)
+        sys.exit(2)
+    click.echo(str(files.html))
+    where = f"; {len(files.plots)} chart(s) also in {files.plots[0].parent}" if files.plots else ""
+    click.echo(f"{files.verdict}{where}", err=True)
+
+
+@main.command()
 @click.argument("job_ids", nargs=-1, metavar="[JOB]...")
 @click.option("--older-than", metavar="DURATION", help="finished local jobs that ended this long ago, e.g. 7d, 12h")
 @click.option("--all", "all_", is_flag=True, help="every finished local job")

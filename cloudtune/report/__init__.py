@@ -1,0 +1,66 @@
+"""`cloudtune report JOB`: one self-contained HTML page that says whether a run went well.
+
+The figures come from the job's own log lines (fetched through its launcher, the same path as `cloudtune logs`,
+so local and cloud jobs alike), the job store's record (spec, plan and its price, times) and, for a finished job
+whose model dir is on this machine, its metrics.json and model card. Each chart is also written as an .svg file in
+a folder next to the page. Stdlib only: the CLI imports this inside the command.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ReportFiles", "default_report_path", "write_report"]
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote: the page, and one .svg per drawn chart (in `<page stem>-plots/`)."""
+
+    html: Path
+    plots: tuple[Path, ...]
+    verdict: str
+
+
+def default_report_path(job_id: str) -> Path:
+    """`./<job id>-report.html` in the current directory."""
+    return Path.cwd() / f"{job_id}-report.html"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(job_id: str, out: str | os.PathLike[str] | None = None, *, launcher: Any = None,
+                 store: Any = None, plots: bool = True) -> ReportFiles:
+    """Write the report of `job_id` (an id or unique prefix) to `out` (default `default_report_path`) and, with
+    `plots`, each chart as `<out stem>-plots/<chart>.svg`. Raises cloudtune.errors.JobNotFound for an unknown job."""
+    from cloudtune import api
+    from cloudtune.report.facts import collect
+    from cloudtune.report.figures import figures
+    from cloudtune.report.html import render, verdict
+    from cloudtune.store import JobStore
+
+    store = store or JobStore()
+    job = api.get_job(job_id, launcher=launcher, store=store)
+    facts = collect(job, store)
+    figs = figures(facts.history)
+    target = Path(os.path.abspath(out if out is not None else default_report_path(facts.job_id)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, render(facts, figs))
+    written: list[Path] = []
+    if plots:
+        folder = target.with_name(f"{target.stem}-plots")
+        for fig in figs:
+            if fig.svg:
+                folder.mkdir(exist_ok=True)
+                path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", fig.name) + ".svg")
+                _write_atomic(path, '<?xml version="1.0" encoding="utf-8"?>\n' + fig.svg + "\n")
+                written.append(path)
+    return ReportFiles(target, tuple(written), verdict(facts)[1])
