@@ -101,7 +101,7 @@ def test_xla_training_kwargs_use_the_non_fused_optimizer_and_no_fsdp_for_ddp() -
 def test_collators_pad_to_a_fixed_length() -> None:
     pytest.importorskip("torch")
     from cloudtune.train.classification import ClassificationCollator
-    from cloudtune.train.data import CausalLMCollator
+    from cloudtune.train.packing import CausalLMCollator
 
     rows = [{"input_ids": [5, 6, 7]}, {"input_ids": [5]}]
     assert CausalLMCollator(0)(rows)["input_ids"].shape == (2, 3)  # dynamic: the longest row

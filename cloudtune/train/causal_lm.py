@@ -468,7 +468,7 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         return run_recipe(ctx, train, checkpoint)
     from transformers import set_seed
 
-    from cloudtune.train.data import CausalLMCollator
+    from cloudtune.train.packing import CausalLMCollator
 
     _quiet_transformers()
     hp = train.hyperparameters

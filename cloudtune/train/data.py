@@ -9,11 +9,7 @@
   (plain or as message lists; loss on the completion), `messages` (+ `tools`; loss on the assistant turns, each
   conversation rendered once: `cloudtune.train.chat`). Each example is `{"input_ids", "labels", "length"}`, labels
   -100 where there is no loss; an error in a record names its file and line.
-* Pack (`train.data.packing`): TRL's best-fit-decreasing `pack_dataset` (a stream: greedy, in order), rows of
-  `input_ids`, `labels`, `seq_lengths`. The collator flattens a batch of packed rows into one sequence whose
-  `position_ids` restart at 0 per example (transformers' `DataCollatorWithFlattening` convention): flash-attention
-  takes the sequence boundaries from them (varlen kernels, no mask), SDPA and eager get the block-diagonal causal
-  mask transformers builds from the position ids. No token attends across examples.
+* Pack (`train.data.packing`) and collate: `cloudtune.train.packing`.
 """
 
 from __future__ import annotations
@@ -21,17 +17,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from cloudtune.errors import JobInputError
 from cloudtune.train import chat
+from cloudtune.train.packing import IGNORE, pack, pack_stream, pad_count
 from cloudtune.train.records import _where_field, data_files, detect_format, locate, read_file_records, shown_name
 
-IGNORE = -100
 HUB_PREFIX = "hf:"  # train.data.train / eval naming a Hub dataset instead of an input: hf:ORG/NAME[:SPLIT]
 WHERE = "\x00where\x00"  # stands for a record's `file, line N` in an error raised inside `map`, filled in outside
 MAP_BATCH = 1000
-PACK_BATCH = 10_000  # examples packed together (best fit within each group)
 PARALLEL_FROM = 20_000  # records from which tokenising uses several processes
 _BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
              ".pq": "parquet", ".arrow": "arrow", ".txt": "text"}
@@ -401,139 +396,6 @@ def _need_template(tokenizer: Any, data: Any) -> None:
             "the chat data format needs a chat template, and this model's tokenizer has none: set "
             "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
         )
-
-
-# ----------------------------------------------------------------------------------------------
-# Packing
-# ----------------------------------------------------------------------------------------------
-
-
-def pack(ds: Any, max_len: int) -> Any:
-    """Best-fit-decreasing packing (TRL's `pack_dataset`, strategy bfd) of an encoded dataset into rows of at most
-    `max_len` tokens with their examples' `seq_lengths`, best fit within groups of `PACK_BATCH` examples."""
-    from trl import pack_dataset
-
-    return pack_dataset(ds.select_columns(["input_ids", "labels"]), max_len, strategy="bfd",
-                        map_kwargs={"batch_size": PACK_BATCH})
-
-
-def _greedy(batch: dict[str, list], max_len: int) -> dict[str, list]:
-    rows: dict[str, list] = {"input_ids": [], "labels": [], "seq_lengths": []}
-    ids: list[int] = []
-    labels: list[int] = []
-    lens: list[int] = []
-    for x, y in zip(batch["input_ids"], batch["labels"]):
-        if lens and len(ids) + len(x) > max_len:
-            rows["input_ids"].append(ids)
-            rows["labels"].append(labels)
-            rows["seq_lengths"].append(lens)
-            ids, labels, lens = [], [], []
-        ids, labels, lens = ids + list(x), labels + list(y), lens + [len(x)]
-    if lens:
-        rows["input_ids"].append(ids)
-        rows["labels"].append(labels)
-        rows["seq_lengths"].append(lens)
-    return rows
-
-
-def pack_stream(ds: Any, max_len: int) -> Any:
-    """Greedy packing of a stream, in order: examples fill a row until the next one does not fit (rows restart at
-    each group of `MAP_BATCH` examples, so the packing of a position never depends on what was read before it)."""
-    return ds.select_columns(["input_ids", "labels"]).map(_greedy, batched=True, batch_size=MAP_BATCH,
-                                                           fn_kwargs={"max_len": max_len})
-
-
-def pad_count(lengths: Iterator[int] | list[int], batch_size: int) -> tuple[int, int]:
-    """(pad tokens, total tokens) when rows of these lengths are batched in order and padded to each batch's
-    longest row."""
-    lengths = list(lengths)
-    pads = total = 0
-    for b in range(0, len(lengths), batch_size):
-        chunk = lengths[b:b + batch_size]
-        total += max(chunk) * len(chunk)
-        pads += max(chunk) * len(chunk) - sum(chunk)
-    return pads, total
-
-
-# ----------------------------------------------------------------------------------------------
-# Batches
-# ----------------------------------------------------------------------------------------------
-
-
-class CausalLMCollator:
-    """Rows -> a batch. Unpacked rows (`input_ids`, optional `labels`): padded to the batch's longest row (or to
-    `pad_to`, fixed shapes for PyTorch/XLA) with an `attention_mask`; labels -100 on padding.
-
-    Packed rows (with `seq_lengths`) carry `position_ids` restarting at 0 for every example and no attention mask
-    (transformers' `DataCollatorWithFlattening` convention): with a flash-attention implementation the batch is
-    flattened into one sequence of shape (1, total tokens), no padding, and the varlen kernels get the example
-    boundaries (`cu_seq_lens_*`, `max_length_*`); with SDPA or eager the rows stay rows (padded; the padding is one
-    more example) and transformers derives the block-diagonal causal mask from the position ids, per row, so
-    attention costs what it costs unpacked (flattening would make it quadratic in the whole batch's tokens).
-    `use_cache=False`: transformers reads packed sequences from position ids only when no KV cache is built. The
-    first token of each example has no loss (it would be predicted from the previous example). `ct_num_tokens`
-    (the real tokens, for throughput) is removed by the recipe's Trainer before the forward pass.
-    """
-
-    def __init__(self, pad_token_id: int, attn_implementation: str | None = "sdpa", pad_to: int | None = None) -> None:
-        self.pad_token_id = pad_token_id
-        self.flash = "flash" in str(attn_implementation or "")
-        self.pad_to = pad_to  # fixed shapes (PyTorch/XLA): every row padded to this length
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        packed = any("seq_lengths" in f for f in features)
-        if packed and self.flash:
-            return self._flattened(features)
-        import torch
-
-        longest = max([len(f["input_ids"]) for f in features] + [self.pad_to or 0])
-        n = len(features)
-        input_ids = torch.full((n, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((n, longest), IGNORE, dtype=torch.long)
-        attention = torch.zeros((n, longest), dtype=torch.long)
-        for row, f in enumerate(features):
-            ids = f["input_ids"]
-            input_ids[row, : len(ids)] = torch.as_tensor(ids, dtype=torch.long)
-            labels[row, : len(ids)] = torch.as_tensor(f.get("labels", ids), dtype=torch.long)
-            attention[row, : len(ids)] = 1
-        if not packed:
-            return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-        position_ids = torch.stack([_positions([int(x) for x in f.get("seq_lengths") or [len(f["input_ids"])]], longest)
-                                    for f in features])
-        labels[position_ids == 0] = IGNORE
-        return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels, "use_cache": False,
-                "ct_num_tokens": attention.sum()}
-
-    def _flattened(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        ids = [torch.as_tensor(f["input_ids"], dtype=torch.long) for f in features]
-        labels = [torch.as_tensor(f.get("labels", f["input_ids"]), dtype=torch.long) for f in features]
-        lengths = [int(n) for f in features for n in (f.get("seq_lengths") or [len(f["input_ids"])])]
-        real = sum(lengths)
-        total = max(real, len(features) * self.pad_to) if self.pad_to else real
-        position_ids = _positions(lengths, total)
-        if total > real:  # fixed shapes: the padding is one more example, which no loss reads
-            ids.append(torch.full((total - real,), self.pad_token_id, dtype=torch.long))
-            labels.append(torch.full((total - real,), IGNORE, dtype=torch.long))
-            lengths.append(total - real)
-        flat_labels = torch.cat(labels)
-        flat_labels[position_ids == 0] = IGNORE
-        cu = torch.tensor([0] + lengths).cumsum(0).to(torch.int32)
-        return {"input_ids": torch.cat(ids)[None], "position_ids": position_ids[None], "labels": flat_labels[None],
-                "use_cache": False, "ct_num_tokens": torch.tensor(real), "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
-                "max_length_q": max(lengths), "max_length_k": max(lengths)}
-
-
-def _positions(lengths: list[int], total: int) -> Any:
-    """Position ids of examples of `lengths` laid end to end, restarting at 0 for each; the rest up to `total`
-    (padding) numbered as one more example."""
-    import torch
-
-    if total > sum(lengths):
-        lengths = lengths + [total - sum(lengths)]
-    starts = torch.tensor([0] + lengths[:-1]).cumsum(0)
-    return torch.arange(total) - torch.repeat_interleave(starts, torch.tensor(lengths))
 
 
 def _say(message: str) -> None:

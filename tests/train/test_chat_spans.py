@@ -12,7 +12,8 @@ import pytest
 
 from cloudtune.spec import DataSpec
 from cloudtune.train import chat
-from cloudtune.train.data import IGNORE, encode_input
+from cloudtune.train.data import encode_input
+from cloudtune.train.packing import IGNORE
 
 from .conftest import CHAT_TEMPLATE
 

@@ -8,7 +8,8 @@ import pytest
 
 from cloudtune.spec import DataSpec
 from cloudtune.train.chat import chat_segments
-from cloudtune.train.data import IGNORE, encode_input, pack, pad_count
+from cloudtune.train.data import encode_input
+from cloudtune.train.packing import IGNORE, pack, pad_count
 from cloudtune.train.records import detect_format, read_records
 
 from .conftest import CHATS, INSTRUCTIONS, SHAPES, write_records
@@ -129,7 +130,7 @@ def test_shape_errors_are_clear(tokenizer, tmp_path: Path) -> None:
 def test_packing_keeps_every_token_masks_first_tokens_and_cuts_padding(tokenizer, tmp_path: Path) -> None:
     import datasets
 
-    from cloudtune.train.data import CausalLMCollator
+    from cloudtune.train.packing import CausalLMCollator
 
     chats, _, _ = _encode(write_records(tmp_path / "c.jsonl", CHATS), tokenizer)
     instructions, _, _ = _encode(write_records(tmp_path / "i.jsonl", INSTRUCTIONS), tokenizer)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cloudtune.train.data import IGNORE, CausalLMCollator, pack
+from cloudtune.train.packing import IGNORE, CausalLMCollator, pack
 
 LENGTHS = [7, 3, 12, 5, 9, 1, 6]
 

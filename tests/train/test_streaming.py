@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 from cloudtune.spec import CheckpointSpec, DataSpec  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
 from cloudtune.train.checkpoints import list_checkpoints  # noqa: E402
-from cloudtune.train.data import encode_input, pack_stream  # noqa: E402
+from cloudtune.train.data import encode_input  # noqa: E402
+from cloudtune.train.packing import pack_stream  # noqa: E402
 
 from .conftest import make_ctx, make_train  # noqa: E402
 
