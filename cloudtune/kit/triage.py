@@ -10,10 +10,10 @@ others time out in their next collective, so `oom_gpu` is found before `collecti
 | `capacity_or_quota`  | never   | SageMaker ResourceLimitExceeded / CapacityError, Vertex quota metrics / "Resources are insufficient in region", Azure QuotaExceeded / AllocationFailed / OutOfQuota |
 | `oom_gpu`            | never   | PyTorch's CUDA/HIP OutOfMemoryError, XLA's HBM RESOURCE_EXHAUSTED              |
 | `oom_host`           | never   | exit 137 / SIGKILL, "Killed", DataLoader worker killed, Python MemoryError, SageMaker OutOfMemoryError, Vertex "ran out-of-memory" |
-| `diverged`           | never   | the health checks' `[cloudtune] error: training diverged` / `[cloudtune] health:` lines, exit 66 |
-| `data_error`         | never   | cloudtune's own `[cloudtune] error:` lines (JobInputError), UnicodeDecodeError, a missing file under an input dir, exit 65 |
-| `preempted`          | yes     | Azure PreemptionError, Vertex preemption, SageMaker spot interruption, SIGTERM / exit 143 |
-| `collective_timeout` | yes     | the NCCL watchdog's WorkNCCL timeout, DistBackendError, NCCL/gloo errors, rendezvous timeouts, exit 75 |
+| `diverged`           | never   | the health checks' `[cloudtune] error: training diverged` / `[cloudtune] health:` lines, exit 66 or class `diverged` |
+| `data_error`         | never   | cloudtune's own `[cloudtune] error:` lines (JobInputError), UnicodeDecodeError, a missing file under an input dir, exit 65 or class `input` |
+| `preempted`          | yes     | Azure PreemptionError, Vertex preemption, SageMaker spot interruption, SIGTERM / exit 143 or class `preempted` |
+| `collective_timeout` | yes     | the NCCL watchdog's WorkNCCL timeout, DistBackendError, NCCL/gloo errors, rendezvous timeouts, exit 75 or class `infrastructure` |
 | `unknown`            | (by exit class) | nothing above matched                                                |
 
 "retried" is what `retries` does with the cause: `NEVER_RETRIED` is the set a fresh start cannot cure (the same
@@ -153,24 +153,21 @@ PATTERNS: tuple[Pattern, ...] = (
     # -- diverged -------------------------------------------------------------------------------------------------
     _p(Cause.DIVERGED, r"\[cloudtune\] error: training diverged[^\n]*", "cloudtune health checks (issue 9)", "log"),
     _p(Cause.DIVERGED, r"\[cloudtune\] health:[^\n]*diverg[^\n]*", "cloudtune health checks (issue 9)", "log", I),
-    _p(Cause.DIVERGED, r"\[exit class: diverged[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
     # -- data error -----------------------------------------------------------------------------------------------
     _p(Cause.DATA_ERROR, r"\[cloudtune\] error: (?![A-Z]\w*(?:Error|Exception|Interrupt|Exit)\b)(?!container contract:)(?!training diverged)[^\n]+", "cloudtune-run: a JobInputError (data, model, options)", "log"),
     _p(Cause.DATA_ERROR, r"UnicodeDecodeError: '[\w-]+' codec can't decode byte[^\n]*", "Python codecs: data not in the expected encoding"),
     _p(Cause.DATA_ERROR, r"FileNotFoundError: [^\n]*(?:/opt/ml/input/data/|/gcs/|/INPUT_|/mnt/azureml/|/input/data/)[^\n]*", "a missing file under a cloud's input mount (SageMaker /opt/ml/input/data, Vertex /gcs, Azure ML INPUT_*)"),
     _p(Cause.DATA_ERROR, r"pyarrow\.lib\.ArrowInvalid[^\n]*|datasets\.exceptions\.DatasetGenerationError[^\n]*", "Hugging Face Datasets / Arrow parse errors"),
-    _p(Cause.DATA_ERROR, r"\[exit class: input[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
     # -- preempted ------------------------------------------------------------------------------------------------
-    _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|\bpre-?empt(?:ed|ion)\b[^\n]*", "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption", flags=I),
+    _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|(?<!exit class: )\bpre-?empt(?:ed|ion)\b[^\n]*", "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption", flags=I),
     _p(Cause.PREEMPTED, r"\bspot (?:instance )?interruption[^\n]*|MaxWaitTimeExceeded[^\n]*|\bInterrupted\b[^\n]*", "SageMaker managed spot training (SecondaryStatus Interrupted, MaxWaitTimeExceeded)", "service", I),
-    _p(Cause.PREEMPTED, r"killed by SIGTERM|\[exit class: preempted[^\]]*\]", "cloudtune local supervisor / exit classes"),
+    _p(Cause.PREEMPTED, r"killed by SIGTERM", "cloudtune local supervisor's failure reason"),
     _p(Cause.PREEMPTED, r"SIGTERM received: checkpoint saved at step \d+[^\n]*", "cloudtune recipes (cloudtune/train/logfmt.py)", "log"),
     # -- collective timeout ---------------------------------------------------------------------------------------
     _p(Cause.COLLECTIVE_TIMEOUT, r"Watchdog caught collective operation timeout: WorkNCCL\([^)]*\)(?: ran for \d+ milliseconds before timing out\.?)?", "ProcessGroupNCCL watchdog (github.com/pytorch/pytorch/issues/118369)"),
     _p(Cause.COLLECTIVE_TIMEOUT, r"\b(?:DistBackendError|DistNetworkError|DistStoreError|RendezvousTimeoutError|RendezvousClosedError)\b[^\n]*", "torch.distributed exception types"),
     _p(Cause.COLLECTIVE_TIMEOUT, r"\bnccl(?:SystemError|InternalError|RemoteError|UnhandledCudaError)\b[^\n]*|NCCL error[^\n]*", "NCCL result codes"),
     _p(Cause.COLLECTIVE_TIMEOUT, r"Timed out after \d+ seconds waiting for clients[^\n]*|gloo[^\n]*Connection closed by peer[^\n]*", "c10d TCPStore; gloo transport"),
-    _p(Cause.COLLECTIVE_TIMEOUT, r"\[exit class: infrastructure[^\]]*\]", "cloudtune exit classes (cloudtune/runtime/exitcodes.py)"),
 )
 
 # exit codes that say the cause by themselves (POSIX 128+signal; cloudtune's classes in cloudtune/runtime/exitcodes.py)
@@ -179,6 +176,10 @@ EXIT_CAUSES: dict[int, Cause] = {
     143: Cause.PREEMPTED, -15: Cause.PREEMPTED,  # SIGTERM: the node was stopped from outside
     65: Cause.DATA_ERROR, 66: Cause.DIVERGED, 75: Cause.COLLECTIVE_TIMEOUT,
 }
+# the exit class cloudtune's failure reasons end with (cloudtune/runtime/exitcodes.py), when nothing else says more
+TAG_CAUSES: dict[str, Cause] = {"input": Cause.DATA_ERROR, "diverged": Cause.DIVERGED,
+                                "infrastructure": Cause.COLLECTIVE_TIMEOUT, "preempted": Cause.PREEMPTED}
+_TAG = re.compile(r"\[exit class: (\w+)")
 _EXIT_IN_TEXT = re.compile(r"(?:non-zero status of|exit(?:ed with)? code:?|ExitCode:?|exit status)\s*(-?\d+)\s*(\(SIGKILL\))?", I)
 _SIGKILL = re.compile(r"killed by SIGKILL|\(SIGKILL\)")
 _SECRET = re.compile(r"(\?)[^\s'\"]*|\b((?:sig|token|key|secret|password|passwd|credential)s?=)[^\s&'\"]+", I)
@@ -269,8 +270,13 @@ def classify(exit_code: int | None, log_tail: str, provider: str, service_reason
         return _make(pattern.cause, provider, evidence, pattern.source)
     code = exit_code if exit_code not in (None, 0, 1) else exit_code_in(reason)
     if code is not None and code in EXIT_CAUSES:
-        return _make(EXIT_CAUSES[code], provider, f"exit {code}" if code > 0 else f"killed by signal {-code}",
-                     "POSIX exit status 128+signal; cloudtune/runtime/exitcodes.py")
+        said = f"exit {code}" if code > 0 else f"killed by signal {-code}"
+        if EXIT_CAUSES[code] is Cause.OOM_HOST:
+            said += ": most likely the kernel's OOM killer"
+        return _make(EXIT_CAUSES[code], provider, said, "POSIX exit status 128+signal; cloudtune/runtime/exitcodes.py")
+    tag = _TAG.search(reason)
+    if tag and tag.group(1) in TAG_CAUSES:
+        return _make(TAG_CAUSES[tag.group(1)], provider, f"exit class {tag.group(1)}", "cloudtune/runtime/exitcodes.py")
     return _make(Cause.UNKNOWN, provider, None, None)
 
 

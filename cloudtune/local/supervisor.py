@@ -8,7 +8,8 @@ Every process a job starts ends with the job: each node runs in its own process 
 when the job is stopped (cancel, max_runtime, a failed node) and the grace period to checkpoint; then every
 process left in the supervisor's tree is killed, found through the subreaper (cloudtune.local.proctree) even
 when it left its group. A failure is retried only when its exit class says a fresh start can cure it
-(cloudtune.runtime.exitcodes).
+(cloudtune.runtime.exitcodes) and the attempt's log shows no cause a retry cannot cure (a CUDA out-of-memory,
+bad data, a bad image, a diverged run: cloudtune.kit.triage.vetoes_retry).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from cloudtune.kit.triage import tail, vetoes_retry
 from cloudtune.local.copies import CopyStats, copy_tree
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
@@ -245,6 +247,8 @@ class Supervisor:
                 log.flush()
                 self._restore_checkpoints()
             self._clear_failure_files()
+            log.flush()
+            start = (self.job_dir / "job.log").stat().st_size  # where this attempt's output begins
             threads = self._start(log, lock)
             attempt = self._wait(deadline)
             for t in threads:
@@ -259,9 +263,13 @@ class Supervisor:
                 return self._finish("succeeded", 0, None, ExitClass.SUCCEEDED)
             reason = self._reason(attempt)
             again = retried(attempt.failed_class) and number < retries and not self.cancelled
+            veto = vetoes_retry(self._attempt_tail(start)) if again else None  # a cause a retry cannot cure
+            again = again and veto is None
             log.write(f"[cloudtune] attempt {number + 1} failed: {reason}\n")
             if retries and not retried(attempt.failed_class):
                 log.write(f"[cloudtune] not retried: {CLASSES[attempt.failed_class].meaning}\n")
+            elif veto is not None:
+                log.write(f"[cloudtune] not retried: {veto.line}\n")
             log.flush()
             if not again:
                 return self._finish("failed", attempt.failed_code, reason, attempt.failed_class)
@@ -278,6 +286,17 @@ class Supervisor:
         else:
             reason = self._failure_reason(attempt.failed_node) or f"AlgorithmError: exit code {code}{where}"
         return f"{TAG.sub('', reason).rstrip()} {describe(attempt.failed_class)}"
+
+    def _attempt_tail(self, start: int, limit: int = 256 * 1024) -> str:
+        """The last lines (at most `limit` bytes, TAIL_LINES lines) this attempt wrote to job.log from offset `start`."""
+        try:
+            with open(self.job_dir / "job.log", "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(start, size - limit))
+                text = fh.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        return tail(text.splitlines())
 
     def _clear_failure_files(self) -> None:
         """A new attempt is a new container: no failure file of the last attempt is left to be read as its own."""
