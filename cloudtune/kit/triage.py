@@ -149,7 +149,7 @@ PATTERNS: tuple[Pattern, ...] = (
     _p(Cause.OOM_HOST, r"OutOfMemoryError: Please use an instance type with more memory[^\n]*|(?<![.\w])OutOfMemoryError\b[^\n]*", "SageMaker FailureReason OutOfMemoryError", "service"),
     _p(Cause.OOM_HOST, r"(?<![\w.])MemoryError\b[^\n]*|Unable to allocate [\d.]+ [KMGT]iB for an array[^\n]*", "Python MemoryError; NumPy _ArrayMemoryError", "log"),
     _p(Cause.OOM_HOST, r"Signal 9 \(SIGKILL\) received by PID \d+|exitcode\s*:\s*-9\b[^\n]*", "torchrun ChildFailedError summary (torch.distributed.elastic)", "log", sure=False),
-    _p(Cause.OOM_HOST, r"(?m)^(?:\S+: line \d+: +\d+ )?Killed(?: {2,}\S[^\n]*)?$", "a shell's report of a SIGKILLed child", "log", sure=False),
+    _p(Cause.OOM_HOST, r"(?m)^(?:\[[\w.-]+\] )?(?:\S+: line \d+: +\d+ )?Killed(?: {2,}\S[^\n]*)?$", "a shell's report of a SIGKILLed child", "log", sure=False),
     # -- diverged -------------------------------------------------------------------------------------------------
     _p(Cause.DIVERGED, r"\[cloudtune\] error: training diverged[^\n]*", "cloudtune health checks (issue 9)", "log"),
     _p(Cause.DIVERGED, r"\[cloudtune\] health:[^\n]*diverg[^\n]*", "cloudtune health checks (issue 9)", "log", I),
