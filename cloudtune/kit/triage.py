@@ -113,61 +113,113 @@ def _p(cause: Cause, regex: str, source: str, where: str = "any", flags: int = 0
 
 
 I = re.IGNORECASE
-M = re.MULTILINE
 PATTERNS: tuple[Pattern, ...] = (
     # -- bad image ------------------------------------------------------------------------------------------------
     _p(Cause.BAD_IMAGE, r"CannotPullContainerError[^\n]*", "SageMaker/ECS CannotPullContainerError"),
-    _p(Cause.BAD_IMAGE, r"(?:Unable|Failed) to pull (?:the )?image[^\n]*", "Vertex AI 'Unable to pull image'; kubelet/Azure ML 'Failed to pull image'", flags=I),
+    _p(Cause.BAD_IMAGE, r"(?:Unable|Failed) to pull (?:the )?image[^\n]*",
+       "Vertex AI 'Unable to pull image'; kubelet/Azure ML 'Failed to pull image'", flags=I),
     _p(Cause.BAD_IMAGE, r"\b(?:ImagePullBackOff|ErrImagePull)\b[^\n]*", "Kubernetes pod status (Azure ML, Vertex)"),
-    _p(Cause.BAD_IMAGE, r"Image [^\n]{0,200}? (?:not found|does not exist)[^\n]*", "Vertex AI / SageMaker: image not found", flags=I),
-    _p(Cause.BAD_IMAGE, r"Termination reason: StartError[^\n]*", "Vertex AI replica StartError (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/1898)"),
-    _p(Cause.BAD_IMAGE, r"(?:EnvironmentBuildFailed|Failed building the Environment)[^\n]*", "Azure ML environment build (github.com/Azure/azure-cli/issues/23608)"),
-    _p(Cause.BAD_IMAGE, r"Run docker command to pull (?:public )?image failed[^\n]*", "Azure ML (github.com/MicrosoftDocs/azure-docs/issues/71215)"),
-    _p(Cause.BAD_IMAGE, r"exec format error|executable file not found in \$PATH[^\n]*", "runc: wrong platform or missing entrypoint"),
-    _p(Cause.BAD_IMAGE, r"No module named '(?:cloudtune|torch|transformers)'", "an image without cloudtune's runtime", "log"),
-    _p(Cause.BAD_IMAGE, r"\[cloudtune\] error: container contract:[^\n]*", "cloudtune-run: the container was not set up as the cloud's contract says", "log"),
+    _p(Cause.BAD_IMAGE, r"Image [^\n]{0,200}? (?:not found|does not exist)[^\n]*",
+       "Vertex AI / SageMaker: image not found", flags=I),
+    _p(Cause.BAD_IMAGE, r"Termination reason: StartError[^\n]*",
+       "Vertex AI replica StartError (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/1898)"),
+    _p(Cause.BAD_IMAGE, r"(?:EnvironmentBuildFailed|Failed building the Environment)[^\n]*",
+       "Azure ML environment build (github.com/Azure/azure-cli/issues/23608)"),
+    _p(Cause.BAD_IMAGE, r"Run docker command to pull (?:public )?image failed[^\n]*",
+       "Azure ML (github.com/MicrosoftDocs/azure-docs/issues/71215)"),
+    _p(Cause.BAD_IMAGE, r"exec format error|executable file not found in \$PATH[^\n]*",
+       "runc: wrong platform or missing entrypoint"),
+    _p(Cause.BAD_IMAGE, r"No module named '(?:cloudtune|torch|transformers)'",
+       "an image without cloudtune's runtime", "log"),
+    _p(Cause.BAD_IMAGE, r"\[cloudtune\] error: container contract:[^\n]*",
+       "cloudtune-run: the container was not set up as the cloud's contract says", "log"),
     # -- capacity or quota ----------------------------------------------------------------------------------------
-    _p(Cause.CAPACITY_OR_QUOTA, r"The account-level service limit '[^']+' is \d+ Instances[^\n]*", "SageMaker ResourceLimitExceeded (github.com/zenml-io/zenml/issues/847)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"The account-level service limit '[^']+' is \d+ Instances[^\n]*",
+       "SageMaker ResourceLimitExceeded (github.com/zenml-io/zenml/issues/847)"),
     _p(Cause.CAPACITY_OR_QUOTA, r"ResourceLimitExceeded[^\n]*", "SageMaker ResourceLimitExceeded"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"CapacityError: [^\n]*|Unable to provision requested ML compute capacity[^\n]*", "SageMaker CapacityError (github.com/DIAGNijmegen/rse-grand-challenge/issues/2631)"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"(?:EC2)?Insufficient(?:Instance)?CapacityError?[^\n]*|InsufficientInstanceCapacity[^\n]*", "EC2/SageMaker insufficient capacity (github.com/aws/amazon-sagemaker-feedback/issues/99)"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"The following quota metrics exceed quota limits: \S+", "Vertex AI RESOURCE_EXHAUSTED (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/700)"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"Resources are insufficient in region[^\n]*", "Vertex AI stockout (github.com/openreview/openreview-expertise/issues/401)", flags=I),
-    _p(Cause.CAPACITY_OR_QUOTA, r"Quota failure for project[^\n]*|ZONE_RESOURCE_POOL_EXHAUSTED[^\n]*|GCE_STOCKOUT[^\n]*|does not have enough resources available to fulfill the request[^\n]*", "Google Cloud quota and stockout errors"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"Operation could not be completed as it results in exceeding approved [^\n]*quota[^\n]*", "Azure QuotaExceeded (github.com/scylladb/scylla-cluster-tests/issues/12948)"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"\b(?:QuotaExceeded|OutOfQuota|AllocationFailed|ZonalAllocationFailed|SkuNotAvailable)\b[^\n]*", "Azure ML / Azure Compute error codes (github.com/MicrosoftDocs/azure-docs/issues/121466)"),
-    _p(Cause.CAPACITY_OR_QUOTA, r"subscription has a total vCPU quota of \d+[^\n]*", "Azure ML compute quota (github.com/microsoft/InnerEye-DeepLearning/issues/253)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"CapacityError: [^\n]*|Unable to provision requested ML compute capacity[^\n]*",
+       "SageMaker CapacityError (github.com/DIAGNijmegen/rse-grand-challenge/issues/2631)"),
+    _p(Cause.CAPACITY_OR_QUOTA,
+       r"(?:EC2)?Insufficient(?:Instance)?CapacityError?[^\n]*|InsufficientInstanceCapacity[^\n]*",
+       "EC2/SageMaker insufficient capacity (github.com/aws/amazon-sagemaker-feedback/issues/99)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"The following quota metrics exceed quota limits: \S+",
+       "Vertex AI RESOURCE_EXHAUSTED (github.com/GoogleCloudPlatform/vertex-ai-samples/issues/700)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"Resources are insufficient in region[^\n]*",
+       "Vertex AI stockout (github.com/openreview/openreview-expertise/issues/401)", flags=I),
+    _p(Cause.CAPACITY_OR_QUOTA,
+       r"Quota failure for project[^\n]*|ZONE_RESOURCE_POOL_EXHAUSTED[^\n]*|GCE_STOCKOUT[^\n]*"
+       r"|does not have enough resources available to fulfill the request[^\n]*",
+       "Google Cloud quota and stockout errors"),
+    _p(Cause.CAPACITY_OR_QUOTA,
+       r"Operation could not be completed as it results in exceeding approved [^\n]*quota[^\n]*",
+       "Azure QuotaExceeded (github.com/scylladb/scylla-cluster-tests/issues/12948)"),
+    _p(Cause.CAPACITY_OR_QUOTA,
+       r"\b(?:QuotaExceeded|OutOfQuota|AllocationFailed|ZonalAllocationFailed|SkuNotAvailable)\b[^\n]*",
+       "Azure ML / Azure Compute error codes (github.com/MicrosoftDocs/azure-docs/issues/121466)"),
+    _p(Cause.CAPACITY_OR_QUOTA, r"subscription has a total vCPU quota of \d+[^\n]*",
+       "Azure ML compute quota (github.com/microsoft/InnerEye-DeepLearning/issues/253)"),
     # -- out of GPU memory ----------------------------------------------------------------------------------------
-    _p(Cause.OOM_GPU, r"(?:CUDA|HIP) out of memory\.?(?: Tried to allocate [\d.]+ [KMGT]iB)?", "PyTorch CUDACachingAllocator (github.com/pytorch/pytorch/issues/16417)"),
-    _p(Cause.OOM_GPU, r"torch(?:\.cuda)?\.OutOfMemoryError[^\n]*", "PyTorch torch.OutOfMemoryError / torch.cuda.OutOfMemoryError"),
-    _p(Cause.OOM_GPU, r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation", "CUDA runtime and cuBLAS allocation failures"),
-    _p(Cause.OOM_GPU, r"RESOURCE_EXHAUSTED[^\n]*(?:Ran out of memory in memory space hbm|HBM)[^\n]*|Ran out of memory in memory space hbm[^\n]*", "XLA on TPU: HBM exhausted", flags=I),
+    _p(Cause.OOM_GPU, r"(?:CUDA|HIP) out of memory\.?(?: Tried to allocate [\d.]+ [KMGT]iB)?",
+       "PyTorch CUDACachingAllocator (github.com/pytorch/pytorch/issues/16417)"),
+    _p(Cause.OOM_GPU, r"torch(?:\.cuda)?\.OutOfMemoryError[^\n]*",
+       "PyTorch torch.OutOfMemoryError / torch.cuda.OutOfMemoryError"),
+    _p(Cause.OOM_GPU, r"CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED|cudaErrorMemoryAllocation",
+       "CUDA runtime and cuBLAS allocation failures"),
+    _p(Cause.OOM_GPU,
+       r"RESOURCE_EXHAUSTED[^\n]*(?:Ran out of memory in memory space hbm|HBM)[^\n]*|Ran out of memory in memory space hbm[^\n]*",
+       "XLA on TPU: HBM exhausted", flags=I),
     # -- host out of memory ---------------------------------------------------------------------------------------
-    _p(Cause.OOM_HOST, r"DataLoader worker \(pid[^)]*\) is killed by signal: Killed\.?", "PyTorch DataLoader (torch/utils/data/_utils/signal_handling.py)", sure=False),
-    _p(Cause.OOM_HOST, r"Out of memory: Killed process \d+[^\n]*|\bOOMKilled\b|killed by (?:the )?OOM(?: killer)?", "Linux OOM killer; Kubernetes OOMKilled (Azure ML, Vertex)", flags=I),
-    _p(Cause.OOM_HOST, r"\bran out[- ]of[- ]memory and exited[^\n]*", "Vertex AI / AI Platform replica message (github.com/tensorflow/models/issues/5591)"),
-    _p(Cause.OOM_HOST, r"OutOfMemoryError: Please use an instance type with more memory[^\n]*|(?<![.\w])OutOfMemoryError\b[^\n]*", "SageMaker FailureReason OutOfMemoryError", "service"),
-    _p(Cause.OOM_HOST, r"(?<![\w.])MemoryError\b[^\n]*|Unable to allocate [\d.]+ [KMGT]iB for an array[^\n]*", "Python MemoryError; NumPy _ArrayMemoryError", "log"),
-    _p(Cause.OOM_HOST, r"Signal 9 \(SIGKILL\) received by PID \d+|exitcode\s*:\s*-9\b[^\n]*", "torchrun ChildFailedError summary (torch.distributed.elastic)", "log", sure=False),
-    _p(Cause.OOM_HOST, r"(?m)^(?:\[[\w.-]+\] )?(?:\S+: line \d+: +\d+ )?Killed(?: {2,}\S[^\n]*)?$", "a shell's report of a SIGKILLed child", "log", sure=False),
+    _p(Cause.OOM_HOST, r"DataLoader worker \(pid[^)]*\) is killed by signal: Killed\.?",
+       "PyTorch DataLoader (torch/utils/data/_utils/signal_handling.py)", sure=False),
+    _p(Cause.OOM_HOST, r"Out of memory: Killed process \d+[^\n]*|\bOOMKilled\b|killed by (?:the )?OOM(?: killer)?",
+       "Linux OOM killer; Kubernetes OOMKilled (Azure ML, Vertex)", flags=I),
+    _p(Cause.OOM_HOST, r"\bran out[- ]of[- ]memory and exited[^\n]*",
+       "Vertex AI / AI Platform replica message (github.com/tensorflow/models/issues/5591)"),
+    _p(Cause.OOM_HOST,
+       r"OutOfMemoryError: Please use an instance type with more memory[^\n]*|(?<![.\w])OutOfMemoryError\b[^\n]*",
+       "SageMaker FailureReason OutOfMemoryError", "service"),
+    _p(Cause.OOM_HOST, r"(?<![\w.])MemoryError\b[^\n]*|Unable to allocate [\d.]+ [KMGT]iB for an array[^\n]*",
+       "Python MemoryError; NumPy _ArrayMemoryError", "log"),
+    _p(Cause.OOM_HOST, r"Signal 9 \(SIGKILL\) received by PID \d+|exitcode\s*:\s*-9\b[^\n]*",
+       "torchrun ChildFailedError summary (torch.distributed.elastic)", "log", sure=False),
+    _p(Cause.OOM_HOST, r"(?m)^(?:\[[\w.-]+\] )?(?:\S+: line \d+: +\d+ )?Killed(?: {2,}\S[^\n]*)?$",
+       "a shell's report of a SIGKILLed child", "log", sure=False),
     # -- diverged -------------------------------------------------------------------------------------------------
     _p(Cause.DIVERGED, r"\[cloudtune\] error: training diverged[^\n]*", "cloudtune health checks (issue 9)", "log"),
     _p(Cause.DIVERGED, r"\[cloudtune\] health:[^\n]*diverg[^\n]*", "cloudtune health checks (issue 9)", "log", I),
     # -- data error -----------------------------------------------------------------------------------------------
-    _p(Cause.DATA_ERROR, r"\[cloudtune\] error: (?![A-Z]\w*(?:Error|Exception|Interrupt|Exit)\b)(?!container contract:)(?!training diverged)[^\n]+", "cloudtune-run: a JobInputError (data, model, options)", "log"),
-    _p(Cause.DATA_ERROR, r"UnicodeDecodeError: '[\w-]+' codec can't decode byte[^\n]*", "Python codecs: data not in the expected encoding"),
-    _p(Cause.DATA_ERROR, r"FileNotFoundError: [^\n]*(?:/opt/ml/input/data/|/gcs/|/INPUT_|/mnt/azureml/|/input/data/)[^\n]*", "a missing file under a cloud's input mount (SageMaker /opt/ml/input/data, Vertex /gcs, Azure ML INPUT_*)"),
-    _p(Cause.DATA_ERROR, r"pyarrow\.lib\.ArrowInvalid[^\n]*|datasets\.exceptions\.DatasetGenerationError[^\n]*", "Hugging Face Datasets / Arrow parse errors"),
+    _p(Cause.DATA_ERROR,
+       r"\[cloudtune\] error: (?![A-Z]\w*(?:Error|Exception|Interrupt|Exit)\b)(?!container contract:)(?!training diverged)[^\n]+",
+       "cloudtune-run: a JobInputError (data, model, options)", "log"),
+    _p(Cause.DATA_ERROR, r"UnicodeDecodeError: '[\w-]+' codec can't decode byte[^\n]*",
+       "Python codecs: data not in the expected encoding"),
+    _p(Cause.DATA_ERROR,
+       r"FileNotFoundError: [^\n]*(?:/opt/ml/input/data/|/gcs/|/INPUT_|/mnt/azureml/|/input/data/)[^\n]*",
+       "a missing file under a cloud's input mount (SageMaker /opt/ml/input/data, Vertex /gcs, Azure ML INPUT_*)"),
+    _p(Cause.DATA_ERROR, r"pyarrow\.lib\.ArrowInvalid[^\n]*|datasets\.exceptions\.DatasetGenerationError[^\n]*",
+       "Hugging Face Datasets / Arrow parse errors"),
     # -- preempted ------------------------------------------------------------------------------------------------
-    _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|(?<!exit class: )\bpre-?empt(?:ed|ion)\b[^\n]*", "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption", flags=I),
-    _p(Cause.PREEMPTED, r"\bspot (?:instance )?interruption[^\n]*|MaxWaitTimeExceeded[^\n]*|\bInterrupted\b[^\n]*", "SageMaker managed spot training (SecondaryStatus Interrupted, MaxWaitTimeExceeded)", "service", I),
+    _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|(?<!exit class: )\bpre-?empt(?:ed|ion)\b[^\n]*",
+       "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption",
+       flags=I),
+    _p(Cause.PREEMPTED, r"\bspot (?:instance )?interruption[^\n]*|MaxWaitTimeExceeded[^\n]*|\bInterrupted\b[^\n]*",
+       "SageMaker managed spot training (SecondaryStatus Interrupted, MaxWaitTimeExceeded)", "service", I),
     _p(Cause.PREEMPTED, r"killed by SIGTERM", "cloudtune local supervisor's failure reason"),
-    _p(Cause.PREEMPTED, r"SIGTERM received: checkpoint saved at step \d+[^\n]*", "cloudtune recipes (cloudtune/train/logfmt.py)", "log"),
+    _p(Cause.PREEMPTED, r"SIGTERM received: checkpoint saved at step \d+[^\n]*",
+       "cloudtune recipes (cloudtune/train/logfmt.py)", "log"),
     # -- collective timeout ---------------------------------------------------------------------------------------
-    _p(Cause.COLLECTIVE_TIMEOUT, r"Watchdog caught collective operation timeout: WorkNCCL\([^)]*\)(?: ran for \d+ milliseconds before timing out\.?)?", "ProcessGroupNCCL watchdog (github.com/pytorch/pytorch/issues/118369)"),
-    _p(Cause.COLLECTIVE_TIMEOUT, r"\b(?:DistBackendError|DistNetworkError|DistStoreError|RendezvousTimeoutError|RendezvousClosedError)\b[^\n]*", "torch.distributed exception types"),
-    _p(Cause.COLLECTIVE_TIMEOUT, r"\bnccl(?:SystemError|InternalError|RemoteError|UnhandledCudaError)\b[^\n]*|NCCL error[^\n]*", "NCCL result codes"),
-    _p(Cause.COLLECTIVE_TIMEOUT, r"Timed out after \d+ seconds waiting for clients[^\n]*|gloo[^\n]*Connection closed by peer[^\n]*", "c10d TCPStore; gloo transport"),
+    _p(Cause.COLLECTIVE_TIMEOUT,
+       r"Watchdog caught collective operation timeout: WorkNCCL\([^)]*\)(?: ran for \d+ milliseconds before timing out\.?)?",
+       "ProcessGroupNCCL watchdog (github.com/pytorch/pytorch/issues/118369)"),
+    _p(Cause.COLLECTIVE_TIMEOUT,
+       r"\b(?:DistBackendError|DistNetworkError|DistStoreError|RendezvousTimeoutError|RendezvousClosedError)\b[^\n]*",
+       "torch.distributed exception types"),
+    _p(Cause.COLLECTIVE_TIMEOUT,
+       r"\bnccl(?:SystemError|InternalError|RemoteError|UnhandledCudaError)\b[^\n]*|NCCL error[^\n]*",
+       "NCCL result codes"),
+    _p(Cause.COLLECTIVE_TIMEOUT,
+       r"Timed out after \d+ seconds waiting for clients[^\n]*|gloo[^\n]*Connection closed by peer[^\n]*",
+       "c10d TCPStore; gloo transport"),
 )
 
 # exit codes that say the cause by themselves (POSIX 128+signal; cloudtune's classes in cloudtune/runtime/exitcodes.py)
@@ -180,7 +232,7 @@ EXIT_CAUSES: dict[int, Cause] = {
 TAG_CAUSES: dict[str, Cause] = {"input": Cause.DATA_ERROR, "diverged": Cause.DIVERGED,
                                 "infrastructure": Cause.COLLECTIVE_TIMEOUT, "preempted": Cause.PREEMPTED}
 _TAG = re.compile(r"\[exit class: (\w+)")
-_EXIT_IN_TEXT = re.compile(r"(?:non-zero status of|exit(?:ed with)? code:?|ExitCode:?|exit status)\s*(-?\d+)\s*(\(SIGKILL\))?", I)
+_EXIT_IN_TEXT = re.compile(r"(?:non-zero status of|exit(?:ed with)? code:?|ExitCode:?|exit status)\s*(-?\d+)", I)
 _SIGKILL = re.compile(r"killed by SIGKILL|\(SIGKILL\)")
 _SECRET = re.compile(r"(\?)[^\s'\"]*|\b((?:sig|token|key|secret|password|passwd|credential)s?=)[^\s&'\"]+", I)
 
@@ -250,7 +302,7 @@ def exit_code_in(text: str) -> int | None:
     if _SIGKILL.search(text):
         return -9
     found = _EXIT_IN_TEXT.findall(text)
-    return int(found[-1][0]) if found else None
+    return int(found[-1]) if found else None
 
 
 def _make(cause: Cause, provider: str, evidence: str | None, source: str | None) -> Triage:
@@ -260,9 +312,11 @@ def _make(cause: Cause, provider: str, evidence: str | None, source: str | None)
 
 
 def classify(exit_code: int | None, log_tail: str, provider: str, service_reason: str | None) -> Triage:
-    """Why a job failed: the service's failure reason is searched first (the cloud's own words), then the log tail,
-    then the exit code alone (`exit_code`, or one the reason states). Total: never raises; `unknown` when nothing
-    matches, which includes a healthy log. `provider` (local, aws, gcp, azure) picks the wording of the fix."""
+    """Why a job failed. The service's failure reason (the cloud's own words) and the log tail are searched; of what
+    they show, the cause earliest in PATTERNS wins. Without any evidence there, the exit code says it (`exit_code`,
+    or one the reason states: 137/SIGKILL, 143/SIGTERM, 65, 66, 75), then the exit class the reason is tagged with.
+    Total: never raises; `unknown` when nothing matches, which includes a healthy log. `provider` (local, aws, gcp,
+    azure) picks the wording of the fix."""
     reason = service_reason or ""
     hits = [h for h in (_search(reason, "service"), _search(log_tail or "", "log")) if h is not None]
     if hits:  # the cause earliest in PATTERNS order wins: a root cause before its symptoms
