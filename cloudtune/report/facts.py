@@ -24,7 +24,7 @@ __all__ = ["Facts", "collect", "duration", "card_section"]
 class Facts:
     """One job as the report shows it. Times are epoch seconds, `duration_s` seconds, `usd_per_hour` US dollars per
     hour for all instances together (the plan's estimate), None where unknown. `duration_basis` says where the
-    duration came from; `card_data` holds the model card's Data section lines (markdown), empty without one."""
+    duration came from; `cause` is a failed job's triage ({cause, line, fix}, see `Job.triage`); `card_data` holds the model card's Data section lines (markdown), empty without one."""
 
     job_id: str
     name: str
@@ -33,6 +33,7 @@ class Facts:
     created_at: float
     history: History
     failure_reason: str | None = None
+    cause: dict[str, str] | None = None
     spec: dict[str, Any] = field(default_factory=dict)
     instance_type: str | None = None
     instance_count: int = 1
@@ -139,7 +140,8 @@ def collect(job: Any, store: Any) -> Facts:
     seconds, basis = duration(record, state, history)
     return Facts(
         job_id=record.job_id, name=record.name, provider=record.provider, state=state, created_at=record.created_at,
-        history=history, failure_reason=info.get("failure_reason"), spec=dict(plan.get("spec") or {}),
+        history=history, failure_reason=info.get("failure_reason"),
+        cause=info.get("cause") if isinstance(info.get("cause"), dict) else None, spec=dict(plan.get("spec") or {}),
         instance_type=plan.get("instance_type"), instance_count=int(plan.get("instance_count") or 1),
         usd_per_hour=plan.get("estimated_usd_per_hour"), cost_basis=str(plan.get("cost_basis") or "on-demand"),
         duration_s=seconds, duration_basis=basis, model_uri=record.model_uri, model_metrics=metrics,

@@ -70,7 +70,8 @@ def verdict(f: Facts) -> tuple[str, str]:
     at = f"step {steps}" + (f"/{h.total_steps}" if h.total_steps else "") if steps is not None else "no step yet"
     change = _loss_change(f)
     if f.state == "failed":
-        reason = f.failure_reason or (h.errors[-1] if h.errors else f"see `cloudtune logs {f.job_id}`")
+        reason = ((f.cause or {}).get("line") or f.failure_reason
+                  or (h.errors[-1] if h.errors else f"see `cloudtune logs {f.job_id}`"))
         kind, text = "bad", f"failed at {at}: {reason}"
     elif f.state == "succeeded":
         kind = "ok" if change is None or change[1] else "warn"
@@ -114,9 +115,9 @@ def _items(lines: list[str], css: str = "") -> str:
 
 def _health(f: Facts) -> str:
     h = f.history
-    if not (h.notices or h.errors or h.events or f.warnings or h.non_finite()):
+    if not (h.notices or h.errors or h.events or f.warnings or h.non_finite() or f.cause):
         return '<p id="health-none">none raised</p>'
-    out = []
+    out = [_items([f"cause: {f.cause.get('cause')}: {f.cause.get('line')}"], "error")] if f.cause else []
     if h.non_finite():
         out.append(_items([f"non-finite loss at step(s) {', '.join(str(int(p[0])) for p in h.non_finite()[:10])}"], "error"))
     out += [_items(h.notices + f.warnings, "health")] if h.notices or f.warnings else []
