@@ -70,8 +70,9 @@ def verdict(f: Facts) -> tuple[str, str]:
     at = f"step {steps}" + (f"/{h.total_steps}" if h.total_steps else "") if steps is not None else "no step yet"
     change = _loss_change(f)
     if f.state == "failed":
-        reason = ((f.cause or {}).get("line") or f.failure_reason
+        reason = ((f.cause or {}).get("cause") or f.failure_reason
                   or (h.errors[-1] if h.errors else f"see `cloudtune logs {f.job_id}`"))
+        reason = reason if len(reason) <= 160 else reason[:157] + "..."
         kind, text = "bad", f"failed at {at}: {reason}"
     elif f.state == "succeeded":
         kind = "ok" if change is None or change[1] else "warn"
@@ -84,10 +85,10 @@ def verdict(f: Facts) -> tuple[str, str]:
         kind, text = "run", f"{f.state}: {at}" + (f", last train loss {fmt(loss[-1][1])}" if loss else "")
     if h.non_finite():
         kind, text = ("bad" if kind != "run" else kind), text + f"; the loss became NaN or infinite at step {int(h.non_finite()[0][0])}"
-    alarms = len(h.notices) + len(f.warnings)
+    alarms = len(h.notices) + len(f.warnings) + (1 if f.cause else 0)
     if alarms:
         kind = "warn" if kind == "ok" else kind
-        text += f"; {alarms} warning(s), see Health checks"
+        text += f"; {alarms} finding(s) under Health checks"
     return kind, text
 
 
@@ -117,7 +118,7 @@ def _health(f: Facts) -> str:
     h = f.history
     if not (h.notices or h.errors or h.events or f.warnings or h.non_finite() or f.cause):
         return '<p id="health-none">none raised</p>'
-    out = [_items([f"cause: {f.cause.get('cause')}: {f.cause.get('line')}"], "error")] if f.cause else []
+    out = [_items([f"cause ({f.cause.get('cause')}): {f.cause.get('line')}"], "error")] if f.cause else []
     if h.non_finite():
         out.append(_items([f"non-finite loss at step(s) {', '.join(str(int(p[0])) for p in h.non_finite()[:10])}"], "error"))
     out += [_items(h.notices + f.warnings, "health")] if h.notices or f.warnings else []

@@ -1,7 +1,8 @@
 """Line charts as inline SVG, drawn by our own code: no plotting library, no script, no network.
 
 Each chart is one `<svg class="chart" data-chart=NAME>` with axes and ticks (`<g class="axes">`), one
-`<path class="series" data-series=NAME>` per series (plus round markers where points are few), and a legend.
+`<path class="series" data-series=NAME>` per series (plus round markers where points are few, and a dashed
+vertical line labelled `nan`/`inf` at each step whose value is not finite), and a legend.
 Coordinates are in CSS pixels of the chart's own viewBox. Every text that reaches the SVG is escaped.
 """
 
@@ -59,14 +60,11 @@ def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
     return ticks
 
 
-def _finite(series: list[Series]) -> list[tuple[float, float]]:
-    return [p for s in series for p in s.points if math.isfinite(p[0]) and math.isfinite(p[1])]
-
-
-def _scales(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
-    """Tick values of the x and y axes for the points (x from 0 when every x is >= 0)."""
+def _scales(series: list[Series]) -> tuple[list[float], list[float]]:
+    """Tick values of the x and y axes (x from 0 when every x is >= 0; x spans non-finite y values too)."""
+    points = [p for s in series for p in s.points if math.isfinite(p[0])]
     xs = [p[0] for p in points] or [0.0, 1.0]
-    ys = [p[1] for p in points] or [0.0, 1.0]
+    ys = [p[1] for p in points if math.isfinite(p[1])] or [0.0, 1.0]
     x_lo = 0.0 if min(xs) >= 0 else min(xs)
     return nice_ticks(x_lo, max(xs)), nice_ticks(min(ys), max(ys))
 
@@ -94,7 +92,12 @@ def _series(s: Series, sx, sy) -> list[str]:  # noqa: ANN001
     parts: list[str] = []
     pen_down = False
     drawn: list[tuple[float, float]] = []
+    gaps: list[str] = []
     for x, y in s.points:
+        if math.isfinite(x) and not math.isfinite(y):  # NaN or inf: a dashed line at that step, labelled
+            gaps.append(f'<line class="non-finite" x1="{sx(x):.1f}" y1="{TOP}" x2="{sx(x):.1f}" y2="{HEIGHT - BOTTOM}" '
+                        f'stroke="{s.color}" stroke-width="1.5" stroke-dasharray="3 3"/><text x="{sx(x) - 4:.1f}" '
+                        f'y="{TOP + 12}" text-anchor="end" font-size="11" fill="{s.color}">{escape(str(y))}</text>')
         if not (math.isfinite(x) and math.isfinite(y)):
             pen_down = False
             continue
@@ -104,7 +107,7 @@ def _series(s: Series, sx, sy) -> list[str]:  # noqa: ANN001
         pen_down = True
     dash = ' stroke-dasharray="6 4"' if s.dashed else ""
     out = [f'<path class="series" data-series="{escape(s.name)}" d="{" ".join(parts)}" fill="none" '
-           f'stroke="{s.color}" stroke-width="2.5" stroke-linejoin="round" stroke-linecap="round"{dash}/>']
+           f'stroke="{s.color}" stroke-width="2.5" stroke-linejoin="round" stroke-linecap="round"{dash}/>', *gaps]
     if len(drawn) <= MARKERS_UP_TO:
         out.append(f'<g class="markers" fill="{s.color}">'
                    + "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3"/>' for px, py in drawn) + "</g>")
@@ -126,7 +129,7 @@ def _legend(series: list[Series]) -> list[str]:
 def line_chart(name: str, title: str, series: list[Series], *, x_label: str = "step") -> str:
     """One chart as an `<svg>` element string (WIDTH x HEIGHT px): `name` goes to `data-chart`, `title` to its
     accessible label and `<title>`; the y axis spans the finite values of all `series`."""
-    x_ticks, y_ticks = _scales(_finite(series))
+    x_ticks, y_ticks = _scales(series)
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
 
     def sx(x: float) -> float:
