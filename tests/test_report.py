@@ -124,6 +124,8 @@ def test_parser_takes_new_step_fields_and_skips_what_it_does_not_know() -> None:
     assert hist.events[0].startswith("early stopping")
     names = [f.name for f in figures(hist)]
     assert names[:3] == ["loss", "learning_rate", "throughput"] and "eval_metrics" in names and "step_grad_norm" in names
+    loss_svg = figures(hist)[0].svg or ""
+    assert loss_svg.count('class="non-finite"') == 1 and ">nan</text>" in loss_svg  # marked at step 20, not drawn
     throughput = next(f for f in figures(hist) if f.name == "throughput")
     assert throughput.svg and throughput.svg.count('class="series"') == 2
 
