@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 LOG_PREFIX = "[cloudtune]"
 
 STEP_LOG_FORMAT = LOG_PREFIX + " step={step} loss={loss:.4f} learning_rate={learning_rate:.6g} epoch={epoch:.2f}"
-"""Printed every `logging_steps` optimizer steps (and on the first), rank 0 only, e.g.
-`[cloudtune] step=10 loss=2.3141 learning_rate=0.0004 epoch=0.50`. learning_rate may use exponent notation (4e-05)."""
+"""The head of the step line (see `step_line`, which prints `step` as N/TOTAL and adds throughput and ETA).
+learning_rate may use exponent notation (4e-05)."""
+
+STEP_EXTRA_FORMAT = " tokens_per_second={tokens_per_second:.1f} eta_s={eta_s:.0f} eta={eta}"
+"""The tail of the step line once throughput and ETA are known: input tokens per second (all ranks, over the last
+logging window), seconds of training left as a plain number, and the same for people (`2m03s`)."""
+
+PHASE_START_FORMAT = LOG_PREFIX + " {phase}: {what}"
+PHASE_DONE_FORMAT = LOG_PREFIX + " {phase}: {what} done in {seconds:.1f}s"
+"""A long phase (loading, tokenising, saving, uploading) says when it starts and how long it took."""
 
 EVAL_LOG_FORMAT = LOG_PREFIX + " eval {when}: eval_loss={eval_loss:.4f} perplexity={perplexity:.2f}"
 """Printed before (`when`=before) and after (`when`=after) training, rank 0 only, e.g.
@@ -33,9 +44,9 @@ SIGTERM_LOG_FORMAT = LOG_PREFIX + " SIGTERM received: checkpoint saved at step {
 
 _NUM = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))"
 METRIC_REGEXES: dict[str, str] = {
-    "train_loss": r"\[cloudtune\] step=\d+ loss=" + _NUM,
-    "learning_rate": r"\[cloudtune\] step=\d+ .*learning_rate=" + _NUM,
-    "epoch": r"\[cloudtune\] step=\d+ .*epoch=" + _NUM,
+    "train_loss": r"\[cloudtune\] step=\d+(?:/\d+)? loss=" + _NUM,
+    "learning_rate": r"\[cloudtune\] step=\d+(?:/\d+)? .*learning_rate=" + _NUM,
+    "epoch": r"\[cloudtune\] step=\d+(?:/\d+)? .*epoch=" + _NUM,
     "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + _NUM,
     "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + _NUM,
     "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + _NUM,
@@ -57,6 +68,31 @@ def _rank() -> int:
 def _say(line: str) -> None:
     if _rank() == 0:
         print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)
+
+
+def step_line(step: int, total: int | None, loss: float, learning_rate: float, epoch: float,
+              tokens_per_second: float | None = None, eta_s: float | None = None) -> str:
+    """The step log line, e.g. `[cloudtune] step=10/380 loss=2.3141 learning_rate=0.0004 epoch=0.50
+    tokens_per_second=5210.4 eta_s=123 eta=2m03s` (step N of TOTAL optimizer steps; tokens per second; ETA in
+    seconds). Throughput and ETA are left out until known; the total when unknown (None or <= 0)."""
+    from cloudtune.train.progress import format_duration
+
+    shown = f"{step}/{total}" if total and total > 0 else str(step)
+    line = STEP_LOG_FORMAT.format(step=shown, loss=loss, learning_rate=learning_rate, epoch=epoch)
+    if tokens_per_second is not None and eta_s is not None:
+        line += STEP_EXTRA_FORMAT.format(tokens_per_second=tokens_per_second, eta_s=eta_s, eta=format_duration(eta_s))
+    elif tokens_per_second is not None:
+        line += f" tokens_per_second={tokens_per_second:.1f}"
+    return line
+
+
+@contextmanager
+def phase(name: str, what: str) -> Iterator[None]:
+    """Print `[cloudtune] NAME: WHAT` (rank 0), run the block, then `NAME: WHAT done in S.Ss` (seconds)."""
+    _say(PHASE_START_FORMAT.format(phase=name, what=what))
+    began = time.monotonic()
+    yield
+    _say(PHASE_DONE_FORMAT.format(phase=name, what=what, seconds=time.monotonic() - began))
 
 
 def perplexity(loss: float) -> float:

@@ -4,13 +4,22 @@ checkpoints (through CheckpointStore), SIGTERM handling and early stopping."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore
-from cloudtune.train.logfmt import CHECKPOINT_LOG_FORMAT, eval_line, EARLY_STOP_LOG_FORMAT, LOGGING_STEPS, STEP_LOG_FORMAT, _say
+from cloudtune.train.logfmt import (  # noqa: F401  (STEP_LOG_FORMAT: re-exported)
+    CHECKPOINT_LOG_FORMAT,
+    EARLY_STOP_LOG_FORMAT,
+    LOGGING_STEPS,
+    STEP_LOG_FORMAT,
+    _say,
+    eval_line,
+    step_line,
+)
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
@@ -113,7 +122,8 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
     if train.distributed == "fsdp" and not distributed and xla is None:
         _say("distributed: fsdp in a single process: nothing to shard, training the whole model in this process")
-    return TrainingArguments(
+    targets = report_targets(getattr(train, "report_to", "auto"), os.environ)
+    args = TrainingArguments(
         output_dir=str(ctx.checkpoint_dir),
         num_train_epochs=float(hp.epochs),
         max_steps=hp.max_steps if hp.max_steps is not None else -1,
@@ -134,7 +144,7 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         save_strategy="steps",
         save_steps=checkpoint.every_steps,
         save_total_limit=None,  # rotation is ours: never touch incomplete/corrupt checkpoints
-        report_to="none",
+        report_to=[t for t in targets if t != "tensorboard"] or "none",  # TensorBoard: our own event writer
         disable_tqdm=True,
         log_level="warning",
         bf16=precision == "bf16",
@@ -152,6 +162,38 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         ddp_find_unused_parameters=False if distributed and not fsdp else None,
         **fsdp,
     )
+    args.ct_tensorboard_dir = str(ctx.log_dir) if "tensorboard" in targets else None  # read by LogCallback
+    return args
+
+
+REPORT_TARGETS = ("tensorboard", "mlflow", "wandb")
+_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb"}
+
+
+def report_targets(report_to: Any, environ: Mapping[str, str]) -> list[str]:
+    """Where training metrics go besides the log and the status file (`train.report_to`).
+
+    `auto` (the default): TensorBoard event files (always: cloudtune writes them, no package needed) and MLflow
+    when a tracking URI is set (`MLFLOW_TRACKING_URI`, as Azure ML sets it) and mlflow is installed. `none`:
+    nowhere else. A list: exactly those of tensorboard, mlflow, wandb; mlflow or wandb asked for but not installed
+    is a JobInputError with the fix."""
+    import importlib.util
+
+    if report_to is None or report_to == "auto":
+        mlflow = bool(environ.get("MLFLOW_TRACKING_URI")) and importlib.util.find_spec("mlflow") is not None
+        return ["tensorboard"] + (["mlflow"] if mlflow else [])
+    if report_to == "none":
+        return []
+    wanted = [report_to] if isinstance(report_to, str) else [str(t) for t in report_to]
+    unknown = [t for t in wanted if t not in REPORT_TARGETS]
+    if unknown:
+        raise JobInputError(f"train.report_to: unknown {unknown}; use auto, none or a list of {', '.join(REPORT_TARGETS)}")
+    for target in wanted:
+        package = _PACKAGES.get(target)
+        if package and importlib.util.find_spec(package) is None:
+            raise JobInputError(f"train.report_to lists {target}, but the {package} package is not installed in the "
+                                f"training image; install it in the image the job runs (`pip install {package}`), or drop {target}")
+    return list(dict.fromkeys(wanted))
 
 
 def _make_trainer_class() -> type:
@@ -334,29 +376,67 @@ def _make_trainer_class() -> type:
 def _make_callbacks() -> tuple[Any, Any]:
     from transformers import TrainerCallback
 
+    from cloudtune.train.progress import ProgressReport, StepClock
+
     class LogCallback(TrainerCallback):
+        """Rank 0's view of training: the step and eval log lines, the status file in the checkpoint dir
+        (cloudtune.train.progress) and the TensorBoard scalars (when `args.ct_tensorboard_dir` is set)."""
+
         def __init__(self) -> None:
             self.tokens_at_begin = 0
+            self.clock = StepClock()
+            self.report = ProgressReport()
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.tokens_at_begin = int(state.num_input_tokens_seen or 0)
             self.in_train = True
+            self.clock.begin(state.global_step, self.tokens_at_begin, state.max_steps)
+            if state.is_world_process_zero:
+                self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
+                self.report.update(phase="training", step=int(state.global_step), total_steps=int(state.max_steps),
+                                   started_at=self.clock.started_at)
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
-            if logs and "loss" in logs and state.is_world_process_zero:
-                print(STEP_LOG_FORMAT.format(
-                    step=state.global_step, loss=float(logs["loss"]),
-                    learning_rate=float(logs.get("learning_rate", 0.0)), epoch=float(logs.get("epoch") or 0.0),
-                ), flush=True)
+            if not logs or not state.is_world_process_zero:
+                return
+            if "loss" in logs:
+                self._step(state, logs)
+            if "train_loss" in logs:  # the Trainer's summary at the end of train()
+                self.report.metric("train_loss", logs["train_loss"])
+                runtime = logs.get("train_runtime")
+                self.report.metric("train_runtime_s", runtime)
+                tokens = int(state.num_input_tokens_seen or 0) - self.tokens_at_begin
+                if isinstance(runtime, (int, float)) and runtime > 0:
+                    self.report.metric("tokens_per_second", tokens / runtime)
+
+        def _step(self, state: Any, logs: dict) -> None:
+            step, total = int(state.global_step), int(state.max_steps)
+            tps, eta = self.clock.reading(step, int(state.num_input_tokens_seen or 0))
+            loss, lr, epoch = float(logs["loss"]), float(logs.get("learning_rate", 0.0)), float(logs.get("epoch") or 0.0)
+            print(step_line(step, total, loss, lr, epoch, tps, eta), flush=True)
+            self.report.update(step=step, total_steps=total, epoch=epoch, loss=loss, learning_rate=lr,
+                               tokens_per_second=tps, eta_s=eta)
+            scalars = {"train/loss": loss, "train/learning_rate": lr, "train/epoch": epoch}
+            if tps is not None:
+                scalars["train/tokens_per_second"] = tps
+            if isinstance(logs.get("grad_norm"), (int, float)):
+                scalars["train/grad_norm"] = float(logs["grad_norm"])
+            self.report.scalars(step, scalars)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
-            if self.in_train and metrics and "eval_loss" in metrics and state.is_world_process_zero:
+            if not metrics or "eval_loss" not in metrics or not state.is_world_process_zero:
+                return
+            if self.in_train:
                 print(eval_line(f"step{state.global_step}", metrics), flush=True)
+            self.report.evaluated(int(state.global_step), metrics)
 
         in_train = False
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.in_train = False
+            if state.is_world_process_zero:
+                self.report.metric("global_step", int(state.global_step))
+                self.report.update(phase="done", step=int(state.global_step), eta_s=0.0)
 
     class SigtermCallback(TrainerCallback):
         """SIGTERM sets a flag; at the end of the current optimizer step every rank agrees to save and stop."""

@@ -100,7 +100,8 @@ def test_short_run_writes_model_metrics_and_checkpoints(tiny_model: Path, tmp_pa
     assert not [p for p in ctx.checkpoint_dir.iterdir() if p.name.startswith(".")]
 
     # parseable log lines, matched by the published regexes
-    assert re.search(r"^\[cloudtune\] step=1 loss=\d+\.\d{4} learning_rate=\S+ epoch=\d+\.\d{2}$", out, re.M)
+    assert re.search(r"^\[cloudtune\] step=1/18 loss=\d+\.\d{4} learning_rate=\S+ epoch=\d+\.\d{2} "
+                     r"tokens_per_second=\d+\.\d eta_s=\d+ eta=\S+$", out, re.M)
     assert re.search(r"^\[cloudtune\] eval before: eval_loss=\d+\.\d{4} perplexity=\d+\.\d{2}$", out, re.M)
     assert re.search(r"^\[cloudtune\] eval after: eval_loss=\d+\.\d{4} perplexity=\d+\.\d{2}$", out, re.M)
     classification_only = {"eval_accuracy", "eval_f1"}
