@@ -193,7 +193,8 @@ class _TrainPart(_Strict):
         data = handler(self)
         if isinstance(data, dict):
             for name in self._OMIT_WHEN_DEFAULT:
-                if name in data and getattr(self, name) == type(self).model_fields[name].default:
+                if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
+                        call_default_factory=True):
                     del data[name]
         return data
 
@@ -292,8 +293,43 @@ class LoraSpec(_TrainPart):
         return v
 
 
+class HealthSpec(_TrainPart):
+    """The training health checks (cloudtune.train.health): each on by default, each switchable."""
+
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "divergence", "spike_window", "spike_factor", "spike_mads", "overfitting", "patience", "collapse", "prompts",
+        "max_new_tokens", "max_repetition")
+
+    divergence: bool = Field(
+        True, description="stop the run (exit 66, class diverged: never retried) at the first step whose loss is NaN "
+        "or infinite, or spikes far outside its recent range (see spike_window, spike_factor, spike_mads); the loss "
+        "the Trainer computes is checked every optimizer step (every 10 steps on PyTorch/XLA), not only logged ones")
+    spike_window: int = Field(
+        50, ge=5, le=100_000, description="how many recent steps' losses the spike check compares with (it starts "
+        "once 10 steps are in the window)")
+    spike_factor: float = Field(
+        3.0, gt=1, le=1e6, description="a spike is a loss above spike_factor x the window's median AND above the "
+        "median + spike_mads x its median absolute deviation (both must hold)")
+    spike_mads: float = Field(10.0, gt=0, le=1e6, description="see spike_factor")
+    overfitting: bool = Field(
+        True, description="warn (`[cloudtune] health: overfitting ...`) when the eval loss has stayed above its best "
+        "for `patience` evaluations in a row while the train loss kept falling (needs eval_every)")
+    patience: int = Field(3, ge=1, le=1_000_000, description="evaluations in a row that count as an overfitting trend")
+    collapse: bool | None = Field(
+        None, description="causal-lm: at each evaluation, generate greedily from the first `prompts` eval examples' "
+        "prompts and warn when the outputs collapse into repetition compared with the base model's (measured once "
+        "before training); null = on, except on PyTorch/XLA (TPU), where generation recompiles; true = on everywhere "
+        "(fixed lengths: left-padded prompts, exactly max_new_tokens new tokens)")
+    prompts: int = Field(4, ge=1, le=64, description="collapse: how many eval examples' prompts are generated from")
+    max_new_tokens: int = Field(32, ge=8, le=1024, description="collapse: tokens generated per prompt")
+    max_repetition: float = Field(
+        0.5, gt=0, le=1, description="collapse: warn when the share of repeated 3-grams in the outputs reaches this "
+        "and is 0.2 above the base model's, or when distinct-2 across the outputs falls below half the base's")
+
+
 class TrainSpec(_TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check")
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check", "health",
+                                                     "keep_best", "report_to")
     task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
     model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
                        "finished job, from the job store)")
@@ -313,6 +349,15 @@ class TrainSpec(_TrainPart):
     memory_check: bool = Field(
         True, description="refuse at plan time a job whose estimated memory per GPU (cloudtune.memory) is clearly "
         "beyond the accelerator's (over its memory + 20%); false = launch it anyway")
+    health: HealthSpec = Field(
+        default_factory=HealthSpec, description="training health checks: divergence (stops the run), overfitting and "
+        "collapse (warnings); each on by default")
+    keep_best: bool = Field(
+        False, description="write the weights of the evaluation with the lowest eval loss as the model (its "
+        "checkpoint is saved and never rotated away), not the last step's; needs eval_every")
+    report_to: Union[Literal["auto", "none"], list[Literal["tensorboard", "mlflow", "wandb"]]] = Field(
+        "auto", description="where training metrics go: auto = TensorBoard event files always, MLflow too when "
+        "MLFLOW_TRACKING_URI is set; none; or a list of tensorboard, mlflow, wandb")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
@@ -353,6 +398,9 @@ class TrainSpec(_TrainPart):
             self._check_quantize()
         if hp.eval_every is not None and data.eval is None:
             raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
+        if self.keep_best and (data.eval is None or hp.eval_every is None):
+            raise ValueError("train.keep_best keeps the checkpoint of the best evaluation during training: set "
+                             "train.data.eval and hyperparameters.eval_every (e.g. 50), or remove keep_best")
         if hp.early_stopping_patience is not None:
             if data.eval is None:
                 raise ValueError("hyperparameters.early_stopping_patience watches the eval loss, so it needs an eval set: set train.data.eval")

@@ -317,12 +317,13 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
                  train_ds: Any, eval_ds: Any, collator: Any, base_model: str, data_info: dict[str, Any],
                  compute_metrics: Any = None) -> dict[str, float]:
     """The shared training flow: Trainer with complete-or-absent checkpoints and resume, SIGTERM handling,
-    eval before/after (and every `eval_every` steps), early stopping; rank 0 writes the model (or adapter),
-    tokenizer, metrics.json and README.md (model card) to ctx.model_dir."""
+    eval before/after (and every `eval_every` steps), early stopping, the health checks (`cloudtune.train.health`:
+    a diverged run exits 66 with one line and writes no model; keep_best writes the best evaluation's weights); rank 0
+    writes the model (or adapter), tokenizer, metrics.json and README.md (model card) to ctx.model_dir."""
     import torch.distributed as dist
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from cloudtune.train.card import write_model_card
+    from cloudtune.train import health as ct_health
 
     hp = train.hyperparameters
     precision = device_precision(hp.precision)
@@ -335,7 +336,11 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     early = _make_early_stopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
     if early is not None:
         callbacks.append(early)
-    trainer = _make_trainer_class()(
+    xla = xla_device_type()
+    health = ct_health.health_state(train, store, eval_ds, getattr(tokenizer, "pad_token_id", None), xla is not None)
+    health_cb = ct_health.make_health_callback(health)
+    callbacks.append(health_cb)
+    trainer = ct_health.watch_loss(_make_trainer_class())(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -347,7 +352,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     )
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
-    xla = xla_device_type()
+    health_cb.attach(trainer)
     # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
     trainer.ct_train_drop_last = xla is not None and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)
     if xla is not None:
@@ -368,13 +373,18 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         trainer.ct_last_saved_step = resume.step
 
     metrics: dict[str, float] = {}
+    if health.probe is not None:
+        health.probe.check(trainer.model, "base")  # the base model's outputs, once, before training
     if eval_ds is not None:
         _evaluate(trainer, "before", metrics)
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, sigterm_cb.handler) if in_main_thread else None
     try:
-        output = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        except ct_health.TrainingDiverged as exc:
+            _stop_diverged(ctx, train, store, exc, precision)
         if sigterm_cb.agreed(args.device):
             if trainer.ct_last_saved_step != trainer.state.global_step:
                 trainer._save_checkpoint(trainer.model, trial=None)
@@ -398,8 +408,38 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         metrics["early_stopped_at_step"] = early.stopped_at
     _say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
 
+    metrics.update(ct_health.load_best(trainer, health))
     if eval_ds is not None:
         _evaluate(trainer, "after", metrics)
+    if health.probe is not None:
+        warning = health.probe.check(trainer.model, "the end of training")
+        if warning:
+            _say(ct_health.HEALTH_PREFIX + warning)
+
+    _write_outputs(ctx, train, trainer, tokenizer, base_model, data_info, metrics, precision, xla)
+    return metrics
+
+
+def _stop_diverged(ctx: RuntimeContext, train: TrainSpec, store: CheckpointStore, exc: Any, precision: str) -> None:
+    """A diverged run (`cloudtune.train.health.TrainingDiverged`, raised on every rank alike): rank 0 prints the one
+    stop line and records it as the failure reason; every rank exits 66 (class diverged, never retried), writing
+    no model."""
+    from cloudtune.runtime.bootstrap import _record_failure
+    from cloudtune.runtime.exitcodes import EXIT_DIVERGED
+    from cloudtune.train.health import last_good_checkpoint, stop_line
+
+    if _rank() == 0:
+        line = stop_line(exc, last_good_checkpoint(store, exc.step), train, precision)
+        print(line, flush=True)
+        _record_failure(ctx, "AlgorithmError: " + line.split("error: ", 1)[1], EXIT_DIVERGED)
+    raise SystemExit(EXIT_DIVERGED) from None
+
+
+def _write_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, tokenizer: Any, base_model: str,
+                   data_info: dict[str, Any], metrics: dict[str, float], precision: str, xla: str | None) -> None:
+    """Rank 0 writes the model (or adapter), tokenizer, metrics.json and the model card; every rank takes part in
+    gathering an FSDP model's state first."""
+    from cloudtune.train.card import write_model_card
 
     # FSDP: every rank takes part in gathering the full (unsharded) state dict; rank 0 gets it and writes it
     full_state = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
@@ -444,7 +484,6 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
                          metrics=metrics, precision=precision)
         _say(f"model, metrics.json and README.md written to {model_dir}")
     trainer.accelerator.wait_for_everyone()
-    return metrics
 
 
 def prepare_lm_data(ctx: RuntimeContext, train: TrainSpec, tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:

@@ -246,6 +246,12 @@ class CheckpointStore:
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
         self.verified_in_full: list[Path] = []
+        self.protected: int | None = None  # the step whose checkpoints rotation never deletes (train.keep_best)
+
+    def protect(self, step: int | None) -> None:
+        """Keep the checkpoints of `step` through every rotation (they do not count towards `keep`); the step
+        protected before is released (rotated away as usual at the next commit). None protects nothing."""
+        self.protected = None if step is None else int(step)
 
     # ----- reading -----
     def problem(self, ckpt: Checkpoint, full: bool = True) -> str | None:
@@ -372,8 +378,10 @@ class CheckpointStore:
         return target
 
     def rotate(self) -> list[Path]:
-        """Delete the oldest complete checkpoints beyond `keep`; incomplete/corrupt ones are never touched."""
-        complete = [c for c in list_checkpoints(self.root) if self.problem(c) is None]
+        """Delete the oldest complete checkpoints beyond `keep`; incomplete/corrupt ones and the protected step's
+        are never touched."""
+        protected = self.protected
+        complete = [c for c in list_checkpoints(self.root) if c.step != protected and self.problem(c) is None]
         removed: list[Path] = []
         for ckpt in complete[: max(0, len(complete) - self.keep)]:
             doomed = self.root / f"{TMP_PREFIX}delete-{ckpt.path.name}"
