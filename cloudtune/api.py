@@ -105,6 +105,11 @@ class Job:
         return self._record.provider
 
     @property
+    def record(self) -> JobRecord:
+        """The store's record of the job as last read or written by this handle."""
+        return self._record
+
+    @property
     def model_uri(self) -> str | None:
         return self._record.model_uri
 
@@ -130,9 +135,43 @@ class Job:
             extra["failure_reason"] = st.failure_reason
         elif st.state in TERMINAL_STATES and st.state != "succeeded" and "failure_reason" not in record.extra:
             extra["failure_reason"] = st.failure_reason  # asked once: None is the answer
+        for key, value in (("started_at", st.started_at), ("ended_at", st.ended_at), ("billable_seconds", st.billable_s)):
+            if value is not None and value != record.extra.get(key):
+                extra[key] = value  # the times the provider reports: duration and cost (cloudtune.jobprogress)
         if st.state != record.state or extra:
             self._record = self._store.record_status(self.job_id, st.state, **extra)
         return self._record.state
+
+    def progress(self) -> dict[str, Any]:
+        """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
+        job's status file; a cloud job's log, read through its launcher (once it has ended, read once and kept in
+        the store). {} when nothing is reported yet; a log that cannot be read gives {"note": why}."""
+        from cloudtune import jobprogress
+
+        r = self._record
+        if r.provider == "local":
+            return jobprogress.local_progress(r)
+        if r.state in TERMINAL_STATES and isinstance(r.extra.get("reported"), dict):
+            return dict(r.extra["reported"])
+        try:
+            found = jobprogress.progress_from_log(self.logs(follow=False))
+        except Exception as exc:  # noqa: BLE001 - status must not fail for a log it cannot read
+            return {"note": f"the log could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"}
+        if r.state in TERMINAL_STATES:
+            self._record = self._store.record_status(r.job_id, r.state, reported=found)
+        return found
+
+    def summary(self, state: str | None = None) -> dict[str, Any]:
+        """Start and end (ISO-8601), elapsed or duration (s), progress, final metrics, main metric and cost (USD,
+        cloudtune.kit.cost.job_cost_usd) of the job: see `cloudtune.jobprogress.summarize`."""
+        from cloudtune.jobprogress import summarize
+
+        state = state or self.status()
+        progress = self.progress()
+        view = summarize(self._record, state, progress)
+        if progress.get("note"):
+            view["note"] = progress["note"]
+        return view
 
     def warnings(self) -> list[str]:
         """What the outcome should not hide: a job that succeeded with nothing in its model dir (checked where the
@@ -161,6 +200,7 @@ class Job:
             "failure_reason": r.extra.get("failure_reason"),
             "cause": self.triage() if state == "failed" else None,
             "warnings": self.warnings(),
+            **self.summary(state),
         }
 
     def triage(self) -> dict[str, str] | None:

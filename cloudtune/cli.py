@@ -175,6 +175,8 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(f"cause:  {info['cause']['cause']}: {info['cause']['line']}")
         if info["cause"].get("note"):
             click.echo(f"note:   {info['cause']['note']}")
+    for line in _progress_lines(info):
+        click.echo(line)
     for warning in info.get("warnings") or []:
         click.echo(f"warning: {warning}")
     if info["state"] in ("failed", "cancelled"):
@@ -183,6 +185,44 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(f"model:  {info['model_uri']}")
     if info.get("console_url"):
         click.echo(f"console: {info['console_url']}")
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def _progress_lines(info: dict[str, Any]) -> list[str]:
+    """The status lines on progress, times, metrics and cost (see cloudtune.jobprogress.summarize); none for an
+    info without them."""
+    from cloudtune.train.progress import format_duration
+
+    lines: list[str] = []
+    p = info.get("progress") or {}
+    if "step" in p:
+        total = f"/{p['total_steps']}" if p.get("total_steps") else ""
+        parts = [f"step:   {p['step']}{total}"] + ([f"epoch {p['epoch']:.2f}"] if "epoch" in p else [])
+        parts += [f"eta {format_duration(p['eta_s'])}"] if "eta_s" in p else []
+        parts += [f"{p['tokens_per_second']:.0f} tokens/s"] if "tokens_per_second" in p else []
+        lines.append(", ".join(parts))
+    if "loss" in p or "eval_loss" in p:
+        at = f" (step {p['eval_step']})" if "eval_step" in p else ""
+        lines.append(f"loss:   train {_num(p.get('loss'))}, eval {_num(p.get('eval_loss'))}{at}")
+    if info.get("end"):
+        lines.append(f"duration: {format_duration(info.get('duration_s'))} ({info.get('start')} -> {info['end']})")
+    elif info.get("start"):
+        lines.append(f"elapsed: {format_duration(info.get('elapsed_s'))} (since {info['start']})")
+    metrics = {k: v for k, v in (info.get("metrics") or {}).items() if isinstance(v, (int, float))
+               and not k.endswith(("_before", "_after"))}  # the JSON has those too
+    if metrics and info.get("end"):
+        lines.append("metrics: " + " ".join(f"{k}={v if isinstance(v, int) else _num(v)}"
+                                            for k, v in sorted(metrics.items())))
+    cost = info.get("cost") or {}
+    if cost.get("usd") is not None:
+        lines.append(f"cost:   ${cost['usd']:.2f} ({format_duration(cost.get('seconds'))} x "
+                     f"${cost['usd_per_hour']:.2f}/h; {cost.get('basis')})")
+    if info.get("note"):
+        lines.append(f"note:   {info['note']}")
+    return lines
 
 
 # ------------------------------------------------------------------------------------------- jobs
@@ -221,16 +261,7 @@ def list_(provider: str | None, limit: int, as_json: bool) -> None:
     from cloudtune import api
     from cloudtune.kit.states import is_terminal
 
-    rows = []
-    for record in api.list_jobs(limit=limit, provider=provider):
-        state = record.state
-        if not is_terminal(state):
-            try:
-                state = api.get_job(record.job_id).status()
-            except Exception:  # a launcher plugin missing: show what the store knows
-                pass
-        rows.append({"job_id": record.job_id, "provider": record.provider, "state": state,
-                     "created_at": record.created_at, "model_uri": record.model_uri})
+    rows = [_list_row(record) for record in api.list_jobs(limit=limit, provider=provider)]
     if as_json:
         _emit_json(rows)
         return
@@ -239,11 +270,39 @@ def list_(provider: str | None, limit: int, as_json: bool) -> None:
         return
     import time
 
+    from cloudtune.train.progress import format_duration
+
     width = max(len(r["job_id"]) for r in rows)
-    click.echo(f"{'JOB':<{width}}  {'PROVIDER':<8}  {'STATE':<10}  CREATED")
+    click.echo(f"{'JOB':<{width}}  {'PROVIDER':<8}  {'STATE':<10}  {'CREATED':<19}  {'DURATION':>8}  METRIC")
     for r in rows:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
-        click.echo(f"{r['job_id']:<{width}}  {r['provider']:<8}  {r['state']:<10}  {created}")
+        metric = r["main_metric"]
+        shown = f"{metric['name']}={metric['value']:.4f}" if metric else "-"
+        click.echo(f"{r['job_id']:<{width}}  {r['provider']:<8}  {r['state']:<10}  {created:<19}  "
+                   f"{format_duration(r['duration_s']):>8}  {shown}")
+
+
+def _list_row(record: Any) -> dict[str, Any]:
+    """One `list` row: the store's record, the state (asked of the launcher until the job ends), its duration
+    (elapsed while it runs) and main metric from what the job reported (cloudtune.jobprogress). A running cloud
+    job's log is not read here (`cloudtune status JOB` does); a finished one's is read once, then kept."""
+    from cloudtune import api
+    from cloudtune.jobprogress import local_progress, summarize
+    from cloudtune.kit.states import is_terminal
+
+    state, progress = record.state, {}
+    try:
+        job = api.get_job(record.job_id)
+        state = job.status() if not is_terminal(state) else state
+        if record.provider == "local" or is_terminal(state):
+            progress = job.progress()
+        record = job.record
+    except Exception:  # noqa: BLE001 - a launcher plugin missing: show what the store knows
+        progress = local_progress(record) if record.provider == "local" else {}
+    view = summarize(record, state, progress)
+    return {"job_id": record.job_id, "provider": record.provider, "state": state, "created_at": record.created_at,
+            "model_uri": record.model_uri, "start": view["start"], "end": view["end"],
+            "duration_s": view["elapsed_s"], "main_metric": view["main_metric"]}
 
 
 @main.command()

@@ -93,13 +93,18 @@ class JobRef:
 @dataclass(frozen=True)
 class JobStatus:
     """A job's state (a `cloudtune.kit.states.JobState` value: pending | running | succeeded | failed | cancelled),
-    with the provider's own state name kept in `native` for display."""
+    with the provider's own state name kept in `native` for display. `started_at`/`ended_at` (epoch seconds) and
+    `billable_s` (seconds) are the times the provider itself reports, where it does (None otherwise): the cost of a
+    finished job is computed from them (cloudtune.kit.cost.job_cost_usd)."""
 
     state: str
     detail: str = ""
     failure_reason: str | None = None
     exit_code: int | None = None
     native: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    billable_s: float | None = None
 
 
 @runtime_checkable

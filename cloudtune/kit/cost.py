@@ -65,3 +65,31 @@ def spot_saving(training_s: float | None, billable_s: float | None) -> str | Non
     if not training_s or billable_s is None:
         return None
     return f"managed spot saving {100 * (1 - billable_s / training_s):.0f}% (billed {billable_s:.0f} s of {training_s:.0f} s trained)"
+
+
+def job_cost_usd(billable_s: float | None, usd_per_hour: float | None) -> float | None:
+    """What a job cost in US dollars: the billable seconds (as the cloud reports them; a local job's start to end)
+    x the plan's $/h (which already covers all its instances) / 3600. None when either is unknown. The one
+    definition: `cloudtune status`, `list` and the report all use it."""
+    if billable_s is None or usd_per_hour is None:
+        return None
+    return max(0.0, float(billable_s)) * float(usd_per_hour) / 3600.0
+
+
+def epoch_seconds(value: object) -> float | None:
+    """A time as a provider reports it (a datetime, epoch seconds, an ISO-8601 text) in epoch seconds; None when
+    missing or unset (a protobuf's zero time)."""
+    from datetime import datetime, timezone
+
+    if isinstance(value, datetime):
+        seconds = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value:
+        try:
+            return epoch_seconds(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    else:
+        return None
+    return seconds if seconds > 0 else None

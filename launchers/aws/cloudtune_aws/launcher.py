@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.cost import spot_saving
+from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.retry import CloudError, ErrorInfo, RetryPolicy
@@ -440,4 +440,7 @@ def map_status(d: dict[str, Any]) -> JobStatus:
     if d.get("EnableManagedSpotTraining") and state.terminal:
         saving = spot_saving(d.get("TrainingTimeInSeconds"), d.get("BillableTimeInSeconds"))
         detail = f"{detail}; {saving}" if saving and detail else (saving or detail)
-    return JobStatus(state.value, detail, reason, native=primary)
+    billable = d.get("BillableTimeInSeconds")
+    return JobStatus(state.value, detail, reason, native=primary, started_at=epoch_seconds(d.get("TrainingStartTime")),
+                     ended_at=epoch_seconds(d.get("TrainingEndTime")),
+                     billable_s=float(billable) if isinstance(billable, (int, float)) and state.terminal else None)

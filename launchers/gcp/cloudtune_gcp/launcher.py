@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
+from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.retry import CloudConfigError, ErrorInfo, RetryPolicy
@@ -284,7 +285,10 @@ class GcpLauncher(CloudLauncher):
         client = self.job_client(region)
         job = self.caller.call(client.get_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,
                                what="get the custom job")
-        return map_status(job.state.name, job.error.message if job.error and job.error.message else None)
+        found = map_status(job.state.name, job.error.message if job.error and job.error.message else None)
+        start, end = epoch_seconds(getattr(job, "start_time", None)), epoch_seconds(getattr(job, "end_time", None))
+        billable = end - start if start is not None and end is not None and end >= start else None
+        return replace(found, started_at=start, ended_at=end, billable_s=billable)  # Vertex bills start to end
 
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Every object under the job's AIP_MODEL_DIR (`ref.model_uri`, a gs:// folder) into `dest`; with
