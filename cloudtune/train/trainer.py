@@ -205,6 +205,14 @@ def _make_trainer_class() -> type:
 
         ct_store: CheckpointStore
 
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if "mlflow" in (self.args.report_to or []):  # one MLflow run for the whole job (see _mlflow_callback)
+                from transformers.integrations import MLflowCallback
+
+                self.remove_callback(MLflowCallback)
+                self.add_callback(_mlflow_callback())
+
         def create_accelerator_and_postprocess(self) -> None:
             super().create_accelerator_and_postprocess()
             plugin_args = self.args.fsdp_plugin_args
@@ -428,6 +436,8 @@ def _make_callbacks() -> tuple[Any, Any]:
                 return
             if self.in_train:
                 print(eval_line(f"step{state.global_step}", metrics), flush=True)
+            if self.report.status_dir is None:  # the evaluation before training
+                self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
             self.report.evaluated(int(state.global_step), metrics)
 
         in_train = False
@@ -466,6 +476,25 @@ def _make_callbacks() -> tuple[Any, Any]:
             return control
 
     return LogCallback(), SigtermCallback()
+
+
+def _mlflow_callback() -> Any:
+    """transformers' MLflowCallback, except that its run stays open after train() for the evaluation that follows
+    (which would otherwise open a second run); the run ends when the process exits."""
+    import atexit
+
+    from transformers.integrations import MLflowCallback
+
+    class JobRunMLflow(MLflowCallback):
+        def setup(self, args: Any, state: Any, model: Any) -> None:
+            super().setup(args, state, model)
+            if state.is_world_process_zero and self._auto_end_run:
+                atexit.register(self._ml_flow.end_run)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            return None
+
+    return JobRunMLflow()
 
 
 def _make_early_stopping(patience: int) -> Any:

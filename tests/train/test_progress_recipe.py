@@ -1,0 +1,78 @@
+"""Progress on a real (tiny) fine-tune: step N/total lines with throughput and a falling ETA, the status file next to
+the checkpoints, TensorBoard event files in the log dir, and MLflow only when a tracking URI is set."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+from cloudtune.spec import CheckpointSpec
+from cloudtune.train.causal_lm import run_causal_lm
+from cloudtune.train.progress import STATUS_FILE, read_status
+from cloudtune.train.tbevents import read_scalars
+
+from .conftest import TEXTS, make_ctx, make_train, write_records
+
+STEP = re.compile(r"^\[cloudtune\] step=(\d+)/(\d+) loss=(\S+) learning_rate=\S+ epoch=\S+"
+                  r"(?: tokens_per_second=(\S+) eta_s=(\d+) eta=(\S+))?$", re.M)
+
+
+def run(tmp_path: Path, model: Path, capsys: pytest.CaptureFixture[str]) -> tuple[object, dict, str]:
+    inputs = {"train": write_records(tmp_path / "in/train/t.jsonl", [{"text": t} for t in TEXTS]).parent,
+              "eval": write_records(tmp_path / "in/eval/e.jsonl", [{"text": t} for t in TEXTS[:4]]).parent}
+    ctx = make_ctx(tmp_path, inputs)
+    metrics = run_causal_lm(ctx, make_train(model, batch_size=2, max_steps=31, eval_every=20),
+                            CheckpointSpec(every_steps=100, keep=1))
+    return ctx, metrics, capsys.readouterr().out
+
+
+def test_progress_lines_status_file_and_tensorboard(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ctx, metrics, out = run(tmp_path, tiny_gpt2, capsys)
+    steps = [(int(m[1]), int(m[2]), m[4], m[5]) for m in STEP.finditer(out)]
+    assert [s[0] for s in steps] == [1, 10, 20, 30] and {s[1] for s in steps} == {31}
+    assert all(tps is not None and float(tps) > 0 for _, _, tps, _ in steps)
+    etas = [int(eta) for *_, eta in steps]
+    assert etas[0] > etas[-1] >= 0 and etas == sorted(etas, reverse=True)  # ETA present and falling
+
+    status = read_status(ctx.checkpoint_dir)  # the last write: training done, then the final evaluation
+    assert status["step"] == status["total_steps"] == 31 and status["phase"] == "done" and status["eta_s"] == 0
+    assert status["eval_step"] == 31 and status["eval_loss"] == pytest.approx(metrics["eval_loss_after"])
+    assert status["metrics"]["train_loss"] == pytest.approx(metrics["train_loss"])
+    assert status["metrics"]["global_step"] == 31 and status["metrics"]["tokens_per_second"] > 0
+    assert sorted(p.name for p in ctx.checkpoint_dir.iterdir() if not p.name.startswith("checkpoint-")) == [STATUS_FILE]
+
+    (events,) = ctx.log_dir.glob("events.out.tfevents.*")  # in the log dir each cloud serves
+    scalars = read_scalars(events)
+    assert [s for s, tag, _ in scalars if tag == "train/loss"] == [1, 10, 20, 30]
+    evals = [s for s, tag, _ in scalars if tag == "eval/loss"]
+    assert evals[0] == 0 and 20 in evals and evals[-1] == 31  # before, during, after
+    logged = {int(m[1]): float(m[3]) for m in STEP.finditer(out)}
+    assert {s: round(v, 4) for s, tag, v in scalars if tag == "train/loss"} == pytest.approx(logged, abs=1e-4)
+    assert not (tmp_path / "mlruns").exists() and not Path("mlruns").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow not installed")
+def test_mlflow_when_a_tracking_uri_is_set(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "progress-test")
+    monkeypatch.setenv("HF_MLFLOW_LOG_ARTIFACTS", "0")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3 refuses a file store unless told
+    try:
+        run(tmp_path / "job", tiny_gpt2, capsys)
+    finally:
+        import mlflow
+
+        mlflow.end_run()  # the job's run stays open until its process exits: this process goes on
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri())
+    experiment = client.get_experiment_by_name("progress-test")
+    (found,) = client.search_runs([experiment.experiment_id])
+    assert [m.step for m in client.get_metric_history(found.info.run_id, "loss")] == [1, 10, 20, 30]
+    assert "eval_loss" in found.data.metrics
