@@ -10,7 +10,8 @@ weight decay), batch size, max length, seed and number of optimizer steps; fp32,
 eval, no checkpoint saving, no reporting, data loading in the main process, --threads torch threads (default 1):
 
 * cloudtune: `cloudtune.train.causal_lm.run_causal_lm` with a hand-built RuntimeContext, i.e. what `cloudtune-run`
-  runs in the container (`train.data.packing` false / true: TRL's bfd packing, flattened batches with position ids);
+  runs in the container (`train.data.packing` false / true: TRL's bfd packing; on SDPA the packed rows stay rows
+  with position ids restarting per example, the block mask built per row by transformers);
 * TRL: `SFTTrainer` with an `SFTConfig` (`packing=False` / `packing=True` with `packing_strategy` --trl-packing,
   default "bfd", which TRL runs padding-free: each batch one flattened sequence with position ids, the attention
   mask built by transformers from them). If TRL's bfd cannot run here the packed mode falls back to "wrapped" and the
