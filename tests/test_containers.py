@@ -133,7 +133,9 @@ def test_multi_stage_builds_the_wheel_then_installs_train_extra(dockerfile) -> N
     assert any("pyproject.toml" in c for c in copies) and any(c.split()[0] == "cloudtune" for c in copies)
     assert any(kw == "COPY" and rest.startswith("--from=builder") for kw, rest in runtime.instructions)
     runs = " ".join(rest for kw, rest in runtime.instructions if kw == "RUN")
-    assert re.search(r"cloudtune-\*\.whl\)?\[train\]", runs), f"{kind}: the runtime stage must install cloudtune[train]"
+    assert re.search(r"cloudtune-\*\.whl\)?\[train[\],]", runs), f"{kind}: the runtime stage must install cloudtune[train]"
+    if kind == "gpu":  # QLoRA (lora.quantize: 4bit) needs bitsandbytes, which only CUDA images can use
+        assert re.search(r"cloudtune-\*\.whl\)?\[train,qlora\]", runs), "the GPU image must install cloudtune[train,qlora]"
 
 
 def test_base_images_pinned_by_exact_tag(dockerfile) -> None:

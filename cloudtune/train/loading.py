@@ -44,8 +44,8 @@ def check_quantize(train: TrainSpec, device_type: str) -> None:
                             f"only. To fix: {QLORA_FIX}")
     if importlib.util.find_spec("bitsandbytes") is None:
         raise JobInputError("train.lora.quantize: 4bit needs the bitsandbytes package, which this image lacks. To fix: "
-                            "pip install 'bitsandbytes>=0.45' in the training image (or add it to the job's "
-                            "requirements), or remove train.lora.quantize")
+                            "use cloudtune's GPU image (containers/gpu installs cloudtune[train,qlora]) or pip install "
+                            "'bitsandbytes>=0.45' in your image, or remove train.lora.quantize")
     if train.distributed == "fsdp" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise JobInputError("train.lora.quantize: 4bit cannot be sharded by cloudtune's FSDP (FSDP2 does not shard "
                             "bitsandbytes 4-bit parameters). To fix: use distributed: ddp, or remove quantize")
