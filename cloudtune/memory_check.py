@@ -127,6 +127,11 @@ def check_quantize(spec: "JobSpec", provider: str, accelerator: str | None) -> N
     elif accelerator is None:
         raise UnsupportedSpec("train.lora.quantize: 4bit needs a CUDA GPU (bitsandbytes); resources.accelerator is "
                               "cpu", fix=fix_gpu)
+    elif spec.image is None:
+        raise UnsupportedSpec("train.lora.quantize: 4bit needs bitsandbytes in the image, and the provider's stock "
+                              "PyTorch image (image: null) does not have it, nor does the wheelhouse cloudtune installs "
+                              "there", fix="set image: to cloudtune's GPU image (containers/gpu, which installs "
+                              "cloudtune[train,qlora]) or another image with bitsandbytes, or remove lora.quantize")
 
 
 def _estimates(facts: ModelFacts, setup: Setup, requested: bool | None,

@@ -161,6 +161,10 @@ def _dry_run(path: Path, provider: str, *sets: str, home: Path) -> Any:
 
 
 LORA_7B = {"model": "meta-llama/Llama-2-7b-hf", "lora": {}, "hyperparameters": {"batch_size": 4, "max_seq_len": 1024}}
+# QLoRA needs bitsandbytes in the image: cloudtune's GPU image, pushed to each provider's registry
+GPU_IMAGES = {"aws": "123456789012.dkr.ecr.us-east-1.amazonaws.com/cloudtune:0.1.0",
+              "gcp": "us-central1-docker.pkg.dev/proj/cloudtune/cloudtune:0.1.0",
+              "azure": "myregistry.azurecr.io/cloudtune:0.1.0"}
 
 
 @pytest.mark.parametrize("provider, accelerator, line, checkpointing", [
@@ -184,8 +188,11 @@ def test_every_provider_dry_run_shows_the_estimate(tmp_path: Path, provider: str
     plan = json.loads(CliRunner().invoke(main, ["launch", str(path), "-p", provider, "--dry-run", "--json"],
                                          env={"CLOUDTUNE_HOME": str(tmp_path / "home")}).output)
     assert plan["memory"]["estimate"]["total"] > 16 * GB and plan["memory"]["device_memory"] in (24 * GB, 94 * GB)
-    qlora = _dry_run(path, provider, "train.lora.quantize=4bit", home=tmp_path / "home")
-    assert qlora.exit_code == 0 and "weights 4.6 GB" in qlora.output
+    qlora = _dry_run(path, provider, "train.lora.quantize=4bit", f"image={GPU_IMAGES[provider]}", home=tmp_path / "home")
+    assert qlora.exit_code == 0 and "weights 4.6 GB" in qlora.output, qlora.output
+    stock = _dry_run(path, provider, "train.lora.quantize=4bit", home=tmp_path / "home")
+    assert stock.exit_code == 2 and "needs bitsandbytes in the image" in stock.output
+    assert "To fix: set image: to cloudtune's GPU image" in stock.output
 
 
 def test_the_local_dry_run_shows_it_unchecked(tmp_path: Path) -> None:
@@ -260,7 +267,8 @@ def test_the_smallest_accelerator_that_fits_is_named(tmp_path: Path) -> None:
     LORA_7B,  # null checkpointing: on, decided by the estimate
 ])
 def test_a_7b_lora_fits_an_l4(tmp_path: Path, train: dict[str, Any]) -> None:
-    res = _dry_run(_spec(tmp_path, train), "aws", home=tmp_path / "home")
+    extra = {"image": GPU_IMAGES["aws"]} if train["lora"].get("quantize") else {}
+    res = _dry_run(_spec(tmp_path, train, **extra), "aws", home=tmp_path / "home")
     assert res.exit_code == 0, res.output
     assert "gradient checkpointing on" in res.output
 
