@@ -103,13 +103,15 @@ def test_event_file_is_what_tensorboard_reads(tmp_path: Path) -> None:
     writer = EventWriter(tmp_path)
     writer.scalars(1, {"train/loss": 3.0, "train/learning_rate": 1e-3})
     writer.scalars(10, {"train/loss": 1.5})
+    writer.scalars(11, {"eval/perplexity": 1e300, "train/loss": float("nan")})  # beyond float32: inf
     writer.close()
+    assert read_scalars(writer.path)[-2][2] == math.inf and math.isnan(read_scalars(writer.path)[-1][2])
     assert [(s, t) for s, t, _ in read_scalars(writer.path)] == [(1, "train/loss"), (1, "train/learning_rate"),
-                                                                  (10, "train/loss")]
+                                                                  (10, "train/loss"), (11, "eval/perplexity"), (11, "train/loss")]
     accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     acc = accumulator.EventAccumulator(str(tmp_path))
     acc.Reload()
-    assert [(e.step, e.value) for e in acc.Scalars("train/loss")] == [(1, 3.0), (10, 1.5)]
+    assert [(e.step, e.value) for e in acc.Scalars("train/loss")][:2] == [(1, 3.0), (10, 1.5)]
 
 
 def test_report_targets(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ for people without TensorBoard).
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import struct
@@ -66,10 +67,19 @@ def _event(wall_time: float, step: int, *, version: str | None = None, scalars: 
     if version is not None:
         body += _field(3, version.encode())
     if scalars:
-        values = b"".join(_field(1, _field(1, tag.encode()) + b"\x15" + struct.pack("<f", value))
+        values = b"".join(_field(1, _field(1, tag.encode()) + b"\x15" + struct.pack("<f", _float32(value)))
                           for tag, value in scalars.items())
         body += _field(5, values)
     return body
+
+
+def _float32(value: float) -> float:
+    """`value` as a 32-bit float can hold it: beyond its range, an infinity of the same sign."""
+    value = float(value)
+    return math.copysign(math.inf, value) if math.isfinite(value) and abs(value) > _FLOAT32_MAX else value
+
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _frame(payload: bytes) -> bytes:

@@ -80,7 +80,8 @@ def test_two_nodes_match_one_process_with_the_same_global_batch(env, reference, 
         assert not list((other / "checkpoints").glob("checkpoint-*"))
         assert [c.name for c in sorted((model_dir.parent / "checkpoints").glob("checkpoint-*"))] == ["checkpoint-4", "checkpoint-8"]
     else:  # Vertex: one shared bucket mount, one writer
-        assert sorted(p.name for p in (model_dir.parent / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8"]
+        assert sorted(p.name for p in (model_dir.parent / "checkpoints").iterdir()) == ["checkpoint-4", "checkpoint-8",
+                                                                                     "cloudtune-status.json"]  # one writer: rank 0
 
 
 PROBE = Path(__file__).parent / "rank_probe.py"

@@ -202,7 +202,7 @@ def test_corrupt_newest_checkpoint_is_skipped_never_deleted(tiny_model: Path, tm
     assert metrics["global_step"] == 4
     assert weights_file.read_bytes() == bytes(data) and (unfinished / "model.safetensors").is_file()
     names = sorted(p.name for p in ctx.checkpoint_dir.iterdir())
-    assert names == ["checkpoint-2", "checkpoint-4", "checkpoint-4-1", "checkpoint-6"]
+    assert names == ["checkpoint-2", "checkpoint-4", "checkpoint-4-1", "checkpoint-6", "cloudtune-status.json"]
     assert verify(ctx.checkpoint_dir / "checkpoint-4-1") is None
 
 
