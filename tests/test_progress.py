@@ -173,3 +173,18 @@ def test_progress_from_a_cloud_log() -> None:
     assert got["metrics"]["eval_accuracy"] == 0.8 and got["metrics"]["train_loss"] == 2.2
     assert main_metric(got["metrics"]) == ("eval_accuracy", 0.8)
     assert progress_from_log(["no cloudtune lines here"]) == {}
+
+
+def test_sagemaker_status_carries_the_times_it_reports() -> None:
+    launcher = pytest.importorskip("cloudtune_aws.launcher")
+    from datetime import datetime, timezone
+
+    described = {"TrainingJobStatus": "Completed", "SecondaryStatus": "Completed", "BillableTimeInSeconds": 412,
+                 "TrainingStartTime": datetime(2026, 11, 29, 10, 0, tzinfo=timezone.utc),
+                 "TrainingEndTime": datetime(2026, 11, 29, 10, 7, 30, tzinfo=timezone.utc)}
+    st = launcher.map_status(described)
+    assert st.state == "succeeded" and st.billable_s == 412.0
+    assert st.ended_at - st.started_at == 450.0
+    running = launcher.map_status({"TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
+                                   "BillableTimeInSeconds": 10})
+    assert running.billable_s is None and running.started_at is None  # billed time is final only at the end
