@@ -4,6 +4,7 @@ checkpoints (through CheckpointStore), SIGTERM handling and early stopping."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -356,6 +357,7 @@ def _make_trainer_class() -> type:
             for it. A save that stops training (SIGTERM, last step) or comes after train() commits before returning,
             and every rank waits for it, so no rank exits before the checkpoint is published."""
             store, step, args = self.ct_store, self.state.global_step, self.args
+            began = time.monotonic()
             if args.process_index == 0:
                 store.prepare(step)  # joins the previous commit first
             self.accelerator.wait_for_everyone()
@@ -370,7 +372,8 @@ def _make_trainer_class() -> type:
             background = bool(self.is_in_train and not self.control.should_training_stop)
             if args.process_index == 0:
                 store.commit(tmp, step, background=background,
-                             on_done=lambda path: _say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step)))
+                             on_done=lambda path: _say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step)
+                                                       + f" in {time.monotonic() - began:.1f}s"))
             if is_local_leader and tmp.exists():
                 self.ct_local_tmp = tmp
             if not background:
