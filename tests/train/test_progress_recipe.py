@@ -76,3 +76,22 @@ def test_mlflow_when_a_tracking_uri_is_set(tiny_gpt2: Path, tmp_path: Path, monk
     (found,) = client.search_runs([experiment.experiment_id])
     assert [m.step for m in client.get_metric_history(found.info.run_id, "loss")] == [1, 10, 20, 30]
     assert "eval_loss" in found.data.metrics
+
+
+@pytest.mark.parametrize(("report_to", "env", "integrations", "tensorboard"), [
+    ("auto", {}, [], True),
+    ("none", {"MLFLOW_TRACKING_URI": "file:/nowhere"}, [], False),
+    (["tensorboard"], {"MLFLOW_TRACKING_URI": "file:/nowhere"}, [], True),
+])
+def test_report_to_reaches_the_training_arguments(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  report_to: object, env: dict, integrations: list,
+                                                  tensorboard: bool) -> None:
+    from cloudtune.train.trainer import _training_arguments
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    train = make_train(tiny_gpt2).model_copy(update={"report_to": report_to})
+    args = _training_arguments(make_ctx(tmp_path, {}), train, CheckpointSpec())
+    assert list(args.report_to) == integrations  # TensorBoard is cloudtune's own writer, never transformers'
+    assert args.ct_tensorboard_dir == (str(tmp_path / "logs") if tensorboard else None)
