@@ -188,3 +188,13 @@ def test_sagemaker_status_carries_the_times_it_reports() -> None:
     running = launcher.map_status({"TrainingJobStatus": "InProgress", "SecondaryStatus": "Training",
                                    "BillableTimeInSeconds": 10})
     assert running.billable_s is None and running.started_at is None  # billed time is final only at the end
+
+
+def test_a_long_phase_says_when_it_starts_and_how_long_it_took(capsys: pytest.CaptureFixture[str]) -> None:
+    from cloudtune.train.logfmt import phase
+
+    with phase("saving", "model to /tmp/m"):
+        time.sleep(0.05)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "[cloudtune] saving: model to /tmp/m"
+    assert re.fullmatch(r"\[cloudtune\] saving: model to /tmp/m done in \d+\.\ds", out[1])

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import RetryPolicy
 from cloudtune.kit.states import AZUREML, JobState, map_native
@@ -197,7 +199,10 @@ class AzureLauncher(CloudLauncher):
         error = None
         if map_native(AZUREML, native) is JobState.FAILED:
             error = self._run_error(client, ref.native_id)
-        return map_status(native, error)
+        props = getattr(job, "properties", None)  # the run's StartTimeUtc/EndTimeUtc, once it has them
+        props = props if isinstance(props, dict) else {}
+        return replace(map_status(native, error), started_at=epoch_seconds(props.get("StartTimeUtc")),
+                       ended_at=epoch_seconds(props.get("EndTimeUtc")))
 
     def _run_error(self, client: Any, name: str) -> str | None:
         """The failed job's error message, from its run details (the job resource itself carries none); None when
