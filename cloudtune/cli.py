@@ -259,7 +259,6 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
 def list_(provider: str | None, limit: int, as_json: bool) -> None:
     """List recent jobs, newest first."""
     from cloudtune import api
-    from cloudtune.kit.states import is_terminal
 
     rows = [_list_row(record) for record in api.list_jobs(limit=limit, provider=provider)]
     if as_json:
