@@ -309,15 +309,16 @@ def test_page_renders_in_headless_chromium_with_its_charts_drawn(trained: tuple[
     dom = run_browser(browser, tmp_path / "profile", "--dump-dom", probe.as_uri())
     rects = {m.group(1): tuple(int(v) for v in m.group(2).split(",")) for m in re.finditer(
         r'<svg[^>]*data-chart="([^"]+)"[^>]*data-rect="([^"]+)"', dom)}
-    assert set(rects) == {"loss", "learning_rate"}, dom[:2000]
+    assert set(rects) == {"loss", "learning_rate", "throughput"}, dom[:2000]
     lengths = {m.group(1): int(m.group(2)) for m in re.finditer(r'data-series="([^"]+)"[^>]*data-length="(\d+)"', dom)}
-    assert lengths.keys() == {"train loss", "eval loss", "learning rate"} and min(lengths.values()) > 100, lengths
+    assert lengths.keys() == {"train loss", "eval loss", "learning rate", "tokens_per_second"}, lengths
+    assert min(lengths.values()) > 100, lengths
     shot = tmp_path / "shot.png"
     run_browser(browser, tmp_path / "profile", f"--screenshot={shot}", page.as_uri())
     png = read_png(shot.read_bytes())
     width, height = png[:2]
     assert (width, height) == WINDOW
-    for chart, colours in {"loss": COLORS[:2], "learning_rate": COLORS[2:3]}.items():
+    for chart, colours in {"loss": COLORS[:2], "learning_rate": COLORS[2:3], "throughput": COLORS[3:4]}.items():
         x, y, w, h = rects[chart]
         assert y + h <= height, f"chart {chart} below the screenshot"
         for colour in colours:

@@ -49,10 +49,11 @@ class Facts:
 
     @property
     def cost_usd(self) -> float | None:
-        """Estimated cost in US dollars: duration x the plan's $/h; None when either is unknown."""
-        if self.duration_s is None or self.usd_per_hour is None:
-            return None
-        return self.duration_s / 3600 * self.usd_per_hour
+        """Estimated cost in US dollars (`cloudtune.kit.cost.job_cost_usd`: duration x the plan's $/h); None when
+        either is unknown."""
+        from cloudtune.kit.cost import job_cost_usd
+
+        return job_cost_usd(self.duration_s, self.usd_per_hour)
 
     @property
     def metrics(self) -> dict[str, Any]:

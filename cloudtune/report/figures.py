@@ -17,7 +17,7 @@ from cloudtune.report.svg import COLORS, Series, fmt, line_chart
 __all__ = ["Figure", "figures", "is_rate"]
 
 _RATE = re.compile(r"(per_second|per_sec|/s|_per_s|throughput)$", re.IGNORECASE)
-_KNOWN = {"loss", "learning_rate", "lr", "epoch"}
+_KNOWN = {"loss", "learning_rate", "lr", "epoch", "eta_s"}  # drawn elsewhere, or not worth a chart (the ETA)
 _EVAL_SKIP = {"eval_loss", "perplexity"}
 
 
