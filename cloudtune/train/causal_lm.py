@@ -320,9 +320,6 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     eval before/after (and every `eval_every` steps), early stopping, the health checks (`cloudtune.train.health`:
     a diverged run exits 66 with one line and writes no model; keep_best writes the best evaluation's weights); rank 0
     writes the model (or adapter), tokenizer, metrics.json and README.md (model card) to ctx.model_dir."""
-    import torch.distributed as dist
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
     from cloudtune.train import health as ct_health
 
     hp = train.hyperparameters
@@ -331,43 +328,16 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     if not hasattr(train_ds, "__len__"):  # a stream: each process reads its own batches (accelerate's
         args.accelerator_config.dispatch_batches = False  # IterableDatasetShard), as flattened batches cannot be concatenated
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=_say)
-    log_cb, sigterm_cb = _make_callbacks()
-    callbacks = [log_cb, sigterm_cb]
-    early = _make_early_stopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
-    if early is not None:
-        callbacks.append(early)
     xla = xla_device_type()
     health = ct_health.health_state(train, store, eval_ds, getattr(tokenizer, "pad_token_id", None), xla is not None)
-    health_cb = ct_health.make_health_callback(health)
-    callbacks.append(health_cb)
-    trainer = ct_health.watch_loss(_make_trainer_class())(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=collator,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-        compute_metrics=compute_metrics,
-    )
-    trainer.ct_store = store
-    trainer.ct_last_saved_step = None
-    health_cb.attach(trainer)
-    # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
-    trainer.ct_train_drop_last = xla is not None and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)
+    trainer, (log_cb, sigterm_cb, early) = _build_trainer(train, args, store, health, model=model, tokenizer=tokenizer,
+                                                          train_ds=train_ds, eval_ds=eval_ds, collator=collator,
+                                                          compute_metrics=compute_metrics)
     if xla is not None:
         _say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
              + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
-    for cb in (PrinterCallback, ProgressCallback):
-        trainer.remove_callback(cb)
 
-    resume = store.latest_complete()
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        steps: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(steps, resume.step if resume else None)
-        if len(set(steps)) != 1:
-            raise RuntimeError(f"ranks disagree on the checkpoint to resume from (steps by rank: {steps}); "
-                               f"every machine must see the same checkpoint dir contents")
+    resume = _agreed_resume(store)
     if resume is not None:
         _say(RESUME_LOG_FORMAT.format(path=resume.path, step=resume.step))
         trainer.ct_last_saved_step = resume.step
@@ -394,18 +364,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    tokens = int(trainer.state.num_input_tokens_seen or 0) - log_cb.tokens_at_begin
-    metrics.update({
-        "train_loss": float(output.training_loss),
-        "train_runtime_s": runtime,
-        "tokens_per_second": tokens / runtime if runtime > 0 else 0.0,
-        "global_step": int(trainer.state.global_step),
-    })
-    if data_info.get("train_examples", 0) is not None:
-        metrics["train_examples"] = int(data_info.get("train_examples") or len(train_ds))
-    if early is not None and early.stopped_at is not None:
-        metrics["early_stopped_at_step"] = early.stopped_at
+    metrics.update(_train_metrics(trainer, output, log_cb.tokens_at_begin, data_info, train_ds, early))
     _say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
 
     metrics.update(ct_health.load_best(trainer, health))
@@ -417,6 +376,72 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
             _say(ct_health.HEALTH_PREFIX + warning)
 
     _write_outputs(ctx, train, trainer, tokenizer, base_model, data_info, metrics, precision, xla)
+    return metrics
+
+
+def _build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: Any, *, model: Any, tokenizer: Any,
+                   train_ds: Any, eval_ds: Any, collator: Any, compute_metrics: Any) -> tuple[Any, tuple[Any, Any, Any]]:
+    """The Trainer (cloudtune's, its training_step watched by the health checks) with its callbacks: log, SIGTERM,
+    early stopping (or None) and health. Returns (trainer, (log callback, SIGTERM callback, early stopping))."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from cloudtune.train import health as ct_health
+
+    hp = train.hyperparameters
+    log_cb, sigterm_cb = _make_callbacks()
+    early = _make_early_stopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
+    health_cb = ct_health.make_health_callback(health)
+    callbacks = [log_cb, sigterm_cb] + ([early] if early is not None else []) + [health_cb]
+    trainer = ct_health.watch_loss(_make_trainer_class())(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        data_collator=collator,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        compute_metrics=compute_metrics,
+    )
+    trainer.ct_store = store
+    trainer.ct_last_saved_step = None
+    health_cb.attach(trainer)
+    # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
+    xla = xla_device_type() is not None
+    trainer.ct_train_drop_last = xla and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    return trainer, (log_cb, sigterm_cb, early)
+
+
+def _agreed_resume(store: CheckpointStore) -> Any:
+    """The newest complete checkpoint, the same on every rank (RuntimeError when the ranks see different ones)."""
+    import torch.distributed as dist
+
+    resume = store.latest_complete()
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        steps: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(steps, resume.step if resume else None)
+        if len(set(steps)) != 1:
+            raise RuntimeError(f"ranks disagree on the checkpoint to resume from (steps by rank: {steps}); "
+                               f"every machine must see the same checkpoint dir contents")
+    return resume
+
+
+def _train_metrics(trainer: Any, output: Any, tokens_at_begin: int, data_info: dict[str, Any], train_ds: Any,
+                   early: Any) -> dict[str, float]:
+    """train_loss, train_runtime_s, tokens_per_second, global_step (+ train_examples, early_stopped_at_step)."""
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    tokens = int(trainer.state.num_input_tokens_seen or 0) - tokens_at_begin
+    metrics: dict[str, float] = {
+        "train_loss": float(output.training_loss),
+        "train_runtime_s": runtime,
+        "tokens_per_second": tokens / runtime if runtime > 0 else 0.0,
+        "global_step": int(trainer.state.global_step),
+    }
+    if data_info.get("train_examples", 0) is not None:
+        metrics["train_examples"] = int(data_info.get("train_examples") or len(train_ds))
+    if early is not None and early.stopped_at is not None:
+        metrics["early_stopped_at_step"] = early.stopped_at
     return metrics
 
 
