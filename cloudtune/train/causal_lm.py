@@ -30,6 +30,7 @@ from cloudtune.train.loading import (
     prepare_quantized,
     with_gradient_checkpointing,
 )
+from cloudtune.train.logfmt import phase
 from cloudtune.train.logfmt import (  # noqa: F401  (re-exported: the log formats are part of this recipe's contract)
     eval_line,
     perplexity,
@@ -539,15 +540,16 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     set_seed(hp.seed)
 
     source = resolve_model_source(ctx, train.model)
-    _say(f"loading model {source}")
     device = device_type()
-    tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
-                             base=base_model_source(ctx, train), load_kwargs=model_load_kwargs(train, train.task, device))
+    with phase("loading model", source):
+        tokenizer, model = _load(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
+                                 base=base_model_source(ctx, train), load_kwargs=model_load_kwargs(train, train.task, device))
     train = lora_output_for(train, model)
     train = memory_settings(train, model, device)
     hp = train.hyperparameters
     attn = getattr(model.config, "_attn_implementation", None) or "eager"
-    train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
+    with phase("preparing data", f"input {train.data.train!r} (load, tokenise{', pack' if train.data.packing else ''})"):
+        train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
     examples = "a stream of training examples" if info["train_examples"] is None else f"{info['train_examples']} training examples"
     _say(f"data: {info['format']} format, {examples}"
          + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set")

@@ -28,6 +28,7 @@ HUB_PREFIX = "hf:"  # train.data.train / eval naming a Hub dataset instead of an
 WHERE = "\x00where\x00"  # stands for a record's `file, line N` in an error raised inside `map`, filled in outside
 MAP_BATCH = 1000
 PARALLEL_FROM = 20_000  # records from which tokenising uses several processes
+PROGRESS_FROM = 50_000  # records from which tokenising prints its progress every 10%
 _BUILDERS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet",
              ".pq": "parquet", ".arrow": "arrow", ".txt": "text"}
 
@@ -249,11 +250,26 @@ def _fill_where(message: str, indices: list[int], part: Part, text_field: str, s
 
 
 def _map_batch(batch: dict[str, list], indices: list[int], fmt: str, data: Any, tokenizer: Any, max_len: int,
-               part: Part, streaming: bool) -> dict[str, list]:
+               part: Part, streaming: bool, total: int | None = None) -> dict[str, list]:
     try:
-        return encode_batch(batch, fmt, data, tokenizer, max_len)
+        out = encode_batch(batch, fmt, data, tokenizer, max_len)
     except JobInputError as exc:
         raise JobInputError(_fill_where(str(exc), indices, part, data.text_field, streaming)) from None
+    if total and indices:
+        _progress(indices[0], indices[-1] + 1, total, part)
+    return out
+
+
+def _progress(start: int, end: int, total: int, part: Part) -> None:
+    """`tokenising: N% (done of total records)` each time a batch crosses a tenth of a large part (printed by
+    whichever map process holds that record, rank 0 only)."""
+    if total < PROGRESS_FROM:
+        return
+    for tenth in range(1, 10):
+        mark = total * tenth // 10
+        if start < mark <= end:
+            _say(f"tokenising {part.files[0][1]}{' ...' if len(part.files) > 1 else ''}: {tenth * 10}% "
+                 f"({mark:,} of {total:,} records)")
 
 
 def first_record(ds: Any, part: Part) -> dict[str, Any]:
@@ -287,7 +303,7 @@ def encode_part(ds: Any, part: Part, fmt: str, data: Any, tokenizer: Any, max_le
                                             "length": datasets.Value("int32")})
     return ds.map(_map_batch, batched=True, batch_size=MAP_BATCH, with_indices=True, remove_columns=ds.column_names,
                   fn_kwargs={"fmt": fmt, "data": data, "tokenizer": tokenizer, "max_len": max_len, "part": part,
-                             "streaming": streaming}, **kwargs)
+                             "streaming": streaming, "total": getattr(ds, "num_rows", None)}, **kwargs)
 
 
 def local_main_first() -> Any:

@@ -150,3 +150,17 @@ def test_packing_keeps_every_token_masks_first_tokens_and_cuts_padding(tokenizer
     before, _ = pad_count([len(e["input_ids"]) for e in examples], 8)
     print(f"pad tokens per epoch: unpacked {before}, packed 0")
     assert before > 0
+
+
+def test_tokenising_a_large_part_prints_its_progress_every_tenth(capsys) -> None:
+    from cloudtune.train.data import PROGRESS_FROM, Part, _progress
+
+    part = Part("json", [(Path("big.jsonl"), "s3://b/big.jsonl")])
+    total = PROGRESS_FROM * 2
+    for start in range(0, total, 1000):  # the batches of one map, in any process
+        _progress(start, min(start + 1000, total), total, part)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "tokenising" in ln]
+    assert lines == [f"[cloudtune] tokenising s3://b/big.jsonl: {t * 10}% ({total * t // 10:,} of {total:,} records)"
+                     for t in range(1, 10)]
+    _progress(0, 1000, PROGRESS_FROM - 1, part)  # small parts are quiet
+    assert capsys.readouterr().out == ""
