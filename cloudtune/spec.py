@@ -324,7 +324,8 @@ class HealthSpec(_TrainPart):
     max_new_tokens: int = Field(32, ge=8, le=1024, description="collapse: tokens generated per prompt")
     max_repetition: float = Field(
         0.5, gt=0, le=1, description="collapse: warn when the share of repeated 3-grams in the outputs reaches this "
-        "and is 0.2 above the base model's, or when distinct-2 across the outputs falls below half the base's")
+        "and either is 0.2 above the base model's or distinct-2 across the outputs fell below half the base's (a base "
+        "whose distinct-2 is under 0.2 has none to lose)")
 
 
 class TrainSpec(_TrainPart):

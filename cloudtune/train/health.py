@@ -31,7 +31,8 @@ example; the first half, at most 32 tokens, of a text example), left-padded to o
 tokens, so FSDP (whose forward is collective) runs it on every rank. Measured on the new tokens: repetition, the
 share of 3-grams of an output that repeat an earlier 3-gram of it (seq-rep-3, Welleck et al. 2019, averaged over
 outputs), and distinct-2, the unique 2-grams over all 2-grams of all outputs (Li et al. 2016). Collapsed: repetition
->= `max_repetition` and >= the base model's + 0.2, or distinct-2 < half the base's. Off by default on PyTorch/XLA.
+>= `max_repetition`, and either >= the base model's + 0.2 or distinct-2 < half the base's (when the base's is at least
+0.2). Off by default on PyTorch/XLA.
 
 Keep-best (`train.keep_best`). An evaluation that lowers the best eval loss asks the Trainer to save a checkpoint at
 that step, and the CheckpointStore `protect`s it from rotation; at the end its weights are loaded (the Trainer's own
@@ -59,7 +60,10 @@ the highest loss seen so far (a NaN or inf is caught from the first step)."""
 REPETITION_MARGIN = 0.2
 """How far above the base model's repetition the outputs must be to count as collapsed."""
 DISTINCT_RATIO = 0.5
-"""Collapsed when distinct-2 falls below this share of the base model's."""
+"""Collapsed when distinct-2 falls below this share of the base model's (with repetition >= max_repetition)..."""
+MIN_BASE_DISTINCT = 0.2
+"""... and only when the base model's distinct-2 is at least this: a base that already says the same thing whatever
+the prompt has no diversity to lose, and its tiny figure would make noise look like a collapse."""
 PROMPT_TOKENS = 32
 """At most this many tokens of each prompt are kept (the last ones)."""
 
@@ -273,8 +277,8 @@ class CollapseProbe:
             self.base = (rep, distinct)
             return None
         base_rep, base_distinct = self.base
-        repetitive = rep >= self.max_repetition and rep >= base_rep + REPETITION_MARGIN
-        if self.warned or not (repetitive or distinct < DISTINCT_RATIO * base_distinct):
+        lost = distinct < DISTINCT_RATIO * base_distinct and base_distinct >= MIN_BASE_DISTINCT
+        if self.warned or rep < self.max_repetition or not (rep >= base_rep + REPETITION_MARGIN or lost):
             return None
         self.warned = True
         return (f"collapse at {when}: generated text repeats itself (repeated 3-grams {rep:.2f}, base model "
