@@ -506,6 +506,12 @@ def _write_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, tokenize
             final.save_pretrained(str(model_dir))
         tokenizer.save_pretrained(str(model_dir))
         _write_json(model_dir / "metrics.json", metrics)
+        try:  # PNG loss and learning-rate plots; never fails the job
+            from cloudtune.report.png import write_training_plots
+
+            write_training_plots(model_dir, trainer.state.log_history)
+        except Exception as exc:  # noqa: BLE001
+            _say(f"warning: plots not written: {exc}")
         write_model_card(model_dir, train, base_model=model_card_base(ctx, train, base_model), data_info=data_info,
                          metrics=metrics, precision=precision)
         _say(f"model, metrics.json and README.md written to {model_dir}")
