@@ -170,7 +170,8 @@ def test_cli_writes_a_self_contained_page_and_prints_its_path(trained: tuple[Pat
     assert not re.search(r"<(script|link|img|iframe)\b", text) and not re.search(r"(src|href)=", text)
     assert re.findall(r'data-series="([^"]+)"', text)[:3] == ["train loss", "eval loss", "learning rate"]
     assert "none raised" in text and "report-e2e" in text and "no cloud cost" in text
-    assert sorted(p.name for p in (tmp_path / f"{job_id}-report-plots").iterdir()) == ["learning_rate.svg", "loss.svg"]
+    assert sorted(p.name for p in (tmp_path / f"{job_id}-report-plots").iterdir()) == ["learning_rate.svg", "loss.svg",
+                                                                                    "throughput.svg"]
     out = tmp_path / "sub" / "r.html"
     assert cli("report", job_id, "-o", str(out), home=home).stdout.strip() == str(out) and out.is_file()
 
