@@ -37,7 +37,8 @@ def test_progress_lines_status_file_and_tensorboard(tiny_gpt2: Path, tmp_path: P
     assert [s[0] for s in steps] == [1, 10, 20, 30] and {s[1] for s in steps} == {31}
     assert all(tps is not None and float(tps) > 0 for _, _, tps, _ in steps)
     etas = [int(eta) for *_, eta in steps]
-    assert etas[0] > etas[-1] >= 0 and etas == sorted(etas, reverse=True)  # ETA present and falling
+    # ETA present and never rising (whole seconds: a fast machine may finish this tiny run within one)
+    assert etas == sorted(etas, reverse=True) and etas[-1] >= 0
 
     status = read_status(ctx.checkpoint_dir)  # the last write: training done, then the final evaluation
     assert status["step"] == status["total_steps"] == 31 and status["phase"] == "done" and status["eta_s"] == 0
