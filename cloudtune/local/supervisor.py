@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from cloudtune.kit.triage import tail, vetoes_retry
 from cloudtune.local.copies import CopyStats, copy_tree
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
@@ -263,6 +262,8 @@ class Supervisor:
                 return self._finish("succeeded", 0, None, ExitClass.SUCCEEDED)
             reason = self._reason(attempt)
             again = retried(attempt.failed_class) and number < retries and not self.cancelled
+            from cloudtune.kit.triage import vetoes_retry  # only when an attempt failed: off the CLI's start-up path
+
             veto = vetoes_retry(self._attempt_tail(start)) if again else None  # a cause a retry cannot cure
             again = again and veto is None
             log.write(f"[cloudtune] attempt {number + 1} failed: {reason}\n")
@@ -296,6 +297,8 @@ class Supervisor:
                 text = fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
+        from cloudtune.kit.triage import tail
+
         return tail(text.splitlines())
 
     def _clear_failure_files(self) -> None:
