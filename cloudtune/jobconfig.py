@@ -3,6 +3,7 @@ container's contract). Every launcher delivers it the way its cloud passes param
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,9 @@ def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, 
     """`inputs` are the URIs as the container sees them (the launcher's uploads already applied).
 
     Secrets travel as references only; `cloudtune-run` resolves them at start. A `train` job also carries
-    `sources`: each input's path or URI as given in the spec, which the recipes name in their errors.
+    `sources`: each input's URI, or a local input's path relative to the code dir (the spec's directory unless
+    `code` is set), which the recipes name in their errors. No absolute path of this machine travels: it would name
+    local directories in the request and make two users' identical jobs differ.
     """
     job: dict[str, Any] = {
         "name": spec.name,
@@ -144,9 +147,16 @@ def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, 
     if spec.train is not None:
         job["train"] = spec.train.model_dump(mode="json")
         # the user's own name (local path or URI) of each input, so that errors inside the job name it
-        job["sources"] = dict(sorted(spec.inputs.items()))
+        job["sources"] = {name: uri if is_remote(uri) else portable_path(uri, spec.code)
+                          for name, uri in sorted(spec.inputs.items())}
     else:
         job["command"] = spec.command
     if code_uri:
         job["code_uri"] = code_uri
     return job
+
+
+def portable_path(path: str, base: str) -> str:
+    """`path` (absolute, as the spec resolved it) relative to `base` (absolute), in POSIX form: `data/train.jsonl`,
+    `../shared/eval.jsonl`."""
+    return Path(os.path.relpath(path, base)).as_posix()

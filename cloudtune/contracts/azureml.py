@@ -11,6 +11,8 @@ import json
 
 RUN_ID_VAR = "AZUREML_RUN_ID"
 EXPERIMENT_VAR = "AZUREML_EXPERIMENT_NAME"
+# Azure ML sets it in every job to the workspace's MLflow endpoint ("Track ML experiments and models with MLflow")
+MLFLOW_TRACKING_URI_VAR = "MLFLOW_TRACKING_URI"
 JOB_JSON_ARG = "--job-json"
 INPUT_ARG = "--input"
 MODEL_DIR_ARG = "--model-dir"

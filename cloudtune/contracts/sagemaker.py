@@ -6,10 +6,13 @@ CreateTrainingJob API reference (limits below).
 
 from __future__ import annotations
 
+import json
+
 CONFIG_DIR = "/opt/ml/input/config"
 HYPERPARAMETERS = f"{CONFIG_DIR}/hyperparameters.json"
 RESOURCE_CONFIG = f"{CONFIG_DIR}/resourceconfig.json"
 INPUT_DATA_CONFIG = f"{CONFIG_DIR}/inputdataconfig.json"
+CHECKPOINT_CONFIG = f"{CONFIG_DIR}/checkpointconfig.json"  # written when the request sets CheckpointConfig (smdebug reads it)
 DATA_DIR = "/opt/ml/input/data"  # one directory per channel
 MODEL_DIR = "/opt/ml/model"  # uploaded as <S3OutputPath>/<job>/output/model.tar.gz
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # synced to S3 when CheckpointConfig is set
@@ -34,6 +37,32 @@ ENV_MAX_ENTRIES = 100
 ENV_MAX_LEN = 512
 MAX_CHANNELS = 20
 MAX_RUNTIME_S = 28 * 24 * 3600
+NETWORK_INTERFACE = "eth0"  # resourceconfig.json's network_interface_name on SageMaker's training instances
+GROUP_NAME = "homogeneousCluster"  # the one instance group of a request without InstanceGroups
+
+
+def checkpoint_config(s3_uri: str) -> dict[str, str]:
+    """The request's `CheckpointConfig`, which SageMaker also writes to the container as CHECKPOINT_CONFIG."""
+    return {"S3Uri": s3_uri, "LocalPath": CHECKPOINT_DIR}
+
+
+def resource_config(current: str, hosts: list[str], instance_type: str) -> dict[str, object]:
+    """resourceconfig.json as SageMaker writes it on each host of a homogeneous cluster."""
+    return {
+        "current_host": current,
+        "current_instance_type": instance_type,
+        "current_group_name": GROUP_NAME,
+        "hosts": hosts,
+        "instance_groups": [{"instance_group_name": GROUP_NAME, "instance_type": instance_type, "hosts": hosts}],
+        "network_interface_name": NETWORK_INTERFACE,
+    }
+
+
+def script_mode_hyperparameters(submit_directory: str, region: str) -> dict[str, str]:
+    """The training toolkit's script-mode keys, JSON-encoded as the SageMaker Python SDK sends them: the program
+    (cloudtune's entry script) and the tarball it extracts into CODE_DIR."""
+    return {PROGRAM_KEY: json.dumps(ENTRY_SCRIPT), SUBMIT_DIR_KEY: json.dumps(submit_directory),
+            REGION_KEY: json.dumps(region)}
 
 
 def channel_dir(name: str) -> str:

@@ -52,3 +52,13 @@ def cluster_spec(nodes: int, rank: int) -> str:
 def run_args(job: dict[str, object]) -> list[str]:
     """cloudtune-run's arguments on Vertex: the runtime job travels on the command line."""
     return [JOB_JSON_ARG, json.dumps(job, sort_keys=True)]
+
+
+# Machine series whose boot disk is Hyperdisk (they take no Persistent Disk). Source: aiplatform_v1 DiskSpec
+# reference: "For non-A3U machines, the default value is pd-ssd, for A3U machines ... hyperdisk-balanced".
+HYPERDISK_SERIES = ("a3-ultragpu-",)
+
+
+def boot_disk_type(machine_type: str) -> str:
+    """The boot disk type a worker pool of `machine_type` requests (DiskSpec.bootDiskType)."""
+    return "hyperdisk-balanced" if machine_type.startswith(HYPERDISK_SERIES) else "pd-ssd"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -109,9 +110,15 @@ class LocalLauncher:
         job = runtime_job(spec, {name: name for name in spec.inputs}, ppn)
         # the code bundle is named here and written by submit() (a plan writes nothing)
         bundle_path = str(bundle.path or self.home() / "bundles" / f"{bundle.sha256}.tar.gz") if bundle else None
+        extra: dict[str, Any] = {}
+        if settings.emulate == "aws":
+            extra = {"instance_type": _sagemaker_instance_type(spec), "script_mode": not spec.image}
         layout = EMULATORS[settings.emulate](
-            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name),
+            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name), **extra,
         )
+        if settings.emulate == "azure" and spec.train is not None and importlib.util.find_spec("mlflow") is None:
+            notes.append("MLflow: Azure ML sets MLFLOW_TRACKING_URI and the job logs metrics there; mlflow is not "
+                         "installed here, so that path is not run locally (pip install mlflow to run it)")
         uploads = []
         for copy in layout.copies:
             if bundle and copy.source == bundle_path:
@@ -296,3 +303,14 @@ def _alive(pid: Any) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def _sagemaker_instance_type(spec: "JobSpec") -> str:
+    """The instance type an aws plan of `spec` requests (resourceconfig.json names it); the catalog's CPU type when
+    SageMaker offers nothing for the accelerator (the aws plan refuses such a spec itself)."""
+    from cloudtune.kit.cost import catalog_offer
+
+    try:
+        return catalog_offer(spec, "aws", "instance type")[0].instance_type
+    except UnsupportedSpec:
+        return "ml.m5.xlarge"

@@ -15,6 +15,7 @@ from typing import Any
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 
 LOCAL_BUCKET = "cloudtune-local"
+EMULATED_REGION = "us-east-1"  # the emulated SageMaker job's region (its ARN, sagemaker_region)
 RUN = "cloudtune-run"
 
 
@@ -62,35 +63,38 @@ def _input_path(source: str, base: str) -> str:
 
 
 def sagemaker(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, str], nodes: int,
-              bundle: str | None, master_port: int) -> Layout:
+              bundle: str | None, master_port: int, instance_type: str = "ml.m5.xlarge",
+              script_mode: bool = True) -> Layout:
+    """SageMaker's tree on each host: the config JSON files (hyperparameters, resourceconfig, inputdataconfig,
+    checkpointconfig), the channels, the extracted code. `instance_type` is the one the aws plan would request
+    (resourceconfig.json names it); `script_mode` (a stock-image job) adds the training toolkit's keys to the
+    hyperparameters as the request does."""
     hosts = [sm.host(i) for i in range(nodes)]
     job = dict(job, inputs={name: sm.channel_dir(name) for name in sorted(inputs)})
     out: list[Node] = []
     copies: list[Copy] = []
     channels = {name: {"TrainingInputMode": "File", "S3DistributionType": "FullyReplicated", "RecordWrapperType": "None"}
                 for name in sorted(inputs)}
+    hyperparameters = {sm.JOB_KEY: json.dumps(job, sort_keys=True)}
+    if script_mode:  # the toolkit extracts sagemaker_submit_directory (here: the bundle) into /opt/ml/code
+        archive = Path(bundle).name if bundle else f"{job_name}.tar.gz"
+        hyperparameters |= sm.script_mode_hyperparameters(f"s3://{LOCAL_BUCKET}/bundles/{archive}", EMULATED_REGION)
     for host in hosts:
         root = job_dir / "hosts" / host
         for name, src in sorted(inputs.items()):
             copies.append(Copy(src, str(root / sm.channel_dir(name).lstrip("/"))))
-        if bundle:  # the training toolkit's script mode extracts sagemaker_submit_directory into /opt/ml/code
+        if bundle:
             copies.append(Copy(bundle, str(root / sm.CODE_DIR.lstrip("/")), unpack=True))
         files = {
-            sm.HYPERPARAMETERS.lstrip("/"): {sm.JOB_KEY: json.dumps(job, sort_keys=True)},
-            sm.RESOURCE_CONFIG.lstrip("/"): {
-                "current_host": host,
-                "current_instance_type": "local",
-                "current_group_name": "homogeneousCluster",
-                "hosts": hosts,
-                "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": hosts}],
-                "network_interface_name": "lo",
-            },
+            sm.HYPERPARAMETERS.lstrip("/"): hyperparameters,
+            sm.RESOURCE_CONFIG.lstrip("/"): sm.resource_config(host, hosts, instance_type),
             sm.INPUT_DATA_CONFIG.lstrip("/"): channels,
+            sm.CHECKPOINT_CONFIG.lstrip("/"): sm.checkpoint_config(f"s3://{LOCAL_BUCKET}/checkpoints/{job_name}"),
             "etc/hosts": _hosts_file(hosts),
         }
         env = {
             sm.JOB_NAME_VAR: job_name,
-            sm.JOB_ARN_VAR: f"arn:aws:sagemaker:local:000000000000:training-job/{job_name}",
+            sm.JOB_ARN_VAR: f"arn:aws:sagemaker:{EMULATED_REGION}:000000000000:training-job/{job_name}",
             "CLOUDTUNE_FS_ROOT": str(root),
             "MASTER_PORT": str(master_port),
         }
@@ -147,7 +151,9 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
             copies.append(Copy(bundle, str(cwd), unpack=True))
         # MASTER_PORT on one node too: torchrun's default port would be shared by every local job on this machine
         env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
-               "MASTER_PORT": str(master_port)}
+               "MASTER_PORT": str(master_port),
+               # Azure ML points MLflow at the workspace; here a file store in the job dir takes its place
+               az.MLFLOW_TRACKING_URI_VAR: (job_dir / "mlruns").as_uri()}
         if nodes > 1:
             # as Azure ML's pytorch distribution with one process per instance: LOCAL_RANK 0 on every node
             env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from cloudtune.bundle import build_bundle
+from cloudtune.contracts import sagemaker as sm
 from cloudtune.kit.staging import stage
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import materialise
@@ -85,13 +86,24 @@ def test_local_emulation_and_sagemaker_agree(tmp_path: Path, lock_dir: Path, nod
     assert local.job_name == aws.job_name
     request = aws.request
 
-    # hyperparameters: the very same runtime job text
+    # hyperparameters: the same keys (on the stock image the training toolkit's script-mode keys too); the runtime
+    # job text and the program are the very same (the submit directory and region name the emulated bucket and region)
     node0 = local.request["nodes"][0]
-    # the runtime job is the same text; on the stock image the request adds the toolkit's script-mode keys, which the
-    # local launcher does not need (it runs cloudtune-run in this Python, with the bundle unpacked in /opt/ml/code)
     local_hyper = node0["files"]["opt/ml/input/config/hyperparameters.json"]
-    assert local_hyper == {k: v for k, v in request["HyperParameters"].items() if not k.startswith("sagemaker_")}
-    assert spec.image or {"sagemaker_program", "sagemaker_submit_directory"} <= set(request["HyperParameters"])
+    cloud_hyper = request["HyperParameters"]
+    assert set(local_hyper) == set(cloud_hyper)
+    assert spec.image or {sm.PROGRAM_KEY, sm.SUBMIT_DIR_KEY, sm.REGION_KEY} <= set(cloud_hyper)
+    for key in (sm.JOB_KEY, sm.PROGRAM_KEY):
+        assert local_hyper.get(key) == cloud_hyper.get(key), key
+    # resourceconfig.json and checkpointconfig.json: what SageMaker writes for this request, on every host
+    for index, node in enumerate(local.request["nodes"]):
+        files = node["files"]
+        hosts = [sm.host(i) for i in range(nodes)]
+        assert files["opt/ml/input/config/resourceconfig.json"] == sm.resource_config(
+            hosts[index], hosts, request["ResourceConfig"]["InstanceType"])
+        local_ckpt = files["opt/ml/input/config/checkpointconfig.json"]
+        assert set(local_ckpt) == set(request["CheckpointConfig"])
+        assert local_ckpt["LocalPath"] == request["CheckpointConfig"]["LocalPath"]
     # channels: the same names and modes (aws always ships `code`, which carries the cloudtune wheel, and on the
     # stock image `wheels`, which the entrypoint installs from before cloudtune-run starts; the local launcher runs
     # in this machine's Python and needs neither)

@@ -296,7 +296,7 @@ def _request(spec: "JobSpec", settings: AwsSettings, job_name: str, start: _Star
         "Tags": [{"Key": k, "Value": v} for k, v in sorted(tags.items())],
         "EnableNetworkIsolation": settings.network_isolation,
         "EnableManagedSpotTraining": spec.resources.spot,
-        "CheckpointConfig": {"S3Uri": f"{output}/checkpoints/{job_name}", "LocalPath": CHECKPOINT_DIR},
+        "CheckpointConfig": sm.checkpoint_config(f"{output}/checkpoints/{job_name}"),
     }
     if settings.subnets:
         request["VpcConfig"] = {"SecurityGroupIds": list(settings.security_groups), "Subnets": list(settings.subnets)}
@@ -364,8 +364,7 @@ def _start(spec: "JobSpec", job: dict[str, Any], bundle: "Bundle | None", base: 
     texts[sm.ENTRY_SCRIPT] = entry_script(f"--no-index --find-links {sm.channel_dir(sm.WHEELS_CHANNEL)}", extras)
     value = _job_hyperparameter(job, texts, sm.CODE_DIR, notes)
     code = _code_upload(bundle, texts, base, home)
-    hyper = {sm.JOB_KEY: value, sm.PROGRAM_KEY: json.dumps(sm.ENTRY_SCRIPT),
-             sm.SUBMIT_DIR_KEY: json.dumps(code.destination), sm.REGION_KEY: json.dumps(region)}
+    hyper = {sm.JOB_KEY: value, **sm.script_mode_hyperparameters(code.destination, region)}
     notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
                  + ("from the sagemaker SDK's image-URI config" if table.from_sdk
                     else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))

@@ -209,7 +209,8 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
 
     output = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{display}"
     pool = {"machineSpec": machine, "replicaCount": "1",
-            "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": spec.resources.disk_gb},
+            "diskSpec": {"bootDiskType": vx.boot_disk_type(machine["machineType"]),
+                         "bootDiskSizeGb": spec.resources.disk_gb},
             "containerSpec": _container(spec, image, bootstrap_args, job)}
     pools = [pool] + ([{**pool, "replicaCount": str(spec.resources.nodes - 1)}] if spec.resources.nodes > 1 else [])
     job_spec: dict[str, Any] = {"workerPoolSpecs": pools, "scheduling": _scheduling(spec, notes),
