@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,13 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         from cloudtune.preflight.deep import deep_check
         from cloudtune.spec import load_spec
 
+        started = time.monotonic()
+        click.echo("preflight: checking the data, the tokenizer and the model skeleton (imports transformers: "
+                   "a few seconds)", err=True)
         for note in deep_check(load_spec(spec, list(overrides))):
             if note.startswith("warning:"):
                 click.echo(note, err=True)
+        click.echo(f"preflight: ok in {time.monotonic() - started:.1f} s; starting the job", err=True)
     job = api.launch(spec, provider=provider, overrides=list(overrides))
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")

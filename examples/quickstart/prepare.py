@@ -61,6 +61,7 @@ def pretrain(model, tokenizer, texts: list[str], *, steps: int, batch_size: int,
     model.train()
     losses: list[float] = []
     order: list[int] = []
+    started = time.monotonic()
     for step in range(steps):
         if len(order) < batch_size:
             order = list(range(len(encoded)))
@@ -81,7 +82,8 @@ def pretrain(model, tokenizer, texts: list[str], *, steps: int, batch_size: int,
         optimizer.zero_grad()
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
-            print(f"  pretrain step {step + 1}/{steps} loss={loss.item():.3f}", flush=True)
+            left = (time.monotonic() - started) / (step + 1) * (steps - step - 1)
+            print(f"  pretrain step {step + 1}/{steps} loss={loss.item():.3f} eta {left:.0f} s", flush=True)
     model.eval()
     return losses
 
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     set_seed(args.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     general, domain = read_lines()
+    print(f"[1/3] training a tokenizer ({args.steps} pretraining steps follow; about a minute on 2 CPU cores)", flush=True)
     tokenizer = build_tokenizer(general + domain, vocab_size=2048)
     print(f"tokenizer: byte-level BPE, {len(tokenizer)} tokens, trained on {len(general)} general + {len(domain)} domain lines")
 
@@ -112,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         vocab_size=len(tokenizer), n_positions=256, n_embd=256, n_layer=4, n_head=8,
         bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id,
     )
+    print("[2/3] building the model from a config", flush=True)
     model = GPT2LMHeadModel(config)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: GPT-2, {config.n_layer} layers, n_embd {config.n_embd}, {n_params / 1e6:.2f}M parameters")
 
-    print(f"pretraining on data/general.txt only ({len(general)} lines, {args.steps} steps, seed {args.seed})")
+    print(f"[3/3] pretraining on data/general.txt only ({len(general)} lines, {args.steps} steps, seed {args.seed})")
     losses = pretrain(model, tokenizer, general, steps=args.steps, batch_size=16, lr=2e-3, seed=args.seed)
     tail = losses[-20:]
     print(f"pretraining done: final loss {sum(tail) / len(tail):.3f} (perplexity {math.exp(sum(tail) / len(tail)):.1f})")
