@@ -1,6 +1,6 @@
 """`cloudtune launch` of a TPU spec with `--provider gcp --dry-run` (the real CLI, offline): the container is one that
 carries PyTorch/XLA -- the image containers/tpu builds (torch and torch_xla 2.9.0, what the XLA lane tests), at the
-Artifact Registry path the README pushes it to, by default; another PyTorch/XLA image when `image:` names it --
+Artifact Registry path docs/providers/gcp.md pushes it to, by default; another PyTorch/XLA image when `image:` names it --
 and the job runs one process per TPU host."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from tests.gcp.conftest import BUCKET, PROJECT, REGION
 
 pytest.importorskip("cloudtune_gcp")
-TPU_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/cloudtune/cloudtune-tpu:0.1.0"  # README: Artifact Registry
+TPU_IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/cloudtune/cloudtune-tpu:0.1.0"  # docs/providers/gcp.md: Artifact Registry
 
 
 def _dry_run(tmp_path: Path, *extra: str) -> tuple[str, dict]:

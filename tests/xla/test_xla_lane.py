@@ -5,7 +5,7 @@ torch_xla 2.9.0); skipped where torch_xla is not installed (the main suite).
 What it proves: the recipe trains through PyTorch/XLA in one process (plain, LoRA, and SPMD FSDPv2 over two virtual
 devices), with the non-fused optimizer, fixed shapes (a bounded number of graph compilations), checkpoints and
 resume after a SIGTERM, and writes a model that loads with from_pretrained on CPU; and that its numbers match the
-plain CPU run. What it cannot prove (libtpu, TPU topology, multi-host, HBM fit, bf16 on TPU, speed): README, "TPUs".
+plain CPU run. What it cannot prove (libtpu, TPU topology, multi-host, HBM fit, bf16 on TPU, speed): docs/tpu.md.
 
 Every run is a subprocess (tests/xla/xla_run.py): torch_xla's runtime and SPMD mode are per process. The figures of
 each run are printed (`-s`) and written to $CLOUDTUNE_XLA_REPORT (default: the test's tmp dir).

@@ -116,7 +116,7 @@ def _classify_client_error(exc: Any) -> ErrorInfo:
     if code == "NoSuchBucket":
         return ErrorInfo("config", message, "check providers.aws.bucket and the s3:// URIs in the spec, or create the bucket")
     if code in _CONFIG_CODES or status in (401, 403):
-        return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (README: IAM)")
+        return ErrorInfo("config", message, "check the credentials' IAM permissions and providers.aws (docs/providers/aws.md: IAM)")
     return ErrorInfo("fatal", message, "see the message; the request is printed by `cloudtune launch --dry-run`")
 
 

@@ -9,7 +9,7 @@ from cloudtune.kit.retry import ErrorInfo
 
 LOGIN_FIX = ("run `az login` (or set AZURE_CLIENT_ID, AZURE_TENANT_ID and AZURE_CLIENT_SECRET for a service "
              "principal), then launch again")
-ROLES_FIX = ("grant the roles listed in the README (AzureML Data Scientist on the workspace, Storage Blob Data "
+ROLES_FIX = ("grant the roles listed in docs/providers/azure.md (AzureML Data Scientist on the workspace, Storage Blob Data "
              "Contributor on its storage account), and check providers.azure")
 
 

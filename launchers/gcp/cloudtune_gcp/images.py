@@ -30,5 +30,5 @@ def training_image_uri(region: str, processor: str) -> str:
 
 def tpu_image_uri(project: str, region: str, version: str) -> str:
     """cloudtune's own TPU image (containers/tpu: torch + torch_xla 2.9.0, the versions the XLA lane tests) in the
-    project's `cloudtune` Artifact Registry repository of the region, as the README's build and push steps put it."""
+    project's `cloudtune` Artifact Registry repository of the region, as docs/providers/gcp.md's build and push steps put it."""
     return f"{region}-docker.pkg.dev/{project}/cloudtune/cloudtune-tpu:{version}"

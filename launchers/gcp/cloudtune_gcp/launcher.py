@@ -100,7 +100,7 @@ def _classify_api_error(exc: Any, gexc: Any) -> ErrorInfo:
     if isinstance(exc, (gexc.AlreadyExists, gexc.Conflict)):
         return ErrorInfo("conflict", message)
     if isinstance(exc, (gexc.PermissionDenied, gexc.Unauthenticated, gexc.Forbidden, gexc.Unauthorized)):
-        return ErrorInfo("config", f"{exc.code} {message}", "grant the roles listed in the README (Vertex AI) to "
+        return ErrorInfo("config", f"{exc.code} {message}", "grant the roles listed in docs/providers/gcp.md (IAM) to "
                          "your account, and check providers.gcp.project")
     if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.ServiceUnavailable)):
         return ErrorInfo("transient", f"{exc.code} {message}" if getattr(exc, "code", None) else message,

@@ -117,7 +117,7 @@ def _image(spec: "JobSpec", project: str, region: str, offer: "Offer", notes: li
 
         uri = tpu_image_uri(project, region, __version__)
         notes.append(f"image: cloudtune's TPU image {uri} (containers/tpu: torch and torch_xla 2.9.0, as the XLA "
-                     "lane tests them); build and push it once before the first TPU job (README: Artifact Registry), "
+                     "lane tests them); build and push it once before the first TPU job (docs/providers/gcp.md: Artifact Registry), "
                      "or set `image:` to another PyTorch/XLA image")
         return uri, "--no-deps --force-reinstall", "", False
     processor = "gpu" if offer.count else "cpu"
