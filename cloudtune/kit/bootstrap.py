@@ -50,6 +50,13 @@ TARGETS: dict[str, Target] = {
                                  ("azure-identity", "azure-keyvault-secrets", "azureml-mlflow",
                                   "numpy<2")),  # torch 2.2 wheels are built against NumPy 1.x
 }
+# the stock target each cloud's launcher runs a job on when the spec names no `image:` (read by the launchers'
+# images.py, the local emulation's version check and its image runtime)
+PROVIDER_TARGETS: dict[str, str] = {
+    "aws": "sagemaker-pytorch-py312",
+    "gcp": "vertex-pytorch-py310",
+    "azure": "azureml-acpt-py310",
+}
 
 
 @dataclass(frozen=True)

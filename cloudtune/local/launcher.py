@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
-# the stock image (its wheel lock, cloudtune.kit.bootstrap) whose framework versions each emulated cloud runs
-EMULATED_TARGETS = {"aws": "sagemaker-pytorch-py312", "gcp": "vertex-pytorch-py310"}
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
@@ -87,11 +85,10 @@ class LocalLauncher:
         check_local_inputs(spec)
         if spec.resources.spot:
             notes.append("spot: ignored locally")
-        target = EMULATED_TARGETS.get(settings.emulate)
-        if target and not spec.image:
-            from cloudtune.kit.versions import local_mismatches
+        if not spec.image:
+            from cloudtune.kit.versions import local_mismatches, target_software
 
-            differ = local_mismatches(target)
+            differ = local_mismatches(target_software(settings.emulate).target)
             if differ:
                 notes.append(f"warning: this machine differs from the {settings.emulate} stock image: {'; '.join(differ)}; "
                              "a job that passes here may still fail there (test with `image:` set to the image you run)")

@@ -7,8 +7,10 @@ environments" (registry environments are referenced as azureml://registries/<reg
 
 from __future__ import annotations
 
+from cloudtune.kit.bootstrap import PROVIDER_TARGETS
+
 ENVIRONMENT_NAME = "acpt-pytorch-2.2-cuda12.1"
 FRAMEWORK_VERSION = "2.2"
 CURATED_ENVIRONMENT = f"azureml://registries/azureml/environments/{ENVIRONMENT_NAME}/labels/latest"
 # The wheel lock (cloudtune.kit.bootstrap) matching this environment's Python (py310) and torch.
-LOCK_TARGET = "azureml-acpt-py310"
+LOCK_TARGET = PROVIDER_TARGETS["azure"]

@@ -6,9 +6,11 @@ pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, P
 
 from __future__ import annotations
 
+from cloudtune.kit.bootstrap import PROVIDER_TARGETS
+
 FRAMEWORK_VERSION = "2.4"
 # The wheel lock (cloudtune.kit.bootstrap) matching these images' Python (py310) and torch.
-LOCK_TARGET = "vertex-pytorch-py310"
+LOCK_TARGET = PROVIDER_TARGETS["gcp"]
 PY_VERSION = "py310"
 _REPOSITORY = "docker.pkg.dev/vertex-ai/training"
 
