@@ -93,7 +93,9 @@ class LocalLauncher:
                 notes.append(f"warning: this machine differs from the {settings.emulate} stock image: {'; '.join(differ)}; "
                              "a job that passes here may still fail there (test with `image:` set to the image you run)")
         if spec.image:
-            notes.append(f"image {spec.image}: not used locally; the job runs in this Python environment")
+            from cloudtune.kit.versions import image_note
+
+            notes.append(image_note(spec.image))
         if spec.outputs:
             notes.append("outputs: not used locally; the model stays in the job directory (see model)")
         if spec.secrets:

@@ -1,7 +1,9 @@
 """Vertex AI's prebuilt PyTorch training containers for a region.
 
 Source: Vertex AI docs, "Prebuilt containers for custom training" (PyTorch: pytorch-gpu, pytorch-cpu and
-pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, Python 3.10).
+pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, Python 3.10). 2.4 is the newest
+PyTorch these containers ship; its wheel lock keeps transformers below 5.15, whose runtime torch floor (2.5) the
+image does not meet (`cloudtune.kit.bootstrap.TARGETS`, checked by `cloudtune.kit.versions.check_lock`).
 """
 
 from __future__ import annotations
