@@ -28,7 +28,12 @@ LOCK_DIR = Path(__file__).with_name("locks")
 
 @dataclass(frozen=True)
 class Target:
-    """A stock image's interpreter: Python version, ABI tag, platform tags pip may pick, and its torch."""
+    """A stock image's interpreter: Python version, ABI tag, platform tags pip may pick, and its torch.
+
+    `image` names the image and `source` where its Python and torch versions are documented. `pins` are
+    requirement specifiers the lock resolver must honour because a library's newer releases need more than the
+    image has in ways pip cannot see (runtime floors: see `cloudtune.kit.versions.check_lock`).
+    """
 
     name: str
     python: str
@@ -36,20 +41,52 @@ class Target:
     platforms: tuple[str, ...]
     torch: str
     extra: tuple[str, ...] = ()  # requirements beyond cloudtune[train] that jobs on this image may need
+    pins: tuple[str, ...] = ()
+    image: str = ""
+    source: str = ""
 
 
 _MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
-# SageMaker's stock PyTorch 2.8 training image (py312); Vertex AI's prebuilt PyTorch 2.4 containers (py310); Azure
-# ML's curated ACPT PyTorch 2.2 environment (py310; Key Vault secrets and MLflow to Studio's metrics tab need the
-# Azure packages listed).
 TARGETS: dict[str, Target] = {
-    "sagemaker-pytorch-py312": Target("sagemaker-pytorch-py312", "3.12", "cp312", _MANYLINUX, "2.8.0"),
-    "vertex-pytorch-py310": Target("vertex-pytorch-py310", "3.10", "cp310", _MANYLINUX, "2.4.0",
-                                   ("google-cloud-secret-manager",)),
-    "azureml-acpt-py310": Target("azureml-acpt-py310", "3.10", "cp310", _MANYLINUX, "2.2.2",
-                                 ("azure-identity", "azure-keyvault-secrets", "azureml-mlflow",
-                                  "numpy<2")),  # torch 2.2 wheels are built against NumPy 1.x
+    "sagemaker-pytorch-py312": Target(
+        "sagemaker-pytorch-py312", "3.12", "cp312", _MANYLINUX, "2.8.0",
+        image="SageMaker PyTorch 2.8.0 training DLC (pytorch-training:2.8.0-gpu-py312)",
+        source="sagemaker SDK image_uri_config/pytorch.json (training 2.8.0: py_versions py312); "
+               "launchers/aws/cloudtune_aws/pytorch_images.json"),
+    # Vertex AI's newest prebuilt PyTorch training containers are 2.4 (py310). transformers 5.15 raised its runtime
+    # torch floor to 2.5 (5.20 to 2.6), so the lock stays on the 5.14 line, the newest that torch 2.4 runs.
+    "vertex-pytorch-py310": Target(
+        "vertex-pytorch-py310", "3.10", "cp310", _MANYLINUX, "2.4.0", ("google-cloud-secret-manager",),
+        pins=("transformers<5.15",),
+        image="Vertex AI prebuilt PyTorch 2.4 training container (pytorch-gpu.2-4.py310 / pytorch-cpu.2-4.py310)",
+        source="Vertex AI docs, Prebuilt containers for custom training (PyTorch 2.4, Python 3.10)"),
+    # Azure ML's curated ACPT PyTorch 2.8 environment (Python 3.10 in its ptca conda env, torch 2.8.0 cu126 wheels);
+    # Key Vault secrets and MLflow to Studio's metrics tab need the Azure packages listed.
+    "azureml-acpt-py310": Target(
+        "azureml-acpt-py310", "3.10", "cp310", _MANYLINUX, "2.8.0",
+        ("azure-identity", "azure-keyvault-secrets", "azureml-mlflow"),
+        image="Azure ML curated environment acpt-pytorch-2.8-cuda12.6",
+        source="Azure/azureml-assets assets/training/general/environments/acpt-pytorch-2.8-cuda12.6 (spec.yaml tags "
+               "PyTorch 2.8, Python 3.10; Dockerfile FROM acpt stable-ubuntu2204-cu126-py310-torch280)"),
 }
+# the stock target each cloud's launcher runs a job on when the spec names no `image:` (read by the launchers'
+# images.py, the local emulation's version check and its image runtime)
+PROVIDER_TARGETS: dict[str, str] = {
+    "aws": "sagemaker-pytorch-py312",
+    "gcp": "vertex-pytorch-py310",
+    "azure": "azureml-acpt-py310",
+}
+
+
+@dataclass(frozen=True)
+class Floor:
+    """A version a wheel needs of something the image provides: `on` is "python" or "torch", `spec` a PEP 440
+    specifier (">=2.6.0"), `source` where it was read (METADATA Requires-Python / Requires-Dist, or the module and
+    function that enforces it at run time, for floors pip cannot see)."""
+
+    on: str
+    spec: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -60,12 +97,20 @@ class Wheel:
     url: str
     sha256: str
     size: int
+    floors: tuple[Floor, ...] = ()  # recorded by lockgen
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Wheel":
+        floors = tuple(Floor(**f) for f in data.get("floors", ()))
+        return cls(data["name"], data["version"], data["filename"], data["url"], data["sha256"], int(data["size"]),
+                   floors)
 
 
 @dataclass(frozen=True)
 class Lock:
     target: str
     wheels: tuple[Wheel, ...]
+    floors_recorded: bool = False  # lockgen read every wheel's floors (an empty `floors` then means "none")
 
     def digest(self) -> tuple[int, str]:
         """(bytes, sha256) of the assembled wheelhouse, exactly as `cloudtune.hashing.digest` computes it for the
@@ -83,7 +128,7 @@ def load_lock(target: str, lock_dir: Path | None = None) -> Lock:
         raise InvalidInput(f"no wheel lock for image target {target!r}",
                            fix=f"write it with `python -m cloudtune.kit.lockgen {target}`")
     data = json.loads(path.read_text())
-    return Lock(data["target"], tuple(Wheel(**w) for w in data["wheels"]))
+    return Lock(data["target"], tuple(Wheel.from_json(w) for w in data["wheels"]), bool(data.get("floors_recorded")))
 
 
 Fetch = Callable[[str, Path], None]

@@ -1,27 +1,42 @@
 """Write the hash-pinned wheel lock of a stock-image target (run by a maintainer, with network; never by a job).
 
     python -m cloudtune.kit.lockgen sagemaker-pytorch-py312   # or vertex-pytorch-py310, or all
+    python -m cloudtune.kit.lockgen --floors all              # re-read the floors of the locks as they are
 
 What a job needs beyond the cloud's stock PyTorch image is the closure of `cloudtune[train]` minus torch (the
 image has it), resolved by pip for the image's Python and platform. torch is held out by offering pip a
 dependency-free placeholder wheel of the image's torch version with a build tag (so pip prefers it to PyPI's);
 the placeholder is left out of the lock. The lock records each wheel's name, version, file name, URL, sha256 and
-size (pip's own installation report gives URL and hash; a HEAD request the size).
+size (pip's own installation report gives URL and hash; a HEAD request the size), and its floors: Requires-Python,
+a Requires-Dist on torch, and the runtime torch floors pip cannot see (RUNTIME_FLOORS). A lock whose floors the
+image breaks is refused (`cloudtune.kit.versions.check_lock`) and not written.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+import urllib.error
 import urllib.request
 import zipfile
+from email.parser import Parser
 from pathlib import Path
 
-from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, Target
+from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, Lock, Target, Wheel
+from cloudtune.kit.versions import check_lock
 from cloudtune.kit.wheel import cloudtune_wheel
+
+# Runtime torch floors that no metadata declares: package -> (module in its wheel, function that enforces it).
+# transformers switches PyTorch off below its floor (5.0: 2.2, 5.10: 2.4, 5.15: 2.5, 5.20: 2.6, read from the
+# wheels); peft, accelerate and trl declare theirs (or none) in Requires-Dist and reach torch through transformers.
+RUNTIME_FLOORS: dict[str, tuple[str, str]] = {
+    "transformers": ("transformers/utils/import_utils.py", "is_torch_available"),
+}
+_PARSE_FLOOR = re.compile(r'>=\s*version\.parse\(\s*"(\d+(?:\.\d+)*)"\s*\)')
 
 
 def _placeholder_torch(target: Target, out: Path) -> None:
@@ -40,42 +55,132 @@ def _size(url: str) -> int:
         return int(resp.headers["Content-Length"])
 
 
+def metadata_floors(requires_python: str | None, requires_dist: list[str]) -> list[dict[str, str]]:
+    """Floors a wheel declares: Requires-Python, and a Requires-Dist on torch outside any extra."""
+    from packaging.requirements import Requirement
+
+    floors = []
+    if requires_python:
+        floors.append({"on": "python", "spec": requires_python, "source": "METADATA Requires-Python"})
+    for line in requires_dist:
+        req = Requirement(line)
+        if req.name.lower() == "torch" and str(req.specifier) and "extra" not in str(req.marker or ""):
+            floors.append({"on": "torch", "spec": str(req.specifier), "source": f"METADATA Requires-Dist: {line}"})
+    return floors
+
+
+def runtime_floor(name: str, wheel_file: Path) -> dict[str, str]:
+    """The torch floor `name` enforces at run time, read from its wheel's source (RUNTIME_FLOORS)."""
+    module, function = RUNTIME_FLOORS[name]
+    with zipfile.ZipFile(wheel_file) as zf:
+        text = zf.read(module).decode()
+    start = text.find(f"def {function}(")
+    end = text.find("\ndef ", start + 1)
+    found = _PARSE_FLOOR.search(text[start:end if end > 0 else None]) if start >= 0 else None
+    if found is None:
+        raise SystemExit(f"{wheel_file.name}: no torch floor found in {module} {function}(); read the function and "
+                         "update cloudtune.kit.lockgen.RUNTIME_FLOORS / _PARSE_FLOOR before writing this lock")
+    return {"on": "torch", "spec": f">={found.group(1)}", "source": f"{wheel_file.name}: {module} {function}()"}
+
+
+def _fetch(url: str, dest: Path) -> Path:
+    with urllib.request.urlopen(url, timeout=300) as resp, open(dest, "wb") as out:
+        out.write(resp.read())
+    return dest
+
+
+def wheel_floors(name: str, url: str, requires_python: str | None, requires_dist: list[str]) -> list[dict[str, str]]:
+    floors = metadata_floors(requires_python, requires_dist)
+    if name.lower() in RUNTIME_FLOORS:
+        with tempfile.TemporaryDirectory() as tmp:
+            floors.append(runtime_floor(name.lower(), _fetch(url, Path(tmp) / url.rsplit("/", 1)[-1])))
+    return floors
+
+
+def _resolve(target: Target, work: Path) -> dict:
+    (work / "links").mkdir()
+    _placeholder_torch(target, work / "links")
+    wheel = cloudtune_wheel(work / "wheel")
+    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report",
+           str(work / "report.json"), "--only-binary=:all:", "--python-version", target.python,
+           "--implementation", "cp", "--abi", target.abi, "--target", str(work / "t"), "--find-links",
+           str(work / "links"), *[a for p in target.platforms for a in ("--platform", p)],
+           f"torch=={target.torch}", f"{wheel.path}[train]", *target.extra, *target.pins]
+    # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless
+    # to anyone else): no config files, the public index only
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
+    env = {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
+    subprocess.run([*cmd[:4], "--index-url", "https://pypi.org/simple", *cmd[4:]], check=True, env=env)
+    return json.loads((work / "report.json").read_text())
+
+
 def generate(target: Target) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        (work / "links").mkdir()
-        _placeholder_torch(target, work / "links")
-        wheel = cloudtune_wheel(work / "wheel")
-        cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report",
-               str(work / "report.json"), "--only-binary=:all:", "--python-version", target.python,
-               "--implementation", "cp", "--abi", target.abi, "--target", str(work / "t"), "--find-links",
-               str(work / "links"), *[a for p in target.platforms for a in ("--platform", p)],
-               f"torch=={target.torch}", f"{wheel.path}[train]", *target.extra]
-        # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless
-        # to anyone else): no config files, the public index only
-        env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
-        env = {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
-        subprocess.run([*cmd[:4], "--index-url", "https://pypi.org/simple", *cmd[4:]], check=True, env=env)
-        report = json.loads((work / "report.json").read_text())
+        report = _resolve(target, Path(tmp))
     wheels = []
     for item in report["install"]:
-        name = item["metadata"]["name"]
+        meta = item["metadata"]
+        name = meta["name"]
         if name.lower() in ("torch", "cloudtune"):
             continue
         url = item["download_info"]["url"]
         if not url.startswith("https://files.pythonhosted.org/"):
             raise SystemExit(f"{name}: resolved to {url}, not a PyPI file URL")
-        wheels.append({"name": name, "version": item["metadata"]["version"], "filename": url.rsplit("/", 1)[-1],
-                       "url": url, "sha256": item["download_info"]["archive_info"]["hashes"]["sha256"], "size": _size(url)})
+        wheels.append({"name": name, "version": meta["version"], "filename": url.rsplit("/", 1)[-1],
+                       "url": url, "sha256": item["download_info"]["archive_info"]["hashes"]["sha256"], "size": _size(url),
+                       "floors": wheel_floors(name, url, meta.get("requires_python"), meta.get("requires_dist", []))})
     wheels.sort(key=lambda w: w["filename"])
+    return _lock_json(target, wheels)
+
+
+def _lock_json(target: Target, wheels: list[dict]) -> dict:
     return {"target": target.name, "python": target.python, "platforms": list(target.platforms),
-            "image_torch": target.torch, "wheels": wheels}
+            "image_torch": target.torch, "image": target.image, "image_source": target.source,
+            "pins": list(target.pins), "floors_recorded": True, "wheels": wheels}
+
+
+def _wheel_metadata(url: str, wheel_file: Path | None) -> tuple[str | None, list[str]]:
+    """(Requires-Python, Requires-Dist lines) from the index's PEP 658 metadata file, else from the wheel itself."""
+    try:
+        with urllib.request.urlopen(url + ".metadata", timeout=60) as resp:
+            text = resp.read().decode()
+    except urllib.error.HTTPError:
+        if wheel_file is None:
+            raise
+        with zipfile.ZipFile(wheel_file) as zf:
+            text = zf.read(next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    meta = Parser().parsestr(text)
+    return meta.get("Requires-Python"), meta.get_all("Requires-Dist") or []
+
+
+def refloor(target: Target, lock_dir: Path = LOCK_DIR) -> dict:
+    """The existing lock of `target` with every wheel's floors read again (the index's metadata files, or the
+    wheel where the index serves none), the wheels themselves unchanged."""
+    data = json.loads((lock_dir / f"{target.name}.json").read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        for w in data["wheels"]:
+            try:
+                requires_python, requires_dist = _wheel_metadata(w["url"], None)
+            except urllib.error.HTTPError:
+                requires_python, requires_dist = _wheel_metadata(w["url"], _fetch(w["url"], Path(tmp) / w["filename"]))
+            w["floors"] = wheel_floors(w["name"], w["url"], requires_python, requires_dist)
+    return _lock_json(target, data["wheels"])
+
+
+def refuse_broken(target: Target, lock: dict) -> None:
+    """SystemExit naming every floor the image breaks: such a lock is never written."""
+    problems = check_lock(target, Lock(lock["target"], tuple(Wheel.from_json(w) for w in lock["wheels"]), True))
+    if problems:
+        raise SystemExit(f"refused: the {target.name} lock would not run on its image:\n  " + "\n  ".join(problems))
 
 
 def main(argv: list[str]) -> None:
+    floors_only = bool(argv) and argv[0] == "--floors"
+    argv = argv[1:] if floors_only else argv
     names = list(TARGETS) if not argv or argv[0] == "all" else argv
     for name in names:
-        lock = generate(TARGETS[name])
+        lock = refloor(TARGETS[name]) if floors_only else generate(TARGETS[name])
+        refuse_broken(TARGETS[name], lock)
         path = LOCK_DIR / f"{name}.json"
         path.write_text(json.dumps(lock, indent=1) + "\n")
         print(f"{path}: {len(lock['wheels'])} wheels, {sum(w['size'] for w in lock['wheels']) / 1e6:.1f} MB")

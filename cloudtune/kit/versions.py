@@ -1,15 +1,50 @@
 """The framework versions a stock-image job runs (the image's Python and torch, the wheel lock's transformers,
-peft and accelerate), and how this machine differs from them: "passes locally" is only as good as that match."""
+peft and accelerate), whether the lock's wheels can run on that image at all (`check_lock`, offline, from the
+floors lockgen recorded), and how this machine differs from them: "passes locally" is only as good as that match."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from cloudtune.kit.bootstrap import TARGETS, load_lock
+from cloudtune.errors import InvalidInput
+from cloudtune.kit.bootstrap import LOCK_DIR, PROVIDER_TARGETS, TARGETS, Lock, Target, load_lock
 
 PACKAGES = ("transformers", "peft", "accelerate")
+
+
+@dataclass(frozen=True)
+class TargetSoftware:
+    """What a stock-image job of one cloud runs: the image's interpreter and torch, and the wheel lock installed
+    on top of them (`pip install --no-index` from the lock's wheelhouse).
+
+    provider: "aws" | "gcp" | "azure"; target: the lock's name (a key of `cloudtune.kit.bootstrap.TARGETS`);
+    python: "3.12" (major.minor, as the image ships it); torch: "2.8.0" (the image's own build, never in the lock);
+    lock: the lock file (JSON: {"target", "python", "image_torch", "wheels": [{name, version, filename, url,
+    sha256, size}], "floors": ...}; read it with `cloudtune.kit.bootstrap.load_lock(target, lock.parent)`).
+    """
+
+    provider: str
+    target: str
+    python: str
+    torch: str
+    lock: Path
+
+
+def target_software(provider: str, lock_dir: Path | None = None) -> TargetSoftware:
+    """The Python, torch and wheel lock a `provider` job runs on its stock image (no `image:` in the spec).
+
+    Pure: reads no file, imports no SDK. Raises InvalidInput for a provider with no stock image (local, or an
+    unknown name). `lock_dir` (default: the locks shipped with cloudtune) only changes the returned lock path.
+    """
+    target = PROVIDER_TARGETS.get(provider)
+    if target is None:
+        raise InvalidInput(f"provider {provider!r} has no stock image",
+                           fix=f"use one of: {', '.join(sorted(PROVIDER_TARGETS))}")
+    spec = TARGETS[target]
+    return TargetSoftware(provider, target, spec.python, spec.torch, (lock_dir or LOCK_DIR) / f"{target}.json")
 
 
 def target_versions(target: str, lock_dir: Path | None = None) -> dict[str, str]:
@@ -25,7 +60,39 @@ def target_versions(target: str, lock_dir: Path | None = None) -> dict[str, str]
 def versions_note(target: str, lock_dir: Path | None = None) -> str:
     v = target_versions(target, lock_dir)
     libs = ", ".join(f"{name} {v[name]}" for name in PACKAGES if name in v)
-    return f"the job runs Python {v['python']} and torch {v['torch']} (the image), {libs} (the wheel lock {target})"
+    pins = TARGETS[target].pins
+    held = f"; held back to what the image's torch runs: {', '.join(pins)}" if pins else ""
+    return f"the job runs Python {v['python']} and torch {v['torch']} (the image), {libs} (the wheel lock {target}{held})"
+
+
+def check_lock(target: Target, lock: Lock) -> list[str]:
+    """Each way `lock`'s wheels cannot run on `target`'s image, one line each naming the wheel, the floor, its
+    source and the image's version; empty when compatible. Reads only the floors recorded in the lock (offline).
+
+    A floor is on "python" (every wheel's Requires-Python) or "torch" (a Requires-Dist on torch, or a runtime
+    check pip cannot see, such as transformers' `is_torch_available`, which switches PyTorch off below its floor so
+    that model classes raise ImportError at load). A lock whose floors were never recorded is refused too.
+    Needs `packaging` (a dependency of pip's tooling, pytest and transformers), imported here only.
+    """
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    fix = f"To fix: pin the library below that floor in TARGETS[{target.name!r}].pins, or move the target to an " \
+          f"image that meets it, then `python -m cloudtune.kit.lockgen {target.name}`"
+    if not lock.floors_recorded:
+        return [f"lock {lock.target}: no floors recorded, so nothing shows it runs on {target.image or target.name}. "
+                f"To fix: `python -m cloudtune.kit.lockgen --floors {target.name}`"]
+    have = {"python": target.python, "torch": target.torch}
+    problems = []
+    for wheel in lock.wheels:
+        for floor in wheel.floors:
+            try:
+                ok = SpecifierSet(floor.spec).contains(have[floor.on], prereleases=True)
+            except (InvalidSpecifier, KeyError):
+                ok = False
+            if not ok:
+                problems.append(f"{wheel.name} {wheel.version} needs {floor.on} {floor.spec} ({floor.source}); the "
+                                f"image of {target.name} has {floor.on} {have.get(floor.on, '?')}. {fix}")
+    return problems
 
 
 def _here(name: str) -> str | None:
@@ -35,6 +102,22 @@ def _here(name: str) -> str | None:
         return version(name).split("+")[0]  # 2.13.0+cpu -> 2.13.0
     except PackageNotFoundError:
         return None
+
+
+def local_software() -> dict[str, str]:
+    """{"python", "torch", "transformers", "peft", "accelerate"} -> version installed here, for those installed
+    (reads package metadata; imports nothing)."""
+    found = {name: _here(name) for name in ("python", "torch", *PACKAGES)}
+    return {name: v for name, v in found.items() if v is not None}
+
+
+def image_note(image: str) -> str:
+    """The local warning for a spec with `image:`: the image's versions cannot be read offline, so the user is
+    told which ones this machine runs instead."""
+    here = ", ".join(f"{name} {v}" for name, v in local_software().items())
+    return (f"warning: image {image} is not used locally: the job runs this machine's {here}; cloudtune cannot read "
+            "the image's versions offline, so a job that passes here may still fail there if they differ (run the "
+            "image itself, or compare `python -c 'import torch, transformers'` in it)")
 
 
 def local_mismatches(target: str) -> list[str]:

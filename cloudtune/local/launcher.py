@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
-# the stock image (its wheel lock, cloudtune.kit.bootstrap) whose framework versions each emulated cloud runs
-EMULATED_TARGETS = {"aws": "sagemaker-pytorch-py312", "gcp": "vertex-pytorch-py310"}
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
@@ -88,16 +86,17 @@ class LocalLauncher:
         check_local_inputs(spec)
         if spec.resources.spot:
             notes.append("spot: ignored locally")
-        target = EMULATED_TARGETS.get(settings.emulate)
-        if target and not spec.image:
-            from cloudtune.kit.versions import local_mismatches
+        if not spec.image:
+            from cloudtune.kit.versions import local_mismatches, target_software
 
-            differ = local_mismatches(target)
+            differ = local_mismatches(target_software(settings.emulate).target)
             if differ:
                 notes.append(f"warning: this machine differs from the {settings.emulate} stock image: {'; '.join(differ)}; "
                              "a job that passes here may still fail there (test with `image:` set to the image you run)")
         if spec.image:
-            notes.append(f"image {spec.image}: not used locally; the job runs in this Python environment")
+            from cloudtune.kit.versions import image_note
+
+            notes.append(image_note(spec.image))
         if spec.outputs:
             notes.append("outputs: not used locally; the model stays in the job directory (see model)")
         if spec.secrets:

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.kit.bootstrap import PROVIDER_TARGETS
 
 # The pinned framework version of the stock image. Bump together with pytorch_images.json.
 FRAMEWORK_VERSION = "2.8.0"
 # The wheel lock (cloudtune.kit.bootstrap) matching this image's Python (py312) and torch.
-LOCK_TARGET = "sagemaker-pytorch-py312"
+LOCK_TARGET = PROVIDER_TARGETS["aws"]
 _FALLBACK = Path(__file__).with_name("pytorch_images.json")
 _CANDIDATES = ("core/image_uri_config/pytorch.json", "image_uri_config/pytorch.json")
 

@@ -1,14 +1,18 @@
 """Vertex AI's prebuilt PyTorch training containers for a region.
 
 Source: Vertex AI docs, "Prebuilt containers for custom training" (PyTorch: pytorch-gpu, pytorch-cpu and
-pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, Python 3.10).
+pytorch-xla images in the us, europe and asia Artifact Registry multi-regions, Python 3.10). 2.4 is the newest
+PyTorch these containers ship; its wheel lock keeps transformers below 5.15, whose runtime torch floor (2.5) the
+image does not meet (`cloudtune.kit.bootstrap.TARGETS`, checked by `cloudtune.kit.versions.check_lock`).
 """
 
 from __future__ import annotations
 
+from cloudtune.kit.bootstrap import PROVIDER_TARGETS
+
 FRAMEWORK_VERSION = "2.4"
 # The wheel lock (cloudtune.kit.bootstrap) matching these images' Python (py310) and torch.
-LOCK_TARGET = "vertex-pytorch-py310"
+LOCK_TARGET = PROVIDER_TARGETS["gcp"]
 PY_VERSION = "py310"
 _REPOSITORY = "docker.pkg.dev/vertex-ai/training"
 

@@ -1,0 +1,166 @@
+"""Every shipped wheel lock runs on its stock image: the image's Python and torch meet every floor the lock's wheels
+recorded (Requires-Python, Requires-Dist on torch, and the runtime floors pip cannot see, such as transformers'
+`is_torch_available`). Offline and in seconds: the floors were read by lockgen when it resolved the lock."""
+
+from __future__ import annotations
+
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from cloudtune.kit.bootstrap import LOCK_DIR, PROVIDER_TARGETS, TARGETS, load_lock
+from cloudtune.kit.lockgen import refuse_broken, runtime_floor
+from cloudtune.kit.versions import check_lock, target_software, versions_note
+
+pytest.importorskip("packaging")
+from packaging.requirements import Requirement  # noqa: E402
+from packaging.version import Version  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TF_FLOOR = "transformers/utils/import_utils.py is_torch_available()"
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_shipped_lock_runs_on_its_image(target: str) -> None:
+    lock = load_lock(target)
+    assert lock.floors_recorded, f"{target}: run `python -m cloudtune.kit.lockgen --floors {target}`"
+    assert check_lock(TARGETS[target], lock) == []
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_shipped_lock_records_the_floors_pip_cannot_see(target: str) -> None:
+    """transformers declares no torch requirement; its runtime floor is in the lock, with its source."""
+    lock = load_lock(target)
+    (tf,) = [w for w in lock.wheels if w.name.lower() == "transformers"]
+    runtime = [f for f in tf.floors if f.on == "torch" and TF_FLOOR in f.source]
+    assert len(runtime) == 1 and runtime[0].spec.startswith(">=")
+    assert tf.filename in runtime[0].source
+    assert all(f.on in ("python", "torch") for w in lock.wheels for f in w.floors)
+    data = json.loads((LOCK_DIR / f"{target}.json").read_text())
+    assert data["image_torch"] == TARGETS[target].torch and data["python"] == TARGETS[target].python
+    assert data["pins"] == list(TARGETS[target].pins)
+
+
+def test_every_provider_has_a_target_with_a_lock_and_the_launchers_agree() -> None:
+    import cloudtune_aws.images as aws
+    import cloudtune_azure.images as azure
+    import cloudtune_gcp.images as gcp
+
+    assert {"aws": aws.LOCK_TARGET, "gcp": gcp.LOCK_TARGET, "azure": azure.LOCK_TARGET} == PROVIDER_TARGETS
+    for provider, target in PROVIDER_TARGETS.items():
+        sw = target_software(provider)
+        assert (sw.target, sw.python, sw.torch) == (target, TARGETS[target].python, TARGETS[target].torch)
+        assert sw.lock == LOCK_DIR / f"{target}.json" and sw.lock.is_file()
+    assert aws.image_table(use_sdk=False).framework_version == TARGETS[PROVIDER_TARGETS["aws"]].torch
+    assert azure.FRAMEWORK_VERSION == TARGETS[PROVIDER_TARGETS["azure"]].torch.rsplit(".", 1)[0]
+    assert gcp.FRAMEWORK_VERSION == TARGETS[PROVIDER_TARGETS["gcp"]].torch.rsplit(".", 1)[0]
+    assert f"py{TARGETS[PROVIDER_TARGETS['gcp']].python.replace('.', '')}" == gcp.PY_VERSION
+
+
+def _broken_lock(tmp: Path, target: str, floors: list[dict], floors_recorded: bool = True) -> Path:
+    wheel = {"name": "transformers", "version": "5.20.2", "filename": "transformers-5.20.2-py3-none-any.whl",
+             "url": "https://files.pythonhosted.org/x/transformers-5.20.2-py3-none-any.whl", "sha256": "0" * 64,
+             "size": 1, "floors": floors}
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / f"{target}.json").write_text(json.dumps({"target": target, "wheels": [wheel],
+                                                    "floors_recorded": floors_recorded}))
+    return tmp
+
+
+def test_a_lock_that_breaks_a_runtime_torch_floor_is_refused(tmp_path: Path) -> None:
+    """The issue's case: transformers 5.20 on Vertex's torch 2.4 (switches PyTorch off at model load)."""
+    floor = {"on": "torch", "spec": ">=2.6.0", "source": f"transformers-5.20.2-py3-none-any.whl: {TF_FLOOR}"}
+    target = TARGETS["vertex-pytorch-py310"]
+    lock = load_lock(target.name, _broken_lock(tmp_path, target.name, [floor]))
+    (problem,) = check_lock(target, lock)
+    assert "transformers 5.20.2 needs torch >=2.6.0" in problem and TF_FLOOR in problem
+    assert "has torch 2.4.0" in problem and "To fix:" in problem
+    with pytest.raises(SystemExit, match="refused: the vertex-pytorch-py310 lock would not run on its image"):
+        refuse_broken(target, json.loads((tmp_path / f"{target.name}.json").read_text()))
+
+
+def test_a_wheel_whose_python_floor_the_image_lacks_is_refused(tmp_path: Path) -> None:
+    floor = {"on": "python", "spec": ">=3.11.0", "source": "METADATA Requires-Python"}
+    target = TARGETS["azureml-acpt-py310"]
+    (problem,) = check_lock(target, load_lock(target.name, _broken_lock(tmp_path, target.name, [floor])))
+    assert "needs python >=3.11.0" in problem and "has python 3.10" in problem
+
+
+def test_a_lock_without_recorded_floors_is_refused(tmp_path: Path) -> None:
+    target = TARGETS["sagemaker-pytorch-py312"]
+    (problem,) = check_lock(target, load_lock(target.name, _broken_lock(tmp_path, target.name, [], False)))
+    assert "no floors recorded" in problem and "lockgen --floors sagemaker-pytorch-py312" in problem
+
+
+def _wheel_with(tmp: Path, source: str) -> Path:
+    path = tmp / "transformers-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("transformers/utils/import_utils.py", source)
+    return path
+
+
+def test_runtime_floor_is_read_from_the_wheel(tmp_path: Path) -> None:
+    source = ('def other():\n    return version.parse("9.0.0")\n\n'
+              'def is_torch_available() -> bool:\n    try:\n'
+              '        is_available, torch_version = _is_package_available("torch", return_version=True)\n'
+              '        return is_available and version.parse(torch_version) >= version.parse("2.7.0")\n'
+              '    except packaging.version.InvalidVersion:\n        return False\n\ndef later():\n    pass\n')
+    floor = runtime_floor("transformers", _wheel_with(tmp_path, source))
+    assert floor == {"on": "torch", "spec": ">=2.7.0",
+                     "source": f"transformers-9.9.9-py3-none-any.whl: {TF_FLOOR}"}
+    (tmp_path / "b").mkdir()
+    with pytest.raises(SystemExit, match="no torch floor found"):
+        runtime_floor("transformers", _wheel_with(tmp_path / "b", "def is_torch_available():\n    return True\n"))
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib") if sys.version_info >= (3, 11) else pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_pyproject_floors_agree_with_the_images_and_locks() -> None:
+    """The `train` extra's torch floor is the oldest torch a stock target runs, requires-python the oldest Python,
+    and every locked library satisfies the extra's own range."""
+    project = _pyproject()["project"]
+    train = {Requirement(r).name.lower(): Requirement(r) for r in project["optional-dependencies"]["train"]}
+    oldest_torch = min((Version(t.torch) for t in TARGETS.values()))
+    (floor,) = [s.version for s in train["torch"].specifier if s.operator == ">="]
+    assert Version(floor) == oldest_torch
+    (py_floor,) = [s.version for s in Requirement(f"python{project['requires-python']}").specifier]
+    assert Version(py_floor) == min(Version(t.python) for t in TARGETS.values())
+    for target in TARGETS:
+        for wheel in load_lock(target).wheels:
+            req = train.get(wheel.name.lower())
+            if req is not None:
+                assert req.specifier.contains(wheel.version, prereleases=True), (target, wheel.name, wheel.version)
+
+
+def test_plan_note_names_the_versions_and_the_pin() -> None:
+    note = versions_note("vertex-pytorch-py310")
+    assert note.startswith("the job runs Python 3.10 and torch 2.4.0 (the image), transformers 5.14.")
+    assert "held back to what the image's torch runs: transformers<5.15" in note
+    assert "held back" not in versions_note("sagemaker-pytorch-py312")
+
+
+def test_local_emulation_warns_for_every_provider_and_for_image(tmp_path: Path) -> None:
+    """azure and image: were missing: every emulated cloud compares this machine with its stock target, and a spec
+    with `image:` names the versions the local run uses instead."""
+    from cloudtune.kit.versions import local_mismatches, local_software
+    from cloudtune.local.launcher import LocalLauncher
+    from cloudtune.spec import LocalSettings, validate_spec
+    from tests.test_golden_local import SCENARIOS, SUFFIX, project
+
+    tmp = project(tmp_path / "p")
+    for provider, target in PROVIDER_TARGETS.items():
+        spec = validate_spec(SCENARIOS["quickstart-aws"][0], base_dir=tmp)
+        plan = LocalLauncher(home=tmp_path / "home").plan(spec, LocalSettings(emulate=provider), suffix=SUFFIX)
+        warning = [n for n in plan.notes if n.startswith(f"warning: this machine differs from the {provider} stock")]
+        assert len(warning) == (1 if local_mismatches(target) else 0)
+    spec = validate_spec({**SCENARIOS["quickstart-aws"][0], "image": "example.com/me/train:1"}, base_dir=tmp)
+    plan = LocalLauncher(home=tmp_path / "home").plan(spec, LocalSettings(emulate="azure"), suffix=SUFFIX)
+    (note,) = [n for n in plan.notes if n.startswith("warning: image example.com/me/train:1 is not used locally")]
+    for name, have in local_software().items():
+        assert f"{name} {have}" in note
