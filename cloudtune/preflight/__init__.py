@@ -118,7 +118,13 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     train = spec.train
     if train is None:
         return []
-    problems, warnings = _model_problems(spec, train)
+    from cloudtune.preflight.recipe import adapter_problems, precision_problems
+
+    problems = precision_problems(spec, train)
+    model_problems, warnings = _model_problems(spec, train)
+    problems += model_problems
+    model_dir = _local_model_dir(spec, train)
+    problems += adapter_problems(train, model_dir, display_path(model_dir) if model_dir else "")
     problems += _data_problems(spec, train)
     if problems:
         raise PreflightError(problems)

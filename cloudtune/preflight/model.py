@@ -96,6 +96,14 @@ def _rotary(config: dict[str, Any]) -> bool:
     return any(k in config for k in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim", "rotary_pct"))
 
 
+def is_adapter_dir(path: Path) -> bool:
+    """Whether `path` holds a peft LoRA adapter (adapter_config.json) and no full weights (a merged LoRA output keeps
+    its adapter in adapter/, beside full weights, and is a plain model). The recipe's own test
+    (cloudtune.train.causal_lm.is_adapter_dir) reads the same files."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not any((path / w).is_file() for w in WEIGHT_FILES)
+
+
 def _names(path: Path) -> set[str]:
     return {p.name for p in Path(path).iterdir() if p.is_file()}
 

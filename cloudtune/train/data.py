@@ -61,7 +61,10 @@ def parts(path: Path, shown: str | None) -> list[Part]:
 
 
 def _saved_dataset(path: Path) -> bool:
-    return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+    """A directory written by save_to_disk, a Dataset or a DatasetDict (cloudtune.train.records.saved_dataset)."""
+    from cloudtune.train.records import saved_dataset
+
+    return saved_dataset(path) is not None
 
 
 def _read_error(part: Part, text_field: str, exc: Exception) -> JobInputError:

@@ -46,8 +46,17 @@ def device_precision(requested: str) -> str:
         return xla_precision(requested, xla)
     import torch
 
-    cuda = torch.cuda.is_available()
-    return resolve_precision(requested, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
+    return resolve_precision(requested, torch.cuda.is_available(), cuda_bf16())
+
+
+def cuda_bf16() -> bool:
+    """Whether this process's CUDA GPU trains in bf16, by its compute capability (8.0+, the catalog's rule:
+    cloudtune.catalog.precision). Not `torch.cuda.is_bf16_supported()`, which on torch >= 2.3 counts emulation."""
+    import torch
+
+    from cloudtune.catalog.precision import BF16_MIN_CAPABILITY
+
+    return bool(torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= BF16_MIN_CAPABILITY)
 
 
 def fsdp_layer_classes(model: Any) -> list[str]:
