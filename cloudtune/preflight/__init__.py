@@ -79,11 +79,11 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             fmt = check_lm_records(samples["train"][0], data) if "train" in samples else None
             if "eval" in samples:
                 check_lm_records(samples["eval"][0], data, fmt)
-            if fmt == "chat":
+            if fmt in ("chat", "instruction"):  # conversational data: messages, or prompt/completion message lists
                 from cloudtune.preflight.template import template_problem
 
                 records = [r for recs, _ in samples.values() for r in recs]
-                problem = template_problem(records, data, _local_model_dir(spec, train))
+                problem = template_problem(records, data, _local_model_dir(spec, train), fmt)
                 problems += [problem] if problem else []
     except JobInputError as exc:
         problems.append(str(exc))
