@@ -172,7 +172,8 @@ def test_good_data_of_every_format_passes(tmp_path: Path, monkeypatch: pytest.Mo
     write(tmp_path / "data/chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "u"},
                                                                  {"role": "assistant", "content": "a"}]}) + "\n")
     for name in ("text.txt", "ins.json", "lines.json", "chat.jsonl"):
-        assert problems(tmp_path, {}, {"train": f"data/{name}"}, monkeypatch) == []
+        train = {"data": {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}} if name == "chat.jsonl" else {}
+        assert problems(tmp_path, train, {"train": f"data/{name}"}, monkeypatch) == []
 
 
 def test_parquet_is_sampled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -202,3 +202,21 @@ def test_a_real_saved_model_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     make_tiny_gpt2(tmp_path / "models/m")
     write(tmp_path / "data/train.jsonl", '{"text": "a"}\n')
     assert problems(tmp_path, {}, None, monkeypatch) == []
+
+
+# ------------------------------------------------------------------------------------ kind 1: no chat template
+@pytest.mark.parametrize("shape", [
+    {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+    {"prompt": [{"role": "user", "content": "u"}], "completion": [{"role": "assistant", "content": "a"}]},
+])
+def test_conversational_data_without_any_chat_template_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               shape: dict) -> None:
+    write(tmp_path / "data/train.jsonl", json.dumps(shape) + "\n")
+    found = problems(tmp_path, {}, None, monkeypatch)
+    assert found and found[0].startswith("train.data.chat_template: the chat data format needs a chat template"), found
+    model = tmp_path / "models/m"
+    (model / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
+    assert problems(tmp_path, {}, None, monkeypatch) == []
+    (model / "tokenizer_config.json").write_text("{}")
+    (model / "chat_template.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
+    assert problems(tmp_path, {}, None, monkeypatch) == []  # a processor's template: transformers reads it

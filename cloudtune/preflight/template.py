@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_SHAPES = 20
+TEMPLATE_OPTION_NAME = "train.data.chat_template"  # cloudtune.train.chat.TEMPLATE_OPTION
 
 
 def model_template(model_dir: Path | None) -> tuple[str | None, dict[str, Any]]:
@@ -127,7 +128,7 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
     saved, tokens = model_template(model_dir)
     template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")
     if not template:
-        return None
+        return _no_template_problem(records, data, fmt, model_dir)
     try:
         compiled = _compile(template)
     except jinja2.TemplateSyntaxError as exc:
@@ -145,3 +146,20 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
             except Exception:  # noqa: BLE001 - beyond this simplified environment: the deep check decides
                 break
     return None
+
+
+# where else transformers finds a tokenizer's chat template (a processor's file, named templates)
+OTHER_TEMPLATE_FILES = ("chat_template.json", "additional_chat_templates")
+
+
+def _no_template_problem(records: list[tuple[str, Any]], data: Any, fmt: str, model_dir: Path | None) -> str | None:
+    """The recipe's refusal of conversational data when neither the spec nor the local model gives a chat template
+    (cloudtune.train.data: "the chat data format needs a chat template"); None for a hub model (its template is
+    not read here) or data that is not conversational."""
+    if model_dir is None or any((model_dir / name).exists() for name in OTHER_TEMPLATE_FILES):
+        return None
+    if not any(_conversation(rec, data, fmt, where) for where, rec in records[:MAX_SHAPES]):
+        return None
+    return (f"{TEMPLATE_OPTION_NAME}: the chat data format needs a chat template, and this model's tokenizer has none "
+            f"(no chat_template in tokenizer_config.json, no chat_template.jinja). To fix: set "
+            f"{TEMPLATE_OPTION_NAME} (a Jinja template rendering `messages`) or use a model whose tokenizer has one")
