@@ -4,7 +4,10 @@
 and imports neither torch nor transformers. For the local inputs of a `train` job it reads the first records of
 each data file (encoding, format, the fields the task needs, the labels), checks that a local model directory
 holds a config, weights and tokenizer files, checks `max_seq_len` against the model's position limit, and renders
-the chat template (with jinja2 alone) for each sequence of roles in chat data. Every
+the chat template (with jinja2 alone) for each sequence of roles in conversational data (`messages`, and
+TRL's conversational prompt-completion), refusing a message field the template never reads. It also makes the
+recipe's refusals that the spec and the catalog decide (cloudtune.preflight.recipe: precision per accelerator,
+QLoRA on a TPU, LoRA-adapter rules), so `validate` and every dry run refuse what the job would. Every
 problem is one line naming the file (the user's path, relative to the working directory when under it) or the
 spec field, and the fix; all of them are raised together as a `PreflightError` (exit 2).
 

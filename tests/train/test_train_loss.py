@@ -61,3 +61,17 @@ def test_train_loss_is_the_same_after_a_resume(tmp_path: Path) -> None:
         assert resumed["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
         written = json.loads((ctx.model_dir / "metrics.json").read_text())
         assert written["train_loss"] == pytest.approx(reference["train_loss"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_train_loss_is_the_same_with_gradient_accumulation(tmp_path: Path) -> None:
+    """Another layout of the same steps: 1 process x batch 2 x 2 accumulation steps vs batch 4 (no dropout)."""
+    model = make_tiny_llama(tmp_path / "tiny-llama")
+    hp = {"max_steps": 3, "max_seq_len": 32, "learning_rate": 3e-3, "seed": 3}
+    runs = {}
+    for name, extra in (("batch4", {"batch_size": 4}), ("batch2x2", {"batch_size": 2, "gradient_accumulation_steps": 2})):
+        spec = TrainSpec.model_validate({"model": str(model), "data": {"train": "train", "eval": None},
+                                         "hyperparameters": hp | extra})
+        runs[name] = run_causal_lm(_ctx(tmp_path / name), spec, CheckpointSpec(every_steps=1000, keep=1))
+    print({k: v["train_loss"] for k, v in runs.items()})
+    assert runs["batch2x2"]["train_loss"] == pytest.approx(runs["batch4"]["train_loss"], rel=1e-4)
