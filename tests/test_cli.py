@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 HEAVY = ("torch", "transformers", "boto3", "botocore", "sagemaker", "google.cloud", "azure")
 
@@ -27,8 +28,8 @@ def make_model_dir(path: Path) -> Path:
     """A directory the plan-time checks take for a saved model: config, weights and a tokenizer file."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 1024}')
-    (path / "model.safetensors").write_bytes(b"")
-    (path / "tokenizer.json").write_text("{}")
+    (path / "model.safetensors").write_bytes(placeholder_weights())
+    (path / "tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)
     return path
 
 

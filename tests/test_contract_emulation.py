@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import materialise
@@ -24,8 +25,8 @@ def make_spec(tmp_path: Path, nodes: int = 1, command: str | None = None):
     (tmp_path / "data/eval.jsonl").write_text('{"text": "bye"}\n')
     (tmp_path / "model").mkdir(exist_ok=True)
     (tmp_path / "model/config.json").write_text('{"model_type": "gpt2"}')
-    (tmp_path / "model/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer
-    (tmp_path / "model/tokenizer.json").write_text("{}")      # are there, not what they hold
+    (tmp_path / "model/model.safetensors").write_bytes(placeholder_weights())  # the smallest weights and tokenizer
+    (tmp_path / "model/tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)      # the preflight takes for them
     data = {
         "name": "contract",
         "resources": {"nodes": nodes},

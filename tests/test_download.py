@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune import api
 from cloudtune.errors import InvalidInput
@@ -34,11 +35,11 @@ def make_model_dir(path: Path, *, adapter: bool = False) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     if adapter:
         (path / "adapter_config.json").write_text('{"base_model_name_or_path": "/elsewhere/base", "peft_type": "LORA"}')
-        (path / "adapter_model.safetensors").write_bytes(b"")
+        (path / "adapter_model.safetensors").write_bytes(placeholder_weights())
     else:
         (path / "config.json").write_text('{"model_type": "gpt2", "n_positions": 1024}')
-        (path / "model.safetensors").write_bytes(b"")
-    (path / "tokenizer.json").write_text("{}")
+        (path / "model.safetensors").write_bytes(placeholder_weights())
+    (path / "tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)
     return path
 
 

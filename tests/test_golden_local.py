@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune.bundle import build_bundle
 from tests.golden import assert_golden
@@ -26,8 +27,8 @@ def project(tmp: Path) -> Path:
     (tmp / "data/eval.jsonl").write_text('{"text": "three"}\n')
     (tmp / "models/tiny").mkdir(parents=True)
     (tmp / "models/tiny/config.json").write_text('{"model_type": "gpt2"}')
-    (tmp / "models/tiny/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer
-    (tmp / "models/tiny/tokenizer.json").write_text("{}")      # are there, not what they hold
+    (tmp / "models/tiny/model.safetensors").write_bytes(placeholder_weights())  # the smallest weights and tokenizer
+    (tmp / "models/tiny/tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)      # the preflight takes for them
     (tmp / "src").mkdir()
     (tmp / "src/train.py").write_text("print('hi')\n")
     return tmp

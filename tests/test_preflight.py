@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 from click.testing import CliRunner
 
 from cloudtune.cli import main
@@ -32,12 +33,27 @@ CP1252_CSV = (b'text,label\r\n"Caf\xe9 invoice paid \x96 thanks",paid\r\n'
 
 def model_dir(path: Path, config: dict[str, Any] | None = None, files: tuple[str, ...] = ("tokenizer.json",),
               weights: tuple[str, ...] = ("model.safetensors",)) -> Path:
-    """A saved-model layout: config.json, empty weight and tokenizer files (the preflight reads names only)."""
+    """A saved-model layout: config.json, the smallest weight and tokenizer files the preflight takes for them."""
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config if config is not None else {"model_type": "gpt2", "n_positions": 256}))
     for name in weights + files:
-        (path / name).write_bytes(b"{}" if name.endswith(".json") else b"")
+        (path / name).write_bytes(placeholder(name))
     return path
+
+
+def placeholder(name: str) -> bytes:
+    """The smallest content of a model-dir file of this name that is what its name says."""
+    if name.endswith(".safetensors"):
+        return placeholder_weights()
+    if name == "tokenizer.json":
+        return PLACEHOLDER_TOKENIZER.encode()
+    if name.endswith(".json"):
+        return b"{}"
+    if name.endswith(".bin"):
+        return b"PK\x03\x04 a torch.save zip"
+    if name.endswith((".model",)):
+        return b"\x0a\x05\x0a\x01a"  # a SentencePiece ModelProto's first piece
+    return b"a\nb\n"  # vocab.txt, merges.txt
 
 
 def spec_for(tmp: Path, train: dict[str, Any], inputs: dict[str, str] | None = None, model: str = "models/m"):
@@ -156,7 +172,8 @@ def test_good_data_of_every_format_passes(tmp_path: Path, monkeypatch: pytest.Mo
     write(tmp_path / "data/chat.jsonl", json.dumps({"messages": [{"role": "user", "content": "u"},
                                                                  {"role": "assistant", "content": "a"}]}) + "\n")
     for name in ("text.txt", "ins.json", "lines.json", "chat.jsonl"):
-        assert problems(tmp_path, {}, {"train": f"data/{name}"}, monkeypatch) == []
+        train = {"data": {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}} if name == "chat.jsonl" else {}
+        assert problems(tmp_path, train, {"train": f"data/{name}"}, monkeypatch) == []
 
 
 def test_parquet_is_sampled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

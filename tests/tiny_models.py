@@ -80,3 +80,16 @@ def make_tiny_llama(path: Path) -> Path:
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def placeholder_weights() -> bytes:
+    """The smallest valid safetensors file (one float32 tensor `w` of shape [1]): what a fake model dir's weights hold
+    so the plan-time checks (cloudtune.preflight.model), which refuse an empty weights file, take it for weights."""
+    import json
+
+    header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+    return len(header).to_bytes(8, "little") + header + b"\0\0\0\0"
+
+
+PLACEHOLDER_TOKENIZER = '{"version": "1.0", "model": {"type": "BPE", "vocab": {}, "merges": []}}'
+"""A tokenizer.json the plan-time checks take for one (a JSON object with its tokenizer model)."""

@@ -40,6 +40,7 @@ _OFFER_COLUMNS = (
     "usd_per_hour", "spot_usd_per_hour", "accelerator_type", "tpu_topology",
 )
 _ACCEL_COLUMNS = ("name", "vendor", "memory_gb", "peak_bf16_tflops", "aliases")
+_ACCEL_OPTIONAL = ("compute_capability",)  # may follow the required columns
 
 
 class CatalogError(UnsupportedSpec):
@@ -55,6 +56,7 @@ class AcceleratorInfo:
     memory_gb: float
     peak_bf16_tflops: float | None
     aliases: tuple[str, ...] = ()
+    compute_capability: tuple[int, int] | None = None  # NVIDIA CUDA (major, minor); None for TPUs or unknown
 
 
 @dataclass(frozen=True)
@@ -237,8 +239,9 @@ class Catalog:
 def _parse_accelerators(text: str) -> list[AcceleratorInfo]:
     _, body = _split_header(text)
     reader = csv.DictReader(io.StringIO(body))
-    if tuple(reader.fieldnames or ()) != _ACCEL_COLUMNS:
-        raise ValueError(f"accelerators.csv: expected columns {_ACCEL_COLUMNS}, got {reader.fieldnames}")
+    names = tuple(reader.fieldnames or ())
+    if names[:len(_ACCEL_COLUMNS)] != _ACCEL_COLUMNS or names[len(_ACCEL_COLUMNS):] not in ((), _ACCEL_OPTIONAL):
+        raise ValueError(f"accelerators.csv: expected columns {_ACCEL_COLUMNS + _ACCEL_OPTIONAL}, got {reader.fieldnames}")
     return [
         AcceleratorInfo(
             name=row["name"].strip(),
@@ -246,9 +249,19 @@ def _parse_accelerators(text: str) -> list[AcceleratorInfo]:
             memory_gb=float(row["memory_gb"]),
             peak_bf16_tflops=_opt_float(row["peak_bf16_tflops"]),
             aliases=tuple(a.strip() for a in row["aliases"].split("|") if a.strip()),
+            compute_capability=_capability(row.get("compute_capability") or ""),
         )
         for row in reader
     ]
+
+
+def _capability(value: str) -> tuple[int, int] | None:
+    """`8.6` -> (8, 6); empty -> None; ValueError for anything else."""
+    value = value.strip()
+    if not value:
+        return None
+    major, _, minor = value.partition(".")
+    return int(major), int(minor or 0)
 
 
 def _parse_offers(text: str) -> tuple[dict[str, str], list[Offer]]:

@@ -4,7 +4,10 @@
 and imports neither torch nor transformers. For the local inputs of a `train` job it reads the first records of
 each data file (encoding, format, the fields the task needs, the labels), checks that a local model directory
 holds a config, weights and tokenizer files, checks `max_seq_len` against the model's position limit, and renders
-the chat template (with jinja2 alone) for each sequence of roles in chat data. Every
+the chat template (with jinja2 alone) for each sequence of roles in conversational data (`messages`, and
+TRL's conversational prompt-completion), refusing a message field the template never reads. It also makes the
+recipe's refusals that the spec and the catalog decide (cloudtune.preflight.recipe: precision per accelerator,
+QLoRA on a TPU, LoRA-adapter rules), so `validate` and every dry run refuse what the job would. Every
 problem is one line naming the file (the user's path, relative to the working directory when under it) or the
 spec field, and the fix; all of them are raised together as a `PreflightError` (exit 2).
 
@@ -79,11 +82,11 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             fmt = check_lm_records(samples["train"][0], data) if "train" in samples else None
             if "eval" in samples:
                 check_lm_records(samples["eval"][0], data, fmt)
-            if fmt == "chat":
+            if fmt in ("chat", "instruction"):  # conversational data: messages, or prompt/completion message lists
                 from cloudtune.preflight.template import template_problem
 
                 records = [r for recs, _ in samples.values() for r in recs]
-                problem = template_problem(records, data, _local_model_dir(spec, train))
+                problem = template_problem(records, data, _local_model_dir(spec, train), fmt)
                 problems += [problem] if problem else []
     except JobInputError as exc:
         problems.append(str(exc))
@@ -118,7 +121,13 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     train = spec.train
     if train is None:
         return []
-    problems, warnings = _model_problems(spec, train)
+    from cloudtune.preflight.recipe import adapter_problems, precision_problems
+
+    problems = precision_problems(spec, train)
+    model_problems, warnings = _model_problems(spec, train)
+    problems += model_problems
+    model_dir = _local_model_dir(spec, train)
+    problems += adapter_problems(train, model_dir, display_path(model_dir) if model_dir else "")
     problems += _data_problems(spec, train)
     if problems:
         raise PreflightError(problems)

@@ -96,6 +96,14 @@ def _rotary(config: dict[str, Any]) -> bool:
     return any(k in config for k in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim", "rotary_pct"))
 
 
+def is_adapter_dir(path: Path) -> bool:
+    """Whether `path` holds a peft LoRA adapter (adapter_config.json) and no full weights (a merged LoRA output keeps
+    its adapter in adapter/, beside full weights, and is a plain model). The recipe's own test
+    (cloudtune.train.causal_lm.is_adapter_dir) reads the same files."""
+    path = Path(path)
+    return (path / "adapter_config.json").is_file() and not any((path / w).is_file() for w in WEIGHT_FILES)
+
+
 def _names(path: Path) -> set[str]:
     return {p.name for p in Path(path).iterdir() if p.is_file()}
 
@@ -154,10 +162,10 @@ MAX_HEADER = 100 << 20
 def safetensors_problem(file: Path, shown: str) -> str | None:
     """Whether a .safetensors file is cut short (a partial copy or download): its header names the byte range of
     every tensor, so the file must be at least 8 + header + the last tensor's end. Reads the header only. An empty
-    file is taken as a placeholder and not judged here (loading it fails in the job with one line)."""
+    file, or one without tensors, is refused (from_pretrained would fail, or start from random weights)."""
     size = file.stat().st_size
     if size == 0:
-        return None
+        return f"train.model: {shown}/{file.name} is empty (0 bytes), so the model has no weights; copy or download the model again"
     damaged = f"train.model: {shown}/{file.name} is damaged or cut short"
     fix = "copy or download the model again"
     with open(file, "rb") as fh:
@@ -170,6 +178,8 @@ def safetensors_problem(file: Path, shown: str) -> str | None:
             end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
         except (ValueError, KeyError, TypeError, IndexError):
             return f"{damaged} (its safetensors header does not parse); {fix}"
+    if not any(k != "__metadata__" for k in header):
+        return f"train.model: {shown}/{file.name} holds no tensors; copy or download the model again"
     expected = 8 + length + end
     if size < expected:
         return f"{damaged} (it holds {size:,} of its {expected:,} bytes); {fix}"
@@ -189,7 +199,11 @@ def model_dir_problems(path: Path, shown: str) -> list[str]:
                         f"architecture; save the model with save_pretrained")
     checks = [_weights_problem(path, shown, names), _tokenizer_problem(path, shown, names, config)]
     checks += [safetensors_problem(Path(path) / n, shown) for n in sorted(names) if n.endswith(".safetensors")]
-    return problems + [c for c in checks if c]
+    from cloudtune.preflight.files import tokenizer_file_problems, weight_file_problem
+
+    checks += [weight_file_problem(Path(path) / n, shown) for n in sorted(names)
+               if n.endswith((".bin", ".h5", ".msgpack")) and not n.startswith("training_args")]
+    return problems + [c for c in checks if c] + tokenizer_file_problems(path, shown, names)
 
 
 def max_seq_len_problem(config: dict[str, Any], max_seq_len: int, where: str) -> tuple[str | None, str | None]:

@@ -3,7 +3,9 @@
 The template is `train.data.chat_template`, else the one saved with a local model (tokenizer_config.json's
 `chat_template`, or chat_template.jinja). Each distinct sequence of roles in the sampled chat records is rendered
 the way the recipe renders it (the whole conversation, and the history before each assistant turn with the
-generation prompt). Only what certainly fails in the job is reported: a template that does not compile, and a
+generation prompt); conversational prompt-completion records (TRL's `prompt` + `completion` message lists) as
+prompt + completion, and the prompt with the generation prompt. A message field the template never reads is
+refused by name (cloudtune.train.chat.unplaced_field). Only what certainly fails in the job is reported: a template that does not compile, and a
 template that refuses the conversation with `raise_exception(...)` ("System role not supported", "roles must
 alternate"). Anything else the simplified environment cannot render is left to the deep check and the job, so a
 valid template is never refused here. Without jinja2 installed the check is skipped.
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_SHAPES = 20
+TEMPLATE_OPTION_NAME = "train.data.chat_template"  # cloudtune.train.chat.TEMPLATE_OPTION
 
 
 def model_template(model_dir: Path | None) -> tuple[str | None, dict[str, Any]]:
@@ -63,24 +66,59 @@ def _compile(template: str) -> Any:
     return env.from_string(template)
 
 
-def _roles_shapes(records: list[tuple[str, Any]], field: str) -> list[tuple[str, list[dict[str, str]]]]:
+Conversation = tuple[str, list[dict[str, Any]], list[tuple[list[dict[str, Any]], bool]]]
+
+
+def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple[str, list]], list] | None:
+    """([(field, messages)], the renders the recipe makes) of one record, or None when it is not conversational
+    (a plain prompt/completion) or its fields do not check (reported by the field checks)."""
     from cloudtune.errors import JobInputError
     from cloudtune.train.chat import check_messages
 
-    seen: dict[tuple[str, ...], tuple[str, list[dict[str, str]]]] = {}
+    if not isinstance(rec, dict):
+        return None
+    try:
+        if fmt == "chat":
+            field = data.messages_field
+            messages = check_messages(rec.get(field), where, field)
+            renders = [(messages, False)] + [(messages[:i], True) for i, m in enumerate(messages)
+                                             if m["role"] == "assistant" and i]
+            return [(field, messages)], renders
+        if isinstance(rec.get(data.prompt_field), str):
+            return None
+        prompt = check_messages(rec.get(data.prompt_field), where, data.prompt_field)
+        completion = check_messages(rec.get(data.completion_field), where, data.completion_field)
+    except JobInputError:
+        return None
+    return ([(data.prompt_field, prompt), (data.completion_field, completion)],
+            [(prompt + completion, False), (prompt, True)])  # as cloudtune.train.chat.completion_spans renders
+
+
+def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str, template: str,
+            option: str) -> tuple[list[tuple[str, list]], str | None]:
+    """(the renders of one record per distinct sequence of roles, the first unplaced message field's error)."""
+    from cloudtune.train.chat import unplaced_field
+
+    seen: dict[tuple[str, ...], tuple[str, list]] = {}
     for where, rec in records:
-        try:
-            messages = check_messages(rec.get(field) if isinstance(rec, dict) else None, where, field)
-        except JobInputError:
-            continue  # reported by the field checks
-        seen.setdefault(tuple(m["role"] for m in messages), (where, messages))
-        if len(seen) >= MAX_SHAPES:
-            break
-    return list(seen.values())
+        found = _conversation(rec, data, fmt, where)
+        if found is None:
+            continue
+        fields, renders = found
+        for field, messages in fields:
+            problem = unplaced_field(messages, template, where, field, option)
+            if problem:
+                return [], problem
+        roles = tuple(m["role"] for _, messages in fields for m in messages)
+        if len(seen) < MAX_SHAPES:
+            seen.setdefault(roles, (where, renders))
+    return list(seen.values()), None
 
 
-def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path | None) -> str | None:
-    """The first certain failure of the chat template on the chat `records`, as the recipe would word it, or None."""
+def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path | None, fmt: str = "chat") -> str | None:
+    """The first certain failure of the chat template on the conversational `records` (`fmt` chat, or instruction
+    with message-list prompts and completions: TRL's conversational prompt-completion), as the recipe would word
+    it, or None: a template that does not compile, a message field it never reads, or its raise_exception()."""
     try:
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 comes with the training extras
@@ -90,13 +128,15 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
     saved, tokens = model_template(model_dir)
     template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")
     if not template:
-        return None
+        return _no_template_problem(records, data, fmt, model_dir)
     try:
         compiled = _compile(template)
     except jinja2.TemplateSyntaxError as exc:
         return f"{option}: not a valid Jinja template: {exc.message} (template line {exc.lineno}); fix it or set {TEMPLATE_OPTION}"
-    for where, messages in _roles_shapes(records, data.messages_field):
-        renders = [(messages, False)] + [(messages[:i], True) for i, m in enumerate(messages) if m["role"] == "assistant" and i]
+    shapes, problem = _shapes(records, data, fmt, template, option)
+    if problem:
+        return problem
+    for where, renders in shapes:
         for history, generation_prompt in renders:
             try:
                 compiled.render(messages=history, add_generation_prompt=generation_prompt, **tokens)
@@ -106,3 +146,20 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
             except Exception:  # noqa: BLE001 - beyond this simplified environment: the deep check decides
                 break
     return None
+
+
+# where else transformers finds a tokenizer's chat template (a processor's file, named templates)
+OTHER_TEMPLATE_FILES = ("chat_template.json", "additional_chat_templates")
+
+
+def _no_template_problem(records: list[tuple[str, Any]], data: Any, fmt: str, model_dir: Path | None) -> str | None:
+    """The recipe's refusal of conversational data when neither the spec nor the local model gives a chat template
+    (cloudtune.train.data: "the chat data format needs a chat template"); None for a hub model (its template is
+    not read here) or data that is not conversational."""
+    if model_dir is None or any((model_dir / name).exists() for name in OTHER_TEMPLATE_FILES):
+        return None
+    if not any(_conversation(rec, data, fmt, where) for where, rec in records[:MAX_SHAPES]):
+        return None
+    return (f"{TEMPLATE_OPTION_NAME}: the chat data format needs a chat template, and this model's tokenizer has none "
+            f"(no chat_template in tokenizer_config.json, no chat_template.jinja). To fix: set "
+            f"{TEMPLATE_OPTION_NAME} (a Jinja template rendering `messages`) or use a model whose tokenizer has one")

@@ -3,7 +3,10 @@
 TRL's dataset shapes: `messages` (conversational language modeling; loss on the assistant turns only) and
 `prompt` + `completion` as message lists (conversational prompt-completion; loss on the completion only), with an
 optional `tools` column (JSON schemas, passed to the template as `tools=`). Messages are `{role, content}`, plus
-`tool_calls` / `name` / `tool_call_id` where the template uses them (`system`, `tool` roles as the template allows).
+any other field the template reads, passed on as it is: `tool_calls` / `name` / `tool_call_id`, and the reasoning
+of Qwen3 / DeepSeek-R1-style data (`reasoning_content`, rendered in a <think> block, inside the assistant turn's
+loss). A field the template never reads would be dropped without a word, so it is refused by name
+(`unplaced_field`); a null field counts as absent.
 
 Each conversation is rendered ONCE. An assistant turn is its content plus the template's end-of-turn text (what
 `add_generation_prompt` leaves out and the model must learn to emit), located in that one rendering:
@@ -52,11 +55,43 @@ def check_messages(messages: Any, where: str, field: str) -> list[dict[str, Any]
         content_ok = isinstance(m, dict) and (isinstance(m.get("content"), str) or (calls and m.get("content") is None))
         if not content_ok or not isinstance(m.get("role"), str):
             raise JobInputError(f"{where}: {field}[{i}] must be an object with string 'role' and 'content'")
-        msg = {k: v for k, v in m.items() if v is not None and k in ("role", "content", "tool_calls", "name", "tool_call_id")}
+        msg = {k: v for k, v in m.items() if v is not None}  # every field reaches the template: see unplaced_field
         if "content" not in msg:
             msg["content"] = ""
         out.append(msg)
     return out
+
+
+MESSAGE_CORE = ("role", "content")  # the fields the recipe itself reads; the template must read every other one
+
+
+@lru_cache(maxsize=8)
+def _template_names(template: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", template))
+
+
+def unplaced_field(messages: list[dict[str, Any]], template: str | None, where: str, field: str,
+                   option: str) -> str | None:
+    """The error for the first message field (beyond role and content) that the chat `template` never names, so
+    rendering would drop it without a word (e.g. `reasoning_content` under a template without reasoning), or None.
+    A template that names the field (`message.reasoning_content`, `m['tool_calls']`) places it."""
+    if not template:
+        return None
+    names = _template_names(template)
+    for i, m in enumerate(messages):
+        for key in m:
+            if key not in MESSAGE_CORE and str(key) not in names:
+                return (f"{where}: {field}[{i}] has field {key!r}, which the chat template ({option}) never reads, so "
+                        f"it would be dropped from training without a word. To fix: remove the field, move it into "
+                        f"'content', or set {TEMPLATE_OPTION} to a template that renders it")
+    return None
+
+
+def require_placed(messages: list[dict[str, Any]], template: str | None, where: str, field: str, option: str) -> None:
+    """JobInputError for a message field the template cannot place (see `unplaced_field`)."""
+    problem = unplaced_field(messages, template, where, field, option)
+    if problem:
+        raise JobInputError(problem)
 
 
 def require_assistant(messages: list[dict[str, Any]], where: str) -> None:

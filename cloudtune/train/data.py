@@ -61,7 +61,10 @@ def parts(path: Path, shown: str | None) -> list[Part]:
 
 
 def _saved_dataset(path: Path) -> bool:
-    return path.is_dir() and (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+    """A directory written by save_to_disk, a Dataset or a DatasetDict (cloudtune.train.records.saved_dataset)."""
+    from cloudtune.train.records import saved_dataset
+
+    return saved_dataset(path) is not None
 
 
 def _read_error(part: Part, text_field: str, exc: Exception) -> JobInputError:
@@ -187,6 +190,8 @@ def _encode_conversations(rows: list[dict[str, Any]], fmt: str, data: Any, token
     texts: list[str] = []
     spans: list[list[chat.Span]] = []
     done: dict[int, Any] = {}
+    template = getattr(tokenizer, "chat_template", None)
+    template = template if isinstance(template, str) else None
     for i, rec in enumerate(rows):
         where = WHERE.replace("where", str(i))
         tools = chat.check_tools(rec.get("tools"), where)
@@ -194,6 +199,7 @@ def _encode_conversations(rows: list[dict[str, Any]], fmt: str, data: Any, token
             raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
             messages = chat.check_messages(raw, where, data.messages_field)
             chat.require_assistant(messages, where)
+            chat.require_placed(messages, template, where, data.messages_field, option)
             if markers:
                 done[i] = _cut(*chat.marker_encode(messages, tokenizer, tools, where, option), max_len)
                 continue
@@ -201,6 +207,8 @@ def _encode_conversations(rows: list[dict[str, Any]], fmt: str, data: Any, token
         else:
             prompt = chat.check_messages(rec[data.prompt_field], where, data.prompt_field)
             completion = chat.check_messages(rec[data.completion_field], where, data.completion_field)
+            chat.require_placed(prompt, template, where, data.prompt_field, option)
+            chat.require_placed(completion, template, where, data.completion_field, option)
             text, sp = chat.completion_spans(prompt, completion, tokenizer, where, option, tools)
         texts.append(text)
         spans.append(sp)

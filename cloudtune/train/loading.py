@@ -57,9 +57,9 @@ def check_quantize(train: TrainSpec, device_type: str) -> None:
 
 def _bf16_supported(device_type: str) -> bool:
     if device_type == "cuda":
-        import torch
+        from cloudtune.train.trainer import cuda_bf16
 
-        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return cuda_bf16()
     return device_type == "xla"
 
 

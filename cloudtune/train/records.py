@@ -21,17 +21,70 @@ from cloudtune.errors import JobInputError
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".arrow", ".txt")
 
 
+# metadata 🤗 Datasets writes beside the data (save_to_disk: dataset_info.json, state.json, dataset_dict.json; Hub
+# exports: dataset_infos.json): never records, wherever they are in an input directory
+DATASETS_METADATA = frozenset({"dataset_info.json", "state.json", "dataset_dict.json", "dataset_infos.json"})
+
+
+def saved_dataset(path: Path) -> str | None:
+    """What `datasets.save_to_disk` wrote at `path`: "dataset" (a Dataset: dataset_info.json + state.json + Arrow
+    shards), "dataset_dict" (a DatasetDict: dataset_dict.json + one such directory per split), else None. The
+    runtime loads both with `datasets.load_from_disk` (cloudtune.train.data)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    if (path / "dataset_dict.json").is_file():
+        return "dataset_dict"
+    if (path / "dataset_info.json").is_file() and (path / "state.json").is_file():
+        return "dataset"
+    return None
+
+
+def _read_meta(file: Path, shown: str) -> Any:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise JobInputError(f"{shown}: a saved 🤗 dataset whose {file.name} cannot be read ({exc}); save it again "
+                            f"with save_to_disk") from None
+
+
+def saved_dataset_files(path: Path, shown: str) -> list[Path]:
+    """The Arrow shards of a saved dataset at `path` (see `saved_dataset`), in their order (state.json's
+    `_data_files`); of a DatasetDict, its `train` split's, the split the recipe trains on (as the runtime's
+    load). JobInputError naming `shown` for a DatasetDict without `train`, unreadable metadata or a missing shard."""
+    path = Path(path)
+    if saved_dataset(path) == "dataset_dict":
+        splits = _read_meta(path / "dataset_dict.json", shown)
+        splits = splits.get("splits") if isinstance(splits, dict) else None
+        if not isinstance(splits, list) or "train" not in splits:
+            raise JobInputError(f"{shown}: a saved DatasetDict without a 'train' split (splits: "
+                                f"{', '.join(map(str, splits or []))}); save the split to train on")
+        return saved_dataset_files(path / "train", f"{shown.rstrip('/')}/train")
+    state = _read_meta(path / "state.json", shown)
+    names = [f.get("filename") for f in state.get("_data_files", [])] if isinstance(state, dict) else []
+    files = [path / n for n in names if isinstance(n, str)]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing or not files:
+        raise JobInputError(f"{shown}: a saved 🤗 dataset whose state.json names "
+                            f"{'missing shards: ' + ', '.join(missing) if missing else 'no data files'}; copy the "
+                            f"whole directory save_to_disk wrote")
+    return files
+
+
 def data_files(path: Path, shown: str | None = None) -> list[Path]:
-    """The data files of an input: the file itself, or every data file under a directory in sorted order.
-    `shown` names the input in errors (the user's path or URI)."""
+    """The data files of an input: the file itself, the Arrow shards of a `save_to_disk` directory (see
+    `saved_dataset_files`), or every data file under a directory in sorted order (🤗 Datasets' metadata files and
+    hidden paths left out). `shown` names the input in errors (the user's path or URI)."""
     path = Path(path)
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise JobInputError(f"data input {shown or path} does not exist")
+    if saved_dataset(path):
+        return saved_dataset_files(path, shown or str(path))
     files = sorted(
         p for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES
+        if p.is_file() and p.suffix.lower() in DATA_SUFFIXES and p.name not in DATASETS_METADATA
         and not any(part.startswith(".") for part in p.relative_to(path).parts)
     )
     if not files:

@@ -46,8 +46,17 @@ def device_precision(requested: str) -> str:
         return xla_precision(requested, xla)
     import torch
 
-    cuda = torch.cuda.is_available()
-    return resolve_precision(requested, cuda, bool(cuda and torch.cuda.is_bf16_supported()))
+    return resolve_precision(requested, torch.cuda.is_available(), cuda_bf16())
+
+
+def cuda_bf16() -> bool:
+    """Whether this process's CUDA GPU trains in bf16, by its compute capability (8.0+, the catalog's rule:
+    cloudtune.catalog.precision). Not `torch.cuda.is_bf16_supported()`, which on torch >= 2.3 counts emulation."""
+    import torch
+
+    from cloudtune.catalog.precision import BF16_MIN_CAPABILITY
+
+    return bool(torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= BF16_MIN_CAPABILITY)
 
 
 def fsdp_layer_classes(model: Any) -> list[str]:
@@ -304,6 +313,32 @@ def _make_trainer_class() -> type:
                 self.model._is_accelerate_prepared = False
                 self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
             return metrics
+
+        ct_train_loss: float | None = None  # the whole training's mean step loss (cloudtune.train.trainloss)
+
+        def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> Any:
+            if self.control.should_save:  # a checkpoint's log history then covers every step up to it, so a
+                self.control.should_log = True  # resumed job's train_loss counts them (cloudtune.train.trainloss)
+            return super()._maybe_log_save_evaluate(*args, **kwargs)
+
+        def _finalize_training(self, trial: Any, num_train_samples: Any, start_time: Any) -> Any:
+            """The Trainer's summary with `train_loss` over the whole training, the same on every rank and layout
+            (the Trainer's own counts this rank's unlogged steps and this run's steps only)."""
+            from transformers.trainer_pt_utils import nested_gather
+
+            from cloudtune.train.trainloss import whole_training_loss
+
+            remainder = float(nested_gather(self._tr_loss.detach().reshape(1), self.args.parallel_mode).mean().item())
+            self.ct_train_loss = whole_training_loss(self.state.log_history, self._initial_global_step,
+                                                     self._total_loss_scalar, remainder, self.state.global_step)
+            output = super()._finalize_training(trial, num_train_samples, start_time)
+            metrics = dict(output.metrics or {}) | {"train_loss": self.ct_train_loss}
+            return type(output)(output.global_step, self.ct_train_loss, metrics)
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "train_loss" in logs and self.ct_train_loss is not None:  # the summary _finalize_training logs
+                logs = {**logs, "train_loss": self.ct_train_loss}
+            return super().log(logs, *args, **kwargs)
 
         ct_local_tmp = None  # a non-zero machine's own temp copy of the last save (its RNG files), removed later
 

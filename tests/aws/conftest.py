@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 ROOT = Path(__file__).resolve().parents[2]
 try:  # the plugin is normally installed (pip install -e launchers/aws); a bare checkout works too
@@ -40,8 +41,8 @@ def write_data(base: Path) -> None:
     (base / "data/eval/part-1.jsonl").write_text('{"text": "the lazy dog"}\n' * 5)
     (base / "model").mkdir(exist_ok=True)
     (base / "model/config.json").write_text('{"model_type": "gpt2"}\n')
-    (base / "model/model.safetensors").write_bytes(b"")  # the preflight checks that weights and a tokenizer are
-    (base / "model/tokenizer.json").write_text("{}")      # there, not what they hold
+    (base / "model/model.safetensors").write_bytes(placeholder_weights())  # the smallest weights and tokenizer
+    (base / "model/tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)      # the preflight takes for them
     (base / "src").mkdir(exist_ok=True)
     (base / "src/train.py").write_text("print('training')\n")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune import api
 from cloudtune.errors import InvalidInput
@@ -128,8 +129,8 @@ def test_a_local_jobs_model_is_uploaded(home: Path, tmp_path: Path) -> None:
     model = tmp_path / "home/jobs/loc-1/model"
     model.mkdir(parents=True)
     (model / "config.json").write_text('{"model_type": "gpt2"}')
-    (model / "model.safetensors").write_bytes(b"")
-    (model / "tokenizer.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(placeholder_weights())
+    (model / "tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)
     _record("loc-1", "local", str(model))
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:loc-1"}}, tmp_path)
