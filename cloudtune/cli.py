@@ -38,14 +38,21 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             import os
 
+            from cloudtune.clierrors import quiet_pipe_exit, stream_broken, user_error
             from cloudtune.kit.retry import translate
 
+            if isinstance(exc, BrokenPipeError) and (stream_broken(sys.stdout) or stream_broken(sys.stderr)):
+                quiet_pipe_exit()  # `cloudtune list | head -1`: ends quietly, as a Unix tool does
             if os.environ.get("CLOUDTUNE_DEBUG"):
                 raise
             known = translate(exc)
             if known is not None:
                 click.echo(f"error: {known}", err=True)
                 sys.exit(known.exit_code)
+            mistake = user_error(exc)
+            if mistake is not None:  # the user's input or situation: exit 2, never "report it"
+                click.echo(f"error: {mistake[0]}" + (f"\nTo fix: {mistake[1]}" if mistake[1] else ""), err=True)
+                sys.exit(2)
             text = " ".join(str(exc).split())[:500] or "no message"
             click.echo(f"error: {type(exc).__module__}.{type(exc).__qualname__}: {text}\nTo fix: run it again with "
                        "CLOUDTUNE_DEBUG=1 for the traceback, and report it if it is not about your setup", err=True)
@@ -453,6 +460,7 @@ def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> Non
 
 
 @main.command()
+@_handle_errors
 def schema() -> None:
     """Print the JSON Schema of job.yaml (point your editor's YAML plugin at it)."""
     from cloudtune.spec import json_schema

@@ -863,6 +863,8 @@ def _override_value(key: str, raw: str) -> Any:
         loaded = load_yaml(raw, source)
     except YamlSyntaxError:
         return raw
+    except SpecError as exc:  # a limit passed: name the key the value was given for
+        raise SpecError("--set", [SpecIssue(key, i.message, None, i.hint) for i in exc.issues]) from None
     issues = ambiguous_numbers(loaded.root, skip=())
     if issues:
         raise SpecError(source, [SpecIssue(key, issues[0].message, None, issues[0].hint)])
