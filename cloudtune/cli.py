@@ -69,6 +69,9 @@ def _emit_json(data: Any) -> None:
 @click.version_option(package_name="cloudtune")
 def main() -> None:
     """Fine-tune pretrained models on SageMaker, Vertex AI, Azure ML or this machine, from one job.yaml."""
+    from cloudtune.clierrors import restore_ctrl_c
+
+    restore_ctrl_c()
 
 
 # ------------------------------------------------------------------------------------------- launch
@@ -135,7 +138,11 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (logs go to stderr)")
 @_handle_errors
 def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Compile SPEC for a provider and run it (or, with --dry-run, show what would run)."""
+    """Compile SPEC for a provider and run it (or, with --dry-run, show what would run).
+
+    Attached (without --detach), Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a CI step's timeout) all stop
+    following: a local job is cancelled with its processes; a cloud job goes on (`cloudtune cancel JOB` stops it).
+    Exit 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     from cloudtune import api
 
     if dry_run:
@@ -153,16 +160,19 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")
     if not detach:
+        from cloudtune.clierrors import StopSignals, interrupt_exit_code
+
         try:
-            for line in job.logs(follow=True):
-                click.echo(line, err=as_json)
-        except KeyboardInterrupt:
+            with StopSignals():  # Ctrl-C, SIGTERM and SIGHUP alike (see --help)
+                for line in job.logs(follow=True):
+                    click.echo(line, err=as_json)
+        except KeyboardInterrupt as stop:
             if job.provider == "local":
                 job.cancel()
-                click.echo(f"\ncancelled {job.job_id}", err=True)
+                _say(f"\ncancelled {job.job_id}")
             else:
-                click.echo(f"\nstopped following; the job goes on. `cloudtune cancel {job.job_id}` stops it", err=True)
-            sys.exit(130)
+                _say(f"\nstopped following; the job goes on. `cloudtune cancel {job.job_id}` stops it")
+            sys.exit(interrupt_exit_code(stop))
         job.wait()
     info = job.info()
     if as_json:
@@ -171,6 +181,14 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         _print_info(info)
     if info["state"] == "failed":
         sys.exit(1)
+
+
+def _say(text: str) -> None:
+    """A last line on stderr that may have no reader left (SIGHUP: the terminal closed)."""
+    try:
+        click.echo(text, err=True)
+    except OSError:
+        pass
 
 
 def _print_info(info: dict[str, Any]) -> None:

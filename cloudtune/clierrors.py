@@ -101,3 +101,56 @@ def _os_error(exc: OSError) -> tuple[str, str]:
     extra = f" -> {os.fsdecode(exc.filename2)!r}" if getattr(exc, "filename2", None) else ""
     fix = _FIX.get(exc.errno or 0, "check the path and that this machine can read it")
     return f"cannot use {where.rstrip(': ')}{extra}: {what}" if path is not None else f"{what}", fix
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP received while the CLI follows a job: handled as Ctrl-C is (a local job is cancelled), and
+    the exit status is the shell's 128 + the signal's number (143, 129) rather than Ctrl-C's 130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+        self.name = signal.Signals(signum).name
+
+
+def interrupt_exit_code(exc: KeyboardInterrupt) -> int:
+    return exc.exit_code if isinstance(exc, Terminated) else 130
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+class StopSignals:
+    """While in this block (main thread only): Ctrl-C (SIGINT) raises KeyboardInterrupt even when the process
+    started with SIGINT ignored (a background job of a script, `nohup`, CI), and SIGTERM (a CI step's timeout,
+    `kill`) and SIGHUP (the terminal closed) raise `Terminated`, so the three stop a followed local job alike.
+    The previous handlers are restored on exit."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __enter__(self) -> StopSignals:
+        import threading
+
+        self.saved: dict[int, object] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self.saved[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+        for signum in self.SIGNALS:
+            self.saved[signum] = signal.signal(signum, _raise_terminated)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+
+
+def restore_ctrl_c() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt even when this process started with SIGINT ignored (a background job
+    of a non-interactive shell, `bash script &`): the CLI's one-line "interrupted" (exit 130) and the cancel of a
+    followed local job rely on it. Main thread only; a handler someone installed is left alone."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
