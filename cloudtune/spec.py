@@ -601,6 +601,22 @@ def _some(names: list[str], limit: int = 10) -> str:
 HUB_DATASET = re.compile(r"^hf:(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$")
 
 
+class CodeJobSpec(JobSpec):
+    """`cloudtune.JobSpec`: a JobSpec built in code (`cloudtune.JobSpec(name=..., command=...)`), whose mistakes are a
+    SpecError (InvalidInput, exit 2 in the CLI) naming each field by its YAML path, with did-you-mean for an unknown
+    key, as `cloudtune validate` reports a job.yaml; instances are JobSpecs. (A subclass: pydantic runs a model's
+    own __init__ inside model_validate too, where the loader needs pydantic's error with its locations.)"""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError("JobSpec(...)", _issues_from(exc, {}, {})) from None
+
+
+CodeJobSpec.__name__ = CodeJobSpec.__qualname__ = "JobSpec"
+
+
 def is_remote(uri: str) -> bool:
     return str(uri).startswith(REMOTE_SCHEMES)
 
