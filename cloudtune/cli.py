@@ -80,7 +80,8 @@ def _print_plan(plan: Any) -> None:
     click.echo(f"job name:       {plan.job_name}")
     click.echo(f"instance type:  {plan.instance_type} x {plan.instance_count}")
     basis = getattr(plan, "cost_basis", "on-demand")
-    cost = "unknown" if plan.estimated_usd_per_hour is None else (
+    cost = (f"unknown (cloudtune's catalog has no list price for {plan.instance_type}; see {plan.provider}'s "
+            "pricing page)") if plan.estimated_usd_per_hour is None else (
         f"at most ${plan.estimated_usd_per_hour:.2f}/h ({basis})" if "upper bound" in basis
         else f"${plan.estimated_usd_per_hour:.2f}/h ({basis})")
     click.echo(f"estimated cost: {cost}")
@@ -463,7 +464,7 @@ def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> Non
     from cloudtune.catalog import load_catalog, render_table
 
     cat = load_catalog()
-    offers = cat.offers(provider=provider, accelerator=cat.normalize(accelerator) if accelerator else None)
+    offers = cat.offers(provider=provider, accelerator=accelerator)  # `-a A100` lists each A100 part
     if not offers and provider and accelerator:  # say who has it, rather than print an empty table
         from cloudtune.catalog import CatalogError
 

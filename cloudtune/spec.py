@@ -995,6 +995,11 @@ def check_offline(spec: JobSpec) -> list[str]:
     from cloudtune.jobconfig import check_local_inputs, with_model_input
 
     notes = list(check_local_inputs(with_model_input(spec)) or [])
+    if spec.resources.accelerator != "cpu":
+        from cloudtune.catalog import load_catalog
+
+        meaning = load_catalog().meaning_note(spec.resources.accelerator)  # `A100:8`: which part it means
+        notes += [meaning] if meaning else []
     if spec.command is not None:
         from cloudtune.bundle import build_bundle
 

@@ -81,3 +81,48 @@ def test_a_running_jobs_tokens_figure_is_the_last_window() -> None:
     assert view["progress"]["tokens_per_second_basis"] == "the last logging window"
     line = _progress_lines({"job_id": "j", "state": "running", **view})[0]
     assert "3256.0 tokens/s" in line and "over the run" not in line and "at step" not in line
+
+
+# ------------------------------------------------------------------------------------------- accelerators
+def test_a_family_name_says_which_part_it_means() -> None:
+    from cloudtune.catalog import load_catalog
+
+    cat = load_catalog()
+    assert cat.variants("A100") == ["A100-40GB", "A100-80GB"] and cat.variants("a100") == ["A100-40GB", "A100-80GB"]
+    for one in ("A100-40GB", "A100-80GB", "a100-80g", "H100", "L4", "cpu"):
+        assert cat.variants(one) == [] and cat.meaning_note(f"{one}:1") is None, one
+    note = cat.meaning_note("A100:8")
+    assert note and "A100 means A100-40GB (40 GB per device)" in note and "A100-80GB (80 GB per device)" in note
+    shown = {o.accelerator for o in cat.offers(accelerator="A100")}
+    assert shown == {"A100-40GB", "A100-80GB"}  # `catalog -a A100` lists both parts
+    assert {o.accelerator for o in cat.offers(accelerator="A100-40GB")} == {"A100-40GB"}
+    assert cat.resolve("aws", "a100", 8).instance_type == "ml.p4d.24xlarge"  # what it meant before, unchanged
+
+
+def test_validate_and_every_dry_run_say_which_a100(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("print(1)\n")
+    (tmp_path / "job.yaml").write_text(
+        "name: a\nresources: {accelerator: A100:8}\ncommand: python main.py\ncode: src\n"
+        "image: 123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1\nproviders:\n"
+        '  aws: {region: us-east-1, role: "arn:aws:iam::123456789012:role/R", bucket: my-bucket}\n')
+    env = {**os.environ, "CLOUDTUNE_HOME": str(tmp_path / ".ct")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cloudtune.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    valid = run("validate", "job.yaml")
+    assert valid.returncode == 0 and "A100 means A100-40GB" in valid.stderr, valid.stderr
+    dry = run("launch", "--dry-run", "-p", "aws", "job.yaml")
+    assert dry.returncode == 0 and "note: resources.accelerator: A100 means A100-40GB" in dry.stdout, dry.stderr
+    big = run("launch", "--dry-run", "-p", "aws", "job.yaml", "--set", "resources.accelerator=A100-80GB:8")
+    assert "A100 means" not in big.stdout
+    cost = next(line for line in big.stdout.splitlines() if line.startswith("estimated cost:"))
+    assert "no list price for ml.p4de.24xlarge" in cost  # unknown, and why
+    table = run("catalog", "-a", "A100", "-p", "aws")
+    assert "ml.p4d.24xlarge" in table.stdout and "ml.p4de.24xlarge" in table.stdout
