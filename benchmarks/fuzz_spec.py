@@ -10,12 +10,13 @@ some cases the text itself cut or spliced with stray characters and bytes. Each 
 `cloudtune validate` (click's test runner) and `cloudtune.api.plan(..., provider="local")`.
 
 Counted: tracebacks (any exception that is not a CloudtuneError: the CLI exits with something other than a clean
-exit code, or plan() raises something else), cases over 2 s (either step; wall time, and CPU time of this process,
+exit code, or plan() raises something else), internal errors (validate ends in the CLI's last-resort line, "...
+report it", which is for cloudtune's own bugs, never for the user's input), cases over 2 s (either step; wall time, and CPU time of this process,
 which a busy machine does not inflate), cases where validate says ok and the
 dry run refuses (they must agree; a refusal by a capability of the local launcher, such as remote inputs, is
 counted apart: only the chosen provider can know it), and the process's peak memory (ru_maxrss). Prints one JSON object. Case N is
 reproducible on its own with `--case N` (same seed); `--save DIR` keeps the spec and traceback of every failure.
-Targets: 0 tracebacks, 0 cases over 2 s, 0 disagreements.
+Targets: 0 tracebacks, 0 internal errors, 0 cases over 2 s, 0 disagreements.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def nasty(rng: random.Random) -> str:
     pick = rng.randrange(12)
     if pick == 0:
         return rng.choice([".inf", "-.inf", ".nan", ".NaN", "1.0e+400", "-1.0e+400", "1e400", "0", "-1", "1.5",
-                           "2147483648", "4294967296", "9" * 400, "-" + "9" * 40, "1" + "0" * 30, "0.0", "-0.0"])
+                           "2147483648", "4294967296", "9" * 400, "-" + "9" * 40, "1" + "0" * 30, "0.0", "-0.0",
+                           "9" * 4301, "-" + "9" * 5000, "1" + "0" * 4300 + ".5", '"' + "9" * 5000 + '"'])
     if pick == 1:
         return rng.choice(["012", "0123456701", "012345670123", "02134", "00", "07", "08", "0x1F", "0o17", "0b101",
                            "1:30", "190:20:30.15", "1_000", "+5", "1.10", "3.", ".5"])
@@ -357,6 +359,7 @@ class Outcome:
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     traceback: str | None = None
+    internal: str | None = None  # the CLI's last-resort line ("... report it"): an input taken for a bug
 
 
 def run_case(index: int, data: bytes, ops: list[str], spec: Path, sets: list[str]) -> Outcome:
@@ -384,6 +387,9 @@ def run_case(index: int, data: bytes, ops: list[str], spec: Path, sets: list[str
         out.validate_exit = result.exit_code
         if result.exception is not None and not isinstance(result.exception, SystemExit):
             out.traceback = "validate: " + "".join(traceback.format_exception(*result.exc_info))
+        said = result.stderr if hasattr(result, "stderr") else result.output
+        if "report it" in said:
+            out.internal = "validate: " + said
     start, cpu = time.perf_counter(), time.process_time()
     signal.alarm(HANG_S)
     try:
@@ -423,6 +429,7 @@ def fuzz(cases: int, seed: int, save: Path | None = None, only: int | None = Non
 def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[str, Any]:
     indices = [only] if only is not None else list(range(cases))
     tracebacks: list[int] = []
+    internal: list[int] = []
     slow: list[int] = []
     disagree: list[int] = []
     exits: dict[str, int] = {}
@@ -452,6 +459,9 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
             failed = out.traceback is not None
             if failed:
                 tracebacks.append(index)
+            if out.internal is not None:
+                internal.append(index)
+                failed = True
             if worst > SLOW_S:
                 slow.append(index)
             if out.plan_capability:
@@ -464,12 +474,14 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
                 (save / f"case-{index}.txt").write_text(json.dumps({"ops": ops, "sets": sets, "seconds": out.seconds,
                                                                     "cpu_seconds": out.cpu_seconds,
                                                                     "validate_exit": out.validate_exit,
-                                                                    "plan_ok": out.plan_ok}) + "\n" + (out.traceback or ""))
+                                                                    "plan_ok": out.plan_ok}) + "\n" + (out.traceback or "")
+                                                          + (out.internal or ""))
         elapsed = time.perf_counter() - start
     return {
         "cases": len(indices),
         "seed": seed,
         "tracebacks": len(tracebacks),
+        "internal_errors": len(internal),
         "over_2s": len(slow),
         "over_2s_cpu": slow_cpu,
         "validate_ok_dry_run_refused": len(disagree),
@@ -480,7 +492,7 @@ def _fuzz(cases: int, seed: int, save: Path | None, only: int | None) -> dict[st
         "validate_exit_codes": dict(sorted(exits.items())),
         "mutations": dict(sorted(ops_seen.items())),
         "wall_s": round(elapsed, 1),
-        "failing_cases": {"traceback": tracebacks[:20], "over_2s": slow[:20], "disagree": disagree[:20]},
+        "failing_cases": {"traceback": tracebacks[:20], "internal": internal[:20], "over_2s": slow[:20], "disagree": disagree[:20]},
     }
 
 
@@ -493,7 +505,7 @@ def main() -> None:
     args = parser.parse_args()
     summary = fuzz(args.cases, args.seed, args.save, args.case)
     print(json.dumps(summary, indent=2))
-    sys.exit(1 if summary["tracebacks"] else 0)
+    sys.exit(1 if summary["tracebacks"] or summary["internal_errors"] else 0)
 
 
 if __name__ == "__main__":

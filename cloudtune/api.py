@@ -73,6 +73,11 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
         from cloudtune.memory_check import plan_memory
 
         compiled = replace(compiled, memory=plan_memory(job_spec, compiled.provider, compiled.instance_type))
+    meaning = _accelerator_note(job_spec)
+    if meaning:  # `A100:8`: say which part was chosen
+        from dataclasses import replace
+
+        compiled = replace(compiled, notes=(*compiled.notes, meaning))
     if bundle is not None and bundle.left_out:  # every launcher's plan says what the code bundle left out
         from dataclasses import replace
 
@@ -80,6 +85,15 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
 
         compiled = replace(compiled, notes=(*compiled.notes, left_out_note(bundle)))
     return compiled, launcher, spec_path
+
+
+def _accelerator_note(job_spec: Any) -> str | None:
+    """Which part a family name in `resources.accelerator` means (cloudtune.catalog.Catalog.meaning_note)."""
+    if job_spec.resources.accelerator == "cpu":
+        return None
+    from cloudtune.catalog import load_catalog
+
+    return load_catalog().meaning_note(job_spec.resources.accelerator)
 
 
 def plan(spec: SpecLike, provider: str = "local", *, launcher: Launcher | None = None, suffix: str | None = None,

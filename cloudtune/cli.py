@@ -39,14 +39,21 @@ def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001 - the last line of defence against a traceback
             import os
 
+            from cloudtune.clierrors import quiet_pipe_exit, stream_broken, user_error
             from cloudtune.kit.retry import translate
 
+            if isinstance(exc, BrokenPipeError) and (stream_broken(sys.stdout) or stream_broken(sys.stderr)):
+                quiet_pipe_exit()  # `cloudtune list | head -1`: ends quietly, as a Unix tool does
             if os.environ.get("CLOUDTUNE_DEBUG"):
                 raise
             known = translate(exc)
             if known is not None:
                 click.echo(f"error: {known}", err=True)
                 sys.exit(known.exit_code)
+            mistake = user_error(exc)
+            if mistake is not None:  # the user's input or situation: exit 2, never "report it"
+                click.echo(f"error: {mistake[0]}" + (f"\nTo fix: {mistake[1]}" if mistake[1] else ""), err=True)
+                sys.exit(2)
             text = " ".join(str(exc).split())[:500] or "no message"
             click.echo(f"error: {type(exc).__module__}.{type(exc).__qualname__}: {text}\nTo fix: run it again with "
                        "CLOUDTUNE_DEBUG=1 for the traceback, and report it if it is not about your setup", err=True)
@@ -63,6 +70,9 @@ def _emit_json(data: Any) -> None:
 @click.version_option(package_name="cloudtune")
 def main() -> None:
     """Fine-tune pretrained models on SageMaker, Vertex AI, Azure ML or this machine, from one job.yaml."""
+    from cloudtune.clierrors import restore_ctrl_c
+
+    restore_ctrl_c()
 
 
 # ------------------------------------------------------------------------------------------- launch
@@ -71,7 +81,8 @@ def _print_plan(plan: Any) -> None:
     click.echo(f"job name:       {plan.job_name}")
     click.echo(f"instance type:  {plan.instance_type} x {plan.instance_count}")
     basis = getattr(plan, "cost_basis", "on-demand")
-    cost = "unknown" if plan.estimated_usd_per_hour is None else (
+    cost = (f"unknown (cloudtune's catalog has no list price for {plan.instance_type}; see {plan.provider}'s "
+            "pricing page)") if plan.estimated_usd_per_hour is None else (
         f"at most ${plan.estimated_usd_per_hour:.2f}/h ({basis})" if "upper bound" in basis
         else f"${plan.estimated_usd_per_hour:.2f}/h ({basis})")
     click.echo(f"estimated cost: {cost}")
@@ -129,7 +140,11 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (logs go to stderr)")
 @_handle_errors
 def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Compile SPEC for a provider and run it (or, with --dry-run, show what would run)."""
+    """Compile SPEC for a provider and run it (or, with --dry-run, show what would run).
+
+    Attached (without --detach), Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a CI step's timeout) all stop
+    following: a local job is cancelled with its processes; a cloud job goes on (`cloudtune cancel JOB` stops it).
+    Exit 130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
     from cloudtune import api
 
     if dry_run:
@@ -151,16 +166,19 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")
     if not detach:
+        from cloudtune.clierrors import StopSignals, interrupt_exit_code
+
         try:
-            for line in job.logs(follow=True):
-                click.echo(line, err=as_json)
-        except KeyboardInterrupt:
+            with StopSignals():  # Ctrl-C, SIGTERM and SIGHUP alike (see --help)
+                for line in job.logs(follow=True):
+                    click.echo(line, err=as_json)
+        except KeyboardInterrupt as stop:
             if job.provider == "local":
                 job.cancel()
-                click.echo(f"\ncancelled {job.job_id}", err=True)
+                _say(f"\ncancelled {job.job_id}")
             else:
-                click.echo(f"\nstopped following; the job goes on. `cloudtune cancel {job.job_id}` stops it", err=True)
-            sys.exit(130)
+                _say(f"\nstopped following; the job goes on. `cloudtune cancel {job.job_id}` stops it")
+            sys.exit(interrupt_exit_code(stop))
         job.wait()
     info = job.info()
     if as_json:
@@ -169,6 +187,14 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         _print_info(info)
     if info["state"] == "failed":
         sys.exit(1)
+
+
+def _say(text: str) -> None:
+    """A last line on stderr that may have no reader left (SIGHUP: the terminal closed)."""
+    try:
+        click.echo(text, err=True)
+    except OSError:
+        pass
 
 
 def _print_info(info: dict[str, Any]) -> None:
@@ -205,9 +231,11 @@ def _progress_lines(info: dict[str, Any]) -> list[str]:
     p = info.get("progress") or {}
     if "step" in p:
         total = f"/{p['total_steps']}" if p.get("total_steps") else ""
-        parts = [f"step:   {p['step']}{total}"] + ([f"epoch {p['epoch']:.2f}"] if "epoch" in p else [])
+        at = f" (at step {p['epoch_step']})" if "epoch_step" in p else ""
+        parts = [f"step:   {p['step']}{total}"] + ([f"epoch {p['epoch']:.2f}{at}"] if "epoch" in p else [])
         parts += [f"eta {format_duration(p['eta_s'])}"] if "eta_s" in p else []
-        parts += [f"{p['tokens_per_second']:.0f} tokens/s"] if "tokens_per_second" in p else []
+        over = " over the run" if "whole run" in p.get("tokens_per_second_basis", "") else ""
+        parts += [f"{p['tokens_per_second']:.1f} tokens/s{over}"] if "tokens_per_second" in p else []
         lines.append(", ".join(parts))
     if "loss" in p or "eval_loss" in p:
         at = f" (step {p['eval_step']})" if "eval_step" in p else ""
@@ -441,7 +469,7 @@ def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> Non
     from cloudtune.catalog import load_catalog, render_table
 
     cat = load_catalog()
-    offers = cat.offers(provider=provider, accelerator=cat.normalize(accelerator) if accelerator else None)
+    offers = cat.offers(provider=provider, accelerator=accelerator)  # `-a A100` lists each A100 part
     if not offers and provider and accelerator:  # say who has it, rather than print an empty table
         from cloudtune.catalog import CatalogError
 
@@ -458,6 +486,7 @@ def catalog(provider: str | None, accelerator: str | None, as_json: bool) -> Non
 
 
 @main.command()
+@_handle_errors
 def schema() -> None:
     """Print the JSON Schema of job.yaml (point your editor's YAML plugin at it)."""
     from cloudtune.spec import json_schema

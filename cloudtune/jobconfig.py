@@ -116,6 +116,9 @@ def check_local_inputs(spec: JobSpec) -> list[str]:
             "inputs not found on this machine: " + ", ".join(f"{n} ({local[n]})" for n in missing),
             fix="check the paths (they resolve against the spec file's directory)",
         )
+    from cloudtune.hashing import check_input_tree
+
+    sized = [check_input_tree(name, path) for name, path in sorted(local.items())]  # stat only, before any hashing
     model = spec.train.model if spec.train is not None else None
     if model in local and find_saved_model(local[model]) is None:
         raise UnsupportedSpec(
@@ -125,7 +128,7 @@ def check_local_inputs(spec: JobSpec) -> list[str]:
         )
     from cloudtune.preflight import check_spec_inputs
 
-    return check_spec_inputs(spec)
+    return [w for w in sized if w] + list(check_spec_inputs(spec) or [])
 
 
 def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, code_uri: str | None = None) -> dict[str, Any]:

@@ -83,7 +83,8 @@ def local_progress(record: Any, now: float | None = None) -> dict[str, Any]:
 
 def progress_from_log(lines: Iterable[str]) -> dict[str, Any]:
     """The status-file fields (step, total_steps, epoch, loss, learning_rate, tokens_per_second, eta_s, eval_loss,
-    eval_step, metrics) read from a job's `[cloudtune]` log lines; {} when the log has none."""
+    eval_step, metrics) read from a job's `[cloudtune]` log lines; {} when the log has none. `epoch_step`: the step
+    whose line gave `epoch`, when it is not the last step (the log has no line with the final epoch)."""
     from cloudtune.report.history import parse_log
 
     hist = parse_log(lines)
@@ -95,6 +96,8 @@ def progress_from_log(lines: Iterable[str]) -> dict[str, Any]:
     for key in _LOG_KEYS:
         if hist.steps.get(key):
             out[key] = hist.steps[key][-1][1]
+    if hist.steps.get("epoch") and hist.steps["epoch"][-1][0] != out.get("step"):
+        out["epoch_step"] = hist.steps["epoch"][-1][0]  # the log's last epoch is that of an earlier step
     metrics: dict[str, Any] = {k: v for k, v in hist.done.items()}
     for key, points in hist.evals.items():
         if points:
@@ -120,7 +123,10 @@ def _model_metrics(record: Any) -> dict[str, Any]:
 
 def summarize(record: Any, state: str, progress: dict[str, Any], now: float | None = None) -> dict[str, Any]:
     """The status view of a job: start/end (ISO-8601), elapsed or duration, progress (step/total, ETA, last train
-    and eval loss, tokens/s), final metrics (finished jobs) and cost. All seconds are seconds, cost in USD."""
+    and eval loss, tokens/s), final metrics (finished jobs) and cost. All seconds are seconds, cost in USD.
+
+    tokens/s is one figure with its `tokens_per_second_basis`: the last logging window while the job runs, the
+    whole run's mean (the `tokens_per_second` metric) once it has ended, so the status never shows two."""
     times = job_times(record, state, now)
     finished = state in TERMINAL
     metrics = dict(progress.get("metrics") or {})
@@ -128,11 +134,16 @@ def summarize(record: Any, state: str, progress: dict[str, Any], now: float | No
         metrics["train_loss"] = progress["loss"]
     if state == "succeeded":
         metrics.update(_model_metrics(record))
-    keys = ("step", "total_steps", "epoch", "loss", "eval_loss", "eval_step", "learning_rate", "tokens_per_second",
-            "eta_s", "phase")
+    keys = ("step", "total_steps", "epoch", "epoch_step", "loss", "eval_loss", "eval_step", "learning_rate",
+            "tokens_per_second", "eta_s", "phase")
     shown = {k: progress[k] for k in keys if progress.get(k) is not None}
+    if "tokens_per_second" in shown:
+        shown["tokens_per_second_basis"] = "the last logging window"
     if finished:
         shown.pop("eta_s", None)
+        if isinstance(metrics.get("tokens_per_second"), (int, float)):  # one figure at the end: the whole run's
+            shown["tokens_per_second"] = metrics["tokens_per_second"]
+            shown["tokens_per_second_basis"] = "the whole run (input tokens / train_runtime_s)"
     if "updated_at" in progress:
         shown["updated_at"] = iso(epoch_seconds(progress["updated_at"]))
     usd_per_hour = (record.plan or {}).get("estimated_usd_per_hour")

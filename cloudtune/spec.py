@@ -601,6 +601,22 @@ def _some(names: list[str], limit: int = 10) -> str:
 HUB_DATASET = re.compile(r"^hf:(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$")
 
 
+class CodeJobSpec(JobSpec):
+    """`cloudtune.JobSpec`: a JobSpec built in code (`cloudtune.JobSpec(name=..., command=...)`), whose mistakes are a
+    SpecError (InvalidInput, exit 2 in the CLI) naming each field by its YAML path, with did-you-mean for an unknown
+    key, as `cloudtune validate` reports a job.yaml; instances are JobSpecs. (A subclass: pydantic runs a model's
+    own __init__ inside model_validate too, where the loader needs pydantic's error with its locations.)"""
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise SpecError("JobSpec(...)", _issues_from(exc, {}, {})) from None
+
+
+CodeJobSpec.__name__ = CodeJobSpec.__qualname__ = "JobSpec"
+
+
 def is_remote(uri: str) -> bool:
     return str(uri).startswith(REMOTE_SCHEMES)
 
@@ -863,6 +879,8 @@ def _override_value(key: str, raw: str) -> Any:
         loaded = load_yaml(raw, source)
     except YamlSyntaxError:
         return raw
+    except SpecError as exc:  # a limit passed: name the key the value was given for
+        raise SpecError("--set", [SpecIssue(key, i.message, None, i.hint) for i in exc.issues]) from None
     issues = ambiguous_numbers(loaded.root, skip=())
     if issues:
         raise SpecError(source, [SpecIssue(key, issues[0].message, None, issues[0].hint)])
@@ -977,6 +995,11 @@ def check_offline(spec: JobSpec) -> list[str]:
     from cloudtune.jobconfig import check_local_inputs, with_model_input
 
     notes = list(check_local_inputs(with_model_input(spec)) or [])
+    if spec.resources.accelerator != "cpu":
+        from cloudtune.catalog import load_catalog
+
+        meaning = load_catalog().meaning_note(spec.resources.accelerator)  # `A100:8`: which part it means
+        notes += [meaning] if meaning else []
     if spec.command is not None:
         from cloudtune.bundle import build_bundle
 

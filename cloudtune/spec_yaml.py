@@ -299,7 +299,7 @@ def construct(root: Node | None, source: str) -> Any:
     memo: dict[int, Any] = {}
     scalars: dict[tuple[str, str], Any] = {}  # immutable values by (tag, text): `[1, 1, 1, ...]` builds 1 once
 
-    def build(node: Node) -> Any:
+    def build(node: Node, path: tuple[str, ...] = ()) -> Any:
         if id(node) in memo:
             return memo[id(node)]
         if type(node) is ScalarNode:
@@ -307,12 +307,12 @@ def construct(root: Node | None, source: str) -> Any:
                 return node.value
             key = (node.tag, node.value)
             if key not in scalars:
-                scalars[key] = safe.construct_object(node)
+                scalars[key] = _scalar(safe, node, path, source)
             return scalars[key]
         if isinstance(node, SequenceNode):
             items: list[Any] = []
             memo[id(node)] = items
-            items.extend(build(child) for child in node.value)
+            items.extend(build(child, (*path, str(i))) for i, child in enumerate(node.value))
             return items
         if any(k.tag == MERGE for k, _ in node.value):
             safe.flatten_mapping(node)  # merged pairs first, so the mapping's own keys win
@@ -323,7 +323,7 @@ def construct(root: Node | None, source: str) -> Any:
             if not isinstance(key, (str, int, float, bool, type(None))) and not _hashable(key):
                 raise SpecError(source, [SpecIssue("<yaml>", "a key must be a plain value, not a list or mapping",
                                                    key_node.start_mark.line + 1, "write the key as text")])
-            mapping[key] = build(value_node)
+            mapping[key] = build(value_node, (*path, _key_text(key_node)))
         return mapping
 
     try:
@@ -333,6 +333,26 @@ def construct(root: Node | None, source: str) -> Any:
     except RecursionError:  # nesting is bounded by MAX_DEPTH and merges by MAX_VALUES; this is a last guard
         raise SpecError(source, [SpecIssue("<yaml>", "the merge keys (<<) nest too deeply", None,
                                            "write the merged values out")]) from None
+
+
+def too_many_digits(what: str, digits: int) -> tuple[str, str]:
+    """(message, fix) for an integer longer than Python converts from text (sys.get_int_max_str_digits(), 4,300
+    by default: CPython's guard against quadratic-time conversion, CVE-2020-10735)."""
+    import sys
+
+    return (f"the {what} has {digits:,} digits; numbers longer than {sys.get_int_max_str_digits():,} digits are "
+            "refused", "give a number of a sensible size, or quote it if it is text")
+
+
+def _scalar(safe: SafeConstructor, node: ScalarNode, path: tuple[str, ...], source: str) -> Any:
+    """One non-text scalar's value; an integer too long to convert is one SpecIssue naming its key path and line."""
+    try:
+        return safe.construct_object(node)
+    except ValueError:
+        if node.tag != INT:
+            raise
+        message, fix = too_many_digits("integer", sum(c.isdigit() for c in node.value))
+        raise SpecError(source, [SpecIssue(".".join(path) or "<value>", message, node.start_mark.line + 1, fix)]) from None
 
 
 def _hashable(value: Any) -> bool:

@@ -33,6 +33,8 @@ def test_a_seeded_slice_gives_no_traceback_and_no_hang(fuzz_spec, monkeypatch: p
     summary = fuzz_spec.fuzz(200, seed=2026, save=tmp_path / "failures")
     assert summary["cases"] == 200
     assert summary["tracebacks"] == 0, summary["failing_cases"]
+    assert summary["internal_errors"] == 0, summary["failing_cases"]  # the user's input is never "report it"
     assert summary["validate_ok_dry_run_refused"] == 0, summary["failing_cases"]
     assert summary["slowest_s"] < 10, summary["failing_cases"]  # the 2 s target is measured by the full run
     assert summary["validate_exit_codes"].get("0", 0) >= 10  # the slice reaches valid specs too, not only errors
+

@@ -82,3 +82,16 @@ def test_recipe_writes_plots(tmp_path: Path) -> None:
         for colour in colours:
             assert count_colour(png, (MARGIN_LEFT + 1, MARGIN_TOP + 1, 800 - MARGIN_LEFT - MARGIN_RIGHT - 1,
                                       450 - MARGIN_TOP - MARGIN_BOTTOM - 1), hex_of(colour), tol=10) > 0, (name, colour)
+
+
+def test_a_lone_eval_point_is_drawn_and_an_empty_series_has_no_legend() -> None:
+    """One evaluation at the end of training (the usual `eval_strategy: epoch` on a 1-epoch job) is a visible square,
+    not a legend entry with no line; a series with no finite point gets no legend entry."""
+    train = [(float(s), 3.0 / s) for s in range(1, 41)]
+    png = read_png(line_chart_png("Loss", [("train loss", train, LOSS_COLOUR), ("eval loss", [(40.0, 0.2)], EVAL_COLOUR),
+                                           ("nothing", [(math.nan, 1.0)], LR_COLOUR)], width=W, height=H))
+    frame = (MARGIN_LEFT + 1, MARGIN_TOP + 1, W - MARGIN_LEFT - MARGIN_RIGHT - 1, H - MARGIN_TOP - MARGIN_BOTTOM - 1)
+    assert count_colour(png, frame, hex_of(EVAL_COLOUR), tol=10) >= 20  # a 7x7 marker, clipped at the frame's edge
+    legend = (0, TITLE_Y + 20, W, MARGIN_TOP - TITLE_Y - 21)
+    assert count_colour(png, legend, hex_of(EVAL_COLOUR), tol=10) > 0
+    assert count_colour(png, legend, hex_of(LR_COLOUR), tol=10) == 0

@@ -158,6 +158,31 @@ class Catalog:
             fix=f"use one of: {', '.join(self.accelerators())}, or cpu",
         )
 
+    def variants(self, name: str) -> list[str]:
+        """The neutral names a bare family name stands for, the one it maps to first: `A100` -> [A100-40GB,
+        A100-80GB] (parts that differ by memory, named `FAMILY-<N>GB`); [] for a name that means one part.
+        CatalogError for a name the catalog does not know."""
+        chosen = self.normalize(name)
+        family = _key(name)
+        if family == _key(chosen) or chosen == CPU:
+            return []
+        same = [a for a in self.accelerators() if re.fullmatch(re.escape(family) + r"-[0-9]+gb", _key(a))]
+        return [chosen] + [a for a in same if a != chosen] if len(same) > 1 and chosen in same else []
+
+    def meaning_note(self, accelerator: str) -> str | None:
+        """For a spec's `NAME[:COUNT]` whose NAME is a family with several parts (`A100:8`): one line saying which
+        part it means, its memory, and how to choose the other; None otherwise."""
+        name = str(accelerator).partition(":")[0]
+        try:
+            parts = self.variants(name)
+        except CatalogError:
+            return None
+        if not parts:
+            return None
+        memory = ", ".join(f"{p} ({self._infos[p].memory_gb:g} GB per device)" for p in parts[1:])
+        return (f"resources.accelerator: {name} means {parts[0]} ({self._infos[parts[0]].memory_gb:g} GB per device); "
+                f"{memory} is another part: write its name to choose it (`cloudtune catalog -a {name}` lists both)")
+
     def info(self, accelerator: str) -> AcceleratorInfo | None:
         """Facts about an accelerator (None for cpu)."""
         return self._infos.get(self.normalize(accelerator))
@@ -178,10 +203,11 @@ class Catalog:
 
     # ------------------------------------------------------------------ offers
     def offers(self, provider: str | None = None, accelerator: str | None = None) -> list[Offer]:
-        """Offers in catalog order, optionally filtered by provider and accelerator (any spelling)."""
+        """Offers in catalog order, optionally filtered by provider and accelerator (any spelling; a family name such
+        as `A100` gives the offers of each of its parts, see `variants`)."""
         p = self._provider(provider) if provider is not None else None
-        a = self.normalize(accelerator) if accelerator is not None else None
-        return [o for o in self.all_offers if (p is None or o.provider == p) and (a is None or o.accelerator == a)]
+        names = (self.variants(accelerator) or [self.normalize(accelerator)]) if accelerator is not None else None
+        return [o for o in self.all_offers if (p is None or o.provider == p) and (names is None or o.accelerator in names)]
 
     def providers_with(self, accelerator: str) -> list[str]:
         """Providers offering the accelerator, in PROVIDERS order."""

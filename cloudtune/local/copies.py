@@ -64,9 +64,11 @@ def _copy_range(src_fd: int, dst_fd: int, size: int) -> bool:
 
 def clone_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], stats: CopyStats | None = None) -> str:
     """Copy one file's data and metadata to `dst` (replacing it); returns how: "clone", "copy_file_range" or "copy"."""
+    from cloudtune.hashing import open_regular  # never blocks: a FIFO put in place after the plan is refused
+
     stats = stats if stats is not None else CopyStats()
-    size = os.path.getsize(src)
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
+    with open_regular(src) as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
         if _ficlone(fin.fileno(), fout.fileno()):
             method = "clone"
         elif _copy_range(fin.fileno(), fout.fileno(), size):

@@ -116,10 +116,17 @@ def _ranges(series: list[Series]) -> tuple[float, float, float, float]:
     return x0, x1, y0, y1
 
 
+MARKED_POINTS = 60
+"""A series with at most this many points also gets a square marker at each (a lone point would be a dot)."""
+MARKER = 3
+"""Half the side of a point's marker, in pixels (a 7x7 square)."""
+
+
 def line_chart_png(title: str, series: list[Series], width: int = 800, height: int = 450) -> bytes:
     """A line chart as PNG bytes: white background, framed plot with a light grid, each series (name, [(x, y)],
-    RGB) as a 2-px polyline in its colour (non-finite points skipped), the title, the y range, the first and last
-    x, and a legend of the series names in their colours above the plot."""
+    RGB) as a 2-px polyline in its colour (non-finite points skipped; a series of at most MARKED_POINTS points also
+    marked with a square at each), the title, the y range, the first and last x, and a legend of the series drawn
+    (names in their colours) above the plot."""
     canvas = Canvas(width, height)
     left, top, right, bottom = MARGIN_LEFT, MARGIN_TOP, width - MARGIN_RIGHT, height - MARGIN_BOTTOM
     for i in range(1, 5):  # light grid, then the frame over it
@@ -136,10 +143,18 @@ def line_chart_png(title: str, series: list[Series], width: int = 800, height: i
                 round(bottom - 3 - (y - y0) / (y1 - y0) * (bottom - top - 5)))
 
     inside = (left + 1, top + 1, right - 1, bottom - 1)
-    for _, points, colour in series:
+    drawn = []
+    for name, points, colour in series:
         pts = [to_px(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+        if not pts:  # nothing to show: no legend entry either
+            continue
+        drawn.append((name, points, colour))
         for a, b in zip(pts, pts[1:] or pts):
             canvas.line(a, b, colour, thick=2, clip=inside)
+        if len(pts) <= MARKED_POINTS:  # sparse series (evaluations, one eval at the end): a square at each point
+            for px, py in pts:
+                for oy in range(-MARKER, MARKER + 1):
+                    canvas.line((px - MARKER, py + oy), (px + MARKER, py + oy), colour, clip=inside)
     canvas.text(10, TITLE_Y, title, INK, scale=2)
     for value, y in ((y1, top), (y0, bottom - 7)):
         label = _label(value)
@@ -149,7 +164,7 @@ def line_chart_png(title: str, series: list[Series], width: int = 800, height: i
     canvas.text(right - 6 * len(last), bottom + 8, last, INK)
     canvas.text((left + right) // 2 - 12, bottom + 8, "STEP", INK)
     x = left
-    for name, _, colour in series:
+    for name, _, colour in drawn:
         canvas.line((x, LEGEND_Y + 3), (x + 14, LEGEND_Y + 3), colour, thick=2)
         x = canvas.text(x + 20, LEGEND_Y, name, colour) + 18
     return canvas.png()

@@ -185,6 +185,16 @@ def _field(record: Any, field: str, path: str, line: int) -> str:
     return value
 
 
+def json_limit(exc: BaseException) -> str:
+    """The reason Python's json module refused valid-looking JSON past its limits, and what to change."""
+    if isinstance(exc, RecursionError):
+        return "the record nests its brackets too deeply to read; flatten it (a record nests a few levels)"
+    import sys
+
+    return (f"a number has more than {sys.get_int_max_str_digits():,} digits (Python's limit on converting text to "
+            "an integer); write it as a string, or drop the field")
+
+
 def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple[int, Any]]:
     """Yield (line, element) for each element of a top-level JSON array, keeping line numbers.
 
@@ -211,6 +221,8 @@ def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple
             if truncated:
                 return
             raise JobInputError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+        except (RecursionError, ValueError) as exc:  # brackets nested past the parser's depth; a 4,300-digit number
+            raise JobInputError(f"{path}, line {line}: {json_limit(exc)}") from None
         yield line, obj
         i = skip(i)
         if i < n and text[i] == ",":
@@ -288,6 +300,8 @@ def parse_records(text: str, path: Path, shown: str, text_field: str = "text",
                 hint = ("; a .json data file holds a list of records ([{...}, ...]) or one record per line"
                         if path.suffix.lower() == ".json" else "")
                 raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}{hint}") from None
+            except (RecursionError, ValueError) as exc:  # see json_limit
+                raise JobInputError(f"{shown}, line {line}: {json_limit(exc)}") from None
             yield f"{shown}, line {line}", record
 
 

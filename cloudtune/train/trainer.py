@@ -484,7 +484,8 @@ def _make_callbacks() -> tuple[Any, Any]:
             self.in_train = False
             if state.is_world_process_zero:
                 self.report.metric("global_step", int(state.global_step))
-                self.report.update(phase="done", step=int(state.global_step), eta_s=0.0)
+                epoch = float(state.epoch) if isinstance(state.epoch, (int, float)) else None  # the end's, not the last log's
+                self.report.update(phase="done", step=int(state.global_step), eta_s=0.0, epoch=epoch)
 
     class SigtermCallback(TrainerCallback):
         """SIGTERM sets a flag; at the end of the current optimizer step every rank agrees to save and stop."""

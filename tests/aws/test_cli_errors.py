@@ -19,7 +19,20 @@ from tests.cloudfaults import FaultServer, assert_one_error, cli, closed_port
 pytest.importorskip("boto3")
 BUCKET = "cli-errors"
 DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs: the retry policy's total, in seconds
-SLACK = 30.0  # interpreter start-up, imports and the plan, on a busy shared machine
+
+
+def bounded(run, retried: bool | None = None) -> None:
+    """The run's waiting was bounded by the policy, read from its events (never from how long it took, which
+    depends on the machine): each retry line names an attempt within the policy's maximum, in order, at most
+    max_attempts - 1 of them. `retried`: whether there must be (True) or must not be (False) any retry."""
+    from cloudtune.kit.retry import RetryPolicy
+
+    most = RetryPolicy().max_attempts
+    lines = [line for line in run.err.splitlines() if "retrying in" in line]
+    shown = [int(line.rsplit("(attempt ", 1)[1].split(" of ")[0]) for line in lines]
+    assert len(lines) <= most - 1 and shown == sorted(shown) and all(2 <= n <= most for n in shown), run.err
+    if retried is not None:
+        assert bool(lines) == retried, run.err
 
 
 def _job(tmp_path: Path) -> Path:
@@ -57,16 +70,16 @@ def test_no_credentials(tmp_path: Path) -> None:
     run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path,
               env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}", creds=False))
     assert_one_error(run, 2, "Unable to locate credentials")
-    assert "aws configure" in run.err and "retrying" not in run.err
-    assert run.seconds < SLACK
+    assert "aws configure" in run.err
+    bounded(run, retried=False)
 
 
 def test_closed_port(tmp_path: Path) -> None:
     run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path,
               env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}"))
     assert_one_error(run, 1, "cannot reach the endpoint")
-    assert "AWS_ENDPOINT_URL" in run.err and "retrying in" in run.err
-    assert run.seconds < DEADLINE + SLACK
+    assert "AWS_ENDPOINT_URL" in run.err
+    bounded(run, retried=True)
 
 
 @pytest.mark.parametrize("mode,rc,needle", [
@@ -78,7 +91,7 @@ def test_failing_server(tmp_path: Path, mode: str, rc: int, needle: str) -> None
     with FaultServer(mode) as server:
         run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path, env=_env(tmp_path, server.url))
     assert_one_error(run, rc, needle)
-    assert run.seconds < DEADLINE + SLACK
+    bounded(run)
     if mode == "403":
         assert server.requests == 1 and "retrying" not in run.err and "IAM" in run.err  # no retry of a refusal
     else:
@@ -124,7 +137,7 @@ def test_status_logs_cancel_while_the_endpoint_is_down(tmp_path: Path) -> None:
     for args in (("status", job_id), ("logs", job_id), ("logs", job_id, "--follow"), ("cancel", job_id)):
         run = cli(*args, cwd=tmp_path, env=down)
         assert_one_error(run, 1, "cannot reach the endpoint")
-        assert "retrying in" in run.err and run.seconds < DEADLINE + SLACK, (args, run.seconds)
+        bounded(run, retried=True)
 
 
 @pytest.mark.parametrize("mode,rc,needle", [("500", 1, "InternalFailure"), ("403", 2, "AccessDeniedException")])
@@ -134,7 +147,7 @@ def test_status_logs_cancel_against_a_failing_server(tmp_path: Path, mode: str, 
         for args in (("status", job_id), ("logs", job_id), ("cancel", job_id)):
             run = cli(*args, cwd=tmp_path, env=_env(tmp_path, server.url))
             assert_one_error(run, rc, needle, "not authorized" if mode == "403" else "internal error")
-            assert run.seconds < DEADLINE + SLACK
+            bounded(run)
 
 
 @pytest.mark.parametrize("config,profile,rc,needle,fix", [
@@ -151,14 +164,13 @@ def test_profile_problems(tmp_path: Path, config: str, profile: str, rc: int, ne
     env.update(AWS_CONFIG_FILE=str(tmp_path / "aws-config"), AWS_PROFILE=profile)
     run = cli("launch", str(_job(tmp_path)), "--provider", "aws", "--detach", cwd=tmp_path, env=env)
     assert_one_error(run, rc, needle)
-    assert fix in run.err and run.seconds < SLACK
+    assert fix in run.err
+    bounded(run, retried=False)
 
 
 def test_a_service_that_never_answers_is_not_a_silent_wait(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A server that accepts and never answers: a line once an attempt has waited `slow_after_s`, then the SDK's
     read timeout ends each attempt and the deadline ends the retries."""
-    import time
-
     import boto3
     from botocore.config import Config
 
@@ -173,11 +185,9 @@ def test_a_service_that_never_answers_is_not_a_silent_wait(tmp_path: Path, capsy
                             config=Config(retries={"total_max_attempts": 1}, connect_timeout=1, read_timeout=1.5))
         launcher = AwsLauncher(session, sm, policy=RetryPolicy(base_s=0.1, cap_s=0.2, deadline_s=2.0, slow_after_s=0.5))
         ref = JobRef("aws", "j", "arn:aws:sagemaker:us-east-1:123456789012:training-job/j", extra={"job_name": "j"})
-        started = time.monotonic()
-        with pytest.raises(CloudError) as exc:
+        with pytest.raises(CloudError) as exc:  # raised at all: the deadline ended the retries
             launcher.status(ref)
-        took = time.monotonic() - started
-    assert "Read timeout" in exc.value.message and took < 2.0 + 1.5 + 1.0
+    assert "Read timeout" in exc.value.message
     err = capsys.readouterr().err
     assert "[cloudtune] describe the training job: no answer after 0.5 s; still waiting for SageMaker" in err
     assert "retrying in" in err  # a read timeout is transient: retried within the deadline
@@ -187,10 +197,15 @@ def test_list_pays_for_an_unreachable_endpoint_once(tmp_path: Path) -> None:
     """`cloudtune list` asks the cloud for each running job; once one call has spent its deadline on an endpoint
     that refuses connections, the others are not retried (the store's state is shown)."""
     jobs = [_running_job(tmp_path, f"{i:04x}") for i in range(4)]
-    run = cli("list", cwd=tmp_path, env=_env(tmp_path, f"http://127.0.0.1:{closed_port()}"))
+    # the attempts bound the retries, not the clock: a deadline no loaded machine reaches, 3 attempts per call, so
+    # the first call retries exactly twice and the other jobs' calls not at all, however fast the machine is
+    env = {**_env(tmp_path, f"http://127.0.0.1:{closed_port()}"), "CLOUDTUNE_RETRY_DEADLINE": "3000",
+           "CLOUDTUNE_RETRY_ATTEMPTS": "3"}
+    run = cli("list", cwd=tmp_path, env=env)
     assert run.rc == 0 and "Traceback" not in run.err, run.err
     assert all(job in run.out for job in jobs)
-    assert 1 <= run.err.count("retrying in") <= 5 and run.seconds < DEADLINE + SLACK
+    retries = [line for line in run.err.splitlines() if "retrying in" in line]
+    assert [line.split("(attempt ")[1] for line in retries] == ["2 of 3)", "3 of 3)"], run.err
 
 
 def test_ctrl_c_while_retrying_is_one_line(tmp_path: Path) -> None:
@@ -203,8 +218,11 @@ def test_ctrl_c_while_retrying_is_one_line(tmp_path: Path) -> None:
     job_id = _running_job(tmp_path)
     env = {**{k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH")},
            **_env(tmp_path, f"http://127.0.0.1:{closed_port()}"), "CLOUDTUNE_RETRY_DEADLINE": "60"}
+    # started with SIGINT ignored, as every process of a suite run in the background (`bash .ci/run &`) is: the
+    # CLI sets the disposition its Ctrl-C handling needs, whatever it inherits
     proc = subprocess.Popen([sys.executable, "-m", "cloudtune.cli", "status", job_id], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         deadline = time.monotonic() + 60
         line = ""
