@@ -157,6 +157,8 @@ class Supervisor:
             t = threading.Thread(target=_pump, args=(proc.stdout, log, f"[{node['host']}] " if len(nodes) > 1 else "", lock), daemon=True)
             t.start()
             threads.append(t)
+        # each node leads its own session: what finds the job's processes if the supervisor dies (proctree)
+        write_state(self.job_dir, sessions=[os.getsid(0), *(p.pid for p in self.procs)])
         return threads
 
     def _stop_nodes(self) -> None:
