@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,46 @@ _JSON_COLUMNS = frozenset({"plan", "extra"})
 def default_home() -> Path:
     """``$CLOUDTUNE_HOME`` or ``~/.cloudtune``, read at call time."""
     return Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune").expanduser()
+
+
+PRIVATE_DIR = 0o700  # as the cloud CLIs keep theirs (~/.aws/cli/cache, ~/.config/gcloud, ~/.azure): the user's alone
+PRIVATE_FILE = 0o600
+_DB_FILES = ("", "-wal", "-shm", "-journal")  # SQLite's database and the files beside it (same mode as the database)
+
+
+def make_private(home: Path, db: Path) -> None:
+    """Create ``home`` 0700 and ``db`` 0600 if missing (SQLite gives its -wal and -shm the database's mode); tighten
+    a wider ``home`` or database file that this user owns, and warn (stderr) about one that cannot be tightened.
+
+    ``home``'s parents, when created, get the default mode (they may be shared, as ``~`` is)."""
+    home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _tighten(home, PRIVATE_DIR)
+    if not db.exists():
+        try:
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+        except OSError:
+            return  # a read-only or full file system: the store is opened read-only (see _init_schema)
+    for suffix in _DB_FILES:
+        path = db.with_name(db.name + suffix)
+        if path.exists():
+            _tighten(path, PRIVATE_FILE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Drop the group and other bits of ``path``'s mode; a warning when they are set and cannot be dropped."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if not st.st_mode & 0o077:
+        return
+    try:
+        if st.st_uid != os.getuid():
+            raise PermissionError("owned by another user")
+        os.chmod(path, mode)
+    except OSError as exc:
+        print(f"[cloudtune] warning: {path} is readable by other users (mode {st.st_mode & 0o777:o}) and could not "
+              f"be made private ({exc}). To fix: chmod {mode:o} {path}", file=sys.stderr)
 
 
 @dataclass
@@ -118,7 +159,7 @@ class JobStore:
     def __init__(self, home: Path | None = None) -> None:
         self.home: Path = Path(home).expanduser() if home is not None else default_home()
         self.path: Path = self.home / "jobs.db"
-        self.home.mkdir(parents=True, exist_ok=True)
+        make_private(self.home, self.path)
         self._init_schema()
 
     # -- connections ------------------------------------------------------------------------------------------

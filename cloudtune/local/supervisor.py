@@ -60,6 +60,18 @@ def read_state(job_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def make_job_private(job_dir: Path) -> None:
+    """The job's files are the user's alone (cloudtune.store keeps $CLOUDTUNE_HOME 0700 and jobs.db 0600): what
+    the job writes from now on is made with umask 077 (dirs 0700, files 0600), and the job dir and the files the
+    launcher wrote before the supervisor started (plan, state, logs) are tightened to the same."""
+    os.umask(0o077)
+    for path in (job_dir, *(job_dir / n for n in ("plan.json", "state.json", "job.log", "supervisor.log"))):
+        try:
+            os.chmod(path, 0o700 if path == job_dir else 0o600)
+        except OSError:
+            pass  # not there (yet), or not ours: the supervisor runs on
+
+
 def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str, str]:
     """A container sees its contract, not the caller's shell: pass only runtime essentials and named secrets."""
     env = {k: v for k, v in os.environ.items() if k in SAFE_ENV or k.startswith(SAFE_ENV_PREFIXES)}
@@ -213,6 +225,7 @@ class Supervisor:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def run(self) -> int:
+        make_job_private(self.job_dir)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         self.subreaper = become_subreaper()
