@@ -99,6 +99,20 @@ def _tighten(path: Path, mode: int) -> None:
               f"be made private ({exc}). To fix: chmod {mode:o} {path}", file=sys.stderr)
 
 
+_WRITE_FIX = "free space on that disk (`cloudtune clean` removes old local jobs), or make the file writable"
+# SQLite's messages for SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY and SQLITE_CANTOPEN (sqlite3.c sqlite3ErrStr)
+_CANNOT_WRITE = ("database or disk is full", "disk i/o error", "attempt to write a readonly database",
+                 "unable to open database file")
+
+
+class StoreNotWritable(CloudtuneError):
+    """The job store cannot be written (a full disk, a read-only file); it can still be read."""
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    return any(m in str(exc).lower() for m in _CANNOT_WRITE)
+
+
 @dataclass
 class JobRecord:
     """One submitted job. ``state`` is one of ``STATES`` by convention (not enforced). Times are epoch seconds."""
@@ -159,12 +173,21 @@ class JobStore:
     def __init__(self, home: Path | None = None) -> None:
         self.home: Path = Path(home).expanduser() if home is not None else default_home()
         self.path: Path = self.home / "jobs.db"
+        self.read_only: str | None = None  # why the store cannot be written, once found; reads go on read-only
         make_private(self.home, self.path)
-        self._init_schema()
+        try:
+            self._init_schema()
+        except sqlite3.OperationalError as exc:
+            if not self.path.is_file() or not _cannot_write(exc):
+                raise
+            self._go_read_only(exc)
 
     # -- connections ------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only is not None:
+            return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
+                                   isolation_level=None)
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         return conn
@@ -179,18 +202,41 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``; committed on success, rolled back on error, then closed."""
+        """A connection inside ``BEGIN IMMEDIATE``; committed on success, rolled back on error, then closed.
+
+        Raises ``StoreNotWritable`` (a CloudtuneError) when the disk is full or the store is read-only."""
+        if self.read_only is not None:
+            raise StoreNotWritable(self.read_only, fix=_WRITE_FIX)
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if not _cannot_write(exc):
+                    raise
+                self._go_read_only(exc)
+                raise StoreNotWritable(self.read_only or str(exc), fix=_WRITE_FIX) from None
         finally:
             conn.close()
+
+    def _go_read_only(self, exc: sqlite3.Error) -> None:
+        """From now on, read the store read-only; say once (stderr) why it cannot be written."""
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(self.home).free} bytes free"
+        except OSError:
+            free = "free space unknown"
+        self.read_only = f"the job store {self.path} cannot be written ({exc}; {free} on its disk)"
+        print(f"[cloudtune] warning: {self.read_only}; reading it read-only, nothing new is recorded. "
+              f"To fix: {_WRITE_FIX}", file=sys.stderr)
 
     def _init_schema(self) -> None:
         conn = self._connect()
@@ -270,7 +316,14 @@ class JobStore:
         """Record a state seen from the provider, with ``extra`` merged key by key into the job's ``extra`` (other
         keys written meanwhile by another process are kept), in one transaction. A terminal state is never
         replaced by a non-terminal one (see ``update``)."""
-        return self._apply(job_id, {"state": state}, extra)
+        try:
+            return self._apply(job_id, {"state": state}, extra)
+        except StoreNotWritable:  # what the provider says is still shown; the store catches up on a later call
+            current = self.get(job_id)
+            if not (current.terminal and state not in TERMINAL_STATES):
+                current.state = state
+            current.extra = {**current.extra, **extra}
+            return current
 
     def _apply(self, job_id: str, changes: dict[str, Any], extra_merge: dict[str, Any]) -> JobRecord:
         unknown = sorted(set(changes) - _UPDATABLE)

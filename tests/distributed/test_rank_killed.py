@@ -47,10 +47,17 @@ def _attempt_log(job_dir: Path, attempt: int) -> str:
     return parts[attempt] if len(parts) > attempt else ""
 
 
-def _incomplete_checkpoint(ckpt_dir: Path, after: int) -> Path | None:
-    from cloudtune.train.checkpoints import list_checkpoints, verify
+def _checkpoint_being_written(ckpt_dir: Path, after: int) -> Path | None:
+    """The temp dir of a checkpoint newer than step `after` that rank 0 is writing (cloudtune.train.checkpoints)."""
+    from cloudtune.train.checkpoints import TMP_PREFIX
 
-    return next((c.path for c in list_checkpoints(ckpt_dir) if c.step > after and verify(c.path, full=False)), None)
+    try:
+        names = os.listdir(ckpt_dir)
+    except OSError:
+        return None
+    prefix = f"{TMP_PREFIX}checkpoint-"
+    return next((ckpt_dir / n for n in names if n.startswith(prefix) and n[len(prefix):].split("-")[0].isdigit()
+                 and int(n[len(prefix):].split("-")[0]) > after), None)
 
 
 def _complete_steps(ckpt_dir: Path) -> list[int]:
@@ -98,9 +105,12 @@ def test_one_rank_killed_at_three_stages_is_retried_to_the_same_weights(env: dic
         stages.append("mid-training")
         # 3. the writer (rank 0), as soon as a newer checkpoint directory appears
         newest = max(_complete_steps(ckpt_dir))
+        from cloudtune.train.checkpoints import list_checkpoints  # a checkpoint-N dir appears complete (a rename)
+
         wait_for(lambda: read_state(job_dir).get("attempt") == 2 and _rank_pid(supervisor, 0), WAIT_S, "attempt 3")
-        saving = wait_for(lambda: _incomplete_checkpoint(ckpt_dir, newest) or
-                          [s for s in _complete_steps(ckpt_dir) if s > newest], WAIT_S, "a checkpoint being written")
+        saving = wait_for(lambda: _checkpoint_being_written(ckpt_dir, newest) or
+                          [c for c in list_checkpoints(ckpt_dir) if c.step > newest], WAIT_S, "a checkpoint being written",
+                          interval=0.002)
         kill(0, 2)
         stages.append("during a save" if isinstance(saving, Path) else "just after a save")
         assert job.wait(timeout=WAIT_S) == "succeeded", "\n".join(job.logs())
