@@ -177,6 +177,9 @@ class JobStore:
         make_private(self.home, self.path)
         try:
             self._init_schema()
+        except StoreNotWritable:
+            if not self.path.is_file() or self.path.stat().st_size == 0:
+                raise  # no store to read
         except sqlite3.OperationalError as exc:
             if not self.path.is_file() or not _cannot_write(exc):
                 raise
@@ -186,11 +189,22 @@ class JobStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only is not None:
-            return sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S,
-                                   isolation_level=None)
+            return self._connect_read_only()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection. In WAL mode even a reader must create the -shm file, which a full disk refuses
+        ("disk I/O error"); then the file is opened `immutable` (sqlite.org/uri.html): exact when no -wal file is
+        left, which is how SQLite leaves a database once its last connection has closed."""
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        return sqlite3.connect(f"{self.path.as_uri()}?immutable=1", uri=True, isolation_level=None)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

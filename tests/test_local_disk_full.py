@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from cloudtune import api
+from tests.distributed.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 FSIZE_LIMIT = 300 * 1024  # above every input and log file of the tiny job, below its optimizer.pt (~360 KB)
@@ -69,6 +70,17 @@ def test_a_file_size_limit_names_the_full_disk(tmp_path: Path, monkeypatch: pyte
     assert "disk full on" in status.stdout and "Traceback" not in status.stdout + status.stderr
 
 
+def _fill(path: Path) -> None:
+    """Write `path` until the disk is full (bounded: the tmpfs is 6 MiB)."""
+    with open(path, "wb", buffering=0) as fh:
+        for _ in range(64 * 1024):
+            try:
+                fh.write(b"\0" * 4096)
+            except OSError:
+                return
+    raise AssertionError("the disk did not fill up")
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 6 MiB tmpfs, unmounted at the end; skipped where mounting is not allowed."""
@@ -98,17 +110,38 @@ def test_a_full_disk_ends_the_job_with_one_line_and_the_store_still_reads(small_
     out = _cli("launch", str(spec), "--detach", "--json", env=_env(home))
     assert out.returncode == 0, out.stderr
     job_id = json.loads(out.stdout)["job_id"]
-    job = api.get_job(job_id)
-    assert job.wait(timeout=120) == "failed", "\n".join(job.logs())
-    assert shutil.disk_usage(small_disk).free < 512 * 1024  # the disk is still full: the job's file stays
+    state_file = home / "jobs" / job_id / "state.json"
+    wait_for(lambda: json.loads(state_file.read_text()).get("state") == "failed", 120, "the job to fail")
+    _fill(small_disk / "filler")  # now nothing more fits: the store cannot record what `status` reads
 
     status = _cli("status", job_id, env=_env(home))
     print("full disk status:", status.stdout, status.stderr)
     assert status.returncode == 0, status.stdout + status.stderr
     assert f"disk full on {small_disk}" in status.stdout and "bytes free" in status.stdout
     assert "Traceback" not in status.stdout + status.stderr and "report it" not in status.stdout + status.stderr
+    assert "cannot be written" in status.stderr  # said once, as a warning
     listed = _cli("list", env=_env(home))
     assert listed.returncode == 0 and job_id in listed.stdout, listed.stdout + listed.stderr
     state = json.loads((home / "jobs" / job_id / "state.json").read_text())
     assert state["state"] == "failed" and state["failure_reason"].startswith(f"DiskFull: disk full on {small_disk}")
     assert "restarting" not in (home / "jobs" / job_id / "job.log").read_text()
+
+
+def test_a_store_on_a_full_disk_reads_and_says_why_it_cannot_write(small_disk: Path) -> None:
+    import time
+
+    from cloudtune.store import JobRecord, JobStore, StoreNotWritable
+
+    home = small_disk / "home"
+    now = time.time()
+    JobStore(home).add(JobRecord("j1", "local", "n", "running", now, now))
+    _fill(small_disk / "filler")
+    store = JobStore(home)  # a reader in WAL mode needs a -shm file, which the full disk refuses: opened read-only
+    assert store.get("j1").state == "running" and [r.job_id for r in store.list()] == ["j1"]
+    shown = store.record_status("j1", "failed", failure_reason="x")  # what the provider says is still returned
+    assert shown.state == "failed" and shown.extra["failure_reason"] == "x"
+    with pytest.raises(StoreNotWritable, match="cannot be written") as raised:
+        store.add(JobRecord("j2", "local", "n", "running", now, now))
+    assert "To fix: free space" in str(raised.value)
+    (small_disk / "filler").unlink()
+    assert JobStore(home).get("j1").state == "running"  # nothing was lost, nothing half-written
