@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,60 @@ _JSON_COLUMNS = frozenset({"plan", "extra"})
 def default_home() -> Path:
     """``$CLOUDTUNE_HOME`` or ``~/.cloudtune``, read at call time."""
     return Path(os.environ.get("CLOUDTUNE_HOME") or Path.home() / ".cloudtune").expanduser()
+
+
+PRIVATE_DIR = 0o700  # as the cloud CLIs keep theirs (~/.aws/cli/cache, ~/.config/gcloud, ~/.azure): the user's alone
+PRIVATE_FILE = 0o600
+_DB_FILES = ("", "-wal", "-shm", "-journal")  # SQLite's database and the files beside it (same mode as the database)
+
+
+def make_private(home: Path, db: Path) -> None:
+    """Create ``home`` 0700 and ``db`` 0600 if missing (SQLite gives its -wal and -shm the database's mode); tighten
+    a wider ``home`` or database file that this user owns, and warn (stderr) about one that cannot be tightened.
+
+    ``home``'s parents, when created, get the default mode (they may be shared, as ``~`` is)."""
+    home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _tighten(home, PRIVATE_DIR)
+    if not db.exists():
+        try:
+            os.close(os.open(db, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+        except OSError:
+            return  # a read-only or full file system: the store is opened read-only (see _init_schema)
+    for suffix in _DB_FILES:
+        path = db.with_name(db.name + suffix)
+        if path.exists():
+            _tighten(path, PRIVATE_FILE)
+
+
+def _tighten(path: Path, mode: int) -> None:
+    """Drop the group and other bits of ``path``'s mode; a warning when they are set and cannot be dropped."""
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if not st.st_mode & 0o077:
+        return
+    try:
+        if st.st_uid != os.getuid():
+            raise PermissionError("owned by another user")
+        os.chmod(path, mode)
+    except OSError as exc:
+        print(f"[cloudtune] warning: {path} is readable by other users (mode {st.st_mode & 0o777:o}) and could not "
+              f"be made private ({exc}). To fix: chmod {mode:o} {path}", file=sys.stderr)
+
+
+_WRITE_FIX = "free space on that disk (`cloudtune clean` removes old local jobs), or make the file writable"
+# SQLite's messages for SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY and SQLITE_CANTOPEN (sqlite3.c sqlite3ErrStr)
+_CANNOT_WRITE = ("database or disk is full", "disk i/o error", "attempt to write a readonly database",
+                 "unable to open database file")
+
+
+class StoreNotWritable(CloudtuneError):
+    """The job store cannot be written (a full disk, a read-only file); it can still be read."""
+
+
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    return any(m in str(exc).lower() for m in _CANNOT_WRITE)
 
 
 @dataclass
@@ -118,15 +173,38 @@ class JobStore:
     def __init__(self, home: Path | None = None) -> None:
         self.home: Path = Path(home).expanduser() if home is not None else default_home()
         self.path: Path = self.home / "jobs.db"
-        self.home.mkdir(parents=True, exist_ok=True)
-        self._init_schema()
+        self.read_only: str | None = None  # why the store cannot be written, once found; reads go on read-only
+        make_private(self.home, self.path)
+        try:
+            self._init_schema()
+        except StoreNotWritable:
+            if not self.path.is_file() or self.path.stat().st_size == 0:
+                raise  # no store to read
+        except sqlite3.OperationalError as exc:
+            if not self.path.is_file() or not _cannot_write(exc):
+                raise
+            self._go_read_only(exc)
 
     # -- connections ------------------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
+        if self.read_only is not None:
+            return self._connect_read_only()
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
         return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A read-only connection. In WAL mode even a reader must create the -shm file, which a full disk refuses
+        ("disk I/O error"); then the file is opened `immutable` (sqlite.org/uri.html): exact when no -wal file is
+        left, which is how SQLite leaves a database once its last connection has closed."""
+        conn = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+        return sqlite3.connect(f"{self.path.as_uri()}?immutable=1", uri=True, isolation_level=None)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -138,18 +216,41 @@ class JobStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A connection inside ``BEGIN IMMEDIATE``; committed on success, rolled back on error, then closed."""
+        """A connection inside ``BEGIN IMMEDIATE``; committed on success, rolled back on error, then closed.
+
+        Raises ``StoreNotWritable`` (a CloudtuneError) when the disk is full or the store is read-only."""
+        if self.read_only is not None:
+            raise StoreNotWritable(self.read_only, fix=_WRITE_FIX)
         conn = self._connect()
         try:
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if not _cannot_write(exc):
+                    raise
+                self._go_read_only(exc)
+                raise StoreNotWritable(self.read_only or str(exc), fix=_WRITE_FIX) from None
         finally:
             conn.close()
+
+    def _go_read_only(self, exc: sqlite3.Error) -> None:
+        """From now on, read the store read-only; say once (stderr) why it cannot be written."""
+        import shutil
+
+        try:
+            free = f"{shutil.disk_usage(self.home).free} bytes free"
+        except OSError:
+            free = "free space unknown"
+        self.read_only = f"the job store {self.path} cannot be written ({exc}; {free} on its disk)"
+        print(f"[cloudtune] warning: {self.read_only}; reading it read-only, nothing new is recorded. "
+              f"To fix: {_WRITE_FIX}", file=sys.stderr)
 
     def _init_schema(self) -> None:
         conn = self._connect()
@@ -229,7 +330,14 @@ class JobStore:
         """Record a state seen from the provider, with ``extra`` merged key by key into the job's ``extra`` (other
         keys written meanwhile by another process are kept), in one transaction. A terminal state is never
         replaced by a non-terminal one (see ``update``)."""
-        return self._apply(job_id, {"state": state}, extra)
+        try:
+            return self._apply(job_id, {"state": state}, extra)
+        except StoreNotWritable:  # what the provider says is still shown; the store catches up on a later call
+            current = self.get(job_id)
+            if not (current.terminal and state not in TERMINAL_STATES):
+                current.state = state
+            current.extra = {**current.extra, **extra}
+            return current
 
     def _apply(self, job_id: str, changes: dict[str, Any], extra_merge: dict[str, Any]) -> JobRecord:
         unknown = sorted(set(changes) - _UPDATABLE)

@@ -219,3 +219,29 @@ def test_a_job_whose_supervisor_died_leaves_no_process(tmp_path: Path, pid_file:
     assert "remaining process(es) were killed" in job.info()["failure_reason"]
     assert json.loads(state_file.read_text())["state"] == "failed"
     assert _survivors(pid_file) == []
+
+
+ESCAPES = """\
+echo $$ >> $PIDS
+(cd / && exec env -i /usr/bin/sleep 300) & echo $! >> $PIDS
+(cd / && exec env -i /usr/bin/setsid /usr/bin/sleep 300) & echo $! >> $PIDS
+wait
+"""
+
+
+def test_a_child_that_drops_its_environment_ends_with_a_dead_supervisor(tmp_path: Path, pid_file: Path) -> None:
+    """A child that clears its environment (`env -i`) and leaves the job dir is still found, by its session; one
+    that also left the session (`setsid`) is found as a descendant of a process in the job's session."""
+    import json
+
+    spec = _job(tmp_path, "bash escapes.sh", pid_file)
+    (tmp_path / "src/escapes.sh").write_text(ESCAPES)
+    job = api.launch(spec)
+    _wait_for(lambda: len(_pids(pid_file)) == 3, 30, "the job's processes")
+    env_less = _pids(pid_file)[1]
+    _wait_for(lambda: b"CLOUDTUNE" not in Path(f"/proc/{env_less}/environ").read_bytes(), 30, "env -i to take effect")
+    state_file = Path(os.environ["CLOUDTUNE_HOME"]) / "jobs" / job.job_id / "state.json"
+    os.kill(json.loads(state_file.read_text())["supervisor_pid"], signal.SIGKILL)
+    _wait_for(lambda: job.status() == "failed", 30, "the job to fail")
+    assert "remaining process(es) were killed" in job.info()["failure_reason"]
+    assert _survivors(pid_file) == []

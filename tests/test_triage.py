@@ -118,6 +118,11 @@ CASES = [
     ("local-diverged", "local", 66, "AlgorithmError: training diverged [exit class: diverged, not retried]", "[cloudtune] error: training diverged at step 120: loss is nan; last good checkpoint checkpoint-100", Cause.DIVERGED),
     ("aws-health-line", "aws", None, "AlgorithmError: ExecuteUserScriptError", "[cloudtune] health: divergence: loss inf at step 57 (recent range 1.9-2.4); stopping", Cause.DIVERGED),
     ("local-exit-66", "local", 66, None, "", Cause.DIVERGED),
+    # disk full: ENOSPC from Python, coreutils and PyTorch's zip writer; EFBIG under a file-size limit
+    ("aws-enospc", "aws", None, "AlgorithmError: OSError: [Errno 28] No space left on device: '/opt/ml/checkpoints/checkpoint-500/optimizer.pt'", "", Cause.DISK_FULL),
+    ("gcp-inline-container", "gcp", None, "The replica workerpool0-0 exited with a non-zero status of 1.", "RuntimeError: [enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/12: file write failed", Cause.DISK_FULL),
+    ("azure-cp-enospc", "azure", None, "Execution failed. User process 'bash' exited with status code 1.", "cp: error writing '/mnt/azureml/cr/j/out/model.safetensors': No space left on device", Cause.DISK_FULL),
+    ("local-efbig", "local", 1, "DiskFull: disk full on /, 7268921600 bytes free, and a file-size limit (ulimit -f) of 307200 bytes ([enforce fail at inline_container.cc:672] . unexpected pos 292608 vs 292496); to fix: free space [exit class: error, not retried]", "", Cause.DISK_FULL),
 ]
 
 
@@ -168,8 +173,9 @@ def test_tail_keeps_the_last_lines() -> None:
 
 def test_retries_never_rerun_a_cause_a_retry_cannot_cure() -> None:
     assert NEVER_RETRIED == {Cause.OOM_GPU, Cause.OOM_HOST, Cause.DATA_ERROR, Cause.BAD_IMAGE, Cause.DIVERGED,
-                             Cause.CAPACITY_OR_QUOTA}
+                             Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL}
     assert vetoes_retry(TORCH_OOM).cause is Cause.OOM_GPU
+    assert vetoes_retry("OSError: [Errno 28] No space left on device").cause is Cause.DISK_FULL
     assert vetoes_retry("[cloudtune] error: training diverged at step 9: loss is nan").cause is Cause.DIVERGED
     assert vetoes_retry(NCCL_TIMEOUT) is None  # a collective timeout is retried
     assert vetoes_retry(TORCHRUN_SIGKILL) is None  # a bare SIGKILL may be a node taken away: the exit class decides

@@ -8,6 +8,7 @@ others time out in their next collective, so `oom_gpu` is found before `collecti
 |----------------------|---------|------------------------------------------------------------------------------|
 | `bad_image`          | never   | SageMaker CannotPullContainerError, Vertex StartError / "Unable to pull image", Azure ImagePullBackOff, EnvironmentBuildFailed |
 | `capacity_or_quota`  | never   | SageMaker ResourceLimitExceeded / CapacityError, Vertex quota metrics / "Resources are insufficient in region", Azure QuotaExceeded / AllocationFailed / OutOfQuota |
+| `disk_full`          | never   | ENOSPC "No space left on device", EFBIG "File too large" (a file-size limit), EDQUOT, PyTorch's inline_container.cc write failure, SQLite "database or disk is full" |
 | `oom_gpu`            | never   | PyTorch's CUDA/HIP OutOfMemoryError, XLA's HBM RESOURCE_EXHAUSTED              |
 | `oom_host`           | never   | exit 137 / SIGKILL, "Killed", DataLoader worker killed, Python MemoryError, SageMaker OutOfMemoryError, Vertex "ran out-of-memory" |
 | `diverged`           | never   | the health checks' `[cloudtune] error: training diverged` / `[cloudtune] health:` lines, exit 66 or class `diverged` |
@@ -41,11 +42,12 @@ class Cause(str, Enum):
     DATA_ERROR = "data_error"
     BAD_IMAGE = "bad_image"
     DIVERGED = "diverged"
+    DISK_FULL = "disk_full"
     UNKNOWN = "unknown"
 
 
 NEVER_RETRIED = frozenset({Cause.OOM_GPU, Cause.OOM_HOST, Cause.DATA_ERROR, Cause.BAD_IMAGE, Cause.DIVERGED,
-                           Cause.CAPACITY_OR_QUOTA})
+                           Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL})
 
 TITLES: dict[Cause, str] = {
     Cause.OOM_GPU: "out of GPU memory",
@@ -56,6 +58,7 @@ TITLES: dict[Cause, str] = {
     Cause.DATA_ERROR: "the job's data, model or options cannot be used",
     Cause.BAD_IMAGE: "the training image cannot be pulled or started",
     Cause.DIVERGED: "training diverged",
+    Cause.DISK_FULL: "disk full",
     Cause.UNKNOWN: "cause not recognised",
 }
 
@@ -74,6 +77,9 @@ FIXES: dict[Cause, str] = {
                      "to pull it), and that it was built for linux/amd64 with cloudtune in it",
     Cause.DIVERGED: "lower train.hyperparameters.learning_rate, add warmup_ratio, or use precision: bf16 instead of "
                     "fp16; resume from the last good checkpoint",
+    Cause.DISK_FULL: "free space on that file system (fewer checkpoints: checkpoint.keep; old local jobs: `cloudtune "
+                     "clean`), or give the job more disk (resources.disk_gb on a cloud; locally, CLOUDTUNE_HOME on a "
+                     "larger disk); under a file-size limit (`ulimit -f`), raise it",
     Cause.UNKNOWN: "read the end of `cloudtune logs JOB`",
 }
 
@@ -158,6 +164,13 @@ PATTERNS: tuple[Pattern, ...] = (
        "Azure ML / Azure Compute error codes (github.com/MicrosoftDocs/azure-docs/issues/121466)"),
     _p(Cause.CAPACITY_OR_QUOTA, r"subscription has a total vCPU quota of \d+[^\n]*",
        "Azure ML compute quota (github.com/microsoft/InnerEye-DeepLearning/issues/253)"),
+    # -- disk full -----------------------------------------------------------------------------------------------
+    _p(Cause.DISK_FULL, r"(?<=DiskFull: )disk full on [^\n]*? bytes free", "cloudtune local supervisor's failure reason"),
+    _p(Cause.DISK_FULL, r"[^\n]{0,120}(?:\[Errno (?:28|27|122)\]|No space left on device|Disk quota exceeded"
+       r"|File too large)[^\n]*", "POSIX ENOSPC, EFBIG (RLIMIT_FSIZE) and EDQUOT as Python and coreutils print them"),
+    _p(Cause.DISK_FULL, r"\[enforce fail at inline_container\.cc:\d+\][^\n]*",
+       "PyTorch's zip writer (caffe2/serialize/inline_container.cc): torch.save cannot write its file"),
+    _p(Cause.DISK_FULL, r"database or disk is full[^\n]*", "SQLite SQLITE_FULL"),
     # -- out of GPU memory ----------------------------------------------------------------------------------------
     _p(Cause.OOM_GPU, r"(?:CUDA|HIP) out of memory\.?(?: Tried to allocate [\d.]+ [KMGT]iB)?",
        "PyTorch CUDACachingAllocator (github.com/pytorch/pytorch/issues/16417)"),
@@ -247,6 +260,7 @@ class Triage:
     line: str
     fix: str
     source: str | None = None
+    evidence: str | None = None  # the matched text, redacted, as the line shows it
 
     @property
     def retried(self) -> bool:
@@ -256,7 +270,7 @@ class Triage:
     def for_job(self, job_id: str) -> "Triage":
         """The same triage with the `JOB` placeholder of its fix replaced by the job's id."""
         fix = self.fix.replace("JOB", job_id)
-        return Triage(self.cause, self.line.replace(self.fix, fix), fix, self.source)
+        return Triage(self.cause, self.line.replace(self.fix, fix), fix, self.source, self.evidence)
 
     def to_dict(self) -> dict[str, str]:
         """The JSON form `status --json` shows under `cause`: cause, line, fix."""
@@ -307,8 +321,9 @@ def exit_code_in(text: str) -> int | None:
 
 def _make(cause: Cause, provider: str, evidence: str | None, source: str | None) -> Triage:
     fix = fix_for(cause, provider)
-    shown = f" ({redact(evidence)})" if evidence else ""
-    return Triage(cause, f"{TITLES[cause]}{shown}; to fix: {fix}", fix, source)
+    said = redact(evidence) if evidence else None
+    shown = f" ({said})" if said else ""
+    return Triage(cause, f"{TITLES[cause]}{shown}; to fix: {fix}", fix, source, said)
 
 
 def classify(exit_code: int | None, log_tail: str, provider: str, service_reason: str | None) -> Triage:

@@ -150,7 +150,7 @@ class LocalLauncher:
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:
         job_dir = Path(plan.request["job_dir"])
-        job_dir.mkdir(parents=True, exist_ok=True)
+        job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's alone, as $CLOUDTUNE_HOME (store)
         if (job_dir / "state.json").exists():  # idempotent: this plan was already submitted
             return self._ref(plan)
         missing_secrets = [n for n in plan.request["secret_names"] if n not in os.environ]

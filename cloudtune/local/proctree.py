@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
 import os
 import signal
 import sys
@@ -109,23 +110,64 @@ def kill_all(keep: set[int], timeout: float) -> list[int]:
         time.sleep(0.05)
 
 
+def _session_and_start(pid: int) -> tuple[int, int, float] | None:
+    """(parent pid, session id, start time in epoch seconds) of a process, from /proc/PID/stat (proc(5): fields 4,
+    6 and 22, the last in clock ticks since boot); None once it is gone."""
+    try:
+        fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[-1].split()
+        boot = next(float(line.split()[1]) for line in (PROC / "stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, IndexError, ValueError):
+        return None
+    return int(fields[1]), int(fields[3]), boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def _job_sessions(job_dir: Path) -> tuple[set[int], float]:
+    """The sessions a job's processes run in (its state.json: `sessions`, the supervisor's and each node's, each
+    started with a new session) and when the job started (epoch seconds; 0 when unknown)."""
+    try:
+        state = json.loads((job_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return set(), 0.0
+    sessions = {int(s) for s in state.get("sessions") or [] if str(s).isdigit()}
+    if str(state.get("supervisor_pid", "")).isdigit():
+        sessions.add(int(state["supervisor_pid"]))
+    return sessions, float(state.get("started_at") or 0.0)
+
+
 def job_processes(job_dir: Path) -> list[int]:
-    """The processes of a local job found without its supervisor: those that work in `job_dir` or whose contract
-    (CLOUDTUNE_FS_ROOT, inherited by every descendant that keeps its environment) points into it."""
+    """The processes of a local job found without its supervisor: those in one of the job's sessions (a child
+    cannot leave its session but by `setsid`, and keeps it through `env -i` and `cd`), those that work in `job_dir`
+    or whose contract (CLOUDTUNE_FS_ROOT) points into it, and every descendant of those (one that called `setsid`
+    while its parent lived). A process started before the job is never one of its own (a reused pid)."""
     roots = {str(job_dir.absolute()), str(job_dir.resolve())}
     markers = [f"CLOUDTUNE_FS_ROOT={root}/".encode() for root in roots]
-    found: list[int] = []
+    sessions, started = _job_sessions(job_dir)
     if not PROC.is_dir():
-        return found
+        return []
+    table: dict[int, tuple[int, int, float]] = {}
+    found: set[int] = set()
     for entry in PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        info = _session_and_start(pid)
+        if info is None or info[2] < started - 1.0 or not alive(pid):
+            continue
+        table[pid] = info
+        if info[1] in sessions:
+            found.add(pid)
             continue
         try:
             cwd = os.readlink(entry / "cwd")
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        inside = any(cwd == root or cwd.startswith(root + os.sep) for root in roots)
-        if (inside or any(m in environ for m in markers)) and alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+        if any(cwd == root or cwd.startswith(root + os.sep) for root in roots) or any(m in environ for m in markers):
+            found.add(pid)
+    grew = True
+    while grew:  # the descendants of what was found: bounded by the process table
+        new = {pid for pid, (ppid, _, _) in table.items() if ppid in found and pid not in found}
+        found |= new
+        grew = bool(new)
+    return sorted(found)

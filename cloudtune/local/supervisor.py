@@ -25,11 +25,13 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from cloudtune.local import diskspace
 from cloudtune.local.copies import CopyStats, copy_tree
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
@@ -43,11 +45,19 @@ KILL_WAIT_SECONDS = 10.0  # how long SIGKILLed processes get to disappear
 
 
 def write_state(job_dir: Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into the job's state file (atomically: a temp file, then a rename). On a full disk the
+    supervisor's reserve (cloudtune.local.diskspace) is freed and the write tried once more."""
     path = job_dir / "state.json"
     state = read_state(job_dir)
     state.update(fields, updated_at=time.time())
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    try:
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+    except OSError as exc:
+        if not diskspace.is_full(exc):
+            raise
+        diskspace.release(job_dir)
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
     os.replace(tmp, path)
     return state
 
@@ -58,6 +68,18 @@ def read_state(job_dir: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
+
+
+def make_job_private(job_dir: Path) -> None:
+    """The job's files are the user's alone (cloudtune.store keeps $CLOUDTUNE_HOME 0700 and jobs.db 0600): what
+    the job writes from now on is made with umask 077 (dirs 0700, files 0600), and the job dir and the files the
+    launcher wrote before the supervisor started (plan, state, logs) are tightened to the same."""
+    os.umask(0o077)
+    for path in (job_dir, *(job_dir / n for n in ("plan.json", "state.json", "job.log", "supervisor.log"))):
+        try:
+            os.chmod(path, 0o700 if path == job_dir else 0o600)
+        except OSError:
+            pass  # not there (yet), or not ours: the supervisor runs on
 
 
 def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str, str]:
@@ -104,7 +126,32 @@ def materialise(plan: dict[str, Any]) -> CopyStats:
     return stats
 
 
-def _pump(stream: IO[bytes], sink: IO[str], prefix: str, lock: threading.Lock) -> None:
+class SafeLog:
+    """job.log that a full disk cannot stop: a write that fails is dropped (the job's output is still drained, so
+    no node blocks on its pipe), and the last TAIL_LINES lines stay in memory (`recent`) for the outcome."""
+
+    TAIL_LINES = 200
+
+    def __init__(self, sink: IO[str]) -> None:
+        self.sink = sink
+        self.recent: deque[str] = deque(maxlen=self.TAIL_LINES)
+        self.lost = 0  # lines that could not be written
+
+    def write(self, text: str) -> None:
+        self.recent.extend(text.splitlines())
+        try:
+            self.sink.write(text)
+        except OSError:
+            self.lost += 1
+
+    def flush(self) -> None:
+        try:
+            self.sink.flush()
+        except OSError:
+            self.lost += 1
+
+
+def _pump(stream: IO[bytes], sink: IO[str] | SafeLog, prefix: str, lock: threading.Lock) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode("utf-8", "replace")
         with lock:
@@ -143,7 +190,7 @@ class Supervisor:
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancelled = True  # the wait loop stops the nodes
 
-    def _start(self, log: IO[str], lock: threading.Lock) -> list[threading.Thread]:
+    def _start(self, log: SafeLog, lock: threading.Lock) -> list[threading.Thread]:
         """Start one `cloudtune-run` per node, each the leader of its own session and process group."""
         self.procs, threads = [], []
         nodes = self.request["nodes"]
@@ -157,6 +204,8 @@ class Supervisor:
             t = threading.Thread(target=_pump, args=(proc.stdout, log, f"[{node['host']}] " if len(nodes) > 1 else "", lock), daemon=True)
             t.start()
             threads.append(t)
+        # each node leads its own session: what finds the job's processes if the supervisor dies (proctree)
+        write_state(self.job_dir, sessions=[os.getsid(0), *(p.pid for p in self.procs)])
         return threads
 
     def _stop_nodes(self) -> None:
@@ -211,6 +260,7 @@ class Supervisor:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def run(self) -> int:
+        make_job_private(self.job_dir)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         self.subreaper = become_subreaper()
@@ -218,8 +268,10 @@ class Supervisor:
             print("[cloudtune] cannot become the subreaper of the job's processes: a process that leaves its node's "
                   "process group (setsid) may outlive the job", file=sys.stderr)
         write_state(self.job_dir, state="running", supervisor_pid=os.getpid(), started_at=time.time(), attempt=0)
+        diskspace.reserve(self.job_dir)  # room to record the outcome if the job fills the disk
         lock = threading.Lock()
-        with open(self.job_dir / "job.log", "a", encoding="utf-8") as log:
+        with open(self.job_dir / "job.log", "a", encoding="utf-8") as raw:
+            log = SafeLog(raw)
             try:
                 stats = materialise(self.plan)
             except OSError as exc:
@@ -233,7 +285,7 @@ class Supervisor:
             log.flush()
             return self._attempts(log, lock)
 
-    def _attempts(self, log: IO[str], lock: threading.Lock) -> int:
+    def _attempts(self, log: SafeLog, lock: threading.Lock) -> int:
         """Run the job, then re-run it up to `retries` times, but only after a failure of a retried class."""
         deadline = time.time() + int(self.request["max_runtime_seconds"])
         retries = int(self.request.get("retries", 0))
@@ -248,6 +300,7 @@ class Supervisor:
             self._clear_failure_files()
             log.flush()
             start = (self.job_dir / "job.log").stat().st_size  # where this attempt's output begins
+            log.recent.clear()
             threads = self._start(log, lock)
             attempt = self._wait(deadline)
             for t in threads:
@@ -260,8 +313,9 @@ class Supervisor:
                 return self._finish("failed", attempt.failed_code or 1, reason, None)
             if all(c == 0 for c in attempt.codes):
                 return self._finish("succeeded", 0, None, ExitClass.SUCCEEDED)
-            reason = self._reason(attempt)
+            reason = self._disk_full(log, attempt) or self._reason(attempt)
             again = retried(attempt.failed_class) and number < retries and not self.cancelled
+            again = again and not reason.startswith("DiskFull:")  # the same disk fills up again
             from cloudtune.kit.triage import vetoes_retry  # only when an attempt failed: off the CLI's start-up path
 
             veto = vetoes_retry(self._attempt_tail(start)) if again else None  # a cause a retry cannot cure
@@ -276,6 +330,18 @@ class Supervisor:
                 return self._finish("failed", attempt.failed_code, reason, attempt.failed_class)
         log.write("[cloudtune] job cancelled\n")
         return self._finish("cancelled", 130, "cancelled by the user", None)
+
+    def _disk_full(self, log: SafeLog, attempt: Attempt) -> str | None:
+        """The outcome of an attempt that filled its disk, from the lines the supervisor holds (the job's last lines
+        may never have reached job.log); None when its output shows no full disk. Frees the reserve."""
+        from cloudtune.kit.triage import Cause, vetoes_retry
+
+        found = vetoes_retry("\n".join(log.recent))
+        if found is None or found.cause is not Cause.DISK_FULL:
+            return None
+        diskspace.release(self.job_dir)
+        line = diskspace.describe_full(self.job_dir, found.evidence or "", found.fix)
+        return f"DiskFull: {line} {describe(attempt.failed_class)}"
 
     def _reason(self, attempt: Attempt) -> str:
         """The failure reason the job reports (that of the node that failed first), tagged with its exit class."""
@@ -327,6 +393,7 @@ class Supervisor:
             return None
 
     def _finish(self, state: str, code: int, reason: str | None, exit_class: ExitClass | None) -> int:
+        diskspace.release(self.job_dir)  # the job is over: its room is for the outcome
         write_state(self.job_dir, state=state, exit_code=code, failure_reason=reason, ended_at=time.time(),
                     exit_class=exit_class.value if exit_class else None)
         try:

@@ -117,7 +117,10 @@ def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
     ]
     _say(f"torchrun: {ctx.num_nodes} node(s) x {ctx.processes_per_node} process(es), node rank {ctx.node_rank}, master {master}")
     with tempfile.TemporaryDirectory(prefix="cloudtune-exit-") as exit_dir:
-        code = _run_forwarding_sigterm(cmd, env={**os.environ, EXIT_DIR_VAR: exit_dir})
+        env = {**os.environ, EXIT_DIR_VAR: exit_dir}
+        if ctx.failure_file is not None:  # where the torchrun wrapper names a rank killed by a signal
+            env["CLOUDTUNE_FAILURE_FILE"] = str(ctx.failure_file)
+        code = _run_forwarding_sigterm(cmd, env=env)
         if code in (0, exitcodes.EXIT_PREEMPTED):
             return code
         return _workers_exit_code(Path(exit_dir), code)

@@ -9,7 +9,7 @@ that would repeat (bad data, a bad option, a diverged run, a bug) is never re-ru
 |------------------|------|---------|-----------------------------------------------------------------------|
 | `input`          | 65   | no      | JobInputError (data, model, options), an incomplete container contract |
 | `diverged`       | 66   | no      | a run whose loss is no longer finite                                   |
-| `infrastructure` | 75   | yes     | rendezvous, store and collective-communication failures               |
+| `infrastructure` | 75   | yes     | rendezvous, store and collective-communication failures (a lost peer)  |
 | `preempted`      | 143  | yes     | SIGTERM (the recipe checkpoints, then exits 143); a node killed by a signal |
 | `error`          | any other non-zero code | no | an uncaught exception, a command's own failure           |
 
@@ -21,6 +21,7 @@ exiting 65 (EX_DATAERR).
 
 from __future__ import annotations
 
+import re
 import signal
 from dataclasses import dataclass
 from enum import Enum
@@ -64,8 +65,17 @@ INFRASTRUCTURE_ERRORS = frozenset({
     "RendezvousStateError",
 })
 
-# when workers of one node fail in different ways, the class the node reports: a failure that repeats first
-PRECEDENCE = (ExitClass.INPUT, ExitClass.DIVERGED, ExitClass.ERROR, ExitClass.INFRASTRUCTURE, ExitClass.PREEMPTED)
+# what a collective op raises (as a plain RuntimeError) when a peer is gone: gloo's transport ("Connection closed by
+# peer", "Connection reset by peer"; torch/csrc/distributed/c10d/ProcessGroupGloo.cpp, gloo/transport/tcp/pair.cc)
+# and NCCL's result codes (ncclRemoteError, ncclSystemError; torch/csrc/distributed/c10d/NCCLUtils.hpp)
+COLLECTIVE_MESSAGE = re.compile(
+    r"\bgloo\b.*(?:Connection (?:closed|reset) by peer|Broken pipe|Timed out)"
+    r"|\bNCCL (?:error|communicator was aborted)|\bnccl(?:RemoteError|SystemError)\b",
+    re.IGNORECASE | re.DOTALL)
+
+# when workers of one node fail in different ways, the class the node reports: a failure that repeats first, then
+# a stop from outside; a collective failure last, as it is what the other ranks see once one rank is gone
+PRECEDENCE = (ExitClass.INPUT, ExitClass.DIVERGED, ExitClass.ERROR, ExitClass.PREEMPTED, ExitClass.INFRASTRUCTURE)
 
 
 def classify(code: int) -> ExitClass:
@@ -92,12 +102,17 @@ def retried(cls: ExitClass) -> bool:
 
 def exception_class(exc: BaseException) -> ExitClass:
     """The class of an uncaught exception: the exception's own `exit_class` attribute when it has one (an ExitClass
-    or its value), infrastructure for cluster failures (by type name, across the MRO), else error."""
+    or its value), infrastructure for cluster failures (by type name, across the MRO, or a RuntimeError whose
+    message is a collective op's lost peer: COLLECTIVE_MESSAGE), else error."""
     own = getattr(exc, "exit_class", None)
     if own is not None:
         return ExitClass(own)
     names = {t.__name__ for t in type(exc).__mro__}
-    return ExitClass.INFRASTRUCTURE if names & INFRASTRUCTURE_ERRORS else ExitClass.ERROR
+    if names & INFRASTRUCTURE_ERRORS:
+        return ExitClass.INFRASTRUCTURE
+    if isinstance(exc, RuntimeError) and COLLECTIVE_MESSAGE.search(str(exc)[:4096]):
+        return ExitClass.INFRASTRUCTURE
+    return ExitClass.ERROR
 
 
 def worst(classes: list[ExitClass]) -> ExitClass:
