@@ -200,3 +200,19 @@ def test_metadata_floors_include_the_torch_extra_pip_never_sees() -> None:
         {"on": "torch", "spec": ">=2.6", "source": 'METADATA Requires-Dist: torch>=2.6; extra == "torch"'}]
     assert metadata_floors("peft", None, ['torch>=2.6; extra == "torch"', "torch>=1.13.0"]) == [
         {"on": "torch", "spec": ">=1.13.0", "source": "METADATA Requires-Dist: torch>=1.13.0"}]
+
+
+@pytest.mark.parametrize("dockerfile", ["gpu", "tpu"])
+def test_cloudtune_images_meet_transformers_runtime_floor(dockerfile: str) -> None:
+    """containers/ pin torch and transformers themselves; the floor of that transformers (recorded in a shipped
+    lock holding the same release) is met by the pinned torch."""
+    import re
+
+    text = (ROOT / "containers" / dockerfile / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    floors = {f.spec for t in TARGETS for w in load_lock(t).wheels for f in w.floors
+              if w.name == "transformers" and w.version == args["TRANSFORMERS_VERSION"] and TF_FLOOR in f.source}
+    assert floors, f"no shipped lock holds transformers {args['TRANSFORMERS_VERSION']}: record its floor first"
+    from packaging.specifiers import SpecifierSet
+
+    assert all(SpecifierSet(spec).contains(args["TORCH_VERSION"]) for spec in floors)
