@@ -51,7 +51,7 @@ def host_target() -> Target:
 def install_into_clean_venv(work: Path) -> dict[str, float]:
     target = host_target()
     data = lockgen.generate(target)
-    lock = Lock("host", tuple(Wheel(**w) for w in data["wheels"]))
+    lock = Lock("host", tuple(Wheel.from_json(w) for w in data["wheels"]))
     house = stage_wheelhouse(lock, work / "host-wheelhouse", work / "cache")
     wheel = cloudtune_wheel(work / "cloudtune-wheel")
     venv = work / "venv"

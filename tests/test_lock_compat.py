@@ -122,8 +122,8 @@ def _pyproject() -> dict:
 
 
 def test_pyproject_floors_agree_with_the_images_and_locks() -> None:
-    """The `train` extra's torch floor is the oldest torch a stock target runs, requires-python the oldest Python,
-    and every locked library satisfies the extra's own range."""
+    """The `train` extra's torch floor is the oldest torch a stock target runs, its transformers floor the oldest
+    transformers a lock holds, requires-python the oldest Python, and every locked library is in the extra's range."""
     project = _pyproject()["project"]
     train = {Requirement(r).name.lower(): Requirement(r) for r in project["optional-dependencies"]["train"]}
     oldest_torch = min((Version(t.torch) for t in TARGETS.values()))
@@ -131,6 +131,9 @@ def test_pyproject_floors_agree_with_the_images_and_locks() -> None:
     assert Version(floor) == oldest_torch
     (py_floor,) = [s.version for s in Requirement(f"python{project['requires-python']}").specifier]
     assert Version(py_floor) == min(Version(t.python) for t in TARGETS.values())
+    locked_tf = min(Version(w.version) for t in TARGETS for w in load_lock(t).wheels if w.name == "transformers")
+    (tf_floor,) = [s.version for s in train["transformers"].specifier if s.operator == ">="]
+    assert Version(tf_floor).release == locked_tf.release[:2]  # the oldest transformers a stock job runs
     for target in TARGETS:
         for wheel in load_lock(target).wheels:
             req = train.get(wheel.name.lower())
@@ -164,3 +167,52 @@ def test_local_emulation_warns_for_every_provider_and_for_image(tmp_path: Path) 
     (note,) = [n for n in plan.notes if n.startswith("warning: image example.com/me/train:1 is not used locally")]
     for name, have in local_software().items():
         assert f"{name} {have}" in note
+
+
+def test_checkpointing_keyword_follows_the_locked_transformers() -> None:
+    """The Python 3.10 locks hold transformers 5.14 and 5.20, whose TrainingArguments know only
+    `gradient_checkpointing`; 5.23 onward (this machine) has `activation_checkpointing`."""
+    import dataclasses
+
+    from cloudtune.train.trainer import checkpointing_arguments
+
+    @dataclasses.dataclass
+    class Before523:  # the checkpointing fields of transformers 5.14-5.22's TrainingArguments
+        gradient_checkpointing: bool = False
+        gradient_checkpointing_kwargs: dict | None = None
+
+    assert checkpointing_arguments(Before523, True) == {"gradient_checkpointing": True,
+                                                        "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    Before523(**checkpointing_arguments(Before523, False))
+    transformers = pytest.importorskip("transformers")
+    if Version(transformers.__version__) >= Version("5.23"):
+        assert checkpointing_arguments(transformers.TrainingArguments, False) == {
+            "activation_checkpointing": False, "activation_checkpointing_kwargs": None}
+
+
+def test_metadata_floors_include_the_torch_extra_pip_never_sees() -> None:
+    """diffusers declares torch only under its `torch` extra, which a job never installs: the lock records it."""
+    from cloudtune.kit.lockgen import metadata_floors
+
+    lines = ['torchsde; extra == "test"', 'torch>=2.6; extra == "torch"', 'torch>=2.6; extra == "dev"']
+    assert metadata_floors("diffusers", ">=3.11.0", lines) == [
+        {"on": "python", "spec": ">=3.11.0", "source": "METADATA Requires-Python"},
+        {"on": "torch", "spec": ">=2.6", "source": 'METADATA Requires-Dist: torch>=2.6; extra == "torch"'}]
+    assert metadata_floors("peft", None, ['torch>=2.6; extra == "torch"', "torch>=1.13.0"]) == [
+        {"on": "torch", "spec": ">=1.13.0", "source": "METADATA Requires-Dist: torch>=1.13.0"}]
+
+
+@pytest.mark.parametrize("dockerfile", ["gpu", "tpu"])
+def test_cloudtune_images_meet_transformers_runtime_floor(dockerfile: str) -> None:
+    """containers/ pin torch and transformers themselves; the floor of that transformers (recorded in a shipped
+    lock holding the same release) is met by the pinned torch."""
+    import re
+
+    text = (ROOT / "containers" / dockerfile / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    floors = {f.spec for t in TARGETS for w in load_lock(t).wheels for f in w.floors
+              if w.name == "transformers" and w.version == args["TRANSFORMERS_VERSION"] and TF_FLOOR in f.source}
+    assert floors, f"no shipped lock holds transformers {args['TRANSFORMERS_VERSION']}: record its floor first"
+    from packaging.specifiers import SpecifierSet
+
+    assert all(SpecifierSet(spec).contains(args["TORCH_VERSION"]) for spec in floors)

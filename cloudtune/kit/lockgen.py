@@ -36,6 +36,9 @@ from cloudtune.kit.wheel import cloudtune_wheel
 RUNTIME_FLOORS: dict[str, tuple[str, str]] = {
     "transformers": ("transformers/utils/import_utils.py", "is_torch_available"),
 }
+# Torch floors declared only under an extra the job never installs (pip cannot see them): package -> that extra.
+# diffusers 0.42: `Requires-Dist: torch>=2.6; extra == "torch"`, and diffusers runs on the image's torch anyway.
+EXTRA_FLOORS: dict[str, str] = {"diffusers": "torch"}
 _PARSE_FLOOR = re.compile(r'>=\s*version\.parse\(\s*"(\d+(?:\.\d+)*)"\s*\)')
 
 
@@ -55,16 +58,21 @@ def _size(url: str) -> int:
         return int(resp.headers["Content-Length"])
 
 
-def metadata_floors(requires_python: str | None, requires_dist: list[str]) -> list[dict[str, str]]:
-    """Floors a wheel declares: Requires-Python, and a Requires-Dist on torch outside any extra."""
+def metadata_floors(name: str, requires_python: str | None, requires_dist: list[str]) -> list[dict[str, str]]:
+    """Floors a wheel declares: Requires-Python, and a Requires-Dist on torch outside any extra (or under the
+    extra EXTRA_FLOORS names for this package)."""
     from packaging.requirements import Requirement
 
     floors = []
     if requires_python:
         floors.append({"on": "python", "spec": requires_python, "source": "METADATA Requires-Python"})
+    extra = EXTRA_FLOORS.get(name.lower())
     for line in requires_dist:
         req = Requirement(line)
-        if req.name.lower() == "torch" and str(req.specifier) and "extra" not in str(req.marker or ""):
+        if req.name.lower() != "torch" or not str(req.specifier):
+            continue
+        marker = str(req.marker or "")
+        if "extra" not in marker or (extra and req.marker is not None and req.marker.evaluate({"extra": extra})):
             floors.append({"on": "torch", "spec": str(req.specifier), "source": f"METADATA Requires-Dist: {line}"})
     return floors
 
@@ -90,7 +98,7 @@ def _fetch(url: str, dest: Path) -> Path:
 
 
 def wheel_floors(name: str, url: str, requires_python: str | None, requires_dist: list[str]) -> list[dict[str, str]]:
-    floors = metadata_floors(requires_python, requires_dist)
+    floors = metadata_floors(name, requires_python, requires_dist)
     if name.lower() in RUNTIME_FLOORS:
         with tempfile.TemporaryDirectory() as tmp:
             floors.append(runtime_floor(name.lower(), _fetch(url, Path(tmp) / url.rsplit("/", 1)[-1])))

@@ -22,8 +22,10 @@ class TargetSoftware:
 
     provider: "aws" | "gcp" | "azure"; target: the lock's name (a key of `cloudtune.kit.bootstrap.TARGETS`);
     python: "3.12" (major.minor, as the image ships it); torch: "2.8.0" (the image's own build, never in the lock);
-    lock: the lock file (JSON: {"target", "python", "image_torch", "wheels": [{name, version, filename, url,
-    sha256, size}], "floors": ...}; read it with `cloudtune.kit.bootstrap.load_lock(target, lock.parent)`).
+    lock: the lock file (JSON: {"target", "python", "image_torch", "image", "image_source", "pins",
+    "floors_recorded", "wheels": [{name, version, filename, url, sha256, size, floors: [{on, spec, source}]}]};
+    read it with `cloudtune.kit.bootstrap.load_lock(target, lock.parent)`); image: the image's name as the cloud
+    lists it. `check_lock(TARGETS[target], load_lock(target))` is empty for every shipped lock (CI checks it).
     """
 
     provider: str
@@ -31,6 +33,7 @@ class TargetSoftware:
     python: str
     torch: str
     lock: Path
+    image: str = ""
 
 
 def target_software(provider: str, lock_dir: Path | None = None) -> TargetSoftware:
@@ -44,7 +47,8 @@ def target_software(provider: str, lock_dir: Path | None = None) -> TargetSoftwa
         raise InvalidInput(f"provider {provider!r} has no stock image",
                            fix=f"use one of: {', '.join(sorted(PROVIDER_TARGETS))}")
     spec = TARGETS[target]
-    return TargetSoftware(provider, target, spec.python, spec.torch, (lock_dir or LOCK_DIR) / f"{target}.json")
+    return TargetSoftware(provider, target, spec.python, spec.torch, (lock_dir or LOCK_DIR) / f"{target}.json",
+                          spec.image)
 
 
 def target_versions(target: str, lock_dir: Path | None = None) -> dict[str, str]:

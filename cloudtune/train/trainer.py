@@ -106,6 +106,16 @@ def fsdp_settings(train: TrainSpec, model: Any, world_size: int) -> dict[str, An
     }
 
 
+def checkpointing_arguments(arguments_class: Any, on: bool) -> dict[str, Any]:
+    """TrainingArguments keywords turning activation (gradient) checkpointing on or off. transformers 5.23 added
+    `activation_checkpointing` as the new name of `gradient_checkpointing` (read from the wheels' training_args.py);
+    the Python 3.10 images' locks hold older releases (5.20 is the last for Python 3.10), so the name used is the one
+    `arguments_class` has."""
+    name = "activation_checkpointing" if "activation_checkpointing" in arguments_class.__dataclass_fields__ \
+        else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False} if on else None}
+
+
 def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec,
                         precision: str | None = None, loss_only: bool = True, model: Any = None) -> Any:
     import torch
@@ -159,9 +169,8 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         log_level="warning",
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        # the transformers 5 name of gradient_checkpointing; under FSDP its own activation checkpointing does it
-        activation_checkpointing=bool(hp.gradient_checkpointing) and not fsdp,  # null (undecided): off
-        activation_checkpointing_kwargs={"use_reentrant": False} if hp.gradient_checkpointing and not fsdp else None,
+        # under FSDP its own activation checkpointing does it; null (undecided): off
+        **checkpointing_arguments(TrainingArguments, bool(hp.gradient_checkpointing) and not fsdp),
         use_cpu=not accelerated,  # on a CPU-only machine this is also what makes torchrun runs use DDP (gloo)
         remove_unused_columns=False,
         prediction_loss_only=loss_only,
