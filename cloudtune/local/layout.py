@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
+from cloudtune.local.mounts import node_env as mount_env
 
 LOCAL_BUCKET = "cloudtune-local"
 RUN = "cloudtune-run"
@@ -123,6 +124,7 @@ def vertex(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, 
             vx.CLUSTER_SPEC_VAR: vx.cluster_spec(nodes, rank),
             "CLOUDTUNE_FS_ROOT": str(root),
             "MASTER_PORT": str(master_port),
+            **mount_env("gcp", [str(root / vx.GCS_MOUNT.strip("/"))]),  # /gcs: Cloud Storage FUSE
         }
         cwd = job_dir / "nodes" / host
         out.append(Node(host, str(root), str(cwd), [RUN, *vx.run_args(job)], env))
@@ -147,7 +149,7 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
             copies.append(Copy(bundle, str(cwd), unpack=True))
         # MASTER_PORT on one node too: torchrun's default port would be shared by every local job on this machine
         env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
-               "MASTER_PORT": str(master_port)}
+               "MASTER_PORT": str(master_port), **mount_env("azure", sorted(outputs.values()))}  # rw_mount: blobfuse
         if nodes > 1:
             # as Azure ML's pytorch distribution with one process per instance: LOCAL_RANK 0 on every node
             env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank),
