@@ -110,7 +110,7 @@ def _wait_bounded(child: subprocess.Popen, received: list[int], poll_s: float = 
         if received and kill_at is None:
             kill_at = time.monotonic() + stopping.stop_deadline() + stopping.STOP_MARGIN_S
         if kill_at is not None and time.monotonic() >= kill_at:
-            _say(f"error: the job's process {child.pid} did not exit within {stopping.stop_deadline():.0f} s "
+            _say(f"stop deadline: the job's process {child.pid} did not exit within {stopping.stop_deadline():.0f} s "
                  f"(+{stopping.STOP_MARGIN_S:.0f} s) of SIGTERM: killed")
             child.kill()
             return child.wait()

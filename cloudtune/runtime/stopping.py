@@ -33,6 +33,10 @@ STOP_MARGIN_S = 15.0  # how much longer the parent waits for its child than the 
 EXIT_DIR_VAR = "CLOUDTUNE_EXIT_DIR"  # set for torchrun's workers: each failed worker writes its exit code there
 LOG = "[cloudtune]"
 
+# not an `error:` line: the cause of this exit is the stop (class preempted, retried), not the job's input
+DEADLINE_LINE = ("stop deadline: SIGTERM received {seconds:.0f} s ago and this process has not exited (a save or a "
+                 "collective did not finish): exiting now; the job resumes from the newest complete checkpoint "
+                 "(" + STOP_DEADLINE_VAR + " sets this bound)")
 _state: dict[str, object] = {}
 _lock = threading.Lock()
 
@@ -86,9 +90,7 @@ def arm(code: int, deadline: float | None = None) -> None:
     def watchdog() -> None:
         if cancelled.wait(seconds):
             return
-        print(f"{LOG} error: SIGTERM received {seconds:.0f} s ago and this process has not exited "
-              f"(a save or a collective did not finish): exiting now; the job resumes from the newest complete "
-              f"checkpoint ({STOP_DEADLINE_VAR} sets this bound)", flush=True)
+        print(f"{LOG} {DEADLINE_LINE.format(seconds=seconds)}", flush=True)
         exit_now(code)
 
     threading.Thread(target=watchdog, name="cloudtune-stop-deadline", daemon=True).start()

@@ -37,8 +37,9 @@ Where the cost goes, and why it is small:
   ranks check only that checkpoint's manifest and sizes (a stat per file), so the bytes are hashed once, not once
   per rank.
 
-Fault injection (a real code path, used by the fault tests): `CLOUDTUNE_FAULT_AT=<stage>[@<step>][:<action>]` makes
-the save of step `<step>` (any step when omitted) act at `<stage>` (one of FAULT_STAGES) once per process: `sigterm`
+Fault injection (a real code path, used by the fault tests): `CLOUDTUNE_FAULT_AT=<stage>[@<step>][:<action>][,...]`
+makes the save of step `<step>` (any step when omitted) act at `<stage>` (one of FAULT_STAGES; `exit` is the stop
+path after the SIGTERM checkpoint) once per process: `sigterm`
 (the default) signals this process, `sigterm-group` its whole process group (what a cloud's stop does), `stall` blocks
 that thread for good (a hung collective or mount). Unset, `fault_point` is a dictionary lookup.
 """
@@ -130,23 +131,25 @@ _fired: set[str] = set()
 
 
 def fault_point(stage: str, step: int) -> None:
-    """Act as `CLOUDTUNE_FAULT_AT` asks when the save of `step` reaches `stage` (see the module doc); once per
-    process and stage. Nothing happens when the variable is unset or names another stage or step."""
+    """Act as `CLOUDTUNE_FAULT_AT` asks when the save of `step` reaches `stage` (see the module doc); each entry of
+    its comma-separated list acts at most once per process. Nothing happens when the variable is unset or names
+    other stages or steps."""
     wanted = os.environ.get(FAULT_VAR)
-    if not wanted or stage in _fired:
+    if not wanted:
         return
-    where, _, action = wanted.partition(":")
-    name, _, at = where.partition("@")
-    if name != stage or (at and int(at) != int(step)):
-        return
-    _fired.add(stage)
-    print(f"[cloudtune] fault injection ({FAULT_VAR}): {action or 'sigterm'} at {stage}, step {step}", flush=True)
-    if action == "stall":
-        threading.Event().wait()
-    elif action == "sigterm-group":
-        os.killpg(os.getpgrp(), signal.SIGTERM)
-    else:
-        os.kill(os.getpid(), signal.SIGTERM)
+    for entry in (e.strip() for e in wanted.split(",")):
+        where, _, action = entry.partition(":")
+        name, _, at = where.partition("@")
+        if name != stage or entry in _fired or (at and int(at) != int(step)):
+            continue
+        _fired.add(entry)
+        print(f"[cloudtune] fault injection ({FAULT_VAR}): {action or 'sigterm'} at {stage}, step {step}", flush=True)
+        if action == "stall":
+            threading.Event().wait()
+        elif action == "sigterm-group":
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _digests(directory: Path, layout: dict[str, list[tuple[int, int]]], fsync: bool = False) -> dict[str, list[str]]:

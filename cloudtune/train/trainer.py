@@ -484,8 +484,11 @@ def _make_callbacks() -> tuple[Any, Any]:
                 t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)
                 flag = bool(t.item())
-            if flag:
+            if flag and not self.requested:  # another rank was signalled: this one stops too, within the same bound
+                from cloudtune.runtime.stopping import arm
+
                 self.requested = True
+                arm(SIGTERM_EXIT_CODE)
             return flag
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
