@@ -8,8 +8,8 @@ a file rename being a copy then a delete (learn.microsoft.com/azure/storage/blob
 it may succeed, but it is not atomic, so code that relies on it to commit must not pass locally either.
 
 The local layout names the mount roots in `MOUNTS_VAR` (os.pathsep-separated absolute paths) for `emulate: gcp` and
-`emulate: azure`; the supervisor then puts `HOOK_DIR` first on the job processes' PYTHONPATH (`with_hook`). Python imports
-`sitecustomize` from there at start-up (every process of the job: `cloudtune-run`, torchrun's workers, a user's
+`emulate: azure`; the supervisor then puts `HOOK_DIR` first on the job processes' PYTHONPATH (`with_hook`). Python
+imports `sitecustomize` from there at start-up (every process of the job: `cloudtune-run`, torchrun's workers, a user's
 `python` command), which calls `install`: from then on `os.rename`/`os.replace` (and `Path.rename`/`Path.replace`,
 which call them) of a DIRECTORY whose source or destination is under a root raise OSError(ENOTSUP) naming the mount.
 File renames work, as they do on both drivers. `shutil.move` of a directory then falls back to copy-and-delete, which
