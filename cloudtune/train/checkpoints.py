@@ -391,9 +391,10 @@ class CheckpointStore:
 
     @staticmethod
     def unfinished(path: Path) -> bool:
-        """True for this code's own unfinished save or deletion: the marker is there and the checkpoint is not
-        complete by its manifest and sizes."""
-        return (path / UNFINISHED_NAME).exists() and verify(path, full=False) is not None
+        """True for this code's own unfinished save or deletion: the marker is there and no readable manifest (one
+        killed mid-write does not parse). A checkpoint whose manifest was written is never unfinished, even damaged
+        later: it is kept, as every damaged checkpoint is."""
+        return (path / UNFINISHED_NAME).exists() and _read_manifest(path)[0] is None
 
     def commit(self, tmp: Path, step: int, background: bool = False,
                on_done: Callable[[Path], None] | None = None) -> Path | None:

@@ -104,6 +104,9 @@ def test_a_save_cut_after_its_manifest_is_complete(mounted: Path) -> None:
     assert restarted.latest_complete().step == 5
     _save(restarted, 6)
     assert verify(path) is None  # complete: never cleared as unfinished
+    (path / "model.safetensors").write_bytes(b"cut")  # damaged later: kept, as every damaged checkpoint is
+    CheckpointStore(mounted, keep=3).prepare(7)
+    assert (path / "model.safetensors").read_bytes() == b"cut"
 
 
 def test_a_foreign_incomplete_dir_is_kept_and_a_damaged_name_moves_the_save_on(mounted: Path) -> None:
