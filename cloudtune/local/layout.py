@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
+from cloudtune.local.mounts import node_env as mount_env
 
 LOCAL_BUCKET = "cloudtune-local"
 EMULATED_REGION = "us-east-1"  # the emulated SageMaker job's region (its ARN, sagemaker_region)
@@ -127,6 +128,7 @@ def vertex(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, 
             vx.CLUSTER_SPEC_VAR: vx.cluster_spec(nodes, rank),
             "CLOUDTUNE_FS_ROOT": str(root),
             "MASTER_PORT": str(master_port),
+            **mount_env("gcp", [str(root / vx.GCS_MOUNT.strip("/"))]),  # /gcs: Cloud Storage FUSE
         }
         cwd = job_dir / "nodes" / host
         out.append(Node(host, str(root), str(cwd), [RUN, *vx.run_args(job)], env))
@@ -151,7 +153,7 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
             copies.append(Copy(bundle, str(cwd), unpack=True))
         # MASTER_PORT on one node too: torchrun's default port would be shared by every local job on this machine
         env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
-               "MASTER_PORT": str(master_port),
+               "MASTER_PORT": str(master_port), **mount_env("azure", sorted(outputs.values())),  # rw_mount: blobfuse
                # Azure ML points MLflow at the workspace; here a file store in the job dir takes its place
                az.MLFLOW_TRACKING_URI_VAR: (job_dir / "mlruns").as_uri()}
         if nodes > 1:

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 from cloudtune.local import diskspace
 from cloudtune.local.copies import CopyStats, copy_tree
+from cloudtune.local.mounts import with_hook
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
 
@@ -88,7 +89,7 @@ def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str
     env.update({k: os.environ[k] for k in secret_names if k in os.environ})
     env["PYTHONUNBUFFERED"] = "1"
     env.update(node_env)
-    return env
+    return with_hook(env)  # emulate gcp/azure: bucket-mount semantics (cloudtune.local.mounts)
 
 
 def thread_env(nodes: int, processes_per_node: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,14 +25,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cloudtune.errors import JobInputError
-from cloudtune.runtime import exitcodes
+from cloudtune.runtime import exitcodes, stopping
 from cloudtune.runtime.context import ContractError, RunArgs, detect
 from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import PJRT_DEVICE_VAR, xla_device_type
 
 LOG = "[cloudtune]"
-EXIT_DIR_VAR = "CLOUDTUNE_EXIT_DIR"  # set for torchrun's workers: each failed worker writes its exit code there
+EXIT_DIR_VAR = stopping.EXIT_DIR_VAR  # set for torchrun's workers: each failed worker writes its exit code there
 CODE_PREFIX = "cloudtune-code-"  # the private per-process code copy: <tmp>/cloudtune-code-<job>-<random>/
 
 
@@ -76,7 +77,8 @@ def _run_forwarding_sigterm(cmd: list[str], **kwargs: Any) -> int:
     """Run a child; forward SIGTERM/SIGINT to it so it can checkpoint before exiting.
 
     Returns the child's exit code, except that a child that fails after this process was signalled reports
-    preemption (EXIT_PREEMPTED: the node was stopped), and a child killed by signal N reports 128+N, as a shell does."""
+    preemption (EXIT_PREEMPTED: the node was stopped), and a child killed by signal N reports 128+N, as a shell does.
+    A child still running STOP_MARGIN_S after its own stop deadline (cloudtune.runtime.stopping) is killed."""
     child = subprocess.Popen(cmd, **kwargs)
     received: list[int] = []
 
@@ -87,13 +89,31 @@ def _run_forwarding_sigterm(cmd: list[str], **kwargs: Any) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = child.wait()
+        code = _wait_bounded(child, received)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
     if code != 0 and received:
         return exitcodes.EXIT_PREEMPTED
     return 128 - code if code < 0 else code
+
+
+def _wait_bounded(child: subprocess.Popen, received: list[int], poll_s: float = 1.0) -> int:
+    """The child's exit code; once a signal was received, the child gets stop_deadline() + STOP_MARGIN_S seconds
+    before it is killed (SIGKILL), as the cloud would at the end of its notice."""
+    kill_at: float | None = None
+    while True:
+        try:
+            return child.wait(timeout=poll_s)
+        except subprocess.TimeoutExpired:
+            pass
+        if received and kill_at is None:
+            kill_at = time.monotonic() + stopping.stop_deadline() + stopping.STOP_MARGIN_S
+        if kill_at is not None and time.monotonic() >= kill_at:
+            _say(f"stop deadline: the job's process {child.pid} did not exit within {stopping.stop_deadline():.0f} s "
+                 f"(+{stopping.STOP_MARGIN_S:.0f} s) of SIGTERM: killed")
+            child.kill()
+            return child.wait()
 
 
 def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
@@ -141,9 +161,7 @@ def _workers_exit_code(exit_dir: Path, torchrun_code: int) -> int:
 
 def _report_worker_exit(code: int) -> None:
     """Under torchrun: leave this worker's exit code where the node's `cloudtune-run` reads it."""
-    exit_dir = os.environ.get(EXIT_DIR_VAR)
-    if exit_dir and code != 0 and Path(exit_dir).is_dir():
-        (Path(exit_dir) / f"rank-{os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0'))}").write_text(str(code))
+    stopping.report_worker_exit(code)
 
 
 @contextmanager
@@ -203,7 +221,12 @@ def _close_process_group() -> None:
     """Destroy the default process group, if the recipe made one, before the interpreter exits.
 
     Left to interpreter teardown, gloo's worker threads can outlive the group and abort the process
-    ("terminate called without an active exception", SIGABRT) after a successful run."""
+    ("terminate called without an active exception", SIGABRT) after a successful run. After a SIGTERM the
+    group gets stopping.TEARDOWN_S (a peer that is gone must not hold this process past its stop bound)."""
+    if stopping.stop_requested():
+        if not stopping.close_process_group():
+            _say(f"warning: the process group did not shut down within {stopping.TEARDOWN_S:.0f} s of the stop; exiting")
+        return
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -252,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if code != 0 and _under_torchrun():
         _report_worker_exit(code)
+    if stopping.stop_requested():  # stopped (SIGTERM): exit now, without a teardown that could hang
+        stopping.exit_now(code)
     return code
 
 

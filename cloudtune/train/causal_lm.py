@@ -23,7 +23,7 @@ from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
-from cloudtune.train.checkpoints import CheckpointStore
+from cloudtune.train.checkpoints import CheckpointStore, fault_point
 from cloudtune.train.loading import (
     decide_gradient_checkpointing,
     model_load_kwargs,
@@ -360,6 +360,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
             if trainer.ct_last_saved_step != trainer.state.global_step:
                 trainer._save_checkpoint(trainer.model, trial=None)
             _say(SIGTERM_LOG_FORMAT.format(step=trainer.state.global_step))
+            fault_point("exit", trainer.state.global_step)
             raise SystemExit(SIGTERM_EXIT_CODE)
     finally:
         if in_main_thread:

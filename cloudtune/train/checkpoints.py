@@ -1,28 +1,47 @@
-"""Complete-or-absent checkpoints: temp dir -> fsync -> manifest (sizes + chunk sha256) written last -> atomic rename.
+"""Complete-or-absent checkpoints without a directory rename: files written under their final names, fsynced, then
+a manifest (sizes + chunk sha256) written last as the completeness marker.
 
 Layout under the checkpoint dir:
 
 * `checkpoint-<step>` (or `checkpoint-<step>-<n>` when that name is held by a corrupt checkpoint, which is never
-  deleted): a complete checkpoint, holding `cloudtune-manifest.json`.
-* `.cloudtune-tmp-*`: a checkpoint being written (or being deleted); never loaded, removed on the next save.
+  deleted): a checkpoint. It is complete when it holds a valid `cloudtune-manifest.json` (below).
+* `.cloudtune-unfinished` inside a checkpoint dir: written first when a save (or a deletion) begins and removed only
+  after the manifest is durable, so a checkpoint dir holding it and no valid manifest is this code's own unfinished
+  save or rotation, removed by the next save. A dir without a valid manifest and without it (a foreign or damaged
+  one) is never deleted.
+* `.cloudtune-tmp-*`: temp dirs of earlier versions (which committed by renaming); removed on the next save.
 
 A checkpoint is *complete* when its manifest parses and every file it lists exists with the recorded size and
 sha256 (of each `chunk_bytes` piece; manifests of format 1 hold one sha256 per file and still verify). Anything else
-is skipped with a warning, never loaded and never deleted.
+is skipped with a warning, never loaded and never deleted (except this code's own unfinished saves, see above).
+
+Why no rename: on Vertex AI the checkpoint dir is under `/gcs` (Cloud Storage FUSE), which refuses directory renames
+unless mounted with `--rename-dir-limit` (GoogleCloudPlatform/gcsfuse docs/semantics.md); on Azure ML it is an
+`rw_mount` output (blobfuse), where "directory renames recursively enumerate all files in the directory and rename
+each file individually" and a file rename is a copy then a delete (learn.microsoft.com, blobfuse2-compare-linux-file-
+system): neither is atomic. Writing one object last is atomic on every one of them (an object appears whole on
+close/fsync), so the manifest is the commit point everywhere, local disks included.
 
 Where the cost goes, and why it is small:
 
-* Complete-or-absent comes from the rename: every file is fsynced, then the manifest is written and fsynced, then
-  the temp dir is renamed and the parent fsynced. A crash at any point leaves either no checkpoint or a whole one.
+* Complete-or-absent comes from the order: every file is fsynced, then the manifest is written and fsynced, then the
+  directory is fsynced. A crash at any point leaves either no manifest (an incomplete checkpoint, never loaded) or a
+  whole one. Rotation retires a checkpoint in the reverse order: unfinished marker, manifest removed, then the files.
 * Sizes catch a truncated copy (a partial S3 restore, a cut-off upload through a GCS/blob fuse mount); the chunk
   hashes also catch same-size damage (a bit flip, a stale file of another attempt). Chunks are hashed in parallel
   threads (hashlib and file reads release the GIL) while the fsyncs run.
 * `commit(..., background=True)` runs all of that in one thread on the writing process while training goes on. The
-  rename still waits for the fsyncs, so a crash guarantee is unchanged; what moves off the critical path is only the
-  time until the checkpoint appears. The next `prepare`/`commit`/`latest_complete` and `wait()` join it first.
+  manifest still waits for the fsyncs, so a crash guarantee is unchanged; what moves off the critical path is only the
+  time until the checkpoint is complete. The next `prepare`/`commit`/`latest_complete` and `wait()` join it first.
 * On resume under torch.distributed (gloo/nccl), rank 0 verifies in full and broadcasts its choice; the other
   ranks check only that checkpoint's manifest and sizes (a stat per file), so the bytes are hashed once, not once
   per rank.
+
+Fault injection (a real code path, used by the fault tests): `CLOUDTUNE_FAULT_AT=<stage>[@<step>][:<action>][,...]`
+makes the save of step `<step>` (any step when omitted) act at `<stage>` (one of FAULT_STAGES; `exit` is the stop
+path after the SIGTERM checkpoint) once per process: `sigterm`
+(the default) signals this process, `sigterm-group` its whole process group (what a cloud's stop does), `stall` blocks
+that thread for good (a hung collective or mount). Unset, `fault_point` is a dictionary lookup.
 """
 
 from __future__ import annotations
@@ -32,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +61,11 @@ from typing import Callable
 
 MANIFEST_NAME = "cloudtune-manifest.json"
 MANIFEST_FORMAT = 2
-TMP_PREFIX = ".cloudtune-tmp-"
+TMP_PREFIX = ".cloudtune-tmp-"  # temp dirs of earlier versions (rename commits): removed by the next save
+UNFINISHED_NAME = ".cloudtune-unfinished"  # in a checkpoint dir while it is being written or deleted
+_NOT_LISTED = {MANIFEST_NAME, UNFINISHED_NAME}
+FAULT_VAR = "CLOUDTUNE_FAULT_AT"
+FAULT_STAGES = ("before", "write", "publish", "rotate", "commit-thread", "exit")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?$")
 CHUNK_BYTES = 64 << 20  # one sha256 per 64 MiB piece: the unit of parallel hashing
 _READ_BYTES = 4 << 20
@@ -103,6 +127,31 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+_fired: set[str] = set()
+
+
+def fault_point(stage: str, step: int) -> None:
+    """Act as `CLOUDTUNE_FAULT_AT` asks when the save of `step` reaches `stage` (see the module doc); each entry of
+    its comma-separated list acts at most once per process. Nothing happens when the variable is unset or names
+    other stages or steps."""
+    wanted = os.environ.get(FAULT_VAR)
+    if not wanted:
+        return
+    for entry in (e.strip() for e in wanted.split(",")):
+        where, _, action = entry.partition(":")
+        name, _, at = where.partition("@")
+        if name != stage or entry in _fired or (at and int(at) != int(step)):
+            continue
+        _fired.add(entry)
+        print(f"[cloudtune] fault injection ({FAULT_VAR}): {action or 'sigterm'} at {stage}, step {step}", flush=True)
+        if action == "stall":
+            threading.Event().wait()
+        elif action == "sigterm-group":
+            os.killpg(os.getpgrp(), signal.SIGTERM)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _digests(directory: Path, layout: dict[str, list[tuple[int, int]]], fsync: bool = False) -> dict[str, list[str]]:
     """sha256 of each (offset, length) piece of each file, hashed in parallel; with `fsync`, every file is also
     fsynced (those calls are queued first so the disk writes overlap the hashing). Raises OSError as reading does."""
@@ -120,15 +169,18 @@ def _digests(directory: Path, layout: dict[str, list[tuple[int, int]]], fsync: b
 
 def write_manifest(directory: Path, step: int, chunk_bytes: int = CHUNK_BYTES) -> dict:
     """Fsync every file under `directory`, record its size and chunk sha256s, then write (and fsync) the manifest
-    last, and fsync the directory. After this returns, renaming `directory` publishes a complete checkpoint."""
+    last, and fsync the directory. When this returns, `directory` is a complete checkpoint (the manifest is the
+    commit point; nothing is renamed). Raises OSError as reading or writing does."""
     sizes = {
         path.relative_to(directory).as_posix(): path.stat().st_size
         for path in sorted(p for p in directory.rglob("*") if p.is_file())
-        if path.relative_to(directory).as_posix() != MANIFEST_NAME
+        if path.relative_to(directory).as_posix() not in _NOT_LISTED
     }
     digests = _digests(directory, {rel: _pieces(size, chunk_bytes) for rel, size in sizes.items()}, fsync=True)
     for sub in {p.parent for p in directory.rglob("*") if p.is_file()} - {directory}:
         _fsync_path(sub)
+    _fsync_path(directory)  # every file's name is durable before the manifest that lists it
+    fault_point("publish", step)
     files = {rel: {"size": size, "sha256": digests[rel]} for rel, size in sizes.items()}
     manifest = {"format": MANIFEST_FORMAT, "step": int(step), "created": time.time(), "chunk_bytes": int(chunk_bytes),
                 "files": files}
@@ -303,38 +355,53 @@ class CheckpointStore:
             self._warn(f"warning: skipping incomplete or corrupt checkpoint {ckpt.path}: {reason}; it is left in place, never loaded")
 
     # ----- writing -----
-    def temp_dir(self, step: int) -> Path:
-        return self.root / f"{TMP_PREFIX}checkpoint-{step}"
-
     def prepare(self, step: int) -> Path:
-        """Wait for a running commit, remove stale temp dirs and create a fresh one for `step` (one process per
-        checkpoint dir calls this)."""
+        """Wait for a running commit, remove leftovers of this code's own unfinished saves (and earlier versions'
+        temp dirs), then create the dir that step `step` is written into, marked unfinished, and return it. One
+        process per checkpoint dir calls this; the dir is never an existing complete or foreign checkpoint."""
         self.wait()
         self.root.mkdir(parents=True, exist_ok=True)
-        for child in self.root.iterdir():
+        for child in list(self.root.iterdir()):
             if child.name.startswith(TMP_PREFIX) and child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
-        tmp = self.temp_dir(step)
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp
-
-    def final_path(self, step: int) -> Path | None:
-        """Where step `step` goes; None when a complete checkpoint of that step already exists."""
+            elif CHECKPOINT_RE.match(child.name) and self.unfinished(child):
+                self._status.pop(child, None)
+                shutil.rmtree(child, ignore_errors=True)
         attempt = 0
         while True:
-            name = f"checkpoint-{step}" + (f"-{attempt}" if attempt else "")
-            path = self.root / name
+            path = self.root / (f"checkpoint-{step}" + (f"-{attempt}" if attempt else ""))
             if not path.exists():
-                return path
-            if self.problem(Checkpoint(path, step, attempt)) is None:
-                return None
+                break
             attempt += 1
+        self.open_for_write(path)
+        return path
+
+    @staticmethod
+    def open_for_write(path: Path) -> None:
+        """Create `path` and mark it unfinished (the marker is durable before any checkpoint file is written), unless
+        it already holds a manifest (then it is complete, or damaged: left as it is)."""
+        path.mkdir(parents=True, exist_ok=True)
+        if (path / MANIFEST_NAME).exists():
+            return
+        with open(path / UNFINISHED_NAME, "w", encoding="utf-8") as fh:
+            fh.write("a checkpoint is being written or deleted here; it is complete only with its manifest\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_path(path)
+
+    @staticmethod
+    def unfinished(path: Path) -> bool:
+        """True for this code's own unfinished save or deletion: the marker is there and no readable manifest (one
+        killed mid-write does not parse). A checkpoint whose manifest was written is never unfinished, even damaged
+        later: it is kept, as every damaged checkpoint is."""
+        return (path / UNFINISHED_NAME).exists() and _read_manifest(path)[0] is None
 
     def commit(self, tmp: Path, step: int, background: bool = False,
                on_done: Callable[[Path], None] | None = None) -> Path | None:
-        """Write the manifest, atomically publish `tmp`, then rotate; `on_done(path)` is called once published.
+        """Write the manifest of `tmp` (the dir `prepare` returned) last, which makes it complete, then rotate;
+        `on_done(path)` is called once it is complete.
 
-        Returns the published path; with `background`, returns None at once and does the work in a thread (the
+        Returns the checkpoint's path; with `background`, returns None at once and does the work in a thread (the
         files in `tmp` must not change any more); `wait()` joins it and raises what it raised."""
         self.wait()
         if not background:
@@ -345,6 +412,7 @@ class CheckpointStore:
 
         def run() -> None:
             try:
+                fault_point("commit-thread", step)
                 path = self._commit_now(tmp, step)
                 if on_done is not None:
                     on_done(path)
@@ -365,31 +433,54 @@ class CheckpointStore:
             raise RuntimeError(f"writing a checkpoint under {self.root} failed: {error}") from error
 
     def _commit_now(self, tmp: Path, step: int) -> Path:
-        target = self.final_path(step)
-        if target is None:  # already have a complete checkpoint of this step: keep it
-            shutil.rmtree(tmp, ignore_errors=True)
-            existing = [c for c in list_checkpoints(self.root) if c.step == step and self.problem(c) is None]
+        tmp = Path(tmp)
+        if not tmp.is_dir():
+            raise FileNotFoundError(f"checkpoint dir {tmp} is not there")
+        existing = [c for c in list_checkpoints(self.root)
+                    if c.step == step and c.path != tmp and self.problem(c) is None]
+        if existing:  # already have a complete checkpoint of this step: keep it, drop this copy
+            self._retire(tmp)
             return existing[-1].path
         write_manifest(tmp, step)
-        os.replace(tmp, target)
-        _fsync_path(self.root)
-        self._status[target] = None
-        self.rotate()
-        return target
+        (tmp / UNFINISHED_NAME).unlink(missing_ok=True)
+        _fsync_path(tmp)
+        self._status[tmp] = None
+        self.rotate(step)
+        return tmp
 
-    def rotate(self) -> list[Path]:
+    def _retire(self, path: Path) -> None:
+        """Delete a checkpoint so that it is never seen complete again, even if this is cut short: unfinished
+        marker first, then the manifest (from here on the checkpoint is incomplete and ours), then the files."""
+        _mark(path)
+        (path / MANIFEST_NAME).unlink(missing_ok=True)
+        _fsync_path(path)
+        self._status.pop(path, None)
+        shutil.rmtree(path, ignore_errors=True)
+
+    def rotate(self, step: int | None = None) -> list[Path]:
         """Delete the oldest complete checkpoints beyond `keep`; incomplete/corrupt ones and the protected step's
-        are never touched."""
+        are never touched, so the newest complete one always stays. `step`: the save this rotation follows (for
+        fault injection only)."""
         protected = self.protected
         complete = [c for c in list_checkpoints(self.root) if c.step != protected and self.problem(c) is None]
         removed: list[Path] = []
         for ckpt in complete[: max(0, len(complete) - self.keep)]:
-            doomed = self.root / f"{TMP_PREFIX}delete-{ckpt.path.name}"
             try:
-                os.replace(ckpt.path, doomed)  # atomic: the checkpoint vanishes whole
+                _mark(ckpt.path)
+                fault_point("rotate", ckpt.step if step is None else step)
+                (ckpt.path / MANIFEST_NAME).unlink(missing_ok=True)
             except OSError:
                 continue
-            shutil.rmtree(doomed, ignore_errors=True)
+            _fsync_path(ckpt.path)
             self._status.pop(ckpt.path, None)
+            shutil.rmtree(ckpt.path, ignore_errors=True)
             removed.append(ckpt.path)
         return removed
+
+
+def _mark(path: Path) -> None:
+    """Write the unfinished marker into `path` (durably) whatever it holds."""
+    with open(path / UNFINISHED_NAME, "w", encoding="utf-8") as fh:
+        fh.write("this checkpoint is being deleted\n")
+        fh.flush()
+        os.fsync(fh.fileno())

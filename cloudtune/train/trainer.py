@@ -11,11 +11,12 @@ from typing import Any
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
-from cloudtune.train.checkpoints import CheckpointStore
+from cloudtune.train.checkpoints import CheckpointStore, fault_point
 from cloudtune.train.logfmt import (  # noqa: F401  (STEP_LOG_FORMAT: re-exported)
     CHECKPOINT_LOG_FORMAT,
     EARLY_STOP_LOG_FORMAT,
     LOGGING_STEPS,
+    SIGTERM_EXIT_CODE,
     STEP_LOG_FORMAT,
     _say,
     eval_line,
@@ -220,7 +221,7 @@ def _make_trainer_class() -> type:
     from transformers.trainer_callback import ExportableState
 
     class CloudtuneTrainer(Trainer):
-        """Trainer whose checkpoints are written under a temp name and published whole, with a manifest."""
+        """Trainer whose checkpoints are written under their final names and completed by a manifest written last."""
 
         ct_store: CheckpointStore
 
@@ -368,19 +369,22 @@ def _make_trainer_class() -> type:
             return output
 
         def _ct_drop_local_tmp(self, keep: Any) -> None:
-            """A non-zero machine removes its local temp copy of an earlier save (rank 0 owns checkpoints). Called
-            only after a barrier that rank 0 passes with that save published, so on a shared dir it is gone."""
+            """A non-zero machine removes its local copy of an earlier save (its RNG files; rank 0 owns checkpoints)
+            unless it is complete (on a shared dir it is rank 0's published checkpoint). Called only after a barrier
+            that rank 0 passes with that save's commit finished."""
             old = self.ct_local_tmp
             if old is not None and old != keep:
                 import shutil
 
-                shutil.rmtree(old, ignore_errors=True)
+                if self.ct_store.unfinished(old):
+                    shutil.rmtree(old, ignore_errors=True)
                 self.ct_local_tmp = None
 
         def _ct_write_checkpoint(self, tmp: Any) -> None:
             """What the Trainer's own _save_checkpoint writes (model, optimizer, scheduler, scaler, RNG, state)."""
             self.store_flos()
             self.save_model(str(tmp), _internal_call=True)
+            fault_point("write", self.state.global_step)
             self._save_optimizer_and_scheduler(str(tmp))
             self._save_scaler(str(tmp))
             self._save_rng_state(str(tmp))
@@ -394,22 +398,26 @@ def _make_trainer_class() -> type:
                 self.state.save_to_json(str(tmp / "trainer_state.json"))
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
-            """Write into a temp dir, then rank 0 publishes it whole (CheckpointStore.commit).
+            """Write the files under their final names in the dir rank 0 chose, then rank 0 writes the manifest last
+            (CheckpointStore.commit): no directory is renamed, so this holds on bucket mounts (gcsfuse, blobfuse).
 
-            During training (not stopping), the commit (fsync, hashes, manifest, rename, rotation) runs in a
-            background thread on rank 0 and every rank trains on; the next save, the end of train() or a stop waits
-            for it. A save that stops training (SIGTERM, last step) or comes after train() commits before returning,
-            and every rank waits for it, so no rank exits before the checkpoint is published."""
+            During training (not stopping), the commit (fsync, hashes, manifest, rotation) runs in a background thread
+            on rank 0 and every rank trains on; the next save, the end of train() or a stop waits for it. A save that
+            stops training (SIGTERM, last step) or comes after train() commits before returning, and every rank waits
+            for it, so no rank exits before the checkpoint is complete."""
+            from accelerate.utils import broadcast_object_list
+
             store, step, args = self.ct_store, self.state.global_step, self.args
             began = time.monotonic()
-            if args.process_index == 0:
-                store.prepare(step)  # joins the previous commit first
+            fault_point("before", step)
+            box = [store.prepare(step).name if args.process_index == 0 else None]  # prepare joins the last commit
+            broadcast_object_list(box, from_process=0)  # a dir held by a damaged checkpoint moves the name on
+            tmp = store.root / str(box[0])
             self.accelerator.wait_for_everyone()
-            tmp = store.temp_dir(step)
             is_local_leader = args.process_index != 0 and args.local_process_index == 0
             if is_local_leader:
                 self._ct_drop_local_tmp(tmp)
-            tmp.mkdir(parents=True, exist_ok=True)
+                store.open_for_write(tmp)  # this machine's own copy when its checkpoint dir is not shared
             self._ct_write_checkpoint(tmp)
             self.accelerator.wait_for_everyone()
             self.ct_last_saved_step = step
@@ -497,13 +505,20 @@ def _make_callbacks() -> tuple[Any, Any]:
                 self.report.update(phase="done", step=int(state.global_step), eta_s=0.0, epoch=epoch)
 
     class SigtermCallback(TrainerCallback):
-        """SIGTERM sets a flag; at the end of the current optimizer step every rank agrees to save and stop."""
+        """SIGTERM sets a flag and arms the stop deadline (cloudtune.runtime.stopping: the process exits within it,
+        whatever hangs); at the end of the current optimizer step every rank agrees to save and stop.
+
+        The flag is only ever raised, never cleared: a SIGTERM that arrives while the ranks compare flags (or while a
+        checkpoint is written) is acted on at the next step end, not lost."""
 
         def __init__(self) -> None:
             self.requested = False
 
         def handler(self, signum: int, frame: Any) -> None:
+            from cloudtune.runtime.stopping import arm
+
             self.requested = True
+            arm(SIGTERM_EXIT_CODE)
 
         def agreed(self, device: Any) -> bool:
             import torch
@@ -514,7 +529,11 @@ def _make_callbacks() -> tuple[Any, Any]:
                 t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
                 dist.all_reduce(t, op=dist.ReduceOp.MAX)
                 flag = bool(t.item())
-            self.requested = flag
+            if flag and not self.requested:  # another rank was signalled: this one stops too, within the same bound
+                from cloudtune.runtime.stopping import arm
+
+                self.requested = True
+                arm(SIGTERM_EXIT_CODE)
             return flag
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:

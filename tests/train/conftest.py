@@ -43,6 +43,16 @@ CHATS = [
 SHAPES = {"text": [{"text": t} for t in TEXTS], "instruction": INSTRUCTIONS, "chat": CHATS}
 
 
+@pytest.fixture(autouse=True)
+def _no_stop_watchdog_left():
+    """A recipe run in this process that received SIGTERM armed the stop watchdog (cloudtune.runtime.stopping),
+    which would end this process at its deadline: cancel it when the test is over."""
+    yield
+    from cloudtune.runtime.stopping import disarm
+
+    disarm()
+
+
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny GPT-2 of tests/tiny_models.py, with no chat template (the tokenizer as saved)."""

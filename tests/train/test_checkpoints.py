@@ -13,6 +13,7 @@ import pytest
 from cloudtune.train.checkpoints import (
     MANIFEST_NAME,
     TMP_PREFIX,
+    UNFINISHED_NAME,
     CheckpointStore,
     list_checkpoints,
     verify,
@@ -131,7 +132,8 @@ def test_a_background_commit_publishes_later_and_reports_its_failure(tmp_path: P
     (tmp / "model.safetensors").write_bytes(os.urandom(2000))
     assert store.commit(tmp, 8, background=True, on_done=published.append) is None
     store.wait()
-    assert published == [tmp_path / "checkpoint-8"] and verify(published[0]) is None and not tmp.exists()
+    assert published == [tmp_path / "checkpoint-8"] == [tmp] and verify(tmp) is None
+    assert not (tmp / UNFINISHED_NAME).exists()
 
     _save(store, 9, background=True)
     _save(store, 10, background=True)  # joins 9's commit first; rotation keeps 1

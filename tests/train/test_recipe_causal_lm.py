@@ -166,6 +166,10 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_then_resumes(tiny_model: Path,
     with pytest.raises(SystemExit) as exc:
         run_causal_lm(ctx, spec, CheckpointSpec(every_steps=100, keep=2))
     assert exc.value.code == 143
+    from cloudtune.runtime.stopping import disarm, stop_requested
+
+    assert stop_requested()  # the SIGTERM armed the stop deadline; this process goes on (to resume): cancel it
+    disarm()
     assert signal.getsignal(signal.SIGTERM) == handler_before
     out = capsys.readouterr().out
     assert "[cloudtune] SIGTERM received: checkpoint saved at step 3, exiting" in out
