@@ -17,13 +17,15 @@ def file_sha256(path: Path) -> str:
 
 
 def digest(path: Path) -> tuple[int, str]:
-    """(total bytes, sha256). A directory hashes its sorted relative paths and their file hashes."""
+    """(total bytes, sha256). A directory hashes its sorted relative paths and their file hashes: the files that
+    are uploaded, without credential files (cloudtune.secretfiles.input_files)."""
     if path.is_file():
         return path.stat().st_size, file_sha256(path)
+    from cloudtune.secretfiles import input_files
+
     h = hashlib.sha256()
     total = 0
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
+    for f, rel in input_files(path)[0]:
         total += f.stat().st_size
         h.update(rel.encode() + b"\0" + file_sha256(f).encode() + b"\n")
     return total, h.hexdigest()
