@@ -96,6 +96,7 @@ class Bundle:
     ignored: tuple[str, ...] = field(default=(), compare=False)
     # the paths `include` took in although a rule leaves them out, as "path: the rule"
     included: tuple[str, ...] = field(default=(), compare=False)
+    include: tuple[str, ...] = field(default=(), compare=False)  # the `include` it was built with
 
     def write(self, out_dir: Path) -> Path:
         """Write the archive to `<out_dir>/<sha256>.tar.gz` (created when missing), atomically; returns that path.
@@ -406,10 +407,12 @@ def _scan(root: Path, include: tuple[str, ...] = ()) -> _ScanResult:
                     walk(rel, path, stack | {real}, (only_forced or why is not None) and not take, scan)
                 continue
             try:
-                secret = None if take else scan(path, st.st_size)
+                secret = scan(path, st.st_size)
             except OSError as exc:
                 raise _unreadable(path, rel, exc, is_dir=False) from None
-            if secret is not None:
+            if secret is not None and take:
+                out.included.append(f"{rel}: holds {secret}")
+            elif secret is not None:
                 out.left_out.append(f"{rel}: holds {secret}")
                 continue
             budget.file(rel, st.st_size)
@@ -574,7 +577,7 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
     return replace(_write_archive(items, dest), root=str(root), left_out=tuple(scanned.left_out),
-                   ignored=tuple(scanned.ignored), included=tuple(scanned.included))
+                   ignored=tuple(scanned.ignored), included=tuple(scanned.included), include=tuple(include))
 
 
 Source = Union[Path, bytes]
@@ -658,4 +661,4 @@ def extend_bundle(base: Bundle | None, extra_files: dict[str, bytes], dest: Path
     if base is None:
         return _write_archive(items, dest)
     return replace(_write_archive(items, dest), root=base.root, left_out=base.left_out, ignored=base.ignored,
-                   included=base.included)
+                   included=base.included, include=base.include)

@@ -37,6 +37,7 @@ __all__ = [
     "input_files",
     "input_left_out_note",
     "name_reason",
+    "secret_notes",
 ]
 
 # Credential stores by name and path (gitignore syntax, matched case-insensitively; a directory pattern leaves out
@@ -346,3 +347,20 @@ def env_credential_warnings(env: dict[str, str]) -> list[str]:
                        f"and give `secrets: {{{name}: <reference>}}` instead (an AWS Secrets Manager ARN, a GCP "
                        f"projects/P/secrets/S/versions/V or an Azure Key Vault secret URI)")
     return out
+
+
+def secret_notes(env: dict[str, str], inputs: dict[str, str]) -> list[str]:
+    """The plan's (and `validate`'s) lines about secrets: one per credential-like plain env value, one per local
+    input directory whose credential files are not uploaded. `inputs`: name -> URI or absolute local path."""
+    notes = env_credential_warnings(env)
+    for name, value in sorted(inputs.items()):
+        path = Path(value)
+        if "://" in value or not path.is_absolute() or not path.is_dir():
+            continue
+        try:
+            left_out = input_files(path)[1]
+        except OSError:
+            continue  # unreadable: the input checks name it
+        if left_out:
+            notes.append(input_left_out_note(name, path, left_out))
+    return notes
