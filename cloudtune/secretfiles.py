@@ -6,9 +6,9 @@ A file is a credential when
    `pathspec`, case-insensitively: `~/.aws`, `.kaggle/kaggle.json`, `.databrickscfg`, `rclone.conf`, keys, ...), or
 2. its content holds a secret by the rules of Yelp's detect-secrets (its plugins and false-positive filters, the
    scanner pre-commit hooks use): known credential formats (AWS, Azure, GitHub, GitLab, Slack, Stripe, npm, PyPI,
-   OpenAI, JWT, private keys, passwords in URLs, ...) in every file; its keyword and high-entropy rules only in
-   small configuration files (YAML, INI, TOML, JSON, dotfiles), where a `password = ...` or a random 32-hex value
-   is a credential and not source code or data; or
+   OpenAI, JWT, private keys, passwords in URLs, ...) in every file; its keyword rule only in small configuration
+   files (YAML, INI, TOML, JSON, dotfiles), where a `password = ...` is a credential and not source code or data
+   (its high-entropy rules are not used: every sha256 in a lock or manifest file would count); or
 3. its content has the format of a credential store detect-secrets has no plugin for (`CREDENTIAL_FORMATS`:
    service-account keys, OAuth user tokens, kubeconfig users, docker auths, netrc, Hugging Face and Databricks
    tokens, yarn's `npmAuthToken`, PuTTY keys).
@@ -122,7 +122,12 @@ _SCANNER_CONFIG: dict[str, Any] = {"plugins_used": [
         "IbmCosHmacDetector", "JwtTokenDetector", "KeywordDetector", "MailchimpDetector", "NpmDetector",
         "OpenAIDetector", "PrivateKeyDetector", "PypiTokenDetector", "SendGridDetector", "SlackDetector",
         "SoftlayerDetector", "SquareOAuthDetector", "StripeDetector", "TelegramBotTokenDetector", "TwilioKeyDetector",
-    )] + [{"name": "Base64HighEntropyString", "limit": 4.5}, {"name": "HexHighEntropyString", "limit": 3.0}]}
+    )]}
+# (Its high-entropy rules are not used: in a code dir they flag every sha256 of a lock file, golden file or manifest.)
+# Plugins whose patterns are anchored on a keyword (`cloudant_password = ...`) and start with look-behinds, slow to
+# search a whole file: they are not in the one-pass search that picks the files detect-secrets reads; they run
+# when it reads one (and what they find in a config file is a Secret Keyword as well).
+_NOT_PREFILTERED = frozenset({"CloudantDetector", "IbmCloudIamDetector", "IbmCosHmacDetector", "SoftlayerDetector"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -131,7 +136,7 @@ def _format_regexes() -> tuple[re.Pattern[str], ...]:
     whole file or all env values finds the lines that may hold a secret; detect-secrets then decides on those."""
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
-    used = {entry["name"] for entry in _SCANNER_CONFIG["plugins_used"]}
+    used = {entry["name"] for entry in _SCANNER_CONFIG["plugins_used"]} - _NOT_PREFILTERED
     out: list[re.Pattern[str]] = []
     for secret_type, cls in get_mapping_from_secret_type_to_class().items():
         if cls.__name__ in used and secret_type not in _LOOSE_TYPES:
@@ -141,6 +146,16 @@ def _format_regexes() -> tuple[re.Pattern[str], ...]:
 
 def _may_hold_format(text: str) -> bool:
     return any(r.search(text) for r in _format_regexes())
+
+
+@functools.lru_cache(maxsize=1)
+def _keyword_regex() -> re.Pattern[str]:
+    """detect-secrets' keyword list (`password`, `secret`, `api_key`, ...) followed by an assignment of a value of 4
+    characters or more: a config file without one holds nothing its keyword rule finds."""
+    from detect_secrets.plugins.keyword import DENYLIST
+
+    return re.compile(r"(?:%s)\w*[\"'\]]{0,2}\s*(?::=|=>|[:=])\s*@?[\"'`]?[^\s\"'`,\]\[{}]{4}" % "|".join(DENYLIST),
+                      re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1)
@@ -197,10 +212,11 @@ def _content(path: Path, size: int, limit: int) -> str | None:
     found = _formats(data)
     if found is not None or size > MAX_SCANNER_BYTES:
         return found
-    config = size <= MAX_CONFIG_BYTES and _is_config(path.name)
-    if not config and not _may_hold_format(data.decode("utf-8", "replace")):
+    text = data.decode("utf-8", "replace")
+    keyword = size <= MAX_CONFIG_BYTES and _is_config(path.name) and _keyword_regex().search(text) is not None
+    if not keyword and not _may_hold_format(text):
         return None
-    return _scanner_reason(path, config)
+    return _scanner_reason(path, keyword)
 
 
 @contextmanager
