@@ -115,11 +115,7 @@ INNOCENT = {  # code and data that name the formats without holding a secret sta
     "tokens.json": json.dumps({"pad": 0, "eos": 1}),
     # a lock file and a golden request: every sha256 stays (detect-secrets' entropy rules are not used)
     "locks/lock.json": json.dumps({"wheels": [{"name": f"w{i}", "sha256": hexs(64)} for i in range(5)]}, indent=1),
-    "golden/request.yml": f"secret_names: []
-secrets: {{}}
-bundle_sha256: {hexs(64)}
-auth: none
-",
+    "golden/request.yml": f"secret_names: []\nsecrets: {{}}\nbundle_sha256: {hexs(64)}\nauth: none\n",
 }
 
 
