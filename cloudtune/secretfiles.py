@@ -102,8 +102,9 @@ CREDENTIAL_FORMATS: tuple[tuple[str, tuple[re.Pattern[bytes], ...]], ...] = (
 ALLOW_MARKER = b"pragma: allowlist secret"
 # A code file up to this size is read for the byte-level formats above; larger files (weights, archives) are not.
 MAX_CONTENT_SCAN_BYTES: int = 64 * 1000 * 1000
-# An input dir's file up to this size is read for content (credential files are small; data shards are large).
-MAX_INPUT_SCAN_BYTES: int = 1000 * 1000
+# An input dir's file up to this size is read for content: credential files are small (a service-account key is
+# ~2.3 KB, a kubeconfig a few KB); data shards are large, and reading each for content would double a plan's time.
+MAX_INPUT_SCAN_BYTES: int = 64 * 1000
 # detect-secrets reads line by line in Python: text files up to this size go through it.
 MAX_SCANNER_BYTES: int = 1000 * 1000
 # Its keyword and high-entropy rules apply to configuration files up to this size only.
