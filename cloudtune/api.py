@@ -51,7 +51,7 @@ def _bundle_for(spec: JobSpec):  # -> Bundle | None
         return None
     from cloudtune.bundle import build_bundle
 
-    return build_bundle(Path(spec.code))
+    return build_bundle(Path(spec.code), include=spec.include)
 
 
 def _settings(launcher: Launcher, spec: JobSpec) -> Any:
@@ -78,12 +78,20 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
         from dataclasses import replace
 
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
-    if bundle is not None and bundle.left_out:  # every launcher's plan says what the code bundle left out
+    if bundle is not None:  # every launcher's plan says what the code bundle left out
         from dataclasses import replace
 
         from cloudtune.bundle import left_out_note
 
-        compiled = replace(compiled, notes=(*compiled.notes, left_out_note(bundle)))
+        note = left_out_note(bundle)
+        compiled = replace(compiled, notes=(*compiled.notes, *([note] if note else [])))
+    from cloudtune.secretfiles import secret_notes
+
+    secret = secret_notes(job_spec.env, _local_inputs(job_spec))  # credential-like env values, input files left out
+    if secret:
+        from dataclasses import replace
+
+        compiled = replace(compiled, notes=(*compiled.notes, *secret))
     return compiled, launcher, spec_path
 
 
@@ -94,6 +102,16 @@ def _accelerator_note(job_spec: Any) -> str | None:
     from cloudtune.catalog import load_catalog
 
     return load_catalog().meaning_note(job_spec.resources.accelerator)
+
+
+def _local_inputs(spec: JobSpec) -> dict[str, str]:
+    """The spec's inputs and a local `train.model` / `train.base_model` (each travels as an input)."""
+    inputs = dict(spec.inputs)
+    for key in ("model", "base_model"):
+        value = getattr(spec.train, key, None) if spec.train is not None else None
+        if value and value.startswith("/") and value not in inputs.values():
+            inputs[key] = value
+    return inputs
 
 
 def plan(spec: SpecLike, provider: str = "local", *, launcher: Launcher | None = None, suffix: str | None = None,

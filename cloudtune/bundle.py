@@ -3,15 +3,17 @@
 Contracts:
 - Deterministic: the same files (paths, bytes, executable bit) give the same archive bytes and sha256,
   whatever their mtimes, owners or the order the filesystem lists them in.
-- `.gitignore` files (root and nested) are honoured with git's semantics; `EXCLUDED_ALWAYS` is applied
-  first and cannot be re-included by a `!` pattern.
+- Secret-free by design (cloudtune.secretfiles): credential stores by name and path, and files whose content holds a
+  secret by detect-secrets' rules or a credential store's format, are left out and listed by name, never by
+  content, in `Bundle.left_out`.
+- What git ignores is left out (cloudtune.ignores: pathspec's implementation of git's rules; the code dir's own
+  `.gitignore` files, and the work tree's above it when the code dir is in one). Secret rules and `_NOT_SOURCE`
+  apply first and cannot be re-included by a `!` line; only `include` (the spec's `include:`) takes a path in on
+  purpose.
 - Symlinks are followed only when they resolve inside the code dir (and their target is not excluded).
-- Secret-free: files named like credentials or keys (`SECRET_NAMES`, case-insensitive) and files whose content is
-  a secret (`SECRET_CONTENT`: PEM private keys, service-account keys, ...) are left out and listed by name, never
-  by content, in `Bundle.left_out`.
 - Fails early and clearly: a code dir at / or in /proc, /sys or /dev, a file or directory it cannot read, and a
   scan past its budget are refused with the path named, never walked to the end or dropped without a word.
-- Only stdlib: the CLI imports this module.
+- The CLI imports this module: pathspec and detect-secrets are imported when a scan starts.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Union
+from typing import Any, BinaryIO, Union
 
 from cloudtune.errors import InvalidInput
+from cloudtune.ignores import GITIGNORE, GitIgnores
+from cloudtune.secretfiles import ALLOW_MARKER, CREDENTIAL_FORMATS, CREDENTIAL_STORES, content_reason, content_scanner, name_reason
 
 __all__ = [
     "Bundle",
@@ -51,27 +55,10 @@ __all__ = [
 MAX_BUNDLE_BYTES: int = 500 * 1000 * 1000  # total uncompressed bytes of the files bundled
 MAX_BUNDLE_FILES: int = 50_000  # files bundled
 MAX_SCAN_ENTRIES: int = 200_000  # directory entries looked at, excluded ones included
-# A regular file up to this size is read in full for secret content; larger files (weights, archives) are not.
-MAX_CONTENT_SCAN_BYTES: int = 64 * 1000 * 1000
 
-# Secret files, by name (gitignore syntax, matched case-insensitively, never re-included by a `!` pattern).
-SECRET_NAMES: tuple[str, ...] = (
-    # cloud and cluster credentials
-    ".aws/", ".azure/", "**/.config/gcloud/", ".oci/", ".kube/", "kubeconfig", "kubeconfig.*", "*.kubeconfig",
-    ".docker/", ".dockercfg", "credentials", "credentials.json", "credentials.toml", "*credentials*.json",
-    "client_secret*.json", "service-account*.json", "service_account*.json", "*sa-key*.json", "*sa_key*.json",
-    "*-key.json", "*_key.json", "*-" + "[0-9a-f]" * 12 + ".json",  # gcloud's key file name: <project>-<12 hex>.json
-    ".boto", ".s3cfg", ".passwd-s3fs", ".vault-token", "**/huggingface/token",
-    # private keys and key stores
-    ".ssh/", ".gnupg/", "*.pem", "*.key", "*.p12", "*.pfx", "*.ppk", "*.p8", "*.jks", "*.keystore",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-    # tokens and passwords of tools
-    ".netrc", "_netrc", ".pypirc", ".npmrc", ".git-credentials", ".pgpass", ".my.cnf", ".htpasswd",
-    ".terraformrc", "terraform.rc", "*.tfstate", "*.tfstate.*", "*.tfvars", "*.tfvars.json", ".terraform/",
-    # environment files
-    ".env", ".env.*", "*.env", ".envrc", ".envrc.*",
-    "secrets.toml", "secrets.yaml", "secrets.yml", "secrets.json", ".secrets",
-)
+# Secret files by name, and secret content: the rules shared with uploaded input directories.
+SECRET_NAMES: tuple[str, ...] = CREDENTIAL_STORES
+SECRET_CONTENT = CREDENTIAL_FORMATS
 
 # Never bundled either, but not secrets: VCS metadata, virtualenvs, caches and earlier bundles. `.git` has no
 # trailing slash so that a worktree's `.git` file is left out too.
@@ -79,43 +66,13 @@ _NOT_SOURCE: tuple[str, ...] = (
     ".git", "__pycache__/", "*.pyc", ".venv/", "venv/", "node_modules/", "/.cloudtune/", "*.tar.gz",
 )
 
-# gitignore-syntax patterns (relative to the code dir) that never go into a bundle.
+# gitignore-syntax patterns (relative to the code dir) that never go into a bundle, unless named in `include`.
 EXCLUDED_ALWAYS: tuple[str, ...] = _NOT_SOURCE + SECRET_NAMES
 
-# Secret content: what a file holds, whatever its name. A rule is a description and patterns that must all be
-# found in the file (each searched on its own, so the time stays linear in the file's size). Each is precise enough
-# not to match source code that merely mentions the format (a PEM header must be followed by key material, a key
-# must have its length).
-_B64 = rb"[A-Za-z0-9+/=]"
-
-
-def _all(*patterns: bytes) -> tuple[re.Pattern[bytes], ...]:
-    return tuple(re.compile(p) for p in patterns)
-
-
-SECRET_CONTENT: tuple[tuple[str, tuple[re.Pattern[bytes], ...]], ...] = (
-    ("a PEM private key", _all(rb"-----BEGIN (?:[A-Z0-9]+ )?(?:[A-Z0-9]+ )?PRIVATE KEY(?: BLOCK)?-----"
-                               rb"(?:\\[rn]|[ \t\r\n]){0,8}(?:Proc-Type|Version|Comment|" + _B64 + rb"{16})")),
-    ("a PuTTY private key", _all(rb"PuTTY-User-Key-File-\d+:")),
-    ("a service-account key", _all(rb'"type"[ \t]*:[ \t]*"service_account"', rb'"private_key(?:_id)?"[ \t]*:[ \t]*"')),
-    ("Google user credentials", _all(rb'"type"[ \t]*:[ \t]*"authorized_user"', rb'"refresh_token"[ \t]*:')),
-    ("an AWS secret access key", _all(rb"(?i)aws_secret_access_key[\"']?[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])")),
-    ("an Azure client secret or storage key", _all(rb'"clientSecret"[ \t]*:[ \t]*"[^"\s]{8,}"|AccountKey=' + _B64 + rb"{40,}")),
-    ("a kubeconfig with credentials", _all(rb"(?m)^kind:[ \t]*Config\b",
-                                           rb"(?m)^[ \t]*(?:client-key-data|token|password)[ \t]*:[ \t]*\S{8,}")),
-    ("registry credentials (docker auths)", _all(rb'"auths"[ \t]*:', rb'"auth"[ \t]*:[ \t]*"' + _B64 + rb'{8,}"')),
-    ("a netrc password", _all(rb"(?m)^[ \t]*machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S")),
-    ("a registry token (npm/yarn)", _all(rb"_authToken[ \t]*=[ \t]*[^\s$]{8}")),
-    ("a URL with a password (git credentials)", _all(rb"(?m)^https?://[^\s:/@]{1,256}:[^\s@]{6,256}@\S+[ \t\r]*$")),
-    ("a GitHub token", _all(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{60,})\b")),
-    ("a Hugging Face token", _all(rb"\bhf_[A-Za-z]{34}\b")),
-)
-
-# A file holding this text is never left out for its content (detect-secrets' marker for a false positive); its
-# name is still checked. For test fixtures and code that parses keys.
-ALLOW_MARKER = b"pragma: allowlist secret"
-
-_GITIGNORE = ".gitignore"
+SECRET_NAME_REASON = "always excluded (secret file name)"
+SECRET_CONTENT_REASON = "always excluded (secret content)"
+_NOT_SOURCE_REASON = "always excluded (VCS data, virtualenvs, caches, bundles)"
+_GITIGNORE = GITIGNORE
 _CHUNK = 1 << 20
 
 
@@ -133,8 +90,13 @@ class Bundle:
     items: dict[str, tuple[int, int, "Source"]] = field(default_factory=dict, repr=False, compare=False)
     root: str | None = field(default=None, compare=False)  # the code dir it was built from, if any
     # what the scan left out that a user may have meant to send, as "path: reason" (secret files, special files,
-    # symlinks not followed) -- names only, never content; gitignored files and caches are not listed
+    # symlinks not followed) -- names only, never content; gitignored files and caches are not listed here
     left_out: tuple[str, ...] = field(default=(), compare=False)
+    # what git ignores, as "path: reason" (a walk stops at an ignored directory: it is listed once)
+    ignored: tuple[str, ...] = field(default=(), compare=False)
+    # the paths `include` took in although a rule leaves them out, as "path: the rule"
+    included: tuple[str, ...] = field(default=(), compare=False)
+    include: tuple[str, ...] = field(default=(), compare=False)  # the `include` it was built with
 
     def write(self, out_dir: Path) -> Path:
         """Write the archive to `<out_dir>/<sha256>.tar.gz` (created when missing), atomically; returns that path.
@@ -152,187 +114,92 @@ class Bundle:
 
 
 def left_out_note(bundle: Bundle, shown: int = 20) -> str | None:
-    """The plan note naming what the bundle left out (names and reasons, never content), or None."""
-    if not bundle.left_out:
-        return None
-    items = list(bundle.left_out[:shown])
-    if len(bundle.left_out) > shown:
-        items.append(f"and {len(bundle.left_out) - shown} more")
-    return (f"the code bundle left out {len(bundle.left_out)} path(s) of {bundle.root or 'the code dir'}: "
-            + "; ".join(items) + ". Secret files never travel with the code: pass them as `secrets` (a file that "
-            "only looks like a secret goes with a line `# pragma: allowlist secret`)")
-
-
-# --------------------------------------------------------------------------- gitignore matching
-
-
-def _translate_segment(seg: str) -> str:
-    """Regex for one glob path segment: `*` and `?` never match `/`; `[...]` classes; `\\x` escapes."""
-    out: list[str] = []
-    i, n = 0, len(seg)
-    while i < n:
-        c = seg[i]
-        if c == "*":
-            while i < n and seg[i] == "*":
-                i += 1
-            out.append("[^/]*")
-            continue
-        if c == "?":
-            out.append("[^/]")
-        elif c == "\\" and i + 1 < n:
-            i += 1
-            out.append(re.escape(seg[i]))
-        elif c == "[":
-            j = i + 1
-            if j < n and seg[j] in "!^":
-                j += 1
-            if j < n and seg[j] == "]":
-                j += 1
-            while j < n and seg[j] != "]":
-                j += 2 if seg[j] == "\\" else 1
-            if j >= n:  # no closing bracket: a literal "["
-                out.append(re.escape(c))
-            else:
-                body = seg[i + 1 : j]
-                negate = body[:1] in ("!", "^")
-                if negate:
-                    body = body[1:]
-                parts: list[str] = []
-                k = 0
-                while k < len(body):
-                    ch = body[k]
-                    if ch == "\\" and k + 1 < len(body):
-                        k += 1
-                        parts.append(re.escape(body[k]))
-                    elif ch in "[]^\\":
-                        parts.append("\\" + ch)
-                    else:
-                        parts.append(ch)
-                    k += 1
-                out.append(("[^/" if negate else "[") + "".join(parts) + "]")
-                i = j
-        else:
-            out.append(re.escape(c))
-        i += 1
-    return "".join(out)
-
-
-def _translate(pattern: str, anchored: bool) -> re.Pattern[str]:
-    """Compile a gitignore pattern (no `!`, no trailing `/`, no leading `/`) to a full-match regex."""
-    segs = pattern.split("/")
+    """The plan note naming what the bundle left out and why (names and reasons, never content), what git ignores
+    (a count and the first few), and what `include:` took in on purpose; None when there is nothing to say."""
     parts: list[str] = []
-    for i, seg in enumerate(segs):
-        last = i == len(segs) - 1
-        if seg == "**":
-            parts.append(".*" if last else "(?:.*/)?")
-        else:
-            parts.append(_translate_segment(seg) + ("" if last else "/"))
-    regex = "".join(parts)
-    if not anchored:
-        regex = "(?:.*/)?" + regex
-    return re.compile(regex, re.DOTALL)
+    if bundle.left_out:
+        items = list(bundle.left_out[:shown])
+        if len(bundle.left_out) > shown:
+            items.append(f"and {len(bundle.left_out) - shown} more")
+        parts.append(f"the code bundle left out {len(bundle.left_out)} path(s) of {bundle.root or 'the code dir'}: "
+                     + "; ".join(items) + ". Secret files never travel with the code: pass them as `secrets` (a file "
+                     "that only looks like a secret goes with a line `# pragma: allowlist secret`, or name it in "
+                     "`include:` to send it on purpose)")
+    if bundle.ignored:
+        first = ", ".join(item.split(": ", 1)[0] for item in bundle.ignored[:5])
+        more = f" and {len(bundle.ignored) - 5} more" if len(bundle.ignored) > 5 else ""
+        parts.append(f"{len(bundle.ignored)} path(s) ignored by git's rules stay home ({first}{more}); name one in "
+                     "`include:` to send it")
+    if bundle.included:
+        parts.append("`include:` sends on purpose: " + "; ".join(bundle.included))
+    return " | ".join(parts) or None
 
 
-@dataclass(frozen=True)
-class _Pattern:
-    text: str  # the line as written, for explanations
-    regex: re.Pattern[str]
-    negate: bool
-    dir_only: bool
-    source: str  # "<always>" or the .gitignore's relative path
-    line: int
-
-    def matches(self, rel: str, is_dir: bool) -> bool:
-        if self.dir_only and not is_dir:
-            return False
-        return self.regex.fullmatch(rel) is not None
+# --------------------------------------------------------------------------- exclusion rules
 
 
-def _parse_pattern(raw: str, source: str, line: int) -> _Pattern | None:
-    """One gitignore line -> pattern, or None for blanks and comments."""
-    text = raw.rstrip("\r\n")
-    if not text or text.startswith("#"):
-        return None
-    while text.endswith(" ") and not text.endswith("\\ "):
-        text = text[:-1]
-    pat = text
-    negate = pat.startswith("!")
-    if negate:
-        pat = pat[1:]
-    dir_only = pat.endswith("/")
-    pat = pat.rstrip("/")
-    anchored = "/" in pat
-    pat = pat.lstrip("/")
-    if not pat:
-        return None
-    return _Pattern(text, _translate(pat, anchored), negate, dir_only, source, line)
+def _not_source_spec() -> Any:
+    import pathspec
 
-
-def _always(patterns: tuple[str, ...]) -> tuple[_Pattern, ...]:
-    """The always-excluded patterns, matched case-insensitively (`SERVER.PEM` is a key as much as `server.pem`)."""
-    out: list[_Pattern] = []
-    for i, raw in enumerate(patterns, 1):
-        p = _parse_pattern(raw, "<always>", i)
-        if p is not None:
-            out.append(replace(p, regex=re.compile(p.regex.pattern, re.DOTALL | re.IGNORECASE)))
-    return tuple(out)
-
-
-_SECRET = _always(SECRET_NAMES)
-_NOT_SOURCE_RULES = _always(_NOT_SOURCE)
-SECRET_NAME_REASON = "always excluded (secret file name)"
-SECRET_CONTENT_REASON = "always excluded (secret content)"
+    return pathspec.GitIgnoreSpec.from_lines([p.lower() for p in _NOT_SOURCE])
 
 
 class _Matcher:
-    """Decides exclusion of one path at a time; loads each directory's `.gitignore` once."""
+    """Decides exclusion of one path at a time: secret names, not-source paths, then what git ignores."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._rules: dict[str, tuple[_Pattern, ...]] = {}
-
-    def _rules_for(self, rel_dir: str) -> tuple[_Pattern, ...]:
-        if rel_dir not in self._rules:
-            path = self.root / rel_dir / _GITIGNORE if rel_dir else self.root / _GITIGNORE
-            rules: list[_Pattern] = []
-            source = f"{rel_dir}/{_GITIGNORE}" if rel_dir else _GITIGNORE
-            try:
-                if path.is_file():
-                    text = path.read_bytes().decode("utf-8", "surrogateescape")
-                    for n, raw in enumerate(text.splitlines(), 1):
-                        p = _parse_pattern(raw, source, n)
-                        if p is not None:
-                            rules.append(p)
-            except OSError:
-                pass
-            self._rules[rel_dir] = tuple(rules)
-        return self._rules[rel_dir]
+        self._git = GitIgnores(root)
+        self._not_source = _not_source_spec()
 
     @staticmethod
     def secret_reason(rel: str, is_dir: bool) -> str | None:
         """Why `rel` is a secret file by its name, or None."""
-        for p in _SECRET:
-            if p.matches(rel, is_dir):
-                return f"{SECRET_NAME_REASON}: matches `{p.text}`"
+        why = name_reason(rel, is_dir)
+        return None if why is None else f"{SECRET_NAME_REASON}: {why}"
+
+    def always_reason(self, rel: str, is_dir: bool) -> str | None:
+        """Why `rel` is never bundled (a secret name, VCS data, a cache), or None."""
+        secret = self.secret_reason(rel, is_dir)
+        if secret is not None:
+            return secret
+        result = self._not_source.check_file(rel.lower() + ("/" if is_dir else ""))
+        if result.include:
+            return f"{_NOT_SOURCE_REASON}: matches `{_NOT_SOURCE[result.index]}`"
         return None
 
     def reason(self, rel: str, is_dir: bool) -> str | None:
         """Why `rel` itself is excluded (its ancestors are not checked), or None."""
-        secret = self.secret_reason(rel, is_dir)
-        if secret is not None:
-            return secret
-        for p in _NOT_SOURCE_RULES:
-            if p.matches(rel, is_dir):
-                return f"always excluded (VCS data, virtualenvs, caches, bundles): matches `{p.text}`"
-        verdict: str | None = None
-        parts = rel.split("/")
-        for depth in range(len(parts)):
-            rel_dir = "/".join(parts[:depth])
-            sub = "/".join(parts[depth:])
-            for p in self._rules_for(rel_dir):
-                if p.matches(sub, is_dir):
-                    verdict = None if p.negate else f"ignored by {p.source}:{p.line}: `{p.text}`"
-        return verdict
+        return self.always_reason(rel, is_dir) or self._git.reason(rel, is_dir)
+
+
+class _Include:
+    """The paths of the code dir named in `include:` (relative POSIX), taken in whatever rule leaves them out."""
+
+    def __init__(self, root: Path, include: tuple[str, ...]) -> None:
+        real = root.resolve()
+        self.paths: set[str] = set()
+        for item in include:
+            path = Path(item)
+            if not path.is_absolute():
+                path = real / path
+            try:
+                rel = path.resolve().relative_to(real).as_posix()
+            except ValueError:
+                continue  # not in the code dir (an input dir's path)
+            if not path.exists():
+                raise InvalidInput(f"include: {item} does not exist in the code dir {root}",
+                                   fix="name an existing file or directory of the code dir, or remove the entry")
+            if rel != ".":
+                self.paths.add(rel)
+
+    def forced(self, rel: str) -> bool:
+        """`rel` or a directory above it is named."""
+        return any(rel == p or rel.startswith(p + "/") for p in self.paths)
+
+    def leads(self, rel: str) -> bool:
+        """A named path lies inside the directory `rel`."""
+        return any(p.startswith(rel + "/") for p in self.paths)
 
 
 # --------------------------------------------------------------------------- scanning
@@ -401,20 +268,10 @@ def _symlink_reason(link: Path, root_real: Path, matcher: _Matcher) -> str | Non
 
 
 def secret_content(path: Path, size: int) -> str | None:
-    """What secret `path` holds ("a PEM private key", ...), or None. Reads files of 1 to MAX_CONTENT_SCAN_BYTES
-    bytes in full (an empty file holds nothing and a pseudo file's reported size is 0); a file that holds
-    ALLOW_MARKER is never a secret by content. Raises OSError when the file cannot be read."""
-    if size == 0 or size > MAX_CONTENT_SCAN_BYTES:
-        with open(path, "rb"):  # readable? (opening a regular file never blocks)
-            return None
-    with open(path, "rb") as fh:
-        data = fh.read(MAX_CONTENT_SCAN_BYTES)
-    if ALLOW_MARKER in data:  # a file that only looks like a secret (test fixtures, a key parser), marked so
-        return None
-    for what, patterns in SECRET_CONTENT:
-        if all(p.search(data) for p in patterns):
-            return what
-    return None
+    """What secret `path` holds ("a PEM private key", "AWS Access Key (detect-secrets), line 3", ...), or None; see
+    cloudtune.secretfiles. A file that holds ALLOW_MARKER is never a secret by content. Raises OSError when the
+    file cannot be read."""
+    return content_reason(path, size)
 
 
 def _special_kind(mode: int) -> str:
@@ -487,28 +344,47 @@ def _list_dir(abs_dir: Path, rel_dir: str, budget: _Budget) -> list[os.DirEntry[
     return sorted(out, key=lambda e: e.name)
 
 
-def _scan(root: Path) -> tuple[list[_Entry], list[str]]:
-    """(the files to bundle, what was left out that a user may have meant to send: "path: reason").
+@dataclass
+class _ScanResult:
+    found: list[_Entry] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # "path: reason" -- secrets, special files, symlinks
+    ignored: list[str] = field(default_factory=list)  # "path: reason" -- what git ignores
+    included: list[str] = field(default_factory=list)  # "path: the rule `include` overrode"
 
-    Raises InvalidInput naming the path for a file or directory that cannot be read, and as soon as a budget
-    (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES) is passed."""
+
+def _excluded(out: _ScanResult, rel: str, is_dir: bool, why: str) -> None:
+    """Record an excluded path: a secret by name is listed, what git ignores is counted apart, caches are not."""
+    shown = f"{rel}{'/' if is_dir else ''}"
+    if why.startswith(SECRET_NAME_REASON):
+        out.left_out.append(f"{shown}: secret file name ({why.rsplit(': ', 1)[1]})")
+    elif why.startswith("ignored by"):
+        out.ignored.append(f"{shown}: {why}")
+
+
+def _scan(root: Path, include: tuple[str, ...] = ()) -> _ScanResult:
+    """The files to bundle and what was left out, ignored or taken in by `include`.
+
+    Raises InvalidInput naming the path for a file or directory that cannot be read, an `include` entry that does
+    not exist, and as soon as a budget (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES) is passed."""
     root_real = root.resolve()
     matcher = _Matcher(root)
+    forced = _Include(root, include)
     budget = _Budget(root)
-    found: list[_Entry] = []
-    left_out: list[str] = []
+    out = _ScanResult()
 
-    def walk(rel_dir: str, abs_dir: Path, stack: frozenset[Path]) -> None:
+    def walk(rel_dir: str, abs_dir: Path, stack: frozenset[Path], only_forced: bool, scan: Any) -> None:
         for e in _list_dir(abs_dir, rel_dir, budget):
             rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
             path = abs_dir / e.name
+            take = forced.forced(rel)
+            if only_forced and not take and not forced.leads(rel):
+                continue
             try:
-                link = e.is_symlink()
-                if link:
+                if e.is_symlink():
                     why = _symlink_reason(path, root_real, matcher)
-                    if why is not None:
+                    if why is not None and not take:
                         if matcher.reason(rel, False) is None:
-                            left_out.append(f"{rel}: {why}")
+                            out.left_out.append(f"{rel}: {why}")
                         continue
                     st = path.stat()
                 else:
@@ -517,32 +393,37 @@ def _scan(root: Path) -> tuple[list[_Entry], list[str]]:
                 raise _unreadable(path, rel, exc, is_dir=False) from None
             is_dir = stat.S_ISDIR(st.st_mode)
             why = matcher.reason(rel, is_dir)
-            if why is not None:
-                if why.startswith(SECRET_NAME_REASON):
-                    left_out.append(f"{rel}{'/' if is_dir else ''}: secret file name")
+            if why is not None and take:
+                out.included.append(f"{rel}{'/' if is_dir else ''}: {why}")
+            elif why is not None and not (is_dir and forced.leads(rel)):
+                _excluded(out, rel, is_dir, why)
                 continue
             if not is_dir and not stat.S_ISREG(st.st_mode):
-                left_out.append(f"{rel}: {_special_kind(st.st_mode)}")
+                out.left_out.append(f"{rel}: {_special_kind(st.st_mode)}")
                 continue
             if is_dir:
                 real = path.resolve()
-                if real in stack:
-                    continue  # a symlink loop back to an ancestor
-                walk(rel, path, stack | {real})
+                if real not in stack:  # (else a symlink loop back to an ancestor)
+                    walk(rel, path, stack | {real}, (only_forced or why is not None) and not take, scan)
                 continue
             try:
-                secret = secret_content(path, st.st_size)
+                secret = scan(path, st.st_size)
             except OSError as exc:
                 raise _unreadable(path, rel, exc, is_dir=False) from None
-            if secret is not None:
-                left_out.append(f"{rel}: holds {secret}")
+            if secret is not None and take:
+                out.included.append(f"{rel}: holds {secret}")
+            elif secret is not None:
+                out.left_out.append(f"{rel}: holds {secret}")
                 continue
             budget.file(rel, st.st_size)
-            found.append(_Entry(rel, path, st.st_size, st.st_mode))
+            out.found.append(_Entry(rel, path, st.st_size, st.st_mode))
 
-    walk("", root, frozenset({root_real}))
-    found.sort(key=lambda x: x.rel)
-    return found, sorted(left_out)
+    with content_scanner() as scan:
+        walk("", root, frozenset({root_real}), False, scan)
+    out.found.sort(key=lambda x: x.rel)
+    for items in (out.left_out, out.ignored, out.included):
+        items.sort()
+    return out
 
 
 def _explain(matcher: _Matcher, root: Path, rel: str, *, check_exists: bool = True) -> str | None:
@@ -580,7 +461,7 @@ def iter_bundle_files(code_dir: Path | str) -> list[str]:
     """The sorted relative POSIX paths of the files `build_bundle(code_dir)` would include (no extras).
 
     Raises InvalidInput when code_dir is missing, not a directory, unreadable in part, or over a budget."""
-    return [e.rel for e in _scan(_root(code_dir))[0]]
+    return [e.rel for e in _scan(_root(code_dir)).found]
 
 
 def explain_exclusion(code_dir: Path | str, rel_path: str | os.PathLike[str]) -> str | None:
@@ -671,20 +552,23 @@ def _write(out: BinaryIO, items: Iterator[tuple[str, int, int, BinaryIO | bytes]
                         tar.addfile(_tarinfo(name, size, mode), src)
 
 
-def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: dict[str, bytes] | None = None) -> Bundle:
+def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: dict[str, bytes] | None = None,
+                 include: tuple[str, ...] | list[str] = ()) -> Bundle:
     """Bundle code_dir as a deterministic `.tar.gz`: its sha256, size and file list.
 
     `dest` None -> nothing is written (`path` None; `Bundle.write` writes it later); an existing directory ->
     `<dest>/<sha256>.tar.gz`; else the file path to write, atomically. `extra_files` map archive paths (e.g.
     `.cloudtune/job.json`) to bytes and replace a scanned file of the same path. Secret files (by name or content,
-    see SECRET_NAMES and SECRET_CONTENT) are never included; `left_out` names them. Raises InvalidInput, naming
-    the path, for a missing code dir, one at / or in a pseudo file system, a file or directory that cannot be read,
-    and as soon as the scan passes a budget (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES).
+    see cloudtune.secretfiles) and what git ignores are not included (`left_out` and `ignored` name them), except
+    the paths in `include` (absolute, or relative to code_dir; a path outside code_dir is not the bundle's).
+    Raises InvalidInput, naming the path, for a missing code dir, one at / or in a pseudo file system, a file or
+    directory that cannot be read, an `include` entry of the code dir that does not exist, and as soon as the scan
+    passes a budget (MAX_SCAN_ENTRIES, MAX_BUNDLE_FILES, MAX_BUNDLE_BYTES).
     """
     root = _root(code_dir)
     extra = {_check_extra_path(k): bytes(v) for k, v in (extra_files or {}).items()}
-    scanned, left_out = _scan(root)
-    entries = [e for e in scanned if e.rel not in extra]
+    scanned = _scan(root, tuple(include))
+    entries = [e for e in scanned.found if e.rel not in extra]
     _check_size(root, entries, extra)
 
     items: dict[str, tuple[int, int, Source]] = {}
@@ -692,7 +576,8 @@ def build_bundle(code_dir: Path | str, dest: Path | None = None, extra_files: di
         items[e.rel] = (e.size, 0o755 if e.mode & 0o111 else 0o644, e.path)
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return replace(_write_archive(items, dest), root=str(root), left_out=tuple(left_out))
+    return replace(_write_archive(items, dest), root=str(root), left_out=tuple(scanned.left_out),
+                   ignored=tuple(scanned.ignored), included=tuple(scanned.included), include=tuple(include))
 
 
 Source = Union[Path, bytes]
@@ -773,5 +658,7 @@ def extend_bundle(base: Bundle | None, extra_files: dict[str, bytes], dest: Path
         items.update({k: v for k, v in base.items.items() if k not in extra})
     for name, data in extra.items():
         items[name] = (len(data), 0o644, data)
-    return replace(_write_archive(items, dest), root=base.root if base is not None else None,
-                   left_out=base.left_out if base is not None else ())
+    if base is None:
+        return _write_archive(items, dest)
+    return replace(_write_archive(items, dest), root=base.root, left_out=base.left_out, ignored=base.ignored,
+                   included=base.included, include=base.include)

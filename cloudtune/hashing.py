@@ -153,7 +153,8 @@ def _announce(line: str) -> None:
 
 
 def digest(path: Path, notice: Callable[[str], None] = _announce) -> tuple[int, str]:
-    """(total bytes, sha256). A directory hashes its sorted relative paths and their file hashes.
+    """(total bytes, sha256). A directory hashes its sorted relative paths and their file hashes: the files that
+    are uploaded, without credential files (cloudtune.secretfiles.input_files).
 
     The tree is sized from `stat` first: a special file anywhere in it is refused (InvalidInput) before any read,
     and a huge tree is announced through `notice` (default: one line on stderr) before hashing starts."""
@@ -167,10 +168,11 @@ def digest(path: Path, notice: Callable[[str], None] = _announce) -> tuple[int, 
                "this reads every byte")
     if not path.is_dir():
         return path.stat().st_size, file_sha256(path)
+    from cloudtune.secretfiles import input_files
+
     h = hashlib.sha256()
     total = 0
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path).as_posix()
+    for f, rel in input_files(path)[0]:
         total += f.stat().st_size
         h.update(rel.encode() + b"\0" + file_sha256(f).encode() + b"\n")
     return total, h.hexdigest()

@@ -487,6 +487,8 @@ class JobSpec(_Strict):
     train: TrainSpec | None = None
     command: str | None = Field(None, description="command run in the bundled code dir instead of `train`")
     code: str = Field(".", description="source dir bundled with the job when `command` is used")
+    include: list[str] = Field(default_factory=list, description="paths in the code dir bundled on purpose although "
+                               "a secret rule or .gitignore leaves them out (as `code` is written)")
     env: dict[EnvName, str] = Field(default_factory=dict, description="plain, non-secret environment variables")
     secrets: dict[SecretName, str] = Field(default_factory=dict, description="NAME -> secret reference")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
@@ -926,6 +928,8 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
 
     inputs = {k: (v if is_remote(v) else absolute(("inputs", k), v)) for k, v in spec.inputs.items()}
     update: dict[str, Any] = {"inputs": inputs, "code": absolute(("code",), spec.code, data=False)}
+    if spec.include:
+        update["include"] = [absolute(("include", str(i)), v, data=False) for i, v in enumerate(spec.include)]
     if spec.train is not None:
         paths: dict[str, Any] = {}
         for key in ("model", "base_model"):
@@ -1001,10 +1005,13 @@ def check_offline(spec: JobSpec) -> list[str]:
         meaning = load_catalog().meaning_note(spec.resources.accelerator)  # `A100:8`: which part it means
         notes += [meaning] if meaning else []
     if spec.command is not None:
-        from cloudtune.bundle import build_bundle
+        from cloudtune.bundle import build_bundle, left_out_note
 
-        build_bundle(Path(spec.code))
-    return notes
+        note = left_out_note(build_bundle(Path(spec.code), include=spec.include))
+        notes += [note] if note else []
+    from cloudtune.secretfiles import secret_notes
+
+    return notes + secret_notes(spec.env, spec.inputs)
 
 
 def json_schema() -> dict[str, Any]:

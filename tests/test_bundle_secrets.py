@@ -169,7 +169,7 @@ def test_left_out_survives_extension(tmp_path: Path) -> None:
     root = tmp_path / "code"
     write(root, {"a.py": "", ".npmrc": MARK})
     b = extend_bundle(build_bundle(root), {".cloudtune/x": b"1"})
-    assert b.left_out == (".npmrc: secret file name",)
+    assert b.left_out == (".npmrc: secret file name (matches `.npmrc`)",)
 
 
 # ----------------------------------------------------------------------------------------- layouts
@@ -382,7 +382,7 @@ def test_a_marked_file_that_only_looks_like_a_secret_goes(tmp_path: Path) -> Non
                  "fixture.pem": "# pragma: allowlist secret\n" + pem()})
     b = build_bundle(root)
     assert b.files == ("test_keys.py",)  # the marker lifts the content rule, never the name rule
-    assert b.left_out == ("fixture.pem: secret file name",)
+    assert b.left_out == ("fixture.pem: secret file name (matches `*.pem`)",)
 
 
 @pytest.mark.parametrize("unit", [b"  token: abcdefghij\n", b'{"type": "service_account"}\n', b'"refresh_token": 1,\n',

@@ -87,9 +87,12 @@ def verify_source(up: Upload) -> Path:
 
 
 def _files(src: Path, key: str) -> list[tuple[Path, str]]:
+    """(file, object key) of what is sent: a directory's files without its credential files (as the plan hashed)."""
     if src.is_dir():
+        from cloudtune.secretfiles import input_files
+
         prefix = key if key.endswith("/") else key + "/"
-        return [(f, prefix + f.relative_to(src).as_posix()) for f in sorted(p for p in src.rglob("*") if p.is_file())]
+        return [(f, prefix + rel) for f, rel in input_files(src)[0]]
     return [(src, key)]
 
 

@@ -52,7 +52,10 @@ def compose(user: "Bundle | None", files: dict[str, dict[str, str]]) -> "Bundle"
 
 
 def recipe(user: "Bundle | None", files: dict[str, dict[str, str]]) -> dict[str, Any]:
-    return {"kind": "code-bundle", "code": user.root if user is not None else None, "files": files}
+    out: dict[str, Any] = {"kind": "code-bundle", "code": user.root if user is not None else None, "files": files}
+    if user is not None and user.include:
+        out["include"] = list(user.include)
+    return out
 
 
 def wheelhouse(target: str, home: Path, base_uri: str, lock_dir: Path | None = None) -> "Upload":
@@ -92,7 +95,7 @@ def stage(up: "Upload") -> None:
     from cloudtune.bundle import build_bundle
 
     code = up.build.get("code")
-    user = build_bundle(code) if code else None
+    user = build_bundle(code, include=tuple(up.build.get("include") or ())) if code else None
     bundle = compose(user, up.build.get("files") or {})
     if bundle.sha256 != up.sha256:
         raise InvalidInput(f"the code bundle changed since the plan was made (sha256 {up.sha256[:12]} planned, "

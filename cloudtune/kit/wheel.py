@@ -21,6 +21,7 @@ import base64
 import hashlib
 import io
 import os
+import re
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -114,13 +115,23 @@ def _metadata(pkg: Path) -> _Meta:
     return found or _meta_from_installed()
 
 
+# Dependencies of the launching machine only (the code bundle's scan: cloudtune.bundle, cloudtune.secretfiles): a
+# job never bundles, so the carried wheel does not require them and the stock-image wheelhouses need not hold them.
+LAUNCH_SIDE_ONLY: tuple[str, ...] = ("detect-secrets", "pathspec")
+
+
+def _launch_side_only(requirement: str) -> bool:
+    name = re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0]
+    return name.lower().replace("_", "-") in LAUNCH_SIDE_ONLY
+
+
 def _metadata_text(meta: _Meta) -> str:
     lines = ["Metadata-Version: 2.1", f"Name: {meta.name}", f"Version: {meta.version}",
              "Summary: cloudtune (carried into a cloud job by its launcher)"]
     if meta.requires_python:
         lines.append(f"Requires-Python: {meta.requires_python}")
     lines += [f"Provides-Extra: {e}" for e in meta.extras]
-    lines += [f"Requires-Dist: {r}" for r in meta.requires]
+    lines += [f"Requires-Dist: {r}" for r in meta.requires if not _launch_side_only(r)]
     return "\n".join(lines) + "\n"
 
 

@@ -85,13 +85,21 @@ def clone_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], stats: 
     return method
 
 
-def copy_tree(src: Path, dest_dir: Path, stats: CopyStats | None = None) -> CopyStats:
+def copy_tree(src: Path, dest_dir: Path, stats: CopyStats | None = None, *, uploaded_only: bool = False) -> CopyStats:
     """Copy a file into `dest_dir` under its own name, or a directory's contents into `dest_dir`.
 
-    Symlinks inside a directory are copied as the files they point to, so the copy holds no link to the user's files."""
+    Symlinks inside a directory are copied as the files they point to, so the copy holds no link to the user's files.
+    `uploaded_only`: a directory's files as a cloud job would get them when uploaded, without credential files
+    (cloudtune.secretfiles.input_files)."""
     stats = stats if stats is not None else CopyStats()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
+    if src.is_dir() and uploaded_only:
+        from cloudtune.secretfiles import input_files
+
+        for path, rel in input_files(src)[0]:
+            (dest_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            clone_file(path, dest_dir / rel, stats)
+    elif src.is_dir():
         shutil.copytree(src, dest_dir, dirs_exist_ok=True, symlinks=False,
                         copy_function=lambda s, d: clone_file(s, d, stats))
     else:

@@ -117,7 +117,7 @@ def materialise(plan: dict[str, Any]) -> CopyStats:
             with tarfile.open(src) as tar:
                 tar.extractall(dest, filter="data")
         else:
-            copy_tree(src, dest, stats)
+            copy_tree(src, dest, stats, uploaded_only=True)  # as a cloud job gets an uploaded input
     for node in request["nodes"]:
         Path(node["cwd"]).mkdir(parents=True, exist_ok=True)
         for rel, content in node["files"].items():
