@@ -21,6 +21,27 @@ from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
 SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
 
 
+def _launch_alive(extra: dict[str, Any]) -> bool:
+    """Whether the process that recorded a launch may still be making it: its pid is alive on this host (on another
+    host, it is taken to be alive for an hour after the record)."""
+    import socket
+
+    pid = extra.get("launch_pid")
+    if extra.get("launch_host") != socket.gethostname():
+        return time.time() - float(extra.get("launch_at", 0) or 0) < 3600
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def make_suffix(now: float | None = None) -> str:
     """The per-launch job-name suffix: UTC time + 4 random hex digits (made once, reused by retries)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
@@ -124,9 +145,11 @@ class Job:
         detached job, whose outcome the local supervisor recorded) is asked once more for it. What the launcher
         says is written back (state, failure reason) without ever moving an ended job back to a running state.
         """
-        record = self._record
+        record = self._confirm()
         if record.state in TERMINAL_STATES and (record.state == "succeeded" or "failure_reason" in record.extra):
             return record.state
+        if record.extra.get("launch") == "unconfirmed":
+            return record.state  # its launch is still under way: nothing to ask yet
         st = self._launcher.status(self.ref())
         extra: dict[str, Any] = {}
         if st.exit_code is not None and st.exit_code != record.extra.get("exit_code"):
@@ -141,6 +164,24 @@ class Job:
         if st.state != record.state or extra:
             self._record = self._store.record_status(self.job_id, st.state, **extra)
         return self._record.state
+
+    def _confirm(self) -> JobRecord:
+        """A launch recorded before its create call and not seen since (`submit`) is looked up on the provider by its
+        plan's name (`launcher.find`): found, the record gets the provider's handle; not found once the launching
+        process has ended, the job is marked failed ("never created"); while that process still runs, it stays
+        pending. Returns the (updated) record."""
+        r = self._record
+        find = getattr(self._launcher, "find", None)
+        if r.extra.get("launch") != "unconfirmed" or r.plan is None or find is None:
+            return r
+        ref = find(Plan.from_dict(r.plan))
+        if ref is not None:
+            self._record = _confirmed(r, ref, self._store)
+        elif not _launch_alive(r.extra):
+            reason = (f"the launch ended before {r.provider} made the job (no job named {r.job_id} there): nothing "
+                      f"runs and nothing is billed")
+            self._record = self._store.record_status(r.job_id, "failed", launch="never created", failure_reason=reason)
+        return self._record
 
     def progress(self) -> dict[str, Any]:
         """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
@@ -228,6 +269,7 @@ class Job:
         return result
 
     def logs(self, follow: bool = False) -> Iterator[str]:
+        self._confirm()
         return self._launcher.logs(self.ref(), follow=follow)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
@@ -240,6 +282,10 @@ class Job:
         return state
 
     def cancel(self) -> None:
+        """Stop the job (a launch not seen yet is looked up first: `_confirm`; one the provider never made has
+        nothing to stop)."""
+        if self._confirm().extra.get("launch") in ("unconfirmed", "never created"):
+            return
         self._launcher.cancel(self.ref())
 
     def download(self, dest: str | os.PathLike[str] | None = None, *, checkpoints: bool = False,
@@ -280,32 +326,88 @@ class Job:
                             fix=f"cloudtune logs {self.job_id}")
 
 
+def _launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
+    """The store record written before the provider's create call: the job id is the plan's deterministic name, and
+    `extra["launch"] = "unconfirmed"` with this process's host and pid says that nobody has seen the job yet."""
+    import socket
+
+    now = time.time()
+    return JobRecord(job_id=plan_.job_name, provider=plan_.provider, name=plan_.spec.get("name", plan_.job_name),
+                     state="pending", created_at=now, updated_at=now, model_uri=plan_.model_uri, spec_path=spec_path,
+                     plan=plan_.to_dict(), extra={"launch": "unconfirmed", "launch_host": socket.gethostname(),
+                                                  "launch_pid": os.getpid(), "launch_at": now})
+
+
+def _confirmed(record: JobRecord, ref: JobRef, store: JobStore) -> JobRecord:
+    """Write what the provider said about a job it made (its handle, console, model) onto the launch's record."""
+    extra = {**record.extra, **{k: v for k, v in ref.extra.items() if k != "job_dir"}, "launch": "confirmed"}
+    for key in ("launch_host", "launch_pid", "launch_at"):
+        extra.pop(key, None)
+    return store.update(record.job_id, native_id=ref.native_id, model_uri=ref.model_uri, console_url=ref.console_url,
+                        job_dir=ref.extra.get("job_dir"), extra=extra)
+
+
 def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None) -> Job:
-    """Consume a Plan: submit it and record the job."""
+    """Consume a Plan: record the launch, submit it, and record what the provider made.
+
+    The record is written BEFORE the provider's create call, under the plan's deterministic job name, so that a
+    launch killed between the create and the record still leaves a job `cloudtune list` shows and `cancel` stops
+    (the next `status`/`list` looks it up: `Job.status`). A create whose answer was lost (CreateUnconfirmed)
+    keeps the record and says so; any other failure removes it (nothing was made)."""
+    from cloudtune.kit.retry import CloudError, CreateUnconfirmed
+
     launcher = launcher or get_launcher(plan_.provider)
     store = store or JobStore()
-    ref = launcher.submit(plan_)
-    now = time.time()
-    record = JobRecord(
-        job_id=ref.job_id, provider=ref.provider, name=plan_.spec.get("name", plan_.job_name), state="pending",
-        created_at=now, updated_at=now, native_id=ref.native_id, model_uri=ref.model_uri,
-        console_url=ref.console_url, job_dir=ref.extra.get("job_dir"), spec_path=spec_path, plan=plan_.to_dict(),
-        extra={k: v for k, v in ref.extra.items() if k != "job_dir"},
-    )
+    record = _launch_record(plan_, spec_path)
     try:
         store.add(record)
     except Exception:
-        record = store.get(ref.job_id)  # already recorded by an earlier try of this same plan
-    return Job(record, launcher, store)
+        record = store.get(plan_.job_name)  # already recorded by an earlier try of this same plan
+    try:
+        ref = launcher.submit(plan_)
+    except CreateUnconfirmed as exc:
+        raise CloudError(f"{exc.message}; the job may have been created: cloudtune status {record.job_id}",
+                         fix=f"run `cloudtune status {record.job_id}` (it looks the job up by its name); launching "
+                             f"the same spec again adopts that job instead of paying for a second one") from None
+    except Exception:
+        store.discard_launch(record.job_id)  # the launch failed before the provider made anything
+        raise
+    return Job(_confirmed(record, ref, store), launcher, store)
+
+
+def _earlier_launch(plan_: Plan, launcher: Launcher, store: JobStore) -> Job | None:
+    """The job of an earlier launch of the same plan (same spec and uploads) whose create answer was lost, when the
+    provider has it: a relaunch follows that job instead of paying for a second one. Launches the provider does
+    not have are marked failed on the way (`Job.status`)."""
+    def key(plan: dict[str, Any]) -> tuple[Any, ...]:
+        return (plan.get("spec"), sorted(u.get("sha256", "") for u in plan.get("uploads") or ()))
+
+    wanted = key(plan_.to_dict())
+    for record in store.unconfirmed(plan_.provider):
+        if record.plan is None or key(record.plan) != wanted:
+            continue
+        job = Job(record, launcher, store)
+        job.status()
+        if job.record.extra.get("launch") == "confirmed":
+            import sys
+
+            print(f"[cloudtune] an earlier launch of this spec made {job.job_id} (its answer was lost): following it "
+                  f"instead of launching a second job", file=sys.stderr, flush=True)
+            return job
+    return None
 
 
 def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, launcher: Launcher | None = None,
            overrides: list[str] | None = None, **kw_overrides: Any) -> Job | Plan:
-    """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on)."""
+    """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on).
+    A launch of the same spec as an earlier one whose create answer was lost returns that job when the provider
+    has it (`_earlier_launch`): never a second paid job."""
     compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
     if dry_run:
         return compiled
-    return submit(compiled, launcher=launcher, spec_path=spec_path)
+    store = JobStore()
+    return _earlier_launch(compiled, launcher, store) or submit(compiled, launcher=launcher, spec_path=spec_path,
+                                                                 store=store)
 
 
 def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | None = None) -> Job:

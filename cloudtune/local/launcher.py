@@ -166,6 +166,10 @@ class LocalLauncher:
         )
         return self._ref(plan)
 
+    def find(self, plan: Plan) -> JobRef | None:
+        """The job `plan` made: its job directory has a state file once `submit` started it; None otherwise."""
+        return self._ref(plan) if (Path(plan.request["job_dir"]) / "state.json").exists() else None
+
     def _with_free_port(self, plan: Plan) -> Plan:
         port = int(next(iter(plan.request["nodes"]))["env"].get("MASTER_PORT", "0") or 0)
         if not port:

@@ -254,9 +254,19 @@ class AwsLauncher(CloudLauncher):
         request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
         arn = self._create(request, region)
-        ref = self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
-        checkpoints = (request.get("CheckpointConfig") or {}).get("S3Uri")
+        return self._plan_ref(plan, arn, self.last_uploaded_bytes)
+
+    def _plan_ref(self, plan: Plan, arn: str, uploaded: int = 0) -> JobRef:
+        ref = self._ref(plan.job_name, arn, self._region_of(plan), plan.model_uri, uploaded=uploaded)
+        checkpoints = (plan.request.get("CheckpointConfig") or {}).get("S3Uri")
         return replace(ref, extra={**ref.extra, "checkpoint_uri": checkpoints}) if checkpoints else ref
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The training job `plan` made, looked up by its name (DescribeTrainingJob); None when SageMaker has none."""
+        sm = self.sagemaker(self._region_of(plan))
+        described = self.caller.call(sm.describe_training_job, TrainingJobName=plan.job_name, missing_ok=True,
+                                     what="look up the training job")
+        return None if described is None else self._plan_ref(plan, described["TrainingJobArn"])
 
     def _resolve_inputs(self, plan: Plan, store: S3Store) -> dict[str, Any]:
         """The request with each s3:// input channel looked up once: a folder written without its trailing '/'

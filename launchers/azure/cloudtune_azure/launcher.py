@@ -131,14 +131,23 @@ class AzureLauncher(CloudLauncher):
         self._check_remote_inputs(plan, store)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
         self._register_code(plan, settings)
-        name = self._create(plan, settings)
+        return self._plan_ref(plan, self._create(plan, settings), self.last_uploaded_bytes)
+
+    def _plan_ref(self, plan: Plan, name: str, uploaded: int = 0) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("azure") or {}
         # the model in long form: a later `train.model: job:<this job>` knows which workspace holds it
         return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
                       model_uri=long_form(self._workspace(settings), plan.model_uri) if plan.model_uri else None,
                       extra={"subscription_id": settings["subscription_id"], "resource_group": settings["resource_group"],
                              "workspace": settings["workspace"], "job_name": plan.job_name,
                              "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
-                             "uploaded_bytes": self.last_uploaded_bytes})
+                             "uploaded_bytes": uploaded})
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The command job `plan` made, looked up by its name; None when the workspace has none."""
+        client = self.ml_client((plan.spec.get("providers") or {}).get("azure") or {})
+        job = self.caller.call(client.jobs.get, plan.request["name"], what="look up the command job", missing_ok=True)
+        return None if job is None else self._plan_ref(plan, str(job.name))
 
     def _check_remote_inputs(self, plan: Plan, store: BlobStore) -> None:
         """Each azureml:// input exists, and is the file or folder its entry says (before anything is paid for)."""

@@ -246,12 +246,36 @@ class GcpLauncher(CloudLauncher):
             # the /gcs mount reads a path, not a prefix: look it up only to refuse a missing or ambiguous input
             resolve_input(store, uri, self.caller.call, prefix_match=False)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
-        name = self._create(plan, region)
-        job_id = name.rsplit("/", 1)[-1]
-        return JobRef(provider="gcp", job_id=plan.job_name, native_id=name, console_url=console_url(project, region, job_id),
-                      model_uri=plan.model_uri, extra={"project": project, "region": region, "job_name": plan.job_name,
-                                                       "uploaded_bytes": self.last_uploaded_bytes,
-                                                       "checkpoint_uri": _checkpoint_dir(plan.request)})
+        return self._plan_ref(plan, self._create(plan, region), self.last_uploaded_bytes)
+
+    @staticmethod
+    def _plan_ref(plan: Plan, name: str, uploaded: int = 0) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("gcp") or {}
+        project, region = settings["project"], settings["region"]
+        return JobRef(provider="gcp", job_id=plan.job_name, native_id=name,
+                      console_url=console_url(project, region, name.rsplit("/", 1)[-1]), model_uri=plan.model_uri,
+                      extra={"project": project, "region": region, "job_name": plan.job_name, "uploaded_bytes": uploaded,
+                             "checkpoint_uri": _checkpoint_dir(plan.request)})
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The custom job `plan` made, looked up by its launch label; None when Vertex AI has none."""
+        region = ((plan.spec.get("providers") or {}).get("gcp") or {})["region"]
+        name = self.caller.call(self._finder(plan, region), what="look up the custom job")
+        return None if name is None else self._plan_ref(plan, name)
+
+    def _finder(self, plan: Plan, region: str) -> Any:
+        """A call that returns the resource name of the job labelled with `plan`'s launch label, or None."""
+        client = self.job_client(region)
+        parent = plan.request["parent"]
+        launch = plan.request["customJob"]["labels"][LAUNCH_LABEL]
+
+        def find() -> str | None:
+            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
+                                            retry=None, timeout=CALL_TIMEOUT_S)
+            names = [job.name for job in pager]
+            return names[0] if names else None
+
+        return find
 
     def _create(self, plan: Plan, region: str) -> str:
         """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
@@ -260,19 +284,12 @@ class GcpLauncher(CloudLauncher):
         client = self.job_client(region)
         parent = plan.request["parent"]
         body = plan.request["customJob"]
-        launch = body["labels"][LAUNCH_LABEL]
 
         def create() -> str:
             job = CustomJob.from_json(_json(body))
             return client.create_custom_job(parent=parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name
 
-        def find() -> str | None:
-            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
-                                            retry=None, timeout=CALL_TIMEOUT_S)
-            names = [job.name for job in pager]
-            return names[0] if names else None
-
-        return self.caller.create_once(create, find, what="create the custom job")
+        return self.caller.create_once(create, self._finder(plan, region), what="create the custom job")
 
     # ================================================================ after submit
     @staticmethod
