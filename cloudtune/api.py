@@ -326,7 +326,7 @@ class Job:
                             fix=f"cloudtune logs {self.job_id}")
 
 
-def _launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
+def launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
     """The store record written before the provider's create call: the job id is the plan's deterministic name, and
     `extra["launch"] = "unconfirmed"` with this process's host and pid says that nobody has seen the job yet."""
     import socket
@@ -358,7 +358,7 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
 
     launcher = launcher or get_launcher(plan_.provider)
     store = store or JobStore()
-    record = _launch_record(plan_, spec_path)
+    record = launch_record(plan_, spec_path)
     try:
         store.add(record)
     except Exception:

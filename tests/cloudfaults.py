@@ -111,6 +111,24 @@ def cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> Run
     return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
+def start_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`python -m cloudtune.cli ARGS` started in the background (the environment of `cli`); the caller stops it by
+    its PID (`proc.kill(); proc.wait()`)."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")}
+    return subprocess.Popen([sys.executable, "-m", "cloudtune.cli", *args], cwd=cwd, env={**base, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_during_create(proc: subprocess.Popen[bytes], created: threading.Event, timeout: float = 120) -> None:
+    """SIGKILL `proc` once its create reached the service (`created` set), as a CLI killed between the cloud's
+    create and the job store's write; waits for it (no zombie is left to look alive)."""
+    try:
+        assert created.wait(timeout), "the create never reached the service"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def assert_one_error(run: Run, rc: int, *needles: str) -> str:
     """The run ended with exit `rc` and one error (its line and its "To fix:" line), no traceback; returns it."""
     assert run.rc == rc, (run.rc, run.out, run.err)

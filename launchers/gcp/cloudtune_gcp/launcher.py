@@ -72,7 +72,7 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         url = getattr(getattr(exc, "request", None), "url", None) or ""
         where = f" {urlsplit(url).scheme}://{urlsplit(url).netloc}" if url else ""
-        refused = isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout)
+        refused = _never_sent(exc)
         return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__})",
                          f"check the network (and {ENDPOINT_VAR} or STORAGE_EMULATOR_HOST if set), then launch again",
                          service=_service_of(url), endpoint=where.strip() if refused else "")
@@ -80,6 +80,21 @@ def classify(exc: BaseException) -> ErrorInfo | None:
 
 
 _METHOD_URL = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
+
+
+def _never_sent(exc: Any) -> bool:
+    """Whether a requests error means the request never reached the service (a refused or timed-out connection),
+    rather than an answer that was lost after it was sent (a dropped connection, a read timeout): only the former
+    marks the endpoint unreachable, and only the latter may have created a job (kit.retry.Caller.create_once)."""
+    import requests
+    from urllib3 import exceptions as u3
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ReadTimeout) or not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), (u3.NewConnectionError, u3.ConnectTimeoutError))
 
 
 def _service_of(text: str) -> str:
