@@ -243,6 +243,20 @@ def _code_upload(bundle: "Bundle | None", base: str, home: Path, settings: Azure
     return up, f"azureml:{workspace_id(settings)}/codes/{CODE_ASSET}/versions/{code.sha256[:16]}"
 
 
+# azure-ai-ml's reserved compute name for serverless compute (azure.ai.ml.constants._common.SERVERLESS_COMPUTE)
+SERVERLESS_COMPUTE = "serverless"
+
+
+def _serverless(settings: AzureSettings, notes: list[str]) -> AzureSettings:
+    """`compute: serverless` (or `azureml:serverless`) is serverless compute, not a cluster of that name: the
+    settings with `compute` unset, and a note saying so."""
+    if (settings.compute or "").removeprefix("azureml:").lower() != SERVERLESS_COMPUTE:
+        return settings
+    notes.append(f"compute {settings.compute}: azure-ai-ml's reserved name for serverless compute, sized from "
+                 "resources (no cluster is named in the request)")
+    return settings.model_copy(update={"compute": None})
+
+
 def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
                  lock_dir: Path | None = None) -> Plan:
     """Compile a spec into a command job Plan. Pure and offline (see the module docstring)."""
@@ -250,6 +264,7 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
 
     spec = with_model_input(spec, "azure")
     notes: list[str] = []
+    settings = _serverless(settings, notes)
     _check_settings(spec, settings)
     name = AZUREML_JOB.check(spec.name, suffix)
     base = f"azureml://datastores/{settings.datastore}/paths/{settings.prefix.strip('/')}"
