@@ -347,7 +347,8 @@ def _confirmed(record: JobRecord, ref: JobRef, store: JobStore) -> JobRecord:
                         job_dir=ref.extra.get("job_dir"), extra=extra)
 
 
-def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None) -> Job:
+def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None,
+           resumed_from: str | None = None) -> Job:
     """Consume a Plan: record the launch, submit it, and record what the provider made.
 
     The record is written BEFORE the provider's create call, under the plan's deterministic job name, so that a
@@ -359,6 +360,8 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
     launcher = launcher or get_launcher(plan_.provider)
     store = store or JobStore()
     record = launch_record(plan_, spec_path)
+    if resumed_from:
+        record.extra["resumed_from"] = resumed_from
     try:
         store.add(record)
     except Exception:
@@ -398,16 +401,57 @@ def _earlier_launch(plan_: Plan, launcher: Launcher, store: JobStore) -> Job | N
 
 
 def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, launcher: Launcher | None = None,
-           overrides: list[str] | None = None, **kw_overrides: Any) -> Job | Plan:
+           overrides: list[str] | None = None, resume: str | None = None, **kw_overrides: Any) -> Job | Plan:
     """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on).
     A launch of the same spec as an earlier one whose create answer was lost returns that job when the provider
-    has it (`_earlier_launch`): never a second paid job."""
+    has it (`_earlier_launch`): never a second paid job. With `resume` (a job id or unique prefix), the new job
+    starts from that job's newest checkpoint on the same provider (`resume_plan`); the store links the two
+    (`extra["resumed_from"]` on the new job, `extra["resumed_by"]` on the earlier one)."""
     compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
+    earlier = None
+    if resume is not None:
+        earlier = JobStore.lookup(resume)  # read-only: a dry run writes nothing
+        compiled = resume_plan(compiled, launcher, earlier)
     if dry_run:
         return compiled
     store = JobStore()
-    return _earlier_launch(compiled, launcher, store) or submit(compiled, launcher=launcher, spec_path=spec_path,
-                                                                 store=store)
+    if earlier is None:
+        found = _earlier_launch(compiled, launcher, store)
+        if found is not None:
+            return found
+    job = submit(compiled, launcher=launcher, spec_path=spec_path, store=store,
+                 resumed_from=earlier.job_id if earlier else None)
+    if earlier is not None:
+        store.record_status(earlier.job_id, earlier.state, resumed_by=job.job_id)
+    return job
+
+
+def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:
+    """`plan_` made to start from `earlier`'s newest checkpoint by its launcher's `resume(plan, ref)`. InvalidInput
+    (exit 2) when `earlier` ran on another provider, has not ended, succeeded (nothing to resume), has no checkpoint
+    location recorded, or the launcher cannot resume."""
+    from cloudtune.errors import InvalidInput
+
+    job_id = earlier.job_id
+    if earlier.provider != plan_.provider:
+        raise InvalidInput(f"--resume {job_id}: that job ran on {earlier.provider}, not {plan_.provider}",
+                           fix=f"launch with --provider {earlier.provider} (a job resumes on the cloud that holds its "
+                               "checkpoints)")
+    if earlier.state in ("pending", "running") or earlier.extra.get("launch") == "unconfirmed":
+        raise InvalidInput(f"--resume {job_id}: that job is {earlier.state}, not stopped",
+                           fix=f"stop it first (`cloudtune cancel {job_id}`), or follow it (`cloudtune logs -f {job_id}`)")
+    if earlier.state == "succeeded":
+        raise InvalidInput(f"--resume {job_id}: that job succeeded; there is nothing to resume",
+                           fix=f"launch without --resume, or train on from its model (train.model: job:{job_id})")
+    if not earlier.extra.get("checkpoint_uri"):
+        raise InvalidInput(f"--resume {job_id}: no checkpoint location is recorded for that job",
+                           fix="launch without --resume (the job starts from step 0)")
+    resume = getattr(launcher, "resume", None)
+    if resume is None:
+        raise InvalidInput(f"--resume: the {plan_.provider!r} launcher cannot resume a job", fix="launch without --resume")
+    ref = JobRef(earlier.provider, job_id, earlier.native_id or job_id, earlier.console_url, earlier.model_uri,
+                 dict(earlier.extra))
+    return resume(plan_, ref)
 
 
 def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | None = None) -> Job:

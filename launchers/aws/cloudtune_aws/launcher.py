@@ -264,6 +264,16 @@ class AwsLauncher(CloudLauncher):
         checkpoints = (plan.request.get("CheckpointConfig") or {}).get("S3Uri")
         return replace(ref, extra={**ref.extra, "checkpoint_uri": checkpoints}) if checkpoints else ref
 
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: its CheckpointConfig S3 URI is the earlier job's,
+        which SageMaker copies into /opt/ml/checkpoints before the job starts (the runtime resumes from the newest
+        complete checkpoint there)."""
+        uri = str(earlier.extra.get("checkpoint_uri") or self._checkpoint_uri(earlier))
+        request = copy.deepcopy(plan.request)
+        request["CheckpointConfig"]["S3Uri"] = uri
+        return replace(plan, request=request, notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint "
+                                                                   f"(CheckpointConfig {uri})"))
+
     def find(self, plan: Plan) -> JobRef | None:
         """The training job `plan` made, looked up by its name (DescribeTrainingJob); None when SageMaker has none."""
         sm = self.sagemaker(self._region_of(plan))

@@ -148,6 +148,17 @@ class AzureLauncher(CloudLauncher):
                              "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
                              "uploaded_bytes": uploaded})
 
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: its `checkpoints` output is the earlier job's
+        folder (mounted read-write), where the runtime resumes from the newest complete checkpoint."""
+        import copy
+
+        uri = str(earlier.extra.get("checkpoint_uri") or "")
+        request = copy.deepcopy(plan.request)
+        request["outputs"]["checkpoints"]["path"] = uri
+        return replace(plan, request=request, notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint "
+                                                                   f"(its checkpoints output {uri})"))
+
     def find(self, plan: Plan) -> JobRef | None:
         """The command job `plan` made, looked up by its name; None when the workspace has none."""
         client = self.ml_client((plan.spec.get("providers") or {}).get("azure") or {})

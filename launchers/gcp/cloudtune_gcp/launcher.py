@@ -272,6 +272,26 @@ class GcpLauncher(CloudLauncher):
                       extra={"project": project, "region": region, "job_name": plan.job_name, "uploaded_bytes": uploaded,
                              "checkpoint_uri": _checkpoint_dir(plan.request)})
 
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: Vertex AI derives AIP_CHECKPOINT_DIR (and the model
+        dir) from baseOutputDirectory, so the job writes under the earlier job's output directory, where the runtime
+        resumes from the newest complete checkpoint. Refused for an earlier job that left a model (`api.launch`
+        resumes only jobs that failed or were cancelled)."""
+        import copy
+
+        from cloudtune.contracts import vertex as vx
+
+        checkpoints = str(earlier.extra.get("checkpoint_uri") or "").rstrip("/")
+        if not checkpoints.endswith("/checkpoints"):
+            raise InvalidInput(f"job {earlier.job_id} has no Vertex AI checkpoint dir recorded",
+                               fix="launch again without --resume")
+        base = checkpoints[: -len("/checkpoints")]
+        request = copy.deepcopy(plan.request)
+        request["customJob"]["jobSpec"]["baseOutputDirectory"] = {"outputUriPrefix": base}
+        return replace(plan, request=request, model_uri=vx.output_dirs(base)[vx.MODEL_DIR_VAR],
+                       notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint (its output directory "
+                                           f"{base}, which this job's model and checkpoints also go to)"))
+
     def find(self, plan: Plan) -> JobRef | None:
         """The custom job `plan` made, looked up by its launch label; None when Vertex AI has none."""
         region = ((plan.spec.get("providers") or {}).get("gcp") or {})["region"]
