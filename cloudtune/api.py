@@ -273,13 +273,42 @@ class Job:
         return self._launcher.logs(self.ref(), follow=follow)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
-        """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds."""
+        """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds.
+
+        On a provider that restarts no job itself (its launcher's `relaunches_preempted`: Azure ML), a failed attempt
+        that was preempted or hit an infrastructure failure is launched again while retries are left (`_relaunch`),
+        and this handle follows the new attempt."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (state := self.status()) not in TERMINAL_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
-            time.sleep(poll)
-        return state
+        while True:
+            while (state := self.status()) not in TERMINAL_STATES:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
+                time.sleep(poll)
+            if state != "failed" or not self._relaunch():
+                return state
+
+    def _relaunch(self) -> bool:
+        """Launch the failed attempt again as a new job that resumes from its newest checkpoint, when its launcher
+        relaunches preempted jobs, its spec's `retries` are not spent (`extra["attempt"]` counts from 1) and its
+        triage says preempted or an infrastructure failure (never bad input, divergence or the job's own error).
+        Returns whether it did; this handle then follows the new job."""
+        import sys
+
+        r = self._record
+        retries = int(((r.plan or {}).get("spec") or {}).get("retries") or 0)
+        attempt = int(r.extra.get("attempt") or 1)
+        if not getattr(self._launcher, "relaunches_preempted", False) or attempt > retries or r.plan is None:
+            return False
+        cause = (self.triage() or {}).get("cause")
+        if cause not in ("preempted", "collective_timeout"):
+            return False
+        plan_ = resume_plan(self._launcher.retry_plan(Plan.from_dict(r.plan), attempt + 1), self._launcher, r)
+        print(f"[cloudtune] {r.job_id} failed ({cause}): launching it again as {plan_.job_name} (retry {attempt} of "
+              f"{retries}), resuming from its newest checkpoint", file=sys.stderr, flush=True)
+        job = submit(plan_, launcher=self._launcher, spec_path=r.spec_path, store=self._store, resumed_from=r.job_id)
+        self._store.record_status(r.job_id, r.state, resumed_by=job.job_id)
+        self._record = self._store.record_status(job.job_id, job.record.state, attempt=attempt + 1)
+        return True
 
     def cancel(self) -> None:
         """Stop the job (a launch not seen yet is looked up first: `_confirm`; one the provider never made has

@@ -148,6 +148,21 @@ class AzureLauncher(CloudLauncher):
                              "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
                              "uploaded_bytes": uploaded})
 
+    # Azure ML restarts no command job: cloudtune.api.Job.wait relaunches a preempted attempt (see request.restart_note)
+    relaunches_preempted = True
+
+    @staticmethod
+    def retry_plan(plan: Plan, attempt: int) -> Plan:
+        """`plan` under a new job name for attempt number `attempt` (2, 3, ...): `<name>-r<attempt>` wherever the job
+        name appears (name, outputs); `resume` then points its checkpoints output at the previous attempt's."""
+        import json
+
+        old = plan.job_name
+        new = f"{old}-r{attempt}"
+        request = json.loads(json.dumps(plan.request).replace(old, new))
+        model = plan.model_uri.replace(old, new) if plan.model_uri else None
+        return replace(plan, job_name=new, request=request, model_uri=model)
+
     def resume(self, plan: Plan, earlier: JobRef) -> Plan:
         """`plan` made to start from `earlier`'s newest checkpoint: its `checkpoints` output is the earlier job's
         folder (mounted read-write), where the runtime resumes from the newest complete checkpoint."""
