@@ -21,6 +21,27 @@ from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
 SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
 
 
+def _launch_alive(extra: dict[str, Any]) -> bool:
+    """Whether the process that recorded a launch may still be making it: its pid is alive on this host (on another
+    host, it is taken to be alive for an hour after the record)."""
+    import socket
+
+    pid = extra.get("launch_pid")
+    if extra.get("launch_host") != socket.gethostname():
+        return time.time() - float(extra.get("launch_at", 0) or 0) < 3600
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def make_suffix(now: float | None = None) -> str:
     """The per-launch job-name suffix: UTC time + 4 random hex digits (made once, reused by retries)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
@@ -156,9 +177,11 @@ class Job:
         detached job, whose outcome the local supervisor recorded) is asked once more for it. What the launcher
         says is written back (state, failure reason) without ever moving an ended job back to a running state.
         """
-        record = self._record
+        record = self._confirm()
         if record.state in TERMINAL_STATES and (record.state == "succeeded" or "failure_reason" in record.extra):
             return record.state
+        if record.extra.get("launch") == "unconfirmed":
+            return record.state  # its launch is still under way: nothing to ask yet
         st = self._launcher.status(self.ref())
         extra: dict[str, Any] = {}
         if st.exit_code is not None and st.exit_code != record.extra.get("exit_code"):
@@ -173,6 +196,24 @@ class Job:
         if st.state != record.state or extra:
             self._record = self._store.record_status(self.job_id, st.state, **extra)
         return self._record.state
+
+    def _confirm(self) -> JobRecord:
+        """A launch recorded before its create call and not seen since (`submit`) is looked up on the provider by its
+        plan's name (`launcher.find`): found, the record gets the provider's handle; not found once the launching
+        process has ended, the job is marked failed ("never created"); while that process still runs, it stays
+        pending. Returns the (updated) record."""
+        r = self._record
+        find = getattr(self._launcher, "find", None)
+        if r.extra.get("launch") != "unconfirmed" or r.plan is None or find is None:
+            return r
+        ref = find(Plan.from_dict(r.plan))
+        if ref is not None:
+            self._record = _confirmed(r, ref, self._store)
+        elif not _launch_alive(r.extra):
+            reason = (f"the launch ended before {r.provider} made the job (no job named {r.job_id} there): nothing "
+                      f"runs and nothing is billed")
+            self._record = self._store.record_status(r.job_id, "failed", launch="never created", failure_reason=reason)
+        return self._record
 
     def progress(self) -> dict[str, Any]:
         """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
@@ -260,18 +301,52 @@ class Job:
         return result
 
     def logs(self, follow: bool = False) -> Iterator[str]:
+        self._confirm()
         return self._launcher.logs(self.ref(), follow=follow)
 
     def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
-        """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds."""
+        """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds.
+
+        On a provider that restarts no job itself (its launcher's `relaunches_preempted`: Azure ML), a failed attempt
+        that was preempted or hit an infrastructure failure is launched again while retries are left (`_relaunch`),
+        and this handle follows the new attempt."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while (state := self.status()) not in TERMINAL_STATES:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
-            time.sleep(poll)
-        return state
+        while True:
+            while (state := self.status()) not in TERMINAL_STATES:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
+                time.sleep(poll)
+            if state != "failed" or not self._relaunch():
+                return state
+
+    def _relaunch(self) -> bool:
+        """Launch the failed attempt again as a new job that resumes from its newest checkpoint, when its launcher
+        relaunches preempted jobs, its spec's `retries` are not spent (`extra["attempt"]` counts from 1) and its
+        triage says preempted or an infrastructure failure (never bad input, divergence or the job's own error).
+        Returns whether it did; this handle then follows the new job."""
+        import sys
+
+        r = self._record
+        retries = int(((r.plan or {}).get("spec") or {}).get("retries") or 0)
+        attempt = int(r.extra.get("attempt") or 1)
+        if not getattr(self._launcher, "relaunches_preempted", False) or attempt > retries or r.plan is None:
+            return False
+        cause = (self.triage() or {}).get("cause")
+        if cause not in ("preempted", "collective_timeout"):
+            return False
+        plan_ = resume_plan(self._launcher.retry_plan(Plan.from_dict(r.plan), attempt + 1), self._launcher, r)
+        print(f"[cloudtune] {r.job_id} failed ({cause}): launching it again as {plan_.job_name} (retry {attempt} of "
+              f"{retries}), resuming from its newest checkpoint", file=sys.stderr, flush=True)
+        job = submit(plan_, launcher=self._launcher, spec_path=r.spec_path, store=self._store, resumed_from=r.job_id)
+        self._store.record_status(r.job_id, r.state, resumed_by=job.job_id)
+        self._record = self._store.record_status(job.job_id, job.record.state, attempt=attempt + 1)
+        return True
 
     def cancel(self) -> None:
+        """Stop the job (a launch not seen yet is looked up first: `_confirm`; one the provider never made has
+        nothing to stop)."""
+        if self._confirm().extra.get("launch") in ("unconfirmed", "never created"):
+            return
         self._launcher.cancel(self.ref())
 
     def download(self, dest: str | os.PathLike[str] | None = None, *, checkpoints: bool = False,
@@ -312,32 +387,132 @@ class Job:
                             fix=f"cloudtune logs {self.job_id}")
 
 
-def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None) -> Job:
-    """Consume a Plan: submit it and record the job."""
+def launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
+    """The store record written before the provider's create call: the job id is the plan's deterministic name, and
+    `extra["launch"] = "unconfirmed"` with this process's host and pid says that nobody has seen the job yet."""
+    import socket
+
+    now = time.time()
+    return JobRecord(job_id=plan_.job_name, provider=plan_.provider, name=plan_.spec.get("name", plan_.job_name),
+                     state="pending", created_at=now, updated_at=now, model_uri=plan_.model_uri, spec_path=spec_path,
+                     plan=plan_.to_dict(), extra={"launch": "unconfirmed", "launch_host": socket.gethostname(),
+                                                  "launch_pid": os.getpid(), "launch_at": now})
+
+
+def _confirmed(record: JobRecord, ref: JobRef, store: JobStore) -> JobRecord:
+    """Write what the provider said about a job it made (its handle, console, model) onto the launch's record."""
+    extra = {**record.extra, **{k: v for k, v in ref.extra.items() if k != "job_dir"}, "launch": "confirmed"}
+    for key in ("launch_host", "launch_pid", "launch_at"):
+        extra.pop(key, None)
+    return store.update(record.job_id, native_id=ref.native_id, model_uri=ref.model_uri, console_url=ref.console_url,
+                        job_dir=ref.extra.get("job_dir"), extra=extra)
+
+
+def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None,
+           resumed_from: str | None = None) -> Job:
+    """Consume a Plan: record the launch, submit it, and record what the provider made.
+
+    The record is written BEFORE the provider's create call, under the plan's deterministic job name, so that a
+    launch killed between the create and the record still leaves a job `cloudtune list` shows and `cancel` stops
+    (the next `status`/`list` looks it up: `Job.status`). A create whose answer was lost (CreateUnconfirmed)
+    keeps the record and says so; any other failure removes it (nothing was made)."""
+    from cloudtune.kit.retry import CloudError, CreateUnconfirmed
+
     launcher = launcher or get_launcher(plan_.provider)
     store = store or JobStore()
-    ref = launcher.submit(plan_)
-    now = time.time()
-    record = JobRecord(
-        job_id=ref.job_id, provider=ref.provider, name=plan_.spec.get("name", plan_.job_name), state="pending",
-        created_at=now, updated_at=now, native_id=ref.native_id, model_uri=ref.model_uri,
-        console_url=ref.console_url, job_dir=ref.extra.get("job_dir"), spec_path=spec_path, plan=plan_.to_dict(),
-        extra={k: v for k, v in ref.extra.items() if k != "job_dir"},
-    )
+    record = launch_record(plan_, spec_path)
+    if resumed_from:
+        record.extra["resumed_from"] = resumed_from
     try:
         store.add(record)
     except Exception:
-        record = store.get(ref.job_id)  # already recorded by an earlier try of this same plan
-    return Job(record, launcher, store)
+        record = store.get(plan_.job_name)  # already recorded by an earlier try of this same plan
+    try:
+        ref = launcher.submit(plan_)
+    except CreateUnconfirmed as exc:
+        raise CloudError(f"{exc.message}; the job may have been created: cloudtune status {record.job_id}",
+                         fix=f"run `cloudtune status {record.job_id}` (it looks the job up by its name); launching "
+                             f"the same spec again adopts that job instead of paying for a second one") from None
+    except Exception:
+        store.discard_launch(record.job_id)  # the launch failed before the provider made anything
+        raise
+    return Job(_confirmed(record, ref, store), launcher, store)
+
+
+def _earlier_launch(plan_: Plan, launcher: Launcher, store: JobStore) -> Job | None:
+    """The job of an earlier launch of the same plan (same spec and uploads) whose create answer was lost, when the
+    provider has it: a relaunch follows that job instead of paying for a second one. Launches the provider does
+    not have are marked failed on the way (`Job.status`)."""
+    def key(plan: dict[str, Any]) -> tuple[Any, ...]:
+        return (plan.get("spec"), sorted(u.get("sha256", "") for u in plan.get("uploads") or ()))
+
+    wanted = key(plan_.to_dict())
+    for record in store.unconfirmed(plan_.provider):
+        if record.plan is None or key(record.plan) != wanted:
+            continue
+        job = Job(record, launcher, store)
+        job.status()
+        if job.record.extra.get("launch") == "confirmed":
+            import sys
+
+            print(f"[cloudtune] an earlier launch of this spec made {job.job_id} (its answer was lost): following it "
+                  f"instead of launching a second job", file=sys.stderr, flush=True)
+            return job
+    return None
 
 
 def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, launcher: Launcher | None = None,
-           overrides: list[str] | None = None, **kw_overrides: Any) -> Job | Plan:
-    """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on)."""
+           overrides: list[str] | None = None, resume: str | None = None, **kw_overrides: Any) -> Job | Plan:
+    """Plan, then (unless `dry_run`) submit. Returns the Plan on a dry run, else a Job handle (not waited on).
+    A launch of the same spec as an earlier one whose create answer was lost returns that job when the provider
+    has it (`_earlier_launch`): never a second paid job. With `resume` (a job id or unique prefix), the new job
+    starts from that job's newest checkpoint on the same provider (`resume_plan`); the store links the two
+    (`extra["resumed_from"]` on the new job, `extra["resumed_by"]` on the earlier one)."""
     compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
+    earlier = None
+    if resume is not None:
+        earlier = JobStore.lookup(resume)  # read-only: a dry run writes nothing
+        compiled = resume_plan(compiled, launcher, earlier)
     if dry_run:
         return compiled
-    return submit(compiled, launcher=launcher, spec_path=spec_path)
+    store = JobStore()
+    if earlier is None:
+        found = _earlier_launch(compiled, launcher, store)
+        if found is not None:
+            return found
+    job = submit(compiled, launcher=launcher, spec_path=spec_path, store=store,
+                 resumed_from=earlier.job_id if earlier else None)
+    if earlier is not None:
+        store.record_status(earlier.job_id, earlier.state, resumed_by=job.job_id)
+    return job
+
+
+def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:
+    """`plan_` made to start from `earlier`'s newest checkpoint by its launcher's `resume(plan, ref)`. InvalidInput
+    (exit 2) when `earlier` ran on another provider, has not ended, succeeded (nothing to resume), has no checkpoint
+    location recorded, or the launcher cannot resume."""
+    from cloudtune.errors import InvalidInput
+
+    job_id = earlier.job_id
+    if earlier.provider != plan_.provider:
+        raise InvalidInput(f"--resume {job_id}: that job ran on {earlier.provider}, not {plan_.provider}",
+                           fix=f"launch with --provider {earlier.provider} (a job resumes on the cloud that holds its "
+                               "checkpoints)")
+    if earlier.state in ("pending", "running") or earlier.extra.get("launch") == "unconfirmed":
+        raise InvalidInput(f"--resume {job_id}: that job is {earlier.state}, not stopped",
+                           fix=f"stop it first (`cloudtune cancel {job_id}`), or follow it (`cloudtune logs -f {job_id}`)")
+    if earlier.state == "succeeded":
+        raise InvalidInput(f"--resume {job_id}: that job succeeded; there is nothing to resume",
+                           fix=f"launch without --resume, or train on from its model (train.model: job:{job_id})")
+    if not earlier.extra.get("checkpoint_uri"):
+        raise InvalidInput(f"--resume {job_id}: no checkpoint location is recorded for that job",
+                           fix="launch without --resume (the job starts from step 0)")
+    resume = getattr(launcher, "resume", None)
+    if resume is None:
+        raise InvalidInput(f"--resume: the {plan_.provider!r} launcher cannot resume a job", fix="launch without --resume")
+    ref = JobRef(earlier.provider, job_id, earlier.native_id or job_id, earlier.console_url, earlier.model_uri,
+                 dict(earlier.extra))
+    return resume(plan_, ref)
 
 
 def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | None = None) -> Job:

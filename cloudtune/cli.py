@@ -138,8 +138,11 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
 @click.option("--detach", "-d", is_flag=True, help="return as soon as the job is submitted")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. resources.nodes=2")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object (logs go to stderr)")
+@click.option("--resume", "resume", metavar="JOB", default=None,
+              help="start from JOB's newest checkpoint (a stopped job of the same provider)")
 @_handle_errors
-def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tuple[str, ...], as_json: bool) -> None:
+def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tuple[str, ...], as_json: bool,
+           resume: str | None) -> None:
     """Compile SPEC for a provider and run it (or, with --dry-run, show what would run).
 
     Attached (without --detach), Ctrl-C, SIGTERM and SIGHUP (a closed terminal, a CI step's timeout) all stop
@@ -148,7 +151,7 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
     from cloudtune import api
 
     if dry_run:
-        plan = api.launch(spec, provider=provider, dry_run=True, overrides=list(overrides))
+        plan = api.launch(spec, provider=provider, dry_run=True, overrides=list(overrides), resume=resume)
         _emit_json(plan.to_dict()) if as_json else _print_plan(plan)
         return
     if provider == "local":  # the deep preflight: seconds here rather than a failed job
@@ -162,7 +165,7 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
             if note.startswith("warning:"):
                 click.echo(note, err=True)
         click.echo(f"preflight: ok in {time.monotonic() - started:.1f} s; starting the job", err=True)
-    job = api.launch(spec, provider=provider, overrides=list(overrides))
+    job = api.launch(spec, provider=provider, overrides=list(overrides), resume=resume)
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")
     if not detach:

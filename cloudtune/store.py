@@ -381,6 +381,23 @@ class JobStore:
         finally:
             conn.close()
 
+    def discard_launch(self, job_id: str) -> bool:
+        """Remove the record of a launch that made no job: only a record still marked
+        ``extra["launch"] == "unconfirmed"`` (written by ``cloudtune.api.submit`` before the cloud's create call) is
+        removed; any other job is kept. Returns whether a row was removed."""
+        with self._write() as conn:
+            cur = conn.execute("DELETE FROM jobs WHERE job_id = ? AND json_extract(extra, '$.launch') = 'unconfirmed'",
+                               (job_id,))
+            return cur.rowcount > 0
+
+    def unconfirmed(self, provider: str) -> list[JobRecord]:
+        """The launches of ``provider`` recorded before their create call and not yet seen on the provider
+        (``extra["launch"] == "unconfirmed"``), newest first."""
+        sql = (f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE provider = ? AND json_extract(extra, '$.launch') = "
+               "'unconfirmed' ORDER BY created_at DESC, rowid DESC")
+        with self._read() as conn:
+            return [_from_row(r) for r in conn.execute(sql, (provider,)).fetchall()]
+
     def list(self, limit: int = 50, provider: str | None = None) -> list[JobRecord]:
         """Up to ``limit`` jobs (``limit`` <= 0: all), newest ``created_at`` first, optionally of one provider."""
         sql = f"SELECT {', '.join(_COLUMNS)} FROM jobs"

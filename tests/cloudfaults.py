@@ -111,6 +111,24 @@ def cli(*args: str, cwd: Path, env: dict[str, str], timeout: float = 180) -> Run
     return Run(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
+def start_cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`python -m cloudtune.cli ARGS` started in the background (the environment of `cli`); the caller stops it by
+    its PID (`proc.kill(); proc.wait()`)."""
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "PYTHONPATH", "TMPDIR")}
+    return subprocess.Popen([sys.executable, "-m", "cloudtune.cli", *args], cwd=cwd, env={**base, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def kill_during_create(proc: subprocess.Popen[bytes], created: threading.Event, timeout: float = 120) -> None:
+    """SIGKILL `proc` once its create reached the service (`created` set), as a CLI killed between the cloud's
+    create and the job store's write; waits for it (no zombie is left to look alive)."""
+    try:
+        assert created.wait(timeout), "the create never reached the service"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def assert_one_error(run: Run, rc: int, *needles: str) -> str:
     """The run ended with exit `rc` and one error (its line and its "To fix:" line), no traceback; returns it."""
     assert run.rc == rc, (run.rc, run.out, run.err)
@@ -247,5 +265,103 @@ class FaultyProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class CreateStall:
+    """A loopback proxy in front of a cloud fake that forwards every request, except a job create
+    (`is_create(method, path, headers)`), which it handles by `mode`:
+
+    - "hold": the create reaches the service, and its answer never comes back (the connection is held open until
+      the proxy stops): a CLI killed while it waits leaves a job it never recorded; `created` is set once it landed.
+    - "late": the create is not forwarded; the connection is dropped, as is every later create; `land()` then sends
+      the first one to the service (a create whose answer was lost and which lands after the client gave up).
+
+    `answer(method, path, headers) -> (status, body) | None` may answer a request itself (a call the fake lacks)."""
+
+    def __init__(self, upstream: str, mode: str, is_create: Callable[[str, str, dict[str, str]], bool],
+                 answer: Callable[[str, str, dict[str, str], bytes], tuple[int, bytes] | None] | None = None) -> None:
+        from urllib.parse import urlparse
+
+        self.upstream = urlparse(upstream)
+        self.mode = mode
+        self.created = threading.Event()
+        self.held: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.answered: list[tuple[str, str, bytes]] = []
+        self._stop = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = dict(self.headers.items())
+                own = answer(self.command, self.path, headers, body) if answer else None
+                if own is not None:
+                    proxy.answered.append((self.command, self.path, body))
+                    return self._reply(own[0], [("Content-Type", "application/json")], own[1])
+                if is_create(self.command, self.path, headers):
+                    if proxy.mode == "hold":
+                        proxy.forward(self.command, self.path, headers, body)
+                        proxy.created.set()
+                        proxy._stop.wait(120)  # never answer while the test runs
+                    else:
+                        proxy.held.append((self.command, self.path, headers, body))
+                    self.close_connection = True
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+                    return None
+                status, out_headers, data = proxy.forward(self.command, self.path, headers, body)
+                return self._reply(status, out_headers, data)
+
+            def _reply(self, status: int, headers: list[tuple[str, str]], data: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers:
+                    if key.lower() not in FaultyProxy.HOP_BY_HOP:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
+
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        import http.client
+
+        conn = http.client.HTTPConnection(self.upstream.hostname, self.upstream.port, timeout=10)
+        try:
+            sent = {k: v for k, v in headers.items() if k.lower() not in FaultyProxy.HOP_BY_HOP}
+            sent["Content-Length"] = str(len(body))
+            conn.request(method, path, body=body, headers=sent)
+            resp = conn.getresponse()
+            return resp.status, resp.getheaders(), resp.read()
+        finally:
+            conn.close()
+
+    def land(self) -> None:
+        """Send the first held create to the service (mode "late")."""
+        method, path, headers, body = self.held[0]
+        status, _, data = self.forward(method, path, headers, body)
+        assert status < 300, (status, data)
+
+    def __enter__(self) -> "CreateStall":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
         self.server.shutdown()
         self.server.server_close()

@@ -36,6 +36,12 @@ class CloudConfigError(InvalidInput):
     """The call failed because of this machine's or the account's configuration (exit 2)."""
 
 
+class CreateUnconfirmed(CloudError):
+    """A job create whose answer never came (a read timeout, a dropped connection, a 5xx) and whose job could not
+    be found before the retries ran out: the cloud may still have made it (exit 1). `cloudtune.api.submit` keeps
+    the launch's store record so that the next `status`/`list` looks the job up by its name."""
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """What a launcher makes of one SDK exception."""
@@ -173,9 +179,13 @@ class Caller:
 
     def create_once(self, create: Callable[[], T], find: Callable[[], T | None], *, what: str) -> T:
         """Create a job exactly once. On a conflict, or a transient failure after which the create may have landed
-        with its answer lost, look for the job this launch made (`find`) and adopt it instead of creating again."""
+        with its answer lost, look for the job this launch made (`find`) and adopt it instead of creating again.
+
+        Raises CreateUnconfirmed when the retries run out after a create that may have reached the service (any
+        transient failure but a connection that was never made: `ErrorInfo.endpoint` set), else the error itself."""
         started = time.monotonic()
         attempt = 0
+        maybe_sent = False
         while True:
             try:
                 return create()
@@ -190,9 +200,21 @@ class Caller:
                     raise self.error(info) from None
                 if info.kind != "transient":
                     raise self.error(info) from None
-                found = self.call(find, what=f"{what} (look for a job the lost answer made)")
+                maybe_sent = maybe_sent or not info.endpoint
+                found = self._find_after_loss(find, what, maybe_sent)
                 if found is not None:
                     return found
                 if not self.wait_before_retry(attempt, started, what, info):
-                    raise self.error(info) from None
+                    error = self.error(info)
+                    raise (CreateUnconfirmed(error.message, fix=error.fix) if maybe_sent else error) from None
             attempt += 1
+
+    def _find_after_loss(self, find: Callable[[], T | None], what: str, maybe_sent: bool) -> T | None:
+        """`find()` after a failed create; a lookup that itself fails after a create that may have landed is
+        CreateUnconfirmed (the job may exist: the caller keeps its record), else its own error."""
+        try:
+            return self.call(find, what=f"{what} (look for a job the lost answer made)")
+        except CloudError as exc:
+            if maybe_sent and not isinstance(exc, CreateUnconfirmed):
+                raise CreateUnconfirmed(exc.message, fix=exc.fix) from None
+            raise

@@ -160,6 +160,7 @@ class LocalLauncher:
         for up in plan.uploads:
             stage(up)
         plan = self._with_free_port(plan)
+        _seed_checkpoints(plan.request)
         tmp = job_dir / "plan.json.tmp"
         tmp.write_text(plan.to_json())
         os.replace(tmp, job_dir / "plan.json")
@@ -171,6 +172,20 @@ class LocalLauncher:
             start_new_session=True, close_fds=True,
         )
         return self._ref(plan)
+
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: submit copies the earlier job's checkpoint dir
+        into this job's before it starts (as SageMaker copies CheckpointConfig's S3 URI into the container), and
+        the runtime resumes from the newest complete checkpoint there. The earlier job's files are not changed."""
+        from dataclasses import replace
+
+        source = str(earlier.extra.get("checkpoint_uri") or "")
+        return replace(plan, request={**plan.request, "resume_from": source},
+                       notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint (copied from {source})"))
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The job `plan` made: its job directory has a state file once `submit` started it; None otherwise."""
+        return self._ref(plan) if (Path(plan.request["job_dir"]) / "state.json").exists() else None
 
     def _with_free_port(self, plan: Plan) -> Plan:
         port = int(next(iter(plan.request["nodes"]))["env"].get("MASTER_PORT", "0") or 0)
@@ -257,6 +272,16 @@ class LocalLauncher:
             os.killpg(int(pid), signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+
+def _seed_checkpoints(request: dict[str, Any]) -> None:
+    """Copy the checkpoints of the job this one resumes (`request["resume_from"]`, a directory) into its own
+    checkpoint dir; nothing when the request resumes nothing or that directory has gone."""
+    import shutil
+
+    source = request.get("resume_from")
+    if source and Path(source).is_dir():
+        shutil.copytree(source, request["checkpoint_dir"], dirs_exist_ok=True, symlinks=True)
 
 
 def _planned(job_dir: Path) -> dict[str, Any]:

@@ -166,7 +166,6 @@ def test_plan_imports_no_sdk_and_writes_nothing(tmp_path: Path) -> None:
     ({"resources": {"accelerator": "TPU-v5e:4"}}, {}, "no TPUs"),
     ({"inputs": {"train": "s3://b/train.jsonl"}}, {}, "not on Azure storage"),
     ({"inputs": {"train": "gs://b/train.jsonl"}}, {}, "not on Azure storage"),
-    ({"retries": 2}, {}, "no retry count"),
     ({"resources": {"accelerator": "T4:1", "spot": True}}, {"compute": "gpu-cluster"}, "low_priority"),
     ({}, {"compute": "bad name!"}, "compute"),
     ({}, {"identity": "root"}, "identity"),

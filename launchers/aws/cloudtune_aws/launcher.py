@@ -19,7 +19,7 @@ from cloudtune.errors import InvalidInput
 from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
-from cloudtune.kit.retry import CloudError, ErrorInfo, RetryPolicy
+from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -212,6 +212,9 @@ class AwsLauncher(CloudLauncher):
                  *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None,
                  lock_dir: Path | None = None) -> None:
         super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
+        # S3 and CloudWatch Logs calls name their own service, whatever the endpoint (an S3 failure is not SageMaker's)
+        self.s3_caller = Caller("S3", classify, self.caller.policy)
+        self.logs_caller = Caller("CloudWatch Logs", classify, self.caller.policy)
         self._session = session
         self._sm = sagemaker_client
         self._s3 = s3_client
@@ -252,11 +255,31 @@ class AwsLauncher(CloudLauncher):
         region = self._region_of(plan)
         store = S3Store(self.s3(region))
         request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
-        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.s3_caller.call)
         arn = self._create(request, region)
-        ref = self._ref(plan.job_name, arn, region, plan.model_uri, uploaded=self.last_uploaded_bytes)
-        checkpoints = (request.get("CheckpointConfig") or {}).get("S3Uri")
+        return self._plan_ref(plan, arn, self.last_uploaded_bytes)
+
+    def _plan_ref(self, plan: Plan, arn: str, uploaded: int = 0) -> JobRef:
+        ref = self._ref(plan.job_name, arn, self._region_of(plan), plan.model_uri, uploaded=uploaded)
+        checkpoints = (plan.request.get("CheckpointConfig") or {}).get("S3Uri")
         return replace(ref, extra={**ref.extra, "checkpoint_uri": checkpoints}) if checkpoints else ref
+
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: its CheckpointConfig S3 URI is the earlier job's,
+        which SageMaker copies into /opt/ml/checkpoints before the job starts (the runtime resumes from the newest
+        complete checkpoint there)."""
+        uri = str(earlier.extra.get("checkpoint_uri") or self._checkpoint_uri(earlier))
+        request = copy.deepcopy(plan.request)
+        request["CheckpointConfig"]["S3Uri"] = uri
+        return replace(plan, request=request, notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint "
+                                                                   f"(CheckpointConfig {uri})"))
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The training job `plan` made, looked up by its name (DescribeTrainingJob); None when SageMaker has none."""
+        sm = self.sagemaker(self._region_of(plan))
+        described = self.caller.call(sm.describe_training_job, TrainingJobName=plan.job_name, missing_ok=True,
+                                     what="look up the training job")
+        return None if described is None else self._plan_ref(plan, described["TrainingJobArn"])
 
     def _resolve_inputs(self, plan: Plan, store: S3Store) -> dict[str, Any]:
         """The request with each s3:// input channel looked up once: a folder written without its trailing '/'
@@ -269,7 +292,7 @@ class AwsLauncher(CloudLauncher):
         for channel in request.get("InputDataConfig", []):
             source = channel["DataSource"]["S3DataSource"]
             if remote.get(channel["ChannelName"]) == source["S3Uri"]:
-                source["S3Uri"] = resolve_input(store, source["S3Uri"], self.caller.call, prefix_match=True)
+                source["S3Uri"] = resolve_input(store, source["S3Uri"], self.s3_caller.call, prefix_match=True)
         return request
 
     def _ref(self, job_name: str, arn: str, region: str | None, model_uri: str | None, uploaded: int = 0) -> JobRef:
@@ -350,7 +373,7 @@ class AwsLauncher(CloudLauncher):
         out: list[str] = []
         kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{name}/"}
         while True:
-            page = self.caller.call(logs.describe_log_streams, **kwargs, missing_ok=True, what="list the job's log streams")
+            page = self.logs_caller.call(logs.describe_log_streams, **kwargs, missing_ok=True, what="list the job's log streams")
             if page is None:  # the log group does not exist until a job has logged
                 return out
             out += [s["logStreamName"] for s in page.get("logStreams", [])]
@@ -364,7 +387,7 @@ class AwsLauncher(CloudLauncher):
             kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamName": stream, "startFromHead": True}
             if token:
                 kwargs["nextToken"] = token
-            page = self.caller.call(logs.get_log_events, **kwargs, what="read the job's log")
+            page = self.logs_caller.call(logs.get_log_events, **kwargs, what="read the job's log")
             events += page.get("events", [])
             new = page.get("nextForwardToken")
             if not page.get("events") or new == token or new is None:
@@ -383,13 +406,13 @@ class AwsLauncher(CloudLauncher):
         store = S3Store(self.s3(self._region(ref)))
         if ref.model_uri.endswith(".tar.gz"):
             with scratch_dir(dest) as scratch:
-                download_prefix(store, ref.model_uri, scratch, self.caller.call)
+                download_prefix(store, ref.model_uri, scratch, self.s3_caller.call)
                 safe_extract(scratch / ref.model_uri.rsplit("/", 1)[-1], dest)
         else:  # a model folder (outputs written elsewhere by a custom container)
-            download_prefix(store, ref.model_uri, dest, self.caller.call)
+            download_prefix(store, ref.model_uri, dest, self.s3_caller.call)
         if checkpoints:
             uri = self._checkpoint_uri(ref)
-            if not download_prefix(store, uri.rstrip("/") + "/", checkpoints_dir(dest), self.caller.call, missing_ok=True):
+            if not download_prefix(store, uri.rstrip("/") + "/", checkpoints_dir(dest), self.s3_caller.call, missing_ok=True):
                 note(f"no checkpoints under {uri}/")
         return dest
 

@@ -216,6 +216,8 @@ def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle:
 
     output = (spec.outputs or f"{base}/output").rstrip("/")
     request = _request(spec, settings, job_name, start, channel_uris, instance_type, environment, output)
+    if spec.retries or spec.resources.spot:
+        notes.append(restart_note(spec.retries, spec.resources.spot))
 
     # ---- cost
     estimate, cost_basis = cost.estimate(offer, spec.resources.spot, nodes)
@@ -307,6 +309,21 @@ def _request(spec: "JobSpec", settings: AwsSettings, job_name: str, start: _Star
     if spec.retries:
         request["RetryStrategy"] = {"MaximumRetryAttempts": spec.retries}
     return request
+
+
+def restart_note(retries: int, spot: bool) -> str:
+    """Who re-runs what on SageMaker (its API reference: RetryStrategy retries a job that failed with an
+    InternalServerError; managed spot training restarts an interrupted job within MaxWaitTimeInSeconds)."""
+    parts = []
+    if retries:
+        parts.append(f"retries {retries}: SageMaker's RetryStrategy re-runs the job only after its own "
+                     "InternalServerError (an instance or platform failure), never after the container's exit "
+                     "(AlgorithmError): bad input (65), divergence (66) and the job's own error are not run again, as "
+                     "`--provider local` never retries them (an infrastructure exit, 75, is retried locally only)")
+    if spot:
+        parts.append("a Spot interruption (preemption) is resumed by SageMaker itself within MaxWaitTimeInSeconds, "
+                     "from the newest checkpoint synced to CheckpointConfig's S3 URI")
+    return "; ".join(parts)
 
 
 def entry_script(pip_flags: str, requirement_suffix: str) -> str:

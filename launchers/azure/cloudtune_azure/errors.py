@@ -29,15 +29,22 @@ def classify(exc: BaseException) -> ErrorInfo | None:
 
 
 def _unreachable(exc: Any) -> ErrorInfo:
+    from azure.core.exceptions import ServiceRequestError
+
     url = ""
     request = getattr(getattr(exc, "response", None), "request", None) or getattr(exc, "request", None)
     if request is not None:
         parts = urlsplit(str(getattr(request, "url", "")))
         url = f"{parts.scheme}://{parts.netloc}" if parts.netloc else ""
     where = f" {url}" if url else ""
-    return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__})",
+    full = str(getattr(request, "url", "") or "") if request is not None else ""
+    # a request that was never sent (ServiceRequestError: connection refused, DNS) marks its endpoint unreachable;
+    # an answer that never came (ServiceResponseError: a read timeout, a dropped connection) may have done its work
+    sent = not isinstance(exc, ServiceRequestError)
+    return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__}"
+                     + (f": {_one_line(exc)[:160]})" if sent else ")"),
                      "check the network (and CLOUDTUNE_AZURE_BLOB_ENDPOINT or AZUREML_DEV_URL_MFE if set), then launch again",
-                     service=_service_of(url), endpoint=url)
+                     service=_service_of(full or url), endpoint="" if sent else url)
 
 
 def _http(exc: Any, aexc: Any) -> ErrorInfo:

@@ -21,7 +21,7 @@ from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
-from cloudtune.kit.retry import RetryPolicy
+from cloudtune.kit.retry import Caller, RetryPolicy
 from cloudtune.kit.states import AZUREML, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -33,6 +33,9 @@ from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
 INSTALL_HINT = install_hint("azure")
 ARTIFACT_DATASTORE = "workspaceartifactstore"  # holds each job's logs: ExperimentRun/dcid.<job>/user_logs/
 LOG_PREFIX = "ExperimentRun/dcid.{name}/user_logs/"
+# azure-core's transport waits 300 s for an answer by default; the kit's retry policy (60 s in all) must hold, so
+# every client is made with these (seconds) and with the SDKs' own retries off (retry_total=0)
+CLIENT_TIMEOUTS = {"connection_timeout": 10, "read_timeout": 60}
 
 
 def studio_url(settings: dict[str, Any], name: str) -> str:
@@ -51,6 +54,7 @@ class AzureLauncher(CloudLauncher):
                  client_kwargs: dict[str, Any] | None = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
                  home: Path | None = None, lock_dir: Path | None = None) -> None:
         super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
+        self.blob_caller = Caller("Blob storage", classify, self.caller.policy)  # Blob calls name their own service
         self._given = ml_client  # one client for every workspace (tests); else one per workspace, made lazily
         self._blob_service = blob_service
         self._credential = credential
@@ -86,7 +90,7 @@ class AzureLauncher(CloudLauncher):
                 raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
             from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 
-            kwargs = {"enable_telemetry": False, **self._client_kwargs}
+            kwargs = {"enable_telemetry": False, **CLIENT_TIMEOUTS, **self._client_kwargs}
             if self._credential is None and emulator_endpoint():
                 self._credential = EmulatorCredential()
                 kwargs.setdefault("authentication_policy", plain_http_policy(self._credential))
@@ -99,7 +103,8 @@ class AzureLauncher(CloudLauncher):
         if key not in self._stores:
             client = self.ml_client(settings)
             self._stores[key] = BlobStore(lambda name: self._datastore(client, name), self._credential_for_blob(),
-                                          self._blob_service)
+                                          self._blob_service, client_kwargs={"retry_total": 0, **CLIENT_TIMEOUTS,
+                                                                             **self._client_kwargs})
         return self._stores[key]
 
     def _credential_for_blob(self) -> Any:
@@ -129,16 +134,51 @@ class AzureLauncher(CloudLauncher):
         settings = (plan.spec.get("providers") or {}).get("azure") or {}
         store = self.store(settings)
         self._check_remote_inputs(plan, store)
-        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.blob_caller.call)
         self._register_code(plan, settings)
-        name = self._create(plan, settings)
+        return self._plan_ref(plan, self._create(plan, settings), self.last_uploaded_bytes)
+
+    def _plan_ref(self, plan: Plan, name: str, uploaded: int = 0) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("azure") or {}
         # the model in long form: a later `train.model: job:<this job>` knows which workspace holds it
         return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
                       model_uri=long_form(self._workspace(settings), plan.model_uri) if plan.model_uri else None,
                       extra={"subscription_id": settings["subscription_id"], "resource_group": settings["resource_group"],
                              "workspace": settings["workspace"], "job_name": plan.job_name,
                              "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
-                             "uploaded_bytes": self.last_uploaded_bytes})
+                             "uploaded_bytes": uploaded})
+
+    # Azure ML restarts no command job: cloudtune.api.Job.wait relaunches a preempted attempt (see request.restart_note)
+    relaunches_preempted = True
+
+    @staticmethod
+    def retry_plan(plan: Plan, attempt: int) -> Plan:
+        """`plan` under a new job name for attempt number `attempt` (2, 3, ...): `<name>-r<attempt>` wherever the job
+        name appears (name, outputs); `resume` then points its checkpoints output at the previous attempt's."""
+        import json
+
+        old = plan.job_name
+        new = f"{old}-r{attempt}"
+        request = json.loads(json.dumps(plan.request).replace(old, new))
+        model = plan.model_uri.replace(old, new) if plan.model_uri else None
+        return replace(plan, job_name=new, request=request, model_uri=model)
+
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: its `checkpoints` output is the earlier job's
+        folder (mounted read-write), where the runtime resumes from the newest complete checkpoint."""
+        import copy
+
+        uri = str(earlier.extra.get("checkpoint_uri") or "")
+        request = copy.deepcopy(plan.request)
+        request["outputs"]["checkpoints"]["path"] = uri
+        return replace(plan, request=request, notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint "
+                                                                   f"(its checkpoints output {uri})"))
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The command job `plan` made, looked up by its name; None when the workspace has none."""
+        client = self.ml_client((plan.spec.get("providers") or {}).get("azure") or {})
+        job = self.caller.call(client.jobs.get, plan.request["name"], what="look up the command job", missing_ok=True)
+        return None if job is None else self._plan_ref(plan, str(job.name))
 
     def _check_remote_inputs(self, plan: Plan, store: BlobStore) -> None:
         """Each azureml:// input exists, and is the file or folder its entry says (before anything is paid for)."""
@@ -146,7 +186,7 @@ class AzureLauncher(CloudLauncher):
             uri = entry["path"]
             if not DATASTORE_URI.fullmatch(uri) or any(u.destination == uri for u in plan.uploads):
                 continue
-            found = resolve_input(store, uri, self.caller.call, prefix_match=False)
+            found = resolve_input(store, uri, self.blob_caller.call, prefix_match=False)
             folder = found.endswith("/")
             if folder != (entry["type"] == "uri_folder"):
                 raise InvalidInput(f"input {name}: {uri} is a {'folder' if folder else 'file'}",
@@ -230,12 +270,12 @@ class AzureLauncher(CloudLauncher):
         partial: dict[str, str] = {}  # a file's last line until its newline arrives
 
         def read() -> list[str]:
-            keys = self.caller.call(store.list_keys, "datastores", f"{ARTIFACT_DATASTORE}/paths/{prefix}", 1000,
+            keys = self.blob_caller.call(store.list_keys, "datastores", f"{ARTIFACT_DATASTORE}/paths/{prefix}", 1000,
                                     what="list the job's log files")
             files = sorted(k.split("/paths/", 1)[1] for k in keys if k.rsplit("/", 1)[-1].startswith("std_log"))
             out: list[str] = []
             for path in files:
-                data = self.caller.call(store.read_from, ARTIFACT_DATASTORE, path, offsets.get(path, 0),
+                data = self.blob_caller.call(store.read_from, ARTIFACT_DATASTORE, path, offsets.get(path, 0),
                                         what="read the job's log")
                 offsets[path] = offsets.get(path, 0) + len(data)
                 lines = (partial.pop(path, "") + data.decode("utf-8", "replace")).split("\n")
@@ -258,10 +298,10 @@ class AzureLauncher(CloudLauncher):
         settings = self._settings(ref)
         store = self.store(settings)
         model_uri = short_form(self._workspace(settings), ref.model_uri) or ref.model_uri
-        download_prefix(store, model_uri, dest, self.caller.call)
+        download_prefix(store, model_uri, dest, self.blob_caller.call)
         if checkpoints:  # recorded at submit; the outputs are siblings (<prefix>/output/<job>/{model,checkpoints}/)
             uri = ref.extra.get("checkpoint_uri") or model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
-            if not download_prefix(store, uri, checkpoints_dir(dest), self.caller.call, missing_ok=True):
+            if not download_prefix(store, uri, checkpoints_dir(dest), self.blob_caller.call, missing_ok=True):
                 note(f"no checkpoints under {uri}")
         return dest
 

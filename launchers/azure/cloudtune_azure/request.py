@@ -100,10 +100,6 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
     if spec.outputs is not None and not DATASTORE_URI.fullmatch(spec.outputs):
         raise UnsupportedSpec(f"outputs {spec.outputs!r} is not a datastore URI",
                               fix="set outputs: azureml://datastores/NAME/paths/PREFIX, or leave it unset")
-    if spec.retries:
-        raise UnsupportedSpec(f"retries {spec.retries}: an Azure ML command job takes no retry count, and Azure ML "
-                              "does not restart a failed or preempted command job",
-                              fix="set retries: 0, and relaunch a failed job")
     if spec.resources.spot and settings.compute and settings.compute_tier != "low_priority":
         raise UnsupportedSpec(f"spot: true on the cluster {settings.compute!r}: a cluster's VMs are dedicated or "
                               "low-priority as the cluster was created, not per job, and cloudtune cannot see which "
@@ -243,6 +239,33 @@ def _code_upload(bundle: "Bundle | None", base: str, home: Path, settings: Azure
     return up, f"azureml:{workspace_id(settings)}/codes/{CODE_ASSET}/versions/{code.sha256[:16]}"
 
 
+def restart_note(retries: int) -> str:
+    """Who restarts what on Azure ML: the service takes no retry count and restarts no command job (a command job's
+    YAML has no retry field), so cloudtune relaunches a preempted attempt itself while it watches the job
+    (`cloudtune.api.Job.wait`)."""
+    return (f"retries {retries}: Azure ML takes no retry count and does not restart a command job; cloudtune does, "
+            "while a cloudtune process watches the job (`cloudtune launch` without --detach, or `Job.wait()`): a "
+            "preempted attempt (a spot eviction, exit 143) or an infrastructure failure (75) is launched again, up to "
+            f"{retries} times, as a new command job whose checkpoints output is the previous attempt's, so it resumes "
+            "from the newest checkpoint; bad input (65), divergence (66) and the job's own error are never launched "
+            "again, as `--provider local` never retries them. A detached launch that nothing watches is not "
+            "restarted: `cloudtune launch job.yaml --resume JOB` resumes it")
+
+
+# azure-ai-ml's reserved compute name for serverless compute (azure.ai.ml.constants._common.SERVERLESS_COMPUTE)
+SERVERLESS_COMPUTE = "serverless"
+
+
+def _serverless(settings: AzureSettings, notes: list[str]) -> AzureSettings:
+    """`compute: serverless` (or `azureml:serverless`) is serverless compute, not a cluster of that name: the
+    settings with `compute` unset, and a note saying so."""
+    if (settings.compute or "").removeprefix("azureml:").lower() != SERVERLESS_COMPUTE:
+        return settings
+    notes.append(f"compute {settings.compute}: azure-ai-ml's reserved name for serverless compute, sized from "
+                 "resources (no cluster is named in the request)")
+    return settings.model_copy(update={"compute": None})
+
+
 def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
                  lock_dir: Path | None = None) -> Plan:
     """Compile a spec into a command job Plan. Pure and offline (see the module docstring)."""
@@ -250,7 +273,10 @@ def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundl
 
     spec = with_model_input(spec, "azure")
     notes: list[str] = []
+    settings = _serverless(settings, notes)
     _check_settings(spec, settings)
+    if spec.retries:
+        notes.append(restart_note(spec.retries))
     name = AZUREML_JOB.check(spec.name, suffix)
     base = f"azureml://datastores/{settings.datastore}/paths/{settings.prefix.strip('/')}"
     offer = _machine(spec, settings, notes)

@@ -72,8 +72,10 @@ class BlobStore:
 
     scheme = "azureml"
 
-    def __init__(self, datastore: Callable[[str], Datastore], credential: Any, service: Any = None) -> None:
+    def __init__(self, datastore: Callable[[str], Datastore], credential: Any, service: Any = None, *,
+                 client_kwargs: dict[str, Any] | None = None) -> None:
         self._datastore = datastore
+        self._client_kwargs = client_kwargs or {}  # for the BlobServiceClient it makes: retries and timeouts
         self._credential = credential
         self._service = service  # a BlobServiceClient given by the caller (tests bind one to Azurite)
         self._clients: dict[str, Any] = {}
@@ -93,9 +95,10 @@ class BlobStore:
                 key = os.environ.get(STORAGE_KEY_VAR)
                 name = endpoint.rstrip("/").rsplit("/", 1)[-1]
                 credential = {"account_name": name, "account_key": key} if key else self._credential
-                self._service = BlobServiceClient(account_url=endpoint, credential=credential)
+                self._service = BlobServiceClient(account_url=endpoint, credential=credential, **self._client_kwargs)
             else:
-                self._service = BlobServiceClient(account_url=account_url, credential=self._credential)
+                self._service = BlobServiceClient(account_url=account_url, credential=self._credential,
+                                                  **self._client_kwargs)
         return self._service
 
     def exists(self, bucket: str, key: str) -> bool:

@@ -72,7 +72,7 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
         url = getattr(getattr(exc, "request", None), "url", None) or ""
         where = f" {urlsplit(url).scheme}://{urlsplit(url).netloc}" if url else ""
-        refused = isinstance(exc, requests.exceptions.ConnectionError) and not isinstance(exc, requests.exceptions.ReadTimeout)
+        refused = _never_sent(exc)
         return ErrorInfo("transient", f"cannot reach the endpoint{where} ({type(exc).__name__})",
                          f"check the network (and {ENDPOINT_VAR} or STORAGE_EMULATOR_HOST if set), then launch again",
                          service=_service_of(url), endpoint=where.strip() if refused else "")
@@ -80,6 +80,21 @@ def classify(exc: BaseException) -> ErrorInfo | None:
 
 
 _METHOD_URL = re.compile(r"^(?:GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
+
+
+def _never_sent(exc: Any) -> bool:
+    """Whether a requests error means the request never reached the service (a refused or timed-out connection),
+    rather than an answer that was lost after it was sent (a dropped connection, a read timeout): only the former
+    marks the endpoint unreachable, and only the latter may have created a job (kit.retry.Caller.create_once)."""
+    import requests
+    from urllib3 import exceptions as u3
+
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ReadTimeout) or not isinstance(exc, requests.exceptions.ConnectionError):
+        return False
+    cause = exc.args[0] if exc.args else None
+    return isinstance(getattr(cause, "reason", cause), (u3.NewConnectionError, u3.ConnectTimeoutError))
 
 
 def _service_of(text: str) -> str:
@@ -246,12 +261,56 @@ class GcpLauncher(CloudLauncher):
             # the /gcs mount reads a path, not a prefix: look it up only to refuse a missing or ambiguous input
             resolve_input(store, uri, self.caller.call, prefix_match=False)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
-        name = self._create(plan, region)
-        job_id = name.rsplit("/", 1)[-1]
-        return JobRef(provider="gcp", job_id=plan.job_name, native_id=name, console_url=console_url(project, region, job_id),
-                      model_uri=plan.model_uri, extra={"project": project, "region": region, "job_name": plan.job_name,
-                                                       "uploaded_bytes": self.last_uploaded_bytes,
-                                                       "checkpoint_uri": _checkpoint_dir(plan.request)})
+        return self._plan_ref(plan, self._create(plan, region), self.last_uploaded_bytes)
+
+    @staticmethod
+    def _plan_ref(plan: Plan, name: str, uploaded: int = 0) -> JobRef:
+        settings = (plan.spec.get("providers") or {}).get("gcp") or {}
+        project, region = settings["project"], settings["region"]
+        return JobRef(provider="gcp", job_id=plan.job_name, native_id=name,
+                      console_url=console_url(project, region, name.rsplit("/", 1)[-1]), model_uri=plan.model_uri,
+                      extra={"project": project, "region": region, "job_name": plan.job_name, "uploaded_bytes": uploaded,
+                             "checkpoint_uri": _checkpoint_dir(plan.request)})
+
+    def resume(self, plan: Plan, earlier: JobRef) -> Plan:
+        """`plan` made to start from `earlier`'s newest checkpoint: Vertex AI derives AIP_CHECKPOINT_DIR (and the model
+        dir) from baseOutputDirectory, so the job writes under the earlier job's output directory, where the runtime
+        resumes from the newest complete checkpoint. Refused for an earlier job that left a model (`api.launch`
+        resumes only jobs that failed or were cancelled)."""
+        import copy
+
+        from cloudtune.contracts import vertex as vx
+
+        checkpoints = str(earlier.extra.get("checkpoint_uri") or "").rstrip("/")
+        if not checkpoints.endswith("/checkpoints"):
+            raise InvalidInput(f"job {earlier.job_id} has no Vertex AI checkpoint dir recorded",
+                               fix="launch again without --resume")
+        base = checkpoints[: -len("/checkpoints")]
+        request = copy.deepcopy(plan.request)
+        request["customJob"]["jobSpec"]["baseOutputDirectory"] = {"outputUriPrefix": base}
+        return replace(plan, request=request, model_uri=vx.output_dirs(base)[vx.MODEL_DIR_VAR],
+                       notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint (its output directory "
+                                           f"{base}, which this job's model and checkpoints also go to)"))
+
+    def find(self, plan: Plan) -> JobRef | None:
+        """The custom job `plan` made, looked up by its launch label; None when Vertex AI has none."""
+        region = ((plan.spec.get("providers") or {}).get("gcp") or {})["region"]
+        name = self.caller.call(self._finder(plan, region), what="look up the custom job")
+        return None if name is None else self._plan_ref(plan, name)
+
+    def _finder(self, plan: Plan, region: str) -> Any:
+        """A call that returns the resource name of the job labelled with `plan`'s launch label, or None."""
+        client = self.job_client(region)
+        parent = plan.request["parent"]
+        launch = plan.request["customJob"]["labels"][LAUNCH_LABEL]
+
+        def find() -> str | None:
+            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
+                                            retry=None, timeout=CALL_TIMEOUT_S)
+            names = [job.name for job in pager]
+            return names[0] if names else None
+
+        return find
 
     def _create(self, plan: Plan, region: str) -> str:
         """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
@@ -260,19 +319,12 @@ class GcpLauncher(CloudLauncher):
         client = self.job_client(region)
         parent = plan.request["parent"]
         body = plan.request["customJob"]
-        launch = body["labels"][LAUNCH_LABEL]
 
         def create() -> str:
             job = CustomJob.from_json(_json(body))
             return client.create_custom_job(parent=parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name
 
-        def find() -> str | None:
-            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
-                                            retry=None, timeout=CALL_TIMEOUT_S)
-            names = [job.name for job in pager]
-            return names[0] if names else None
-
-        return self.caller.create_once(create, find, what="create the custom job")
+        return self.caller.create_once(create, self._finder(plan, region), what="create the custom job")
 
     # ================================================================ after submit
     @staticmethod
