@@ -20,6 +20,19 @@ CHIEF_POOL = "workerpool0"
 WORKER_POOL = "workerpool1"
 PORT = 2222  # the port CLUSTER_SPEC lists for each replica
 JOB_JSON_ARG = "--job-json"  # cloudtune-run's argument carrying the runtime job
+UNPACK_DIR = "/tmp/cloudtune"  # where the stock-image bootstrap unpacks cloudtune's files
+
+
+def bootstrap(unpack_dir: str = UNPACK_DIR) -> str:
+    """The stock-image container's command (`sh -c` text): unpack cloudtune's files from the mounted code bundle,
+    pip-install the carried wheel, then hand over to cloudtune-run. $1: the bundle's /gcs path, $2: pip flags,
+    $3: the wheel's extras, $4: any extra requirement; the rest are cloudtune-run's arguments."""
+    return (f'set -e; d={unpack_dir}; mkdir -p $d; tar -xzf "$1" -C $d .cloudtune; '
+            'python -m pip install -q --disable-pip-version-check --no-cache-dir $2 "$(ls $d/.cloudtune/*.whl)$3" $4; '
+            'shift 4; exec cloudtune-run "$@"')
+
+
+BOOTSTRAP = bootstrap()
 
 
 def output_dirs(base_output_uri: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 STARTUP_GRACE_S = 30.0
 # the stock image (its wheel lock, cloudtune.kit.bootstrap) whose framework versions each emulated cloud runs
-EMULATED_TARGETS = {"aws": "sagemaker-pytorch-py312", "gcp": "vertex-pytorch-py310"}
+EMULATED_TARGETS = {"aws": "sagemaker-pytorch-py312", "gcp": "vertex-pytorch-py310", "azure": "azureml-acpt-py310"}
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
@@ -88,7 +88,8 @@ class LocalLauncher:
         if spec.resources.spot:
             notes.append("spot: ignored locally")
         target = EMULATED_TARGETS.get(settings.emulate)
-        if target and not spec.image:
+        image = self._image_plan(spec, settings, bundle, target, notes)
+        if target and not spec.image and image is None:
             from cloudtune.kit.versions import local_mismatches
 
             differ = local_mismatches(target)
@@ -109,12 +110,22 @@ class LocalLauncher:
         job = runtime_job(spec, {name: name for name in spec.inputs}, ppn)
         # the code bundle is named here and written by submit() (a plan writes nothing)
         bundle_path = str(bundle.path or self.home() / "bundles" / f"{bundle.sha256}.tar.gz") if bundle else None
+        if image is not None:
+            bundle_path = image.code_path
         layout = EMULATORS[settings.emulate](
             job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name),
         )
         uploads = []
+        image_request = None
+        if image is not None:
+            from cloudtune.local.imageenv import apply_start_path
+
+            image_request = apply_start_path(layout, settings.emulate, image, job_dir)
+            uploads.append(image.wheelhouse)
         for copy in layout.copies:
-            if bundle and copy.source == bundle_path:
+            if image is not None and copy.source == bundle_path:
+                uploads.append(Upload(copy.source, copy.destination, image.code.size, image.code.sha256, image.code_recipe))
+            elif bundle and copy.source == bundle_path:
                 build = recipe(bundle, {}) if bundle.path is None else None
                 uploads.append(Upload(copy.source, copy.destination, bundle.size, bundle.sha256, build))
             else:
@@ -128,6 +139,8 @@ class LocalLauncher:
             "secret_names": sorted(spec.secrets),
             **layout.to_dict(),
         }
+        if image_request is not None:
+            request["image"] = image_request
         return Plan(
             provider="local",
             job_name=job_name,
@@ -140,6 +153,30 @@ class LocalLauncher:
             notes=tuple(notes),
             spec=spec.model_dump(mode="json"),
         )
+
+    def _image_plan(self, spec: "JobSpec", settings: LocalSettings, bundle: "Bundle | None", target: str | None,
+                    notes: list[str]) -> Any:
+        """runtime: image: the planned image env, wheelhouse and code bundle (cloudtune.local.imageenv); else None."""
+        if settings.runtime != "image":
+            return None
+        if spec.image or target is None:
+            raise UnsupportedSpec(f"providers.local.runtime: image emulates a stock image, and this job sets image: "
+                                  f"{spec.image}" if spec.image else "providers.local.runtime: image needs a stock target",
+                                  fix="remove `image:` to test on the stock image, or set providers.local.runtime: host")
+        from cloudtune.local.imageenv import env_path, plan_image
+
+        lock_dir = Path(settings.lock_dir) if settings.lock_dir else None
+        image = plan_image(settings.emulate, target, bundle, self.home(), lock_dir, spec.train is not None,
+                           bool(spec.secrets))
+        cached = (env_path(self.home(), image.target) / "cloudtune-image-env.json").is_file()
+        t = image.target
+        notes.append(f"runtime image: Python {t.python}, torch {t.torch or '(none)'} and the wheel lock {t.name}, in a "
+                     "virtual environment "
+                     + ("(cached)" if cached else "built at the first start and cached (torch is a CUDA build of "
+                        "several GB from PyPI; it runs on CPU)")
+                     + f"; each node starts through the {settings.emulate} start path (cloudtune installed from the "
+                       "wheelhouse with --no-index)")
+        return image
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:

@@ -139,6 +139,7 @@ class Supervisor:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cancelled = False
         self.subreaper = False
+        self.node_envs: dict[str, dict[str, str]] = {}  # runtime image: each node's environment over the image
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancelled = True  # the wait loop stops the nodes
@@ -151,6 +152,10 @@ class Supervisor:
         for node in nodes:
             argv = [sys.executable, "-m", "cloudtune.runtime.bootstrap", *node["argv"][1:]]
             env = container_env({**threads_env, **node["env"]}, self.request.get("secret_names", []))
+            if self.node_envs:  # the cloud's start path, on the image's Python (cloudtune.local.imageenv)
+                from cloudtune.local.imageenv import image_container_env
+
+                argv, env = list(node["argv"]), image_container_env(env, self.node_envs[node["host"]])
             proc = subprocess.Popen(argv, cwd=node["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append(proc)
@@ -226,6 +231,15 @@ class Supervisor:
                 log.write(f"[cloudtune] could not lay out the job: {exc}\n")
                 return self._finish("failed", 1, f"ClientError: {exc} {describe(ExitClass.INPUT)}", ExitClass.INPUT)
             log.write(f"[cloudtune] job files: {stats.summary()}\n")
+            if self.request.get("image"):
+                from cloudtune.errors import CloudtuneError
+                from cloudtune.local.imageenv import prepare_nodes
+
+                try:
+                    self.node_envs = prepare_nodes(self.request["image"], log)
+                except CloudtuneError as exc:
+                    log.write(f"[cloudtune] {exc}\n")
+                    return self._finish("failed", 1, f"ImageEnvError: {exc.message}", ExitClass.INFRASTRUCTURE)
             threads = thread_env(len(self.request["nodes"]), int(self.request.get("processes_per_node") or 1))
             if threads:
                 log.write(f"[cloudtune] OMP_NUM_THREADS={threads['OMP_NUM_THREADS']} for each process (this machine's "

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from cloudtune.catalog import Offer
     from cloudtune.spec import JobSpec
 
-UNPACK_DIR = "/tmp/cloudtune"
+UNPACK_DIR = vx.UNPACK_DIR
 LAUNCH_LABEL = "cloudtune-launch"  # finds the job a lost create made (Vertex assigns job ids itself)
 JOB_LABEL = "cloudtune-job"
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
@@ -42,14 +42,7 @@ KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/
 TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
 SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
-# The container's command: unpack cloudtune's files from the mounted code bundle, pip-install the carried wheel,
-# then hand over to cloudtune-run. $1: the bundle's /gcs path, $2: pip flags, $3: the wheel's extras and any extra
-# requirement; the rest are cloudtune-run's arguments.
-BOOTSTRAP = (
-    f'set -e; d={UNPACK_DIR}; mkdir -p $d; tar -xzf "$1" -C $d {staging.CLOUDTUNE_DIR}; '
-    'python -m pip install -q --disable-pip-version-check --no-cache-dir $2 "$(ls $d/.cloudtune/*.whl)$3" $4; '
-    'shift 4; exec cloudtune-run "$@"'
-)
+BOOTSTRAP = vx.BOOTSTRAP  # the container's command (cloudtune.contracts.vertex.bootstrap)
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "Vertex AI machine types with attached NVIDIA GPUs (T4, L4, A100, H100, H200) from the catalog"),
