@@ -438,7 +438,7 @@ class LocalSettings(_Strict):
     runtime: Literal["host", "image"] = Field(
         "host", description="host: this machine's Python environment; image: the emulated cloud's stock-image Python, "
         "torch and wheel lock in a cached virtual environment, started through that cloud's own start path")
-    lock_dir: str | None = Field(None, description="runtime image: the wheel locks to use (default: cloudtune's own)")
+    wheel_locks: str | None = Field(None, description="runtime image: a directory of wheel locks (default: cloudtune's own)")
 
 
 class ProvidersSpec(BaseModel):

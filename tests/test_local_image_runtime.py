@@ -127,7 +127,7 @@ def _spec(tmp: Path, emulate: str, locks: Path, requirements: str | None = None)
         (code / "requirements.txt").write_text(requirements)
     spec = tmp / "job.yaml"
     spec.write_text(f"name: img-{emulate}\ncommand: python job.py\ncode: code\nresources: {{max_runtime: 600}}\n"
-                    f"providers:\n  local: {{emulate: {emulate}, runtime: image, lock_dir: {locks}}}\n")
+                    f"providers:\n  local: {{emulate: {emulate}, runtime: image, wheel_locks: {locks}}}\n")
     return spec
 
 
@@ -209,17 +209,27 @@ LANES = os.environ.get("CLOUDTUNE_IMAGE_LANES") == "1"
 
 @pytest.mark.slow
 @pytest.mark.skipif(not LANES, reason="downloads the image's torch (GBs): set CLOUDTUNE_IMAGE_LANES=1")
+@pytest.mark.parametrize("task", ["causal-lm", "seq-classification"])
 @pytest.mark.parametrize("emulate", ["aws", "gcp", "azure"])
-def test_full_lane_tiny_causal_lm(emulate: str, tmp_path: Path) -> None:
-    """The stock target's Python, torch and lock run the tiny causal-LM recipe (CLOUDTUNE_HOME keeps the cache)."""
-    from tests.tiny_models import make_causal_lm  # noqa: PLC0415
+def test_full_lane(emulate: str, task: str, tmp_path: Path) -> None:
+    """The stock target's Python, torch and lock run a tiny recipe; CLOUDTUNE_HOME (not reset here) keeps the
+    image env between runs. CLOUDTUNE_IMAGE_LANE_TARGETS (e.g. `aws`) picks the lanes to run."""
+    if emulate not in os.environ.get("CLOUDTUNE_IMAGE_LANE_TARGETS", "aws,gcp,azure").split(","):
+        pytest.skip(f"lane {emulate} not selected by CLOUDTUNE_IMAGE_LANE_TARGETS")
+    import yaml
 
-    model = make_causal_lm(tmp_path / "model")
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": f"hello world {i}"}) + "\n" for i in range(16)))
-    spec = tmp_path / "job.yaml"
-    spec.write_text(f"name: lane-{emulate}\ninputs: {{train: train.jsonl}}\n"
-                    f"train: {{task: causal-lm, model: {model}, epochs: 1, batch_size: 4, max_length: 32}}\n"
-                    f"resources: {{accelerator: cpu, max_runtime: 3600}}\n"
-                    f"providers:\n  local: {{emulate: {emulate}, runtime: image}}\n")
-    job = api.launch(spec)
+    from tests.tiny_models import make_tiny_gpt2
+
+    model = make_tiny_gpt2(tmp_path / "tiny-gpt2")
+    labels = ["shipping", "equipment"]
+    rows = [{"text": f"the grinder broke {i}", "label": labels[i % 2]} if task == "seq-classification"
+            else {"text": f"hello world number {i}"} for i in range(32)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"name": f"lane-{emulate}", "inputs": {"train": "train.jsonl"},
+            "train": {"model": str(model), "task": task,
+                      "hyperparameters": {"epochs": 1, "max_steps": 4, "batch_size": 4, "max_seq_len": 32}},
+            "resources": {"accelerator": "cpu", "max_runtime": 3600},
+            "providers": {"local": {"emulate": emulate, "runtime": "image"}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    job = api.launch(tmp_path / "job.yaml")
     assert job.wait(timeout=3600) == "succeeded", "\n".join(job.logs())

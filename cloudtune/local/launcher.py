@@ -165,7 +165,7 @@ class LocalLauncher:
                                   fix="remove `image:` to test on the stock image, or set providers.local.runtime: host")
         from cloudtune.local.imageenv import env_path, plan_image
 
-        lock_dir = Path(settings.lock_dir) if settings.lock_dir else None
+        lock_dir = Path(settings.wheel_locks).expanduser() if settings.wheel_locks else None
         image = plan_image(settings.emulate, target, bundle, self.home(), lock_dir, spec.train is not None,
                            bool(spec.secrets))
         cached = (env_path(self.home(), image.target) / "cloudtune-image-env.json").is_file()
