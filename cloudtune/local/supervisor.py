@@ -238,6 +238,9 @@ class Supervisor:
                 try:
                     self.node_envs = prepare_nodes(self.request["image"], log)
                 except CloudtuneError as exc:
+                    if self.cancelled:  # a cancel stops the build's pip too (same process group)
+                        log.write("[cloudtune] job cancelled while its image env was being built\n")
+                        return self._finish("cancelled", 130, "cancelled by the user", None)
                     log.write(f"[cloudtune] {exc}\n")
                     return self._finish("failed", 1, f"ImageEnvError: {exc.message}", ExitClass.INFRASTRUCTURE)
             threads = thread_env(len(self.request["nodes"]), int(self.request.get("processes_per_node") or 1))
