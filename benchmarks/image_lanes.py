@@ -60,6 +60,7 @@ def _run(emulate: str, task: str, work: Path, model: Path) -> dict[str, Any]:
 
 
 def lane(emulate: str, home: Path, model: Path, work: Path) -> dict[str, Any]:
+    from cloudtune.errors import CloudtuneError
     from cloudtune.kit import staging
     from cloudtune.kit.bootstrap import load_lock
     from cloudtune.local.imageenv import MARKER, ensure_image_env, env_path, image_target, torch_dir
@@ -72,14 +73,19 @@ def lane(emulate: str, home: Path, model: Path, work: Path) -> dict[str, Any]:
     staging.stage(up)
     stage_s = time.monotonic() - t0
     cached = (env_path(home, it) / MARKER).is_file()
-    ensure_image_env(home, it, Path(up.source), lambda line: print(f"[{emulate}] {line}", file=sys.stderr))
+    out: dict[str, Any] = {"emulate": emulate, "target": target, "python": it.python, "torch": it.torch,
+                           "cached_before": cached, "lock_bytes": load_lock(target).digest()[0],
+                           "wheelhouse_stage_s": round(stage_s, 1), "runs": []}
+    t0 = time.monotonic()
+    try:
+        ensure_image_env(home, it, Path(up.source), lambda line: print(f"[{emulate}] {line}", file=sys.stderr))
+    except CloudtuneError as exc:  # the target's software cannot be installed: no run can start
+        out.update(build_error=exc.message, build_s=round(time.monotonic() - t0, 1),
+                   torch_download_bytes=_du(torch_dir(home, it)), image_env_bytes=_du(env_path(home, it)))
+        return out
     record = json.loads((env_path(home, it) / MARKER).read_text())
-    out: dict[str, Any] = {
-        "emulate": emulate, "target": target, "python": it.python, "torch": it.torch, "cached_before": cached,
-        "lock_bytes": load_lock(target).digest()[0], "wheelhouse_stage_s": round(stage_s, 1),
-        "torch_download_bytes": _du(torch_dir(home, it)), "image_env_bytes": record["env_bytes"],
-        "build_s": record["seconds"], "build_steps_s": record["steps_s"],
-    }
+    out.update(torch_download_bytes=_du(torch_dir(home, it)), image_env_bytes=record["env_bytes"],
+               build_s=record["seconds"], build_steps_s=record["steps_s"])
     out["runs"] = [_run(emulate, task, work, model) for task in ("causal-lm", "seq-classification")]
     return out
 
@@ -102,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         print(f"{r['emulate']} ({r['target']}: Python {r['python']}, torch {r['torch']}): lock {r['lock_bytes'] / 1e6:.0f} MB, "
               f"torch download {r['torch_download_bytes'] / 1e9:.2f} GB, image env {r['image_env_bytes'] / 1e9:.2f} GB on "
-              f"disk, built in {r['build_s']:.0f} s {r['build_steps_s']}" + (" (cached before)" if r["cached_before"] else ""))
+              f"disk, built in {r['build_s']:.0f} s {r.get('build_steps_s', '')}"
+              + (" (cached before)" if r["cached_before"] else "")
+              + (f"; BUILD FAILED: {r['build_error']}" if r.get("build_error") else ""))
         for run in r["runs"]:
             print(f"  {run['task']}: {run['state']} in {run['seconds']:.0f} s (job {run['job_seconds']:.0f} s)"
                   + (f": {run['failure']}" if run["failure"] else ""))

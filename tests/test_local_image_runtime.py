@@ -7,8 +7,9 @@ wheels are this machine's installed cloudtune dependencies (pydantic, PyYAML, cl
 and served on 127.0.0.1, so pip really installs them with --no-index; azureml-mlflow (which Azure ML's start path
 installs) is a stand-in wheel. No torch, no download.
 
-Full lanes (CLOUDTUNE_IMAGE_LANES=1): the stock targets' Python, torch (GBs from PyPI) and lock, the tiny
-causal-LM recipe; see the README's local section for their cost.
+Full lanes (CLOUDTUNE_IMAGE_LANES=1, offline on an image env that benchmarks/image_lanes.py built in
+$CLOUDTUNE_HOME): the stock targets' Python, torch and lock run the tiny causal-LM and classification recipes; see
+the README's local section for their cost.
 """
 
 from __future__ import annotations
@@ -212,10 +213,17 @@ LANES = os.environ.get("CLOUDTUNE_IMAGE_LANES") == "1"
 @pytest.mark.parametrize("task", ["causal-lm", "seq-classification"])
 @pytest.mark.parametrize("emulate", ["aws", "gcp", "azure"])
 def test_full_lane(emulate: str, task: str, tmp_path: Path) -> None:
-    """The stock target's Python, torch and lock run a tiny recipe; CLOUDTUNE_HOME (not reset here) keeps the
-    image env between runs. CLOUDTUNE_IMAGE_LANE_TARGETS (e.g. `aws`) picks the lanes to run."""
+    """The stock target's Python, torch and lock run a tiny recipe, offline, on the image env cached in
+    CLOUDTUNE_HOME (not reset here): `CLOUDTUNE_HOME=DIR python benchmarks/image_lanes.py aws` builds it (it
+    downloads). CLOUDTUNE_IMAGE_LANE_TARGETS (e.g. `aws`) picks the lanes to run."""
+    from cloudtune.local.imageenv import env_path
+    from cloudtune.local.launcher import EMULATED_TARGETS
+    from cloudtune.settings import cloudtune_home
+
     if emulate not in os.environ.get("CLOUDTUNE_IMAGE_LANE_TARGETS", "aws,gcp,azure").split(","):
         pytest.skip(f"lane {emulate} not selected by CLOUDTUNE_IMAGE_LANE_TARGETS")
+    if not (env_path(cloudtune_home(), image_target(EMULATED_TARGETS[emulate])) / MARKER).is_file():
+        pytest.skip(f"no cached image env for {emulate} in $CLOUDTUNE_HOME: run benchmarks/image_lanes.py {emulate}")
     import yaml
 
     from tests.tiny_models import make_tiny_gpt2

@@ -158,9 +158,11 @@ def _build(home: Path, target: ImageTarget, wheelhouse: Path, env: Path, say: Sa
     started, figures = time.monotonic(), {}
     for step in build_steps(python, env, target, wheelhouse, pins, tdir, download):
         t0 = time.monotonic()
-        is_download = "download" in step[3:5]
+        is_download = step[3:4] == ["download"]
         _run(step, isolated_env(offline=not is_download), log)
-        figures[" ".join(step[1:4]) if not is_download else "pip download torch"] = round(time.monotonic() - t0, 1)
+        label = "venv" if step[2] == "venv" else f"pip {step[3]} {'torch' if str(tdir) in step else 'lock'}"
+        figures[label] = round(time.monotonic() - t0, 1)
+        say(f"image env: {label} done in {figures[label]:.0f} s")
         if is_download:
             (tdir / ".complete").write_text(str(_du(tdir)))
     record = {**asdict(target), "key": target.key, "python_exe": str(python), "seconds": round(time.monotonic() - started, 1),

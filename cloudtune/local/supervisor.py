@@ -242,7 +242,7 @@ class Supervisor:
                         log.write("[cloudtune] job cancelled while its image env was being built\n")
                         return self._finish("cancelled", 130, "cancelled by the user", None)
                     log.write(f"[cloudtune] {exc}\n")
-                    return self._finish("failed", 1, f"ImageEnvError: {exc.message}", ExitClass.INFRASTRUCTURE)
+                    return self._finish("failed", 1, f"ImageEnvError: {exc.message}", ExitClass.ERROR)
             threads = thread_env(len(self.request["nodes"]), int(self.request.get("processes_per_node") or 1))
             if threads:
                 log.write(f"[cloudtune] OMP_NUM_THREADS={threads['OMP_NUM_THREADS']} for each process (this machine's "
