@@ -169,8 +169,10 @@ def test_the_start_path_is_the_cloud_requests_own(tiny_locks: Path, tmp_path: Pa
     from cloudtune_gcp.request import BOOTSTRAP as GCP_BOOT
 
     assert GCP_BOOT == vx.BOOTSTRAP and AZ_BOOT == az.BOOTSTRAP
-    plans = {e: api.launch(_spec(tmp_path / e, e, tiny_locks) if (tmp_path / e).mkdir() is None else None,
-                           dry_run=True) for e in TARGETS}
+    plans = {}
+    for e in TARGETS:
+        (tmp_path / e).mkdir()
+        plans[e] = api.launch(_spec(tmp_path / e, e, tiny_locks), dry_run=True)
     gcp = plans["gcp"].request["nodes"][0]
     assert gcp["argv"][:4] == ["/bin/sh", "-c", vx.bootstrap(f"{gcp['cwd']}/tmp/cloudtune"), "cloudtune-bootstrap"]
     assert gcp["argv"][5].startswith("--no-index --find-links ") and gcp["argv"][5].split()[-1] == plans["gcp"].request["image"]["wheelhouse"]

@@ -279,17 +279,22 @@ def apply_start_path(layout: Any, emulate: str, image: ImagePlan, job_dir: Path)
             "node_envs": node_envs}
 
 
-def prepare_nodes(image: dict[str, Any], log: IO[str]) -> dict[str, dict[str, str]]:
-    """In the supervisor, before the first attempt: the cached image env (built if missing), then one fresh node
-    env per host over it. Returns host -> the variables its start path runs with. Raises CloudtuneError."""
+def prepare_image(image: dict[str, Any], log: IO[str]) -> Path:
+    """In the supervisor, before the first attempt: the cached image env of the request's `image` section (built
+    if missing). Raises CloudtuneError."""
     def say(line: str) -> None:
         log.write(f"[cloudtune] {line}\n")
         log.flush()
 
     target = ImageTarget(image["name"], image["python"], image["torch"], image["lock_sha256"], image["lock_dir"])
     home = Path(image["wheelhouse"]).parent.parent  # the wheelhouse is <home>/wheelhouses/<target>-<sha16>
-    env = ensure_image_env(home, target, Path(image["wheelhouse"]), say, log)
-    python = find_python(target.python)
+    return ensure_image_env(home, target, Path(image["wheelhouse"]), say, log)
+
+
+def fresh_node_envs(image: dict[str, Any], env: Path) -> dict[str, dict[str, str]]:
+    """Before each attempt (a new container on the cloud): one new, empty node env per host over the image env
+    `env`. Returns host -> the variables its start path runs with."""
+    python = find_python(str(image["python"]))
     return {host: node_env(env, Path(dest), python) for host, dest in image["node_envs"].items()}
 
 

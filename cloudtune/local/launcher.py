@@ -26,6 +26,7 @@ from cloudtune.spec import LocalSettings, is_remote
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
+    from cloudtune.local.imageenv import ImagePlan
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
@@ -155,7 +156,7 @@ class LocalLauncher:
         )
 
     def _image_plan(self, spec: "JobSpec", settings: LocalSettings, bundle: "Bundle | None", target: str | None,
-                    notes: list[str]) -> Any:
+                    notes: list[str]) -> "ImagePlan | None":
         """runtime: image: the planned image env, wheelhouse and code bundle (cloudtune.local.imageenv); else None."""
         if settings.runtime != "image":
             return None
