@@ -161,6 +161,24 @@ def test_a_job_runs_on_the_image_env_through_the_start_path(emulate: str, tiny_l
     assert "building the" not in "\n".join(again.logs())
 
 
+def test_a_lock_that_cannot_install_on_its_python_fails_the_job_with_the_missing_wheel(
+        tiny_locks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As pip --no-index on the image would: a lock missing a dependency (here typing-inspection, which pydantic
+    needs) fails the job before any node starts, naming the requirement; the next build starts over."""
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    locks = tmp_path / "locks"
+    locks.mkdir()
+    data = json.loads((tiny_locks / f"{TARGETS['gcp']}.json").read_text())
+    data["wheels"] = [w for w in data["wheels"] if w["name"] != "typing_inspection"]
+    (locks / f"{TARGETS['gcp']}.json").write_text(json.dumps(data))
+    job = api.launch(_spec(tmp_path, "gcp", locks))
+    assert job.wait(timeout=300) == "failed"
+    reason = json.loads((Path(job.ref().native_id) / "state.json").read_text())["failure_reason"]
+    assert reason.startswith("ImageEnvError: ") and "typing-inspection" in reason.replace("_", "-"), reason
+    target = image_target(TARGETS["gcp"], locks)
+    assert not (tmp_path / "home" / "image-envs" / target.key / MARKER).exists()
+
+
 def test_the_start_path_is_the_cloud_requests_own(tiny_locks: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Each node's command is the text the cloud request carries (cloudtune.contracts), with local paths."""
