@@ -435,6 +435,10 @@ class CheckpointSpec(_Strict):
 class LocalSettings(_Strict):
     emulate: Literal["aws", "gcp", "azure"] = Field("aws", description="which cloud's container contract to reproduce")
     jobs_dir: str | None = Field(None, description="where job directories go; default $CLOUDTUNE_HOME/jobs")
+    runtime: Literal["host", "image"] = Field(
+        "host", description="host: this machine's Python environment; image: the emulated cloud's stock-image Python, "
+        "torch and wheel lock in a cached virtual environment, started through that cloud's own start path")
+    wheel_locks: str | None = Field(None, description="runtime image: a directory of wheel locks (default: cloudtune's own)")
 
 
 class ProvidersSpec(BaseModel):

@@ -21,6 +21,11 @@ LOG_DIR_ARG = "--log-dir"
 MODEL_OUTPUT = "model"
 CHECKPOINT_OUTPUT = "checkpoints"
 LOG_OUTPUT = "logs"
+# The stock-environment command: unpack the bundle ($1) into the working directory (the user's code and
+# .cloudtune/), pip-install the carried wheel ($2: pip flags, $3: the wheel's extras, $4: an extra requirement),
+# then hand over to cloudtune-run.
+BOOTSTRAP = ('set -e; tar -xzf "$1"; python -m pip install -q --disable-pip-version-check --no-cache-dir $2 '
+             '"$(ls .cloudtune/*.whl)$3" $4; shift 4; exec cloudtune-run "$@"')
 
 
 def run_args(job: dict[str, object], inputs: dict[str, str], outputs: dict[str, str]) -> list[str]:

@@ -72,3 +72,33 @@ def channel_dir(name: str) -> str:
 def host(index: int) -> str:
     """The host name of node `index` (0-based): algo-1 .. algo-N."""
     return f"algo-{index + 1}"
+
+
+def entry_script(pip_flags: str, requirement_suffix: str) -> str:
+    """The script-mode program on the stock image: install the carried cloudtune wheel from the wheels channel
+    (no index), then become cloudtune-run. Standard library only (it runs before anything is installed)."""
+    pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir", *pip_flags.split()]
+    lines = [
+        '"""cloudtune entry point on the stock SageMaker images (run by the training toolkit in script mode)."""',
+        "import glob, os, subprocess, sys",
+        "here = os.path.dirname(os.path.abspath(__file__))",
+        "wheel = glob.glob(os.path.join(here, 'cloudtune-*.whl'))[0]",
+        f"subprocess.run([sys.executable, *{pip!r}, wheel + {requirement_suffix!r}], check=True)",
+        "os.execvp('cloudtune-run', ['cloudtune-run'])",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# What the training toolkit does in script mode once it has extracted sagemaker_submit_directory into CODE_DIR,
+# as a shell program run in CODE_DIR ($1: sagemaker_program; the rest: the hyperparameters as `--key value`).
+# Source: aws/sagemaker-training-toolkit, entry_point.install and process.ProcessRunner._create_command: a code
+# dir with a setup.py is a PYTHON_PACKAGE (`pip install . -r requirements.txt`, then `python -m <program>`);
+# otherwise a .py program gets `pip install -r requirements.txt` when that file exists (from PyPI: it fails
+# under network isolation or in a VPC without a route out), then `python <program>`.
+SCRIPT_MODE = (
+    'set -e; p="$1"; shift; '
+    'if [ -f setup.py ]; then r=""; if [ -f requirements.txt ]; then r="-r requirements.txt"; fi; '
+    'python -m pip install . $r; exec python -m "${p%.py}" "$@"; fi; '
+    'if [ -f requirements.txt ]; then python -m pip install -r requirements.txt; fi; '
+    'exec python "$p" "$@"'
+)

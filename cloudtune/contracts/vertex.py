@@ -20,6 +20,41 @@ CHIEF_POOL = "workerpool0"
 WORKER_POOL = "workerpool1"
 PORT = 2222  # the port CLUSTER_SPEC lists for each replica
 JOB_JSON_ARG = "--job-json"  # cloudtune-run's argument carrying the runtime job
+UNPACK_DIR = "/tmp/cloudtune"  # where the stock-image bootstrap unpacks cloudtune's files
+
+
+# Vertex AI restarts a worker that exits non-zero (up to 5 times per worker, then the whole job up to 3 times) unless
+# the error is one it treats as permanent (Vertex AI docs, "Understand the training service": "Restart workers
+# during the training job"). Exit classes cloudtune never retries (cloudtune.runtime.exitcodes: input 65, diverged
+# 66, error = any other code up to 128) must not run again: the first such exit is written to a marker in the job's
+# checkpoint dir (AIP_CHECKPOINT_DIR, through the /gcs mount), and a restarted worker that finds it exits at once
+# with the same code. Retried classes (infrastructure 75, preempted 143 and any other signal, > 128) run again and
+# resume from the newest checkpoint. SIGTERM (a Spot reclaim, a cancel) is passed on to cloudtune-run, which the
+# shell runs as a child so that it can read its exit.
+FINAL_EXIT_MARKER = ".cloudtune-final-exit"
+RETRIED_CODES = "0 or 75 or above 128"  # what RUN_ONCE lets run again (for the plan note)
+RUN_ONCE = (
+    'f=""; case "${AIP_CHECKPOINT_DIR:-}" in gs://*) f="/gcs/${AIP_CHECKPOINT_DIR#gs://}";; ?*) f="$AIP_CHECKPOINT_DIR";; '
+    f'esac; [ -n "$f" ] && f="${{f%/}}/{FINAL_EXIT_MARKER}"; '
+    'if [ -n "$f" ] && [ -f "$f" ]; then c=$(cat "$f"); echo "[cloudtune] not run again: an earlier attempt of this '
+    'job exited $c, an exit class that is never retried" >&2; exit "$c"; fi; '
+    'cloudtune-run "$@" & p=$!; trap \'kill -TERM $p 2>/dev/null\' TERM INT; '
+    'while :; do wait $p; c=$?; kill -0 $p 2>/dev/null || break; done; '
+    'if [ -n "$f" ] && [ "$c" -ne 0 ] && [ "$c" -ne 75 ] && [ "$c" -le 128 ]; then '
+    'mkdir -p "$(dirname "$f")" && echo "$c" > "$f"; fi; exit "$c"'
+)
+
+
+def bootstrap(unpack_dir: str = UNPACK_DIR) -> str:
+    """The stock-image container's command (`sh -c` text): unpack cloudtune's files from the mounted code bundle,
+    pip-install the carried wheel, then hand over to cloudtune-run (RUN_ONCE). $1: the bundle's /gcs path, $2: pip
+    flags, $3: the wheel's extras, $4: any extra requirement; the rest are cloudtune-run's arguments."""
+    return (f'set -e; d={unpack_dir}; mkdir -p $d; tar -xzf "$1" -C $d .cloudtune; '
+            'python -m pip install -q --disable-pip-version-check --no-cache-dir $2 "$(ls $d/.cloudtune/*.whl)$3" $4; '
+            f'shift 4; set +e; {RUN_ONCE}')
+
+
+BOOTSTRAP = bootstrap()
 
 
 def output_dirs(base_output_uri: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ from cloudtune.spec import LocalSettings, is_remote
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
+    from cloudtune.local.imageenv import ImagePlan
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
@@ -86,10 +87,12 @@ class LocalLauncher:
         check_local_inputs(spec)
         if spec.resources.spot:
             notes.append("spot: ignored locally")
-        if not spec.image:
-            from cloudtune.kit.versions import local_mismatches, target_software
+        from cloudtune.kit.versions import local_mismatches, target_software
 
-            differ = local_mismatches(target_software(settings.emulate).target)
+        target = target_software(settings.emulate).target
+        image = self._image_plan(spec, settings, bundle, target, notes)
+        if not spec.image and image is None:
+            differ = local_mismatches(target)
             if differ:
                 notes.append(f"warning: this machine differs from the {settings.emulate} stock image: {'; '.join(differ)}; "
                              "a job that passes here may still fail there (test with `image:` set to the image you run)")
@@ -112,6 +115,8 @@ class LocalLauncher:
         extra: dict[str, Any] = {}
         if settings.emulate == "aws":
             extra = {"instance_type": _sagemaker_instance_type(spec), "script_mode": not spec.image}
+        if image is not None:
+            bundle_path = image.code_path
         layout = EMULATORS[settings.emulate](
             job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name), **extra,
         )
@@ -119,8 +124,16 @@ class LocalLauncher:
             notes.append("MLflow: Azure ML sets MLFLOW_TRACKING_URI and the job logs metrics there; mlflow is not "
                          "installed here, so that path is not run locally (pip install mlflow to run it)")
         uploads = []
+        image_request = None
+        if image is not None:
+            from cloudtune.local.imageenv import apply_start_path
+
+            image_request = apply_start_path(layout, settings.emulate, image, job_dir)
+            uploads.append(image.wheelhouse)
         for copy in layout.copies:
-            if bundle and copy.source == bundle_path:
+            if image is not None and copy.source == bundle_path:
+                uploads.append(Upload(copy.source, copy.destination, image.code.size, image.code.sha256, image.code_recipe))
+            elif bundle and copy.source == bundle_path:
                 build = recipe(bundle, {}) if bundle.path is None else None
                 uploads.append(Upload(copy.source, copy.destination, bundle.size, bundle.sha256, build))
             else:
@@ -134,6 +147,8 @@ class LocalLauncher:
             "secret_names": sorted(spec.secrets),
             **layout.to_dict(),
         }
+        if image_request is not None:
+            request["image"] = image_request
         return Plan(
             provider="local",
             job_name=job_name,
@@ -146,6 +161,30 @@ class LocalLauncher:
             notes=tuple(notes),
             spec=spec.model_dump(mode="json"),
         )
+
+    def _image_plan(self, spec: "JobSpec", settings: LocalSettings, bundle: "Bundle | None", target: str | None,
+                    notes: list[str]) -> "ImagePlan | None":
+        """runtime: image: the planned image env, wheelhouse and code bundle (cloudtune.local.imageenv); else None."""
+        if settings.runtime != "image":
+            return None
+        if spec.image or target is None:
+            raise UnsupportedSpec(f"providers.local.runtime: image emulates a stock image, and this job sets image: "
+                                  f"{spec.image}" if spec.image else "providers.local.runtime: image needs a stock target",
+                                  fix="remove `image:` to test on the stock image, or set providers.local.runtime: host")
+        from cloudtune.local.imageenv import env_path, plan_image
+
+        lock_dir = Path(settings.wheel_locks).expanduser() if settings.wheel_locks else None
+        image = plan_image(settings.emulate, target, bundle, self.home(), lock_dir, spec.train is not None,
+                           bool(spec.secrets))
+        cached = (env_path(self.home(), image.target) / "cloudtune-image-env.json").is_file()
+        t = image.target
+        notes.append(f"runtime image: Python {t.python}, torch {t.torch or '(none)'} and the wheel lock {t.name}, in a "
+                     "virtual environment "
+                     + ("(cached)" if cached else "built at the first start and cached (torch is a CUDA build of "
+                        "several GB from PyPI; it runs on CPU)")
+                     + f"; each node starts through the {settings.emulate} start path (cloudtune installed from the "
+                       "wheelhouse with --no-index)")
+        return image
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:

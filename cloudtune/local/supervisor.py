@@ -187,6 +187,7 @@ class Supervisor:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cancelled = False
         self.subreaper = False
+        self.image_env: Path | None = None  # runtime image: the cached image env (cloudtune.local.imageenv)
 
     def _on_term(self, _signum: int, _frame: Any) -> None:
         self.cancelled = True  # the wait loop stops the nodes
@@ -196,9 +197,18 @@ class Supervisor:
         self.procs, threads = [], []
         nodes = self.request["nodes"]
         threads_env = thread_env(len(nodes), int(self.request.get("processes_per_node") or 1))
+        node_envs: dict[str, dict[str, str]] = {}
+        if self.image_env is not None:
+            from cloudtune.local.imageenv import fresh_node_envs
+
+            node_envs = fresh_node_envs(self.request["image"], self.image_env)
         for node in nodes:
             argv = [sys.executable, "-m", "cloudtune.runtime.bootstrap", *node["argv"][1:]]
             env = container_env({**threads_env, **node["env"]}, self.request.get("secret_names", []))
+            if self.image_env is not None:  # the cloud's start path, on the image's Python, in a fresh node env
+                from cloudtune.local.imageenv import image_container_env
+
+                argv, env = list(node["argv"]), image_container_env(env, node_envs[node["host"]])
             proc = subprocess.Popen(argv, cwd=node["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
             self.procs.append(proc)
@@ -279,6 +289,18 @@ class Supervisor:
                 log.write(f"[cloudtune] could not lay out the job: {exc}\n")
                 return self._finish("failed", 1, f"ClientError: {exc} {describe(ExitClass.INPUT)}", ExitClass.INPUT)
             log.write(f"[cloudtune] job files: {stats.summary()}\n")
+            if self.request.get("image"):
+                from cloudtune.errors import CloudtuneError
+                from cloudtune.local.imageenv import prepare_image
+
+                try:
+                    self.image_env = prepare_image(self.request["image"], log)
+                except CloudtuneError as exc:
+                    if self.cancelled:  # a cancel stops the build's pip too (same process group)
+                        log.write("[cloudtune] job cancelled while its image env was being built\n")
+                        return self._finish("cancelled", 130, "cancelled by the user", None)
+                    log.write(f"[cloudtune] {exc}\n")
+                    return self._finish("failed", 1, f"ImageEnvError: {exc.message}", ExitClass.ERROR)
             threads = thread_env(len(self.request["nodes"]), int(self.request.get("processes_per_node") or 1))
             if threads:
                 log.write(f"[cloudtune] OMP_NUM_THREADS={threads['OMP_NUM_THREADS']} for each process (this machine's "

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import sagemaker as sm
+from cloudtune.contracts.sagemaker import entry_script
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.base import bucket_base
 from cloudtune.kit import cost, staging
@@ -324,21 +325,6 @@ def restart_note(retries: int, spot: bool) -> str:
         parts.append("a Spot interruption (preemption) is resumed by SageMaker itself within MaxWaitTimeInSeconds, "
                      "from the newest checkpoint synced to CheckpointConfig's S3 URI")
     return "; ".join(parts)
-
-
-def entry_script(pip_flags: str, requirement_suffix: str) -> str:
-    """The script-mode program on the stock image: install the carried cloudtune wheel from the wheels channel
-    (no index), then become cloudtune-run. Standard library only (it runs before anything is installed)."""
-    pip = ["-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir", *pip_flags.split()]
-    lines = [
-        '"""cloudtune entry point on the stock SageMaker images (run by the training toolkit in script mode)."""',
-        "import glob, os, subprocess, sys",
-        "here = os.path.dirname(os.path.abspath(__file__))",
-        "wheel = glob.glob(os.path.join(here, 'cloudtune-*.whl'))[0]",
-        f"subprocess.run([sys.executable, *{pip!r}, wheel + {requirement_suffix!r}], check=True)",
-        "os.execvp('cloudtune-run', ['cloudtune-run'])",
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _job_hyperparameter(job: dict[str, Any], texts: dict[str, str], unpacked_at: str, notes: list[str]) -> str:

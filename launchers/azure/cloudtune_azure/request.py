@@ -52,10 +52,7 @@ BLOB_HTTPS = re.compile(r"https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/[^/?#
 KEY_VAULT_SECRET = re.compile(r"https://[A-Za-z0-9-]{3,24}\.vault\.azure\.net/secrets/[A-Za-z0-9-]{1,127}(/[A-Za-z0-9]{1,64})?")
 INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # azure-ai-ml's input/output name rule (constants/_component.py)
 
-# The command: unpack the bundle ($1) into the working directory (the user's code and .cloudtune/), pip-install the
-# carried wheel ($2: pip flags, $3: the wheel's extras, $4: an extra requirement), then hand over to cloudtune-run.
-BOOTSTRAP = ('set -e; tar -xzf "$1"; python -m pip install -q --disable-pip-version-check --no-cache-dir $2 '
-             '"$(ls .cloudtune/*.whl)$3" $4; shift 4; exec cloudtune-run "$@"')
+BOOTSTRAP = az.BOOTSTRAP  # the command's shell text (cloudtune.contracts.azureml)
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "Azure ML compute with NVIDIA GPUs (T4, A100, H100, H200) from the catalog: a named cluster "
