@@ -220,3 +220,28 @@ def test_conversational_data_without_any_chat_template_refused(tmp_path: Path, m
     (model / "tokenizer_config.json").write_text("{}")
     (model / "chat_template.json").write_text(json.dumps({"chat_template": "{{ messages[0]['content'] }}"}))
     assert problems(tmp_path, {}, None, monkeypatch) == []  # a processor's template: transformers reads it
+
+
+def test_the_template_sees_the_records_tools_at_plan_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `tools` column reaches the template as `tools=` (as in the job), so its refusal shows at validate."""
+    template = ("{% if tools %}{{ raise_exception('This model does not support tools') }}{% endif %}"
+                "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    row = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}],
+           "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}
+    write(tmp_path / "data/train.jsonl", json.dumps({"messages": row["messages"]}) + "\n" + json.dumps(row) + "\n")
+    found = problems(tmp_path, {"data": {"chat_template": template}}, None, monkeypatch)
+    assert len(found) == 1 and found[0].startswith("data/train.jsonl, line 2: the chat template") and \
+        "does not support tools" in found[0], found
+
+
+@pytest.mark.parametrize("prompt, completion, kind", [
+    ("Question?", [{"role": "assistant", "content": "a"}], "a string"),
+    ([{"role": "user", "content": "u"}], "answer", "a list of messages"),
+])
+def test_mixed_prompt_completion_refused_at_plan_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prompt: Any,
+                                                      completion: Any, kind: str) -> None:
+    write(tmp_path / "data/train.jsonl", json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+    found = problems(tmp_path, {"data": {"chat_template": "{% for m in messages %}{{ m['content'] }}{% endfor %}"}},
+                     None, monkeypatch)
+    assert found == [f"data/train.jsonl, line 1: field 'completion' must be {kind} like the prompt ('prompt'): TRL's "
+                     f"prompt-completion is standard (two strings) or conversational (two message lists)"]

@@ -53,10 +53,17 @@ def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None 
         if fmt == "text":
             _where_field(rec, data.text_field, where, "train.data.text_field")
         elif fmt == "instruction":
+            values = []
             for name, option in ((data.prompt_field, "prompt_field"), (data.completion_field, "completion_field")):
                 value = _where_field(rec, name, where, f"train.data.{option}", kind=(str, list))
                 if isinstance(value, list):  # conversational prompt-completion (TRL): message lists
                     check_messages(value, where, name)
+                values.append(value)
+            if isinstance(values[0], str) != isinstance(values[1], str):  # the recipe encodes both one way
+                kind = "a string" if isinstance(values[0], str) else "a list of messages"
+                raise JobInputError(f"{where}: field {data.completion_field!r} must be {kind} like the prompt "
+                                    f"({data.prompt_field!r}): TRL's prompt-completion is standard (two strings) or "
+                                    f"conversational (two message lists)")
         elif fmt == "chat":
             raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
             require_assistant(check_messages(raw, where, data.messages_field), where)

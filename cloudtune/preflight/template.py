@@ -94,24 +94,37 @@ def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple
             [(prompt + completion, False), (prompt, True)])  # as cloudtune.train.chat.completion_spans renders
 
 
+def _tools(rec: Any, where: str) -> list[dict[str, Any]] | None:
+    """The record's `tools` column as the recipe passes it to the template (`tools=`); None when absent or bad
+    (a bad one is reported by the field checks)."""
+    from cloudtune.errors import JobInputError
+    from cloudtune.train.chat import check_tools
+
+    try:
+        return check_tools(rec.get("tools"), where)
+    except JobInputError:
+        return None
+
+
 def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str, template: str,
-            option: str) -> tuple[list[tuple[str, list]], str | None]:
+            option: str) -> tuple[list[tuple[str, list, Any]], str | None]:
     """(the renders of one record per distinct sequence of roles, the first unplaced message field's error)."""
     from cloudtune.train.chat import unplaced_field
 
-    seen: dict[tuple[str, ...], tuple[str, list]] = {}
+    seen: dict[tuple[str, ...], tuple[str, list, Any]] = {}
     for where, rec in records:
         found = _conversation(rec, data, fmt, where)
         if found is None:
             continue
         fields, renders = found
+        tools = _tools(rec, where)
         for field, messages in fields:
             problem = unplaced_field(messages, template, where, field, option)
             if problem:
                 return [], problem
         roles = tuple(m["role"] for _, messages in fields for m in messages)
         if len(seen) < MAX_SHAPES:
-            seen.setdefault(roles, (where, renders))
+            seen.setdefault(roles + (("tools",) if tools else ()), (where, renders, tools))
     return list(seen.values()), None
 
 
@@ -136,10 +149,10 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
     shapes, problem = _shapes(records, data, fmt, template, option)
     if problem:
         return problem
-    for where, renders in shapes:
+    for where, renders, tools in shapes:
         for history, generation_prompt in renders:
             try:
-                compiled.render(messages=history, add_generation_prompt=generation_prompt, **tokens)
+                compiled.render(messages=history, tools=tools, add_generation_prompt=generation_prompt, **tokens)
             except _Refusal as exc:
                 return (f"{where}: the chat template ({option}) refused this conversation: {exc}; "
                         f"{_template_fix(str(exc))}")
