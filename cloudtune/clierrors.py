@@ -154,3 +154,14 @@ def restore_ctrl_c() -> None:
 
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def quiet_sdk_loggers() -> None:
+    """Hold back the cloud SDKs' own warnings, which Python's last-resort logging handler would print before
+    cloudtune's one line: azure-identity logs every credential DefaultAzureCredential tried (about 15 lines) when
+    none works, and the launcher's error already says what to do. `CLOUDTUNE_DEBUG=1` keeps them."""
+    if os.environ.get("CLOUDTUNE_DEBUG"):
+        return
+    import logging
+
+    logging.getLogger("azure").setLevel(logging.ERROR)
