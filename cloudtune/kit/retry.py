@@ -106,11 +106,14 @@ class Caller:
     """Calls a cloud's SDK under the policy and turns its errors into cloudtune's (see the module docstring)."""
 
     def __init__(self, service: str, classify: Callable[[BaseException], ErrorInfo | None],
-                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`sleep` and `clock` (seconds) are injectable so that tests assert on events, not on the machine's speed."""
         self.service = service
         self.classify = classify
         self.policy = policy or RetryPolicy.from_env()
         self._sleep = sleep
+        self._clock = clock
         _CLASSIFIERS.setdefault(classify, service)  # so that `translate` knows this cloud's errors
 
     def error(self, info: ErrorInfo) -> CloudtuneError:
@@ -136,7 +139,7 @@ class Caller:
 
         An endpoint that a call of this process already spent a whole deadline failing to reach is not retried
         again for one deadline (`cloudtune list` over many jobs of an unreachable cloud pays the wait once)."""
-        now = time.monotonic()
+        now = self._clock()
         if info.endpoint and now - _UNREACHABLE.get(info.endpoint, -math.inf) < self.policy.deadline_s:
             return False
         delay = self.policy.delay(attempt)
@@ -152,7 +155,7 @@ class Caller:
     def call(self, fn: Callable[..., T], *args: object, what: str = "", missing_ok: bool = False, **kwargs: object) -> T:
         """`fn(*args, **kwargs)`, retried on transient errors; any other classified error raised as cloudtune's.
         With `missing_ok`, a not-found answer returns None."""
-        started = time.monotonic()
+        started = self._clock()
         attempt = 0
         while True:
             try:
@@ -174,7 +177,7 @@ class Caller:
     def create_once(self, create: Callable[[], T], find: Callable[[], T | None], *, what: str) -> T:
         """Create a job exactly once. On a conflict, or a transient failure after which the create may have landed
         with its answer lost, look for the job this launch made (`find`) and adopt it instead of creating again."""
-        started = time.monotonic()
+        started = self._clock()
         attempt = 0
         while True:
             try:
