@@ -84,6 +84,8 @@ _FIX = {
     errno.EPERM: "give yourself permission, or use a path you own",
     errno.ENOENT: "check the path (relative paths resolve against the spec file's directory)",
     errno.EISDIR: "give a file, not a directory",
+    errno.EEXIST: "a file stands where a directory must be created (CLOUDTUNE_HOME or a path in the spec): move it, "
+                  "or choose another path",
     errno.ENOTDIR: "a part of the path is a file, not a directory: check the path",
     errno.ENAMETOOLONG: "use a shorter path",
     errno.ELOOP: "the path is a loop of symlinks: point it at the real file",

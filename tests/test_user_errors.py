@@ -145,6 +145,19 @@ def test_a_spec_that_is_a_directory_or_unreadable_is_exit_2(tmp_path: Path) -> N
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "report it" not in proc.stderr
 
 
+@pytest.mark.parametrize("home", ["/dev/null", "fifo", "file"])
+def test_a_cloudtune_home_that_is_not_a_directory_is_exit_2(tmp_path: Path, home: str) -> None:
+    """CLOUDTUNE_HOME naming a file, a FIFO or /dev/null: the store cannot be made there (was FileExistsError,
+    "report it")."""
+    if home == "fifo":
+        os.mkfifo(tmp_path / "ff")
+        home = str(tmp_path / "ff")
+    elif home == "file":
+        (tmp_path / "f").write_text("x")
+        home = str(tmp_path / "f")
+    user_mistake(run_cli("list", cwd=tmp_path, extra={"CLOUDTUNE_HOME": home}), home, "To fix:")
+
+
 # ------------------------------------------------------------------------------- kind 4: closed pipes
 @pytest.mark.parametrize("args", [["catalog"], ["schema"], ["list"], ["catalog", "--json"]])
 def test_output_into_a_closed_pipe_ends_quietly(tmp_path: Path, args: list[str]) -> None:
@@ -183,11 +196,12 @@ def test_case_25_fifo_input_is_refused_at_validate_and_dry_run(tmp_path: Path) -
     work = tmp_path / "case"
     shutil.copytree(case, work)
     os.mkfifo(work / "pipe")
-    for args in (["validate", "job.yaml"], ["launch", "--dry-run", "job.yaml"],
+    for args in (["validate", "job.yaml"], ["launch", "--dry-run", "job.yaml"], ["launch", "job.yaml"],
                  ["launch", "--dry-run", "job.yaml", "--provider", "aws", "--set",
                   "providers.aws.role=arn:aws:iam::123456789012:role/R", "--set", "providers.aws.bucket=my-bucket",
                   "--set", "providers.aws.region=us-east-1"]):
         user_mistake(run_cli(*args, cwd=work), "inputs.extra", "named pipe (FIFO)", "not a regular file or directory")
+    assert not list((work / ".ct").glob("jobs/*"))  # the launch started nothing that could block on the pipe
 
 
 def _special(tmp_path: Path, kind: str) -> Path:
