@@ -277,6 +277,13 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
     job = load_spec(spec, list(overrides))
     for note in check_offline(job):
         click.echo(f"note: {note}", err=True)
+    model = job.train.model if job.train else ""
+    if model and not model.startswith("/") and ":" not in model and _hf_offline():  # a hub id, no network allowed
+        from cloudtune.preflight.hub import offline_problem
+
+        problem = offline_problem(model)
+        if problem:
+            click.echo(f"note: {problem} (a local launch refuses it; a cloud job downloads it there)", err=True)
     if deep:
         from cloudtune.preflight.deep import deep_check
 
@@ -284,6 +291,12 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
             click.echo(f"  {note}")
     what = f"train: {job.train.task} on {job.train.model}" if job.train else f"command: {job.command}"
     click.echo(f"ok: {job.name} ({what}; {job.resources.accelerator} x {job.resources.nodes} node(s))")
+
+
+def _hf_offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @main.command(name="list")

@@ -109,6 +109,8 @@ def test_a_hub_id_unreachable_offline_is_the_users_situation(tmp_path: Path) -> 
     empty_cache = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     user_mistake(run_cli("launch", str(spec), cwd=tmp_path, extra=empty_cache),
                  "train.model: 'gpt2-nonexistent-xyz'", "HF_HUB_OFFLINE")
+    valid = run_cli("validate", str(spec), cwd=tmp_path, extra=empty_cache)  # validate says so too, as a note
+    assert valid.returncode == 0 and "note: train.model: 'gpt2-nonexistent-xyz' is not in the local" in valid.stderr
     assert not list((tmp_path / ".ct").glob("jobs/*"))  # nothing was started
 
 
