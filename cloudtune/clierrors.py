@@ -84,6 +84,8 @@ _FIX = {
     errno.EPERM: "give yourself permission, or use a path you own",
     errno.ENOENT: "check the path (relative paths resolve against the spec file's directory)",
     errno.EISDIR: "give a file, not a directory",
+    errno.EEXIST: "a file stands where a directory must be created (CLOUDTUNE_HOME or a path in the spec): move it, "
+                  "or choose another path",
     errno.ENOTDIR: "a part of the path is a file, not a directory: check the path",
     errno.ENAMETOOLONG: "use a shorter path",
     errno.ELOOP: "the path is a loop of symlinks: point it at the real file",
@@ -154,3 +156,14 @@ def restore_ctrl_c() -> None:
 
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def quiet_sdk_loggers() -> None:
+    """Hold back the cloud SDKs' own warnings, which Python's last-resort logging handler would print before
+    cloudtune's one line: azure-identity logs every credential DefaultAzureCredential tried (about 15 lines) when
+    none works, and the launcher's error already says what to do. `CLOUDTUNE_DEBUG=1` keeps them."""
+    if os.environ.get("CLOUDTUNE_DEBUG"):
+        return
+    import logging
+
+    logging.getLogger("azure").setLevel(logging.ERROR)

@@ -142,6 +142,20 @@ def assert_one_error(run: Run, rc: int, *needles: str) -> str:
     return errors[0]
 
 
+def bounded(run: Run, retried: bool | None = None) -> None:
+    """The run's waiting was bounded by the policy, read from its events (never from how long it took, which
+    depends on the machine): each call's retry lines count its attempts 2, 3, ... up to at most the policy's
+    maximum. `retried`: whether there must be (True) or must not be (False) any retry."""
+    from cloudtune.kit.retry import RetryPolicy
+
+    most = RetryPolicy().max_attempts
+    lines = [line for line in run.err.splitlines() if "retrying in" in line]
+    shown = [int(line.rsplit("(attempt ", 1)[1].split(" of ")[0]) for line in lines]
+    assert all(2 <= n <= most and (n == 2 or i and shown[i - 1] == n - 1) for i, n in enumerate(shown)), run.err
+    if retried is not None:
+        assert bool(lines) == retried, run.err
+
+
 class BlackHole:
     """A loopback port that accepts connections and never answers (a hung service or a stuck proxy)."""
 

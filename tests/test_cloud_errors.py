@@ -34,6 +34,21 @@ def classify(exc: BaseException) -> ErrorInfo | None:
     return None
 
 
+class FakeClock:
+    """A monotonic clock that advances only when slept on (injected into Caller as both)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 def test_transient_failures_end_within_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
     calls = 0
 
@@ -42,12 +57,12 @@ def test_transient_failures_end_within_the_deadline(capsys: pytest.CaptureFixtur
         calls += 1
         raise ServiceDown("Service Unavailable")
 
-    caller = Caller("Example", classify, RetryPolicy(max_attempts=50, base_s=0.05, cap_s=0.2, deadline_s=1.0))
-    started = time.monotonic()
+    clock = FakeClock()  # time passes only by the policy's sleeps: the outcome does not depend on the machine
+    caller = Caller("Example", classify, RetryPolicy(max_attempts=50, base_s=0.05, cap_s=0.2, deadline_s=1.0),
+                    sleep=clock.sleep, clock=clock)
     with pytest.raises(CloudError) as exc:
         caller.call(always_down, what="create the job")
-    took = time.monotonic() - started
-    assert took <= 1.0 and calls >= 3
+    assert clock.now <= 1.0 and calls >= 3 and calls == len(clock.slept) + 1
     assert str(exc.value) == "Example: 503 Service Unavailable\nTo fix: try again in a few minutes"
     assert exc.value.exit_code == 1
     lines = capsys.readouterr().err.splitlines()
@@ -152,15 +167,16 @@ def test_an_endpoint_given_up_on_is_not_retried_again_until_something_answers(ca
         raise Refused(endpoint)
 
     policy = RetryPolicy(max_attempts=10, base_s=0.01, cap_s=0.02, deadline_s=0.3)
+    clock = FakeClock()
     with pytest.raises(CloudError):
-        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:1")
+        Caller("Example", classify_conn, policy, sleep=clock.sleep, clock=clock).call(refuse, "http://127.0.0.1:1")
     first = capsys.readouterr().err.count("retrying in")
-    started = time.monotonic()
+    waited = len(clock.slept)
     with pytest.raises(CloudError):  # a second job of `cloudtune list`: no second wait
-        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:1")
-    assert first >= 2 and capsys.readouterr().err == "" and time.monotonic() - started < 0.1
+        Caller("Example", classify_conn, policy, sleep=clock.sleep, clock=clock).call(refuse, "http://127.0.0.1:1")
+    assert first >= 2 and capsys.readouterr().err == "" and len(clock.slept) == waited  # no sleep, no retry line
     with pytest.raises(CloudError):  # another endpoint is retried as usual
-        Caller("Example", classify_conn, policy).call(refuse, "http://127.0.0.1:2")
+        Caller("Example", classify_conn, policy, sleep=clock.sleep, clock=clock).call(refuse, "http://127.0.0.1:2")
     assert capsys.readouterr().err.count("retrying in") >= 2
     assert Caller("Example", classify_conn, policy).call(lambda: 42) == 42  # an answer clears the marks
     with pytest.raises(CloudError):

@@ -126,3 +126,40 @@ def test_validate_and_every_dry_run_say_which_a100(tmp_path) -> None:
     assert "no list price for ml.p4de.24xlarge" in cost  # unknown, and why
     table = run("catalog", "-a", "A100", "-p", "aws")
     assert "ml.p4d.24xlarge" in table.stdout and "ml.p4de.24xlarge" in table.stdout
+
+
+# ------------------------------------------------------------------------------------------- SDK chatter
+def test_azure_identity_chatter_is_held_back(tmp_path) -> None:
+    """DefaultAzureCredential with no credential logs each one it tried (about 15 lines) through Python's last-resort
+    handler before cloudtune's own error line; the CLI holds the SDK's warnings back (CLOUDTUNE_DEBUG keeps them).
+    Only offline credentials are tried here (no managed identity, no CLI tools), so nothing leaves the machine."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("azure.identity")
+    script = """
+import sys
+from cloudtune.clierrors import quiet_sdk_loggers
+if sys.argv[1] == "quiet":
+    quiet_sdk_loggers()
+from azure.identity import DefaultAzureCredential
+cred = DefaultAzureCredential(exclude_managed_identity_credential=True, exclude_cli_credential=True,
+                              exclude_powershell_credential=True, exclude_developer_cli_credential=True,
+                              exclude_visual_studio_code_credential=True, exclude_shared_token_cache_credential=True,
+                              exclude_workload_identity_credential=True, exclude_interactive_browser_credential=True)
+try:
+    cred.get_token("https://management.azure.com/.default")
+except Exception as exc:
+    print("error: " + type(exc).__name__, file=sys.stderr)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "CLOUDTUNE_DEBUG"))}
+    env["HOME"] = str(tmp_path)
+
+    def stderr(mode: str) -> str:
+        return subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True,
+                              timeout=120).stderr
+
+    assert "DefaultAzureCredential failed" in stderr("loud")  # what a user saw before
+    quiet = stderr("quiet")
+    assert quiet.strip().splitlines() == ["error: ClientAuthenticationError"], quiet

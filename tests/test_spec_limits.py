@@ -33,13 +33,14 @@ def write(tmp_path: Path, text: str, name: str = "job.yaml") -> Path:
 
 
 def refused(tmp_path: Path, text: str, budget_s: float = 5.0) -> SpecError:
-    """Load `text` as a job.yaml: it must be refused with a SpecError within `budget_s` seconds (a loose bound for
-    busy CI machines; the fuzz benchmark measures the 2 s target)."""
+    """Load `text` as a job.yaml: it must be refused with a SpecError within `budget_s` seconds of this process's CPU
+    time (a loose bound against a blow-up; CPU time, which other load on the machine does not inflate as it does
+    wall time; the fuzz benchmark measures the 2 s target)."""
     path = write(tmp_path, text)
-    start = time.monotonic()
+    start = time.process_time()
     with pytest.raises(SpecError) as info:
         load_spec(path)
-    assert time.monotonic() - start < budget_s
+    assert time.process_time() - start < budget_s
     assert str(path) in str(info.value)
     return info.value
 
@@ -96,10 +97,10 @@ def test_the_pure_python_parser_gets_the_same_limits(text: str, needle: str, lin
 
     from cloudtune.spec_yaml import load_yaml
 
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: not inflated by other load on the machine
     with pytest.raises(SpecError) as info:
         load_yaml(text, "job.yaml", loader=yaml.SafeLoader)
-    assert time.monotonic() - start < 5
+    assert time.process_time() - start < 5
     assert needle in info.value.issues[0].message or "not valid YAML" in info.value.issues[0].message
 
 
@@ -125,9 +126,15 @@ def test_the_463_byte_billion_laughs_is_refused_fast_and_small(tmp_path: Path) -
             # forked copy of a large parent such as a test runner with torch loaded)
             "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')))\n")
     path = write(tmp_path, text)
-    start = time.monotonic()
-    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
-    assert time.monotonic() - start < 10
+    import resource
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    start = children_cpu()  # the child's CPU time, which other load on the machine does not inflate
+    res = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300)
+    assert children_cpu() - start < 10
     assert "values (each alias use counts" in res.stdout, res.stdout + res.stderr
     assert int(res.stdout.split()[-1]) < 300_000  # KB: well under 300 MB (it took 12 GB)
 
@@ -149,9 +156,9 @@ def test_depth_limit_allows_what_a_spec_needs(tmp_path: Path) -> None:
 def test_100k_env_keys_load_in_linear_time(tmp_path: Path) -> None:
     text = COMMAND + "env:\n" + "".join(f"  K{i:06d}: v{i}\n" for i in range(100_000))
     path = write(tmp_path, text)
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: not inflated by other load on the machine
     spec = load_spec(path)
-    elapsed = time.monotonic() - start
+    elapsed = time.process_time() - start
     assert len(spec.env) == 100_000 and spec.env["K099999"] == "v99999"
     assert elapsed < 10  # about 1.5 s on one core; it took 15 s parsing twice with the pure-Python loader
 

@@ -109,6 +109,8 @@ def test_a_hub_id_unreachable_offline_is_the_users_situation(tmp_path: Path) -> 
     empty_cache = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     user_mistake(run_cli("launch", str(spec), cwd=tmp_path, extra=empty_cache),
                  "train.model: 'gpt2-nonexistent-xyz'", "HF_HUB_OFFLINE")
+    valid = run_cli("validate", str(spec), cwd=tmp_path, extra=empty_cache)  # validate says so too, as a note
+    assert valid.returncode == 0 and "note: train.model: 'gpt2-nonexistent-xyz' is not in the local" in valid.stderr
     assert not list((tmp_path / ".ct").glob("jobs/*"))  # nothing was started
 
 
@@ -143,6 +145,19 @@ def test_a_spec_that_is_a_directory_or_unreadable_is_exit_2(tmp_path: Path) -> N
     name = os.fsdecode(b"\xff\xfe.yaml")
     proc = run_cli("validate", name, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "report it" not in proc.stderr
+
+
+@pytest.mark.parametrize("home", ["/dev/null", "fifo", "file"])
+def test_a_cloudtune_home_that_is_not_a_directory_is_exit_2(tmp_path: Path, home: str) -> None:
+    """CLOUDTUNE_HOME naming a file, a FIFO or /dev/null: the store cannot be made there (was FileExistsError,
+    "report it")."""
+    if home == "fifo":
+        os.mkfifo(tmp_path / "ff")
+        home = str(tmp_path / "ff")
+    elif home == "file":
+        (tmp_path / "f").write_text("x")
+        home = str(tmp_path / "f")
+    user_mistake(run_cli("list", cwd=tmp_path, extra={"CLOUDTUNE_HOME": home}), home, "To fix:")
 
 
 # ------------------------------------------------------------------------------- kind 4: closed pipes
@@ -183,11 +198,12 @@ def test_case_25_fifo_input_is_refused_at_validate_and_dry_run(tmp_path: Path) -
     work = tmp_path / "case"
     shutil.copytree(case, work)
     os.mkfifo(work / "pipe")
-    for args in (["validate", "job.yaml"], ["launch", "--dry-run", "job.yaml"],
+    for args in (["validate", "job.yaml"], ["launch", "--dry-run", "job.yaml"], ["launch", "job.yaml"],
                  ["launch", "--dry-run", "job.yaml", "--provider", "aws", "--set",
                   "providers.aws.role=arn:aws:iam::123456789012:role/R", "--set", "providers.aws.bucket=my-bucket",
                   "--set", "providers.aws.region=us-east-1"]):
         user_mistake(run_cli(*args, cwd=work), "inputs.extra", "named pipe (FIFO)", "not a regular file or directory")
+    assert not list((work / ".ct").glob("jobs/*"))  # the launch started nothing that could block on the pipe
 
 
 def _special(tmp_path: Path, kind: str) -> Path:

@@ -112,11 +112,14 @@ class Caller:
     """Calls a cloud's SDK under the policy and turns its errors into cloudtune's (see the module docstring)."""
 
     def __init__(self, service: str, classify: Callable[[BaseException], ErrorInfo | None],
-                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+                 policy: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`sleep` and `clock` (seconds) are injectable so that tests assert on events, not on the machine's speed."""
         self.service = service
         self.classify = classify
         self.policy = policy or RetryPolicy.from_env()
         self._sleep = sleep
+        self._clock = clock
         _CLASSIFIERS.setdefault(classify, service)  # so that `translate` knows this cloud's errors
 
     def error(self, info: ErrorInfo) -> CloudtuneError:
@@ -142,7 +145,7 @@ class Caller:
 
         An endpoint that a call of this process already spent a whole deadline failing to reach is not retried
         again for one deadline (`cloudtune list` over many jobs of an unreachable cloud pays the wait once)."""
-        now = time.monotonic()
+        now = self._clock()
         if info.endpoint and now - _UNREACHABLE.get(info.endpoint, -math.inf) < self.policy.deadline_s:
             return False
         delay = self.policy.delay(attempt)
@@ -158,7 +161,7 @@ class Caller:
     def call(self, fn: Callable[..., T], *args: object, what: str = "", missing_ok: bool = False, **kwargs: object) -> T:
         """`fn(*args, **kwargs)`, retried on transient errors; any other classified error raised as cloudtune's.
         With `missing_ok`, a not-found answer returns None."""
-        started = time.monotonic()
+        started = self._clock()
         attempt = 0
         while True:
             try:
@@ -183,7 +186,7 @@ class Caller:
 
         Raises CreateUnconfirmed when the retries run out after a create that may have reached the service (any
         transient failure but a connection that was never made: `ErrorInfo.endpoint` set), else the error itself."""
-        started = time.monotonic()
+        started = self._clock()
         attempt = 0
         maybe_sent = False
         while True:

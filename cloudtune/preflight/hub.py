@@ -27,16 +27,25 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def offline_problem(model_id: str, option: str = "train.model") -> str | None:
+    """Without network access: why a job on this machine cannot load hub model `model_id` (HF_HUB_OFFLINE is set
+    and the model is not in the local cache), or None. What `hub_access` would raise, asked of the cache alone."""
+    if not _offline() or _cached(model_id):
+        return None
+    return (f"{option}: {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; download it "
+            f"first (hf download {model_id}) or unset HF_HUB_OFFLINE")
+
+
 def hub_access(model_id: str, option: str = "train.model", timeout: float = TIMEOUT_S) -> bool:
     """Whether `model_id` must be loaded from the local cache only (True: HF_HUB_OFFLINE is set, or the Hub is
     unreachable and the model is cached) or may be downloaded (False). Raises JobInputError, one line naming
     `option`, when the model is neither reachable nor cached, or the Hub says it does not exist or is gated."""
     cached = _cached(model_id)
     if _offline():
-        if cached:
-            return True
-        raise JobInputError(f"{option}: {model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is "
-                            f"set; download it first (hf download {model_id}) or unset HF_HUB_OFFLINE")
+        problem = offline_problem(model_id, option)
+        if problem:
+            raise JobInputError(problem)
+        return True
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, RepositoryNotFoundError,
                                         RevisionNotFoundError)

@@ -261,9 +261,13 @@ def _load_model(source: str, shown: str, local_only: bool, task: str, num_labels
             extra: dict[str, Any] = {"num_labels": num_labels}
             if id2label is not None:
                 extra |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-            model, info = AutoModelForSequenceClassification.from_pretrained(
-                source, local_files_only=local_only, output_loading_info=True, **extra, **kwargs)
+            with _load_report_quiet():  # transformers' MISSING table for the new head: said in one line below
+                model, info = AutoModelForSequenceClassification.from_pretrained(
+                    source, local_files_only=local_only, output_loading_info=True, **extra, **kwargs)
             model.ct_new_modules = new_module_names(info.get("missing_keys", ()), getattr(model, "base_model_prefix", ""))
+            if model.ct_new_modules and int(os.environ.get("RANK", "0")) == 0:
+                print(f"[cloudtune] model: {', '.join(model.ct_new_modules)} not in {shown}: the classification head "
+                      f"for {num_labels} labels, initialised randomly and trained by this job", flush=True)
             return model
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs)
     except (OSError, ValueError, SafetensorError) as exc:  # weights missing or damaged, an unknown architecture
@@ -271,6 +275,31 @@ def _load_model(source: str, shown: str, local_only: bool, task: str, num_labels
     if getattr(model, "loss_type", None) is None:  # e.g. GPT2LMHeadModel: name it what transformers falls back to,
         model.loss_type = "ForCausalLM"  # which it does with a misleading "loss_type=None ... unrecognized" warning
     return model
+
+
+class _load_report_quiet:
+    """While loading a model with a new head: transformers' state-dict load report (a table of the head's
+    `MISSING` weights, logged as a warning) is held back; the recipe says it in one line. Other warnings pass."""
+
+    def __enter__(self) -> None:
+        import logging
+
+        self.logger = logging.getLogger("transformers.modeling_utils")
+        self.filter = _NotLoadReport()
+        self.logger.addFilter(self.filter)
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeFilter(self.filter)
+
+
+class _NotLoadReport:
+    """Drops a load report that lists only MISSING weights (the new head); one that lists unexpected, mismatched or
+    unconverted weights passes, since those are the user's to read."""
+
+    def filter(self, record: Any) -> bool:
+        text = str(record.msg)
+        return not ("LOAD REPORT" in text and "MISSING" in text
+                    and not any(word in text for word in ("UNEXPECTED", "MISMATCH", "CONVERSION")))
 
 
 def new_module_names(missing_keys: Any, base_prefix: str = "") -> list[str]:

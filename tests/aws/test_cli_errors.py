@@ -14,25 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.aws.conftest import clients
-from tests.cloudfaults import FaultServer, assert_one_error, cli, closed_port
+from tests.cloudfaults import FaultServer, assert_one_error, bounded, cli, closed_port
 
 pytest.importorskip("boto3")
 BUCKET = "cli-errors"
 DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs: the retry policy's total, in seconds
 
-
-def bounded(run, retried: bool | None = None) -> None:
-    """The run's waiting was bounded by the policy, read from its events (never from how long it took, which
-    depends on the machine): each retry line names an attempt within the policy's maximum, in order, at most
-    max_attempts - 1 of them. `retried`: whether there must be (True) or must not be (False) any retry."""
-    from cloudtune.kit.retry import RetryPolicy
-
-    most = RetryPolicy().max_attempts
-    lines = [line for line in run.err.splitlines() if "retrying in" in line]
-    shown = [int(line.rsplit("(attempt ", 1)[1].split(" of ")[0]) for line in lines]
-    assert len(lines) <= most - 1 and shown == sorted(shown) and all(2 <= n <= most for n in shown), run.err
-    if retried is not None:
-        assert bool(lines) == retried, run.err
 
 
 def _job(tmp_path: Path) -> Path:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.azure.fake_azureml import RESOURCE_GROUP, SUBSCRIPTION, WORKSPACE
 from tests.azure.planning import write_data
-from tests.cloudfaults import FaultServer, assert_one_error, cli
+from tests.cloudfaults import FaultServer, assert_one_error, bounded, cli
 
 pytest.importorskip("azure.ai.ml")
 
@@ -92,5 +92,5 @@ def test_service_errors_are_one_line(azurite, tmp_path: Path, lock_dir: Path, mo
         env = _env(tmp_path, azurite, server.url)
         run = cli("launch", str(_job(tmp_path, lock_dir)), "--provider", "azure", "--detach", cwd=tmp_path, env=env)
     line = assert_one_error(run, rc, "Azure Machine Learning", needle)
-    assert run.seconds < 60, run.seconds
+    bounded(run)  # the retries the policy allows, read from the run's lines (not its duration)
     assert "Traceback" not in run.err and line

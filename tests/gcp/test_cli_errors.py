@@ -15,13 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cloudfaults import FaultServer, assert_one_error, cli, closed_port
+from tests.cloudfaults import FaultServer, assert_one_error, bounded, cli, closed_port
 from tests.gcp.conftest import BUCKET, PROJECT, REGION
 from tests.gcp.fake_vertex import FakeVertex
 
 pytest.importorskip("google.cloud.aiplatform_v1")
 DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs
-SLACK = 30.0  # interpreter start-up, the google imports and the plan, on a busy shared machine
 
 
 def _job(tmp_path: Path) -> Path:
@@ -62,13 +61,14 @@ def _launch(tmp_path: Path, env: dict[str, str]):
 def test_no_credentials(tmp_path: Path) -> None:
     run = _launch(tmp_path, _env(tmp_path))
     assert_one_error(run, 2, "default credentials were not found")
-    assert "gcloud auth application-default login" in run.err and run.seconds < SLACK
+    assert "gcloud auth application-default login" in run.err
+    bounded(run)
 
 
 def test_storage_closed_port(tmp_path: Path) -> None:
     run = _launch(tmp_path, _env(tmp_path, storage=f"http://127.0.0.1:{closed_port()}"))
     assert_one_error(run, 1, "cannot reach the endpoint")
-    assert "retrying in" in run.err and run.seconds < DEADLINE + SLACK
+    bounded(run, retried=True)
 
 
 @pytest.mark.parametrize("mode,rc,needle", [
@@ -80,7 +80,7 @@ def test_storage_failing(tmp_path: Path, mode: str, rc: int, needle: str) -> Non
     with FaultServer(mode) as server:
         run = _launch(tmp_path, _env(tmp_path, storage=server.url))
     assert_one_error(run, rc, needle)
-    assert run.seconds < DEADLINE + SLACK
+    bounded(run)
     assert ("retrying in" in run.err) == (mode != "403")
     if mode == "403":  # not retried (google-auth's session may re-send once after refreshing credentials)
         assert server.requests <= 2
@@ -101,7 +101,7 @@ def test_vertex_failing_after_the_uploads(gcs, tmp_path: Path, mode: str, rc: in
         with FaultServer(mode) as server:
             run = _launch(tmp_path, _env(tmp_path, storage=storage, vertex=server.url))
     assert_one_error(run, rc, needle)
-    assert run.seconds < DEADLINE + SLACK
+    bounded(run)
 
 
 def test_launch_through_the_cli_uploads_no_secret(gcs, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_status_logs_cancel_while_vertex_fails(tmp_path: Path, mode: str, rc: in
         for args in commands:
             run = cli(*args, cwd=tmp_path, env=_env(tmp_path, vertex=endpoint))
             assert_one_error(run, rc, needle)
-            assert run.seconds < DEADLINE + SLACK, (args, run.seconds)
+            bounded(run)
 
 
 def _service_account(tmp_path: Path, token_uri: str) -> Path:
@@ -184,7 +184,7 @@ def test_credential_files(tmp_path: Path, mode: str, rc: int, needle: str) -> No
             env["GOOGLE_APPLICATION_CREDENTIALS"] = str(_service_account(tmp_path, uri))
         run = _launch(tmp_path, env)
     assert_one_error(run, rc, needle)
-    assert run.seconds < DEADLINE + SLACK
+    bounded(run)
     assert "PRIVATE KEY" not in run.err
     if mode == "403":
         assert server.requests >= 1  # the refusal came from the endpoint on this machine
