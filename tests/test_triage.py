@@ -122,7 +122,7 @@ CASES = [
     ("aws-enospc", "aws", None, "AlgorithmError: OSError: [Errno 28] No space left on device: '/opt/ml/checkpoints/checkpoint-500/optimizer.pt'", "", Cause.DISK_FULL),
     ("gcp-inline-container", "gcp", None, "The replica workerpool0-0 exited with a non-zero status of 1.", "RuntimeError: [enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/12: file write failed", Cause.DISK_FULL),
     ("azure-cp-enospc", "azure", None, "Execution failed. User process 'bash' exited with status code 1.", "cp: error writing '/mnt/azureml/cr/j/out/model.safetensors': No space left on device", Cause.DISK_FULL),
-    ("local-efbig", "local", 1, "DiskFull: disk full on /, 7268921600 bytes free, and a file-size limit (ulimit -f) of 307200 bytes ([enforce fail at inline_container.cc:672] . unexpected pos 292608 vs 292496); to fix: free space [exit class: error, not retried]", "", Cause.DISK_FULL),
+    ("local-efbig", "local", 1, "DiskFull: file-size limit (ulimit -f) of 307200 bytes reached on /, 7268921600 bytes free ([enforce fail at inline_container.cc:672] . unexpected pos 292608 vs 292496); to fix: free space [exit class: error, not retried]", "", Cause.DISK_FULL),
 ]
 
 
@@ -176,6 +176,8 @@ def test_retries_never_rerun_a_cause_a_retry_cannot_cure() -> None:
                              Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL}
     assert vetoes_retry(TORCH_OOM).cause is Cause.OOM_GPU
     assert vetoes_retry("OSError: [Errno 28] No space left on device").cause is Cause.DISK_FULL
+    assert classify(1, "", "local", "DiskFull: disk full on /mnt, 4096 bytes free (x); to fix: y").line.startswith(
+        "disk full (disk full on /mnt, 4096 bytes free); to fix: free space")
     assert vetoes_retry("[cloudtune] error: training diverged at step 9: loss is nan").cause is Cause.DIVERGED
     assert vetoes_retry(NCCL_TIMEOUT) is None  # a collective timeout is retried
     assert vetoes_retry(TORCHRUN_SIGKILL) is None  # a bare SIGKILL may be a node taken away: the exit class decides

@@ -165,7 +165,8 @@ PATTERNS: tuple[Pattern, ...] = (
     _p(Cause.CAPACITY_OR_QUOTA, r"subscription has a total vCPU quota of \d+[^\n]*",
        "Azure ML compute quota (github.com/microsoft/InnerEye-DeepLearning/issues/253)"),
     # -- disk full -----------------------------------------------------------------------------------------------
-    _p(Cause.DISK_FULL, r"(?<=DiskFull: )disk full on [^\n]*? bytes free", "cloudtune local supervisor's failure reason"),
+    _p(Cause.DISK_FULL, r"(?<=DiskFull: )(?:disk full|file-size limit \(ulimit -f\) of \d+ bytes reached) on [^\n]*? bytes free",
+       "cloudtune local supervisor's failure reason"),
     _p(Cause.DISK_FULL, r"[^\n]{0,120}(?:\[Errno (?:28|27|122)\]|No space left on device|Disk quota exceeded"
        r"|File too large)[^\n]*", "POSIX ENOSPC, EFBIG (RLIMIT_FSIZE) and EDQUOT as Python and coreutils print them"),
     _p(Cause.DISK_FULL, r"\[enforce fail at inline_container\.cc:\d+\][^\n]*",

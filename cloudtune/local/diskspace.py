@@ -61,14 +61,16 @@ def file_size_limit() -> int | None:
 
 
 def describe_full(job_dir: Path, evidence: str, fix: str) -> str:
-    """The outcome of a job that filled its disk: "disk full on <mount>, N bytes free[, file-size limit] (<evidence>);
-    to fix: <fix>"."""
+    """The outcome of a job that filled its disk: "disk full on <mount>, N bytes free (<evidence>); to fix: <fix>";
+    when a file-size limit is set and the disk still has more room than it, the limit is what was reached:
+    "file-size limit (ulimit -f) of L bytes reached on <mount>, N bytes free (...)"."""
     where = mount_point(job_dir)
     try:
-        free = f"{shutil.disk_usage(where).free} bytes free"
+        free_bytes: int | None = shutil.disk_usage(where).free
     except OSError:
-        free = "free space unknown"
+        free_bytes = None
+    free = f"{free_bytes} bytes free" if free_bytes is not None else "free space unknown"
     limit = file_size_limit()
-    if limit is not None:
-        free += f", and a file-size limit (ulimit -f) of {limit} bytes"
+    if limit is not None and (free_bytes is None or free_bytes > limit):
+        return f"file-size limit (ulimit -f) of {limit} bytes reached on {where}, {free} ({evidence}); to fix: {fix}"
     return f"disk full on {where}, {free} ({evidence}); to fix: {fix}"

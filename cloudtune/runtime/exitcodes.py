@@ -10,8 +10,11 @@ that would repeat (bad data, a bad option, a diverged run, a bug) is never re-ru
 | `input`          | 65   | no      | JobInputError (data, model, options), an incomplete container contract |
 | `diverged`       | 66   | no      | a run whose loss is no longer finite                                   |
 | `infrastructure` | 75   | yes     | rendezvous, store and collective-communication failures (a lost peer)  |
-| `preempted`      | 143  | yes     | SIGTERM (the recipe checkpoints, then exits 143); a node killed by a signal |
+| `preempted`      | 143  | yes     | SIGTERM (the recipe checkpoints, then exits 143); a node, or the rank that failed first, killed by a signal |
 | `error`          | any other non-zero code | no | an uncaught exception, a command's own failure           |
+
+A multi-process failure has the class of its first failure (cloudtune.runtime.torchrun): the lost-peer errors
+and stops of the ranks that fail after it are its consequence, never its cause.
 
 Unknown non-zero exits (`error`) are not retried: most are bugs or bad inputs that fail again the same way,
 and SageMaker's RetryStrategy, too, retries only its own internal errors, never an AlgorithmError. A `command`
