@@ -22,7 +22,6 @@ import gzip
 import hashlib
 import io
 import os
-import re
 import stat
 import tarfile
 import tempfile
@@ -33,7 +32,8 @@ from typing import Any, BinaryIO, Union
 
 from cloudtune.errors import InvalidInput
 from cloudtune.ignores import GITIGNORE, GitIgnores
-from cloudtune.secretfiles import ALLOW_MARKER, CREDENTIAL_FORMATS, CREDENTIAL_STORES, content_reason, content_scanner, name_reason
+from cloudtune.secretfiles import (ALLOW_MARKER, CREDENTIAL_FORMATS, CREDENTIAL_STORES, content_reason,  # noqa: F401
+                                   content_scanner, name_reason)
 
 __all__ = [
     "Bundle",
@@ -73,7 +73,6 @@ SECRET_NAME_REASON = "always excluded (secret file name)"
 SECRET_CONTENT_REASON = "always excluded (secret content)"
 _NOT_SOURCE_REASON = "always excluded (VCS data, virtualenvs, caches, bundles)"
 _GITIGNORE = GITIGNORE
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -191,8 +191,8 @@ def _formats(data: bytes) -> str | None:
 
 
 def _scanner_reason(path: Path, loose_ok: bool) -> str | None:
-    """What detect-secrets finds in `path` ("AWS Access Key", ...), keyword and entropy rules in config files only.
-    Must run inside `content_scanner()` (its settings)."""
+    """What detect-secrets finds in `path` ("AWS Access Key", ...); its looser rules (keyword, bare PEM header)
+    count only when `loose_ok` (a small config file). Must run inside `content_scanner()` (its settings)."""
     from detect_secrets.core.scan import scan_file
 
     for found in scan_file(str(path)):
@@ -244,6 +244,7 @@ def content_reason(path: Path, size: int) -> str | None:
 
 # content verdicts by (path, size, mtime_ns, inode): a plan and its submit look at the same tree two or three times
 _CONTENT_SEEN: dict[tuple[str, int, int, int], str | None] = {}
+_CONTENT_SEEN_MAX = 200_000
 
 
 def _walk(root: Path, rel_dir: str = "") -> Iterator[tuple[str, Path, os.stat_result | None]]:
@@ -261,6 +262,8 @@ def _walk(root: Path, rel_dir: str = "") -> Iterator[tuple[str, Path, os.stat_re
 
 def _cached_content(scan: Callable[[Path, int], str | None], path: Path, st: os.stat_result) -> str | None:
     key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+    if len(_CONTENT_SEEN) >= _CONTENT_SEEN_MAX:  # a long-lived caller (an orchestrator's worker) stays bounded
+        _CONTENT_SEEN.clear()
     if key not in _CONTENT_SEEN:
         _CONTENT_SEEN[key] = scan(path, st.st_size)
     return _CONTENT_SEEN[key]

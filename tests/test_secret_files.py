@@ -337,3 +337,18 @@ def test_secret_notes_for_env_and_inputs(tmp_path: Path) -> None:
     notes = secret_notes({"HF_TOKEN": "hf_" + rnd(34, string.ascii_letters)}, {"d": str(tmp_path / "d"),
                                                                                 "r": "s3://b/k/"})
     assert len(notes) == 2 and notes[1].startswith("input d: 1 credential file(s)")
+
+
+def test_issue_5_kinds_are_left_out_of_an_input_dir_too(tmp_path: Path) -> None:
+    """The 72 kinds the bundle has refused since issue 5 (by name and by content) are not uploaded either."""
+    from tests.test_bundle_secrets import MARK as MARK5
+    from tests.test_bundle_secrets import NAMED_IN_ISSUE, NAMED_MORE, secret_contents
+
+    data = tmp_path / "data"
+    kinds = {**{p: f"{MARK5}\n" for p in NAMED_IN_ISSUE + NAMED_MORE}, **secret_contents()}
+    write(data, kinds)
+    write(data, {"train.jsonl": '{"text": "a"}\n'})
+    files, left_out = input_files(data)
+    assert len(kinds) >= 70 and [rel for _, rel in files] == ["train.jsonl"]
+    copy_tree(data, tmp_path / "copy", uploaded_only=True)
+    assert MARK5.encode() not in _tree_bytes(tmp_path / "copy")
