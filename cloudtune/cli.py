@@ -173,6 +173,9 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
                 click.echo(note, err=True)
         click.echo(f"preflight: ok in {time.monotonic() - started:.1f} s; starting the job", err=True)
     job = api.launch(spec, provider=provider, overrides=list(overrides), resume=resume)
+    for note in (job.record.plan or {}).get("notes", []):  # a launch says what its dry run warns about
+        if note.startswith("warning:"):
+            click.echo(note, err=True)
     if not as_json:
         click.echo(f"submitted {job.job_id} ({job.provider})")
     if not detach:
