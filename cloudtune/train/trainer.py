@@ -327,8 +327,10 @@ def _make_trainer_class() -> type:
         ct_train_loss: float | None = None  # the whole training's mean step loss (cloudtune.train.trainloss)
 
         def _maybe_log_save_evaluate(self, *args: Any, **kwargs: Any) -> Any:
-            if self.control.should_save:  # a checkpoint's log history then covers every step up to it, so a
-                self.control.should_log = True  # resumed job's train_loss counts them (cloudtune.train.trainloss)
+            # a checkpoint a run may resume from (not the last step's) logs first, so its log history covers every
+            # step up to it and the resumed job's train_loss counts them (cloudtune.train.trainloss)
+            if self.control.should_save and self.state.global_step < self.state.max_steps:
+                self.control.should_log = True
             return super()._maybe_log_save_evaluate(*args, **kwargs)
 
         def _finalize_training(self, trial: Any, num_train_samples: Any, start_time: Any) -> Any:
