@@ -5,14 +5,17 @@ The CLI is a thin layer over these functions; MLOps scripts call them directly.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets as _random
+import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cloudtune.errors import JobFailed
+from cloudtune.errors import CloudtuneError, JobFailed
 from cloudtune.launcher import JobRef, Launcher, get_launcher
 from cloudtune.plan import Plan
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
@@ -89,29 +92,23 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     bundle = _bundle_for(job_spec)
     compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
     if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit
-        from dataclasses import replace
-
         from cloudtune.memory_check import plan_memory
 
         compiled = replace(compiled, memory=plan_memory(job_spec, compiled.provider, compiled.instance_type))
     meaning = _accelerator_note(job_spec)
     if meaning:  # `A100:8`: say which part was chosen
-        from dataclasses import replace
-
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
     if bundle is not None:  # every launcher's plan says what the code bundle left out
-        from dataclasses import replace
-
         from cloudtune.bundle import left_out_note
 
         note = left_out_note(bundle)
         compiled = replace(compiled, notes=(*compiled.notes, *([note] if note else [])))
+    from cloudtune.jobconfig import with_model_input
     from cloudtune.secretfiles import secret_notes
 
-    secret = secret_notes(job_spec.env, _local_inputs(job_spec))  # credential-like env values, input files left out
+    # credential-like env values, and what each local input dir (a local model too) leaves out: as `validate` says
+    secret = secret_notes(job_spec.env, with_model_input(job_spec, launcher.name).inputs)
     if secret:
-        from dataclasses import replace
-
         compiled = replace(compiled, notes=(*compiled.notes, *secret))
     return compiled, launcher, spec_path
 
@@ -123,16 +120,6 @@ def _accelerator_note(job_spec: Any) -> str | None:
     from cloudtune.catalog import load_catalog
 
     return load_catalog().meaning_note(job_spec.resources.accelerator)
-
-
-def _local_inputs(spec: JobSpec) -> dict[str, str]:
-    """The spec's inputs and a local `train.model` / `train.base_model` (each travels as an input)."""
-    inputs = dict(spec.inputs)
-    for key in ("model", "base_model"):
-        value = getattr(spec.train, key, None) if spec.train is not None else None
-        if value and value.startswith("/") and value not in inputs.values():
-            inputs[key] = value
-    return inputs
 
 
 def plan(spec: SpecLike, provider: str = "local", *, launcher: Launcher | None = None, suffix: str | None = None,
@@ -424,8 +411,8 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
     if resumed_from:
         record.extra["resumed_from"] = resumed_from
     try:
-        store.add(record)
-    except Exception:
+        store.add(record)  # StoreNotWritable (a full disk, a read-only store): nothing is created unrecorded
+    except sqlite3.IntegrityError:
         record = store.get(plan_.job_name)  # already recorded by an earlier try of this same plan
     try:
         ref = launcher.submit(plan_)
@@ -434,7 +421,8 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
                          fix=f"run `cloudtune status {record.job_id}` (it looks the job up by its name); launching "
                              f"the same spec again adopts that job instead of paying for a second one") from None
     except Exception:
-        store.discard_launch(record.job_id)  # the launch failed before the provider made anything
+        with contextlib.suppress(CloudtuneError):  # the launcher's error is the one to report
+            store.discard_launch(record.job_id)  # the launch failed before the provider made anything
         raise
     return Job(_confirmed(record, ref, store), launcher, store)
 
@@ -450,6 +438,8 @@ def _earlier_launch(plan_: Plan, launcher: Launcher, store: JobStore) -> Job | N
     for record in store.unconfirmed(plan_.provider):
         if record.plan is None or key(record.plan) != wanted:
             continue
+        if record.extra.get("launch_pid") != os.getpid() and _launch_alive(record.extra):
+            continue  # another process is launching it now: two launches at once make two jobs, as asked
         job = Job(record, launcher, store)
         job.status()
         if job.record.extra.get("launch") == "confirmed":
@@ -471,7 +461,12 @@ def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, la
     compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
     earlier = None
     if resume is not None:
-        earlier = JobStore.lookup(resume)  # read-only: a dry run writes nothing
+        if dry_run:
+            earlier = JobStore.lookup(resume)  # read-only: a dry run writes nothing
+        else:  # the provider's view: a detached job may have ended since the store last heard of it
+            resumed = get_job(resume)
+            resumed.status()
+            earlier = resumed.record
         compiled = resume_plan(compiled, launcher, earlier)
     if dry_run:
         return compiled

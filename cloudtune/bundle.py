@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Union
 
 from cloudtune.errors import InvalidInput
+from cloudtune.hashing import open_regular
 from cloudtune.ignores import GITIGNORE, GitIgnores
 from cloudtune.secretfiles import (ALLOW_MARKER, CREDENTIAL_FORMATS, CREDENTIAL_STORES, content_reason,  # noqa: F401
                                    content_scanner, name_reason)
@@ -597,7 +598,7 @@ def _items_iter(items: dict[str, tuple[int, int, Source]]) -> Iterator[tuple[str
             yield name, size, mode, src
             continue
         try:
-            fh = open(src, "rb")
+            fh = open_regular(src)  # a FIFO swapped in after the plan never blocks the build
         except OSError as exc:
             raise _unreadable(src, name, exc, is_dir=False) from None
         yield name, size, mode, fh

@@ -1002,7 +1002,8 @@ def check_offline(spec: JobSpec) -> list[str]:
     been through `resolve_paths`."""
     from cloudtune.jobconfig import check_local_inputs, with_model_input
 
-    notes = list(check_local_inputs(with_model_input(spec)) or [])
+    shaped = with_model_input(spec)  # a local model travels as an input: checked and scanned like the data
+    notes = list(check_local_inputs(shaped) or [])
     if spec.resources.accelerator != "cpu":
         from cloudtune.catalog import load_catalog
 
@@ -1015,7 +1016,7 @@ def check_offline(spec: JobSpec) -> list[str]:
         notes += [note] if note else []
     from cloudtune.secretfiles import secret_notes
 
-    return notes + secret_notes(spec.env, spec.inputs)
+    return notes + secret_notes(spec.env, shaped.inputs)
 
 
 def json_schema() -> dict[str, Any]:

@@ -29,13 +29,13 @@ UNPACK_DIR = "/tmp/cloudtune"  # where the stock-image bootstrap unpacks cloudtu
 # 66, error = any other code up to 128) must not run again: the first such exit is written to a marker in the job's
 # checkpoint dir (AIP_CHECKPOINT_DIR, through the /gcs mount), and a restarted worker that finds it exits at once
 # with the same code. Retried classes (infrastructure 75, preempted 143 and any other signal, > 128) run again and
-# resume from the newest checkpoint. SIGTERM (a Spot reclaim, a cancel) is passed on to cloudtune-run, which the
+# resume from the newest checkpoint. The marker is the job's own (named by CLOUD_ML_JOB_ID, the same for every
+# restart of one job): a new job resumed from this one's checkpoint dir (`cloudtune launch --resume`) runs. SIGTERM (a Spot reclaim, a cancel) is passed on to cloudtune-run, which the
 # shell runs as a child so that it can read its exit.
 FINAL_EXIT_MARKER = ".cloudtune-final-exit"
-RETRIED_CODES = "0 or 75 or above 128"  # what RUN_ONCE lets run again (for the plan note)
 RUN_ONCE = (
     'f=""; case "${AIP_CHECKPOINT_DIR:-}" in gs://*) f="/gcs/${AIP_CHECKPOINT_DIR#gs://}";; ?*) f="$AIP_CHECKPOINT_DIR";; '
-    f'esac; [ -n "$f" ] && f="${{f%/}}/{FINAL_EXIT_MARKER}"; '
+    f'esac; [ -n "$f" ] && f="${{f%/}}/{FINAL_EXIT_MARKER}-${{{JOB_ID_VAR}:-job}}"; '
     'if [ -n "$f" ] && [ -f "$f" ]; then c=$(cat "$f"); echo "[cloudtune] not run again: an earlier attempt of this '
     'job exited $c, an exit class that is never retried" >&2; exit "$c"; fi; '
     'cloudtune-run "$@" & p=$!; trap \'kill -TERM $p 2>/dev/null\' TERM INT; '

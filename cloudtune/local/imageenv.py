@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 from cloudtune.errors import CloudtuneError, InvalidInput
+from cloudtune.local.mounts import HOOK_DIR, MOUNTS_VAR
 
 ENV_DIR = "image-envs"
 MARKER = "cloudtune-image-env.json"  # written last: the image env is complete
@@ -300,7 +301,9 @@ def fresh_node_envs(image: dict[str, Any], env: Path) -> dict[str, dict[str, str
 
 def image_container_env(env: dict[str, str], node: dict[str, str]) -> dict[str, str]:
     """A node's container environment on the image: this machine's Python setup (PYTHONPATH, an active virtual
-    environment) left out, the node env's `bin` first on PATH."""
+    environment) left out but for the mount emulation's hook, the node env's `bin` first on PATH."""
     out = {k: v for k, v in env.items() if not k.startswith("PYTHON") and k != "VIRTUAL_ENV"}
     out.update(node, PYTHONUNBUFFERED="1")
+    if out.get(MOUNTS_VAR):  # the bucket-mount emulation's start-up hook stays (cloudtune.local.mounts)
+        out["PYTHONPATH"] = HOOK_DIR
     return out

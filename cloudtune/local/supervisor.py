@@ -36,6 +36,7 @@ from cloudtune.local.copies import CopyStats, copy_tree
 from cloudtune.local.mounts import with_hook
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
+from cloudtune.runtime.stopping import STOP_DEADLINE_VAR
 
 SAFE_ENV_PREFIXES = ("LC_", "OPENBLAS_", "OMP_", "MKL_", "HF_", "TRANSFORMERS_", "TORCH_", "CUDA_", "NCCL_", "GLOO_")
 SAFE_ENV = {"PATH", "HOME", "LANG", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "TZ", "USER", "CLOUDTUNE_HOME"}
@@ -88,6 +89,9 @@ def container_env(node_env: dict[str, str], secret_names: list[str]) -> dict[str
     env = {k: v for k, v in os.environ.items() if k in SAFE_ENV or k.startswith(SAFE_ENV_PREFIXES)}
     env.update({k: os.environ[k] for k in secret_names if k in os.environ})
     env["PYTHONUNBUFFERED"] = "1"
+    # a stopped job's own deadline falls inside the grace this supervisor gives it before SIGKILL, as a cloud's
+    # notice bounds it there (cloudtune.runtime.stopping); the job's `env:` may still set it
+    env[STOP_DEADLINE_VAR] = f"{max(1.0, grace_seconds() - 5.0):g}"
     env.update(node_env)
     return with_hook(env)  # emulate gcp/azure: bucket-mount semantics (cloudtune.local.mounts)
 
@@ -319,6 +323,7 @@ class Supervisor:
             if number:
                 log.write(f"[cloudtune] restarting (retry {number} of {retries}); resuming from the newest checkpoint\n")
                 log.flush()
+            if number or self.request.get("resume_from"):  # a retry, or a job resumed from another's checkpoints
                 self._restore_checkpoints()
             self._clear_failure_files()
             log.flush()

@@ -141,7 +141,7 @@ def launch_torchrun(ctx: RuntimeContext, argv: Sequence[str]) -> int:
         if ctx.failure_file is not None:  # where the torchrun wrapper names a rank killed by a signal
             env["CLOUDTUNE_FAILURE_FILE"] = str(ctx.failure_file)
         code = _run_forwarding_sigterm(cmd, env=env)
-        if code in (0, exitcodes.EXIT_PREEMPTED):
+        if code != exitcodes.EXIT_ERROR:  # the wrapper's word: the class of the first rank that failed (or 0)
             return code
         return _workers_exit_code(Path(exit_dir), code)
 

@@ -21,7 +21,8 @@ from tests.gcp.conftest import SUFFIX, settings, spec_from, write_data
 from tests.gcp.test_plan import GS_IN
 
 from cloudtune_gcp.launcher import GcpLauncher
-from cloudtune_gcp.request import BOOTSTRAP, FINAL_EXIT_MARKER, RUN_ONCE
+from cloudtune.contracts.vertex import RUN_ONCE
+from cloudtune_gcp.request import BOOTSTRAP, FINAL_EXIT_MARKER
 
 STAND_IN = """#!/bin/sh
 echo run >> "$RUNS"
@@ -30,10 +31,11 @@ exit "$CODE"
 """
 
 
-def _run_once(tmp_path: Path, code: str) -> int:
-    """One worker start: RUN_ONCE under /bin/sh with the stand-in cloudtune-run; returns the exit status."""
+def _run_once(tmp_path: Path, code: str, job_id: str = "1234") -> int:
+    """One worker start of Vertex job `job_id`: RUN_ONCE under /bin/sh with the stand-in cloudtune-run; returns the
+    exit status."""
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "AIP_CHECKPOINT_DIR": str(tmp_path / "checkpoints") + "/",
-           "RUNS": str(tmp_path / "runs"), "CODE": code}
+           "RUNS": str(tmp_path / "runs"), "CODE": code, "CLOUD_ML_JOB_ID": job_id}
     return subprocess.run(["/bin/sh", "-c", RUN_ONCE, "cloudtune-bootstrap", "--job", "x"], env=env,
                           capture_output=True, timeout=60).returncode
 
@@ -54,7 +56,15 @@ def test_a_restarted_worker_runs_again_exactly_when_the_local_emulation_retries(
     assert first == second == code  # a worker that is not run again still ends with the first exit
     local = retried(classify(-signal.SIGKILL if code == 137 else code))  # the local supervisor's rule
     assert (runs == 2) is local, (code, runs)
-    assert (stand_in / "checkpoints" / FINAL_EXIT_MARKER).exists() is (not local)
+    assert (stand_in / "checkpoints" / f"{FINAL_EXIT_MARKER}-1234").exists() is (not local)
+
+
+def test_a_new_job_resumed_from_the_checkpoint_dir_runs(stand_in: Path) -> None:
+    """`launch --resume` of a job that failed for good: the new job (another CLOUD_ML_JOB_ID) shares the checkpoint
+    dir, and runs; the failed job's own marker stays its own."""
+    assert _run_once(stand_in, str(EXIT_INPUT), job_id="1111") == EXIT_INPUT
+    assert _run_once(stand_in, "0", job_id="2222") == 0
+    assert (stand_in / "runs").read_text().count("run") == 2
 
 
 def test_sigterm_reaches_cloudtune_run_and_its_exit_is_the_workers(stand_in: Path) -> None:
@@ -71,7 +81,7 @@ def test_sigterm_reaches_cloudtune_run_and_its_exit_is_the_workers(stand_in: Pat
     finally:
         proc.kill()
         proc.wait()
-    assert not (stand_in / "checkpoints" / FINAL_EXIT_MARKER).exists()  # a preemption runs again
+    assert not list((stand_in / "checkpoints").glob(f"{FINAL_EXIT_MARKER}*"))  # a preemption runs again
 
 
 def test_the_command_runs_the_restart_rule_and_the_plan_says_it(tmp_path: Path) -> None:

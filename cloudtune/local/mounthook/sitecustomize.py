@@ -11,9 +11,12 @@ import sys
 
 def _run() -> None:
     if os.environ.get("CLOUDTUNE_EMULATED_MOUNTS"):
-        from cloudtune.local.mounts import install_from_env
-
-        install_from_env()
+        try:
+            from cloudtune.local.mounts import install_from_env
+        except ImportError:  # `runtime: image` before the start path has installed cloudtune (pip itself)
+            pass
+        else:
+            install_from_env()
     here = os.path.dirname(os.path.abspath(__file__))
     saved = sys.path[:]
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]

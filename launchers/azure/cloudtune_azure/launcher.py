@@ -12,6 +12,7 @@ fakes: `ml_client`, `blob_service`).
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -158,7 +159,7 @@ class AzureLauncher(CloudLauncher):
         import json
 
         old = plan.job_name
-        new = f"{old}-r{attempt}"
+        new = f"{re.sub(r'-r[0-9]+$', '', old)}-r{attempt}"  # attempt 3 of `x` is x-r3, not x-r2-r3
         request = json.loads(json.dumps(plan.request).replace(old, new))
         model = plan.model_uri.replace(old, new) if plan.model_uri else None
         return replace(plan, job_name=new, request=request, model_uri=model)

@@ -21,7 +21,7 @@ from cloudtune.errors import InvalidInput
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
-from cloudtune.kit.retry import CloudConfigError, ErrorInfo, RetryPolicy
+from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -201,6 +201,9 @@ class GcpLauncher(CloudLauncher):
                  credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
                  home: Path | None = None, lock_dir: Path | None = None) -> None:
         super().__init__(classify, policy=policy, poll_s=poll_s, home=home, lock_dir=lock_dir)
+        # Cloud Storage and Cloud Logging calls name their own service (a GCS failure is not Vertex AI's)
+        self.gcs_caller = Caller("Cloud Storage", classify, self.caller.policy)
+        self.logging_caller = Caller("Cloud Logging", classify, self.caller.policy)
         self._jobs = job_client
         self._gcs = storage_client
         self._logging = logging_client
@@ -259,8 +262,8 @@ class GcpLauncher(CloudLauncher):
         store = GcsStore(self.storage_client(project))
         for uri in sorted(v for v in ((plan.spec.get("inputs") or {}).values()) if v.startswith("gs://")):
             # the /gcs mount reads a path, not a prefix: look it up only to refuse a missing or ambiguous input
-            resolve_input(store, uri, self.caller.call, prefix_match=False)
-        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.caller.call)
+            resolve_input(store, uri, self.gcs_caller.call, prefix_match=False)
+        self.last_uploaded_bytes = upload_all(plan.uploads, store, self.gcs_caller.call)
         return self._plan_ref(plan, self._create(plan, region), self.last_uploaded_bytes)
 
     @staticmethod
@@ -352,10 +355,10 @@ class GcpLauncher(CloudLauncher):
                                f"{ref.job_id}`; copy the job's output from Cloud Storage yourself")
         project, _ = self._where(ref)
         store = GcsStore(self.storage_client(project))
-        download_prefix(store, ref.model_uri, dest, self.caller.call)
+        download_prefix(store, ref.model_uri, dest, self.gcs_caller.call)
         if checkpoints:
             uri = ref.extra.get("checkpoint_uri") or _sibling(ref.model_uri, "checkpoints")
-            if not download_prefix(store, uri, checkpoints_dir(dest), self.caller.call, missing_ok=True):
+            if not download_prefix(store, uri, checkpoints_dir(dest), self.gcs_caller.call, missing_ok=True):
                 note(f"no checkpoints under {uri}")
         return dest
 
@@ -379,7 +382,7 @@ class GcpLauncher(CloudLauncher):
             where = f'resource.type="ml_job" AND resource.labels.job_id="{job_id}"'
             if after:
                 where += f' AND timestamp>"{after}"'
-            entries = self.caller.call(_list_entries, client, project, where, what="read the job's log")
+            entries = self.logging_caller.call(_list_entries, client, project, where, what="read the job's log")
             after = max([after, *(stamp for stamp, _ in entries)])
             return [text for _, text in entries]
 

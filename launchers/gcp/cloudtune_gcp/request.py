@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from cloudtune.catalog import Offer
     from cloudtune.spec import JobSpec
 
-UNPACK_DIR = vx.UNPACK_DIR
 LAUNCH_LABEL = "cloudtune-launch"  # finds the job a lost create made (Vertex assigns job ids itself)
 JOB_LABEL = "cloudtune-job"
 BUCKET_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]")
@@ -43,7 +42,7 @@ TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
 SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
 BOOTSTRAP = vx.BOOTSTRAP  # the container's command (cloudtune.contracts.vertex.bootstrap)
-FINAL_EXIT_MARKER, RETRIED_CODES, RUN_ONCE = vx.FINAL_EXIT_MARKER, vx.RETRIED_CODES, vx.RUN_ONCE
+FINAL_EXIT_MARKER = vx.FINAL_EXIT_MARKER
 
 CAPABILITIES = Capabilities(
     gpu=Capability(True, "Vertex AI machine types with attached NVIDIA GPUs (T4, L4, A100, H100, H200) from the catalog"),
