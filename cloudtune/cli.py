@@ -165,13 +165,17 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         from cloudtune.preflight.deep import deep_check
         from cloudtune.spec import load_spec
 
+        job_spec = load_spec(spec, list(overrides))
         started = time.monotonic()
-        click.echo("preflight: checking the data, the tokenizer and the model skeleton (imports transformers: "
-                   "a few seconds)", err=True)
-        for note in deep_check(load_spec(spec, list(overrides))):
+        say = job_spec.train is not None and not as_json  # progress for a person; --json keeps stderr for the job
+        if say:
+            click.echo("preflight: checking the data, the tokenizer and the model skeleton (imports transformers: "
+                       "a few seconds)", err=True)
+        for note in deep_check(job_spec):
             if note.startswith("warning:"):
                 click.echo(note, err=True)
-        click.echo(f"preflight: ok in {time.monotonic() - started:.1f} s; starting the job", err=True)
+        if say:
+            click.echo(f"preflight: ok in {time.monotonic() - started:.1f} s; starting the job", err=True)
     job = api.launch(spec, provider=provider, overrides=list(overrides), resume=resume)
     for note in (job.record.plan or {}).get("notes", []):  # a launch says what its dry run warns about
         if note.startswith("warning:"):

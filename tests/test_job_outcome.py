@@ -61,7 +61,7 @@ def test_command_that_writes_its_model_gets_no_warning(tmp_path: Path) -> None:
 def test_detached_failure_reason_reaches_the_store(tmp_path: Path, home: Path) -> None:
     spec = project(tmp_path, "import sys; print('about to fail'); sys.exit(3)\n", name="fails")
     result = CliRunner().invoke(main, ["launch", str(spec), "--detach", "--json"])
-    job_id = json.loads(result.output)["job_id"]
+    job_id = json.loads(result.stdout)["job_id"]  # stderr carries the plan's warnings
     job_dir = Path(JobStore().get(job_id).job_dir)
     deadline = time.monotonic() + 120
     while read_state(job_dir).get("state") not in ("failed", "succeeded") and time.monotonic() < deadline:

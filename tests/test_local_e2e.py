@@ -118,7 +118,8 @@ def test_bad_data_is_refused_at_launch_with_one_clear_line_and_no_traceback(tmp_
     res = cli("launch", str(spec), home=home)
     assert res.returncode == 2
     output = res.stdout + res.stderr
-    assert "Traceback" not in output and len(output.strip().splitlines()) == 1
+    lines = [ln for ln in output.strip().splitlines() if not ln.startswith("preflight: ")]  # the progress line
+    assert "Traceback" not in output and len(lines) == 1, output
     assert "data/train.jsonl, line 1: cannot tell the data format (fields present: body)" in output
     assert "train.data.text_field" in output  # says how to fix it
     assert not (home / "jobs").exists() or not any((home / "jobs").iterdir())  # no job was started

@@ -69,8 +69,8 @@ def report(failures: list[RankExit], environ: Mapping[str, str] | None = None) -
     failure file when the cause wrote none (a rank killed by a signal). Returns the node's exit code."""
     env = os.environ if environ is None else environ
     cause = first_failure(failures)
-    others = [f.describe() for f in failures if f is not cause]
-    after = f"; then {', '.join(others)} (a consequence)" if others else ""
+    after = "".join(f"; then {f.describe()}" + (" (a consequence)" if f.consequence else "")
+                    for f in failures if f is not cause)
     code = node_code(cause)
     print(f"[cloudtune] torchrun: first failure: {cause.describe()}{after}", flush=True)
     failure_file = env.get(FAILURE_FILE_VAR)

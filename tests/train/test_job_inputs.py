@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -210,7 +211,10 @@ def test_input_error_under_torchrun_is_printed_once(tmp_path: Path, monkeypatch:
     assert errors == ["[cloudtune] error: train.model: 'someorg/not-cached' is not in the local Hugging Face cache and "
                       "HF_HUB_OFFLINE is set; download it first (hf download someorg/not-cached) or unset HF_HUB_OFFLINE"]
     assert not any("Traceback" in ln or "ChildFailedError" in ln for ln in log), "\n".join(log)
-    assert "[cloudtune] torchrun: worker(s) failed: rank 0 exit" in "\n".join(log)
+    # the node names the first rank that failed (cloudtune.runtime.torchrun), the other as failing alike, not as its
+    # consequence
+    assert re.search(r"\[cloudtune\] torchrun: first failure: rank [01] exited 65 \(input\); then rank [01] exited 65 "
+                     r"\(input\)$", "\n".join(log), re.M), "\n".join(log)
 
 
 HUB_FAKE = """
