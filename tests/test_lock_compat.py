@@ -62,8 +62,9 @@ def test_every_provider_has_a_target_with_a_lock_and_the_launchers_agree() -> No
 
 def _wheel(name: str, version: str, floors: list[dict] | None = None, requires: list[str] | None = None) -> dict:
     filename = f"{name}-{version}-py3-none-any.whl"
-    return {"name": name, "version": version, "filename": filename, "url": f"https://files.pythonhosted.org/x/{filename}",
-            "sha256": "0" * 64, "size": 1, "floors": floors or [], "requires": requires or []}
+    return {"name": name, "version": version, "filename": filename,
+            "url": f"https://files.pythonhosted.org/x/{filename}", "sha256": "0" * 64, "size": 1,
+            "floors": floors or [], "requires": requires or []}
 
 
 def _write_lock(tmp: Path, target: str, wheels: list[dict], roots: list[str] | None, **more: object) -> Path:
@@ -107,13 +108,13 @@ def test_a_lock_without_recorded_floors_is_refused(tmp_path: Path) -> None:
     assert "no floors recorded" in problem and "lockgen --floors sagemaker-pytorch-py312" in problem
 
 
-# anyio 4.12's and huggingface_hub's own Requires-Dist lines (METADATA): what the Python 3.10 locks lacked
-ANYIO = ['exceptiongroup>=1.0.2; python_version < "3.11"', "idna>=2.8", 'typing_extensions>=4.5; python_version < "3.13"',
-         'trio>=0.32.0; extra == "trio"']
+# Requires-Dist lines as anyio and huggingface_hub declare them (METADATA): what the Python 3.10 locks lacked
+ANYIO = ['exceptiongroup>=1.0.2; python_version < "3.11"', "idna>=2.8",
+         'typing_extensions>=4.5; python_version < "3.13"', 'trio>=0.32.0; extra == "trio"']
 HUB = ["filelock", 'tomli; python_version < "3.11"', "httpx<1,>=0.23.0"]
 
 
-def _anyio_lock(tmp: Path, target: str, extra: list[dict] = ()) -> Path:  # type: ignore[assignment]
+def _anyio_lock(tmp: Path, target: str, extra: tuple[dict, ...] = ()) -> Path:
     wheels = [_wheel("anyio", "4.12.0", requires=ANYIO), _wheel("idna", "3.11"),
               _wheel("typing_extensions", "4.15.0"), *extra]
     return _write_lock(tmp, target, wheels, ['anyio>=4; extra == "train"', 'pytest; extra == "dev"'])
@@ -130,7 +131,7 @@ def test_a_lock_missing_a_dependency_of_the_targets_python_is_refused(tmp_path: 
     with pytest.raises(SystemExit, match="exceptiongroup is not in the lock"):
         refuse_broken(vertex, json.loads((tmp_path / "a" / f"{vertex.name}.json").read_text()))
     assert check_lock(sagemaker, load_lock(sagemaker.name, _anyio_lock(tmp_path / "b", sagemaker.name))) == []
-    fixed = _anyio_lock(tmp_path / "c", vertex.name, [_wheel("exceptiongroup", "1.3.0")])
+    fixed = _anyio_lock(tmp_path / "c", vertex.name, (_wheel("exceptiongroup", "1.3.0"),))
     assert check_lock(vertex, load_lock(vertex.name, fixed)) == []
 
 
@@ -155,7 +156,8 @@ def test_a_lock_resolved_by_another_python_or_without_requirements_is_refused(tm
     ok = load_lock(target.name, _write_lock(tmp_path / "a", target.name, wheels, ["huggingface_hub"]))
     assert check_lock(target, ok) == []
     wrong = _write_lock(tmp_path / "b", target.name, wheels, ["huggingface_hub"],
-                        resolved_with={**marker_environment(target), "python_version": "3.11", "sys_platform": "darwin"})
+                        resolved_with={**marker_environment(target), "python_version": "3.11",
+                                       "sys_platform": "darwin"})
     assert [p.split(":")[0] for p in check_lock(target, load_lock(target.name, wrong))] == [
         "lock azureml-acpt-py310 was resolved with python_version 3.11, not the image's 3.10",
         "lock azureml-acpt-py310 was resolved with sys_platform darwin, not the image's linux"]

@@ -135,7 +135,8 @@ def _resolve(target: Target, python: Path, work: Path, keep: list[str]) -> dict:
     cmd = [str(python), "-I", "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
            "--disable-pip-version-check", "--report", str(work / "report.json"), "--only-binary=:all:",
            "--python-version", target.python, "--implementation", "cp", "--abi", target.abi, "--target",
-           str(work / "t"), "--find-links", str(work / "links"), *[a for p in target.platforms for a in ("--platform", p)],
+           str(work / "t"), "--find-links", str(work / "links"),
+           *[a for p in target.platforms for a in ("--platform", p)],
            "--constraint", str(work / "constraints.txt"), f"torch=={target.torch}",
            f"{wheel.path}[{','.join(ROOT_EXTRAS)}]", *target.extra, *target.pins]
     # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless

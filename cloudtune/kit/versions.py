@@ -143,7 +143,8 @@ def requirement_problems(target: Target, lock: Lock) -> list[str]:
     env = marker_environment(target)
     resolved = dict(lock.resolved_with)
     problems = [f"lock {lock.target} was resolved with {key} {resolved.get(key)}, not the image's {env[key]}: pip "
-                f"evaluated its markers for another machine. {regen}" for key in RESOLVER_KEYS if resolved.get(key) != env[key]]
+                f"evaluated its markers for another machine. {regen}"
+                for key in RESOLVER_KEYS if resolved.get(key) != env[key]]
     wheels = {canonicalize_name(w.name): w for w in lock.wheels}
     requires = {canonicalize_name(w.name): w.requires for w in lock.wheels} | {"": lock.roots}
     wanted: dict[str, set[str]] = {"": set(lock.root_extras)}
