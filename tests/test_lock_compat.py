@@ -149,6 +149,14 @@ def test_requirements_follow_extras_and_versions(tmp_path: Path) -> None:
         "lock. To fix: `python -m cloudtune.kit.lockgen sagemaker-pytorch-py312` (it resolves with a Python 3.12)"]
 
 
+def test_every_locked_wheel_is_checked_not_only_those_the_roots_reach(tmp_path: Path) -> None:
+    """The image runtime installs every locked wheel: one the roots never reach is checked too."""
+    target = TARGETS["vertex-pytorch-py310"]
+    wheels = [_wheel("idna", "3.11"), _wheel("anyio", "4.12.0", requires=ANYIO), _wheel("typing_extensions", "4.15.0")]
+    (problem,) = check_lock(target, load_lock(target.name, _write_lock(tmp_path, target.name, wheels, ["idna"])))
+    assert problem.startswith("anyio 4.12.0 requires `exceptiongroup>=1.0.2")
+
+
 def test_a_lock_resolved_by_another_python_or_without_requirements_is_refused(tmp_path: Path) -> None:
     target = TARGETS["azureml-acpt-py310"]
     wheels = [_wheel("huggingface_hub", "1.33.0", requires=HUB), _wheel("filelock", "3.20.0"),

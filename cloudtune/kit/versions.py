@@ -23,7 +23,9 @@ class TargetSoftware:
     provider: "aws" | "gcp" | "azure"; target: the lock's name (a key of `cloudtune.kit.bootstrap.TARGETS`);
     python: "3.12" (major.minor, as the image ships it); torch: "2.8.0" (the image's own build, never in the lock);
     lock: the lock file (JSON: {"target", "python", "image_torch", "image", "image_source", "pins",
-    "floors_recorded", "wheels": [{name, version, filename, url, sha256, size, floors: [{on, spec, source}]}]};
+    "floors_recorded", "roots": [requirement lines], "root_extras": ["train"], "resolved_with": {PEP 508 marker
+    environment of the resolving interpreter}, "wheels": [{name, version, filename, url, sha256, size,
+    floors: [{on, spec, source}], requires: [Requires-Dist lines]}]};
     read it with `cloudtune.kit.bootstrap.load_lock(target, lock.parent)`); image: the image's name as the cloud
     lists it. `check_lock(TARGETS[target], load_lock(target))` is empty for every shipped lock (CI checks it).
     """
@@ -130,7 +132,7 @@ def requirement_problems(target: Target, lock: Lock) -> list[str]:
     """Each Requires-Dist that applies on `target` (markers evaluated for its Python with `packaging.markers`, the
     extras requested along the way included) and that the lock cannot satisfy: a distribution not in the lock, or
     one whose locked version is outside the specifier. Walks from the lock's roots (cloudtune[train] and the target's
-    extra requirements). Also refuses a lock resolved by another Python or machine than the target's (RESOLVER_KEYS:
+    extra requirements) and from every locked wheel. Also refuses a lock resolved by another Python or machine than the target's (RESOLVER_KEYS:
     pip evaluates markers for the interpreter that runs it, whatever `--python-version` says) and a lock with no
     requirements recorded.
     """
@@ -147,8 +149,9 @@ def requirement_problems(target: Target, lock: Lock) -> list[str]:
                 for key in RESOLVER_KEYS if resolved.get(key) != env[key]]
     wheels = {canonicalize_name(w.name): w for w in lock.wheels}
     requires = {canonicalize_name(w.name): w.requires for w in lock.wheels} | {"": lock.roots}
-    wanted: dict[str, set[str]] = {"": set(lock.root_extras)}
-    todo = [""]
+    # every locked wheel is installed (the image runtime installs them all), so each is walked from, beside the roots
+    wanted: dict[str, set[str]] = {name: set() for name in wheels} | {"": set(lock.root_extras)}
+    todo = list(wanted)
     while todo:
         node = todo.pop()
         for line in requires[node]:
