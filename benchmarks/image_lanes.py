@@ -64,7 +64,7 @@ def lane(emulate: str, home: Path, model: Path, work: Path) -> dict[str, Any]:
     from cloudtune.kit import staging
     from cloudtune.kit.bootstrap import load_lock
     from cloudtune.local.imageenv import MARKER, ensure_image_env, env_path, image_target, torch_dir
-    from cloudtune.local.launcher import EMULATED_TARGETS
+    from cloudtune.kit.bootstrap import PROVIDER_TARGETS as EMULATED_TARGETS  # the stock target each cloud emulates
 
     target = EMULATED_TARGETS[emulate]
     it = image_target(target)

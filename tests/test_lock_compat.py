@@ -13,7 +13,7 @@ import pytest
 
 from cloudtune.kit.bootstrap import LOCK_DIR, PROVIDER_TARGETS, TARGETS, load_lock
 from cloudtune.kit.lockgen import refuse_broken, runtime_floor
-from cloudtune.kit.versions import check_lock, target_software, versions_note
+from cloudtune.kit.versions import check_lock, marker_environment, target_software, versions_note
 
 pytest.importorskip("packaging")
 from packaging.requirements import Requirement  # noqa: E402
@@ -60,14 +60,27 @@ def test_every_provider_has_a_target_with_a_lock_and_the_launchers_agree() -> No
     assert f"py{TARGETS[PROVIDER_TARGETS['gcp']].python.replace('.', '')}" == gcp.PY_VERSION
 
 
-def _broken_lock(tmp: Path, target: str, floors: list[dict], floors_recorded: bool = True) -> Path:
-    wheel = {"name": "transformers", "version": "5.20.2", "filename": "transformers-5.20.2-py3-none-any.whl",
-             "url": "https://files.pythonhosted.org/x/transformers-5.20.2-py3-none-any.whl", "sha256": "0" * 64,
-             "size": 1, "floors": floors}
+def _wheel(name: str, version: str, floors: list[dict] | None = None, requires: list[str] | None = None) -> dict:
+    filename = f"{name}-{version}-py3-none-any.whl"
+    return {"name": name, "version": version, "filename": filename,
+            "url": f"https://files.pythonhosted.org/x/{filename}", "sha256": "0" * 64, "size": 1,
+            "floors": floors or [], "requires": requires or []}
+
+
+def _write_lock(tmp: Path, target: str, wheels: list[dict], roots: list[str] | None, **more: object) -> Path:
+    """A lock file of `target` in `tmp` as lockgen writes it (resolved by the target's Python unless `more` says)."""
+    data: dict = {"target": target, "wheels": wheels, "floors_recorded": True}
+    if roots is not None:
+        data.update(roots=roots, root_extras=["train"], resolved_with=marker_environment(TARGETS[target]))
+    data.update(more)
     tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / f"{target}.json").write_text(json.dumps({"target": target, "wheels": [wheel],
-                                                    "floors_recorded": floors_recorded}))
+    (tmp / f"{target}.json").write_text(json.dumps(data))
     return tmp
+
+
+def _broken_lock(tmp: Path, target: str, floors: list[dict], floors_recorded: bool = True) -> Path:
+    return _write_lock(tmp, target, [_wheel("transformers", "5.20.2", floors)], ["transformers"],
+                       floors_recorded=floors_recorded)
 
 
 def test_a_lock_that_breaks_a_runtime_torch_floor_is_refused(tmp_path: Path) -> None:
@@ -93,6 +106,93 @@ def test_a_lock_without_recorded_floors_is_refused(tmp_path: Path) -> None:
     target = TARGETS["sagemaker-pytorch-py312"]
     (problem,) = check_lock(target, load_lock(target.name, _broken_lock(tmp_path, target.name, [], False)))
     assert "no floors recorded" in problem and "lockgen --floors sagemaker-pytorch-py312" in problem
+
+
+# Requires-Dist lines as anyio and huggingface_hub declare them (METADATA): what the Python 3.10 locks lacked
+ANYIO = ['exceptiongroup>=1.0.2; python_version < "3.11"', "idna>=2.8",
+         'typing_extensions>=4.5; python_version < "3.13"', 'trio>=0.32.0; extra == "trio"']
+HUB = ["filelock", 'tomli; python_version < "3.11"', "httpx<1,>=0.23.0"]
+
+
+def _anyio_lock(tmp: Path, target: str, extra: tuple[dict, ...] = ()) -> Path:
+    wheels = [_wheel("anyio", "4.12.0", requires=ANYIO), _wheel("idna", "3.11"),
+              _wheel("typing_extensions", "4.15.0"), *extra]
+    return _write_lock(tmp, target, wheels, ['anyio>=4; extra == "train"', 'pytest; extra == "dev"'])
+
+
+def test_a_lock_missing_a_dependency_of_the_targets_python_is_refused(tmp_path: Path) -> None:
+    """The issue's case: resolved by Python 3.11, the Python 3.10 locks lacked exceptiongroup (anyio needs it below
+    3.11). The same wheels are complete for Python 3.12, and complete for 3.10 once exceptiongroup is locked."""
+    vertex, sagemaker = TARGETS["vertex-pytorch-py310"], TARGETS["sagemaker-pytorch-py312"]
+    (problem,) = check_lock(vertex, load_lock(vertex.name, _anyio_lock(tmp_path / "a", vertex.name)))
+    assert problem.startswith('anyio 4.12.0 requires `exceptiongroup>=1.0.2; python_version < "3.11"`, which applies '
+                              "on Python 3.10, but exceptiongroup is not in the lock.")
+    assert "To fix: `python -m cloudtune.kit.lockgen vertex-pytorch-py310`" in problem
+    with pytest.raises(SystemExit, match="exceptiongroup is not in the lock"):
+        refuse_broken(vertex, json.loads((tmp_path / "a" / f"{vertex.name}.json").read_text()))
+    assert check_lock(sagemaker, load_lock(sagemaker.name, _anyio_lock(tmp_path / "b", sagemaker.name))) == []
+    fixed = _anyio_lock(tmp_path / "c", vertex.name, (_wheel("exceptiongroup", "1.3.0"),))
+    assert check_lock(vertex, load_lock(vertex.name, fixed)) == []
+
+
+def test_requirements_follow_extras_and_versions(tmp_path: Path) -> None:
+    """An extra requested on the way (anyio[trio]) brings its lines in; a locked version outside a specifier is a
+    problem too; the image's torch is never looked for in the lock."""
+    target = TARGETS["sagemaker-pytorch-py312"]
+    wheels = [_wheel("anyio", "4.12.0", requires=ANYIO), _wheel("idna", "2.5"), _wheel("typing_extensions", "4.15.0"),
+              _wheel("peft", "0.18.0", requires=["torch>=1.13.0", "anyio[trio]"])]
+    lock = load_lock(target.name, _write_lock(tmp_path, target.name, wheels, ["peft"]))
+    assert check_lock(target, lock) == [
+        "anyio 4.12.0 requires `idna>=2.8`, which applies on Python 3.12, but idna is locked at 2.5. To fix: `python "
+        "-m cloudtune.kit.lockgen sagemaker-pytorch-py312` (it resolves with a Python 3.12)",
+        "anyio 4.12.0 requires `trio>=0.32.0; extra == \"trio\"`, which applies on Python 3.12, but trio is not in the "
+        "lock. To fix: `python -m cloudtune.kit.lockgen sagemaker-pytorch-py312` (it resolves with a Python 3.12)"]
+
+
+def test_every_locked_wheel_is_checked_not_only_those_the_roots_reach(tmp_path: Path) -> None:
+    """The image runtime installs every locked wheel: one the roots never reach is checked too."""
+    target = TARGETS["vertex-pytorch-py310"]
+    wheels = [_wheel("idna", "3.11"), _wheel("anyio", "4.12.0", requires=ANYIO), _wheel("typing_extensions", "4.15.0")]
+    (problem,) = check_lock(target, load_lock(target.name, _write_lock(tmp_path, target.name, wheels, ["idna"])))
+    assert problem.startswith("anyio 4.12.0 requires `exceptiongroup>=1.0.2")
+
+
+def test_a_lock_resolved_by_another_python_or_without_requirements_is_refused(tmp_path: Path) -> None:
+    target = TARGETS["azureml-acpt-py310"]
+    wheels = [_wheel("huggingface_hub", "1.33.0", requires=HUB), _wheel("filelock", "3.20.0"),
+              _wheel("httpx", "0.28.1"), _wheel("tomli", "2.3.0")]
+    ok = load_lock(target.name, _write_lock(tmp_path / "a", target.name, wheels, ["huggingface_hub"]))
+    assert check_lock(target, ok) == []
+    wrong = _write_lock(tmp_path / "b", target.name, wheels, ["huggingface_hub"],
+                        resolved_with={**marker_environment(target), "python_version": "3.11",
+                                       "sys_platform": "darwin"})
+    assert [p.split(":")[0] for p in check_lock(target, load_lock(target.name, wrong))] == [
+        "lock azureml-acpt-py310 was resolved with python_version 3.11, not the image's 3.10",
+        "lock azureml-acpt-py310 was resolved with sys_platform darwin, not the image's linux"]
+    old = load_lock(target.name, _write_lock(tmp_path / "c", target.name, wheels, None))
+    (problem,) = check_lock(target, old)
+    assert "no requirements recorded" in problem and "lockgen azureml-acpt-py310" in problem
+
+
+def test_the_target_marker_environment() -> None:
+    env = marker_environment(TARGETS["vertex-pytorch-py310"])
+    assert (env["python_version"], env["python_full_version"], env["sys_platform"], env["platform_machine"],
+            env["implementation_name"]) == ("3.10", "3.10.0", "linux", "x86_64", "cpython")
+
+
+def test_lockgen_refuses_without_the_targets_python(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No Python 3.10 here: one clear error naming it, before any resolving, and no lock written."""
+    from cloudtune.kit import lockgen
+
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    before = (LOCK_DIR / "vertex-pytorch-py310.json").read_bytes()
+    with pytest.raises(SystemExit) as err:
+        lockgen.main(["vertex-pytorch-py310"])
+    assert str(err.value).startswith("lockgen vertex-pytorch-py310: no Python 3.10 on this machine: the "
+                                     "vertex-pytorch-py310 lock must be resolved by the image's Python 3.10")
+    assert "To fix: install it (e.g. `pyenv install 3.10`)" in str(err.value)
+    assert (LOCK_DIR / "vertex-pytorch-py310.json").read_bytes() == before
 
 
 def _wheel_with(tmp: Path, source: str) -> Path:

@@ -103,8 +103,8 @@ def test_azure_emulation_sets_mlflow_tracking_uri_as_azure_ml_does(tmp_path: Pat
     plan = LocalLauncher(home=tmp_path / "home").plan(spec, LocalSettings(emulate="azure"), suffix=SUFFIX)
     for node in plan.request["nodes"]:
         uri = node["env"][az.MLFLOW_TRACKING_URI_VAR]
-        assert uri.startswith("sqlite:///") and uri.endswith("/mlflow.db")
-        assert Path(uri[len("sqlite:///"):]).parent == Path(plan.request["job_dir"])
+        assert uri.startswith("file://") and uri.endswith("/mlruns") and node["env"]["MLFLOW_ALLOW_FILE_STORE"] == "true"
+        assert Path(uri[len("file://"):]).parent == Path(plan.request["job_dir"])
 
 
 @pytest.mark.parametrize(("machine", "disk"), [("a3-ultragpu-8g", "hyperdisk-balanced"), ("a3-highgpu-8g", "pd-ssd"),

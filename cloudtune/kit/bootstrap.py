@@ -98,12 +98,13 @@ class Wheel:
     sha256: str
     size: int
     floors: tuple[Floor, ...] = ()  # recorded by lockgen
+    requires: tuple[str, ...] = ()  # the wheel's METADATA Requires-Dist lines, markers and extras as written
 
     @classmethod
     def from_json(cls, data: dict) -> "Wheel":
         floors = tuple(Floor(**f) for f in data.get("floors", ()))
         return cls(data["name"], data["version"], data["filename"], data["url"], data["sha256"], int(data["size"]),
-                   floors)
+                   floors, tuple(data.get("requires", ())))
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ class Lock:
     target: str
     wheels: tuple[Wheel, ...]
     floors_recorded: bool = False  # lockgen read every wheel's floors (an empty `floors` then means "none")
+    # What the job installs from the lock, as lockgen resolved it: cloudtune's Requires-Dist lines and the target's
+    # extra requirements and pins (`roots`), installed with the extras `root_extras` of cloudtune ("train"), and the
+    # PEP 508 marker environment pip resolved the lock with, as (key, value) pairs. None: not recorded (an older lock).
+    roots: tuple[str, ...] | None = None
+    root_extras: tuple[str, ...] = ()
+    resolved_with: tuple[tuple[str, str], ...] = ()
 
     def digest(self) -> tuple[int, str]:
         """(bytes, sha256) of the assembled wheelhouse, exactly as `cloudtune.hashing.digest` computes it for the
@@ -127,8 +134,15 @@ def load_lock(target: str, lock_dir: Path | None = None) -> Lock:
     if not path.is_file():
         raise InvalidInput(f"no wheel lock for image target {target!r}",
                            fix=f"write it with `python -m cloudtune.kit.lockgen {target}`")
-    data = json.loads(path.read_text())
-    return Lock(data["target"], tuple(Wheel.from_json(w) for w in data["wheels"]), bool(data.get("floors_recorded")))
+    return lock_from_json(json.loads(path.read_text()))
+
+
+def lock_from_json(data: dict) -> Lock:
+    """A Lock from a lock file's JSON (see `cloudtune.kit.versions.TargetSoftware` for its shape)."""
+    roots = data.get("roots")
+    return Lock(data["target"], tuple(Wheel.from_json(w) for w in data["wheels"]), bool(data.get("floors_recorded")),
+                None if roots is None else tuple(roots), tuple(data.get("root_extras", ())),
+                tuple(sorted(data.get("resolved_with", {}).items())))
 
 
 Fetch = Callable[[str, Path], None]

@@ -1,15 +1,23 @@
 """Write the hash-pinned wheel lock of a stock-image target (run by a maintainer, with network; never by a job).
 
     python -m cloudtune.kit.lockgen sagemaker-pytorch-py312   # or vertex-pytorch-py310, or all
+    python -m cloudtune.kit.lockgen --keep sagemaker-pytorch-py312  # resolve again, the lock's versions kept
     python -m cloudtune.kit.lockgen --floors all              # re-read the floors of the locks as they are
 
 What a job needs beyond the cloud's stock PyTorch image is the closure of `cloudtune[train]` minus torch (the
-image has it), resolved by pip for the image's Python and platform. torch is held out by offering pip a
+image has it), resolved by pip for the image's Python and platform, run by an interpreter of the image's Python
+version (pip evaluates environment markers such as `python_version < "3.11"` for the Python that runs it, whatever
+`--python-version` says; `cloudtune.kit.pythons.find_python` finds it under pyenv or on PATH). `--keep` passes the
+existing lock's versions to pip as constraints: the dependencies are resolved again (a wheel a marker now asks for
+is added) without moving any locked library to a newer release. torch is held out by offering pip a
 dependency-free placeholder wheel of the image's torch version with a build tag (so pip prefers it to PyPI's);
 the placeholder is left out of the lock. The lock records each wheel's name, version, file name, URL, sha256 and
-size (pip's own installation report gives URL and hash; a HEAD request the size), and its floors: Requires-Python,
+size (pip's own installation report gives URL and hash; a HEAD request the size), its Requires-Dist lines, and
+its floors: Requires-Python,
 a Requires-Dist on torch, and the runtime torch floors pip cannot see (RUNTIME_FLOORS). A lock whose floors the
-image breaks is refused (`cloudtune.kit.versions.check_lock`) and not written.
+image breaks, or whose wheels require (for the image's Python) a distribution the lock lacks, is refused
+(`cloudtune.kit.versions.check_lock`) and not written. The lock also records its roots (cloudtune's Requires-Dist
+and the target's extra requirements) and the marker environment pip resolved with.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ import zipfile
 from email.parser import Parser
 from pathlib import Path
 
-from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, Lock, Target, Wheel
+from cloudtune.errors import CloudtuneError
+from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, Target, load_lock, lock_from_json
+from cloudtune.kit.pythons import find_python
 from cloudtune.kit.versions import check_lock
 from cloudtune.kit.wheel import cloudtune_wheel
 
@@ -39,6 +49,7 @@ RUNTIME_FLOORS: dict[str, tuple[str, str]] = {
 # Torch floors declared only under an extra the job never installs (pip cannot see them): package -> that extra.
 # diffusers 0.42: `Requires-Dist: torch>=2.6; extra == "torch"`, and diffusers runs on the image's torch anyway.
 EXTRA_FLOORS: dict[str, str] = {"diffusers": "torch"}
+ROOT_EXTRAS = ("train",)  # the extras of cloudtune a job installs
 _PARSE_FLOOR = re.compile(r'>=\s*version\.parse\(\s*"(\d+(?:\.\d+)*)"\s*\)')
 
 
@@ -105,30 +116,53 @@ def wheel_floors(name: str, url: str, requires_python: str | None, requires_dist
     return floors
 
 
-def _resolve(target: Target, work: Path) -> dict:
+def resolver_python(target: Target) -> Path:
+    """The interpreter that resolves `target`'s lock: one of the target's own Python version. pip evaluates
+    environment markers (`exceptiongroup; python_version < "3.11"`) for the interpreter that runs it, whatever
+    `--python-version` says, so a lock resolved by another Python misses or adds dependencies. Raises InvalidInput
+    naming the missing version."""
+    return find_python(target.python, why=f"the {target.name} lock must be resolved by the image's Python "
+                       f"{target.python} (pip evaluates environment markers for the Python that runs it)")
+
+
+def _resolve(target: Target, python: Path, work: Path, keep: list[str]) -> dict:
+    """pip's installation report (JSON) of the target's requirements; `keep`: `name==version` constraints."""
     (work / "links").mkdir()
+    (work / "constraints.txt").write_text("".join(f"{line}\n" for line in keep))
     _placeholder_torch(target, work / "links")
     wheel = cloudtune_wheel(work / "wheel")
-    cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed", "--report",
-           str(work / "report.json"), "--only-binary=:all:", "--python-version", target.python,
-           "--implementation", "cp", "--abi", target.abi, "--target", str(work / "t"), "--find-links",
-           str(work / "links"), *[a for p in target.platforms for a in ("--platform", p)],
-           f"torch=={target.torch}", f"{wheel.path}[train]", *target.extra, *target.pins]
+    # -I: this process' PYTHONPATH and user site stay out of the target's interpreter
+    cmd = [str(python), "-I", "-m", "pip", "install", "--dry-run", "--quiet", "--ignore-installed",
+           "--disable-pip-version-check", "--report", str(work / "report.json"), "--only-binary=:all:",
+           "--python-version", target.python, "--implementation", "cp", "--abi", target.abi, "--target",
+           str(work / "t"), "--find-links", str(work / "links"),
+           *[a for p in target.platforms for a in ("--platform", p)],
+           "--constraint", str(work / "constraints.txt"), f"torch=={target.torch}",
+           f"{wheel.path}[{','.join(ROOT_EXTRAS)}]", *target.extra, *target.pins]
     # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless
     # to anyone else): no config files, the public index only
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
     env = {k: v for k, v in env.items() if not k.startswith("PIP_") or k == "PIP_CONFIG_FILE"}
-    subprocess.run([*cmd[:4], "--index-url", "https://pypi.org/simple", *cmd[4:]], check=True, env=env)
-    return json.loads((work / "report.json").read_text())
+    subprocess.run([*cmd[:5], "--index-url", "https://pypi.org/simple", *cmd[5:]], check=True, env=env)
+    report = json.loads((work / "report.json").read_text())
+    resolved = report.get("environment", {}).get("python_version")
+    if resolved != target.python:
+        raise SystemExit(f"{target.name}: pip resolved with Python {resolved}, not {target.python}")
+    return report
 
 
-def generate(target: Target) -> dict:
+def generate(target: Target, keep: bool = False) -> dict:
+    """The lock of `target`, resolved now; `keep`: with the shipped lock's versions as constraints."""
+    python = resolver_python(target)  # before any work: no interpreter, no lock
+    pinned = [f"{w.name}=={w.version}" for w in load_lock(target.name).wheels] if keep else []
     with tempfile.TemporaryDirectory() as tmp:
-        report = _resolve(target, Path(tmp))
-    wheels = []
+        report = _resolve(target, python, Path(tmp), pinned)
+    wheels, roots = [], list(target.extra) + list(target.pins)
     for item in report["install"]:
         meta = item["metadata"]
         name = meta["name"]
+        if name.lower() == "cloudtune":
+            roots = meta.get("requires_dist", []) + roots
         if name.lower() in ("torch", "cloudtune"):
             continue
         url = item["download_info"]["url"]
@@ -136,15 +170,22 @@ def generate(target: Target) -> dict:
             raise SystemExit(f"{name}: resolved to {url}, not a PyPI file URL")
         wheels.append({"name": name, "version": meta["version"], "filename": url.rsplit("/", 1)[-1],
                        "url": url, "sha256": item["download_info"]["archive_info"]["hashes"]["sha256"], "size": _size(url),
-                       "floors": wheel_floors(name, url, meta.get("requires_python"), meta.get("requires_dist", []))})
+                       "floors": wheel_floors(name, url, meta.get("requires_python"), meta.get("requires_dist", [])),
+                       "requires": meta.get("requires_dist", [])})
     wheels.sort(key=lambda w: w["filename"])
-    return _lock_json(target, wheels)
+    return _lock_json(target, wheels, roots, report["environment"])
 
 
-def _lock_json(target: Target, wheels: list[dict]) -> dict:
-    return {"target": target.name, "python": target.python, "platforms": list(target.platforms),
+def _lock_json(target: Target, wheels: list[dict], roots: list[str] | None, environment: dict | None) -> dict:
+    """The lock file's JSON. `roots`: what the job installs directly (cloudtune's Requires-Dist, then the target's
+    extra requirements and pins); `environment`: the marker environment pip resolved with (its report's)."""
+    lock = {"target": target.name, "python": target.python, "platforms": list(target.platforms),
             "image_torch": target.torch, "image": target.image, "image_source": target.source,
-            "pins": list(target.pins), "floors_recorded": True, "wheels": wheels}
+            "pins": list(target.pins), "floors_recorded": True}
+    if roots is not None:  # the kernel's release and build string: this machine's, not the image's
+        env = {k: v for k, v in (environment or {}).items() if k not in ("platform_release", "platform_version")}
+        lock.update(roots=roots, root_extras=list(ROOT_EXTRAS), resolved_with=env)
+    return {**lock, "wheels": wheels}
 
 
 def _wheel_metadata(url: str, wheel_file: Path | None) -> tuple[str | None, list[str]]:
@@ -172,22 +213,26 @@ def refloor(target: Target, lock_dir: Path = LOCK_DIR) -> dict:
             except urllib.error.HTTPError:
                 requires_python, requires_dist = _wheel_metadata(w["url"], _fetch(w["url"], Path(tmp) / w["filename"]))
             w["floors"] = wheel_floors(w["name"], w["url"], requires_python, requires_dist)
-    return _lock_json(target, data["wheels"])
+            w["requires"] = requires_dist
+    return _lock_json(target, data["wheels"], data.get("roots"), data.get("resolved_with"))
 
 
 def refuse_broken(target: Target, lock: dict) -> None:
     """SystemExit naming every floor the image breaks: such a lock is never written."""
-    problems = check_lock(target, Lock(lock["target"], tuple(Wheel.from_json(w) for w in lock["wheels"]), True))
+    problems = check_lock(target, lock_from_json(lock))
     if problems:
         raise SystemExit(f"refused: the {target.name} lock would not run on its image:\n  " + "\n  ".join(problems))
 
 
 def main(argv: list[str]) -> None:
-    floors_only = bool(argv) and argv[0] == "--floors"
-    argv = argv[1:] if floors_only else argv
+    mode = argv[0] if argv and argv[0] in ("--floors", "--keep") else ""
+    argv = argv[1:] if mode else argv
     names = list(TARGETS) if not argv or argv[0] == "all" else argv
     for name in names:
-        lock = refloor(TARGETS[name]) if floors_only else generate(TARGETS[name])
+        try:
+            lock = refloor(TARGETS[name]) if mode == "--floors" else generate(TARGETS[name], keep=mode == "--keep")
+        except CloudtuneError as err:
+            raise SystemExit(f"lockgen {name}: {err}") from None
         refuse_broken(TARGETS[name], lock)
         path = LOCK_DIR / f"{name}.json"
         path.write_text(json.dumps(lock, indent=1) + "\n")

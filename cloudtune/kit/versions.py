@@ -23,7 +23,9 @@ class TargetSoftware:
     provider: "aws" | "gcp" | "azure"; target: the lock's name (a key of `cloudtune.kit.bootstrap.TARGETS`);
     python: "3.12" (major.minor, as the image ships it); torch: "2.8.0" (the image's own build, never in the lock);
     lock: the lock file (JSON: {"target", "python", "image_torch", "image", "image_source", "pins",
-    "floors_recorded", "wheels": [{name, version, filename, url, sha256, size, floors: [{on, spec, source}]}]};
+    "floors_recorded", "roots": [requirement lines], "root_extras": ["train"], "resolved_with": {PEP 508 marker
+    environment of the resolving interpreter}, "wheels": [{name, version, filename, url, sha256, size,
+    floors: [{on, spec, source}], requires: [Requires-Dist lines]}]};
     read it with `cloudtune.kit.bootstrap.load_lock(target, lock.parent)`); image: the image's name as the cloud
     lists it. `check_lock(TARGETS[target], load_lock(target))` is empty for every shipped lock (CI checks it).
     """
@@ -70,13 +72,21 @@ def versions_note(target: str, lock_dir: Path | None = None) -> str:
 
 
 def check_lock(target: Target, lock: Lock) -> list[str]:
-    """Each way `lock`'s wheels cannot run on `target`'s image, one line each naming the wheel, the floor, its
-    source and the image's version; empty when compatible. Reads only the floors recorded in the lock (offline).
+    """Each way `lock`'s wheels cannot run on `target`'s image, one line each naming the wheel, what it needs, its
+    source and the image's version; empty when compatible. Reads only what lockgen recorded in the lock (offline).
 
-    A floor is on "python" (every wheel's Requires-Python) or "torch" (a Requires-Dist on torch, or a runtime
+    Two kinds: floors (`floor_problems`: Requires-Python, torch) and requirements (`requirement_problems`: a
+    Requires-Dist that applies on the target's Python and names a distribution the lock lacks). A lock that does
+    not record what either check reads is refused too.
+    """
+    return floor_problems(target, lock) + requirement_problems(target, lock)
+
+
+def floor_problems(target: Target, lock: Lock) -> list[str]:
+    """A floor is on "python" (every wheel's Requires-Python) or "torch" (a Requires-Dist on torch, or a runtime
     check pip cannot see, such as transformers' `is_torch_available`, which switches PyTorch off below its floor so
-    that model classes raise ImportError at load). A lock whose floors were never recorded is refused too.
-    Needs `packaging` (a dependency of pip's tooling, pytest and transformers), imported here only.
+    that model classes raise ImportError at load). Needs `packaging` (a dependency of pip's tooling, pytest and
+    transformers), imported here only.
     """
     from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
@@ -97,6 +107,71 @@ def check_lock(target: Target, lock: Lock) -> list[str]:
                 problems.append(f"{wheel.name} {wheel.version} needs {floor.on} {floor.spec} ({floor.source}); the "
                                 f"image of {target.name} has {floor.on} {have.get(floor.on, '?')}. {fix}")
     return problems
+
+
+def marker_environment(target: Target) -> dict[str, str]:
+    """The PEP 508 marker environment of `target`'s image: CPython `target.python` on Linux, the machine of its
+    platform tags. The patch release is not documented for the stock images: "3.10" is taken as "3.10.0" in
+    python_full_version (no locked wheel's marker tests a patch release; see docs/images.md)."""
+    machine = "aarch64" if any(p.endswith("aarch64") for p in target.platforms) else "x86_64"
+    full = f"{target.python}.0"
+    return {"implementation_name": "cpython", "implementation_version": full, "os_name": "posix",
+            "platform_machine": machine, "platform_python_implementation": "CPython", "platform_release": "",
+            "platform_system": "Linux", "platform_version": "", "python_full_version": full,
+            "python_version": target.python, "sys_platform": "linux"}
+
+
+IMAGE_PROVIDES = ("torch",)  # distributions the stock image has and the lock holds out
+# The marker variables of the resolving interpreter that must be the image's: those the locked wheels' Requires-Dist
+# test outside extras (python_version, platform_machine, platform_system, sys_platform, implementation_name; see
+# docs/images.md). The patch release and the kernel's release are the resolving machine's own.
+RESOLVER_KEYS = ("python_version", "sys_platform", "platform_system", "platform_machine", "implementation_name")
+
+
+def requirement_problems(target: Target, lock: Lock) -> list[str]:
+    """Each Requires-Dist that applies on `target` (markers evaluated for its Python with `packaging.markers`, the
+    extras requested along the way included) and that the lock cannot satisfy: a distribution not in the lock, or
+    one whose locked version is outside the specifier. Walks from the lock's roots (cloudtune[train] and the target's
+    extra requirements) and from every locked wheel. Also refuses a lock resolved by another Python or machine than the target's (RESOLVER_KEYS:
+    pip evaluates markers for the interpreter that runs it, whatever `--python-version` says) and a lock with no
+    requirements recorded.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    regen = f"To fix: `python -m cloudtune.kit.lockgen {target.name}` (it resolves with a Python {target.python})"
+    if lock.roots is None:
+        return [f"lock {lock.target}: no requirements recorded, so nothing shows its wheels are complete. {regen}"]
+    env = marker_environment(target)
+    resolved = dict(lock.resolved_with)
+    problems = [f"lock {lock.target} was resolved with {key} {resolved.get(key)}, not the image's {env[key]}: pip "
+                f"evaluated its markers for another machine. {regen}"
+                for key in RESOLVER_KEYS if resolved.get(key) != env[key]]
+    wheels = {canonicalize_name(w.name): w for w in lock.wheels}
+    requires = {canonicalize_name(w.name): w.requires for w in lock.wheels} | {"": lock.roots}
+    # every locked wheel is installed (the image runtime installs them all), so each is walked from, beside the roots
+    wanted: dict[str, set[str]] = {name: set() for name in wheels} | {"": set(lock.root_extras)}
+    todo = list(wanted)
+    while todo:
+        node = todo.pop()
+        for line in requires[node]:
+            req = Requirement(line)
+            dep = canonicalize_name(req.name)
+            extras = {""} | wanted[node]
+            if dep in IMAGE_PROVIDES or not any(req.marker is None or req.marker.evaluate({**env, "extra": e})
+                                                for e in extras):
+                continue
+            owner = f"{wheels[node].name} {wheels[node].version}" if node else "the job (cloudtune and the target)"
+            have = wheels.get(dep)
+            if have is None or not req.specifier.contains(have.version, prereleases=True):
+                found = "is not in the lock" if have is None else f"is locked at {have.version}"
+                problems.append(f"{owner} requires `{line}`, which applies on Python {target.python}, but {dep} "
+                                f"{found}. {regen}")
+                continue
+            if dep not in wanted or not set(req.extras) <= wanted[dep]:
+                wanted[dep] = wanted.get(dep, set()) | set(req.extras)
+                todo.append(dep)
+    return list(dict.fromkeys(problems))  # a node seen again with more extras repeats its lines
 
 
 def _here(name: str) -> str | None:

@@ -31,6 +31,7 @@ from typing import IO, Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 from cloudtune.errors import CloudtuneError, InvalidInput
+from cloudtune.kit import pythons
 from cloudtune.local.mounts import HOOK_DIR, MOUNTS_VAR
 
 ENV_DIR = "image-envs"
@@ -70,19 +71,9 @@ def image_target(target: str, lock_dir: Path | None = None) -> ImageTarget:
 
 
 def find_python(version: str) -> Path:
-    """An interpreter of Python `version` (major.minor): pyenv's newest patch release, else `pythonX.Y` on PATH."""
-    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    found = sorted((p for p in root.glob(f"{version}.*") if p.name.replace(".", "").isdigit()),
-                   key=lambda p: [int(x) for x in p.name.split(".")], reverse=True) if root.is_dir() else []
-    for base in found:
-        exe = base / "bin" / f"python{version}"
-        if exe.is_file():
-            return exe
-    on_path = shutil.which(f"python{version}")
-    if on_path and ".pyenv/shims" not in on_path:
-        return Path(on_path)
-    raise InvalidInput(f"no Python {version} on this machine: the emulated image runs Python {version}",
-                       fix=f"install it (e.g. `pyenv install {version}`), or set providers.local.runtime: host")
+    """An interpreter of Python `version` (major.minor) for the emulated image (`cloudtune.kit.pythons`)."""
+    return pythons.find_python(version, why=f"the emulated image runs Python {version}",
+                               fix="or set providers.local.runtime: host")
 
 
 def env_path(home: Path, target: ImageTarget) -> Path:

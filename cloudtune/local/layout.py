@@ -154,9 +154,10 @@ def azure(job_dir: Path, job_name: str, job: dict[str, Any], inputs: dict[str, s
         # MASTER_PORT on one node too: torchrun's default port would be shared by every local job on this machine
         env = {az.RUN_ID_VAR: job_name, az.EXPERIMENT_VAR: job["name"], "CLOUDTUNE_FS_ROOT": str(cwd),
                "MASTER_PORT": str(master_port), **mount_env("azure", sorted(outputs.values())),  # rw_mount: blobfuse
-               # Azure ML points MLflow at the workspace; here a SQLite store in the job dir takes its place
-               # (MLflow 3 refuses a plain file store unless MLFLOW_ALLOW_FILE_STORE is set)
-               az.MLFLOW_TRACKING_URI_VAR: f"sqlite:///{job_dir / 'mlflow.db'}"}
+               # Azure ML points MLflow at the workspace; here a file store in the job dir takes its place. MLflow 3
+               # refuses a file store unless MLFLOW_ALLOW_FILE_STORE is set; a SQLite store would need SQLAlchemy,
+               # which the stock environment's mlflow-skinny lacks
+               az.MLFLOW_TRACKING_URI_VAR: (job_dir / "mlruns").as_uri(), "MLFLOW_ALLOW_FILE_STORE": "true"}
         if nodes > 1:
             # as Azure ML's pytorch distribution with one process per instance: LOCAL_RANK 0 on every node
             env |= {"MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(nodes), "NODE_RANK": str(rank), "RANK": str(rank),

@@ -42,6 +42,13 @@ TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
 SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
 BOOTSTRAP = vx.BOOTSTRAP  # the container's command (cloudtune.contracts.vertex.bootstrap)
+# The image lane (`providers.local.runtime: image`, docs/providers/local.md) runs the built-in recipes on the stock
+# target's Python and torch: on torch 2.4 the libraries fail at import (transformers 5.10+ imports DTensor, 5.9
+# torch.distributed.tensor.device_mesh), which no declared floor says and so no lock check can refuse.
+STOCK_RECIPE_WARNING = ("warning: Vertex AI's prebuilt PyTorch container has torch 2.4, on which the recipe's libraries "
+                        "fail at import (transformers needs torch.distributed.tensor, new in torch 2.5): this `train:` "
+                        "job fails at start. To fix: build and push cloudtune's GPU image (containers/gpu; "
+                        "docs/providers/gcp.md) and name it with `image:`")
 FINAL_EXIT_MARKER = vx.FINAL_EXIT_MARKER
 
 CAPABILITIES = Capabilities(
@@ -193,6 +200,8 @@ def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle:
         uploads.append(wheels)
         pip_flags = f"--no-index --find-links {vx.mount_path(wheels.destination.rstrip('/'))}"
         notes.append(versions_note(LOCK_TARGET, lock_dir))
+        if spec.train is not None:
+            notes.append(STOCK_RECIPE_WARNING)
         notes.append(f"the container installs cloudtune{' and its train extra' if spec.train else ''} from the "
                      f"wheelhouse ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: "
                      "no route to PyPI is needed")
