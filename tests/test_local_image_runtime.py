@@ -33,6 +33,7 @@ import pytest
 from cloudtune import api
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 from cloudtune.local.imageenv import MARKER, build_steps, find_python, image_target
+from cloudtune.local.mounts import HOOK_DIR
 
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEPS = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection", "PyYAML", "click")
@@ -144,7 +145,8 @@ def test_a_job_runs_on_the_image_env_through_the_start_path(emulate: str, tiny_l
     node_env = Path(seen["prefix"])
     assert node_env.parent.name == "image-env" and node_env.is_relative_to(home / "jobs")  # the node's own env
     assert Path(seen["cloudtune"]).is_relative_to(node_env)  # installed there by the start path, not this checkout
-    assert seen["pythonpath"] is None
+    # none of this machine's Python setup; under gcp and azure only the bucket-mount emulation's start-up hook
+    assert seen["pythonpath"] == (HOOK_DIR if emulate in ("gcp", "azure") else None)
     target = image_target(TARGETS[emulate], tiny_locks)
     image = home / "image-envs" / target.key
     assert json.loads((image / MARKER).read_text())["lock_sha256"] == target.lock_sha256

@@ -211,10 +211,9 @@ def test_input_error_under_torchrun_is_printed_once(tmp_path: Path, monkeypatch:
     assert errors == ["[cloudtune] error: train.model: 'someorg/not-cached' is not in the local Hugging Face cache and "
                       "HF_HUB_OFFLINE is set; download it first (hf download someorg/not-cached) or unset HF_HUB_OFFLINE"]
     assert not any("Traceback" in ln or "ChildFailedError" in ln for ln in log), "\n".join(log)
-    # the node names the first rank that failed (cloudtune.runtime.torchrun), the other as failing alike, not as its
-    # consequence
-    assert re.search(r"\[cloudtune\] torchrun: first failure: rank [01] exited 65 \(input\); then rank [01] exited 65 "
-                     r"\(input\)$", "\n".join(log), re.M), "\n".join(log)
+    # the node names the first rank that failed (cloudtune.runtime.torchrun); the other failed alike, or was stopped
+    assert re.search(r"^\[cloudtune\] torchrun: first failure: rank [01] exited 65 \(input\)", "\n".join(log), re.M), \
+        "\n".join(log)
 
 
 HUB_FAKE = """
