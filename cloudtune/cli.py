@@ -102,7 +102,7 @@ def _print_plan(plan: Any) -> None:
 
         # libyaml's emitter where PyYAML has it: the same text, about 10x faster than the pure-Python one (a spec
         # with 100,000 env keys: most of the azure dry run's time was spent here)
-        from cloudtune.spec_yaml import gc_paused
+        from cloudtune.spec.yamlload import gc_paused
 
         dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
         with gc_paused():  # the representer builds a node per value: no cyclic collections meanwhile

@@ -18,7 +18,7 @@ import pytest
 from cloudtune import api
 from cloudtune.errors import CloudtuneError, SpecError
 from cloudtune.spec import apply_overrides, check_offline, load_spec, validate_spec
-from cloudtune.spec_yaml import MAX_BYTES, MAX_DEPTH, MAX_VALUES
+from cloudtune.spec.yamlload import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 from cloudtune.units import parse_duration
 
 CASES = Path(__file__).resolve().parents[2] / "shared" / "cases"
@@ -95,7 +95,7 @@ def test_exploding_yaml_is_one_clear_error_in_time(tmp_path: Path, text: str, ne
 def test_the_pure_python_parser_gets_the_same_limits(text: str, needle: str, line: int | None) -> None:
     import yaml
 
-    from cloudtune.spec_yaml import load_yaml
+    from cloudtune.spec.yamlload import load_yaml
 
     start = time.process_time()  # CPU time: not inflated by other load on the machine
     with pytest.raises(SpecError) as info:
@@ -107,7 +107,7 @@ def test_the_pure_python_parser_gets_the_same_limits(text: str, needle: str, lin
 def test_both_parsers_build_the_same_value() -> None:
     import yaml
 
-    from cloudtune.spec_yaml import load_yaml
+    from cloudtune.spec.yamlload import load_yaml
 
     text = "a: &x {k: 1, s: '012', t: 2024-01-05}\nb: {<<: *x, j: [1, 2.5, yes, ~]}\nc: ! 012\n"
     fast, pure = load_yaml(text, "j"), load_yaml(text, "j", loader=yaml.SafeLoader)

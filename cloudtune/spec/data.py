@@ -1,0 +1,57 @@
+"""`train.data`: which inputs hold the data and how its records are read."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from cloudtune.spec.base import TrainPart
+
+DATA_FORMATS = ("auto", "text", "instruction", "chat")
+
+
+class DataSpec(TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
+        "streaming",
+    )
+    train: str = Field("train", description="name of the input holding the training data, or a Hub dataset "
+                       "hf:ORG/NAME[:SPLIT] (causal-lm; read in the job, which then needs network)")
+    eval: str | None = Field(
+        "eval", description="name of the input holding evaluation data; null = none; left out = 'eval' if that input exists"
+    )
+    format: Literal["auto", "text", "instruction", "chat"] = Field(
+        "auto",
+        description="causal-lm record shape: text (text_field), instruction (prompt_field + completion_field), "
+        "chat (messages_field); auto = detected from the first record",
+    )
+    text_field: str = Field("text", description="record field holding the text (text format; seq-classification input)")
+    prompt_field: str = Field("prompt", description="instruction format: field holding the prompt (no loss on it)")
+    completion_field: str = Field("completion", description="instruction format: field holding the completion (the loss)")
+    messages_field: str = Field("messages", description="chat format: field holding the list of {role, content} messages")
+    chat_template: str | None = Field(
+        None, description="chat format: Jinja chat template used when the tokenizer has none (or to replace its own)"
+    )
+    label_field: str = Field("label", description="seq-classification: field holding the label (a name or an integer id)")
+    labels: list[str] | None = Field(
+        None, description="seq-classification: the label names in id order; null = the sorted names found in the data"
+    )
+    packing: bool = Field(False, description="causal-lm: pack several examples per row of at most max_seq_len tokens "
+                          "(best-fit decreasing; greedy in order when streaming); position ids restart per example, "
+                          "so no token attends across examples")
+    streaming: bool = Field(False, description="causal-lm: read the training data as a stream (🤗 Datasets "
+                            "IterableDataset: nothing converted or cached on disk), for data larger than the disk; "
+                            "needs hyperparameters.max_steps; examples are read and packed in file order")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            if len(v) < 2:
+                raise ValueError("labels needs at least two label names (or null to take them from the data)")
+            dupes = sorted({x for x in v if v.count(x) > 1})
+            if dupes:
+                raise ValueError(f"labels lists {', '.join(map(repr, dupes))} more than once; each label name once")
+        return v
+

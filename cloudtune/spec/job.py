@@ -1,0 +1,160 @@
+"""The spec's root: `JobSpec` (one provider-neutral job), its checkpoint policy, and what counts as a remote URI."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from cloudtune.spec.base import Strict, check_name, shown
+from cloudtune.spec.resources import ProvidersSpec, Resources
+from cloudtune.spec.training import TrainSpec
+
+REMOTE_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://")
+MAX_INPUTS = 100
+"""Most inputs per job (SageMaker takes 20 channels; each local input is resolved, checked and hashed)."""
+
+
+class CheckpointSpec(Strict):
+    every_steps: int = Field(50, ge=1, le=2**31 - 1, description="save a checkpoint every N optimizer steps")
+    keep: int = Field(2, ge=1, le=1000, description="complete checkpoints kept on disk")
+
+
+
+InputName = Annotated[str, AfterValidator(lambda v: check_name("input", v))]
+EnvName = Annotated[str, AfterValidator(lambda v: check_name("environment variable", v))]
+SecretName = Annotated[str, AfterValidator(lambda v: check_name("secret", v))]
+SECRET_REF = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:|projects/[^/]+/secrets/[^/]+/versions/|https://[^/]+\.vault\.azure\.net/secrets/)")
+
+
+class JobSpec(Strict):
+    """A provider-neutral fine-tuning job."""
+
+    name: str = Field(..., description="lowercase letters, digits and '-'; at most 40 characters")
+    image: str | None = Field(None, description="container image URI; null = the provider's stock PyTorch image")
+    resources: Resources = Field(default_factory=Resources)
+    inputs: dict[InputName, str] = Field(default_factory=dict, description="name -> URI or local path")
+    outputs: str | None = Field(None, description="base URI for model, checkpoints and logs")
+    train: TrainSpec | None = None
+    command: str | None = Field(None, description="command run in the bundled code dir instead of `train`")
+    code: str = Field(".", description="source dir bundled with the job when `command` is used")
+    include: list[str] = Field(default_factory=list, description="paths in the code dir bundled on purpose although "
+                               "a secret rule or .gitignore leaves them out (as `code` is written)")
+    env: dict[EnvName, str] = Field(default_factory=dict, description="plain, non-secret environment variables")
+    secrets: dict[SecretName, str] = Field(default_factory=dict, description="NAME -> secret reference")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    retries: int = Field(0, ge=0, le=10, description="restarts after preemption or infrastructure failure")
+    providers: ProvidersSpec = Field(default_factory=ProvidersSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("job", v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str | None) -> str | None:
+        if v is not None and (not v or re.search(r"[\s\x00-\x1f\x7f]", v)):
+            raise ValueError(f"image {shown(v)} is not an image URI (it is empty or holds a space or control character); "
+                             "give e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1, or null")
+        if v is not None and ("://" in v or re.match(r"[^/]*@", v)):  # a scheme, or user[:password]@ before the host
+            raise ValueError("image is a URL or carries a user name (a password would travel in the job request); "
+                             "give REGISTRY/REPOSITORY:TAG (or @sha256:DIGEST) and sign the registry in with the "
+                             "cloud's own credentials")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("command is empty; give the command to run in the code dir, e.g. python train.py")
+        return v
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(v) > MAX_INPUTS:
+            raise ValueError(f"{len(v):,} inputs; a job takes at most {MAX_INPUTS}: put the files of one kind in one "
+                             "directory (or under one URI prefix) and give that as one input")
+        for key, uri in v.items():
+            if not str(uri).strip():
+                raise ValueError(f"input {key!r} is empty; give a URI (s3://, gs://, ...) or a local path")
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        """Numbers and booleans become the text the job sees (true/false); names are checked by EnvName."""
+        if not isinstance(v, dict):
+            return v
+        for key, val in v.items():
+            if isinstance(val, (dict, list)) or val is None:
+                raise ValueError(f"env.{shown(key)[1:-1] if isinstance(key, str) else key} must be a plain value "
+                                 "(string, number or boolean)")
+        return {k: (str(val).lower() if isinstance(val, bool) else str(val)) for k, val in v.items()}
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, ref in v.items():
+            if not SECRET_REF.match(str(ref)) or re.search(r"[\s\x00-\x1f\x7f]", ref):
+                raise ValueError(
+                    f"secret {key!r} must be a reference, not a value: an AWS Secrets Manager ARN, "
+                    "a GCP secret version (projects/P/secrets/S/versions/V) or an Azure Key Vault secret URI, "
+                    "with no space or control character"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _one_of_train_command(self) -> "JobSpec":
+        if (self.train is None) == (self.command is None):
+            raise ValueError("give exactly one of `train` (the built-in recipe) and `command` (your own script)")
+        if self.train is not None:
+            data = self.train.data
+            if "eval" not in data.model_fields_set and data.eval not in self.inputs:  # default, and no such input
+                self.train = self.train.model_copy(update={"data": data.model_copy(update={"eval": None})})
+            for role, name in (("train", self.train.data.train), ("eval", self.train.data.eval)):
+                if name is not None and name.startswith("hf:"):
+                    if not HUB_DATASET.match(name):
+                        raise ValueError(f"train.data.{role} {name!r} is not a Hub dataset name: write hf:ORG/NAME "
+                                         f"or hf:ORG/NAME:SPLIT (e.g. hf:trl-lib/Capybara:train)")
+                    if self.train.task != "causal-lm":
+                        raise ValueError(f"train.data.{role}: Hub datasets (hf:...) are read by the causal-lm recipe "
+                                         f"only; download the data and name it as an input")
+                elif name is not None and name not in self.inputs:
+                    raise ValueError(
+                        f"train.data.{role} names input {name!r}, which is not in `inputs`; "
+                        f"add it under inputs or set train.data.{role} to one of {_some(sorted(self.inputs))}"
+                        + (" (or null)" if role == "eval" else "")
+                    )
+        for key in self.secrets:
+            if key in self.env:
+                raise ValueError(f"{key!r} is both in env and in secrets; keep it in secrets only")
+        return self
+
+    # ----- derived facts -----
+    def processes_per_node(self, gpus_per_node: int | None = None) -> int:
+        """Resolve `auto`: one process per GPU, 1 on CPU."""
+        ppn = self.resources.processes_per_node
+        if ppn != "auto":
+            return int(ppn)
+        accel = self.resources.accel
+        return 1 if accel.is_cpu else (gpus_per_node or accel.count)
+
+
+def _some(names: list[str], limit: int = 10) -> str:
+    """A list of names for a message: at most `limit`, then how many more."""
+    if not names:
+        return "[]"
+    shown_names = ", ".join(shown(n) for n in names[:limit])
+    return f"[{shown_names}" + (f", ... ({len(names) - limit} more)]" if len(names) > limit else "]")
+
+
+# a Hub dataset named in train.data.train / eval (read in the job where it has network): hf:[ORG/]NAME[:SPLIT]
+HUB_DATASET = re.compile(r"^hf:(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$")
+
+
+def is_remote(uri: str) -> bool:
+    return str(uri).startswith(REMOTE_SCHEMES)
+

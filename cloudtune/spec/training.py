@@ -1,0 +1,192 @@
+"""`train`: the built-in recipe's options (model, hyperparameters, LoRA, health checks) and their consistency."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from cloudtune.spec.base import TrainPart
+from cloudtune.spec.data import DataSpec
+
+TASKS = ("causal-lm", "seq-classification")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class Hyperparameters(TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience")
+    epochs: float = Field(1, gt=0, le=100_000, description="passes over the training data")
+    max_steps: int | None = Field(None, ge=1, le=2**31 - 1, description="stop after this many optimizer steps (overrides epochs)")
+    learning_rate: float = Field(5e-4, gt=0, le=10)
+    batch_size: int = Field(8, ge=1, le=1_000_000, description="per-process batch size")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1_000_000)
+    max_seq_len: int = Field(128, ge=8, le=10_000_000)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=100)
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="random seed (0 .. 2**32-1, as numpy accepts)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU"
+    )
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute activations in the backward pass (less memory, about a third slower); null = on "
+        "only when the memory estimate (cloudtune.memory) says the activations would not fit the GPU otherwise")
+    eval_every: int | None = Field(None, ge=1, le=2**31 - 1, description="evaluate every N optimizer steps during training; null = only before/after")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=1_000_000, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
+    )
+
+
+class LoraSpec(TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge", "quantize")
+    r: int = Field(16, ge=1, le=65_536, description="rank of the LoRA update matrices")
+    alpha: int = Field(32, ge=1, le=1_000_000, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: Union[Literal["auto"], list[str]] = Field(
+        "auto", description="module names to adapt; auto = the attention and MLP projections of known architectures"
+    )
+    merge: bool = Field(False, description="also merge the adapter into full weights in the model dir (adapter goes to adapter/)")
+    quantize: Literal["4bit"] | None = Field(
+        None, description="QLoRA: load the frozen base model in 4 bits (bitsandbytes NF4, double quantization, bf16 "
+        "compute); CUDA GPUs only; null = the base model in the training precision")
+
+    @field_validator("target_modules")
+    @classmethod
+    def _targets(cls, v: Union[str, list[str]]) -> Union[str, list[str]]:
+        if isinstance(v, list) and not v:
+            raise ValueError("target_modules is empty; list module names (e.g. [q_proj, v_proj]) or use auto")
+        return v
+
+
+class HealthSpec(TrainPart):
+    """The training health checks (cloudtune.train.health): each on by default, each switchable."""
+
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
+        "divergence", "spike_window", "spike_factor", "spike_mads", "overfitting", "patience", "collapse", "prompts",
+        "max_new_tokens", "max_repetition")
+
+    divergence: bool = Field(
+        True, description="stop the run (exit 66, class diverged: never retried) at the first step whose loss is NaN "
+        "or infinite, or spikes far outside its recent range (see spike_window, spike_factor, spike_mads); the loss "
+        "the Trainer computes is checked every optimizer step (every 10 steps on PyTorch/XLA), not only logged ones")
+    spike_window: int = Field(
+        50, ge=5, le=100_000, description="how many recent steps' losses the spike check compares with (it starts "
+        "once 10 steps are in the window)")
+    spike_factor: float = Field(
+        3.0, gt=1, le=1e6, description="a spike is a loss above spike_factor x the window's median AND above the "
+        "median + spike_mads x its median absolute deviation (both must hold)")
+    spike_mads: float = Field(10.0, gt=0, le=1e6, description="see spike_factor")
+    overfitting: bool = Field(
+        True, description="warn (`[cloudtune] health: overfitting ...`) when the eval loss has stayed above its best "
+        "for `patience` evaluations in a row while the train loss kept falling (needs eval_every)")
+    patience: int = Field(3, ge=1, le=1_000_000, description="evaluations in a row that count as an overfitting trend")
+    collapse: bool | None = Field(
+        None, description="causal-lm: at each evaluation, generate greedily from the first `prompts` eval examples' "
+        "prompts and warn when the outputs collapse into repetition compared with the base model's (measured once "
+        "before training); null = on, except on PyTorch/XLA (TPU), where generation recompiles; true = on everywhere "
+        "(fixed lengths: left-padded prompts, exactly max_new_tokens new tokens)")
+    prompts: int = Field(4, ge=1, le=64, description="collapse: how many eval examples' prompts are generated from")
+    max_new_tokens: int = Field(32, ge=8, le=1024, description="collapse: tokens generated per prompt")
+    max_repetition: float = Field(
+        0.5, gt=0, le=1, description="collapse: warn when the share of repeated 3-grams in the outputs reaches this "
+        "and either is 0.2 above the base model's or distinct-2 across the outputs fell below half the base's (a base "
+        "whose distinct-2 is under 0.2 has none to lose)")
+
+
+class TrainSpec(TrainPart):
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check", "health",
+                                                     "keep_best", "report_to")
+    task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
+    model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
+                       "finished job, from the job store)")
+    base_model: str | None = Field(
+        None, description="when train.model is a LoRA adapter: the model it adapts (hub id, local path or the name "
+        "of an input), loaded and merged with the adapter before training; set for you by train.model: job:<JOB>; "
+        "null = the base named in the adapter's adapter_config.json")
+    data: DataSpec = Field(default_factory=DataSpec)
+    lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of all weights; null = full fine-tune")
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="how several processes train: ddp = every process holds the whole model (DistributedDataParallel); "
+        "fsdp = parameters, gradients and optimizer state sharded across processes (FSDP full shard, one unit per "
+        "decoder layer). One process trains unsharded either way",
+    )
+    memory_check: bool = Field(
+        True, description="refuse at plan time a job whose estimated memory per GPU (cloudtune.memory) is clearly "
+        "beyond the accelerator's (over its memory + 20%); false = launch it anyway")
+    health: HealthSpec = Field(
+        default_factory=HealthSpec, description="training health checks: divergence (stops the run), overfitting and "
+        "collapse (warnings); each on by default")
+    keep_best: bool = Field(
+        False, description="write the weights of the evaluation with the lowest eval loss as the model (its "
+        "checkpoint is saved and never rotated away), not the last step's; needs eval_every")
+    report_to: Union[Literal["auto", "none"], list[Literal["tensorboard", "mlflow", "wandb"]]] = Field(
+        "auto", description="where training metrics go: auto = TensorBoard event files always, MLflow too when "
+        "MLFLOW_TRACKING_URI is set; none; or a list of tensorboard, mlflow, wandb")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainSpec":
+        data, hp = self.data, self.hyperparameters
+        if self.base_model is not None and self.base_model.startswith("job:"):
+            raise ValueError("train.base_model takes a hub id, a local path or an input name; a job's model goes in "
+                             "train.model (job:<JOB>), which brings the base of a LoRA adapter job by itself")
+        if self.task == "seq-classification":
+            if data.packing:
+                raise ValueError(
+                    "train.data.packing applies to task causal-lm only (a classification example is one labelled "
+                    "sequence); remove `packing: true` or set task: causal-lm"
+                )
+            if data.format != "auto":
+                raise ValueError(
+                    f"train.data.format {data.format!r} applies to task causal-lm only; seq-classification reads "
+                    f"train.data.text_field and train.data.label_field: remove `format:`"
+                )
+            if data.chat_template is not None:
+                raise ValueError("train.data.chat_template applies to task causal-lm (chat format) only; remove it")
+            if data.streaming:
+                raise ValueError("train.data.streaming applies to task causal-lm only; remove `streaming: true`")
+        else:
+            if data.labels is not None:
+                raise ValueError("train.data.labels applies to task seq-classification only; remove it or set task: seq-classification")
+            if data.format in ("text", "instruction") and data.chat_template is not None:
+                raise ValueError(f"train.data.chat_template is used by the chat format only; remove it or set format: chat (now {data.format!r})")
+        if self.distributed == "fsdp" and self.lora is not None and self.lora.merge:
+            raise ValueError(
+                "train.lora.merge needs the whole model in one process, which distributed: fsdp never holds: with fsdp "
+                "the adapter is saved on its own; remove `merge: true` (merge it later with merge_and_unload), or "
+                "use distributed: ddp"
+            )
+        if data.streaming and hp.max_steps is None:
+            raise ValueError("train.data.streaming reads the data as a stream of unknown length, so the run needs a "
+                             "step count: set hyperparameters.max_steps (epochs cannot be counted on a stream)")
+        if self.lora is not None and self.lora.quantize is not None:
+            self._check_quantize()
+        if hp.eval_every is not None and data.eval is None:
+            raise ValueError("hyperparameters.eval_every needs an eval set; set train.data.eval to an input, or remove eval_every")
+        if self.keep_best and (data.eval is None or hp.eval_every is None):
+            raise ValueError("train.keep_best keeps the checkpoint of the best evaluation during training: set "
+                             "train.data.eval and hyperparameters.eval_every (e.g. 50), or remove keep_best")
+        if hp.early_stopping_patience is not None:
+            if data.eval is None:
+                raise ValueError("hyperparameters.early_stopping_patience watches the eval loss, so it needs an eval set: set train.data.eval")
+            if hp.eval_every is None:
+                raise ValueError(
+                    "hyperparameters.early_stopping_patience counts evaluations during training: set "
+                    "hyperparameters.eval_every (e.g. 50) as well"
+                )
+        return self
+
+    def _check_quantize(self) -> None:
+        """`lora.quantize` with what cannot go with it (see cloudtune.train.loading for the reasons at run time)."""
+        if self.lora is not None and self.lora.merge:
+            raise ValueError(
+                "train.lora.merge with lora.quantize: 4bit would merge the adapter into 4-bit weights: the sum is "
+                "quantized again, which rounds away most of the adapter's update (it is smaller than an NF4 step), and "
+                "the result is a bitsandbytes checkpoint, not plain weights; remove `merge: true` and merge later into "
+                "the bf16 base (PeftModel.from_pretrained(base, adapter).merge_and_unload())")
+        if self.distributed == "fsdp":
+            raise ValueError(
+                "train.lora.quantize: 4bit cannot be sharded by cloudtune's FSDP (FSDP2 does not shard bitsandbytes "
+                "4-bit parameters); use distributed: ddp (each GPU holds the 4-bit model: about 0.55 bytes a "
+                "parameter), or remove quantize and keep fsdp")
+
