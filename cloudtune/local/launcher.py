@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -14,43 +13,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput, UnsupportedSpec
-from cloudtune.hashing import digest
-from cloudtune.kit.staging import recipe, stage
+from cloudtune.kit.staging import stage
 from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
-from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
-from cloudtune.launcher import Capabilities, Capability, JobRef, JobStatus
-from cloudtune.local.layout import EMULATORS
+from cloudtune.launcher import JobRef, JobStatus
+from cloudtune.local.planning import CAPABILITIES, LocalPlanning
 from cloudtune.local.supervisor import read_state, write_state
-from cloudtune.plan import Plan, Upload
+from cloudtune.plan import Plan
 from cloudtune.settings import cloudtune_home
-from cloudtune.spec import LocalSettings, is_remote
+from cloudtune.spec import LocalSettings
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
-    from cloudtune.local.imageenv import ImagePlan
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
-
-CAPABILITIES = Capabilities(
-    gpu=Capability(True, "uses this machine's GPUs when it has them; otherwise trains on CPU"),
-    tpu=Capability(False, "TPUs exist only on Google Cloud"),
-    multi_node=Capability(True, "nodes run as process groups on loopback, joined by torchrun"),
-    spot=Capability(True, "spot is ignored locally; preemption is a SIGTERM you can send yourself"),
-    log_streaming=Capability(True, "the job log is a local file"),
-    remote_inputs=Capability(False, "the local launcher reads inputs from this machine's disk only"),
-    secrets=Capability(True, "each secret is taken from the variable of the same name in your environment"),
-)
-
-
-def _free_port(seed: str) -> int:
-    """A port derived from the job name (plan stays a function of its inputs); checked free at submit.
-
-    Kept under 32768 so that no outgoing connection (gloo, HTTP) can be holding it when torchrun binds it.
-    """
-    import zlib
-
-    return 20000 + zlib.crc32(seed.encode()) % 12000  # below the kernel's ephemeral range (32768+)
 
 
 class LocalLauncher:
@@ -66,125 +42,8 @@ class LocalLauncher:
 
     # ---------------------------------------------------------------- plan (pure)
     def plan(self, spec: "JobSpec", settings: LocalSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
-        spec = with_model_input(spec, self.name)
-        accel = spec.resources.accel
-        notes: list[str] = []
-        if not accel.is_cpu:
-            from cloudtune.catalog import load_catalog
-
-            if load_catalog().normalize(accel.name).startswith("TPU"):
-                self.capabilities.require("tpu", f"resources.accelerator {accel}",
-                                          "run it with --provider gcp, or set resources.accelerator: cpu to debug locally")
-            notes.append(f"accelerator {accel} is not emulated: the job uses this machine's devices")
-        remote = sorted(name for name, uri in spec.inputs.items() if is_remote(uri))
-        if remote:
-            self.capabilities.require(
-                "remote_inputs", f"inputs {', '.join(remote)} are remote URIs",
-                "download them and give local paths, or run on the cloud that hosts them",
-            )
-        if spec.command is not None and bundle is None:
-            raise UnsupportedSpec("a `command` job needs its code bundle", fix="build it with cloudtune.bundle.build_bundle(spec.code)")
-        check_local_inputs(spec)
-        if spec.resources.spot:
-            notes.append("spot: ignored locally")
-        from cloudtune.kit.versions import local_mismatches, target_software
-
-        target = target_software(settings.emulate).target
-        image = self._image_plan(spec, settings, bundle, target, notes)
-        if not spec.image and image is None:
-            differ = local_mismatches(target)
-            if differ:
-                notes.append(f"warning: this machine differs from the {settings.emulate} stock image: {'; '.join(differ)}; "
-                             "a job that passes here may still fail there (test with `image:` set to the image you run)")
-        if spec.image:
-            from cloudtune.kit.versions import image_note
-
-            notes.append(image_note(spec.image))
-        if spec.outputs:
-            notes.append("outputs: not used locally; the model stays in the job directory (see model)")
-        if spec.secrets:
-            notes.append("secrets are read from your environment at submit: " + ", ".join(sorted(spec.secrets)))
-
-        job_name = f"{spec.name}-{suffix}"
-        jobs_dir = Path(settings.jobs_dir) if settings.jobs_dir else self.home() / "jobs"
-        job_dir = jobs_dir / job_name
-        ppn = spec.processes_per_node()
-        job = runtime_job(spec, {name: name for name in spec.inputs}, ppn)
-        # the code bundle is named here and written by submit() (a plan writes nothing)
-        bundle_path = str(bundle.path or self.home() / "bundles" / f"{bundle.sha256}.tar.gz") if bundle else None
-        extra: dict[str, Any] = {}
-        if settings.emulate == "aws":
-            extra = {"instance_type": _sagemaker_instance_type(spec), "script_mode": not spec.image}
-        if image is not None:
-            bundle_path = image.code_path
-        layout = EMULATORS[settings.emulate](
-            job_dir, job_name, job, dict(spec.inputs), spec.resources.nodes, bundle_path, _free_port(job_name), **extra,
-        )
-        if settings.emulate == "azure" and spec.train is not None and importlib.util.find_spec("mlflow") is None:
-            notes.append("MLflow: Azure ML sets MLFLOW_TRACKING_URI and the job logs metrics there; mlflow is not "
-                         "installed here, so that path is not run locally (pip install mlflow to run it)")
-        uploads = []
-        image_request = None
-        if image is not None:
-            from cloudtune.local.imageenv import apply_start_path
-
-            image_request = apply_start_path(layout, settings.emulate, image, job_dir)
-            uploads.append(image.wheelhouse)
-        for copy in layout.copies:
-            if image is not None and copy.source == bundle_path:
-                uploads.append(Upload(copy.source, copy.destination, image.code.size, image.code.sha256, image.code_recipe))
-            elif bundle and copy.source == bundle_path:
-                build = recipe(bundle, {}) if bundle.path is None else None
-                uploads.append(Upload(copy.source, copy.destination, bundle.size, bundle.sha256, build))
-            else:
-                uploads.append(Upload(copy.source, copy.destination, *digest(Path(copy.source))))
-        request: dict[str, Any] = {
-            "emulate": settings.emulate,
-            "job_dir": str(job_dir),
-            "retries": spec.retries,
-            "max_runtime_seconds": spec.resources.max_runtime_seconds,
-            "processes_per_node": ppn,
-            "secret_names": sorted(spec.secrets),
-            **layout.to_dict(),
-        }
-        if image_request is not None:
-            request["image"] = image_request
-        return Plan(
-            provider="local",
-            job_name=job_name,
-            request=request,
-            uploads=tuple(uploads),
-            instance_type=f"local ({os.cpu_count()} CPUs)",
-            instance_count=spec.resources.nodes,
-            estimated_usd_per_hour=0.0,
-            model_uri=layout.model_dir,
-            notes=tuple(notes),
-            spec=spec.model_dump(mode="json"),
-        )
-
-    def _image_plan(self, spec: "JobSpec", settings: LocalSettings, bundle: "Bundle | None", target: str | None,
-                    notes: list[str]) -> "ImagePlan | None":
-        """runtime: image: the planned image env, wheelhouse and code bundle (cloudtune.local.imageenv); else None."""
-        if settings.runtime != "image":
-            return None
-        if spec.image or target is None:
-            raise UnsupportedSpec(f"providers.local.runtime: image emulates a stock image, and this job sets image: "
-                                  f"{spec.image}" if spec.image else "providers.local.runtime: image needs a stock target",
-                                  fix="remove `image:` to test on the stock image, or set providers.local.runtime: host")
-        from cloudtune.local.imageenv import env_path, plan_image
-
-        lock_dir = Path(settings.wheel_locks).expanduser() if settings.wheel_locks else None
-        image = plan_image(settings.emulate, target, bundle, self.home(), lock_dir, spec.train is not None,
-                           bool(spec.secrets))
-        cached = (env_path(self.home(), image.target) / "cloudtune-image-env.json").is_file()
-        t = image.target
-        notes.append(f"runtime image: Python {t.python}, torch {t.torch or '(none)'} and the wheel lock {t.name}, in a "
-                     "virtual environment "
-                     + ("(cached)" if cached else "built at the first start and cached (torch is a CUDA build of "
-                        "several GB from PyPI; it runs on CPU)")
-                     + f"; each node starts through the {settings.emulate} start path (cloudtune installed from the "
-                       "wheelhouse with --no-index)")
-        return image
+        """The planning template with the local steps (`cloudtune.local.planning`)."""
+        return LocalPlanning().compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home())
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:
@@ -366,14 +225,3 @@ def _alive(pid: Any) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def _sagemaker_instance_type(spec: "JobSpec") -> str:
-    """The instance type an aws plan of `spec` requests (resourceconfig.json names it); the catalog's CPU type when
-    SageMaker offers nothing for the accelerator (the aws plan refuses such a spec itself)."""
-    from cloudtune.kit.cost import catalog_offer
-
-    try:
-        return catalog_offer(spec, "aws", "instance type")[0].instance_type
-    except UnsupportedSpec:
-        return "ml.m5.xlarge"

@@ -17,25 +17,23 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.catalog import load_catalog
 from cloudtune.contracts import sagemaker as sm
 from cloudtune.contracts.sagemaker import entry_script
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.kit.base import bucket_base
 from cloudtune.kit import cost, staging
-from cloudtune.kit.objectstore import local_input_upload, prefix_note
+from cloudtune.kit.base import bucket_base
 from cloudtune.kit.naming import SAGEMAKER_JOB
+from cloudtune.kit.objectstore import prefix_note
+from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
-from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
-from cloudtune.plan import Plan, Upload
-from cloudtune.spec import is_remote
+from cloudtune_aws.images import LOCK_TARGET, image_table, processor_for, training_image_uri
 from cloudtune_aws.settings import AwsSettings
 
 if TYPE_CHECKING:
-    from cloudtune.bundle import Bundle
     from cloudtune.catalog import Catalog, Offer
     from cloudtune.spec import JobSpec
 
@@ -73,20 +71,10 @@ CAPABILITIES = Capabilities(
     secrets=Capability(True, "AWS Secrets Manager ARNs, resolved in the container with the job's role"),
 )
 
-_DEFAULT_METRICS = {  # fallback only: the recipe's own METRIC_REGEXES are the source of truth
-    "train_loss": r"\[cloudtune\] step=\d+ loss=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
-    "learning_rate": r"\[cloudtune\] step=\d+ .*learning_rate=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
-    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))",
-}
-
-
-
-
 def metric_definitions() -> list[dict[str, str]]:
-    try:
-        from cloudtune.train.logfmt import METRIC_REGEXES  # stdlib-only
-    except ImportError:  # pragma: no cover - an older core without the constants
-        METRIC_REGEXES = _DEFAULT_METRICS
+    """SageMaker's MetricDefinitions: the regexes of cloudtune's log lines (the recipes' METRIC_REGEXES)."""
+    from cloudtune.train.logfmt import METRIC_REGEXES  # stdlib-only
+
     return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
 
 
@@ -145,25 +133,6 @@ def _machine(spec: "JobSpec", catalog: "Catalog", notes: list[str]) -> tuple["Of
     return offer, instance_type
 
 
-def _inputs(spec: "JobSpec", base: str, notes: list[str]) -> tuple[list[Upload], dict[str, str]]:
-    """One channel per input: local paths uploaded content-addressed, s3:// URIs as they are."""
-    uploads: list[Upload] = []
-    channel_uris: dict[str, str] = {}
-    for name, uri in sorted(spec.inputs.items()):
-        if is_remote(uri):
-            if not uri.startswith("s3://"):
-                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on S3; a SageMaker job reads s3:// inputs only",
-                                      fix="copy it to S3 and give the s3:// URI, or give a local path (uploaded at launch)")
-            channel_uris[name] = uri
-            if (note := prefix_note(name, uri)) is not None:  # S3Prefix: resolved by one look-up at submit
-                notes.append(note)
-            continue
-        up = local_input_upload(Path(uri), base)
-        uploads.append(up)
-        channel_uris[name] = up.destination
-    return uploads, channel_uris
-
-
 def _environment(spec: "JobSpec", notes: list[str]) -> dict[str, str]:
     """Plain env values within SageMaker's Environment limits; what does not fit reaches the job through the
     runtime job, which cloudtune-run applies."""
@@ -180,81 +149,112 @@ def _environment(spec: "JobSpec", notes: list[str]) -> dict[str, str]:
     return environment
 
 
-def compile_plan(spec: "JobSpec", settings: AwsSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
-                 lock_dir: Path | None = None) -> Plan:
-    """Compile a spec into a CreateTrainingJob Plan. Pure and offline (see the module docstring)."""
-    from cloudtune.catalog import load_catalog
-    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+class SageMakerPlanning(PlanningTemplate):
+    """SageMaker's part of the planning template (`cloudtune.kit.planning`)."""
 
-    spec = with_model_input(spec, "aws")
-    notes: list[str] = []
-    catalog = load_catalog()
-    accel = spec.resources.accel
+    provider = "aws"
+    service = "SageMaker"
+    store_kind = "S3"
+    store_schemes = ("s3",)
+    installer = f"the image's training toolkit runs {sm.ENTRY_SCRIPT} (script mode), which"
+    wheels_from = f"the `{sm.WHEELS_CHANNEL}` channel"
+    code_first = True
 
-    _refuse(spec, settings, catalog)
-    region = str(settings.region)
-    base = bucket_base(str(settings.bucket), "s3", BUCKET_PATTERN.pattern, "aws", "S3")
-    job_name = SAGEMAKER_JOB.check(spec.name, suffix)
+    def check(self, d: Draft) -> None:
+        _refuse(d.spec, d.settings, load_catalog())
 
-    offer, instance_type = _machine(spec, catalog, notes)
-    gpus = offer.count if offer is not None else accel.count
-    ppn = spec.processes_per_node(gpus or None)
-    nodes = spec.resources.nodes
+    def store_base(self, d: Draft) -> str:
+        return bucket_base(str(d.settings.bucket), "s3", BUCKET_PATTERN.pattern, "aws", "S3")
 
-    check_local_inputs(spec)
-    uploads, channel_uris = _inputs(spec, base, notes)
+    def job_name(self, d: Draft) -> str:
+        return SAGEMAKER_JOB.check(d.spec.name, d.suffix)
 
-    # ---- the runtime job, the code bundle, and how the container starts
-    job = runtime_job(spec, {name: f"{DATA_DIR}/{name}" for name in spec.inputs}, ppn)
-    start = _start(spec, job, bundle, base, home, lock_dir, region, instance_type, gpus, notes)
-    uploads += start.uploads
-    channel_uris.update(start.channels)
-    if settings.network_isolation and spec.secrets:
-        raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
-                              fix="drop providers.aws.network_isolation, or pass no secrets")
+    def machine(self, d: Draft) -> None:
+        d.offer, d.instance_type = _machine(d.spec, load_catalog(), d.notes)
 
-    environment = _environment(spec, notes)
+    def remote_input(self, d: Draft, name: str, uri: str) -> str:
+        uri = super().remote_input(d, name, uri)
+        if (note := prefix_note(name, uri)) is not None:  # S3Prefix: resolved by one look-up at submit
+            d.notes.append(note)
+        return uri
 
-    output = (spec.outputs or f"{base}/output").rstrip("/")
-    request = _request(spec, settings, job_name, start, channel_uris, instance_type, environment, output)
-    if spec.retries or spec.resources.spot:
-        notes.append(restart_note(spec.retries, spec.resources.spot))
+    def container_inputs(self, d: Draft) -> dict[str, str]:
+        return {name: f"{DATA_DIR}/{name}" for name in d.spec.inputs}
 
-    # ---- cost
-    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, nodes)
-    if cost_basis == cost.UPPER_BOUND:
-        notes.append("managed spot has no list price: the estimate is the on-demand price, an upper bound; "
-                     "`cloudtune status` reports the saving SageMaker bills after the job")
-    if spec.secrets:
-        notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
-                     + ", ".join(sorted(spec.secrets)))
+    def image(self, d: Draft) -> tuple[str, str | None]:
+        if d.spec.image:
+            return d.spec.image, None
+        table = image_table()
+        processor = processor_for(d.instance_type, d.gpus)
+        d.notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
+                       + ("from the sagemaker SDK's image-URI config" if table.from_sdk
+                          else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
+        return training_image_uri(str(d.settings.region), processor, table), LOCK_TARGET
 
-    plan_spec = spec.model_dump(mode="json")
-    plan_spec.setdefault("providers", {})["aws"] = settings.model_dump(mode="json")
-    return Plan(
-        provider="aws",
-        job_name=job_name,
-        request=request,
-        uploads=tuple(uploads),
-        instance_type=instance_type,
-        instance_count=nodes,
-        estimated_usd_per_hour=estimate,
-        cost_basis=cost_basis,
-        model_uri=f"{output}/{job_name}/output/model.tar.gz",
-        notes=tuple(notes),
-        spec=plan_spec,
-    )
+    def mount_wheels(self, d: Draft) -> str:
+        return sm.channel_dir(sm.WHEELS_CHANNEL)
+
+    def bundle_texts(self, d: Draft, job: dict[str, Any]) -> dict[str, str]:
+        """On the stock image the entry script the toolkit runs; the runtime job when it is over the limit."""
+        texts: dict[str, str] = {}
+        if d.wheels is not None:
+            texts[sm.ENTRY_SCRIPT] = entry_script(d.pip_flags, d.extras)
+        value, text = _job_hyperparameter(job, sm.CODE_DIR if d.wheels is not None else UNPACK_DIR)
+        if text is not None:
+            texts[JOB_FILE] = text
+            d.notes.append(f"the runtime job ({len(text)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-"
+                           f"character hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
+        return texts
+
+    def request(self, d: Draft, job: dict[str, Any]) -> dict[str, Any]:
+        assert d.code is not None
+        if d.settings.network_isolation and d.spec.secrets:
+            raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
+                                  fix="drop providers.aws.network_isolation, or pass no secrets")
+        value = _job_hyperparameter(job, sm.CODE_DIR if d.wheels is not None else UNPACK_DIR)[0]
+        if d.wheels is None:
+            start = _Start(d.image, {sm.JOB_KEY: value},
+                           {"ContainerEntrypoint": ["/bin/sh", "-c"],
+                            "ContainerArguments": [BOOTSTRAP, "cloudtune-bootstrap", d.pip_flags, d.extras]},
+                           {CODE_CHANNEL: d.code.destination})
+        else:
+            hyper = {sm.JOB_KEY: value, **sm.script_mode_hyperparameters(d.code.destination, str(d.settings.region))}
+            start = _Start(d.image, hyper, {}, {sm.WHEELS_CHANNEL: d.wheels.destination})
+        environment = _environment(d.spec, d.notes)
+        return _request(d.spec, d.settings, d.job_name, start, {**d.inputs, **start.channels}, d.instance_type,
+                        environment, self.output(d))
+
+    def finish(self, d: Draft) -> None:
+        if d.spec.retries or d.spec.resources.spot:
+            d.notes.append(restart_note(d.spec.retries, d.spec.resources.spot))
+        if d.cost_basis == cost.UPPER_BOUND:
+            d.notes.append("managed spot has no list price: the estimate is the on-demand price, an upper bound; "
+                           "`cloudtune status` reports the saving SageMaker bills after the job")
+        if d.spec.secrets:
+            d.notes.append("secrets travel as ARNs; the job's role needs secretsmanager:GetSecretValue on them: "
+                           + ", ".join(sorted(d.spec.secrets)))
+
+    def output(self, d: Draft) -> str:
+        return (d.spec.outputs or f"{d.base}/output").rstrip("/")
+
+    def model_uri(self, d: Draft) -> str:
+        return f"{self.output(d)}/{d.job_name}/output/model.tar.gz"
+
+
+compile_plan = SageMakerPlanning().compile
 
 
 @dataclass(frozen=True)
 class _Start:
-    """How the container starts: its image, hyperparameters, AlgorithmSpecification additions, the uploads and
-    channels that carry cloudtune."""
+    """How the container starts: its image, hyperparameters, AlgorithmSpecification additions and the channels
+    that carry cloudtune. On the stock image the job starts through the image's own entrypoint, the training
+    toolkit's script mode (`sagemaker_program` + `sagemaker_submit_directory`), the one start path that tuning-job
+    trials also have (their HyperParameterAlgorithmSpecification cannot set ContainerEntrypoint). A custom `image:`
+    starts through ContainerEntrypoint with the carried wheel installed over the image's own cloudtune."""
 
     image: str
     hyperparameters: dict[str, str]
     algorithm: dict[str, Any]
-    uploads: list[Upload]
     channels: dict[str, str]
 
 
@@ -327,53 +327,10 @@ def restart_note(retries: int, spot: bool) -> str:
     return "; ".join(parts)
 
 
-def _job_hyperparameter(job: dict[str, Any], texts: dict[str, str], unpacked_at: str, notes: list[str]) -> str:
-    """The runtime job as the `cloudtune_job` hyperparameter, or over the limit the path of its copy in the bundle."""
+def _job_hyperparameter(job: dict[str, Any], unpacked_at: str) -> tuple[str, str | None]:
+    """(the `cloudtune_job` hyperparameter, the runtime job's text to carry in the bundle or None): the runtime job
+    itself, or over the limit the path of its copy in the bundle unpacked at `unpacked_at`."""
     job_json = json.dumps(job, sort_keys=True)
     if len(job_json) <= HYPERPARAMETER_MAX:
-        return job_json
-    texts[JOB_FILE] = job_json
-    notes.append(f"the runtime job ({len(job_json)} characters) is over SageMaker's {HYPERPARAMETER_MAX}-character "
-                 f"hyperparameter limit: it travels in the code bundle as {JOB_FILE}")
-    return f"{unpacked_at}/{JOB_FILE}"
-
-
-def _code_upload(bundle: "Bundle | None", texts: dict[str, str], base: str, home: Path) -> Upload:
-    files = staging.cloudtune_files(True, texts)
-    code = staging.compose(bundle, files)
-    return Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), f"{base}/bundles/{code.sha256}.tar.gz", code.size,
-                  code.sha256, staging.recipe(bundle, files))
-
-
-def _start(spec: "JobSpec", job: dict[str, Any], bundle: "Bundle | None", base: str, home: Path,
-           lock_dir: Path | None, region: str, instance_type: str, gpus: int, notes: list[str]) -> _Start:
-    """On the stock image the job starts through the image's own entrypoint, the training toolkit's script mode
-    (`sagemaker_program` + `sagemaker_submit_directory`), the one start path that tuning-job trials also have
-    (their HyperParameterAlgorithmSpecification cannot set ContainerEntrypoint). A custom `image:` starts through
-    ContainerEntrypoint with the carried wheel installed over the image's own cloudtune (no dependencies)."""
-    texts: dict[str, str] = {}
-    if spec.image:
-        value = _job_hyperparameter(job, texts, UNPACK_DIR, notes)
-        code = _code_upload(bundle, texts, base, home)
-        algorithm = {"ContainerEntrypoint": ["/bin/sh", "-c"],
-                     "ContainerArguments": [BOOTSTRAP, "cloudtune-bootstrap", "--no-deps --force-reinstall", ""]}
-        return _Start(spec.image, {sm.JOB_KEY: value}, algorithm, [code], {CODE_CHANNEL: code.destination})
-    from cloudtune_aws.images import LOCK_TARGET, image_table, processor_for, training_image_uri
-
-    table = image_table()
-    processor = processor_for(instance_type, gpus)
-    wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
-    extras = "[train]" if spec.train is not None else ""
-    texts[sm.ENTRY_SCRIPT] = entry_script(f"--no-index --find-links {sm.channel_dir(sm.WHEELS_CHANNEL)}", extras)
-    value = _job_hyperparameter(job, texts, sm.CODE_DIR, notes)
-    code = _code_upload(bundle, texts, base, home)
-    hyper = {sm.JOB_KEY: value, **sm.script_mode_hyperparameters(code.destination, region)}
-    notes.append(f"image: stock PyTorch {table.framework_version} training image ({processor}), "
-                 + ("from the sagemaker SDK's image-URI config" if table.from_sdk
-                    else "from cloudtune-aws's fallback table (the sagemaker SDK is not installed)"))
-    notes.append(versions_note(LOCK_TARGET, lock_dir))
-    notes.append(f"the image's training toolkit runs {sm.ENTRY_SCRIPT} (script mode), which installs cloudtune"
-                 f"{' and its train extra' if extras else ''} from the `{sm.WHEELS_CHANNEL}` channel ({LOCK_TARGET} "
-                 f"lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route to PyPI is needed")
-    return _Start(training_image_uri(region, processor, table), hyper, {}, [code, wheels],
-                  {sm.WHEELS_CHANNEL: wheels.destination})
+        return job_json, None
+    return f"{unpacked_at}/{JOB_FILE}", job_json

@@ -17,24 +17,21 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import azureml as az
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.kit import cost, staging
+from cloudtune.kit import cost
 from cloudtune.kit.naming import AZUREML_JOB
-from cloudtune.kit.objectstore import local_input_upload
+from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
-from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
-from cloudtune.plan import Plan, Upload
-from cloudtune.spec import is_remote
+from cloudtune.plan import Upload
 from cloudtune_azure.images import CURATED_ENVIRONMENT, ENVIRONMENT_NAME, FRAMEWORK_VERSION, LOCK_TARGET
 from cloudtune_azure.settings import AzureSettings
+from cloudtune_azure.storage import short_form
 
 if TYPE_CHECKING:
-    from cloudtune.bundle import Bundle
     from cloudtune.catalog import Offer
     from cloudtune.spec import JobSpec
 
@@ -104,71 +101,44 @@ def _check_settings(spec: "JobSpec", settings: AzureSettings) -> None:
                               "low-priority cluster and set providers.azure.compute_tier: low_priority")
 
 
-def _machine(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> "Offer":
-    """The catalog offer the job's nodes are: a VM size for serverless compute, the estimate for a named cluster."""
-    accel = spec.resources.accel
-    if accel.name.upper().startswith("TPU"):
-        CAPABILITIES.require("tpu", f"accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
-    offer, why = cost.catalog_offer(spec, "azure", "VM size")
-    if why and not settings.compute:  # a named cluster's VM size is the cluster's: no choice to explain
-        notes.append(why)
-    if settings.compute:
-        notes.append(f"compute {settings.compute}: the cluster's VM size decides the machine; the estimate is for "
-                     f"{offer.instance_type} ({accel}) x {spec.resources.nodes}")
-    return offer
-
-
 def _input_entry(path: str, kind: str, size: int | None) -> dict[str, str]:
     mode = "download" if size is not None and size <= DOWNLOAD_MAX_BYTES else "ro_mount"
     return {"type": kind, "path": path, "mode": mode}
 
 
-def _inputs(spec: "JobSpec", base: str, settings: AzureSettings) -> tuple[list[Upload], dict[str, dict[str, str]]]:
-    """Remote inputs as they are (a URI ending in '/' or without a file extension is a folder; a long-form datastore
-    URI of this workspace in its short form); local paths uploaded content-addressed. Small inputs are downloaded to
-    the node, large or unknown-size ones mounted."""
-    from cloudtune_azure.storage import short_form
-
-    uploads: list[Upload] = []
-    entries: dict[str, dict[str, str]] = {}
-    for name, uri in sorted(spec.inputs.items()):
-        if is_remote(uri):
-            local = short_form((str(settings.subscription_id), str(settings.resource_group), str(settings.workspace)), uri)
-            if local is None:  # e.g. train.model: job:<a job of another workspace>
-                raise UnsupportedSpec(f"input {name!r} ({uri}) is in another Azure ML workspace",
-                                      fix="download it (`cloudtune download JOB DIR` for a job's model) and give the "
-                                      "local path, or copy it to a datastore of providers.azure.workspace")
-            uri = local
-            if not (DATASTORE_URI.fullmatch(uri) or BLOB_HTTPS.fullmatch(uri)):
-                if any(c in uri for c in "?#@"):  # a SAS token or a user name would travel in the job YAML
-                    raise UnsupportedSpec(f"input {name!r}: a URL with a query, fragment or user part (a SAS token?) "
-                                          "would be written into the job", fix="give the URL without it and grant the "
-                                          "job's identity access, or register a datastore and give its azureml:// URI")
-                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Azure storage; an Azure ML job reads "
-                                      "azureml://datastores/... URIs and https://ACCOUNT.blob.core.windows.net/... URLs",
-                                      fix="copy it to a datastore and give its azureml:// URI, or give a local path "
-                                      "(uploaded at launch)")
-            leaf = uri.rstrip("/").rsplit("/", 1)[-1]
-            folder = uri.endswith("/") or "." not in leaf
-            entries[name] = _input_entry(uri, "uri_folder" if folder else "uri_file", None)
-            continue
-        up = local_input_upload(Path(uri), base)
-        uploads.append(up)
-        entries[name] = _input_entry(up.destination, "uri_folder" if up.destination.endswith("/") else "uri_file", up.bytes)
-    return uploads, entries
+def _remote_input(name: str, uri: str, settings: AzureSettings) -> dict[str, str]:
+    """The input entry of a remote input: as it is (a URI ending in '/' or without a file extension is a folder; a
+    long-form datastore URI of this workspace in its short form), mounted (its size is unknown)."""
+    local = short_form((str(settings.subscription_id), str(settings.resource_group), str(settings.workspace)), uri)
+    if local is None:  # e.g. train.model: job:<a job of another workspace>
+        raise UnsupportedSpec(f"input {name!r} ({uri}) is in another Azure ML workspace",
+                              fix="download it (`cloudtune download JOB DIR` for a job's model) and give the "
+                              "local path, or copy it to a datastore of providers.azure.workspace")
+    uri = local
+    if not (DATASTORE_URI.fullmatch(uri) or BLOB_HTTPS.fullmatch(uri)):
+        if any(c in uri for c in "?#@"):  # a SAS token or a user name would travel in the job YAML
+            raise UnsupportedSpec(f"input {name!r}: a URL with a query, fragment or user part (a SAS token?) "
+                                  "would be written into the job", fix="give the URL without it and grant the "
+                                  "job's identity access, or register a datastore and give its azureml:// URI")
+        raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Azure storage; an Azure ML job reads "
+                              "azureml://datastores/... URIs and https://ACCOUNT.blob.core.windows.net/... URLs",
+                              fix="copy it to a datastore and give its azureml:// URI, or give a local path "
+                              "(uploaded at launch)")
+    leaf = uri.rstrip("/").rsplit("/", 1)[-1]
+    folder = uri.endswith("/") or "." not in leaf
+    return _input_entry(uri, "uri_folder" if folder else "uri_file", None)
 
 
-def _environment(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> tuple[Any, str, str]:
-    """(environment, pip flags, wheel extras)."""
+def _environment(spec: "JobSpec", settings: AzureSettings, notes: list[str]) -> tuple[Any, str | None]:
+    """(the environment, the wheel-lock target of its wheelhouse or None for a custom image)."""
     if spec.image:
-        return {"image": spec.image}, "--no-deps --force-reinstall", ""
-    extras = "[train]" if spec.train is not None else ""
+        return {"image": spec.image}, None
     if settings.environment:
         notes.append(f"environment {settings.environment}: it must have Python 3.10 and torch (the wheelhouse is "
                      f"locked for {LOCK_TARGET})")
-        return settings.environment, "", extras
+        return settings.environment, LOCK_TARGET
     notes.append(f"environment: Azure ML curated {ENVIRONMENT_NAME} (PyTorch {FRAMEWORK_VERSION}, Python 3.10)")
-    return CURATED_ENVIRONMENT, "", extras
+    return CURATED_ENVIRONMENT, LOCK_TARGET
 
 
 def _command(bootstrap_args: list[str], run_args: list[str]) -> str:
@@ -226,16 +196,6 @@ def workspace_id(settings: AzureSettings) -> str:
             f"Microsoft.MachineLearningServices/workspaces/{settings.workspace}")
 
 
-def _code_upload(bundle: "Bundle | None", base: str, home: Path, settings: AzureSettings) -> tuple[Upload, str]:
-    """The bundle's upload and the code asset's reference. A job YAML names a registered code version by its ARM id
-    (azure-ai-ml reads `azureml:NAME:VERSION` in a job's `code` as a local folder)."""
-    files = staging.cloudtune_files(True, {})
-    code = staging.compose(bundle, files)
-    up = Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), f"{base}/code/{code.sha256}/{BUNDLE_FILE}",
-                code.size, code.sha256, staging.recipe(bundle, files))
-    return up, f"azureml:{workspace_id(settings)}/codes/{CODE_ASSET}/versions/{code.sha256[:16]}"
-
-
 def restart_note(retries: int) -> str:
     """Who restarts what on Azure ML: the service takes no retry count and restarts no command job (a command job's
     YAML has no retry field), so cloudtune relaunches a preempted attempt itself while it watches the job
@@ -263,63 +223,96 @@ def _serverless(settings: AzureSettings, notes: list[str]) -> AzureSettings:
     return settings.model_copy(update={"compute": None})
 
 
-def compile_plan(spec: "JobSpec", settings: AzureSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
-                 lock_dir: Path | None = None) -> Plan:
-    """Compile a spec into a command job Plan. Pure and offline (see the module docstring)."""
-    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+class AzureMLPlanning(PlanningTemplate):
+    """Azure ML's part of the planning template (`cloudtune.kit.planning`)."""
 
-    spec = with_model_input(spec, "azure")
-    notes: list[str] = []
-    settings = _serverless(settings, notes)
-    _check_settings(spec, settings)
-    if spec.retries:
-        notes.append(restart_note(spec.retries))
-    name = AZUREML_JOB.check(spec.name, suffix)
-    base = f"azureml://datastores/{settings.datastore}/paths/{settings.prefix.strip('/')}"
-    offer = _machine(spec, settings, notes)
-    check_local_inputs(spec)
-    uploads, inputs = _inputs(spec, base, settings)
-    environment, pip_flags, extras = _environment(spec, settings, notes)
-    if not spec.image:
-        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
-        uploads.append(wheels)
-        inputs[WHEELHOUSE_INPUT] = {"type": "uri_folder", "path": wheels.destination, "mode": "download"}
-        pip_flags = f"--no-index --find-links ${{{{inputs.{WHEELHOUSE_INPUT}}}}}"
-        notes.append(versions_note(LOCK_TARGET, lock_dir))
-        notes.append(f"the job installs cloudtune{' and its train extra' if spec.train else ''} from the wheelhouse "
-                     f"({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route "
-                     "to PyPI is needed")
-    code_up, code_ref = _code_upload(bundle, base, home, settings)
-    uploads.append(code_up)
+    provider = "azure"
+    service = "Azure ML"
+    installer = "the job"
+    request_format = "yaml"
 
-    ppn = spec.processes_per_node(offer.count or None)
-    run_inputs = {n: f"${{{{inputs.{n}}}}}" for n in spec.inputs}
-    job = runtime_job(spec, run_inputs, ppn)
-    out_base = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{name}"
-    outputs = {o: {"type": "uri_folder", "path": f"{out_base}/{o}/", "mode": "rw_mount"}
-               for o in (az.MODEL_OUTPUT, az.CHECKPOINT_OUTPUT, az.LOG_OUTPUT)}
-    run_args = az.run_args(job, run_inputs, {o: f"${{{{outputs.{o}}}}}" for o in outputs})
-    extra_req = _extra_requirements(spec, notes)
-    request: dict[str, Any] = {
-        "$schema": SCHEMA, "type": "command", "name": name, "display_name": spec.name,
-        "experiment_name": settings.experiment_name or spec.name,
-        "code": code_ref, "command": _command([BUNDLE_FILE, pip_flags, extras, extra_req], run_args),
-        "environment": environment, "inputs": inputs, "outputs": outputs,
-        **_resources(spec, settings, offer, notes),
-    }
-    if spec.env:
-        request["environment_variables"] = dict(sorted(spec.env.items()))
-    identity = _identity(spec, settings, notes)
-    if identity:
-        request["identity"] = identity
-        if identity.get("client_id"):  # DefaultAzureCredential in the job picks this user-assigned identity
-            request.setdefault("environment_variables", {})["AZURE_CLIENT_ID"] = identity["client_id"]
-    request["tags"] = dict(sorted({**settings.tags, JOB_TAG: spec.name}.items()))
+    def check(self, d: Draft) -> None:
+        d.settings = _serverless(d.settings, d.notes)
+        _check_settings(d.spec, d.settings)
+        if d.spec.retries:
+            d.notes.append(restart_note(d.spec.retries))
 
-    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, spec.resources.nodes)
-    plan_spec = spec.model_dump(mode="json")
-    plan_spec.setdefault("providers", {})["azure"] = settings.model_dump(mode="json")
-    return Plan(provider="azure", job_name=name, request=request, uploads=tuple(uploads),
-                instance_type=settings.compute or offer.instance_type, instance_count=spec.resources.nodes,
-                estimated_usd_per_hour=estimate, cost_basis=cost_basis, model_uri=outputs[az.MODEL_OUTPUT]["path"],
-                notes=tuple(notes), spec=plan_spec, request_format="yaml")
+    def store_base(self, d: Draft) -> str:
+        return f"azureml://datastores/{d.settings.datastore}/paths/{d.settings.prefix.strip('/')}"
+
+    def job_name(self, d: Draft) -> str:
+        return AZUREML_JOB.check(d.spec.name, d.suffix)
+
+    def machine(self, d: Draft) -> None:
+        """The catalog offer the job's nodes are: a VM size for serverless compute, the estimate for a named
+        cluster."""
+        spec, settings = d.spec, d.settings
+        accel = spec.resources.accel
+        if accel.name.upper().startswith("TPU"):
+            CAPABILITIES.require("tpu", f"accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
+        offer, why = cost.catalog_offer(spec, "azure", "VM size")
+        if why and not settings.compute:  # a named cluster's VM size is the cluster's: no choice to explain
+            d.notes.append(why)
+        if settings.compute:
+            d.notes.append(f"compute {settings.compute}: the cluster's VM size decides the machine; the estimate is "
+                           f"for {offer.instance_type} ({accel}) x {spec.resources.nodes}")
+        d.offer, d.instance_type = offer, settings.compute or offer.instance_type
+
+    def remote_input(self, d: Draft, name: str, uri: str) -> dict[str, str]:
+        return _remote_input(name, uri, d.settings)
+
+    def local_input(self, d: Draft, name: str, upload: Upload) -> dict[str, str]:
+        """Small inputs are downloaded to the node, large ones mounted."""
+        kind = "uri_folder" if upload.destination.endswith("/") else "uri_file"
+        return _input_entry(upload.destination, kind, upload.bytes)
+
+    def container_inputs(self, d: Draft) -> dict[str, str]:
+        return {n: f"${{{{inputs.{n}}}}}" for n in d.spec.inputs}
+
+    def image(self, d: Draft) -> tuple[Any, str | None]:
+        return _environment(d.spec, d.settings, d.notes)
+
+    def mount_wheels(self, d: Draft) -> str:
+        assert d.wheels is not None
+        d.inputs[WHEELHOUSE_INPUT] = {"type": "uri_folder", "path": d.wheels.destination, "mode": "download"}
+        return f"${{{{inputs.{WHEELHOUSE_INPUT}}}}}"
+
+    def code_destination(self, d: Draft, sha256: str) -> str:
+        return f"{d.base}/code/{sha256}/{BUNDLE_FILE}"
+
+    def request(self, d: Draft, job: dict[str, Any]) -> dict[str, Any]:
+        """The command job YAML. Its code names the registered code version by its ARM id (azure-ai-ml reads
+        `azureml:NAME:VERSION` in a job's `code` as a local folder)."""
+        assert d.code is not None and d.offer is not None
+        spec, settings = d.spec, d.settings
+        outputs = self.outputs(d)
+        run_args = az.run_args(job, self.container_inputs(d), {o: f"${{{{outputs.{o}}}}}" for o in outputs})
+        extra_req = _extra_requirements(spec, d.notes)
+        code_ref = f"azureml:{workspace_id(settings)}/codes/{CODE_ASSET}/versions/{d.code.sha256[:16]}"
+        request: dict[str, Any] = {
+            "$schema": SCHEMA, "type": "command", "name": d.job_name, "display_name": spec.name,
+            "experiment_name": settings.experiment_name or spec.name,
+            "code": code_ref, "command": _command([BUNDLE_FILE, d.pip_flags, d.extras, extra_req], run_args),
+            "environment": d.image, "inputs": d.inputs, "outputs": outputs,
+            **_resources(spec, settings, d.offer, d.notes),
+        }
+        if spec.env:
+            request["environment_variables"] = dict(sorted(spec.env.items()))
+        identity = _identity(spec, settings, d.notes)
+        if identity:
+            request["identity"] = identity
+            if identity.get("client_id"):  # DefaultAzureCredential in the job picks this user-assigned identity
+                request.setdefault("environment_variables", {})["AZURE_CLIENT_ID"] = identity["client_id"]
+        request["tags"] = dict(sorted({**settings.tags, JOB_TAG: spec.name}.items()))
+        return request
+
+    def outputs(self, d: Draft) -> dict[str, dict[str, str]]:
+        out_base = f"{(d.spec.outputs or f'{d.base}/output').rstrip('/')}/{d.job_name}"
+        return {o: {"type": "uri_folder", "path": f"{out_base}/{o}/", "mode": "rw_mount"}
+                for o in (az.MODEL_OUTPUT, az.CHECKPOINT_OUTPUT, az.LOG_OUTPUT)}
+
+    def model_uri(self, d: Draft) -> str:
+        return self.outputs(d)[az.MODEL_OUTPUT]["path"]
+
+
+compile_plan = AzureMLPlanning().compile

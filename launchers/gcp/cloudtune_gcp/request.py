@@ -11,24 +11,20 @@ inputs are read through the /gcs mount; the runtime job travels as `cloudtune-ru
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.base import bucket_base
-from cloudtune.kit.objectstore import local_input_upload
-from cloudtune.kit import cost, staging
 from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
+from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
-from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
-from cloudtune.plan import Plan, Upload
-from cloudtune.spec import is_remote
+from cloudtune.plan import Upload
+from cloudtune_gcp.images import FRAMEWORK_VERSION, LOCK_TARGET, tpu_image_uri, training_image_uri
 from cloudtune_gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
-    from cloudtune.bundle import Bundle
     from cloudtune.catalog import Offer
     from cloudtune.spec import JobSpec
 
@@ -86,60 +82,16 @@ def _check_settings(spec: "JobSpec", settings: GcpSettings) -> None:
         raise UnsupportedSpec(f"outputs {spec.outputs!r} is not a gs:// URI", fix="set outputs: gs://BUCKET/PREFIX, or leave it unset")
 
 
-def _machine(spec: "JobSpec", notes: list[str]) -> tuple["Offer | None", dict[str, Any]]:
-    """The catalog offer and the MachineSpec. TPUs send their machine type and topology only: the API's
-    AcceleratorType enum has no value for every TPU generation."""
-    offer, why = cost.catalog_offer(spec, "gcp", "machine type")
-    if why:
-        notes.append(why)
+def _machine_spec(offer: "Offer") -> dict[str, Any]:
+    """The MachineSpec. TPUs send their machine type and topology only: the API's AcceleratorType enum has no value
+    for every TPU generation."""
     machine: dict[str, Any] = {"machineType": offer.instance_type}
     if offer.tpu_topology:
         machine["tpuTopology"] = offer.tpu_topology
-        if spec.resources.nodes > 1:
-            raise UnsupportedSpec(f"{spec.resources.nodes} nodes of {offer.accelerator}: multi-host TPU slices are not "
-                                  "supported by cloudtune yet", fix="use nodes: 1 with a larger slice, e.g. TPU-v5e:8")
-        notes.append(f"TPU {offer.accelerator} {offer.tpu_topology}: the job runs one process per host through "
-                     "PyTorch/XLA")
     elif offer.count:
         machine["acceleratorType"] = offer.accelerator_type
         machine["acceleratorCount"] = offer.count
-    return offer, machine
-
-
-def _image(spec: "JobSpec", project: str, region: str, offer: "Offer", notes: list[str]) -> tuple[str, str, str, bool]:
-    """(image URI, pip flags, wheel extras, whether it is a stock image that needs the wheelhouse)."""
-    if spec.image:
-        return spec.image, "--no-deps --force-reinstall", "", False
-    from cloudtune_gcp.images import FRAMEWORK_VERSION, tpu_image_uri, training_image_uri
-
-    if offer.tpu_topology:  # Vertex's prebuilt PyTorch/XLA lags the TPU generations and cloudtune's tested versions
-        from cloudtune import __version__
-
-        uri = tpu_image_uri(project, region, __version__)
-        notes.append(f"image: cloudtune's TPU image {uri} (containers/tpu: torch and torch_xla 2.9.0, as the XLA "
-                     "lane tests them); build and push it once before the first TPU job (docs/providers/gcp.md: Artifact Registry), "
-                     "or set `image:` to another PyTorch/XLA image")
-        return uri, "--no-deps --force-reinstall", "", False
-    processor = "gpu" if offer.count else "cpu"
-    notes.append(f"image: Vertex AI prebuilt PyTorch {FRAMEWORK_VERSION} training container ({processor})")
-    return training_image_uri(region, processor), "", "[train]" if spec.train is not None else "", True
-
-
-def _inputs(spec: "JobSpec", base: str) -> tuple[list[Upload], dict[str, str]]:
-    """gs:// inputs as they are; local paths uploaded content-addressed (read through the /gcs mount)."""
-    uploads: list[Upload] = []
-    uris: dict[str, str] = {}
-    for name, uri in sorted(spec.inputs.items()):
-        if is_remote(uri):
-            if not uri.startswith("gs://"):
-                raise UnsupportedSpec(f"input {name!r} ({uri}) is not on Cloud Storage; a Vertex AI job reads gs:// inputs",
-                                      fix="copy it to GCS and give the gs:// URI, or give a local path (uploaded at launch)")
-            uris[name] = uri
-            continue
-        up = local_input_upload(Path(uri), base)
-        uploads.append(up)
-        uris[name] = up.destination.rstrip("/")
-    return uploads, uris
+    return machine
 
 
 def _scheduling(spec: "JobSpec", notes: list[str]) -> dict[str, Any]:
@@ -174,74 +126,103 @@ def _container(spec: "JobSpec", image: str, bootstrap_args: list[str], job: dict
     return container
 
 
-def compile_plan(spec: "JobSpec", settings: GcpSettings, *, suffix: str, bundle: "Bundle | None", home: Path,
-                 lock_dir: Path | None = None) -> Plan:
-    """Compile a spec into a CustomJob Plan. Pure and offline (see the module docstring)."""
-    from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+class VertexPlanning(PlanningTemplate):
+    """Vertex AI's part of the planning template (`cloudtune.kit.planning`)."""
 
-    spec = with_model_input(spec, "gcp")
-    notes: list[str] = []
-    _check_settings(spec, settings)
-    project, region, base = str(settings.project), str(settings.region), bucket_base(str(settings.bucket), "gs", BUCKET_PATTERN.pattern, "gcp", "Cloud Storage")
-    display = VERTEX_DISPLAY.check(spec.name, suffix)
-    launch = GCP_LABEL_VALUE.check(spec.name, suffix)
-    offer, machine = _machine(spec, notes)
-    check_local_inputs(spec)
-    uploads, uris = _inputs(spec, base)
+    provider = "gcp"
+    service = "Vertex AI"
+    store_kind = "Cloud Storage"
+    store_schemes = ("gs",)
+    stock_train_warning = STOCK_RECIPE_WARNING
 
-    gpus = offer.count if offer is not None and not offer.tpu_topology else 0
-    tpu_auto = offer is not None and bool(offer.tpu_topology) and spec.resources.processes_per_node == "auto"
-    ppn = 1 if tpu_auto else spec.processes_per_node(gpus or None)  # PyTorch/XLA: one process per TPU host
-    image, pip_flags, extras, stock = _image(spec, project, region, offer, notes)
-    if stock:
-        from cloudtune_gcp.images import LOCK_TARGET
+    def check(self, d: Draft) -> None:
+        _check_settings(d.spec, d.settings)
 
-        wheels = staging.wheelhouse(LOCK_TARGET, home, base, lock_dir)
-        uploads.append(wheels)
-        pip_flags = f"--no-index --find-links {vx.mount_path(wheels.destination.rstrip('/'))}"
-        notes.append(versions_note(LOCK_TARGET, lock_dir))
-        if spec.train is not None:
-            notes.append(STOCK_RECIPE_WARNING)
-        notes.append(f"the container installs cloudtune{' and its train extra' if spec.train else ''} from the "
-                     f"wheelhouse ({LOCK_TARGET} lock, {wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: "
-                     "no route to PyPI is needed")
-    files = staging.cloudtune_files(True, {})
-    code = staging.compose(bundle, files)
-    code_uri = f"{base}/bundles/{code.sha256}.tar.gz"
-    uploads.append(Upload(str(home / "bundles" / f"{code.sha256}.tar.gz"), code_uri, code.size, code.sha256,
-                          staging.recipe(bundle, files)))
-    job = runtime_job(spec, uris, ppn, code_uri if spec.command is not None else None)
-    extra_req = "google-cloud-secret-manager" if spec.secrets and stock else ""
-    bootstrap_args = [vx.mount_path(code_uri), pip_flags, extras, extra_req]
+    def store_base(self, d: Draft) -> str:
+        return bucket_base(str(d.settings.bucket), "gs", BUCKET_PATTERN.pattern, "gcp", "Cloud Storage")
 
-    output = f"{(spec.outputs or f'{base}/output').rstrip('/')}/{display}"
-    pool = {"machineSpec": machine, "replicaCount": "1",
-            "diskSpec": {"bootDiskType": vx.boot_disk_type(machine["machineType"]),
-                         "bootDiskSizeGb": spec.resources.disk_gb},
-            "containerSpec": _container(spec, image, bootstrap_args, job)}
-    pools = [pool] + ([{**pool, "replicaCount": str(spec.resources.nodes - 1)}] if spec.resources.nodes > 1 else [])
-    job_spec: dict[str, Any] = {"workerPoolSpecs": pools, "scheduling": _scheduling(spec, notes),
-                                "baseOutputDirectory": {"outputUriPrefix": output}}
-    for key, value in (("serviceAccount", settings.service_account), ("network", settings.network),
-                       ("tensorboard", settings.tensorboard)):
-        if value:
-            job_spec[key] = value
-    labels = {**settings.labels, JOB_LABEL: spec.name, LAUNCH_LABEL: launch}
-    custom_job: dict[str, Any] = {"displayName": display, "jobSpec": job_spec, "labels": dict(sorted(labels.items()))}
-    if settings.kms_key:
-        custom_job["encryptionSpec"] = {"kmsKeyName": settings.kms_key}
-    if spec.secrets:
-        notes.append("secrets travel as Secret Manager versions; the job's service account needs "
-                     "roles/secretmanager.secretAccessor on: " + ", ".join(sorted(spec.secrets)))
+    def job_name(self, d: Draft) -> str:
+        display = VERTEX_DISPLAY.check(d.spec.name, d.suffix)
+        GCP_LABEL_VALUE.check(d.spec.name, d.suffix)  # the launch label (see `request`)
+        return display
 
-    estimate, cost_basis = cost.estimate(offer, spec.resources.spot, spec.resources.nodes)
-    plan_spec = spec.model_dump(mode="json")
-    plan_spec.setdefault("providers", {})["gcp"] = settings.model_dump(mode="json")
-    return Plan(
-        provider="gcp", job_name=display,
-        request={"parent": f"projects/{project}/locations/{region}", "customJob": custom_job},
-        uploads=tuple(uploads), instance_type=offer.instance_type, instance_count=spec.resources.nodes,
-        estimated_usd_per_hour=estimate, cost_basis=cost_basis,
-        model_uri=vx.output_dirs(output)[vx.MODEL_DIR_VAR], notes=tuple(notes), spec=plan_spec,
-    )
+    def machine(self, d: Draft) -> None:
+        super().machine(d)
+        offer = d.offer
+        if offer is not None and offer.tpu_topology:
+            if d.spec.resources.nodes > 1:
+                raise UnsupportedSpec(f"{d.spec.resources.nodes} nodes of {offer.accelerator}: multi-host TPU slices "
+                                      "are not supported by cloudtune yet", fix="use nodes: 1 with a larger slice, "
+                                      "e.g. TPU-v5e:8")
+            d.notes.append(f"TPU {offer.accelerator} {offer.tpu_topology}: the job runs one process per host through "
+                           "PyTorch/XLA")
 
+    def local_input(self, d: Draft, name: str, upload: Upload) -> str:
+        return upload.destination.rstrip("/")  # read through the /gcs mount
+
+    def processes_per_node_of(self, d: Draft) -> int:
+        tpu = d.offer is not None and bool(d.offer.tpu_topology)
+        if tpu and d.spec.resources.processes_per_node == "auto":
+            return 1  # PyTorch/XLA: one process per TPU host
+        return d.spec.processes_per_node((0 if tpu else d.gpus) or None)
+
+    def image(self, d: Draft) -> tuple[str, str | None]:
+        """A custom image; on a TPU cloudtune's TPU image (Vertex's prebuilt PyTorch/XLA lags the TPU generations
+        and cloudtune's tested versions); else Vertex AI's prebuilt PyTorch container."""
+        if d.spec.image:
+            return d.spec.image, None
+        assert d.offer is not None
+        if d.offer.tpu_topology:
+            from cloudtune import __version__
+
+            uri = tpu_image_uri(str(d.settings.project), str(d.settings.region), __version__)
+            d.notes.append(f"image: cloudtune's TPU image {uri} (containers/tpu: torch and torch_xla 2.9.0, as the XLA "
+                           "lane tests them); build and push it once before the first TPU job (docs/providers/gcp.md: "
+                           "Artifact Registry), or set `image:` to another PyTorch/XLA image")
+            return uri, None
+        processor = "gpu" if d.offer.count else "cpu"
+        d.notes.append(f"image: Vertex AI prebuilt PyTorch {FRAMEWORK_VERSION} training container ({processor})")
+        return training_image_uri(str(d.settings.region), processor), LOCK_TARGET
+
+    def mount_wheels(self, d: Draft) -> str:
+        assert d.wheels is not None
+        return vx.mount_path(d.wheels.destination.rstrip("/"))
+
+    def request(self, d: Draft, job: dict[str, Any]) -> dict[str, Any]:
+        """The CreateCustomJobRequest: pool 0 the chief, pool 1 the other nodes."""
+        assert d.code is not None and d.offer is not None
+        spec, settings = d.spec, d.settings
+        if spec.command is not None:
+            job = {**job, "code_uri": d.code.destination}
+        extra_req = "google-cloud-secret-manager" if spec.secrets and d.wheels is not None else ""
+        bootstrap_args = [vx.mount_path(d.code.destination), d.pip_flags, d.extras, extra_req]
+        machine = _machine_spec(d.offer)
+        pool = {"machineSpec": machine, "replicaCount": "1",
+                "diskSpec": {"bootDiskType": vx.boot_disk_type(machine["machineType"]),
+                             "bootDiskSizeGb": spec.resources.disk_gb},
+                "containerSpec": _container(spec, d.image, bootstrap_args, job)}
+        pools = [pool] + ([{**pool, "replicaCount": str(spec.resources.nodes - 1)}] if spec.resources.nodes > 1 else [])
+        job_spec: dict[str, Any] = {"workerPoolSpecs": pools, "scheduling": _scheduling(spec, d.notes),
+                                    "baseOutputDirectory": {"outputUriPrefix": self.output(d)}}
+        for key, value in (("serviceAccount", settings.service_account), ("network", settings.network),
+                           ("tensorboard", settings.tensorboard)):
+            if value:
+                job_spec[key] = value
+        labels = {**settings.labels, JOB_LABEL: spec.name, LAUNCH_LABEL: GCP_LABEL_VALUE.check(spec.name, d.suffix)}
+        custom_job: dict[str, Any] = {"displayName": d.job_name, "jobSpec": job_spec,
+                                      "labels": dict(sorted(labels.items()))}
+        if settings.kms_key:
+            custom_job["encryptionSpec"] = {"kmsKeyName": settings.kms_key}
+        if spec.secrets:
+            d.notes.append("secrets travel as Secret Manager versions; the job's service account needs "
+                           "roles/secretmanager.secretAccessor on: " + ", ".join(sorted(spec.secrets)))
+        return {"parent": f"projects/{settings.project}/locations/{settings.region}", "customJob": custom_job}
+
+    def output(self, d: Draft) -> str:
+        return f"{(d.spec.outputs or f'{d.base}/output').rstrip('/')}/{d.job_name}"
+
+    def model_uri(self, d: Draft) -> str:
+        return vx.output_dirs(self.output(d))[vx.MODEL_DIR_VAR]
+
+
+compile_plan = VertexPlanning().compile
