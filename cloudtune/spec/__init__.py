@@ -7,6 +7,7 @@ A pure data model at the bottom of cloudtune: it imports errors, units, the cata
 - `resources`: the accelerator, machines and limits; per-provider settings
 - `data`, `training`: the built-in recipe's `train` section
 - `job`: the root `JobSpec`
+- `sweep`: the `sweep` section: what a hyperparameter sweep varies, how, toward what; `trial_spec`
 - `issues`: pydantic's errors as `SpecIssue`s named by field path and YAML line
 - `paths`: local paths checked and made absolute
 - `yamlload`: the line-aware, bounded YAML loader
@@ -22,6 +23,7 @@ from cloudtune.spec.issues import MAX_ISSUES, field_path
 from cloudtune.spec.job import HUB_DATASET, MAX_INPUTS, REMOTE_SCHEMES, SECRET_REF, CheckpointSpec, JobSpec, is_remote
 from cloudtune.spec.load import CodeJobSpec, apply_overrides, check_offline, json_schema, load_spec, validate_spec
 from cloudtune.spec.paths import PATH_HINT, path_problem, resolve_paths
+from cloudtune.spec.sweep import ParameterRange, SweepSpec, trial_spec
 from cloudtune.spec.resources import (
     MAX_ACCELERATORS_PER_NODE, Accelerator, LocalSettings, ProvidersSpec, Resources, parse_accelerator,
 )
@@ -31,7 +33,7 @@ __all__ = [
     "DATA_FORMATS", "HUB_DATASET", "MAX_ACCELERATORS_PER_NODE", "MAX_INPUTS", "MAX_ISSUES", "NAME_PATTERN", "NAME_RULES",
     "PATH_HINT", "PRECISIONS", "REMOTE_SCHEMES", "SECRET_REF", "TASKS",
     "Accelerator", "CheckpointSpec", "CodeJobSpec", "DataSpec", "HealthSpec", "Hyperparameters", "JobSpec",
-    "LocalSettings", "LoraSpec", "ProvidersSpec", "Resources", "TrainSpec",
+    "LocalSettings", "LoraSpec", "ParameterRange", "ProvidersSpec", "Resources", "SweepSpec", "TrainSpec",
     "apply_overrides", "check_name", "check_offline", "field_path", "is_remote", "json_schema", "load_spec",
-    "parse_accelerator", "path_problem", "resolve_paths", "shown", "validate_spec",
+    "parse_accelerator", "path_problem", "resolve_paths", "shown", "trial_spec", "validate_spec",
 ]

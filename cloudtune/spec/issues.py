@@ -43,8 +43,7 @@ def issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         loc = tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]", "dict[str,str]", "[key]"))
         kind = err["type"]
         secret = bool(loc) and loc[0] == "secrets"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        hint = ""
+        msg, _, hint = str(err["msg"]).removeprefix("Value error, ").partition("\nTo fix: ")  # a fix given with it
         if kind == "extra_forbidden":
             parent = _model_for_path(loc[:-1])
             known = list(parent.model_fields) if parent else []

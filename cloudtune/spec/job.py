@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from cloudtune.spec.base import Strict, check_name, shown
 from cloudtune.spec.resources import ProvidersSpec, Resources
+from cloudtune.spec.sweep import SweepSpec, check_sweep
 from cloudtune.spec.training import TrainSpec
 
 REMOTE_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://")
@@ -46,6 +47,8 @@ class JobSpec(Strict):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     retries: int = Field(0, ge=0, le=10, description="restarts after preemption or infrastructure failure")
     providers: ProvidersSpec = Field(default_factory=ProvidersSpec)
+    sweep: SweepSpec | None = Field(None, exclude_if=lambda v: v is None,
+                                    description="run the job as a hyperparameter sweep (see docs/sweeps.md)")
 
     @field_validator("name")
     @classmethod
@@ -105,6 +108,14 @@ class JobSpec(Strict):
                     "with no space or control character"
                 )
         return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: SweepSpec | None, info: ValidationInfo) -> SweepSpec | None:
+        """Each swept option exists in `train` and takes the range's values (cloudtune.spec.sweep.check_sweep)."""
+        if v is None or (info.data.get("train") is None and info.data.get("command") is None):
+            return v  # no job to check against (its own error is reported)
+        return check_sweep(v, info.data.get("train"), info.data.get("command"))
 
     @model_validator(mode="after")
     def _one_of_train_command(self) -> "JobSpec":
