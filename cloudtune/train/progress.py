@@ -9,7 +9,7 @@ the file) and of a cloud job (which reads the log the cloud collects) show the s
 Status file fields (all optional but `version` and `updated_at`): `step`, `total_steps` (optimizer steps),
 `epoch`, `loss` (last logged train loss), `learning_rate`, `tokens_per_second` (input tokens per second over the
 last logging window, all ranks together), `eta_s` (seconds of training left, as of `updated_at`), `eval_loss` and
-`eval_step` (the last evaluation), `phase` (`training`, `done`), `metrics` (final and eval figures by name),
+`eval_step` (the last evaluation), `history` (every evaluation's figures: name -> [[step, value], ...]), `phase` (`training`, `done`), `metrics` (final and eval figures by name),
 `started_at` and `updated_at` (epoch seconds, UTC).
 
 Stdlib only: the CLI and cloudtune.api import it.
@@ -161,15 +161,20 @@ class ProgressReport:
             self.data.setdefault("metrics", {})[name] = value
             self._write()
 
-    def evaluated(self, step: int, metrics: dict[str, Any]) -> None:
-        """An evaluation at optimizer `step`: its eval_* figures (not timings) into the file and TensorBoard."""
+    def evaluated(self, step: int, metrics: dict[str, Any]) -> dict[str, float]:
+        """An evaluation at optimizer `step`: its eval_* figures (not timings) into the file (the latest under
+        `metrics`, every one under `history`: name -> [[step, value], ...]) and TensorBoard. Returns the figures."""
         figures = {k: float(v) for k, v in metrics.items() if k.startswith("eval_") and not k.endswith(_EVAL_SKIP)
                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
         if "eval_loss" in figures and "eval_accuracy" not in figures:
             figures["perplexity"] = math.exp(min(figures["eval_loss"], 700.0))
         self.data.setdefault("metrics", {}).update(figures)
+        history = self.data.setdefault("history", {})
+        for name, value in figures.items():
+            history.setdefault(name, []).append([int(step), value])
         self.update(eval_loss=figures.get("eval_loss"), eval_step=int(step))
         self.scalars(step, {"eval/" + k.removeprefix("eval_"): v for k, v in figures.items()})
+        return figures
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """TensorBoard scalars at `step` (nothing without a TensorBoard dir)."""

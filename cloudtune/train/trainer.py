@@ -451,6 +451,14 @@ def _make_callbacks() -> tuple[Any, Any]:
             self.tokens_at_begin = 0
             self.clock = StepClock()
             self.report = ProgressReport()
+            self.metrics: Any = None  # the MetricReporter, made on the first report (it reads args.report_to)
+
+        def _metrics(self, args: Any) -> Any:
+            if self.metrics is None:
+                from cloudtune.train.metricreport import MetricReporter
+
+                self.metrics = MetricReporter(mlflow="mlflow" not in (args.report_to or []))
+            return self.metrics
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.tokens_at_begin = int(state.num_input_tokens_seen or 0)
@@ -468,6 +476,7 @@ def _make_callbacks() -> tuple[Any, Any]:
                 self._step(state, logs)
             if "train_loss" in logs:  # the Trainer's summary at the end of train()
                 self.report.metric("train_loss", logs["train_loss"])
+                self._metrics(args).report({"train_loss": logs["train_loss"]}, int(state.global_step))
                 runtime = logs.get("train_runtime")
                 self.report.metric("train_runtime_s", runtime)
                 tokens = int(state.num_input_tokens_seen or 0) - self.tokens_at_begin
@@ -495,7 +504,8 @@ def _make_callbacks() -> tuple[Any, Any]:
                 print(eval_line(f"step{state.global_step}", metrics), flush=True)
             if self.report.status_dir is None:  # the evaluation before training
                 self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
-            self.report.evaluated(int(state.global_step), metrics)
+            figures = self.report.evaluated(int(state.global_step), metrics)
+            self._metrics(args).report(figures, int(state.global_step))
 
         in_train = False
 
