@@ -94,7 +94,12 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit
         from cloudtune.memory_check import plan_memory
 
-        compiled = replace(compiled, memory=plan_memory(job_spec, compiled.provider, compiled.instance_type))
+        sized = job_spec  # a sweep's: its largest trial's (cloudtune.spec.sweep.largest_trial)
+        if job_spec.sweep is not None:
+            from cloudtune.spec.sweep import largest_trial
+
+            sized = largest_trial(job_spec)
+        compiled = replace(compiled, memory=plan_memory(sized, compiled.provider, compiled.instance_type))
     meaning = _accelerator_note(job_spec)
     if meaning:  # `A100:8`: say which part was chosen
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
@@ -245,9 +250,33 @@ class Job:
                     f"elsewhere are lost when its container ends"]
         return []
 
+    @property
+    def is_sweep(self) -> bool:
+        """Whether this is a sweep (its trials: `trials()`)."""
+        from cloudtune.sweep import is_sweep
+
+        return is_sweep(self._record)
+
+    def trials(self) -> list[Any]:
+        """A sweep's trials (cloudtune.sweeptrials.Trial: parameters, state, objective, ...), best first; [] for a job
+        that is not a sweep."""
+        if not self.is_sweep:
+            return []
+        from cloudtune import sweep
+
+        return sweep.trials(self._record, self._launcher, self._store,
+                            lambda job_id: Job(self._store.get(job_id), self._launcher, self._store))
+
     def info(self) -> dict[str, Any]:
         state = self.status()
         r = self._record
+        if self.is_sweep:
+            from cloudtune import sweep
+
+            return {"job_id": r.job_id, "provider": r.provider, "name": r.name, "state": state,
+                    "model_uri": self._record.model_uri, "native_id": r.native_id, "console_url": r.console_url,
+                    "created_at": r.created_at, "failure_reason": self._record.extra.get("failure_reason"),
+                    "warnings": [], **self.summary(state), **sweep.view(self._record, self.trials())}
         return {
             "job_id": r.job_id,
             "provider": r.provider,
@@ -350,6 +379,8 @@ class Job:
         from cloudtune.kit.download import check_target, into_place
 
         target = Path(os.path.abspath(dest if dest is not None else default_download_dir(self.job_id)))
+        if self.is_sweep:  # the sweep's model is its best trial's
+            return self._best_trial(target).download(target, checkpoints=checkpoints, force=force)
         check_target(target, force)
         state = self.status()
         if state != "succeeded":
@@ -367,6 +398,22 @@ class Job:
         with into_place(target, force=force) as tmp:
             fetch(self.ref(), tmp, checkpoints=checkpoints)
         return target
+
+    def _best_trial(self, target: Path) -> "Job":
+        """The handle of a sweep's best trial (a job of the store, or of the sweep's cloud); InvalidInput when none
+        has finished with its objective."""
+        from cloudtune.errors import InvalidInput
+        from cloudtune.sweep import best_job_id
+
+        state = self.status()
+        best = best_job_id(self._record, self.trials())
+        if best is None:
+            raise InvalidInput(f"sweep {self.job_id} ({state}) has no trial that finished with its objective: there is "
+                               "no best model to download", fix=f"`cloudtune status {self.job_id}` lists its trials")
+        return get_job(best, store=self._store) if self.provider == "local" else Job(
+            JobRecord(job_id=best, provider=self.provider, name=best, state="succeeded", created_at=0.0,
+                      updated_at=0.0, model_uri=next((t.model_uri for t in self.trials() if t.job_id == best), None)),
+            self._launcher, self._store)
 
     def raise_for_state(self) -> None:
         if self.status() == "failed":
@@ -460,6 +507,8 @@ def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, la
     (`extra["resumed_from"]` on the new job, `extra["resumed_by"]` on the earlier one)."""
     compiled, launcher, spec_path = _compile(spec, provider, launcher, None, (overrides or []) + _kwarg_overrides(kw_overrides))
     earlier = None
+    if resume is not None and "sweep" in compiled.spec:
+        return _resume_sweep(resume, launcher, dry_run, compiled)
     if resume is not None:
         if dry_run:
             earlier = JobStore.lookup(resume)  # read-only: a dry run writes nothing
@@ -480,6 +529,33 @@ def launch(spec: SpecLike, provider: str = "local", dry_run: bool = False, *, la
     if earlier is not None:
         store.record_status(earlier.job_id, earlier.state, resumed_by=job.job_id)
     return job
+
+
+def _resume_sweep(resume: str, launcher: Launcher, dry_run: bool, compiled: Plan) -> "Job | Plan":
+    """`launch(sweep_spec, resume=SWEEP)`: the rest of an ended sweep on its own record (its launcher's
+    `resume_sweep`); finished trials are not run again. InvalidInput when SWEEP is not a sweep of this provider, or
+    its sweep section differs from the spec's."""
+    from cloudtune.errors import InvalidInput
+    from cloudtune.sweep import is_sweep
+
+    store = JobStore()
+    earlier = JobStore.lookup(resume) if dry_run else store.get(resume)
+    if not is_sweep(earlier) or earlier.provider != compiled.provider:
+        raise InvalidInput(f"--resume {earlier.job_id}: that is not a {compiled.provider} sweep",
+                           fix="give the id of the sweep to continue (`cloudtune list` shows them), or launch without --resume")
+    if ((earlier.plan or {}).get("spec") or {}).get("sweep") != compiled.spec.get("sweep"):
+        raise InvalidInput(f"--resume {earlier.job_id}: the spec's sweep section differs from that sweep's",
+                           fix="resume with the spec the sweep was launched with, or launch a new sweep without --resume")
+    if dry_run:
+        return compiled
+    resume_sweep = getattr(launcher, "resume_sweep", None)
+    if resume_sweep is None:
+        raise InvalidInput(f"--resume: the {launcher.name!r} launcher cannot resume a sweep", fix="launch a new sweep")
+    job = Job(earlier, launcher, store)
+    job.status()  # the provider's view first: a sweep whose driver died is seen as failed
+    ref = resume_sweep(job.ref())
+    record = store.reopen(earlier.job_id, resumed_at=time.time())
+    return Job(_confirmed(record, ref, store), launcher, store)
 
 
 def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:

@@ -215,6 +215,9 @@ def _say(text: str) -> None:
 
 
 def _print_info(info: dict[str, Any]) -> None:
+    if info.get("kind") == "sweep":
+        _print_sweep(info)
+        return
     click.echo(f"job:    {info['job_id']}")
     click.echo(f"state:  {info['state']}")
     if info.get("failure_reason"):
@@ -233,6 +236,40 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(f"model:  {info['model_uri']}")
     if info.get("console_url"):
         click.echo(f"console: {info['console_url']}")
+
+
+def _print_sweep(info: dict[str, Any]) -> None:
+    """A sweep's status: its state, objective, and the trials best first (values, state, objective, cost)."""
+    from cloudtune.sweep import objective_text
+
+    objective = info["objective"]
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(info.get("trial_counts", {}).items())) or "no trials yet"
+    click.echo(f"sweep:  {info['job_id']}")
+    click.echo(f"state:  {info['state']} ({counts})")
+    if info.get("failure_reason"):
+        click.echo(f"reason: {info['failure_reason']}")
+    click.echo(f"objective: {objective['goal']} {objective['metric']}")
+    trials = info.get("trials") or []
+    if trials:
+        names = sorted({k for t in trials for k in t["parameters"]})
+        click.echo("  " + "  ".join(["#".rjust(3), *[n.rsplit(".", 1)[-1][:14].rjust(14) for n in names],
+                                     "STATE".ljust(10), objective["metric"][:12].rjust(12), "COST".rjust(8), " JOB"]))
+        for t in trials:
+            values = [_value(t["parameters"].get(n)).rjust(14) for n in names]
+            cost = f"${t['cost_usd']:.2f}" if isinstance(t.get("cost_usd"), (int, float)) else "-"
+            click.echo("  " + "  ".join([str(t["number"]).rjust(3), *values, t["state"].ljust(10),
+                                         objective_text(t.get("objective")).rjust(12), cost.rjust(8), " " + (t.get("job_id") or "-")]))
+    best = info.get("best_trial")
+    if best:
+        click.echo(f"best:   trial {best['number']} ({best['job_id']}), {objective['metric']}={objective_text(best['objective'])}")
+    if info.get("model_uri"):
+        click.echo(f"model:  {info['model_uri']} (the best trial's)")
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)
 
 
 def _num(value: Any, digits: int = 4) -> str:
@@ -340,6 +377,8 @@ def list_(provider: str | None, limit: int, as_json: bool) -> None:
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
         metric = r["main_metric"]
         shown = f"{metric['name']}={metric['value']:.4f}" if metric else "-"
+        if r.get("kind") == "sweep":
+            shown = f"sweep, best {shown}"
         click.echo(f"{r['job_id']:<{width}}  {r['provider']:<8}  {r['state']:<10}  {created:<19}  "
                    f"{format_duration(r['duration_s']):>8}  {shown}")
 
@@ -362,9 +401,16 @@ def _list_row(record: Any) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - a launcher plugin missing: show what the store knows
         progress = local_progress(record) if record.provider == "local" else {}
     view = summarize(record, state, progress)
-    return {"job_id": record.job_id, "provider": record.provider, "state": state, "created_at": record.created_at,
-            "model_uri": record.model_uri, "start": view["start"], "end": view["end"],
-            "duration_s": view["elapsed_s"], "main_metric": view["main_metric"]}
+    row = {"job_id": record.job_id, "provider": record.provider, "state": state, "created_at": record.created_at,
+           "model_uri": record.model_uri, "start": view["start"], "end": view["end"],
+           "duration_s": view["elapsed_s"], "main_metric": view["main_metric"]}
+    from cloudtune.sweep import best_objective, is_sweep
+
+    if is_sweep(record):  # its best trial's objective, as its trials reported it
+        row.update(kind="sweep", main_metric=best_objective(record))
+    elif record.extra.get("sweep"):
+        row.update(kind="trial", sweep=record.extra["sweep"])
+    return row
 
 
 @main.command()

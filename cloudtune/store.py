@@ -361,6 +361,23 @@ class JobStore:
                          [row[c] for c in sets] + [new.job_id])
         return new
 
+    def reopen(self, job_id: str, **extra: Any) -> JobRecord:
+        """Set an ended job back to ``pending`` (the one write that may: a sweep resumed on its own record, which
+        ``cloudtune launch --resume SWEEP`` runs on), with ``extra`` merged and its failure reason dropped."""
+        with self._write() as conn:
+            current = _from_row(self._resolve(conn, job_id))
+            merged = {k: v for k, v in {**current.extra, **extra}.items() if k != "failure_reason"}
+            conn.execute("UPDATE jobs SET state = 'pending', updated_at = ?, extra = ? WHERE job_id = ?",
+                         (max(time.time(), current.updated_at), json.dumps(merged), current.job_id))
+        return self.get(current.job_id)
+
+    def children(self, key: str, value: str) -> list[JobRecord]:
+        """The jobs whose ``extra[key]`` is ``value`` (a sweep's trials: ``children("sweep", SWEEP_ID)``), oldest first."""
+        sql = (f"SELECT {', '.join(_COLUMNS)} FROM jobs WHERE json_extract(extra, '$.' || ?) = ? "
+               "ORDER BY created_at, rowid")
+        with self._read() as conn:
+            return [_from_row(r) for r in conn.execute(sql, (key, value)).fetchall()]
+
     @staticmethod
     def lookup(job_id: str, home: Path | None = None) -> JobRecord:
         """``get`` without creating anything: the store is opened read-only and never made or migrated (a plan

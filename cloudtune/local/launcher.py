@@ -18,6 +18,7 @@ from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.local.planning import CAPABILITIES, LocalPlanning
 from cloudtune.local.supervisor import read_state, write_state
+from cloudtune.local.sweepplan import plan_sweep, resume_sweep, start_sweep, sweep_ref
 from cloudtune.plan import Plan
 from cloudtune.settings import cloudtune_home
 from cloudtune.spec import LocalSettings
@@ -42,11 +43,16 @@ class LocalLauncher:
 
     # ---------------------------------------------------------------- plan (pure)
     def plan(self, spec: "JobSpec", settings: LocalSettings, *, suffix: str, bundle: "Bundle | None" = None) -> Plan:
-        """The planning template with the local steps (`cloudtune.local.planning`)."""
+        """The planning template with the local steps (`cloudtune.local.planning`); a sweep's plan is its largest
+        trial's, with the sweep's id and directory (`cloudtune.local.sweepplan`)."""
+        if spec.sweep is not None:
+            return plan_sweep(self, spec, settings, suffix=suffix, bundle=bundle)
         return LocalPlanning().compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home())
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:
+        if "sweep" in plan.request:
+            return start_sweep(plan)
         job_dir = Path(plan.request["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's alone, as $CLOUDTUNE_HOME (store)
         if (job_dir / "state.json").exists():  # idempotent: this plan was already submitted
@@ -81,6 +87,14 @@ class LocalLauncher:
         return replace(plan, request={**plan.request, "resume_from": source},
                        notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint (copied from {source})"))
 
+    def resume_sweep(self, ref: JobRef) -> JobRef:
+        """Run the rest of an ended local sweep (cloudtune.local.sweepplan.resume_sweep); InvalidInput while it runs."""
+        if self.status(ref).state in ("pending", "running"):  # a driver that died is seen as failed here
+            raise InvalidInput(f"--resume {ref.job_id}: the sweep is still running",
+                               fix=f"follow it (`cloudtune logs -f {ref.job_id}`), or stop it first "
+                                   f"(`cloudtune cancel {ref.job_id}`)")
+        return resume_sweep(ref)
+
     def find(self, plan: Plan) -> JobRef | None:
         """The job `plan` made: its job directory has a state file once `submit` started it; None otherwise."""
         return self._ref(plan) if (Path(plan.request["job_dir"]) / "state.json").exists() else None
@@ -104,6 +118,8 @@ class LocalLauncher:
         return Plan.from_dict(data)
 
     def _ref(self, plan: Plan) -> JobRef:
+        if "sweep" in plan.request:
+            return sweep_ref(plan.request, plan.job_name)
         return JobRef(provider="local", job_id=plan.job_name, native_id=plan.request["job_dir"],
                       console_url=None, model_uri=plan.model_uri,
                       extra={"job_dir": plan.request["job_dir"], "checkpoint_uri": plan.request.get("checkpoint_dir")})

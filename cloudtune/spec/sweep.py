@@ -466,3 +466,22 @@ def values_from_arguments(arguments: list[str], sweep: SweepSpec) -> dict[str, S
                 found[candidate] = coerce(ranges[candidate], raw)
                 break
     return found
+
+
+def largest_values(sweep: SweepSpec) -> dict[str, Scalar]:
+    """The values of the trial that needs the most memory, as far as values tell: the high end of every range and the
+    largest number of every numeric choice (batch size, sequence length, LoRA rank grow memory; the others do not
+    change it), the first of a choice of texts or booleans. The plan estimates this trial's memory and cost."""
+    values: dict[str, Scalar] = {}
+    for name, rng in sweep.ranges().items():
+        if rng.choice is not None:
+            numbers = [v for v in rng.choice if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            values[name] = max(numbers) if numbers else rng.choice[0]
+        else:
+            values[name] = rng.samples()[-1]
+    return values
+
+
+def largest_trial(spec: Any) -> Any:
+    """`trial_spec(spec, largest_values(spec.sweep))`: the trial a sweep's plan estimates memory and cost for."""
+    return trial_spec(spec, largest_values(spec.sweep))

@@ -20,7 +20,7 @@ from cloudtune.contracts.metrics import (
 )
 
 REPORTED = ("eval_loss", "eval_accuracy", "eval_f1", "perplexity", "train_loss")
-"""The figures reported (the objectives a sweep may name, cloudtune.sweep_spec.METRICS); others stay in the status file."""
+"""The figures reported (the objectives a sweep may name, cloudtune.spec.sweep.METRICS); others stay in the status file."""
 
 
 def on_vertex(environ: Mapping[str, str]) -> bool:

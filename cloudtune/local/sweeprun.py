@@ -1,0 +1,243 @@
+"""One local sweep's loop (see cloudtune.local.sweep): ask Optuna, start trials as local jobs, follow them, report
+their intermediate values, prune, tell Optuna each result, until the budget is spent, too many trials failed or the
+sweep is cancelled. The only writer of the sweep's Optuna journal."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cloudtune.local.sweep import POLL_S, log, make_study, read_sweep_file, slots, suggest
+from cloudtune.local.supervisor import write_state
+
+SPENT = ("COMPLETE", "PRUNED")
+"""Optuna trial states that spend the budget; a failed trial spends it when its user attribute `counted` is set (a
+trial cancelled with the sweep, or left without a job by an interrupted driver, does not)."""
+
+
+@dataclass
+class Running:
+    """A trial being followed: Optuna's handle, the trial's job, its GPU set, the last step reported to Optuna."""
+
+    trial: Any
+    job: Any
+    slot: str | None
+    reported: int = -1
+    pruned: bool = False
+    history: list[list[float]] = field(default_factory=list)
+
+
+class SweepRun:
+    def __init__(self, sweep_dir: Path) -> None:
+        from cloudtune.local.launcher import LocalLauncher
+        from cloudtune.settings import provider_settings
+        from cloudtune.spec import JobSpec, LocalSettings
+        from cloudtune.store import JobStore
+
+        self.dir = sweep_dir
+        config = read_sweep_file(sweep_dir)
+        self.sweep_id: str = config["sweep_id"]
+        self.suffix: str = config["suffix"]
+        self.spec_path: str | None = config.get("spec_path")
+        self.spec = JobSpec.model_validate(config["spec"])
+        self.sweep = self.spec.sweep
+        self.metric = self.sweep.objective.metric
+        self.store = JobStore()
+        self.launcher = LocalLauncher()
+        self.settings = provider_settings("local", self.spec, LocalSettings)
+        self.study = make_study(sweep_dir, self.spec, self.sweep_id)
+        self.slots = slots(self.spec)
+        self.running: dict[int, Running] = {}
+        self.stop = False
+        self.bundle = None
+        if self.spec.command is not None:
+            from cloudtune.bundle import build_bundle
+
+            self.bundle = build_bundle(Path(self.spec.code), include=self.spec.include)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        self.stop = True
+
+    # ------------------------------------------------------------------ the loop
+    def budget(self) -> int:
+        total = self.sweep.max_trials
+        return min(total, self.sweep.grid_size()) if self.sweep.algorithm == "grid" else total
+
+    def spent(self) -> int:
+        """Trials that count against the budget: finished (complete, pruned, failed) and running."""
+        done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.name in SPENT)
+        return done + self.failures() + len(self.running)
+
+    def failures(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if t.state.name == "FAIL" and t.user_attrs.get("counted"))
+
+    def run(self) -> tuple[str, str | None]:
+        """Run the sweep to its end; (final state, failure reason or None)."""
+        self.adopt()
+        limit = self.sweep.max_failed_trials
+        log(self.dir, f"{self.spent()} of {self.budget()} trials done or running; up to {len(self.slots)} at once")
+        while True:
+            if self.stop:
+                self.cancel_all()
+                return "cancelled", "the sweep was cancelled"
+            self.poll()
+            failing = limit > 0 and self.failures() >= limit
+            while not failing and not self.stop and len(self.running) < len(self.slots) and self.spent() < self.budget():
+                self.start()
+            if not self.running and (failing or self.spent() >= self.budget()):
+                break
+            time.sleep(POLL_S)
+        return self.outcome(failing)
+
+    def outcome(self, failing: bool) -> tuple[str, str | None]:
+        complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        if failing:
+            reason = f"{self.failures()} trials failed (sweep.max_failed_trials: {self.sweep.max_failed_trials})"
+            log(self.dir, f"stopped: {reason}")
+            return ("succeeded" if complete else "failed"), (None if complete else reason)
+        if not complete:
+            return "failed", "no trial finished with its objective"
+        return "succeeded", None
+
+    # ------------------------------------------------------------------ trials
+    def free_slot(self) -> str | None:
+        used = [r.slot for r in self.running.values()]
+        for slot in self.slots:
+            if slot is None or slot not in used:
+                return slot
+        return None
+
+    def start(self) -> None:
+        """Ask for one trial's values and submit it as a local job."""
+        from cloudtune import api
+        from cloudtune.spec.sweep import trial_spec
+
+        trial = self.study.ask()
+        values = suggest(trial, self.sweep.ranges())
+        slot = self.free_slot()
+        number = trial.number
+        try:
+            spec = trial_spec(self.spec, values)
+            if slot is not None:
+                spec = spec.model_copy(update={"env": {**spec.env, "CUDA_VISIBLE_DEVICES": slot}})
+            plan = self.launcher.plan(spec, self.settings, suffix=f"{self.suffix}-t{number:02d}", bundle=self.bundle)
+            job = api.submit(plan, launcher=self.launcher, spec_path=self.spec_path, store=self.store)
+        except Exception as exc:  # noqa: BLE001 - a trial that cannot start is a failed trial, the sweep goes on
+            trial.set_user_attr("note", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr("counted", True)
+            self.study.tell(trial, state=_state("FAIL"))
+            log(self.dir, f"trial {number} could not start: {exc}")
+            return
+        trial.set_user_attr("job_id", job.job_id)
+        self.store.record_status(job.job_id, job.record.state, sweep=self.sweep_id, trial=number, parameters=values,
+                                 cuda_visible_devices=slot)
+        self.running[number] = Running(trial, job, slot)
+        shown = ", ".join(f"{k}={v}" for k, v in values.items())
+        log(self.dir, f"trial {number} started as {job.job_id}: {shown}")
+
+    def adopt(self) -> None:
+        """A resumed sweep: trials the last driver left running are followed again (their jobs run on under their
+        own supervisors); one that never got its job is dropped without counting."""
+        import optuna
+
+        from cloudtune import api
+
+        for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            job_id = frozen.user_attrs.get("job_id")
+            if not job_id:  # asked, never submitted: dropped, not counted
+                self.study.tell(frozen.number, state=_state("FAIL"))
+                continue
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's handle on a running trial, by its id
+            job = api.get_job(job_id, launcher=self.launcher, store=self.store)
+            slot = job.record.extra.get("cuda_visible_devices")
+            reported = max((int(s) for s in frozen.intermediate_values), default=-1)
+            self.running[frozen.number] = Running(trial, job, slot, reported)
+            log(self.dir, f"trial {frozen.number} ({job_id}) followed again")
+
+    def poll(self) -> None:
+        from cloudtune.kit.states import is_terminal
+
+        for number, run in list(self.running.items()):
+            state = run.job.status()
+            self.report(run)
+            if is_terminal(state):
+                self.finish(number, run, state)
+
+    def report(self, run: Running) -> None:
+        """Report the trial's new intermediate values to Optuna; cancel it when the pruner says so."""
+        run.history = self.history(run.job)
+        for step, value in run.history:
+            if step <= run.reported or not math.isfinite(value):
+                continue
+            run.trial.report(value, int(step))
+            run.reported = int(step)
+            if not run.pruned and run.trial.should_prune():
+                run.pruned = True
+                log(self.dir, f"trial {run.trial.number} stopped early at step {int(step)}: {self.metric}={value:.6g} "
+                    "is worse than the median of earlier trials there")
+                run.job.cancel()
+
+    def history(self, job: Any) -> list[list[float]]:
+        """The trial's (step, value) pairs of the objective: its status file's history (train jobs), else the metric
+        lines of its log (command jobs print them: cloudtune.contracts.metrics)."""
+        progress = job.progress()
+        found = (progress.get("history") or {}).get(self.metric)
+        if found:
+            return [[int(s), float(v)] for s, v in found if v is not None]
+        from cloudtune.contracts.metrics import metric_history
+
+        return [[s, v] for s, v in metric_history(job.logs()).get(self.metric, [])]
+
+    def objective(self, job: Any, run: Running) -> float | None:
+        metrics = (job.progress().get("metrics") or {})
+        value = metrics.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            return float(value)
+        return run.history[-1][1] if run.history and math.isfinite(run.history[-1][1]) else None
+
+    def finish(self, number: int, run: Running, state: str) -> None:
+        del self.running[number]
+        objective = self.objective(run.job, run) if state == "succeeded" else None
+        if run.pruned:  # its objective: the last value it reported (as Optuna keeps for a pruned trial)
+            objective = run.history[-1][1] if run.history else None
+            self.study.tell(run.trial, state=_state("PRUNED"))
+            shown = "pruned"
+        elif objective is not None:
+            self.study.tell(run.trial, objective)
+            shown = f"{self.metric}={objective:.6g}"
+        else:
+            if not self.stop:  # a trial cancelled with the sweep is not a failure, and is run again on resume
+                run.trial.set_user_attr("counted", True)
+            self.study.tell(run.trial, state=_state("FAIL"))
+            shown = state if state != "succeeded" else f"succeeded without reporting {self.metric}"
+        self.store.record_status(run.job.job_id, state, objective=objective, intermediate=run.history,
+                                 pruned=run.pruned)
+        log(self.dir, f"trial {number} ({run.job.job_id}) ended: {shown}")
+
+    def cancel_all(self) -> None:
+        """Cancel every running trial and wait (bounded) for each to end."""
+        for run in self.running.values():
+            run.job.cancel()
+        deadline = time.monotonic() + 60
+        while self.running and time.monotonic() < deadline:
+            self.poll()
+            time.sleep(POLL_S / 2)
+        log(self.dir, "cancelled")
+
+    def finish_sweep(self, state: str, reason: str | None) -> None:
+        """Record the sweep's end: its state file, and its job-store record with the best trial's model."""
+        from cloudtune.sweep import record_outcome
+
+        record_outcome(self.store, self.sweep_id, state, reason)  # the store first: a waiter then reads the best model
+        write_state(self.dir, state=state, failure_reason=reason, ended_at=time.time())
+        log(self.dir, f"ended: {state}" + (f" ({reason})" if reason else ""))
+
+
+def _state(name: str) -> Any:
+    import optuna
+
+    return getattr(optuna.trial.TrialState, name)
