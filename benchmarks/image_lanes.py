@@ -1,7 +1,8 @@
 """What one image-runtime lane (`providers.local.runtime: image`) costs per stock target, and whether the target's
 software runs the tiny recipes.
 
-For each emulated cloud (aws, gcp, azure), with the stock target it emulates (cloudtune.local.launcher):
+For each emulated cloud (aws, gcp, azure), with the target a `train:` job runs there (the stock image, or for
+Vertex AI cloudtune's own GPU image: cloudtune.kit.bootstrap.job_target):
 1. the wheelhouse: the lock's wheels fetched into $CLOUDTUNE_HOME/wheels (once) and staged;
 2. the image env: the target's Python (pyenv), torch from PyPI (a CUDA build with its nvidia-* wheels, downloaded
    once per Python + torch) and the lock installed with --no-index (cloudtune.local.imageenv), built once;
@@ -64,9 +65,9 @@ def lane(emulate: str, home: Path, model: Path, work: Path) -> dict[str, Any]:
     from cloudtune.kit import staging
     from cloudtune.kit.bootstrap import load_lock
     from cloudtune.local.imageenv import MARKER, ensure_image_env, env_path, image_target, torch_dir
-    from cloudtune.kit.bootstrap import PROVIDER_TARGETS as EMULATED_TARGETS  # the stock target each cloud emulates
+    from cloudtune.kit.bootstrap import job_target
 
-    target = EMULATED_TARGETS[emulate]
+    target = job_target(emulate, train=True)  # the image each cloud runs the recipes on (no `image:` in the spec)
     it = image_target(target)
     up = staging.wheelhouse(target, home, str(home / "wheelhouses"))
     t0 = time.monotonic()

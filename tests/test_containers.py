@@ -212,3 +212,20 @@ def test_parser_on_a_bad_dockerfile(tmp_path: Path) -> None:
     assert not satisfies(pins(df)["torch"], train_requirements()["torch"])
     with pytest.raises(json.JSONDecodeError):
         json.loads(df.stages[0].instructions[-1][1])
+
+
+def test_gpu_image_installs_its_lock() -> None:
+    """The GPU image is target cloudtune-gpu-py311: its base image carries the target's torch, its builder stages
+    that lock's wheels and the runtime installs only them (--no-index), transformers pinned to the lock's."""
+    from cloudtune.kit.bootstrap import TARGETS, load_lock
+
+    df = parse(DOCKERFILES["gpu"])
+    target = TARGETS[df.args["LOCK"]]
+    assert target.own and df.args["TORCH_VERSION"] == target.torch
+    locked = {w.name.lower(): w.version for w in load_lock(target.name).wheels}
+    assert df.args["TRANSFORMERS_VERSION"] == locked["transformers"]
+    assert "bitsandbytes" in locked and "google-cloud-secret-manager" in locked
+    builder_runs = " ".join(rest for kw, rest in df.stages[0].instructions if kw == "RUN")
+    assert "stage_wheelhouse(load_lock(" in builder_runs and '"${LOCK}"' in builder_runs
+    runtime_runs = " ".join(rest for kw, rest in df.stages[-1].instructions if kw == "RUN")
+    assert "--no-index --find-links /wheels" in runtime_runs

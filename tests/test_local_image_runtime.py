@@ -38,6 +38,7 @@ from cloudtune.local.mounts import HOOK_DIR
 HERE = f"{sys.version_info.major}.{sys.version_info.minor}"
 DEPS = ("pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection", "PyYAML", "click")
 TARGETS = {"aws": "sagemaker-pytorch-py312", "gcp": "vertex-pytorch-py310", "azure": "azureml-acpt-py310"}
+OWN_GPU = "cloudtune-gpu-py311"  # the image Vertex AI `train:` jobs run (cloudtune.kit.bootstrap.RECIPE_TARGETS)
 
 JOB = """\
 import json, os, pathlib, sys
@@ -111,7 +112,7 @@ def tiny_locks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     wheels = [{"name": f.name.split("-")[0], "version": f.name.split("-")[1], "filename": f.name,
                "url": f"{url}/{f.name}", "sha256": hashlib.sha256(f.read_bytes()).hexdigest(),
                "size": f.stat().st_size} for f in files]
-    for target in TARGETS.values():
+    for target in [*TARGETS.values(), OWN_GPU]:
         (locks / f"{target}.json").write_text(json.dumps({"target": target, "python": HERE, "image_torch": None,
                                                           "wheels": wheels}))
     try:
@@ -227,6 +228,37 @@ def test_a_missing_python_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tm
     assert "pyenv install 3.9" in str(err.value)
 
 
+def test_a_vertex_train_job_emulates_cloudtunes_own_image_as_the_request_runs_it(
+        tiny_locks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Vertex AI `train:` job runs cloudtune's GPU image (its lock installed when the image is built): the request
+    and the image runtime agree on the target and on the start path's pip arguments (only cloudtune's wheel is
+    reinstalled, no wheelhouse, no extras)."""
+    import yaml
+
+    import cloudtune
+    from tests.tiny_models import make_tiny_gpt2
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    model = make_tiny_gpt2(tmp_path / "tiny-gpt2")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(8)))
+    job = {"name": "own-image", "inputs": {"train": "train.jsonl"}, "train": {"model": str(model)},
+           "resources": {"accelerator": "cpu", "max_runtime": 600},
+           "providers": {"local": {"emulate": "gcp", "runtime": "image", "wheel_locks": str(tiny_locks)}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    local = api.launch(tmp_path / "job.yaml", dry_run=True)
+    assert local.request["image"]["name"] == OWN_GPU
+    argv = local.request["nodes"][0]["argv"]
+    job.update(inputs={"train": "gs://data/train.jsonl"}, train={"model": "gpt2"},
+               resources={"accelerator": "L4", "max_runtime": 600},
+               providers={"gcp": {"project": "p", "region": "us-central1", "bucket": "my-bucket"}})
+    (tmp_path / "cloud.yaml").write_text(yaml.safe_dump(job))
+    vertex = api.launch(tmp_path / "cloud.yaml", provider="gcp", dry_run=True)
+    pool = vertex.request["customJob"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]
+    assert pool["imageUri"] == f"us-central1-docker.pkg.dev/p/cloudtune/cloudtune-gpu:{cloudtune.__version__}"
+    assert argv[5:8] == pool["args"][1:4] == ["--no-deps --force-reinstall", "", ""]
+
+
+
 LANES = os.environ.get("CLOUDTUNE_IMAGE_LANES") == "1"
 
 
@@ -244,7 +276,7 @@ def test_full_lane(emulate: str, task: str, tmp_path: Path) -> None:
 
     if emulate not in os.environ.get("CLOUDTUNE_IMAGE_LANE_TARGETS", "aws,gcp,azure").split(","):
         pytest.skip(f"lane {emulate} not selected by CLOUDTUNE_IMAGE_LANE_TARGETS")
-    if not (env_path(cloudtune_home(), image_target(target_software(emulate).target)) / MARKER).is_file():
+    if not (env_path(cloudtune_home(), image_target(target_software(emulate, train=True).target)) / MARKER).is_file():
         pytest.skip(f"no cached image env for {emulate} in $CLOUDTUNE_HOME: run benchmarks/image_lanes.py {emulate}")
     import yaml
 

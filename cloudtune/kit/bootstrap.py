@@ -44,9 +44,13 @@ class Target:
     pins: tuple[str, ...] = ()
     image: str = ""
     source: str = ""
+    own: bool = False  # cloudtune's own image: the lock is installed when the image is built, not by the job
 
 
 _MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
+# the own image's Ubuntu 22.04 (glibc 2.35) also takes manylinux_2_24 wheels (bitsandbytes ships only those)
+_MANYLINUX_OWN = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+                  "linux_x86_64")
 TARGETS: dict[str, Target] = {
     "sagemaker-pytorch-py312": Target(
         "sagemaker-pytorch-py312", "3.12", "cp312", _MANYLINUX, "2.8.0",
@@ -68,6 +72,15 @@ TARGETS: dict[str, Target] = {
         image="Azure ML curated environment acpt-pytorch-2.8-cuda12.6",
         source="Azure/azureml-assets assets/training/general/environments/acpt-pytorch-2.8-cuda12.6 (spec.yaml tags "
                "PyTorch 2.8, Python 3.10; Dockerfile FROM acpt stable-ubuntu2204-cu126-py310-torch280)"),
+    # cloudtune's own GPU image (containers/gpu), built from this lock and pushed once to the user's registry: the
+    # image a cloud runs `train:` jobs on when its stock image cannot run the recipes (RECIPE_TARGETS). Its base
+    # image pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime has Python 3.11 (the PYTHON_VERSION of pytorch's
+    # Dockerfile) and torch 2.9.1; bitsandbytes makes QLoRA (lora.quantize) work there, Secret Manager its secrets.
+    "cloudtune-gpu-py311": Target(
+        "cloudtune-gpu-py311", "3.11", "cp311", _MANYLINUX_OWN, "2.9.1",
+        ("bitsandbytes>=0.45", "google-cloud-secret-manager"), own=True,
+        image="cloudtune's GPU image (containers/gpu: FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime)",
+        source="pytorch/pytorch 2.9.1 image tag (torch 2.9.1, CUDA 12.8); pytorch's Dockerfile ARG PYTHON_VERSION=3.11"),
 }
 # the stock target each cloud's launcher runs a job on when the spec names no `image:` (read by the launchers'
 # images.py, the local emulation's version check and its image runtime)
@@ -76,6 +89,18 @@ PROVIDER_TARGETS: dict[str, str] = {
     "gcp": "vertex-pytorch-py310",
     "azure": "azureml-acpt-py310",
 }
+# where a cloud's stock image cannot run the built-in recipes, the target its `train:` jobs run instead: Vertex AI's
+# newest prebuilt PyTorch container has torch 2.4, and transformers 5.10+ fails at import there (module-level
+# DTensor use; 5.9 needs torch.distributed.tensor.device_mesh) - measured by benchmarks/image_lanes.py
+RECIPE_TARGETS: dict[str, str] = {
+    "gcp": "cloudtune-gpu-py311",
+}
+
+
+def job_target(provider: str, train: bool) -> str | None:
+    """The target a `provider` job with no `image:` runs on: RECIPE_TARGETS for a `train:` job where the cloud
+    has one, else the stock PROVIDER_TARGETS entry; None for a provider with neither (local)."""
+    return (RECIPE_TARGETS.get(provider) if train else None) or PROVIDER_TARGETS.get(provider)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,6 @@ class PlanningTemplate:
     store_schemes: tuple[str, ...] = ()  # the URI schemes of remote inputs the container reads as they are
     installer: str = "the container"
     wheels_from: str = "the wheelhouse"
-    stock_train_warning: str = ""  # a warning for a train job on the stock image (none by default)
     code_first: bool = False  # uploads list the code bundle before the wheelhouse
     request_format: str = "json"
 
@@ -164,8 +163,6 @@ class PlanningTemplate:
         d.pip_flags = f"--no-index --find-links {self.mount_wheels(d)}"
         d.extras = "[train]" if d.spec.train is not None else ""
         d.notes.append(versions_note(target, d.lock_dir))
-        if self.stock_train_warning and d.spec.train is not None:
-            d.notes.append(self.stock_train_warning)
         d.notes.append(f"{self.installer} installs cloudtune{d.train_extra} from {self.wheels_from} ({target} lock, "
                        f"{d.wheels.bytes / 1e6:.0f} MB, uploaded once) with --no-index: no route to PyPI is needed")
 

@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.bootstrap import LOCK_DIR, PROVIDER_TARGETS, TARGETS, Lock, Target, load_lock
+from cloudtune.kit.bootstrap import LOCK_DIR, PROVIDER_TARGETS, TARGETS, Lock, Target, job_target, load_lock
 
 PACKAGES = ("transformers", "peft", "accelerate")
 
@@ -38,13 +38,14 @@ class TargetSoftware:
     image: str = ""
 
 
-def target_software(provider: str, lock_dir: Path | None = None) -> TargetSoftware:
-    """The Python, torch and wheel lock a `provider` job runs on its stock image (no `image:` in the spec).
+def target_software(provider: str, lock_dir: Path | None = None, *, train: bool = False) -> TargetSoftware:
+    """The Python, torch and wheel lock a `provider` job runs when its spec names no `image:`: the cloud's stock
+    image, or for a `train:` job (`train=True`) the image `cloudtune.kit.bootstrap.RECIPE_TARGETS` names instead.
 
     Pure: reads no file, imports no SDK. Raises InvalidInput for a provider with no stock image (local, or an
     unknown name). `lock_dir` (default: the locks shipped with cloudtune) only changes the returned lock path.
     """
-    target = PROVIDER_TARGETS.get(provider)
+    target = job_target(provider, train)
     if target is None:
         raise InvalidInput(f"provider {provider!r} has no stock image",
                            fix=f"use one of: {', '.join(sorted(PROVIDER_TARGETS))}")

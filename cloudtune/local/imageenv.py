@@ -228,10 +228,13 @@ class ImagePlan:
     wheelhouse: Any  # cloudtune.plan.Upload, staged by submit()
     extras: str
     extra_req: str
+    own: bool = False  # cloudtune's own image: its lock is in the image; the start path reinstalls only cloudtune
 
     @property
     def pip_flags(self) -> str:
-        return f"--no-index --find-links {self.wheelhouse.source}"
+        """As the cloud request's: the stock image installs cloudtune from the wheelhouse, the own image (the lock
+        already installed when it was built) only replaces cloudtune's wheel, as a job with `image:` does."""
+        return "--no-deps --force-reinstall" if self.own else f"--no-index --find-links {self.wheelhouse.source}"
 
 
 def plan_image(emulate: str, target_name: str, bundle: Any, home: Path, lock_dir: Path | None, train: bool,
@@ -239,17 +242,20 @@ def plan_image(emulate: str, target_name: str, bundle: Any, home: Path, lock_dir
     """Pure: name the image env, the wheelhouse and the code bundle an image-runtime job needs (nothing written)."""
     from cloudtune.kit import staging
 
+    from cloudtune.kit.bootstrap import TARGETS
+
     target = image_target(target_name, lock_dir)
+    own = TARGETS[target_name].own if target_name in TARGETS else False
     wheels = staging.wheelhouse(target_name, home, str(home / "wheelhouses"), lock_dir)
     wheels = replace(wheels, destination=wheels.source)  # used where submit() stages it
-    extras = "[train]" if train else ""
+    extras = "[train]" if train and not own else ""
     texts = {}
     if emulate == "aws":
         texts[sm.ENTRY_SCRIPT] = sm.entry_script(f"--no-index --find-links {wheels.source}", extras)
     files = staging.cloudtune_files(True, texts)
     code = staging.compose(bundle, files)
     return ImagePlan(target, code, str(home / "bundles" / f"{code.sha256}.tar.gz"), staging.recipe(bundle, files),
-                     wheels, extras, extra_requirement(emulate, secrets))
+                     wheels, extras, "" if own else extra_requirement(emulate, secrets), own)
 
 
 def apply_start_path(layout: Any, emulate: str, image: ImagePlan, job_dir: Path) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class LocalPlanning(PlanningTemplate):
         """`runtime: image`: the planned image environment (`d.image`); else this machine, with a warning where it
         differs from the stock image."""
         spec, settings = d.spec, d.settings
-        target = target_software(settings.emulate).target
+        target = target_software(settings.emulate, train=spec.train is not None).target
         d.image = self._image_plan(d, target)
         if not spec.image and d.image is None:
             differ = local_mismatches(target)

@@ -8,11 +8,14 @@ image does not meet (`cloudtune.kit.bootstrap.TARGETS`, checked by `cloudtune.ki
 
 from __future__ import annotations
 
-from cloudtune.kit.bootstrap import PROVIDER_TARGETS
+from cloudtune.kit.bootstrap import PROVIDER_TARGETS, RECIPE_TARGETS
 
 FRAMEWORK_VERSION = "2.4"
-# The wheel lock (cloudtune.kit.bootstrap) matching these images' Python (py310) and torch.
+# The wheel lock (cloudtune.kit.bootstrap) matching these images' Python (py310) and torch: `command:` jobs.
 LOCK_TARGET = PROVIDER_TARGETS["gcp"]
+# `train:` jobs run cloudtune's own GPU image (containers/gpu), built from this lock: the recipes' libraries do not
+# run on torch 2.4 (cloudtune.kit.bootstrap.RECIPE_TARGETS).
+RECIPE_TARGET = RECIPE_TARGETS["gcp"]
 PY_VERSION = "py310"
 _REPOSITORY = "docker.pkg.dev/vertex-ai/training"
 
@@ -36,3 +39,9 @@ def tpu_image_uri(project: str, region: str, version: str) -> str:
     """cloudtune's own TPU image (containers/tpu: torch + torch_xla 2.9.0, the versions the XLA lane tests) in the
     project's `cloudtune` Artifact Registry repository of the region, as docs/providers/gcp.md's build and push steps put it."""
     return f"{region}-docker.pkg.dev/{project}/cloudtune/cloudtune-tpu:{version}"
+
+
+def gpu_image_uri(project: str, region: str, version: str) -> str:
+    """cloudtune's own GPU image (containers/gpu: the RECIPE_TARGET lock on torch 2.9.1) in the project's `cloudtune`
+    Artifact Registry repository of the region, as docs/providers/gcp.md's build and push steps put it."""
+    return f"{region}-docker.pkg.dev/{project}/cloudtune/cloudtune-gpu:{version}"

@@ -21,7 +21,9 @@ from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
 from cloudtune.plan import Upload
-from cloudtune_gcp.images import FRAMEWORK_VERSION, LOCK_TARGET, tpu_image_uri, training_image_uri
+from cloudtune.kit.versions import versions_note
+from cloudtune_gcp.images import (FRAMEWORK_VERSION, LOCK_TARGET, RECIPE_TARGET, gpu_image_uri, tpu_image_uri,
+                                  training_image_uri)
 from cloudtune_gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
@@ -38,13 +40,6 @@ TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
 SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
 
 BOOTSTRAP = vx.BOOTSTRAP  # the container's command (cloudtune.contracts.vertex.bootstrap)
-# The image lane (`providers.local.runtime: image`, docs/providers/local.md) runs the built-in recipes on the stock
-# target's Python and torch: on torch 2.4 the libraries fail at import (transformers 5.10+ imports DTensor, 5.9
-# torch.distributed.tensor.device_mesh), which no declared floor says and so no lock check can refuse.
-STOCK_RECIPE_WARNING = ("warning: Vertex AI's prebuilt PyTorch container has torch 2.4, on which the recipe's libraries "
-                        "fail at import (transformers needs torch.distributed.tensor, new in torch 2.5): this `train:` "
-                        "job fails at start. To fix: build and push cloudtune's GPU image (containers/gpu; "
-                        "docs/providers/gcp.md) and name it with `image:`")
 FINAL_EXIT_MARKER = vx.FINAL_EXIT_MARKER
 
 CAPABILITIES = Capabilities(
@@ -133,7 +128,6 @@ class VertexPlanning(PlanningTemplate):
     service = "Vertex AI"
     store_kind = "Cloud Storage"
     store_schemes = ("gs",)
-    stock_train_warning = STOCK_RECIPE_WARNING
 
     def check(self, d: Draft) -> None:
         _check_settings(d.spec, d.settings)
@@ -168,17 +162,27 @@ class VertexPlanning(PlanningTemplate):
 
     def image(self, d: Draft) -> tuple[str, str | None]:
         """A custom image; on a TPU cloudtune's TPU image (Vertex's prebuilt PyTorch/XLA lags the TPU generations
-        and cloudtune's tested versions); else Vertex AI's prebuilt PyTorch container."""
+        and cloudtune's tested versions); a `train:` job cloudtune's GPU image (the prebuilt containers' torch 2.4
+        cannot run the recipes); else (a `command:` job) Vertex AI's prebuilt PyTorch container."""
         if d.spec.image:
             return d.spec.image, None
         assert d.offer is not None
-        if d.offer.tpu_topology:
-            from cloudtune import __version__
+        from cloudtune import __version__
 
-            uri = tpu_image_uri(str(d.settings.project), str(d.settings.region), __version__)
+        project, region = str(d.settings.project), str(d.settings.region)
+        if d.offer.tpu_topology:
+            uri = tpu_image_uri(project, region, __version__)
             d.notes.append(f"image: cloudtune's TPU image {uri} (containers/tpu: torch and torch_xla 2.9.0, as the XLA "
                            "lane tests them); build and push it once before the first TPU job (docs/providers/gcp.md: "
                            "Artifact Registry), or set `image:` to another PyTorch/XLA image")
+            return uri, None
+        if d.spec.train is not None:
+            uri = gpu_image_uri(project, region, __version__)
+            d.notes.append(f"image: cloudtune's GPU image {uri} (containers/gpu, the {RECIPE_TARGET} lock): Vertex AI's "
+                           f"prebuilt PyTorch containers stop at torch {FRAMEWORK_VERSION}, on which the recipe's "
+                           "libraries fail at import; build and push it once before the first `train:` job "
+                           "(docs/providers/gcp.md: Artifact Registry), or set `image:`")
+            d.notes.append(versions_note(RECIPE_TARGET))
             return uri, None
         processor = "gpu" if d.offer.count else "cpu"
         d.notes.append(f"image: Vertex AI prebuilt PyTorch {FRAMEWORK_VERSION} training container ({processor})")
