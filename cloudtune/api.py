@@ -70,6 +70,22 @@ def load(spec: SpecLike, overrides: list[str] | None = None) -> tuple[JobSpec, s
     return load_spec(spec, overrides), str(Path(spec).resolve())
 
 
+def prepare(spec: SpecLike, provider: str, overrides: list[str] | None = None) -> tuple[JobSpec, str | None]:
+    """Load a spec and make it ready for `provider`'s plan: the plan-side checks (provider names, a `job:` model:
+    `cloudtune.specchecks.check_spec`) and the `job:` model resolved from the job store. Returns (JobSpec, the spec
+    file's path or None); raises InvalidInput (exit 2) at the field's line."""
+    job_spec, spec_path = load(spec, overrides)
+    return _checked(job_spec, provider), spec_path
+
+
+def _checked(job_spec: JobSpec, provider: str) -> JobSpec:
+    from cloudtune.jobmodel import resolve_job_model
+    from cloudtune.specchecks import check_spec
+
+    check_spec(job_spec, JobStore.lookup)
+    return resolve_job_model(job_spec, provider, JobStore.lookup)
+
+
 def _bundle_for(spec: JobSpec):  # -> Bundle | None
     if spec.command is None:
         return None
@@ -89,6 +105,7 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     """Load, validate and plan: (Plan, the launcher that made it, the spec file's path or None)."""
     job_spec, spec_path = load(spec, overrides)
     launcher = launcher or get_launcher(provider)
+    job_spec = _checked(job_spec, launcher.name)
     bundle = _bundle_for(job_spec)
     compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
     if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit

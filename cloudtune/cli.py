@@ -163,9 +163,8 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         return
     if provider == "local":  # the deep preflight: seconds here rather than a failed job
         from cloudtune.preflight.deep import deep_check
-        from cloudtune.spec import load_spec
 
-        job_spec = load_spec(spec, list(overrides))
+        job_spec, _ = api.prepare(spec, provider, list(overrides))
         started = time.monotonic()
         say = job_spec.train is not None and not as_json  # progress for a person; --json keeps stderr for the job
         if say:
@@ -324,10 +323,13 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
 
     Runs every check a dry run makes that needs no provider: the spec, the accelerator name, the local paths and
     inputs, and a command job's code dir."""
-    from cloudtune.spec import check_offline, load_spec
+    from cloudtune.jobmodel import resolve_job_model
+    from cloudtune.spec import load_spec
+    from cloudtune.specchecks import check_offline
+    from cloudtune.store import JobStore
 
     job = load_spec(spec, list(overrides))
-    for note in check_offline(job):
+    for note in check_offline(job, JobStore.lookup):
         click.echo(f"note: {note}", err=True)
     model = job.train.model if job.train else ""
     if model and not model.startswith("/") and ":" not in model and _hf_offline():  # a hub id, no network allowed
@@ -339,7 +341,7 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
     if deep:
         from cloudtune.preflight.deep import deep_check
 
-        for note in deep_check(job):
+        for note in deep_check(resolve_job_model(job, None, JobStore.lookup)):
             click.echo(f"  {note}")
     what = f"train: {job.train.task} on {job.train.model}" if job.train else f"command: {job.command}"
     click.echo(f"ok: {job.name} ({what}; {job.resources.accelerator} x {job.resources.nodes} node(s))")

@@ -15,8 +15,8 @@ MODEL_MARKERS = ("config.json", "adapter_config.json")
 
 def with_model_input(spec: JobSpec, provider: str | None = None) -> JobSpec:
     """Turn a local `train.model` path (and a local `train.base_model`) into an input (named `model`, `base_model`),
-    so it travels like any data; `train.model: job:<JOB>` is resolved first (`cloudtune.jobmodel`), refusing a
-    model that a job of `provider` cannot read (None: no provider check).
+    so it travels like any data. A `train.model: job:<JOB>` must have been resolved already
+    (`cloudtune.jobmodel.resolve_job_model`, which `cloudtune.api` runs before planning): JobModelError otherwise.
 
     The cloud container cannot see this machine's disk; the local launcher does the same, so the
     emulation stays faithful.
@@ -25,7 +25,7 @@ def with_model_input(spec: JobSpec, provider: str | None = None) -> JobSpec:
         return spec
     from cloudtune.jobmodel import resolve_job_model
 
-    spec = resolve_job_model(spec, provider)
+    spec = resolve_job_model(spec, provider, None)
     return _local_as_input(_local_as_input(spec, "model"), "base_model")
 
 

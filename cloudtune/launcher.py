@@ -1,7 +1,8 @@
 """The Launcher protocol, declared capabilities, and the registry (entry-point group `cloudtune.launchers`).
 
 Built-in names are listed here so that a missing plugin fails with its install hint. Plugins found
-through entry points are merged with the built-ins and never replace them.
+through entry points are merged with the built-ins and never replace them. The registry is what knows the provider
+names: `check_provider_names` checks those a spec uses, where a spec meets a provider (plan, launch, validate).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from cloudtune.errors import InvalidInput, UnsupportedSpec
+from cloudtune.errors import InvalidInput, SpecIssue, UnsupportedSpec
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -165,6 +166,26 @@ def available_launchers() -> dict[str, str]:
 def _load(target: str) -> type:
     module, _, attr = target.partition(":")
     return getattr(import_module(module), attr)
+
+
+def check_provider_names(spec: "JobSpec") -> None:
+    """Raise SpecError (exit 2) when `resources.instance_type` or `providers` names a provider that no launcher
+    (built-in or installed plugin) has, each named by its line in the spec."""
+    known = sorted(available_launchers())
+    issues: list[SpecIssue] = []
+    unknown = [key for key in spec.resources.instance_type if key not in known]
+    if unknown:
+        issues.append(spec.origin.issue(("resources", "instance_type"), f"unknown provider {unknown[0]!r} in "
+                                        f"instance_type; use one of {', '.join(known)}"))
+    unknown = [name for name in spec.providers.model_extra or {} if name not in known]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        issues.append(spec.origin.issue(("providers",), f"unknown provider {unknown[0]!r}" + (
+            f"; did you mean {close[0]!r}?" if close else "") + f"; providers: {', '.join(known)}"))
+    if issues:
+        raise spec.origin.error(issues)
 
 
 def launcher_class(name: str) -> type:

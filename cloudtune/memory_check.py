@@ -57,13 +57,8 @@ def model_facts(spec: "JobSpec") -> ModelFacts | None:
     import json
 
     assert spec.train is not None
-    if spec.train.model.startswith("job:"):
-        from cloudtune.jobmodel import JobModelError, resolve_job_model
-
-        try:
-            spec = resolve_job_model(spec, None)
-        except JobModelError:
-            return None
+    if spec.train.model.startswith("job:"):  # not resolved (cloudtune.api resolves it before planning): unknown
+        return None
     train = spec.train
     for name in (train.base_model, train.model) if train.base_model else (train.model,):
         assert name is not None

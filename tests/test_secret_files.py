@@ -325,9 +325,11 @@ def test_env_credentials_warned_by_name_never_by_value() -> None:
 
 def test_case_27_warns_in_validate_and_every_dry_run(tmp_path: Path) -> None:
     case = _case("27-plain-env-credentials")
-    from cloudtune.spec import check_offline, load_spec
+    from cloudtune.spec import load_spec
+    from cloudtune.specchecks import check_offline
+    from cloudtune.store import JobStore
 
-    notes = check_offline(load_spec(case / "job.yaml"))
+    notes = check_offline(load_spec(case / "job.yaml"), JobStore.lookup)
     assert sum("looks like a credential" in n for n in notes) == 2
     assert not any("wJalr" in n or "hf_aBc" in n for n in notes)
 

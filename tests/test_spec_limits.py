@@ -17,7 +17,9 @@ import pytest
 
 from cloudtune import api
 from cloudtune.errors import CloudtuneError, SpecError
-from cloudtune.spec import apply_overrides, check_offline, load_spec, validate_spec
+from cloudtune.spec import apply_overrides, load_spec, validate_spec
+from cloudtune.specchecks import check_offline
+from cloudtune.store import JobStore
 from cloudtune.spec.yamlload import MAX_BYTES, MAX_DEPTH, MAX_VALUES
 from cloudtune.units import parse_duration
 
@@ -461,10 +463,10 @@ def test_accelerator_spellings_the_catalog_accepts_pass(tmp_path: Path) -> None:
 def test_check_offline_finds_missing_inputs_and_code(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, TRAIN))
     with pytest.raises(CloudtuneError, match="inputs not found"):
-        check_offline(spec)
+        check_offline(spec, JobStore.lookup)
     spec = load_spec(write(tmp_path, COMMAND + "code: nowhere\n"))
     with pytest.raises(CloudtuneError, match="does not exist"):
-        check_offline(spec)
+        check_offline(spec, JobStore.lookup)
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ValidationError
 from cloudtune.errors import SpecIssue
 from cloudtune.spec.base import shown
 from cloudtune.spec.job import JobSpec
+from cloudtune.spec.origin import field_path, longest_prefix
 from cloudtune.spec.yamlload import MAX_DEPTH
 
 def _model_for_path(path: tuple[str, ...]) -> type[BaseModel] | None:
@@ -73,11 +74,6 @@ def issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
     return issues
 
 
-def field_path(loc: tuple[str, ...]) -> str:
-    """A field path as errors print it: `a.b.c`, with a key holding a newline or other control character quoted."""
-    return ".".join(part if part.isprintable() else shown(part) for part in loc) or "<spec>"
-
-
 def _text_problem(text: str) -> str | None:
     """Why a string cannot travel to a job (process environment, JSON file, command line), or None."""
     if "\x00" in text:
@@ -130,11 +126,6 @@ def _issue_at(loc: tuple[str, ...], message: str, hint: str, lines: dict[tuple[s
     if override is not None:
         return SpecIssue(field_path(loc), f"{message} (from --set {override.partition('=')[0]}=...)", None, hint)
     return SpecIssue(field_path(loc), message, longest_prefix(loc, lines), hint)
-
-
-def longest_prefix(loc: tuple[str, ...], table: dict[tuple[str, ...], Any]) -> Any:
-    """The value in `table` for the longest prefix of the field path `loc`, or None."""
-    return next((table[loc[:cut]] for cut in range(len(loc), 0, -1) if loc[:cut] in table), None)
 
 
 _TYPE_HINTS = {

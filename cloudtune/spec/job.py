@@ -1,18 +1,20 @@
-"""The spec's root: `JobSpec` (one provider-neutral job), its checkpoint policy, and what counts as a remote URI."""
+"""The spec's root: `JobSpec` (one provider-neutral job) and its checkpoint policy. What counts as a remote URI and
+as a secret reference are per-cloud facts, read from `cloudtune.contracts.clouds`."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from cloudtune.contracts.clouds import SECRET_REF
 from cloudtune.spec.base import Strict, check_name, shown
+from cloudtune.spec.origin import SpecOrigin
 from cloudtune.spec.resources import ProvidersSpec, Resources
 from cloudtune.spec.sweep import SweepSpec, check_sweep
 from cloudtune.spec.training import TrainSpec
 
-REMOTE_SCHEMES = ("s3://", "gs://", "azureml://", "https://", "http://")
 MAX_INPUTS = 100
 """Most inputs per job (SageMaker takes 20 channels; each local input is resolved, checked and hashed)."""
 
@@ -22,11 +24,9 @@ class CheckpointSpec(Strict):
     keep: int = Field(2, ge=1, le=1000, description="complete checkpoints kept on disk")
 
 
-
 InputName = Annotated[str, AfterValidator(lambda v: check_name("input", v))]
 EnvName = Annotated[str, AfterValidator(lambda v: check_name("environment variable", v))]
 SecretName = Annotated[str, AfterValidator(lambda v: check_name("secret", v))]
-SECRET_REF = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:|projects/[^/]+/secrets/[^/]+/versions/|https://[^/]+\.vault\.azure\.net/secrets/)")
 
 
 class JobSpec(Strict):
@@ -49,6 +49,7 @@ class JobSpec(Strict):
     providers: ProvidersSpec = Field(default_factory=ProvidersSpec)
     sweep: SweepSpec | None = Field(None, exclude_if=lambda v: v is None,
                                     description="run the job as a hyperparameter sweep (see docs/sweeps.md)")
+    _origin: SpecOrigin | None = PrivateAttr(None)
 
     @field_validator("name")
     @classmethod
@@ -145,6 +146,18 @@ class JobSpec(Strict):
         return self
 
     # ----- derived facts -----
+    @property
+    def origin(self) -> SpecOrigin:
+        """Where this spec came from (file, lines, `--set` items), for checks made after loading; a spec built in
+        code has no lines."""
+        return self._origin or SpecOrigin()
+
+    def with_origin(self, origin: SpecOrigin) -> "JobSpec":
+        """A copy of this spec that remembers `origin` (copies made from it with `model_copy` keep it)."""
+        copy = self.model_copy()
+        copy._origin = origin
+        return copy
+
     def processes_per_node(self, gpus_per_node: int | None = None) -> int:
         """Resolve `auto`: one process per GPU, 1 on CPU."""
         ppn = self.resources.processes_per_node
@@ -164,8 +177,3 @@ def _some(names: list[str], limit: int = 10) -> str:
 
 # a Hub dataset named in train.data.train / eval (read in the job where it has network): hf:[ORG/]NAME[:SPLIT]
 HUB_DATASET = re.compile(r"^hf:(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*(?::[A-Za-z0-9][\w.-]*)?$")
-
-
-def is_remote(uri: str) -> bool:
-    return str(uri).startswith(REMOTE_SCHEMES)
-

@@ -1,5 +1,8 @@
 """Loading a job spec: read the file, apply `--set` overrides, validate, resolve paths; and the JSON Schema.
 
+What needs more than the spec itself (provider names, `job:` models, the inputs' content) is checked on the plan
+side, before planning: `cloudtune.specchecks`.
+
 Contract: `load_spec(path)` returns a validated, path-resolved `JobSpec` or raises `SpecError`, whose
 issues each name the field path, the YAML line (when known) and how to fix it. Everything downstream
 trusts a `JobSpec`.
@@ -15,7 +18,8 @@ from pydantic import ValidationError
 
 from cloudtune.errors import SpecError, SpecIssue
 from cloudtune.spec.base import NAME_RULES, shown
-from cloudtune.spec.issues import issues_from, longest_prefix, overridden_keys, text_issues
+from cloudtune.spec.issues import issues_from, overridden_keys, text_issues
+from cloudtune.spec.origin import SpecOrigin, longest_prefix
 from cloudtune.spec.job import JobSpec
 from cloudtune.spec.paths import resolve_paths
 from cloudtune.spec.yamlload import (
@@ -32,7 +36,12 @@ class CodeJobSpec(JobSpec):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise SpecError("JobSpec(...)", issues_from(exc, {}, {})) from None
+            raise SpecError(CODE_SOURCE, issues_from(exc, {}, {})) from None
+        self._origin = SpecOrigin(CODE_SOURCE)
+
+
+CODE_SOURCE = "JobSpec(...)"
+"""How errors name a spec built in code."""
 
 
 CodeJobSpec.__name__ = CodeJobSpec.__qualname__ = "JobSpec"
@@ -61,7 +70,8 @@ def validate_spec(data: Any, *, source: str = "<spec>", text: str | None = None,
         issues.append(SpecIssue("<spec>", "the spec contains itself (a cyclic reference)", None, "give plain nested values"))
     if issues:
         raise SpecError(source, issues)
-    return resolve_paths(spec, base_dir or Path.cwd(), source=source, lines=lines)
+    resolved = resolve_paths(spec, base_dir or Path.cwd(), source=source, lines=lines)
+    return resolved.with_origin(SpecOrigin(source, lines, overridden))
 
 
 def _read_text(path: Path, source: str) -> str:
@@ -141,32 +151,6 @@ def _override_value(key: str, raw: str) -> Any:
     if issues:
         raise SpecError(source, [SpecIssue(key, issues[0].message, None, issues[0].hint)])
     return loaded.data
-
-
-def check_offline(spec: JobSpec) -> list[str]:
-    """Run the checks a dry run makes that need no provider, so that `cloudtune validate` and the dry run agree:
-    local inputs exist and a local `train.model` is a saved model (cloudtune.jobconfig.check_local_inputs), and a
-    command job's code dir bundles. (The accelerator name is checked against the catalog with the spec itself.)
-
-    Returns the warnings that do not stop a job; raises a CloudtuneError (exit 2) naming what is wrong. `spec` has
-    been through `resolve_paths`."""
-    from cloudtune.jobconfig import check_local_inputs, with_model_input
-
-    shaped = with_model_input(spec)  # a local model travels as an input: checked and scanned like the data
-    notes = list(check_local_inputs(shaped) or [])
-    if spec.resources.accelerator != "cpu":
-        from cloudtune.catalog import load_catalog
-
-        meaning = load_catalog().meaning_note(spec.resources.accelerator)  # `A100:8`: which part it means
-        notes += [meaning] if meaning else []
-    if spec.command is not None:
-        from cloudtune.bundle import build_bundle, left_out_note
-
-        note = left_out_note(build_bundle(Path(spec.code), include=spec.include))
-        notes += [note] if note else []
-    from cloudtune.secretfiles import secret_notes
-
-    return notes + secret_notes(spec.env, shaped.inputs)
 
 
 def json_schema() -> dict[str, Any]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.clouds import is_remote
 from cloudtune.errors import SpecError, SpecIssue
 from cloudtune.spec.base import shown
-from cloudtune.spec.issues import field_path, longest_prefix
-from cloudtune.spec.job import JobSpec, is_remote
+from cloudtune.spec.origin import field_path, longest_prefix
+from cloudtune.spec.job import JobSpec
 
 MAX_PATH_BYTES = 4095
 MAX_PATH_COMPONENT_BYTES = 255
@@ -80,7 +81,6 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
                 paths[key] = absolute(("train", key), model)
         if paths:
             update["train"] = spec.train.model_copy(update=paths)
-        issues += _job_model_issues(spec.train.model, lines or {})
     jobs_dir = spec.providers.local.jobs_dir
     if jobs_dir is not None:  # relative to the spec's directory, as every other path in it
         local = spec.providers.local.model_copy(update={"jobs_dir": absolute(("providers", "local", "jobs_dir"), jobs_dir)})
@@ -88,21 +88,6 @@ def resolve_paths(spec: JobSpec, base_dir: Path, *, source: str = "<spec>",
     if issues:
         raise SpecError(source, issues)
     return spec.model_copy(update=update)
-
-
-def _job_model_issues(model: str, lines: dict[tuple[str, ...], int]) -> list[SpecIssue]:
-    """A `train.model: job:<JOB>` that the job store cannot resolve to a finished model, as one issue at its line
-    (the store is read, never written; see `cloudtune.jobmodel`)."""
-    from cloudtune.jobmodel import JobModelError, is_job_ref, lookup
-
-    if not is_job_ref(model):
-        return []
-    try:
-        lookup(model)
-    except JobModelError as exc:
-        return [SpecIssue("train.model", f"{shown(model)}: {exc.message}", longest_prefix(("train", "model"), lines),
-                          exc.fix or "")]
-    return []
 
 
 SYSTEM_DIRS = ("/proc", "/sys", "/dev")

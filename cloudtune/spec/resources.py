@@ -89,19 +89,6 @@ class Resources(Strict):
         seconds = parse_duration(v)
         return seconds if isinstance(v, float) else v
 
-    @field_validator("instance_type")
-    @classmethod
-    def _instance_keys(cls, v: dict[str, str]) -> dict[str, str]:
-        if not v:
-            return v
-        from cloudtune.launcher import available_launchers
-
-        known = sorted(available_launchers())
-        for key in v:
-            if key not in known:
-                raise ValueError(f"unknown provider {key!r} in instance_type; use one of {', '.join(known)}")
-        return v
-
     @property
     def accel(self) -> Accelerator:
         return parse_accelerator(self.accelerator)
@@ -122,25 +109,15 @@ class LocalSettings(Strict):
 
 class ProvidersSpec(BaseModel):
     """Per-provider settings. `local` is the core's; every other provider's section is validated by the settings
-    model its launcher declares (`Launcher.settings_model`), when that provider is used."""
+    model its launcher declares (`Launcher.settings_model`), when that provider is used. Which names are providers
+    is the launcher registry's to say (`cloudtune.launcher.check_provider_names`), at plan time."""
 
     model_config = ConfigDict(extra="allow", validate_default=True)
     local: LocalSettings = Field(default_factory=LocalSettings)
 
     @model_validator(mode="after")
     def _sections(self) -> "ProvidersSpec":
-        if not self.__pydantic_extra__:
-            return self
-        from cloudtune.launcher import available_launchers
-
-        known = sorted(available_launchers())
         for name, value in (self.__pydantic_extra__ or {}).items():
-            if name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, known, n=1)
-                raise ValueError(f"unknown provider {name!r}" + (f"; did you mean {close[0]!r}?" if close else "")
-                                 + f"; providers: {', '.join(known)}")
             if not isinstance(value, dict):
                 raise ValueError(f"providers.{name} must be a mapping of settings, e.g. {{region: ...}}")
         return self

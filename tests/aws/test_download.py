@@ -14,6 +14,7 @@ import pytest
 
 from cloudtune import api
 from cloudtune.errors import InvalidInput
+from cloudtune.jobmodel import resolve_job_model
 from cloudtune.kit.retry import RetryPolicy
 from cloudtune.store import JobRecord, JobStore
 from tests.aws.conftest import REGION, SUFFIX, clients, settings, spec_from, write_data
@@ -153,6 +154,7 @@ def test_a_sagemaker_model_is_the_model_channel(home: Path, tmp_path: Path) -> N
     _record("first-1", "aws", uri)
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:first"}}, tmp_path)
+    spec = resolve_job_model(spec, "aws", JobStore.lookup)  # as cloudtune.api does before planning
     plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     assert _channels(plan)["model"] == uri
     assert plan.spec["train"]["model"] == "model" and plan.spec["inputs"]["model"] == uri
@@ -167,6 +169,7 @@ def test_a_lora_job_on_s3_brings_its_base_channel(home: Path, tmp_path: Path) ->
     _record("lora-1", "aws", adapter, {"spec": {"inputs": {"model": base}, "train": {"model": "model", "lora": {"r": 8}}}})
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:lora-1"}}, tmp_path)
+    spec = resolve_job_model(spec, "aws", JobStore.lookup)
     plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     assert _channels(plan)["model"] == adapter and _channels(plan)["base_model"] == base
     assert plan.spec["train"]["base_model"] == "base_model"
@@ -177,7 +180,7 @@ def test_another_clouds_model_is_refused_with_the_download_fix(home: Path, tmp_p
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:vx-1"}}, tmp_path)
     with pytest.raises(InvalidInput) as err:
-        AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+        resolve_job_model(spec, "aws", JobStore.lookup)
     text = str(err.value)
     assert text.startswith("train.model: job:vx-1: the model of job vx-1 is at gs://bucket/ct/output/vx-1/model/")
     assert "To fix: download it first: `cloudtune download vx-1 DIR`, then set train.model: DIR" in text

@@ -222,6 +222,9 @@ def _azure_job(job_id: str, model_uri: str) -> None:
 def test_a_job_model_of_this_workspace_is_the_model_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.azure.planning import SUBSCRIPTION
 
+    from cloudtune.jobmodel import resolve_job_model
+    from cloudtune.store import JobStore
+
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
     path = "datastores/workspaceblobstore/paths/cloudtune/output/first-1/model/"
     _azure_job("first-1", f"azureml://subscriptions/{SUBSCRIPTION}/resourcegroups/ml-rg/workspaces/ml-ws/{path}")
@@ -229,6 +232,7 @@ def test_a_job_model_of_this_workspace_is_the_model_input(tmp_path: Path, monkey
     write_data(tmp_path)
     spec = validate_spec({"name": "second", "inputs": {"train": "data/train.jsonl"},
                           "train": {"model": "job:first-1"}}, base_dir=tmp_path)
+    spec = resolve_job_model(spec, "azure", JobStore.lookup)  # as cloudtune.api does before planning
     plan = AzureLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     entry = plan.request["inputs"]["model"]
     assert entry == {"type": "uri_folder", "path": f"azureml://{path}", "mode": "ro_mount"}
@@ -237,6 +241,7 @@ def test_a_job_model_of_this_workspace_is_the_model_input(tmp_path: Path, monkey
 
     spec = validate_spec({"name": "third", "inputs": {"train": "data/train.jsonl"},
                           "train": {"model": "job:other-1"}}, base_dir=tmp_path)
+    spec = resolve_job_model(spec, "azure", JobStore.lookup)
     with pytest.raises(UnsupportedSpec, match="another Azure ML workspace") as info:
         AzureLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     assert "cloudtune download" in info.value.fix

@@ -14,6 +14,7 @@ from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune import api
 from cloudtune.errors import InvalidInput
+from cloudtune.jobmodel import resolve_job_model
 from cloudtune.kit.retry import RetryPolicy
 from cloudtune.store import JobRecord, JobStore
 from tests.gcp.conftest import BUCKET, PROJECT, REGION, SUFFIX, settings, spec_from, write_data
@@ -108,6 +109,7 @@ def test_a_vertex_model_is_the_model_input(home: Path, tmp_path: Path) -> None:
     _record("first-1", "gcp", uri)
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:first-1"}}, tmp_path)
+    spec = resolve_job_model(spec, "gcp", JobStore.lookup)  # as cloudtune.api does before planning
     plan = GcpLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     assert plan.spec["inputs"]["model"] == uri and plan.spec["train"]["model"] == "model"
     args = plan.request["customJob"]["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["args"]
@@ -122,7 +124,7 @@ def test_a_sagemaker_model_is_refused_on_vertex(home: Path, tmp_path: Path) -> N
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:sm-1"}}, tmp_path)
     with pytest.raises(InvalidInput, match=r"a gcp job reads gs:// URIs only\nTo fix: download it first: "
                                            r"`cloudtune download sm-1 DIR`, then set train.model: DIR"):
-        GcpLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+        resolve_job_model(spec, "gcp", JobStore.lookup)
 
 
 def test_a_local_jobs_model_is_uploaded(home: Path, tmp_path: Path) -> None:
@@ -134,6 +136,7 @@ def test_a_local_jobs_model_is_uploaded(home: Path, tmp_path: Path) -> None:
     _record("loc-1", "local", str(model))
     write_data(tmp_path)
     spec = spec_from({"name": "second", "inputs": {"train": "data/train.jsonl"}, "train": {"model": "job:loc-1"}}, tmp_path)
+    spec = resolve_job_model(spec, "gcp", JobStore.lookup)
     plan = GcpLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
     [up] = [u for u in plan.uploads if u.source == str(model)]
     assert up.destination.startswith(f"gs://{BUCKET}/ct/inputs/") and up.destination.endswith("/model/")
