@@ -33,6 +33,7 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     compile_plan,
 )
 from cloudtune_aws.settings import AwsSettings
+from cloudtune_aws import tuning
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -206,7 +207,7 @@ class AwsLauncher(CloudLauncher):
     service = "SageMaker"
     capabilities = CAPABILITIES
     settings_model = AwsSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(tuning.compile_plan)  # a training job, or a tuning job for a spec with a sweep
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,
                  *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None,
