@@ -27,7 +27,8 @@ from cloudtune.kit.states import AZUREML, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
 from cloudtune_azure.errors import classify
-from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI, compile_plan
+from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI
+from cloudtune_azure import sweep
 from cloudtune_azure.settings import AzureSettings
 from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
 
@@ -49,7 +50,7 @@ class AzureLauncher(CloudLauncher):
     service = "Azure Machine Learning"
     capabilities = CAPABILITIES
     settings_model = AzureSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(sweep.compile_plan)  # a command job, or a sweep job for a spec with a sweep
 
     def __init__(self, ml_client: Any = None, blob_service: Any = None, *, credential: Any = None,
                  client_kwargs: dict[str, Any] | None = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,

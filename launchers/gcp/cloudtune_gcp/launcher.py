@@ -25,7 +25,8 @@ from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
-from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL, compile_plan
+from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
+from cloudtune_gcp import tuning
 from cloudtune_gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class GcpLauncher(CloudLauncher):
     service = "Vertex AI"
     capabilities = CAPABILITIES
     settings_model = GcpSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(tuning.compile_plan)  # a CustomJob, or a tuning job for a spec with a sweep
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
                  credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
