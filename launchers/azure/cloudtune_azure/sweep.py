@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json"
 BAYESIAN_TYPES = ("choice", "uniform", "quniform")
 GRID_MAX_VALUES = 1000
+SWEEP_KIND = "sweep"  # JobRef.extra["kind"] of a sweep (cloudtune.sweep.KIND)
 # the command job's keys that describe one trial (ParameterizedCommandSchema); the rest describe the sweep
 TRIAL_KEYS = ("command", "code", "environment", "environment_variables", "distribution", "resources")
 
@@ -80,6 +81,20 @@ def compile_plan(spec: "JobSpec", settings: "AzureSettings", *, suffix: str, bun
     _notes(sweep, space, notes)
     notes.append(kit_sweep.cost_note(trial, sweep, spec.resources.max_runtime_seconds))
     return replace(trial, request=request, notes=tuple(notes), model_uri=None)
+
+
+def is_sweep(request: dict[str, Any]) -> bool:
+    return request.get("type") == "sweep"
+
+
+def trial_of(request: dict[str, Any]) -> dict[str, Any]:
+    """The part of a job YAML that runs (command, code, environment): a sweep's `trial`, else the command job."""
+    return request["trial"] if is_sweep(request) else request
+
+
+def ref_extra(plan: "Plan") -> dict[str, Any]:
+    """What a sweep's JobRef keeps (cloudtune.sweep reads `kind`; the sweep section reads values back typed)."""
+    return {"kind": SWEEP_KIND, "sweep": (plan.spec or {}).get("sweep")}
 
 
 def check_sampling(sweep: "SweepSpec") -> None:
