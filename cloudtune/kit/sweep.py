@@ -6,7 +6,7 @@ A cloud sweep is built around the job's own compiled request: each trial is an o
 passes them to the container under `safe_name(path)` (`hyperparameters.learning_rate` ->
 `hyperparameters__learning_rate`): as hyperparameters on SageMaker, as `--name=value` arguments on Vertex AI and
 Azure ML. `cloudtune-run` maps them back to the option paths and applies them to the job config before any rank
-starts (`cloudtune.sweep_spec.values_from_arguments`), so every rank trains with the same values.
+starts (`cloudtune.spec.sweep.values_from_arguments`), so every rank trains with the same values.
 
 Pure: no SDK import, nothing written.
 """
@@ -16,17 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
+from cloudtune.spec.sweep import ParameterRange, SweepSpec, safe_name
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
-    from cloudtune.sweep_spec import ParameterRange, SweepSpec
 
 
 def wire_name(path: str) -> str:
     """The name a tuning service passes a value under: the option path with `.` as `__` (Azure ML search-space
     names and Vertex AI parameter ids take no dots; SageMaker takes the same name so the container reads one form)."""
-    from cloudtune.sweep_spec import safe_name
-
     return safe_name(path)
 
 
@@ -52,12 +50,12 @@ def short_name(name: str, suffix: str, max_len: int, what: str, notes: list[str]
     return f"{head}-{tail}"
 
 
-def numbers(rng: "ParameterRange") -> bool:
+def numbers(rng: ParameterRange) -> bool:
     """Whether every choice of `rng` is a number (not a bool or text)."""
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng.choice or ())
 
 
-def grid_values(path: str, rng: "ParameterRange", limit: int, service: str) -> list[Any]:
+def grid_values(path: str, rng: ParameterRange, limit: int, service: str) -> list[Any]:
     """The values of a grid axis (a choice, or each whole number of an int range); UnsupportedSpec over `limit`."""
     values = rng.grid()
     if len(values) > limit:
@@ -66,7 +64,7 @@ def grid_values(path: str, rng: "ParameterRange", limit: int, service: str) -> l
     return values
 
 
-def cost_note(trial: "Plan", sweep: "SweepSpec", max_runtime_s: int) -> str:
+def cost_note(trial: "Plan", sweep: SweepSpec, max_runtime_s: int) -> str:
     """The sweep's cost bound: max_trials x one trial's price per hour x its max_runtime (every trial is the same job,
     so the largest trial is any trial); unknown when the trial's price is."""
     hours = max_runtime_s / 3600
@@ -77,7 +75,7 @@ def cost_note(trial: "Plan", sweep: "SweepSpec", max_runtime_s: int) -> str:
             f"= ${bound:,.2f} ({trial.cost_basis}); at most {sweep.parallel_trials} trials run at once")
 
 
-def summary_note(sweep: "SweepSpec") -> str:
+def summary_note(sweep: SweepSpec) -> str:
     """One line naming what the sweep varies and toward what."""
     parts = []
     for path, rng in sorted(sweep.ranges().items()):

@@ -74,7 +74,13 @@ def test_trial_job_spec_is_the_custom_jobs(tmp_path: Path) -> None:
     data = {k: v for k, v in sweeps(tmp_path, GS_IN, ACCEL)["multi-node-2x8-random"].items() if k != "sweep"}
     job = GcpLauncher(home=tmp_path / "home").plan(spec_from(data, tmp_path), settings(), suffix=SUFFIX).request
     trial = plan.request["hyperparameterTuningJob"]["trialJobSpec"]
-    assert trial["workerPoolSpecs"] == job["customJob"]["jobSpec"]["workerPoolSpecs"]
+    pools = json.loads(json.dumps(trial["workerPoolSpecs"]))
+    for pool in pools:  # the runtime job also carries the sweep section, which the trial's values are read with
+        args = pool["containerSpec"]["args"]
+        runtime_job = json.loads(args[5])
+        assert runtime_job.pop("sweep") == plan.spec["sweep"]
+        args[5] = json.dumps(runtime_job, sort_keys=True)
+    assert pools == job["customJob"]["jobSpec"]["workerPoolSpecs"]
     assert trial["baseOutputDirectory"] == job["customJob"]["jobSpec"]["baseOutputDirectory"]
     assert [p["machineSpec"]["acceleratorCount"] for p in trial["workerPoolSpecs"]] == [8, 8]
 
@@ -105,7 +111,7 @@ def test_never_stop_for_failures_is_max_trials(tmp_path: Path) -> None:
 def test_trial_values_reach_cloudtune_run_as_arguments(tmp_path: Path) -> None:
     """Vertex AI appends `--<parameterId>=<value>` to the container's arguments: after the bootstrap's four, they are
     cloudtune-run's, which the spec's own parser reads back to the option paths with their types."""
-    from cloudtune.sweep_spec import values_from_arguments
+    from cloudtune.spec.sweep import values_from_arguments
 
     plan = build("lora-bayesian", tmp_path)
     container = plan.request["hyperparameterTuningJob"]["trialJobSpec"]["workerPoolSpecs"][0]["containerSpec"]

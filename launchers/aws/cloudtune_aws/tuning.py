@@ -22,15 +22,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.contracts.metrics import metric_regex
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import sweep as kit_sweep
+from cloudtune.spec.sweep import ParameterRange, SweepSpec, format_value
 from cloudtune_aws import request as training
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.plan import Plan
     from cloudtune.spec import JobSpec
-    from cloudtune.sweep_spec import ParameterRange, SweepSpec
     from cloudtune_aws.settings import AwsSettings
 
 NAME_MAX = 32  # HyperParameterTuningJobName: 1-32 (botocore's model states it; botocore does not check max lengths)
@@ -69,7 +70,7 @@ def compile_plan(spec: "JobSpec", settings: "AwsSettings", *, suffix: str, bundl
     return replace(trial, job_name=name, request=request, notes=tuple(notes), model_uri=None)
 
 
-def tuning_config(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any]:
+def tuning_config(sweep: SweepSpec, notes: list[str]) -> dict[str, Any]:
     """HyperParameterTuningJobConfig: strategy, objective, ranges, limits and early stopping."""
     strategy = STRATEGY[sweep.algorithm]
     limits: dict[str, int] = {"MaxNumberOfTrainingJobs": sweep.max_trials, "MaxParallelTrainingJobs": sweep.parallel_trials}
@@ -99,7 +100,7 @@ def tuning_config(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any]:
     return config
 
 
-def parameter_ranges(sweep: "SweepSpec", grid: bool) -> dict[str, list[dict[str, Any]]]:
+def parameter_ranges(sweep: SweepSpec, grid: bool) -> dict[str, list[dict[str, Any]]]:
     """ParameterRanges: values as strings, with their ScalingType. A grid takes categorical ranges only: an int range
     becomes the list of its whole numbers."""
     ranges = sweep.ranges()
@@ -126,7 +127,7 @@ def parameter_ranges(sweep: "SweepSpec", grid: bool) -> dict[str, list[dict[str,
     return {key: value for key, value in out.items() if value}
 
 
-def _choices(path: str, rng: "ParameterRange") -> list[Any]:
+def _choices(path: str, rng: ParameterRange) -> list[Any]:
     values = list(rng.choice or ())
     if len(values) > MAX_CATEGORICAL_VALUES:
         raise UnsupportedSpec(f"sweep.parameters.{path}: {len(values)} choices; SageMaker's categorical ranges take "
@@ -136,13 +137,11 @@ def _choices(path: str, rng: "ParameterRange") -> list[Any]:
 
 
 def _text(value: Any) -> str:
-    """A range value as SageMaker's string: the form cloudtune-run reads back (`cloudtune.sweep_spec.format_value`)."""
-    from cloudtune.sweep_spec import format_value
-
+    """A range value as SageMaker's string: the form cloudtune-run reads back (`cloudtune.spec.sweep.format_value`)."""
     return format_value(value)
 
 
-def trial_definition(spec: "JobSpec", request: dict[str, Any], sweep: "SweepSpec", notes: list[str]) -> dict[str, Any]:
+def trial_definition(spec: "JobSpec", request: dict[str, Any], sweep: SweepSpec, notes: list[str]) -> dict[str, Any]:
     """HyperParameterTrainingJobDefinition from the CreateTrainingJob `request`."""
     algorithm = dict(request["AlgorithmSpecification"])
     algorithm["MetricDefinitions"] = objective_definitions(algorithm.get("MetricDefinitions", []), sweep.objective.metric)
@@ -176,8 +175,6 @@ def objective_definitions(definitions: list[dict[str, str]], metric: str) -> lis
     """The job's MetricDefinitions with the objective read from the metric reporter's lines
     (`cloudtune.contracts.metrics`: `[cloudtune] metric eval_loss=2.01 step=40`, one per evaluation, so early stopping
     sees intermediate values and the last one is the objective), in place of any other definition of that name."""
-    from cloudtune.contracts.metrics import metric_regex
-
     kept = [d for d in definitions if d["Name"] != metric]
     return [*kept, {"Name": metric, "Regex": metric_regex(metric)}]
 

@@ -17,10 +17,11 @@ from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.retry import CloudError
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus
+from cloudtune.spec.sweep import SweepSpec, values_from_arguments
+from cloudtune.sweeptrials import Trial
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
-    from cloudtune.sweeptrials import Trial
 
 SWEEP_KIND = "sweep"  # JobRef.extra["kind"] of a sweep (cloudtune.sweep.KIND)
 NAME_KEY = "HyperParameterTuningJobName"
@@ -107,7 +108,7 @@ class TuningJobs:
                          started_at=epoch_seconds(d.get("CreationTime")),
                          ended_at=epoch_seconds(d.get("HyperParameterTuningEndTime")))
 
-    def sweep_trials(self, ref: JobRef) -> list["Trial"]:
+    def sweep_trials(self, ref: JobRef) -> list[Trial]:
         """Every trial of the tuning job (ListTrainingJobsForHyperParameterTuningJob, all pages), in trial order."""
         sm = self.sagemaker(ref.extra.get("region"))
         summaries: list[dict[str, Any]] = []
@@ -147,10 +148,8 @@ def _created(summary: dict[str, Any]) -> tuple[float, str]:
     return (epoch_seconds(summary.get("CreationTime")) or 0.0, str(summary.get("TrainingJobName")))
 
 
-def trial_of(summary: dict[str, Any], index: int, ref: JobRef) -> "Trial":
+def trial_of(summary: dict[str, Any], index: int, ref: JobRef) -> Trial:
     """One TrainingJobSummary as the sweep's Trial."""
-    from cloudtune.sweeptrials import Trial
-
     name = str(summary["TrainingJobName"])
     found = TRIAL_NUMBER.search(name)
     final = summary.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
@@ -171,8 +170,6 @@ def trial_of(summary: dict[str, Any], index: int, ref: JobRef) -> "Trial":
 def tuned_values(tuned: dict[str, str], sweep: dict[str, Any] | None) -> dict[str, Any]:
     """TunedHyperParameters (text under wire names) -> option path -> value of the range's type (SageMaker sends
     every value as text)."""
-    from cloudtune.sweep_spec import SweepSpec, values_from_arguments
-
     if not sweep:
         return dict(tuned)
     return values_from_arguments([f"--{k}={v}" for k, v in tuned.items()], SweepSpec.model_validate(sweep))

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import sweep as kit_sweep
+from cloudtune.spec.sweep import ParameterRange, SweepSpec
 from cloudtune_azure import request as command_job
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.plan import Plan
     from cloudtune.spec import JobSpec
-    from cloudtune.sweep_spec import ParameterRange, SweepSpec
     from cloudtune_azure.settings import AzureSettings
 
 SCHEMA = "https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json"
@@ -97,7 +97,7 @@ def ref_extra(plan: "Plan") -> dict[str, Any]:
     return {"kind": SWEEP_KIND, "sweep": (plan.spec or {}).get("sweep")}
 
 
-def check_sampling(sweep: "SweepSpec") -> None:
+def check_sampling(sweep: SweepSpec) -> None:
     """What Azure ML's sampling cannot take, refused with the nearest thing it can do: bayesian sampling takes choice,
     uniform and int ranges only (a log-scaled range has no bayesian form) and no early termination when asked for."""
     if sweep.algorithm == "bayesian":
@@ -112,13 +112,13 @@ def check_sampling(sweep: "SweepSpec") -> None:
                                   "policy", fix="set sweep.early_stopping: off, or sweep.algorithm: random")
 
 
-def search_space(sweep: "SweepSpec") -> dict[str, dict[str, Any]]:
+def search_space(sweep: SweepSpec) -> dict[str, dict[str, Any]]:
     """name -> Azure ML search-space entry, names in path order."""
     grid = sweep.algorithm == "grid"
     return {kit_sweep.wire_name(path): _entry(path, rng, grid) for path, rng in sorted(sweep.ranges().items())}
 
 
-def _entry(path: str, rng: "ParameterRange", grid: bool) -> dict[str, Any]:
+def _entry(path: str, rng: ParameterRange, grid: bool) -> dict[str, Any]:
     if grid:  # grid sampling takes choice only: an int range is the list of its whole numbers
         return {"type": "choice", "values": kit_sweep.grid_values(path, rng, GRID_MAX_VALUES, "Azure ML")}
     if rng.choice is not None:
@@ -133,7 +133,7 @@ def _entry(path: str, rng: "ParameterRange", grid: bool) -> dict[str, Any]:
     return {"type": "uniform", "min_value": float(low), "max_value": float(high)}
 
 
-def early_termination(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any] | None:
+def early_termination(sweep: SweepSpec, notes: list[str]) -> dict[str, Any] | None:
     """`early_stopping: auto` as Azure ML's median stopping policy (the rule cloudtune uses everywhere): evaluated at
     every metric report; off for bayesian sampling, which takes no policy (see `check_sampling`)."""
     if sweep.early_stopping != "auto":
@@ -146,7 +146,7 @@ def early_termination(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any] | 
     return {"type": "median_stopping", "evaluation_interval": 1, "delay_evaluation": 0}
 
 
-def _notes(sweep: "SweepSpec", space: dict[str, dict[str, Any]], notes: list[str]) -> None:
+def _notes(sweep: SweepSpec, space: dict[str, dict[str, Any]], notes: list[str]) -> None:
     notes.append(kit_sweep.summary_note(sweep))
     mapped = [f"{kit_sweep.wire_name(p)} = {p}" for p in sorted(sweep.ranges()) if kit_sweep.wire_name(p) != p]
     if mapped:

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import sweep as kit_sweep
+from cloudtune.spec.sweep import ParameterRange, SweepSpec, format_value
 from cloudtune_gcp import request as training
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.plan import Plan
     from cloudtune.spec import JobSpec
-    from cloudtune.sweep_spec import ParameterRange, SweepSpec
     from cloudtune_gcp.settings import GcpSettings
 
 # StudySpec.Algorithm: ALGORITHM_UNSPECIFIED is Vertex AI Vizier's default Bayesian optimization
@@ -61,7 +61,7 @@ def compile_plan(spec: "JobSpec", settings: "GcpSettings", *, suffix: str, bundl
                    notes=tuple(notes), model_uri=None)
 
 
-def failed_trials(sweep: "SweepSpec", notes: list[str]) -> int:
+def failed_trials(sweep: SweepSpec, notes: list[str]) -> int:
     """maxFailedTrialCount. The spec's 0 means never stop for failures; Vertex AI reads 0 as "Vertex decides", so it
     is sent as max_trials (the sweep cannot fail more trials than it runs)."""
     if sweep.max_failed_trials == 0:
@@ -71,7 +71,7 @@ def failed_trials(sweep: "SweepSpec", notes: list[str]) -> int:
     return sweep.max_failed_trials
 
 
-def study_spec(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any]:
+def study_spec(sweep: SweepSpec, notes: list[str]) -> dict[str, Any]:
     """StudySpec: the metric with its goal, the parameters, the algorithm, the last measurement as the trial's value
     (the reporter's last report is the objective), and the median stopping rule for `early_stopping: auto`."""
     study: dict[str, Any] = {
@@ -90,7 +90,7 @@ def study_spec(sweep: "SweepSpec", notes: list[str]) -> dict[str, Any]:
     return study
 
 
-def parameter_spec(path: str, rng: "ParameterRange", grid: bool) -> dict[str, Any]:
+def parameter_spec(path: str, rng: ParameterRange, grid: bool) -> dict[str, Any]:
     """One ParameterSpec. Numbers in a choice are a discreteValueSpec (values in increasing order, as Vertex AI
     requires); any other choice is a categoricalValueSpec of the values' text. Integer bounds are int64, which
     proto3 JSON writes as strings."""
@@ -100,8 +100,6 @@ def parameter_spec(path: str, rng: "ParameterRange", grid: bool) -> dict[str, An
             spec["discreteValueSpec"] = {"values": sorted(float(v) for v in rng.choice)}
             spec["scaleType"] = "UNIT_LINEAR_SCALE"
         else:
-            from cloudtune.sweep_spec import format_value
-
             spec["categoricalValueSpec"] = {"values": [format_value(v) for v in rng.choice]}
         return spec
     low, high = rng.bounds  # type: ignore[misc]

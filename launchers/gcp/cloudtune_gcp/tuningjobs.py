@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus
+from cloudtune.spec.sweep import SweepSpec, format_value, values_from_arguments
+from cloudtune.sweeptrials import Trial
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
-    from cloudtune.sweeptrials import Trial
 
 SWEEP_KIND = "sweep"  # JobRef.extra["kind"] of a sweep (cloudtune.sweep.KIND)
 BODY_KEY = "hyperparameterTuningJob"
@@ -98,7 +99,7 @@ class TuningJobs:
                          started_at=epoch_seconds(getattr(job, "start_time", None)),
                          ended_at=epoch_seconds(getattr(job, "end_time", None)))
 
-    def sweep_trials(self, ref: JobRef) -> list["Trial"]:
+    def sweep_trials(self, ref: JobRef) -> list[Trial]:
         """The tuning job's trials, in trial order."""
         job = self._get_sweep(ref)
         return [trial_of(t, ref) for t in sorted(job.trials, key=lambda t: int(t.id) if str(t.id).isdigit() else 0)]
@@ -124,11 +125,8 @@ def sweep_ref(plan: "Plan", name: str) -> JobRef:
                          "sweep": (plan.spec or {}).get("sweep"), "output_base": base})
 
 
-def trial_of(trial: Any, ref: JobRef) -> "Trial":
+def trial_of(trial: Any, ref: JobRef) -> Trial:
     """One aiplatform_v1.Trial as the sweep's Trial."""
-    from cloudtune.sweep_spec import SweepSpec
-    from cloudtune.sweeptrials import Trial
-
     sweep = SweepSpec.model_validate(ref.extra["sweep"])
     metric = sweep.objective.metric
     final = {m.metric_id: m.value for m in trial.final_measurement.metrics} if trial.final_measurement else {}
@@ -148,8 +146,6 @@ def trial_of(trial: Any, ref: JobRef) -> "Trial":
 def tuned_values(parameters: Any, sweep: Any) -> dict[str, Any]:
     """Trial parameters (parameterId = wire name, a protobuf Value: numbers as doubles) -> option path -> value of
     the range's own type (`16.0` -> 16 for an int range or an integer choice)."""
-    from cloudtune.sweep_spec import format_value, values_from_arguments
-
     arguments = []
     for p in parameters:
         value = p.value
