@@ -156,6 +156,8 @@ def runtime_job(spec: JobSpec, inputs: dict[str, str], processes_per_node: int, 
         job["command"] = spec.command
     if code_uri:
         job["code_uri"] = code_uri
+    if getattr(spec, "sweep", None) is not None:  # a cloud sweep's trial applies its values in the container
+        job["sweep"] = spec.sweep.model_dump(mode="json")
     return job
 
 

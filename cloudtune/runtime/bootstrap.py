@@ -28,6 +28,7 @@ from cloudtune.errors import JobInputError
 from cloudtune.runtime import exitcodes, stopping
 from cloudtune.runtime.context import ContractError, RunArgs, detect
 from cloudtune.runtime.exitcodes import ExitClass
+from cloudtune.runtime.trial import split_arguments
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import PJRT_DEVICE_VAR, xla_device_type
 
@@ -47,14 +48,15 @@ def parse_args(argv: Sequence[str] | None) -> RunArgs:
     parser.add_argument("--model-dir")
     parser.add_argument("--checkpoint-dir")
     parser.add_argument("--log-dir")
-    ns = parser.parse_args(argv)
+    own, trial_values = split_arguments(list(argv) if argv is not None else sys.argv[1:])
+    ns = parser.parse_args(own)
     inputs: dict[str, str] = {}
     for item in ns.input:
         name, sep, path = item.partition("=")
         if not sep:
             parser.error(f"--input {item!r} must be NAME=PATH")
         inputs[name] = path
-    return RunArgs(ns.job_json, inputs, ns.model_dir, ns.checkpoint_dir, ns.log_dir)
+    return RunArgs(ns.job_json, inputs, ns.model_dir, ns.checkpoint_dir, ns.log_dir, trial_values)
 
 
 def context_env(ctx: RuntimeContext) -> dict[str, str]:

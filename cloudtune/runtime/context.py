@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
+from cloudtune.runtime import trial
 from cloudtune.runtime.types import RuntimeContext
 
 DEFAULT_MASTER_PORT = 29500
@@ -35,6 +36,7 @@ class RunArgs:
     model_dir: str | None = None
     checkpoint_dir: str | None = None
     log_dir: str | None = None
+    trial: dict[str, str] = field(default_factory=dict)  # a sweep trial's `--name=value` arguments (runtime.trial)
 
 
 def fs_root(environ: Mapping[str, str]) -> Path:
@@ -80,13 +82,16 @@ def gcs_to_local(uri: str, root: Path) -> Path:
     return Path(uri)
 
 
-def _job(args: RunArgs, fallback: str | None) -> dict[str, Any]:
+def _job(args: RunArgs, fallback: str | None, hyperparameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The runtime job, with a sweep trial's values applied (cloudtune.runtime.trial): from SageMaker's
+    `hyperparameters`, or from cloudtune-run's `--name=value` arguments (Vertex AI, Azure ML)."""
     raw = args.job_json or fallback
     if not raw:
         raise ContractError("no job config: pass --job-json (Vertex/Azure) or set hyperparameter cloudtune_job (SageMaker)")
     if not raw.lstrip().startswith("{") and Path(raw).is_file():
         raw = Path(raw).read_text()
-    return json.loads(raw)
+    given = {**trial.from_hyperparameters(hyperparameters or {}), **args.trial}
+    return trial.apply(json.loads(raw), given)
 
 
 def _ppn(job: dict[str, Any], environ: Mapping[str, str]) -> int:
@@ -103,8 +108,11 @@ def _from_sagemaker(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext
     resource = json.loads((config / "resourceconfig.json").read_text())
     hyper_file = config / "hyperparameters.json"
     hyper = json.loads(hyper_file.read_text()) if hyper_file.is_file() else {}
-    job = _job(args, hyper.get(SM_JOB_KEY))
+    job = _job(args, hyper.get(SM_JOB_KEY), hyper)
     hosts = tuple(resource["hosts"])
+    name = environ.get(sm.JOB_NAME_VAR, job.get("name", "job"))
+    # a tuning job's trials share one CheckpointConfig S3 prefix: each keeps its checkpoints under its own name
+    checkpoints = under_root(root, sm.CHECKPOINT_DIR) / (name if "trial" in job else "")
     current = resource["current_host"]
     data_root = under_root(root, sm.DATA_DIR)
     inputs = {name: data_root / name for name in job.get("inputs", {})}
@@ -113,10 +121,10 @@ def _from_sagemaker(args: RunArgs, environ: Mapping[str, str]) -> RuntimeContext
         script_mode if script_mode.is_dir() and any(script_mode.iterdir()) else None)
     return RuntimeContext(
         provider="aws",
-        job_name=environ.get(sm.JOB_NAME_VAR, job.get("name", "job")),
+        job_name=name,
         inputs=inputs,
         model_dir=under_root(root, sm.MODEL_DIR),
-        checkpoint_dir=under_root(root, sm.CHECKPOINT_DIR),
+        checkpoint_dir=checkpoints,
         log_dir=under_root(root, sm.TENSORBOARD_DIR),
         code_dir=code,
         node_rank=hosts.index(current),

@@ -617,8 +617,9 @@ class FakeAzureML:
     def _missing_references(self, props: dict[str, Any]) -> str | None:
         """The service refuses a job whose code version or compute does not exist in the workspace (the wording
         here is the fake's own)."""
+        code_id = props.get("codeId") or (props.get("trial") or {}).get("codeId")  # a sweep job's is its trial's
         code = re.match(r"^/subscriptions/.+/workspaces/[^/]+/codes/([^/]+)/versions/([^/]+)$",
-                        props.get("codeId") or "", re.IGNORECASE)
+                        code_id or "", re.IGNORECASE)
         if code and (code.group(1), code.group(2)) not in self.codes:
             return f"Code asset {code.group(1)}:{code.group(2)} was not found in workspace {self.workspace}."
         compute = re.match(r"^/subscriptions/.+/workspaces/[^/]+/computes/([^/]+)$", props.get("computeId") or "",

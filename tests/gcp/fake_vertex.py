@@ -1,8 +1,10 @@
-"""A loopback fake of the Vertex AI REST API (customJobs) and Cloud Logging's entries:list, for tests.
+"""A loopback fake of the Vertex AI REST API (customJobs, hyperparameterTuningJobs) and Cloud Logging's entries:list,
+for tests.
 
 It answers at the HTTP boundary only: the real SDK clients (aiplatform_v1.JobServiceClient over REST,
 google.cloud.logging over HTTP) talk to it. Jobs are kept in memory; a test moves a job through its states and
-adds log entries with `set_state` / `log`. Every request is recorded (`requests`). Binds 127.0.0.1 only.
+adds log entries with `set_state` / `log`, and a tuning job's trials (as Vizier reports them) with `add_trial`.
+Every request is recorded (`requests`). Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlparse
 
-_JOBS = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/customJobs$")
-_JOB = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/customJobs/[^/:]+)(:cancel)?$")
+_JOBS = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+)/(customJobs|hyperparameterTuningJobs)$")
+_JOB = re.compile(r"^/v1/(projects/[^/]+/locations/[^/]+/(?:customJobs|hyperparameterTuningJobs)/[^/:]+)(:cancel)?$")
 _LABEL = re.compile(r'^labels\.([a-z0-9_-]+)="([^"]*)"$')
 
 
@@ -69,6 +71,12 @@ class FakeVertex:
             if error:
                 self.jobs[name]["error"] = {"code": 13, "message": error}
 
+    def add_trial(self, name: str, trial: dict[str, Any]) -> None:
+        """Add a trial (aiplatform_v1 Trial in REST JSON: id, state, parameters, finalMeasurement...) to tuning job
+        `name`."""
+        with self.lock:
+            self.jobs[name].setdefault("trials", []).append(trial)
+
     def log(self, job_id: str, replica: str, text: str, seconds: float) -> None:
         stamp = datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=seconds)
         with self.lock:
@@ -87,10 +95,10 @@ class FakeVertex:
             return h._send(200, self._entries(body))  # type: ignore[attr-defined]
         m = _JOBS.match(url.path)
         if m and method == "POST":
-            return h._send(200, self._create(m.group(1), body))  # type: ignore[attr-defined]
+            return h._send(200, self._create(m.group(1), body, m.group(2)))  # type: ignore[attr-defined]
         if m and method == "GET":
             query = parse_qs(url.query)
-            return h._send(200, self._list(m.group(1), unquote(query.get("filter", [""])[0])))  # type: ignore[attr-defined]
+            return h._send(200, self._list(m.group(1), unquote(query.get("filter", [""])[0]), m.group(2)))  # type: ignore[attr-defined]
         m = _JOB.match(url.path)
         if m and m.group(1) in self.jobs:
             if m.group(2) and method == "POST":
@@ -99,20 +107,20 @@ class FakeVertex:
             return h._send(200, self.jobs[m.group(1)])  # type: ignore[attr-defined]
         return h._send(404, {"error": {"code": 404, "message": f"{url.path} not found", "status": "NOT_FOUND"}})  # type: ignore[attr-defined]
 
-    def _create(self, parent: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _create(self, parent: str, body: dict[str, Any], kind: str = "customJobs") -> dict[str, Any]:
         with self.lock:
             self._next += 1
-            name = f"{parent}/customJobs/{self._next}"
+            name = f"{parent}/{kind}/{self._next}"
             job = {**body, "name": name, "state": "JOB_STATE_PENDING", "createTime": "2026-01-01T00:00:00Z"}
             self.jobs[name] = job
         return job
 
-    def _list(self, parent: str, where: str) -> dict[str, Any]:
+    def _list(self, parent: str, where: str, kind: str = "customJobs") -> dict[str, Any]:
         m = _LABEL.match(where.strip())
         with self.lock:
-            jobs = [j for n, j in self.jobs.items() if n.startswith(parent + "/")
+            jobs = [j for n, j in self.jobs.items() if n.startswith(f"{parent}/{kind}/")
                     and (m is None or j.get("labels", {}).get(m.group(1)) == m.group(2))]
-        return {"customJobs": jobs}
+        return {kind: jobs}
 
     def _entries(self, body: dict[str, Any]) -> dict[str, Any]:
         where = body.get("filter", "")

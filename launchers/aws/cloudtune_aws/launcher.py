@@ -33,6 +33,8 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     compile_plan,
 )
 from cloudtune_aws.settings import AwsSettings
+from cloudtune_aws import tuning
+from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -201,12 +203,12 @@ def etag_md5(answer: dict[str, Any]) -> str | None:
     return etag if plain and re.fullmatch(r"[0-9a-f]{32}", etag) else None
 
 
-class AwsLauncher(CloudLauncher):
+class AwsLauncher(TuningJobs, CloudLauncher):
     name = "aws"
     service = "SageMaker"
     capabilities = CAPABILITIES
     settings_model = AwsSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(tuning.compile_plan)  # a training job, or a tuning job for a spec with a sweep
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,
                  *, policy: RetryPolicy | None = None, poll_s: float = 5.0, home: Path | None = None,
@@ -254,6 +256,8 @@ class AwsLauncher(CloudLauncher):
     def submit(self, plan: Plan) -> JobRef:
         region = self._region_of(plan)
         store = S3Store(self.s3(region))
+        if is_tuning(plan.request):  # a sweep: cloudtune_aws.tuningjobs
+            return self.submit_sweep(plan, store, region)
         request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.s3_caller.call)
         arn = self._create(request, region)
@@ -276,6 +280,8 @@ class AwsLauncher(CloudLauncher):
 
     def find(self, plan: Plan) -> JobRef | None:
         """The training job `plan` made, looked up by its name (DescribeTrainingJob); None when SageMaker has none."""
+        if is_tuning(plan.request):
+            return self.find_sweep(plan, self._region_of(plan))
         sm = self.sagemaker(self._region_of(plan))
         described = self.caller.call(sm.describe_training_job, TrainingJobName=plan.job_name, missing_ok=True,
                                      what="look up the training job")
@@ -348,6 +354,8 @@ class AwsLauncher(CloudLauncher):
         return parts[3] if len(parts) > 5 else None
 
     def status(self, ref: JobRef) -> JobStatus:
+        if ref.extra.get("kind") == SWEEP_KIND:
+            return self.sweep_status(ref)
         sm = self.sagemaker(self._region(ref))
         d = self.caller.call(sm.describe_training_job, TrainingJobName=self._name(ref), what="describe the training job")
         return map_status(d)
@@ -429,6 +437,8 @@ class AwsLauncher(CloudLauncher):
         return f"{ref.model_uri[:-len(tail)]}/checkpoints/{name}"
 
     def cancel(self, ref: JobRef) -> None:
+        if ref.extra.get("kind") == SWEEP_KIND:
+            return self.cancel_sweep(ref)
         sm = self.sagemaker(self._region(ref))
         try:
             self.caller.call(sm.stop_training_job, TrainingJobName=self._name(ref), what="stop the training job")

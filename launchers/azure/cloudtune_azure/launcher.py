@@ -27,7 +27,8 @@ from cloudtune.kit.states import AZUREML, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
 from cloudtune_azure.errors import classify
-from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI, compile_plan
+from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI
+from cloudtune_azure import sweep
 from cloudtune_azure.settings import AzureSettings
 from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
 
@@ -49,7 +50,7 @@ class AzureLauncher(CloudLauncher):
     service = "Azure Machine Learning"
     capabilities = CAPABILITIES
     settings_model = AzureSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(sweep.compile_plan)  # a command job, or a sweep job for a spec with a sweep
 
     def __init__(self, ml_client: Any = None, blob_service: Any = None, *, credential: Any = None,
                  client_kwargs: dict[str, Any] | None = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
@@ -141,12 +142,14 @@ class AzureLauncher(CloudLauncher):
 
     def _plan_ref(self, plan: Plan, name: str, uploaded: int = 0) -> JobRef:
         settings = (plan.spec.get("providers") or {}).get("azure") or {}
+        # a sweep's trials write to their own default outputs (cloudtune_azure.sweep): no checkpoint path to record
+        where = sweep.ref_extra(plan) if sweep.is_sweep(plan.request) else {
+            "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"]}
         # the model in long form: a later `train.model: job:<this job>` knows which workspace holds it
         return JobRef(provider="azure", job_id=plan.job_name, native_id=name, console_url=studio_url(settings, name),
                       model_uri=long_form(self._workspace(settings), plan.model_uri) if plan.model_uri else None,
                       extra={"subscription_id": settings["subscription_id"], "resource_group": settings["resource_group"],
-                             "workspace": settings["workspace"], "job_name": plan.job_name,
-                             "checkpoint_uri": plan.request["outputs"]["checkpoints"]["path"],
+                             "workspace": settings["workspace"], "job_name": plan.job_name, **where,
                              "uploaded_bytes": uploaded})
 
     # Azure ML restarts no command job: cloudtune.api.Job.wait relaunches a preempted attempt (see request.restart_note)
@@ -199,7 +202,7 @@ class AzureLauncher(CloudLauncher):
 
         client = self.ml_client(settings)
         code_ops = client._code  # MLClient keeps its code-asset operations private
-        version = plan.request["code"].rsplit("/", 1)[-1]
+        version = sweep.trial_of(plan.request)["code"].rsplit("/", 1)[-1]
         if self.caller.call(code_ops.get, name=CODE_ASSET, version=version, what="look up the code asset",
                             missing_ok=True) is not None:
             return

@@ -25,7 +25,9 @@ from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
-from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL, compile_plan
+from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
+from cloudtune_gcp import tuning
+from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
 from cloudtune_gcp.settings import GcpSettings
 
 if TYPE_CHECKING:
@@ -190,12 +192,12 @@ def _md5_hex(value: str | None) -> str | None:
     return raw.hex() if len(raw) == 16 else None
 
 
-class GcpLauncher(CloudLauncher):
+class GcpLauncher(TuningJobs, CloudLauncher):
     name = "gcp"
     service = "Vertex AI"
     capabilities = CAPABILITIES
     settings_model = GcpSettings
-    compile = staticmethod(compile_plan)
+    compile = staticmethod(tuning.compile_plan)  # a CustomJob, or a tuning job for a spec with a sweep
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
                  credentials: Any = None, policy: RetryPolicy | None = None, poll_s: float = 10.0,
@@ -264,6 +266,9 @@ class GcpLauncher(CloudLauncher):
             # the /gcs mount reads a path, not a prefix: look it up only to refuse a missing or ambiguous input
             resolve_input(store, uri, self.gcs_caller.call, prefix_match=False)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.gcs_caller.call)
+        if is_tuning(plan.request):  # a sweep: cloudtune_gcp.tuningjobs
+            ref = self.create_sweep(plan, region, LAUNCH_LABEL)
+            return replace(ref, extra={**ref.extra, "uploaded_bytes": self.last_uploaded_bytes})
         return self._plan_ref(plan, self._create(plan, region), self.last_uploaded_bytes)
 
     @staticmethod
@@ -298,6 +303,8 @@ class GcpLauncher(CloudLauncher):
     def find(self, plan: Plan) -> JobRef | None:
         """The custom job `plan` made, looked up by its launch label; None when Vertex AI has none."""
         region = ((plan.spec.get("providers") or {}).get("gcp") or {})["region"]
+        if is_tuning(plan.request):
+            return self.find_sweep(plan, region, LAUNCH_LABEL)
         name = self.caller.call(self._finder(plan, region), what="look up the custom job")
         return None if name is None else self._plan_ref(plan, name)
 
@@ -336,6 +343,8 @@ class GcpLauncher(CloudLauncher):
         return ref.extra.get("project") or parts[1], ref.extra.get("region") or parts[3]
 
     def status(self, ref: JobRef) -> JobStatus:
+        if ref.extra.get("kind") == SWEEP_KIND:
+            return self.sweep_status(ref)
         _, region = self._where(ref)
         client = self.job_client(region)
         job = self.caller.call(client.get_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,
@@ -363,6 +372,8 @@ class GcpLauncher(CloudLauncher):
         return dest
 
     def cancel(self, ref: JobRef) -> None:
+        if ref.extra.get("kind") == SWEEP_KIND:
+            return self.cancel_sweep(ref)
         _, region = self._where(ref)
         if JobState(self.status(ref).state).terminal:
             return  # cancelling a job that already ended is not an error for `cloudtune cancel`

@@ -1,0 +1,80 @@
+"""A SageMaker sweep through the real boto3 call path: moto's server creates and describes the tuning job; the loopback
+fake in front of it (tests/aws/tuning_fake.py) answers what moto lacks: the tuning job's training jobs and stopping it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloudtune.kit.retry import RetryPolicy
+from cloudtune.sweeptrials import best, ranked
+from tests.aws.conftest import SUFFIX, clients, settings, spec_from, write_data
+from tests.aws.tuning_fake import TuningFake, summary
+
+from cloudtune_aws.launcher import AwsLauncher
+
+pytest.importorskip("boto3")
+BUCKET = "moto-sweep"
+
+
+def _sweep_spec(tmp_path: Path):
+    write_data(tmp_path)
+    return spec_from({"name": "moto-sweep", "resources": {"accelerator": "L4:1"},
+                      "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
+                      "train": {"model": "./model", "lora": {}, "data": {"eval": "eval"},
+                                "hyperparameters": {"eval_every": 10}},
+                      "sweep": {"parameters": {"learning_rate": {"loguniform": [1e-5, 1e-3]},
+                                               "lora.r": {"choice": [8, 16, 32]}, "batch_size": {"int": [4, 16]},
+                                               "lora.merge": {"choice": [True, False]}},
+                                "max_trials": 4, "parallel_trials": 2}}, tmp_path)
+
+
+def test_sweep_round_trip(moto_server: str, tmp_path: Path, lock_dir: Path) -> None:
+    with TuningFake(moto_server) as fake:
+        c = clients(fake.url, max_attempts=3)
+        c["s3_client"].create_bucket(Bucket=BUCKET)
+        launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01),
+                               lock_dir=lock_dir)
+        plan = launcher.plan(_sweep_spec(tmp_path), settings(bucket=BUCKET), suffix=SUFFIX)
+        ref = launcher.submit(plan)
+        name = plan.request["HyperParameterTuningJobName"]
+        assert ref.job_id == name and ref.extra["kind"] == "sweep" and ref.native_id.endswith(f"/{name}")
+        created = [body for target, body in fake.calls if target == "CreateHyperParameterTuningJob"]
+        assert created == [plan.request]  # the plan's request, sent as it is (local inputs already in S3 URIs)
+        keys = {o["Key"] for o in c["s3_client"].list_objects_v2(Bucket=BUCKET)["Contents"]}
+        assert any(k.startswith("bundles/") for k in keys)  # the trials' code channel was uploaded
+
+        assert launcher.status(ref).state == "succeeded"  # moto ends a tuning job at once
+        assert launcher.find(plan) == ref.__class__(**{**ref.__dict__, "extra": {**ref.extra, "uploaded_bytes": 0}})
+
+        fake.status[name] = "InProgress"
+        fake.trials[name] = [
+            summary(name, 1, {"hyperparameters__learning_rate": "0.0003", "lora__r": "16",
+                              "hyperparameters__batch_size": "8", "lora__merge": "true"}, "Completed", 1.25),
+            summary(name, 2, {"hyperparameters__learning_rate": "1.2e-05", "lora__r": "8",
+                              "hyperparameters__batch_size": "16", "lora__merge": "false"}, "Completed", 2.5),
+            summary(name, 3, {"hyperparameters__learning_rate": "0.0009", "lora__r": "32",
+                              "hyperparameters__batch_size": "4", "lora__merge": "false"}, "Stopped", 3.1),
+            summary(name, 4, {"hyperparameters__learning_rate": "5e-05", "lora__r": "16",
+                              "hyperparameters__batch_size": "12", "lora__merge": "true"}, "InProgress", None),
+        ]
+        trials = launcher.sweep_trials(ref)
+        assert [t.number for t in trials] == [1, 2, 3, 4]
+        assert trials[0].parameters == {"hyperparameters.learning_rate": 0.0003, "lora.r": 16,
+                                        "hyperparameters.batch_size": 8, "lora.merge": True}
+        assert type(trials[0].parameters["lora.r"]) is int and type(trials[0].parameters["lora.merge"]) is bool
+        assert [t.state for t in trials] == ["succeeded", "succeeded", "pruned", "running"]
+        assert trials[0].objective == 1.25 and trials[3].objective is None and trials[0].duration_s == 600
+        assert trials[0].model_uri == f"s3://{BUCKET}/output/{trials[0].job_id}/output/model.tar.gz"
+        assert trials[2].model_uri is None
+        assert [t.number for t in ranked(trials, "minimize")] == [1, 2, 3, 4]
+        assert best(trials, "minimize").job_id == trials[0].job_id
+
+        assert launcher.status(ref).state == "running"
+        launcher.cancel(ref)
+        assert ("StopHyperParameterTuningJob", {"HyperParameterTuningJobName": name}) in fake.calls
+        assert fake.status[name] == "Stopping" and launcher.status(ref).native == "Stopping"
+        fake.status[name] = "Stopped"
+        launcher.cancel(ref)  # stopping a stopped tuning job is no error for `cancel`
+        assert launcher.status(ref).state == "cancelled"

@@ -1,0 +1,64 @@
+"""An Azure ML sweep through the real SDK call path: azure-ai-ml's MLClient against the Azure ML workspace fake and
+Azurite. The sweep job YAML loads as a SweepJob and is PUT once; status and cancel act on the whole sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudtune.kit.retry import RetryPolicy
+from cloudtune.spec import validate_spec
+from tests.azure.fake_azureml import BLOBSTORE_CONTAINER
+from tests.azure.planning import SUFFIX, settings, write_data
+
+from cloudtune_azure.launcher import AzureLauncher
+
+pytest.importorskip("azure.ai.ml")
+FAST = RetryPolicy(max_attempts=4, base_s=0.01, cap_s=0.05, deadline_s=10)
+
+
+def _launcher(kwargs: dict[str, Any], home: Path, lock_dir: Path) -> AzureLauncher:
+    from azure.ai.ml import MLClient
+
+    return AzureLauncher(MLClient(**kwargs, retry_total=0), policy=FAST, poll_s=0.01, home=home, lock_dir=lock_dir)
+
+
+def test_sweep_submit_status_cancel(azureml_fake, azurite, ml_client_kwargs, tmp_path: Path, lock_dir: Path) -> None:
+    write_data(tmp_path)
+    spec = validate_spec({"name": "az-sweep", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
+                          "resources": {"accelerator": "A100-80GB:1"},
+                          "train": {"model": "gpt2", "lora": {}, "data": {"eval": "eval"},
+                                    "hyperparameters": {"eval_every": 10}},
+                          "sweep": {"parameters": {"learning_rate": {"loguniform": [1e-5, 1e-3]},
+                                                   "lora.r": {"choice": [8, 16]}},
+                                    "algorithm": "random", "max_trials": 4}}, base_dir=tmp_path)
+    launcher = _launcher(ml_client_kwargs, tmp_path / "home", lock_dir)
+    plan = launcher.plan(spec, settings(compute="gpu-cluster"), suffix=SUFFIX)
+    azureml_fake.keep_running(plan.job_name)
+    ref = launcher.submit(plan)
+    assert ref.extra["kind"] == "sweep" and ref.native_id == plan.job_name and ref.model_uri is None
+    assert any(n.startswith("cloudtune/code/") for n in azurite.names(BLOBSTORE_CONTAINER))
+    version = plan.request["trial"]["code"].rsplit("/", 1)[-1]
+    assert ("cloudtune-code", version) in azureml_fake.codes  # the trial's code asset, registered before the PUT
+
+    [put] = azureml_fake.job_puts()
+    props = put.body["properties"]
+    assert props["jobType"] == "Sweep" and put.path.endswith(f"/jobs/{plan.job_name}")
+    assert props["trial"]["command"] == plan.request["trial"]["command"]
+    assert props["trial"]["codeId"].endswith(f"/codes/cloudtune-code/versions/{version}")
+    assert set(props["searchSpace"]) == {"hyperparameters__learning_rate", "lora__r"}
+    assert props["searchSpace"]["hyperparameters__learning_rate"] == ["loguniform", [plan.request["search_space"][
+        "hyperparameters__learning_rate"]["min_value"], plan.request["search_space"]["hyperparameters__learning_rate"]["max_value"]]]
+    assert props["limits"]["maxTotalTrials"] == 4 and props["objective"] == {"goal": "minimize", "primaryMetric": "eval_loss"}
+    assert props["earlyTermination"]["policyType"] == "MedianStopping"
+    assert props["computeId"].endswith("/computes/gpu-cluster")
+
+    seen = [launcher.status(ref).state for _ in range(3)]
+    assert seen[-1] == "running"
+    launcher.cancel(ref)  # the whole sweep
+    states = [launcher.status(ref) for _ in range(3)]
+    assert states[-1].state == "cancelled" and states[-1].native == "Canceled"
+    launcher.cancel(ref)  # an ended sweep: no error
+    assert launcher.find(plan).native_id == plan.job_name
