@@ -496,11 +496,12 @@ def report(job_id: str, output: str | None) -> None:
     Read from the job's log (as `cloudtune logs` fetches it, for every provider), its record and, when its model dir
     is on this machine, metrics.json and the model card. Prints the page's path; the charts are also written as
     .svg files in PAGE-plots/ beside it. Works on a running job too (the report of the log so far)."""
+    from cloudtune import api
     from cloudtune.errors import JobNotFound
     from cloudtune.report import write_report
 
     try:
-        files = write_report(job_id, output)
+        files = write_report(api.get_job(job_id), output)
     except JobNotFound as exc:
         click.echo(f"error: {exc.message}; `cloudtune list` shows the job ids", err=True)
         sys.exit(2)

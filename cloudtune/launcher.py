@@ -33,9 +33,7 @@ def install_hint(provider: str) -> str:
     otherwise the published extra."""
     from pathlib import Path
 
-    import cloudtune
-
-    plugin = Path(cloudtune.__file__).resolve().parent.parent / "launchers" / provider
+    plugin = Path(__file__).resolve().parent.parent / "launchers" / provider  # cloudtune/launcher.py -> the checkout
     if (plugin / "pyproject.toml").is_file():
         return f"pip install -e '{plugin}'"
     return f"pip install 'cloudtune[{provider}]'"

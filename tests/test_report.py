@@ -199,7 +199,7 @@ def test_report_of_a_failed_command_job(tmp_path: Path, monkeypatch: pytest.Monk
     (tmp_path / "job.yaml").write_text("name: diverges\ncommand: python train.py\ncode: src\n")
     job = api.launch(tmp_path / "job.yaml")
     assert job.wait(timeout=120) == "failed"
-    files = write_report(job.job_id, tmp_path / "r.html")
+    files = write_report(job, tmp_path / "r.html")
     assert files.verdict.startswith("failed at step 2") and "NaN or infinite at step 2" in files.verdict
     text = files.html.read_text()
     assert "health: divergence" in text and 'data-series="tokens_per_second"' in text
@@ -304,7 +304,7 @@ def test_page_renders_in_headless_chromium_with_its_charts_drawn(trained: tuple[
     browser = _browser()
     home, job_id = trained
     with _Home(home):
-        page = write_report(job_id, tmp_path / "report.html").html
+        page = write_report(api.get_job(job_id), tmp_path / "report.html").html
     probe = tmp_path / "probe.html"
     probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
     dom = run_browser(browser, tmp_path / "profile", "--dump-dom", probe.as_uri())

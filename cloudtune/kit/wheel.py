@@ -51,9 +51,7 @@ class _Meta:
 
 
 def _package_dir() -> Path:
-    import cloudtune
-
-    return Path(cloudtune.__file__).resolve().parent
+    return Path(__file__).resolve().parent.parent  # cloudtune/kit/wheel.py -> cloudtune/
 
 
 def _package_files(pkg: Path) -> list[tuple[str, Path]]:

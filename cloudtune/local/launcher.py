@@ -34,6 +34,7 @@ class LocalLauncher:
     name = "local"
     capabilities = CAPABILITIES
     settings_model = LocalSettings
+    planning = LocalPlanning()
 
     def __init__(self, home: Path | None = None) -> None:
         self._home = home
@@ -47,7 +48,7 @@ class LocalLauncher:
         trial's, with the sweep's id and directory (`cloudtune.local.sweepplan`)."""
         if spec.sweep is not None:
             return plan_sweep(self, spec, settings, suffix=suffix, bundle=bundle)
-        return LocalPlanning().compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home())
+        return self.planning.compile(spec, settings, suffix=suffix, bundle=bundle, home=self.home())
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:

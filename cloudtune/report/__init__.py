@@ -3,7 +3,8 @@
 The figures come from the job's own log lines (fetched through its launcher, the same path as `cloudtune logs`,
 so local and cloud jobs alike), the job store's record (spec, plan and its price, times) and, for a finished job
 whose model dir is on this machine, its metrics.json and model card. Each chart is also written as an .svg file in
-a folder next to the page. Stdlib only: the CLI imports this inside the command.
+a folder next to the page. Stdlib only. It is given a job (`cloudtune.api.get_job`) and never calls back into
+the API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cloudtune.report.facts import collect
+from cloudtune.report.figures import figures
+from cloudtune.report.html import render, verdict
+from cloudtune.store import JobStore
 
 __all__ = ["ReportFiles", "default_report_path", "write_report"]
 
@@ -37,18 +43,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_report(job_id: str, out: str | os.PathLike[str] | None = None, *, launcher: Any = None,
-                 store: Any = None, plots: bool = True) -> ReportFiles:
-    """Write the report of `job_id` (an id or unique prefix) to `out` (default `default_report_path`) and, with
-    `plots`, each chart as `<out stem>-plots/<chart>.svg`. Raises cloudtune.errors.JobNotFound for an unknown job."""
-    from cloudtune import api
-    from cloudtune.report.facts import collect
-    from cloudtune.report.figures import figures
-    from cloudtune.report.html import render, verdict
-    from cloudtune.store import JobStore
-
+def write_report(job: Any, out: str | os.PathLike[str] | None = None, *, store: JobStore | None = None,
+                 plots: bool = True) -> ReportFiles:
+    """Write the report of `job` (a `cloudtune.api.Job`, as `cloudtune.api.get_job` returns it) to `out` (default
+    `default_report_path`) and, with `plots`, each chart as `<out stem>-plots/<chart>.svg`. `store` is the job store
+    holding its record (default: `$CLOUDTUNE_HOME`'s)."""
     store = store or JobStore()
-    job = api.get_job(job_id, launcher=launcher, store=store)
     facts = collect(job, store)
     figs = figures(facts.history)
     target = Path(os.path.abspath(out if out is not None else default_report_path(facts.job_id)))

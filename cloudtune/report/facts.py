@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cloudtune.kit.cost import job_cost_usd
 from cloudtune.report.history import History, parse_log
 
 __all__ = ["Facts", "collect", "duration", "card_section"]
@@ -51,8 +52,6 @@ class Facts:
     def cost_usd(self) -> float | None:
         """Estimated cost in US dollars (`cloudtune.kit.cost.job_cost_usd`: duration x the plan's $/h); None when
         either is unknown."""
-        from cloudtune.kit.cost import job_cost_usd
-
         return job_cost_usd(self.duration_s, self.usd_per_hour)
 
     @property
