@@ -78,3 +78,40 @@ def test_sweep_round_trip(moto_server: str, tmp_path: Path, lock_dir: Path) -> N
         fake.status[name] = "Stopped"
         launcher.cancel(ref)  # stopping a stopped tuning job is no error for `cancel`
         assert launcher.status(ref).state == "cancelled"
+
+
+def test_status_of_a_cloud_sweep_lists_its_trials(moto_server: str, tmp_path: Path, lock_dir: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the Python API (what `cloudtune status SWEEP --json` prints): the sweep's record is a sweep, and its
+    trials come back from SageMaker best first, each with parameters, state and objective."""
+    from cloudtune import api
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "ct-home"))
+    with TuningFake(moto_server) as fake:
+        c = clients(fake.url, max_attempts=3)
+        c["s3_client"].create_bucket(Bucket=BUCKET + "-api")
+        launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01),
+                               lock_dir=lock_dir)
+        spec = _sweep_spec(tmp_path).model_copy(update={"providers": _sweep_spec(tmp_path).providers.model_copy(
+            update={"aws": settings(bucket=BUCKET + "-api")})})
+        job = api.launch(spec, provider="aws", launcher=launcher)
+        assert job.is_sweep
+        name = job.job_id
+        fake.status[name] = "InProgress"
+        fake.trials[name] = [
+            summary(name, 1, {"hyperparameters__learning_rate": "0.0003", "lora__r": "16",
+                              "hyperparameters__batch_size": "8", "lora__merge": "true"}, "Completed", 2.5),
+            summary(name, 2, {"hyperparameters__learning_rate": "1e-05", "lora__r": "8",
+                              "hyperparameters__batch_size": "16", "lora__merge": "false"}, "Completed", 1.75),
+            summary(name, 3, {"hyperparameters__learning_rate": "0.0001", "lora__r": "32",
+                              "hyperparameters__batch_size": "4", "lora__merge": "false"}, "Failed", None),
+        ]
+        info = api.get_job(name, launcher=launcher).info()
+        assert info["state"] == "running" and info["kind"] == "sweep"
+        assert [t["number"] for t in info["trials"]] == [2, 1, 3]  # best first: minimize eval_loss
+        assert info["trials"][0]["parameters"] == {"hyperparameters.learning_rate": 1e-05, "lora.r": 8,
+                                                   "hyperparameters.batch_size": 16, "lora.merge": False}
+        assert info["trials"][0]["state"] == "succeeded" and info["trials"][0]["objective"] == 1.75
+        assert info["best_trial"]["number"] == 2 and info["trial_counts"] == {"succeeded": 2, "failed": 1}
+        api.get_job(name, launcher=launcher).cancel()
+        assert fake.status[name] == "Stopping"
