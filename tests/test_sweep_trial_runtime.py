@@ -134,3 +134,11 @@ def test_command_trial_gets_arguments_and_variables(tmp_path: Path) -> None:
     job = {"command": spec.command, "env": {}, "sweep": spec.sweep.model_dump(mode="json")}
     out = apply(job, {"lr": "0.0001"})
     assert out["command"] == "python train.py --lr=0.0001" and out["env"] == {"CLOUDTUNE_SWEEP_LR": "0.0001"}
+
+
+def test_trial_arguments_without_a_sweep_are_a_contract_error(tmp_path: Path) -> None:
+    from cloudtune.runtime.context import ContractError
+
+    job = json.dumps({"name": "x", "inputs": {}, "command": "true"})
+    with pytest.raises(ContractError, match="unexpected arguments --lora__r"):
+        detect(parse_args(["--job-json", job, "--lora__r=16"]), {"CLOUDTUNE_FS_ROOT": str(tmp_path)})

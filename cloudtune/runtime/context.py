@@ -90,8 +90,11 @@ def _job(args: RunArgs, fallback: str | None, hyperparameters: Mapping[str, Any]
         raise ContractError("no job config: pass --job-json (Vertex/Azure) or set hyperparameter cloudtune_job (SageMaker)")
     if not raw.lstrip().startswith("{") and Path(raw).is_file():
         raw = Path(raw).read_text()
-    given = {**trial.from_hyperparameters(hyperparameters or {}), **args.trial}
-    return trial.apply(json.loads(raw), given)
+    job = json.loads(raw)
+    if args.trial and not job.get("sweep"):
+        raise ContractError(f"unexpected arguments {', '.join(f'--{k}' for k in sorted(args.trial))}: the job is no "
+                            "sweep's trial")
+    return trial.apply(job, {**trial.from_hyperparameters(hyperparameters or {}), **args.trial})
 
 
 def _ppn(job: dict[str, Any], environ: Mapping[str, str]) -> int:
