@@ -3,6 +3,7 @@ fake in front of it (tests/aws/tuning_fake.py) answers what moto lacks: the tuni
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from cloudtune.sweeptrials import best, ranked
 from tests.aws.conftest import SUFFIX, clients, settings, spec_from, write_data
 from tests.aws.tuning_fake import TuningFake, summary
 
-from cloudtune_aws.launcher import AwsLauncher
+from cloudtune_aws.launcher import LOG_GROUP, AwsLauncher
 
 pytest.importorskip("boto3")
 BUCKET = "moto-sweep"
@@ -70,6 +71,20 @@ def test_sweep_round_trip(moto_server: str, tmp_path: Path, lock_dir: Path) -> N
         assert trials[2].model_uri is None
         assert [t.number for t in ranked(trials, "minimize")] == [1, 2, 3, 4]
         assert best(trials, "minimize").job_id == trials[0].job_id
+
+        # `logs` of a sweep: its trials' streams, each line led by its trial's job name
+        logs = c["logs_client"]
+        try:
+            logs.create_log_group(logGroupName=LOG_GROUP)
+        except logs.exceptions.ResourceAlreadyExistsException:
+            pass
+        now_ms = int(time.time() * 1000)  # CloudWatch Logs refuses events older than 14 days
+        for number, (text, at) in enumerate([("trial one starts", now_ms), ("trial two starts", now_ms + 1)], start=1):
+            stream = f"{trials[number - 1].job_id}/algo-1-1765000000"
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+            logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=[{"timestamp": at, "message": text}])
+        assert list(launcher.logs(ref)) == [f"[{trials[0].job_id}] trial one starts",
+                                            f"[{trials[1].job_id}] trial two starts"]
 
         assert launcher.status(ref).state == "running"
         launcher.cancel(ref)

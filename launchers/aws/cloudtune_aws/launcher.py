@@ -361,25 +361,28 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         return map_status(d)
 
     def logs(self, ref: JobRef, follow: bool = False, *, max_polls: int | None = None) -> Iterator[str]:
-        """Every log line of every stream `<job name>/...` in timestamp order; with `follow`, until the job ends."""
+        """Every log line of every stream `<job name>/...` in timestamp order; with `follow`, until the job ends. A
+        sweep's: every stream of its trials (`<tuning job>-NNN-<id>/...`), each line led by its trial's job name."""
         logs = self.cloudwatch_logs(self._region(ref))
         name = self._name(ref)
+        sweep = ref.extra.get("kind") == SWEEP_KIND
         tokens: dict[str, str | None] = {}
 
         def read() -> list[str]:
             batch: list[tuple[int, int, int, str]] = []
-            for stream in self._streams(logs, name):
+            for stream in self._streams(logs, f"{name}-" if sweep else f"{name}/"):
                 tokens.setdefault(stream, None)
             for order, stream in enumerate(sorted(tokens)):
                 events, tokens[stream] = self._read_stream(logs, stream, tokens[stream])
-                batch += [(e["timestamp"], order, i, e["message"]) for i, e in enumerate(events)]
+                label = f"[{stream.split('/', 1)[0]}] " if sweep else ""
+                batch += [(e["timestamp"], order, i, label + e["message"]) for i, e in enumerate(events)]
             return [message.rstrip("\n") for *_, message in sorted(batch, key=lambda x: x[:3])]
 
         return self.follow(ref, read, follow, max_polls)
 
-    def _streams(self, logs: Any, name: str) -> list[str]:
+    def _streams(self, logs: Any, prefix: str) -> list[str]:
         out: list[str] = []
-        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": f"{name}/"}
+        kwargs: dict[str, Any] = {"logGroupName": LOG_GROUP, "logStreamNamePrefix": prefix}
         while True:
             page = self.logs_caller.call(logs.describe_log_streams, **kwargs, missing_ok=True, what="list the job's log streams")
             if page is None:  # the log group does not exist until a job has logged
