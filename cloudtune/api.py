@@ -20,6 +20,7 @@ from cloudtune.launcher import JobRef, Launcher, get_launcher
 from cloudtune.plan import Plan
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
 from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
+from cloudtune import sweep as sweeps
 
 SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
 
@@ -270,30 +271,24 @@ class Job:
     @property
     def is_sweep(self) -> bool:
         """Whether this is a sweep (its trials: `trials()`)."""
-        from cloudtune.sweep import is_sweep
-
-        return is_sweep(self._record)
+        return sweeps.is_sweep(self._record)
 
     def trials(self) -> list[Any]:
         """A sweep's trials (cloudtune.sweeptrials.Trial: parameters, state, objective, ...), best first; [] for a job
         that is not a sweep."""
         if not self.is_sweep:
             return []
-        from cloudtune import sweep
-
-        return sweep.trials(self._record, self._launcher, self._store,
+        return sweeps.trials(self._record, self._launcher, self._store,
                             lambda job_id: Job(self._store.get(job_id), self._launcher, self._store))
 
     def info(self) -> dict[str, Any]:
         state = self.status()
         r = self._record
         if self.is_sweep:
-            from cloudtune import sweep
-
             return {"job_id": r.job_id, "provider": r.provider, "name": r.name, "state": state,
                     "model_uri": self._record.model_uri, "native_id": r.native_id, "console_url": r.console_url,
                     "created_at": r.created_at, "failure_reason": self._record.extra.get("failure_reason"),
-                    "warnings": [], **self.summary(state), **sweep.view(self._record, self.trials())}
+                    "warnings": [], **self.summary(state), **sweeps.view(self._record, self.trials())}
         return {
             "job_id": r.job_id,
             "provider": r.provider,
@@ -420,10 +415,9 @@ class Job:
         """The handle of a sweep's best trial (a job of the store, or of the sweep's cloud); InvalidInput when none
         has finished with its objective."""
         from cloudtune.errors import InvalidInput
-        from cloudtune.sweep import best_job_id
 
         state = self.status()
-        best = best_job_id(self._record, self.trials())
+        best = sweeps.best_job_id(self._record, self.trials())
         if best is None:
             raise InvalidInput(f"sweep {self.job_id} ({state}) has no trial that finished with its objective: there is "
                                "no best model to download", fix=f"`cloudtune status {self.job_id}` lists its trials")
@@ -553,11 +547,10 @@ def _resume_sweep(resume: str, launcher: Launcher, dry_run: bool, compiled: Plan
     `resume_sweep`); finished trials are not run again. InvalidInput when SWEEP is not a sweep of this provider, or
     its sweep section differs from the spec's."""
     from cloudtune.errors import InvalidInput
-    from cloudtune.sweep import is_sweep
 
     store = JobStore()
     earlier = JobStore.lookup(resume) if dry_run else store.get(resume)
-    if not is_sweep(earlier) or earlier.provider != compiled.provider:
+    if not sweeps.is_sweep(earlier) or earlier.provider != compiled.provider:
         raise InvalidInput(f"--resume {earlier.job_id}: that is not a {compiled.provider} sweep",
                            fix="give the id of the sweep to continue (`cloudtune list` shows them), or launch without --resume")
     if ((earlier.plan or {}).get("spec") or {}).get("sweep") != compiled.spec.get("sweep"):

@@ -77,18 +77,33 @@ def make_study(sweep_dir: Path, spec: Any, study_name: str) -> Any:
     sweep = spec.sweep
     seed = spec.train.hyperparameters.seed if spec.train is not None else 0
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
-    return optuna.create_study(storage=storage, study_name=study_name, direction=sweep.objective.direction,
-                               sampler=sampler(sweep, seed), pruner=pruner(sweep), load_if_exists=True)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction=sweep.objective.direction,
+                                sampler=sampler(sweep, seed), pruner=pruner(sweep), load_if_exists=True)
+    if sweep.algorithm == "grid" and not study.get_trials(deepcopy=False):
+        enqueue_grid(study, sweep, seed)
+    return study
+
+
+def enqueue_grid(study: Any, sweep: Any, seed: int) -> None:
+    """Every combination of the grid's values, enqueued once in a seeded order (`ask` takes them in turn; a resumed
+    sweep finds the rest still waiting in the journal)."""
+    import itertools
+    import random
+
+    ranges = sweep.ranges()
+    combos = [dict(zip(ranges, values)) for values in itertools.product(*(r.grid() for r in ranges.values()))]
+    random.Random(seed).shuffle(combos)
+    for params in combos[:sweep.max_trials]:
+        study.enqueue_trial(params)
 
 
 def sampler(sweep: Any, seed: int) -> Any:
-    """grid: every combination (GridSampler, in a seeded order); random: RandomSampler; bayesian: TPE, the first third
-    of the budget (at least 2, at most Optuna's default 10) drawn at random to seed its model."""
+    """random: RandomSampler; bayesian: TPE, the first third of the budget (at least 2, at most Optuna's default 10)
+    drawn at random to seed its model; grid: the combinations are enqueued (`enqueue_grid`), so the sampler only
+    backs up an enqueued trial (Optuna's GridSampler stops a study only inside `optimize`, which ask/tell never runs)."""
     import optuna
 
-    if sweep.algorithm == "grid":
-        return optuna.samplers.GridSampler({k: r.grid() for k, r in sweep.ranges().items()}, seed=seed)
-    if sweep.algorithm == "random":
+    if sweep.algorithm in ("random", "grid"):
         return optuna.samplers.RandomSampler(seed=seed)
     startup = max(2, min(10, sweep.max_trials // 3))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the sweep's outcome is recorded whatever went wrong
         state, reason = "failed", f"the sweep driver stopped: {type(exc).__name__}: {exc}"
         log(sweep_dir, reason)
+        run.stop = True  # its trials end with it: none is left running unfollowed
+        run.cancel_all()
     run.finish_sweep(state, reason)
     return 0 if state == "succeeded" else 1
 

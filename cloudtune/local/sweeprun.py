@@ -148,8 +148,9 @@ class SweepRun:
 
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             job_id = frozen.user_attrs.get("job_id")
-            if not job_id:  # asked, never submitted: dropped, not counted
+            if not job_id:  # asked, never submitted: dropped, not counted, its values asked for again
                 self.study.tell(frozen.number, state=_state("FAIL"))
+                self.study.enqueue_trial(dict(frozen.params))
                 continue
             trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's handle on a running trial, by its id
             job = api.get_job(job_id, launcher=self.launcher, store=self.store)
@@ -210,9 +211,11 @@ class SweepRun:
             self.study.tell(run.trial, objective)
             shown = f"{self.metric}={objective:.6g}"
         else:
-            if not self.stop:  # a trial cancelled with the sweep is not a failure, and is run again on resume
+            if not self.stop:  # a failure; one cancelled with the sweep is not, and its values run again on resume
                 run.trial.set_user_attr("counted", True)
             self.study.tell(run.trial, state=_state("FAIL"))
+            if self.stop:
+                self.study.enqueue_trial(dict(run.trial.params))
             shown = state if state != "succeeded" else f"succeeded without reporting {self.metric}"
         self.store.record_status(run.job.job_id, state, objective=objective, intermediate=run.history,
                                  pruned=run.pruned)

@@ -18,6 +18,7 @@ from typing import Any
 from cloudtune.report.facts import collect
 from cloudtune.report.figures import figures
 from cloudtune.report.html import render, verdict
+from cloudtune.report.sweep import render_sweep
 from cloudtune.store import JobStore
 
 __all__ = ["ReportFiles", "default_report_path", "write_report"]
@@ -49,18 +50,38 @@ def write_report(job: Any, out: str | os.PathLike[str] | None = None, *, store: 
     `default_report_path`) and, with `plots`, each chart as `<out stem>-plots/<chart>.svg`. `store` is the job store
     holding its record (default: `$CLOUDTUNE_HOME`'s)."""
     store = store or JobStore()
+    if job.is_sweep:
+        return _write_sweep_report(job, out, plots)
     facts = collect(job, store)
     figs = figures(facts.history)
     target = Path(os.path.abspath(out if out is not None else default_report_path(facts.job_id)))
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, render(facts, figs))
-    written: list[Path] = []
-    if plots:
-        folder = target.with_name(f"{target.stem}-plots")
-        for fig in figs:
-            if fig.svg:
-                folder.mkdir(exist_ok=True)
-                path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", fig.name) + ".svg")
-                _write_atomic(path, '<?xml version="1.0" encoding="utf-8"?>\n' + fig.svg + "\n")
-                written.append(path)
+    written = _write_plots(target, figs) if plots else []
     return ReportFiles(target, tuple(written), verdict(facts)[1])
+
+
+def _write_plots(target: Path, figs: list[Any]) -> list[Path]:
+    """Each drawn figure as `<page stem>-plots/<name>.svg` beside the page."""
+    written: list[Path] = []
+    folder = target.with_name(f"{target.stem}-plots")
+    for fig in figs:
+        if fig.svg:
+            folder.mkdir(exist_ok=True)
+            path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", fig.name) + ".svg")
+            _write_atomic(path, '<?xml version="1.0" encoding="utf-8"?>\n' + fig.svg + "\n")
+            written.append(path)
+    return written
+
+
+def _write_sweep_report(job: Any, out: str | os.PathLike[str] | None, plots: bool) -> ReportFiles:
+    """A sweep's page (cloudtune.report.sweep): the objective against each parameter, the trials' curves."""
+    info = job.info()
+    ranges = ((((job.record.plan or {}).get("spec") or {}).get("sweep") or {}).get("parameters") or {})
+    page, figs = render_sweep(info, ranges)
+    target = Path(os.path.abspath(out if out is not None else default_report_path(job.job_id)))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(target, page)
+    best = info.get("best_trial")
+    text = f"best trial {best['number']}: {info['objective']['metric']}={best['objective']:.6g}" if best else "no best trial yet"
+    return ReportFiles(target, tuple(_write_plots(target, figs) if plots else ()), text)

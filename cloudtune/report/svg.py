@@ -30,6 +30,7 @@ class Series:
     points: list[tuple[float, float]]
     color: str
     dashed: bool = False
+    line: bool = True  # False: markers only (a scatter of separate trials)
 
 
 def fmt(value: float) -> str:
@@ -108,6 +109,10 @@ def _series(s: Series, sx, sy) -> list[str]:  # noqa: ANN001
     dash = ' stroke-dasharray="6 4"' if s.dashed else ""
     out = [f'<path class="series" data-series="{escape(s.name)}" d="{" ".join(parts)}" fill="none" '
            f'stroke="{s.color}" stroke-width="2.5" stroke-linejoin="round" stroke-linecap="round"{dash}/>', *gaps]
+    if not s.line:
+        out = [*gaps, f'<g class="markers" data-series="{escape(s.name)}" fill="{s.color}">'
+               + "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4"/>' for px, py in drawn) + "</g>"]
+        return out
     if len(drawn) <= MARKERS_UP_TO:
         out.append(f'<g class="markers" fill="{s.color}">'
                    + "".join(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="3"/>' for px, py in drawn) + "</g>")
