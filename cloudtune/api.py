@@ -321,7 +321,8 @@ class Job:
             text = tail(self.logs(follow=False))
         except Exception as exc:  # noqa: BLE001 - status must not fail for a log it cannot read
             text, note = "", f"the log could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
-        found = classify(r.extra.get("exit_code"), text, r.provider, r.extra.get("failure_reason")).for_job(r.job_id)
+        fixes = getattr(self._launcher, "triage_fixes", {})  # the cloud's own words for a fix (its quotas, registries)
+        found = classify(r.extra.get("exit_code"), text, fixes, r.extra.get("failure_reason")).for_job(r.job_id)
         result = found.to_dict()
         if note:
             return {**result, "note": note}

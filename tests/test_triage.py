@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from cloudtune import api
 from cloudtune.cli import main
-from cloudtune.kit.triage import FIXES, NEVER_RETRIED, PROVIDER_FIXES, Cause, classify, redact, tail, vetoes_retry
+from cloudtune.kit.triage import FIXES, NEVER_RETRIED, Cause, classify, redact, tail, vetoes_retry
+from cloudtune.launcher import launcher_class
 
 TORCH_OOM = """\
   File "/opt/conda/lib/python3.11/site-packages/torch/nn/modules/linear.py", line 125, in forward
@@ -126,12 +127,24 @@ CASES = [
 ]
 
 
+def fixes_of(provider: str) -> dict[Cause, str]:
+    """The launcher's own fixes (its `triage_fixes`), as `cloudtune.api.Job.triage` passes them."""
+    return dict(getattr(launcher_class(provider), "triage_fixes", {}))
+
+
+def test_the_clouds_word_their_quota_and_image_fixes() -> None:
+    for provider in ("aws", "gcp", "azure"):
+        assert set(fixes_of(provider)) == {Cause.CAPACITY_OR_QUOTA, Cause.BAD_IMAGE}
+    assert fixes_of("local") == {}
+
+
 @pytest.mark.parametrize("provider,exit_code,reason,log_tail,cause", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_each_class_from_what_each_cloud_prints(provider: str, exit_code: int | None, reason: str | None,
                                                 log_tail: str, cause: Cause) -> None:
-    found = classify(exit_code, log_tail, provider, reason)
+    fixes = fixes_of(provider)
+    found = classify(exit_code, log_tail, fixes, reason)
     assert found.cause is cause, found
-    assert found.fix in found.line and found.fix == PROVIDER_FIXES.get((cause, provider), FIXES[cause])
+    assert found.fix in found.line and found.fix == fixes.get(cause, FIXES[cause])
     assert "\n" not in found.line and found.source
 
 
@@ -148,20 +161,20 @@ def test_every_cause_has_a_case_on_every_cloud_where_it_happens() -> None:
     (None, "", None),
 ])
 def test_a_healthy_or_unrecognised_tail_is_unknown(exit_code: int | None, log_tail: str, reason: str | None) -> None:
-    found = classify(exit_code, log_tail, "aws", reason)
+    found = classify(exit_code, log_tail, fixes_of("aws"), reason)
     assert found.cause is Cause.UNKNOWN and "cloudtune logs JOB" in found.line
     assert "cloudtune logs job-1" in found.for_job("job-1").line
 
 
 def test_a_root_cause_beats_its_symptoms() -> None:
     """One rank out of GPU memory makes the others time out in their next collective: the OOM is the cause."""
-    assert classify(None, NCCL_TIMEOUT + "\n" + TORCH_OOM + "\n" + NCCL_TIMEOUT, "aws", None).cause is Cause.OOM_GPU
-    assert classify(-9, TORCH_OOM, "local", None).cause is Cause.OOM_GPU  # the log's evidence beats the bare exit
+    assert classify(None, NCCL_TIMEOUT + "\n" + TORCH_OOM + "\n" + NCCL_TIMEOUT, fixes_of("aws"), None).cause is Cause.OOM_GPU
+    assert classify(-9, TORCH_OOM, fixes_of("local"), None).cause is Cause.OOM_GPU  # the log's evidence beats the bare exit
 
 
 def test_the_line_keeps_no_credential_and_stays_short() -> None:
     sas = "Failed to pull image https://acct.blob.core.windows.net/c/x?sv=2022-11-02&sig=AbC%2Fsecret token=ghp_123 " + "x" * 400
-    found = classify(None, "", "azure", sas)
+    found = classify(None, "", fixes_of("azure"), sas)
     assert found.cause is Cause.BAD_IMAGE
     assert "sig=AbC" not in found.line and "ghp_123" not in found.line and "sv=2022" not in found.line
     assert len(redact("y" * 1000)) <= 160
@@ -176,7 +189,7 @@ def test_retries_never_rerun_a_cause_a_retry_cannot_cure() -> None:
                              Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL}
     assert vetoes_retry(TORCH_OOM).cause is Cause.OOM_GPU
     assert vetoes_retry("OSError: [Errno 28] No space left on device").cause is Cause.DISK_FULL
-    assert classify(1, "", "local", "DiskFull: disk full on /mnt, 4096 bytes free (x); to fix: y").line.startswith(
+    assert classify(1, "", fixes_of("local"), "DiskFull: disk full on /mnt, 4096 bytes free (x); to fix: y").line.startswith(
         "disk full (disk full on /mnt, 4096 bytes free); to fix: free space")
     assert vetoes_retry("[cloudtune] error: training diverged at step 9: loss is nan").cause is Cause.DIVERGED
     assert vetoes_retry(NCCL_TIMEOUT) is None  # a collective timeout is retried

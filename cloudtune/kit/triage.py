@@ -25,7 +25,7 @@ Each pattern carries the source it is modelled on (`Pattern.source`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
@@ -83,22 +83,6 @@ FIXES: dict[Cause, str] = {
     Cause.UNKNOWN: "read the end of `cloudtune logs JOB`",
 }
 
-PROVIDER_FIXES: dict[tuple[Cause, str], str] = {
-    (Cause.CAPACITY_OR_QUOTA, "aws"): "request an increase of the SageMaker quota '<instance type> for training job "
-                                      "usage' in Service Quotas, or try another providers.aws.region or "
-                                      "resources.accelerator",
-    (Cause.CAPACITY_OR_QUOTA, "gcp"): "request more of the quota metric named (IAM & Admin > Quotas, "
-                                      "aiplatform.googleapis.com/custom_model_training_...), or try another "
-                                      "providers.gcp.region or resources.accelerator",
-    (Cause.CAPACITY_OR_QUOTA, "azure"): "request vCPU quota for the VM family in the workspace's region (Azure ML "
-                                        "studio > Quotas), or use another compute or resources.accelerator",
-    (Cause.BAD_IMAGE, "aws"): "check the ECR image URI and tag and that the SageMaker execution role may pull it "
-                              "(ecr:BatchGetImage), and that it was built for linux/amd64",
-    (Cause.BAD_IMAGE, "gcp"): "check the Artifact Registry image and tag and that Vertex AI's service agent may pull "
-                              "it (roles/artifactregistry.reader), and that it was built for linux/amd64",
-    (Cause.BAD_IMAGE, "azure"): "check the ACR image and tag and that the workspace's identity has AcrPull on the "
-                                "registry (or that the environment builds: see its build log)",
-}
 
 
 @dataclass(frozen=True)
@@ -278,9 +262,10 @@ class Triage:
         return {"cause": self.cause.value, "line": self.line, "fix": self.fix}
 
 
-def fix_for(cause: Cause, provider: str) -> str:
-    """The fix for a cause, in the words of the provider's settings where they differ."""
-    return PROVIDER_FIXES.get((cause, provider), FIXES[cause])
+def fix_for(cause: Cause, fixes: Mapping[Cause, str]) -> str:
+    """The fix for a cause: the launcher's own words (its `triage_fixes`: its quotas, registries and settings) where
+    it has them, else cloudtune's."""
+    return fixes.get(cause, FIXES[cause])
 
 
 def redact(text: str) -> str:
@@ -320,34 +305,34 @@ def exit_code_in(text: str) -> int | None:
     return int(found[-1]) if found else None
 
 
-def _make(cause: Cause, provider: str, evidence: str | None, source: str | None) -> Triage:
-    fix = fix_for(cause, provider)
+def _make(cause: Cause, fixes: Mapping[Cause, str], evidence: str | None, source: str | None) -> Triage:
+    fix = fix_for(cause, fixes)
     said = redact(evidence) if evidence else None
     shown = f" ({said})" if said else ""
     return Triage(cause, f"{TITLES[cause]}{shown}; to fix: {fix}", fix, source, said)
 
 
-def classify(exit_code: int | None, log_tail: str, provider: str, service_reason: str | None) -> Triage:
+def classify(exit_code: int | None, log_tail: str, fixes: Mapping[Cause, str], service_reason: str | None) -> Triage:
     """Why a job failed. The service's failure reason (the cloud's own words) and the log tail are searched; of what
     they show, the cause earliest in PATTERNS wins. Without any evidence there, the exit code says it (`exit_code`,
     or one the reason states: 137/SIGKILL, 143/SIGTERM, 65, 66, 75), then the exit class the reason is tagged with.
-    Total: never raises; `unknown` when nothing matches, which includes a healthy log. `provider` (local, aws, gcp,
-    azure) picks the wording of the fix."""
+    Total: never raises; `unknown` when nothing matches, which includes a healthy log. `fixes` are the launcher's
+    own words for a cause's fix (its `triage_fixes`; {} for cloudtune's)."""
     reason = service_reason or ""
     hits = [h for h in (_search(reason, "service"), _search(log_tail or "", "log")) if h is not None]
     if hits:  # the cause earliest in PATTERNS order wins: a root cause before its symptoms
         pattern, evidence = min(hits, key=lambda h: PATTERNS.index(h[0]))
-        return _make(pattern.cause, provider, evidence, pattern.source)
+        return _make(pattern.cause, fixes, evidence, pattern.source)
     code = exit_code if exit_code not in (None, 0, 1) else exit_code_in(reason)
     if code is not None and code in EXIT_CAUSES:
         said = f"exit {code}" if code > 0 else f"killed by signal {-code}"
         if EXIT_CAUSES[code] is Cause.OOM_HOST:
             said += ": most likely the kernel's OOM killer"
-        return _make(EXIT_CAUSES[code], provider, said, "POSIX exit status 128+signal; cloudtune/runtime/exitcodes.py")
+        return _make(EXIT_CAUSES[code], fixes, said, "POSIX exit status 128+signal; cloudtune/runtime/exitcodes.py")
     tag = _TAG.search(reason)
     if tag and tag.group(1) in TAG_CAUSES:
-        return _make(TAG_CAUSES[tag.group(1)], provider, f"exit class {tag.group(1)}", "cloudtune/runtime/exitcodes.py")
-    return _make(Cause.UNKNOWN, provider, None, None)
+        return _make(TAG_CAUSES[tag.group(1)], fixes, f"exit class {tag.group(1)}", "cloudtune/runtime/exitcodes.py")
+    return _make(Cause.UNKNOWN, fixes, None, None)
 
 
 def vetoes_retry(log_tail: str) -> Triage | None:
@@ -358,4 +343,4 @@ def vetoes_retry(log_tail: str) -> Triage | None:
     found = _search(log_tail, "log")
     if found is None or found[0].cause not in NEVER_RETRIED or not found[0].sure:
         return None
-    return _make(found[0].cause, "local", found[1], found[0].source)
+    return _make(found[0].cause, {}, found[1], found[0].source)  # the local supervisor: cloudtune's own fixes

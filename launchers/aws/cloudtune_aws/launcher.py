@@ -20,6 +20,7 @@ from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
+from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -41,6 +42,15 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 INSTALL_HINT = install_hint("aws")
+
+# The fixes of a failed job's causes in SageMaker's words (cloudtune.kit.triage; the others are cloudtune's)
+TRIAGE_FIXES: dict[Cause, str] = {
+    Cause.CAPACITY_OR_QUOTA: ("request an increase of the SageMaker quota '<instance type> for training job "
+                              "usage' in Service Quotas, or try another providers.aws.region or "
+                              "resources.accelerator"),
+    Cause.BAD_IMAGE: ("check the ECR image URI and tag and that the SageMaker execution role may pull it "
+                      "(ecr:BatchGetImage), and that it was built for linux/amd64"),
+}
 
 _THROTTLE_CODES = {
     "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottledException", "TooManyRequestsException",
@@ -208,6 +218,7 @@ class AwsLauncher(TuningJobs, CloudLauncher):
     service = "SageMaker"
     capabilities = CAPABILITIES
     settings_model = AwsSettings
+    triage_fixes = TRIAGE_FIXES
     compile = staticmethod(tuning.compile_plan)  # a training job, or a tuning job for a spec with a sweep
 
     def __init__(self, session: Any = None, sagemaker_client: Any = None, s3_client: Any = None, logs_client: Any = None,

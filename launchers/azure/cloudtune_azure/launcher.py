@@ -23,6 +23,7 @@ from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
+from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import AZUREML, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -33,6 +34,14 @@ from cloudtune_azure.settings import AzureSettings
 from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
 
 INSTALL_HINT = install_hint("azure")
+
+# The fixes of a failed job's causes in Azure ML's words (cloudtune.kit.triage; the others are cloudtune's)
+TRIAGE_FIXES: dict[Cause, str] = {
+    Cause.CAPACITY_OR_QUOTA: ("request vCPU quota for the VM family in the workspace's region (Azure ML "
+                              "studio > Quotas), or use another compute or resources.accelerator"),
+    Cause.BAD_IMAGE: ("check the ACR image and tag and that the workspace's identity has AcrPull on the "
+                      "registry (or that the environment builds: see its build log)"),
+}
 ARTIFACT_DATASTORE = "workspaceartifactstore"  # holds each job's logs: ExperimentRun/dcid.<job>/user_logs/
 LOG_PREFIX = "ExperimentRun/dcid.{name}/user_logs/"
 # azure-core's transport waits 300 s for an answer by default; the kit's retry policy (60 s in all) must hold, so
@@ -50,6 +59,7 @@ class AzureLauncher(CloudLauncher):
     service = "Azure Machine Learning"
     capabilities = CAPABILITIES
     settings_model = AzureSettings
+    triage_fixes = TRIAGE_FIXES
     compile = staticmethod(sweep.compile_plan)  # a command job, or a sweep job for a spec with a sweep
 
     def __init__(self, ml_client: Any = None, blob_service: Any = None, *, credential: Any = None,

@@ -22,6 +22,7 @@ from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
+from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import VERTEX, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
@@ -35,6 +36,15 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 INSTALL_HINT = install_hint("gcp")
+
+# The fixes of a failed job's causes in Vertex AI's words (cloudtune.kit.triage; the others are cloudtune's)
+TRIAGE_FIXES: dict[Cause, str] = {
+    Cause.CAPACITY_OR_QUOTA: ("request more of the quota metric named (IAM & Admin > Quotas, "
+                              "aiplatform.googleapis.com/custom_model_training_...), or try another "
+                              "providers.gcp.region or resources.accelerator"),
+    Cause.BAD_IMAGE: ("check the Artifact Registry image and tag and that Vertex AI's service agent may pull "
+                      "it (roles/artifactregistry.reader), and that it was built for linux/amd64"),
+}
 # Vertex AI and Cloud Logging at another endpoint (an emulator or a fake, e.g. http://127.0.0.1:8080), as
 # AWS_ENDPOINT_URL does for boto3 and STORAGE_EMULATOR_HOST for Cloud Storage
 ENDPOINT_VAR = "CLOUDTUNE_GCP_API_ENDPOINT"
@@ -197,6 +207,7 @@ class GcpLauncher(TuningJobs, CloudLauncher):
     service = "Vertex AI"
     capabilities = CAPABILITIES
     settings_model = GcpSettings
+    triage_fixes = TRIAGE_FIXES
     compile = staticmethod(tuning.compile_plan)  # a CustomJob, or a tuning job for a spec with a sweep
 
     def __init__(self, job_client: Any = None, storage_client: Any = None, logging_client: Any = None, *,
