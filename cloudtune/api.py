@@ -20,7 +20,7 @@ from cloudtune.launcher import JobRef, Launcher, get_launcher
 from cloudtune.plan import Plan
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
 from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
-from cloudtune import sweep as sweeps
+import cloudtune.sweep as sweeps
 
 SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
 

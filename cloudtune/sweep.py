@@ -12,6 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cloudtune.jobprogress import summarize
+from cloudtune.kit.states import is_terminal
+from cloudtune.launcher import JobRef
+from cloudtune.spec.sweep import MAXIMIZED
 from cloudtune.store import JobRecord, JobStore
 from cloudtune.sweeptrials import Trial, best, counts, ranked
 
@@ -29,8 +33,6 @@ def direction(record: JobRecord) -> str:
     goal = objective.get("goal")
     if goal in ("minimize", "maximize"):
         return goal
-    from cloudtune.spec.sweep import MAXIMIZED
-
     return "maximize" if objective.get("metric") in MAXIMIZED else "minimize"
 
 
@@ -41,8 +43,6 @@ def metric(record: JobRecord) -> str:
 
 def local_trial(record: JobRecord, state: str, progress: dict[str, Any] | None, name: str) -> Trial:
     """A local trial from its job record (and, while it runs, its reported progress)."""
-    from cloudtune.jobprogress import summarize
-
     extra = record.extra or {}
     intermediate = extra.get("intermediate")
     if intermediate is None and progress:
@@ -59,11 +59,7 @@ def local_trial(record: JobRecord, state: str, progress: dict[str, Any] | None, 
 def trials(record: JobRecord, launcher: Any, store: JobStore, get_job: Any) -> list[Trial]:
     """The sweep's trials, best first. `get_job(job_id)` gives a trial's Job handle (its state and progress are
     asked while it runs)."""
-    from cloudtune.kit.states import is_terminal
-
     if record.provider != "local":
-        from cloudtune.launcher import JobRef
-
         ref = JobRef(record.provider, record.job_id, record.native_id or record.job_id, record.console_url,
                      record.model_uri, dict(record.extra))
         found = list(launcher.sweep_trials(ref)) if hasattr(launcher, "sweep_trials") else []

@@ -1,6 +1,6 @@
 """The local sweep driver: Optuna asks for values, each trial runs as an ordinary local job, Optuna is told the result.
 
-Run detached as `python -m cloudtune.local.sweep SWEEP_DIR` (cloudtune.sweep starts it), like a local job's supervisor:
+Run detached as `python -m cloudtune.local.sweeprun SWEEP_DIR` (cloudtune.local.sweepplan starts it), like a local job's supervisor:
 its state file (`state.json`: state, `supervisor_pid` = this process) and log (`job.log`) are a local job's, so the
 local launcher's status, logs and cancel work on a sweep as on any job. Layout of SWEEP_DIR:
 
@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from cloudtune.local.supervisor import read_state, write_state
 
 POLL_S = 1.0
 SWEEP_FILE = "sweep.json"
@@ -133,30 +129,6 @@ def suggest(trial: Any, ranges: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    sweep_dir = Path(args[0])
-    from cloudtune.local.sweeprun import SweepRun
-
-    run = SweepRun(sweep_dir)
-    signal.signal(signal.SIGTERM, run.request_stop)
-    signal.signal(signal.SIGINT, run.request_stop)
-    write_state(sweep_dir, state="running", supervisor_pid=os.getpid(), started_at=read_state(sweep_dir).get(
-        "started_at") or time.time(), failure_reason=None, ended_at=None)
-    try:
-        state, reason = run.run()
-    except Exception as exc:  # noqa: BLE001 - the sweep's outcome is recorded whatever went wrong
-        state, reason = "failed", f"the sweep driver stopped: {type(exc).__name__}: {exc}"
-        log(sweep_dir, reason)
-        run.stop = True  # its trials end with it: none is left running unfollowed
-        run.cancel_all()
-    run.finish_sweep(state, reason)
-    return 0 if state == "succeeded" else 1
-
-
 def read_sweep_file(sweep_dir: Path) -> dict[str, Any]:
     return json.loads((sweep_dir / SWEEP_FILE).read_text(encoding="utf-8"))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -90,7 +90,7 @@ def resume_sweep(ref: JobRef) -> JobRef:
 def _start_driver(sweep_dir: Path) -> None:
     write_state(sweep_dir, launched_at=time.time())
     subprocess.Popen(
-        [sys.executable, "-m", "cloudtune.local.sweep", str(sweep_dir)],
+        [sys.executable, "-m", "cloudtune.local.sweeprun", str(sweep_dir)],
         stdin=subprocess.DEVNULL, stdout=open(sweep_dir / "supervisor.log", "ab"), stderr=subprocess.STDOUT,
         start_new_session=True, close_fds=True,
     )

@@ -5,13 +5,26 @@ sweep is cancelled. The only writer of the sweep's Optuna journal."""
 from __future__ import annotations
 
 import math
+import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cloudtune.api as api
+from cloudtune.bundle import build_bundle
+from cloudtune.contracts.metrics import metric_history
+from cloudtune.kit.states import is_terminal
+from cloudtune.local.launcher import LocalLauncher
+from cloudtune.local.supervisor import read_state, write_state
 from cloudtune.local.sweep import POLL_S, log, make_study, read_sweep_file, slots, suggest
-from cloudtune.local.supervisor import write_state
+from cloudtune.settings import provider_settings
+from cloudtune.spec import JobSpec, LocalSettings
+from cloudtune.spec.sweep import trial_spec
+from cloudtune.store import JobStore
+from cloudtune.sweep import record_outcome
 
 SPENT = ("COMPLETE", "PRUNED")
 """Optuna trial states that spend the budget; a failed trial spends it when its user attribute `counted` is set (a
@@ -32,11 +45,6 @@ class Running:
 
 class SweepRun:
     def __init__(self, sweep_dir: Path) -> None:
-        from cloudtune.local.launcher import LocalLauncher
-        from cloudtune.settings import provider_settings
-        from cloudtune.spec import JobSpec, LocalSettings
-        from cloudtune.store import JobStore
-
         self.dir = sweep_dir
         config = read_sweep_file(sweep_dir)
         self.sweep_id: str = config["sweep_id"]
@@ -54,8 +62,6 @@ class SweepRun:
         self.stop = False
         self.bundle = None
         if self.spec.command is not None:
-            from cloudtune.bundle import build_bundle
-
             self.bundle = build_bundle(Path(self.spec.code), include=self.spec.include)
 
     def request_stop(self, signum: int, frame: Any) -> None:
@@ -113,9 +119,6 @@ class SweepRun:
 
     def start(self) -> None:
         """Ask for one trial's values and submit it as a local job."""
-        from cloudtune import api
-        from cloudtune.spec.sweep import trial_spec
-
         trial = self.study.ask()
         values = suggest(trial, self.sweep.ranges())
         slot = self.free_slot()
@@ -144,8 +147,6 @@ class SweepRun:
         own supervisors); one that never got its job is dropped without counting."""
         import optuna
 
-        from cloudtune import api
-
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             job_id = frozen.user_attrs.get("job_id")
             if not job_id:  # asked, never submitted: dropped, not counted, its values asked for again
@@ -160,8 +161,6 @@ class SweepRun:
             log(self.dir, f"trial {frozen.number} ({job_id}) followed again")
 
     def poll(self) -> None:
-        from cloudtune.kit.states import is_terminal
-
         for number, run in list(self.running.items()):
             state = run.job.status()
             self.report(run)
@@ -189,8 +188,6 @@ class SweepRun:
         found = (progress.get("history") or {}).get(self.metric)
         if found:
             return [[int(s), float(v)] for s, v in found if v is not None]
-        from cloudtune.contracts.metrics import metric_history
-
         return [[s, v] for s, v in metric_history(job.logs()).get(self.metric, [])]
 
     def objective(self, job: Any, run: Running) -> float | None:
@@ -233,8 +230,6 @@ class SweepRun:
 
     def finish_sweep(self, state: str, reason: str | None) -> None:
         """Record the sweep's end: its state file, and its job-store record with the best trial's model."""
-        from cloudtune.sweep import record_outcome
-
         record_outcome(self.store, self.sweep_id, state, reason)  # the store first: a waiter then reads the best model
         write_state(self.dir, state=state, failure_reason=reason, ended_at=time.time())
         log(self.dir, f"ended: {state}" + (f" ({reason})" if reason else ""))
@@ -244,3 +239,26 @@ def _state(name: str) -> Any:
     import optuna
 
     return getattr(optuna.trial.TrialState, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    sweep_dir = Path(args[0])
+    run = SweepRun(sweep_dir)
+    signal.signal(signal.SIGTERM, run.request_stop)
+    signal.signal(signal.SIGINT, run.request_stop)
+    write_state(sweep_dir, state="running", supervisor_pid=os.getpid(), started_at=read_state(sweep_dir).get(
+        "started_at") or time.time(), failure_reason=None, ended_at=None)
+    try:
+        state, reason = run.run()
+    except Exception as exc:  # noqa: BLE001 - the sweep's outcome is recorded whatever went wrong
+        state, reason = "failed", f"the sweep driver stopped: {type(exc).__name__}: {exc}"
+        log(sweep_dir, reason)
+        run.stop = True  # its trials end with it: none is left running unfollowed
+        run.cancel_all()
+    run.finish_sweep(state, reason)
+    return 0 if state == "succeeded" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
