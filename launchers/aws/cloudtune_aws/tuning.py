@@ -17,7 +17,6 @@ HyperParameterAlgorithmSpecification):
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,7 +186,7 @@ def _custom_image_start(spec: "JobSpec", request: dict[str, Any], notes: list[st
             "the runtime job is over SageMaker's hyperparameter limit and travels in the code bundle, which a tuning "
             "trial on a custom image cannot unpack (tuning jobs take no ContainerEntrypoint)",
             fix="leave `image:` unset (the stock image starts trials through script mode), or shorten env/the spec")
-    json.loads(value)  # the job config travels whole as the cloudtune_job hyperparameter
     notes.append(f"image {spec.image}: a tuning job's trials take no ContainerEntrypoint, so each trial starts through "
                  "the image's own ENTRYPOINT, which must be cloudtune-run (cloudtune's images are: containers/gpu); "
-                 "the image's installed cloudtune runs the trial, not the carried wheel")
+                 "the image's installed cloudtune runs the trial, not the carried wheel, and must be one that applies "
+                 "a trial's values (cloudtune.runtime.trial)")
