@@ -98,17 +98,20 @@ def test_a_wheel_that_does_not_match_its_lock_is_refused(tmp_path: Path, lock_di
     assert not any((tmp_path / "cache").rglob("*.whl"))  # nothing unverified is kept
 
 
-@pytest.mark.parametrize("target", ["sagemaker-pytorch-py312", "vertex-pytorch-py310"])
+@pytest.mark.parametrize("target", ["sagemaker-pytorch-py312", "vertex-pytorch-py310", "cloudtune-gpu-py311"])
 def test_shipped_locks_are_complete_and_pinned(target: str) -> None:
     """Every wheel is hash-pinned, served by PyPI, built for the image's interpreter, and the closure holds what
-    cloudtune[train] needs beyond torch (which the image has)."""
+    cloudtune (with its train extra where the target runs `train:` jobs) needs beyond torch (which the image has)."""
     from cloudtune.kit.bootstrap import TARGETS
 
     lock = load_lock(target)
     t = TARGETS[target]
     names = {w.name.lower().replace("_", "-") for w in lock.wheels}
-    need = {"pydantic", "pydantic-core", "pyyaml", "click", "transformers", "tokenizers", "safetensors", "accelerate",
-            "peft", "pyarrow", "huggingface-hub"}
+    need = {"pydantic", "pydantic-core", "pyyaml", "click"}
+    if "train" in t.root_extras:
+        need |= {"transformers", "tokenizers", "safetensors", "accelerate", "peft", "pyarrow", "huggingface-hub"}
+    else:  # a `command:` job's lock: cloudtune without the recipes' libraries
+        assert "transformers" not in names
     assert need <= names and "torch" not in names and not any(n.startswith("nvidia") for n in names)
     for w in lock.wheels:
         assert len(w.sha256) == 64 and w.size > 0 and w.url.startswith("https://files.pythonhosted.org/")

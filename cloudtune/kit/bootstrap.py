@@ -45,6 +45,7 @@ class Target:
     image: str = ""
     source: str = ""
     own: bool = False  # cloudtune's own image: the lock is installed when the image is built, not by the job
+    root_extras: tuple[str, ...] = ("train",)  # cloudtune's extras the lock carries; () for `command:` jobs only
 
 
 _MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
@@ -57,11 +58,11 @@ TARGETS: dict[str, Target] = {
         image="SageMaker PyTorch 2.8.0 training DLC (pytorch-training:2.8.0-gpu-py312)",
         source="sagemaker SDK image_uri_config/pytorch.json (training 2.8.0: py_versions py312); "
                "launchers/aws/cloudtune_aws/pytorch_images.json"),
-    # Vertex AI's newest prebuilt PyTorch training containers are 2.4 (py310). transformers 5.15 raised its runtime
-    # torch floor to 2.5 (5.20 to 2.6), so the lock stays on the 5.14 line, the newest that torch 2.4 runs.
+    # Vertex AI's newest prebuilt PyTorch training containers are 2.4 (py310), on which the recipes' libraries fail
+    # at import (RECIPE_TARGETS): this lock serves `command:` jobs, which install cloudtune without its train extra.
     "vertex-pytorch-py310": Target(
         "vertex-pytorch-py310", "3.10", "cp310", _MANYLINUX, "2.4.0", ("google-cloud-secret-manager",),
-        pins=("transformers<5.15",),
+        root_extras=(),
         image="Vertex AI prebuilt PyTorch 2.4 training container (pytorch-gpu.2-4.py310 / pytorch-cpu.2-4.py310)",
         source="Vertex AI docs, Prebuilt containers for custom training (PyTorch 2.4, Python 3.10)"),
     # Azure ML's curated ACPT PyTorch 2.8 environment (Python 3.10 in its ptca conda env, torch 2.8.0 cu126 wheels);

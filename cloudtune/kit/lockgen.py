@@ -49,7 +49,6 @@ RUNTIME_FLOORS: dict[str, tuple[str, str]] = {
 # Torch floors declared only under an extra the job never installs (pip cannot see them): package -> that extra.
 # diffusers 0.42: `Requires-Dist: torch>=2.6; extra == "torch"`, and diffusers runs on the image's torch anyway.
 EXTRA_FLOORS: dict[str, str] = {"diffusers": "torch"}
-ROOT_EXTRAS = ("train",)  # the extras of cloudtune a job installs
 _PARSE_FLOOR = re.compile(r'>=\s*version\.parse\(\s*"(\d+(?:\.\d+)*)"\s*\)')
 
 
@@ -138,7 +137,8 @@ def _resolve(target: Target, python: Path, work: Path, keep: list[str]) -> dict:
            str(work / "t"), "--find-links", str(work / "links"),
            *[a for p in target.platforms for a in ("--platform", p)],
            "--constraint", str(work / "constraints.txt"), f"torch=={target.torch}",
-           f"{wheel.path}[{','.join(ROOT_EXTRAS)}]", *target.extra, *target.pins]
+           f"{wheel.path}[{','.join(target.root_extras)}]" if target.root_extras else str(wheel.path),
+           *target.extra, *target.pins]
     # PyPI itself, whatever this machine's pip configuration says (a local mirror's file:// URLs would be useless
     # to anyone else): no config files, the public index only
     env = {**os.environ, "PIP_CONFIG_FILE": os.devnull}
@@ -184,7 +184,7 @@ def _lock_json(target: Target, wheels: list[dict], roots: list[str] | None, envi
             "pins": list(target.pins), "floors_recorded": True}
     if roots is not None:  # the kernel's release and build string: this machine's, not the image's
         env = {k: v for k, v in (environment or {}).items() if k not in ("platform_release", "platform_version")}
-        lock.update(roots=roots, root_extras=list(ROOT_EXTRAS), resolved_with=env)
+        lock.update(roots=roots, root_extras=list(target.root_extras), resolved_with=env)
     return {**lock, "wheels": wheels}
 
 
