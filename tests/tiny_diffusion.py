@@ -55,7 +55,7 @@ def make_tiny_sd_pipeline(path: Path, sample_size: int = 16) -> Path:
         max_position_embeddings=16))
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085,
-                              beta_end=0.012)
+                              beta_end=0.012, steps_offset=1, clip_sample=False)
     pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

@@ -22,16 +22,26 @@ from cloudtune.train.logfmt import _say
 
 
 def lora_layers(pipe: Any) -> dict[str, Any]:
-    """`save_lora_weights` keywords: the UNet's (and trained text encoders') LoRA state dicts in diffusers' naming."""
-    from diffusers.utils import convert_state_dict_to_diffusers
+    """`save_lora_weights` keywords: the UNet's (and trained text encoders') LoRA state dicts in peft's naming
+    (`...to_q.lora_A.weight`, which `load_lora_weights` reads as is; diffusers 0.42 drops the attention layers of
+    the older `lora.down` naming when a UNet LoRA also adapts convolutions) and their LoraConfig (r, alpha) as the
+    adapter metadata, so a loaded LoRA has the trained scale alpha / r."""
     from peft.utils import get_peft_model_state_dict
 
-    layers = {"unet_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))}
-    names = ("text_encoder_lora_layers", "text_encoder_2_lora_layers")
+    layers: dict[str, Any] = {"unet_lora_layers": get_peft_model_state_dict(pipe.unet),
+                              "unet_lora_adapter_metadata": _inference_config(pipe.unet)}
+    names = ("text_encoder", "text_encoder_2")
     for name, encoder in zip(names, diffusion.text_encoders(pipe)):
         if getattr(encoder, "peft_config", None):
-            layers[name] = convert_state_dict_to_diffusers(get_peft_model_state_dict(encoder))
+            layers[f"{name}_lora_layers"] = get_peft_model_state_dict(encoder)
+            layers[f"{name}_lora_adapter_metadata"] = _inference_config(encoder)
     return layers
+
+
+def _inference_config(module: Any) -> dict[str, Any]:
+    """The module's LoraConfig as saved: lora_dropout 0, since `load_lora_weights` leaves the new LoRA layers in
+    training mode (diffusers 0.42 + peft 0.21), where a dropout would make every image slightly random."""
+    return module.peft_config["default"].to_dict() | {"lora_dropout": 0.0}
 
 
 def save_lora(pipe: Any, directory: Path, base_model: str) -> Path:
