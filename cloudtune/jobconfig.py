@@ -10,7 +10,7 @@ from typing import Any
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.spec import JobSpec, is_remote
 
-MODEL_MARKERS = ("config.json", "adapter_config.json")
+MODEL_MARKERS = ("config.json", "adapter_config.json", "model_index.json", "pytorch_lora_weights.safetensors")
 
 
 def with_model_input(spec: JobSpec, provider: str | None = None) -> JobSpec:

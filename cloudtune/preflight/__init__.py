@@ -124,6 +124,8 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     from cloudtune.preflight.recipe import adapter_problems, precision_problems
 
     problems = precision_problems(spec, train)
+    if train.task == "text-to-image":
+        return _image_job_problems(spec, train, problems)
     model_problems, warnings = _model_problems(spec, train)
     problems += model_problems
     model_dir = _local_model_dir(spec, train)
@@ -132,3 +134,33 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     if problems:
         raise PreflightError(problems)
     return warnings
+
+
+def _accelerator_is_cuda(spec: "JobSpec") -> bool | None:
+    """Whether the job trains on a CUDA GPU (the catalog's vendor); None when the catalog does not know it."""
+    from cloudtune.catalog import CatalogError, load_catalog
+
+    accel = spec.resources.accel
+    if accel.is_cpu:
+        return False
+    try:
+        info = load_catalog().info(accel.name)
+    except CatalogError:
+        return None
+    return None if info is None else info.vendor == "nvidia"
+
+
+def _image_job_problems(spec: "JobSpec", train: "TrainSpec", problems: list[str]) -> list[str]:
+    """The text-to-image checks (cloudtune.preflight.images): a local pipeline dir, the images' headers and
+    captions, CUDA-only options; raises PreflightError listing every problem."""
+    from cloudtune.preflight.images import cuda_only_problems, image_data_problems, pipeline_dir_problems
+
+    model_dir = _local_model_dir(spec, train)
+    if model_dir is not None:
+        problems = problems + pipeline_dir_problems(model_dir, display_path(model_dir))
+    problems = problems + cuda_only_problems(spec, train, _accelerator_is_cuda(spec))
+    inputs = {n: p for n in (train.data.train, train.data.eval) if n and (p := _local_input(spec, n)) is not None}
+    problems += image_data_problems(train, inputs, {n: display_path(p) for n, p in inputs.items()})
+    if problems:
+        raise PreflightError(problems)
+    return []

@@ -14,7 +14,7 @@ DATA_FORMATS = ("auto", "text", "instruction", "chat")
 class DataSpec(TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = (
         "format", "prompt_field", "completion_field", "messages_field", "chat_template", "label_field", "labels", "packing",
-        "streaming",
+        "streaming", "instance_prompt", "caption_dropout", "random_flip", "center_crop", "bucketing",
     )
     train: str = Field("train", description="name of the input holding the training data, or a Hub dataset "
                        "hf:ORG/NAME[:SPLIT] (causal-lm; read in the job, which then needs network)")
@@ -43,6 +43,18 @@ class DataSpec(TrainPart):
     streaming: bool = Field(False, description="causal-lm: read the training data as a stream (🤗 Datasets "
                             "IterableDataset: nothing converted or cached on disk), for data larger than the disk; "
                             "needs hyperparameters.max_steps; examples are read and packed in file order")
+    instance_prompt: str | None = Field(
+        None, description="text-to-image: one prompt for every image of a subject folder (DreamBooth-style, no prior "
+        "preservation); null = captions from metadata.jsonl / metadata.csv (text_field) or same-name .txt files")
+    caption_dropout: float = Field(0.0, ge=0, lt=1, description="text-to-image: share of captions replaced by the "
+                                   "empty prompt in training (what classifier-free guidance needs)")
+    random_flip: bool = Field(False, description="text-to-image: flip each training image horizontally with "
+                              "probability 0.5 (both variants' latents are cached when the cache is on)")
+    center_crop: bool = Field(True, description="text-to-image: crop the resized image at its centre (false: at a "
+                              "random offset, which turns the latent cache off)")
+    bucketing: bool = Field(True, description="text-to-image: aspect-ratio buckets of about resolution^2 pixels (sides "
+                            "multiples of 64), so portrait and landscape images are not cropped to squares; false = "
+                            "every image resized and cropped to resolution x resolution")
 
     @field_validator("labels")
     @classmethod

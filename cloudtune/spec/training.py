@@ -8,13 +8,16 @@ from pydantic import Field, field_validator, model_validator
 
 from cloudtune.spec.base import TrainPart
 from cloudtune.spec.data import DataSpec
+from cloudtune.spec.image import ValidationSpec, check_image_task
 
-TASKS = ("causal-lm", "seq-classification")
+TASKS = ("causal-lm", "seq-classification", "text-to-image")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class Hyperparameters(TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience")
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience",
+                                                     "resolution", "snr_gamma", "noise_offset", "optimizer",
+                                                     "cache_latents")
     epochs: float = Field(1, gt=0, le=100_000, description="passes over the training data")
     max_steps: int | None = Field(None, ge=1, le=2**31 - 1, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: float = Field(5e-4, gt=0, le=10)
@@ -34,10 +37,25 @@ class Hyperparameters(TrainPart):
     early_stopping_patience: int | None = Field(
         None, ge=1, le=1_000_000, description="stop after N evaluations (eval_every) without a lower eval loss; null = off"
     )
+    resolution: int | None = Field(
+        None, ge=8, le=8192, description="text-to-image: the training side in pixels (a multiple of 8; with "
+        "bucketing, the buckets hold about resolution^2 pixels); null = 512 (SD 1.x; use 768 for SD 2.x, 1024 for SDXL)")
+    snr_gamma: float | None = Field(
+        None, gt=0, le=1000, description="text-to-image: min-SNR loss weighting (Hang et al. 2023), gamma 5.0 as they "
+        "recommend; null = plain MSE")
+    noise_offset: float = Field(0.0, ge=0, le=1, description="text-to-image: offset noise (per-channel constant added "
+                                "to the noise), e.g. 0.05-0.1 for darker/brighter images; 0 = off")
+    optimizer: Literal["adamw", "adamw_8bit"] = Field(
+        "adamw", description="text-to-image: adamw (torch); adamw_8bit = bitsandbytes 8-bit AdamW (CUDA GPUs only)")
+    cache_latents: bool | None = Field(
+        None, description="text-to-image: encode the images (VAE latent distributions) and captions (text embeddings) "
+        "once per node and train from the cache, kept in the checkpoint dir and reused on resume; exact (the latents "
+        "are drawn from the cached distribution in each step); random crops turn the latent part off and a LoRA on "
+        "the text encoders the embedding part (said in the log); null = on where exact; false = off")
 
 
 class LoraSpec(TrainPart):
-    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge", "quantize")
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("merge", "quantize", "text_encoders")
     r: int = Field(16, ge=1, le=65_536, description="rank of the LoRA update matrices")
     alpha: int = Field(32, ge=1, le=1_000_000, description="LoRA scaling numerator (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
@@ -48,6 +66,8 @@ class LoraSpec(TrainPart):
     quantize: Literal["4bit"] | None = Field(
         None, description="QLoRA: load the frozen base model in 4 bits (bitsandbytes NF4, double quantization, bf16 "
         "compute); CUDA GPUs only; null = the base model in the training precision")
+    text_encoders: bool = Field(False, description="text-to-image: a LoRA on the text encoders' attention too (same "
+                                "r and alpha); false = the denoiser only")
 
     @field_validator("target_modules")
     @classmethod
@@ -94,8 +114,8 @@ class HealthSpec(TrainPart):
 
 class TrainSpec(TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check", "health",
-                                                     "keep_best", "report_to")
-    task: Literal["causal-lm", "seq-classification"] = Field("causal-lm", description="built-in recipe")
+                                                     "keep_best", "report_to", "validation")
+    task: Literal["causal-lm", "seq-classification", "text-to-image"] = Field("causal-lm", description="built-in recipe")
     model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
                        "finished job, from the job store)")
     base_model: str | None = Field(
@@ -123,10 +143,14 @@ class TrainSpec(TrainPart):
     report_to: Union[Literal["auto", "none"], list[Literal["tensorboard", "mlflow", "wandb"]]] = Field(
         "auto", description="where training metrics go: auto = TensorBoard event files always, MLflow too when "
         "MLFLOW_TRACKING_URI is set; none; or a list of tensorboard, mlflow, wandb")
+    validation: ValidationSpec | None = Field(
+        None, description="text-to-image: sample prompts rendered with fixed seeds at step 0 and every every_steps, "
+        "into the outputs, the report and TensorBoard; the collapse check and the validation loss run there too")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
         data, hp = self.data, self.hyperparameters
+        check_image_task(self)
         if self.base_model is not None and self.base_model.startswith("job:"):
             raise ValueError("train.base_model takes a hub id, a local path or an input name; a job's model goes in "
                              "train.model (job:<JOB>), which brings the base of a LoRA adapter job by itself")

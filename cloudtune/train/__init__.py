@@ -1,6 +1,6 @@
 """Built-in fine-tuning recipes. They read only a RuntimeContext, never a provider variable.
 
-`run_recipe(ctx, train, checkpoint)` picks the recipe for `train.task` (causal-lm, seq-classification).
+`run_recipe(ctx, train, checkpoint)` picks the recipe for `train.task` (causal-lm, seq-classification, text-to-image).
 Importing this package imports neither torch nor transformers.
 """
 
@@ -21,7 +21,11 @@ def run_recipe(ctx: Any, train: Any, checkpoint: Any) -> dict[str, float]:
         from cloudtune.train.causal_lm import run_causal_lm
 
         return run_causal_lm(ctx, train, checkpoint)
-    raise JobInputError(f"unknown train.task {train.task!r}; use causal-lm or seq-classification")
+    if train.task == "text-to-image":
+        from cloudtune.train.text_to_image import run_text_to_image
+
+        return run_text_to_image(ctx, train, checkpoint)
+    raise JobInputError(f"unknown train.task {train.task!r}; use causal-lm, seq-classification or text-to-image")
 
 
 __all__ = ["run_recipe"]

@@ -2,8 +2,8 @@
 
 TensorBoard reads `events.out.tfevents.*` files: TFRecord framing (little-endian length, masked CRC-32C of the
 length, the payload, masked CRC-32C of the payload) around `tensorflow.Event` protocol buffers. cloudtune writes
-only scalars (an Event with `wall_time`, `step` and a `Summary` of `{tag, simple_value}` values), so the two
-messages are encoded here by hand and no `tensorboard`/`tensorboardX` package is needed in the training image:
+scalars (an Event with `wall_time`, `step` and a `Summary` of `{tag, simple_value}` values) and PNG images
+(`{tag, image}`: text-to-image validation samples), so the messages are encoded here by hand and no `tensorboard`/`tensorboardX` package is needed in the training image:
 the event files are always written, in the directory each cloud serves (RuntimeContext.log_dir: SageMaker's
 /opt/ml/output/tensorboard, Vertex AI's AIP_TENSORBOARD_LOG_DIR). `read_scalars` reads them back (for tests and
 for people without TensorBoard).
@@ -108,6 +108,19 @@ class EventWriter:
         """Record `values` (tag -> number) at optimizer step `step` (wall time in epoch seconds, default now)."""
         if values and not self._fh.closed:
             self._write(_event(time.time() if wall_time is None else wall_time, int(step), scalars=values))
+
+    def images(self, step: int, pngs: dict[str, tuple[int, int, bytes]], wall_time: float | None = None) -> None:
+        """Record images (tag -> (width, height, PNG bytes)) at optimizer step `step`: TensorBoard's Summary.Image
+        (height = field 1, width = 2, colorspace = 3: RGB, encoded_image_string = 4; Summary.Value.image = 4)."""
+        if not pngs or self._fh.closed:
+            return
+        values = b""
+        for tag, (width, height, png) in pngs.items():
+            image = (_varint(1 << 3) + _varint(height) + _varint(2 << 3) + _varint(width) + _varint(3 << 3)
+                     + _varint(3) + _field(4, png))
+            values += _field(1, _field(1, tag.encode()) + _field(4, image))
+        body = b"\x09" + struct.pack("<d", time.time() if wall_time is None else wall_time) + b"\x10" + _varint(step)
+        self._write(body + _field(5, values))
 
     def close(self) -> None:
         if not self._fh.closed:

@@ -1,0 +1,69 @@
+"""Plan-time checks of a text-to-image job (torch-free): every image's header and caption
+(`cloudtune.data.images`), a local base pipeline dir (its `model_index.json`), and 8-bit Adam / NF4 base weights
+only on a CUDA GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cloudtune.spec.image import DEFAULT_RESOLUTION
+
+if TYPE_CHECKING:
+    from cloudtune.spec import JobSpec, TrainSpec
+
+
+def image_data_problems(train: "TrainSpec", inputs: dict[str, Path], shown: dict[str, str]) -> list[str]:
+    """Problems of the local image inputs of `train.data.train` / `eval` (`inputs`: name -> local dir)."""
+    from cloudtune.data.images import image_problems
+
+    data, hp = train.data, train.hyperparameters
+    problems: list[str] = []
+    for name in (data.train, data.eval):
+        if name is not None and name in inputs:
+            problems += image_problems(inputs[name], data.text_field, data.instance_prompt,
+                                       hp.resolution or DEFAULT_RESOLUTION, data.bucketing, shown[name])
+    return problems
+
+
+PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def pipeline_dir_problems(model_dir: Path, shown: str) -> list[str]:
+    """A local base model of text-to-image must be a diffusers pipeline dir: model_index.json naming a UNet
+    (SD 1.x/2.x, SDXL), each part a subdir. A LoRA output of an earlier job (pytorch_lora_weights.safetensors) is
+    accepted: its base comes from its own record."""
+    if (model_dir / "pytorch_lora_weights.safetensors").is_file():
+        return []
+    index = model_dir / "model_index.json"
+    if not index.is_file():
+        return [f"train.model {shown}: not a diffusers pipeline dir (no model_index.json). To fix: save the pipeline "
+                f"with pipeline.save_pretrained(DIR), or name a Hub id such as "
+                f"stable-diffusion-v1-5/stable-diffusion-v1-5"]
+    try:
+        parts: dict[str, Any] = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return [f"{shown}/model_index.json: not JSON ({exc}). To fix: save the pipeline again with save_pretrained"]
+    if "unet" not in parts:
+        return [f"{shown}/model_index.json: the pipeline {parts.get('_class_name')!r} has no UNet; text-to-image "
+                f"trains the UNet families (Stable Diffusion 1.x/2.x, SDXL). To fix: use such a pipeline"]
+    return [f"{shown}: no {part}/ subdir, which model_index.json lists. To fix: save the whole pipeline with "
+            f"save_pretrained" for part in PIPELINE_PARTS if part in parts and parts[part] and
+            parts[part][0] is not None and not (model_dir / part).is_dir()]
+
+
+def cuda_only_problems(spec: "JobSpec", train: "TrainSpec", cuda: bool | None) -> list[str]:
+    """8-bit AdamW and NF4 base weights (bitsandbytes) need a CUDA GPU; `cuda`: whether the job's accelerator is one
+    (None: unknown, nothing said)."""
+    if cuda is None or cuda:
+        return []
+    accel = spec.resources.accelerator
+    problems = []
+    if train.hyperparameters.optimizer == "adamw_8bit":
+        problems.append(f"train.hyperparameters.optimizer adamw_8bit needs a CUDA GPU (bitsandbytes' 8-bit AdamW); "
+                        f"resources.accelerator is {accel}. To fix: use optimizer: adamw, or a CUDA GPU (e.g. L4:1)")
+    if train.lora is not None and train.lora.quantize is not None and train.task == "text-to-image":
+        problems.append(f"train.lora.quantize: 4bit (NF4 base weights) needs a CUDA GPU (bitsandbytes); "
+                        f"resources.accelerator is {accel}. To fix: remove quantize, or use a CUDA GPU (e.g. L4:1)")
+    return problems

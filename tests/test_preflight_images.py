@@ -1,0 +1,178 @@
+"""Plan-time checks of text-to-image jobs (torch-free): the spec's rules, every image's header and caption, the
+pipeline dir, CUDA-only options; the layouts, buckets and the collapse measure they rest on."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cloudtune.data.images import bucket_for, image_problems, image_records
+from cloudtune.errors import JobInputError, SpecError
+from cloudtune.preflight import PreflightError, check_spec_inputs
+from cloudtune.spec import validate_spec
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny_diffusion import make_colour_images  # noqa: E402
+
+
+def pipeline_dir(path: Path) -> Path:
+    """A pipeline dir as save_pretrained lays it out (the preflight reads model_index.json and the subdir names)."""
+    path.mkdir(parents=True)
+    parts = {"unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+             "scheduler": ["diffusers", "DDPMScheduler"]}
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", **parts}))
+    for part in parts:
+        (path / part).mkdir()
+    return path
+
+
+def image_spec(tmp: Path, train: dict | None = None, accelerator: str = "cpu", data: str = "images"):
+    body = {"task": "text-to-image", "model": "./pipe", "lora": {"r": 4},
+            "hyperparameters": {"resolution": 32}} | (train or {})
+    return validate_spec({"name": "img", "inputs": {"train": f"./{data}"}, "resources": {"accelerator": accelerator},
+                          "train": body}, base_dir=tmp)
+
+
+def problems_of(tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> list[str]:
+    from cloudtune.jobconfig import with_model_input
+
+    monkeypatch.chdir(tmp)
+    if not (tmp / "pipe").exists():
+        pipeline_dir(tmp / "pipe")
+    try:
+        check_spec_inputs(with_model_input(image_spec(tmp, **kw)))  # type: ignore[arg-type]
+    except PreflightError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize("layout", ["metadata", "csv", "txt"])
+def test_each_caption_layout_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str) -> None:
+    make_colour_images(tmp_path / "images", layout=layout)
+    assert problems_of(tmp_path, monkeypatch) == []
+    records = image_records(tmp_path / "images")
+    assert len(records) == 16 and {r.caption for r in records} == {f"a {c} square" for c in
+                                                                     ("red", "green", "blue", "yellow")}
+
+
+def test_subject_folder_takes_the_instance_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_colour_images(tmp_path / "images", layout="subject")
+    missing = problems_of(tmp_path, monkeypatch)
+    assert len(missing) == 1 and "blue_0.png: no caption" in missing[0] and "instance_prompt" in missing[0]
+    assert problems_of(tmp_path, monkeypatch, train={"data": {"instance_prompt": "a photo of sks dog"}}) == []
+
+
+def test_unreadable_small_and_uncaptioned_images_are_named_with_the_fix(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    images = make_colour_images(tmp_path / "images", layout="txt")
+    (images / "red_1.png").write_bytes(b"not a png at all")
+    from PIL import Image
+
+    Image.new("RGB", (16, 40)).save(images / "green_0.png")
+    (images / "blue_2.txt").unlink()
+    found = problems_of(tmp_path, monkeypatch)
+    assert len(found) == 1 and "blue_2.png: no caption" in found[0]  # a missing caption stops the listing
+    (images / "blue_2.txt").write_text("a blue square")
+    found = problems_of(tmp_path, monkeypatch)
+    assert any(p.startswith("images/red_1.png: not a readable image") and "To fix" in p for p in found), found
+    assert any(p.startswith("images/green_0.png: 16x40 pixels is smaller than its training size") for p in found)
+    assert len(found) == 2
+
+
+def test_metadata_rows_are_checked_with_their_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = make_colour_images(tmp_path / "images")
+    lines = (images / "metadata.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({"file_name": "red_2.png", "caption": "x"})
+    (images / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    found = problems_of(tmp_path, monkeypatch)
+    assert found == [f"images/metadata.jsonl, line 3: image 'red_2.png' has no caption in column 'text' "
+                     f"(train.data.text_field). To fix: write its caption, name the caption column in "
+                     f"train.data.text_field, or set train.data.instance_prompt for one prompt for all"]
+    assert problems_of(tmp_path, monkeypatch, train={"data": {"text_field": "caption"}})[0].startswith(
+        "images/metadata.jsonl, line 1: image 'red_0.png' has no caption in column 'caption'")
+
+
+def test_model_must_be_a_unet_pipeline_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_colour_images(tmp_path / "images")
+    pipe = pipeline_dir(tmp_path / "pipe")
+    (pipe / "vae").rmdir()
+    assert problems_of(tmp_path, monkeypatch) == [
+        "pipe: no vae/ subdir, which model_index.json lists. To fix: save the whole pipeline with save_pretrained"]
+
+
+@pytest.mark.parametrize("train, words", [
+    ({"hyperparameters": {"resolution": 32, "optimizer": "adamw_8bit"}}, "optimizer adamw_8bit needs a CUDA GPU"),
+    ({"lora": {"r": 4, "quantize": "4bit"}}, "4bit (NF4 base weights) needs a CUDA GPU"),
+])
+def test_cuda_only_options_are_refused_on_cpu_and_pass_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               train: dict, words: str) -> None:
+    make_colour_images(tmp_path / "images")
+    found = problems_of(tmp_path, monkeypatch, train=train)
+    assert len(found) == 1 and words in found[0] and "To fix" in found[0]
+    assert problems_of(tmp_path, monkeypatch, train=train, accelerator="L4:1") == []
+
+
+@pytest.mark.parametrize("train, words", [
+    ({"lora": None}, "trains a LoRA on the denoiser"),
+    ({"data": {"packing": True}}, "train.data.packing applies to the text tasks"),
+    ({"hyperparameters": {"resolution": 33}}, "must be a multiple of 8"),
+    ({"distributed": "fsdp"}, "distributed: ddp"),
+])
+def test_spec_refuses_what_text_to_image_cannot_take(tmp_path: Path, train: dict, words: str) -> None:
+    with pytest.raises(SpecError, match=words):
+        image_spec(tmp_path, train)
+
+
+def test_image_options_on_a_text_task_are_refused(tmp_path: Path) -> None:
+    for body in ({"validation": {"prompts": ["x"]}}, {"hyperparameters": {"resolution": 512}},
+                 {"data": {"random_flip": True}}):
+        with pytest.raises(SpecError, match="applies to task text-to-image only"):
+            validate_spec({"name": "t", "inputs": {"train": "./d"}, "train": {"model": "gpt2", **body}},
+                          base_dir=tmp_path)
+
+
+def test_text_specs_dump_as_before() -> None:
+    """New options are left out of a text job's dump (golden requests and job JSON unchanged)."""
+    from cloudtune.spec import TrainSpec
+
+    dumped = TrainSpec.model_validate({"model": "gpt2", "lora": {}}).model_dump()
+    assert "validation" not in dumped and "text_encoders" not in dumped["lora"]
+    assert not {"resolution", "snr_gamma", "noise_offset", "optimizer", "cache_latents"} & set(dumped["hyperparameters"])
+    assert not {"instance_prompt", "random_flip", "center_crop", "bucketing", "caption_dropout"} & set(dumped["data"])
+
+
+@pytest.mark.parametrize("size, resolution, bucket", [
+    ((512, 512), 512, (512, 512)), ((768, 512), 512, (640, 448)), ((512, 1024), 512, (384, 704)),
+    ((4000, 100), 512, (1024, 256)), ((32, 32), 32, (32, 32)), ((48, 32), 32, (40, 24)),
+])
+def test_buckets_keep_the_aspect_ratio_at_about_the_area(size: tuple, resolution: int, bucket: tuple) -> None:
+    assert bucket_for(*size, resolution) == bucket
+    assert bucket_for(*size, resolution, bucketing=False) == (resolution, resolution)
+
+
+def test_missing_input_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(JobInputError, match="is not a directory"):
+        image_records(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    assert image_problems(tmp_path / "empty", "text", None, 32, True, "empty")[0].startswith(
+        "image input empty holds no images")
+
+
+def test_collapse_measure_fires_on_identical_samples_and_not_on_varied_ones() -> None:
+    pytest.importorskip("torch")
+    from PIL import Image
+
+    from cloudtune.train.image_validation import collapse_warning, image_distance
+
+    varied = [Image.new("RGB", (32, 32), c) for c in ((200, 20, 20), (20, 200, 20), (20, 20, 200), (90, 90, 90))]
+    base = image_distance(varied)
+    assert base is not None and base > 0.2
+    collapsed = [Image.new("RGB", (32, 32), (120, 60, 60))] * 3 + [Image.new("RGB", (32, 32), (121, 60, 60))]
+    warning = collapse_warning(40, image_distance(collapsed), base, 0.25)
+    assert warning is not None and warning.startswith("collapse at step 40:") and "learning_rate" in warning
+    assert collapse_warning(40, image_distance(varied[:3]), base, 0.25) is None
+    assert collapse_warning(40, image_distance(collapsed), None, 0.25) is None  # no base: nothing to compare
