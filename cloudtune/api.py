@@ -15,10 +15,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cloudtune.errors import CloudtuneError, JobFailed
+from cloudtune import jobprogress
+from cloudtune.bundle import build_bundle, left_out_note
+from cloudtune.catalog import load_catalog
+from cloudtune.errors import CloudtuneError, InvalidInput, JobFailed
+from cloudtune.jobconfig import with_model_input
+from cloudtune.jobmodel import resolve_job_model
+from cloudtune.jobprogress import summarize
+from cloudtune.kit.download import check_target, into_place
+from cloudtune.kit.retry import CloudError, CreateUnconfirmed
+from cloudtune.kit.triage import classify, tail
 from cloudtune.launcher import JobRef, Launcher, get_launcher
+from cloudtune.memory_check import plan_memory
 from cloudtune.plan import Plan
+from cloudtune.secretfiles import secret_notes
+from cloudtune.settings import provider_settings
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
+from cloudtune.spec.sweep import largest_trial
+from cloudtune.specchecks import check_spec
 from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
 import cloudtune.sweep as sweeps
 
@@ -80,9 +94,6 @@ def prepare(spec: SpecLike, provider: str, overrides: list[str] | None = None) -
 
 
 def _checked(job_spec: JobSpec, provider: str) -> JobSpec:
-    from cloudtune.jobmodel import resolve_job_model
-    from cloudtune.specchecks import check_spec
-
     check_spec(job_spec, JobStore.lookup)
     return resolve_job_model(job_spec, provider, JobStore.lookup)
 
@@ -90,14 +101,10 @@ def _checked(job_spec: JobSpec, provider: str) -> JobSpec:
 def _bundle_for(spec: JobSpec):  # -> Bundle | None
     if spec.command is None:
         return None
-    from cloudtune.bundle import build_bundle
-
     return build_bundle(Path(spec.code), include=spec.include)
 
 
 def _settings(launcher: Launcher, spec: JobSpec) -> Any:
-    from cloudtune.settings import provider_settings
-
     return provider_settings(launcher.name, spec, launcher.settings_model)
 
 
@@ -110,25 +117,16 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     bundle = _bundle_for(job_spec)
     compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
     if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit
-        from cloudtune.memory_check import plan_memory
-
         sized = job_spec  # a sweep's: its largest trial's (cloudtune.spec.sweep.largest_trial)
         if job_spec.sweep is not None:
-            from cloudtune.spec.sweep import largest_trial
-
             sized = largest_trial(job_spec)
         compiled = replace(compiled, memory=plan_memory(sized, compiled.provider, compiled.instance_type))
     meaning = _accelerator_note(job_spec)
     if meaning:  # `A100:8`: say which part was chosen
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
     if bundle is not None:  # every launcher's plan says what the code bundle left out
-        from cloudtune.bundle import left_out_note
-
         note = left_out_note(bundle)
         compiled = replace(compiled, notes=(*compiled.notes, *([note] if note else [])))
-    from cloudtune.jobconfig import with_model_input
-    from cloudtune.secretfiles import secret_notes
-
     # credential-like env values, and what each local input dir (a local model too) leaves out: as `validate` says
     secret = secret_notes(job_spec.env, with_model_input(job_spec, launcher.name).inputs)
     if secret:
@@ -140,8 +138,6 @@ def _accelerator_note(job_spec: Any) -> str | None:
     """Which part a family name in `resources.accelerator` means (cloudtune.catalog.Catalog.meaning_note)."""
     if job_spec.resources.accelerator == "cpu":
         return None
-    from cloudtune.catalog import load_catalog
-
     return load_catalog().meaning_note(job_spec.resources.accelerator)
 
 
@@ -229,8 +225,6 @@ class Job:
         """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
         job's status file; a cloud job's log, read through its launcher (once it has ended, read once and kept in
         the store). {} when nothing is reported yet; a log that cannot be read gives {"note": why}."""
-        from cloudtune import jobprogress
-
         r = self._record
         if r.provider == "local":
             return jobprogress.local_progress(r)
@@ -247,8 +241,6 @@ class Job:
     def summary(self, state: str | None = None) -> dict[str, Any]:
         """Start and end (ISO-8601), elapsed or duration (s), progress, final metrics, main metric and cost (USD,
         cloudtune.kit.cost.job_cost_usd) of the job: see `cloudtune.jobprogress.summarize`."""
-        from cloudtune.jobprogress import summarize
-
         state = state or self.status()
         progress = self.progress()
         view = summarize(self._record, state, progress)
@@ -314,8 +306,6 @@ class Job:
             return None
         if isinstance(r.extra.get("triage"), dict):
             return dict(r.extra["triage"])
-        from cloudtune.kit.triage import classify, tail
-
         note = None
         try:
             text = tail(self.logs(follow=False))
@@ -388,9 +378,6 @@ class Job:
         nothing else is removed). The download goes to a temp dir beside `dest`, renamed onto it at the end: an
         interrupted download leaves nothing at `dest`. What is checked: see `cloudtune.kit.download`. Each refusal
         is an InvalidInput (exit 2) with its fix, raised before anything is fetched."""
-        from cloudtune.errors import InvalidInput
-        from cloudtune.kit.download import check_target, into_place
-
         target = Path(os.path.abspath(dest if dest is not None else default_download_dir(self.job_id)))
         if self.is_sweep:  # the sweep's model is its best trial's
             return self._best_trial(target).download(target, checkpoints=checkpoints, force=force)
@@ -415,8 +402,6 @@ class Job:
     def _best_trial(self, target: Path) -> "Job":
         """The handle of a sweep's best trial (a job of the store, or of the sweep's cloud); InvalidInput when none
         has finished with its objective."""
-        from cloudtune.errors import InvalidInput
-
         state = self.status()
         best = sweeps.best_job_id(self._record, self.trials())
         if best is None:
@@ -462,8 +447,6 @@ def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | No
     launch killed between the create and the record still leaves a job `cloudtune list` shows and `cancel` stops
     (the next `status`/`list` looks it up: `Job.status`). A create whose answer was lost (CreateUnconfirmed)
     keeps the record and says so; any other failure removes it (nothing was made)."""
-    from cloudtune.kit.retry import CloudError, CreateUnconfirmed
-
     launcher = launcher or get_launcher(plan_.provider)
     store = store or JobStore()
     record = launch_record(plan_, spec_path)
@@ -547,8 +530,6 @@ def _resume_sweep(resume: str, launcher: Launcher, dry_run: bool, compiled: Plan
     """`launch(sweep_spec, resume=SWEEP)`: the rest of an ended sweep on its own record (its launcher's
     `resume_sweep`); finished trials are not run again. InvalidInput when SWEEP is not a sweep of this provider, or
     its sweep section differs from the spec's."""
-    from cloudtune.errors import InvalidInput
-
     store = JobStore()
     earlier = JobStore.lookup(resume) if dry_run else store.get(resume)
     if not sweeps.is_sweep(earlier) or earlier.provider != compiled.provider:
@@ -573,8 +554,6 @@ def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:
     """`plan_` made to start from `earlier`'s newest checkpoint by its launcher's `resume(plan, ref)`. InvalidInput
     (exit 2) when `earlier` ran on another provider, has not ended, succeeded (nothing to resume), has no checkpoint
     location recorded, or the launcher cannot resume."""
-    from cloudtune.errors import InvalidInput
-
     job_id = earlier.job_id
     if earlier.provider != plan_.provider:
         raise InvalidInput(f"--resume {job_id}: that job ran on {earlier.provider}, not {plan_.provider}",

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from typing import NoReturn
+from cloudtune.errors import JobInputError
 
 SIGPIPE_EXIT = 128 + getattr(signal, "SIGPIPE", 13)
 
@@ -49,8 +50,6 @@ def quiet_pipe_exit() -> NoReturn:
 def user_error(exc: BaseException) -> tuple[str, str] | None:
     """(message, fix) for an exception that comes from the user's input or situation rather than from a bug in
     cloudtune, None otherwise. `exc` reached the CLI's last-resort handler, after the cloud SDKs' own translation."""
-    from cloudtune.errors import JobInputError
-
     if isinstance(exc, JobInputError):  # raised by the checks the job itself runs, run early on this machine
         return str(exc), ""  # its message names the field and says what to change
     if isinstance(exc, RecursionError):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cloudtune.errors import InvalidInput
+from cloudtune.secretfiles import input_files
 
 _CHUNK = 1 << 20
 HUGE_BYTES = 1 << 30
@@ -168,8 +169,6 @@ def digest(path: Path, notice: Callable[[str], None] = _announce) -> tuple[int, 
                "this reads every byte")
     if not path.is_dir():
         return path.stat().st_size, file_sha256(path)
-    from cloudtune.secretfiles import input_files
-
     h = hashlib.sha256()
     total = 0
     for f, rel in input_files(path)[0]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
+from cloudtune.report.history import parse_log
 from cloudtune.train.progress import main_metric, read_status
 
 __all__ = ["iso", "job_times", "progress_from_log", "local_progress", "summarize"]
@@ -85,8 +86,6 @@ def progress_from_log(lines: Iterable[str]) -> dict[str, Any]:
     """The status-file fields (step, total_steps, epoch, loss, learning_rate, tokens_per_second, eta_s, eval_loss,
     eval_step, metrics) read from a job's `[cloudtune]` log lines; {} when the log has none. `epoch_step`: the step
     whose line gave `epoch`, when it is not the last step (the log has no line with the final epoch)."""
-    from cloudtune.report.history import parse_log
-
     hist = parse_log(lines)
     out: dict[str, Any] = {}
     if hist.last_step is not None:

@@ -22,6 +22,9 @@ from cloudtune.memory import (
     GB, HEADROOM, MARGIN, MemoryEstimate, ModelFacts, Setup, choose_checkpointing, estimate, human, hub_model_facts,
     local_model_facts, plan_precision, setup_for, count,
 )
+from cloudtune.catalog import CatalogError, load_catalog
+from cloudtune.jobconfig import find_saved_model
+from cloudtune.spec import is_remote
 
 if TYPE_CHECKING:
     from cloudtune.catalog import Catalog
@@ -42,9 +45,6 @@ def local_cuda() -> bool:
 
 def _model_dir(spec: "JobSpec", value: str) -> Path | None:
     """The local directory a model name points at (a path, or an input holding a local path), else None."""
-    from cloudtune.jobconfig import find_saved_model
-    from cloudtune.spec import is_remote
-
     uri = spec.inputs.get(value, value)
     if is_remote(uri) or not uri.startswith("/"):
         return None
@@ -82,8 +82,6 @@ def model_facts(spec: "JobSpec") -> ModelFacts | None:
 
 def _device(spec: "JobSpec", provider: str, instance_type: str) -> tuple[str | None, int, float | None, bool]:
     """(accelerator name or None for cpu, devices per node, memory per device in GB or None when unknown, bf16)."""
-    from cloudtune.catalog import CatalogError, load_catalog
-
     catalog = load_catalog()
     accel = spec.resources.accel
     offer = None
@@ -219,8 +217,6 @@ def _bigger_accelerator(spec: "JobSpec", provider: str, facts: ModelFacts, setup
 def fitting_alternatives(spec: "JobSpec", provider: str, facts: ModelFacts, setup: Setup, accelerator: str) -> list[str]:
     """The changes that make the job fit its GPU (or the smallest bigger one), each with its estimate, cheapest
     change first: the accelerator, LoRA, QLoRA, gradient checkpointing, FSDP / more GPUs, a smaller batch."""
-    from cloudtune.catalog import CatalogError, load_catalog
-
     catalog = load_catalog()
     try:
         memory_gb = catalog.info(accelerator).memory_gb  # type: ignore[union-attr]
@@ -262,8 +258,6 @@ def fitting_alternatives(spec: "JobSpec", provider: str, facts: ModelFacts, setu
 def _scale_out(spec: "JobSpec", provider: str, facts: ModelFacts, setup: Setup, accelerator: str,
                memory_gb: float, catalog: "Catalog") -> list[str]:
     """More GPUs under FSDP (the counts the provider offers), or a smaller batch with more accumulation."""
-    from cloudtune.catalog import CatalogError
-
     out: list[str] = []
     hp = spec.train.hyperparameters if spec.train else None
     requested = hp.gradient_checkpointing if hp else None

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
+from cloudtune.kit.states import JobState
+from cloudtune.settings import cloudtune_home
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -51,8 +53,6 @@ class CloudLauncher:
     def home(self) -> Path:
         """Where submit() stages bundles and wheelhouses ($CLOUDTUNE_HOME unless given)."""
         if self._home is None:
-            from cloudtune.settings import cloudtune_home
-
             self._home = cloudtune_home()
         return self._home
 
@@ -70,8 +70,6 @@ class CloudLauncher:
     def follow(self, ref: "JobRef", read: Callable[[], Iterable[str]], follow: bool, max_polls: int | None) -> Iterator[str]:
         """The lines of `read()` (each call returns the lines that are new since the last); with `follow`, read
         every `poll_s` seconds until the job ends, then once more (what it wrote last). `max_polls` bounds the reads."""
-        from cloudtune.kit.states import JobState
-
         polls = 0
         finished = False
         while True:

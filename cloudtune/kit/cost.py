@@ -8,6 +8,8 @@ stated as an upper bound: the saving is known only after the job, from the billa
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from cloudtune.catalog import load_catalog
+from cloudtune.errors import UnsupportedSpec
 
 if TYPE_CHECKING:
     from cloudtune.catalog import Catalog, Offer
@@ -34,9 +36,6 @@ def catalog_offer(spec: "JobSpec", provider: str, kind: str) -> tuple["Offer", s
     (UnsupportedSpec when the catalog does not know it: its accelerators would be unknown), else the cheapest offer
     carrying `resources.accelerator` (with the others named). `kind` names the provider's unit (machine type, VM
     size) in the fix."""
-    from cloudtune.catalog import load_catalog
-    from cloudtune.errors import UnsupportedSpec
-
     catalog = load_catalog()
     accel = spec.resources.accel
     override = spec.resources.instance_type.get(provider)

@@ -1,4 +1,5 @@
-"""Job naming: the spec's name plus the per-launch suffix, checked against each cloud's rules."""
+"""Job naming: the spec's name plus the per-launch suffix, checked against a cloud's rule (each plugin states its
+own, e.g. `cloudtune_aws.request.SAGEMAKER_JOB`)."""
 
 from __future__ import annotations
 
@@ -29,16 +30,3 @@ class NameRule:
             )
         return full
 
-
-# CreateTrainingJob.TrainingJobName (botocore shape TrainingJobName): 1-63, pattern below.
-SAGEMAKER_JOB = NameRule("SageMaker", "training job names", 63, r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
-                         "1-63 letters, digits and '-', no leading or trailing '-'")
-# Vertex CustomJob.displayName: up to 128 UTF-8 characters. Vertex assigns the job id itself.
-VERTEX_DISPLAY = NameRule("Vertex AI", "display names", 128, r".{1,128}", "at most 128 characters")
-# Vertex/GCP labels: keys and values up to 63 characters of lowercase letters, digits, '_' and '-'.
-GCP_LABEL_VALUE = NameRule("Google Cloud", "label values", 63, r"[a-z0-9_-]{0,63}",
-                           "at most 63 lowercase letters, digits, '_' and '-'")
-# Azure ML job names (the job's id in the workspace; ARM `jobs/{id}`): 1-255 letters, digits, '-' and '_',
-# starting with a letter or digit (Azure ML REST API, Jobs - Create Or Update, parameter `id`).
-AZUREML_JOB = NameRule("Azure Machine Learning", "job names", 255, r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}",
-                       "1-255 letters, digits, '-' and '_', starting with a letter or digit")

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Protocol
 
 from cloudtune.errors import InvalidInput
+from cloudtune.hashing import digest
+from cloudtune.kit.staging import stage
 from cloudtune.plan import Upload
+from cloudtune.secretfiles import input_files
 
 PROGRESS_BYTES = 8 * 1000 * 1000  # files at least this large report progress
 
@@ -74,8 +77,6 @@ class Progress:
 
 def verify_source(up: Upload) -> Path:
     """The upload's source, after checking that it still holds the bytes the plan hashed."""
-    from cloudtune.hashing import digest
-
     src = Path(up.source)
     if not src.exists():
         raise InvalidInput(f"{up.source} is gone since the plan was made", fix="plan and launch again")
@@ -89,8 +90,6 @@ def verify_source(up: Upload) -> Path:
 def _files(src: Path, key: str) -> list[tuple[Path, str]]:
     """(file, object key) of what is sent: a directory's files without its credential files (as the plan hashed)."""
     if src.is_dir():
-        from cloudtune.secretfiles import input_files
-
         prefix = key if key.endswith("/") else key + "/"
         return [(f, prefix + rel) for f, rel in input_files(src)[0]]
     return [(src, key)]
@@ -101,8 +100,6 @@ def upload_all(uploads: Iterable[Upload], store: ObjectStore, call: Callable[...
 
     `call(fn, *args, what=...)` runs each store operation under the launcher's retry policy (kit.retry.Caller.call).
     """
-    from cloudtune.kit.staging import stage
-
     total = 0
     for up in uploads:
         stage(up)
@@ -199,7 +196,5 @@ def resolve_input(store: ObjectStore, uri: str, call: Callable[..., object], *, 
 def local_input_upload(path: Path, base_uri: str) -> Upload:
     """The planned upload of a local input: stored under its content hash, `<base>/inputs/<sha256>/<name>` (a
     directory ends with `/`), so an unchanged input is never sent twice."""
-    from cloudtune.hashing import digest
-
     size, sha = digest(path)
     return Upload(str(path), f"{base_uri}/inputs/{sha}/{path.name}" + ("/" if path.is_dir() else ""), size, sha)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.bundle import build_bundle, extend_bundle
 from cloudtune.errors import InvalidInput
+from cloudtune.kit.bootstrap import load_lock, stage_wheelhouse
+from cloudtune.kit.wheel import wheel_bytes
+from cloudtune.plan import Upload
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -24,8 +28,6 @@ def _file_bytes(source: dict[str, str]) -> bytes:
     if "text" in source:
         return source["text"].encode()
     if source.get("kind") == WHEEL:
-        from cloudtune.kit.wheel import wheel_bytes
-
         return wheel_bytes()[1]
     raise InvalidInput(f"unknown staged file source {source!r}", fix="plan again with this version of cloudtune")
 
@@ -34,8 +36,6 @@ def cloudtune_files(with_wheel: bool, texts: dict[str, str]) -> dict[str, dict[s
     """The recipe of cloudtune's own files in a bundle: its wheel (if asked) and `texts` (path -> content)."""
     files: dict[str, dict[str, str]] = {}
     if with_wheel:
-        from cloudtune.kit.wheel import wheel_bytes
-
         files[f"{CLOUDTUNE_DIR}/{wheel_bytes()[0]}"] = {"kind": WHEEL}
     files.update({path: {"text": text} for path, text in texts.items()})
     return files
@@ -43,8 +43,6 @@ def cloudtune_files(with_wheel: bool, texts: dict[str, str]) -> dict[str, dict[s
 
 def compose(user: "Bundle | None", files: dict[str, dict[str, str]]) -> "Bundle":
     """The code bundle (computed, not written): the user's bundle plus cloudtune's files."""
-    from cloudtune.bundle import extend_bundle
-
     extra = {path: _file_bytes(src) for path, src in files.items()}
     if user is None and not extra:
         raise InvalidInput("an empty code bundle was planned", fix="report this: a launcher planned nothing to carry")
@@ -62,9 +60,6 @@ def wheelhouse(target: str, home: Path, base_uri: str, lock_dir: Path | None = N
     """The planned upload of a stock-image target's wheelhouse (see `cloudtune.kit.bootstrap`): named and hashed
     from the lock alone, staged by submit() into `<home>/wheelhouses/`, stored under `<base_uri>/wheelhouses/<sha256>/`.
     `lock_dir` None = the locks shipped with cloudtune."""
-    from cloudtune.kit.bootstrap import load_lock
-    from cloudtune.plan import Upload
-
     size, sha = load_lock(target, lock_dir).digest()
     recipe: dict[str, Any] = {"kind": "wheelhouse", "target": target}
     if lock_dir is not None:
@@ -73,8 +68,6 @@ def wheelhouse(target: str, home: Path, base_uri: str, lock_dir: Path | None = N
 
 
 def _stage_wheelhouse(up: "Upload") -> None:
-    from cloudtune.kit.bootstrap import load_lock, stage_wheelhouse
-
     build = up.build or {}
     lock = load_lock(build["target"], Path(build["lock_dir"]) if build.get("lock_dir") else None)
     if lock.digest()[1] != up.sha256:
@@ -92,8 +85,6 @@ def stage(up: "Upload") -> None:
         return _stage_wheelhouse(up)
     if Path(up.source).is_file():
         return
-    from cloudtune.bundle import build_bundle
-
     code = up.build.get("code")
     user = build_bundle(code, include=tuple(up.build.get("include") or ())) if code else None
     bundle = compose(user, up.build.get("files") or {})

@@ -26,6 +26,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from cloudtune.settings import cloudtune_home
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _SKIP_DIRS = {"__pycache__"}
@@ -198,8 +199,6 @@ def wheel_bytes() -> tuple[str, bytes]:
 def cloudtune_wheel(cache_dir: Path | None = None) -> Wheel:
     """The cached wheel of the running cloudtune (built on first use for this version + source)."""
     if cache_dir is None:
-        from cloudtune.settings import cloudtune_home
-
         cache_dir = cloudtune_home() / "wheels"
     digest, meta, files = source_hash()
     filename = f"{meta.name}-{meta.version}-py3-none-any.whl"

@@ -12,9 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.errors import InvalidInput
 from cloudtune.kit.states import TERMINAL_NAMES
 from cloudtune.local.proctree import job_processes
 from cloudtune.local.supervisor import read_state
+from cloudtune.store import JobStore
+from cloudtune.units import parse_duration
 
 if TYPE_CHECKING:
     from cloudtune.store import JobRecord, JobStore
@@ -124,9 +127,6 @@ def clean_jobs(job_ids: list[str], *, older_than: str | None = None, all_: bool 
     removed_bytes, skipped (why nothing was removed, or None).
 
     Raises InvalidInput when no job is selected or a named job is not a local one; JobNotFound for an unknown id."""
-    from cloudtune.errors import InvalidInput
-    from cloudtune.store import JobStore
-
     if not job_ids and older_than is None and not all_:
         raise InvalidInput("say which jobs to clean", fix="give job ids, --older-than 7d or --all (`cloudtune list` shows them)")
     if job_ids and (older_than is not None or all_):
@@ -157,9 +157,6 @@ def _job_dir(record: "JobRecord") -> Path:
 
 
 def _seconds(duration: str) -> int:
-    from cloudtune.errors import InvalidInput
-    from cloudtune.units import parse_duration
-
     try:
         return parse_duration(duration)
     except ValueError as exc:

@@ -14,6 +14,8 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from cloudtune.hashing import open_regular
+from cloudtune.secretfiles import input_files
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 _NOT_SUPPORTED = {errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EBADF, errno.EPERM}
@@ -64,8 +66,6 @@ def _copy_range(src_fd: int, dst_fd: int, size: int) -> bool:
 
 def clone_file(src: str | os.PathLike[str], dst: str | os.PathLike[str], stats: CopyStats | None = None) -> str:
     """Copy one file's data and metadata to `dst` (replacing it); returns how: "clone", "copy_file_range" or "copy"."""
-    from cloudtune.hashing import open_regular  # never blocks: a FIFO put in place after the plan is refused
-
     stats = stats if stats is not None else CopyStats()
     with open_regular(src) as fin, open(dst, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
@@ -94,8 +94,6 @@ def copy_tree(src: Path, dest_dir: Path, stats: CopyStats | None = None, *, uplo
     stats = stats if stats is not None else CopyStats()
     dest_dir.mkdir(parents=True, exist_ok=True)
     if src.is_dir() and uploaded_only:
-        from cloudtune.secretfiles import input_files
-
         for path, rel in input_files(src)[0]:
             (dest_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             clone_file(path, dest_dir / rel, stats)

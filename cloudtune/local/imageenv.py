@@ -31,7 +31,8 @@ from typing import IO, Any
 
 from cloudtune.contracts import azureml as az, sagemaker as sm, vertex as vx
 from cloudtune.errors import CloudtuneError, InvalidInput
-from cloudtune.kit import pythons
+from cloudtune.kit import pythons, staging
+from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, load_lock
 from cloudtune.local.mounts import HOOK_DIR, MOUNTS_VAR
 
 ENV_DIR = "image-envs"
@@ -57,8 +58,6 @@ class ImageTarget:
 
 def image_target(target: str, lock_dir: Path | None = None) -> ImageTarget:
     """The image of `target`: Python and torch from the lock file (`python`, `image_torch`), else the target table."""
-    from cloudtune.kit.bootstrap import LOCK_DIR, TARGETS, load_lock
-
     lock = load_lock(target, lock_dir)
     data = json.loads(((lock_dir or LOCK_DIR) / f"{target}.json").read_text())
     known = TARGETS.get(target)
@@ -137,8 +136,6 @@ def ensure_image_env(home: Path, target: ImageTarget, wheelhouse: Path, say: Say
 
 
 def _build(home: Path, target: ImageTarget, wheelhouse: Path, env: Path, say: Say, log: IO[str] | None) -> None:
-    from cloudtune.kit.bootstrap import load_lock
-
     python = find_python(target.python)
     lock = load_lock(target.name, Path(target.lock_dir) if target.lock_dir else None)
     pins = [f"{w.name}=={w.version}" for w in lock.wheels]
@@ -240,10 +237,6 @@ class ImagePlan:
 def plan_image(emulate: str, target_name: str, bundle: Any, home: Path, lock_dir: Path | None, train: bool,
                secrets: bool) -> ImagePlan:
     """Pure: name the image env, the wheelhouse and the code bundle an image-runtime job needs (nothing written)."""
-    from cloudtune.kit import staging
-
-    from cloudtune.kit.bootstrap import TARGETS
-
     target = image_target(target_name, lock_dir)
     own = TARGETS[target_name].own if target_name in TARGETS else False
     wheels = staging.wheelhouse(target_name, home, str(home / "wheelhouses"), lock_dir)

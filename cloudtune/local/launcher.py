@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput, UnsupportedSpec
+from cloudtune.kit.download import checkpoints_dir, copy_tree, note
 from cloudtune.kit.staging import stage
 from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.local.planning import CAPABILITIES, LocalPlanning
+from cloudtune.local.proctree import job_processes
 from cloudtune.local.supervisor import read_state, write_state
 from cloudtune.local.sweepplan import plan_sweep, resume_sweep, start_sweep, sweep_ref
 from cloudtune.plan import Plan
@@ -165,8 +167,6 @@ class LocalLauncher:
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Copy the job's model dir (`ref.model_uri`, under its job directory) into `dest`; with `checkpoints`, its
         checkpoint dir into dest/checkpoints (see `Launcher.download`; sizes are checked, links refused)."""
-        from cloudtune.kit.download import checkpoints_dir, copy_tree, note
-
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model dir recorded", fix=f"see `cloudtune status {ref.job_id}`")
         copy_tree(Path(ref.model_uri), dest, what=ref.model_uri)
@@ -212,8 +212,6 @@ def _planned(job_dir: Path) -> dict[str, Any]:
 def _end_orphaned_job(job_dir: Path) -> str:
     """A job whose supervisor died (killed, out of memory) ends here: its processes, which nothing else would
     stop, are killed, and the state file records the failure. Returns the failure reason."""
-    from cloudtune.local.proctree import job_processes
-
     reason = "the local supervisor died without recording an outcome"
     left = job_processes(job_dir)
     for pid in left:

@@ -11,6 +11,7 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.catalog import load_catalog
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.hashing import digest
 from cloudtune.kit.cost import catalog_offer
@@ -18,6 +19,7 @@ from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.staging import recipe
 from cloudtune.kit.versions import image_note, local_mismatches, target_software
 from cloudtune.launcher import Capabilities, Capability
+from cloudtune.local.imageenv import apply_start_path, env_path, plan_image
 from cloudtune.local.layout import EMULATORS
 from cloudtune.plan import Upload
 from cloudtune.spec import is_remote
@@ -55,8 +57,6 @@ class LocalPlanning(PlanningTemplate):
         spec = d.spec
         accel = spec.resources.accel
         if not accel.is_cpu:
-            from cloudtune.catalog import load_catalog
-
             if load_catalog().normalize(accel.name).startswith("TPU"):
                 CAPABILITIES.require("tpu", f"resources.accelerator {accel}",
                                      "run it with --provider gcp, or set resources.accelerator: cpu to debug locally")
@@ -129,8 +129,6 @@ class LocalPlanning(PlanningTemplate):
                            "installed here, so that path is not run locally (pip install mlflow to run it)")
         image_request = None
         if image is not None:
-            from cloudtune.local.imageenv import apply_start_path
-
             image_request = apply_start_path(layout, settings.emulate, image, job_dir)
             d.uploads.append(image.wheelhouse)
         for copy in layout.copies:
@@ -169,8 +167,6 @@ class LocalPlanning(PlanningTemplate):
             raise UnsupportedSpec(f"providers.local.runtime: image emulates a stock image, and this job sets image: "
                                   f"{spec.image}" if spec.image else "providers.local.runtime: image needs a stock target",
                                   fix="remove `image:` to test on the stock image, or set providers.local.runtime: host")
-        from cloudtune.local.imageenv import env_path, plan_image
-
         lock_dir = Path(settings.wheel_locks).expanduser() if settings.wheel_locks else None
         image = plan_image(settings.emulate, target, bundle=d.bundle, home=d.home, lock_dir=lock_dir,
                            train=spec.train is not None, secrets=bool(spec.secrets))

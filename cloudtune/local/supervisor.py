@@ -31,8 +31,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from cloudtune.errors import CloudtuneError
+from cloudtune.kit.triage import Cause, tail, vetoes_retry
 from cloudtune.local import diskspace
 from cloudtune.local.copies import CopyStats, copy_tree
+from cloudtune.local.imageenv import fresh_node_envs, image_container_env, prepare_image
 from cloudtune.local.mounts import with_hook
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
@@ -203,15 +206,11 @@ class Supervisor:
         threads_env = thread_env(len(nodes), int(self.request.get("processes_per_node") or 1))
         node_envs: dict[str, dict[str, str]] = {}
         if self.image_env is not None:
-            from cloudtune.local.imageenv import fresh_node_envs
-
             node_envs = fresh_node_envs(self.request["image"], self.image_env)
         for node in nodes:
             argv = [sys.executable, "-m", "cloudtune.runtime.bootstrap", *node["argv"][1:]]
             env = container_env({**threads_env, **node["env"]}, self.request.get("secret_names", []))
             if self.image_env is not None:  # the cloud's start path, on the image's Python, in a fresh node env
-                from cloudtune.local.imageenv import image_container_env
-
                 argv, env = list(node["argv"]), image_container_env(env, node_envs[node["host"]])
             proc = subprocess.Popen(argv, cwd=node["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True)
@@ -294,9 +293,6 @@ class Supervisor:
                 return self._finish("failed", 1, f"ClientError: {exc} {describe(ExitClass.INPUT)}", ExitClass.INPUT)
             log.write(f"[cloudtune] job files: {stats.summary()}\n")
             if self.request.get("image"):
-                from cloudtune.errors import CloudtuneError
-                from cloudtune.local.imageenv import prepare_image
-
                 try:
                     self.image_env = prepare_image(self.request["image"], log)
                 except CloudtuneError as exc:
@@ -344,8 +340,6 @@ class Supervisor:
             reason = self._disk_full(log, attempt) or self._reason(attempt)
             again = retried(attempt.failed_class) and number < retries and not self.cancelled
             again = again and not reason.startswith("DiskFull:")  # the same disk fills up again
-            from cloudtune.kit.triage import vetoes_retry  # only when an attempt failed: off the CLI's start-up path
-
             veto = vetoes_retry(self._attempt_tail(start)) if again else None  # a cause a retry cannot cure
             again = again and veto is None
             log.write(f"[cloudtune] attempt {number + 1} failed: {reason}\n")
@@ -362,8 +356,6 @@ class Supervisor:
     def _disk_full(self, log: SafeLog, attempt: Attempt) -> str | None:
         """The outcome of an attempt that filled its disk, from the lines the supervisor holds (the job's last lines
         may never have reached job.log); None when its output shows no full disk. Frees the reserve."""
-        from cloudtune.kit.triage import Cause, vetoes_retry
-
         found = vetoes_retry("\n".join(log.recent))
         if found is None or found.cause is not Cause.DISK_FULL:
             return None
@@ -391,8 +383,6 @@ class Supervisor:
                 text = fh.read().decode("utf-8", "replace")
         except OSError:
             return ""
-        from cloudtune.kit.triage import tail
-
         return tail(text.splitlines())
 
     def _clear_failure_files(self) -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
+from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
-from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
-from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
+from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
 from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's constants)
@@ -33,8 +33,9 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     TENSORBOARD_DIR,
     compile_plan,
 )
-from cloudtune_aws.settings import AwsSettings
+from cloudtune.kit.download import checkpoints_dir, download_prefix, note, safe_extract, scratch_dir
 from cloudtune_aws import tuning
+from cloudtune_aws.settings import AwsSettings
 from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
 
 if TYPE_CHECKING:
@@ -420,8 +421,6 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         """SageMaker's model.tar.gz (`ref.model_uri`), fetched beside `dest` and unpacked into it with the kit's safe
         extraction; with `checkpoints`, every object under the job's CheckpointConfig S3 URI into dest/checkpoints
         (see `Launcher.download`)."""
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note, safe_extract, scratch_dir
-
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
                                f"{ref.job_id}`; download the job's output from S3 yourself")

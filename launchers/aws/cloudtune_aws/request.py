@@ -25,7 +25,7 @@ from cloudtune.contracts.sagemaker import entry_script
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import cost, staging
 from cloudtune.kit.base import bucket_base
-from cloudtune.kit.naming import SAGEMAKER_JOB
+from cloudtune.kit.naming import NameRule
 from cloudtune.kit.objectstore import prefix_note
 from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
@@ -51,6 +51,9 @@ MAX_CHANNELS = sm.MAX_CHANNELS
 MAX_RUNTIME_S = sm.MAX_RUNTIME_S
 ROLE_PATTERN = re.compile(r"^arn:aws[a-z\-]*:iam::\d{12}:role/?[a-zA-Z_0-9+=,.@\-_/]+$")
 BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+# CreateTrainingJob.TrainingJobName (botocore shape TrainingJobName): 1-63, pattern below.
+SAGEMAKER_JOB = NameRule("SageMaker", "training job names", 63, r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+                         "1-63 letters, digits and '-', no leading or trailing '-'")
 
 # The container entrypoint: unpack cloudtune's files from the code channel, pip-install the carried
 # wheel, then hand over to cloudtune-run. $1: pip flags, $2: the wheel's extras. (Each ContainerArguments

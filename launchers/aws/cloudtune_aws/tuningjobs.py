@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.cost import epoch_seconds
+from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import CloudError
 from cloudtune.kit.states import SAGEMAKER, JobState, map_native
 from cloudtune.launcher import JobRef, JobStatus
@@ -54,8 +55,6 @@ class TuningJobs:
     def submit_sweep(self, plan: "Plan", store: Any, region: str | None) -> JobRef:
         """Resolve the s3:// channels, upload what is missing, then create the tuning job once (a retry that finds it
         adopts it when it is this plan's)."""
-        from cloudtune.kit.objectstore import upload_all
-
         request = self._resolve_sweep_inputs(plan, store)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.s3_caller.call)
         sm = self.sagemaker(region)
@@ -77,8 +76,6 @@ class TuningJobs:
 
     def _resolve_sweep_inputs(self, plan: "Plan", store: Any) -> dict[str, Any]:
         """The request with each s3:// input channel of the trial definition looked up once (as for a training job)."""
-        from cloudtune.kit.objectstore import resolve_input
-
         remote = {n: u for n, u in ((plan.spec or {}).get("inputs") or {}).items() if u.startswith("s3://")}
         request = copy.deepcopy(plan.request)
         for channel in request["TrainingJobDefinition"].get("InputDataConfig", []):

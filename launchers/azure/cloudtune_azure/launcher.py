@@ -21,17 +21,19 @@ from typing import Any
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds
+from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
-from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import AZUREML, JobState, map_native
+from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
+from cloudtune_azure import sweep
+from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 from cloudtune_azure.errors import classify
 from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI
-from cloudtune_azure import sweep
 from cloudtune_azure.settings import AzureSettings
-from cloudtune_azure.storage import BlobStore, Datastore, long_form, short_form
+from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, BlobStore, Datastore, STORAGE_KEY_VAR, long_form, short_form
 
 INSTALL_HINT = install_hint("azure")
 
@@ -100,8 +102,6 @@ class AzureLauncher(CloudLauncher):
                 from azure.ai.ml import MLClient
             except ImportError:
                 raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
-            from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
-
             kwargs = {"enable_telemetry": False, **CLIENT_TIMEOUTS, **self._client_kwargs}
             if self._credential is None and emulator_endpoint():
                 self._credential = EmulatorCredential()
@@ -123,8 +123,6 @@ class AzureLauncher(CloudLauncher):
         """None when the Blob client signs another way: a given client, or an account key for an endpoint set in the
         environment (storage.py); else the Azure credential."""
         import os
-
-        from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, STORAGE_KEY_VAR
 
         if self._blob_service is not None or (os.environ.get(BLOB_ENDPOINT_VAR) and os.environ.get(STORAGE_KEY_VAR)):
             return None
@@ -305,8 +303,6 @@ class AzureLauncher(CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)
         through the kit's download (sizes and Content-MD5 checked); see `Launcher.download`."""
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note
-
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
         settings = self._settings(ref)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.contracts import azureml as az
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import cost
-from cloudtune.kit.naming import AZUREML_JOB
+from cloudtune.kit.naming import NameRule
 from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
@@ -47,6 +47,10 @@ COMPUTE = re.compile(r"[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]")  # Azure ML compu
 IDENTITY = re.compile(r"user_identity|managed|[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 BLOB_HTTPS = re.compile(r"https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/[^/?#@]+/[^?#@]+")  # no SAS, no user
 KEY_VAULT_SECRET = re.compile(r"https://[A-Za-z0-9-]{3,24}\.vault\.azure\.net/secrets/[A-Za-z0-9-]{1,127}(/[A-Za-z0-9]{1,64})?")
+# Azure ML job names (the job's id in the workspace; ARM `jobs/{id}`): 1-255 letters, digits, '-' and '_',
+# starting with a letter or digit (Azure ML REST API, Jobs - Create Or Update, parameter `id`).
+AZUREML_JOB = NameRule("Azure Machine Learning", "job names", 255, r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,254}",
+                       "1-255 letters, digits, '-' and '_', starting with a letter or digit")
 INPUT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # azure-ai-ml's input/output name rule (constants/_component.py)
 
 BOOTSTRAP = az.BOOTSTRAP  # the command's shell text (cloudtune.contracts.azureml)

@@ -17,19 +17,21 @@ from urllib.parse import urlsplit
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.contracts import vertex as vx
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.cost import epoch_seconds
-from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.cost import epoch_seconds
+from cloudtune.kit.download import checkpoints_dir, download_prefix, note
+from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
-from cloudtune.kit.triage import Cause
 from cloudtune.kit.states import VERTEX, JobState, map_native
+from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
-from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
 from cloudtune_gcp import tuning
-from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
+from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
 from cloudtune_gcp.settings import GcpSettings
+from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -298,8 +300,6 @@ class GcpLauncher(TuningJobs, CloudLauncher):
         resumes only jobs that failed or were cancelled)."""
         import copy
 
-        from cloudtune.contracts import vertex as vx
-
         checkpoints = str(earlier.extra.get("checkpoint_uri") or "").rstrip("/")
         if not checkpoints.endswith("/checkpoints"):
             raise InvalidInput(f"job {earlier.job_id} has no Vertex AI checkpoint dir recorded",
@@ -368,8 +368,6 @@ class GcpLauncher(TuningJobs, CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Every object under the job's AIP_MODEL_DIR (`ref.model_uri`, a gs:// folder) into `dest`; with
         `checkpoints`, those under its AIP_CHECKPOINT_DIR into dest/checkpoints (see `Launcher.download`)."""
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note
-
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
                                f"{ref.job_id}`; copy the job's output from Cloud Storage yourself")
@@ -441,8 +439,6 @@ def _list_entries(client: Any, project: str, where: str) -> list[tuple[str, str]
 
 def _checkpoint_dir(request: dict[str, Any]) -> str | None:
     """The AIP_CHECKPOINT_DIR a CustomJob request gives its containers (from its baseOutputDirectory)."""
-    from cloudtune.contracts import vertex as vx
-
     base = ((request.get("customJob") or {}).get("jobSpec") or {}).get("baseOutputDirectory", {}).get("outputUriPrefix")
     return vx.output_dirs(base)[vx.CHECKPOINT_DIR_VAR] if base else None
 

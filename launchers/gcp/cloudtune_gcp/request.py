@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.base import bucket_base
-from cloudtune.kit.naming import GCP_LABEL_VALUE, VERTEX_DISPLAY
+from cloudtune.kit.naming import NameRule
 from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
 from cloudtune.launcher import Capabilities, Capability
@@ -38,6 +38,11 @@ NETWORK = re.compile(r"projects/[^/]+/global/networks/[^/]+")
 KMS_KEY = re.compile(r"projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+")
 TENSORBOARD = re.compile(r"projects/[^/]+/locations/[^/]+/tensorboards/[^/]+")
 SECRET_VERSION = re.compile(r"projects/[^/]+/secrets/[^/]+/versions/[^/]+")
+# Vertex CustomJob.displayName: up to 128 UTF-8 characters. Vertex assigns the job id itself.
+VERTEX_DISPLAY = NameRule("Vertex AI", "display names", 128, r".{1,128}", "at most 128 characters")
+# Vertex/GCP labels: keys and values up to 63 characters of lowercase letters, digits, '_' and '-'.
+GCP_LABEL_VALUE = NameRule("Google Cloud", "label values", 63, r"[a-z0-9_-]{0,63}",
+                           "at most 63 lowercase letters, digits, '_' and '-'")
 
 BOOTSTRAP = vx.BOOTSTRAP  # the container's command (cloudtune.contracts.vertex.bootstrap)
 FINAL_EXIT_MARKER = vx.FINAL_EXIT_MARKER
