@@ -30,6 +30,15 @@ S3_IN = {"train": "s3://datasets/sft/train.jsonl", "eval": "s3://datasets/sft/ev
 def scenarios(base: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """name -> (spec data, settings overrides)."""
     return {
+        "text_to_image": ({"name": "img-style", "resources": {"accelerator": "L4:1", "max_runtime": "3h"},
+                           "inputs": {"train": "s3://datasets/images/style/"},
+                           "train": {"task": "text-to-image", "model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                      "lora": {"r": 16, "alpha": 16},
+                                      "hyperparameters": {"resolution": 512, "max_steps": 1500, "batch_size": 4,
+                                                          "learning_rate": 1e-4, "snr_gamma": 5.0},
+                                      "data": {"random_flip": True, "caption_dropout": 0.05},
+                                      "validation": {"prompts": ["a watercolor fox"], "every_steps": 250,
+                                                     "seeds": [0, 1]}}}, {}),
         "single_gpu": ({"name": "sft-l4", "resources": {"accelerator": "L4:1", "max_runtime": "2h"}, "inputs": S3_IN,
                         "train": {"model": "gpt2"}}, {}),
         "multi_node_2x8": ({"name": "sft-h100", "resources": {"accelerator": "H100:8", "nodes": 2, "disk_gb": 500},

@@ -40,6 +40,15 @@ def write_data(base: Path, train_bytes: int = 0) -> None:
 def scenarios(base: Path) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     """name -> (spec data, settings overrides)."""
     return {
+        "text_to_image": ({"name": "img-style", "resources": {"accelerator": "T4:1", "max_runtime": "3h"},
+                           "inputs": {"train": "azureml://datastores/datasets/paths/images/style/"},
+                           "train": {"task": "text-to-image", "model": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                                      "lora": {"r": 16, "alpha": 16},
+                                      "hyperparameters": {"resolution": 512, "max_steps": 1500, "batch_size": 4,
+                                                          "learning_rate": 1e-4, "snr_gamma": 5.0},
+                                      "data": {"random_flip": True, "caption_dropout": 0.05},
+                                      "validation": {"prompts": ["a watercolor fox"], "every_steps": 250,
+                                                     "seeds": [0, 1]}}}, {}),
         "single_gpu_named_cluster": ({"name": "sft-t4", "resources": {"accelerator": "T4:1", "max_runtime": "2h"},
                                       "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
                                       "train": {"model": "gpt2"}}, {"compute": "gpu-cluster"}),
