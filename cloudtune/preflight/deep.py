@@ -148,6 +148,11 @@ def deep_check(spec: "JobSpec") -> list[str]:
     source, shown, local_only = _model_source(spec, train)
     if source is None:
         return notes + [f"train.model {shown} is remote: not loaded here"]
+    if train.task == "text-to-image":
+        from cloudtune.preflight.images import pipeline_tokenizers
+
+        return notes + pipeline_tokenizers(source, shown, local_only) + [
+            f"deep check took {time.monotonic() - started:.1f} s"]
     from cloudtune.train.causal_lm import is_adapter_dir
 
     if is_adapter_dir(source):

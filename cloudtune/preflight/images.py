@@ -67,3 +67,28 @@ def cuda_only_problems(spec: "JobSpec", train: "TrainSpec", cuda: bool | None) -
         problems.append(f"train.lora.quantize: 4bit (NF4 base weights) needs a CUDA GPU (bitsandbytes); "
                         f"resources.accelerator is {accel}. To fix: remove quantize, or use a CUDA GPU (e.g. L4:1)")
     return problems
+
+
+def pipeline_tokenizers(source: str, shown: str, local_only: bool) -> list[str]:
+    """The deep check of a text-to-image base (`cloudtune validate --deep`, a local launch): the pipeline's
+    tokenizers load (transformers, from the `tokenizer`/`tokenizer_2` subfolders); the weights are not loaded.
+    Returns notes; raises PreflightError naming the subfolder and the fix."""
+    from transformers import AutoTokenizer
+
+    from cloudtune.preflight import PreflightError
+
+    if Path(source).is_file() or (Path(source) / "pytorch_lora_weights.safetensors").is_file():
+        return [f"train.model {shown} is a LoRA: the job fuses it into its base; not loaded here"]
+    notes = []
+    for sub in ("tokenizer", "tokenizer_2"):
+        if local_only and not (Path(source) / sub).is_dir():
+            continue
+        try:
+            tok = AutoTokenizer.from_pretrained(source, subfolder=sub, local_files_only=local_only)
+        except (OSError, ValueError) as exc:
+            if sub == "tokenizer_2":
+                continue
+            raise PreflightError([f"train.model {shown}: cannot load its {sub}/ ({str(exc).splitlines()[0]}). To fix: "
+                                  f"save the whole pipeline with save_pretrained"]) from None
+        notes.append(f"model {shown}: {sub} loaded ({len(tok)} tokens, captions cut at {tok.model_max_length})")
+    return notes

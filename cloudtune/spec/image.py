@@ -79,9 +79,6 @@ def check_image_task(train: Any) -> None:
     if train.keep_best or hp.early_stopping_patience is not None or hp.eval_every is not None:
         raise ValueError("task text-to-image evaluates on train.validation.every_steps (samples + validation loss); "
                          "remove keep_best / eval_every / early_stopping_patience and set validation.every_steps")
-    if "max_seq_len" in hp.model_fields_set:
-        raise ValueError("hyperparameters.max_seq_len applies to text tasks; text-to-image captions are cut at the "
-                         "text encoder's own length: remove it")
     if hp.resolution is not None and hp.resolution % 8:
         raise ValueError(f"hyperparameters.resolution {hp.resolution} must be a multiple of 8 (the VAE's downsampling "
                          f"factor); use e.g. {max(8, hp.resolution // 8 * 8)}")
