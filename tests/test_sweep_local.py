@@ -183,3 +183,42 @@ def test_cancel_stops_the_whole_sweep(tmp_path: Path) -> None:
     trials = store.children("sweep", sweep_id)
     assert trials and all(c.state == "cancelled" for c in trials)
     assert load_spec(spec).sweep.max_trials == 4 and len(trials) <= 2  # no trial started after the cancel
+
+
+def command_sweep(tmp_path: Path, script: str, sweep: dict) -> tuple[Path, Path]:
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "job.py").write_text(script)
+    spec = tmp_path / "sweep.yaml"
+    spec.write_text(yaml.safe_dump({"name": "cmd", "command": f"{sys.executable} job.py", "code": "code",
+                                    "env": {"COUNTER_DIR": str(tmp_path / "counter")}, "sweep": sweep}))
+    return spec, tmp_path / "home"
+
+
+def test_median_rule_stops_worse_trials_early(tmp_path: Path) -> None:
+    """Each trial reports, at step 1, how many trials ran before it (a rising curve, whatever the values): from the
+    third on, every trial is worse than the median of the finished ones at step 1 and is stopped there."""
+    script = ("import os, time\nd = os.environ['COUNTER_DIR']\nos.makedirs(d, exist_ok=True)\nn = len(os.listdir(d))\n"
+              "open(os.path.join(d, str(n)), 'w').close()\n"
+              "print(f'[cloudtune] metric loss={n} step=1', flush=True)\n"
+              "for _ in range(80):\n    time.sleep(0.1)\n"
+              "print(f'[cloudtune] metric loss={n} step=2', flush=True)\n")
+    spec, home = command_sweep(tmp_path, script, {"parameters": {"x": {"int": [1, 9]}}, "objective": {"metric": "loss"},
+                                                  "algorithm": "random", "max_trials": 4, "parallel_trials": 1})
+    done = cli(home, "launch", str(spec), "--json")
+    info = json.loads(done.stdout)
+    states = {t["intermediate"][0][1]: t["state"] for t in info["trials"]}
+    assert states == {0.0: "succeeded", 1.0: "succeeded", 2.0: "pruned", 3.0: "pruned"}, done.stderr
+    pruned = [t for t in info["trials"] if t["state"] == "pruned"]
+    assert all(t["intermediate"] == [[1, t["objective"]]] for t in pruned)  # stopped before step 2
+    assert info["state"] == "succeeded" and info["best_trial"]["objective"] == 0.0
+
+
+def test_max_failed_trials_stops_the_sweep(tmp_path: Path) -> None:
+    spec, home = command_sweep(tmp_path, "raise SystemExit(3)\n", {
+        "parameters": {"x": {"int": [1, 9]}}, "objective": {"metric": "loss"}, "max_trials": 6, "parallel_trials": 1,
+        "max_failed_trials": 2})
+    done = cli(home, "launch", str(spec), "--json")
+    info = json.loads(done.stdout)
+    assert done.returncode == 1 and info["state"] == "failed"
+    assert info["trial_counts"] == {"failed": 2} and "max_failed_trials: 2" in info["failure_reason"]
