@@ -77,6 +77,6 @@ class CloudLauncher:
             polls += 1
             if not follow or finished or (max_polls is not None and polls >= max_polls):
                 return
-            finished = JobState(self.status(ref).state).terminal
+            finished = self.status(ref).state.terminal
             if not finished:
                 time.sleep(self.poll_s)
