@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
-from cloudtune.kit.states import JobState
+from cloudtune.states import JobState
 from cloudtune.settings import cloudtune_home
 
 if TYPE_CHECKING:
