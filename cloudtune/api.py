@@ -33,7 +33,8 @@ from cloudtune.settings import provider_settings
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
 from cloudtune.spec.sweep import largest_trial
 from cloudtune.specchecks import check_spec
-from cloudtune.store import TERMINAL_STATES, JobRecord, JobStore
+from cloudtune.states import ACTIVE, TERMINAL, JobState
+from cloudtune.store import JobRecord, JobStore
 import cloudtune.sweep as sweeps
 
 SpecLike = JobSpec | dict[str, Any] | str | os.PathLike[str]
@@ -176,7 +177,7 @@ class Job:
         r = self._record
         return JobRef(r.provider, r.job_id, r.native_id or r.job_id, r.console_url, r.model_uri, dict(r.extra))
 
-    def status(self) -> str:
+    def status(self) -> JobState:
         """The job's state: pending | running | succeeded | failed | cancelled.
 
         Asks the launcher until the job has ended; a job that ended without its failure reason in the store (a
@@ -184,7 +185,7 @@ class Job:
         says is written back (state, failure reason) without ever moving an ended job back to a running state.
         """
         record = self._confirm()
-        if record.state in TERMINAL_STATES and (record.state == "succeeded" or "failure_reason" in record.extra):
+        if record.state in TERMINAL and (record.state == JobState.SUCCEEDED or "failure_reason" in record.extra):
             return record.state
         if record.extra.get("launch") == "unconfirmed":
             return record.state  # its launch is still under way: nothing to ask yet
@@ -194,7 +195,7 @@ class Job:
             extra["exit_code"] = st.exit_code  # read by triage(): the exit says some causes by itself
         if st.failure_reason and st.failure_reason != record.extra.get("failure_reason"):
             extra["failure_reason"] = st.failure_reason
-        elif st.state in TERMINAL_STATES and st.state != "succeeded" and "failure_reason" not in record.extra:
+        elif st.state in TERMINAL and st.state != JobState.SUCCEEDED and "failure_reason" not in record.extra:
             extra["failure_reason"] = st.failure_reason  # asked once: None is the answer
         for key, value in (("started_at", st.started_at), ("ended_at", st.ended_at), ("billable_seconds", st.billable_s)):
             if value is not None and value != record.extra.get(key):
@@ -218,7 +219,7 @@ class Job:
         elif not _launch_alive(r.extra):
             reason = (f"the launch ended before {r.provider} made the job (no job named {r.job_id} there): nothing "
                       f"runs and nothing is billed")
-            self._record = self._store.record_status(r.job_id, "failed", launch="never created", failure_reason=reason)
+            self._record = self._store.record_status(r.job_id, JobState.FAILED, launch="never created", failure_reason=reason)
         return self._record
 
     def progress(self) -> dict[str, Any]:
@@ -228,13 +229,13 @@ class Job:
         r = self._record
         if r.provider == "local":
             return jobprogress.local_progress(r)
-        if r.state in TERMINAL_STATES and isinstance(r.extra.get("reported"), dict):
+        if r.state in TERMINAL and isinstance(r.extra.get("reported"), dict):
             return dict(r.extra["reported"])
         try:
             found = jobprogress.progress_from_log(self.logs(follow=False))
         except Exception as exc:  # noqa: BLE001 - status must not fail for a log it cannot read
             return {"note": f"the log could not be read ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"}
-        if r.state in TERMINAL_STATES:
+        if r.state in TERMINAL:
             self._record = self._store.record_status(r.job_id, r.state, reported=found)
         return found
 
@@ -252,7 +253,7 @@ class Job:
         """What the outcome should not hide: a job that succeeded with nothing in its model dir (checked where the
         model dir is a local directory)."""
         r = self._record
-        if r.state != "succeeded" or not r.model_uri or "://" in r.model_uri:
+        if r.state != JobState.SUCCEEDED or not r.model_uri or "://" in r.model_uri:
             return []
         path = Path(r.model_uri)
         if path.is_dir() and next(path.iterdir(), None) is None:
@@ -291,7 +292,7 @@ class Job:
             "console_url": r.console_url,
             "created_at": r.created_at,
             "failure_reason": r.extra.get("failure_reason"),
-            "cause": self.triage() if state == "failed" else None,
+            "cause": self.triage() if state == JobState.FAILED else None,
             "warnings": self.warnings(),
             **self.summary(state),
         }
@@ -302,7 +303,7 @@ class Job:
         the line and the fix is kept). None unless the job failed. Never raises for a log that cannot be read: the
         cause then comes from the exit and the reason alone, with a `note` saying so (and is not kept)."""
         r = self._record
-        if r.state != "failed":
+        if r.state != JobState.FAILED:
             return None
         if isinstance(r.extra.get("triage"), dict):
             return dict(r.extra["triage"])
@@ -323,7 +324,7 @@ class Job:
         self._confirm()
         return self._launcher.logs(self.ref(), follow=follow)
 
-    def wait(self, timeout: float | None = None, poll: float = 0.5) -> str:
+    def wait(self, timeout: float | None = None, poll: float = 0.5) -> JobState:
         """Block until the job ends; returns its final state. TimeoutError after `timeout` seconds.
 
         On a provider that restarts no job itself (its launcher's `relaunches_preempted`: Azure ML), a failed attempt
@@ -331,11 +332,11 @@ class Job:
         and this handle follows the new attempt."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            while (state := self.status()) not in TERMINAL_STATES:
+            while (state := self.status()) not in TERMINAL:
                 if deadline is not None and time.monotonic() > deadline:
                     raise TimeoutError(f"job {self.job_id} still {state} after {timeout} s")
                 time.sleep(poll)
-            if state != "failed" or not self._relaunch():
+            if state != JobState.FAILED or not self._relaunch():
                 return state
 
     def _relaunch(self) -> bool:
@@ -383,9 +384,9 @@ class Job:
             return self._best_trial(target).download(target, checkpoints=checkpoints, force=force)
         check_target(target, force)
         state = self.status()
-        if state != "succeeded":
+        if state != JobState.SUCCEEDED:
             fix = (f"wait for it to end (`cloudtune logs -f {self.job_id}`), then download again"
-                   if state in ("pending", "running") else
+                   if state in ACTIVE else
                    f"`cloudtune logs {self.job_id}` shows what happened; a model is downloaded once its job succeeded")
             raise InvalidInput(f"job {self.job_id} is {state}, not succeeded: there is no finished model to download", fix=fix)
         if not self.model_uri:
@@ -408,12 +409,12 @@ class Job:
             raise InvalidInput(f"sweep {self.job_id} ({state}) has no trial that finished with its objective: there is "
                                "no best model to download", fix=f"`cloudtune status {self.job_id}` lists its trials")
         return get_job(best, store=self._store) if self.provider == "local" else Job(
-            JobRecord(job_id=best, provider=self.provider, name=best, state="succeeded", created_at=0.0,
+            JobRecord(job_id=best, provider=self.provider, name=best, state=JobState.SUCCEEDED, created_at=0.0,
                       updated_at=0.0, model_uri=next((t.model_uri for t in self.trials() if t.job_id == best), None)),
             self._launcher, self._store)
 
     def raise_for_state(self) -> None:
-        if self.status() == "failed":
+        if self.status() == JobState.FAILED:
             raise JobFailed(f"job {self.job_id} failed: {self._record.extra.get('failure_reason') or 'see its logs'}",
                             fix=f"cloudtune logs {self.job_id}")
 
@@ -425,7 +426,7 @@ def launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
 
     now = time.time()
     return JobRecord(job_id=plan_.job_name, provider=plan_.provider, name=plan_.spec.get("name", plan_.job_name),
-                     state="pending", created_at=now, updated_at=now, model_uri=plan_.model_uri, spec_path=spec_path,
+                     state=JobState.PENDING, created_at=now, updated_at=now, model_uri=plan_.model_uri, spec_path=spec_path,
                      plan=plan_.to_dict(), extra={"launch": "unconfirmed", "launch_host": socket.gethostname(),
                                                   "launch_pid": os.getpid(), "launch_at": now})
 
@@ -559,10 +560,10 @@ def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:
         raise InvalidInput(f"--resume {job_id}: that job ran on {earlier.provider}, not {plan_.provider}",
                            fix=f"launch with --provider {earlier.provider} (a job resumes on the cloud that holds its "
                                "checkpoints)")
-    if earlier.state in ("pending", "running") or earlier.extra.get("launch") == "unconfirmed":
+    if earlier.state in ACTIVE or earlier.extra.get("launch") == "unconfirmed":
         raise InvalidInput(f"--resume {job_id}: that job is {earlier.state}, not stopped",
                            fix=f"stop it first (`cloudtune cancel {job_id}`), or follow it (`cloudtune logs -f {job_id}`)")
-    if earlier.state == "succeeded":
+    if earlier.state == JobState.SUCCEEDED:
         raise InvalidInput(f"--resume {job_id}: that job succeeded; there is nothing to resume",
                            fix=f"launch without --resume, or train on from its model (train.model: job:{job_id})")
     if not earlier.extra.get("checkpoint_uri"):

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from cloudtune.states import JobState
 
 
 def _handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -201,7 +202,7 @@ def launch(spec: str, provider: str, dry_run: bool, detach: bool, overrides: tup
         _emit_json(info)
     else:
         _print_info(info)
-    if info["state"] == "failed":
+    if info["state"] == JobState.FAILED:
         sys.exit(1)
 
 
@@ -229,7 +230,7 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo(line)
     for warning in info.get("warnings") or []:
         click.echo(f"warning: {warning}")
-    if info["state"] in ("failed", "cancelled"):
+    if info["state"] in (JobState.FAILED, JobState.CANCELLED):
         click.echo(f"logs:   cloudtune logs {info['job_id']}")
     elif info.get("model_uri"):
         click.echo(f"model:  {info['model_uri']}")
@@ -391,7 +392,7 @@ def _list_row(record: Any) -> dict[str, Any]:
     job's log is not read here (`cloudtune status JOB` does); a finished one's is read once, then kept."""
     from cloudtune import api
     from cloudtune.jobprogress import local_progress, summarize
-    from cloudtune.kit.states import is_terminal
+    from cloudtune.states import is_terminal
 
     state, progress = record.state, {}
     try:
@@ -448,7 +449,7 @@ def logs(job_id: str, follow: bool) -> None:
 def cancel(job_id: str) -> None:
     """Stop a running job."""
     from cloudtune import api
-    from cloudtune.kit.states import is_terminal
+    from cloudtune.states import is_terminal
 
     job = api.get_job(job_id)
     before = job.status()

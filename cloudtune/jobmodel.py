@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from cloudtune.contracts.clouds import STORE_SCHEMES, is_remote
 from cloudtune.errors import InvalidInput, JobNotFound, SpecIssue
 from cloudtune.spec import JobSpec, shown
+from cloudtune.states import JobState
 
 PREFIX = "job:"
 PROVIDER_SCHEMES: dict[str, tuple[str, ...]] = {"local": (), **STORE_SCHEMES}
@@ -80,7 +81,7 @@ def lookup(ref: str, find_job: FindJob) -> JobModel:
         record = find_job(wanted)
     except JobNotFound as exc:
         raise JobModelError(exc.message, fix=exc.fix) from None
-    if record.state != "succeeded":
+    if record.state != JobState.SUCCEEDED:
         raise JobModelError(f"job {record.job_id} is {record.state}, not succeeded: it has no finished model",
                             fix=f"wait for it to succeed (`cloudtune status {record.job_id}` refreshes its state), "
                                 "then launch again")

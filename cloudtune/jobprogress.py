@@ -22,13 +22,13 @@ from typing import Any, Iterable
 
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
 from cloudtune.report.history import parse_log
+from cloudtune.states import TERMINAL, JobState
 from cloudtune.train.progress import main_metric, read_status
 
 __all__ = ["iso", "job_times", "progress_from_log", "local_progress", "summarize"]
 
 _LOG_KEYS = ("epoch", "loss", "learning_rate", "tokens_per_second", "eta_s")
 _EVAL_NAMES = {"accuracy": "eval_accuracy", "f1": "eval_f1"}
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def iso(seconds: float | None) -> str | None:
@@ -131,7 +131,7 @@ def summarize(record: Any, state: str, progress: dict[str, Any], now: float | No
     metrics = dict(progress.get("metrics") or {})
     if "loss" in progress and "train_loss" not in metrics and not finished:
         metrics["train_loss"] = progress["loss"]
-    if state == "succeeded":
+    if state == JobState.SUCCEEDED:
         metrics.update(_model_metrics(record))
     keys = ("step", "total_steps", "epoch", "epoch_step", "loss", "eval_loss", "eval_step", "learning_rate",
             "tokens_per_second", "eta_s", "phase")

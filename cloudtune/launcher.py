@@ -13,6 +13,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cloudtune.errors import InvalidInput, SpecIssue, UnsupportedSpec
+from cloudtune.states import JobState
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -91,12 +92,12 @@ class JobRef:
 
 @dataclass(frozen=True)
 class JobStatus:
-    """A job's state (a `cloudtune.kit.states.JobState` value: pending | running | succeeded | failed | cancelled),
-    with the provider's own state name kept in `native` for display. `started_at`/`ended_at` (epoch seconds) and
+    """A job's state (a `cloudtune.states.JobState`: pending | running | succeeded | failed | cancelled; a value given
+    as text is converted), with the provider's own state name kept in `native` for display. `started_at`/`ended_at` (epoch seconds) and
     `billable_s` (seconds) are the times the provider itself reports, where it does (None otherwise): the cost of a
     finished job is computed from them (cloudtune.kit.cost.job_cost_usd)."""
 
-    state: str
+    state: JobState
     detail: str = ""
     failure_reason: str | None = None
     exit_code: int | None = None
@@ -104,6 +105,9 @@ class JobStatus:
     started_at: float | None = None
     ended_at: float | None = None
     billable_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", JobState(self.state))
 
 
 @runtime_checkable

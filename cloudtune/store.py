@@ -19,12 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import CloudtuneError, JobNotFound
-from cloudtune.kit.states import TERMINAL_NAMES, JobState
+from cloudtune.states import TERMINAL, JobState
 
-__all__ = ["JobRecord", "JobStore", "SCHEMA_VERSION", "STATES", "TERMINAL_STATES", "default_home"]
-
-STATES: tuple[str, ...] = tuple(s.value for s in JobState)
-TERMINAL_STATES: frozenset[str] = TERMINAL_NAMES  # the one definition: cloudtune.kit.states
+__all__ = ["JobRecord", "JobStore", "SCHEMA_VERSION", "default_home"]
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 10.0
@@ -115,12 +112,13 @@ def _cannot_write(exc: sqlite3.Error) -> bool:
 
 @dataclass
 class JobRecord:
-    """One submitted job. ``state`` is one of ``STATES`` by convention (not enforced). Times are epoch seconds."""
+    """One submitted job. ``state`` is a JobState (its value is stored; a value given as text is converted, and one
+    that is no state is a ValueError). Times are epoch seconds."""
 
     job_id: str
     provider: str
     name: str
-    state: str
+    state: JobState
     created_at: float
     updated_at: float
     native_id: str | None = None
@@ -131,14 +129,19 @@ class JobRecord:
     plan: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.state = JobState(self.state)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (deep copy) of every field."""
-        return asdict(self)
+        """A JSON-ready dict (deep copy) of every field; the state as its value."""
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
 
     @property
     def terminal(self) -> bool:
         """Whether the job has reached a final state."""
-        return self.state in TERMINAL_STATES
+        return self.state.terminal
 
 
 _UPDATABLE = frozenset(f.name for f in fields(JobRecord)) - {"job_id", "created_at"}
@@ -152,6 +155,8 @@ def _to_row(record: JobRecord) -> tuple[Any, ...]:
             v = json.dumps(v or {})
         elif col == "plan":
             v = None if v is None else json.dumps(v)
+        elif col == "state":
+            v = JobState(v).value
         values.append(v)
     return tuple(values)
 
@@ -326,7 +331,7 @@ class JobStore:
         """
         return self._apply(job_id, changes, {})
 
-    def record_status(self, job_id: str, state: str, **extra: Any) -> JobRecord:
+    def record_status(self, job_id: str, state: JobState | str, **extra: Any) -> JobRecord:
         """Record a state seen from the provider, with ``extra`` merged key by key into the job's ``extra`` (other
         keys written meanwhile by another process are kept), in one transaction. A terminal state is never
         replaced by a non-terminal one (see ``update``)."""
@@ -334,8 +339,8 @@ class JobStore:
             return self._apply(job_id, {"state": state}, extra)
         except StoreNotWritable:  # what the provider says is still shown; the store catches up on a later call
             current = self.get(job_id)
-            if not (current.terminal and state not in TERMINAL_STATES):
-                current.state = state
+            if not (current.terminal and state not in TERMINAL):
+                current.state = JobState(state)
             current.extra = {**current.extra, **extra}
             return current
 
@@ -348,7 +353,7 @@ class JobStore:
             current = _from_row(self._resolve(conn, job_id))
             data = asdict(current)
             data.update(changes)
-            if current.terminal and data["state"] not in TERMINAL_STATES:
+            if current.terminal and data["state"] not in TERMINAL:
                 data["state"] = current.state
             if extra_merge:
                 data["extra"] = {**(data.get("extra") or {}), **extra_merge}
@@ -367,8 +372,8 @@ class JobStore:
         with self._write() as conn:
             current = _from_row(self._resolve(conn, job_id))
             merged = {k: v for k, v in {**current.extra, **extra}.items() if k != "failure_reason"}
-            conn.execute("UPDATE jobs SET state = 'pending', updated_at = ?, extra = ? WHERE job_id = ?",
-                         (max(time.time(), current.updated_at), json.dumps(merged), current.job_id))
+            conn.execute("UPDATE jobs SET state = ?, updated_at = ?, extra = ? WHERE job_id = ?",
+                         (JobState.PENDING.value, max(time.time(), current.updated_at), json.dumps(merged), current.job_id))
         return self.get(current.job_id)
 
     def children(self, key: str, value: str) -> list[JobRecord]:

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from cloudtune.jobprogress import summarize
-from cloudtune.kit.states import is_terminal
+from cloudtune.states import is_terminal
 from cloudtune.launcher import JobRef
 from cloudtune.spec.sweep import MAXIMIZED
 from cloudtune.store import JobRecord, JobStore

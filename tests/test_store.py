@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from cloudtune.errors import JobNotFound
-from cloudtune.store import SCHEMA_VERSION, STATES, TERMINAL_STATES, JobRecord, JobStore
+from cloudtune.states import TERMINAL, JobState
+from cloudtune.store import SCHEMA_VERSION, JobRecord, JobStore
 
 
 def rec(job_id: str, provider: str = "local", created_at: float | None = None, **kw: object) -> JobRecord:
@@ -20,8 +21,19 @@ def rec(job_id: str, provider: str = "local", created_at: float | None = None, *
 
 
 def test_constants() -> None:
-    assert STATES == ("pending", "running", "succeeded", "failed", "cancelled")
-    assert TERMINAL_STATES == frozenset({"succeeded", "failed", "cancelled"})
+    assert tuple(JobState) == ("pending", "running", "succeeded", "failed", "cancelled")
+    assert TERMINAL == frozenset({"succeeded", "failed", "cancelled"})
+
+
+def test_records_carry_the_state_enum_and_store_its_value(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    store.add(rec("a"))
+    got = store.record_status("a", "running")
+    assert got.state is JobState.RUNNING and store.get("a").state is JobState.RUNNING
+    assert got.to_dict()["state"] == "running" and type(got.to_dict()["state"]) is str
+    assert f"{got.state}" == str(got.state) == "running"  # printed as its value, never JobState.RUNNING
+    with pytest.raises(ValueError):
+        JobRecord(job_id="b", provider="local", name="b", state="finished", created_at=0.0, updated_at=0.0)
 
 
 def test_home_and_schema(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

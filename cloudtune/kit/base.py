@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
-from cloudtune.kit.states import JobState
+from cloudtune.states import JobState
 from cloudtune.settings import cloudtune_home
 
 if TYPE_CHECKING:
@@ -77,6 +77,6 @@ class CloudLauncher:
             polls += 1
             if not follow or finished or (max_polls is not None and polls >= max_polls):
                 return
-            finished = JobState(self.status(ref).state).terminal
+            finished = self.status(ref).state.terminal
             if not finished:
                 time.sleep(self.poll_s)

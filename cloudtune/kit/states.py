@@ -1,32 +1,11 @@
-"""One job-state enum for every provider, the per-cloud tables that map native states onto it, and the one
-place that knows which states are terminal."""
+"""Each cloud's table from its native job states onto cloudtune's (`cloudtune.states.JobState`, where the one
+definition of terminal is), and how an unknown native state is read."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
 
-
-class JobState(str, Enum):
-    """cloudtune's job states. The native state is kept beside it (`JobStatus.native`) for display."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL
-
-
-TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-TERMINAL_NAMES: frozenset[str] = frozenset(s.value for s in TERMINAL)
-
-
-def is_terminal(state: str | JobState) -> bool:
-    return JobState(state) in TERMINAL
+from cloudtune.states import JobState
 
 
 def map_native(table: Mapping[str, JobState], native: str, *, default: JobState = JobState.RUNNING) -> JobState:

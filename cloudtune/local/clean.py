@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.states import TERMINAL_NAMES
 from cloudtune.local.proctree import job_processes
 from cloudtune.local.supervisor import read_state
+from cloudtune.states import TERMINAL
 from cloudtune.store import JobStore
 from cloudtune.units import parse_duration
 
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from cloudtune.store import JobRecord, JobStore
 
 KEPT = frozenset({"state.json", "plan.json", "job.log", "supervisor.log", "cleaned.json"})
-TERMINAL = TERMINAL_NAMES
 
 
 @dataclass

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import InvalidInput, UnsupportedSpec
 from cloudtune.kit.download import checkpoints_dir, copy_tree, note
 from cloudtune.kit.staging import stage
-from cloudtune.kit.states import TERMINAL_NAMES, is_terminal
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.local.planning import CAPABILITIES, LocalPlanning
 from cloudtune.local.proctree import job_processes
@@ -24,6 +23,7 @@ from cloudtune.local.sweepplan import plan_sweep, resume_sweep, start_sweep, swe
 from cloudtune.plan import Plan
 from cloudtune.settings import cloudtune_home
 from cloudtune.spec import LocalSettings
+from cloudtune.states import ACTIVE, TERMINAL, JobState
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -72,7 +72,7 @@ class LocalLauncher:
         tmp.write_text(plan.to_json())
         os.replace(tmp, job_dir / "plan.json")
         (job_dir / "job.log").touch()
-        write_state(job_dir, state="pending")  # the supervisor adds its pid and moves on to running
+        write_state(job_dir, state=JobState.PENDING.value)  # the supervisor adds its pid and moves on to running
         subprocess.Popen(
             [sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir)],
             stdin=subprocess.DEVNULL, stdout=open(job_dir / "supervisor.log", "ab"), stderr=subprocess.STDOUT,
@@ -92,7 +92,7 @@ class LocalLauncher:
 
     def resume_sweep(self, ref: JobRef) -> JobRef:
         """Run the rest of an ended local sweep (cloudtune.local.sweepplan.resume_sweep); InvalidInput while it runs."""
-        if self.status(ref).state in ("pending", "running"):  # a driver that died is seen as failed here
+        if self.status(ref).state in ACTIVE:  # a driver that died is seen as failed here
             raise InvalidInput(f"--resume {ref.job_id}: the sweep is still running",
                                fix=f"follow it (`cloudtune logs -f {ref.job_id}`), or stop it first "
                                    f"(`cloudtune cancel {ref.job_id}`)")
@@ -131,20 +131,20 @@ class LocalLauncher:
         job_dir = Path(ref.native_id)
         state = read_state(job_dir)
         if not state:
-            return JobStatus("failed", "no state file", "the job directory is missing or was never started")
-        name = state.get("state", "pending")
-        if name == "pending" and "supervisor_pid" not in state:
+            return JobStatus(JobState.FAILED, "no state file", "the job directory is missing or was never started")
+        name = state.get("state", JobState.PENDING)
+        if name == JobState.PENDING and "supervisor_pid" not in state:
             if time.time() - float(state.get("updated_at", 0)) < STARTUP_GRACE_S:
-                return JobStatus("pending", "starting")
-            return JobStatus("failed", "supervisor never started", f"see {job_dir / 'supervisor.log'}")
-        if name in ("pending", "running") and not _alive(state.get("supervisor_pid")):
+                return JobStatus(JobState.PENDING, "starting")
+            return JobStatus(JobState.FAILED, "supervisor never started", f"see {job_dir / 'supervisor.log'}")
+        if name in ACTIVE and not _alive(state.get("supervisor_pid")):
             time.sleep(0.2)  # the supervisor may be writing its final state right now
             state = read_state(job_dir)
             name = state.get("state", name)
-            if name in ("pending", "running"):
+            if name in ACTIVE:
                 reason = _end_orphaned_job(job_dir)
-                return JobStatus("failed", "supervisor exited", reason)
-        detail = f"attempt {int(state.get('attempt', 0)) + 1}" if name == "running" else ""
+                return JobStatus(JobState.FAILED, "supervisor exited", reason)
+        detail = f"attempt {int(state.get('attempt', 0)) + 1}" if name == JobState.RUNNING else ""
         return JobStatus(name, detail, state.get("failure_reason"), state.get("exit_code"))
 
     def logs(self, ref: JobRef, follow: bool = False) -> Iterator[str]:
@@ -157,7 +157,7 @@ class LocalLauncher:
                 if line:
                     yield line.rstrip("\n")
                     continue
-                if not follow or is_terminal(self.status(ref).state):
+                if not follow or self.status(ref).state.terminal:
                     rest = fh.read()
                     for tail in rest.splitlines():
                         yield tail
@@ -181,7 +181,7 @@ class LocalLauncher:
         while "supervisor_pid" not in (state := read_state(Path(ref.native_id))) and time.monotonic() < deadline:
             time.sleep(0.1)  # just submitted: wait for the supervisor to record itself
         pid = state.get("supervisor_pid")
-        if state.get("state") in TERMINAL_NAMES or not _alive(pid):
+        if state.get("state") in TERMINAL or not _alive(pid):
             return
         try:
             os.killpg(int(pid), signal.SIGTERM)
@@ -221,7 +221,7 @@ def _end_orphaned_job(job_dir: Path) -> str:
             pass
     if left:
         reason += f"; its {len(left)} remaining process(es) were killed"
-    write_state(job_dir, state="failed", failure_reason=reason, exit_code=None, ended_at=time.time())
+    write_state(job_dir, state=JobState.FAILED.value, failure_reason=reason, exit_code=None, ended_at=time.time())
     return reason
 
 

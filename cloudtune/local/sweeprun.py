@@ -16,7 +16,7 @@ from typing import Any
 import cloudtune.api as api
 from cloudtune.bundle import build_bundle
 from cloudtune.contracts.metrics import metric_history
-from cloudtune.kit.states import is_terminal
+from cloudtune.states import is_terminal
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import read_state, write_state
 from cloudtune.local.sweep import POLL_S, log, make_study, read_sweep_file, slots, suggest

@@ -17,6 +17,7 @@ from typing import Any
 
 from cloudtune.kit.cost import job_cost_usd
 from cloudtune.report.history import History, parse_log
+from cloudtune.states import TERMINAL, JobState
 
 __all__ = ["Facts", "collect", "duration", "card_section"]
 
@@ -30,7 +31,7 @@ class Facts:
     job_id: str
     name: str
     provider: str
-    state: str
+    state: JobState
     created_at: float
     history: History
     failure_reason: str | None = None
@@ -96,7 +97,7 @@ def duration(record: Any, state: str, history: History, now: float | None = None
         return end - start, "from the job's start to its end"
     if "train_runtime_s" in history.done:
         return history.done["train_runtime_s"], "training time from the log (loading and saving not included)"
-    if state in ("succeeded", "failed", "cancelled"):
+    if state in TERMINAL:
         return max(0.0, record.updated_at - record.created_at), "from submission to the last status recorded"
     if start is not None or record.created_at:
         since = start if start is not None else record.created_at
@@ -132,11 +133,11 @@ def collect(job: Any, store: Any) -> Facts:
     """The Facts of a job: `job` is a cloudtune.api.Job (state, warnings and logs through its launcher), `store` the
     cloudtune.store.JobStore holding its record (spec, plan and times, read after the state is brought up to date)."""
     info = job.info()
-    state = info["state"]
+    state = JobState(info["state"])
     record = store.get(job.job_id)
     history = parse_log(job.logs(follow=False))
     plan = record.plan or {}
-    metrics, card = _model_dir_files(record.model_uri) if state == "succeeded" else ({}, [])
+    metrics, card = _model_dir_files(record.model_uri) if state == JobState.SUCCEEDED else ({}, [])
     seconds, basis = duration(record, state, history)
     return Facts(
         job_id=record.job_id, name=record.name, provider=record.provider, state=state, created_at=record.created_at,

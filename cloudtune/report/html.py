@@ -16,6 +16,7 @@ from typing import Any
 from cloudtune.report.facts import Facts
 from cloudtune.report.figures import Figure
 from cloudtune.report.svg import fmt
+from cloudtune.states import JobState
 
 __all__ = ["render", "verdict", "human_duration"]
 
@@ -69,16 +70,16 @@ def verdict(f: Facts) -> tuple[str, str]:
     steps = h.last_step
     at = f"step {steps}" + (f"/{h.total_steps}" if h.total_steps else "") if steps is not None else "no step yet"
     change = _loss_change(f)
-    if f.state == "failed":
+    if f.state == JobState.FAILED:
         reason = ((f.cause or {}).get("cause") or f.failure_reason
                   or (h.errors[-1] if h.errors else f"see `cloudtune logs {f.job_id}`"))
         reason = reason if len(reason) <= 160 else reason[:157] + "..."
         kind, text = "bad", f"failed at {at}: {reason}"
-    elif f.state == "succeeded":
+    elif f.state == JobState.SUCCEEDED:
         kind = "ok" if change is None or change[1] else "warn"
         text = "finished: " + (change[0] if change else "no loss in the log") + (f" in {steps} steps" if steps else "")
         text += f", {human_duration(f.duration_s)}" if f.duration_s is not None else ""
-    elif f.state == "cancelled":
+    elif f.state == JobState.CANCELLED:
         kind, text = "warn", f"cancelled at {at}"
     else:
         loss = h.steps.get("loss")

@@ -20,10 +20,11 @@ from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
-from cloudtune.kit.states import SAGEMAKER, JobState, map_native
+from cloudtune.kit.states import SAGEMAKER, map_native
 from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
+from cloudtune.states import JobState
 from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's constants)
     BOOTSTRAP,
     CAPABILITIES,

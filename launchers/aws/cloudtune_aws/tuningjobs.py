@@ -16,10 +16,11 @@ from cloudtune.errors import InvalidInput
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import CloudError
-from cloudtune.kit.states import SAGEMAKER, JobState, map_native
+from cloudtune.kit.states import SAGEMAKER, map_native
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.spec.sweep import SweepSpec, values_from_arguments
 from cloudtune.sweeptrials import Trial
+from cloudtune.states import JobState
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan

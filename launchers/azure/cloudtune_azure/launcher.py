@@ -24,10 +24,11 @@ from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
-from cloudtune.kit.states import AZUREML, JobState, map_native
+from cloudtune.kit.states import AZUREML, map_native
 from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
+from cloudtune.states import JobState
 from cloudtune_azure import sweep
 from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 from cloudtune_azure.errors import classify
@@ -267,7 +268,7 @@ class AzureLauncher(CloudLauncher):
         return _error_message(details)
 
     def cancel(self, ref: JobRef) -> None:
-        if JobState(self.status(ref).state).terminal:
+        if self.status(ref).state.terminal:
             return  # cancelling a job that already ended is not an error for `cloudtune cancel`
         client = self.ml_client(self._settings(ref))
         poller = self.caller.call(client.jobs.begin_cancel, ref.native_id, what="cancel the command job")

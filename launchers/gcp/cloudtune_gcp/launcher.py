@@ -24,10 +24,11 @@ from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
-from cloudtune.kit.states import VERTEX, JobState, map_native
+from cloudtune.kit.states import VERTEX, map_native
 from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
+from cloudtune.states import JobState
 from cloudtune_gcp import tuning
 from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
 from cloudtune_gcp.settings import GcpSettings
@@ -384,7 +385,7 @@ class GcpLauncher(TuningJobs, CloudLauncher):
         if ref.extra.get("kind") == SWEEP_KIND:
             return self.cancel_sweep(ref)
         _, region = self._where(ref)
-        if JobState(self.status(ref).state).terminal:
+        if self.status(ref).state.terminal:
             return  # cancelling a job that already ended is not an error for `cloudtune cancel`
         client = self.job_client(region)
         self.caller.call(client.cancel_custom_job, name=ref.native_id, retry=None, timeout=CALL_TIMEOUT_S,

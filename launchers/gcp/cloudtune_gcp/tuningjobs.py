@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.kit.cost import epoch_seconds
-from cloudtune.kit.states import VERTEX, JobState, map_native
+from cloudtune.kit.states import VERTEX, map_native
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.spec.sweep import SweepSpec, format_value, values_from_arguments
 from cloudtune.sweeptrials import Trial
+from cloudtune.states import JobState
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
