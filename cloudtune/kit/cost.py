@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 from cloudtune.catalog import load_catalog
-from cloudtune_aws.images import LOCK_TARGET  # deliberate violation: the core importing a plugin
 from cloudtune.errors import UnsupportedSpec
 
 if TYPE_CHECKING:

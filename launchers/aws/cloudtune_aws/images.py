@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import UnsupportedSpec
-from cloudtune_gcp.images import FRAMEWORK_VERSION  # deliberate violation: one plugin importing another
 from cloudtune.kit.bootstrap import PROVIDER_TARGETS
 
 # The pinned framework version of the stock image. Bump together with pytorch_images.json.
