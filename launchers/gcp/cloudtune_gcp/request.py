@@ -19,9 +19,10 @@ from cloudtune.kit.base import bucket_base
 from cloudtune.kit.naming import NameRule
 from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.settings import require
+from cloudtune.kit.versions import versions_note
 from cloudtune.launcher import Capabilities, Capability
 from cloudtune.plan import Upload
-from cloudtune.kit.versions import versions_note
+from cloudtune.version import __version__
 from cloudtune_gcp.images import (FRAMEWORK_VERSION, LOCK_TARGET, RECIPE_TARGET, gpu_image_uri, tpu_image_uri,
                                   training_image_uri)
 from cloudtune_gcp.settings import GcpSettings
@@ -172,8 +173,6 @@ class VertexPlanning(PlanningTemplate):
         if d.spec.image:
             return d.spec.image, None
         assert d.offer is not None
-        from cloudtune import __version__
-
         project, region = str(d.settings.project), str(d.settings.region)
         if d.offer.tpu_topology:
             uri = tpu_image_uri(project, region, __version__)
