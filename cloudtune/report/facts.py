@@ -17,6 +17,7 @@ from typing import Any
 
 from cloudtune.kit.cost import job_cost_usd
 from cloudtune.report.history import History, parse_log
+from cloudtune.report.samples import read_samples
 from cloudtune.states import TERMINAL, JobState
 
 __all__ = ["Facts", "collect", "duration", "card_section"]
@@ -47,6 +48,7 @@ class Facts:
     model_metrics: dict[str, Any] = field(default_factory=dict)
     card_data: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    samples: dict[str, Any] | None = None  # text-to-image validation samples (cloudtune.report.samples)
     generated_at: float = field(default_factory=time.time)
 
     @property
@@ -147,4 +149,5 @@ def collect(job: Any, store: Any) -> Facts:
         usd_per_hour=plan.get("estimated_usd_per_hour"), cost_basis=str(plan.get("cost_basis") or "on-demand"),
         duration_s=seconds, duration_basis=basis, model_uri=record.model_uri, model_metrics=metrics,
         card_data=card, warnings=list(info.get("warnings") or []),
+        samples=read_samples(record.model_uri) if state == "succeeded" else None,
     )
