@@ -36,7 +36,7 @@ def median_wall(args: list[str], runs: int) -> float:
 
 def big_input_seconds(tmp: Path) -> float:
     """check_local_inputs on a 100 MB JSONL (the check reads a bounded sample, whatever the size)."""
-    from cloudtune.jobconfig import check_local_inputs, with_model_input
+    from cloudtune.jobinputs import check_local_inputs, with_model_input
     from cloudtune.spec import load_spec
 
     (tmp / "data").mkdir(parents=True)

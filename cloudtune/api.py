@@ -15,11 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cloudtune import jobprogress
+import cloudtune.jobprogress as jobprogress
 from cloudtune.bundle import build_bundle, left_out_note
 from cloudtune.catalog import load_catalog
 from cloudtune.errors import CloudtuneError, InvalidInput, JobFailed
-from cloudtune.jobconfig import with_model_input
+from cloudtune.jobinputs import with_model_input
 from cloudtune.jobmodel import resolve_job_model
 from cloudtune.jobprogress import summarize
 from cloudtune.kit.download import check_target, into_place

@@ -12,7 +12,7 @@ refreshes a cloud job's state) and have a model location. Its model URI then bec
   named `model` that the new job reads where it runs, when its provider reads that store
   (`cloudtune.contracts.clouds.STORE_SCHEMES`); a
   SageMaker channel delivers the model.tar.gz file itself, which the runtime unpacks
-  (`cloudtune.jobconfig.unpacked_model_archive`). Another provider cannot read it: refused, with the fix
+  (`cloudtune.runtime.modelarchive.unpacked_model_archive`). Another provider cannot read it: refused, with the fix
   (`cloudtune download JOB DIR`, then `train.model: DIR`).
 
 A job that trained a LoRA adapter without `merge` leaves an adapter, not a model. Its base is the job's own model

@@ -135,7 +135,7 @@ class Launcher(Protocol):
         it beside the user's target, checks the job succeeded, and moves it into place once this returns).
 
         The model's files land in `dest` itself (a SageMaker model.tar.gz unpacked with
-        `cloudtune.kit.download.safe_extract`); with `checkpoints`, the job's checkpoint directory's files land in
+        `cloudtune.data.archives.safe_extract`); with `checkpoints`, the job's checkpoint directory's files land in
         `dest/checkpoints/`. Cloud stores go through `cloudtune.kit.download.download_prefix`, which checks every
         object's size (and MD5 where the store states one). Returns the model directory (`dest`).
         Raises InvalidInput when the job has no model (or, with `checkpoints`, no checkpoint location) recorded,

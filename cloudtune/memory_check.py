@@ -23,7 +23,7 @@ from cloudtune.memory import (
     local_model_facts, plan_precision, setup_for, count,
 )
 from cloudtune.catalog import CatalogError, load_catalog
-from cloudtune.jobconfig import find_saved_model
+from cloudtune.data.savedmodel import find_saved_model
 from cloudtune.spec import is_remote
 
 if TYPE_CHECKING:

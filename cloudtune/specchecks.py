@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cloudtune.jobinputs import check_local_inputs, with_model_input
 from cloudtune.jobmodel import FindJob, job_model_issues, resolve_job_model
 from cloudtune.launcher import check_provider_names
 from cloudtune.spec import JobSpec
@@ -32,13 +33,11 @@ def check_spec(spec: JobSpec, find_job: FindJob) -> None:
 def check_offline(spec: JobSpec, find_job: FindJob) -> list[str]:
     """Run the checks a dry run makes that need no provider, so that `cloudtune validate` and the dry run agree:
     `check_spec`, local inputs exist and a local `train.model` is a saved model
-    (cloudtune.jobconfig.check_local_inputs), and a command job's code dir bundles. (The accelerator name is
+    (cloudtune.jobinputs.check_local_inputs), and a command job's code dir bundles. (The accelerator name is
     checked against the catalog with the spec itself.)
 
     Returns the warnings that do not stop a job; raises a CloudtuneError (exit 2) naming what is wrong. `spec` has
     been through `resolve_paths` (as `load_spec` returns it)."""
-    from cloudtune.jobconfig import check_local_inputs, with_model_input
-
     check_spec(spec, find_job)
     # a local model travels as an input: checked and scanned like the data
     shaped = with_model_input(resolve_job_model(spec, None, find_job))

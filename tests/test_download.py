@@ -20,7 +20,8 @@ from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune import api
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.download import copy_tree, into_place, safe_extract
+from cloudtune.data.archives import safe_extract
+from cloudtune.kit.download import copy_tree, into_place
 from cloudtune.store import JobRecord, JobStore
 
 
@@ -317,7 +318,7 @@ def test_a_lora_job_brings_its_base(tmp_path: Path, home: Path) -> None:
 # ------------------------------------------------------------------------------------------ in the container
 def test_a_channel_holding_a_model_tarball_is_unpacked_once(tmp_path: Path) -> None:
     """SageMaker delivers another job's model.tar.gz as a file in the channel dir: the runtime unpacks it."""
-    from cloudtune.jobconfig import unpacked_model_archive
+    from cloudtune.runtime.modelarchive import unpacked_model_archive
     from cloudtune.runtime.types import RuntimeContext
     from cloudtune.train.causal_lm import resolve_model_source
 

@@ -57,7 +57,7 @@ def placeholder(name: str) -> bytes:
 
 
 def spec_for(tmp: Path, train: dict[str, Any], inputs: dict[str, str] | None = None, model: str = "models/m"):
-    from cloudtune.jobconfig import with_model_input
+    from cloudtune.jobinputs import with_model_input
 
     data = {"name": "pf", "inputs": inputs or {"train": "data/train.jsonl"},
             "train": {"model": f"./{model}", **train}}

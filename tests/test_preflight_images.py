@@ -38,7 +38,7 @@ def image_spec(tmp: Path, train: dict | None = None, accelerator: str = "cpu", d
 
 
 def problems_of(tmp: Path, monkeypatch: pytest.MonkeyPatch, **kw: object) -> list[str]:
-    from cloudtune.jobconfig import with_model_input
+    from cloudtune.jobinputs import with_model_input
 
     monkeypatch.chdir(tmp)
     if not (tmp / "pipe").exists():

@@ -2,11 +2,11 @@
 
 A plan is made in these steps (`PlanningTemplate.compile`):
 
- 1. the job model: a local `train.model` (or `job:<JOB>`) becomes an input (`cloudtune.jobconfig.with_model_input`);
+ 1. the job model: a local `train.model` (or `job:<JOB>`) becomes an input (`cloudtune.jobinputs.with_model_input`);
  2. the cloud's refusals and settings checks (`check`), before anything is hashed;
  3. the object store the uploads go to (`store_base`) and the job's name by the cloud's naming rule (`job_name`);
  4. the machine: the catalog's choice and why (`machine`);
- 5. the local inputs and the preflight of their content (`cloudtune.jobconfig.check_local_inputs`);
+ 5. the local inputs and the preflight of their content (`cloudtune.jobinputs.check_local_inputs`);
  6. the inputs: local ones uploaded content-addressed, remote ones checked against the cloud's store
     (`remote_input`) and named as the container sees them (`container_inputs`);
  7. the image, and for a stock image the wheelhouse of cloudtune's locked dependencies (`image`, `mount_wheels`);
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.contracts.jobfile import runtime_job
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.jobconfig import check_local_inputs, runtime_job, with_model_input
+from cloudtune.jobinputs import check_local_inputs, with_model_input
 from cloudtune.kit import cost, staging
 from cloudtune.kit.objectstore import local_input_upload
 from cloudtune.kit.versions import versions_note

@@ -1,6 +1,6 @@
 """Preflight: the errors a job would hit in its first minute, found on this machine before anything is uploaded.
 
-`check_spec_inputs(spec)` runs at plan time for every launcher (through `cloudtune.jobconfig.check_local_inputs`)
+`check_spec_inputs(spec)` runs at plan time for every launcher (through `cloudtune.jobinputs.check_local_inputs`)
 and imports neither torch nor transformers. For the local inputs of a `train` job it reads the first records of
 each data file (encoding, format, the fields the task needs, the labels), checks that a local model directory
 holds a config, weights and tokenizer files, checks `max_seq_len` against the model's position limit, and renders
@@ -94,7 +94,7 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
 
 
 def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
-    from cloudtune.jobconfig import find_saved_model
+    from cloudtune.data.savedmodel import find_saved_model
 
     path = _local_input(spec, train.model)
     return find_saved_model(path) if path is not None else None

@@ -26,7 +26,7 @@ MAX_SHAPES = 20
 
 def _model_source(spec: "JobSpec", train: "TrainSpec") -> tuple[str | None, str, bool]:
     """(source to load from or None when it cannot be read here, how errors name it, local files only)."""
-    from cloudtune.jobconfig import find_saved_model
+    from cloudtune.data.savedmodel import find_saved_model
     from cloudtune.preflight.hub import hub_access
     from cloudtune.spec import is_remote
 
@@ -136,7 +136,7 @@ def _num_labels(spec: "JobSpec", train: "TrainSpec") -> int | None:
 def deep_check(spec: "JobSpec") -> list[str]:
     """Run the plan-time checks, then the deep ones, on `spec` (as loaded). Raises PreflightError (exit 2) with
     every problem, one line each; returns notes: what was checked, warnings, and how long it took."""
-    from cloudtune.jobconfig import check_local_inputs, with_model_input
+    from cloudtune.jobinputs import check_local_inputs, with_model_input
 
     started = time.monotonic()
     spec = with_model_input(spec)

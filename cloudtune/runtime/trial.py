@@ -3,7 +3,7 @@
 Each cloud's tuning service passes a trial's values under `cloudtune.spec.sweep.safe_name(path)` (`lora.r` ->
 `lora__r`): SageMaker as hyperparameters (hyperparameters.json, text), Vertex AI as `--lora__r=16` arguments appended
 to the container's (cloudtune-run's) arguments, Azure ML as the same arguments through `${{search_space.lora__r}}`.
-The runtime job carries the sweep section (`cloudtune.jobconfig.runtime_job`), so the values are read back to the
+The runtime job carries the sweep section (`cloudtune.contracts.jobfile.runtime_job`), so the values are read back to the
 option paths with each range's own type (Vertex AI sends integers as doubles: `16.0` -> 16) and applied to the job
 config with the spec's own rules (`cloudtune.spec.sweep.trial_train`, `command_arguments`, `command_env`).
 

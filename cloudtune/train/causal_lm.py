@@ -65,10 +65,11 @@ from cloudtune.train.trainer import (  # noqa: F401  (re-exported; run_training 
 def resolve_model_source(ctx: RuntimeContext, model: str) -> str:
     """An input name -> its local dir (one level down if the dir holds exactly one model subdir; a channel holding
     one model .tar.gz, as SageMaker delivers another job's model.tar.gz, unpacked once: see
-    `cloudtune.jobconfig.unpacked_model_archive`); else as is."""
+    `cloudtune.runtime.modelarchive.unpacked_model_archive`); else as is."""
     if model not in ctx.inputs:
         return model
-    from cloudtune.jobconfig import find_saved_model, unpacked_model_archive
+    from cloudtune.data.savedmodel import find_saved_model
+    from cloudtune.runtime.modelarchive import unpacked_model_archive
 
     path = Path(ctx.inputs[model])
     found = find_saved_model(path) or unpacked_model_archive(path)

@@ -34,7 +34,8 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     TENSORBOARD_DIR,
     compile_plan,
 )
-from cloudtune.kit.download import checkpoints_dir, download_prefix, note, safe_extract, scratch_dir
+from cloudtune.data.archives import safe_extract
+from cloudtune.kit.download import checkpoints_dir, download_prefix, note, scratch_dir
 from cloudtune_aws import tuning
 from cloudtune_aws.settings import AwsSettings
 from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
