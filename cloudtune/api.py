@@ -15,16 +15,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import cloudtune.jobprogress as jobprogress
-from cloudtune.bundle import build_bundle, left_out_note
 from cloudtune.catalog import load_catalog
 from cloudtune.errors import CloudtuneError, InvalidInput, JobFailed
 from cloudtune.jobinputs import with_model_input
 from cloudtune.jobmodel import resolve_job_model
-from cloudtune.jobprogress import summarize
-from cloudtune.kit.download import check_target, into_place
 from cloudtune.kit.retry import CloudError, CreateUnconfirmed
-from cloudtune.kit.triage import classify, tail
 from cloudtune.launcher import JobRef, Launcher, get_launcher
 from cloudtune.memory_check import plan_memory
 from cloudtune.plan import Plan
@@ -102,6 +97,8 @@ def _checked(job_spec: JobSpec, provider: str) -> JobSpec:
 def _bundle_for(spec: JobSpec):  # -> Bundle | None
     if spec.command is None:
         return None
+    from cloudtune.bundle import build_bundle  # a command job only: off the dry run's start-up path
+
     return build_bundle(Path(spec.code), include=spec.include)
 
 
@@ -126,6 +123,8 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     if meaning:  # `A100:8`: say which part was chosen
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
     if bundle is not None:  # every launcher's plan says what the code bundle left out
+        from cloudtune.bundle import left_out_note  # a command job only
+
         note = left_out_note(bundle)
         compiled = replace(compiled, notes=(*compiled.notes, *([note] if note else [])))
     # credential-like env values, and what each local input dir (a local model too) leaves out: as `validate` says
@@ -226,6 +225,8 @@ class Job:
         """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
         job's status file; a cloud job's log, read through its launcher (once it has ended, read once and kept in
         the store). {} when nothing is reported yet; a log that cannot be read gives {"note": why}."""
+        import cloudtune.jobprogress as jobprogress  # off the dry run's start-up path
+
         r = self._record
         if r.provider == "local":
             return jobprogress.local_progress(r)
@@ -242,6 +243,8 @@ class Job:
     def summary(self, state: str | None = None) -> dict[str, Any]:
         """Start and end (ISO-8601), elapsed or duration (s), progress, final metrics, main metric and cost (USD,
         cloudtune.kit.cost.job_cost_usd) of the job: see `cloudtune.jobprogress.summarize`."""
+        from cloudtune.jobprogress import summarize  # off the dry run's start-up path
+
         state = state or self.status()
         progress = self.progress()
         view = summarize(self._record, state, progress)
@@ -302,6 +305,8 @@ class Job:
         failure reason and the last lines of its log (read once, then kept in the store; nothing but the cause,
         the line and the fix is kept). None unless the job failed. Never raises for a log that cannot be read: the
         cause then comes from the exit and the reason alone, with a `note` saying so (and is not kept)."""
+        from cloudtune.kit.triage import classify, tail  # off the dry run's start-up path
+
         r = self._record
         if r.state != JobState.FAILED:
             return None
@@ -379,6 +384,8 @@ class Job:
         nothing else is removed). The download goes to a temp dir beside `dest`, renamed onto it at the end: an
         interrupted download leaves nothing at `dest`. What is checked: see `cloudtune.kit.download`. Each refusal
         is an InvalidInput (exit 2) with its fix, raised before anything is fetched."""
+        from cloudtune.kit.download import check_target, into_place  # off the dry run's start-up path
+
         target = Path(os.path.abspath(dest if dest is not None else default_download_dir(self.job_id)))
         if self.is_sweep:  # the sweep's model is its best trial's
             return self._best_trial(target).download(target, checkpoints=checkpoints, force=force)

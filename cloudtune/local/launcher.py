@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput, UnsupportedSpec
-from cloudtune.kit.download import checkpoints_dir, copy_tree, note
 from cloudtune.kit.staging import stage
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.local.planning import CAPABILITIES, LocalPlanning
@@ -167,6 +166,8 @@ class LocalLauncher:
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Copy the job's model dir (`ref.model_uri`, under its job directory) into `dest`; with `checkpoints`, its
         checkpoint dir into dest/checkpoints (see `Launcher.download`; sizes are checked, links refused)."""
+        from cloudtune.kit.download import checkpoints_dir, copy_tree, note  # off the dry run's start-up path
+
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model dir recorded", fix=f"see `cloudtune status {ref.job_id}`")
         copy_tree(Path(ref.model_uri), dest, what=ref.model_uri)

@@ -19,7 +19,6 @@ from cloudtune.kit.planning import Draft, PlanningTemplate
 from cloudtune.kit.staging import recipe
 from cloudtune.kit.versions import image_note, local_mismatches, target_software
 from cloudtune.launcher import Capabilities, Capability
-from cloudtune.local.imageenv import apply_start_path, env_path, plan_image
 from cloudtune.local.layout import EMULATORS
 from cloudtune.plan import Upload
 from cloudtune.spec import is_remote
@@ -113,6 +112,8 @@ class LocalPlanning(PlanningTemplate):
 
     def request(self, d: Draft, job: dict[str, Any]) -> dict[str, Any]:
         """The job directory's layout under the emulated cloud's contract, the uploads being its copies."""
+        from cloudtune.local.imageenv import apply_start_path  # runtime: image only
+
         spec, settings, bundle, image = d.spec, d.settings, d.bundle, d.image
         job_dir = (Path(settings.jobs_dir) if settings.jobs_dir else d.home / "jobs") / d.job_name
         # the code bundle is named here and written by submit() (a plan writes nothing)
@@ -160,6 +161,8 @@ class LocalPlanning(PlanningTemplate):
 
     def _image_plan(self, d: Draft, target: str | None) -> "ImagePlan | None":
         """runtime: image: the planned image env, wheelhouse and code bundle (cloudtune.local.imageenv); else None."""
+        from cloudtune.local.imageenv import env_path, plan_image  # runtime: image only
+
         spec, settings = d.spec, d.settings
         if settings.runtime != "image":
             return None

@@ -32,10 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from cloudtune.errors import CloudtuneError
-from cloudtune.kit.triage import Cause, tail, vetoes_retry
 from cloudtune.local import diskspace
 from cloudtune.local.copies import CopyStats, copy_tree
-from cloudtune.local.imageenv import fresh_node_envs, image_container_env, prepare_image
 from cloudtune.local.mounts import with_hook
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
 from cloudtune.runtime.exitcodes import CLASSES, ExitClass, classify, describe, retried, worst
@@ -201,6 +199,8 @@ class Supervisor:
 
     def _start(self, log: SafeLog, lock: threading.Lock) -> list[threading.Thread]:
         """Start one `cloudtune-run` per node, each the leader of its own session and process group."""
+        from cloudtune.local.imageenv import fresh_node_envs, image_container_env  # off the dry run's start-up path
+
         self.procs, threads = [], []
         nodes = self.request["nodes"]
         threads_env = thread_env(len(nodes), int(self.request.get("processes_per_node") or 1))
@@ -274,6 +274,8 @@ class Supervisor:
             shutil.rmtree(leftover, ignore_errors=True)
 
     def run(self) -> int:
+        from cloudtune.local.imageenv import prepare_image  # off the dry run's start-up path
+
         make_job_private(self.job_dir)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
@@ -310,6 +312,8 @@ class Supervisor:
 
     def _attempts(self, log: SafeLog, lock: threading.Lock) -> int:
         """Run the job, then re-run it up to `retries` times, but only after a failure of a retried class."""
+        from cloudtune.kit.triage import vetoes_retry  # off the dry run's start-up path
+
         deadline = time.time() + int(self.request["max_runtime_seconds"])
         retries = int(self.request.get("retries", 0))
         for number in range(retries + 1):
@@ -356,6 +360,8 @@ class Supervisor:
     def _disk_full(self, log: SafeLog, attempt: Attempt) -> str | None:
         """The outcome of an attempt that filled its disk, from the lines the supervisor holds (the job's last lines
         may never have reached job.log); None when its output shows no full disk. Frees the reserve."""
+        from cloudtune.kit.triage import Cause, vetoes_retry  # off the dry run's start-up path
+
         found = vetoes_retry("\n".join(log.recent))
         if found is None or found.cause is not Cause.DISK_FULL:
             return None
@@ -376,6 +382,8 @@ class Supervisor:
 
     def _attempt_tail(self, start: int, limit: int = 256 * 1024) -> str:
         """The last lines (at most `limit` bytes, TAIL_LINES lines) this attempt wrote to job.log from offset `start`."""
+        from cloudtune.kit.triage import tail  # off the dry run's start-up path
+
         try:
             with open(self.job_dir / "job.log", "rb") as fh:
                 size = fh.seek(0, os.SEEK_END)

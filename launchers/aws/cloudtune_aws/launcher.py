@@ -34,8 +34,6 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
     TENSORBOARD_DIR,
     compile_plan,
 )
-from cloudtune.data.archives import safe_extract
-from cloudtune.kit.download import checkpoints_dir, download_prefix, note, scratch_dir
 from cloudtune_aws import tuning
 from cloudtune_aws.settings import AwsSettings
 from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
@@ -423,6 +421,9 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         """SageMaker's model.tar.gz (`ref.model_uri`), fetched beside `dest` and unpacked into it with the kit's safe
         extraction; with `checkpoints`, every object under the job's CheckpointConfig S3 URI into dest/checkpoints
         (see `Launcher.download`)."""
+        from cloudtune.data.archives import safe_extract  # off the dry run's start-up path
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note, scratch_dir
+
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
                                f"{ref.job_id}`; download the job's output from S3 yourself")

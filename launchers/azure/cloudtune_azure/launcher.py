@@ -21,7 +21,6 @@ from typing import Any
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds
-from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
 from cloudtune.kit.states import AZUREML, map_native
@@ -304,6 +303,8 @@ class AzureLauncher(CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)
         through the kit's download (sizes and Content-MD5 checked); see `Launcher.download`."""
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note  # off the dry run's start-up path
+
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
         settings = self._settings(ref)

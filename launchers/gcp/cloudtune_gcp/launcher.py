@@ -21,7 +21,6 @@ from cloudtune.contracts import vertex as vx
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds
-from cloudtune.kit.download import checkpoints_dir, download_prefix, note
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX, map_native
@@ -369,6 +368,8 @@ class GcpLauncher(TuningJobs, CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Every object under the job's AIP_MODEL_DIR (`ref.model_uri`, a gs:// folder) into `dest`; with
         `checkpoints`, those under its AIP_CHECKPOINT_DIR into dest/checkpoints (see `Launcher.download`)."""
+        from cloudtune.kit.download import checkpoints_dir, download_prefix, note  # off the dry run's start-up path
+
         if not ref.model_uri:
             raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
                                f"{ref.job_id}`; copy the job's output from Cloud Storage yourself")
