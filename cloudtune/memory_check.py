@@ -145,6 +145,8 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
         return None
     accelerator, per_node, memory_gb, bf16 = _device(spec, provider, instance_type)
     check_quantize(spec, provider, accelerator)
+    if spec.train.task == "text-to-image":
+        return _image_memory(spec, provider, accelerator, memory_gb, bf16)
     facts = model_facts(spec)
     local = provider == "local"
     section: dict[str, Any] = {"accelerator": None if local else accelerator, "device_memory": None,
@@ -284,3 +286,40 @@ def _scale_out(spec: "JobSpec", provider: str, facts: ModelFacts, setup: Setup, 
             break
         batch //= 2
     return out
+
+
+def _image_memory(spec: "JobSpec", provider: str, accelerator: str | None, memory_gb: float | None,
+                  bf16: bool) -> dict[str, Any]:
+    """The memory section of a text-to-image job (cloudtune.memory_image): the UNet family's weights, the LoRA, the
+    activations at the latent size; a job clearly over its GPU is refused like a text job."""
+    from cloudtune.memory_image import estimate_image, family_of
+
+    assert spec.train is not None
+    train, local = spec.train, provider == "local"
+    section: dict[str, Any] = {"accelerator": None if local else accelerator, "device_memory": None,
+                               "margin": MARGIN, "model": None, "estimate": None}
+    family = family_of(train.model, _model_dir(spec, train.model))
+    if family is None:
+        return section
+    precision = plan_precision(train.hyperparameters.precision, None if local else accelerator, bf16)
+    requested = train.hyperparameters.gradient_checkpointing
+    checked = not local and accelerator is not None and memory_gb is not None
+    est = estimate_image(family, train, precision, bool(requested))
+    if requested is None and checked and memory_gb and est.total > memory_gb * GB * (1 - HEADROOM):
+        est = estimate_image(family, train, precision, True)
+    why = "as set" if requested is not None else ("null: on, the activations would not fit without it"
+                                                  if est.gradient_checkpointing else "null: off")
+    section.update(model=family.name, params=family.unet + family.text + family.vae, precision=precision,
+                   world_size=spec.resources.nodes * (1 if local else spec.processes_per_node()),
+                   estimate=est.to_dict(), gradient_checkpointing=why)
+    if checked and memory_gb:
+        section["device_memory"] = int(memory_gb * GB)
+        if est.total > memory_gb * GB * (1 + MARGIN) and train.memory_check:
+            raise UnsupportedSpec(
+                f"resources.accelerator {spec.resources.accelerator}: a LoRA on {family.name} at resolution "
+                f"{train.hyperparameters.resolution or 512}, batch {train.hyperparameters.batch_size}, {precision}, "
+                f"needs about {human(est.total)} per GPU, over the {memory_gb:g} GB of one {accelerator}",
+                fix="lower hyperparameters.batch_size or resolution, set gradient_checkpointing: true, use "
+                    "optimizer: adamw_8bit or lora.quantize: 4bit, or a GPU with more memory; or set "
+                    "train.memory_check: false to launch it anyway")
+    return section
