@@ -182,7 +182,7 @@ def test_list_into_head_with_many_jobs(tmp_path: Path) -> None:
     store = JobStore(home)
     for i in range(600):
         store.add(JobRecord(job_id=f"job-{i:04d}-20260101-000000-abcd", provider="local", name="job",
-                            state="completed", created_at=1_700_000_000 + i, updated_at=1_700_000_000 + i))
+                            state="succeeded", created_at=1_700_000_000 + i, updated_at=1_700_000_000 + i))
     proc = subprocess.run(f"'{sys.executable}' -m cloudtune.cli list --limit 600 | head -1", shell=True, cwd=tmp_path,
                           env={**os.environ, "CLOUDTUNE_HOME": str(home)}, capture_output=True, text=True, timeout=300)
     assert proc.stdout.startswith("JOB") and proc.stderr == "", proc.stderr
