@@ -17,45 +17,16 @@ skeleton and renders one record of each shape.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloudtune.errors import InvalidInput, JobInputError
+from cloudtune.errors import JobInputError
+from cloudtune.preflight.problems import PreflightError, display_path, local_input
 
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
 
 __all__ = ["PreflightError", "check_spec_inputs", "display_path"]
-
-
-class PreflightError(InvalidInput):
-    """One or more problems with a job's local inputs, each a line naming the file or field and the fix."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = list(problems)
-        if len(self.problems) == 1:
-            super().__init__(self.problems[0])
-        else:
-            super().__init__(f"{len(self.problems)} problems with the job's inputs:\n" +
-                             "\n".join(f"  {p}" for p in self.problems))
-
-
-def display_path(path: str | os.PathLike[str]) -> str:
-    """`path` as the user would type it here: relative to the working directory when under it, else as is."""
-    text = str(path)
-    try:
-        rel = Path(text).relative_to(Path.cwd())
-    except ValueError:
-        return text
-    return rel.as_posix() if str(rel) != "." else text
-
-
-def _local_input(spec: "JobSpec", name: str | None) -> Path | None:
-    from cloudtune.spec import is_remote
-
-    uri = spec.inputs.get(name) if name else None
-    return Path(uri) if uri is not None and not is_remote(uri) and Path(uri).exists() else None
 
 
 def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
@@ -66,7 +37,7 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
     samples = {}
     for role in ("train", "eval"):
         name = getattr(data, role)
-        path = _local_input(spec, name)
+        path = local_input(spec, name)
         if path is None:
             continue
         try:
@@ -96,7 +67,7 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
 def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
     from cloudtune.data.savedmodel import find_saved_model
 
-    path = _local_input(spec, train.model)
+    path = local_input(spec, train.model)
     return find_saved_model(path) if path is not None else None
 
 
@@ -159,7 +130,7 @@ def _image_job_problems(spec: "JobSpec", train: "TrainSpec", problems: list[str]
     if model_dir is not None:
         problems = problems + pipeline_dir_problems(model_dir, display_path(model_dir))
     problems = problems + cuda_only_problems(spec, train, _accelerator_is_cuda(spec))
-    inputs = {n: p for n in (train.data.train, train.data.eval) if n and (p := _local_input(spec, n)) is not None}
+    inputs = {n: p for n in (train.data.train, train.data.eval) if n and (p := local_input(spec, n)) is not None}
     problems += image_data_problems(train, inputs, {n: display_path(p) for n, p in inputs.items()})
     if problems:
         raise PreflightError(problems)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import JobInputError
-from cloudtune.preflight import PreflightError, _local_input, display_path
+from cloudtune.preflight.problems import PreflightError, display_path, local_input
 
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
@@ -121,7 +121,7 @@ def _num_labels(spec: "JobSpec", train: "TrainSpec") -> int | None:
 
     if train.data.labels is not None:
         return len(train.data.labels)
-    path = _local_input(spec, train.data.train)
+    path = local_input(spec, train.data.train)
     if path is None:
         return None
     from cloudtune.train.classification import label_mapping
@@ -207,7 +207,7 @@ def _data_checks(spec: "JobSpec", train: "TrainSpec", tokenizer: Any, problems: 
 
     notes = []
     for role in ("train", "eval"):
-        path = _local_input(spec, getattr(train.data, role))
+        path = local_input(spec, getattr(train.data, role))
         if path is None:
             continue
         try:

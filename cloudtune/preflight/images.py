@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.preflight.problems import PreflightError
 from cloudtune.spec.image import DEFAULT_RESOLUTION
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ def pipeline_tokenizers(source: str, shown: str, local_only: bool) -> list[str]:
     tokenizers load (transformers, from the `tokenizer`/`tokenizer_2` subfolders); the weights are not loaded.
     Returns notes; raises PreflightError naming the subfolder and the fix."""
     from transformers import AutoTokenizer
-
-    from cloudtune.preflight import PreflightError
 
     if Path(source).is_file() or (Path(source) / "pytorch_lora_weights.safetensors").is_file():
         return [f"train.model {shown} is a LoRA: the job fuses it into its base; not loaded here"]
