@@ -316,3 +316,26 @@ def test_cloudtune_images_meet_transformers_runtime_floor(dockerfile: str) -> No
     from packaging.specifiers import SpecifierSet
 
     assert all(SpecifierSet(spec).contains(args["TORCH_VERSION"]) for spec in floors)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_shipped_lock_holds_what_cloudtune_requires_today(target: str) -> None:
+    """A requirement added to pyproject.toml (the core's, or the `train` extra's for a train target) without
+    regenerating the locks fails here, offline, rather than at the job's start on the cloud (`pip install
+    --no-index` finds no such wheel): the lock's recorded roots are replaced by today's and checked again."""
+    from dataclasses import replace
+
+    from cloudtune.kit.wheel import LAUNCH_SIDE_ONLY  # what the carried wheel leaves out
+
+    project = _pyproject()["project"]
+    t = TARGETS[target]
+    today = list(project["dependencies"])
+    for extra in t.root_extras:
+        for line in project["optional-dependencies"][extra]:
+            req = Requirement(line)
+            marker = f" and ({req.marker})" if req.marker else ""
+            today.append(f"{str(req).split(';')[0]}; extra == \"{extra}\"{marker}")
+    today = [line for line in today if Requirement(line).name.lower().replace("_", "-") not in LAUNCH_SIDE_ONLY]
+    lock = load_lock(target)
+    problems = check_lock(t, replace(lock, roots=tuple(today) + t.extra + t.pins))
+    assert problems == [], "\n".join(problems)

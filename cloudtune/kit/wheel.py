@@ -114,9 +114,11 @@ def _metadata(pkg: Path) -> _Meta:
     return found or _meta_from_installed()
 
 
-# Dependencies of the launching machine only (the code bundle's scan: cloudtune.bundle, cloudtune.secretfiles): a
-# job never bundles, so the carried wheel does not require them and the stock-image wheelhouses need not hold them.
-LAUNCH_SIDE_ONLY: tuple[str, ...] = ("detect-secrets", "pathspec")
+# Dependencies of the launching machine only: the code bundle's scan (cloudtune.bundle, cloudtune.secretfiles) and the
+# local sweep driver (optuna: cloudtune.local.sweep asks and tells on the launching machine; a trial only reads its
+# values). A job never bundles or drives a sweep, so the carried wheel does not require them and the image locks
+# need not hold them.
+LAUNCH_SIDE_ONLY: tuple[str, ...] = ("detect-secrets", "pathspec", "optuna")
 
 
 def _launch_side_only(requirement: str) -> bool:
