@@ -12,6 +12,7 @@ from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore, fault_point
+from cloudtune.train.knobs import knob_arguments
 from cloudtune.train.logfmt import (  # noqa: F401  (STEP_LOG_FORMAT: re-exported)
     CHECKPOINT_LOG_FORMAT,
     EARLY_STOP_LOG_FORMAT,
@@ -152,11 +153,10 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        warmup_steps=min(float(hp.warmup_ratio), 0.999999),  # a float < 1 is a ratio of the total steps
         weight_decay=hp.weight_decay,
         seed=hp.seed,
         data_seed=hp.seed,
-        lr_scheduler_type="linear",
+        **knob_arguments(train, cuda),  # optim, lr_scheduler_type, warmup_steps, max_grad_norm, deepspeed
         logging_strategy="steps",
         logging_steps=LOGGING_STEPS,
         logging_first_step=True,
