@@ -424,6 +424,10 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
             _say(ct_health.HEALTH_PREFIX + warning)
 
     _write_outputs(ctx, train, trainer, tokenizer, base_model, data_info, metrics, precision, xla)
+    if train.push_to_hub is not None and trainer.args.process_index == 0:
+        from cloudtune.train.publish import publish
+
+        publish(Path(ctx.model_dir), train.push_to_hub)
     return metrics
 
 
@@ -460,6 +464,9 @@ def _build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: 
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
     health_cb.attach(trainer)
+    for callback in extra_callbacks:  # a recipe's callback that reads the trainer itself (e.g. its reference model)
+        if hasattr(callback, "attach"):
+            callback.attach(trainer)
     # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
     xla = xla_device_type() is not None
     trainer.ct_train_drop_last = xla and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)

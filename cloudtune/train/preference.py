@@ -230,6 +230,15 @@ def preference_health_callback() -> Any:
             self.history: list[tuple[int, float, float, float]] = []
             self.warned: set[str] = set()
 
+        def attach(self, trainer: Any) -> None:
+            """Say what the trainer holds in memory for the reference: its `ref_model`'s parameters (0 when None:
+            the adapter is switched off, or the log-probabilities were precomputed) beside the policy's."""
+            ref = getattr(trainer, "ref_model", None)
+            held = sum(p.numel() for p in ref.parameters()) if ref is not None else 0
+            policy = sum(p.numel() for p in trainer.model.parameters())
+            if trainer.args.process_index == 0:
+                _say(f"reference model in memory: {held} parameters; policy {policy}")
+
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
             logs = logs or {}
             if not state.is_world_process_zero or not all(k in logs for k in REWARD_METRICS[:3]):

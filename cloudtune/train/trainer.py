@@ -495,6 +495,10 @@ def _make_callbacks() -> tuple[Any, Any]:
                 scalars["train/tokens_per_second"] = tps
             if isinstance(logs.get("grad_norm"), (int, float)):
                 scalars["train/grad_norm"] = float(logs["grad_norm"])
+            for key, value in logs.items():  # preference tuning (TRL): rewards/chosen, rejected, margins, accuracies
+                if key.startswith("rewards/") and isinstance(value, (int, float)):
+                    self.report.metric(key, float(value))
+                    scalars[f"train/{key}"] = float(value)
             self.report.scalars(step, scalars)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
