@@ -167,6 +167,8 @@ def run_preference(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpoint
     with phase("loading model", source):
         tokenizer, model = load()
     train = lm.memory_settings(lm.lora_output_for(train, model), model, device)
+    if train.lora is None:  # a merged SFT adapter comes back frozen (peft loads adapters for inference): train all
+        model.requires_grad_(True)
     with phase("preparing data", f"input {train.data.train!r} ({pref.method} pairs)"):
         train_ds, shape, style = read_preference_data(ctx, train.data.train, pref.method, lm.input_source(ctx, train.data.train))
         eval_ds = None

@@ -20,14 +20,15 @@ from cloudtune.train.progress import read_status
 
 from .conftest import make_ctx, write_records
 
-WORDS = ["boat", "fox", "bean", "wind", "dog", "crew", "dawn", "model"]
+DIRECTIONS = [("north", "south"), ("east", "west")]
 
 
 def pairs(indices: range) -> list[dict[str, Any]]:
-    """The rule: the chosen answer names the prompt's own word, the rejected one another word."""
-    return [{"prompt": f"the {WORDS[i % 8]} number {i % 5} is a",
-             "chosen": f" {WORDS[i % 8]}",
-             "rejected": f" {WORDS[(i + 3) % 8]}"} for i in indices]
+    """The rule: a boat numbered even sails north (odd: east) at dawn; the rejected answer names the opposite way
+    at dusk. Held-out pairs are other boat numbers."""
+    return [{"prompt": f"the boat number {i} sails",
+             "chosen": f" {DIRECTIONS[i % 2][0]} at dawn",
+             "rejected": f" {DIRECTIONS[i % 2][1]} at dusk"} for i in indices]
 
 
 def unpaired(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -84,16 +85,17 @@ def test_method_raises_the_margin_on_held_out_pairs(method: str, tiny_gpt2: Path
     records = unpaired(train_recs) if method == "kto" else train_recs
     ctx = make_ctx(tmp_path, data_inputs(tmp_path, records, unpaired(held_out) if method == "kto" else held_out))
     before = margin(tiny_gpt2, held_out)
-    beta = 1.0 if method == "orpo" else 0.1  # ORPO's beta weighs the odds-ratio term against its SFT term (TRL)
+    beta = 0.1
     metrics = run_recipe(ctx, pref_train(tiny_gpt2, method, eval_name="eval", beta=beta), CKPT)
     after = margin(ctx.model_dir, held_out)
     out = capsys.readouterr().out
     assert metrics["global_step"] == 12 and metrics["tokens_per_second"] > 0
-    assert after > before + 0.5, (method, before, after)
+    assert after > before + 1.0, (method, before, after)
     status = read_status(ctx.checkpoint_dir)
     if method != "kto":  # KTO logs rewards of the desirable and undesirable examples (its own names)
         assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(status["metrics"])
         assert status["metrics"]["rewards/accuracies"] >= 0.5
+        assert re.search(r"^\[cloudtune\] step=\d+/12 .* rewards/chosen=\S+ .*rewards/margins=", out, re.M)  # charted by the report
     assert f"{method}: beta {beta}" in out and "README.md written" in out
 
 
@@ -123,10 +125,11 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tiny_gpt2: Path, tmp_pa
     run_recipe(whole, pref_train(tiny_gpt2, max_steps=8, batch_size=4), CheckpointSpec(every_steps=3, keep=2))
 
     cut = make_ctx(tmp_path / "cut", data_inputs(tmp_path / "cut", records))
-    monkeypatch.setenv("CLOUDTUNE_FAULT_AT", "exit@3")  # SIGTERM'd: the step-3 checkpoint saved, then exit 143
+    monkeypatch.setenv("CLOUDTUNE_FAULT_AT", "before@3")  # SIGTERM while step 3 is saved: stop after step 4, exit 143
     with pytest.raises(SystemExit) as stopped:
         run_recipe(cut, pref_train(tiny_gpt2, max_steps=8, batch_size=4), CheckpointSpec(every_steps=3, keep=2))
     assert stopped.value.code == 143 and not (cut.model_dir / "model.safetensors").exists()
+    assert sorted(p.name for p in cut.checkpoint_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
     monkeypatch.delenv("CLOUDTUNE_FAULT_AT")
     run_recipe(cut, pref_train(tiny_gpt2, max_steps=8, batch_size=4), CheckpointSpec(every_steps=3, keep=2))
 
@@ -173,3 +176,14 @@ def test_data_errors_name_the_file_line_and_field(tiny_gpt2: Path, tmp_path: Pat
     ctx = make_ctx(tmp_path, data_inputs(tmp_path, recs))
     with pytest.raises(JobInputError, match=r"pairs.jsonl, line 3: field 'rejected' is missing.*To fix"):
         run_recipe(ctx, pref_train(tiny_gpt2, max_steps=1), CKPT)
+
+
+def test_health_warns_on_a_collapsing_margin_and_on_both_rewards_falling() -> None:
+    from cloudtune.train.preference import margin_warning
+
+    rising = [(10 * i, 0.1 * i, -0.1 * i, 0.2 * i) for i in range(1, 6)]
+    assert margin_warning(rising) is None
+    collapsed = rising + [(60, 0.01, 0.0, 0.15), (70, 0.0, 0.0, 0.1), (80, 0.0, 0.0, 0.05)]
+    assert "the reward margin collapsed to 0.05 (best 1)" in margin_warning(collapsed)
+    both = [(10, -0.1, -0.2, 0.1), (20, -0.3, -0.6, 0.3), (30, -0.6, -1.2, 0.6), (40, -1.0, -2.0, 1.0)]
+    assert "the chosen reward fell with the rejected one (-0.1 -> -1;" in margin_warning(both)
