@@ -116,6 +116,8 @@ class Setup:
     packing: bool = False
     distributed: str = "ddp"
     world_size: int = 1
+    reference_copy: bool = False
+    """Preference tuning (dpo, kto) with a frozen reference copy in memory: TRL's ref_model, loaded like the policy."""
 
     @property
     def weight_bytes(self) -> float:
@@ -374,7 +376,14 @@ def estimate(facts: ModelFacts, setup: Setup) -> MemoryEstimate:
     gradients = 4.0 * trained
     optimizer = float(ADAM_STATE_BYTES * trained)
     n = setup.world_size
-    if n > 1 and setup.distributed == "fsdp":
+    if setup.reference_copy:  # a second, frozen model: its weights only (no gradients, no optimizer state)
+        weights += setup.weight_bytes * facts.params
+    if n > 1 and setup.distributed in ("deepspeed-zero2", "deepspeed-zero3"):
+        # ZeRO (Rajbhandari et al. 2020): stage 2 shards gradients and optimizer state, stage 3 the weights too
+        gradients, optimizer = gradients / n, optimizer / n
+        if setup.distributed == "deepspeed-zero3":
+            weights = weights / n
+    elif n > 1 and setup.distributed == "fsdp":
         unit = 4 if setup.lora_r is None else setup.weight_bytes
         gathered = unit * (2 * facts.layer_params + max(facts.params - facts.linear_params, 0))
         weights, gradients, optimizer = weights / n + gathered, gradients / n, optimizer / n
@@ -440,11 +449,18 @@ def setup_for(train: Any, precision: str, world_size: int, gradient_checkpointin
     hp, lora = train.hyperparameters, train.lora
     targets = lora.target_modules if lora is not None and lora.target_modules != "auto" else "auto"
     checkpointing = hp.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing
-    return Setup(
+    pref = getattr(train, "preference", None)
+    preference = train.task == "preference"
+    method = pref.method if pref is not None else "dpo"
+    reference = pref.reference if pref is not None else "auto"
+    copy = preference and method in ("dpo", "kto") and (reference == "copy" or (reference == "auto" and lora is None))
+    return Setup(reference_copy=copy,
         task=train.task, lora_r=lora.r if lora is not None else None,
         lora_targets=tuple(targets) if targets != "auto" else "auto",
         lora_dropout=lora.dropout if lora is not None else 0.0, quantize=lora.quantize if lora is not None else None,
-        precision=precision, batch_size=hp.batch_size, seq_len=hp.max_seq_len, gradient_checkpointing=bool(checkpointing),
+        # preference pairs: the chosen and the rejected answer of each example go through the model in one batch
+        precision=precision, batch_size=hp.batch_size * (2 if preference and method != "kto" else 1),
+        seq_len=hp.max_seq_len, gradient_checkpointing=bool(checkpointing),
         packing=bool(getattr(train.data, "packing", False)), distributed=train.distributed, world_size=world_size)
 
 

@@ -45,7 +45,13 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
         except JobInputError as exc:
             problems.append(str(exc))
     try:
-        if train.task == "seq-classification":
+        if train.task == "preference":
+            from cloudtune.data.preference import check_preference_records
+
+            method = train.preference.method if train.preference is not None else "dpo"
+            for recs, _ in samples.values():
+                check_preference_records(recs, method)
+        elif train.task == "seq-classification":
             rows = {role: classification_rows(recs, data) for role, (recs, _) in samples.items()}
             if "train" in rows:
                 check_labels(rows["train"], samples["train"][1], rows.get("eval"), data)
@@ -102,9 +108,15 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     model_dir = _local_model_dir(spec, train)
     problems += adapter_problems(train, model_dir, display_path(model_dir) if model_dir else "")
     problems += _data_problems(spec, train)
+    from cloudtune.memory_check import model_facts
+    from cloudtune.preflight.knobs import disk_problem, knob_notes, knob_problems
+
+    problems += knob_problems(spec, train)
+    disk = disk_problem(spec, model_facts(spec))
+    problems += [disk] if disk else []
     if problems:
         raise PreflightError(problems)
-    return warnings
+    return warnings + knob_notes(train)
 
 
 def _accelerator_is_cuda(spec: "JobSpec") -> bool | None:

@@ -55,7 +55,7 @@ def check_image_task(train: Any) -> None:
     data, hp = train.data, train.hyperparameters
     image_data = [n for n in ("instance_prompt", "caption_dropout", "random_flip", "center_crop", "bucketing")
                   if n in data.model_fields_set]
-    image_hp = [n for n in ("resolution", "snr_gamma", "noise_offset", "cache_latents", "optimizer") if n in hp.model_fields_set]
+    image_hp = [n for n in ("resolution", "snr_gamma", "noise_offset", "cache_latents") if n in hp.model_fields_set]
     if train.task != IMAGE_TASK:
         given = [f"data.{n}" for n in image_data] + [f"hyperparameters.{n}" for n in image_hp]
         if train.validation is not None:

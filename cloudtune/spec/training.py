@@ -9,15 +9,18 @@ from pydantic import Field, field_validator, model_validator
 from cloudtune.spec.base import TrainPart
 from cloudtune.spec.data import DataSpec
 from cloudtune.spec.image import ValidationSpec, check_image_task
+from cloudtune.spec.preference import (
+    ATTN_IMPLEMENTATIONS, LR_SCHEDULERS, OPTIMIZERS, PreferenceSpec, PushToHubSpec, check_preference_task,
+)
 
-TASKS = ("causal-lm", "seq-classification", "text-to-image")
+TASKS = ("causal-lm", "seq-classification", "text-to-image", "preference")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class Hyperparameters(TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("precision", "gradient_checkpointing", "eval_every", "early_stopping_patience",
                                                      "resolution", "snr_gamma", "noise_offset", "optimizer",
-                                                     "cache_latents")
+                                                     "cache_latents", "lr_scheduler", "warmup_steps", "max_grad_norm")
     epochs: float = Field(1, gt=0, le=100_000, description="passes over the training data")
     max_steps: int | None = Field(None, ge=1, le=2**31 - 1, description="stop after this many optimizer steps (overrides epochs)")
     learning_rate: float = Field(5e-4, gt=0, le=10)
@@ -45,8 +48,21 @@ class Hyperparameters(TrainPart):
         "recommend; null = plain MSE")
     noise_offset: float = Field(0.0, ge=0, le=1, description="text-to-image: offset noise (per-channel constant added "
                                 "to the noise), e.g. 0.05-0.1 for darker/brighter images; 0 = off")
-    optimizer: Literal["adamw", "adamw_8bit"] = Field(
-        "adamw", description="text-to-image: adamw (torch); adamw_8bit = bitsandbytes 8-bit AdamW (CUDA GPUs only)")
+    optimizer: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adamw", description="the optimizer: adamw (torch's AdamW; TrainingArguments' adamw_torch), adamw_torch_fused, "
+        "adafactor; on CUDA GPUs also bitsandbytes' adamw_8bit (also written adamw_bnb_8bit), paged_adamw_8bit, "
+        "paged_adamw_32bit (TrainingArguments `optim` names). text-to-image takes adamw and adamw_8bit")
+    lr_scheduler: Literal[LR_SCHEDULERS] = Field(  # type: ignore[valid-type]
+        "linear", description="the learning-rate schedule after warmup (TrainingArguments `lr_scheduler_type`)")
+    warmup_steps: int | None = Field(
+        None, ge=0, le=2**31 - 1, description="optimizer steps of linear warmup; null = warmup_ratio of the steps")
+    max_grad_norm: float = Field(1.0, ge=0, le=1e6, description="clip the gradient norm to this; 0 = no clipping")
+
+    @model_validator(mode="after")
+    def _warmup(self) -> "Hyperparameters":
+        if self.warmup_steps is not None and self.warmup_ratio:
+            raise ValueError("give one of hyperparameters.warmup_steps and warmup_ratio; remove the other")
+        return self
     cache_latents: bool | None = Field(
         None, description="text-to-image: encode the images (VAE latent distributions) and captions (text embeddings) "
         "once per node and train from the cache, kept in the checkpoint dir and reused on resume; exact (the latents "
@@ -114,8 +130,11 @@ class HealthSpec(TrainPart):
 
 class TrainSpec(TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check", "health",
-                                                     "keep_best", "report_to", "validation")
-    task: Literal["causal-lm", "seq-classification", "text-to-image"] = Field("causal-lm", description="built-in recipe")
+                                                     "keep_best", "report_to", "validation", "preference", "push_to_hub",
+                                                     "attn_implementation", "revision", "trust_remote_code")
+    task: Literal["causal-lm", "seq-classification", "text-to-image", "preference"] = Field(
+        "causal-lm", description="built-in recipe: causal-lm (SFT), seq-classification, text-to-image, preference (DPO, "
+        "ORPO, KTO, SimPO on TRL's trainers: see train.preference)")
     model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
                        "finished job, from the job store)")
     base_model: str | None = Field(
@@ -125,12 +144,26 @@ class TrainSpec(TrainPart):
     data: DataSpec = Field(default_factory=DataSpec)
     lora: LoraSpec | None = Field(None, description="train a LoRA adapter instead of all weights; null = full fine-tune")
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
-    distributed: Literal["ddp", "fsdp"] = Field(
+    distributed: Literal["ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"] = Field(
         "ddp",
         description="how several processes train: ddp = every process holds the whole model (DistributedDataParallel); "
         "fsdp = parameters, gradients and optimizer state sharded across processes (FSDP full shard, one unit per "
-        "decoder layer). One process trains unsharded either way",
+        "decoder layer); deepspeed-zero2 = DeepSpeed ZeRO stage 2 (optimizer state and gradients sharded), "
+        "deepspeed-zero3 = stage 3 (parameters too), through accelerate's DeepSpeed integration, CUDA GPUs only. "
+        "One process trains unsharded with ddp and fsdp",
     )
+    preference: PreferenceSpec | None = Field(
+        None, description="task preference: the method (dpo, orpo, kto, simpo), beta and the reference model; null = dpo")
+    push_to_hub: PushToHubSpec | None = Field(
+        None, description="publish the final model (or adapter) and its card to the Hugging Face Hub at the end of a "
+        "successful job, from rank 0; the token comes from a `secrets:` entry (token_secret)")
+    attn_implementation: Literal[ATTN_IMPLEMENTATIONS] = Field(  # type: ignore[valid-type]
+        "auto", description="the attention kernel (from_pretrained's attn_implementation): sdpa, eager, "
+        "flash_attention_2 (CUDA GPUs of compute capability 8.0+ with the flash-attn package); auto = transformers' choice")
+    revision: str | None = Field(None, description="the Hub revision (branch, tag or commit) of train.model; null = main")
+    trust_remote_code: bool = Field(
+        False, description="run the Python code a Hub model ships (its own modelling files) inside the job; off by "
+        "default; the plan says so when on")
     memory_check: bool = Field(
         True, description="refuse at plan time a job whose estimated memory per GPU (cloudtune.memory) is clearly "
         "beyond the accelerator's (over its memory + 20%); false = launch it anyway")
@@ -154,6 +187,7 @@ class TrainSpec(TrainPart):
         if self.base_model is not None and self.base_model.startswith("job:"):
             raise ValueError("train.base_model takes a hub id, a local path or an input name; a job's model goes in "
                              "train.model (job:<JOB>), which brings the base of a LoRA adapter job by itself")
+        check_preference_task(self)
         if self.task == "seq-classification":
             if data.packing:
                 raise ValueError(

@@ -1,6 +1,6 @@
 """Built-in fine-tuning recipes. They read only a RuntimeContext, never a provider variable.
 
-`run_recipe(ctx, train, checkpoint)` picks the recipe for `train.task` (causal-lm, seq-classification, text-to-image).
+`run_recipe(ctx, train, checkpoint)` picks the recipe for `train.task` (causal-lm, seq-classification, text-to-image, preference).
 Importing this package imports neither torch nor transformers.
 """
 
@@ -25,7 +25,12 @@ def run_recipe(ctx: Any, train: Any, checkpoint: Any) -> dict[str, float]:
         from cloudtune.train.text_to_image import run_text_to_image
 
         return run_text_to_image(ctx, train, checkpoint)
-    raise JobInputError(f"unknown train.task {train.task!r}; use causal-lm, seq-classification or text-to-image")
+    if train.task == "preference":
+        from cloudtune.train.preference import run_preference
+
+        return run_preference(ctx, train, checkpoint)
+    raise JobInputError(f"unknown train.task {train.task!r}; use causal-lm, seq-classification, text-to-image or "
+                        f"preference")
 
 
 __all__ = ["run_recipe"]

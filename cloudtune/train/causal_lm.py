@@ -168,6 +168,13 @@ def _load(source: str, task: str = "causal-lm", num_labels: int | None = None,
     return tokenizer, model
 
 
+def load_for_training(source: str, *, shown: str, max_seq_len: int | None, base: tuple[str, str] | None,
+                      load_kwargs: dict[str, Any] | None) -> tuple[Any, Any]:
+    """(tokenizer, model) of a causal LM, checked and loaded as this recipe loads it (see `_load`): the loader of
+    recipes that train a causal LM another way (preference tuning)."""
+    return _load(source, "causal-lm", shown=shown, max_seq_len=max_seq_len, base=base, load_kwargs=load_kwargs)
+
+
 def is_adapter_dir(source: str) -> bool:
     """Whether `source` is a directory holding a peft LoRA adapter (adapter_config.json) and no full weights (a
     merged LoRA output keeps its adapter in adapter/, beside full weights, and is a plain model)."""
@@ -346,16 +353,24 @@ def _evaluate(trainer: Any, when: str, metrics: dict[str, float]) -> None:
 
 def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec, *, tokenizer: Any, model: Any,
                  train_ds: Any, eval_ds: Any, collator: Any, base_model: str, data_info: dict[str, Any],
-                 compute_metrics: Any = None) -> dict[str, float]:
+                 compute_metrics: Any = None, trainer_base: type | None = None, make_arguments: Any = None,
+                 trainer_kwargs: dict[str, Any] | None = None, callbacks: list[Any] | tuple[Any, ...] = ()
+                 ) -> dict[str, float]:
     """The shared training flow: Trainer with complete-or-absent checkpoints and resume, SIGTERM handling,
     eval before/after (and every `eval_every` steps), early stopping, the health checks (`cloudtune.train.health`:
     a diverged run exits 66 with one line and writes no model; keep_best writes the best evaluation's weights); rank 0
-    writes the model (or adapter), tokenizer, metrics.json and README.md (model card) to ctx.model_dir."""
+    writes the model (or adapter), tokenizer, metrics.json and README.md (model card) to ctx.model_dir.
+
+    A recipe on another Trainer subclass (TRL's preference trainers) passes it as `trainer_base` (cloudtune's
+    Trainer is combined with it: cloudtune's checkpointing, TRL's loss), `make_arguments(args)` turning the
+    TrainingArguments into that trainer's config, its own constructor keywords (`trainer_kwargs`) and `callbacks`."""
     from cloudtune.train import health as ct_health
 
     hp = train.hyperparameters
     precision = device_precision(hp.precision)
     args = _training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None, model=model)
+    if make_arguments is not None:
+        args = make_arguments(args)
     if not hasattr(train_ds, "__len__"):  # a stream: each process reads its own batches (accelerate's
         args.accelerator_config.dispatch_batches = False  # IterableDatasetShard), as flattened batches cannot be concatenated
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=_say)
@@ -363,7 +378,8 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     health = ct_health.health_state(train, store, eval_ds, getattr(tokenizer, "pad_token_id", None), xla is not None)
     trainer, (log_cb, sigterm_cb, early) = _build_trainer(train, args, store, health, model=model, tokenizer=tokenizer,
                                                           train_ds=train_ds, eval_ds=eval_ds, collator=collator,
-                                                          compute_metrics=compute_metrics)
+                                                          compute_metrics=compute_metrics, trainer_base=trainer_base,
+                                                          trainer_kwargs=trainer_kwargs, extra_callbacks=callbacks)
     if xla is not None:
         _say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
              + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
@@ -408,13 +424,20 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
             _say(ct_health.HEALTH_PREFIX + warning)
 
     _write_outputs(ctx, train, trainer, tokenizer, base_model, data_info, metrics, precision, xla)
+    if train.push_to_hub is not None and trainer.args.process_index == 0:
+        from cloudtune.train.publish import publish
+
+        publish(Path(ctx.model_dir), train.push_to_hub)
     return metrics
 
 
 def _build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: Any, *, model: Any, tokenizer: Any,
-                   train_ds: Any, eval_ds: Any, collator: Any, compute_metrics: Any) -> tuple[Any, tuple[Any, Any, Any]]:
-    """The Trainer (cloudtune's, its training_step watched by the health checks) with its callbacks: log, SIGTERM,
-    early stopping (or None) and health. Returns (trainer, (log callback, SIGTERM callback, early stopping))."""
+                   train_ds: Any, eval_ds: Any, collator: Any, compute_metrics: Any, trainer_base: type | None = None,
+                   trainer_kwargs: dict[str, Any] | None = None, extra_callbacks: Any = ()
+                   ) -> tuple[Any, tuple[Any, Any, Any]]:
+    """The Trainer (cloudtune's, combined with `trainer_base` when given; its training_step watched by the health
+    checks) with its callbacks: log, SIGTERM, early stopping (or None), health and `extra_callbacks`. Returns
+    (trainer, (log callback, SIGTERM callback, early stopping))."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from cloudtune.train import health as ct_health
@@ -423,8 +446,11 @@ def _build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: 
     log_cb, sigterm_cb = _make_callbacks()
     early = _make_early_stopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
     health_cb = ct_health.make_health_callback(health)
-    callbacks = [log_cb, sigterm_cb] + ([early] if early is not None else []) + [health_cb]
-    trainer = ct_health.watch_loss(_make_trainer_class())(
+    callbacks = [log_cb, sigterm_cb] + ([early] if early is not None else []) + [health_cb] + list(extra_callbacks)
+    trainer_class = _make_trainer_class()
+    if trainer_base is not None:  # MRO: cloudtune's overrides, then the base's (e.g. TRL's loss), then Trainer's
+        trainer_class = type(f"Cloudtune{trainer_base.__name__}", (trainer_class, trainer_base), {})
+    trainer = ct_health.watch_loss(trainer_class)(
         model=model,
         args=args,
         train_dataset=train_ds,
@@ -433,10 +459,14 @@ def _build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: 
         processing_class=tokenizer,
         callbacks=callbacks,
         compute_metrics=compute_metrics,
+        **(trainer_kwargs or {}),
     )
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
     health_cb.attach(trainer)
+    for callback in extra_callbacks:  # a recipe's callback that reads the trainer itself (e.g. its reference model)
+        if hasattr(callback, "attach"):
+            callback.attach(trainer)
     # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
     xla = xla_device_type() is not None
     trainer.ct_train_drop_last = xla and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)

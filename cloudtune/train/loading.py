@@ -85,7 +85,9 @@ def model_load_kwargs(train: TrainSpec, task: str, device_type: str, bf16_suppor
     precision = training_precision(train, device_type, bf16)
     lora = train.lora
     half = lora is not None and precision == "bf16" and bf16 and device_type in ("cuda", "xla")
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if half else torch.float32}
+    from cloudtune.train.knobs import attention_kwargs
+
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if half else torch.float32, **attention_kwargs(train)}
     if lora is not None and lora.quantize == "4bit":
         kwargs["quantization_config"] = bnb_config(task, bf16)
         kwargs["dtype"] = torch.bfloat16 if bf16 else torch.float16

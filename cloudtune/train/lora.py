@@ -97,19 +97,28 @@ def apply_lora(model: Any, lora: Any, task: str, gradient_checkpointing: bool = 
     """Wrap `model` in a peft LoRA model: only the adapter trains, and the modules `modules_to_save` (for
     seq-classification, the new head and any other newly initialised part; peft's default `classifier`/`score`
     when None), which are trained in full and saved with the adapter."""
-    from peft import LoraConfig, TaskType, get_peft_model
+    from peft import get_peft_model
+
+    config = lora_config(model, lora, task, modules_to_save)
+    if gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input with grad
+    return get_peft_model(model, config)
+
+
+def lora_config(model: Any, lora: Any, task: str, modules_to_save: list[str] | None = None) -> Any:
+    """The peft `LoraConfig` of `train.lora` for `model` (its target modules resolved, `fan_in_fan_out` for GPT-2's
+    Conv1D projections); `apply_lora` wraps the model with it, and the preference recipe hands it to TRL's trainer
+    (`peft_config`), which then computes the reference with the adapter switched off."""
+    from peft import LoraConfig, TaskType
 
     targets = resolve_target_modules(model, lora.target_modules)
     extra: dict[str, Any] = {"modules_to_save": list(modules_to_save)} if modules_to_save else {}
-    config = LoraConfig(
+    return LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=targets, bias="none",
         task_type=TaskType.SEQ_CLS if task == "seq-classification" else TaskType.CAUSAL_LM,
         fan_in_fan_out=any(type(m).__name__ == "Conv1D" and n.rsplit(".", 1)[-1] in targets for n, m in model.named_modules()),
         **extra,
     )
-    if gradient_checkpointing:
-        model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need an input with grad
-    return get_peft_model(model, config)
 
 
 def trainable_summary(model: Any) -> str:

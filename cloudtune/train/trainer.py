@@ -12,6 +12,7 @@ from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.checkpoints import CheckpointStore, fault_point
+from cloudtune.train.knobs import knob_arguments
 from cloudtune.train.logfmt import (  # noqa: F401  (STEP_LOG_FORMAT: re-exported)
     CHECKPOINT_LOG_FORMAT,
     EARLY_STOP_LOG_FORMAT,
@@ -152,11 +153,10 @@ def _training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Check
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        warmup_steps=min(float(hp.warmup_ratio), 0.999999),  # a float < 1 is a ratio of the total steps
         weight_decay=hp.weight_decay,
         seed=hp.seed,
         data_seed=hp.seed,
-        lr_scheduler_type="linear",
+        **knob_arguments(train, cuda),  # optim, lr_scheduler_type, warmup_steps, max_grad_norm, deepspeed
         logging_strategy="steps",
         logging_steps=LOGGING_STEPS,
         logging_first_step=True,
@@ -487,7 +487,11 @@ def _make_callbacks() -> tuple[Any, Any]:
             step, total = int(state.global_step), int(state.max_steps)
             tps, eta = self.clock.reading(step, int(state.num_input_tokens_seen or 0))
             loss, lr, epoch = float(logs["loss"]), float(logs.get("learning_rate", 0.0)), float(logs.get("epoch") or 0.0)
-            print(step_line(step, total, loss, lr, epoch, tps, eta), flush=True)
+            # preference tuning (TRL): rewards/chosen, rejected, margins, accuracies: on the step line (the report
+            # charts every numeric key of it), in the status file's metrics and in TensorBoard
+            rewards = {k: float(v) for k, v in logs.items() if k.startswith("rewards/") and isinstance(v, (int, float))}
+            print(step_line(step, total, loss, lr, epoch, tps, eta) + "".join(f" {k}={v:.4g}" for k, v in rewards.items()),
+                  flush=True)
             self.report.update(step=step, total_steps=total, epoch=epoch, loss=loss, learning_rate=lr,
                                tokens_per_second=tps, eta_s=eta)
             scalars = {"train/loss": loss, "train/learning_rate": lr, "train/epoch": epoch}
@@ -495,6 +499,9 @@ def _make_callbacks() -> tuple[Any, Any]:
                 scalars["train/tokens_per_second"] = tps
             if isinstance(logs.get("grad_norm"), (int, float)):
                 scalars["train/grad_norm"] = float(logs["grad_norm"])
+            for key, value in rewards.items():
+                self.report.metric(key, value)
+                scalars[f"train/{key}"] = value
             self.report.scalars(step, scalars)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:

@@ -211,6 +211,10 @@ class SageMakerPlanning(PlanningTemplate):
 
     def request(self, d: Draft, job: dict[str, Any]) -> dict[str, Any]:
         assert d.code is not None
+        if d.settings.network_isolation and d.spec.train is not None and d.spec.train.push_to_hub is not None:
+            raise UnsupportedSpec("network isolation: the container cannot reach the Hugging Face Hub to push the "
+                                  "model (train.push_to_hub)", fix="drop providers.aws.network_isolation, or remove "
+                                  "train.push_to_hub and push the model from its S3 output yourself")
         if d.settings.network_isolation and d.spec.secrets:
             raise UnsupportedSpec("network isolation: the container cannot reach Secrets Manager to resolve secrets",
                                   fix="drop providers.aws.network_isolation, or pass no secrets")

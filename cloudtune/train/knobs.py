@@ -1,0 +1,50 @@
+"""The training knobs' TrainingArguments keywords: `hyperparameters.optimizer`, `lr_scheduler`, `warmup_steps`,
+`max_grad_norm`, and DeepSpeed for `distributed: deepspeed-zero2|zero3` (its config: cloudtune.contracts.deepspeed).
+
+The plan refuses what this device cannot run (cloudtune.preflight.knobs); the job says it again in one line, for a
+job started some other way. Imports no torch at module level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudtune.contracts.deepspeed import STAGES, deepspeed_config
+from cloudtune.errors import JobInputError
+from cloudtune.spec.preference import CUDA_ONLY_OPTIMIZERS, TRAINER_OPTIM
+
+
+def knob_arguments(train: Any, cuda: bool) -> dict[str, Any]:
+    """TrainingArguments keywords of the knobs (transformers names: optim, lr_scheduler_type, warmup_steps,
+    max_grad_norm, deepspeed). `warmup_steps` null -> `warmup_ratio` as a fraction (a float below 1 is a ratio of
+    the total steps in transformers 5). JobInputError for a CUDA-only choice without CUDA."""
+    hp = train.hyperparameters
+    if hp.optimizer in CUDA_ONLY_OPTIMIZERS and not cuda:
+        raise JobInputError(f"hyperparameters.optimizer {hp.optimizer}: {CUDA_ONLY_OPTIMIZERS[hp.optimizer]}, and this "
+                            f"job has no CUDA GPU. To fix: use adamw_torch or adafactor, or a GPU accelerator")
+    warmup = hp.warmup_steps if hp.warmup_steps is not None else min(float(hp.warmup_ratio), 0.999999)
+    kwargs: dict[str, Any] = {"optim": TRAINER_OPTIM.get(hp.optimizer, hp.optimizer), "lr_scheduler_type": hp.lr_scheduler, "warmup_steps": warmup,
+                              "max_grad_norm": hp.max_grad_norm}
+    if train.distributed in STAGES:
+        if not cuda:
+            raise JobInputError(f"train.distributed {train.distributed}: DeepSpeed trains on CUDA GPUs, and this job "
+                                f"has none. To fix: use distributed: ddp or fsdp, or a GPU accelerator")
+        kwargs["deepspeed"] = deepspeed_config(train.distributed)
+    return kwargs
+
+
+def attention_kwargs(train: Any) -> dict[str, Any]:
+    """`from_pretrained` keywords of `train.attn_implementation`, `train.revision` and `train.trust_remote_code`
+    (only those set away from their defaults)."""
+    kwargs: dict[str, Any] = {}
+    attn = getattr(train, "attn_implementation", "auto")
+    if attn != "auto":
+        kwargs["attn_implementation"] = attn
+    if getattr(train, "revision", None):
+        kwargs["revision"] = train.revision
+    if getattr(train, "trust_remote_code", False):
+        kwargs["trust_remote_code"] = True
+    return kwargs
+
+
+__all__ = ["attention_kwargs", "knob_arguments"]

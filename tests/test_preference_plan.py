@@ -1,0 +1,177 @@
+"""Plan side of preference tuning and the training knobs (no torch): the spec's refusals, the preflight's data checks
+(file, line, field, fix), the accelerator refusals of the knobs, push_to_hub's token rules, the trust_remote_code
+note, the disk check with the smallest disk_gb that fits, the memory estimate's reference copy and ZeRO division,
+and the generated DeepSpeed config against transformers' own DeepSpeed integration."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloudtune.contracts.deepspeed import deepspeed_config
+from cloudtune.errors import JobInputError, SpecError
+from cloudtune.memory import estimate, facts_from_config, setup_for, KNOWN_MODELS
+from cloudtune.preflight import PreflightError, check_spec_inputs
+from cloudtune.spec import TrainSpec, validate_spec
+
+ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:hf-AbCdEf"
+PAIRS = [{"prompt": "p", "chosen": " a", "rejected": " b"}] * 3
+
+
+def job(tmp: Path, train: dict[str, Any], *, records: list[Any] = PAIRS, accelerator: str = "cpu", **top: Any) -> Any:
+    (tmp / "data").mkdir(exist_ok=True)
+    (tmp / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    data = {"name": "pref", "inputs": {"train": "data/train.jsonl"}, "resources": {"accelerator": accelerator},
+            "train": {"model": "gpt2", "task": "preference", **train}, **top}
+    return validate_spec(data, base_dir=tmp)
+
+
+def problems(spec: Any) -> list[str]:
+    try:
+        check_spec_inputs(spec)
+    except PreflightError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize("train, message", [
+    ({"task": "causal-lm", "preference": {"method": "dpo"}}, "train.preference applies to task preference only"),
+    ({"preference": {"method": "orpo", "reference": "copy"}}, "orpo has no reference model"),
+    ({"data": {"packing": True}}, "packing applies to task causal-lm"),
+    ({"preference": {"method": "ipo"}}, "dpo"),
+    ({"hyperparameters": {"warmup_steps": 10, "warmup_ratio": 0.1}}, "one of hyperparameters.warmup_steps and warmup_ratio"),
+    ({"hyperparameters": {"optimizer": "sgd8"}}, "adamw_torch"),
+    ({"distributed": "deepspeed-zero3", "lora": {"quantize": "4bit"}}, "DeepSpeed"),
+])
+def test_spec_refusals(tmp_path: Path, train: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        job(tmp_path, train)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("records, where", [
+    ([{"prompt": "p", "chosen": "a"}], r"train.jsonl, line 1: field 'rejected' is missing"),
+    ([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                                        "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "b"}]}],
+     r"train.jsonl, line 2: a messages record of shape implicit, where .*line 1 is a text record of shape explicit"),
+    ([{"prompt": "p", "completion": "a", "label": True}], r"line 1: an unpaired record .* read by train.preference.method kto only"),
+    ([{"prompt": "p", "chosen": "", "rejected": "b"}], r"line 1: field 'chosen' is empty"),
+    ([{"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+       "rejected": [{"role": "user", "content": "q"}]}], r"field 'rejected' ends with a 'user' message"),
+])
+def test_preflight_names_the_file_line_and_field(tmp_path: Path, records: list[Any], where: str) -> None:
+    found = problems(job(tmp_path, {}, records=records))
+    assert len(found) == 1 and re.search(where, found[0]) and "To fix" in found[0]
+
+
+def test_every_data_shape_passes(tmp_path: Path) -> None:
+    chat = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
+            "rejected": [{"role": "assistant", "content": "b"}]}
+    implicit = {"chosen": "q a", "rejected": "q b"}
+    kto = {"prompt": "q", "completion": "a", "label": False}
+    for records, method in ((PAIRS, "dpo"), ([chat] * 2, "dpo"), ([implicit] * 2, "simpo"), ([kto] * 2, "kto"),
+                            (PAIRS, "kto")):
+        assert problems(job(tmp_path, {"preference": {"method": method}}, records=records)) == []
+
+
+@pytest.mark.parametrize("accelerator, train, message", [
+    ("cpu", {"hyperparameters": {"optimizer": "paged_adamw_8bit"}}, "paged AdamW pages optimizer state through CUDA"),
+    ("TPU-v5e:4", {"hyperparameters": {"optimizer": "adamw_bnb_8bit"}}, "8-bit AdamW runs CUDA kernels only"),
+    ("cpu", {"attn_implementation": "flash_attention_2"}, "FlashAttention-2 runs on CUDA GPUs only"),
+    ("T4:1", {"attn_implementation": "flash_attention_2"}, "compute capability 7.5, and FlashAttention-2 needs 8.0+"),
+    ("TPU-v5e:4", {"attn_implementation": "flash_attention_2"}, "a TPU runs PyTorch/XLA's attention"),
+    ("cpu", {"distributed": "deepspeed-zero2"}, "DeepSpeed trains on CUDA GPUs"),
+])
+def test_knobs_the_accelerator_cannot_run_are_refused(tmp_path: Path, accelerator: str, train: dict, message: str) -> None:
+    found = problems(job(tmp_path, train, accelerator=accelerator))
+    assert len(found) == 1 and message in found[0] and "To fix" in found[0]
+
+
+@pytest.mark.parametrize("accelerator, train", [
+    ("L4:1", {"hyperparameters": {"optimizer": "paged_adamw_8bit"}, "attn_implementation": "flash_attention_2",
+              "distributed": "deepspeed-zero3"}),
+    ("cpu", {"hyperparameters": {"optimizer": "adafactor", "lr_scheduler": "cosine", "warmup_steps": 5,
+                                 "max_grad_norm": 0.3}, "attn_implementation": "sdpa"}),
+])
+def test_knobs_the_accelerator_runs_pass(tmp_path: Path, accelerator: str, train: dict) -> None:
+    assert problems(job(tmp_path, train, accelerator=accelerator)) == []
+
+
+def test_push_to_hub_needs_its_token_as_a_secret(tmp_path: Path) -> None:
+    push = {"push_to_hub": {"repo": "acme/tiny"}}
+    assert "is not under `secrets:`" in problems(job(tmp_path, push))[0]
+    plain = problems(job(tmp_path, push, env={"HF_TOKEN": "hf_x"}))
+    assert "env.HF_TOKEN: the Hub token of train.push_to_hub is in plain env" in plain[0]
+    spec = job(tmp_path, push | {"trust_remote_code": True}, secrets={"HF_TOKEN": ARN})
+    notes = check_spec_inputs(spec)
+    assert any("created private" in n and "acme/tiny" in n for n in notes)
+    assert any("train.trust_remote_code: the Python code shipped with gpt2 runs inside the job" in n for n in notes)
+
+
+def test_disk_check_gives_the_smallest_disk_that_fits(tmp_path: Path) -> None:
+    full = job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B"},
+               records=[{"text": "x"}], accelerator="H100:8")
+    found = problems(full)
+    assert len(found) == 1 and found[0].startswith("resources.disk_gb 100: the job writes about")
+    fits = int(re.search(r"set resources.disk_gb: (\d+)", found[0]).group(1))
+    assert fits > 200  # two checkpoints of fp32 weights + Adam state of 8B parameters alone are ~190 GB
+    assert problems(job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B"}, records=[{"text": "x"}],
+                        accelerator="H100:8", resources={"accelerator": "H100:8", "disk_gb": fits})) == []
+    assert problems(job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B", "lora": {}},
+                        records=[{"text": "x"}], accelerator="H100:8")) == []
+
+
+def _train(**kw: Any) -> TrainSpec:
+    return TrainSpec.model_validate({"model": "m", "task": "preference", **kw})
+
+
+def test_memory_counts_the_reference_copy_and_divides_as_zero_does() -> None:
+    facts = facts_from_config(KNOWN_MODELS["meta-llama/Llama-3.1-8B"], "table")
+    copy = estimate(facts, setup_for(_train(), "bf16", 1))
+    lora = estimate(facts, setup_for(_train(lora={}), "bf16", 1))
+    pre = estimate(facts, setup_for(_train(preference={"reference": "precomputed"}), "bf16", 1))
+    orpo = estimate(facts, setup_for(_train(preference={"method": "orpo"}), "bf16", 1))
+    assert copy.weights == pre.weights + 4 * facts.params == orpo.weights + 4 * facts.params
+    assert lora.weights < 3 * facts.params  # the bf16 base once, the adapter: no second copy
+    one = estimate(facts, setup_for(_train(preference={"method": "orpo"}), "bf16", 1))
+    z2 = estimate(facts, setup_for(_train(preference={"method": "orpo"}, distributed="deepspeed-zero2"), "bf16", 8))
+    z3 = estimate(facts, setup_for(_train(preference={"method": "orpo"}, distributed="deepspeed-zero3"), "bf16", 8))
+    assert (z2.weights, z2.gradients, z2.optimizer) == (one.weights, one.gradients // 8, one.optimizer // 8)
+    assert (z3.weights, z3.optimizer) == (one.weights // 8, one.optimizer // 8)
+
+
+def test_deepspeed_config_leaves_to_transformers_only_what_it_fills() -> None:
+    """Every "auto" value must be one transformers' DeepSpeed integration fills from the TrainingArguments (its
+    `trainer_config_process` / `trainer_config_finalize` `fill_match` / `fill_only` keys), else DeepSpeed gets the
+    string "auto"."""
+    from transformers.integrations import deepspeed as hf_ds
+
+    source = inspect.getsource(hf_ds.HfTrainerDeepSpeedConfig)
+    filled = set(re.findall(r'fill_(?:match|only)\(\s*"([^"]+)"', source))
+    for stage, name in ((2, "deepspeed-zero2"), (3, "deepspeed-zero3")):
+        config = deepspeed_config(name)
+        assert config["zero_optimization"]["stage"] == stage
+
+        def autos(node: Any, prefix: str = "") -> list[str]:
+            if isinstance(node, dict):
+                return [k for key, v in node.items() for k in autos(v, f"{prefix}{key}.")]
+            return [prefix[:-1]] if node == "auto" else []
+
+        assert autos(config) and set(autos(config)) <= filled, set(autos(config)) - filled
+    assert deepspeed_config("deepspeed-zero3")["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_knob_arguments_refuse_cuda_only_choices_without_cuda() -> None:
+    from cloudtune.train.knobs import knob_arguments
+
+    with pytest.raises(JobInputError, match="DeepSpeed trains on CUDA GPUs"):
+        knob_arguments(_train(distributed="deepspeed-zero2"), cuda=False)
+    with pytest.raises(JobInputError, match="8-bit AdamW runs CUDA kernels only"):
+        knob_arguments(_train(hyperparameters={"optimizer": "adamw_bnb_8bit"}), cuda=False)
+    args = knob_arguments(_train(distributed="deepspeed-zero3", hyperparameters={"warmup_steps": 7}), cuda=True)
+    assert args["deepspeed"] == deepspeed_config("deepspeed-zero3") and args["warmup_steps"] == 7
