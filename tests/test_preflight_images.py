@@ -12,7 +12,7 @@ import pytest
 from cloudtune.data.images import bucket_for, image_problems, image_records
 from cloudtune.errors import JobInputError, SpecError
 from cloudtune.preflight import PreflightError, check_spec_inputs
-from cloudtune.spec import validate_spec
+from cloudtune.spec import load_spec, validate_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_diffusion import make_colour_images  # noqa: E402
@@ -130,9 +130,21 @@ def test_spec_refuses_what_text_to_image_cannot_take(tmp_path: Path, train: dict
 def test_image_options_on_a_text_task_are_refused(tmp_path: Path) -> None:
     for body in ({"validation": {"prompts": ["x"]}}, {"hyperparameters": {"resolution": 512}},
                  {"data": {"random_flip": True}}):
-        with pytest.raises(SpecError, match="applies to task text-to-image only"):
+        with pytest.raises(SpecError, match="applies to task text-to-image only") as err:
             validate_spec({"name": "t", "inputs": {"train": "./d"}, "train": {"model": "gpt2", **body}},
                           base_dir=tmp_path)
+        assert "set task: text-to-image" in err.value.issues[0].hint
+
+
+def test_image_option_on_a_text_task_names_its_own_line(tmp_path: Path) -> None:
+    """The refusal raised on `train` points at the line of the option to remove, with its fix."""
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\ninputs: {train: ./d}\ntrain:\n  model: gpt2\n  task: causal-lm\n"
+                    "  validation: {prompts: [a red square]}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    (issue,) = err.value.issues
+    assert (issue.path, issue.line) == ("train.validation", 6) and "remove it" in issue.hint
 
 
 def test_text_specs_dump_as_before() -> None:

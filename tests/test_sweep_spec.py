@@ -121,3 +121,16 @@ def test_service_values_come_back_typed(tmp_path: Path) -> None:
     assert isinstance(got["hyperparameters.batch_size"], int)
     with pytest.raises(ValueError):
         coerce(spec.sweep.ranges()["lora.r"], "12")
+
+
+def test_bounds_and_ranges_each_give_one_issue_with_a_fix(tmp_path: Path) -> None:
+    """`max_trials: 0` and `parallel_trials: 0` say what to give; a range in `'auto' | {range}` is one issue, not
+    also "Input should be 'auto'"."""
+    found = issues(tmp_path, job(tmp_path, {"parameters": {"learning_rate": {"loguniform": [0, 1e-3]},
+                                                           "lora.r": [4, 8]},
+                                            "max_trials": 0, "parallel_trials": 0}, lora={}))
+    assert found["sweep.max_trials"][2] == "give 1 or more" and found["sweep.max_trials"][1] is not None
+    assert found["sweep.parallel_trials"][2] == "give 1 or more"
+    assert "low > 0" in found["sweep.parameters.learning_rate"][0]
+    assert "dictionary" in found["sweep.parameters.lora.r"][0]
+    assert not any("'auto'" in message for message, _, _ in found.values())
