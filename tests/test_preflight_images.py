@@ -96,6 +96,18 @@ def test_metadata_rows_are_checked_with_their_line(tmp_path: Path, monkeypatch: 
         "images/metadata.jsonl, line 1: image 'red_0.png' has no caption in column 'caption'")
 
 
+@pytest.mark.parametrize("meta", ["metadata.jsonl", "metadata.csv"])
+def test_an_image_without_a_metadata_row_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    meta: str) -> None:
+    """An image the metadata file does not name has no caption: refused, not silently left out of training."""
+    images = make_colour_images(tmp_path / "images", layout="csv" if meta.endswith("csv") else "metadata")
+    lines = (images / meta).read_text().splitlines()
+    (images / meta).write_text("\n".join(line for line in lines if "red_1.png" not in line) + "\n")
+    found = problems_of(tmp_path, monkeypatch)
+    assert len(found) == 1 and found[0].startswith(f"images/red_1.png: no caption: images/{meta} has no row")
+    assert 'To fix: add a row for it (e.g. {"file_name": "red_1.png"' in found[0]
+
+
 def test_model_must_be_a_unet_pipeline_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_colour_images(tmp_path / "images")
     pipe = pipeline_dir(tmp_path / "pipe")
