@@ -134,3 +134,12 @@ def test_bounds_and_ranges_each_give_one_issue_with_a_fix(tmp_path: Path) -> Non
     assert "low > 0" in found["sweep.parameters.learning_rate"][0]
     assert "dictionary" in found["sweep.parameters.lora.r"][0]
     assert not any("'auto'" in message for message, _, _ in found.values())
+
+
+def test_a_text_to_image_sweep_is_refused_with_a_fix(tmp_path: Path) -> None:
+    """The image recipe reports no objective a tuning service reads: one clear refusal, not "use one of" nothing."""
+    data = job(tmp_path, {"parameters": {"learning_rate": "auto"}}, lora={"r": 4})
+    data["train"] = {"task": "text-to-image", "model": "./pipe", "lora": {"r": 4}, "data": {"train": "train"}}
+    message, line, hint = issues(tmp_path, data)["sweep.objective.metric"]
+    assert "task text-to-image cannot be swept yet" in message and line is not None
+    assert hint.startswith("remove the sweep section")
