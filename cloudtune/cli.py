@@ -126,6 +126,8 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
     device = memory.get("device_memory")
     against = (f" of {human(device)} ({memory['accelerator']}; refused above +{memory['margin']:.0%})" if device else
                " (not checked: a local job uses this machine's devices)" if memory.get("accelerator") is None
+               and memory.get("local", True)
+               else " (not checked: a CPU machine, no GPU memory to check against)" if memory.get("accelerator") is None
                else " (not checked: the accelerator's memory is unknown)")
     parts = ", ".join(f"{k} {human(est[k])}" for k in ("weights", "gradients", "optimizer", "activations"))
     other = est["activations_without_checkpointing" if est["gradient_checkpointing"] else "activations_with_checkpointing"]

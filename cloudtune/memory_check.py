@@ -150,7 +150,7 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
     facts = model_facts(spec)
     local = provider == "local"
     section: dict[str, Any] = {"accelerator": None if local else accelerator, "device_memory": None,
-                               "margin": MARGIN, "model": None, "estimate": None}
+                               "margin": MARGIN, "model": None, "estimate": None, "local": local}
     if facts is None:
         return section
     train = spec.train
@@ -297,7 +297,7 @@ def _image_memory(spec: "JobSpec", provider: str, accelerator: str | None, memor
     assert spec.train is not None
     train, local = spec.train, provider == "local"
     section: dict[str, Any] = {"accelerator": None if local else accelerator, "device_memory": None,
-                               "margin": MARGIN, "model": None, "estimate": None}
+                               "margin": MARGIN, "model": None, "estimate": None, "local": local}
     family = family_of(train.model, _model_dir(spec, train.model))
     if family is None:
         return section

@@ -353,3 +353,18 @@ def test_merging_into_a_quantized_base_is_refused(tmp_path: Path) -> None:
     model.is_loaded_in_4bit = True
     with pytest.raises(JobInputError, match="merge later into the bf16 base"):
         check_mergeable(model)
+
+
+def test_a_cpu_job_on_a_cloud_is_not_called_local(tmp_path: Path) -> None:
+    """accelerator: cpu on a cloud: nothing to check against, and the dry run does not say the job is local."""
+    from tests.tiny_models import make_tiny_gpt2
+
+    make_tiny_gpt2(tmp_path / "tiny")
+    (tmp_path / "train.jsonl").write_text('{"text": "hello there"}\n' * 4)
+    path = tmp_path / "cpu.yaml"
+    path.write_text(json.dumps({"name": "mem", "inputs": {"train": "train.jsonl"}, "train": {"model": "./tiny"},
+                                "resources": {"accelerator": "cpu"}, "providers": PROVIDERS}))
+    res = _dry_run(path, "aws", home=tmp_path / "home")
+    assert res.exit_code == 0, res.output
+    assert "(not checked: a CPU machine, no GPU memory to check against)" in res.output
+    assert "a local job" not in res.output

@@ -12,7 +12,7 @@ import pytest
 from cloudtune.data.images import bucket_for, image_problems, image_records
 from cloudtune.errors import JobInputError, SpecError
 from cloudtune.preflight import PreflightError, check_spec_inputs
-from cloudtune.spec import validate_spec
+from cloudtune.spec import load_spec, validate_spec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny_diffusion import make_colour_images  # noqa: E402
@@ -96,6 +96,18 @@ def test_metadata_rows_are_checked_with_their_line(tmp_path: Path, monkeypatch: 
         "images/metadata.jsonl, line 1: image 'red_0.png' has no caption in column 'caption'")
 
 
+@pytest.mark.parametrize("meta", ["metadata.jsonl", "metadata.csv"])
+def test_an_image_without_a_metadata_row_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    meta: str) -> None:
+    """An image the metadata file does not name has no caption: refused, not silently left out of training."""
+    images = make_colour_images(tmp_path / "images", layout="csv" if meta.endswith("csv") else "metadata")
+    lines = (images / meta).read_text().splitlines()
+    (images / meta).write_text("\n".join(line for line in lines if "red_1.png" not in line) + "\n")
+    found = problems_of(tmp_path, monkeypatch)
+    assert len(found) == 1 and found[0].startswith(f"images/red_1.png: no caption: images/{meta} has no row")
+    assert 'To fix: add a row for it (e.g. {"file_name": "red_1.png"' in found[0]
+
+
 def test_model_must_be_a_unet_pipeline_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_colour_images(tmp_path / "images")
     pipe = pipeline_dir(tmp_path / "pipe")
@@ -130,9 +142,21 @@ def test_spec_refuses_what_text_to_image_cannot_take(tmp_path: Path, train: dict
 def test_image_options_on_a_text_task_are_refused(tmp_path: Path) -> None:
     for body in ({"validation": {"prompts": ["x"]}}, {"hyperparameters": {"resolution": 512}},
                  {"data": {"random_flip": True}}):
-        with pytest.raises(SpecError, match="applies to task text-to-image only"):
+        with pytest.raises(SpecError, match="applies to task text-to-image only") as err:
             validate_spec({"name": "t", "inputs": {"train": "./d"}, "train": {"model": "gpt2", **body}},
                           base_dir=tmp_path)
+        assert "set task: text-to-image" in err.value.issues[0].hint
+
+
+def test_image_option_on_a_text_task_names_its_own_line(tmp_path: Path) -> None:
+    """The refusal raised on `train` points at the line of the option to remove, with its fix."""
+    path = tmp_path / "job.yaml"
+    path.write_text("name: t\ninputs: {train: ./d}\ntrain:\n  model: gpt2\n  task: causal-lm\n"
+                    "  validation: {prompts: [a red square]}\n")
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    (issue,) = err.value.issues
+    assert (issue.path, issue.line) == ("train.validation", 6) and "remove it" in issue.hint
 
 
 def test_text_specs_dump_as_before() -> None:

@@ -61,7 +61,7 @@ BAD = [
     ("  max_runtime: 2h", "  max_runtime: two hours", "resources.max_runtime", 4, "not a duration"),
     ("  max_runtime: 2h", "  max_runtime: 2h\n  nodes: 0", "resources.nodes", 5, "greater than or equal to 1"),
     ("  task: causal-lm", "  task: translation", "train.task", 9, "causal-lm"),
-    ("  data: {train: train", "  data: {train: missing", "<spec>", None, "train.data.train names input 'missing'"),
+    ("  data: {train: train", "  data: {train: missing", "train.data.train", 11, "train.data.train names input 'missing'"),
     ("batch_size: 8", "batch_size: eight", "train.hyperparameters.batch_size", 12, "integer"),
     ("learning_rate: 5.0e-4", "learning_rte: 5.0e-4", "train.hyperparameters.learning_rte", 12, "did you mean 'learning_rate'"),
     ("train:\n  task", "command: python x.py\ntrain:\n  task", "<spec>", None, "exactly one of `train`"),

@@ -121,3 +121,25 @@ def test_service_values_come_back_typed(tmp_path: Path) -> None:
     assert isinstance(got["hyperparameters.batch_size"], int)
     with pytest.raises(ValueError):
         coerce(spec.sweep.ranges()["lora.r"], "12")
+
+
+def test_bounds_and_ranges_each_give_one_issue_with_a_fix(tmp_path: Path) -> None:
+    """`max_trials: 0` and `parallel_trials: 0` say what to give; a range in `'auto' | {range}` is one issue, not
+    also "Input should be 'auto'"."""
+    found = issues(tmp_path, job(tmp_path, {"parameters": {"learning_rate": {"loguniform": [0, 1e-3]},
+                                                           "lora.r": [4, 8]},
+                                            "max_trials": 0, "parallel_trials": 0}, lora={}))
+    assert found["sweep.max_trials"][2] == "give 1 or more" and found["sweep.max_trials"][1] is not None
+    assert found["sweep.parallel_trials"][2] == "give 1 or more"
+    assert "low > 0" in found["sweep.parameters.learning_rate"][0]
+    assert "dictionary" in found["sweep.parameters.lora.r"][0]
+    assert not any("'auto'" in message for message, _, _ in found.values())
+
+
+def test_a_text_to_image_sweep_is_refused_with_a_fix(tmp_path: Path) -> None:
+    """The image recipe reports no objective a tuning service reads: one clear refusal, not "use one of" nothing."""
+    data = job(tmp_path, {"parameters": {"learning_rate": "auto"}}, lora={"r": 4})
+    data["train"] = {"task": "text-to-image", "model": "./pipe", "lora": {"r": 4}, "data": {"train": "train"}}
+    message, line, hint = issues(tmp_path, data)["sweep.objective.metric"]
+    assert "task text-to-image cannot be swept yet" in message and line is not None
+    assert hint.startswith("remove the sweep section")

@@ -82,6 +82,14 @@ def _from_metadata(root: Path, meta: Path, text_field: str, shown: str) -> list[
             raise JobInputError(f"{where}: file_name {name!r} is not a file under {shown}. To fix: correct the name "
                                 f"or remove the row")
         records.append(ImageRecord(path, caption.strip(), where))
+    named = {r.path.resolve() for r in records}
+    uncaptioned = [p for p in _images(root) if p.resolve() not in named]
+    if uncaptioned:
+        rel = uncaptioned[0].relative_to(root).as_posix()
+        more = f" (and {len(uncaptioned) - 1} more)" if len(uncaptioned) > 1 else ""
+        raise JobInputError(f"{shown}/{rel}{more}: no caption: {meta_shown} has no row for it, so it would not be "
+                            f"trained on. To fix: add a row for it (e.g. {{\"file_name\": \"{rel}\", "
+                            f"\"{text_field}\": \"a caption\"}}), or move it out of {shown}")
     return records
 
 
@@ -90,7 +98,7 @@ def image_records(root: Path, text_field: str = "text", instance_prompt: str | N
     """The (image, caption) examples of the input dir `root` (named `shown` in errors), in file order.
 
     Raises JobInputError (the file, the line and the fix) for a missing input, no images, a metadata row without
-    an image or a caption, or an image without a `.txt` caption (when neither metadata nor instance_prompt is
+    an image or a caption, an image the metadata has no row for, or an image without a `.txt` caption (when neither metadata nor instance_prompt is
     given)."""
     root, shown = Path(root), shown or str(root)
     if not root.is_dir():

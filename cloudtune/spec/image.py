@@ -38,14 +38,14 @@ class ValidationSpec(BaseModel):
     @classmethod
     def _prompts(cls, v: list[str]) -> list[str]:
         if any(not p.strip() for p in v):
-            raise ValueError("validation.prompts holds an empty prompt; write the text to render, e.g. 'a red square'")
+            raise ValueError("validation.prompts holds an empty prompt\nTo fix: write the text to render, e.g. 'a red square'")
         return v
 
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
         if any(s < 0 or s > 2**63 - 1 for s in v):
-            raise ValueError("validation.seeds are 0 .. 2**63-1 (torch.Generator seeds)")
+            raise ValueError("validation.seeds are 0 .. 2**63-1 (torch.Generator seeds)\nTo fix: give seeds in that range, e.g. [0, 1]")
         return v
 
 
@@ -63,22 +63,23 @@ def check_image_task(train: Any) -> None:
         if train.lora is not None and train.lora.text_encoders:
             given.append("lora.text_encoders")
         if given:
-            raise ValueError(f"train.{given[0]} applies to task text-to-image only; remove it or set task: text-to-image")
+            raise ValueError(f"train.{given[0]} applies to task text-to-image only (task is {train.task})\n"
+                             f"To fix: remove it, or set task: text-to-image")
         return
     text_only = [n for n in ("format", "chat_template", "labels", "packing", "streaming", "label_field")
                  if n in data.model_fields_set]
     if text_only:
         raise ValueError(f"train.data.{text_only[0]} applies to the text tasks; text-to-image reads images with "
-                         f"captions (train.data.text_field) or one instance_prompt: remove it")
+                         f"captions (train.data.text_field) or one instance_prompt\nTo fix: remove it")
     if train.lora is None:
-        raise ValueError("task text-to-image trains a LoRA on the denoiser (full fine-tuning is not offered): add "
-                         "`lora: {r: 16, alpha: 16}` under train")
+        raise ValueError("task text-to-image trains a LoRA on the denoiser (full fine-tuning is not offered)\n"
+                         "To fix: add `lora: {r: 16, alpha: 16}` under train")
     if train.distributed == "fsdp":
-        raise ValueError("task text-to-image trains with distributed: ddp (a LoRA on a UNet: nothing to shard); remove "
-                         "`distributed: fsdp`")
+        raise ValueError("task text-to-image trains with distributed: ddp (a LoRA on a UNet: nothing to shard)\n"
+                         "To fix: remove `distributed: fsdp`")
     if train.keep_best or hp.early_stopping_patience is not None or hp.eval_every is not None:
-        raise ValueError("task text-to-image evaluates on train.validation.every_steps (samples + validation loss); "
-                         "remove keep_best / eval_every / early_stopping_patience and set validation.every_steps")
+        raise ValueError("task text-to-image evaluates on train.validation.every_steps (samples + validation loss)\n"
+                         "To fix: remove keep_best / eval_every / early_stopping_patience and set validation.every_steps")
     if hp.resolution is not None and hp.resolution % 8:
         raise ValueError(f"hyperparameters.resolution {hp.resolution} must be a multiple of 8 (the VAE's downsampling "
-                         f"factor); use e.g. {max(8, hp.resolution // 8 * 8)}")
+                         f"factor)\nTo fix: use e.g. {max(8, hp.resolution // 8 * 8)}")

@@ -39,9 +39,7 @@ def issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
     import difflib
 
     issues: list[SpecIssue] = []
-    for err in error.errors(include_url=False)[:MAX_ISSUES]:
-        loc = tuple(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "literal[")))
-        loc = tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]", "dict[str,str]", "[key]"))
+    for err, loc in _relevant(error.errors(include_url=False))[:MAX_ISSUES]:
         kind = err["type"]
         secret = bool(loc) and loc[0] == "secrets"
         msg, _, hint = str(err["msg"]).removeprefix("Value error, ").partition("\nTo fix: ")  # a fix given with it
@@ -56,11 +54,16 @@ def issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
             hint = f"add `{loc[-1]}:` to the spec"
         elif kind == "literal_error":
             hint = "use one of the listed values"
+        elif kind in _BOUND_HINTS and _BOUND_HINTS[kind][0] in (err.get("ctx") or {}):
+            key, template = _BOUND_HINTS[kind]
+            hint = template.format(err["ctx"][key])
         elif kind == "finite_number":
             hint = "give a finite number (.inf and .nan are not numbers a job can use)"
         elif kind.endswith("_type") or kind.endswith("_parsing"):
             got = "" if secret else f"got {shown(err.get('input'))}; "  # a secret's value is never echoed
             hint = got + _TYPE_HINTS.get(kind.split("_")[0], "give a value of the type named above")
+        if kind == "value_error":
+            loc = _named_field(msg, loc, lines)
         line = None
         override = longest_prefix(loc, overridden)
         if override is not None:
@@ -72,6 +75,35 @@ def issues_from(error: ValidationError, lines: dict[tuple[str, ...], int],
         issues.append(SpecIssue("<spec>", f"... and {error.error_count() - MAX_ISSUES} more problems not listed", None,
                                 "fix the ones above, then validate again"))
     return issues
+
+
+def _relevant(errors: list[Any]) -> list[tuple[Any, tuple[str, ...]]]:
+    """Each pydantic error with its field path (union and validator steps dropped), less the noise of a union: where
+    a field also has another error, its literal error for a mapping or list input (`'auto' | {range}` given a
+    range) says nothing the other does not."""
+    located = []
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"] if not str(p).startswith(("function-", "union[", "literal[")))
+        located.append((err, tuple(p for p in loc if p not in ("int", "str", "float", "bool", "list[str]",
+                                                                 "dict[str,str]", "[key]"))))
+    counts: dict[tuple[str, ...], int] = {}
+    for _, loc in located:
+        counts[loc] = counts.get(loc, 0) + 1
+    return [(err, loc) for err, loc in located
+            if not (err["type"] == "literal_error" and counts[loc] > 1 and isinstance(err.get("input"), (dict, list)))]
+
+
+def _named_field(msg: str, loc: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> tuple[str, ...]:
+    """The field a model-level message names first (`train.validation applies to ...` raised on `train`), when the
+    spec's YAML has it under `loc`; else `loc`. So the issue points at the line of the field to change."""
+    first = msg.split(" ", 1)[0].rstrip(":,;")
+    parts = tuple(first.split("."))
+    if len(parts) < 2 or not all(p.replace("_", "").isalnum() for p in parts):
+        return loc
+    for candidate in ((*loc[:-1], *parts) if loc and parts[0] == loc[-1] else (), (*loc, *parts)):
+        if candidate and candidate in lines:
+            return candidate
+    return loc
 
 
 def _text_problem(text: str) -> str | None:
@@ -135,6 +167,16 @@ _TYPE_HINTS = {
     "string": "give a text value (quote it in YAML)",
     "dict": "give a mapping of `key: value` entries",
     "list": "give a list, e.g. [a, b]",
+}
+
+
+_BOUND_HINTS = {  # pydantic's error type -> (its ctx key, the fix)
+    "greater_than_equal": ("ge", "give {} or more"),
+    "greater_than": ("gt", "give more than {}"),
+    "less_than_equal": ("le", "give {} or less"),
+    "less_than": ("lt", "give less than {}"),
+    "too_short": ("min_length", "give at least {} item(s)"),
+    "too_long": ("max_length", "give at most {} item(s)"),
 }
 
 

@@ -422,6 +422,11 @@ def _values_problem(train: Any, path: str, rng: ParameterRange) -> str | None:
 def _objective_problem(metric: str, train: Any) -> str | None:
     task = getattr(train, "task", "causal-lm")
     reported = METRICS.get(task, ())
+    if not reported:  # text-to-image: its validation reports to the status file, not to the metric reporter
+        return (f"task {task} cannot be swept yet: its recipe reports no objective a tuning service or the local "
+                f"sweep reads (only the recipes of {', '.join(sorted(METRICS))} do)\nTo fix: remove the sweep section and launch "
+                f"one job per setting (e.g. --set train.hyperparameters.learning_rate=1e-4), then compare their "
+                f"samples and val_loss in `cloudtune report`")
     if metric not in reported:
         return f"the {task} recipe does not report {metric!r}\nTo fix: use one of {', '.join(reported)}"
     if (metric.startswith("eval_") or metric == "perplexity") and train.data.eval is None:
