@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.bundle import build_bundle, extend_bundle
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.bootstrap import load_lock, stage_wheelhouse
 from cloudtune.kit.wheel import wheel_bytes
@@ -43,6 +42,8 @@ def cloudtune_files(with_wheel: bool, texts: dict[str, str]) -> dict[str, dict[s
 
 def compose(user: "Bundle | None", files: dict[str, dict[str, str]]) -> "Bundle":
     """The code bundle (computed, not written): the user's bundle plus cloudtune's files."""
+    from cloudtune.bundle import extend_bundle  # a command job's bundle only: off the dry run's start-up path
+
     extra = {path: _file_bytes(src) for path, src in files.items()}
     if user is None and not extra:
         raise InvalidInput("an empty code bundle was planned", fix="report this: a launcher planned nothing to carry")
@@ -79,6 +80,8 @@ def _stage_wheelhouse(up: "Upload") -> None:
 
 def stage(up: "Upload") -> None:
     """Build `up.source` from its recipe if it is not there yet, checking the bytes against the planned hash."""
+    from cloudtune.bundle import build_bundle  # a command job's bundle only: off the dry run's start-up path
+
     if up.build is None:
         return
     if up.build.get("kind") == "wheelhouse":

@@ -15,10 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune.report.facts import collect
-from cloudtune.report.figures import figures
-from cloudtune.report.html import render, verdict
-from cloudtune.report.sweep import render_sweep
 from cloudtune.store import JobStore
 
 __all__ = ["ReportFiles", "default_report_path", "write_report"]
@@ -49,6 +45,11 @@ def write_report(job: Any, out: str | os.PathLike[str] | None = None, *, store: 
     """Write the report of `job` (a `cloudtune.api.Job`, as `cloudtune.api.get_job` returns it) to `out` (default
     `default_report_path`) and, with `plots`, each chart as `<out stem>-plots/<chart>.svg`. `store` is the job store
     holding its record (default: `$CLOUDTUNE_HOME`'s)."""
+    # the page's modules, imported here: cloudtune.report.history (read by status and sweeps) comes without them
+    from cloudtune.report.facts import collect
+    from cloudtune.report.figures import figures
+    from cloudtune.report.html import render, verdict
+
     store = store or JobStore()
     if job.is_sweep:
         return _write_sweep_report(job, out, plots)
@@ -76,6 +77,8 @@ def _write_plots(target: Path, figs: list[Any]) -> list[Path]:
 
 def _write_sweep_report(job: Any, out: str | os.PathLike[str] | None, plots: bool) -> ReportFiles:
     """A sweep's page (cloudtune.report.sweep): the objective against each parameter, the trials' curves."""
+    from cloudtune.report.sweep import render_sweep  # see write_report
+
     info = job.info()
     ranges = ((((job.record.plan or {}).get("spec") or {}).get("sweep") or {}).get("parameters") or {})
     page, figs = render_sweep(info, ranges)
