@@ -132,7 +132,8 @@ def test_bounds_and_ranges_each_give_one_issue_with_a_fix(tmp_path: Path) -> Non
     assert found["sweep.max_trials"][2] == "give 1 or more" and found["sweep.max_trials"][1] is not None
     assert found["sweep.parallel_trials"][2] == "give 1 or more"
     assert "low > 0" in found["sweep.parameters.learning_rate"][0]
-    assert "dictionary" in found["sweep.parameters.lora.r"][0]
+    assert found["sweep.parameters.lora.r"][0] == "a parameter's range is a mapping, not a list"
+    assert found["sweep.parameters.lora.r"][2].startswith("write {choice: [4, 8]}")
     assert not any("'auto'" in message for message, _, _ in found.values())
 
 

@@ -81,6 +81,16 @@ class ParameterRange(_Strict):
     log: bool = Field(False, exclude_if=_unset, description="with int: sample in log space")
     choice: list[Scalar] | None = Field(None, exclude_if=_unset, min_length=1, max_length=1000, description="one of these values")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        """A bare list (`lora.r: [8, 16]`, as many tuning tools write a choice) is refused with its mapping form."""
+        if isinstance(data, list):
+            shown = ", ".join(str(v) for v in data[:8]) + (", ..." if len(data) > 8 else "")
+            raise ValueError(f"a parameter's range is a mapping, not a list\nTo fix: write {{choice: [{shown}]}} for "
+                             f"these values, or a range such as {{uniform: [low, high]}}")
+        return data
+
     @model_validator(mode="after")
     def _one_kind(self) -> "ParameterRange":
         given = [k for k in ("uniform", "loguniform", "int", "choice") if getattr(self, k) is not None]
