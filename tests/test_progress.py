@@ -98,6 +98,17 @@ def test_progress_report_writes_the_file_and_tensorboard_scalars(tmp_path: Path)
                                     (10, "eval/perplexity", pytest.approx(math.exp(2.0)))]
 
 
+def test_an_evaluation_repeated_at_a_step_is_one_history_point(tmp_path: Path) -> None:
+    """eval_every dividing max_steps: the final evaluation repeats the last one's step; a sweep's intermediate values
+    and the report's curves get one point per step, the latest value."""
+    report = ProgressReport()
+    report.open(tmp_path / "ckpt", None)
+    report.evaluated(10, {"eval_loss": 2.0})
+    report.evaluated(20, {"eval_loss": 1.5})
+    report.evaluated(20, {"eval_loss": 1.4})
+    assert read_status(tmp_path / "ckpt")["history"]["eval_loss"] == [[10, 2.0], [20, 1.4]]
+
+
 def test_event_file_is_what_tensorboard_reads(tmp_path: Path) -> None:
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     writer = EventWriter(tmp_path)

@@ -170,8 +170,12 @@ class ProgressReport:
             figures["perplexity"] = math.exp(min(figures["eval_loss"], 700.0))
         self.data.setdefault("metrics", {}).update(figures)
         history = self.data.setdefault("history", {})
-        for name, value in figures.items():
-            history.setdefault(name, []).append([int(step), value])
+        for name, value in figures.items():  # the final evaluation at the last eval step's step: one point, the latest
+            series = history.setdefault(name, [])
+            if series and series[-1][0] == int(step):
+                series[-1] = [int(step), value]
+            else:
+                series.append([int(step), value])
         self.update(eval_loss=figures.get("eval_loss"), eval_step=int(step))
         self.scalars(step, {"eval/" + k.removeprefix("eval_"): v for k, v in figures.items()})
         return figures
