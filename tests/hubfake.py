@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlparse
 
 
 class FakeHub:
-    def __init__(self, token: str, fail_commits: bool = False) -> None:
+    def __init__(self, token: str, fail_commits: bool = False, gated: dict[str, str] | None = None) -> None:
+        self.gated = dict(gated or {})  # model id -> "auto" / "manual": GET /api/models/{id} says so
         self.token = token
         self.fail_commits = fail_commits
         self.repos: dict[str, dict[str, Any]] = {}  # repo -> {private, branches: {name: {path: bytes}}}
@@ -55,6 +56,16 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802 - GET /api/models/{org}/{name}: the model's public metadata
+                path = urlparse(self.path).path
+                hub.requests.append(("GET", path))
+                parts = [unquote(p) for p in path.strip("/").split("/")]
+                if len(parts) == 4 and parts[:2] == ["api", "models"]:
+                    repo = f"{parts[2]}/{parts[3]}"
+                    return self._send(200, {"id": repo, "modelId": repo, "private": False,
+                                            "gated": hub.gated.get(repo, False), "sha": "0" * 40})
+                return self._send(404, {"error": f"no route {path}"})
 
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

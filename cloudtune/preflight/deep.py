@@ -146,6 +146,12 @@ def deep_check(spec: "JobSpec") -> list[str]:
         return notes + ["command job: no model or data to check"]
     _require_training_extras()
     source, shown, local_only = _model_source(spec, train)
+    if source is not None and source == train.model and not local_only:  # a hub id this machine can reach
+        from cloudtune.preflight.hub import gated_problem
+
+        gated = gated_problem(train.model, spec.secrets)
+        if gated:
+            raise PreflightError([gated])
     if source is None:
         return notes + [f"train.model {shown} is remote: not loaded here"]
     if train.task == "text-to-image":

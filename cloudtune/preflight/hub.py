@@ -70,3 +70,23 @@ def hub_access(model_id: str, option: str = "train.model", timeout: float = TIME
             f"{option}: cannot reach the Hugging Face Hub ({constants.ENDPOINT}) to download {model_id!r}: {reason}; "
             f"give the job internet access (no network isolation, a VPC with a NAT), or a local copy of the model "
             f"(a path or an input)") from None
+
+
+def gated_problem(model_id: str, secrets: dict[str, str], timeout: float = TIMEOUT_S) -> str | None:
+    """Why a job cannot download the gated Hub model `model_id`: it is gated and the spec gives no `HF_TOKEN` secret
+    (a token on this machine does not travel with the job), or None (not gated, a token secret given, or the Hub
+    cannot be asked: HF_HUB_OFFLINE, no network; the job's own check then says it). One request to the Hub's model
+    API (`HfApi.model_info`, `gated`: false, "auto" or "manual"), anonymous, so the answer is the job's view."""
+    if "HF_TOKEN" in secrets or _offline():
+        return None
+    from huggingface_hub import HfApi
+
+    try:
+        gated = HfApi(token=False).model_info(model_id, timeout=timeout).gated
+    except Exception:  # noqa: BLE001 - unreachable, unknown or private: other checks name those
+        return None
+    if not gated:
+        return None
+    return (f"train.model: {model_id!r} is a gated model on the Hugging Face Hub ({gated} approval), and the job has "
+            f"no token to download it with (a token on this machine does not travel with the job). To fix: accept its "
+            f"terms on the Hub, then give a token as a secret reference: secrets: {{HF_TOKEN: <secret reference>}}")

@@ -88,3 +88,29 @@ def test_push_spec_refuses_what_is_not_a_repo_or_branch() -> None:
         PushToHubSpec(repo="no-org")
     with pytest.raises(ValueError, match="not a branch name"):
         PushToHubSpec(repo="a/b", revision="bad..name")
+
+
+GATED = """
+import sys
+from cloudtune.preflight.hub import gated_problem
+print("RESULT", gated_problem(sys.argv[1], {"HF_TOKEN": "arn:x"} if len(sys.argv) > 2 else {}))
+"""
+
+
+def test_a_gated_hub_model_without_a_token_secret_is_refused() -> None:
+    hub = FakeHub(token="hf_write", gated={"meta-llama/Llama-3.1-8B": "manual"}).start()
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HUB_DISABLE_TELEMETRY": "1", "HF_TOKEN": "hf_local",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+    def ask(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", GATED, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    try:
+        gated, with_secret, open_model = ask("meta-llama/Llama-3.1-8B"), ask("meta-llama/Llama-3.1-8B", "x"), ask("gpt2")
+    finally:
+        hub.stop()
+    assert "is a gated model on the Hugging Face Hub (manual approval)" in gated and "secrets: {HF_TOKEN:" in gated
+    assert "RESULT None" in with_secret and "RESULT None" in open_model
+    assert ("GET", "/api/models/meta-llama/Llama-3.1-8B") in hub.requests
