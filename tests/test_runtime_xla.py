@@ -74,7 +74,7 @@ def test_xla_precision() -> None:
 
 def test_device_precision_is_unchanged_without_xla() -> None:
     torch = pytest.importorskip("torch")
-    from cloudtune.train.trainer import device_precision
+    from cloudtune.train.arguments import device_precision
 
     if xla_device_type() is not None or torch.cuda.is_available():
         pytest.skip("checks the CPU path")

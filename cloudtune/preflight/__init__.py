@@ -78,7 +78,7 @@ def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
 
 
 def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
-    from cloudtune.preflight.model import max_seq_len_problem, model_dir_problems, read_config
+    from cloudtune.data.modeldir import max_seq_len_problem, model_dir_problems, read_config
 
     model_dir = _local_model_dir(spec, train)
     if model_dir is None:

@@ -57,7 +57,7 @@ def check_quantize(train: TrainSpec, device_type: str) -> None:
 
 def _bf16_supported(device_type: str) -> bool:
     if device_type == "cuda":
-        from cloudtune.train.trainer import cuda_bf16
+        from cloudtune.train.arguments import cuda_bf16
 
         return cuda_bf16()
     return device_type == "xla"
@@ -66,7 +66,7 @@ def _bf16_supported(device_type: str) -> bool:
 def training_precision(train: TrainSpec, device_type: str, bf16_supported: bool | None = None) -> str:
     """The precision the job trains in on this device (bf16, fp16 or fp32), as cloudtune.train.trainer resolves it:
     `auto` = bf16 on a bf16-capable GPU or a TPU, fp16 on an older GPU, fp32 on CPU."""
-    from cloudtune.train.trainer import resolve_precision
+    from cloudtune.train.arguments import resolve_precision
 
     bf16 = _bf16_supported(device_type) if bf16_supported is None else bf16_supported
     if device_type == "xla":

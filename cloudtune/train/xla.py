@@ -60,7 +60,7 @@ def xla_training_kwargs(train: Any, model: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"optim": XLA_OPTIM}
     if train.distributed != "fsdp":
         return kwargs
-    from cloudtune.train.trainer import fsdp_layer_classes
+    from cloudtune.train.arguments import fsdp_layer_classes
 
     layers = fsdp_layer_classes(model) if model is not None else None
     enable_spmd()

@@ -294,7 +294,7 @@ def test_stock_image_uri_sdk_and_fallback_agree() -> None:
 
 
 def test_metric_definitions_match_the_recipe_log_lines(tmp_path: Path) -> None:
-    from cloudtune.train.causal_lm import EVAL_LOG_FORMAT, STEP_LOG_FORMAT
+    from cloudtune.contracts.logfmt import EVAL_LOG_FORMAT, STEP_LOG_FORMAT
 
     defs = {d["Name"]: d["Regex"] for d in build("single_gpu", tmp_path).request["AlgorithmSpecification"]["MetricDefinitions"]}
     step = STEP_LOG_FORMAT.format(step=10, loss=2.3141, learning_rate=4e-05, epoch=0.5)

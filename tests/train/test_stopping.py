@@ -69,11 +69,11 @@ def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: p
 def _compare(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from cloudtune.train.trainer import _make_callbacks
+    from cloudtune.train.callbacks import SigtermCallback
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        _, cb = _make_callbacks()
+        cb = SigtermCallback()
         signal.signal(signal.SIGTERM, cb.handler)
         original = dist.all_reduce
 

@@ -374,7 +374,7 @@ def read_records(path: Path, text_field: str = "text", shown: str | None = None)
     return records
 
 
-def _where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
+def where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
     """`record[field]`, checked to be a `kind`; else a JobInputError naming `where`, the field and the option that
     names it. A null value counts as missing (🤗 Datasets gives a record that lacks a column `None` there)."""
     if not isinstance(record, dict):
