@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cloudtune.contracts.progress import format_duration
+
 LOG_PREFIX = "[cloudtune]"
 
 STEP_LOG_FORMAT = LOG_PREFIX + " step={step} loss={loss:.4f} learning_rate={learning_rate:.6g} epoch={epoch:.2f}"
@@ -76,8 +78,6 @@ def step_line(step: int, total: int | None, loss: float, learning_rate: float, e
     """The step log line, e.g. `[cloudtune] step=10/380 loss=2.3141 learning_rate=0.0004 epoch=0.50
     tokens_per_second=5210.4 eta_s=123 eta=2m03s` (step N of TOTAL optimizer steps; tokens per second; ETA in
     seconds). Throughput and ETA are left out until known; the total when unknown (None or <= 0)."""
-    from cloudtune.contracts.progress import format_duration
-
     shown = f"{step}/{total}" if total and total > 0 else str(step)
     line = STEP_LOG_FORMAT.format(step=shown, loss=loss, learning_rate=learning_rate, epoch=epoch)
     if tokens_per_second is not None and eta_s is not None:
@@ -109,3 +109,8 @@ def eval_line(when: str, metrics: dict[str, float]) -> str:
         return CLS_EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, eval_accuracy=float(metrics["eval_accuracy"]),
                                           eval_f1=float(metrics.get("eval_f1", 0.0)))
     return EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, perplexity=perplexity(loss))
+
+
+def say_all(line: str) -> None:
+    """Print `[cloudtune] LINE` on every rank (the entrypoint's own lines: each process says what it does)."""
+    print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.tbevents import EventWriter
+
 __all__ = ["STATUS_FILE", "ProgressReport", "StepClock", "format_duration", "main_metric", "read_status", "write_status"]
 
 STATUS_FILE = "cloudtune-status.json"
@@ -143,8 +145,6 @@ class ProgressReport:
         """Start reporting (again: a resumed run keeps nothing of the last attempt's file but overwrites it)."""
         self.status_dir = Path(status_dir)
         if tensorboard_dir is not None and self.tb is None:
-            from cloudtune.contracts.tbevents import EventWriter
-
             try:
                 self.tb = EventWriter(tensorboard_dir)
             except OSError as exc:

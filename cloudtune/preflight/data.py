@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloudtune.data.chat import check_messages, check_tools, require_assistant
+from cloudtune.data.labels import label_id, label_mapping
+from cloudtune.data.records import data_files, detect_format, sample_file_records, shown_name, where_field
 from cloudtune.errors import JobInputError
 
 SAMPLE_BYTES = 8 << 20
@@ -22,8 +25,6 @@ def sample_input(path: Path, text_field: str, shown: str) -> tuple[list[tuple[st
     """(records, complete) of the input at `path` (a file or a directory of data files), named `shown` in errors.
 
     Raises JobInputError for a missing input, no data files, bad encoding or unparseable records."""
-    from cloudtune.data.records import data_files, sample_file_records, shown_name
-
     path = Path(path)
     records: list[tuple[str, Any]] = []
     budget, complete = SAMPLE_BYTES, True
@@ -43,9 +44,6 @@ def sample_input(path: Path, text_field: str, shown: str) -> tuple[list[tuple[st
 def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None = None) -> str:
     """Check every record has the fields of the causal-LM format `fmt` (detected from the first record when None);
     returns the format. Raises JobInputError naming the record, the field and the option that names it."""
-    from cloudtune.data.chat import check_messages, check_tools, require_assistant
-    from cloudtune.data.records import where_field, detect_format
-
     if not records:
         return fmt or data.format
     fmt = fmt or detect_format(records[0][1], data, records[0][0])
@@ -74,8 +72,6 @@ def check_lm_records(records: list[tuple[str, Any]], data: Any, fmt: str | None 
 
 def classification_rows(records: list[tuple[str, Any]], data: Any) -> list[tuple[str, Any]]:
     """[(where, label)] of seq-classification records; each must have a non-empty string text and a label."""
-    from cloudtune.data.records import where_field
-
     rows = []
     for where, rec in records:
         if not where_field(rec, data.text_field, where, "train.data.text_field").strip():
@@ -89,8 +85,6 @@ def check_labels(train_rows: list[tuple[str, Any]], train_complete: bool, eval_r
                  data: Any) -> None:
     """Labels as the recipe maps them: named or numeric, at least two, every eval label a known one. Checks that
     need every training label run only when `train_complete`."""
-    from cloudtune.data.labels import label_id, label_mapping
-
     if not train_complete and data.labels is None:
         return
     names, mapping, n = label_mapping(train_rows, data.labels)

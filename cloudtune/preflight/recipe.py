@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloudtune.catalog.precision import precision_problem
+from cloudtune.data.modeldir import is_adapter_dir
+
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
 
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
 def precision_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
     """The precision and quantization rules of `spec.resources.accelerator` (one line each, with the fix)."""
     from cloudtune.catalog import CatalogError, load_catalog
-    from cloudtune.catalog.precision import precision_problem
 
     accel = spec.resources.accel
     try:
@@ -51,7 +53,6 @@ def adapter_problems(train: "TrainSpec", model_dir: Path | None, shown: str) -> 
     LoRA adapter. `model_dir` None: not a local model (a hub id, a bucket, a job's model): nothing checked."""
     if model_dir is None:
         return []
-    from cloudtune.data.modeldir import is_adapter_dir
 
     lora = train.lora
     if not is_adapter_dir(model_dir):

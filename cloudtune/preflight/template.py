@@ -17,6 +17,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cloudtune.data.chat import TEMPLATE_OPTION, check_messages, check_tools, template_fix, unplaced_field
+from cloudtune.errors import JobInputError
+
 MAX_SHAPES = 20
 TEMPLATE_OPTION_NAME = "train.data.chat_template"  # cloudtune.data.chat.TEMPLATE_OPTION
 
@@ -72,9 +75,6 @@ Conversation = tuple[str, list[dict[str, Any]], list[tuple[list[dict[str, Any]],
 def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple[str, list]], list] | None:
     """([(field, messages)], the renders the recipe makes) of one record, or None when it is not conversational
     (a plain prompt/completion) or its fields do not check (reported by the field checks)."""
-    from cloudtune.errors import JobInputError
-    from cloudtune.data.chat import check_messages
-
     if not isinstance(rec, dict):
         return None
     try:
@@ -97,9 +97,6 @@ def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple
 def _tools(rec: Any, where: str) -> list[dict[str, Any]] | None:
     """The record's `tools` column as the recipe passes it to the template (`tools=`); None when absent or bad
     (a bad one is reported by the field checks)."""
-    from cloudtune.errors import JobInputError
-    from cloudtune.data.chat import check_tools
-
     try:
         return check_tools(rec.get("tools"), where)
     except JobInputError:
@@ -109,8 +106,6 @@ def _tools(rec: Any, where: str) -> list[dict[str, Any]] | None:
 def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str, template: str,
             option: str) -> tuple[list[tuple[str, list, Any]], str | None]:
     """(the renders of one record per distinct sequence of roles, the first unplaced message field's error)."""
-    from cloudtune.data.chat import unplaced_field
-
     seen: dict[tuple[str, ...], tuple[str, list, Any]] = {}
     for where, rec in records:
         found = _conversation(rec, data, fmt, where)
@@ -136,7 +131,6 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 comes with the training extras
         return None
-    from cloudtune.data.chat import TEMPLATE_OPTION, template_fix
 
     saved, tokens = model_template(model_dir)
     template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")

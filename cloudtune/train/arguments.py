@@ -7,10 +7,14 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from cloudtune.catalog.precision import BF16_MIN_CAPABILITY
 from cloudtune.contracts.logfmt import LOGGING_STEPS, say
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
+from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
+from cloudtune.train.fsdp import fsdp_settings
+from cloudtune.train.xla import xla_precision, xla_training_kwargs
 
 
 def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
@@ -27,12 +31,8 @@ def resolve_precision(requested: str, cuda: bool, bf16_supported: bool) -> str:
 
 def device_precision(requested: str) -> str:
     """The precision to train in on this process's device (PyTorch/XLA: see cloudtune.train.xla.xla_precision)."""
-    from cloudtune.runtime.xla import xla_device_type
-
     xla = xla_device_type()
     if xla is not None:
-        from cloudtune.train.xla import xla_precision
-
         return xla_precision(requested, xla)
     import torch
 
@@ -44,56 +44,7 @@ def cuda_bf16() -> bool:
     cloudtune.catalog.precision). Not `torch.cuda.is_bf16_supported()`, which on torch >= 2.3 counts emulation."""
     import torch
 
-    from cloudtune.catalog.precision import BF16_MIN_CAPABILITY
-
     return bool(torch.cuda.is_available() and tuple(torch.cuda.get_device_capability()) >= BF16_MIN_CAPABILITY)
-
-
-def fsdp_layer_classes(model: Any) -> list[str]:
-    """The class names FSDP wraps one unit each: the model's repeated decoder (or encoder) layer.
-
-    Taken from the module list of layers (`transformer.h`, `model.layers`, `encoder.layer`, ...: the longest
-    `ModuleList` whose entries share one class), else from transformers' `_no_split_modules` where those name
-    classes present in the model. A PEFT wrapper is looked through.
-    """
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    best: list[Any] = []
-    for module in base.modules():
-        if isinstance(module, torch.nn.ModuleList) and len(module) > len(best) and len({type(m) for m in module}) == 1:
-            best = list(module)
-    if best:
-        return [type(best[0]).__name__]
-    present = {type(m).__name__ for m in base.modules()}
-    names = [n for n in (getattr(base, "_no_split_modules", None) or []) if n in present]
-    if names:
-        return sorted(set(names))
-    raise JobInputError(f"train.distributed fsdp: cannot tell the decoder layer class of {type(base).__name__} "
-                     f"(no list of identical layers, no _no_split_modules); use distributed: ddp")
-
-
-def fsdp_settings(train: TrainSpec, model: Any, world_size: int) -> dict[str, Any]:
-    """TrainingArguments keywords for `train.distributed` (empty for ddp, or fsdp in a single process).
-
-    fsdp: FSDP2 full shard (parameters resharded after the forward), one unit per decoder layer, full state dicts
-    (checkpoints hold `model.safetensors` + `pytorch_model_fsdp.bin` + the full optimizer state, written by rank 0,
-    and load on any world size). gradient_checkpointing becomes FSDP's own activation checkpointing.
-    """
-    if train.distributed != "fsdp" or world_size <= 1:
-        return {}
-    return {
-        "fsdp": True,  # transformers 5.24: `fsdp="full_shard auto_wrap"` is the deprecated spelling of this config
-        "fsdp_config": {
-            "version": 2,
-            "reshard_after_forward": True,  # full shard (False would be shard_grad_op)
-            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
-            "transformer_layer_cls_to_wrap": fsdp_layer_classes(model),
-            "state_dict_type": "FULL_STATE_DICT",
-            "cpu_ram_efficient_loading": False,
-            "activation_checkpointing": bool(train.hyperparameters.gradient_checkpointing),  # null: not asked for
-        },
-    }
 
 
 def checkpointing_arguments(arguments_class: Any, on: bool) -> dict[str, Any]:
@@ -116,8 +67,6 @@ def training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkp
     cuda = torch.cuda.is_available()
     from transformers.utils import is_torch_xla_available
 
-    from cloudtune.runtime.xla import xla_device_type
-
     xla = xla_device_type() if is_torch_xla_available() else None
     # a TPU VM trains on its XLA device. Where torch_xla is installed, transformers' import of it sets
     # PJRT_DEVICE=CPU when nothing else was named, so XLA's CPU device is used: USE_TORCH_XLA=0 runs the plain path
@@ -125,8 +74,6 @@ def training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkp
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     distributed = world_size > 1
     if xla is not None:  # one process per host; FSDP is XLA's SPMD FSDPv2 (cloudtune.train.xla)
-        from cloudtune.train.xla import xla_training_kwargs
-
         fsdp = xla_training_kwargs(train, model)
     else:
         fsdp = fsdp_settings(train, model, world_size) if model is not None else {}

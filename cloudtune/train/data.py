@@ -21,7 +21,7 @@ from typing import Any
 
 from cloudtune.contracts.logfmt import say
 from cloudtune.data.encode import WHERE, encode_batch, need_template
-from cloudtune.data.records import data_files, detect_format, locate, read_file_records, shown_name
+from cloudtune.data.records import data_files, detect_format, locate, read_file_records, saved_dataset, shown_name
 from cloudtune.errors import JobInputError
 from cloudtune.train.packing import pack, pack_stream, pad_count
 
@@ -62,8 +62,6 @@ def parts(path: Path, shown: str | None) -> list[Part]:
 
 def _saved_dataset(path: Path) -> bool:
     """A directory written by save_to_disk, a Dataset or a DatasetDict (cloudtune.data.records.saved_dataset)."""
-    from cloudtune.data.records import saved_dataset
-
     return saved_dataset(path) is not None
 
 

@@ -51,6 +51,7 @@ from typing import Any
 from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.spec import HealthSpec, TrainSpec
 from cloudtune.contracts.logfmt import LOG_PREFIX, LOGGING_STEPS, say
+from cloudtune.train.checkpoints import CHECKPOINT_RE, list_checkpoints
 
 HEALTH_PREFIX = LOG_PREFIX + " health: "
 DIVERGED_PREFIX = LOG_PREFIX + " error: training diverged"
@@ -133,8 +134,6 @@ def stop_line(exc: TrainingDiverged, last_good: Path | None, train: TrainSpec, p
 
 
 def _step_of(path: Path) -> int:
-    from cloudtune.train.checkpoints import CHECKPOINT_RE
-
     match = CHECKPOINT_RE.match(path.name)
     return int(match.group(1)) if match else -1
 
@@ -142,8 +141,6 @@ def _step_of(path: Path) -> int:
 def last_good_checkpoint(store: Any, diverged_step: int) -> Path | None:
     """The newest complete checkpoint (manifest and sizes checked) whose weights still gave a sound loss: saved at a
     step before `diverged_step - 1` (the weights of step s produce the loss of step s + 1)."""
-    from cloudtune.train.checkpoints import list_checkpoints
-
     for ckpt in reversed(list_checkpoints(store.root)):
         if ckpt.step < diverged_step - 1 and store.problem(ckpt, full=False) is None:
             return ckpt.path
@@ -352,8 +349,6 @@ def restore_best(s: HealthState, log_history: list[dict[str, Any]]) -> None:
 
 def best_checkpoint(store: Any, step: int) -> Path | None:
     """The complete checkpoint (manifest and sizes checked) of `step`, if there is one."""
-    from cloudtune.train.checkpoints import list_checkpoints
-
     found = [c for c in list_checkpoints(store.root) if c.step == step and store.problem(c, full=False) is None]
     return found[-1].path if found else None
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudtune.data.lora import resolve_target_modules
 from cloudtune.errors import JobInputError
+from cloudtune.train.loading import is_quantized
 
 def apply_lora(model: Any, lora: Any, task: str, gradient_checkpointing: bool = False,
                modules_to_save: list[str] | None = None) -> Any:
@@ -67,8 +68,6 @@ def save_classifier_config(model: Any, adapter_dir: Path) -> None:
 def check_mergeable(model: Any) -> None:
     """Refuse to merge an adapter into a 4-bit (QLoRA) base: the merged sum is quantized again, which rounds away
     most of the adapter's update, and the result would be a bitsandbytes checkpoint, not plain weights."""
-    from cloudtune.train.loading import is_quantized
-
     if is_quantized(model):
         raise JobInputError("train.lora.merge: the base model is quantized (lora.quantize: 4bit), and merging into it "
                             "would quantize the adapter's update away; remove merge (the adapter is saved on its own) "

@@ -271,7 +271,7 @@ def test_bootstrap_fits_and_the_wheel_installs(tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check",
                     "--target", str(target), str(w1.path)], check=True)
-    assert (target / "cloudtune/runtime/bootstrap.py").is_file()
+    assert (target / "cloudtune/entrypoint.py").is_file()
     assert (target / "cloudtune/catalog/offers.csv").is_file()
     assert (target / "bin/cloudtune-run").is_file()
     meta = next(target.glob("cloudtune-*.dist-info")) / "METADATA"

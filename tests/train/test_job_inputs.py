@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cloudtune.errors import JobInputError
-from cloudtune.runtime.bootstrap import check_model_dir, main
+from cloudtune.entrypoint import check_model_dir, main
 from cloudtune.train.models import load_pretrained
 from cloudtune.train.data import encode_input
 

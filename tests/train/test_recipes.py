@@ -88,7 +88,7 @@ def test_seq_classification(tiny_gpt2: Path, tmp_path: Path, numeric: bool, suff
 
     ctx = make_ctx(tmp_path, _cls_inputs(tmp_path, numeric, suffix))
     train = make_train(tiny_gpt2, task="seq-classification", epochs=2, batch_size=6, learning_rate=1e-2)
-    metrics = run_causal_lm(ctx, train, CKPT)  # what bootstrap calls today: it hands the spec to the right recipe
+    metrics = run_recipe(ctx, train, CKPT)  # what the entrypoint calls: the registry picks the recipe of train.task
     out = capsys.readouterr().out
     for key in ("eval_loss_before", "eval_loss_after", "eval_accuracy_before", "eval_accuracy_after",
                 "eval_f1_before", "eval_f1_after", "train_loss", "global_step"):

@@ -50,7 +50,7 @@ IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG
 
 
 def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cloudtune.runtime import bootstrap
+    from cloudtune.runtime.launch import wait_bounded
 
     monkeypatch.setenv(stopping.STOP_DEADLINE_VAR, "1")
     monkeypatch.setattr(stopping, "STOP_MARGIN_S", 0.0)
@@ -58,7 +58,7 @@ def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: p
     try:
         assert child.stdout.readline().strip() == "ready"
         child.send_signal(signal.SIGTERM)  # ignored by the child
-        code = bootstrap._wait_bounded(child, received=[signal.SIGTERM], poll_s=0.2)
+        code = wait_bounded(child, received=[signal.SIGTERM], poll_s=0.2)
     finally:
         if child.poll() is None:
             child.kill()
