@@ -48,7 +48,8 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     device = device_type()
     with phase("loading model", source):
         tokenizer, model = load_pretrained(source, shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
-                                           base=base_model_source(ctx, train), load_kwargs=model_load_kwargs(train, train.task, device))
+                                           base=base_model_source(ctx, train),
+                                           load_kwargs=model_load_kwargs(train, train.task, device))
     train = lora_output_for(train, model)
     train = memory_settings(train, model, device)
     hp = train.hyperparameters
@@ -57,13 +58,13 @@ def run_causal_lm(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         train_ds, eval_ds, info = prepare_lm_data(ctx, train, tokenizer)
     examples = "a stream of training examples" if info["train_examples"] is None else f"{info['train_examples']} training examples"
     say(f"data: {info['format']} format, {examples}"
-         + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set")
-         + f" (prepared in {info['prepare_seconds']:.1f} s)")
+        + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set")
+        + f" (prepared in {info['prepare_seconds']:.1f} s)")
     if train.lora is not None:
         model = apply_lora(prepare_quantized(model, hp.gradient_checkpointing), train.lora, train.task,
                            hp.gradient_checkpointing)
         say(f"LoRA r={train.lora.r} alpha={train.lora.alpha} on {sorted(model.peft_config['default'].target_modules)}: "
-             + trainable_summary(model))
+            + trainable_summary(model))
     return run_training(ctx, train, checkpoint, processing_class=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
                         collator=CausalLMCollator(tokenizer.pad_token_id, attn, pad_to=fixed_length(hp.max_seq_len)),
                         base_model=train_model_name(train, source, ctx),

@@ -116,11 +116,12 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
 
     source = resolve_model_source(ctx, train.model)
     say(f"loading model {source} for sequence classification ({n} labels"
-         + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
+        + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
     device = device_type()
     tokenizer, model = load_pretrained(source, "seq-classification", n, dict(enumerate(names)) if names else None,
-                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len, base=base_model_source(ctx, train),
-                             load_kwargs=model_load_kwargs(train, train.task, device))
+                                       shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
+                                       base=base_model_source(ctx, train),
+                                       load_kwargs=model_load_kwargs(train, train.task, device))
     train = memory_settings(lora_output_for(train, model), model, device)
     hp = train.hyperparameters
     train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
@@ -134,7 +135,7 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
         model = apply_lora(prepare_quantized(model, hp.gradient_checkpointing), train.lora, train.task,
                            hp.gradient_checkpointing, modules_to_save=heads)
         say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
-             f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
+            f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
     return run_training(ctx, train, checkpoint, processing_class=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
                         collator=ClassificationCollator(tokenizer.pad_token_id, fixed_length(hp.max_seq_len)),
                         base_model=train_model_name(train, source, ctx),

@@ -159,7 +159,7 @@ def tokenising_progress(start: int, end: int, total: int, part: Part) -> None:
         mark = total * tenth // 10
         if start < mark <= end:
             say(f"tokenising {part.files[0][1]}{' ...' if len(part.files) > 1 else ''}: {tenth * 10}% "
-                 f"({mark:,} of {total:,} records)")
+                f"({mark:,} of {total:,} records)")
 
 
 def first_record(ds: Any, part: Part) -> dict[str, Any]:
@@ -316,7 +316,7 @@ def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train
                                 "train_input": data.train, "eval_input": data.eval, "streaming": data.streaming}
         if enc.dropped:
             say(f"warning: {enc.dropped} training example(s) dropped: no completion/assistant token left within "
-                 f"max_seq_len={hp.max_seq_len}")
+                f"max_seq_len={hp.max_seq_len}")
         eval_ds = None
         if data.eval is not None:
             ev = encode_input(inputs.get(data.eval, Path(data.eval)), shown.get(data.eval), data, tokenizer, hp.max_seq_len, fmt=enc.fmt)
@@ -347,6 +347,6 @@ def _packed(ds: Any, hp: Any, info: dict[str, Any], streaming: bool) -> Any:
     info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": after,
                  "tokens_unpacked": total, "tokens_packed": packed_total})
     say(f"packing: {len(lengths)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; pad tokens per "
-         f"epoch {before} -> {after} (0 with flash-attention, which gets each batch as one sequence)")
+        f"epoch {before} -> {after} (0 with flash-attention, which gets each batch as one sequence)")
     return packed
 

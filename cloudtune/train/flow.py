@@ -61,11 +61,11 @@ def memory_settings(train: TrainSpec, model: Any, device: str) -> TrainSpec:
     on = decide_gradient_checkpointing(train, model, device)
     if train.hyperparameters.gradient_checkpointing is None and on:
         say("gradient checkpointing on: the memory estimate without it exceeds this GPU's memory "
-             "(set hyperparameters.gradient_checkpointing to choose)")
+            "(set hyperparameters.gradient_checkpointing to choose)")
     dtype = getattr(model, "dtype", None)
     if dtype is not None and str(dtype) != "torch.float32":
         say(f"model weights loaded in {str(dtype).replace('torch.', '')}"
-             + (" (4-bit NF4 base, QLoRA)" if train.lora is not None and train.lora.quantize else ""))
+            + (" (4-bit NF4 base, QLoRA)" if train.lora is not None and train.lora.quantize else ""))
     return with_gradient_checkpointing(train, on)
 
 
@@ -107,7 +107,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
                                                          compute_metrics=compute_metrics)
     if xla is not None:
         say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
-             + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
+            + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
 
     resume = agreed_resume(store)
     if resume is not None:
@@ -120,23 +120,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     if eval_ds is not None:
         evaluate(trainer, "before", metrics, perplexity)
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, sigterm_cb.handler) if in_main_thread else None
-    try:
-        try:
-            output = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
-        except ct_health.TrainingDiverged as exc:
-            stop_diverged(ctx, train, store, exc, precision)
-        if sigterm_cb.agreed(args.device):
-            if trainer.ct_last_saved_step != trainer.state.global_step:
-                trainer._save_checkpoint(trainer.model, trial=None)
-            say(SIGTERM_LOG_FORMAT.format(step=trainer.state.global_step))
-            fault_point("exit", trainer.state.global_step)
-            raise SystemExit(SIGTERM_EXIT_CODE)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
+    output = train_or_stop(ctx, train, trainer, sigterm_cb, resume, precision)
     metrics.update(train_metrics(trainer, output, log_cb.tokens_at_begin, data_info, train_ds, early))
     say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
 
@@ -150,6 +134,30 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
 
     write_outputs(ctx, train, trainer, base_model, data_info, metrics, precision, xla, save_model)
     return metrics
+
+
+def train_or_stop(ctx: RuntimeContext, train: TrainSpec, trainer: CloudtuneTrainer, sigterm_cb: SigtermCallback,
+                  resume: Any, precision: str) -> Any:
+    """`trainer.train()` (from `resume`, a complete checkpoint, or from the start) with SIGTERM handled: after a
+    SIGTERM every rank saves (if the last step is not saved yet) and exits 143; a diverged run exits 66
+    (`stop_diverged`). Returns the Trainer's TrainOutput."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, sigterm_cb.handler) if in_main_thread else None
+    try:
+        try:
+            output = trainer.train(resume_from_checkpoint=str(resume.path) if resume else None)
+        except ct_health.TrainingDiverged as exc:
+            stop_diverged(ctx, train, trainer.ct_store, exc, precision)
+        if sigterm_cb.agreed(trainer.args.device):
+            if trainer.ct_last_saved_step != trainer.state.global_step:
+                trainer._save_checkpoint(trainer.model, trial=None)
+            say(SIGTERM_LOG_FORMAT.format(step=trainer.state.global_step))
+            fault_point("exit", trainer.state.global_step)
+            raise SystemExit(SIGTERM_EXIT_CODE)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    return output
 
 
 def build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: ct_health.HealthState,

@@ -363,10 +363,10 @@ def load_best(trainer: Any, s: HealthState) -> dict[str, float]:
         path = best_checkpoint(s.store, step)
         if path is None:
             say(HEALTH_PREFIX + f"keep_best: the checkpoint of the best evaluation (step {step}) is missing; the "
-                 f"last step's weights are written")
+                f"last step's weights are written")
             return {}
         trainer.state.best_model_checkpoint, trainer.state.best_metric = str(path), loss
         trainer._load_best_model()
         say(HEALTH_PREFIX + f"keep_best: the model written is the best evaluation's, step {step} (eval_loss "
-             f"{loss:.4f}, checkpoint {path}), not the last step {trainer.state.global_step}'s")
+            f"{loss:.4f}, checkpoint {path}), not the last step {trainer.state.global_step}'s")
     return {"best_step": step, "best_eval_loss": loss}

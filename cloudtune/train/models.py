@@ -81,6 +81,7 @@ def check_local_model(source: str, shown: str) -> None:
 
 
 def check_positions(model: Any, max_seq_len: int | None, shown: str) -> None:
+    """`max_seq_len` must fit the loaded model's positions (a hard limit: JobInputError; a soft one: a warning)."""
     if max_seq_len is None:
         return
     error, warning = max_seq_len_problem(model.config.to_dict(), max_seq_len, f"the config of {shown}")
@@ -91,9 +92,9 @@ def check_positions(model: Any, max_seq_len: int | None, shown: str) -> None:
 
 
 def load_pretrained(source: str, task: str = "causal-lm", num_labels: int | None = None,
-          id2label: dict[int, str] | None = None, *, shown: str | None = None,
-          max_seq_len: int | None = None, base: tuple[str, str] | None = None,
-          load_kwargs: dict[str, Any] | None = None) -> tuple[Any, Any]:
+                    id2label: dict[int, str] | None = None, *, shown: str | None = None,
+                    max_seq_len: int | None = None, base: tuple[str, str] | None = None,
+                    load_kwargs: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """(tokenizer, model) from `source` (a local dir or a hub id), named `shown` (the user's name) in errors.
 
     A local dir is checked for config, weights and tokenizer files first; a hub id is checked to be reachable (or
@@ -173,6 +174,7 @@ def load_adapter(adapter: str, shown: str, base: tuple[str, str] | None, task: s
 
 
 def cannot_load(what: str, shown: str, exc: Exception) -> JobInputError:
+    """The one-line error for a `what` (model, tokenizer, LoRA adapter) of `shown` that transformers cannot load."""
     text = str(exc).strip()
     return JobInputError(f"train.model: cannot load the {what} of {shown}: {text.splitlines()[0] if text else type(exc).__name__}; "
                          f"check that its files are complete (copy them again), or point train.model at another model")

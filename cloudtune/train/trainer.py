@@ -225,7 +225,7 @@ class CloudtuneTrainer(Trainer):
         if args.process_index == 0:
             store.commit(tmp, step, background=background,
                          on_done=lambda path: say(CHECKPOINT_LOG_FORMAT.format(path=path, step=step)
-                                                   + f" in {time.monotonic() - began:.1f}s"))
+                                                  + f" in {time.monotonic() - began:.1f}s"))
         if is_local_leader and tmp.exists():
             self.ct_local_tmp = tmp
         if not background:
