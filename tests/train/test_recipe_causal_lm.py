@@ -24,7 +24,7 @@ from cloudtune.contracts.logfmt import METRIC_REGEXES  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
 from cloudtune.train.models import resolve_model_source  # noqa: E402
 from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify  # noqa: E402
-from cloudtune.data.records import read_texts  # noqa: E402
+from cloudtune.data.records import read_records, where_field  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_gpt2  # noqa: E402
@@ -109,6 +109,12 @@ def test_short_run_writes_model_metrics_and_checkpoints(tiny_model: Path, tmp_pa
     for name, regex in METRIC_REGEXES.items():
         assert bool(re.search(regex, out)) == (name not in classification_only), name
     assert "[cloudtune] checkpoint saved:" in out
+
+
+def read_texts(path: Path, field: str) -> list[str]:
+    """The non-empty texts of an input, in file order, as the records reader gives them."""
+    texts = [where_field(rec, field, where, "train.data.text_field") for where, rec in read_records(path, field)]
+    return [t for t in texts if t.strip()]
 
 
 def test_json_txt_and_file_inputs_without_eval(tiny_model: Path, tmp_path: Path) -> None:
