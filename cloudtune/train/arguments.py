@@ -14,6 +14,7 @@ from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.fsdp import fsdp_settings
+from cloudtune.train.knobs import knob_arguments
 from cloudtune.train.xla import xla_precision, xla_training_kwargs
 
 
@@ -88,11 +89,10 @@ def training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkp
         per_device_train_batch_size=hp.batch_size,
         per_device_eval_batch_size=hp.batch_size,
         gradient_accumulation_steps=hp.gradient_accumulation_steps,
-        warmup_steps=min(float(hp.warmup_ratio), 0.999999),  # a float < 1 is a ratio of the total steps
         weight_decay=hp.weight_decay,
         seed=hp.seed,
         data_seed=hp.seed,
-        lr_scheduler_type="linear",
+        **knob_arguments(train, cuda),  # optim, lr_scheduler_type, warmup_steps, max_grad_norm, deepspeed
         logging_strategy="steps",
         logging_steps=LOGGING_STEPS,
         logging_first_step=True,

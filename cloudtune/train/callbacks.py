@@ -61,7 +61,11 @@ class LogCallback(TrainerCallback):
         step, total = int(state.global_step), int(state.max_steps)
         tps, eta = self.clock.reading(step, int(state.num_input_tokens_seen or 0))
         loss, lr, epoch = float(logs["loss"]), float(logs.get("learning_rate", 0.0)), float(logs.get("epoch") or 0.0)
-        print(step_line(step, total, loss, lr, epoch, tps, eta), flush=True)
+        # preference tuning (TRL): rewards/chosen, rejected, margins, accuracies: on the step line (the report
+        # charts every numeric key of it), in the status file's metrics and in TensorBoard
+        rewards = {k: float(v) for k, v in logs.items() if k.startswith("rewards/") and isinstance(v, (int, float))}
+        print(step_line(step, total, loss, lr, epoch, tps, eta) + "".join(f" {k}={v:.4g}" for k, v in rewards.items()),
+              flush=True)
         self.report.update(step=step, total_steps=total, epoch=epoch, loss=loss, learning_rate=lr,
                            tokens_per_second=tps, eta_s=eta)
         scalars = {"train/loss": loss, "train/learning_rate": lr, "train/epoch": epoch}
@@ -69,6 +73,9 @@ class LogCallback(TrainerCallback):
             scalars["train/tokens_per_second"] = tps
         if isinstance(logs.get("grad_norm"), (int, float)):
             scalars["train/grad_norm"] = float(logs["grad_norm"])
+        for key, value in rewards.items():
+            self.report.metric(key, value)
+            scalars[f"train/{key}"] = value
         self.report.scalars(step, scalars)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:

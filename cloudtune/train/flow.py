@@ -30,6 +30,7 @@ from cloudtune.train.checkpoints import CheckpointStore, fault_point
 from cloudtune.train.health import last_good_checkpoint, stop_line
 from cloudtune.train.loading import decide_gradient_checkpointing, with_gradient_checkpointing
 from cloudtune.train.outputs import write_outputs
+from cloudtune.train.publish import publish
 from cloudtune.train.trainer import CloudtuneTrainer
 
 
@@ -86,25 +87,39 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
                  processing_class: Any, train_ds: Any, eval_ds: Any, collator: Any, base_model: str,
                  data_info: dict[str, Any], compute_metrics: Callable[[Any], dict[str, float]] | None = None,
                  trainer_class: type[CloudtuneTrainer] = CloudtuneTrainer,
-                 save_model: Callable[[Any, Path], None] | None = None, perplexity: bool = True) -> dict[str, float]:
+                 save_model: Callable[[Any, Path], None] | None = None, perplexity: bool = True,
+                 trainer_base: type | None = None, make_arguments: Callable[[Any], Any] | None = None,
+                 trainer_kwargs: dict[str, Any] | None = None, callbacks: list[Any] | tuple[Any, ...] = ()
+                 ) -> dict[str, float]:
     """The shared training flow (the API is described in `cloudtune.train`'s docstring): the Trainer with
     complete-or-absent checkpoints and resume, SIGTERM handling, eval before/after (and every `eval_every` steps),
     early stopping, the health checks (`cloudtune.train.health`: a diverged run exits 66 with one line and writes no
     model; keep_best writes the best evaluation's weights); rank 0 writes the model (or adapter), the processing
-    class, metrics.json, the plots and README.md (model card) to ctx.model_dir. Returns the metrics."""
+    class, metrics.json, the plots and README.md (model card) to ctx.model_dir, then publishes it when
+    `train.push_to_hub` says so (`cloudtune.train.publish`). Returns the metrics.
+
+    A recipe on another Trainer subclass (TRL's preference trainers) passes it as `trainer_base` (`trainer_class` is
+    combined with it: cloudtune's checkpointing, TRL's loss), `make_arguments(args)` turning the TrainingArguments
+    into that trainer's config, its own constructor keywords (`trainer_kwargs`) and `callbacks` (one with an
+    `attach(trainer)` method gets the trainer once it exists)."""
     hp = train.hyperparameters
     precision = device_precision(hp.precision)
     args = training_arguments(ctx, train, checkpoint, precision=precision, loss_only=compute_metrics is None, model=model)
+    if make_arguments is not None:
+        args = make_arguments(args)
     if not hasattr(train_ds, "__len__"):  # a stream: each process reads its own batches (accelerate's
         args.accelerator_config.dispatch_batches = False  # IterableDatasetShard), as flattened batches cannot be concatenated
     store = CheckpointStore(Path(ctx.checkpoint_dir), checkpoint.keep, warn=say)
     xla = xla_device_type()
     health = ct_health.health_state(train, store, eval_ds, getattr(processing_class, "pad_token_id", None),
                                     xla is not None)
+    if trainer_base is not None:  # MRO: cloudtune's overrides, then the base's (e.g. TRL's loss), then Trainer's
+        trainer_class = type(f"Cloudtune{trainer_base.__name__}", (trainer_class, trainer_base), {})
     trainer, (log_cb, sigterm_cb, early) = build_trainer(train, args, store, health, trainer_class, model=model,
                                                          processing_class=processing_class, train_ds=train_ds,
                                                          eval_ds=eval_ds, collator=collator,
-                                                         compute_metrics=compute_metrics)
+                                                         compute_metrics=compute_metrics,
+                                                         trainer_kwargs=trainer_kwargs, extra_callbacks=callbacks)
     if xla is not None:
         say(f"PyTorch/XLA on {xla}: precision {precision}, batches padded to max_seq_len={hp.max_seq_len}"
             + (", FSDPv2 (SPMD) over the host's devices" if getattr(trainer, "is_fsdp_xla_v2_enabled", False) else ""))
@@ -133,6 +148,8 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
             say(ct_health.HEALTH_PREFIX + warning)
 
     write_outputs(ctx, train, trainer, base_model, data_info, metrics, precision, xla, save_model)
+    if train.push_to_hub is not None and trainer.args.process_index == 0:
+        publish(Path(ctx.model_dir), train.push_to_hub)
     return metrics
 
 
@@ -162,17 +179,18 @@ def train_or_stop(ctx: RuntimeContext, train: TrainSpec, trainer: CloudtuneTrain
 
 def build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: ct_health.HealthState,
                   trainer_class: type[CloudtuneTrainer] = CloudtuneTrainer, *, model: Any, processing_class: Any,
-                  train_ds: Any, eval_ds: Any, collator: Any,
-                  compute_metrics: Any) -> tuple[CloudtuneTrainer, tuple[LogCallback, SigtermCallback, EarlyStopping | None]]:
-    """The Trainer (`trainer_class`) with its callbacks: log, SIGTERM, early stopping (or None) and health. Returns
-    (trainer, (log callback, SIGTERM callback, early stopping))."""
+                  train_ds: Any, eval_ds: Any, collator: Any, compute_metrics: Any,
+                  trainer_kwargs: dict[str, Any] | None = None, extra_callbacks: list[Any] | tuple[Any, ...] = ()
+                  ) -> tuple[CloudtuneTrainer, tuple[LogCallback, SigtermCallback, EarlyStopping | None]]:
+    """The Trainer (`trainer_class`) with its callbacks: log, SIGTERM, early stopping (or None), health and
+    `extra_callbacks`. Returns (trainer, (log callback, SIGTERM callback, early stopping))."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     hp = train.hyperparameters
     log_cb, sigterm_cb = LogCallback(), SigtermCallback()
     early = EarlyStopping(hp.early_stopping_patience) if hp.early_stopping_patience else None
     health_cb = HealthCallback(health)
-    callbacks = [log_cb, sigterm_cb] + ([early] if early is not None else []) + [health_cb]
+    callbacks = [log_cb, sigterm_cb] + ([early] if early is not None else []) + [health_cb] + list(extra_callbacks)
     trainer = trainer_class(
         model=model,
         args=args,
@@ -182,10 +200,14 @@ def build_trainer(train: TrainSpec, args: Any, store: CheckpointStore, health: c
         processing_class=processing_class,
         callbacks=callbacks,
         compute_metrics=compute_metrics,
+        **(trainer_kwargs or {}),
     )
     trainer.ct_store = store
     trainer.ct_last_saved_step = None
     health_cb.attach(trainer)
+    for callback in extra_callbacks:  # a recipe's callback that reads the trainer itself (e.g. its reference model)
+        if hasattr(callback, "attach"):
+            callback.attach(trainer)
     # PyTorch/XLA: fixed shapes (the collator pads to max_seq_len); drop the last partial training batch if one is full
     xla = xla_device_type() is not None
     trainer.ct_train_drop_last = xla and (not hasattr(train_ds, "__len__") or len(train_ds) >= hp.batch_size)
