@@ -144,7 +144,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from cloudtune.train.checkpoints import CheckpointStore
-    from cloudtune.train.trainer import _make_trainer_class
+    from cloudtune.train.trainer import CloudtuneTrainer
 
     hf_logging.set_verbosity_error()
     model = build_model(opts.n_embd, opts.n_layer, opts.vocab)
@@ -152,7 +152,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ct-ckpt-bench-", dir=os.environ.get("CT_BENCH_DIR")) as tmp:
         work = Path(tmp)
         plain = make_trainer(Trainer, copy.deepcopy(model), work / "plain", opts.keep)
-        ours = make_trainer(_make_trainer_class(), copy.deepcopy(model), work / "cloudtune", opts.keep,
+        ours = make_trainer(CloudtuneTrainer, copy.deepcopy(model), work / "cloudtune", opts.keep,
                             store=CheckpointStore(work / "cloudtune", keep=opts.keep or 1_000_000))
         rounds = [one_round(plain, ours, 10 * (i + 1), flip=i % 2 == 1) for i in range(opts.saves + 1)][1:]
         newest = max((work / "cloudtune").glob("checkpoint-*"), key=lambda p: p.stat().st_mtime)

@@ -13,7 +13,7 @@ subprocess, one after another:
 2. new, cache hit: the same call again on the same cache dir (what a restarted job, or the other ranks, pay); the
    report says whether it wrote any new cache file (it should not);
 3. old: the causal-LM loader before the 🤗 Datasets rewrite, loaded from git (the parent of the commit that added
-   `cloudtune/train/data.py`; its loader was `cloudtune/train/records.py` then): `read_records` (the whole file
+   `cloudtune/train/data.py`; its loader was `cloudtune/data/records.py` then): `read_records` (the whole file
    read, decoded and parsed into a list of dicts) + `encode_records` (one tokenizer call per record, every example
    a Python list). It is stopped when its process tree passes --old-rss-limit-mb (default: the smaller of 20 GB
    and 80% of the memory available at start) or --old-time-limit-s, and reported as stopped, with what it had
@@ -87,7 +87,7 @@ def old_loader_source(dest: Path) -> dict[str, str]:
     if not added:
         raise SystemExit("preprocess: cannot find the commit that added cloudtune/train/data.py (a shallow clone?)")
     rev = f"{added}^"
-    for path in ("cloudtune/train/records.py", "cloudtune/train/data.py"):
+    for path in ("cloudtune/data/records.py", "cloudtune/train/data.py"):
         shown = subprocess.run(["git", "-C", str(ROOT), "show", f"{rev}:{path}"], capture_output=True, text=True)
         if shown.returncode == 0 and "def read_records" in shown.stdout and "def encode_records" in shown.stdout:
             dest.write_text(shown.stdout)

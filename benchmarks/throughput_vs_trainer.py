@@ -106,12 +106,12 @@ def run_plain(model_dir: Path, texts: list[str], work: Path, steps: int, batch_s
 
 
 def dataset_tokens(model_dir: Path, texts: list[str], seq_len: int) -> int:
-    """Non-padding tokens of one epoch as the recipe encodes them (`cloudtune.train.data.encode_records`, the same
+    """Non-padding tokens of one epoch as the recipe encodes them (`cloudtune.data.encode.encode_records`, the same
     `encode_batch` its 🤗 Datasets map runs: text + EOS, truncated to seq_len)."""
     from transformers import AutoTokenizer
 
     from cloudtune.spec import DataSpec
-    from cloudtune.train.data import encode_records
+    from cloudtune.data.encode import encode_records
 
     records = [(f"train.jsonl, line {i + 1}", {"text": t}) for i, t in enumerate(texts)]
     examples, _, _ = encode_records(records, DataSpec(format="text"), AutoTokenizer.from_pretrained(model_dir), seq_len)

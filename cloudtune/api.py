@@ -222,7 +222,7 @@ class Job:
         return self._record
 
     def progress(self) -> dict[str, Any]:
-        """What the job reports about its training (the status-file fields of cloudtune.train.progress): a local
+        """What the job reports about its training (the status-file fields of cloudtune.contracts.progress): a local
         job's status file; a cloud job's log, read through its launcher (once it has ended, read once and kept in
         the store). {} when nothing is reported yet; a log that cannot be read gives {"note": why}."""
         import cloudtune.jobprogress as jobprogress  # off the dry run's start-up path

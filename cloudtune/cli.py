@@ -281,7 +281,7 @@ def _num(value: Any, digits: int = 4) -> str:
 def _progress_lines(info: dict[str, Any]) -> list[str]:
     """The status lines on progress, times, metrics and cost (see cloudtune.jobprogress.summarize); none for an
     info without them."""
-    from cloudtune.train.progress import format_duration
+    from cloudtune.contracts.progress import format_duration
 
     lines: list[str] = []
     p = info.get("progress") or {}
@@ -336,7 +336,7 @@ def validate(spec: str, overrides: tuple[str, ...], deep: bool) -> None:
         click.echo(f"note: {note}", err=True)
     model = job.train.model if job.train else ""
     if model and not model.startswith("/") and ":" not in model and _hf_offline():  # a hub id, no network allowed
-        from cloudtune.preflight.hub import offline_problem
+        from cloudtune.data.hub import offline_problem
 
         problem = offline_problem(model)
         if problem:
@@ -374,7 +374,7 @@ def list_(provider: str | None, limit: int, as_json: bool) -> None:
         return
     import time
 
-    from cloudtune.train.progress import format_duration
+    from cloudtune.contracts.progress import format_duration
 
     width = max(len(r["job_id"]) for r in rows)
     click.echo(f"{'JOB':<{width}}  {'PROVIDER':<8}  {'STATE':<10}  {'CREATED':<19}  {'DURATION':>8}  METRIC")

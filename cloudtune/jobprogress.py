@@ -2,7 +2,7 @@
 
 The figures come from what the job itself reports, never from a second channel that could disagree:
 
-- a local job: the status file its runtime keeps next to the checkpoints (cloudtune.train.progress), the model
+- a local job: the status file its runtime keeps next to the checkpoints (cloudtune.contracts.progress), the model
   dir's metrics.json once it succeeded, and the local supervisor's start and end times (state.json);
 - a cloud job: its log as the launcher already fetches it (`cloudtune logs`: the same `[cloudtune] step=N/TOTAL
   ...` lines the clouds' metric definitions read), parsed by cloudtune.report.history; its start, end and billable
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
+from cloudtune.contracts.progress import main_metric, read_status
 from cloudtune.report.history import parse_log
 from cloudtune.states import TERMINAL, JobState
-from cloudtune.train.progress import main_metric, read_status
 
 __all__ = ["iso", "job_times", "progress_from_log", "local_progress", "summarize"]
 
@@ -70,7 +70,7 @@ def job_times(record: Any, state: str, now: float | None = None) -> dict[str, An
 
 
 def local_progress(record: Any, now: float | None = None) -> dict[str, Any]:
-    """A local job's status file (see cloudtune.train.progress) with `eta_s` brought up to now; {} without one."""
+    """A local job's status file (see cloudtune.contracts.progress) with `eta_s` brought up to now; {} without one."""
     where = (record.extra or {}).get("checkpoint_uri") or ((record.plan or {}).get("request") or {}).get("checkpoint_dir")
     data = read_status(where) if where and "://" not in str(where) else None
     if not data:

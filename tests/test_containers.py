@@ -136,7 +136,7 @@ def test_multi_stage_builds_the_wheel_then_installs_train_extra(dockerfile) -> N
     runs = " ".join(rest for kw, rest in runtime.instructions if kw == "RUN")
     assert re.search(r"cloudtune-\*\.whl\)?\[train[\],]", runs), f"{kind}: the runtime stage must install cloudtune[train]"
     if kind == "gpu":  # QLoRA (lora.quantize: 4bit) needs bitsandbytes, which only CUDA images can use
-        assert re.search(r"cloudtune-\*\.whl\)?\[train,qlora\]", runs), "the GPU image must install cloudtune[train,qlora]"
+        assert re.search(r"cloudtune-\*\.whl\)?\[train,qlora[\],]", runs), "the GPU image must install cloudtune[train,qlora]"
 
 
 def test_base_images_pinned_by_exact_tag(dockerfile) -> None:
@@ -200,7 +200,7 @@ def test_cloudtune_run_is_a_console_script() -> None:
 
     target = pyproject()["project"]["scripts"]["cloudtune-run"]
     module, _, func = target.partition(":")
-    assert (module, func) == ("cloudtune.runtime.bootstrap", "main")
+    assert (module, func) == ("cloudtune.entrypoint", "main")
     assert callable(getattr(importlib.import_module(module), func))
 
 

@@ -14,7 +14,7 @@ from tests.tiny_models import PLACEHOLDER_TOKENIZER, placeholder_weights
 
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import materialise
-from cloudtune.runtime.bootstrap import parse_args
+from cloudtune.entrypoint import parse_args
 from cloudtune.runtime.context import detect
 from cloudtune.spec import LocalSettings, validate_spec
 

@@ -320,7 +320,7 @@ def test_a_channel_holding_a_model_tarball_is_unpacked_once(tmp_path: Path) -> N
     """SageMaker delivers another job's model.tar.gz as a file in the channel dir: the runtime unpacks it."""
     from cloudtune.runtime.modelarchive import unpacked_model_archive
     from cloudtune.runtime.types import RuntimeContext
-    from cloudtune.train.causal_lm import resolve_model_source
+    from cloudtune.train.models import resolve_model_source
 
     model = make_model_dir(tmp_path / "m")
     channel = tmp_path / "opt/ml/input/data/model"

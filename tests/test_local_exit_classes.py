@@ -154,7 +154,7 @@ def test_classes_table() -> None:
 
 def _run(job: dict, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CLOUDTUNE_", "AZUREML_", "AIP_", "CLOUD_ML_"))}
-    return subprocess.run([sys.executable, "-m", "cloudtune.runtime.bootstrap", "--job-json", json.dumps(job), *args],
+    return subprocess.run([sys.executable, "-m", "cloudtune.entrypoint", "--job-json", json.dumps(job), *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -174,7 +174,7 @@ def test_cloudtune_run_exits_with_the_input_class_on_a_data_error(tmp_path: Path
 def test_cloudtune_run_contract_error_is_an_input_error(tmp_path: Path) -> None:
     """An incomplete container contract (Azure ML without the --input its job names) would fail again: input class."""
     job = {"name": "x", "command": "true", "inputs": {"a": "x"}}
-    res = subprocess.run([sys.executable, "-m", "cloudtune.runtime.bootstrap", "--job-json", json.dumps(job)],
+    res = subprocess.run([sys.executable, "-m", "cloudtune.entrypoint", "--job-json", json.dumps(job)],
                          cwd=tmp_path, env={**os.environ, "AZUREML_RUN_ID": "run"}, capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == exitcodes.EXIT_INPUT and "container contract" in res.stdout
@@ -211,7 +211,7 @@ def test_a_rendezvous_that_cannot_start_is_an_infrastructure_failure(tmp_path: P
         held.listen()
         env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDTUNE_")}
         env.update(NNODES="2", NODE_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(held.getsockname()[1]))
-        res = subprocess.run([sys.executable, "-m", "cloudtune.runtime.bootstrap", "--job-json",
+        res = subprocess.run([sys.executable, "-m", "cloudtune.entrypoint", "--job-json",
                               json.dumps({"name": "x", "command": "true"})],
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert res.returncode == exitcodes.EXIT_INFRASTRUCTURE, res.stdout + res.stderr

@@ -274,7 +274,7 @@ def test_checkpointing_keyword_follows_the_locked_transformers() -> None:
     `gradient_checkpointing`; 5.23 onward (this machine) has `activation_checkpointing`."""
     import dataclasses
 
-    from cloudtune.train.trainer import checkpointing_arguments
+    from cloudtune.train.arguments import checkpointing_arguments
 
     @dataclasses.dataclass
     class Before523:  # the checkpointing fields of transformers 5.14-5.22's TrainingArguments

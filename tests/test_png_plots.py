@@ -1,70 +1,67 @@
-"""The stdlib PNG line chart of cloudtune.report.png (decoded with tests/test_report.py's pure-Python reader) and
-the causal-LM recipe writing model/plots/loss.png and learning_rate.png."""
+"""The training plots of cloudtune.train.plots (matplotlib, Agg), decoded with tests/test_report.py's pure-Python PNG
+reader: each series drawn in its colour inside the axes, a lone evaluation visible, no file for an empty plot, a
+one-line note and no file without matplotlib, and the causal-LM recipe writing model/plots/*.png."""
 
 from __future__ import annotations
 
 import math
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 
-from cloudtune.report.png import (EVAL_COLOUR, LOSS_COLOUR, LR_COLOUR, MARGIN_BOTTOM, MARGIN_LEFT, MARGIN_RIGHT,
-                                  MARGIN_TOP, TITLE_Y, line_chart_png, write_training_plots)
+from cloudtune.train.plots import (DPI, EVAL_COLOUR, LOSS_COLOUR, LR_COLOUR, NO_MATPLOTLIB, SIZE_IN, line_chart,
+                                   write_training_plots)
 from tests.test_report import count_colour, read_png
 
-W, H = 640, 360
+pytest.importorskip("matplotlib")
+
+W, H = int(SIZE_IN[0] * DPI), int(SIZE_IN[1] * DPI)
+WHOLE = (0, 0, W, H)
 
 
-def hex_of(rgb: tuple[int, int, int]) -> str:
-    return "".join(f"{c:02x}" for c in rgb)
+def history(evals: list[tuple[int, float]]) -> list[dict[str, float]]:
+    steps = [{"step": s, "loss": 3.0 / s, "learning_rate": 1e-4 * (1 - s / 50)} for s in range(1, 41)]
+    steps += [{"step": 41, "loss": math.nan}, {"step": 42, "loss": math.inf}]
+    return steps + [{"step": s, "eval_loss": v} for s, v in evals] + [{"step": 40, "train_loss": 1.0}]
 
 
-def chart() -> bytes:
-    train = [(float(s), 3.0 / s) for s in range(1, 41)] + [(41.0, math.nan), (42.0, math.inf)]
-    evals = [(10.0, 1.2), (20.0, 0.9), (float("nan"), 0.5), (40.0, 0.8)]
-    return line_chart_png("Loss 1e-05", [("train loss", train, LOSS_COLOUR), ("eval loss", evals, EVAL_COLOUR)],
-                          width=W, height=H)
+def test_loss_and_learning_rate_charts(tmp_path: Path) -> None:
+    written = write_training_plots(tmp_path, history([(10, 1.2), (20, 0.9), (40, 0.8)]))
+    assert [p.name for p in written] == ["loss.png", "learning_rate.png"]
+    loss = read_png((tmp_path / "plots" / "loss.png").read_bytes())
+    assert loss[:2] == (W, H)
+    assert count_colour(loss, WHOLE, LOSS_COLOUR, tol=10) > 300
+    assert count_colour(loss, WHOLE, EVAL_COLOUR, tol=10) > 100
+    assert count_colour(loss, WHOLE, LR_COLOUR, tol=10) == 0
+    rate = read_png((tmp_path / "plots" / "learning_rate.png").read_bytes())
+    assert count_colour(rate, WHOLE, LR_COLOUR, tol=10) > 300
+    assert count_colour(rate, WHOLE, LOSS_COLOUR, tol=10) == 0
 
 
-def test_png_structure_and_crcs() -> None:
-    data = chart()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, kinds = 8, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        kinds.append(kind)
-        pos += 12 + length
-    assert kinds == [b"IHDR", b"IDAT", b"IEND"]
+def test_a_lone_eval_point_is_drawn_and_an_empty_series_is_left_out(tmp_path: Path) -> None:
+    """One evaluation at the end of training (the usual one-epoch job) is a visible marker; a series with no finite
+    point is not drawn, nor listed in the legend."""
+    path = tmp_path / "chart.png"
+    train = [(float(s), 3.0 / s) for s in range(1, 41)]
+    line_chart(path, "Loss", "loss", [("train loss", train, LOSS_COLOUR), ("eval loss", [(40.0, 0.2)], EVAL_COLOUR)])
+    png = read_png(path.read_bytes())
+    assert count_colour(png, WHOLE, EVAL_COLOUR, tol=10) >= 20  # the marker and the legend's entry
+    assert write_training_plots(tmp_path / "m", [{"step": 3, "eval_loss": math.nan}, {"step": 3, "train_loss": 1.0}]) == []
+    assert not (tmp_path / "m" / "plots").exists()
 
 
-def test_series_inside_frame_text_in_title_area() -> None:
-    png = read_png(chart())
-    assert png[:3] == (W, H, 3)
-    frame = (MARGIN_LEFT + 1, MARGIN_TOP + 1, W - MARGIN_LEFT - MARGIN_RIGHT - 1, H - MARGIN_TOP - MARGIN_BOTTOM - 1)
-    for colour in (LOSS_COLOUR, EVAL_COLOUR):
-        assert count_colour(png, frame, hex_of(colour), tol=10) > 100, colour
-        for outside in ((0, MARGIN_TOP, MARGIN_LEFT, H - MARGIN_TOP),  # left margin
-                        (0, H - MARGIN_BOTTOM + 1, W, MARGIN_BOTTOM),  # below the frame
-                        (W - MARGIN_RIGHT + 1, MARGIN_TOP, MARGIN_RIGHT, H - MARGIN_TOP)):  # right margin
-            assert count_colour(png, outside, hex_of(colour), tol=10) == 0, (colour, outside)
-        assert count_colour(png, (0, TITLE_Y + 20, W, MARGIN_TOP - TITLE_Y - 21), hex_of(colour), tol=10) > 0  # legend
-    assert count_colour(png, (0, TITLE_Y, W, 16), "1e1e1e", tol=10) > 50  # the title's glyphs
-    assert count_colour(png, (0, MARGIN_TOP, MARGIN_LEFT - 2, H - MARGIN_TOP - MARGIN_BOTTOM), "1e1e1e", tol=10) > 10
+def test_without_matplotlib_one_note_and_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
 
-
-def test_no_points_gives_an_empty_frame_and_no_file(tmp_path: Path) -> None:
-    png = read_png(line_chart_png("Empty", [("nothing", [(math.nan, 1.0)], LR_COLOUR)], width=200, height=120))
-    assert png[:2] == (200, 120)
-    assert count_colour(png, (MARGIN_LEFT + 1, MARGIN_TOP + 1, 90, 30), hex_of(LR_COLOUR), tol=10) == 0
-    assert write_training_plots(tmp_path, [{"train_loss": 1.0, "step": 3}]) == []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    assert write_training_plots(tmp_path, history([(10, 1.2)])) == []
     assert not (tmp_path / "plots").exists()
+    assert capsys.readouterr().out.strip() == f"[cloudtune] {NO_MATPLOTLIB}"
 
 
+@pytest.mark.slow
 def test_recipe_writes_plots(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
@@ -78,20 +75,6 @@ def test_recipe_writes_plots(tmp_path: Path) -> None:
     run_causal_lm(ctx, make_spec(model, max_steps=6, eval_every=2), CheckpointSpec(every_steps=50))
     for name, colours in (("loss.png", (LOSS_COLOUR, EVAL_COLOUR)), ("learning_rate.png", (LR_COLOUR,))):
         png = read_png((ctx.model_dir / "plots" / name).read_bytes())
-        assert png[:3] == (800, 450, 3)
+        assert png[:2] == (W, H)
         for colour in colours:
-            assert count_colour(png, (MARGIN_LEFT + 1, MARGIN_TOP + 1, 800 - MARGIN_LEFT - MARGIN_RIGHT - 1,
-                                      450 - MARGIN_TOP - MARGIN_BOTTOM - 1), hex_of(colour), tol=10) > 0, (name, colour)
-
-
-def test_a_lone_eval_point_is_drawn_and_an_empty_series_has_no_legend() -> None:
-    """One evaluation at the end of training (the usual `eval_strategy: epoch` on a 1-epoch job) is a visible square,
-    not a legend entry with no line; a series with no finite point gets no legend entry."""
-    train = [(float(s), 3.0 / s) for s in range(1, 41)]
-    png = read_png(line_chart_png("Loss", [("train loss", train, LOSS_COLOUR), ("eval loss", [(40.0, 0.2)], EVAL_COLOUR),
-                                           ("nothing", [(math.nan, 1.0)], LR_COLOUR)], width=W, height=H))
-    frame = (MARGIN_LEFT + 1, MARGIN_TOP + 1, W - MARGIN_LEFT - MARGIN_RIGHT - 1, H - MARGIN_TOP - MARGIN_BOTTOM - 1)
-    assert count_colour(png, frame, hex_of(EVAL_COLOUR), tol=10) >= 20  # a 7x7 marker, clipped at the frame's edge
-    legend = (0, TITLE_Y + 20, W, MARGIN_TOP - TITLE_Y - 21)
-    assert count_colour(png, legend, hex_of(EVAL_COLOUR), tol=10) > 0
-    assert count_colour(png, legend, hex_of(LR_COLOUR), tol=10) == 0
+            assert count_colour(png, WHOLE, colour, tol=10) > 0, (name, colour)

@@ -23,9 +23,9 @@ from click.testing import CliRunner
 
 from cloudtune.cli import main
 from cloudtune.preflight import PreflightError, check_spec_inputs
-from cloudtune.preflight.model import model_dir_problems, position_limit
+from cloudtune.data.modeldir import model_dir_problems, position_limit
 from cloudtune.spec import validate_spec
-from cloudtune.train.records import sample_file_records
+from cloudtune.data.records import sample_file_records
 
 CP1252_CSV = (b'text,label\r\n"Caf\xe9 invoice paid \x96 thanks",paid\r\n'
               b'"Payment overdue: \x80120 outstanding",overdue\r\n')

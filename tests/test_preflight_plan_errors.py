@@ -79,7 +79,7 @@ def test_every_gpu_has_a_compute_capability_and_the_rule_matches_the_job() -> No
     """One rule: what the plan refuses is what the job's second line (resolve_precision / xla_precision) refuses,
     given the device the catalog names; `auto` resolves the same."""
     from cloudtune.errors import JobInputError
-    from cloudtune.train.trainer import resolve_precision
+    from cloudtune.train.arguments import resolve_precision
     from cloudtune.train.xla import xla_precision
 
     catalog = load_catalog()

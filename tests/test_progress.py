@@ -17,10 +17,10 @@ from cloudtune.jobprogress import job_times, progress_from_log, summarize
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
 from cloudtune.report.history import parse_log
 from cloudtune.store import JobRecord
-from cloudtune.train.logfmt import METRIC_REGEXES, step_line
-from cloudtune.train.progress import (STATUS_FILE, ProgressReport, StepClock, format_duration, main_metric,
+from cloudtune.contracts.logfmt import METRIC_REGEXES, step_line
+from cloudtune.contracts.progress import (STATUS_FILE, ProgressReport, StepClock, format_duration, main_metric,
                                       read_status, write_status)
-from cloudtune.train.tbevents import EventWriter, crc32c, read_scalars
+from cloudtune.contracts.tbevents import EventWriter, crc32c, read_scalars
 
 
 def test_step_line_carries_total_throughput_and_eta_and_the_parsers_read_it() -> None:
@@ -128,7 +128,7 @@ def test_event_file_is_what_tensorboard_reads(tmp_path: Path) -> None:
 def test_report_targets(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
-    from cloudtune.train.trainer import report_targets
+    from cloudtune.train.arguments import report_targets
 
     assert report_targets("auto", {}) == ["tensorboard"]
     has_mlflow = importlib.util.find_spec("mlflow") is not None
@@ -202,7 +202,7 @@ def test_sagemaker_status_carries_the_times_it_reports() -> None:
 
 
 def test_a_long_phase_says_when_it_starts_and_how_long_it_took(capsys: pytest.CaptureFixture[str]) -> None:
-    from cloudtune.train.logfmt import phase
+    from cloudtune.contracts.logfmt import phase
 
     with phase("saving", "model to /tmp/m"):
         time.sleep(0.05)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloudtune.errors import JobInputError
-from cloudtune.runtime import bootstrap
+from cloudtune import entrypoint
 from cloudtune.runtime.xla import torch_xla_installed, xla_device_type
 
 
@@ -40,11 +40,11 @@ def test_on_xla_one_process_per_host_runs_the_worker_without_torchrun(tmp_path, 
     argv = _bare_job(tmp_path, monkeypatch, ppn=4)
     monkeypatch.setenv("PJRT_DEVICE", "unset-me")
     monkeypatch.delenv("PJRT_DEVICE")  # restored (removed) after the test: announce_xla sets it
-    monkeypatch.setattr(bootstrap, "xla_device_type", lambda: "TPU")
-    monkeypatch.setattr(bootstrap, "launch_torchrun", lambda ctx, argv: pytest.fail("torchrun started on XLA"))
+    monkeypatch.setattr(entrypoint, "xla_device_type", lambda: "TPU")
+    monkeypatch.setattr(entrypoint, "launch_torchrun", lambda ctx, argv: pytest.fail("torchrun started on XLA"))
     ran = []
-    monkeypatch.setattr(bootstrap, "run_worker", lambda ctx: ran.append(ctx.processes_per_node) or 0)
-    assert bootstrap.main(argv) == 0
+    monkeypatch.setattr(entrypoint, "run_worker", lambda ctx: ran.append(ctx.processes_per_node) or 0)
+    assert entrypoint.main(argv) == 0
     assert ran == [4]
     assert "PyTorch/XLA on TPU: one process on this host drives all its devices (SPMD), no torchrun; " \
            "processes_per_node 4 is not used" in capsys.readouterr().out
@@ -55,11 +55,11 @@ def test_on_xla_one_process_per_host_runs_the_worker_without_torchrun(tmp_path, 
 
 def test_without_xla_several_processes_still_go_through_torchrun(tmp_path, monkeypatch) -> None:
     argv = _bare_job(tmp_path, monkeypatch, ppn=2)
-    monkeypatch.setattr(bootstrap, "xla_device_type", lambda: None)
+    monkeypatch.setattr(entrypoint, "xla_device_type", lambda: None)
     started = []
-    monkeypatch.setattr(bootstrap, "launch_torchrun", lambda ctx, argv: started.append(ctx.world_size) or 0)
-    monkeypatch.setattr(bootstrap, "run_worker", lambda ctx: pytest.fail("ran in-process"))
-    assert bootstrap.main(argv) == 0 and started == [2]
+    monkeypatch.setattr(entrypoint, "launch_torchrun", lambda ctx, argv: started.append(ctx.world_size) or 0)
+    monkeypatch.setattr(entrypoint, "run_worker", lambda ctx: pytest.fail("ran in-process"))
+    assert entrypoint.main(argv) == 0 and started == [2]
 
 
 def test_xla_precision() -> None:
@@ -74,7 +74,7 @@ def test_xla_precision() -> None:
 
 def test_device_precision_is_unchanged_without_xla() -> None:
     torch = pytest.importorskip("torch")
-    from cloudtune.train.trainer import device_precision
+    from cloudtune.train.arguments import device_precision
 
     if xla_device_type() is not None or torch.cuda.is_available():
         pytest.skip("checks the CPU path")

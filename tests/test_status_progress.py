@@ -20,7 +20,7 @@ from cloudtune import api  # noqa: E402
 from cloudtune.kit.cost import job_cost_usd  # noqa: E402
 from cloudtune.local.launcher import LocalLauncher  # noqa: E402
 from cloudtune.store import JobStore  # noqa: E402
-from cloudtune.train.progress import STATUS_FILE  # noqa: E402
+from cloudtune.contracts.progress import STATUS_FILE  # noqa: E402
 from tests.test_local_e2e import write_job  # noqa: E402
 from tests.tiny_models import make_tiny_gpt2  # noqa: E402
 

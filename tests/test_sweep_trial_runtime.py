@@ -13,7 +13,7 @@ import pytest
 
 from cloudtune.contracts import sagemaker as sm, vertex as vx
 from cloudtune.errors import JobInputError
-from cloudtune.runtime.bootstrap import parse_args
+from cloudtune.entrypoint import parse_args
 from cloudtune.runtime.context import detect
 from cloudtune.spec import validate_spec
 

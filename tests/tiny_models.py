@@ -84,7 +84,7 @@ def make_tiny_llama(path: Path) -> Path:
 
 def placeholder_weights() -> bytes:
     """The smallest valid safetensors file (one float32 tensor `w` of shape [1]): what a fake model dir's weights hold
-    so the plan-time checks (cloudtune.preflight.model), which refuse an empty weights file, take it for weights."""
+    so the plan-time checks (cloudtune.data.modeldir), which refuse an empty weights file, take it for weights."""
     import json
 
     header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()

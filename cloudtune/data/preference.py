@@ -7,7 +7,7 @@ Shapes (TRL's dataset formats, https://huggingface.co/docs/trl/dataset_formats):
 - `unpaired`: `prompt` + `completion` + `label` (a boolean: desirable or not) — KTO's shape. KTO also reads paired
   data (TRL unpairs it into one desirable and one undesirable example per pair).
 
-`check_preference_records` names the file and line (`where`, as `cloudtune.train.records` gives it), the field and the
+`check_preference_records` names the file and line (`where`, as `cloudtune.data.records` gives it), the field and the
 fix; errors are `JobInputError` (exit 2).
 """
 

@@ -204,7 +204,7 @@ PATTERNS: tuple[Pattern, ...] = (
        "SageMaker managed spot training (SecondaryStatus Interrupted, MaxWaitTimeExceeded)", "service", I),
     _p(Cause.PREEMPTED, r"killed by SIGTERM", "cloudtune local supervisor's failure reason"),
     _p(Cause.PREEMPTED, r"SIGTERM received: checkpoint saved at step \d+[^\n]*",
-       "cloudtune recipes (cloudtune/train/logfmt.py)", "log"),
+       "cloudtune recipes (cloudtune/contracts/logfmt.py)", "log"),
     # -- collective timeout ---------------------------------------------------------------------------------------
     _p(Cause.COLLECTIVE_TIMEOUT,
        r"Watchdog caught collective operation timeout: WorkNCCL\([^)]*\)(?: ran for \d+ milliseconds before timing out\.?)?",

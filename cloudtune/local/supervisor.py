@@ -208,7 +208,7 @@ class Supervisor:
         if self.image_env is not None:
             node_envs = fresh_node_envs(self.request["image"], self.image_env)
         for node in nodes:
-            argv = [sys.executable, "-m", "cloudtune.runtime.bootstrap", *node["argv"][1:]]
+            argv = [sys.executable, "-m", "cloudtune.entrypoint", *node["argv"][1:]]
             env = container_env({**threads_env, **node["env"]}, self.request.get("secret_names", []))
             if self.image_env is not None:  # the cloud's start path, on the image's Python, in a fresh node env
                 argv, env = list(node["argv"]), image_container_env(env, node_envs[node["host"]])

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloudtune.data.modeldir import max_seq_len_problem, model_dir_problems, read_config
 from cloudtune.errors import JobInputError
 from cloudtune.preflight.problems import PreflightError, display_path, local_input
 
@@ -78,8 +79,6 @@ def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
 
 
 def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
-    from cloudtune.preflight.model import max_seq_len_problem, model_dir_problems, read_config
-
     model_dir = _local_model_dir(spec, train)
     if model_dir is None:
         return [], []

@@ -15,7 +15,15 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.errors import JobInputError
+from cloudtune.data.chat import check_messages
+from cloudtune.data.encode import encode_records
+from cloudtune.data.hub import hub_access
+from cloudtune.data.labels import label_mapping
+from cloudtune.data.lora import resolve_target_modules
+from cloudtune.data.modeldir import check_tokenizer, is_adapter_dir, max_seq_len_problem
+from cloudtune.data.records import detect_format, where_field
+from cloudtune.data.savedmodel import find_saved_model
+from cloudtune.errors import InvalidInput, JobInputError
 from cloudtune.preflight.problems import PreflightError, display_path, local_input
 
 if TYPE_CHECKING:
@@ -26,8 +34,6 @@ MAX_SHAPES = 20
 
 def _model_source(spec: "JobSpec", train: "TrainSpec") -> tuple[str | None, str, bool]:
     """(source to load from or None when it cannot be read here, how errors name it, local files only)."""
-    from cloudtune.data.savedmodel import find_saved_model
-    from cloudtune.preflight.hub import hub_access
     from cloudtune.spec import is_remote
 
     if train.model in spec.inputs:
@@ -47,13 +53,11 @@ def load_skeleton(source: str, shown: str, train: "TrainSpec", local_only: bool,
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    from cloudtune.train.causal_lm import _check_tokenizer
-
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for a bad tokenizer
         raise JobInputError(f"train.model: cannot load the tokenizer of {shown}: {_first_line(exc)}") from None
-    _check_tokenizer(tokenizer, shown)
+    check_tokenizer(tokenizer, shown)
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
@@ -77,7 +81,6 @@ def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str) -> list[tuple[s
     """One record of each shape: for chat, the first record of each distinct sequence of roles; else the first."""
     if fmt != "chat":
         return records[:1]
-    from cloudtune.train.chat import check_messages
 
     seen: dict[tuple[str, ...], tuple[str, Any]] = {}
     for where, rec in records:
@@ -92,9 +95,6 @@ def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str) -> list[tuple[s
 
 def _check_lm_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenizer: Any) -> list[str]:
     """Render and tokenize one record of each shape with the recipe's encoders; returns notes."""
-    from cloudtune.train.data import encode_records
-    from cloudtune.train.records import detect_format
-
     data, max_len = train.data, train.hyperparameters.max_seq_len
     fmt = detect_format(records[0][1], data, records[0][0])
     conversational = fmt == "chat" or (fmt == "instruction" and not isinstance(records[0][1].get(data.prompt_field), str))
@@ -107,10 +107,8 @@ def _check_lm_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenizer
 
 
 def _check_cls_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenizer: Any) -> list[str]:
-    from cloudtune.train.records import _where_field
-
     where, rec = records[0]
-    text = _where_field(rec, train.data.text_field, where, "train.data.text_field")
+    text = where_field(rec, train.data.text_field, where, "train.data.text_field")
     if not tokenizer(text, add_special_tokens=True)["input_ids"]:
         raise JobInputError(f"{where}: the text produced no token with this model's tokenizer")
     return ["classification data: first record tokenized"]
@@ -124,7 +122,6 @@ def _num_labels(spec: "JobSpec", train: "TrainSpec") -> int | None:
     path = local_input(spec, train.data.train)
     if path is None:
         return None
-    from cloudtune.train.classification import label_mapping
 
     records, _ = sample_input(path, train.data.text_field, display_path(path))
     try:
@@ -159,8 +156,6 @@ def deep_check(spec: "JobSpec") -> list[str]:
 
         return notes + pipeline_tokenizers(source, shown, local_only) + [
             f"deep check took {time.monotonic() - started:.1f} s"]
-    from cloudtune.train.causal_lm import is_adapter_dir
-
     if is_adapter_dir(source):
         return notes + [f"train.model {shown} is a LoRA adapter: the job merges it onto its base; not loaded here"]
     problems: list[str] = []
@@ -180,8 +175,6 @@ def deep_check(spec: "JobSpec") -> list[str]:
 def _require_training_extras() -> None:
     import importlib.util
 
-    from cloudtune.errors import InvalidInput
-
     missing = [m for m in ("torch", "transformers", "peft") if importlib.util.find_spec(m) is None]
     if missing:
         raise InvalidInput(f"the deep check loads the model, which needs {', '.join(missing)} (not installed here)",
@@ -189,8 +182,6 @@ def _require_training_extras() -> None:
 
 
 def _model_checks(model: Any, train: "TrainSpec", shown: str, problems: list[str]) -> list[str]:
-    from cloudtune.preflight.model import max_seq_len_problem
-
     notes = []
     error, warning = max_seq_len_problem(model.config.to_dict(), train.hyperparameters.max_seq_len,
                                          f"the config of {shown}")
@@ -199,8 +190,6 @@ def _model_checks(model: Any, train: "TrainSpec", shown: str, problems: list[str
     if warning:
         notes.append(f"warning: {warning}")
     if train.lora is not None:
-        from cloudtune.train.lora import resolve_target_modules
-
         try:
             notes.append(f"LoRA target modules: {', '.join(resolve_target_modules(model, train.lora.target_modules))}")
         except JobInputError as exc:

@@ -2,12 +2,12 @@
 and every dry run) instead of inside the paid job. The job keeps its own checks as a second line; each rule here
 names the in-job check it mirrors.
 
-* precision per accelerator (cloudtune.catalog.precision; in the job: cloudtune.train.trainer.resolve_precision and
+* precision per accelerator (cloudtune.catalog.precision; in the job: cloudtune.train.arguments.resolve_precision and
   cloudtune.train.xla.xla_precision);
 * `lora.quantize: 4bit` on a TPU (cloudtune.train.loading.check_quantize); on cpu it is refused by the dry run's
   memory check, which knows whether a local job has a GPU (cloudtune.memory_check.check_quantize);
 * a local LoRA adapter dir as `train.model` with `lora.quantize`, or with `lora` and `distributed: fsdp`, and
-  `train.base_model` beside a model that is not an adapter (cloudtune.train.causal_lm.load_model,
+  `train.base_model` beside a model that is not an adapter (cloudtune.train.models.load_pretrained,
   lora_output_for).
 
 Imports neither torch nor transformers.
@@ -18,6 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cloudtune.catalog.precision import precision_problem
+from cloudtune.data.modeldir import is_adapter_dir
+
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
 
@@ -25,7 +28,6 @@ if TYPE_CHECKING:
 def precision_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
     """The precision and quantization rules of `spec.resources.accelerator` (one line each, with the fix)."""
     from cloudtune.catalog import CatalogError, load_catalog
-    from cloudtune.catalog.precision import precision_problem
 
     accel = spec.resources.accel
     try:
@@ -51,7 +53,6 @@ def adapter_problems(train: "TrainSpec", model_dir: Path | None, shown: str) -> 
     LoRA adapter. `model_dir` None: not a local model (a hub id, a bucket, a job's model): nothing checked."""
     if model_dir is None:
         return []
-    from cloudtune.preflight.model import is_adapter_dir
 
     lora = train.lora
     if not is_adapter_dir(model_dir):

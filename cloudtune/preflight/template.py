@@ -5,7 +5,7 @@ The template is `train.data.chat_template`, else the one saved with a local mode
 the way the recipe renders it (the whole conversation, and the history before each assistant turn with the
 generation prompt); conversational prompt-completion records (TRL's `prompt` + `completion` message lists) as
 prompt + completion, and the prompt with the generation prompt. A message field the template never reads is
-refused by name (cloudtune.train.chat.unplaced_field). Only what certainly fails in the job is reported: a template that does not compile, and a
+refused by name (cloudtune.data.chat.unplaced_field). Only what certainly fails in the job is reported: a template that does not compile, and a
 template that refuses the conversation with `raise_exception(...)` ("System role not supported", "roles must
 alternate"). Anything else the simplified environment cannot render is left to the deep check and the job, so a
 valid template is never refused here. Without jinja2 installed the check is skipped.
@@ -17,8 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cloudtune.data.chat import TEMPLATE_OPTION, check_messages, check_tools, template_fix, unplaced_field
+from cloudtune.errors import JobInputError
+
 MAX_SHAPES = 20
-TEMPLATE_OPTION_NAME = "train.data.chat_template"  # cloudtune.train.chat.TEMPLATE_OPTION
+TEMPLATE_OPTION_NAME = "train.data.chat_template"  # cloudtune.data.chat.TEMPLATE_OPTION
 
 
 def model_template(model_dir: Path | None) -> tuple[str | None, dict[str, Any]]:
@@ -72,9 +75,6 @@ Conversation = tuple[str, list[dict[str, Any]], list[tuple[list[dict[str, Any]],
 def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple[str, list]], list] | None:
     """([(field, messages)], the renders the recipe makes) of one record, or None when it is not conversational
     (a plain prompt/completion) or its fields do not check (reported by the field checks)."""
-    from cloudtune.errors import JobInputError
-    from cloudtune.train.chat import check_messages
-
     if not isinstance(rec, dict):
         return None
     try:
@@ -91,15 +91,12 @@ def _conversation(rec: Any, data: Any, fmt: str, where: str) -> tuple[list[tuple
     except JobInputError:
         return None
     return ([(data.prompt_field, prompt), (data.completion_field, completion)],
-            [(prompt + completion, False), (prompt, True)])  # as cloudtune.train.chat.completion_spans renders
+            [(prompt + completion, False), (prompt, True)])  # as cloudtune.data.chat.completion_spans renders
 
 
 def _tools(rec: Any, where: str) -> list[dict[str, Any]] | None:
     """The record's `tools` column as the recipe passes it to the template (`tools=`); None when absent or bad
     (a bad one is reported by the field checks)."""
-    from cloudtune.errors import JobInputError
-    from cloudtune.train.chat import check_tools
-
     try:
         return check_tools(rec.get("tools"), where)
     except JobInputError:
@@ -109,8 +106,6 @@ def _tools(rec: Any, where: str) -> list[dict[str, Any]] | None:
 def _shapes(records: list[tuple[str, Any]], data: Any, fmt: str, template: str,
             option: str) -> tuple[list[tuple[str, list, Any]], str | None]:
     """(the renders of one record per distinct sequence of roles, the first unplaced message field's error)."""
-    from cloudtune.train.chat import unplaced_field
-
     seen: dict[tuple[str, ...], tuple[str, list, Any]] = {}
     for where, rec in records:
         found = _conversation(rec, data, fmt, where)
@@ -136,7 +131,6 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
         import jinja2
     except ImportError:  # pragma: no cover - jinja2 comes with the training extras
         return None
-    from cloudtune.train.chat import TEMPLATE_OPTION, _template_fix
 
     saved, tokens = model_template(model_dir)
     template, option = (data.chat_template, TEMPLATE_OPTION) if data.chat_template else (saved, "the model's own chat template")
@@ -155,7 +149,7 @@ def template_problem(records: list[tuple[str, Any]], data: Any, model_dir: Path 
                 compiled.render(messages=history, tools=tools, add_generation_prompt=generation_prompt, **tokens)
             except _Refusal as exc:
                 return (f"{where}: the chat template ({option}) refused this conversation: {exc}; "
-                        f"{_template_fix(str(exc))}")
+                        f"{template_fix(str(exc))}")
             except Exception:  # noqa: BLE001 - beyond this simplified environment: the deep check decides
                 break
     return None

@@ -1,7 +1,7 @@
 """A job's history read back from its log lines: the series a report draws, and the facts it states.
 
 The source is what every provider can already fetch (`cloudtune logs JOB`): the `[cloudtune] ...` lines of
-cloudtune.train.logfmt. Parsing is general and tolerant: any `key=value` pair with a numeric value on a step line
+cloudtune.contracts.logfmt. Parsing is general and tolerant: any `key=value` pair with a numeric value on a step line
 becomes a series (so a new field such as `tokens_per_second=...` appears without a change here), `step=N/TOTAL`
 gives the step and the total, and lines not recognised are skipped. A prefix before `[cloudtune]` (a timestamp
 added by a cloud's log service, a host name) is ignored. Stdlib only.

@@ -28,6 +28,7 @@ import re
 import signal
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 
 class ExitClass(str, Enum):
@@ -129,3 +130,15 @@ def worst(classes: list[ExitClass]) -> ExitClass:
 def describe(cls: ExitClass) -> str:
     """The tag the job's failure reason carries, e.g. `[exit class: input, not retried]`."""
     return f"[exit class: {cls.value}, {'retried' if retried(cls) else 'not retried'}]"
+
+
+def record_failure(failure_file: Path | None, message: str, code: int) -> None:
+    """Write the failure reason, tagged with its exit class, where the cloud shows it (SageMaker's failure file,
+    `RuntimeContext.failure_file`; None: nowhere).
+
+    The first reason written stays: the worker that failed first says why, not the `exit code 1` of its launcher."""
+    if failure_file is None or failure_file.exists():
+        return
+    tag = " " + describe(classify(code))
+    failure_file.parent.mkdir(parents=True, exist_ok=True)
+    failure_file.write_text(message[:1024 - len(tag)] + tag)

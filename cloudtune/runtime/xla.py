@@ -50,6 +50,3 @@ def xla_device_type(environ: Mapping[str, str] | None = None, *, device_files: t
         return "TPU"
     return None
 
-
-def on_tpu(environ: Mapping[str, str] | None = None) -> bool:
-    return xla_device_type(environ) == "TPU"

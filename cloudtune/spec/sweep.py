@@ -57,7 +57,7 @@ METRICS: dict[str, tuple[str, ...]] = {
     "causal-lm": ("eval_loss", "perplexity", "train_loss"),
     "seq-classification": ("eval_loss", "eval_accuracy", "eval_f1", "train_loss"),
 }
-"""What each recipe reports (cloudtune.train.logfmt's eval and train-done lines; eval_* and perplexity need an eval
+"""What each recipe reports (cloudtune.contracts.logfmt's eval and train-done lines; eval_* and perplexity need an eval
 set): the metrics an objective may name."""
 MAXIMIZED = ("eval_accuracy", "eval_f1", "accuracy", "f1")
 """Metrics whose default goal is maximize; every other metric is minimized unless `goal` says otherwise."""

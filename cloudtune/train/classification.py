@@ -1,7 +1,6 @@
 """The built-in seq-classification recipe: AutoModelForSequenceClassification on `text` + `label` records.
 
-Labels are names (strings: the sorted distinct names become ids 0..n-1, saved as id2label/label2id in the
-config; or the order given by `train.data.labels`) or integer ids (0..n-1). Metrics before/after training:
+Labels are names or integer ids (`cloudtune.data.labels`); names are saved as id2label/label2id in the config. Metrics before/after training:
 eval_loss, eval_accuracy and eval_f1 (macro-F1). GPT-2 style models get a pad token (EOS) and
 `config.pad_token_id`, which their classification head uses to find each row's last real token.
 """
@@ -11,73 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.logfmt import say
+from cloudtune.data.labels import label_id, label_mapping
+from cloudtune.data.records import read_records, where_field
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
-    return None
-
-
-def label_mapping(values: list[tuple[str, Any]], names: list[str] | None) -> tuple[list[str] | None, dict[Any, int], int]:
-    """Decide how labels map to ids from the training labels `[(where, value)]`.
-
-    Returns (label names or None for numeric ids, value -> id for the names, number of labels).
-    """
-    if names is not None:
-        return list(names), {n: i for i, n in enumerate(names)}, len(names)
-    ints = [_as_int(v) for _, v in values]
-    if all(i is not None for i in ints):
-        bad = [(w, v) for (w, v), i in zip(values, ints) if i is not None and i < 0]
-        if bad:
-            raise JobInputError(f"{bad[0][0]}: numeric label {bad[0][1]!r} must be an id >= 0 (or use label names)")
-        n = max(i for i in ints if i is not None) + 1
-        if n < 2:
-            raise JobInputError("seq-classification needs at least two labels; the training data has only label 0")
-        return None, {}, n
-    non_str = [(w, v) for w, v in values if not isinstance(v, str)]
-    if non_str:
-        raise JobInputError(f"{non_str[0][0]}: label {non_str[0][1]!r} mixes with named labels; use either names or integer ids")
-    found = sorted({v for _, v in values})
-    if len(found) < 2:
-        raise JobInputError(f"seq-classification needs at least two labels; the training data has only {found}")
-    return found, {n: i for i, n in enumerate(found)}, len(found)
-
-
-def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any, int], n: int, field: str) -> int:
-    if names is not None:
-        key = value if isinstance(value, str) else str(value)
-        if key in mapping:
-            return mapping[key]
-        as_int = _as_int(value)
-        if not isinstance(value, str) and as_int is not None and 0 <= as_int < n:
-            return as_int
-        raise JobInputError(f"{where}: label {value!r} (field {field!r}) is not one of the labels {names}; "
-                         f"fix the record or list every label in train.data.labels")
-    as_int = _as_int(value)
-    if as_int is None or not 0 <= as_int < n:
-        raise JobInputError(f"{where}: label {value!r} (field {field!r}) is not an id in 0..{n - 1}")
-    return as_int
+from cloudtune.train.flow import (device_type, fixed_length, lora_output_for, memory_settings, quiet_transformers,
+                                  run_training)
+from cloudtune.train.loading import model_load_kwargs, prepare_quantized
+from cloudtune.train.lora import apply_lora, trainable_summary
+from cloudtune.train.models import (base_model_source, input_source, load_pretrained, model_shown, resolve_model_source,
+                                    train_model_name)
 
 
 def _records(path: Path, train: TrainSpec, shown: str | None = None) -> list[tuple[str, str, Any]]:
     """(where, text, label) of every record of the input at `path` (named `shown` in errors)."""
-    from cloudtune.train.records import _where_field, read_records
-
     data = train.data
     out = []
     for where, rec in read_records(path, data.text_field, shown):
-        text = _where_field(rec, data.text_field, where, "train.data.text_field")
-        label = _where_field(rec, data.label_field, where, "train.data.label_field", kind=(str, int, float))
+        text = where_field(rec, data.text_field, where, "train.data.text_field")
+        label = where_field(rec, data.label_field, where, "train.data.label_field", kind=(str, int, float))
         out.append((where, text, label))
     return out
 
@@ -151,12 +104,7 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     """Fine-tune a sequence classifier on `ctx.inputs[train.data.train]`; write model, metrics.json and README.md."""
     from transformers import set_seed
 
-    from cloudtune.train.causal_lm import (_load, _quiet_transformers, _say, base_model_source, device_type,
-                                           fixed_length, input_source, lora_output_for, memory_settings, model_shown,
-                                           resolve_model_source, run_training, train_model_name)
-    from cloudtune.train.loading import model_load_kwargs, prepare_quantized
-
-    _quiet_transformers()
+    quiet_transformers()
     data, hp = train.data, train.hyperparameters
     set_seed(hp.seed)
     train_rows = _records(Path(ctx.inputs[data.train]), train, input_source(ctx, data.train))
@@ -167,12 +115,13 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
         return label_id(value, where, names, mapping, n, data.label_field)
 
     source = resolve_model_source(ctx, train.model)
-    _say(f"loading model {source} for sequence classification ({n} labels"
-         + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
+    say(f"loading model {source} for sequence classification ({n} labels"
+        + (f": {', '.join(names)}" if names else ", numeric ids") + ")")
     device = device_type()
-    tokenizer, model = _load(source, "seq-classification", n, dict(enumerate(names)) if names else None,
-                             shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len, base=base_model_source(ctx, train),
-                             load_kwargs=model_load_kwargs(train, train.task, device))
+    tokenizer, model = load_pretrained(source, "seq-classification", n, dict(enumerate(names)) if names else None,
+                                       shown=model_shown(ctx, train), max_seq_len=hp.max_seq_len,
+                                       base=base_model_source(ctx, train),
+                                       load_kwargs=model_load_kwargs(train, train.task, device))
     train = memory_settings(lora_output_for(train, model), model, device)
     hp = train.hyperparameters
     train_ds = encode(train_rows, tokenizer, hp.max_seq_len, to_id)
@@ -180,16 +129,14 @@ def run_seq_classification(ctx: RuntimeContext, train: TrainSpec, checkpoint: Ch
     info: dict[str, Any] = {"train_examples": len(train_ds), "labels": names or [f"{i}" for i in range(n)]}
     if eval_ds is not None:
         info["eval_examples"] = len(eval_ds)
-    _say(f"data: {len(train_ds)} training examples" + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
+    say(f"data: {len(train_ds)} training examples" + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
     if train.lora is not None:
-        from cloudtune.train.lora import apply_lora, trainable_summary
-
         heads = getattr(model, "ct_new_modules", None) or None
         model = apply_lora(prepare_quantized(model, hp.gradient_checkpointing), train.lora, train.task,
                            hp.gradient_checkpointing, modules_to_save=heads)
-        _say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
-             f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
-    return run_training(ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
+        say(f"LoRA r={train.lora.r} alpha={train.lora.alpha}, trained in full: "
+            f"{', '.join(model.peft_config['default'].modules_to_save or [])}: " + trainable_summary(model))
+    return run_training(ctx, train, checkpoint, processing_class=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds,
                         collator=ClassificationCollator(tokenizer.pad_token_id, fixed_length(hp.max_seq_len)),
                         base_model=train_model_name(train, source, ctx),
                         data_info=info, compute_metrics=compute_metrics)

@@ -3,12 +3,12 @@
 * Load: each input (a file, or a directory of JSONL / JSON / CSV / Parquet / Arrow / .txt files, or a directory
   written by `Dataset.save_to_disk`) through `datasets.load_dataset` (memory-mapped Arrow in the datasets cache),
   or as an `IterableDataset` with `train.data.streaming` (nothing converted to disk). A file 🤗 Datasets cannot read
-  is read again by `cloudtune.train.records`, whose error names the file, the line and the field.
+  is read again by `cloudtune.data.records`, whose error names the file, the line and the field.
 * Encode: one batched `map` (in several processes for large data; under torchrun the node's first process maps
   and writes the cache, the others read it). TRL's shapes: `text` (loss on every token), `prompt` + `completion`
   (plain or as message lists; loss on the completion), `messages` (+ `tools`; loss on the assistant turns, each
-  conversation rendered once: `cloudtune.train.chat`). Each example is `{"input_ids", "labels", "length"}`, labels
-  -100 where there is no loss; an error in a record names its file and line.
+  conversation rendered once: `cloudtune.data.chat`), encoded by `cloudtune.data.encode` (torch-free, shared with the
+  plan-time checks); an error in a record names its file and line.
 * Pack (`train.data.packing`) and collate: `cloudtune.train.packing`.
 """
 
@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.logfmt import say
+from cloudtune.data.encode import WHERE, encode_batch, need_template
+from cloudtune.data.records import data_files, detect_format, locate, read_file_records, saved_dataset, shown_name
 from cloudtune.errors import JobInputError
-from cloudtune.train import chat
-from cloudtune.train.packing import IGNORE, pack, pack_stream, pad_count
-from cloudtune.train.records import _where_field, data_files, detect_format, locate, read_file_records, shown_name
+from cloudtune.train.packing import pack, pack_stream, pad_count
 
 HUB_PREFIX = "hf:"  # train.data.train / eval naming a Hub dataset instead of an input: hf:ORG/NAME[:SPLIT]
-WHERE = "\x00where\x00"  # stands for a record's `file, line N` in an error raised inside `map`, filled in outside
 MAP_BATCH = 1000
 PARALLEL_FROM = 20_000  # records from which tokenising uses several processes
 PROGRESS_FROM = 50_000  # records from which tokenising prints its progress every 10%
@@ -61,9 +61,7 @@ def parts(path: Path, shown: str | None) -> list[Part]:
 
 
 def _saved_dataset(path: Path) -> bool:
-    """A directory written by save_to_disk, a Dataset or a DatasetDict (cloudtune.train.records.saved_dataset)."""
-    from cloudtune.train.records import saved_dataset
-
+    """A directory written by save_to_disk, a Dataset or a DatasetDict (cloudtune.data.records.saved_dataset)."""
     return saved_dataset(path) is not None
 
 
@@ -128,122 +126,6 @@ def _load_run(part: Part, text_field: str, streaming: bool) -> list[tuple[Part, 
     return [(one, load_part(one, text_field, streaming)) for one in singles]
 
 
-def _encode_text(batch: dict[str, list], data: Any, tokenizer: Any, max_len: int) -> list[tuple[list[int], list[int]] | None]:
-    texts = [_where_field({k: v[i] for k, v in batch.items()}, data.text_field, WHERE.replace("where", str(i)),
-                          "train.data.text_field") for i in range(len(next(iter(batch.values()))))]
-    eos = tokenizer.eos_token_id
-    limit = max_len - 1 if eos is not None else max_len
-    ids = tokenizer(texts, truncation=True, max_length=limit, add_special_tokens=True)["input_ids"]
-    out: list[tuple[list[int], list[int]] | None] = []
-    for text, row in zip(texts, ids):
-        row = list(row)
-        if eos is not None and (not row or row[-1] != eos):
-            row.append(eos)
-        row = row[:max_len]
-        out.append((row, list(row)) if text.strip() and row else None)
-    return out
-
-
-def _cut(ids: list[int], trained: list[bool], max_len: int) -> tuple[list[int], list[int]] | None:
-    ids, trained = ids[:max_len], trained[:max_len]
-    if not any(trained):
-        return None  # nothing left to learn from (the completion was cut off, or is empty)
-    return ids, [t if keep else IGNORE for t, keep in zip(ids, trained)]
-
-
-def _encode_plain_pairs(prompts: list[str], completions: list[str], tokenizer: Any, max_len: int) -> list[Any]:
-    """prompt (no loss) + completion + EOS (loss); the two parts tokenised apart, so the boundary is exact."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    p_ids = tokenizer(prompts, add_special_tokens=True)["input_ids"]
-    c_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
-    return [_cut(list(p) + list(c) + eos, [False] * len(p) + [True] * (len(c) + len(eos)), max_len)
-            for p, c in zip(p_ids, c_ids)]
-
-
-def _label_spans(tokenizer: Any, texts: list[str], spans: list[list[chat.Span]], max_len: int) -> list[Any]:
-    """Tokenise rendered conversations (the template brings its own special tokens); a token has loss when it
-    starts inside a trained span. Slow tokenizers: each piece tokenised apart."""
-    if not texts:
-        return []
-    if getattr(tokenizer, "is_fast", False):
-        enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-        out = []
-        for ids, offsets, sp in zip(enc["input_ids"], enc["offset_mapping"], spans):
-            trained = [any(s <= start < e for s, e in sp) for start, _ in offsets]
-            out.append(_cut(list(ids), trained, max_len))
-        return out
-    out = []
-    for text, sp in zip(texts, spans):
-        ids: list[int] = []
-        trained: list[bool] = []
-        for piece, learn in chat.segments(text, sp):
-            piece_ids = tokenizer(piece, add_special_tokens=False)["input_ids"]
-            ids += piece_ids
-            trained += [learn] * len(piece_ids)
-        out.append(_cut(ids, trained, max_len))
-    return out
-
-
-def _encode_conversations(rows: list[dict[str, Any]], fmt: str, data: Any, tokenizer: Any, max_len: int) -> list[Any]:
-    option = chat.template_option(data)
-    markers = chat.has_generation_markers(getattr(tokenizer, "chat_template", None))
-    texts: list[str] = []
-    spans: list[list[chat.Span]] = []
-    done: dict[int, Any] = {}
-    template = getattr(tokenizer, "chat_template", None)
-    template = template if isinstance(template, str) else None
-    for i, rec in enumerate(rows):
-        where = WHERE.replace("where", str(i))
-        tools = chat.check_tools(rec.get("tools"), where)
-        if fmt == "chat":
-            raw = _where_field(rec, data.messages_field, where, "train.data.messages_field", kind=object)
-            messages = chat.check_messages(raw, where, data.messages_field)
-            chat.require_assistant(messages, where)
-            chat.require_placed(messages, template, where, data.messages_field, option)
-            if markers:
-                done[i] = _cut(*chat.marker_encode(messages, tokenizer, tools, where, option), max_len)
-                continue
-            text, sp = chat.chat_spans(messages, tokenizer, where, option, tools)
-        else:
-            prompt = chat.check_messages(rec[data.prompt_field], where, data.prompt_field)
-            completion = chat.check_messages(rec[data.completion_field], where, data.completion_field)
-            chat.require_placed(prompt, template, where, data.prompt_field, option)
-            chat.require_placed(completion, template, where, data.completion_field, option)
-            text, sp = chat.completion_spans(prompt, completion, tokenizer, where, option, tools)
-        texts.append(text)
-        spans.append(sp)
-    encoded = iter(_label_spans(tokenizer, texts, spans, max_len))
-    return [done[i] if i in done else next(encoded) for i in range(len(rows))]
-
-
-def _rows(batch: dict[str, list]) -> list[dict[str, Any]]:
-    n = len(next(iter(batch.values()))) if batch else 0
-    return [{k: v[i] for k, v in batch.items()} for i in range(n)]
-
-
-def encode_batch(batch: dict[str, list], fmt: str, data: Any, tokenizer: Any, max_len: int) -> dict[str, list]:
-    """A `map` batch of records -> `input_ids`, `labels`, `length` (0 for an example with nothing to learn after
-    truncation, dropped afterwards). A JobInputError names the record as `WHERE` with its index in the batch."""
-    if fmt == "text":
-        encoded = _encode_text(batch, data, tokenizer, max_len)
-    else:
-        rows = _rows(batch)
-        for i, rec in enumerate(rows):
-            if fmt == "instruction":
-                _where_field(rec, data.prompt_field, WHERE.replace("where", str(i)), "train.data.prompt_field", kind=(str, list))
-                _where_field(rec, data.completion_field, WHERE.replace("where", str(i)), "train.data.completion_field", kind=(str, list))
-        if fmt == "instruction" and all(isinstance(r[data.prompt_field], str) for r in rows):
-            bad = next((i for i, r in enumerate(rows) if not isinstance(r[data.completion_field], str)), None)
-            if bad is not None:
-                raise JobInputError(f"{WHERE.replace('where', str(bad))}: field {data.completion_field!r} must be a string like the prompt")
-            encoded = _encode_plain_pairs([r[data.prompt_field] for r in rows], [r[data.completion_field] for r in rows],
-                                          tokenizer, max_len)
-        else:
-            encoded = _encode_conversations(rows, fmt, data, tokenizer, max_len)
-    ids = [e[0] if e else [] for e in encoded]
-    return {"input_ids": ids, "labels": [e[1] if e else [] for e in encoded], "length": [len(x) for x in ids]}
-
-
 def _fill_where(message: str, indices: list[int], part: Part, text_field: str, streaming: bool) -> str:
     """Replace the `WHERE` mark of a batch-local record index by the record's `file, line N`."""
     import re
@@ -264,11 +146,11 @@ def _map_batch(batch: dict[str, list], indices: list[int], fmt: str, data: Any, 
     except JobInputError as exc:
         raise JobInputError(_fill_where(str(exc), indices, part, data.text_field, streaming)) from None
     if total and indices:
-        _progress(indices[0], indices[-1] + 1, total, part)
+        tokenising_progress(indices[0], indices[-1] + 1, total, part)
     return out
 
 
-def _progress(start: int, end: int, total: int, part: Part) -> None:
+def tokenising_progress(start: int, end: int, total: int, part: Part) -> None:
     """`tokenising: N% (done of total records)` each time a batch crosses a tenth of a large part (printed by
     whichever map process holds that record, rank 0 only)."""
     if total < PROGRESS_FROM:
@@ -276,8 +158,8 @@ def _progress(start: int, end: int, total: int, part: Part) -> None:
     for tenth in range(1, 10):
         mark = total * tenth // 10
         if start < mark <= end:
-            _say(f"tokenising {part.files[0][1]}{' ...' if len(part.files) > 1 else ''}: {tenth * 10}% "
-                 f"({mark:,} of {total:,} records)")
+            say(f"tokenising {part.files[0][1]}{' ...' if len(part.files) > 1 else ''}: {tenth * 10}% "
+                f"({mark:,} of {total:,} records)")
 
 
 def first_record(ds: Any, part: Part) -> dict[str, Any]:
@@ -354,7 +236,7 @@ def encode_input(path: Path, shown: str | None, data: Any, tokenizer: Any, max_l
         loaded = [pair for part in parts(path, shown) for pair in _load_run(part, data.text_field, streaming)]
     fmt = fmt or _format(loaded[0][0], loaded[0][1], data)
     if fmt == "chat" or (fmt == "instruction" and _conversational(loaded[0][1], loaded[0][0], data)):
-        _need_template(tokenizer, data)
+        need_template(tokenizer, data)
     encoded = [encode_part(ds, part, fmt, data, tokenizer, max_len, streaming) for part, ds in loaded]
     ds = encoded[0] if len(encoded) == 1 else datasets.concatenate_datasets(encoded)
     if streaming:
@@ -418,22 +300,6 @@ def _conversational(ds: Any, part: Part, data: Any) -> bool:
     return not isinstance(rec.get(data.prompt_field), str)
 
 
-def _need_template(tokenizer: Any, data: Any) -> None:
-    if data.chat_template is not None:
-        tokenizer.chat_template = data.chat_template
-    if not getattr(tokenizer, "chat_template", None):
-        raise JobInputError(
-            "the chat data format needs a chat template, and this model's tokenizer has none: set "
-            "train.data.chat_template (a Jinja template rendering `messages`) or use a model whose tokenizer has one"
-        )
-
-
-def _say(message: str) -> None:
-    from cloudtune.train.logfmt import _say as say
-
-    say(message)
-
-
 def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train: Any,
                     tokenizer: Any) -> tuple[Any, Any, dict[str, Any]]:
     """Load, encode (and pack) the train and eval inputs (`inputs`: name -> local path; `shown`: name -> the
@@ -449,15 +315,15 @@ def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train
         info: dict[str, Any] = {"format": enc.fmt, "train_examples": enc.examples, "train_dropped": enc.dropped,
                                 "train_input": data.train, "eval_input": data.eval, "streaming": data.streaming}
         if enc.dropped:
-            _say(f"warning: {enc.dropped} training example(s) dropped: no completion/assistant token left within "
-                 f"max_seq_len={hp.max_seq_len}")
+            say(f"warning: {enc.dropped} training example(s) dropped: no completion/assistant token left within "
+                f"max_seq_len={hp.max_seq_len}")
         eval_ds = None
         if data.eval is not None:
             ev = encode_input(inputs.get(data.eval, Path(data.eval)), shown.get(data.eval), data, tokenizer, hp.max_seq_len, fmt=enc.fmt)
             eval_ds = ev.dataset.select_columns(["input_ids", "labels"])
             info["eval_examples"] = ev.examples
             if ev.dropped:
-                _say(f"warning: {ev.dropped} eval example(s) dropped: nothing to score within max_seq_len={hp.max_seq_len}")
+                say(f"warning: {ev.dropped} eval example(s) dropped: nothing to score within max_seq_len={hp.max_seq_len}")
         train_ds = enc.dataset
         if data.packing:
             train_ds = _packed(train_ds, hp, info, data.streaming)
@@ -469,7 +335,7 @@ def prepare_lm_data(inputs: dict[str, Path], shown: dict[str, str | None], train
 
 def _packed(ds: Any, hp: Any, info: dict[str, Any], streaming: bool) -> Any:
     if streaming:
-        _say(f"packing: the stream is packed greedily in order into rows of <= {hp.max_seq_len} tokens")
+        say(f"packing: the stream is packed greedily in order into rows of <= {hp.max_seq_len} tokens")
         return pack_stream(ds, hp.max_seq_len)
     import numpy as np
 
@@ -480,35 +346,7 @@ def _packed(ds: Any, hp: Any, info: dict[str, Any], streaming: bool) -> Any:
     after, packed_total = pad_count(rows, hp.batch_size)  # rows padded per batch; none when flattened (flash)
     info.update({"packed_rows": len(packed), "pad_tokens_unpacked": before, "pad_tokens_packed": after,
                  "tokens_unpacked": total, "tokens_packed": packed_total})
-    _say(f"packing: {len(lengths)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; pad tokens per "
-         f"epoch {before} -> {after} (0 with flash-attention, which gets each batch as one sequence)")
+    say(f"packing: {len(lengths)} examples -> {len(packed)} rows of <= {hp.max_seq_len} tokens; pad tokens per "
+        f"epoch {before} -> {after} (0 with flash-attention, which gets each batch as one sequence)")
     return packed
 
-
-def encode_records(records: list[tuple[str, Any]], data: Any, tokenizer: Any, max_len: int,
-                   fmt: str | None = None) -> tuple[list[dict[str, list[int]]], str, int]:
-    """Encode records read by `cloudtune.train.records` ((where, record) pairs; the preflight's sample) exactly as
-    the job encodes them. Returns (examples, format, number dropped by truncation); errors name each record's
-    `where`."""
-    import re
-
-    if not records:
-        raise JobInputError("no records to train on")
-    fmt = fmt or detect_format(records[0][1], data, records[0][0])
-    for where, rec in records:
-        if not isinstance(rec, dict):
-            _where_field(rec, data.text_field, where, "train.data.text_field")
-    if fmt == "chat" or (fmt == "instruction" and not isinstance(records[0][1].get(data.prompt_field), str)):
-        _need_template(tokenizer, data)
-    keys = {k for _, rec in records for k in rec}
-    batch = {k: [rec.get(k) for _, rec in records] for k in keys}
-    try:
-        out = encode_batch(batch, fmt, data, tokenizer, max_len)
-    except JobInputError as exc:
-        raise JobInputError(re.sub("\x00(\\d+)\x00", lambda m: records[int(m.group(1))][0], str(exc))) from None
-    examples = [{"input_ids": i, "labels": lab} for i, lab, n in zip(out["input_ids"], out["labels"], out["length"]) if n]
-    if not examples:
-        raise JobInputError(
-            f"no example has a token to learn from after tokenisation and truncation to max_seq_len={max_len} "
-            f"({len(records)} dropped); raise train.hyperparameters.max_seq_len or shorten the prompts")
-    return examples, fmt, len(records) - len(examples)

@@ -9,7 +9,7 @@ defaults). The lines they print are read by `cloudtune.kit.triage`:
 
 Divergence. The loss each `training_step` returns (the per-micro-batch loss the Trainer adds to its logged loss,
 summed over the step's micro-batches and averaged over the ranks, as the logged loss is) is checked at every optimizer
-step, by a Trainer subclass (`watch_loss`) and a callback: `state.log_history` holds only the logged steps, and the
+step, by the Trainer (`CloudtuneTrainer.ct_loss_seen`) and a callback (`cloudtune.train.callbacks.HealthCallback`): `state.log_history` holds only the logged steps, and the
 Trainer's `logging_nan_inf_filter` (on by default) replaces a NaN step's loss by the running average, so the log
 alone never shows it. The check reads one number per step (`.item()`); cloudtune's Trainer already syncs the device
 once per micro-batch to count tokens, so this adds no stall. On PyTorch/XLA, where a read forces the graph to run,
@@ -46,11 +46,12 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.spec import HealthSpec, TrainSpec
-from cloudtune.train.logfmt import LOG_PREFIX, LOGGING_STEPS, _say
+from cloudtune.contracts.logfmt import LOG_PREFIX, LOGGING_STEPS, say
+from cloudtune.train.checkpoints import CHECKPOINT_RE, list_checkpoints
 
 HEALTH_PREFIX = LOG_PREFIX + " health: "
 DIVERGED_PREFIX = LOG_PREFIX + " error: training diverged"
@@ -107,23 +108,6 @@ class SpikeDetector:
         return None
 
 
-def watch_loss(trainer_class: type) -> type:
-    """A subclass of `trainer_class` whose `training_step` hands each micro-batch's loss (the value it returns) to
-    `self.ct_loss_seen`, when that is set (the HealthCallback sets it)."""
-
-    class HealthWatchedTrainer(trainer_class):  # type: ignore[misc, valid-type]
-        ct_loss_seen: Callable[[Any], None] | None = None
-
-        def training_step(self, *args: Any, **kwargs: Any) -> Any:
-            loss = super().training_step(*args, **kwargs)
-            if self.ct_loss_seen is not None:
-                self.ct_loss_seen(loss)
-            return loss
-
-    HealthWatchedTrainer.__name__ = HealthWatchedTrainer.__qualname__ = trainer_class.__name__
-    return HealthWatchedTrainer
-
-
 def _world_mean(value: Any, device: Any) -> float:
     """The mean of a per-rank scalar tensor over the ranks (every rank gets the same float)."""
     import torch
@@ -150,8 +134,6 @@ def stop_line(exc: TrainingDiverged, last_good: Path | None, train: TrainSpec, p
 
 
 def _step_of(path: Path) -> int:
-    from cloudtune.train.checkpoints import CHECKPOINT_RE
-
     match = CHECKPOINT_RE.match(path.name)
     return int(match.group(1)) if match else -1
 
@@ -159,8 +141,6 @@ def _step_of(path: Path) -> int:
 def last_good_checkpoint(store: Any, diverged_step: int) -> Path | None:
     """The newest complete checkpoint (manifest and sizes checked) whose weights still gave a sound loss: saved at a
     step before `diverged_step - 1` (the weights of step s produce the loss of step s + 1)."""
-    from cloudtune.train.checkpoints import list_checkpoints
-
     for ckpt in reversed(list_checkpoints(store.root)):
         if ckpt.step < diverged_step - 1 and store.problem(ckpt, full=False) is None:
             return ckpt.path
@@ -321,42 +301,6 @@ def health_state(train: TrainSpec, store: Any, eval_ds: Any, pad_id: int | None,
     return HealthState(spike, overfit, probe, train.keep_best, store, every=LOGGING_STEPS if xla else 1)
 
 
-def make_health_callback(state: HealthState) -> Any:
-    """A TrainerCallback running the checks of `state`; `attach(trainer)` it once the trainer exists (the trainer
-    class must come from `watch_loss`)."""
-    from transformers import TrainerCallback
-
-    class HealthCallback(TrainerCallback):
-        def __init__(self) -> None:
-            self.s = state
-
-        def attach(self, trainer: Any) -> None:
-            if self.s.spike is not None or self.s.overfit is not None:
-                trainer.ct_loss_seen = self.loss_seen
-
-        def loss_seen(self, loss: Any) -> None:
-            loss = loss.detach()
-            self.s.pending = loss if self.s.pending is None else self.s.pending + loss
-
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.s.in_train, self.s.pending, self.s.pending_steps = True, None, 0
-            if self.s.keep_best:
-                restore_best(self.s, state.log_history)
-
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.s.in_train = False
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            read_step_loss(self.s, int(state.global_step), args.device)
-
-        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict | None = None, **kwargs: Any) -> Any:
-            if self.s.in_train and metrics and "eval_loss" in metrics:
-                on_evaluation(self.s, int(state.global_step), float(metrics["eval_loss"]), control, kwargs.get("model"))
-            return control
-
-    return HealthCallback()
-
-
 def read_step_loss(s: HealthState, step: int, device: Any) -> None:
     """At a step's end: every `s.every` steps read the mean step loss (over steps and ranks); raise
     TrainingDiverged (on every rank alike) when it diverged."""
@@ -381,7 +325,7 @@ def on_evaluation(s: HealthState, step: int, eval_loss: float, control: Any, mod
     if s.overfit is not None and s.train_steps:
         warning = s.overfit.see(step, eval_loss, s.train_sum / s.train_steps)
         if warning:
-            _say(HEALTH_PREFIX + warning)
+            say(HEALTH_PREFIX + warning)
     s.train_sum, s.train_steps = 0.0, 0
     if s.keep_best and math.isfinite(eval_loss) and (s.best is None or eval_loss < s.best[1]):
         s.best = (step, eval_loss)
@@ -390,7 +334,7 @@ def on_evaluation(s: HealthState, step: int, eval_loss: float, control: Any, mod
     if s.probe is not None and model is not None:
         warning = s.probe.check(model, f"step {step}")
         if warning:
-            _say(HEALTH_PREFIX + warning)
+            say(HEALTH_PREFIX + warning)
 
 
 def restore_best(s: HealthState, log_history: list[dict[str, Any]]) -> None:
@@ -405,8 +349,6 @@ def restore_best(s: HealthState, log_history: list[dict[str, Any]]) -> None:
 
 def best_checkpoint(store: Any, step: int) -> Path | None:
     """The complete checkpoint (manifest and sizes checked) of `step`, if there is one."""
-    from cloudtune.train.checkpoints import list_checkpoints
-
     found = [c for c in list_checkpoints(store.root) if c.step == step and store.problem(c, full=False) is None]
     return found[-1].path if found else None
 
@@ -420,11 +362,11 @@ def load_best(trainer: Any, s: HealthState) -> dict[str, float]:
     if step != int(trainer.state.global_step):
         path = best_checkpoint(s.store, step)
         if path is None:
-            _say(HEALTH_PREFIX + f"keep_best: the checkpoint of the best evaluation (step {step}) is missing; the "
-                 f"last step's weights are written")
+            say(HEALTH_PREFIX + f"keep_best: the checkpoint of the best evaluation (step {step}) is missing; the "
+                f"last step's weights are written")
             return {}
         trainer.state.best_model_checkpoint, trainer.state.best_metric = str(path), loss
         trainer._load_best_model()
-        _say(HEALTH_PREFIX + f"keep_best: the model written is the best evaluation's, step {step} (eval_loss "
-             f"{loss:.4f}, checkpoint {path}), not the last step {trainer.state.global_step}'s")
+        say(HEALTH_PREFIX + f"keep_best: the model written is the best evaluation's, step {step} (eval_loss "
+            f"{loss:.4f}, checkpoint {path}), not the last step {trainer.state.global_step}'s")
     return {"best_step": step, "best_eval_loss": loss}

@@ -15,10 +15,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.logfmt import say
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import TrainSpec
 from cloudtune.train import diffusion
-from cloudtune.train.logfmt import _say
+from cloudtune.train.outputs import write_json
+from cloudtune.train.plots import write_training_plots
 
 
 def lora_layers(pipe: Any) -> dict[str, Any]:
@@ -117,8 +119,6 @@ def write_image_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, set
                         metrics: dict[str, float], precision: str) -> None:
     """Rank 0 writes the LoRA (or the fused pipeline + lora/), the samples, metrics.json, plots and README.md."""
     if trainer.args.process_index == 0:
-        from cloudtune.train.causal_lm import _write_json
-
         model_dir = Path(ctx.model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         fused = bool(train.lora is not None and train.lora.merge)
@@ -126,16 +126,14 @@ def write_image_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, set
         samples = Path(ctx.checkpoint_dir) / "samples"
         if samples.is_dir():
             shutil.copytree(samples, model_dir / "samples", dirs_exist_ok=True)
-        _write_json(model_dir / "metrics.json", metrics)
+        write_json(model_dir / "metrics.json", metrics)
         try:  # PNG loss and learning-rate plots; never fails the job
-            from cloudtune.report.png import write_training_plots
-
             write_training_plots(model_dir, trainer.state.log_history)
         except Exception as exc:  # noqa: BLE001
-            _say(f"warning: plots not written: {exc}")
+            say(f"warning: plots not written: {exc}")
         (model_dir / "README.md").write_text(model_card(train, base_model, metrics, fused, precision), encoding="utf-8")
         if fused:
             fuse_into_pipeline(setup.pipe, model_dir)
-        _say(f"LoRA ({diffusion.LORA_WEIGHTS}{', fused pipeline' if fused else ''}), samples, metrics.json and "
-             f"README.md written to {model_dir}")
+        say(f"LoRA ({diffusion.LORA_WEIGHTS}{', fused pipeline' if fused else ''}), samples, metrics.json and "
+            f"README.md written to {model_dir}")
     trainer.accelerator.wait_for_everyone()

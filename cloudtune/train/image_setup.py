@@ -11,13 +11,18 @@ from typing import Any
 
 import torch
 
+from cloudtune.contracts.logfmt import say
 from cloudtune.data.images import image_records
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.spec.image import DEFAULT_RESOLUTION
 from cloudtune.train import diffusion
+from cloudtune.train import health as ct_health
+from cloudtune.train.arguments import training_arguments
+from cloudtune.train.callbacks import HealthCallback, LogCallback, SigtermCallback
 from cloudtune.train.image_data import BucketBatches, Example, group_batches, make_examples
-from cloudtune.train.logfmt import _say
+from cloudtune.train.image_trainer import DiffusionLoss, EpochCallback, ImageCollator, ImageTrainer
+from cloudtune.train.models import input_source, model_shown
 
 
 @dataclass
@@ -25,7 +30,7 @@ class ImageSetup:
     """What a text-to-image run trains with."""
 
     pipe: Any
-    model: Any  # cloudtune.train.text_to_image.DiffusionLoss
+    model: Any  # cloudtune.train.image_trainer.DiffusionLoss
     dataset: BucketBatches
     collator: Any
     examples: list[Example]
@@ -35,7 +40,6 @@ class ImageSetup:
 
 
 def _examples(ctx: RuntimeContext, train: TrainSpec, name: str, resolution: int) -> list[Example]:
-    from cloudtune.train.causal_lm import input_source
 
     data = train.data
     records = image_records(Path(ctx.inputs[name]), data.text_field, data.instance_prompt,
@@ -52,14 +56,13 @@ def _device() -> Any:
 def prepare(ctx: RuntimeContext, train: TrainSpec, pipe: Any, precision: str) -> ImageSetup:
     """Records and buckets, the LoRA (its weights in float32), gradient checkpointing, the cache, the batches."""
     from cloudtune.train.image_cache import build_cache, cache_key, cache_plan
-    from cloudtune.train.text_to_image import DiffusionLoss, ImageCollator
 
     data, hp, lora = train.data, train.hyperparameters, train.lora
     assert lora is not None  # the spec requires it for text-to-image
     resolution = hp.resolution or DEFAULT_RESOLUTION
     examples = _examples(ctx, train, data.train, resolution)
     buckets = sorted({ex.bucket for ex in examples})
-    _say(f"data: {len(examples)} training images in {len(buckets)} bucket{'s' * (len(buckets) != 1)} "
+    say(f"data: {len(examples)} training images in {len(buckets)} bucket{'s' * (len(buckets) != 1)} "
          f"({', '.join(f'{w}x{h}' for w, h in buckets[:6])}{', ...' if len(buckets) > 6 else ''})")
     trained = diffusion.add_lora(pipe, lora, lora.text_encoders)
     for module in trained:
@@ -67,7 +70,7 @@ def prepare(ctx: RuntimeContext, train: TrainSpec, pipe: Any, precision: str) ->
             if param.requires_grad:
                 param.data = param.data.float()
     count = sum(p.numel() for m in trained for p in m.parameters() if p.requires_grad)
-    _say(f"LoRA r={lora.r} alpha={lora.alpha} on the UNet{' and text encoders' if lora.text_encoders else ''}: "
+    say(f"LoRA r={lora.r} alpha={lora.alpha} on the UNet{' and text encoders' if lora.text_encoders else ''}: "
          f"{count:,} trained parameters")
     if hp.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
@@ -77,16 +80,15 @@ def prepare(ctx: RuntimeContext, train: TrainSpec, pipe: Any, precision: str) ->
     pipe.to(_device())
     latents, text, note = cache_plan(train)
     if note:
-        _say(note)
+        say(note)
     cache = None
     if latents or text:
-        from cloudtune.train.causal_lm import model_shown
 
         captions = [ex.record.caption for ex in examples]
         key = cache_key(examples, model_shown(ctx, train), data.random_flip, captions)
         node_leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
         cache = build_cache(pipe, examples, data.random_flip, captions, latents, text,
-                            Path(ctx.checkpoint_dir) / "cache", key, node_leader, _say)
+                            Path(ctx.checkpoint_dir) / "cache", key, node_leader, say)
     dataset = BucketBatches(examples, group_batches(examples, hp.batch_size, hp.seed), hp.seed, data.random_flip,
                             data.center_crop, data.caption_dropout)
     loss_examples = examples
@@ -105,15 +107,12 @@ def build_trainer(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
     The Trainer's per-device batch is one `BucketBatches` item (up to batch_size images of one bucket)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from cloudtune.train import health as ct_health
-    from cloudtune.train.causal_lm import _make_callbacks, _make_trainer_class, _training_arguments
     from cloudtune.train.image_validation import Validator, validation_callback
-    from cloudtune.train.text_to_image import _epoch_callback, image_trainer_class
 
     hp = train.hyperparameters
     per_item = train.model_copy(update={"hyperparameters": hp.model_copy(
         update={"batch_size": 1, "gradient_checkpointing": False})})
-    args = _training_arguments(ctx, per_item, checkpoint, precision=precision, loss_only=True, model=None)
+    args = training_arguments(ctx, per_item, checkpoint, precision=precision, loss_only=True, model=None)
     if hp.optimizer == "adamw_8bit":
         from transformers.training_args import OptimizerNames
 
@@ -123,15 +122,15 @@ def build_trainer(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointS
         ct_health.SpikeDetector(spec.spike_window, spec.spike_factor, spec.spike_mads) if spec.divergence else None,
         ct_health.OverfitTracker(spec.patience) if spec.overfitting and train.validation is not None else None,
         None, False, store)
-    log_cb, sigterm_cb = _make_callbacks()
-    health_cb = ct_health.make_health_callback(health)
+    log_cb, sigterm_cb = LogCallback(), SigtermCallback()
+    health_cb = HealthCallback(health)
     validation = None
     if train.validation is not None:
         validator = Validator(train.validation, setup.pipe, setup.resolution, Path(ctx.checkpoint_dir) / "samples",
                               setup.loss_examples, hp.snr_gamma)
         validation = validation_callback(validator, health, train.validation.every_steps)
-    callbacks = [log_cb, sigterm_cb, health_cb, _epoch_callback(setup.dataset)] + ([validation] if validation else [])
-    trainer = ct_health.watch_loss(image_trainer_class(_make_trainer_class()))(
+    callbacks = [log_cb, sigterm_cb, health_cb, EpochCallback(setup.dataset)] + ([validation] if validation else [])
+    trainer = ImageTrainer(
         model=setup.model, args=args, train_dataset=setup.dataset, data_collator=setup.collator, callbacks=callbacks)
     trainer.ct_store = store
     trainer.ct_last_saved_step = None

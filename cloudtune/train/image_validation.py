@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
+from cloudtune.contracts.logfmt import LOG_PREFIX, say
 from cloudtune.train import diffusion
 from cloudtune.train.health import HEALTH_PREFIX
 from cloudtune.train.image_data import Example, load_pixels
-from cloudtune.train.logfmt import LOG_PREFIX, _say
 
 SAMPLES_INDEX = "samples.json"
 DISTANCE_SIDE = 64
@@ -180,7 +180,7 @@ def validation_callback(validator: Validator, health: Any, every: int) -> Any:
             parts = [f"eval step{step}: val_loss={loss:.4f}" if loss is not None else f"eval step{step}:"]
             if distance is not None:
                 parts.append(f"sample_distance={distance:.4f}")
-            _say(" ".join(parts) + f" samples={validator.dir / f'step-{step:06d}'}")
+            say(" ".join(parts) + f" samples={validator.dir / f'step-{step:06d}'}")
             state = self.trainer.state
             state.log_history.append({"step": step, "eval_loss": loss, "val_image_distance": distance})
             if self.report is not None:
@@ -201,7 +201,7 @@ def validation_callback(validator: Validator, health: Any, every: int) -> Any:
                 warning = collapse_warning(step, distance, validator.base_distance(), validator.spec.collapse_ratio)
                 if warning:
                     validator.collapsed_at = validator.collapsed_at or step
-                    _say(HEALTH_PREFIX + warning)
+                    say(HEALTH_PREFIX + warning)
             return entry
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:

@@ -21,7 +21,9 @@ import os
 from typing import Any
 
 from cloudtune.errors import JobInputError
+from cloudtune.memory import facts_from_config, setup_for, wants_gradient_checkpointing
 from cloudtune.spec import TrainSpec
+from cloudtune.train.arguments import cuda_bf16, resolve_precision
 
 QLORA_FIX = "train on a CUDA GPU (resources.accelerator: L4:1, A10G:1, ...), or remove train.lora.quantize to load " \
             "the base model in bf16"
@@ -57,8 +59,6 @@ def check_quantize(train: TrainSpec, device_type: str) -> None:
 
 def _bf16_supported(device_type: str) -> bool:
     if device_type == "cuda":
-        from cloudtune.train.trainer import cuda_bf16
-
         return cuda_bf16()
     return device_type == "xla"
 
@@ -66,8 +66,6 @@ def _bf16_supported(device_type: str) -> bool:
 def training_precision(train: TrainSpec, device_type: str, bf16_supported: bool | None = None) -> str:
     """The precision the job trains in on this device (bf16, fp16 or fp32), as cloudtune.train.trainer resolves it:
     `auto` = bf16 on a bf16-capable GPU or a TPU, fp16 on an older GPU, fp32 on CPU."""
-    from cloudtune.train.trainer import resolve_precision
-
     bf16 = _bf16_supported(device_type) if bf16_supported is None else bf16_supported
     if device_type == "xla":
         return "fp32" if train.hyperparameters.precision == "fp32" else "bf16"
@@ -143,8 +141,6 @@ def decide_gradient_checkpointing(train: TrainSpec, model: Any, device_type: str
     """`hyperparameters.gradient_checkpointing` for this run: true/false as the user set it; null = on when the
     memory estimate (cloudtune.memory, from the loaded model's config) without it exceeds this GPU's memory
     (`device_bytes`, default: asked of torch.cuda) less cloudtune.memory.HEADROOM. Off on CPU and TPU."""
-    from cloudtune.memory import facts_from_config, setup_for, wants_gradient_checkpointing
-
     requested = train.hyperparameters.gradient_checkpointing
     if requested is not None:
         return requested

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-IGNORE = -100
+from cloudtune.data.encode import IGNORE
+
 MAP_BATCH = 1000  # a stream is packed in groups of this many examples
 PACK_BATCH = 10_000  # examples packed together (best fit within each group)
 

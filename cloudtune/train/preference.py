@@ -22,12 +22,19 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.logfmt import phase, say
 from cloudtune.data.preference import check_preference_records
+from cloudtune.data.records import read_file_records
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.spec.preference import PreferenceSpec
-from cloudtune.train.logfmt import _say, phase
+from cloudtune.train.data import load_part, parts
+from cloudtune.train.flow import device_type, lora_output_for, memory_settings, run_training
+from cloudtune.train.loading import model_load_kwargs
+from cloudtune.train.lora import lora_config
+from cloudtune.train.models import (base_model_source, input_source, load_pretrained, model_shown, resolve_model_source,
+                                    train_model_name)
 
 TRAINERS: dict[str, tuple[str, str, str]] = {
     "dpo": ("trl", "DPOTrainer", "DPOConfig"),
@@ -125,9 +132,6 @@ def read_preference_data(ctx: RuntimeContext, name: str, method: str, shown: str
     `cloudtune.data.preference`), then loaded by 🤗 Datasets. KTO's unpaired `label` is TRL's boolean column."""
     import datasets
 
-    from cloudtune.train.data import load_part, parts
-    from cloudtune.train.records import read_file_records
-
     datasets.disable_progress_bars()
     path = Path(ctx.inputs[name])
     found = parts(path, shown)
@@ -148,47 +152,42 @@ def run_preference(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpoint
     metrics.json and the model card to ctx.model_dir. Returns the metrics (`rewards_*` from the last evaluation)."""
     from transformers import set_seed
 
-    from cloudtune.train import causal_lm as lm
-    from cloudtune.train.loading import model_load_kwargs
-
     pref = train.preference or PreferenceSpec()
     hp = train.hyperparameters
     set_seed(hp.seed)
     trainer_class, config_class = trl_classes(pref.method)
-    source = lm.resolve_model_source(ctx, train.model)
-    device = lm.device_type()
-    shown = lm.model_shown(ctx, train)
+    source = resolve_model_source(ctx, train.model)
+    device = device_type()
+    shown = model_shown(ctx, train)
     kwargs = model_load_kwargs(train, "causal-lm", device)
 
     def load() -> tuple[Any, Any]:
-        return lm.load_for_training(source, shown=shown, max_seq_len=hp.max_seq_len,
-                                    base=lm.base_model_source(ctx, train), load_kwargs=kwargs)
+        return load_pretrained(source, "causal-lm", shown=shown, max_seq_len=hp.max_seq_len,
+                               base=base_model_source(ctx, train), load_kwargs=kwargs)
 
     with phase("loading model", source):
         tokenizer, model = load()
-    train = lm.memory_settings(lm.lora_output_for(train, model), model, device)
+    train = memory_settings(lora_output_for(train, model), model, device)
     if train.lora is None:  # a merged SFT adapter comes back frozen (peft loads adapters for inference): train all
         model.requires_grad_(True)
     with phase("preparing data", f"input {train.data.train!r} ({pref.method} pairs)"):
-        train_ds, shape, style = read_preference_data(ctx, train.data.train, pref.method, lm.input_source(ctx, train.data.train))
+        train_ds, shape, style = read_preference_data(ctx, train.data.train, pref.method, input_source(ctx, train.data.train))
         eval_ds = None
         if train.data.eval is not None:
-            eval_ds, *_ = read_preference_data(ctx, train.data.eval, pref.method, lm.input_source(ctx, train.data.eval))
-    _say(f"data: preference pairs ({shape}, {style}), {len(train_ds)} training examples"
+            eval_ds, *_ = read_preference_data(ctx, train.data.eval, pref.method, input_source(ctx, train.data.eval))
+    say(f"data: preference pairs ({shape}, {style}), {len(train_ds)} training examples"
          + (f", {len(eval_ds)} eval examples" if eval_ds is not None else ", no eval set"))
     peft_config = None
     if train.lora is not None:
-        from cloudtune.train.lora import lora_config
-
         peft_config = lora_config(model, train.lora, "causal-lm")
     ref = reference_model(train, model, lambda: load()[1])
-    _say(f"{pref.method}: beta {pref.beta}, reference "
+    say(f"{pref.method}: beta {pref.beta}, reference "
          + ("none (the loss needs none)" if pref.method in ("orpo", "simpo")
             else "precomputed log-probabilities" if pref.reference == "precomputed"
             else "the base model with the adapter switched off" if ref is None else "a frozen copy of the model"))
-    metrics = lm.run_training(
-        ctx, train, checkpoint, tokenizer=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds, collator=None,
-        base_model=lm.train_model_name(train, source, ctx), data_info={"train_examples": len(train_ds), "format": shape},
+    metrics = run_training(
+        ctx, train, checkpoint, processing_class=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds, collator=None,
+        base_model=train_model_name(train, source, ctx), data_info={"train_examples": len(train_ds), "format": shape},
         trainer_base=counting_tokens(trainer_class),
         make_arguments=lambda args: trl_arguments(args, config_class, method_options(pref, hp.max_seq_len, peft_config is not None)),
         trainer_kwargs={"peft_config": peft_config} | ({"ref_model": ref} if pref.method in ("dpo", "kto") else {}),
@@ -239,7 +238,7 @@ def preference_health_callback() -> Any:
             held = sum(p.numel() for p in ref.parameters()) if ref is not None else 0
             policy = sum(p.numel() for p in trainer.model.parameters())
             if trainer.args.process_index == 0:
-                _say(f"reference model in memory: {held} parameters; policy {policy}")
+                say(f"reference model in memory: {held} parameters; policy {policy}")
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
             logs = logs or {}
@@ -251,7 +250,7 @@ def preference_health_callback() -> Any:
             kind = warning.split(": ", 1)[1][:20] if warning else None
             if warning and kind not in self.warned:
                 self.warned.add(kind)
-                _say(HEALTH_PREFIX + warning)
+                say(HEALTH_PREFIX + warning)
 
     return PreferenceHealth()
 

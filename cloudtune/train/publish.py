@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cloudtune.train.logfmt import _say
+from cloudtune.contracts.logfmt import say
 
 PUSH_LOG_FORMAT = "pushed to the Hub: {url} ({files} files, commit {commit})"
 PUSH_FAILED_LOG_FORMAT = ("warning: push to the Hub failed ({reason}); nothing is lost: the model stays in {model_dir}. "
@@ -37,7 +37,7 @@ def push_model_dir(model_dir: Path, push: Any, environ: Any = None) -> str:
     info = api.upload_folder(folder_path=str(model_dir), repo_id=push.repo, repo_type="model", revision=push.revision,
                              commit_message="Upload model trained with cloudtune")
     files = sum(1 for p in Path(model_dir).rglob("*") if p.is_file())
-    _say(PUSH_LOG_FORMAT.format(url=info.commit_url, files=files, commit=str(info.oid)[:12]))
+    say(PUSH_LOG_FORMAT.format(url=info.commit_url, files=files, commit=str(info.oid)[:12]))
     return str(info.commit_url)
 
 
@@ -50,7 +50,7 @@ def publish(model_dir: Path, push: Any) -> bool:
     except Exception as exc:  # noqa: BLE001 - network, HTTP and auth errors come in many types; none fails the job
         text = str(exc).strip().splitlines()
         reason = f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-        _say(PUSH_FAILED_LOG_FORMAT.format(reason=reason[:300], model_dir=model_dir, repo=push.repo))
+        say(PUSH_FAILED_LOG_FORMAT.format(reason=reason[:300], model_dir=model_dir, repo=push.repo))
         return False
 
 

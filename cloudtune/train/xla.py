@@ -4,7 +4,7 @@ Everything here is used only when `cloudtune.runtime.xla.xla_device_type()` name
 PJRT_DEVICE set, or TPU chips present); the CPU/GPU path never calls it and never imports torch_xla.
 
 - Device: the Trainer picks the XLA device by itself (TrainingArguments.device under torch_xla); one process per
-  host (the runtime starts no torchrun: see cloudtune.runtime.bootstrap.announce_xla).
+  host (the runtime starts no torchrun: see cloudtune.entrypoint.announce_xla).
 - Optimizer: AdamW without the fused kernel. transformers >= 5 defaults to `adamw_torch_fused` with torch >= 2.8,
   and torch's fused AdamW refuses XLA tensors ("`fused=True` requires all the params ... to be ... on a supported
   device", measured with torch 2.9 / torch_xla 2.9); `adamw_torch` is the same update computed per tensor.
@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from cloudtune.errors import JobInputError
+from cloudtune.train.fsdp import fsdp_layer_classes
 
 # The non-fused torch AdamW (see the module docstring).
 XLA_OPTIM = "adamw_torch"
@@ -60,7 +61,6 @@ def xla_training_kwargs(train: Any, model: Any) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"optim": XLA_OPTIM}
     if train.distributed != "fsdp":
         return kwargs
-    from cloudtune.train.trainer import fsdp_layer_classes
 
     layers = fsdp_layer_classes(model) if model is not None else None
     enable_spmd()

@@ -271,7 +271,7 @@ def test_bootstrap_fits_and_the_wheel_installs(tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--disable-pip-version-check",
                     "--target", str(target), str(w1.path)], check=True)
-    assert (target / "cloudtune/runtime/bootstrap.py").is_file()
+    assert (target / "cloudtune/entrypoint.py").is_file()
     assert (target / "cloudtune/catalog/offers.csv").is_file()
     assert (target / "bin/cloudtune-run").is_file()
     meta = next(target.glob("cloudtune-*.dist-info")) / "METADATA"
@@ -294,7 +294,7 @@ def test_stock_image_uri_sdk_and_fallback_agree() -> None:
 
 
 def test_metric_definitions_match_the_recipe_log_lines(tmp_path: Path) -> None:
-    from cloudtune.train.causal_lm import EVAL_LOG_FORMAT, STEP_LOG_FORMAT
+    from cloudtune.contracts.logfmt import EVAL_LOG_FORMAT, STEP_LOG_FORMAT
 
     defs = {d["Name"]: d["Regex"] for d in build("single_gpu", tmp_path).request["AlgorithmSpecification"]["MetricDefinitions"]}
     step = STEP_LOG_FORMAT.format(step=10, loss=2.3141, learning_rate=4e-05, epoch=0.5)

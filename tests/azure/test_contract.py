@@ -12,7 +12,7 @@ import pytest
 
 from cloudtune.contracts import azureml as az
 from cloudtune.local.launcher import LocalLauncher
-from cloudtune.runtime.bootstrap import parse_args
+from cloudtune.entrypoint import parse_args
 from cloudtune.runtime.context import detect
 from cloudtune.spec import LocalSettings, validate_spec
 from tests.azure.planning import SUFFIX, settings, write_data

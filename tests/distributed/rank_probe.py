@@ -15,6 +15,7 @@ from pathlib import Path
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train import causal_lm
+from cloudtune.train.trainer import CloudtuneTrainer
 
 OUT = Path(os.environ["PROBE_OUT"])
 RANK = int(os.environ.get("RANK", "0"))
@@ -34,27 +35,23 @@ def context() -> RuntimeContext:
 
 
 def instrument() -> None:
-    make = causal_lm._make_trainer_class
+    """After train(), each rank saves its model's weights and what wrapped it (the trainer class, patched where it is
+    defined, so the recipe's own flow runs it)."""
+    original = CloudtuneTrainer.train
 
-    def make_probe() -> type:
-        base = make()
+    def train(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        from safetensors.torch import save_file
 
-        class ProbeTrainer(base):  # type: ignore[misc, valid-type]
-            def train(self, *args, **kwargs):
-                out = super().train(*args, **kwargs)
-                from safetensors.torch import save_file
+        model = self.accelerator.unwrap_model(self.model)
+        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        OUT.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(OUT / f"rank-{RANK}.safetensors"))
+        (OUT / f"rank-{RANK}.json").write_text(json.dumps({
+            "ddp_wrapped": type(self.model_wrapped).__name__, "global_step": self.state.global_step}))
+        return out
 
-                model = self.accelerator.unwrap_model(self.model)
-                state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-                OUT.mkdir(parents=True, exist_ok=True)
-                save_file(state, str(OUT / f"rank-{RANK}.safetensors"))
-                (OUT / f"rank-{RANK}.json").write_text(json.dumps({
-                    "ddp_wrapped": type(self.model_wrapped).__name__, "global_step": self.state.global_step}))
-                return out
-
-        return ProbeTrainer
-
-    causal_lm._make_trainer_class = make_probe
+    CloudtuneTrainer.train = train
 
 
 def main() -> None:

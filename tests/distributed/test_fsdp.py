@@ -71,7 +71,7 @@ def test_fsdp_two_processes_train_the_ddp_model(env) -> None:
 def test_training_arguments_and_spec(env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from transformers import AutoModelForCausalLM
 
-    from cloudtune.train.causal_lm import fsdp_layer_classes, fsdp_settings
+    from cloudtune.train.fsdp import fsdp_layer_classes, fsdp_settings
 
     model = AutoModelForCausalLM.from_pretrained(env["model"])
     assert fsdp_layer_classes(model) == ["GPT2Block"]

@@ -10,7 +10,7 @@ import pytest
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.local.launcher import LocalLauncher
-from cloudtune.runtime.bootstrap import parse_args
+from cloudtune.entrypoint import parse_args
 from cloudtune.runtime.context import detect
 from cloudtune.spec import LocalSettings
 from tests.gcp.conftest import SUFFIX, settings, spec_from, write_data

@@ -16,7 +16,7 @@ from cloudtune import api
 from cloudtune.kit.cost import job_cost_usd
 from cloudtune.kit.retry import RetryPolicy
 from cloudtune.store import JobStore
-from cloudtune.train.logfmt import step_line
+from cloudtune.contracts.logfmt import step_line
 from tests.gcp.conftest import BUCKET, SUFFIX, job_client, logging_client, settings, spec_from
 from tests.gcp.fake_vertex import FakeVertex
 

@@ -9,7 +9,9 @@ import pytest
 
 from cloudtune.errors import JobInputError
 from cloudtune.spec import LoraSpec, TrainSpec
-from cloudtune.train.causal_lm import _load, is_adapter_dir, lora_output_for
+from cloudtune.data.modeldir import is_adapter_dir
+from cloudtune.train.flow import lora_output_for
+from cloudtune.train.models import load_pretrained
 
 pytest.importorskip("peft")
 
@@ -22,7 +24,7 @@ def adapter(tiny_gpt2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     from cloudtune.train.lora import apply_lora, save_lora
 
-    tokenizer, model = _load(str(tiny_gpt2), shown="tiny")
+    tokenizer, model = load_pretrained(str(tiny_gpt2), shown="tiny")
     peft_model = apply_lora(model, LoraSpec(r=4), "causal-lm")
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
@@ -38,8 +40,8 @@ def test_adapter_is_merged_onto_the_given_base(adapter: Path, tiny_gpt2: Path) -
     import torch
 
     assert is_adapter_dir(str(adapter)) and not is_adapter_dir(str(tiny_gpt2))
-    _, merged = _load(str(adapter), shown="job:lora", base=(str(tiny_gpt2), "tiny"))
-    _, plain = _load(str(tiny_gpt2), shown="tiny")
+    _, merged = load_pretrained(str(adapter), shown="job:lora", base=(str(tiny_gpt2), "tiny"))
+    _, plain = load_pretrained(str(tiny_gpt2), shown="tiny")
     assert type(merged).__name__ == "GPT2LMHeadModel" and merged.ct_from_adapter  # a plain model, adapter merged in
     changed = [k for k, v in plain.state_dict().items() if not torch.equal(v, merged.state_dict()[k])]
     assert changed and all("attn" in k or "mlp" in k for k in changed)
@@ -48,13 +50,13 @@ def test_adapter_is_merged_onto_the_given_base(adapter: Path, tiny_gpt2: Path) -
 def test_an_unreadable_base_is_one_line(adapter: Path, tiny_gpt2: Path) -> None:
     with pytest.raises(JobInputError, match=r"whose base \(/a/path/on/another/machine\) cannot be read in this job: "
                                             r"set train.base_model"):
-        _load(str(adapter), shown="job:lora")
+        load_pretrained(str(adapter), shown="job:lora")
     with pytest.raises(JobInputError, match="train.base_model is set, but train.model tiny is not a LoRA adapter"):
-        _load(str(tiny_gpt2), shown="tiny", base=(str(tiny_gpt2), "tiny"))
+        load_pretrained(str(tiny_gpt2), shown="tiny", base=(str(tiny_gpt2), "tiny"))
 
 
 def test_a_new_adapter_on_a_merged_model_is_saved_merged(adapter: Path, tiny_gpt2: Path) -> None:
-    _, merged = _load(str(adapter), shown="job:lora", base=(str(tiny_gpt2), "tiny"))
+    _, merged = load_pretrained(str(adapter), shown="job:lora", base=(str(tiny_gpt2), "tiny"))
     train = TrainSpec(model="model", lora=LoraSpec(r=4))
     assert lora_output_for(train, merged).lora.merge is True
     assert lora_output_for(TrainSpec(model="model"), merged).lora is None

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cloudtune.spec import DataSpec
-from cloudtune.train import chat
+from cloudtune.data import chat
 from cloudtune.train.data import encode_input
 from cloudtune.train.packing import IGNORE
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from cloudtune.spec import DataSpec
-from cloudtune.train.chat import chat_segments
+from cloudtune.data.chat import chat_segments
 from cloudtune.train.data import encode_input
 from cloudtune.train.packing import IGNORE, pack, pad_count
-from cloudtune.train.records import detect_format, read_records
+from cloudtune.data.records import detect_format, read_records
 
 from .conftest import CHATS, INSTRUCTIONS, SHAPES, write_records
 
@@ -153,14 +153,14 @@ def test_packing_keeps_every_token_masks_first_tokens_and_cuts_padding(tokenizer
 
 
 def test_tokenising_a_large_part_prints_its_progress_every_tenth(capsys) -> None:
-    from cloudtune.train.data import PROGRESS_FROM, Part, _progress
+    from cloudtune.train.data import PROGRESS_FROM, Part, tokenising_progress
 
     part = Part("json", [(Path("big.jsonl"), "s3://b/big.jsonl")])
     total = PROGRESS_FROM * 2
     for start in range(0, total, 1000):  # the batches of one map, in any process
-        _progress(start, min(start + 1000, total), total, part)
+        tokenising_progress(start, min(start + 1000, total), total, part)
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "tokenising" in ln]
     assert lines == [f"[cloudtune] tokenising s3://b/big.jsonl: {t * 10}% ({total * t // 10:,} of {total:,} records)"
                      for t in range(1, 10)]
-    _progress(0, 1000, PROGRESS_FROM - 1, part)  # small parts are quiet
+    tokenising_progress(0, 1000, PROGRESS_FROM - 1, part)  # small parts are quiet
     assert capsys.readouterr().out == ""

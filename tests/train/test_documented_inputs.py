@@ -23,9 +23,10 @@ pytest.importorskip("transformers")
 
 from cloudtune.errors import JobInputError  # noqa: E402
 from cloudtune.spec import DataSpec  # noqa: E402
-from cloudtune.train.data import encode_input, encode_records  # noqa: E402
+from cloudtune.data.encode import encode_records  # noqa: E402
+from cloudtune.train.data import encode_input  # noqa: E402
 from cloudtune.train.packing import IGNORE  # noqa: E402
-from cloudtune.train.records import data_files  # noqa: E402
+from cloudtune.data.records import data_files  # noqa: E402
 from tests.test_preflight import problems, write  # noqa: E402
 from tests.tiny_models import make_tiny_gpt2, make_tiny_llama  # noqa: E402
 

@@ -16,8 +16,9 @@ pytest.importorskip("transformers")
 
 from cloudtune.runtime import exitcodes  # noqa: E402
 from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
-from cloudtune.train import causal_lm  # noqa: E402
+from cloudtune.train import causal_lm, flow  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
+from cloudtune.train.models import load_pretrained  # noqa: E402
 from cloudtune.train.checkpoints import CheckpointStore, list_checkpoints  # noqa: E402
 from cloudtune.train.health import (  # noqa: E402
     DIVERGED_PREFIX,
@@ -155,11 +156,11 @@ def test_nan_between_logged_steps_stops_at_that_step(tiny_gpt2: Path, tmp_path: 
 
     ctx = make_ctx(tmp_path / "job", inputs(tmp_path, TEXTS * 2, TEXTS[:8]))
     train = make_train(tiny_gpt2, epochs=1, batch_size=4)
-    tokenizer, model = causal_lm._load(str(tiny_gpt2), max_seq_len=48)
+    tokenizer, model = load_pretrained(str(tiny_gpt2), max_seq_len=48)
     train_ds, eval_ds, info = causal_lm.prepare_lm_data(ctx, train, tokenizer)
     _nan_on_training_forward(model, nth=4)
     with pytest.raises(SystemExit) as stop:
-        causal_lm.run_training(ctx, train, CheckpointSpec(every_steps=2, keep=5), tokenizer=tokenizer, model=model,
+        flow.run_training(ctx, train, CheckpointSpec(every_steps=2, keep=5), processing_class=tokenizer, model=model,
                                train_ds=train_ds, eval_ds=eval_ds, collator=CausalLMCollator(tokenizer.pad_token_id),
                                base_model=str(tiny_gpt2), data_info=info)
     assert stop.value.code == 66

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from cloudtune.errors import JobInputError
-from cloudtune.runtime.bootstrap import check_model_dir, main
-from cloudtune.train.causal_lm import _load
+from cloudtune.entrypoint import check_model_dir, main
+from cloudtune.train.models import load_pretrained
 from cloudtune.train.data import encode_input
 
 from .conftest import CHAT_TEMPLATE, make_ctx, make_train, write_records
@@ -114,7 +114,7 @@ def test_model_dir_without_tokenizer_fails_in_the_job(tiny_gpt2: Path, tmp_path:
     for name in ("config.json", "model.safetensors"):
         shutil.copy(tiny_gpt2 / name, ckpt / name)
     with pytest.raises(JobInputError, match=r"^train.model: models/ckpt has no tokenizer files"):
-        _load(str(ckpt), shown="models/ckpt")
+        load_pretrained(str(ckpt), shown="models/ckpt")
 
 
 @pytest.mark.parametrize("damage", ["truncated weights", "unknown architecture"])
@@ -130,7 +130,7 @@ def test_a_model_transformers_cannot_load_is_one_line(tiny_gpt2: Path, tmp_path:
         (model / "config.json").write_text(json.dumps({**config, "model_type": "not-a-known-model"}))
         expected = r"^train.model: cannot load the model of models/m: .*`not-a-known-model`"
     with pytest.raises(JobInputError, match=expected) as err:
-        _load(str(model), shown="models/m")
+        load_pretrained(str(model), shown="models/m")
     assert str(err.value).endswith(("check that its files are complete (copy them again), or point train.model at "
                                     "another model", "copy or download the model again"))
 
@@ -138,29 +138,29 @@ def test_a_model_transformers_cannot_load_is_one_line(tiny_gpt2: Path, tmp_path:
 def test_an_empty_tokenizer_is_refused(tiny_gpt2: Path) -> None:
     from transformers import GPT2Tokenizer
 
-    from cloudtune.train.causal_lm import _check_tokenizer
+    from cloudtune.data.modeldir import check_tokenizer
 
     vocab = tiny_gpt2.parent / "empty-vocab.json"
     merges = tiny_gpt2.parent / "empty-merges.txt"
     vocab.write_text(json.dumps({"<|endoftext|>": 0}))
     merges.write_text("#version: 0.2\n")
     with pytest.raises(JobInputError, match="tokenizer of hub/model is empty"):
-        _check_tokenizer(GPT2Tokenizer(str(vocab), str(merges)), "hub/model")
+        check_tokenizer(GPT2Tokenizer(str(vocab), str(merges)), "hub/model")
 
 
 def test_max_seq_len_past_the_models_positions_fails_before_training(tiny_gpt2: Path) -> None:
     with pytest.raises(JobInputError, match=r"^train.hyperparameters.max_seq_len: 512 exceeds this model's maximum "
                                             r"positions 128 \(n_positions in the config of my-model\); set max_seq_len <= 128$"):
-        _load(str(tiny_gpt2), shown="my-model", max_seq_len=512)
+        load_pretrained(str(tiny_gpt2), shown="my-model", max_seq_len=512)
 
 
 HUB_PROBE = """
 import sys, time
 t = time.monotonic()
 from cloudtune.errors import JobInputError
-from cloudtune.train.causal_lm import _load
+from cloudtune.train.models import load_pretrained
 try:
-    _load("someorg/some-model")
+    load_pretrained("someorg/some-model")
 except JobInputError as exc:
     print("ERR", exc)
 print("SECONDS", round(time.monotonic() - t, 1))
@@ -235,7 +235,7 @@ threading.Thread(target=server.serve_forever, daemon=True).start()
 import os
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{server.server_port}"
 from cloudtune.errors import JobInputError
-from cloudtune.preflight.hub import hub_access
+from cloudtune.data.hub import hub_access
 for model in ("someorg/missing", "someorg/gated-model", "someorg/model-gguf"):
     try:
         hub_access(model)

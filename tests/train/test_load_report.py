@@ -14,10 +14,10 @@ pytest.importorskip("transformers")
 
 def test_a_new_head_is_one_line_not_a_table(tiny_gpt2: Path, capsys: pytest.CaptureFixture[str],
                                             caplog: pytest.LogCaptureFixture) -> None:
-    from cloudtune.train.causal_lm import _load
+    from cloudtune.train.models import load_pretrained
 
     with caplog.at_level(logging.WARNING):
-        _, model = _load(str(tiny_gpt2), task="seq-classification", num_labels=3, shown="tiny")
+        _, model = load_pretrained(str(tiny_gpt2), task="seq-classification", num_labels=3, shown="tiny")
     said = capsys.readouterr()
     everything = said.out + said.err + caplog.text
     assert "MISSING" not in everything and "LOAD REPORT" not in everything, everything
@@ -26,9 +26,9 @@ def test_a_new_head_is_one_line_not_a_table(tiny_gpt2: Path, capsys: pytest.Capt
 
 
 def test_other_load_findings_still_reach_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    from cloudtune.train.causal_lm import _NotLoadReport  # noqa: PLC2701 - the filter itself
+    from cloudtune.train.models import NotLoadReport
 
-    keep = _NotLoadReport()
+    keep = NotLoadReport()
     record = logging.LogRecord("transformers.modeling_utils", logging.WARNING, __file__, 1,
                                "X LOAD REPORT from: m\nKey | Status\nscore.weight | MISSING\nlm.bias | UNEXPECTED",
                                None, None)

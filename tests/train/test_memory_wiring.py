@@ -10,7 +10,9 @@ import pytest
 
 from cloudtune.errors import JobInputError
 from cloudtune.spec import CheckpointSpec
-from cloudtune.train.causal_lm import _load, memory_settings, run_causal_lm
+from cloudtune.train.causal_lm import run_causal_lm
+from cloudtune.train.flow import memory_settings
+from cloudtune.train.models import load_pretrained
 
 from .conftest import SHAPES, make_ctx, make_train, write_records
 
@@ -33,7 +35,7 @@ def test_qlora_on_a_lora_adapter_model_is_refused(tiny_gpt2: Path, tmp_path: Pat
     model.save_pretrained(str(adapter))
     AutoTokenizer.from_pretrained(str(tiny_gpt2)).save_pretrained(str(adapter))
     with pytest.raises(JobInputError, match="is a LoRA adapter, which is merged into its base before training"):
-        _load(str(adapter), shown="adapter", load_kwargs={"quantization_config": object()})
+        load_pretrained(str(adapter), shown="adapter", load_kwargs={"quantization_config": object()})
 
 
 def test_undecided_gradient_checkpointing_is_off_on_cpu(tiny_gpt2: Path) -> None:

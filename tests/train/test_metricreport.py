@@ -14,7 +14,7 @@ from cloudtune.contracts.metrics import HYPERTUNE_KEEP, metric_history, metric_l
 from cloudtune.spec import CheckpointSpec
 from cloudtune.train.causal_lm import run_causal_lm
 from cloudtune.train.metricreport import MetricReporter
-from cloudtune.train.progress import read_status
+from cloudtune.contracts.progress import read_status
 
 from .conftest import TEXTS, make_ctx, make_train, write_records
 

@@ -16,7 +16,7 @@ import torch
 from cloudtune.errors import JobInputError
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train import run_recipe
-from cloudtune.train.progress import read_status
+from cloudtune.contracts.progress import read_status
 
 from .conftest import make_ctx, write_records
 

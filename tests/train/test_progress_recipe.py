@@ -11,8 +11,8 @@ import pytest
 
 from cloudtune.spec import CheckpointSpec
 from cloudtune.train.causal_lm import run_causal_lm
-from cloudtune.train.progress import STATUS_FILE, read_status
-from cloudtune.train.tbevents import read_scalars
+from cloudtune.contracts.progress import STATUS_FILE, read_status
+from cloudtune.contracts.tbevents import read_scalars
 
 from .conftest import TEXTS, make_ctx, make_train, write_records
 
@@ -87,12 +87,12 @@ def test_mlflow_when_a_tracking_uri_is_set(tiny_gpt2: Path, tmp_path: Path, monk
 def test_report_to_reaches_the_training_arguments(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                   report_to: object, env: dict, integrations: list,
                                                   tensorboard: bool) -> None:
-    from cloudtune.train.trainer import _training_arguments
+    from cloudtune.train.arguments import training_arguments
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     train = make_train(tiny_gpt2).model_copy(update={"report_to": report_to})
-    args = _training_arguments(make_ctx(tmp_path, {}), train, CheckpointSpec())
+    args = training_arguments(make_ctx(tmp_path, {}), train, CheckpointSpec())
     assert list(args.report_to) == integrations  # TensorBoard is cloudtune's own writer, never transformers'
     assert args.ct_tensorboard_dir == (str(tmp_path / "logs") if tensorboard else None)

@@ -20,10 +20,11 @@ pytest.importorskip("transformers")
 
 from cloudtune.runtime.types import RuntimeContext  # noqa: E402
 from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
-from cloudtune.train import causal_lm  # noqa: E402
+from cloudtune.contracts.logfmt import METRIC_REGEXES  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
+from cloudtune.train.models import resolve_model_source  # noqa: E402
 from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify  # noqa: E402
-from cloudtune.train.records import read_texts  # noqa: E402
+from cloudtune.data.records import read_records, where_field  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_models import make_tiny_gpt2  # noqa: E402
@@ -105,9 +106,15 @@ def test_short_run_writes_model_metrics_and_checkpoints(tiny_model: Path, tmp_pa
     assert re.search(r"^\[cloudtune\] eval before: eval_loss=\d+\.\d{4} perplexity=\d+\.\d{2}$", out, re.M)
     assert re.search(r"^\[cloudtune\] eval after: eval_loss=\d+\.\d{4} perplexity=\d+\.\d{2}$", out, re.M)
     classification_only = {"eval_accuracy", "eval_f1"}
-    for name, regex in causal_lm.METRIC_REGEXES.items():
+    for name, regex in METRIC_REGEXES.items():
         assert bool(re.search(regex, out)) == (name not in classification_only), name
     assert "[cloudtune] checkpoint saved:" in out
+
+
+def read_texts(path: Path, field: str) -> list[str]:
+    """The non-empty texts of an input, in file order, as the records reader gives them."""
+    texts = [where_field(rec, field, where, "train.data.text_field") for where, rec in read_records(path, field)]
+    return [t for t in texts if t.strip()]
 
 
 def test_json_txt_and_file_inputs_without_eval(tiny_model: Path, tmp_path: Path) -> None:
@@ -129,8 +136,8 @@ def test_json_txt_and_file_inputs_without_eval(tiny_model: Path, tmp_path: Path)
 
 def test_model_from_an_input_one_level_down(tiny_model: Path, tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, {"base": tiny_model.parent, **job_dirs(tmp_path)})  # the dir holds tiny-gpt2/
-    assert causal_lm.resolve_model_source(ctx, "base") == str(tiny_model)
-    assert causal_lm.resolve_model_source(ctx, "org/hub-id") == "org/hub-id"
+    assert resolve_model_source(ctx, "base") == str(tiny_model)
+    assert resolve_model_source(ctx, "org/hub-id") == "org/hub-id"
 
 
 def test_record_missing_text_field_is_a_clear_error(tiny_model: Path, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import torch
 
 from cloudtune.spec import CheckpointSpec
 from cloudtune.train import run_recipe
-from cloudtune.train.causal_lm import resolve_precision, run_causal_lm
+from cloudtune.train.arguments import resolve_precision
+from cloudtune.train.causal_lm import run_causal_lm
 
 from .conftest import CHAT_TEMPLATE, CHATS, INSTRUCTIONS, make_ctx, make_train, write_records
 
@@ -87,7 +88,7 @@ def test_seq_classification(tiny_gpt2: Path, tmp_path: Path, numeric: bool, suff
 
     ctx = make_ctx(tmp_path, _cls_inputs(tmp_path, numeric, suffix))
     train = make_train(tiny_gpt2, task="seq-classification", epochs=2, batch_size=6, learning_rate=1e-2)
-    metrics = run_causal_lm(ctx, train, CKPT)  # what bootstrap calls today: it hands the spec to the right recipe
+    metrics = run_recipe(ctx, train, CKPT)  # what the entrypoint calls: the registry picks the recipe of train.task
     out = capsys.readouterr().out
     for key in ("eval_loss_before", "eval_loss_after", "eval_accuracy_before", "eval_accuracy_after",
                 "eval_f1_before", "eval_f1_after", "train_loss", "global_step"):
@@ -95,7 +96,7 @@ def test_seq_classification(tiny_gpt2: Path, tmp_path: Path, numeric: bool, suff
     assert 0 <= metrics["eval_f1_after"] <= 1 and 0 <= metrics["eval_accuracy_after"] <= 1
     assert metrics["eval_loss_after"] < metrics["eval_loss_before"]
     assert re.search(r"^\[cloudtune\] eval after: eval_loss=\S+ accuracy=\d\.\d{4} f1=\d\.\d{4}$", out, re.M)
-    from cloudtune.train.logfmt import METRIC_REGEXES  # the cloud metric definitions see the classification metrics
+    from cloudtune.contracts.logfmt import METRIC_REGEXES  # the cloud metric definitions see the classification metrics
 
     for name in ("eval_loss", "eval_accuracy", "eval_f1"):
         assert float(re.search(METRIC_REGEXES[name], out).group(1)) >= 0, name
@@ -176,7 +177,8 @@ def test_lora_target_module_errors(tmp_path: Path) -> None:
     from transformers import GPTNeoConfig, GPTNeoForCausalLM
 
     from cloudtune.spec import LoraSpec
-    from cloudtune.train.lora import apply_lora, resolve_target_modules
+    from cloudtune.data.lora import resolve_target_modules
+    from cloudtune.train.lora import apply_lora
 
     model = GPTNeoForCausalLM(GPTNeoConfig(vocab_size=32, hidden_size=16, num_layers=1, num_heads=2,
                                            attention_types=[[["global"], 1]], max_position_embeddings=16))

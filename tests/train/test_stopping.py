@@ -50,7 +50,7 @@ IGNORES_SIGTERM = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG
 
 
 def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cloudtune.runtime import bootstrap
+    from cloudtune.runtime.launch import wait_bounded
 
     monkeypatch.setenv(stopping.STOP_DEADLINE_VAR, "1")
     monkeypatch.setattr(stopping, "STOP_MARGIN_S", 0.0)
@@ -58,7 +58,7 @@ def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: p
     try:
         assert child.stdout.readline().strip() == "ready"
         child.send_signal(signal.SIGTERM)  # ignored by the child
-        code = bootstrap._wait_bounded(child, received=[signal.SIGTERM], poll_s=0.2)
+        code = wait_bounded(child, received=[signal.SIGTERM], poll_s=0.2)
     finally:
         if child.poll() is None:
             child.kill()
@@ -69,11 +69,11 @@ def test_the_parent_kills_a_child_that_outlives_its_stop_deadline(monkeypatch: p
 def _compare(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
-    from cloudtune.train.trainer import _make_callbacks
+    from cloudtune.train.callbacks import SigtermCallback
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        _, cb = _make_callbacks()
+        cb = SigtermCallback()
         signal.signal(signal.SIGTERM, cb.handler)
         original = dist.all_reduce
 

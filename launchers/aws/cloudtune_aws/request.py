@@ -74,9 +74,10 @@ CAPABILITIES = Capabilities(
     secrets=Capability(True, "AWS Secrets Manager ARNs, resolved in the container with the job's role"),
 )
 
+
 def metric_definitions() -> list[dict[str, str]]:
-    """SageMaker's MetricDefinitions: the regexes of cloudtune's log lines (the recipes' METRIC_REGEXES)."""
-    from cloudtune.train.logfmt import METRIC_REGEXES  # stdlib-only
+    """SageMaker's MetricDefinitions: the regexes of cloudtune's log lines (cloudtune.contracts.logfmt)."""
+    from cloudtune.contracts.logfmt import METRIC_REGEXES  # stdlib-only
 
     return [{"Name": name, "Regex": regex} for name, regex in METRIC_REGEXES.items()]
 

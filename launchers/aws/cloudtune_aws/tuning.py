@@ -11,7 +11,7 @@ HyperParameterAlgorithmSpecification):
 - a trial takes no ContainerEntrypoint: on the stock image it starts as every cloudtune job there does, through the
   training toolkit's script mode (`sagemaker_program`), so nothing changes; a custom `image:` starts through the
   image's own ENTRYPOINT, which must be cloudtune-run (cloudtune's images are);
-- the objective is a metric of `MetricDefinitions` (the recipe's log-line regexes, `cloudtune.train.logfmt`);
+- the objective is a metric of `MetricDefinitions` (the recipe's log-line regexes, `cloudtune.contracts.logfmt`);
 - the definition has no TensorBoardOutputConfig and at most 48 Environment entries; tags go on the tuning job.
 """
 

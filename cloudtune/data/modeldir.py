@@ -6,6 +6,8 @@ tokenizer (a BPE vocabulary without its merges). `position_limit(config)` reads 
 `config.json` and says whether going past it is an error (learned absolute positions: the embedding lookup fails
 with "index out of range") or only a warning (rotary, ALiBi or relative positions).
 
+`check_tokenizer(tokenizer, shown)` refuses a loaded tokenizer that encodes text to nothing.
+
 Used at plan time (cloudtune.preflight) and inside the job (the recipes), so both say the same thing.
 """
 
@@ -15,6 +17,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cloudtune.data.modelfiles import tokenizer_file_problems, weight_file_problem
+from cloudtune.errors import JobInputError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                 "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
@@ -96,10 +101,9 @@ def _rotary(config: dict[str, Any]) -> bool:
     return any(k in config for k in ("rope_theta", "rope_scaling", "rope_parameters", "rotary_dim", "rotary_pct"))
 
 
-def is_adapter_dir(path: Path) -> bool:
-    """Whether `path` holds a peft LoRA adapter (adapter_config.json) and no full weights (a merged LoRA output keeps
-    its adapter in adapter/, beside full weights, and is a plain model). The recipe's own test
-    (cloudtune.train.causal_lm.is_adapter_dir) reads the same files."""
+def is_adapter_dir(path: Path | str) -> bool:
+    """Whether `path` is a directory holding a peft LoRA adapter (adapter_config.json) and no full weights (a merged
+    LoRA output keeps its adapter in adapter/, beside full weights, and is a plain model)."""
     path = Path(path)
     return (path / "adapter_config.json").is_file() and not any((path / w).is_file() for w in WEIGHT_FILES)
 
@@ -199,8 +203,6 @@ def model_dir_problems(path: Path, shown: str) -> list[str]:
                         f"architecture; save the model with save_pretrained")
     checks = [_weights_problem(path, shown, names), _tokenizer_problem(path, shown, names, config)]
     checks += [safetensors_problem(Path(path) / n, shown) for n in sorted(names) if n.endswith(".safetensors")]
-    from cloudtune.preflight.files import tokenizer_file_problems, weight_file_problem
-
     checks += [weight_file_problem(Path(path) / n, shown) for n in sorted(names)
                if n.endswith((".bin", ".h5", ".msgpack")) and not n.startswith("training_args")]
     return problems + [c for c in checks if c] + tokenizer_file_problems(path, shown, names)
@@ -217,3 +219,19 @@ def max_seq_len_problem(config: dict[str, Any], max_seq_len: int, where: str) ->
     if found.hard:
         return f"{text}; set max_seq_len <= {found.limit}", None
     return None, f"{text}: longer sequences go past what the model was trained on"
+
+
+def check_tokenizer(tokenizer: Any, shown: str) -> None:
+    """A tokenizer that encodes text to nothing (transformers builds an empty one from a dir without vocabulary)
+    would train on EOS alone with loss 0: refuse it."""
+    probe = "the quick brown fox 0123"
+    try:
+        ids = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # noqa: BLE001 - a broken tokenizer fails in many ways
+        raise JobInputError(f"train.model: the tokenizer of {shown} cannot encode text ({exc}); save a working "
+                            f"tokenizer with the model or point train.model at the base model") from None
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if len(tokenizer) < 4 or not ids or all(i == unk for i in ids):
+        raise JobInputError(f"train.model: the tokenizer of {shown} is empty (vocabulary of {len(tokenizer)}; it "
+                            f"encodes text to nothing): the model dir has no usable tokenizer files; save the "
+                            f"tokenizer there or point train.model at the base model")

@@ -113,7 +113,7 @@ def check_tools(tools: Any, where: str) -> list[dict[str, Any]] | None:
     return tools or None
 
 
-def _template_fix(message: str) -> str:
+def template_fix(message: str) -> str:
     text = message.lower()
     if "system" in text:
         return ("merge the system message into the first user turn, or use a template that supports a system role "
@@ -141,7 +141,7 @@ def render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bo
     except TemplateError as exc:
         message = str(exc.message if getattr(exc, "message", None) else exc)
         raise JobInputError(f"{where}: the chat template ({option}) refused this conversation: {message}; "
-                            f"{_template_fix(message)}") from None
+                            f"{template_fix(message)}") from None
     if not isinstance(text, str):  # pragma: no cover - a batched answer
         text = text[0]
     return text
@@ -287,6 +287,6 @@ def marker_encode(messages: list[dict[str, Any]], tokenizer: Any, tools: list[di
     except TemplateError as exc:
         message = str(getattr(exc, "message", None) or exc)
         raise JobInputError(f"{where}: the chat template ({option}) refused this conversation: {message}; "
-                            f"{_template_fix(message)}") from None
+                            f"{template_fix(message)}") from None
     ids = list(out["input_ids"])
     return ids, [bool(x) for x in out["assistant_masks"]]

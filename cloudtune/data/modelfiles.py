@@ -5,7 +5,7 @@ failing in the job at `from_pretrained` (or, for an empty safetensors file, load
 
 File signatures: a PyTorch checkpoint (torch.save) is a zip archive (`PK\\x03\\x04`, torch >= 1.6) or a pickle
 (protocol byte `\\x80`); HDF5 (tf_model.h5) starts `\\x89HDF\\r\\n\\x1a\\n`; safetensors is checked by
-cloudtune.preflight.model.safetensors_problem; a SentencePiece model is a serialized ModelProto (binary protobuf),
+cloudtune.data.modeldir.safetensors_problem; a SentencePiece model is a serialized ModelProto (binary protobuf),
 so text (an HTML error page, JSON) in its place is refused.
 """
 

@@ -3,7 +3,7 @@ checkpoints.
 
 The runtime (rank 0) keeps one small JSON file, `cloudtune-status.json`, in the checkpoint dir and replaces it
 atomically (write a temp file, then rename) at every logged step, evaluation and at the end of training. It holds
-the same figures as the step log lines (cloudtune.train.logfmt), so `cloudtune status` of a local job (which reads
+the same figures as the step log lines (cloudtune.contracts.logfmt), so `cloudtune status` of a local job (which reads
 the file) and of a cloud job (which reads the log the cloud collects) show the same numbers.
 
 Status file fields (all optional but `version` and `updated_at`): `step`, `total_steps` (optimizer steps),
@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cloudtune.contracts.tbevents import EventWriter
 
 __all__ = ["STATUS_FILE", "ProgressReport", "StepClock", "format_duration", "main_metric", "read_status", "write_status"]
 
@@ -130,7 +132,7 @@ _EVAL_SKIP = ("_runtime", "_per_second", "_time")
 
 class ProgressReport:
     """What rank 0 reports while it trains: the status file (in `status_dir`, the checkpoint dir) and, when
-    `tensorboard_dir` is given, TensorBoard scalars there (cloudtune.train.tbevents). A file that cannot be
+    `tensorboard_dir` is given, TensorBoard scalars there (cloudtune.contracts.tbevents). A file that cannot be
     written is a warning, once, never a failed run."""
 
     def __init__(self) -> None:
@@ -143,8 +145,6 @@ class ProgressReport:
         """Start reporting (again: a resumed run keeps nothing of the last attempt's file but overwrites it)."""
         self.status_dir = Path(status_dir)
         if tensorboard_dir is not None and self.tb is None:
-            from cloudtune.train.tbevents import EventWriter
-
             try:
                 self.tb = EventWriter(tensorboard_dir)
             except OSError as exc:

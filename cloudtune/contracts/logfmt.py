@@ -11,6 +11,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from cloudtune.contracts.progress import format_duration
+
 LOG_PREFIX = "[cloudtune]"
 
 STEP_LOG_FORMAT = LOG_PREFIX + " step={step} loss={loss:.4f} learning_rate={learning_rate:.6g} epoch={epoch:.2f}"
@@ -43,16 +45,16 @@ CHECKPOINT_LOG_FORMAT = LOG_PREFIX + " checkpoint saved: {path} (step {step})"
 """Followed by ` in S.Ss`: the seconds from the start of the save to the checkpoint published whole."""
 SIGTERM_LOG_FORMAT = LOG_PREFIX + " SIGTERM received: checkpoint saved at step {step}, exiting"
 
-_NUM = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))"
+NUMBER = r"([-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan))"
 METRIC_REGEXES: dict[str, str] = {
-    "train_loss": r"\[cloudtune\] step=\d+(?:/\d+)? loss=" + _NUM,
-    "learning_rate": r"\[cloudtune\] step=\d+(?:/\d+)? .*learning_rate=" + _NUM,
-    "epoch": r"\[cloudtune\] step=\d+(?:/\d+)? .*epoch=" + _NUM,
-    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + _NUM,
-    "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + _NUM,
-    "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + _NUM,
-    "eval_f1": r"\[cloudtune\] eval \w+: .* f1=" + _NUM,
-    "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + _NUM,
+    "train_loss": r"\[cloudtune\] step=\d+(?:/\d+)? loss=" + NUMBER,
+    "learning_rate": r"\[cloudtune\] step=\d+(?:/\d+)? .*learning_rate=" + NUMBER,
+    "epoch": r"\[cloudtune\] step=\d+(?:/\d+)? .*epoch=" + NUMBER,
+    "eval_loss": r"\[cloudtune\] eval \w+: eval_loss=" + NUMBER,
+    "perplexity": r"\[cloudtune\] eval \w+: .*perplexity=" + NUMBER,
+    "eval_accuracy": r"\[cloudtune\] eval \w+: .* accuracy=" + NUMBER,
+    "eval_f1": r"\[cloudtune\] eval \w+: .* f1=" + NUMBER,
+    "tokens_per_second": r"\[cloudtune\] train done: .*tokens_per_second=" + NUMBER,
 }
 """Metric name -> regex with one capture group, matching the log lines above (for cloud metric definitions)."""
 
@@ -62,12 +64,12 @@ SIGTERM_EXIT_CODE = 143
 LOGGING_STEPS = 10
 
 
-def _rank() -> int:
+def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def _say(line: str) -> None:
-    if _rank() == 0:
+def say(line: str) -> None:
+    if rank() == 0:
         print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)
 
 
@@ -76,8 +78,6 @@ def step_line(step: int, total: int | None, loss: float, learning_rate: float, e
     """The step log line, e.g. `[cloudtune] step=10/380 loss=2.3141 learning_rate=0.0004 epoch=0.50
     tokens_per_second=5210.4 eta_s=123 eta=2m03s` (step N of TOTAL optimizer steps; tokens per second; ETA in
     seconds). Throughput and ETA are left out until known; the total when unknown (None or <= 0)."""
-    from cloudtune.train.progress import format_duration
-
     shown = f"{step}/{total}" if total and total > 0 else str(step)
     line = STEP_LOG_FORMAT.format(step=shown, loss=loss, learning_rate=learning_rate, epoch=epoch)
     if tokens_per_second is not None and eta_s is not None:
@@ -90,10 +90,10 @@ def step_line(step: int, total: int | None, loss: float, learning_rate: float, e
 @contextmanager
 def phase(name: str, what: str) -> Iterator[None]:
     """Print `[cloudtune] NAME: WHAT` (rank 0), run the block, then `NAME: WHAT done in S.Ss` (seconds)."""
-    _say(PHASE_START_FORMAT.format(phase=name, what=what))
+    say(PHASE_START_FORMAT.format(phase=name, what=what))
     began = time.monotonic()
     yield
-    _say(PHASE_DONE_FORMAT.format(phase=name, what=what, seconds=time.monotonic() - began))
+    say(PHASE_DONE_FORMAT.format(phase=name, what=what, seconds=time.monotonic() - began))
 
 
 def perplexity(loss: float) -> float:
@@ -109,3 +109,8 @@ def eval_line(when: str, metrics: dict[str, float]) -> str:
         return CLS_EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, eval_accuracy=float(metrics["eval_accuracy"]),
                                           eval_f1=float(metrics.get("eval_f1", 0.0)))
     return EVAL_LOG_FORMAT.format(when=when, eval_loss=loss, perplexity=perplexity(loss))
+
+
+def say_all(line: str) -> None:
+    """Print `[cloudtune] LINE` on every rank (the entrypoint's own lines: each process says what it does)."""
+    print(line if line.startswith(LOG_PREFIX) else f"{LOG_PREFIX} {line}", flush=True)

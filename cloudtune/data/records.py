@@ -171,20 +171,6 @@ def decode_text(raw: bytes, shown: str, truncated: bool = False) -> str:
         ) from None
 
 
-def _field(record: Any, field: str, path: str, line: int) -> str:
-    if not isinstance(record, dict):
-        raise JobInputError(f"{path}, line {line}: expected a JSON object with a {field!r} field, got {type(record).__name__}")
-    if field not in record:
-        present = ", ".join(sorted(map(str, record))) or "none"
-        raise JobInputError(
-            f"{path}, line {line}: record has no field {field!r} (train.data.text_field); fields present: {present}"
-        )
-    value = record[field]
-    if not isinstance(value, str):
-        raise JobInputError(f"{path}, line {line}: field {field!r} must be a string, got {type(value).__name__}")
-    return value
-
-
 def json_limit(exc: BaseException) -> str:
     """The reason Python's json module refused valid-looking JSON past its limits, and what to change."""
     if isinstance(exc, RecursionError):
@@ -374,7 +360,7 @@ def read_records(path: Path, text_field: str = "text", shown: str | None = None)
     return records
 
 
-def _where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
+def where_field(record: Any, field: str, where: str, option: str, *, kind: type | tuple = str) -> Any:
     """`record[field]`, checked to be a `kind`; else a JobInputError naming `where`, the field and the option that
     names it. A null value counts as missing (🤗 Datasets gives a record that lacks a column `None` there)."""
     if not isinstance(record, dict):
@@ -386,25 +372,6 @@ def _where_field(record: Any, field: str, where: str, option: str, *, kind: type
     if not isinstance(value, kind):
         raise JobInputError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got {type(value).__name__}")
     return value
-
-
-def read_file(path: Path, text_field: str) -> list[str]:
-    path = Path(path)
-    out = []
-    for where, record in read_file_records(path, text_field):
-        line = where.rsplit(" ", 1)[-1]
-        out.append(_field(record, text_field, str(path), int(line)))
-    return out
-
-
-def read_texts(path: Path, text_field: str = "text") -> list[str]:
-    """All non-empty examples of an input, in file order."""
-    texts: list[str] = []
-    for file in data_files(Path(path)):
-        texts.extend(t for t in read_file(file, text_field) if t.strip())
-    if not texts:
-        raise JobInputError(f"data input {path} holds no non-empty examples")
-    return texts
 
 
 def detect_format(record: Any, data: Any, where: str = "the first record") -> str:
