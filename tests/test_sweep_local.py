@@ -56,8 +56,8 @@ def swept(root: Path) -> dict:
     sweep is resumed. Returns the final `launch --json` object and what the store held before the resume."""
     home = root / "home"
     spec = {"name": "lr", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
-            "train": {"model": "./tiny", "hyperparameters": {"max_steps": 6, "batch_size": 4, "max_seq_len": 32,
-                                                             "seed": 7, "eval_every": 3}},
+            "train": {"model": "./tiny", "hyperparameters": {"max_steps": 4, "batch_size": 4, "max_seq_len": 32,
+                                                             "seed": 7, "eval_every": 2}},
             "checkpoint": {"every_steps": 100},
             "sweep": {"parameters": {"learning_rate": {"choice": LEARNING_RATES}}, "algorithm": "grid",
                       "max_trials": 6, "parallel_trials": 2, "early_stopping": "off"}}
@@ -97,7 +97,7 @@ def test_resumed_sweep_runs_each_trial_once_and_finds_a_better_rate(swept: dict)
     assert objectives == sorted(objectives)  # best first
     assert objectives[-1] - objectives[0] > 0.5  # a clear margin (eval loss, nats per token)
     assert info["best_trial"]["job_id"] == trials[0]["job_id"]
-    assert trials[0]["intermediate"] and trials[0]["intermediate"][-1][0] == 6
+    assert trials[0]["intermediate"] and trials[0]["intermediate"][-1][0] == 4
 
 
 def test_status_list_report_download_and_job_model(swept: dict, root: Path, tmp_path: Path,
