@@ -482,9 +482,22 @@ def download(job_id: str, directory: str | None, checkpoints: bool, force: bool)
     `train.model: DIR` (or `train.model: job:JOB`) starts a new fine-tune from it."""
     from cloudtune import api
 
+    from cloudtune.states import is_terminal
+    from cloudtune.sweep import objective_text
+
     job = api.get_job(job_id)
     target = job.download(directory, checkpoints=checkpoints, force=force)
-    click.echo(f"downloaded the model of {job.job_id} to {target}")
+    if not job.is_sweep:
+        click.echo(f"downloaded the model of {job.job_id} to {target}")
+        return
+    info = job.info()  # a sweep's model is its best trial's: say which, and that a running sweep's may change
+    best = info.get("best_trial") or {}
+    metric = (info.get("objective") or {}).get("metric", "objective")
+    click.echo(f"downloaded the model of {job.job_id}, its best trial {best.get('number', '?')} "
+               f"({best.get('job_id', '-')}, {metric}={objective_text(best.get('objective'))}), to {target}")
+    if not is_terminal(info["state"]):
+        click.echo(f"note: the sweep is still {info['state']}: this is its best trial so far; a later trial may beat "
+                   f"it (download again when `cloudtune status {job.job_id}` shows it ended)")
 
 
 @main.command()

@@ -222,3 +222,30 @@ def test_max_failed_trials_stops_the_sweep(tmp_path: Path) -> None:
     info = json.loads(done.stdout)
     assert done.returncode == 1 and info["state"] == "failed"
     assert info["trial_counts"] == {"failed": 2} and "max_failed_trials: 2" in info["failure_reason"]
+
+
+def test_download_of_a_running_sweep_names_the_trial_and_says_it_may_change(tmp_path: Path) -> None:
+    """The first trial reports and ends; the second waits (bounded) while the sweep runs: download gives the best
+    trial so far, names it, and says the sweep has not ended."""
+    script = ("import os, time\n"
+              "os.makedirs(os.environ['COUNTER_DIR'], exist_ok=True)\n"
+              "n = len(os.listdir(os.environ['COUNTER_DIR']))\n"
+              "open(os.path.join(os.environ['COUNTER_DIR'], str(os.getpid())), 'w').close()\n"
+              "if n:\n"
+              "    for _ in range(1200):\n"
+              "        time.sleep(0.1)\n"
+              "print('[cloudtune] metric score=1.5 step=1', flush=True)\n")
+    spec, home = command_sweep(tmp_path, script, {"parameters": {"x": {"choice": [1, 2]}}, "objective": {
+        "metric": "score"}, "algorithm": "grid", "max_trials": 2, "parallel_trials": 1})
+    sweep_id = json.loads(cli(home, "launch", str(spec), "--detach", "--json").stdout)["job_id"]
+    store = JobStore(home)
+    wait_for(lambda: any(c.state == "succeeded" for c in store.children("sweep", sweep_id))
+             and any(c.state == "running" for c in store.children("sweep", sweep_id)), timeout=300)
+    try:
+        got = cli(home, "download", sweep_id, str(tmp_path / "model"))
+        assert got.returncode == 0, got.stdout + got.stderr
+        first = next(c for c in store.children("sweep", sweep_id) if c.state == "succeeded")
+        assert f"its best trial 0 ({first.job_id}, score=1.5)" in got.stdout
+        assert "note: the sweep is still running: this is its best trial so far" in got.stdout
+    finally:
+        cli(home, "cancel", sweep_id)

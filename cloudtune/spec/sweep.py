@@ -433,8 +433,9 @@ def _objective_problem(metric: str, train: Any) -> str | None:
     task = getattr(train, "task", "causal-lm")
     reported = METRICS.get(task, ())
     if not reported:  # text-to-image: its validation reports to the status file, not to the metric reporter
-        return (f"task {task} cannot be swept yet: its recipe reports no objective a tuning service or the local "
-                f"sweep reads (only the recipes of {', '.join(sorted(METRICS))} do)\nTo fix: remove the sweep section and launch "
+        return (f"task {task} cannot be swept yet: its recipe reports its validation loss (val_loss) to the job's "
+                f"status and report only, not to the tuning services or the local sweep (the recipes of "
+                f"{', '.join(sorted(METRICS))} do)\nTo fix: remove the sweep section and launch "
                 f"one job per setting (e.g. --set train.hyperparameters.learning_rate=1e-4), then compare their "
                 f"samples and val_loss in `cloudtune report`")
     if metric not in reported:
