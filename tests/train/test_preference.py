@@ -187,3 +187,17 @@ def test_health_warns_on_a_collapsing_margin_and_on_both_rewards_falling() -> No
     assert "the reward margin collapsed to 0.05 (best 1)" in margin_warning(collapsed)
     both = [(10, -0.1, -0.2, 0.1), (20, -0.3, -0.6, 0.3), (30, -0.6, -1.2, 0.6), (40, -1.0, -2.0, 1.0)]
     assert "the chosen reward fell with the rejected one (-0.1 -> -1;" in margin_warning(both)
+
+
+@pytest.mark.slow
+def test_precomputed_reference_holds_no_model_and_trains_as_the_frozen_copy(tiny_gpt2: Path, tmp_path: Path,
+                                                                            capsys) -> None:
+    losses = {}
+    for reference in ("copy", "precomputed"):
+        ctx = make_ctx(tmp_path / reference, data_inputs(tmp_path / reference, pairs(range(16))))
+        spec = pref_train(tiny_gpt2, max_steps=2).model_dump()
+        spec["preference"]["reference"] = reference
+        losses[reference] = run_recipe(ctx, TrainSpec.model_validate(spec), CKPT)["train_loss"]
+        held = re.search(r"reference model in memory: (\d+) parameters", capsys.readouterr().out)
+        assert (int(held.group(1)) == 0) == (reference == "precomputed")
+    assert losses["precomputed"] == pytest.approx(losses["copy"], rel=1e-4)
