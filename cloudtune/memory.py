@@ -87,6 +87,9 @@ class ModelFacts:
     python_gelu: bool = False
     eager_attention: bool = False
     dropout: bool = False
+    frozen_params: int = 0  # never trained, even in a full fine-tune (MusicGen's text encoder and codec)
+    codebooks: int = 1  # output heads over `vocab` per position (MusicGen: one per codebook)
+    cross_attention: bool = False  # each layer also attends to encoder states (keeps its input, Q and output)
 
     @property
     def linear_params(self) -> int:
@@ -371,7 +374,7 @@ def _weights(facts: ModelFacts, setup: Setup, adapter: int) -> float:
 
 def estimate(facts: ModelFacts, setup: Setup) -> MemoryEstimate:
     """The memory one process (one GPU) needs to train `facts`' model as `setup` says; see the module docstring."""
-    trained = facts.params if setup.lora_r is None else lora_params(facts, setup.lora_r, setup.lora_targets)
+    trained = facts.params - facts.frozen_params if setup.lora_r is None else lora_params(facts, setup.lora_r, setup.lora_targets)
     weights = _weights(facts, setup, 0 if setup.lora_r is None else trained)
     gradients = 4.0 * trained
     optimizer = float(ADAM_STATE_BYTES * trained)
@@ -404,7 +407,7 @@ def _layer_bytes(facts: ModelFacts, setup: Setup) -> int:
     a, res = setup.activation_bytes, setup.residual_bytes
     h, i = facts.hidden, facts.intermediate
     q, kv = facts.heads * facts.head_dim, facts.kv_heads * facts.head_dim
-    attn = a * (h + 2 * q + 2 * kv) + (a * (q + kv) if facts.rotary else 0)
+    attn = a * (h + 2 * q + 2 * kv) + (a * (q + kv) if facts.rotary else 0) + (a * (h + 2 * q) if facts.cross_attention else 0)
     if facts.eager_attention:
         attn += facts.heads * setup.seq_len * (a + ((1 + a) if facts.dropout else 0))
     mlp = a * (h + (4 if facts.gated_mlp else 2) * i) + (4 * a * i if facts.python_gelu else 0)
@@ -424,7 +427,8 @@ def activation_bytes(facts: ModelFacts, setup: Setup, checkpointing: bool) -> in
     of the logits; the final norm and the embedding output two residual-width tensors."""
     tokens = setup.batch_size * setup.seq_len
     layer = _layer_bytes(facts, setup)
-    head = (4 * facts.vocab if setup.task == "causal-lm" else 0) + 2 * setup.residual_bytes * facts.hidden
+    head = (4 * facts.vocab * facts.codebooks if setup.task in ("causal-lm", "text-to-audio") else 0) \
+        + 2 * setup.residual_bytes * facts.hidden
     if checkpointing:  # head + one recomputed layer: an upper bound (the head's tensors go before the recompute)
         per_token = facts.layers * setup.residual_bytes * facts.hidden + layer + head
     else:

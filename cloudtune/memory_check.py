@@ -24,6 +24,7 @@ from cloudtune.memory import (
 )
 from cloudtune.catalog import CatalogError, load_catalog
 from cloudtune.data.savedmodel import find_saved_model
+from cloudtune.memory_audio import audio_model, clip_setup
 from cloudtune.spec import is_remote
 
 if TYPE_CHECKING:
@@ -138,6 +139,17 @@ def _estimates(facts: ModelFacts, setup: Setup, requested: bool | None,
     return replace(est, gradient_checkpointing=on), why
 
 
+def _audio_model(spec: "JobSpec") -> tuple[ModelFacts, float] | None:
+    """(facts, codec frame rate) of a text-to-audio job's MusicGen (cloudtune.memory_audio), None when unknown."""
+    assert spec.train is not None
+    name = spec.train.model
+    if name.startswith("job:"):
+        return None
+    directory = _model_dir(spec, name)
+    hub = name if directory is None and not name.startswith("/") and name not in spec.inputs and "://" not in name else None
+    return audio_model(directory, hub)
+
+
 def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str, Any] | None:
     """The dry run's memory section of a train job (None for a command job), after refusing what cannot fit or
     cannot run (see the module docstring). Sizes in bytes; `device_memory` None when not checked."""
@@ -147,7 +159,8 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
     check_quantize(spec, provider, accelerator)
     if spec.train.task == "text-to-image":
         return _image_memory(spec, provider, accelerator, memory_gb, bf16)
-    facts = model_facts(spec)
+    audio = _audio_model(spec) if spec.train.task == "text-to-audio" else None
+    facts = audio[0] if audio else (None if spec.train.task == "text-to-audio" else model_facts(spec))
     local = provider == "local"
     section: dict[str, Any] = {"accelerator": None if local else accelerator, "device_memory": None,
                                "margin": MARGIN, "model": None, "estimate": None, "local": local}
@@ -162,6 +175,8 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
     checked = not local and accelerator is not None and memory_gb is not None
     budget = memory_gb * GB * (1 - HEADROOM) if checked and memory_gb else None
     setup = setup_for(train, precision, world, gradient_checkpointing=False)
+    if audio:  # the decoder's sequence is the clip's codec frames (cloudtune.memory_audio)
+        setup = clip_setup(setup, facts, audio[1], train.audio.max_seconds)
     est, why = _estimates(facts, setup, train.hyperparameters.gradient_checkpointing, budget)
     section.update(model=facts.source, params=facts.params, precision=precision, world_size=world,
                    estimate=est.to_dict(), gradient_checkpointing=why)

@@ -31,6 +31,14 @@ def project(tmp: Path) -> Path:
     (tmp / "models/tiny/tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)      # the preflight takes for them
     (tmp / "src").mkdir()
     (tmp / "src/train.py").write_text("print('hi')\n")
+    (tmp / "clips").mkdir()  # text-to-audio: one 2 s clip (16-bit PCM, 8 kHz) with its description
+    import wave
+    with wave.open(str(tmp / "clips/tone.wav"), "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(2)
+        clip.setframerate(8000)
+        clip.writeframes(b"\x00\x10" * 16000)
+    (tmp / "clips/metadata.jsonl").write_text('{"file_name": "tone.wav", "text": "a steady tone"}\n')
     return tmp
 
 
@@ -41,6 +49,10 @@ SCENARIOS = {
                         "train": {"model": "./models/tiny"}}, "gcp"),
     "quickstart-azure": ({"name": "quickstart", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
                           "train": {"model": "./models/tiny"}}, "azure"),
+    **{f"music-{cloud}": ({"name": "music", "inputs": {"train": "clips"},
+                           "train": {"task": "text-to-audio", "model": "./models/tiny", "lora": {"r": 8},
+                                     "validation": {"prompts": ["a steady tone"], "every_steps": 10, "seconds": 1}}},
+                          cloud) for cloud in ("aws", "gcp", "azure")},
     "command-2-nodes-aws": ({"name": "cmd", "resources": {"nodes": 2, "max_runtime": "90m"}, "retries": 2,
                              "inputs": {"train": "data/train.jsonl"}, "command": "python train.py", "code": "src",
                              "env": {"LOG_LEVEL": "info"},

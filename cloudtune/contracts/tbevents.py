@@ -2,8 +2,11 @@
 
 TensorBoard reads `events.out.tfevents.*` files: TFRecord framing (little-endian length, masked CRC-32C of the
 length, the payload, masked CRC-32C of the payload) around `tensorflow.Event` protocol buffers. cloudtune writes
-scalars (an Event with `wall_time`, `step` and a `Summary` of `{tag, simple_value}` values) and PNG images
-(`{tag, image}`: text-to-image validation samples), so the messages are encoded here by hand and no `tensorboard`/`tensorboardX` package is needed in the training image:
+scalars (an Event with `wall_time`, `step` and a `Summary` of `{tag, simple_value}` values), PNG images
+(`{tag, image}`: text-to-image validation samples) and audio clips (a `Summary.Value` whose `audio` field, number 6,
+is a `Summary.Audio`: sample_rate, num_channels, length_frames, the WAV bytes, content type `audio/wav`;
+tensorflow/core/framework/summary.proto; text-to-audio samples), so the messages are encoded here by hand and no
+`tensorboard`/`tensorboardX` package is needed in the training image:
 the event files are always written, in the directory each cloud serves (RuntimeContext.log_dir: SageMaker's
 /opt/ml/output/tensorboard, Vertex AI's AIP_TENSORBOARD_LOG_DIR). `read_scalars` reads them back (for tests and
 for people without TensorBoard).
@@ -18,7 +21,7 @@ import struct
 import time
 from pathlib import Path
 
-__all__ = ["EventWriter", "crc32c", "read_scalars"]
+__all__ = ["EventWriter", "crc32c", "read_audio", "read_scalars"]
 
 
 def _crc_table() -> list[int]:
@@ -73,6 +76,13 @@ def _event(wall_time: float, step: int, *, version: str | None = None, scalars: 
     return body
 
 
+def _audio_event(wall_time: float, step: int, tag: str, wav: bytes, rate: float, channels: int, frames: int) -> bytes:
+    audio = (b"\x0d" + struct.pack("<f", float(rate)) + b"\x10" + _varint(channels) + b"\x18" + _varint(frames)
+             + _field(4, wav) + _field(5, b"audio/wav"))
+    value = _field(1, tag.encode()) + _field(6, audio)
+    return b"\x09" + struct.pack("<d", wall_time) + b"\x10" + _varint(step) + _field(5, _field(1, value))
+
+
 def _float32(value: float) -> float:
     """`value` as a 32-bit float can hold it: beyond its range, an infinity of the same sign."""
     value = float(value)
@@ -122,6 +132,12 @@ class EventWriter:
         body = b"\x09" + struct.pack("<d", time.time() if wall_time is None else wall_time) + b"\x10" + _varint(step)
         self._write(body + _field(5, values))
 
+    def audio(self, step: int, tag: str, wav: bytes, rate: float, channels: int, frames: int) -> None:
+        """Record one WAV clip (`wav`: the file's bytes; `rate` Hz, `channels`, `frames` samples per channel) under
+        `tag` at optimizer step `step` (TensorBoard's Audio dashboard plays it)."""
+        if not self._fh.closed:
+            self._write(_audio_event(time.time(), int(step), tag, wav, rate, channels, frames))
+
     def close(self) -> None:
         if not self._fh.closed:
             self._fh.close()
@@ -162,6 +178,25 @@ def _read_varint(data: bytes, i: int) -> tuple[int, int]:
             return result, i
 
 
+def read_audio(path: Path | str) -> list[tuple[int, str, float, bytes]]:
+    """(step, tag, sample rate, WAV bytes) of every audio summary in one event file, in order."""
+    data, out, i = Path(path).read_bytes(), [], 0
+    while i + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[i:i + 8])
+        payload = data[i + 12:i + 12 + length]
+        i += 16 + length
+        fields = _fields(payload)
+        step = next((v for n, w, v in fields if n == 2 and w == 0), 0)
+        for n, w, summary in fields:
+            if n == 5 and w == 2:
+                for _, _, value in _fields(summary):  # type: ignore[arg-type]
+                    parts = {num: v for num, _, v in _fields(value)}  # type: ignore[arg-type]
+                    if 6 in parts:
+                        audio = {num: v for num, _, v in _fields(parts[6])}  # type: ignore[arg-type]
+                        out.append((int(step), parts[1].decode(), struct.unpack("<f", audio[1])[0], audio[4]))  # type: ignore[union-attr,arg-type]
+    return out
+
+
 def read_scalars(path: Path | str) -> list[tuple[int, str, float]]:
     """(step, tag, value) of every scalar in one event file, in order. ValueError on a bad frame checksum."""
     data, out, i = Path(path).read_bytes(), [], 0
@@ -177,5 +212,7 @@ def read_scalars(path: Path | str) -> list[tuple[int, str, float]]:
             if n == 5 and w == 2:
                 for _, _, value in _fields(summary):  # type: ignore[arg-type]
                     parts = {num: v for num, _, v in _fields(value)}  # type: ignore[arg-type]
+                    if 2 not in parts:  # not a scalar (an audio clip)
+                        continue
                     out.append((int(step), parts[1].decode(), struct.unpack("<f", parts[2])[0]))  # type: ignore[union-attr,arg-type]
     return out

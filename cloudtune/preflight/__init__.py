@@ -30,9 +30,29 @@ if TYPE_CHECKING:
 __all__ = ["PreflightError", "check_spec_inputs", "display_path"]
 
 
+def _audio_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
+    """text-to-audio: every clip's header (cloudtune.data.audio): unreadable, empty, too short, no description."""
+    from cloudtune.data.audio import clip_problems, find_clips
+
+    problems: list[str] = []
+    for role in ("train", "eval"):
+        path = local_input(spec, getattr(train.data, role))
+        if path is None:
+            continue
+        try:
+            clips = find_clips(path, train.data.text_field, display_path(path))
+        except JobInputError as exc:
+            problems.append(str(exc))
+            continue
+        problems += clip_problems(clips, train.audio.min_seconds, train.data.text_field)
+    return problems
+
+
 def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
     from cloudtune.preflight.data import (check_labels, check_lm_records, classification_rows, sample_input)
 
+    if train.task == "text-to-audio":
+        return _audio_problems(spec, train)
     data = train.data
     problems: list[str] = []
     samples = {}

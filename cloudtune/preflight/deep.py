@@ -158,6 +158,14 @@ def deep_check(spec: "JobSpec") -> list[str]:
             f"deep check took {time.monotonic() - started:.1f} s"]
     if is_adapter_dir(source):
         return notes + [f"train.model {shown} is a LoRA adapter: the job merges it onto its base; not loaded here"]
+    if train.task == "text-to-audio":  # the clips' headers were read by the plan-time check above
+        from cloudtune.preflight.audio import musicgen_skeleton
+
+        try:
+            notes += musicgen_skeleton(source, shown, train, local_only)
+        except JobInputError as exc:
+            raise PreflightError([str(exc)]) from None
+        return notes + [f"deep check took {time.monotonic() - started:.1f} s"]
     problems: list[str] = []
     try:
         tokenizer, model = load_skeleton(source, shown, train, local_only, _num_labels(spec, train))

@@ -15,6 +15,7 @@ from typing import Any
 
 from cloudtune.report.facts import Facts
 from cloudtune.report.figures import Figure
+from cloudtune.report.audio import audio_samples_html
 from cloudtune.report.samples import samples_html
 from cloudtune.report.svg import fmt
 from cloudtune.states import JobState
@@ -186,6 +187,7 @@ def render(f: Facts, figs: list[Figure]) -> str:
         f'<h2>Health checks</h2><div id="health">{_health(f)}</div>',
         '<h2>Training</h2><div class="charts">' + "".join(_figure(x) for x in figs) + "</div>",
         (f'<h2>Validation samples</h2><div id="samples">{samples_html(f.samples)}</div>' if f.samples else ""),
+        audio_samples_html(f.model_uri if f.state == JobState.SUCCEEDED else None),
         f'<div class="cols"><div><h2>Final metrics</h2><div id="metrics">{_table(metrics, ("metric", "value"))}</div>',
         f'<h2>Cost</h2><div id="cost">{_cost(f)}</div></div>',
         f'<div><h2>Hyperparameters</h2><div id="hyperparameters">{_hyperparameters(f)}</div>',

@@ -21,6 +21,8 @@ name the field path, the YAML line (when known) and how to fix it. Everything do
 from cloudtune.contracts.clouds import REMOTE_SCHEMES, SECRET_REF, is_remote
 from cloudtune.spec.base import NAME_PATTERN, NAME_RULES, check_name, shown
 from cloudtune.spec.data import DATA_FORMATS, DataSpec
+from cloudtune.spec.audio import AudioSpec
+from cloudtune.spec.image import ValidationSpec
 from cloudtune.spec.issues import MAX_ISSUES
 from cloudtune.spec.job import HUB_DATASET, MAX_INPUTS, CheckpointSpec, JobSpec
 from cloudtune.spec.load import CodeJobSpec, apply_overrides, json_schema, load_spec, validate_spec
@@ -35,8 +37,8 @@ from cloudtune.spec.training import PRECISIONS, TASKS, HealthSpec, Hyperparamete
 __all__ = [
     "DATA_FORMATS", "HUB_DATASET", "MAX_ACCELERATORS_PER_NODE", "MAX_INPUTS", "MAX_ISSUES", "NAME_PATTERN", "NAME_RULES",
     "PATH_HINT", "PRECISIONS", "REMOTE_SCHEMES", "SECRET_REF", "TASKS",
-    "Accelerator", "CheckpointSpec", "CodeJobSpec", "DataSpec", "HealthSpec", "Hyperparameters", "JobSpec",
-    "LocalSettings", "LoraSpec", "ParameterRange", "ProvidersSpec", "Resources", "SpecOrigin", "SweepSpec", "TrainSpec",
+    "Accelerator", "AudioSpec", "CheckpointSpec", "CodeJobSpec", "DataSpec", "HealthSpec", "Hyperparameters", "JobSpec",
+    "LocalSettings", "LoraSpec", "ParameterRange", "ProvidersSpec", "Resources", "SpecOrigin", "SweepSpec", "TrainSpec", "ValidationSpec",
     "apply_overrides", "check_name", "field_path", "is_remote", "json_schema", "load_spec",
     "parse_accelerator", "path_problem", "resolve_paths", "shown", "trial_spec", "validate_spec",
 ]

@@ -10,17 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from cloudtune.spec.base import TrainPart
 
 IMAGE_TASK = "text-to-image"
 DEFAULT_RESOLUTION = 512  # SD 1.x's training side; SDXL's is 1024 (set train.hyperparameters.resolution)
 OPTIMIZERS = ("adamw", "adamw_8bit")
 
 
-class ValidationSpec(BaseModel):
-    """Sample images rendered with fixed seeds at step 0 (the base model) and every `every_steps` steps."""
+class ValidationSpec(TrainPart):
+    """Samples generated with fixed seeds at step 0 (the base model) and every `every_steps` steps: images for
+    text-to-image, WAV clips of `seconds` for text-to-audio (which reads prompts, every_steps, seeds, seconds,
+    collapse, collapse_ratio and, when set, guidance_scale)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+    _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("seconds",)
     prompts: list[str] = Field(..., min_length=1, max_length=64, description="prompts rendered at each evaluation")
     every_steps: int = Field(100, ge=1, le=2**31 - 1, description="render (and compute the validation loss) every N "
                              "optimizer steps, at step 0 (the base model) and at the end")
@@ -33,6 +39,7 @@ class ValidationSpec(BaseModel):
     collapse_ratio: float = Field(0.25, gt=0, lt=1, description="see collapse")
     loss_examples: int = Field(8, ge=1, le=4096, description="examples of the eval input (else the first training "
                                "examples) in the validation loss, at fixed timesteps and noise")
+    seconds: float = Field(5.0, gt=0, le=120, description="text-to-audio: length of each sample in seconds")
 
     @field_validator("prompts")
     @classmethod
@@ -58,7 +65,7 @@ def check_image_task(train: Any) -> None:
     image_hp = [n for n in ("resolution", "snr_gamma", "noise_offset", "cache_latents") if n in hp.model_fields_set]
     if train.task != IMAGE_TASK:
         given = [f"data.{n}" for n in image_data] + [f"hyperparameters.{n}" for n in image_hp]
-        if train.validation is not None:
+        if train.validation is not None and train.task != "text-to-audio":  # the audio recipe shares the section
             given.append("validation")
         if train.lora is not None and train.lora.text_encoders:
             given.append("lora.text_encoders")

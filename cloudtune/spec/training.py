@@ -8,12 +8,13 @@ from pydantic import Field, field_validator, model_validator
 
 from cloudtune.spec.base import TrainPart
 from cloudtune.spec.data import DataSpec
+from cloudtune.spec.audio import AudioSpec
 from cloudtune.spec.image import ValidationSpec, check_image_task
 from cloudtune.spec.preference import (
     ATTN_IMPLEMENTATIONS, LR_SCHEDULERS, OPTIMIZERS, PreferenceSpec, PushToHubSpec, check_preference_task,
 )
 
-TASKS = ("causal-lm", "seq-classification", "text-to-image", "preference")
+TASKS = ("causal-lm", "seq-classification", "text-to-image", "preference", "text-to-audio")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -131,10 +132,11 @@ class HealthSpec(TrainPart):
 class TrainSpec(TrainPart):
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("distributed", "base_model", "memory_check", "health",
                                                      "keep_best", "report_to", "validation", "preference", "push_to_hub",
-                                                     "attn_implementation", "revision", "trust_remote_code")
-    task: Literal["causal-lm", "seq-classification", "text-to-image", "preference"] = Field(
+                                                     "attn_implementation", "revision", "trust_remote_code",
+                                                     "audio")
+    task: Literal["causal-lm", "seq-classification", "text-to-image", "preference", "text-to-audio"] = Field(
         "causal-lm", description="built-in recipe: causal-lm (SFT), seq-classification, text-to-image, preference (DPO, "
-        "ORPO, KTO, SimPO on TRL's trainers: see train.preference)")
+        "ORPO, KTO, SimPO on TRL's trainers: see train.preference), text-to-audio (MusicGen: see train.audio)")
     model: str = Field(..., description="hub id, local path, the name of an input, or job:<JOB> (the model of a "
                        "finished job, from the job store)")
     base_model: str | None = Field(
@@ -178,7 +180,9 @@ class TrainSpec(TrainPart):
         "MLFLOW_TRACKING_URI is set; none; or a list of tensorboard, mlflow, wandb")
     validation: ValidationSpec | None = Field(
         None, description="text-to-image: sample prompts rendered with fixed seeds at step 0 and every every_steps, "
-        "into the outputs, the report and TensorBoard; the collapse check and the validation loss run there too")
+        "into the outputs, the report and TensorBoard; the collapse check and the validation loss run there too; "
+        "text-to-audio: WAV samples (validation.seconds long) from the base model, every every_steps and at the end")
+    audio: AudioSpec = Field(default_factory=AudioSpec, description="text-to-audio: clip lengths, description dropout")
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainSpec":
@@ -188,6 +192,7 @@ class TrainSpec(TrainPart):
             raise ValueError("train.base_model takes a hub id, a local path or an input name; a job's model goes in "
                              "train.model (job:<JOB>), which brings the base of a LoRA adapter job by itself")
         check_preference_task(self)
+        self._check_task_sections()
         if self.task == "seq-classification":
             if data.packing:
                 raise ValueError(
@@ -233,6 +238,32 @@ class TrainSpec(TrainPart):
                     "hyperparameters.eval_every (e.g. 50) as well"
                 )
         return self
+
+    def _check_task_sections(self) -> None:
+        """The sections and data options that belong to one recipe only."""
+        data = self.data
+        if self.task == "text-to-audio":
+            causal = [name for name in ("format", "packing", "streaming", "chat_template", "labels")
+                      if name in data.model_fields_set]
+            if causal:
+                raise ValueError(f"train.data.{causal[0]} does not apply to task text-to-audio (its data is a folder of "
+                                 f"audio files with descriptions); remove it")
+            if self.audio.min_seconds > self.audio.max_seconds:
+                raise ValueError(f"train.audio.min_seconds ({self.audio.min_seconds}) is above max_seconds "
+                                 f"({self.audio.max_seconds}); lower min_seconds or raise max_seconds")
+            if self.distributed == "fsdp":
+                raise ValueError("distributed: fsdp is not supported by task text-to-audio (the decoder is small: "
+                                 "a MusicGen large decoder with its optimizer fits one 80 GB GPU); use ddp")
+            if self.lora is not None and self.lora.quantize is not None:
+                raise ValueError("train.lora.quantize is not supported by task text-to-audio; remove it")
+            image = [n for n in ("steps", "loss_examples") if self.validation and n in self.validation.model_fields_set]
+            if image:
+                raise ValueError(f"train.validation.{image[0]} applies to task text-to-image only; remove it")
+            return
+        if self.validation is not None and "seconds" in self.validation.model_fields_set:
+            raise ValueError("train.validation.seconds is the length of text-to-audio samples; remove it")
+        if "audio" in self.model_fields_set:
+            raise ValueError(f"train.audio applies to task text-to-audio only; remove it or set task: text-to-audio")
 
     def _check_quantize(self) -> None:
         """`lora.quantize` with what cannot go with it (see cloudtune.train.loading for the reasons at run time)."""

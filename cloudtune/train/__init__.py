@@ -47,6 +47,7 @@ RECIPES: dict[str, tuple[str, str]] = {
     "causal-lm": ("cloudtune.train.causal_lm", "run_causal_lm"),
     "seq-classification": ("cloudtune.train.classification", "run_seq_classification"),
     "text-to-image": ("cloudtune.train.text_to_image", "run_text_to_image"),
+    "text-to-audio": ("cloudtune.train.text_to_audio", "run_text_to_audio"),
     "preference": ("cloudtune.train.preference", "run_preference"),
 }
 """`train.task` -> (module, entry function `(ctx, train, checkpoint) -> metrics`)."""

@@ -7,13 +7,37 @@ from pathlib import Path
 from typing import Any
 
 
+PIPELINE_TAGS = {"seq-classification": "text-classification", "text-to-audio": "text-to-audio"}
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
 
 
+def _audio_loading(train: Any) -> str:
+    """How to generate with a text-to-audio (MusicGen) model dir."""
+    generate = ("inputs = processor(text=[\"lo-fi piano with soft drums\"], padding=True, return_tensors=\"pt\")\n"
+                "audio = model.generate(**inputs, do_sample=True, guidance_scale=3.0, max_new_tokens=256)  # ~5 s\n"
+                "rate = model.config.audio_encoder.sampling_rate\n"
+                "soundfile.write(\"sample.wav\", audio[0].T.numpy(), rate)\n")
+    head = "```python\nimport soundfile\nfrom transformers import AutoProcessor, MusicgenForConditionalGeneration\n"
+    if train.lora is None or train.lora.merge:
+        note = ("The LoRA adapter is merged into full weights here; the adapter alone is in `adapter/`.\n\n"
+                if train.lora is not None else "")
+        return (note + head + "\nmodel = MusicgenForConditionalGeneration.from_pretrained(\"path/to/this/dir\")\n"
+                "processor = AutoProcessor.from_pretrained(\"path/to/this/dir\")\n" + generate + "```\n")
+    return ("This directory holds a LoRA adapter on the MusicGen decoder (needs the base model) and the processor.\n\n"
+            + head + "from peft import PeftModel\n\n"
+            "base = MusicgenForConditionalGeneration.from_pretrained(\"<base model>\")\n"
+            "model = PeftModel.from_pretrained(base, \"path/to/this/dir\")\n"
+            "processor = AutoProcessor.from_pretrained(\"path/to/this/dir\")\n" + generate + "```\n")
+
+
 def _loading(train: Any) -> str:
+    if train.task == "text-to-audio":
+        return _audio_loading(train)
     cls = "AutoModelForSequenceClassification" if train.task == "seq-classification" else "AutoModelForCausalLM"
     if train.lora is None:
         return (f"```python\nfrom transformers import AutoTokenizer, {cls}\n\n"
@@ -52,7 +76,7 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         "---",
         f"base_model: {json.dumps(base_model)}",
         f"library_name: {'peft' if train.lora is not None and not train.lora.merge else 'transformers'}",
-        f"pipeline_tag: {'text-classification' if train.task == 'seq-classification' else 'text-generation'}",
+        f"pipeline_tag: {PIPELINE_TAGS.get(train.task, 'text-generation')}",
         "tags: [cloudtune]",
         "---",
         "",
@@ -69,7 +93,14 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         + (f", {data_info['train_dropped']} dropped by max_seq_len" if data_info.get("train_dropped") else "") + ")",
         "- eval input: " + (f"`{data.eval}` ({data_info.get('eval_examples', '?')} examples)" if data.eval else "none"),
     ]
-    if train.task == "seq-classification":
+    if train.task == "text-to-audio":
+        lines.append(f"- audio clips with descriptions (field `{data.text_field}`): {data_info.get('train_clips', '?')} "
+                     f"clips, {data_info.get('train_seconds', '?')} s, cut to pieces of at most "
+                     f"{train.audio.max_seconds:g} s; description dropout {train.audio.description_dropout:g}")
+        if train.validation is not None:
+            lines.append(f"- samples: `samples/` ({len(train.validation.prompts)} prompts x seeds "
+                         f"{train.validation.seeds}, {train.validation.seconds:g} s each)")
+    elif train.task == "seq-classification":
         labels = data_info.get("labels") or []
         lines.append(f"- text field `{data.text_field}`, label field `{data.label_field}`; labels: {', '.join(map(str, labels))}")
     else:
