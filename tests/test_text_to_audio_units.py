@@ -13,7 +13,7 @@ import soundfile as sf
 from cloudtune.memory import Setup, estimate
 from cloudtune.memory_audio import audio_model, clip_setup
 from cloudtune.spec import TrainSpec
-from cloudtune.train.tbevents import EventWriter, read_audio, read_scalars
+from cloudtune.contracts.tbevents import EventWriter, read_audio, read_scalars
 
 
 def train(**extra: object) -> TrainSpec:

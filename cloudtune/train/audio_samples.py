@@ -165,7 +165,7 @@ class SampleBook:
         self.entries = [e for e in self._read_index() if e["label"] != label]
         writer = None
         if self.tensorboard_dir is not None:
-            from cloudtune.train.tbevents import EventWriter
+            from cloudtune.contracts.tbevents import EventWriter
 
             writer = EventWriter(self.tensorboard_dir)
         for i, seed, audio, codes in clips:

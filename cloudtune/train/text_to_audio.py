@@ -1,5 +1,5 @@
 """The built-in text-to-audio recipe: fine-tune MusicGen (transformers' `MusicgenForConditionalGeneration`) on
-audio clips with descriptions, through the shared training flow (`cloudtune.train.causal_lm.run_training`).
+audio clips with descriptions, through the shared training flow (`cloudtune.train.flow.run_training`).
 
 * Model: a Hub id or a local dir holding a MusicGen checkpoint and its processor (MusicGen Melody is a different
   class with chroma conditioning and is refused with the reason). The T5 text encoder and the EnCodec codec stay
@@ -87,7 +87,7 @@ def apply_decoder_lora(model: Any, lora: Any) -> Any:
 def clips_for(ctx: RuntimeContext, train: TrainSpec, name: str) -> list[Any]:
     """The checked clips of input `name` (JobInputError listing every problem, as the preflight does)."""
     from cloudtune.data.audio import clip_problems, find_clips
-    from cloudtune.train.causal_lm import input_source
+    from cloudtune.train.models import input_source
 
     shown = input_source(ctx, name) or name
     clips = find_clips(Path(ctx.inputs[name]), train.data.text_field, shown)
@@ -129,12 +129,15 @@ def run_text_to_audio(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpo
     README.md and samples/ to ctx.model_dir. Returns the metrics."""
     from transformers import set_seed
 
-    from cloudtune.train.audio_data import AudioCollator
-    from cloudtune.train.causal_lm import (_quiet_transformers, _say, model_shown, resolve_model_source,
-                                           run_training, train_model_name)
-    from cloudtune.train.logfmt import phase
-
     import importlib.util
+
+    from cloudtune.contracts.logfmt import phase
+    from cloudtune.contracts.logfmt import say as _say
+    from cloudtune.train.audio_data import AudioCollator
+    from cloudtune.train.flow import quiet_transformers as _quiet_transformers
+    from cloudtune.train.flow import run_training
+    from cloudtune.train.models import model_shown, resolve_model_source, train_model_name
+
 
     if importlib.util.find_spec("soundfile") is None:
         raise JobInputError("task text-to-audio decodes clips with soundfile, which this image lacks; install it in "
@@ -172,7 +175,7 @@ def run_text_to_audio(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpo
     # the Trainer gets the feature extractor, not the processor: given a tokenizer or processor it "aligns" the
     # model's special tokens with the tokenizer's (transformers 5.25 trainer_utils.align_special_tokens), which
     # fails on MusicGen's two text configs and would give the decoder T5's pad id; the processor is saved below
-    metrics = run_training(ctx, train, checkpoint, tokenizer=processor.feature_extractor, model=model,
+    metrics = run_training(ctx, train, checkpoint, processing_class=processor.feature_extractor, model=model,
                            train_ds=train_ds, eval_ds=eval_ds, collator=collator,
                            base_model=train_model_name(train, source, ctx), data_info=info, callbacks=callbacks,
                            trainer_base=_trainer_base(), make_arguments=arguments)
@@ -186,7 +189,7 @@ def run_text_to_audio(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpo
 
 
 def _device() -> str:
-    from cloudtune.train.causal_lm import device_type
+    from cloudtune.train.flow import device_type
 
     kind = device_type()
     if kind == "xla":
@@ -218,9 +221,9 @@ def _samples(ctx: RuntimeContext, train: TrainSpec, processor: Any, model: Any) 
         return None, ()
     import os
 
+    from cloudtune.contracts.logfmt import say as _say
+    from cloudtune.train.arguments import report_targets
     from cloudtune.train.audio_samples import SampleBook, make_samples_callback
-    from cloudtune.train.causal_lm import _say
-    from cloudtune.train.trainer import report_targets
 
     tensorboard = "tensorboard" in report_targets(train.report_to, os.environ)
     book = SampleBook(train.validation, Path(ctx.checkpoint_dir) / "samples", model.config.audio_encoder.sampling_rate,
@@ -234,8 +237,8 @@ def _finish_samples(ctx: RuntimeContext, book: Any, model: Any, processor: Any, 
     """The end's samples, copied with the others to the model dir; their spread joins metrics.json."""
     from accelerate import PartialState
 
+    from cloudtune.contracts.logfmt import say as _say
     from cloudtune.train.audio_samples import sample_at
-    from cloudtune.train.causal_lm import _say
 
     sample_at(book, model, processor, step, _say, label=f"step-{step:06d}")
     if PartialState().is_main_process:
