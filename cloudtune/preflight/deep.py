@@ -144,7 +144,7 @@ def deep_check(spec: "JobSpec") -> list[str]:
     _require_training_extras()
     source, shown, local_only = _model_source(spec, train)
     if source is not None and source == train.model and not local_only:  # a hub id this machine can reach
-        from cloudtune.preflight.hub import gated_problem
+        from cloudtune.data.hub import gated_problem
 
         gated = gated_problem(train.model, spec.secrets)
         if gated:

@@ -92,7 +92,7 @@ def test_push_spec_refuses_what_is_not_a_repo_or_branch() -> None:
 
 GATED = """
 import sys
-from cloudtune.preflight.hub import gated_problem
+from cloudtune.data.hub import gated_problem
 print("RESULT", gated_problem(sys.argv[1], {"HF_TOKEN": "arn:x"} if len(sys.argv) > 2 else {}))
 """
 
