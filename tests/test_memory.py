@@ -225,7 +225,10 @@ def test_the_dry_run_imports_no_torch(tmp_path: Path) -> None:
 @pytest.mark.parametrize("accelerator", ["L4:1", "A10G:1"])
 def test_a_7b_full_fine_tune_on_24_gb_is_refused_with_the_fix(tmp_path: Path, accelerator: str) -> None:
     train = {"model": "meta-llama/Llama-2-7b-hf", "hyperparameters": {"batch_size": 4, "max_seq_len": 1024}}
-    res = _dry_run(_spec(tmp_path, train, accelerator), "aws", home=tmp_path / "home")
+    # a disk for its ~202 GB of checkpoints, model and download: the disk check (preflight) would refuse first
+    spec = _spec(tmp_path, train, accelerator)
+    spec.write_text(spec.read_text().replace('"accelerator": "', '"disk_gb": 250, "accelerator": "'))
+    res = _dry_run(spec, "aws", home=tmp_path / "home")
     assert res.exit_code == 2, res.output
     message, _, fix = res.output.partition("To fix:")
     assert message.startswith(f"error: resources.accelerator {accelerator}: training 6.74B parameters (full fine-tune")
@@ -234,7 +237,7 @@ def test_a_7b_full_fine_tune_on_24_gb_is_refused_with_the_fix(tmp_path: Path, ac
     assert "add train.lora: {}" in fix and "train.lora: {quantize: 4bit}" in fix
     assert f"{accelerator.split(':')[0]}:8 with train.distributed: fsdp" in fix
     assert "train.memory_check: false" in fix
-    over = _dry_run(_spec(tmp_path, train, accelerator), "aws", "train.memory_check=false", home=tmp_path / "home")
+    over = _dry_run(spec, "aws", "train.memory_check=false", home=tmp_path / "home")
     assert over.exit_code == 0 and "over it, launched anyway (train.memory_check: false)" in over.output
 
 
