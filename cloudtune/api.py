@@ -1,6 +1,9 @@
 """The public Python API: plan(), launch(), get_job(), list_jobs() and the Job handle.
 
 The CLI is a thin layer over these functions; MLOps scripts call them directly.
+
+Over ~500 lines on purpose: the whole public surface a script author reads (plan, launch, resume, the Job and sweep
+handles, lookups) in one module; the steps it calls (kit, launchers, store, sweeps) live in their own modules.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Contracts:
 - Fails early and clearly: a code dir at / or in /proc, /sys or /dev, a file or directory it cannot read, and a
   scan past its budget are refused with the path named, never walked to the end or dropped without a word.
 - The CLI imports this module: pathspec and detect-secrets are imported when a scan starts.
+
+Over ~500 lines on purpose: one contract (what a job's code bundle holds), whose walk, exclusion reasons and archive
+writer share private types (`_Entry`, `_Matcher`, `_Budget`); split apart, each half would import the other's internals.
 """
 
 from __future__ import annotations
