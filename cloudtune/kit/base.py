@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
+from cloudtune.kit.states import map_native
+from cloudtune.launcher import JobStatus
 from cloudtune.states import JobState
 from cloudtune.settings import cloudtune_home
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
-    from cloudtune.launcher import JobRef, JobStatus
+    from cloudtune.launcher import JobRef
     from cloudtune.plan import Plan
     from cloudtune.spec import JobSpec
 
@@ -32,6 +34,13 @@ def bucket_base(value: str, scheme: str, pattern: str, provider: str, service: s
                               fix=f"give a bucket name such as my-bucket (or {scheme}://my-bucket/prefix)")
     prefix = prefix.strip("/")
     return f"{scheme}://{name}" + (f"/{prefix}" if prefix else "")
+
+
+def table_status(table: Mapping[str, JobState], native: str, detail: str, reason: str | None, **times: Any) -> JobStatus:
+    """A cloud's native state name through its table (cloudtune.kit.states) -> JobStatus; `reason` is kept only for a
+    failed job; `times` are JobStatus's started_at, ended_at and billable_s."""
+    state = map_native(table, native)
+    return JobStatus(state.value, detail, reason if state is JobState.FAILED else None, native=native, **times)
 
 
 class CloudLauncher:

@@ -31,6 +31,7 @@ from cloudtune.kit.objectstore import Progress, split_uri
 
 if TYPE_CHECKING:
     from cloudtune.kit.objectstore import ObjectStore
+    from cloudtune.launcher import JobRef
 
 CHUNK = 1 << 20
 
@@ -235,3 +236,27 @@ def scratch_dir(dest: Path) -> Iterator[Path]:
 
 def note(message: str) -> None:
     print(f"[cloudtune] {message}", file=sys.stderr, flush=True)
+
+
+def model_uri_of(ref: "JobRef", fix: str) -> str:
+    """The model location `ref` recorded at submit; InvalidInput (with `fix`, the cloud's way to fetch it by hand)
+    when it has none."""
+    if not ref.model_uri:
+        raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix=fix)
+    return ref.model_uri
+
+
+def download_outputs(store: "ObjectStore", call: Callable[..., object], model_uri: str, dest: Path,
+                     checkpoint_uri: str | None = None) -> Path:
+    """A job's model folder `model_uri` into `dest` (see `download_prefix`); with `checkpoint_uri`, its checkpoints
+    (`download_checkpoints`). Returns `dest`."""
+    download_prefix(store, model_uri, dest, call)
+    if checkpoint_uri is not None:
+        download_checkpoints(store, call, checkpoint_uri, dest)
+    return dest
+
+
+def download_checkpoints(store: "ObjectStore", call: Callable[..., object], uri: str, dest: Path) -> None:
+    """Every object under `uri` into dest/checkpoints, with a note (not an error) when there are none."""
+    if not download_prefix(store, uri, checkpoints_dir(dest), call, missing_ok=True):
+        note(f"no checkpoints under {uri}")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import InvalidInput
 from cloudtune.kit.base import CloudLauncher
 from cloudtune.kit.cost import epoch_seconds, spot_saving
-from cloudtune.kit.objectstore import resolve_input, upload_all
+from cloudtune.kit.objectstore import upload_all
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, map_native
 from cloudtune.kit.triage import Cause
@@ -36,7 +36,7 @@ from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's 
 )
 from cloudtune_aws import tuning
 from cloudtune_aws.settings import AwsSettings
-from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
+from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning, resolve_channels
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -270,7 +270,8 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         store = S3Store(self.s3(region))
         if is_tuning(plan.request):  # a sweep: cloudtune_aws.tuningjobs
             return self.submit_sweep(plan, store, region)
-        request = self._resolve_inputs(plan, store)  # before any upload: a wrong URI costs nothing
+        # before any upload: a wrong URI costs nothing
+        request = resolve_channels(plan, store, self.s3_caller.call)
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.s3_caller.call)
         arn = self._create(request, region)
         return self._plan_ref(plan, arn, self.last_uploaded_bytes)
@@ -298,20 +299,6 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         described = self.caller.call(sm.describe_training_job, TrainingJobName=plan.job_name, missing_ok=True,
                                      what="look up the training job")
         return None if described is None else self._plan_ref(plan, described["TrainingJobArn"])
-
-    def _resolve_inputs(self, plan: Plan, store: S3Store) -> dict[str, Any]:
-        """The request with each s3:// input channel looked up once: a folder written without its trailing '/'
-        gets it (an S3Prefix `datasets/train` would also match `datasets/train-old/...`); a missing input, or an
-        object whose prefix matches other keys, is refused here instead of failing the job after it started."""
-        remote = {name: uri for name, uri in ((plan.spec or {}).get("inputs") or {}).items() if uri.startswith("s3://")}
-        if not remote:
-            return plan.request
-        request = copy.deepcopy(plan.request)
-        for channel in request.get("InputDataConfig", []):
-            source = channel["DataSource"]["S3DataSource"]
-            if remote.get(channel["ChannelName"]) == source["S3Uri"]:
-                source["S3Uri"] = resolve_input(store, source["S3Uri"], self.s3_caller.call, prefix_match=True)
-        return request
 
     def _ref(self, job_name: str, arn: str, region: str | None, model_uri: str | None, uploaded: int = 0) -> JobRef:
         region = region or (arn.split(":")[3] if arn.count(":") >= 5 else None) or "us-east-1"
@@ -422,22 +409,18 @@ class AwsLauncher(TuningJobs, CloudLauncher):
         extraction; with `checkpoints`, every object under the job's CheckpointConfig S3 URI into dest/checkpoints
         (see `Launcher.download`)."""
         from cloudtune.data.archives import safe_extract  # off the dry run's start-up path
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note, scratch_dir
+        from cloudtune.kit.download import download_checkpoints, download_prefix, model_uri_of, scratch_dir
 
-        if not ref.model_uri:
-            raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
-                               f"{ref.job_id}`; download the job's output from S3 yourself")
+        model_uri = model_uri_of(ref, f"see `cloudtune status {ref.job_id}`; download the job's output from S3 yourself")
         store = S3Store(self.s3(self._region(ref)))
-        if ref.model_uri.endswith(".tar.gz"):
+        if model_uri.endswith(".tar.gz"):
             with scratch_dir(dest) as scratch:
-                download_prefix(store, ref.model_uri, scratch, self.s3_caller.call)
-                safe_extract(scratch / ref.model_uri.rsplit("/", 1)[-1], dest)
+                download_prefix(store, model_uri, scratch, self.s3_caller.call)
+                safe_extract(scratch / model_uri.rsplit("/", 1)[-1], dest)
         else:  # a model folder (outputs written elsewhere by a custom container)
-            download_prefix(store, ref.model_uri, dest, self.s3_caller.call)
+            download_prefix(store, model_uri, dest, self.s3_caller.call)
         if checkpoints:
-            uri = self._checkpoint_uri(ref)
-            if not download_prefix(store, uri.rstrip("/") + "/", checkpoints_dir(dest), self.s3_caller.call, missing_ok=True):
-                note(f"no checkpoints under {uri}/")
+            download_checkpoints(store, self.s3_caller.call, self._checkpoint_uri(ref).rstrip("/") + "/", dest)
         return dest
 
     def _checkpoint_uri(self, ref: JobRef) -> str:

@@ -13,14 +13,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
+from cloudtune.kit.base import table_status
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import CloudError
-from cloudtune.kit.states import SAGEMAKER, map_native
+from cloudtune.kit.states import SAGEMAKER
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.spec.sweep import SweepSpec, values_from_arguments
 from cloudtune.sweeptrials import Trial
-from cloudtune.states import JobState
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
@@ -43,6 +43,20 @@ def console_url(region: str, name: str) -> str:
             f"#/hyper-tuning-jobs/{name}")
 
 
+def resolve_channels(plan: "Plan", store: Any, call: Any, *, within: str | None = None) -> dict[str, Any]:
+    """A copy of the plan's request (of `request[within]`'s channels: a tuning job's trial definition) with each s3://
+    input channel looked up once: a folder written without its trailing '/' gets it (an S3Prefix `datasets/train`
+    would also match `datasets/train-old/...`); a missing input, or an object whose prefix matches other keys, is
+    refused here instead of failing the job after it started."""
+    remote = {n: u for n, u in ((plan.spec or {}).get("inputs") or {}).items() if u.startswith("s3://")}
+    request = copy.deepcopy(plan.request)
+    for channel in (request[within] if within else request).get("InputDataConfig", []):
+        source = channel["DataSource"]["S3DataSource"]
+        if remote.get(channel["ChannelName"]) == source["S3Uri"]:
+            source["S3Uri"] = resolve_input(store, source["S3Uri"], call, prefix_match=True)
+    return request
+
+
 class TuningJobs:
     """The sweep half of AwsLauncher (see the module docstring)."""
 
@@ -56,7 +70,7 @@ class TuningJobs:
     def submit_sweep(self, plan: "Plan", store: Any, region: str | None) -> JobRef:
         """Resolve the s3:// channels, upload what is missing, then create the tuning job once (a retry that finds it
         adopts it when it is this plan's)."""
-        request = self._resolve_sweep_inputs(plan, store)
+        request = resolve_channels(plan, store, self.s3_caller.call, within="TrainingJobDefinition")
         self.last_uploaded_bytes = upload_all(plan.uploads, store, self.s3_caller.call)
         sm = self.sagemaker(region)
         name = request[NAME_KEY]
@@ -75,16 +89,6 @@ class TuningJobs:
                                       find, what="create the tuning job")
         return sweep_ref(plan, arn, region, self.last_uploaded_bytes)
 
-    def _resolve_sweep_inputs(self, plan: "Plan", store: Any) -> dict[str, Any]:
-        """The request with each s3:// input channel of the trial definition looked up once (as for a training job)."""
-        remote = {n: u for n, u in ((plan.spec or {}).get("inputs") or {}).items() if u.startswith("s3://")}
-        request = copy.deepcopy(plan.request)
-        for channel in request["TrainingJobDefinition"].get("InputDataConfig", []):
-            source = channel["DataSource"]["S3DataSource"]
-            if remote.get(channel["ChannelName"]) == source["S3Uri"]:
-                source["S3Uri"] = resolve_input(store, source["S3Uri"], self.s3_caller.call, prefix_match=True)
-        return request
-
     def find_sweep(self, plan: "Plan", region: str | None) -> JobRef | None:
         sm = self.sagemaker(region)
         described = self.caller.call(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=plan.job_name,
@@ -96,15 +100,10 @@ class TuningJobs:
         d = self.caller.call(sm.describe_hyper_parameter_tuning_job, HyperParameterTuningJobName=ref.job_id,
                              what="describe the tuning job")
         native = str(d.get("HyperParameterTuningJobStatus", "InProgress"))
-        state = map_native(SAGEMAKER, native)
-        counters = d.get("TrainingJobStatusCounters") or {}
-        detail = ", ".join(f"{v} {k}" for k, v in counters.items() if v)
-        reason = d.get("FailureReason") or None
-        if state is JobState.FAILED and not reason:
-            reason = "the tuning job failed (see `cloudtune status` for its trials)"
-        return JobStatus(state.value, detail, reason if state is JobState.FAILED else None, native=native,
-                         started_at=epoch_seconds(d.get("CreationTime")),
-                         ended_at=epoch_seconds(d.get("HyperParameterTuningEndTime")))
+        detail = ", ".join(f"{v} {k}" for k, v in (d.get("TrainingJobStatusCounters") or {}).items() if v)
+        reason = d.get("FailureReason") or "the tuning job failed (see `cloudtune status` for its trials)"
+        return table_status(SAGEMAKER, native, detail, reason, started_at=epoch_seconds(d.get("CreationTime")),
+                            ended_at=epoch_seconds(d.get("HyperParameterTuningEndTime")))
 
     def sweep_trials(self, ref: JobRef) -> list[Trial]:
         """Every trial of the tuning job (ListTrainingJobsForHyperParameterTuningJob, all pages), in trial order."""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.base import CloudLauncher, table_status
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
@@ -303,19 +303,16 @@ class AzureLauncher(CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """The job's `model` output (and with `checkpoints`, its `checkpoints` output into dest/checkpoints/)
         through the kit's download (sizes and Content-MD5 checked); see `Launcher.download`."""
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note  # off the dry run's start-up path
+        from cloudtune.kit.download import download_outputs, model_uri_of  # off the dry run's start-up path
 
-        if not ref.model_uri:
-            raise InvalidInput(f"job {ref.job_id} has no model output recorded", fix="download it from Azure ML Studio")
         settings = self._settings(ref)
-        store = self.store(settings)
-        model_uri = short_form(self._workspace(settings), ref.model_uri) or ref.model_uri
-        download_prefix(store, model_uri, dest, self.blob_caller.call)
-        if checkpoints:  # recorded at submit; the outputs are siblings (<prefix>/output/<job>/{model,checkpoints}/)
-            uri = ref.extra.get("checkpoint_uri") or model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
-            if not download_prefix(store, uri, checkpoints_dir(dest), self.blob_caller.call, missing_ok=True):
-                note(f"no checkpoints under {uri}")
-        return dest
+        model_uri = model_uri_of(ref, "download it from Azure ML Studio")
+        model_uri = short_form(self._workspace(settings), model_uri) or model_uri
+        # recorded at submit; the outputs are siblings (<prefix>/output/<job>/{model,checkpoints}/)
+        uri = (ref.extra.get("checkpoint_uri") or model_uri.rstrip("/").rsplit("/", 1)[0] + "/checkpoints/"
+               if checkpoints else None)
+        return download_outputs(self.store(settings), self.blob_caller.call, model_uri, dest, uri)
+
 
 def _quiet_sdk() -> None:
     """The SDK's own log lines on the user's terminal, not cloudtune's: "This is an experimental class" (for
@@ -336,9 +333,6 @@ def _error_message(details: Any) -> str | None:
 
 def map_status(native: str, error: str | None) -> JobStatus:
     """An Azure ML job status name (and its error message) -> JobStatus, through the kit's Azure ML table."""
-    state = map_native(AZUREML, native)
-    reason = None
-    if state is JobState.FAILED:
-        reason = error or ("the job stopped sending heartbeats (NotResponding)" if native == "NotResponding"
-                           else "the command job failed (see its logs)")
-    return JobStatus(state.value, native.lower(), reason, native=native)
+    failed = ("the job stopped sending heartbeats (NotResponding)" if native == "NotResponding"
+              else "the command job failed (see its logs)")
+    return table_status(AZUREML, native, native.lower(), error or failed)

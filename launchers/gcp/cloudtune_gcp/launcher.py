@@ -19,19 +19,18 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.base import CloudLauncher, table_status
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
-from cloudtune.kit.states import VERTEX, map_native
+from cloudtune.kit.states import VERTEX
 from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus, install_hint
 from cloudtune.plan import Plan
-from cloudtune.states import JobState
 from cloudtune_gcp import tuning
 from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
 from cloudtune_gcp.settings import GcpSettings
-from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning
+from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning, label_finder
 
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
@@ -321,17 +320,8 @@ class GcpLauncher(TuningJobs, CloudLauncher):
 
     def _finder(self, plan: Plan, region: str) -> Any:
         """A call that returns the resource name of the job labelled with `plan`'s launch label, or None."""
-        client = self.job_client(region)
-        parent = plan.request["parent"]
-        launch = plan.request["customJob"]["labels"][LAUNCH_LABEL]
-
-        def find() -> str | None:
-            pager = client.list_custom_jobs(request={"parent": parent, "filter": f'labels.{LAUNCH_LABEL}="{launch}"'},
-                                            retry=None, timeout=CALL_TIMEOUT_S)
-            names = [job.name for job in pager]
-            return names[0] if names else None
-
-        return find
+        return label_finder(self.job_client(region).list_custom_jobs, plan.request["parent"], LAUNCH_LABEL,
+                            plan.request["customJob"]["labels"][LAUNCH_LABEL])
 
     def _create(self, plan: Plan, region: str) -> str:
         """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
@@ -368,19 +358,13 @@ class GcpLauncher(TuningJobs, CloudLauncher):
     def download(self, ref: JobRef, dest: Path, *, checkpoints: bool = False) -> Path:
         """Every object under the job's AIP_MODEL_DIR (`ref.model_uri`, a gs:// folder) into `dest`; with
         `checkpoints`, those under its AIP_CHECKPOINT_DIR into dest/checkpoints (see `Launcher.download`)."""
-        from cloudtune.kit.download import checkpoints_dir, download_prefix, note  # off the dry run's start-up path
+        from cloudtune.kit.download import download_outputs, model_uri_of  # off the dry run's start-up path
 
-        if not ref.model_uri:
-            raise InvalidInput(f"job {ref.job_id} has no model location recorded", fix="see `cloudtune status "
-                               f"{ref.job_id}`; copy the job's output from Cloud Storage yourself")
-        project, _ = self._where(ref)
-        store = GcsStore(self.storage_client(project))
-        download_prefix(store, ref.model_uri, dest, self.gcs_caller.call)
-        if checkpoints:
-            uri = ref.extra.get("checkpoint_uri") or _sibling(ref.model_uri, "checkpoints")
-            if not download_prefix(store, uri, checkpoints_dir(dest), self.gcs_caller.call, missing_ok=True):
-                note(f"no checkpoints under {uri}")
-        return dest
+        model_uri = model_uri_of(ref, f"see `cloudtune status {ref.job_id}`; copy the job's output from Cloud Storage "
+                                      "yourself")
+        uri = (ref.extra.get("checkpoint_uri") or _sibling(model_uri, "checkpoints")) if checkpoints else None
+        return download_outputs(GcsStore(self.storage_client(self._where(ref)[0])), self.gcs_caller.call, model_uri,
+                                dest, uri)
 
     def cancel(self, ref: JobRef) -> None:
         if ref.extra.get("kind") == SWEEP_KIND:
@@ -452,9 +436,6 @@ def _sibling(model_uri: str, name: str) -> str:
 
 def map_status(native: str, error: str | None) -> JobStatus:
     """A Vertex JobState name (and the job's error message) -> JobStatus, through the kit's Vertex table."""
-    state = map_native(VERTEX, native)
-    reason = None
-    if state is JobState.FAILED:
-        reason = error or ("the job ran past max_runtime or its wait limit" if native == "JOB_STATE_EXPIRED"
-                           else "the custom job failed (see its logs)")
-    return JobStatus(state.value, native.removeprefix("JOB_STATE_").lower(), reason, native=native)
+    failed = ("the job ran past max_runtime or its wait limit" if native == "JOB_STATE_EXPIRED"
+              else "the custom job failed (see its logs)")
+    return table_status(VERTEX, native, native.removeprefix("JOB_STATE_").lower(), error or failed)

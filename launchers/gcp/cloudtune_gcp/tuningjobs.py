@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.kit.base import table_status
 from cloudtune.kit.cost import epoch_seconds
-from cloudtune.kit.states import VERTEX, map_native
+from cloudtune.kit.states import VERTEX
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.spec.sweep import SweepSpec, format_value, values_from_arguments
 from cloudtune.sweeptrials import Trial
@@ -35,6 +36,18 @@ def is_tuning(request: dict[str, Any]) -> bool:
 def console_url(project: str, region: str, job_id: str) -> str:
     return (f"https://console.cloud.google.com/vertex-ai/locations/{region}/training/{job_id}"
             f"?project={project}&view=hyperparameter-tuning")
+
+
+def label_finder(list_jobs: Any, parent: str, label: str, value: str) -> Any:
+    """A call that returns the resource name of the first job under `parent` labelled `label=value` (a lost create's
+    job, found by the launch's own label), or None; `list_jobs` is the JobServiceClient's list method of the kind."""
+    def find() -> str | None:
+        pager = list_jobs(request={"parent": parent, "filter": f'labels.{label}="{value}"'}, retry=None,
+                          timeout=CALL_TIMEOUT_S)
+        names = [job.name for job in pager]
+        return names[0] if names else None
+
+    return find
 
 
 class TuningJobs:
@@ -65,17 +78,8 @@ class TuningJobs:
         return sweep_ref(plan, name)
 
     def _sweep_finder(self, plan: "Plan", region: str, launch_label: str) -> Any:
-        client = self.job_client(region)
-        launch = plan.request[BODY_KEY]["labels"][launch_label]
-
-        def find() -> str | None:
-            pager = client.list_hyperparameter_tuning_jobs(
-                request={"parent": plan.request["parent"], "filter": f'labels.{launch_label}="{launch}"'},
-                retry=None, timeout=CALL_TIMEOUT_S)
-            names = [job.name for job in pager]
-            return names[0] if names else None
-
-        return find
+        return label_finder(self.job_client(region).list_hyperparameter_tuning_jobs, plan.request["parent"],
+                            launch_label, plan.request[BODY_KEY]["labels"][launch_label])
 
     def find_sweep(self, plan: "Plan", region: str, launch_label: str) -> JobRef | None:
         name = self.caller.call(self._sweep_finder(plan, region, launch_label), what="look up the tuning job")
@@ -89,16 +93,12 @@ class TuningJobs:
     def sweep_status(self, ref: JobRef) -> JobStatus:
         job = self._get_sweep(ref)
         native = job.state.name
-        state = map_native(VERTEX, native)
-        reason = None
-        if state is JobState.FAILED:
-            reason = (job.error.message if job.error and job.error.message
-                      else "the tuning job failed (see `cloudtune status` for its trials)")
         done = sum(1 for t in job.trials if t.state.name in ("SUCCEEDED", "INFEASIBLE"))
         detail = f"{native.removeprefix('JOB_STATE_').lower()}; {done} of {job.max_trial_count} trials ended"
-        return JobStatus(state.value, detail, reason, native=native,
-                         started_at=epoch_seconds(getattr(job, "start_time", None)),
-                         ended_at=epoch_seconds(getattr(job, "end_time", None)))
+        reason = (job.error.message if job.error and job.error.message
+                  else "the tuning job failed (see `cloudtune status` for its trials)")
+        return table_status(VERTEX, native, detail, reason, started_at=epoch_seconds(getattr(job, "start_time", None)),
+                            ended_at=epoch_seconds(getattr(job, "end_time", None)))
 
     def sweep_trials(self, ref: JobRef) -> list[Trial]:
         """The tuning job's trials, in trial order."""
