@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import re
 import time
+from importlib import import_module
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from cloudtune.errors import UnsupportedSpec
+from cloudtune.errors import InvalidInput, UnsupportedSpec
 from cloudtune.kit.retry import Caller, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import map_native
-from cloudtune.launcher import JobStatus
+from cloudtune.launcher import JobStatus, install_hint
 from cloudtune.states import JobState
 from cloudtune.settings import cloudtune_home
 
@@ -34,6 +36,15 @@ def bucket_base(value: str, scheme: str, pattern: str, provider: str, service: s
                               fix=f"give a bucket name such as my-bucket (or {scheme}://my-bucket/prefix)")
     prefix = prefix.strip("/")
     return f"{scheme}://{name}" + (f"/{prefix}" if prefix else "")
+
+
+def import_sdk(provider: str, module: str, needs: str) -> ModuleType:
+    """A cloud SDK's `module`, imported at the first call that needs it (never at plan time); InvalidInput saying the
+    `provider` launcher needs `needs` (what to install), with the plugin's install command, when it is missing."""
+    try:
+        return import_module(module)
+    except ImportError:
+        raise InvalidInput(f"the {provider} launcher needs {needs}", fix=install_hint(provider)) from None
 
 
 def table_status(table: Mapping[str, JobState], native: str, detail: str, reason: str | None, **times: Any) -> JobStatus:

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.base import CloudLauncher
+from cloudtune.kit.base import CloudLauncher, import_sdk
 from cloudtune.kit.cost import epoch_seconds, spot_saving
 from cloudtune.kit.objectstore import upload_all
 from cloudtune.kit.retry import Caller, CloudError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import SAGEMAKER, map_native
 from cloudtune.kit.triage import Cause
-from cloudtune.launcher import JobRef, JobStatus, install_hint
+from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.plan import Plan
 from cloudtune.states import JobState
 from cloudtune_aws.request import (  # noqa: F401  (re-exported: the contract's constants)
@@ -41,8 +41,6 @@ from cloudtune_aws.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning, resolve_
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.spec import JobSpec
-
-INSTALL_HINT = install_hint("aws")
 
 # The fixes of a failed job's causes in SageMaker's words (cloudtune.kit.triage; the others are cloudtune's)
 TRIAGE_FIXES: dict[Cause, str] = {
@@ -238,11 +236,9 @@ class AwsLauncher(TuningJobs, CloudLauncher):
     def _client(self, attr: str, service: str, region: str | None) -> Any:
         client = getattr(self, attr)
         if client is None:
-            try:
-                import boto3
-                from botocore.config import Config
-            except ImportError:
-                raise InvalidInput("the aws launcher needs boto3, which is not installed", fix=INSTALL_HINT) from None
+            boto3 = import_sdk("aws", "boto3", "boto3, which is not installed")
+            from botocore.config import Config
+
             if self._session is None:
                 self._session = boto3.session.Session(region_name=region)
             # one retry policy: the kit's (botocore's own retries off, so they never nest)

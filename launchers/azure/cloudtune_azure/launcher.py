@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.base import CloudLauncher, table_status
+from cloudtune.kit.base import CloudLauncher, import_sdk, table_status
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, split_uri, upload_all
 from cloudtune.kit.retry import Caller, RetryPolicy
 from cloudtune.kit.states import AZUREML, map_native
 from cloudtune.kit.triage import Cause
-from cloudtune.launcher import JobRef, JobStatus, install_hint
+from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.plan import Plan
 from cloudtune.states import JobState
 from cloudtune_azure import sweep
@@ -34,8 +34,6 @@ from cloudtune_azure.errors import classify
 from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI
 from cloudtune_azure.settings import AzureSettings
 from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, BlobStore, Datastore, STORAGE_KEY_VAR, long_form, short_form
-
-INSTALL_HINT = install_hint("azure")
 
 # The fixes of a failed job's causes in Azure ML's words (cloudtune.kit.triage; the others are cloudtune's)
 TRIAGE_FIXES: dict[Cause, str] = {
@@ -84,11 +82,7 @@ class AzureLauncher(CloudLauncher):
 
     def credential(self) -> Any:
         if self._credential is None:
-            try:
-                from azure.identity import DefaultAzureCredential
-            except ImportError:
-                raise InvalidInput("the azure launcher needs azure-identity", fix=INSTALL_HINT) from None
-            self._credential = DefaultAzureCredential()
+            self._credential = import_sdk("azure", "azure.identity", "azure-identity").DefaultAzureCredential()
         return self._credential
 
     def ml_client(self, settings: dict[str, Any]) -> Any:
@@ -98,10 +92,7 @@ class AzureLauncher(CloudLauncher):
             return self._given
         key = self._workspace(settings)
         if key not in self._clients:
-            try:
-                from azure.ai.ml import MLClient
-            except ImportError:
-                raise InvalidInput("the azure launcher needs azure-ai-ml", fix=INSTALL_HINT) from None
+            MLClient = import_sdk("azure", "azure.ai.ml", "azure-ai-ml").MLClient
             kwargs = {"enable_telemetry": False, **CLIENT_TIMEOUTS, **self._client_kwargs}
             if self._credential is None and emulator_endpoint():
                 self._credential = EmulatorCredential()

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.contracts import vertex as vx
 from cloudtune.errors import InvalidInput
-from cloudtune.kit.base import CloudLauncher, table_status
+from cloudtune.kit.base import CloudLauncher, import_sdk, table_status
 from cloudtune.kit.cost import epoch_seconds
 from cloudtune.kit.objectstore import resolve_input, upload_all
 from cloudtune.kit.retry import Caller, CloudConfigError, ErrorInfo, RetryPolicy
 from cloudtune.kit.states import VERTEX
 from cloudtune.kit.triage import Cause
-from cloudtune.launcher import JobRef, JobStatus, install_hint
+from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.plan import Plan
 from cloudtune_gcp import tuning
 from cloudtune_gcp.request import CAPABILITIES, LAUNCH_LABEL
@@ -35,8 +35,6 @@ from cloudtune_gcp.tuningjobs import SWEEP_KIND, TuningJobs, is_tuning, label_fi
 if TYPE_CHECKING:
     from cloudtune.bundle import Bundle
     from cloudtune.spec import JobSpec
-
-INSTALL_HINT = install_hint("gcp")
 
 # The fixes of a failed job's causes in Vertex AI's words (cloudtune.kit.triage; the others are cloudtune's)
 TRIAGE_FIXES: dict[Cause, str] = {
@@ -226,11 +224,8 @@ class GcpLauncher(TuningJobs, CloudLauncher):
     # ================================================================ clients (lazy)
     @staticmethod
     def _require_sdk() -> None:
-        try:
-            import google.cloud.aiplatform_v1  # noqa: F401
-            import google.cloud.storage  # noqa: F401
-        except ImportError:
-            raise InvalidInput("the gcp launcher needs google-cloud-aiplatform and google-cloud-storage", fix=INSTALL_HINT) from None
+        for module in ("google.cloud.aiplatform_v1", "google.cloud.storage"):
+            import_sdk("gcp", module, "google-cloud-aiplatform and google-cloud-storage")
 
     def job_client(self, region: str) -> Any:
         if self._jobs is None:
@@ -257,10 +252,7 @@ class GcpLauncher(TuningJobs, CloudLauncher):
 
     def logging_client(self, project: str) -> Any:
         if self._logging is None:
-            try:
-                from google.cloud import logging as cloud_logging
-            except ImportError:
-                raise InvalidInput("`cloudtune logs` on gcp needs google-cloud-logging", fix=INSTALL_HINT) from None
+            cloud_logging = import_sdk("gcp", "google.cloud.logging", "google-cloud-logging for `cloudtune logs`")
             endpoint = os.environ.get(ENDPOINT_VAR)
             if endpoint:
                 self._logging = cloud_logging.Client(project=project, credentials=self._credentials or _anonymous(),
@@ -327,15 +319,10 @@ class GcpLauncher(TuningJobs, CloudLauncher):
         """create_custom_job once; a retry first adopts the job this launch made (found by its launch label)."""
         from google.cloud.aiplatform_v1 import CustomJob
 
-        client = self.job_client(region)
-        parent = plan.request["parent"]
-        body = plan.request["customJob"]
-
-        def create() -> str:
-            job = CustomJob.from_json(_json(body))
-            return client.create_custom_job(parent=parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name
-
-        return self.caller.create_once(create, self._finder(plan, region), what="create the custom job")
+        client, job = self.job_client(region), CustomJob.from_json(_json(plan.request["customJob"]))
+        return self.caller.create_once(lambda: client.create_custom_job(
+            parent=plan.request["parent"], custom_job=job, retry=None, timeout=CALL_TIMEOUT_S).name,
+            self._finder(plan, region), what="create the custom job")
 
     # ================================================================ after submit
     @staticmethod

@@ -62,19 +62,12 @@ class TuningJobs:
         """create_hyperparameter_tuning_job once; a retry first adopts the one this launch made (its launch label)."""
         from google.cloud.aiplatform_v1 import HyperparameterTuningJob
 
-        client = self.job_client(region)
-        parent = plan.request["parent"]
-        body = plan.request[BODY_KEY]
+        import json
 
-        def create() -> str:
-            import json
-
-            job = HyperparameterTuningJob.from_json(json.dumps(body))
-            return client.create_hyperparameter_tuning_job(parent=parent, hyperparameter_tuning_job=job, retry=None,
-                                                           timeout=CALL_TIMEOUT_S).name
-
-        name = self.caller.create_once(create, self._sweep_finder(plan, region, launch_label),
-                                       what="create the hyperparameter tuning job")
+        client, job = self.job_client(region), HyperparameterTuningJob.from_json(json.dumps(plan.request[BODY_KEY]))
+        name = self.caller.create_once(lambda: client.create_hyperparameter_tuning_job(
+            parent=plan.request["parent"], hyperparameter_tuning_job=job, retry=None, timeout=CALL_TIMEOUT_S).name,
+            self._sweep_finder(plan, region, launch_label), what="create the hyperparameter tuning job")
         return sweep_ref(plan, name)
 
     def _sweep_finder(self, plan: "Plan", region: str, launch_label: str) -> Any:
