@@ -13,6 +13,7 @@ Pure: no SDK import, nothing written.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
@@ -84,3 +85,12 @@ def summary_note(sweep: SweepSpec) -> str:
                      + (" log" if rng.int is not None and rng.log else ""))
     return (f"sweep: {sweep.algorithm} search over {', '.join(parts)}; objective {sweep.objective.direction} "
             f"{sweep.objective.metric}; each trial is this job with its values applied before any rank starts")
+
+
+def sweep_plan(trial: "Plan", sweep: SweepSpec, max_runtime_s: int, request: dict[str, Any], notes: list[str],
+               outputs: str, **changes: Any) -> "Plan":
+    """The sweep's Plan, made from its trial's (`trial`, the job's own compiled Plan): the tuning `request`, the notes
+    so far followed by what the sweep varies, its cost bound and where each trial's outputs go (`outputs`), and no
+    model of its own (the best trial's is the sweep's); `changes` are further Plan fields (a cloud's own job name)."""
+    notes = [*notes, summary_note(sweep), cost_note(trial, sweep, max_runtime_s), outputs]
+    return replace(trial, request=request, notes=tuple(notes), model_uri=None, **changes)

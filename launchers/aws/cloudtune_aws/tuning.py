@@ -17,7 +17,6 @@ HyperParameterAlgorithmSpecification):
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,11 +61,9 @@ def compile_plan(spec: "JobSpec", settings: "AwsSettings", *, suffix: str, bundl
         "TrainingJobDefinition": definition,
         "Tags": trial.request["Tags"],
     }
-    notes.append(kit_sweep.summary_note(sweep))
-    notes.append(kit_sweep.cost_note(trial, sweep, spec.resources.max_runtime_seconds))
-    notes.append("each trial's model: <S3OutputPath>/<trial's training job>/output/model.tar.gz; the best trial's is "
-                 "the sweep's model")
-    return replace(trial, job_name=name, request=request, notes=tuple(notes), model_uri=None)
+    return kit_sweep.sweep_plan(trial, sweep, spec.resources.max_runtime_seconds, request, notes,
+                                "each trial's model: <S3OutputPath>/<trial's training job>/output/model.tar.gz; the "
+                                "best trial's is the sweep's model", job_name=name)
 
 
 def tuning_config(sweep: SweepSpec, notes: list[str]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ Pure and offline: no google-cloud import, nothing written.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,12 +52,9 @@ def compile_plan(spec: "JobSpec", settings: "GcpSettings", *, suffix: str, bundl
     }
     if "encryptionSpec" in custom:
         tuning["encryptionSpec"] = custom["encryptionSpec"]
-    notes.append(kit_sweep.summary_note(sweep))
-    notes.append(kit_sweep.cost_note(trial, sweep, spec.resources.max_runtime_seconds))
-    notes.append("each trial's outputs: <baseOutputDirectory>/<trial id>/ (model, checkpoints, logs); the best "
-                 "trial's model is the sweep's model")
-    return replace(trial, request={"parent": trial.request["parent"], "hyperparameterTuningJob": tuning},
-                   notes=tuple(notes), model_uri=None)
+    return kit_sweep.sweep_plan(trial, sweep, spec.resources.max_runtime_seconds,
+                                {"parent": trial.request["parent"], "hyperparameterTuningJob": tuning}, notes, "each trial's outputs: <baseOutputDirectory>/<trial id>/ (model, checkpoints, "
+                                "logs); the best trial's model is the sweep's model")
 
 
 def failed_trials(sweep: SweepSpec, notes: list[str]) -> int:
