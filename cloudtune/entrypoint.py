@@ -64,8 +64,10 @@ def run_worker(ctx: RuntimeContext) -> int:
         checkpoint = CheckpointSpec.model_validate(job.get("checkpoint") or {})
         try:
             metrics = run_recipe(ctx, train, checkpoint)
-        finally:
-            close_process_group()
+        except BaseException:
+            close_process_group(failed=True)
+            raise
+        close_process_group()
         if int(os.environ.get("RANK", "0")) == 0:
             say_all("metrics " + json.dumps(metrics, sort_keys=True))
         return 0
@@ -106,7 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if code != 0 and started_by_torchrun():
         stopping.report_worker_exit(code)
-    if stopping.stop_requested():  # stopped (SIGTERM): exit now, without a teardown that could hang
+    # stopped (SIGTERM), or a failed torchrun worker whose peers may be gone (a pending checkpoint commit, gloo's
+    # threads): exit now, without an interpreter teardown that could wait on them
+    if stopping.stop_requested() or (code != 0 and started_by_torchrun()):
         stopping.exit_now(code)
     return code
 

@@ -5,8 +5,9 @@ fails at once with an OSError, as it would on a machine without a network, so a 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -44,3 +45,11 @@ def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
 def _no_internet(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlflow_experiment_leak() -> Iterator[None]:
+    """mlflow.set_experiment (run by transformers' MLflow callback) exports MLFLOW_EXPERIMENT_ID into this process's
+    environment; a later test's MLflow run would then look for that experiment in another test's store."""
+    yield
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)

@@ -156,15 +156,17 @@ def unpacked_code(ctx: RuntimeContext) -> Iterator[Path]:
         shutil.rmtree(target, ignore_errors=True)
 
 
-def close_process_group() -> None:
+def close_process_group(failed: bool = False) -> None:
     """Destroy the default process group, if the recipe made one, before the interpreter exits.
 
     Left to interpreter teardown, gloo's worker threads can outlive the group and abort the process
-    ("terminate called without an active exception", SIGABRT) after a successful run. After a SIGTERM the
-    group gets stopping.TEARDOWN_S (a peer that is gone must not hold this process past its stop bound)."""
-    if stopping.stop_requested():
+    ("terminate called without an active exception", SIGABRT) after a successful run. After a SIGTERM, or when the
+    recipe `failed` (a diverged run, an error: its peers may already be gone), the group gets stopping.TEARDOWN_S:
+    a peer that is gone must not hold this process past its stop bound or in gloo's 30-minute timeout."""
+    if stopping.stop_requested() or failed:
         if not stopping.close_process_group():
-            say_all(f"warning: the process group did not shut down within {stopping.TEARDOWN_S:.0f} s of the stop; exiting")
+            why = "the stop" if stopping.stop_requested() else "the failure"
+            say_all(f"warning: the process group did not shut down within {stopping.TEARDOWN_S:.0f} s of {why}; exiting")
         return
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():

@@ -48,7 +48,7 @@ def test_recipe_reports_every_evaluation(tiny_gpt2: Path, tmp_path: Path, monkey
     assert all(list(e) == sorted(e) and e["trial"] == "7" and isinstance(e["eval_loss"], str) for e in losses)
     assert float(losses[-1]["eval_loss"]) == pytest.approx(history["eval_loss"][-1][1], rel=1e-5)
     status = read_status(ctx.checkpoint_dir)
-    assert [s for s, _ in status["history"]["eval_loss"]] == [0, 4, 8, 8]
+    assert [s for s, _ in status["history"]["eval_loss"]] == [0, 4, 8]  # one point per step: the final evaluation's
 
 
 def test_hypertune_file_keeps_the_last_hundred(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,6 +74,7 @@ def test_mlflow_when_a_tracking_uri_is_set(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("metricreport")  # this store's: an earlier test's run left its experiment active
     reporter = MetricReporter(mlflow=True)
     reporter.report({"eval_loss": 2.5}, 4)
     reporter.report({"eval_loss": 2.0}, 8)

@@ -68,7 +68,7 @@ def test_lora_is_accepted_now(tmp_path: Path) -> None:
     (dict(extra="  lora: {r: 0}\n"), "train.lora.r: .*greater than or equal to 1"),
     (dict(task="seq-classification", data="{train: train, labels: [a, a]}"), "lists 'a' more than once"),
     (dict(task="seq-classification", data="{train: train, labels: [a]}"), "at least two label names"),
-    (dict(task="regression"), "'causal-lm' or 'seq-classification'"),
+    (dict(task="regression"), "'causal-lm', 'seq-classification', 'text-to-image', 'preference' or 'text-to-audio'"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_errors(tmp_path: Path, kw: dict, expected: str) -> None:
     import re
