@@ -73,7 +73,7 @@ def test_mlflow_when_a_tracking_uri_is_set(tmp_path: Path, monkeypatch: pytest.M
     uri = (tmp_path / "mlruns").as_uri()
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
+    # the URI through the environment only: mlflow.set_tracking_uri would outlive this test (a module global)
     mlflow.set_experiment("metricreport")  # this store's: an earlier test's run left its experiment active
     reporter = MetricReporter(mlflow=True)
     reporter.report({"eval_loss": 2.5}, 4)
