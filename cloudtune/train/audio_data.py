@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -174,16 +175,25 @@ def delay_labels(decoder: Any, codes: Any) -> Any:
 
 
 class AudioDataset:
-    """Map-style dataset of encoded pieces: {labels (T+K-1, K) long, text_states (L, H) float32}."""
+    """Map-style dataset of encoded pieces: {labels (T+K-1, K) long, text_states (L, H) float32, drop bool}.
 
-    def __init__(self, examples: list[dict[str, Any]]) -> None:
+    `drop` says whether the piece's description becomes the null condition this time (classifier-free-guidance
+    dropout, probability `dropout`): a pure function of (seed, epoch, index), like the image recipe's random choices
+    (`cloudtune.train.image_data.choices`), so a run resumed from a checkpoint draws what the uninterrupted run drew
+    whatever the dataloader collated ahead. `epoch` (0-based) is set by `cloudtune.train.callbacks.EpochCallback`."""
+
+    def __init__(self, examples: list[dict[str, Any]], dropout: float = 0.0, seed: int = 0) -> None:
         self.examples = examples
+        self.dropout = dropout
+        self.seed = seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.examples[i]
+        drop = self.dropout > 0 and random.Random(f"{self.seed}:{self.epoch}:{i}").random() < self.dropout
+        return {**self.examples[i], "drop": drop}
 
 
 def encode_clips(clips: list[Clip], encoder: Encoder, decoder: Any, audio_spec: Any) -> tuple[AudioDataset, float]:
@@ -203,13 +213,11 @@ def encode_clips(clips: list[Clip], encoder: Encoder, decoder: Any, audio_spec: 
 
 class AudioCollator:
     """Batches of {labels (B, T_max, K) with -100 beyond each row, encoder_outputs ((B, L_max, H),),
-    attention_mask (B, L_max)}; with probability `dropout` a row's description becomes the null condition (its
-    attention mask all zeros, which zeroes its text states in the forward: the unconditional input MusicGen's
-    generate uses for classifier-free guidance). The draws come from torch's global generator, which the Trainer's
-    checkpoints save and a resume restores."""
+    attention_mask (B, L_max)}; a row whose feature has `drop` set gets the null condition (its attention mask all
+    zeros, which zeroes its text states in the forward: the unconditional input MusicGen's generate uses for
+    classifier-free guidance). The draws are the dataset's (`AudioDataset`), never a generator's."""
 
-    def __init__(self, dropout: float, pad_token_id: int) -> None:
-        self.dropout = dropout
+    def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
@@ -223,11 +231,10 @@ class AudioCollator:
         hidden = features[0]["text_states"].shape[1]
         states = torch.zeros((b, text_len, hidden), dtype=torch.float32)
         mask = torch.zeros((b, text_len), dtype=torch.long)
-        drop = torch.rand(b) < self.dropout if self.dropout > 0 else torch.zeros(b, dtype=torch.bool)
         for row, f in enumerate(features):
             labels[row, : f["labels"].shape[0]] = f["labels"]
             states[row, : f["text_states"].shape[0]] = f["text_states"]
-            if not drop[row]:
+            if not f.get("drop", False):
                 mask[row, : f["text_states"].shape[0]] = 1
         real = ((labels != -100) & (labels != self.pad_token_id)).sum()
         return {"labels": labels, "encoder_outputs": (states,), "attention_mask": mask, "ct_num_tokens": real}

@@ -213,3 +213,16 @@ class HealthCallback(TrainerCallback):
         if self.s.in_train and metrics and "eval_loss" in metrics:
             on_evaluation(self.s, int(state.global_step), float(metrics["eval_loss"]), control, kwargs.get("model"))
         return control
+
+
+class EpochCallback(TrainerCallback):
+    """Tells a dataset which epoch it serves (`dataset.epoch`, 0-based): its random choices (an image's flip and
+    crop, a caption's or description's dropout) are a function of (seed, epoch, example), not of the global RNG, so
+    a resumed run draws what the uninterrupted one drew. On a resume mid-epoch the Trainer's restored `state.epoch`
+    (e.g. 1.5) gives that epoch (1)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.dataset.epoch = int((state.epoch or 0.0) + 1e-6)

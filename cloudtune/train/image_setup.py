@@ -19,9 +19,9 @@ from cloudtune.spec.image import DEFAULT_RESOLUTION
 from cloudtune.train import diffusion
 from cloudtune.train import health as ct_health
 from cloudtune.train.arguments import training_arguments
-from cloudtune.train.callbacks import HealthCallback, LogCallback, SigtermCallback
+from cloudtune.train.callbacks import EpochCallback, HealthCallback, LogCallback, SigtermCallback
 from cloudtune.train.image_data import BucketBatches, Example, group_batches, make_examples
-from cloudtune.train.image_trainer import DiffusionLoss, EpochCallback, ImageCollator, ImageTrainer
+from cloudtune.train.image_trainer import DiffusionLoss, ImageCollator, ImageTrainer
 from cloudtune.train.models import input_source, model_shown
 
 

@@ -1,7 +1,7 @@
 """The text-to-image recipe's model and Trainer: `DiffusionLoss` (the module trained: UNet with its LoRA, frozen text
-encoders and VAE; `forward(**batch)` returns the diffusion loss), `ImageCollator` (one bucket's images -> a batch),
-`ImageTrainer` (the shared flow's `CloudtuneTrainer`, its checkpoints holding the LoRA weights only) and
-`EpochCallback` (the dataset's epoch, on which its random choices depend)."""
+encoders and VAE; `forward(**batch)` returns the diffusion loss), `ImageCollator` (one bucket's images -> a batch)
+and `ImageTrainer` (the shared flow's `CloudtuneTrainer`, its checkpoints holding the LoRA weights only). The dataset's
+epoch, on which its random choices depend, comes from `cloudtune.train.callbacks.EpochCallback`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import TrainerCallback
 
 from cloudtune.errors import JobInputError
 from cloudtune.train import diffusion
@@ -114,13 +113,3 @@ class ImageTrainer(CloudtuneTrainer):
         with torch.no_grad():
             for name, value in state.items():
                 named[name].copy_(value.to(named[name].device, named[name].dtype))
-
-
-class EpochCallback(TrainerCallback):
-    """Tells the dataset which epoch it serves (its random choices depend on it, not on the global RNG)."""
-
-    def __init__(self, dataset: BucketBatches) -> None:
-        self.dataset = dataset
-
-    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        self.dataset.epoch = int((state.epoch or 0.0) + 1e-6)

@@ -134,6 +134,7 @@ def run_text_to_audio(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpo
     from cloudtune.contracts.logfmt import phase
     from cloudtune.contracts.logfmt import say as _say
     from cloudtune.train.audio_data import AudioCollator
+    from cloudtune.train.callbacks import EpochCallback
     from cloudtune.train.flow import quiet_transformers as _quiet_transformers
     from cloudtune.train.flow import run_training
     from cloudtune.train.models import model_shown, resolve_model_source, train_model_name
@@ -171,7 +172,9 @@ def run_text_to_audio(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpo
         args.label_names = ["labels"]  # a peft wrapper hides the forward's `labels` from the Trainer's lookup
         return args
 
-    collator = AudioCollator(train.audio.description_dropout, model.config.decoder.pad_token_id)
+    train_ds.dropout, train_ds.seed = train.audio.description_dropout, hp.seed  # the eval set keeps every description
+    callbacks = [*callbacks, EpochCallback(train_ds)]
+    collator = AudioCollator(model.config.decoder.pad_token_id)
     # the Trainer gets the feature extractor, not the processor: given a tokenizer or processor it "aligns" the
     # model's special tokens with the tokenizer's (transformers 5.25 trainer_utils.align_special_tokens), which
     # fails on MusicGen's two text configs and would give the decoder T5's pad id; the processor is saved below

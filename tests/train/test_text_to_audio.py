@@ -131,9 +131,26 @@ KILL_STEPS = 9
 
 
 def resume_spec(model: Path) -> TrainSpec:
-    """No description dropout: its draws come from torch's generator in the collator, and the dataloader collates
-    one batch ahead of the checkpoint's RNG capture, so a resumed run would draw other masks (a known limit)."""
-    return spec(model, steps=KILL_STEPS, audio={"description_dropout": 0.0})
+    """Half the descriptions dropped: the draws are the dataset's function of (seed, epoch, index), so the resumed
+    run drops the same ones whatever the dataloader collated ahead of the checkpoint."""
+    return spec(model, steps=KILL_STEPS, audio={"description_dropout": 0.5})
+
+
+def test_description_dropout_is_a_function_of_seed_epoch_and_index() -> None:
+    import torch
+
+    from cloudtune.train.audio_data import AudioCollator, AudioDataset
+
+    examples = [{"labels": torch.zeros((5, 2), dtype=torch.long), "text_states": torch.ones((3, 4))} for _ in range(400)]
+    ds = AudioDataset(examples, dropout=0.25, seed=3)
+    first = [ds[i]["drop"] for i in range(len(ds))]
+    assert first == [ds[i]["drop"] for i in reversed(range(len(ds)))][::-1]  # the order of reads changes nothing
+    assert 0.18 < sum(first) / len(first) < 0.32
+    ds.epoch = 1
+    assert [ds[i]["drop"] for i in range(len(ds))] != first  # another epoch, other draws
+    assert not any(AudioDataset(examples, dropout=0.0, seed=3)[i]["drop"] for i in range(len(ds)))
+    batch = AudioCollator(pad_token_id=0)([{**examples[0], "drop": True}, {**examples[1], "drop": False}])
+    assert batch["attention_mask"].tolist() == [[0, 0, 0], [1, 1, 1]]
 
 
 def adapter_weights(model_dir: Path) -> dict[str, Any]:
