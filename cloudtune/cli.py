@@ -264,6 +264,9 @@ def _print_sweep(info: dict[str, Any]) -> None:
             cost = f"${t['cost_usd']:.2f}" if isinstance(t.get("cost_usd"), (int, float)) else "-"
             click.echo("  " + "  ".join([str(t["number"]).rjust(3), *values, t["state"].ljust(10),
                                          objective_text(t.get("objective")).rjust(12), cost.rjust(8), " " + (t.get("job_id") or "-")]))
+        shared = {t.get("note") for t in trials}
+        if len(shared) == 1 and None not in shared:  # one note for every trial (a provider's limit) is said once
+            click.echo(f"note:   {shared.pop()}")
     best = info.get("best_trial")
     if best:
         click.echo(f"best:   trial {best['number']} ({best['job_id']}), {objective['metric']}={objective_text(best['objective'])}")

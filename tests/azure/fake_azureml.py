@@ -3,7 +3,7 @@
 It answers at the HTTP boundary only: the real SDK (`MLClient` with `AZUREML_DEV_URL_MFE` pointing here) talks
 to it, and blob data lives in Azurite. Served: the workspace (ARM GET) and its discovery document, datastores
 (get, list/get_default, listSecrets), code versions (get, list, PUT), computes (get), jobs (PUT, GET, list,
-cancel + its LRO), and run history's run details. Everything else answers 404 in ARM's error format and is kept
+cancel + its LRO), and run history's run details and a sweep job's children (its trials, added by `add_trials`). Everything else answers 404 in ARM's error format and is kept
 in `unhandled`, so a test can assert that the SDK called nothing it did not expect.
 
 Jobs advance one status per GET through `script` (NotStarted -> Queued -> Running -> Completed by default); a
@@ -147,6 +147,7 @@ class FakeAzureML:
         self.unhandled: list[Recorded] = []
         self.errors: list[str] = []  # exceptions inside the fake, answered as 500
         self.jobs: dict[str, FakeJob] = {}
+        self.trials: dict[str, list[FakeJob]] = {}  # a sweep job's children, as run history lists them
         self.codes: dict[tuple[str, str], dict[str, Any]] = {}
         self.computes: dict[str, dict[str, Any]] = {}
         self.datastores: dict[str, dict[str, Any]] = {}
@@ -292,6 +293,20 @@ class FakeAzureML:
                  code: str = "UserError") -> None:
         """Job `name` goes NotStarted -> Queued -> Running -> Failed, reporting `message`."""
         self.set_script(name, "NotStarted", "Queued", "Running", "Failed", error=message, error_code=code)
+
+    def add_trials(self, sweep: str, *statuses: str) -> list[str]:
+        """Trials of sweep job `sweep` as the sweep service starts them: child runs `<sweep>_<n>` (n from 0), each
+        holding `statuses[n]` (an Azure ML job status). Returns their names."""
+        with self.lock:
+            parent = self.jobs[sweep]
+            made = []
+            for status in statuses:
+                name = f"{sweep}_{len(self.trials.get(sweep, [])) + len(made)}"
+                resource = copy.deepcopy(parent.resource)
+                resource.update(name=name, id=resource["id"].rsplit("/", 1)[0] + "/" + name)
+                made.append(FakeJob(name, {}, resource, [status]))
+            self.trials.setdefault(sweep, []).extend(made)
+        return [job.name for job in made]
 
     def keep_running(self, name: str) -> None:
         """Job `name` goes NotStarted -> Queued -> Running and stays Running."""
@@ -685,6 +700,11 @@ class FakeAzureML:
             job = self.jobs.get(name)
         if job is None:
             return 404, {"error": {"code": "UserError", "message": f"Run {name} was not found"}}, {}
+        if parts[2:] == ["children"]:  # run history's get_child: a PaginatedRunList
+            with self.lock:
+                children = list(self.trials.get(name, []))
+            return 200, {"value": [{**self._run_details(c), "parentRunId": name, "rootRunId": name}
+                                   for c in children], "continuationToken": None, "nextLink": None}, {}
         if parts[2:] not in ([], ["details"]):
             return None
         return 200, self._run_details(job), {}

@@ -94,3 +94,27 @@ def test_service_errors_are_one_line(azurite, tmp_path: Path, lock_dir: Path, mo
     line = assert_one_error(run, rc, "Azure Machine Learning", needle)
     bounded(run)  # the retries the policy allows, read from the run's lines (not its duration)
     assert "Traceback" not in run.err and line
+
+
+def test_a_sweep_launches_and_status_lists_its_trials(azureml_fake, azurite, tmp_path: Path, lock_dir: Path) -> None:
+    spec = _job(tmp_path, lock_dir, name="az-cli-sweep")
+    spec.write_text(spec.read_text() + "sweep:\n  parameters: {lr: {loguniform: [1.0e-5, 1.0e-3]}}\n"
+                    "  objective: {metric: val_loss}\n  algorithm: random\n  max_trials: 3\n")
+    env = _env(tmp_path, azurite, azureml_fake.url)
+    run = cli("launch", str(spec), "--provider", "azure", "--detach", cwd=tmp_path, env=env)
+    assert run.rc == 0, run.err
+    job_id = re.search(r"submitted (\S+) \(azure\)", run.out).group(1)
+    [put] = azureml_fake.job_puts()
+    assert put.body["properties"]["jobType"] == "Sweep"
+    sweep_name = put.path.rsplit("/", 1)[-1]
+    azureml_fake.keep_running(sweep_name)
+    children = azureml_fake.add_trials(sweep_name, "Completed", "Running", "Failed")
+
+    st = cli("status", job_id, "--json", cwd=tmp_path, env=env)
+    assert st.rc == 0, st.err
+    info = json.loads(st.out)
+    assert [(t["number"], t["state"], t["job_id"]) for t in info["trials"]] == [
+        (0, "succeeded", children[0]), (1, "running", children[1]), (2, "failed", children[2])]
+    assert info["trial_counts"] == {"succeeded": 1, "running": 1, "failed": 1} and info["best_trial"] is None
+    text = cli("status", job_id, cwd=tmp_path, env=env)
+    assert text.rc == 0 and children[1] in text.out and "note:   values and objective are in the workspace's MLflow" in text.out

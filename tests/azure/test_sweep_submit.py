@@ -1,5 +1,6 @@
 """An Azure ML sweep through the real SDK call path: azure-ai-ml's MLClient against the Azure ML workspace fake and
-Azurite. The sweep job YAML loads as a SweepJob and is PUT once; status and cancel act on the whole sweep."""
+Azurite. The sweep job YAML loads as a SweepJob and is PUT once; status and cancel act on the whole sweep; its trials
+are read back as run history lists the sweep's child jobs (number and state; values and objective are in MLflow)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,13 @@ def test_sweep_submit_status_cancel(azureml_fake, azurite, ml_client_kwargs, tmp
 
     seen = [launcher.status(ref).state for _ in range(3)]
     assert seen[-1] == "running"
+    assert launcher.sweep_trials(ref) == []  # no trial started yet
+    names = azureml_fake.add_trials(plan.job_name, "Completed", "Running", "Failed", "NotStarted")
+    trials = launcher.sweep_trials(ref)  # run history's children of the sweep, through MLClient.jobs.list
+    assert [(t.number, t.state, t.job_id) for t in trials] == list(zip(
+        range(4), ["succeeded", "running", "failed", "pending"], names))
+    assert all(t.parameters == {} and t.objective is None and "MLflow" in (t.note or "") for t in trials)
+    assert any(r.path.endswith(f"/runs/{plan.job_name}/children") for r in azureml_fake.calls("GET"))
     launcher.cancel(ref)  # the whole sweep
     states = [launcher.status(ref) for _ in range(3)]
     assert states[-1].state == "cancelled" and states[-1].native == "Canceled"

@@ -28,6 +28,7 @@ from cloudtune.kit.triage import Cause
 from cloudtune.launcher import JobRef, JobStatus
 from cloudtune.plan import Plan
 from cloudtune.states import JobState
+from cloudtune.sweeptrials import Trial
 from cloudtune_azure import sweep
 from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 from cloudtune_azure.errors import classify
@@ -246,6 +247,13 @@ class AzureLauncher(CloudLauncher):
         props = props if isinstance(props, dict) else {}
         return replace(map_status(native, error), started_at=epoch_seconds(props.get("StartTimeUtc")),
                        ended_at=epoch_seconds(props.get("EndTimeUtc")))
+
+    def sweep_trials(self, ref: JobRef) -> list[Trial]:
+        """A sweep job's trials: its child jobs as Azure ML lists them (`cloudtune_azure.sweep.trials_of`)."""
+        client = self.ml_client(self._settings(ref))
+        children = self.caller.call(lambda: list(client.jobs.list(parent_job_name=ref.native_id)),
+                                    what="list the sweep job's trials")
+        return sweep.trials_of(children)
 
     def _run_error(self, client: Any, name: str) -> str | None:
         """The failed job's error message, from its run details (the job resource itself carries none); None when

@@ -21,6 +21,7 @@ Pure and offline: no Azure SDK import, nothing written.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import sweep as kit_sweep
+from cloudtune.kit.states import AZUREML, map_native
 from cloudtune.spec.sweep import ParameterRange, SweepSpec
+from cloudtune.sweeptrials import Trial
 from cloudtune_azure import request as command_job
 
 if TYPE_CHECKING:
@@ -160,3 +163,22 @@ def _notes(sweep: SweepSpec, space: dict[str, dict[str, Any]], notes: list[str])
                      "max_total_trials whatever fails")
     notes.append(f"the objective {sweep.objective.metric} is read from MLflow (the recipe logs each evaluation); each "
                  "trial's outputs go to its own default location; the best trial's model is the sweep's model")
+
+
+CHILD_NUMBER = re.compile(r"_(\d+)$")  # a sweep job's trials are its child jobs <sweep>_0, <sweep>_1, ...
+NOT_READ_BACK = ("values and objective are in the workspace's MLflow, which cloudtune does not read yet: see each "
+                 "trial in Azure ML Studio")
+
+
+def trials_of(children: list[Any]) -> list[Trial]:
+    """The sweep job's child jobs (`MLClient.jobs.list(parent_job_name=...)`: name and status each) as Trials in
+    trial order: number (the `_<n>` of the child's name; listing order for a name without one), state and job name.
+    Parameters and objective stay empty (`NOT_READ_BACK`)."""
+    trials = []
+    for position, child in enumerate(children):
+        found = CHILD_NUMBER.search(str(child.name))
+        native = str(getattr(child.status, "value", child.status))  # the SDK's JobStatus enum or a string
+        trials.append(Trial(number=int(found.group(1)) if found else position, parameters={},
+                            state=map_native(AZUREML, native).value, job_id=child.name, note=NOT_READ_BACK))
+    return sorted(trials, key=lambda t: t.number)
+
