@@ -47,11 +47,11 @@ def test_each_bad_clip_is_named_with_its_fix(tmp_path: Path, monkeypatch: pytest
     found = audio_job(tmp_path, rows, monkeypatch)
     assert len(found) == 5, found
     text = "\n".join(found)
-    assert "clips/short.wav (clips/metadata.jsonl:1): 0.50 s long, under train.audio.min_seconds (1 s)" in text
-    assert "clips/nodesc.wav (clips/metadata.jsonl:2): no description. To fix: give it a non-empty `text`" in text
-    assert "clips/empty.wav (clips/metadata.jsonl:3): empty (0 samples)" in text
-    assert "clips/garbage.wav (clips/metadata.jsonl:4): not a readable audio file" in text
-    assert "clips/missing.wav (clips/metadata.jsonl:5): no such file" in text
+    assert "clips/short.wav (clips/metadata.jsonl, line 1): 0.50 s long, under train.audio.min_seconds (1 s)" in text
+    assert "clips/nodesc.wav (clips/metadata.jsonl, line 2): no description. To fix: give it a non-empty `text`" in text
+    assert "clips/empty.wav (clips/metadata.jsonl, line 3): empty (0 samples)" in text
+    assert "clips/garbage.wav (clips/metadata.jsonl, line 4): not a readable audio file" in text
+    assert "clips/missing.wav (clips/metadata.jsonl, line 5): no such file" in text
 
 
 def test_min_seconds_and_text_field_are_read_from_the_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,16 +14,16 @@ problem: unreadable, empty, shorter than the minimum, or with no description, ea
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudtune.data.folder_metadata import METADATA_FILES, metadata_rows
 from cloudtune.errors import JobInputError
+
+EXAMPLE_ROW = '{"file_name": "a.wav", "text": "calm piano"}'  # in the fix of a bad metadata.jsonl line
 
 # the containers soundfile (libsndfile >= 1.1) reads; MP3 needs libsndfile 1.1+, which soundfile's wheels ship
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
-METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
 @dataclass(frozen=True)
@@ -56,31 +56,6 @@ def _shown(path: Path, root: Path, shown_root: str) -> str:
         return str(path)
 
 
-def _metadata_rows(meta: Path, shown: str) -> list[tuple[str, dict]]:
-    """(where, row) of a metadata.jsonl / metadata.csv file."""
-    rows: list[tuple[str, dict]] = []
-    try:
-        text = meta.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobInputError(f"{shown}: cannot be read as UTF-8 text ({exc}). To fix: save it as UTF-8") from None
-    if meta.suffix == ".jsonl":
-        for line_no, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobInputError(f"{shown}:{line_no}: not JSON ({exc.msg}). To fix: one JSON object per line, "
-                                    f'e.g. {{"file_name": "a.wav", "text": "calm piano"}}') from None
-            if not isinstance(row, dict):
-                raise JobInputError(f"{shown}:{line_no}: a JSON object is needed, found {type(row).__name__}")
-            rows.append((f"{shown}:{line_no}", row))
-    else:
-        for line_no, row in enumerate(csv.DictReader(text.splitlines()), 2):
-            rows.append((f"{shown}:{line_no}", dict(row)))
-    return rows
-
-
 def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -> list[Clip]:
     """The clips of the input folder `root` (see the module docstring), sorted by path. JobInputError when the
     folder holds no audio file or a metadata row names no `file_name`."""
@@ -93,7 +68,7 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
     if metas:
         clips = []
         meta = metas[0]
-        for where, row in _metadata_rows(meta, _shown(meta, root, shown_root)):
+        for where, row in metadata_rows(meta, _shown(meta, root, shown_root), EXAMPLE_ROW):
             name = row.get("file_name")
             if not isinstance(name, str) or not name.strip():
                 raise JobInputError(f"{where}: no file_name. To fix: give each row the audio file's path relative to "

@@ -11,16 +11,16 @@ Layouts (the first that applies):
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudtune.data.folder_metadata import METADATA_FILES, metadata_rows
 from cloudtune.errors import JobInputError
 
+EXAMPLE_ROW = '{"file_name": "0001.png", "text": "a caption"}'  # in the fix of a bad metadata.jsonl line
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 MAX_ASPECT = 4.0  # buckets go no further than 4:1 (wider images are cropped to it)
 
 
@@ -38,36 +38,10 @@ def _images(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _metadata_rows(meta: Path, shown: str) -> list[tuple[str, dict]]:
-    """[(where, row)] of a metadata.jsonl / metadata.csv file."""
-    rows: list[tuple[str, dict]] = []
-    try:
-        text = meta.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise JobInputError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
-    if meta.suffix == ".jsonl":
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise JobInputError(f"{shown}, line {n}: not a JSON object ({exc.msg}); write one object per line, "
-                                    f'e.g. {{"file_name": "0001.png", "text": "a caption"}}') from None
-            if not isinstance(row, dict):
-                raise JobInputError(f"{shown}, line {n}: a JSON object is needed, e.g. "
-                                    f'{{"file_name": "0001.png", "text": "a caption"}}')
-            rows.append((f"{shown}, line {n}", row))
-    else:
-        for n, row in enumerate(csv.DictReader(text.splitlines()), 2):
-            rows.append((f"{shown}, line {n}", dict(row)))
-    return rows
-
-
 def _from_metadata(root: Path, meta: Path, text_field: str, shown: str) -> list[ImageRecord]:
     meta_shown = f"{shown}/{meta.name}"
     records = []
-    for where, row in _metadata_rows(meta, meta_shown):
+    for where, row in metadata_rows(meta, meta_shown, EXAMPLE_ROW):
         name = row.get("file_name")
         if not isinstance(name, str) or not name:
             raise JobInputError(f"{where}: no `file_name`; each row names its image relative to {shown}, as 🤗 "

@@ -1,0 +1,44 @@
+"""The metadata file of a 🤗 Datasets folder input (`imagefolder`, `audiofolder`): `metadata.jsonl` (one JSON object
+per line) or `metadata.csv` (a header row, then one row per file), each row naming its file in `file_name`
+beside its other columns (the caption or description). Standard library only; read by the preflight and the
+recipes alike. Source: the Datasets docs, "Create an image dataset" / "Create an audio dataset" (metadata)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from cloudtune.errors import JobInputError
+
+METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+
+
+def metadata_rows(meta: Path, shown: str, example: str) -> list[tuple[str, dict]]:
+    """[(where, row)] of the metadata file `meta`, where = "<shown>, line N" (N counts the CSV header as line 1).
+    `example` is one JSON row shown in the fix (e.g. '{"file_name": "a.wav", "text": "calm piano"}'). A UTF-8 byte
+    order mark (spreadsheet exports) is skipped. JobInputError, naming the file and line, when the file is not UTF-8
+    text or a JSONL line is not a JSON object."""
+    try:
+        text = meta.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise JobInputError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start}). To fix: save it as UTF-8"
+                            ) from None
+    except OSError as exc:
+        raise JobInputError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
+    if meta.suffix == ".csv":
+        return [(f"{shown}, line {n}", dict(row)) for n, row in enumerate(csv.DictReader(text.splitlines()), 2)]
+    rows: list[tuple[str, dict]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise JobInputError(f"{shown}, line {n}: not a JSON object ({exc.msg}). To fix: write one object per "
+                                f"line, e.g. {example}") from None
+        if not isinstance(row, dict):
+            raise JobInputError(f"{shown}, line {n}: a JSON object is needed, found {type(row).__name__}. To fix: "
+                                f"write one object per line, e.g. {example}")
+        rows.append((f"{shown}, line {n}", row))
+    return rows
