@@ -37,7 +37,12 @@ def _launch(env, name: str, hp: dict, distributed: str, **train: object) -> api.
     data["train"].update({"distributed": distributed, **train})
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     job = api.launch(spec)
-    job.wait(timeout=300)
+    try:
+        job.wait(timeout=300)
+    except TimeoutError:  # say where it stood, and stop its processes
+        tail = "\n".join(job.logs())[-6000:]
+        job.cancel()
+        pytest.fail(f"job {name} did not end within 300 s; its log ends with:\n{tail}")
     return job
 
 
