@@ -94,3 +94,43 @@ def make_colour_images(path: Path, colours: dict[str, tuple[int, int, int]] | No
         for f, t in rows:
             (path / f).with_suffix(".txt").write_text(t + "\n", encoding="utf-8")
     return path
+
+
+def make_tiny_sdxl_pipeline(path: Path, sample_size: int = 16) -> Path:
+    """Save a tiny StableDiffusionXLPipeline to `path`, shaped as diffusers' own SDXL fast tests build theirs
+    (`tests/pipelines/stable_diffusion_xl/test_stable_diffusion_xl.py`): two CLIP text encoders (the second with a
+    projection, giving the pooled embedding), a UNet with `addition_embed_type="text_time"` (size
+    micro-conditioning: 6 time ids of `addition_time_embed_dim` each plus the pooled embedding, so
+    `projection_class_embeddings_input_dim` = 6 x 8 + 16 = 64) and cross-attention over both encoders' hidden
+    states (16 + 16 = 32). Deterministic (seed 0); never downloaded."""
+    import shutil
+
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    path = Path(path)
+    tok_dir = write_clip_tokenizer(path / "_tok")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=64,
+        cross_attention_dim=32, norm_num_groups=4)
+    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=32)
+    config = dict(bos_token_id=0, eos_token_id=2, hidden_size=16, intermediate_size=32, layer_norm_eps=1e-05,
+                  num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=len(LETTERS) * 2 + 3,
+                  max_position_embeddings=16, hidden_act="gelu", projection_dim=16)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config))
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config))
+    tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
+    scheduler = EulerDiscreteScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085,
+                                       beta_end=0.012, steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, scheduler=scheduler)
+    pipe.save_pretrained(str(path))
+    shutil.rmtree(path / "_tok", ignore_errors=True)
+    return path
