@@ -140,7 +140,7 @@ def _main(argv: list[str]) -> int:
     except SystemExit as exc:  # the recipe's own exit (143 after a SIGTERM checkpoint)
         return int(exc.code or 0) if not isinstance(exc.code, str) else exitcodes.EXIT_ERROR
     except JobInputError as exc:  # the job's data/model/options: one clear line, no traceback; never retried
-        if int(os.environ.get("RANK", "0")) == 0:  # every rank meets the same input: the line is printed once
+        if stopping.first_to_report("input"):  # every rank meets the same input: the line is printed once
             say_all(f"error: {exc}")
         record_failure(ctx.failure_file if ctx else None, f"AlgorithmError: {exc}", exitcodes.EXIT_INPUT)
         return exitcodes.EXIT_INPUT

@@ -63,6 +63,23 @@ def report_worker_exit(code: int) -> None:
         (Path(exit_dir) / f"rank-{rank}").write_text(str(code))
 
 
+def first_to_report(kind: str) -> bool:
+    """Whether this process says a failure that every rank meets alike (`kind`: "input", "diverged"): under
+    torchrun, the first of the node's workers to create `<exit dir>/reported-<kind>` (O_EXCL), so the line is
+    printed once whichever rank gets there first: a rank that exits first makes torchrun stop the others, rank 0
+    included, before they could print. Without the exit dir: rank 0 (RANK, default 0)."""
+    exit_dir = os.environ.get(EXIT_DIR_VAR)
+    if not exit_dir or not Path(exit_dir).is_dir():
+        return int(os.environ.get("RANK", "0")) == 0
+    try:
+        os.close(os.open(Path(exit_dir) / f"reported-{kind}", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    except OSError:
+        return int(os.environ.get("RANK", "0")) == 0
+    return True
+
+
 def exit_now(code: int) -> None:
     """End this process with `code` at once: output flushed, the exit code reported, no interpreter teardown."""
     for stream in (sys.stdout, sys.stderr):

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts.logfmt import (RESUME_LOG_FORMAT, SIGTERM_EXIT_CODE, SIGTERM_LOG_FORMAT, TRAIN_DONE_LOG_FORMAT,
-                                        eval_line, rank, say)
+                                        eval_line, say)
 from cloudtune.contracts.logfmt import perplexity as perplexity_of
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.exitcodes import EXIT_DIVERGED, record_failure
+from cloudtune.runtime.stopping import first_to_report
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
@@ -261,10 +262,10 @@ def train_metrics(trainer: Any, output: Any, tokens_at_begin: int, data_info: di
 
 
 def stop_diverged(ctx: RuntimeContext, train: TrainSpec, store: CheckpointStore, exc: Any, precision: str) -> None:
-    """A diverged run (`cloudtune.train.health.TrainingDiverged`, raised on every rank alike): rank 0 prints the one
-    stop line and records it as the failure reason; every rank exits 66 (class diverged, never retried), writing
+    """A diverged run (`cloudtune.train.health.TrainingDiverged`, raised on every rank alike): the first rank
+    here (`first_to_report`) prints the one stop line and records it as the failure reason; every rank exits 66 (class diverged, never retried), writing
     no model."""
-    if rank() == 0:
+    if first_to_report("diverged"):  # the first rank to get here, whichever it is (torchrun stops the others)
         line = stop_line(exc, last_good_checkpoint(store, exc.step), train, precision)
         print(line, flush=True)
         record_failure(ctx.failure_file, "AlgorithmError: " + line.split("error: ", 1)[1], EXIT_DIVERGED)

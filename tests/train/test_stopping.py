@@ -102,3 +102,18 @@ def test_a_sigterm_during_the_flag_comparison_is_acted_on_at_the_next_step(tmp_p
         # the first comparison read the flag before the signal; the signal is kept for the next one, on every rank,
         # and every rank armed the stop deadline
         assert got == {"first": False, "second": True, "armed": True}, (rank, got)
+
+
+def test_the_first_worker_to_fail_alike_says_it_and_no_other(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank meets the same bad input or divergence; whichever gets there first prints the line (a rank that
+    exits first makes torchrun stop the others, rank 0 included)."""
+    from cloudtune.runtime.stopping import EXIT_DIR_VAR, first_to_report
+
+    monkeypatch.setenv(EXIT_DIR_VAR, str(tmp_path))
+    monkeypatch.setenv("RANK", "1")
+    assert first_to_report("input") and not first_to_report("input")  # rank 1 first: it says it, rank 0 does not
+    assert first_to_report("diverged")  # another kind of failure is said once too
+    monkeypatch.delenv(EXIT_DIR_VAR)  # no torchrun exit dir (one process, or another launcher): rank 0 says it
+    assert not first_to_report("input")
+    monkeypatch.setenv("RANK", "0")
+    assert first_to_report("input")
