@@ -29,6 +29,7 @@ from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import PJRT_DEVICE_VAR, xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train import run_recipe
+from cloudtune.train.metricreport import log_trial_values
 
 WORKER = ("-m", "cloudtune.entrypoint")  # how torchrun starts this module in each worker
 
@@ -124,6 +125,8 @@ def _main(argv: list[str]) -> int:
         if not under_torchrun:
             say_all(f"provider={ctx.provider} job={ctx.job_name} node {ctx.node_rank + 1}/{ctx.num_nodes} "
                  f"model_dir={ctx.model_dir} checkpoint_dir={ctx.checkpoint_dir}")
+        if not under_torchrun and ctx.node_rank == 0 and ctx.job.get("trial"):
+            log_trial_values(ctx.job["trial"])  # where Azure ML's sweeps keep a trial's values: MLflow
         xla = None if under_torchrun else xla_device_type()
         if xla is not None:
             announce_xla(ctx, xla)

@@ -142,3 +142,33 @@ def test_trial_arguments_without_a_sweep_are_a_contract_error(tmp_path: Path) ->
     job = json.dumps({"name": "x", "inputs": {}, "command": "true"})
     with pytest.raises(ContractError, match="unexpected arguments --lora__r"):
         detect(parse_args(["--job-json", job, "--lora__r=16"]), {"CLOUDTUNE_FS_ROOT": str(tmp_path)})
+
+
+def test_azure_trial_values_and_objective_round_trip_through_mlflow(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a trial's container logs to MLflow (its values as params, each evaluation's metrics) is what the Azure
+    launcher reads back as the trial's typed values and objective (cloudtune_azure.sweep.trials_of)."""
+    from types import SimpleNamespace
+
+    mlflow = pytest.importorskip("mlflow")
+    from cloudtune.train.metricreport import MetricReporter, log_trial_values
+    from cloudtune_azure.mlflowruns import RunFigures
+    from cloudtune_azure.sweep import trials_of
+
+    assert not log_trial_values(CHOSEN, {})  # no tracking URI: nothing to log to
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # through the environment, as Azure ML sets it in the job
+    mlflow.set_experiment("trial")
+    assert log_trial_values(CHOSEN)
+    MetricReporter(mlflow=True).report({"eval_loss": 1.5}, 10)
+    MetricReporter(mlflow=True).report({"eval_loss": 1.25}, 20)
+    run = mlflow.active_run()
+    mlflow.end_run()
+    logged = mlflow.MlflowClient(uri).get_run(run.info.run_id).data
+    assert logged.params == {"hyperparameters.learning_rate": "0.0003", "lora.r": "16", "hyperparameters.batch_size": "8"}
+    sweep = _spec(tmp_path, {"train": "s3://d/t.jsonl", "eval": "s3://d/e/"}).sweep.model_dump(mode="json")
+    [trial] = trials_of([SimpleNamespace(name="sweep_2", status="Completed")],
+                        {"sweep_2": RunFigures(dict(logged.params), dict(logged.metrics))}, sweep)
+    assert (trial.number, trial.state, trial.parameters, trial.objective) == (2, "succeeded", CHOSEN, 1.25)
+    assert type(trial.parameters["lora.r"]) is int and type(trial.parameters["hyperparameters.batch_size"]) is int

@@ -5,6 +5,10 @@ Formats and paths are in `cloudtune.contracts.metrics`. Rank 0 only (the callers
 hypertune file when the job runs on Vertex AI (or its emulation), (c) MLflow when `MLFLOW_TRACKING_URI` is set, mlflow
 is installed and the Trainer's own MLflow callback is not already logging them. A target that fails is a warning, once,
 never a failed run.
+
+`log_trial_values` gives MLflow a sweep trial's values too (params keyed by option path): Azure ML keeps a trial's
+figures in the workspace's MLflow only, and the Azure launcher reads both back from there
+(`cloudtune_azure.mlflowruns`).
 """
 
 from __future__ import annotations
@@ -27,6 +31,28 @@ def on_vertex(environ: Mapping[str, str]) -> bool:
     """Whether the job runs under Vertex AI's contract (a tuning trial sets CLOUD_ML_TRIAL_ID; every CustomJob with an
     output directory sets AIP_MODEL_DIR, and so does the local emulation of it)."""
     return any(environ.get(k) for k in (HYPERTUNE_FILE_ENV, HYPERTUNE_TRIAL_ENV, "AIP_MODEL_DIR"))
+
+
+def log_trial_values(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
+    """Log a sweep trial's values (option path -> value, `cloudtune.runtime.trial.apply`'s `job["trial"]`) as MLflow
+    params (`hyperparameters.learning_rate` -> "0.0003") of the run MLflow is pointed at (MLFLOW_TRACKING_URI, and
+    MLFLOW_RUN_ID where the service sets it, as Azure ML does). True when logged; False without a tracking URI or
+    mlflow; a failure is one warning line, never a failed run. One process per trial calls it (node 0's first)."""
+    env = os.environ if environ is None else environ
+    if not values or not env.get("MLFLOW_TRACKING_URI"):
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        return False
+    import mlflow  # installed: only imported when a tracking URI asks for it
+
+    try:
+        mlflow.log_params({name: str(value) for name, value in values.items()})
+    except Exception as exc:  # noqa: BLE001 - an unreachable tracking server must not fail the run
+        print(f"[cloudtune] warning: MLflow params (the trial's values) not logged: {exc}", flush=True)
+        return False
+    return True
 
 
 class MetricReporter:

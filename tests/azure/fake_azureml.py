@@ -3,7 +3,8 @@
 It answers at the HTTP boundary only: the real SDK (`MLClient` with `AZUREML_DEV_URL_MFE` pointing here) talks
 to it, and blob data lives in Azurite. Served: the workspace (ARM GET) and its discovery document, datastores
 (get, list/get_default, listSecrets), code versions (get, list, PUT), computes (get), jobs (PUT, GET, list,
-cancel + its LRO), and run history's run details and a sweep job's children (its trials, added by `add_trials`). Everything else answers 404 in ARM's error format and is kept
+cancel + its LRO), run history's run details and a sweep job's children (its trials, added by `add_trials`), and the
+workspace MLflow's `runs/get` (runs added by `log_run`). Everything else answers 404 in ARM's error format and is kept
 in `unhandled`, so a test can assert that the SDK called nothing it did not expect.
 
 Jobs advance one status per GET through `script` (NotStarted -> Queued -> Running -> Completed by default); a
@@ -51,6 +52,9 @@ _PROVIDER = "/providers/Microsoft.MachineLearningServices"
 _WS = re.compile(r"^/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/Microsoft\.MachineLearningServices"
                  r"/workspaces/([^/]+)(/.*)?$", re.IGNORECASE)
 _HISTORY = re.compile(r"^/history/v1\.0(/subscriptions/.+)$")
+# the workspace's MLflow REST API, as azureml-mlflow addresses it for mlflow >= 2 (cloudtune_azure.mlflowruns)
+_MLFLOW = re.compile(r"^/mlflow/v2\.0/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+                     r"Microsoft\.MachineLearningServices/workspaces/[^/]+/api/2\.0/mlflow/(.+)$", re.IGNORECASE)
 _OPERATION = re.compile(r"^/subscriptions/[^/]+/providers/Microsoft\.MachineLearningServices/locations/[^/]+"
                         r"/mfeOperationResults/jc:([^/]+)$", re.IGNORECASE)
 _DATASTORE_URI = re.compile(r"^azureml://datastores/([^/]+)/(?:paths/)?(.*)$")
@@ -148,6 +152,7 @@ class FakeAzureML:
         self.errors: list[str] = []  # exceptions inside the fake, answered as 500
         self.jobs: dict[str, FakeJob] = {}
         self.trials: dict[str, list[FakeJob]] = {}  # a sweep job's children, as run history lists them
+        self.mlflow_runs: dict[str, dict[str, Any]] = {}  # the workspace's MLflow runs by run id (= job name)
         self.codes: dict[tuple[str, str], dict[str, Any]] = {}
         self.computes: dict[str, dict[str, Any]] = {}
         self.datastores: dict[str, dict[str, Any]] = {}
@@ -308,6 +313,25 @@ class FakeAzureML:
             self.trials.setdefault(sweep, []).extend(made)
         return [job.name for job in made]
 
+    def log_run(self, name: str, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Job `name`'s MLflow run (run id = job name) as its container logged it: params (stored as text, as MLflow
+        does) and each metric's latest value."""
+        with self.lock:
+            self.mlflow_runs[name] = {
+                "info": {"run_id": name, "run_name": name, "experiment_id": "1", "status": "FINISHED"},
+                "data": {"params": [{"key": k, "value": str(v)} for k, v in params.items()],
+                         "metrics": [{"key": k, "value": v, "step": 1, "timestamp": 0} for k, v in metrics.items()]}}
+
+    def _mlflow(self, method: str, what: str, query: dict[str, str]) -> tuple[int, Any, dict[str, str]] | None:
+        if what != "runs/get" or method != "GET":
+            return None
+        with self.lock:
+            run = self.mlflow_runs.get(query.get("run_id", ""))
+        if run is None:  # MLflow's own error answer (mlflow/protos/databricks.proto ErrorCode)
+            return 404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
+                         "message": f"Run with id={query.get('run_id')} not found"}, {}
+        return 200, {"run": copy.deepcopy(run)}, {}
+
     def keep_running(self, name: str) -> None:
         """Job `name` goes NotStarted -> Queued -> Running and stays Running."""
         self.set_script(name, "NotStarted", "Queued", "Running")
@@ -448,6 +472,9 @@ class FakeAzureML:
         m = _HISTORY.match(path)
         if m:
             return self._history(method, m.group(1))
+        m = _MLFLOW.match(path)
+        if m:
+            return self._mlflow(method, m.group(1), query)
         m = _WS.match(path)
         if not m:
             return None

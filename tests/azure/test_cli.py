@@ -109,12 +109,20 @@ def test_a_sweep_launches_and_status_lists_its_trials(azureml_fake, azurite, tmp
     sweep_name = put.path.rsplit("/", 1)[-1]
     azureml_fake.keep_running(sweep_name)
     children = azureml_fake.add_trials(sweep_name, "Completed", "Running", "Failed")
+    # what each trial's container logged to the workspace's MLflow (the failed one failed before it logged)
+    azureml_fake.log_run(children[0], {"lr": "0.0002"}, {"val_loss": 0.75})
+    azureml_fake.log_run(children[1], {"lr": "5e-05"}, {"val_loss": 1.5})
 
     st = cli("status", job_id, "--json", cwd=tmp_path, env=env)
     assert st.rc == 0, st.err
     info = json.loads(st.out)
-    assert [(t["number"], t["state"], t["job_id"]) for t in info["trials"]] == [
-        (0, "succeeded", children[0]), (1, "running", children[1]), (2, "failed", children[2])]
-    assert info["trial_counts"] == {"succeeded": 1, "running": 1, "failed": 1} and info["best_trial"] is None
+    assert [(t["number"], t["state"], t["job_id"], t["parameters"], t["objective"]) for t in info["trials"]] == [
+        (0, "succeeded", children[0], {"lr": 0.0002}, 0.75),
+        (1, "running", children[1], {"lr": 5e-05}, 1.5),
+        (2, "failed", children[2], {}, None)]
+    assert "MLflow" in info["trials"][2]["note"]
+    assert info["trial_counts"] == {"succeeded": 1, "running": 1, "failed": 1}
+    assert (info["best_trial"]["job_id"], info["best_trial"]["objective"]) == (children[0], 0.75)
     text = cli("status", job_id, cwd=tmp_path, env=env)
-    assert text.rc == 0 and children[1] in text.out and "note:   values and objective are in the workspace's MLflow" in text.out
+    assert text.rc == 0 and children[1] in text.out and "0.0002" in text.out
+    assert f"best:   trial 0 ({children[0]}), val_loss=" in text.out

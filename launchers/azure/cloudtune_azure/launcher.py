@@ -32,6 +32,7 @@ from cloudtune.sweeptrials import Trial
 from cloudtune_azure import sweep
 from cloudtune_azure.emulator import EmulatorCredential, emulator_endpoint, plain_http_policy
 from cloudtune_azure.errors import classify
+from cloudtune_azure.mlflowruns import MlflowRuns, rest_base
 from cloudtune_azure.request import BUNDLE_FILE, CAPABILITIES, CODE_ASSET, DATASTORE_URI
 from cloudtune_azure.settings import AzureSettings
 from cloudtune_azure.storage import BLOB_ENDPOINT_VAR, BlobStore, Datastore, STORAGE_KEY_VAR, long_form, short_form
@@ -249,11 +250,27 @@ class AzureLauncher(CloudLauncher):
                        ended_at=epoch_seconds(props.get("EndTimeUtc")))
 
     def sweep_trials(self, ref: JobRef) -> list[Trial]:
-        """A sweep job's trials: its child jobs as Azure ML lists them (`cloudtune_azure.sweep.trials_of`)."""
-        client = self.ml_client(self._settings(ref))
+        """A sweep job's trials: its child jobs as Azure ML lists them, each with its values and objective from the
+        workspace's MLflow (`cloudtune_azure.sweep.trials_of`, `cloudtune_azure.mlflowruns`)."""
+        settings = self._settings(ref)
+        client = self.ml_client(settings)
         children = self.caller.call(lambda: list(client.jobs.list(parent_job_name=ref.native_id)),
                                     what="list the sweep job's trials")
-        return sweep.trials_of(children)
+        runs = self.mlflow_runs(settings)
+        figures = {child.name: self.caller.call(runs.run, child.name, what="read a trial's MLflow run")
+                   for child in children}
+        return sweep.trials_of(children, figures, ref.extra.get("sweep"))
+
+    def mlflow_runs(self, settings: dict[str, Any]) -> MlflowRuns:
+        """The reader of the settings' workspace MLflow runs (its tracking URI is the workspace's)."""
+        client = self.ml_client(settings)
+        workspace = self.caller.call(client.workspaces.get, settings["workspace"], what="get the workspace")
+        emulator = emulator_endpoint()
+        base = rest_base(str(workspace.mlflow_tracking_uri), emulator)
+        if emulator:  # no Entra ID to sign in to (cloudtune_azure.emulator)
+            credential = self._credential or EmulatorCredential()
+            return MlflowRuns(base, credential, plain_http_policy(credential))
+        return MlflowRuns(base, self.credential())
 
     def _run_error(self, client: Any, name: str) -> str | None:
         """The failed job's error message, from its run details (the job resource itself carries none); None when

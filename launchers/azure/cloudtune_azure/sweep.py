@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.kit import sweep as kit_sweep
 from cloudtune.kit.states import AZUREML, map_native
-from cloudtune.spec.sweep import ParameterRange, SweepSpec
+from cloudtune.spec.sweep import ParameterRange, SweepSpec, values_from_arguments
 from cloudtune.sweeptrials import Trial
 from cloudtune_azure import request as command_job
 
@@ -166,19 +166,32 @@ def _notes(sweep: SweepSpec, space: dict[str, dict[str, Any]], notes: list[str])
 
 
 CHILD_NUMBER = re.compile(r"_(\d+)$")  # a sweep job's trials are its child jobs <sweep>_0, <sweep>_1, ...
-NOT_READ_BACK = ("values and objective are in the workspace's MLflow, which cloudtune does not read yet: see each "
-                 "trial in Azure ML Studio")
+NOT_STARTED = "not in MLflow yet (the trial has not started): its values and objective come once it runs"
 
 
-def trials_of(children: list[Any]) -> list[Trial]:
+def trials_of(children: list[Any], figures: dict[str, Any] | None = None,
+              sweep: dict[str, Any] | None = None) -> list[Trial]:
     """The sweep job's child jobs (`MLClient.jobs.list(parent_job_name=...)`: name and status each) as Trials in
-    trial order: number (the `_<n>` of the child's name; listing order for a name without one), state and job name.
-    Parameters and objective stay empty (`NOT_READ_BACK`)."""
+    trial order: number (the `_<n>` of the child's name; listing order for a name without one), state, job name, and
+    from each child's MLflow run (`figures`: job name -> `cloudtune_azure.mlflowruns.RunFigures`, None when MLflow
+    has no run yet) its values (the params named by the sweep's option paths, of each range's type) and objective
+    (the latest value of the sweep's objective metric). `sweep`: the sweep section the ref carries."""
+    spec = SweepSpec.model_validate(sweep) if sweep else None
     trials = []
     for position, child in enumerate(children):
         found = CHILD_NUMBER.search(str(child.name))
         native = str(getattr(child.status, "value", child.status))  # the SDK's JobStatus enum or a string
-        trials.append(Trial(number=int(found.group(1)) if found else position, parameters={},
-                            state=map_native(AZUREML, native).value, job_id=child.name, note=NOT_READ_BACK))
+        run = (figures or {}).get(child.name)
+        parameters, objective = ({}, None) if run is None or spec is None else _figures(run, spec)
+        trials.append(Trial(number=int(found.group(1)) if found else position, parameters=parameters,
+                            state=map_native(AZUREML, native).value, objective=objective, job_id=child.name,
+                            note=NOT_STARTED if run is None and figures is not None else None))
     return sorted(trials, key=lambda t: t.number)
 
+
+def _figures(run: Any, sweep: SweepSpec) -> tuple[dict[str, Any], float | None]:
+    """(values by option path, objective) of one trial's MLflow run."""
+    ranges = sweep.ranges()
+    values = values_from_arguments([f"--{k}={v}" for k, v in run.params.items() if k in ranges], sweep)
+    objective = run.metrics.get(sweep.objective.metric)
+    return values, objective if objective is None or math.isfinite(objective) else None
