@@ -5,6 +5,8 @@ and the generated DeepSpeed config against transformers' own DeepSpeed integrati
 
 from __future__ import annotations
 
+import importlib.util
+
 import inspect
 import json
 import re
@@ -85,7 +87,7 @@ def test_every_data_shape_passes(tmp_path: Path) -> None:
     ("cpu", {"attn_implementation": "flash_attention_2"}, "FlashAttention-2 runs on CUDA GPUs only"),
     ("T4:1", {"attn_implementation": "flash_attention_2"}, "compute capability 7.5, and FlashAttention-2 needs 8.0+"),
     ("TPU-v5e:4", {"attn_implementation": "flash_attention_2"}, "a TPU runs PyTorch/XLA's attention"),
-    ("cpu", {"distributed": "deepspeed-zero2"}, "DeepSpeed trains on CUDA GPUs"),
+    ("TPU-v5e:4", {"distributed": "deepspeed-zero2"}, "DeepSpeed does not run under PyTorch/XLA"),
 ])
 def test_knobs_the_accelerator_cannot_run_are_refused(tmp_path: Path, accelerator: str, train: dict, message: str) -> None:
     found = problems(job(tmp_path, train, accelerator=accelerator))
@@ -97,6 +99,7 @@ def test_knobs_the_accelerator_cannot_run_are_refused(tmp_path: Path, accelerato
               "distributed": "deepspeed-zero3"}),
     ("cpu", {"hyperparameters": {"optimizer": "adafactor", "lr_scheduler": "cosine", "warmup_steps": 5,
                                  "max_grad_norm": 0.3}, "attn_implementation": "sdpa"}),
+    ("cpu", {"distributed": "deepspeed-zero2"}),  # DeepSpeed's CPU accelerator
 ])
 def test_knobs_the_accelerator_runs_pass(tmp_path: Path, accelerator: str, train: dict) -> None:
     assert problems(job(tmp_path, train, accelerator=accelerator)) == []
@@ -169,9 +172,17 @@ def test_deepspeed_config_leaves_to_transformers_only_what_it_fills() -> None:
 def test_knob_arguments_refuse_cuda_only_choices_without_cuda() -> None:
     from cloudtune.train.knobs import knob_arguments
 
-    with pytest.raises(JobInputError, match="DeepSpeed trains on CUDA GPUs"):
-        knob_arguments(_train(distributed="deepspeed-zero2"), cuda=False)
     with pytest.raises(JobInputError, match="8-bit AdamW runs CUDA kernels only"):
         knob_arguments(_train(hyperparameters={"optimizer": "adamw_bnb_8bit"}), cuda=False)
     args = knob_arguments(_train(distributed="deepspeed-zero3", hyperparameters={"warmup_steps": 7}), cuda=True)
     assert args["deepspeed"] == deepspeed_config("deepspeed-zero3") and args["warmup_steps"] == 7
+    assert knob_arguments(_train(distributed="deepspeed-zero2"), cuda=False)["deepspeed"]["zero_optimization"][
+        "stage"] == 2  # DeepSpeed's CPU accelerator trains the same stages
+
+
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is not None, reason="deepspeed is installed here")
+def test_a_deepspeed_job_without_deepspeed_in_its_image_stops_with_one_line() -> None:
+    from cloudtune.train.knobs import require_deepspeed
+
+    with pytest.raises(JobInputError, match="deepspeed is not installed in this job's image. To fix: use an image"):
+        require_deepspeed("deepspeed-zero3")

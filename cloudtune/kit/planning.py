@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.contracts.deepspeed import STAGES as DEEPSPEED_STAGES
 from cloudtune.contracts.jobfile import runtime_job
 from cloudtune.errors import UnsupportedSpec
 from cloudtune.jobinputs import check_local_inputs, with_model_input
 from cloudtune.kit import cost, staging
+from cloudtune.kit.bootstrap import TARGETS, Target, job_target
 from cloudtune.kit.objectstore import local_input_upload
 from cloudtune.kit.versions import versions_note
 from cloudtune.plan import Plan, Upload
@@ -158,6 +160,9 @@ class PlanningTemplate:
     def stage_image(self, d: Draft) -> None:
         """The image; on a stock image the wheelhouse of the image's lock target, installed with --no-index."""
         d.image, target = self.image(d)
+        stock = None if d.spec.image else job_target(self.provider, d.spec.train is not None)
+        if stock is not None:  # the image cloudtune picked (a stock one, or its own), whose contents it knows
+            deepspeed_on_image(d.spec, TARGETS[stock], d.notes)
         if target is None:
             return
         d.wheels = staging.wheelhouse(target, d.home, d.base, d.lock_dir)
@@ -220,3 +225,21 @@ class PlanningTemplate:
 
     def model_uri(self, d: Draft) -> str | None:
         raise NotImplementedError
+
+
+def deepspeed_on_image(spec: Any, target: Target, notes: list[str]) -> None:
+    """A `distributed: deepspeed-*` job needs deepspeed in its image, which no wheel lock carries: refused on an
+    image known to lack it (UnsupportedSpec, before anything is uploaded), a plan note where the image's contents
+    are not documented (the job then stops at start with one line if it is missing: cloudtune.train.knobs)."""
+    distributed = getattr(spec.train, "distributed", None) if spec.train is not None else None
+    if distributed not in DEEPSPEED_STAGES:
+        return
+    shown = target.image or target.name
+    if target.deepspeed is False:
+        raise UnsupportedSpec(f"train.distributed {distributed}: {shown} has no deepspeed, and cloudtune's wheel lock "
+                              "cannot add it (PyPI has only its source distribution)",
+                              fix="name an image with deepspeed under `image:`, or use distributed: ddp or fsdp")
+    if target.deepspeed is None:
+        notes.append(f"distributed {distributed}: the job imports deepspeed from the image ({shown}); cloudtune's "
+                     "wheel lock does not carry it. If the image lacks it, the job stops at start with one line: "
+                     "name an image with deepspeed under `image:` to be sure")

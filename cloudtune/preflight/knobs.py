@@ -3,7 +3,7 @@
 * `hyperparameters.optimizer` 8-bit / paged AdamW (bitsandbytes) without a CUDA GPU;
 * `train.attn_implementation: flash_attention_2` on CPU, a TPU, or an NVIDIA GPU under compute capability 8.0
   (FlashAttention-2 supports Ampere and newer: the flash-attn README; the catalog's `compute_capability`);
-* `distributed: deepspeed-zero2|zero3` without CUDA GPUs (DeepSpeed's training kernels are CUDA's);
+* `distributed: deepspeed-zero2|zero3` on a TPU (DeepSpeed has CUDA and CPU accelerators, no PyTorch/XLA one);
 * `train.push_to_hub` without its token secret under `secrets:` (or with the token in plain `env:`);
 * `train.trust_remote_code: true` is said in the plan's notes (the model's own code runs in the job);
 * disk: checkpoints x `keep` + the written model + the downloaded base + the data cache against
@@ -62,9 +62,9 @@ def knob_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             problems.append(f"train.attn_implementation flash_attention_2 on resources.accelerator {shown}: compute "
                             f"capability {capability[0]}.{capability[1]}, and FlashAttention-2 needs 8.0+ (Ampere). "
                             f"To fix: use sdpa (or auto), or an A10G, L4, A100 or H100")
-    if train.distributed in ("deepspeed-zero2", "deepspeed-zero3") and kind != "gpu":
-        problems.append(f"train.distributed {train.distributed} on resources.accelerator {shown}: DeepSpeed trains on "
-                        f"CUDA GPUs. To fix: use distributed: ddp or fsdp, or a CUDA GPU accelerator")
+    if train.distributed in ("deepspeed-zero2", "deepspeed-zero3") and kind == "tpu":
+        problems.append(f"train.distributed {train.distributed} on resources.accelerator {shown}: DeepSpeed does not "
+                        f"run under PyTorch/XLA. To fix: use distributed: fsdp (FSDPv2 on a TPU), or a CUDA GPU")
     problems += push_problems(spec, train)
     return problems
 

@@ -8,13 +8,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from cloudtune.catalog.precision import BF16_MIN_CAPABILITY
+from cloudtune.contracts.deepspeed import STAGES
 from cloudtune.contracts.logfmt import LOGGING_STEPS, say
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import xla_device_type
 from cloudtune.spec import CheckpointSpec, TrainSpec
 from cloudtune.train.fsdp import fsdp_settings
-from cloudtune.train.knobs import knob_arguments
+from cloudtune.train.knobs import knob_arguments, require_deepspeed
 from cloudtune.train.xla import xla_precision, xla_training_kwargs
 
 
@@ -78,6 +79,10 @@ def training_arguments(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkp
         fsdp = xla_training_kwargs(train, model)
     else:
         fsdp = fsdp_settings(train, model, world_size) if model is not None else {}
+    if train.distributed in STAGES:
+        require_deepspeed(train.distributed)
+        if not cuda:
+            say(f"distributed: {train.distributed} without a CUDA GPU: DeepSpeed's CPU accelerator")
     if train.distributed == "fsdp" and not distributed and xla is None:
         say("distributed: fsdp in a single process: nothing to shard, training the whole model in this process")
     targets = report_targets(getattr(train, "report_to", "auto"), os.environ)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cloudtune.contracts.deepspeed import STAGES as DEEPSPEED_STAGES
 from cloudtune.contracts.logfmt import (RESUME_LOG_FORMAT, SIGTERM_EXIT_CODE, SIGTERM_LOG_FORMAT, TRAIN_DONE_LOG_FORMAT,
                                         eval_line, say)
 from cloudtune.contracts.logfmt import perplexity as perplexity_of
@@ -84,6 +85,11 @@ def lora_output_for(train: TrainSpec, model: Any) -> TrainSpec:
     return train.model_copy(update={"lora": train.lora.model_copy(update={"merge": True})})
 
 
+NO_EVAL_BEFORE_DEEPSPEED = ("eval before training: skipped under DeepSpeed (before train() builds its engine, "
+                            "transformers refuses to evaluate at ZeRO-2, and at ZeRO-3 builds an inference engine that "
+                            "train() then cannot step); evaluations during and after training run as usual")
+
+
 def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec, *, model: Any,
                  processing_class: Any, train_ds: Any, eval_ds: Any, collator: Any, base_model: str,
                  data_info: dict[str, Any], compute_metrics: Callable[[Any], dict[str, float]] | None = None,
@@ -133,7 +139,9 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
     metrics: dict[str, float] = {}
     if health.probe is not None:
         health.probe.check(trainer.model, "base")  # the base model's outputs, once, before training
-    if eval_ds is not None:
+    if eval_ds is not None and train.distributed in DEEPSPEED_STAGES:
+        say(NO_EVAL_BEFORE_DEEPSPEED)
+    elif eval_ds is not None:
         evaluate(trainer, "before", metrics, perplexity)
 
     output = train_or_stop(ctx, train, trainer, sigterm_cb, resume, precision)

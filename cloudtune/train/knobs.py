@@ -1,8 +1,8 @@
 """The training knobs' TrainingArguments keywords: `hyperparameters.optimizer`, `lr_scheduler`, `warmup_steps`,
 `max_grad_norm`, and DeepSpeed for `distributed: deepspeed-zero2|zero3` (its config: cloudtune.contracts.deepspeed).
 
-The plan refuses what this device cannot run (cloudtune.preflight.knobs); the job says it again in one line, for a
-job started some other way. Imports no torch at module level.
+The plan refuses what this device cannot run (cloudtune.preflight.knobs) and what the job's image lacks
+(cloudtune.kit.planning); the job says it again in one line, for a job started some other way. Imports no torch at module level.
 """
 
 from __future__ import annotations
@@ -25,12 +25,20 @@ def knob_arguments(train: Any, cuda: bool) -> dict[str, Any]:
     warmup = hp.warmup_steps if hp.warmup_steps is not None else min(float(hp.warmup_ratio), 0.999999)
     kwargs: dict[str, Any] = {"optim": TRAINER_OPTIM.get(hp.optimizer, hp.optimizer), "lr_scheduler_type": hp.lr_scheduler, "warmup_steps": warmup,
                               "max_grad_norm": hp.max_grad_norm}
-    if train.distributed in STAGES:
-        if not cuda:
-            raise JobInputError(f"train.distributed {train.distributed}: DeepSpeed trains on CUDA GPUs, and this job "
-                                f"has none. To fix: use distributed: ddp or fsdp, or a GPU accelerator")
+    if train.distributed in STAGES:  # the job's image must carry deepspeed: `require_deepspeed`
         kwargs["deepspeed"] = deepspeed_config(train.distributed)
     return kwargs
+
+
+def require_deepspeed(distributed: str) -> None:
+    """JobInputError (one line, exit 65) when the job's image has no `deepspeed` to import. Without CUDA, DeepSpeed
+    runs on its CPU accelerator (deepspeed.accelerator.cpu_accelerator: gloo or its shared-memory collectives), which
+    trains the same ZeRO stages: a local CPU job exercises the config, the engine and its checkpoints."""
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise JobInputError(f"train.distributed {distributed}: deepspeed is not installed in this job's image. To fix: "
+                            "use an image that carries it (pip install deepspeed), or distributed: ddp or fsdp")
 
 
 def attention_kwargs(train: Any) -> dict[str, Any]:

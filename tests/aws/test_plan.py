@@ -351,3 +351,12 @@ def test_status_mapping(described: dict[str, Any], state: str) -> None:
     assert st.state == state
     if "FailureReason" in described:
         assert st.failure_reason == "AlgorithmError: boom"
+
+
+def test_deepspeed_on_the_stock_dlc_is_said_in_the_plan(tmp_path: Path) -> None:
+    """The SageMaker PyTorch DLC's contents are not documented to include deepspeed, and no lock can add it."""
+    spec = spec_from({"name": "ds", "resources": {"accelerator": "A100-80GB:8"}, "inputs": S3_IN,
+                      "train": {"model": "gpt2", "distributed": "deepspeed-zero2"}}, tmp_path)
+    plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    [note] = [n for n in plan.notes if "deepspeed" in n]
+    assert "does not carry it" in note and "image:" in note

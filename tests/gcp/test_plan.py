@@ -193,3 +193,17 @@ def test_all_missing_settings_in_one_error(tmp_path: Path) -> None:
         GcpLauncher(home=tmp_path).plan(spec, GcpSettings(), suffix=SUFFIX)
     text = str(info.value)
     assert all(f"providers.gcp.{k}" in text for k in ("project", "region", "bucket")) and "GOOGLE_CLOUD_PROJECT" in text
+
+
+def test_deepspeed_on_cloudtunes_own_gpu_image_is_refused_before_upload(tmp_path: Path) -> None:
+    """Vertex `train:` jobs run cloudtune's own GPU image, which has no deepspeed (no wheel lock can carry it)."""
+    spec = spec_from({"name": "ds", "resources": {"accelerator": "H100:8"}, "inputs": GS_IN,
+                      "train": {"model": "gpt2", "distributed": "deepspeed-zero3"}}, tmp_path)
+    with pytest.raises(UnsupportedSpec, match="has no deepspeed") as err:
+        GcpLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    assert "image:" in err.value.fix and not (tmp_path / "home" / "bundles").exists()
+    own_image = spec_from({"name": "ds", "resources": {"accelerator": "H100:8"}, "inputs": GS_IN,
+                           "image": "us-docker.pkg.dev/p/r/trainer-with-deepspeed:1",
+                           "train": {"model": "gpt2", "distributed": "deepspeed-zero3"}}, tmp_path)
+    plan = GcpLauncher(home=tmp_path / "home").plan(own_image, settings(), suffix=SUFFIX)
+    assert not any("deepspeed" in note for note in plan.notes)  # the user's image: theirs to carry it
