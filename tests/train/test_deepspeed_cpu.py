@@ -30,14 +30,12 @@ def env(tmp_path_factory: pytest.TempPathFactory):
         yield {"root": root, "model": make_deterministic_gpt2(root / "tiny-gpt2"), "inputs": write_data(root)}
 
 
-@pytest.mark.parametrize("stage", ["deepspeed-zero2", "deepspeed-zero3"])
-def test_a_deepspeed_job_trains_on_two_cpu_processes(env, stage: str) -> None:
+def _run(ctx, name: str, stage: str, **extra: object) -> tuple[api.Job, str]:
     import yaml
-    from transformers import AutoModelForCausalLM
 
     hp = {"max_steps": 6, "learning_rate": 3e-3, "batch_size": 4, "max_seq_len": 32, "seed": 7}
-    spec = write_spec(env["root"] / f"{stage}.yaml", env["model"], env["inputs"], hp=hp, name=stage,
-                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 3, "keep": 2})
+    spec = write_spec(ctx["root"] / f"{name}.yaml", ctx["model"], ctx["inputs"], hp=hp, name=name,
+                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 3, "keep": 2}, **extra)
     data = yaml.safe_load(spec.read_text())
     data["train"]["distributed"] = stage
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -47,8 +45,15 @@ def test_a_deepspeed_job_trains_on_two_cpu_processes(env, stage: str) -> None:
     except TimeoutError:
         tail = "\n".join(job.logs())[-6000:]
         job.cancel()
-        pytest.fail(f"job {stage} did not end within 300 s; its log ends with:\n{tail}")
-    log = "\n".join(job.logs())
+        pytest.fail(f"job {name} did not end within 300 s; its log ends with:\n{tail}")
+    return job, "\n".join(job.logs())
+
+
+@pytest.mark.parametrize("stage", ["deepspeed-zero2", "deepspeed-zero3"])
+def test_a_deepspeed_job_trains_on_two_cpu_processes(env, stage: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    job, log = _run(env, stage, stage)
     assert job.status() == "succeeded", log[-6000:]
     assert f"distributed: {stage} without a CUDA GPU: DeepSpeed's CPU accelerator" in log
     assert NO_EVAL_BEFORE_DEEPSPEED in log  # transformers cannot evaluate before train() builds the engine
@@ -59,3 +64,22 @@ def test_a_deepspeed_job_trains_on_two_cpu_processes(env, stage: str) -> None:
     assert sum(p.numel() for p in trained.parameters()) == sum(p.numel() for p in base.parameters())
     moved = max(float((a - b).abs().max()) for a, b in zip(trained.parameters(), base.parameters()))
     assert moved > 0  # the full weights, gathered from the shards, trained
+
+
+def test_a_stopped_zero3_job_resumes_from_its_deepspeed_checkpoint(env) -> None:
+    """A SIGTERM to the whole process group (a cloud's stop) while step 3's checkpoint is saved: every rank saves
+    the stop checkpoint (DeepSpeed's sharded engine state inside cloudtune's complete-or-absent checkpoint), exits
+    143, and the retry resumes from it to the same weights as an uninterrupted run."""
+    from safetensors.torch import load_file
+
+    from tests.distributed.helpers import max_abs_diff
+
+    fault = {"CLOUDTUNE_FAULT_AT": "before@3:sigterm-group", "CLOUDTUNE_STOP_DEADLINE_S": "20"}
+    job, log = _run(env, "zero3-stopped", "deepspeed-zero3", env=fault, retries=1)
+    assert job.status() == "succeeded", log[-6000:]
+    assert "fault injection (CLOUDTUNE_FAULT_AT): sigterm-group at before, step 3" in log
+    assert "[exit class: preempted" in log and "resuming from checkpoint" in log
+    assert json.loads((Path(job.model_uri) / "metrics.json").read_text())["global_step"] == 6
+    reference, _ = _run(env, "zero3-reference", "deepspeed-zero3")
+    weights = [load_file(str(Path(j.model_uri) / "model.safetensors")) for j in (job, reference)]
+    assert max_abs_diff(*weights) == 0.0
