@@ -267,6 +267,9 @@ def _print_sweep(info: dict[str, Any]) -> None:
         shared = {t.get("note") for t in trials}
         if len(shared) == 1 and None not in shared:  # one note for every trial (a provider's limit) is said once
             click.echo(f"note:   {shared.pop()}")
+        else:
+            for t in (t for t in trials if t.get("note")):
+                click.echo(f"note:   trial {t['number']}: {t['note']}")
     best = info.get("best_trial")
     if best:
         click.echo(f"best:   trial {best['number']} ({best['job_id']}), {objective['metric']}={objective_text(best['objective'])}")

@@ -120,9 +120,10 @@ def test_a_sweep_launches_and_status_lists_its_trials(azureml_fake, azurite, tmp
         (0, "succeeded", children[0], {"lr": 0.0002}, 0.75),
         (1, "running", children[1], {"lr": 5e-05}, 1.5),
         (2, "failed", children[2], {}, None)]
-    assert "MLflow" in info["trials"][2]["note"]
+    assert "ended before it logged" in info["trials"][2]["note"]  # failed before its container logged
     assert info["trial_counts"] == {"succeeded": 1, "running": 1, "failed": 1}
     assert (info["best_trial"]["job_id"], info["best_trial"]["objective"]) == (children[0], 0.75)
     text = cli("status", job_id, cwd=tmp_path, env=env)
     assert text.rc == 0 and children[1] in text.out and "0.0002" in text.out
     assert f"best:   trial 0 ({children[0]}), val_loss=" in text.out
+    assert "note:   trial 2: no MLflow run: the trial ended before it logged its values" in text.out

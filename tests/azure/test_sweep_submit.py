@@ -74,7 +74,7 @@ def test_sweep_submit_status_cancel(azureml_fake, azurite, ml_client_kwargs, tmp
         ({"hyperparameters.learning_rate": 0.0003, "lora.r": 16}, 1.25),
         ({"hyperparameters.learning_rate": 2e-05, "lora.r": 8}, 2.5),
         ({"hyperparameters.learning_rate": 0.001, "lora.r": 8}, None), ({}, None)]
-    assert [t.note is None for t in trials] == [True, True, True, False] and "MLflow" in trials[3].note
+    assert [t.note is None for t in trials] == [True, True, True, False] and "has not started" in trials[3].note
     assert any(r.path.endswith(f"/runs/{plan.job_name}/children") for r in azureml_fake.calls("GET"))
     mlflow_gets = [r for r in azureml_fake.calls("GET") if r.path.endswith("/api/2.0/mlflow/runs/get")]
     assert sorted(r.query["run_id"] for r in mlflow_gets) == sorted(names)

@@ -167,6 +167,7 @@ def _notes(sweep: SweepSpec, space: dict[str, dict[str, Any]], notes: list[str])
 
 CHILD_NUMBER = re.compile(r"_(\d+)$")  # a sweep job's trials are its child jobs <sweep>_0, <sweep>_1, ...
 NOT_STARTED = "not in MLflow yet (the trial has not started): its values and objective come once it runs"
+NEVER_LOGGED = "no MLflow run: the trial ended before it logged its values (`cloudtune logs` of the sweep shows why)"
 
 
 def trials_of(children: list[Any], figures: dict[str, Any] | None = None,
@@ -183,9 +184,10 @@ def trials_of(children: list[Any], figures: dict[str, Any] | None = None,
         native = str(getattr(child.status, "value", child.status))  # the SDK's JobStatus enum or a string
         run = (figures or {}).get(child.name)
         parameters, objective = ({}, None) if run is None or spec is None else _figures(run, spec)
+        state = map_native(AZUREML, native)
+        note = None if run is not None or figures is None else NEVER_LOGGED if state.terminal else NOT_STARTED
         trials.append(Trial(number=int(found.group(1)) if found else position, parameters=parameters,
-                            state=map_native(AZUREML, native).value, objective=objective, job_id=child.name,
-                            note=NOT_STARTED if run is None and figures is not None else None))
+                            state=state.value, objective=objective, job_id=child.name, note=note))
     return sorted(trials, key=lambda t: t.number)
 
 
