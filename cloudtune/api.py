@@ -414,13 +414,14 @@ class Job:
         """The handle of a sweep's best trial (a job of the store, or of the sweep's cloud); InvalidInput when none
         has finished with its objective."""
         state = self.status()
-        best = sweeps.best_job_id(self._record, self.trials())
+        trials = self.trials()  # one read: on a cloud each costs the service's trial listing
+        best = sweeps.best_job_id(self._record, trials)
         if best is None:
             raise InvalidInput(f"sweep {self.job_id} ({state}) has no trial that finished with its objective: there is "
                                "no best model to download", fix=f"`cloudtune status {self.job_id}` lists its trials")
         return get_job(best, store=self._store) if self.provider == "local" else Job(
             JobRecord(job_id=best, provider=self.provider, name=best, state=JobState.SUCCEEDED, created_at=0.0,
-                      updated_at=0.0, model_uri=next((t.model_uri for t in self.trials() if t.job_id == best), None)),
+                      updated_at=0.0, model_uri=next((t.model_uri for t in trials if t.job_id == best), None)),
             self._launcher, self._store)
 
     def raise_for_state(self) -> None:

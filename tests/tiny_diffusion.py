@@ -1,6 +1,6 @@
 """A tiny Stable-Diffusion-shaped pipeline and captioned images for tests: built from configs the way diffusers' own
 tests build theirs (`tests/pipelines/stable_diffusion/test_stable_diffusion.py`: a 2-block `UNet2DConditionModel`,
-a 2-block `AutoencoderKL`, a 5-layer `CLIPTextModel`), saved with `save_pretrained`, never downloaded. The CLIP
+a 2-block `AutoencoderKL`, a 2-layer `CLIPTextModel`), saved with `save_pretrained`, never downloaded. The CLIP
 tokenizer is written here (character-level vocab.json + merges.txt), as diffusers' tests download theirs.
 """
 
@@ -31,12 +31,27 @@ def write_clip_tokenizer(path: Path) -> Path:
     return out
 
 
+TEXT_CONFIG = dict(bos_token_id=0, eos_token_id=2, hidden_size=16, intermediate_size=32, layer_norm_eps=1e-05,
+                   num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=len(LETTERS) * 2 + 3,
+                   max_position_embeddings=16)
+"""The tiny CLIP text encoder's config (2 layers of 16) over `write_clip_tokenizer`'s vocabulary."""
+
+
+def tiny_vae():
+    """A tiny AutoencoderKL (2 blocks of 8/16 channels, 4 latent channels: a latent side of half the image's)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                         up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=32)
+
+
 def make_tiny_sd_pipeline(path: Path, sample_size: int = 16) -> Path:
     """Save a tiny StableDiffusionPipeline (UNet 2 blocks of 8/16 channels, VAE 2 blocks, CLIP text 2 layers of 16,
     DDPM training scheduler, no safety checker) to `path` (a dir with model_index.json); deterministic (seed 0).
     `sample_size`: the UNet's latent side (images of 8x that in pixels, the VAE's factor being 2 here: 2 blocks)."""
     import torch
-    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     path = Path(path)
@@ -46,13 +61,8 @@ def make_tiny_sd_pipeline(path: Path, sample_size: int = 16) -> Path:
         block_out_channels=(8, 16), layers_per_block=1, sample_size=sample_size, in_channels=4, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=32)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=0, eos_token_id=2, hidden_size=16, intermediate_size=32, layer_norm_eps=1e-05,
-        num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=len(LETTERS) * 2 + 3,
-        max_position_embeddings=16))
+    vae = tiny_vae()
+    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
     scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear", beta_start=0.00085,
                               beta_end=0.012, steps_offset=1, clip_sample=False)
@@ -106,7 +116,7 @@ def make_tiny_sdxl_pipeline(path: Path, sample_size: int = 16) -> Path:
     import shutil
 
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     path = Path(path)
@@ -118,12 +128,8 @@ def make_tiny_sdxl_pipeline(path: Path, sample_size: int = 16) -> Path:
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 1), projection_class_embeddings_input_dim=64,
         cross_attention_dim=32, norm_num_groups=4)
-    vae = AutoencoderKL(block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-                        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), norm_num_groups=4, sample_size=32)
-    config = dict(bos_token_id=0, eos_token_id=2, hidden_size=16, intermediate_size=32, layer_norm_eps=1e-05,
-                  num_attention_heads=2, num_hidden_layers=2, pad_token_id=1, vocab_size=len(LETTERS) * 2 + 3,
-                  max_position_embeddings=16, hidden_act="gelu", projection_dim=16)
+    vae = tiny_vae()
+    config = {**TEXT_CONFIG, "hidden_act": "gelu", "projection_dim": 16}
     text_encoder = CLIPTextModel(CLIPTextConfig(**config))
     text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config))
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))

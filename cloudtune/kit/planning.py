@@ -231,7 +231,7 @@ def deepspeed_on_image(spec: Any, target: Target, notes: list[str]) -> None:
     """A `distributed: deepspeed-*` job needs deepspeed in its image, which no wheel lock carries: refused on an
     image known to lack it (UnsupportedSpec, before anything is uploaded), a plan note where the image's contents
     are not documented (the job then stops at start with one line if it is missing: cloudtune.train.knobs)."""
-    distributed = getattr(spec.train, "distributed", None) if spec.train is not None else None
+    distributed = spec.train.distributed if spec.train is not None else None
     if distributed not in DEEPSPEED_STAGES:
         return
     shown = target.image or target.name

@@ -7,6 +7,7 @@ The plan refuses what this device cannot run (cloudtune.preflight.knobs) and wha
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from cloudtune.contracts.deepspeed import STAGES, deepspeed_config
@@ -34,8 +35,6 @@ def require_deepspeed(distributed: str) -> None:
     """JobInputError (one line, exit 65) when the job's image has no `deepspeed` to import. Without CUDA, DeepSpeed
     runs on its CPU accelerator (deepspeed.accelerator.cpu_accelerator: gloo or its shared-memory collectives), which
     trains the same ZeRO stages: a local CPU job exercises the config, the engine and its checkpoints."""
-    import importlib.util
-
     if importlib.util.find_spec("deepspeed") is None:
         raise JobInputError(f"train.distributed {distributed}: deepspeed is not installed in this job's image. To fix: "
                             "use an image that carries it (pip install deepspeed), or distributed: ddp or fsdp")

@@ -33,20 +33,28 @@ def on_vertex(environ: Mapping[str, str]) -> bool:
     return any(environ.get(k) for k in (HYPERTUNE_FILE_ENV, HYPERTUNE_TRIAL_ENV, "AIP_MODEL_DIR"))
 
 
+def mlflow_module(environ: Mapping[str, str]) -> Any:
+    """The mlflow module when `MLFLOW_TRACKING_URI` is set in `environ` and mlflow is installed, else None (mlflow is
+    imported only then: it is off the path of every job that does not log to it)."""
+    if not environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is None:
+        return None
+    import mlflow
+
+    return mlflow
+
+
 def log_trial_values(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> bool:
     """Log a sweep trial's values (option path -> value, `cloudtune.runtime.trial.apply`'s `job["trial"]`) as MLflow
     params (`hyperparameters.learning_rate` -> "0.0003") of the run MLflow is pointed at (MLFLOW_TRACKING_URI, and
     MLFLOW_RUN_ID where the service sets it, as Azure ML does). True when logged; False without a tracking URI or
     mlflow; a failure is one warning line, never a failed run. One process per trial calls it (node 0's first)."""
-    env = os.environ if environ is None else environ
-    if not values or not env.get("MLFLOW_TRACKING_URI"):
+    mlflow = mlflow_module(os.environ if environ is None else environ) if values else None
+    if mlflow is None:
         return False
-    import importlib.util
-
-    if importlib.util.find_spec("mlflow") is None:
-        return False
-    import mlflow  # installed: only imported when a tracking URI asks for it
-
     try:
         mlflow.log_params({name: str(value) for name, value in values.items()})
     except Exception as exc:  # noqa: BLE001 - an unreachable tracking server must not fail the run
@@ -63,14 +71,7 @@ class MetricReporter:
         self.hypertune_path = Path(env.get(HYPERTUNE_FILE_ENV) or HYPERTUNE_DEFAULT_FILE) if on_vertex(env) else None
         self.trial = env.get(HYPERTUNE_TRIAL_ENV, "0")
         self.entries: list[dict[str, Any]] = []
-        self.mlflow = None
-        if mlflow and env.get("MLFLOW_TRACKING_URI"):
-            import importlib.util
-
-            if importlib.util.find_spec("mlflow") is not None:
-                import mlflow as mlflow_module  # installed: only imported when a tracking URI asks for it
-
-                self.mlflow = mlflow_module
+        self.mlflow = mlflow_module(env) if mlflow else None
         self._warned: set[str] = set()
 
     def report(self, figures: Mapping[str, Any], step: int) -> None:

@@ -44,14 +44,16 @@ def write_data(root: Path, n_train: int = 64) -> dict[str, str]:
 
 
 def write_spec(path: Path, model: Path, inputs: dict[str, str], *, hp: dict[str, Any], eval_set: bool = True,
-               **extra: Any) -> Path:
+               train_options: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """A job spec at `path`: `train` on `model` with `hp` (and `train_options`, e.g. `distributed`), the rest of the
+    top-level keys from `extra`."""
     import yaml
 
     spec = {
         "name": extra.pop("name", "dist"),
         "inputs": inputs,
         "train": {"model": str(model), "data": {"train": "train", "eval": "eval" if eval_set else None},
-                  "hyperparameters": hp},
+                  "hyperparameters": hp, **(train_options or {})},
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,3 +88,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def launch_and_wait(spec: Path, timeout_s: float = 300) -> Any:
+    """`cloudtune.api.launch(spec)` and wait for the job to end; a job still running after `timeout_s` is cancelled
+    (its processes stopped) and the test fails with the tail of its log."""
+    import pytest
+
+    from cloudtune import api
+
+    job = api.launch(spec)
+    try:
+        job.wait(timeout=timeout_s)
+    except TimeoutError:  # say where it stood, and stop its processes
+        tail = "\n".join(job.logs())[-6000:]
+        job.cancel()
+        pytest.fail(f"job {spec.stem} did not end within {timeout_s:.0f} s; its log ends with:\n{tail}")
+    return job
+

@@ -17,7 +17,7 @@ pytest.importorskip("transformers")
 
 from cloudtune import api  # noqa: E402
 from cloudtune.train.flow import NO_EVAL_BEFORE_DEEPSPEED  # noqa: E402
-from tests.distributed.helpers import make_deterministic_gpt2, write_data, write_spec  # noqa: E402
+from tests.distributed.helpers import launch_and_wait, make_deterministic_gpt2, write_data, write_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -31,21 +31,11 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _run(ctx, name: str, stage: str, **extra: object) -> tuple[api.Job, str]:
-    import yaml
-
     hp = {"max_steps": 6, "learning_rate": 3e-3, "batch_size": 4, "max_seq_len": 32, "seed": 7}
     spec = write_spec(ctx["root"] / f"{name}.yaml", ctx["model"], ctx["inputs"], hp=hp, name=name,
-                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 3, "keep": 2}, **extra)
-    data = yaml.safe_load(spec.read_text())
-    data["train"]["distributed"] = stage
-    spec.write_text(yaml.safe_dump(data, sort_keys=False))
-    job = api.launch(spec)
-    try:
-        job.wait(timeout=300)
-    except TimeoutError:
-        tail = "\n".join(job.logs())[-6000:]
-        job.cancel()
-        pytest.fail(f"job {name} did not end within 300 s; its log ends with:\n{tail}")
+                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 3, "keep": 2},
+                      train_options={"distributed": stage}, **extra)
+    job = launch_and_wait(spec)
     return job, "\n".join(job.logs())
 
 
@@ -70,9 +60,7 @@ def test_a_stopped_zero3_job_resumes_from_its_deepspeed_checkpoint(env) -> None:
     """A SIGTERM to the whole process group (a cloud's stop) while step 3's checkpoint is saved: every rank saves
     the stop checkpoint (DeepSpeed's sharded engine state inside cloudtune's complete-or-absent checkpoint), exits
     143, and the retry resumes from it to the same weights as an uninterrupted run."""
-    from safetensors.torch import load_file
-
-    from tests.distributed.helpers import max_abs_diff
+    from tests.distributed.helpers import max_abs_diff, weights
 
     fault = {"CLOUDTUNE_FAULT_AT": "before@3:sigterm-group", "CLOUDTUNE_STOP_DEADLINE_S": "20"}
     job, log = _run(env, "zero3-stopped", "deepspeed-zero3", env=fault, retries=1)
@@ -81,5 +69,4 @@ def test_a_stopped_zero3_job_resumes_from_its_deepspeed_checkpoint(env) -> None:
     assert "[exit class: preempted" in log and "resuming from checkpoint" in log
     assert json.loads((Path(job.model_uri) / "metrics.json").read_text())["global_step"] == 6
     reference, _ = _run(env, "zero3-reference", "deepspeed-zero3")
-    weights = [load_file(str(Path(j.model_uri) / "model.safetensors")) for j in (job, reference)]
-    assert max_abs_diff(*weights) == 0.0
+    assert max_abs_diff(weights(Path(job.model_uri)), weights(Path(reference.model_uri))) == 0.0

@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from cloudtune import api  # noqa: E402
 from cloudtune.train.health import DIVERGED_PREFIX, HEALTH_PREFIX  # noqa: E402
-from tests.distributed.helpers import make_deterministic_gpt2, write_data, write_spec  # noqa: E402
+from tests.distributed.helpers import launch_and_wait, make_deterministic_gpt2, write_data, write_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,10 @@ def env(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _launch(env, name: str, hp: dict, distributed: str, **train: object) -> api.Job:
-    import yaml
-
     spec = write_spec(env["root"] / f"{name}.yaml", env["model"], env["inputs"], hp=hp, name=name,
-                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 2, "keep": 1}, retries=1)
-    data = yaml.safe_load(spec.read_text())
-    data["train"].update({"distributed": distributed, **train})
-    spec.write_text(yaml.safe_dump(data, sort_keys=False))
-    job = api.launch(spec)
-    try:
-        job.wait(timeout=300)
-    except TimeoutError:  # say where it stood, and stop its processes
-        tail = "\n".join(job.logs())[-6000:]
-        job.cancel()
-        pytest.fail(f"job {name} did not end within 300 s; its log ends with:\n{tail}")
-    return job
+                      resources={"processes_per_node": 2}, checkpoint={"every_steps": 2, "keep": 1}, retries=1,
+                      train_options={"distributed": distributed, **train})
+    return launch_and_wait(spec)
 
 
 def test_fsdp_collapse_probe_and_keep_best_run_on_every_rank(env) -> None:

@@ -77,6 +77,16 @@ def reconstruction(pipe_dir: Path, image: Path) -> "object":
     return np.clip((out.permute(1, 2, 0).numpy() + 1) * 127.5, 0, 255)
 
 
+def render_with_lora(pipeline_class: type, pipe_dir: Path, lora_dir: Path, steps: int) -> "object":
+    """"a red square" at 32 px, seed 0 (as the job's sample prompt0-seed0), from `pipeline_class.from_pretrained(
+    pipe_dir)` with the job's LoRA loaded the documented way (`load_lora_weights`)."""
+    pipe = pipeline_class.from_pretrained(str(pipe_dir))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(str(lora_dir))
+    return pipe("a red square", num_inference_steps=steps, guidance_scale=1.0, height=32, width=32,
+                generator=torch.Generator("cpu").manual_seed(0)).images[0]
+
+
 def rms(a: "object", b: "object") -> float:
     import numpy as np
 
@@ -115,11 +125,7 @@ def test_training_moves_samples_toward_the_trained_colour_and_the_lora_reloads(t
         assert after < before - 0.5
 
     # the saved LoRA, loaded the documented way, renders the job's own samples
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_pipe))
-    pipe.set_progress_bar_config(disable=True)
-    pipe.load_lora_weights(str(model))
-    image = pipe("a red square", num_inference_steps=10, guidance_scale=1.0, height=32, width=32,
-                 generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    image = render_with_lora(StableDiffusionPipeline, tiny_pipe, model, steps=10)
     assert rms(pixels(model / "samples" / "step-000060" / "prompt0-seed0.png"), image) < 1.0
 
     # a healthy run: no collapse warning, no divergence
@@ -215,11 +221,7 @@ def test_an_sdxl_pipeline_trains_and_its_lora_reloads(tmp_path: Path, capsys) ->
     trained = lora_weights(model)
     assert trained and any(float(v.abs().max()) > 0 for k, v in trained.items() if "lora_B" in k)
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(str(pipe_dir))
-    pipe.set_progress_bar_config(disable=True)
-    pipe.load_lora_weights(str(model))
-    image = pipe("a red square", num_inference_steps=4, guidance_scale=1.0, height=32, width=32,
-                 generator=torch.Generator("cpu").manual_seed(0)).images[0]
+    image = render_with_lora(StableDiffusionXLPipeline, pipe_dir, model, steps=4)
     assert rms(pixels(model / "samples" / "step-000012" / "prompt0-seed0.png"), image) < 1.0
     base = pixels(model / "samples" / "step-000000" / "prompt0-seed0.png")
     assert rms(base, image) > 0.0  # the LoRA changed what the pipeline renders

@@ -75,6 +75,7 @@ class AzureLauncher(CloudLauncher):
         self._client_kwargs = client_kwargs or {}
         self._clients: dict[tuple[str, str, str], Any] = {}
         self._stores: dict[tuple[str, str, str], BlobStore] = {}
+        self._mlflow: dict[tuple[str, str, str], MlflowRuns] = {}
         self._datastores: dict[tuple[int, str], Datastore] = {}
 
     # ================================================================ clients (lazy; `cloudtune list` may span workspaces)
@@ -262,15 +263,20 @@ class AzureLauncher(CloudLauncher):
         return sweep.trials_of(children, figures, ref.extra.get("sweep"))
 
     def mlflow_runs(self, settings: dict[str, Any]) -> MlflowRuns:
-        """The reader of the settings' workspace MLflow runs (its tracking URI is the workspace's)."""
-        client = self.ml_client(settings)
-        workspace = self.caller.call(client.workspaces.get, settings["workspace"], what="get the workspace")
-        emulator = emulator_endpoint()
-        base = rest_base(str(workspace.mlflow_tracking_uri), emulator)
-        if emulator:  # no Entra ID to sign in to (cloudtune_azure.emulator)
-            credential = self._credential or EmulatorCredential()
-            return MlflowRuns(base, credential, plain_http_policy(credential))
-        return MlflowRuns(base, self.credential())
+        """The reader of the settings' workspace MLflow runs (its tracking URI is the workspace's), made once per
+        workspace."""
+        key = self._workspace(settings)
+        if key not in self._mlflow:
+            client = self.ml_client(settings)
+            workspace = self.caller.call(client.workspaces.get, settings["workspace"], what="get the workspace")
+            emulator = emulator_endpoint()
+            base = rest_base(str(workspace.mlflow_tracking_uri), emulator)
+            if emulator:  # no Entra ID to sign in to (cloudtune_azure.emulator)
+                credential = self._credential or EmulatorCredential()
+                self._mlflow[key] = MlflowRuns(base, credential, plain_http_policy(credential))
+            else:
+                self._mlflow[key] = MlflowRuns(base, self.credential())
+        return self._mlflow[key]
 
     def _run_error(self, client: Any, name: str) -> str | None:
         """The failed job's error message, from its run details (the job resource itself carries none); None when

@@ -76,13 +76,11 @@ class MlflowRuns:
     def run(self, run_id: str) -> RunFigures | None:
         """The run's figures; None when MLflow has no such run (a trial that has not started). Raises azure-core's
         HttpResponseError on any other error answer."""
-        from azure.core.exceptions import HttpResponseError
         from azure.core.rest import HttpRequest
 
         response = self.client.send_request(HttpRequest("GET", f"{self.base}/api/2.0/mlflow/runs/get",
                                                         params={"run_id": run_id}))
         if response.status_code == 404:
             return None
-        if response.status_code >= 400:
-            raise HttpResponseError(response=response)
+        response.raise_for_status()
         return figures_of(response.json())
