@@ -57,19 +57,27 @@ def sweep_ref(plan_request: dict[str, Any], sweep_id: str) -> JobRef:
 
 
 def start_sweep(plan: Plan) -> JobRef:
-    """Write the sweep directory (sweep.json, state, log) and start its driver; idempotent like a job's submit."""
+    """Write the sweep directory and start its driver; idempotent like a job's submit."""
     sweep_dir = Path(plan.request["sweep_dir"])
-    sweep_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if (sweep_dir / "state.json").exists():
         return sweep_ref(plan.request, plan.job_name)
+    write_sweep_dir(plan)
+    _start_driver(sweep_dir)
+    return sweep_ref(plan.request, plan.job_name)
+
+
+def write_sweep_dir(plan: Plan) -> Path:
+    """The sweep directory of a sweep plan, as its driver reads it (cloudtune.local.sweep: sweep.json, a pending
+    state, an empty log), with no driver started. Returns the directory."""
+    sweep_dir = Path(plan.request["sweep_dir"])
+    sweep_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config = {"sweep_id": plan.job_name, "suffix": plan.request["suffix"], "spec": plan.spec}
     tmp = sweep_dir / "sweep.json.tmp"
     tmp.write_text(json.dumps(config, indent=2))
     os.replace(tmp, sweep_dir / "sweep.json")
     (sweep_dir / "job.log").touch()
     write_state(sweep_dir, state="pending")
-    _start_driver(sweep_dir)
-    return sweep_ref(plan.request, plan.job_name)
+    return sweep_dir
 
 
 def resume_sweep(ref: JobRef) -> JobRef:

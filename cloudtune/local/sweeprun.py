@@ -16,10 +16,12 @@ from typing import Any
 import cloudtune.api as api
 from cloudtune.bundle import build_bundle
 from cloudtune.contracts.metrics import metric_history
+from cloudtune.errors import JobNotFound
 from cloudtune.states import is_terminal
 from cloudtune.local.launcher import LocalLauncher
 from cloudtune.local.supervisor import read_state, write_state
 from cloudtune.local.sweep import POLL_S, log, make_study, read_sweep_file, slots, suggest
+from cloudtune.plan import Plan
 from cloudtune.settings import provider_settings
 from cloudtune.spec import JobSpec, LocalSettings
 from cloudtune.spec.sweep import trial_spec
@@ -59,6 +61,7 @@ class SweepRun:
         self.study = make_study(sweep_dir, self.spec, self.sweep_id)
         self.slots = slots(self.spec)
         self.running: dict[int, Running] = {}
+        self.waiting: list[Any] = []
         self.stop = False
         self.bundle = None
         if self.spec.command is not None:
@@ -73,9 +76,9 @@ class SweepRun:
         return min(total, self.sweep.grid_size()) if self.sweep.algorithm == "grid" else total
 
     def spent(self) -> int:
-        """Trials that count against the budget: finished (complete, pruned, failed) and running."""
+        """Trials that count against the budget: finished (complete, pruned, failed), running and waiting to start."""
         done = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.name in SPENT)
-        return done + self.failures() + len(self.running)
+        return done + self.failures() + len(self.running) + len(self.waiting)
 
     def failures(self) -> int:
         return sum(1 for t in self.study.get_trials(deepcopy=False)
@@ -92,9 +95,10 @@ class SweepRun:
                 return "cancelled", "the sweep was cancelled"
             self.poll()
             failing = limit > 0 and self.failures() >= limit
-            while not failing and not self.stop and len(self.running) < len(self.slots) and self.spent() < self.budget():
+            while not failing and not self.stop and len(self.running) < len(self.slots) and (
+                    self.waiting or self.spent() < self.budget()):
                 self.start()
-            if not self.running and (failing or self.spent() >= self.budget()):
+            if not self.running and (failing or (not self.waiting and self.spent() >= self.budget())):
                 break
             time.sleep(POLL_S)
         return self.outcome(failing)
@@ -118,16 +122,17 @@ class SweepRun:
         return None
 
     def start(self) -> None:
-        """Ask for one trial's values and submit it as a local job."""
-        trial = self.study.ask()
-        values = suggest(trial, self.sweep.ranges())
+        """Submit one trial as a local job: one a killed driver asked for but never started (`adopt`), else a new one
+        asked of Optuna. The trial is named before its job exists, so that a driver killed at any point of this
+        leaves a trial its successor either follows (the job was made) or starts (it was not)."""
+        trial = self.waiting.pop(0) if self.waiting else self.study.ask()
+        values = suggest(trial, self.sweep.ranges())  # a trial asked before: the values it was given then
         slot = self.free_slot()
         number = trial.number
         try:
-            spec = trial_spec(self.spec, values)
-            if slot is not None:
-                spec = spec.model_copy(update={"env": {**spec.env, "CUDA_VISIBLE_DEVICES": slot}})
-            plan = self.launcher.plan(spec, self.settings, suffix=f"{self.suffix}-t{number:02d}", bundle=self.bundle)
+            plan = self.trial_plan(number, values, slot)
+            trial.set_user_attr("job_id", plan.job_name)
+            trial.set_user_attr("cuda_visible_devices", slot)
             job = api.submit(plan, launcher=self.launcher, spec_path=self.spec_path, store=self.store)
         except Exception as exc:  # noqa: BLE001 - a trial that cannot start is a failed trial, the sweep goes on
             trial.set_user_attr("note", f"{type(exc).__name__}: {exc}"[:500])
@@ -135,30 +140,58 @@ class SweepRun:
             self.study.tell(trial, state=_state("FAIL"))
             log(self.dir, f"trial {number} could not start: {exc}")
             return
-        trial.set_user_attr("job_id", job.job_id)
-        self.store.record_status(job.job_id, job.record.state, sweep=self.sweep_id, trial=number, parameters=values,
-                                 cuda_visible_devices=slot)
+        self.link(job, number, values, slot)
         self.running[number] = Running(trial, job, slot)
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
         log(self.dir, f"trial {number} started as {job.job_id}: {shown}")
 
+    def trial_plan(self, number: int, values: dict[str, Any], slot: str | None) -> Any:
+        """The trial's local job plan (pure): the spec with its values, on its GPU set, named `<sweep>-tNN`."""
+        spec = trial_spec(self.spec, values)
+        if slot is not None:
+            spec = spec.model_copy(update={"env": {**spec.env, "CUDA_VISIBLE_DEVICES": slot}})
+        return self.launcher.plan(spec, self.settings, suffix=f"{self.suffix}-t{number:02d}", bundle=self.bundle)
+
+    def link(self, job: Any, number: int, values: dict[str, Any], slot: str | None) -> None:
+        """Mark the trial's job record as this sweep's (what `status`, `list` and `report` read); idempotent."""
+        self.store.record_status(job.job_id, job.record.state, sweep=self.sweep_id, trial=number, parameters=values,
+                                 cuda_visible_devices=slot)
+
     def adopt(self) -> None:
-        """A resumed sweep: trials the last driver left running are followed again (their jobs run on under their
-        own supervisors); one that never got its job is dropped without counting."""
+        """A resumed sweep: what the last driver left running. A trial whose job was made is followed again (the job
+        runs on under its own supervisor) and linked to the sweep; one whose job was never made is started first,
+        with the values it was given (`waiting`)."""
         import optuna
 
         for frozen in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            job_id = frozen.user_attrs.get("job_id")
-            if not job_id:  # asked, never submitted: dropped, not counted, its values asked for again
-                self.study.tell(frozen.number, state=_state("FAIL"))
-                self.study.enqueue_trial(dict(frozen.params))
-                continue
             trial = optuna.trial.Trial(self.study, frozen._trial_id)  # Optuna's handle on a running trial, by its id
-            job = api.get_job(job_id, launcher=self.launcher, store=self.store)
-            slot = job.record.extra.get("cuda_visible_devices")
+            job = self.made_job(frozen.user_attrs.get("job_id"))
+            if job is None:
+                self.waiting.append(trial)
+                log(self.dir, f"trial {frozen.number} was never started; it starts again")
+                continue
+            slot = frozen.user_attrs.get("cuda_visible_devices")
+            self.link(job, frozen.number, dict(frozen.params), slot)
             reported = max((int(s) for s in frozen.intermediate_values), default=-1)
             self.running[frozen.number] = Running(trial, job, slot, reported)
-            log(self.dir, f"trial {frozen.number} ({job_id}) followed again")
+            log(self.dir, f"trial {frozen.number} ({job.job_id}) followed again")
+
+    def made_job(self, job_id: str | None) -> Any:
+        """The job a trial's name leads to, or None when none was made: not named, not recorded, or recorded before a
+        create that never happened (that record is removed: the trial's next start records it again)."""
+        if not job_id:
+            return None
+        try:
+            record = self.store.get(job_id)
+        except JobNotFound:
+            return None
+        if record.job_id != job_id:  # get() also takes a unique prefix: -t10 must not find -t100
+            return None
+        if record.extra.get("launch") == "unconfirmed" and record.plan is not None \
+                and self.launcher.find(Plan.from_dict(record.plan)) is None:
+            self.store.discard_launch(job_id)
+            return None
+        return api.get_job(job_id, launcher=self.launcher, store=self.store)
 
     def poll(self) -> None:
         for number, run in list(self.running.items()):

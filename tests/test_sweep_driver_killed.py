@@ -1,0 +1,82 @@
+"""A local sweep driver killed while it starts a trial: the next driver follows the job that was made, or starts the
+trial that has none, with the values it was given; every trial ends linked to the sweep, each once.
+
+Each crash point of `SweepRun.start` is produced by a driver that did only its first part (the trial asked, named,
+recorded, created); the successor is the real driver loop (`SweepRun.run`, as `launch --resume` starts it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import cloudtune.api as api
+from cloudtune.local.sweep import suggest
+from cloudtune.local.sweepplan import write_sweep_dir
+from cloudtune.local.sweeprun import SweepRun
+from cloudtune.store import JobStore
+from tests.tiny_models import make_tiny_gpt2
+
+pytestmark = pytest.mark.slow
+RATES = [1e-4, 1e-3, 1e-2]
+SENTENCES = ["the kettle sings when the water is hot", "a sail fills with wind and the boat moves"]
+
+
+@pytest.fixture()
+def sweep_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A grid sweep over three learning rates, written as `launch` writes it, with no driver running yet."""
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    make_tiny_gpt2(tmp_path / "tiny")
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": SENTENCES[i % 2]}) + "\n" for i in range(16)))
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
+    spec = {"name": "killed", "inputs": {"train": "train.jsonl", "eval": "eval.jsonl"},
+            "train": {"model": "./tiny", "hyperparameters": {"max_steps": 2, "batch_size": 4, "max_seq_len": 16}},
+            "sweep": {"parameters": {"learning_rate": {"choice": RATES}}, "algorithm": "grid",
+                      "max_trials": 3, "parallel_trials": 1, "early_stopping": "off"}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    return write_sweep_dir(api.plan(tmp_path / "sweep.yaml", "local"))
+
+
+def test_each_crash_point_of_a_trial_start_is_resumed_without_a_lost_or_doubled_trial(sweep_dir: Path) -> None:
+    dead = SweepRun(sweep_dir)  # the killed driver: each trial got only as far as its crash point
+    asked = dead.study.ask()  # killed after ask: no name, no values yet
+    named = dead.study.ask()
+    plan = dead.trial_plan(named.number, suggest(named, dead.sweep.ranges()), None)
+    named.set_user_attr("job_id", plan.job_name)  # killed before its record: named, nothing recorded
+    made = dead.study.ask()
+    made_plan = dead.trial_plan(made.number, suggest(made, dead.sweep.ranges()), None)
+    made.set_user_attr("job_id", made_plan.job_name)
+    job = api.submit(made_plan, launcher=dead.launcher, store=dead.store)  # killed before the link: created, unlinked
+    assert "sweep" not in JobStore().get(job.job_id).extra
+
+    successor = SweepRun(sweep_dir)
+    state, reason = successor.run()
+
+    assert (state, reason) == ("succeeded", None)
+    store = JobStore()
+    trials = store.children("sweep", successor.sweep_id)
+    assert sorted(t.extra["parameters"]["hyperparameters.learning_rate"] for t in trials) == RATES  # each value once
+    assert sorted(t.extra["trial"] for t in trials) == sorted([asked.number, named.number, made.number])
+    assert all(t.state == "succeeded" and isinstance(t.extra["objective"], float) for t in trials)
+    assert job.job_id in {t.job_id for t in trials}  # the job the killed driver made was followed, not run again
+    assert {r.job_id for r in store.list(limit=50)} == {t.job_id for t in trials}  # and no job ran outside the sweep
+    done = [t for t in successor.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and len(successor.study.get_trials(deepcopy=False)) == 3
+
+
+def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_dir: Path) -> None:
+    dead = SweepRun(sweep_dir)
+    trial = dead.study.ask()
+    plan = dead.trial_plan(trial.number, suggest(trial, dead.sweep.ranges()), None)
+    trial.set_user_attr("job_id", plan.job_name)
+    JobStore().add(api.launch_record(plan, None))  # killed between the record and the create
+
+    successor = SweepRun(sweep_dir)
+    state, _ = successor.run()
+
+    assert state == "succeeded"
+    trials = JobStore().children("sweep", successor.sweep_id)
+    assert len(trials) == 3 and plan.job_name in {t.job_id for t in trials}
+    assert all(t.state == "succeeded" for t in trials)
