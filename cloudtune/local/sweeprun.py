@@ -173,7 +173,7 @@ class SweepRun:
             slot = frozen.user_attrs.get("cuda_visible_devices")
             self.link(job, frozen.number, dict(frozen.params), slot)
             reported = max((int(s) for s in frozen.intermediate_values), default=-1)
-            self.running[frozen.number] = Running(trial, job, slot, reported)
+            self.running[frozen.number] = Running(trial, job, slot, reported, bool(frozen.user_attrs.get("pruned")))
             log(self.dir, f"trial {frozen.number} ({job.job_id}) followed again")
 
     def made_job(self, job_id: str | None) -> Any:
@@ -210,6 +210,7 @@ class SweepRun:
             run.reported = int(step)
             if not run.pruned and run.trial.should_prune():
                 run.pruned = True
+                run.trial.set_user_attr("pruned", True)  # kept for a successor that finds the job cancelled
                 log(self.dir, f"trial {run.trial.number} stopped early at step {int(step)}: {self.metric}={value:.6g} "
                     "is worse than the median of earlier trials there")
                 run.job.cancel()
@@ -231,10 +232,15 @@ class SweepRun:
         return run.history[-1][1] if run.history and math.isfinite(run.history[-1][1]) else None
 
     def finish(self, number: int, run: Running, state: str) -> None:
+        """Record the trial's end: the job store first, then Optuna (a driver killed between the two leaves the trial
+        running in the journal, and its successor, following the ended job, records both again)."""
         del self.running[number]
         objective = self.objective(run.job, run) if state == "succeeded" else None
         if run.pruned:  # its objective: the last value it reported (as Optuna keeps for a pruned trial)
             objective = run.history[-1][1] if run.history else None
+        self.store.record_status(run.job.job_id, state, objective=objective, intermediate=run.history,
+                                 pruned=run.pruned)
+        if run.pruned:
             self.study.tell(run.trial, state=_state("PRUNED"))
             shown = "pruned"
         elif objective is not None:
@@ -247,8 +253,6 @@ class SweepRun:
             if self.stop:
                 self.study.enqueue_trial(dict(run.trial.params))
             shown = state if state != "succeeded" else f"succeeded without reporting {self.metric}"
-        self.store.record_status(run.job.job_id, state, objective=objective, intermediate=run.history,
-                                 pruned=run.pruned)
         log(self.dir, f"trial {number} ({run.job.job_id}) ended: {shown}")
 
     def cancel_all(self) -> None:
