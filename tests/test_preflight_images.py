@@ -4,7 +4,6 @@ pipeline dir, CUDA-only options; the layouts, buckets and the collapse measure t
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,7 @@ from cloudtune.errors import JobInputError, SpecError
 from cloudtune.preflight import PreflightError, check_spec_inputs
 from cloudtune.spec import load_spec, validate_spec
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_diffusion import make_colour_images  # noqa: E402
+from tests.tiny_diffusion import make_colour_images
 
 
 def pipeline_dir(path: Path) -> Path:

@@ -94,12 +94,9 @@ def test_labels_are_the_layout_generate_strips(tmp_path: Path) -> None:
     """The labels' codes, read back through the model's own `apply_delay_pattern_mask` + pad filter (what generate
     does to its output), are the codes again; and the model's loss ignores the pattern's pads."""
     pytest.importorskip("transformers")
-    import sys
-
     import torch
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_musicgen import make_tiny_musicgen
+    from tests.tiny_musicgen import make_tiny_musicgen
     from transformers import MusicgenForConditionalGeneration
 
     from cloudtune.train.audio_data import delay_labels

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import make_tiny_gpt2  # noqa: E402
+from tests.tiny_models import make_tiny_gpt2
 
 from cloudtune.runtime.types import RuntimeContext  # noqa: E402
 from cloudtune.spec import TrainSpec  # noqa: E402

@@ -29,8 +29,7 @@ from cloudtune.train.health import (  # noqa: E402
     ngram_stats,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import TEXTS, make_ctx, make_train, write_records  # noqa: E402
+from tests.train.conftest import TEXTS, make_ctx, make_train, write_records
 
 OTHER_TEXTS = [f"roast {i % 5} kilos of beans until the second crack at {200 + i} degrees" for i in range(8)]
 
@@ -192,7 +191,7 @@ def test_overfitting_is_reported_and_keep_best_writes_the_best_weights(tiny_gpt2
 def diverse_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny GPT-2 with weights drawn at std 0.3: its greedy outputs vary with the prompt (the default init's
     repeat one token whatever the prompt, leaving no diversity for a collapse to lose)."""
-    from tiny_models import make_tiny_gpt2
+    from tests.tiny_models import make_tiny_gpt2
     from transformers import AutoModelForCausalLM
 
     path = make_tiny_gpt2(tmp_path_factory.mktemp("diverse") / "m")

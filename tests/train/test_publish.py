@@ -14,8 +14,7 @@ import pytest
 
 from cloudtune.spec.preference import PushToHubSpec
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hubfake import FakeHub  # noqa: E402
+from tests.hubfake import FakeHub
 
 ROOT = Path(__file__).resolve().parents[2]
 PUSH = """

@@ -26,8 +26,7 @@ from cloudtune.train.models import resolve_model_source  # noqa: E402
 from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify  # noqa: E402
 from cloudtune.data.records import read_records, where_field  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import make_tiny_gpt2  # noqa: E402
+from tests.tiny_models import make_tiny_gpt2
 
 METRIC_KEYS = ("eval_loss_before", "eval_loss_after", "perplexity_before", "perplexity_after", "train_loss",
                "tokens_per_second", "train_runtime_s", "global_step", "train_examples")

@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_musicgen import SAMPLING_RATE, make_clips, make_tiny_musicgen  # noqa: E402
+from tests.tiny_musicgen import SAMPLING_RATE, make_clips, make_tiny_musicgen
 
 from cloudtune.runtime.types import RuntimeContext  # noqa: E402
 from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402

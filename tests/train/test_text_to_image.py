@@ -22,8 +22,7 @@ from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
 from cloudtune.train import run_recipe  # noqa: E402
 from cloudtune.train.checkpoints import list_checkpoints, verify  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_diffusion import make_colour_images, make_tiny_sd_pipeline  # noqa: E402
+from tests.tiny_diffusion import make_colour_images, make_tiny_sd_pipeline
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2", "conv_in", "conv_out", "proj_in", "proj_out"]
 RED = {"red": (220, 30, 30)}
@@ -208,7 +207,7 @@ def test_an_sdxl_pipeline_trains_and_its_lora_reloads(tmp_path: Path, capsys) ->
     the way diffusers' SDXL fast tests build theirs: the job trains, and its LoRA, loaded the documented way into
     StableDiffusionXLPipeline, renders the job's own final sample."""
     from diffusers import StableDiffusionXLPipeline
-    from tiny_diffusion import make_tiny_sdxl_pipeline
+    from tests.tiny_diffusion import make_tiny_sdxl_pipeline
 
     pipe_dir = make_tiny_sdxl_pipeline(tmp_path / "tiny-sdxl")
     ctx = ctx_for(tmp_path, pipe_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,7 @@ from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
 from cloudtune.train.trainloss import logged_loss_sum, whole_training_loss  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_models import make_tiny_llama  # noqa: E402
+from tests.tiny_models import make_tiny_llama
 
 SENTENCES = [f"the boat number {i % 4} sails north at dawn with {i % 3} crew" for i in range(48)]
 

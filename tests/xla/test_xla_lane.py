@@ -26,8 +26,7 @@ pytest.importorskip("torch_xla")
 pytest.importorskip("transformers")
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-from tiny_models import make_tiny_llama  # noqa: E402
+from tests.tiny_models import make_tiny_llama
 
 TEXTS = [f"the boat number {i % 4} sails north at dawn with {i % 3} crew" for i in range(24)]
 EVAL = [f"the boat number {i % 4} sails north at dawn with {(i + 1) % 3} crew" for i in range(8)]
