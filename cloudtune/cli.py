@@ -300,7 +300,8 @@ def _progress_lines(info: dict[str, Any]) -> list[str]:
         parts = [f"step:   {p['step']}{total}"] + ([f"epoch {p['epoch']:.2f}{at}"] if "epoch" in p else [])
         parts += [f"eta {format_duration(p['eta_s'])}"] if "eta_s" in p else []
         over = " over the run" if "whole run" in p.get("tokens_per_second_basis", "") else ""
-        parts += [f"{p['tokens_per_second']:.1f} tokens/s{over}"] if "tokens_per_second" in p else []
+        unit = p.get("throughput_unit", "tokens")
+        parts += [f"{p['tokens_per_second']:.1f} {unit}/s{over}"] if "tokens_per_second" in p else []
         lines.append(", ".join(parts))
     if "loss" in p or "eval_loss" in p:
         at = f" (step {p['eval_step']})" if "eval_step" in p else ""

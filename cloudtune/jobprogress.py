@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
-from cloudtune.contracts.progress import main_metric, read_status
+from cloudtune.contracts.progress import main_metric, read_status, throughput_unit
 from cloudtune.report.history import parse_log
 from cloudtune.states import TERMINAL, JobState
 
@@ -125,7 +125,8 @@ def summarize(record: Any, state: str, progress: dict[str, Any], now: float | No
     and eval loss, tokens/s), final metrics (finished jobs) and cost. All seconds are seconds, cost in USD.
 
     tokens/s is one figure with its `tokens_per_second_basis`: the last logging window while the job runs, the
-    whole run's mean (the `tokens_per_second` metric) once it has ended, so the status never shows two."""
+    whole run's mean (the `tokens_per_second` metric) once it has ended, so the status never shows two; its
+    `throughput_unit` says what it counts (`images` for an image task, else `tokens`)."""
     times = job_times(record, state, now)
     finished = state in TERMINAL
     metrics = dict(progress.get("metrics") or {})
@@ -136,13 +137,17 @@ def summarize(record: Any, state: str, progress: dict[str, Any], now: float | No
     keys = ("step", "total_steps", "epoch", "epoch_step", "loss", "eval_loss", "eval_step", "learning_rate",
             "tokens_per_second", "eta_s", "phase")
     shown = {k: progress[k] for k in keys if progress.get(k) is not None}
+    unit = throughput_unit((record.plan or {}).get("spec"))
     if "tokens_per_second" in shown:
         shown["tokens_per_second_basis"] = "the last logging window"
     if finished:
         shown.pop("eta_s", None)
         if isinstance(metrics.get("tokens_per_second"), (int, float)):  # one figure at the end: the whole run's
             shown["tokens_per_second"] = metrics["tokens_per_second"]
-            shown["tokens_per_second_basis"] = "the whole run (input tokens / train_runtime_s)"
+            counted = "input tokens" if unit == "tokens" else unit
+            shown["tokens_per_second_basis"] = f"the whole run ({counted} / train_runtime_s)"
+    if "tokens_per_second" in shown:
+        shown["throughput_unit"] = unit
     if "updated_at" in progress:
         shown["updated_at"] = iso(epoch_seconds(progress["updated_at"]))
     usd_per_hour = (record.plan or {}).get("estimated_usd_per_hour")

@@ -83,6 +83,27 @@ def test_a_running_jobs_tokens_figure_is_the_last_window() -> None:
     assert "3256.0 tokens/s" in line and "over the run" not in line and "at step" not in line
 
 
+def test_an_image_jobs_throughput_is_said_in_images() -> None:
+    """The image recipe counts images in `tokens_per_second` (one log format for every recipe): status, its JSON and
+    the report's throughput chart say images/s for a text-to-image job, tokens/s for the others."""
+    from cloudtune.cli import _progress_lines
+    from cloudtune.jobprogress import progress_from_log, summarize
+    from cloudtune.report.figures import figures
+    from cloudtune.report.history import parse_log
+
+    image = _record()
+    image.plan = {"spec": {"train": {"task": "text-to-image"}}}
+    for state, said in (("succeeded", "219.7 images/s over the run"), ("running", "3256.0 images/s")):
+        view = summarize(image, state, progress_from_log(LOG if state == "succeeded" else LOG[:1]))
+        assert view["progress"]["throughput_unit"] == "images"
+        assert said in _progress_lines({"job_id": "j", "state": state, **view})[0]
+    assert "images / train_runtime_s" in summarize(image, "succeeded", progress_from_log(LOG))["progress"][
+        "tokens_per_second_basis"]
+    assert summarize(_record(), "succeeded", progress_from_log(LOG))["progress"]["throughput_unit"] == "tokens"
+    chart = next(f for f in figures(parse_log(LOG), "images") if f.name == "throughput")
+    assert "219.7 images/s" in chart.note and "counts images" in chart.note
+
+
 # ------------------------------------------------------------------------------------------- accelerators
 def test_a_family_name_says_which_part_it_means() -> None:
     from cloudtune.catalog import load_catalog

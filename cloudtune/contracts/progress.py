@@ -27,10 +27,24 @@ from typing import Any
 
 from cloudtune.contracts.tbevents import EventWriter
 
-__all__ = ["STATUS_FILE", "ProgressReport", "StepClock", "format_duration", "main_metric", "read_status", "write_status"]
+__all__ = ["STATUS_FILE", "ProgressReport", "StepClock", "format_duration", "main_metric", "read_status",
+           "throughput_unit", "write_status"]
 
 STATUS_FILE = "cloudtune-status.json"
 STATUS_VERSION = 1
+
+IMAGE_TASKS = frozenset({"text-to-image"})
+"""Tasks whose `tokens_per_second` counts images, not input tokens (cloudtune.train.text_to_image: one training
+image per example; the field keeps its name so that the log line, the status file and the cloud metric regexes stay
+one format)."""
+
+
+def throughput_unit(spec: dict[str, Any] | None) -> str:
+    """What a job's `tokens_per_second` counts, from its spec (a JobSpec dump): "images" for an image task, else
+    "tokens" (input tokens, all ranks together)."""
+    task = ((spec or {}).get("train") or {}).get("task")
+    return "images" if task in IMAGE_TASKS else "tokens"
+
 
 MAIN_METRICS: tuple[str, ...] = ("eval_accuracy", "eval_loss", "train_loss", "loss")
 """The metric `cloudtune list` shows, first present wins: accuracy (classification), else eval loss, else train loss."""

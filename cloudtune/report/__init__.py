@@ -46,6 +46,7 @@ def write_report(job: Any, out: str | os.PathLike[str] | None = None, *, store: 
     `default_report_path`) and, with `plots`, each chart as `<out stem>-plots/<chart>.svg`. `store` is the job store
     holding its record (default: `$CLOUDTUNE_HOME`'s)."""
     # the page's modules, imported here: cloudtune.report.history (read by status and sweeps) comes without them
+    from cloudtune.contracts.progress import throughput_unit
     from cloudtune.report.facts import collect
     from cloudtune.report.figures import figures
     from cloudtune.report.html import render, verdict
@@ -54,7 +55,7 @@ def write_report(job: Any, out: str | os.PathLike[str] | None = None, *, store: 
     if job.is_sweep:
         return _write_sweep_report(job, out, plots)
     facts = collect(job, store)
-    figs = figures(facts.history)
+    figs = figures(facts.history, throughput_unit(facts.spec))
     target = Path(os.path.abspath(out if out is not None else default_report_path(facts.job_id)))
     target.parent.mkdir(parents=True, exist_ok=True)
     _write_atomic(target, render(facts, figs))

@@ -59,10 +59,12 @@ def _learning_rate(h: History) -> Figure:
                   line_chart("learning_rate", "Learning rate by step", [Series("learning rate", points, COLORS[2])]))
 
 
-def _throughput(h: History) -> Figure:
+def _throughput(h: History, unit: str) -> Figure:
     keys = [k for k in h.steps if is_rate(k)]
     average = h.done.get("tokens_per_second")
-    note = f"average over the run: {fmt(average)} tokens/s (the `train done` line)" if average is not None else ""
+    note = f"average over the run: {fmt(average)} {unit}/s (the `train done` line)" if average is not None else ""
+    if unit != "tokens":
+        note = "; ".join(x for x in (note, f"`tokens_per_second` counts {unit} for this task") if x)
     if not keys:
         return Figure("throughput", "Throughput", None,
                       "; ".join(x for x in ("no per-step throughput in this log", note) if x))
@@ -86,6 +88,7 @@ def _others(h: History) -> list[Figure]:
     return out
 
 
-def figures(h: History) -> list[Figure]:
-    """The report's figures in page order: loss, learning rate, throughput, then eval metrics and other series."""
-    return [_loss(h), _learning_rate(h), _throughput(h), *_eval_metrics(h), *_others(h)]
+def figures(h: History, unit: str = "tokens") -> list[Figure]:
+    """The report's figures in page order: loss, learning rate, throughput, then eval metrics and other series.
+    `unit`: what the job's throughput counts (cloudtune.contracts.progress.throughput_unit)."""
+    return [_loss(h), _learning_rate(h), _throughput(h, unit), *_eval_metrics(h), *_others(h)]
