@@ -404,12 +404,13 @@ class JobStore:
             conn.close()
 
     def discard_launch(self, job_id: str) -> bool:
-        """Remove the record of a launch that made no job: only a record still marked
-        ``extra["launch"] == "unconfirmed"`` (written by ``cloudtune.api.submit`` before the cloud's create call) is
-        removed; any other job is kept. Returns whether a row was removed."""
+        """Remove the record of a launch that made no job: only a record marked ``extra["launch"]`` "unconfirmed"
+        (written by ``cloudtune.api.submit`` before the cloud's create call) or "never created" (such a launch found
+        missing on the provider once its process had ended: ``cloudtune.api.Job``) is removed; any other job is kept.
+        Returns whether a row was removed."""
         with self._write() as conn:
-            cur = conn.execute("DELETE FROM jobs WHERE job_id = ? AND json_extract(extra, '$.launch') = 'unconfirmed'",
-                               (job_id,))
+            cur = conn.execute("DELETE FROM jobs WHERE job_id = ? AND json_extract(extra, '$.launch') IN "
+                               "('unconfirmed', 'never created')", (job_id,))
             return cur.rowcount > 0
 
     def unconfirmed(self, provider: str) -> list[JobRecord]:

@@ -7,6 +7,8 @@ recorded, created); the successor is the real driver loop (`SweepRun.run`, as `l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,12 +68,22 @@ def test_each_crash_point_of_a_trial_start_is_resumed_without_a_lost_or_doubled_
     assert len(done) == 3 and len(successor.study.get_trials(deepcopy=False)) == 3
 
 
-def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_dir: Path) -> None:
+@pytest.mark.parametrize("seen", [False, True], ids=["unconfirmed", "seen-never-created"])
+def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_dir: Path, seen: bool) -> None:
+    """Killed between the record and the create; `seen`: a `status` or `list` since then found the launch's process
+    gone and marked the record "never created"."""
     dead = SweepRun(sweep_dir)
     trial = dead.study.ask()
     plan = dead.trial_plan(trial.number, suggest(trial, dead.sweep.ranges()), None)
     trial.set_user_attr("job_id", plan.job_name)
-    JobStore().add(api.launch_record(plan, None))  # killed between the record and the create
+    record = api.launch_record(plan, None)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True)
+    record.extra["launch_pid"] = int(ended.stdout)  # the killed driver's pid: no longer running
+    JobStore().add(record)
+    if seen:
+        assert api.get_job(plan.job_name).status() == "failed"
+        assert JobStore().get(plan.job_name).extra["launch"] == "never created"
 
     successor = SweepRun(sweep_dir)
     state, _ = successor.run()
@@ -80,3 +92,4 @@ def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_
     trials = JobStore().children("sweep", successor.sweep_id)
     assert len(trials) == 3 and plan.job_name in {t.job_id for t in trials}
     assert all(t.state == "succeeded" for t in trials)
+    assert successor.failures() == 0

@@ -178,7 +178,8 @@ class SweepRun:
 
     def made_job(self, job_id: str | None) -> Any:
         """The job a trial's name leads to, or None when none was made: not named, not recorded, or recorded before a
-        create that never happened (that record is removed: the trial's next start records it again)."""
+        create that never happened (that record, "unconfirmed" or already found "never created", is removed: the
+        trial's next start records it again)."""
         if not job_id:
             return None
         try:
@@ -187,7 +188,7 @@ class SweepRun:
             return None
         if record.job_id != job_id:  # get() also takes a unique prefix: -t10 must not find -t100
             return None
-        if record.extra.get("launch") == "unconfirmed" and record.plan is not None \
+        if record.extra.get("launch") in ("unconfirmed", "never created") and record.plan is not None \
                 and self.launcher.find(Plan.from_dict(record.plan)) is None:
             self.store.discard_launch(job_id)
             return None
