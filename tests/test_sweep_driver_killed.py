@@ -7,8 +7,6 @@ recorded, created); the successor is the real driver loop (`SweepRun.run`, as `l
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -77,9 +75,7 @@ def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_
     plan = dead.trial_plan(trial.number, suggest(trial, dead.sweep.ranges()), None)
     trial.set_user_attr("job_id", plan.job_name)
     record = api.launch_record(plan, None)
-    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
-    record.extra["launch_pid"] = int(ended.stdout)  # the killed driver's pid: no longer running
+    record.extra["launch_pid"] = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid no process has
     JobStore().add(record)
     if seen:
         assert api.get_job(plan.job_name).status() == "failed"
@@ -93,3 +89,23 @@ def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_
     assert len(trials) == 3 and plan.job_name in {t.job_id for t in trials}
     assert all(t.state == "succeeded" for t in trials)
     assert successor.failures() == 0
+
+
+def test_a_trial_cancelled_with_the_sweep_runs_again_and_is_not_a_failure(sweep_dir: Path) -> None:
+    """Killed while it cancelled the sweep: the trial it had withdrawn (its job cancelled) ends cancelled under the
+    successor, which runs its values again and counts no failure; the values are enqueued once."""
+    dead = SweepRun(sweep_dir)
+    dead.start()
+    (number, run), = dead.running.items()
+    dead.withdraw(run)
+    dead.requeue(run.trial)  # and, in the worst instant, already enqueued its values but not told the study
+
+    successor = SweepRun(sweep_dir)
+    state, _ = successor.run()
+
+    assert state == "succeeded" and successor.failures() == 0
+    trials = JobStore().children("sweep", successor.sweep_id)
+    by_state = sorted((t.state, t.extra["parameters"]["hyperparameters.learning_rate"]) for t in trials)
+    assert [s for s, _ in by_state] == ["cancelled", "succeeded", "succeeded", "succeeded"]
+    assert sorted(rate for s, rate in by_state if s == "succeeded") == RATES  # the withdrawn values ran again, once
+    assert next(t for t in trials if t.state == "cancelled").extra["trial"] == number

@@ -35,13 +35,15 @@ trial cancelled with the sweep, or left without a job by an interrupted driver, 
 
 @dataclass
 class Running:
-    """A trial being followed: Optuna's handle, the trial's job, its GPU set, the last step reported to Optuna."""
+    """A trial being followed: Optuna's handle, the trial's job, its GPU set, the last step reported to Optuna;
+    `pruned`: stopped early by the pruner; `withdrawn`: cancelled with the sweep (its values run again on resume)."""
 
     trial: Any
     job: Any
     slot: str | None
     reported: int = -1
     pruned: bool = False
+    withdrawn: bool = False
     history: list[list[float]] = field(default_factory=list)
 
 
@@ -87,21 +89,25 @@ class SweepRun:
     def run(self) -> tuple[str, str | None]:
         """Run the sweep to its end; (final state, failure reason or None)."""
         self.adopt()
-        limit = self.sweep.max_failed_trials
         log(self.dir, f"{self.spent()} of {self.budget()} trials done or running; up to {len(self.slots)} at once")
         while True:
             if self.stop:
                 self.cancel_all()
                 return "cancelled", "the sweep was cancelled"
             self.poll()
-            failing = limit > 0 and self.failures() >= limit
-            while not failing and not self.stop and len(self.running) < len(self.slots) and (
+            while not self.failing() and not self.stop and len(self.running) < len(self.slots) and (
                     self.waiting or self.spent() < self.budget()):
                 self.start()
+            failing = self.failing()
             if not self.running and (failing or (not self.waiting and self.spent() >= self.budget())):
                 break
             time.sleep(POLL_S)
         return self.outcome(failing)
+
+    def failing(self) -> bool:
+        """Whether `sweep.max_failed_trials` (0: no limit) trials have failed: no trial starts any more."""
+        limit = self.sweep.max_failed_trials
+        return limit > 0 and self.failures() >= limit
 
     def outcome(self, failing: bool) -> tuple[str, str | None]:
         complete = [t for t in self.study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -170,10 +176,14 @@ class SweepRun:
                 self.waiting.append(trial)
                 log(self.dir, f"trial {frozen.number} was never started; it starts again")
                 continue
-            slot = frozen.user_attrs.get("cuda_visible_devices")
+            attrs = frozen.user_attrs
+            slot = attrs.get("cuda_visible_devices", job.record.extra.get("cuda_visible_devices"))
             self.link(job, frozen.number, dict(frozen.params), slot)
             reported = max((int(s) for s in frozen.intermediate_values), default=-1)
-            self.running[frozen.number] = Running(trial, job, slot, reported, bool(frozen.user_attrs.get("pruned")))
+            run = Running(trial, job, slot, reported, bool(attrs.get("pruned")), bool(attrs.get("withdrawn")))
+            self.running[frozen.number] = run
+            if run.pruned and not is_terminal(job.status()):
+                job.cancel()  # pruned by the last driver, which died before it stopped the job
             log(self.dir, f"trial {frozen.number} ({job.job_id}) followed again")
 
     def made_job(self, job_id: str | None) -> Any:
@@ -247,19 +257,36 @@ class SweepRun:
         elif objective is not None:
             self.study.tell(run.trial, objective)
             shown = f"{self.metric}={objective:.6g}"
-        else:
-            if not self.stop:  # a failure; one cancelled with the sweep is not, and its values run again on resume
-                run.trial.set_user_attr("counted", True)
+        elif run.withdrawn or self.stop:  # cancelled with the sweep: not a failure, its values run again on resume
+            self.requeue(run.trial)
             self.study.tell(run.trial, state=_state("FAIL"))
-            if self.stop:
-                self.study.enqueue_trial(dict(run.trial.params))
+            shown = f"{state} with the sweep"
+        else:
+            run.trial.set_user_attr("counted", True)
+            self.study.tell(run.trial, state=_state("FAIL"))
             shown = state if state != "succeeded" else f"succeeded without reporting {self.metric}"
         log(self.dir, f"trial {number} ({run.job.job_id}) ended: {shown}")
+
+    def requeue(self, trial: Any) -> None:
+        """Enqueue a withdrawn trial's values for a later driver, once: a copy already waiting (enqueued by a driver
+        killed before it told the study) is not enqueued again."""
+        import optuna
+
+        params = dict(trial.params)
+        waiting = self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+        if not any(t.system_attrs.get("fixed_params") == params for t in waiting):
+            self.study.enqueue_trial(params)
+
+    def withdraw(self, run: Running) -> None:
+        """Cancel a trial with the sweep; marked in the study first, so that a successor does not count it failed."""
+        run.withdrawn = True
+        run.trial.set_user_attr("withdrawn", True)
+        run.job.cancel()
 
     def cancel_all(self) -> None:
         """Cancel every running trial and wait (bounded) for each to end."""
         for run in self.running.values():
-            run.job.cancel()
+            self.withdraw(run)
         deadline = time.monotonic() + 60
         while self.running and time.monotonic() < deadline:
             self.poll()
