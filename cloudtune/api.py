@@ -443,12 +443,11 @@ def launch_record(plan_: Plan, spec_path: str | None) -> JobRecord:
 
 
 def _confirmed(record: JobRecord, ref: JobRef, store: JobStore) -> JobRecord:
-    """Write what the provider said about a job it made (its handle, console, model) onto the launch's record."""
-    extra = {**record.extra, **{k: v for k, v in ref.extra.items() if k != "job_dir"}, "launch": "confirmed"}
-    for key in ("launch_host", "launch_pid", "launch_at"):
-        extra.pop(key, None)
-    return store.update(record.job_id, native_id=ref.native_id, model_uri=ref.model_uri, console_url=ref.console_url,
-                        job_dir=ref.extra.get("job_dir"), extra=extra)
+    """Write what the provider said about a job it made (its handle, console, model) onto the launch's record, merged
+    into what the store holds now (`record` may be a stale copy: another process may have added keys since)."""
+    extra = {**{k: v for k, v in ref.extra.items() if k != "job_dir"}, "launch": "confirmed"}
+    return store.merge(record.job_id, extra, ("launch_host", "launch_pid", "launch_at"), native_id=ref.native_id,
+                       model_uri=ref.model_uri, console_url=ref.console_url, job_dir=ref.extra.get("job_dir"))
 
 
 def submit(plan_: Plan, *, launcher: Launcher | None = None, spec_path: str | None = None, store: JobStore | None = None,

@@ -344,7 +344,14 @@ class JobStore:
             current.extra = {**current.extra, **extra}
             return current
 
-    def _apply(self, job_id: str, changes: dict[str, Any], extra_merge: dict[str, Any]) -> JobRecord:
+    def merge(self, job_id: str, extra: dict[str, Any], drop: tuple[str, ...] = (), **changes: Any) -> JobRecord:
+        """``update`` with ``extra`` merged key by key into the job's ``extra`` and the keys in ``drop`` removed, in one
+        transaction: keys another process wrote since this one read the record are kept (a handle's stale copy of
+        ``extra`` never overwrites them)."""
+        return self._apply(job_id, changes, extra, drop)
+
+    def _apply(self, job_id: str, changes: dict[str, Any], extra_merge: dict[str, Any],
+               drop: tuple[str, ...] = ()) -> JobRecord:
         unknown = sorted(set(changes) - _UPDATABLE)
         if unknown:
             raise TypeError(f"JobStore.update() got unknown field(s): {', '.join(unknown)}; "
@@ -355,8 +362,9 @@ class JobStore:
             data.update(changes)
             if current.terminal and data["state"] not in TERMINAL:
                 data["state"] = current.state
-            if extra_merge:
-                data["extra"] = {**(data.get("extra") or {}), **extra_merge}
+            if extra_merge or drop:
+                merged = {**(data.get("extra") or {}), **extra_merge}
+                data["extra"] = {k: v for k, v in merged.items() if k not in drop}
             if "updated_at" not in changes:
                 data["updated_at"] = max(time.time(), current.updated_at)
             new = JobRecord(**data)

@@ -66,10 +66,12 @@ def test_each_crash_point_of_a_trial_start_is_resumed_without_a_lost_or_doubled_
     assert len(done) == 3 and len(successor.study.get_trials(deepcopy=False)) == 3
 
 
-@pytest.mark.parametrize("seen", [False, True], ids=["unconfirmed", "seen-never-created"])
-def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_dir: Path, seen: bool) -> None:
-    """Killed between the record and the create; `seen`: a `status` or `list` since then found the launch's process
-    gone and marked the record "never created"."""
+@pytest.mark.parametrize("crash", ["unconfirmed", "seen-never-created", "created-unconfirmed"])
+def test_a_trial_killed_between_its_record_and_its_confirmation_runs_once_under_its_name(sweep_dir: Path,
+                                                                                       crash: str) -> None:
+    """Killed after the trial's record: before the create (`unconfirmed`; `seen-never-created`: a `status` or `list`
+    since then found the launch's process gone and marked it "never created"), or after the create but before the
+    record was confirmed (`created-unconfirmed`: the job runs; confirming it later must keep the sweep's link)."""
     dead = SweepRun(sweep_dir)
     trial = dead.study.ask()
     plan = dead.trial_plan(trial.number, suggest(trial, dead.sweep.ranges()), None)
@@ -77,9 +79,11 @@ def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_
     record = api.launch_record(plan, None)
     record.extra["launch_pid"] = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # a pid no process has
     JobStore().add(record)
-    if seen:
+    if crash == "seen-never-created":
         assert api.get_job(plan.job_name).status() == "failed"
         assert JobStore().get(plan.job_name).extra["launch"] == "never created"
+    if crash == "created-unconfirmed":
+        dead.launcher.submit(plan)
 
     successor = SweepRun(sweep_dir)
     state, _ = successor.run()
@@ -87,8 +91,8 @@ def test_a_trial_recorded_but_never_created_is_started_under_its_own_name(sweep_
     assert state == "succeeded"
     trials = JobStore().children("sweep", successor.sweep_id)
     assert len(trials) == 3 and plan.job_name in {t.job_id for t in trials}
-    assert all(t.state == "succeeded" for t in trials)
-    assert successor.failures() == 0
+    assert all(t.state == "succeeded" and t.extra["launch"] == "confirmed" for t in trials)
+    assert successor.failures() == 0 and len(JobStore().list(limit=0)) == 3  # no second job for the trial
 
 
 def test_a_trial_cancelled_with_the_sweep_runs_again_and_is_not_a_failure(sweep_dir: Path) -> None:
