@@ -221,8 +221,8 @@ KILL_SCRIPT = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from transformers import Trainer
-    sys.path.insert(0, {tests!r})
-    import test_recipe_causal_lm as t
+    sys.path.insert(0, {repo!r})
+    import tests.train.test_recipe_causal_lm as t
     original = Trainer.training_step
     def slow(self, *a, **k):
         time.sleep(0.15)
@@ -243,7 +243,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model: Path, tmp
 
     ctx = make_ctx(kill_root, job_dirs(kill_root))
     script = kill_root / "run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), root=str(kill_root), model=str(tiny_model)))
+    script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]), root=str(kill_root), model=str(tiny_model)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90

@@ -121,8 +121,8 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    sys.path.insert(0, {tests!r})
-    import test_text_to_audio as t
+    sys.path.insert(0, {repo!r})
+    import tests.train.test_text_to_audio as t
     t.run(Path({root!r}), Path({clips!r}), t.resume_spec(Path({model!r})), every=3)
     """
 )
@@ -165,7 +165,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny: Path, clips: Path
     root = tmp_path / "killed"
     root.mkdir()
     script = root / "run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parent), root=str(root), clips=str(clips),
+    script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]), root=str(root), clips=str(clips),
                                          model=str(tiny)))
     env = dict(os.environ, CLOUDTUNE_FAULT_AT="before@6:stall")  # hangs in the save of step 6: step 3 is complete
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)

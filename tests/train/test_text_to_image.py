@@ -138,9 +138,8 @@ KILL_SCRIPT = textwrap.dedent(
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    sys.path.insert(0, {tests!r})
-    sys.path.insert(0, {here!r})
-    import test_text_to_image as t
+    sys.path.insert(0, {repo!r})
+    import tests.train.test_text_to_image as t
     from cloudtune.train import run_recipe
     root = Path({root!r})
     ctx = t.RuntimeContext.single_process(root, {{"train": root / "in" / "train", "base": Path({pipe!r})}},
@@ -172,7 +171,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny_pipe: Path, tmp_pa
     kill_root = tmp_path / "killed"
     ctx = ctx_for(kill_root, tiny_pipe, {"red": (220, 30, 30), "blue": (30, 40, 220)})
     script = kill_root / "run.py"
-    script.write_text(KILL_SCRIPT.format(tests=str(Path(__file__).parents[1]), here=str(Path(__file__).parent),
+    script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]),
                                          root=str(kill_root), pipe=str(tiny_pipe)))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
