@@ -66,7 +66,8 @@ def test_detached_failure_reason_reaches_the_store(tmp_path: Path, home: Path) -
     deadline = time.monotonic() + 120
     while read_state(job_dir).get("state") not in ("failed", "succeeded") and time.monotonic() < deadline:
         time.sleep(0.2)  # wait on the job dir only: nothing reads the job's status before the supervisor ends it
-    time.sleep(0.5)  # the supervisor writes the store right after the state file
+    while JobStore().get(job_id).state not in ("failed", "succeeded") and time.monotonic() < deadline:
+        time.sleep(0.2)  # the supervisor writes the store right after the state file
     assert JobStore().get(job_id).state == "failed"
     status = CliRunner().invoke(main, ["status", job_id, "--json"])
     info = json.loads(status.output)

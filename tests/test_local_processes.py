@@ -91,8 +91,9 @@ COMMANDS = {"background": "bash background.sh", "setsid": "bash setsid.sh", "dou
 
 @pytest.mark.parametrize("case", sorted(COMMANDS))
 def test_max_runtime_leaves_no_process(tmp_path: Path, pid_file: Path, case: str) -> None:
-    job = api.launch(_job(tmp_path, COMMANDS[case], pid_file, resources={"max_runtime": 3}))
-    assert job.wait(timeout=60) == "failed"
+    # 10 s: far above the start of the node and its script's 3 processes, so all are up when the runtime ends
+    job = api.launch(_job(tmp_path, COMMANDS[case], pid_file, resources={"max_runtime": 10}))
+    assert job.wait(timeout=120) == "failed"
     assert "MaxRuntimeExceeded" in job.info()["failure_reason"]
     assert len(_pids(pid_file)) == 3
     assert _survivors(pid_file) == []

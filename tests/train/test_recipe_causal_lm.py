@@ -7,10 +7,8 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +25,7 @@ from cloudtune.train.checkpoints import MANIFEST_NAME, list_checkpoints, verify 
 from cloudtune.data.records import read_records, where_field  # noqa: E402
 
 from tests.tiny_models import make_tiny_gpt2
+from tests.train.killing import kill_at_first_checkpoint
 
 METRIC_KEYS = ("eval_loss_before", "eval_loss_after", "perplexity_before", "perplexity_after", "train_loss",
                "tokens_per_second", "train_runtime_s", "global_step", "train_examples")
@@ -218,16 +217,10 @@ def test_corrupt_newest_checkpoint_is_skipped_never_deleted(tiny_model: Path, tm
 
 KILL_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
-    from transformers import Trainer
     sys.path.insert(0, {repo!r})
     import tests.train.test_recipe_causal_lm as t
-    original = Trainer.training_step
-    def slow(self, *a, **k):
-        time.sleep(0.15)
-        return original(self, *a, **k)
-    Trainer.training_step = slow
     root = Path({root!r})
     ctx = t.make_ctx(root, {{"train": root / "in" / "train", "eval": root / "in" / "eval"}})
     t.run_causal_lm(ctx, t.make_spec({model!r}, max_steps=t.KILL_STEPS), t.CheckpointSpec(every_steps=3, keep=2))
@@ -243,22 +236,11 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tiny_model: Path, tmp
 
     ctx = make_ctx(kill_root, job_dirs(kill_root))
     script = kill_root / "run.py"
-    script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]), root=str(kill_root), model=str(tiny_model)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(verify(c.path) is None for c in list_checkpoints(ctx.checkpoint_dir)):
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, "the run ended before it could be killed:\n" + proc.stdout.read().decode()
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+    script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]), root=str(kill_root),
+                                         model=str(tiny_model)))
+    kill_at_first_checkpoint(script, ctx.checkpoint_dir, second=6)
     saved = [c.step for c in list_checkpoints(ctx.checkpoint_dir) if verify(c.path) is None]
-    assert saved and max(saved) < KILL_STEPS and not (ctx.model_dir / "metrics.json").exists()
+    assert saved == [3] and not (ctx.model_dir / "metrics.json").exists()
     capsys.readouterr()
 
     resumed = run_causal_lm(ctx, make_spec(tiny_model, max_steps=KILL_STEPS), ckpt)

@@ -5,18 +5,15 @@ an uninterrupted run, and the collapse check fires on a collapsed run only."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.tiny_musicgen import SAMPLING_RATE, make_clips, make_tiny_musicgen
+from tests.train.killing import kill_at_first_checkpoint
 
 from cloudtune.runtime.types import RuntimeContext  # noqa: E402
 from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
@@ -167,19 +164,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny: Path, clips: Path
     script = root / "run.py"
     script.write_text(KILL_SCRIPT.format(repo=str(Path(__file__).resolve().parents[2]), root=str(root), clips=str(clips),
                                          model=str(tiny)))
-    env = dict(os.environ, CLOUDTUNE_FAULT_AT="before@6:stall")  # hangs in the save of step 6: step 3 is complete
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        seen = b""
-        deadline = time.monotonic() + 540
-        while b"fault injection" not in seen and proc.poll() is None and time.monotonic() < deadline:
-            seen += proc.stdout.readline()
-        assert b"fault injection" in seen, seen.decode(errors="replace")
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=30)
+    kill_at_first_checkpoint(script, root / "checkpoints", second=6)
     assert [c.step for c in list_checkpoints(root / "checkpoints") if verify(c.path) is None] == [3]
 
     resumed = run(root, clips, resume_spec(tiny), every=3)
