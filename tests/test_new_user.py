@@ -100,6 +100,10 @@ def test_an_image_jobs_throughput_is_said_in_images() -> None:
     assert "images / train_runtime_s" in summarize(image, "succeeded", progress_from_log(LOG))["progress"][
         "tokens_per_second_basis"]
     assert summarize(_record(), "succeeded", progress_from_log(LOG))["progress"]["throughput_unit"] == "tokens"
+    from cloudtune.contracts.progress import throughput_unit
+    from cloudtune.spec.image import IMAGE_TASK
+
+    assert throughput_unit({"train": {"task": IMAGE_TASK}}) == "images"  # the spec's image task, spelled twice
     chart = next(f for f in figures(parse_log(LOG), "images") if f.name == "throughput")
     assert "219.7 images/s" in chart.note and "counts images" in chart.note
 

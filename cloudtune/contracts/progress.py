@@ -36,7 +36,7 @@ STATUS_VERSION = 1
 IMAGE_TASKS = frozenset({"text-to-image"})
 """Tasks whose `tokens_per_second` counts images, not input tokens (cloudtune.train.text_to_image: one training
 image per example; the field keeps its name so that the log line, the status file and the cloud metric regexes stay
-one format)."""
+one format). The spec's `cloudtune.spec.image.IMAGE_TASK`, spelled here because this module is stdlib only."""
 
 
 def throughput_unit(spec: dict[str, Any] | None) -> str:

@@ -30,7 +30,8 @@ from cloudtune.sweep import record_outcome
 
 SPENT = ("COMPLETE", "PRUNED")
 """Optuna trial states that spend the budget; a failed trial spends it when its user attribute `counted` is set (a
-trial cancelled with the sweep, or left without a job by an interrupted driver, does not)."""
+trial cancelled with the sweep does not; one an interrupted driver left without a job stays running in the study, and
+the next driver starts it: `SweepRun.adopt`)."""
 
 
 @dataclass
