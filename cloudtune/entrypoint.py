@@ -24,6 +24,7 @@ from cloudtune.runtime.exitcodes import record_failure
 from cloudtune.runtime.launch import (close_process_group, context_env, launch_torchrun, run_forwarding_sigterm,
                                       unpacked_code)
 from cloudtune.runtime.secrets import resolve_secrets
+from cloudtune.runtime.streams import whole_lines
 from cloudtune.runtime.trial import split_arguments
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.runtime.xla import PJRT_DEVICE_VAR, xla_device_type
@@ -74,7 +75,8 @@ def run_worker(ctx: RuntimeContext) -> int:
         return 0
     with unpacked_code(ctx) as code:
         say_all(f"running command in {code}: {job['command']}")
-        return run_forwarding_sigterm(["/bin/sh", "-c", job["command"]], cwd=code)
+        # under torchrun the node's ranks share one output: each line of the command's reaches it whole
+        return run_forwarding_sigterm(["/bin/sh", "-c", job["command"]], relay_lines=started_by_torchrun(), cwd=code)
 
 
 def check_model_dir(ctx: RuntimeContext) -> int:
@@ -106,6 +108,7 @@ def started_by_torchrun() -> bool:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job; exit with the code of its exit class (see cloudtune.runtime.exitcodes)."""
+    whole_lines()  # this node's processes share its output: each of this one's lines is written in one piece
     code = _main(list(sys.argv[1:] if argv is None else argv))
     if code != 0 and started_by_torchrun():
         stopping.report_worker_exit(code)

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cloudtune.contracts.logfmt import say_all
-from cloudtune.runtime import exitcodes, stopping
+from cloudtune.runtime import exitcodes, stopping, streams
 from cloudtune.runtime.exitcodes import ExitClass
 from cloudtune.runtime.types import RuntimeContext
 
 EXIT_DIR_VAR = stopping.EXIT_DIR_VAR  # set for torchrun's workers: each failed worker writes its exit code there
+RELAY_DRAIN_S = 10.0  # after a relayed child exits: how long what its output pipes still hold may take to reach ours
 CODE_PREFIX = "cloudtune-code-"  # the private per-process code copy: <tmp>/cloudtune-code-<job>-<random>/
 
 
@@ -44,13 +45,28 @@ def context_env(ctx: RuntimeContext) -> dict[str, str]:
     return env
 
 
-def run_forwarding_sigterm(cmd: list[str], **kwargs: Any) -> int:
+def run_forwarding_sigterm(cmd: list[str], relay_lines: bool = False, **kwargs: Any) -> int:
     """Run a child; forward SIGTERM/SIGINT to it so it can checkpoint before exiting.
 
     Returns the child's exit code, except that a child that fails after this process was signalled reports
     preemption (EXIT_PREEMPTED: the node was stopped), and a child killed by signal N reports 128+N, as a shell does.
-    A child still running STOP_MARGIN_S after its own stop deadline (cloudtune.runtime.stopping) is killed."""
+    A child still running STOP_MARGIN_S after its own stop deadline (cloudtune.runtime.stopping) is killed.
+    `relay_lines`: the child's stdout and stderr reach this process's one whole line per write
+    (cloudtune.runtime.streams), for a child that shares its node's output with other ranks; what the child's own
+    children still write RELAY_DRAIN_S after it exited is dropped."""
+    if relay_lines:
+        kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     child = subprocess.Popen(cmd, **kwargs)
+    relays = streams.start_relays(child.stdout, child.stderr) if relay_lines else []
+    try:
+        return _forwarding(child)
+    finally:
+        for t in relays:
+            t.join(timeout=RELAY_DRAIN_S)
+
+
+def _forwarding(child: subprocess.Popen) -> int:
+    """Wait for `child` with SIGTERM/SIGINT forwarded to it; its code as run_forwarding_sigterm returns it."""
     received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:

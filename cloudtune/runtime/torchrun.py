@@ -26,6 +26,7 @@ from pathlib import Path
 
 from cloudtune.runtime import exitcodes
 from cloudtune.runtime.exitcodes import ExitClass
+from cloudtune.runtime.streams import whole_lines
 
 FAILURE_FILE_VAR = "CLOUDTUNE_FAILURE_FILE"  # the node's failure file (SageMaker's contract), set by cloudtune-run
 STOP_CODES = frozenset({-int(signal.SIGTERM), exitcodes.EXIT_PREEMPTED})  # how a rank stopped by the agent ends
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun_main
 
+    whole_lines()  # the agent writes to the output its workers share
     try:
         torchrun_main(argv if argv is not None else sys.argv[1:])
     except ChildFailedError as exc:
