@@ -110,7 +110,7 @@ class _AzuriteProcess:
                  "--loose", "--disableProductStyleUrl"],
                 cwd=self.dir, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 180  # node's start on a loaded machine; a dead process ends the wait at once
         while True:
             m = _LISTENING.search(self.log.read_text(errors="replace"))
             if m:

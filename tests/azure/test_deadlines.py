@@ -21,7 +21,7 @@ from cloudtune_azure.launcher import CLIENT_TIMEOUTS, AzureLauncher
 pytest.importorskip("azure.ai.ml")
 DEADLINE = 3.0  # the policy's total, in seconds
 READ_TIMEOUT = 1.0  # the clients' read timeout in these tests (CLIENT_TIMEOUTS otherwise)
-SLACK = 15.0  # the SDK's client set-up and a busy shared machine
+SLACK = 100.0  # the SDK's client set-up on a loaded machine; far under the SDK's own 300 s read timeout, which the bound rules out
 REF = JobRef("azure", "j", "j", extra={"subscription_id": SUBSCRIPTION, "resource_group": RESOURCE_GROUP,
                                        "workspace": WORKSPACE})
 

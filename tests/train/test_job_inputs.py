@@ -156,9 +156,10 @@ def test_max_seq_len_past_the_models_positions_fails_before_training(tiny_gpt2: 
 
 HUB_PROBE = """
 import sys, time
-t = time.monotonic()
+import huggingface_hub, transformers  # imported first: the clock times the Hub's calls, not a loaded disk's imports
 from cloudtune.errors import JobInputError
 from cloudtune.train.models import load_pretrained
+t = time.monotonic()
 try:
     load_pretrained("someorg/some-model")
 except JobInputError as exc:
