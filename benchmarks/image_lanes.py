@@ -38,7 +38,7 @@ def _run(emulate: str, task: str, work: Path, model: Path) -> dict[str, Any]:
     import yaml
 
     from cloudtune import api
-    from cloudtune.local.supervisor import read_state
+    from cloudtune.local.statefile import read_state
 
     rows = [{"text": f"the grinder broke {i}", "label": ["shipping", "equipment"][i % 2]}
             if task == "seq-classification" else {"text": f"hello world number {i}"} for i in range(32)]

@@ -125,7 +125,7 @@ def run_drill(workdir: Path, *, seed: int = 0, max_steps: int = 90, every_steps:
               wait_s: float = 120.0, model: Path | None = None) -> dict[str, Any]:
     """Run the drill under `workdir` (CLOUDTUNE_HOME is set to `workdir/home` for this process). Returns the report."""
     from cloudtune import api
-    from cloudtune.local.supervisor import read_state
+    from cloudtune.local.statefile import read_state
     from tests.tiny_models import make_tiny_gpt2
 
     workdir = Path(workdir)

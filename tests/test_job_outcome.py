@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cloudtune import api
 from cloudtune.cli import main
-from cloudtune.local.supervisor import read_state
+from cloudtune.local.statefile import read_state
 from cloudtune.store import JobStore
 
 WRONG_DIR = """\

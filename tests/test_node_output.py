@@ -29,14 +29,10 @@ for i in range({LINES}):
 WHOLE = re.compile(r"(out|err|piece) rank (\d) line (\d+) end")
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
-    return tmp_path / "home"
-
-
 @pytest.mark.parametrize("emulate", ["aws", "azure"])
-def test_the_lines_of_a_commands_ranks_reach_the_log_whole(tmp_path: Path, home: Path, emulate: str) -> None:
+def test_the_lines_of_a_commands_ranks_reach_the_log_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           emulate: str) -> None:
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
     (tmp_path / "src").mkdir()
     (tmp_path / "src/worker.py").write_text(WORKER)
     spec = {"name": "lines", "command": "python worker.py", "code": "src",

@@ -7,6 +7,8 @@ recorded, created); the successor is the real driver loop (`SweepRun.run`, as `l
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ import yaml
 import cloudtune.api as api
 from cloudtune.local.sweep import suggest
 from cloudtune.local.sweepplan import write_sweep_dir
+from cloudtune.local.statefile import read_state
 from cloudtune.local.sweeprun import SweepRun
 from cloudtune.store import JobStore
+from tests.test_launch_killed_before_supervisor import KILLED_LAUNCH
 from tests.tiny_models import make_tiny_gpt2
 
 pytestmark = pytest.mark.slow
@@ -66,12 +70,14 @@ def test_each_crash_point_of_a_trial_start_is_resumed_without_a_lost_or_doubled_
     assert len(done) == 3 and len(successor.study.get_trials(deepcopy=False)) == 3
 
 
-@pytest.mark.parametrize("crash", ["unconfirmed", "seen-never-created", "created-unconfirmed"])
+@pytest.mark.parametrize("crash", ["unconfirmed", "seen-never-created", "created-unconfirmed", "before-supervisor"])
 def test_a_trial_killed_between_its_record_and_its_confirmation_runs_once_under_its_name(sweep_dir: Path,
-                                                                                       crash: str) -> None:
+                                                                                       crash: str, tmp_path: Path) -> None:
     """Killed after the trial's record: before the create (`unconfirmed`; `seen-never-created`: a `status` or `list`
-    since then found the launch's process gone and marked it "never created"), or after the create but before the
-    record was confirmed (`created-unconfirmed`: the job runs; confirming it later must keep the sweep's link)."""
+    since then found the launch's process gone and marked it "never created"), inside the create, after the job's
+    state was written but before its supervisor started (`before-supervisor`: nothing runs the job), or after the
+    create but before the record was confirmed (`created-unconfirmed`: the job runs; confirming it later must keep
+    the sweep's link)."""
     dead = SweepRun(sweep_dir)
     trial = dead.study.ask()
     plan = dead.trial_plan(trial.number, suggest(trial, dead.sweep.ranges()), None)
@@ -84,6 +90,11 @@ def test_a_trial_killed_between_its_record_and_its_confirmation_runs_once_under_
         assert JobStore().get(plan.job_name).extra["launch"] == "never created"
     if crash == "created-unconfirmed":
         dead.launcher.submit(plan)
+    if crash == "before-supervisor":
+        (tmp_path / "trial-plan.json").write_text(plan.to_json())
+        killed = subprocess.run([sys.executable, "-c", KILLED_LAUNCH, str(tmp_path / "trial-plan.json"), "before"],
+                                capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -9 and read_state(Path(plan.request["job_dir"]))["state"] == "pending", killed.stderr
 
     successor = SweepRun(sweep_dir)
     state, _ = successor.run()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.local.proctree import job_processes
-from cloudtune.local.supervisor import read_state
+from cloudtune.local.statefile import read_state
 from cloudtune.states import TERMINAL
 from cloudtune.store import JobStore
 from cloudtune.units import parse_duration

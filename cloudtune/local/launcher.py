@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 from cloudtune.errors import InvalidInput, UnsupportedSpec
 from cloudtune.kit.staging import stage
 from cloudtune.launcher import JobRef, JobStatus
+from cloudtune.local import starting
 from cloudtune.local.planning import CAPABILITIES, LocalPlanning
 from cloudtune.local.proctree import job_processes
-from cloudtune.local.supervisor import read_state, write_state
+from cloudtune.local.statefile import read_state, write_state
 from cloudtune.local.sweepplan import plan_sweep, resume_sweep, start_sweep, sweep_ref
 from cloudtune.plan import Plan
 from cloudtune.settings import cloudtune_home
@@ -53,12 +54,22 @@ class LocalLauncher:
 
     # ---------------------------------------------------------------- submit and after
     def submit(self, plan: Plan) -> JobRef:
+        """Start the plan's job under its own supervisor process. Idempotent: a job already started (being started,
+        running or ended) is left as it is; one whose launch died before starting its supervisor is started now
+        (cloudtune.local.starting)."""
         if "sweep" in plan.request:
             return start_sweep(plan)
         job_dir = Path(plan.request["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's alone, as $CLOUDTUNE_HOME (store)
-        if (job_dir / "state.json").exists():  # idempotent: this plan was already submitted
-            return self._ref(plan)
+        with starting.locked(job_dir) as lock:
+            state = read_state(job_dir)
+            if lock is None or (state and not starting.restartable(state)):
+                return self._ref(plan)  # being started, running or ended
+            self._start(plan, job_dir, lock)
+        return self._ref(plan)
+
+    def _start(self, plan: Plan, job_dir: Path, lock: int) -> None:
+        """Stage the inputs, write the plan and the pending state, and start the supervisor, which inherits `lock`."""
         missing_secrets = [n for n in plan.request["secret_names"] if n not in os.environ]
         if missing_secrets:
             raise UnsupportedSpec(f"secrets not set in your environment: {', '.join(missing_secrets)}",
@@ -71,13 +82,13 @@ class LocalLauncher:
         tmp.write_text(plan.to_json())
         os.replace(tmp, job_dir / "plan.json")
         (job_dir / "job.log").touch()
-        write_state(job_dir, state=JobState.PENDING.value)  # the supervisor adds its pid and moves on to running
+        # the supervisor adds its pid and moves on to running; the lock it inherits says it is starting until then
+        write_state(job_dir, fresh=True, state=JobState.PENDING.value, **starting.launch_fields())
         subprocess.Popen(
-            [sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir)],
+            [sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir), str(lock)],
             stdin=subprocess.DEVNULL, stdout=open(job_dir / "supervisor.log", "ab"), stderr=subprocess.STDOUT,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, pass_fds=(lock,),
         )
-        return self._ref(plan)
 
     def resume(self, plan: Plan, earlier: JobRef) -> Plan:
         """`plan` made to start from `earlier`'s newest checkpoint: submit copies the earlier job's checkpoint dir
@@ -98,8 +109,9 @@ class LocalLauncher:
         return resume_sweep(ref)
 
     def find(self, plan: Plan) -> JobRef | None:
-        """The job `plan` made: its job directory has a state file once `submit` started it; None otherwise."""
-        return self._ref(plan) if (Path(plan.request["job_dir"]) / "state.json").exists() else None
+        """The job `plan` made: its job directory has a state file once `submit` started it, and a supervisor runs or
+        ran it, or the submit that wrote it still runs (cloudtune.local.starting); None otherwise."""
+        return self._ref(plan) if starting.outcome(Path(plan.request["job_dir"])) == "started" else None
 
     def _with_free_port(self, plan: Plan) -> Plan:
         port = int(next(iter(plan.request["nodes"]))["env"].get("MASTER_PORT", "0") or 0)
@@ -132,7 +144,11 @@ class LocalLauncher:
         if not state:
             return JobStatus(JobState.FAILED, "no state file", "the job directory is missing or was never started")
         name = state.get("state", JobState.PENDING)
-        if name == JobState.PENDING and "supervisor_pid" not in state:
+        if starting.waiting_for_supervisor(state):
+            if "launcher_pid" in state:  # whether it is starting is known (cloudtune.local.starting)
+                if starting.outcome(job_dir) == "started":
+                    return JobStatus(JobState.PENDING, "starting")
+                return JobStatus(JobState.FAILED, "supervisor never started", starting.NEVER_STARTED)
             if time.time() - float(state.get("updated_at", 0)) < STARTUP_GRACE_S:
                 return JobStatus(JobState.PENDING, "starting")
             return JobStatus(JobState.FAILED, "supervisor never started", f"see {job_dir / 'supervisor.log'}")
@@ -179,7 +195,9 @@ class LocalLauncher:
 
     def cancel(self, ref: JobRef) -> None:
         deadline = time.monotonic() + STARTUP_GRACE_S
-        while "supervisor_pid" not in (state := read_state(Path(ref.native_id))) and time.monotonic() < deadline:
+        job_dir = Path(ref.native_id)
+        while ("supervisor_pid" not in (state := read_state(job_dir)) and starting.outcome(job_dir) == "started"
+               and time.monotonic() < deadline):
             time.sleep(0.1)  # just submitted: wait for the supervisor to record itself
         pid = state.get("supervisor_pid")
         if state.get("state") in TERMINAL or not _alive(pid):

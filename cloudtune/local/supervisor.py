@@ -33,6 +33,8 @@ from typing import IO, Any
 
 from cloudtune.errors import CloudtuneError
 from cloudtune.local import diskspace
+from cloudtune.local.starting import claim
+from cloudtune.local.statefile import write_state
 from cloudtune.local.copies import CopyStats, copy_tree
 from cloudtune.local.mounts import with_hook
 from cloudtune.local.proctree import become_subreaper, kill_all, signal_group
@@ -45,32 +47,6 @@ GRACE_SECONDS = 30.0  # what stopped nodes get to checkpoint before SIGKILL; CLO
 GRACE_ENV = "CLOUDTUNE_STOP_GRACE_S"
 TAG = re.compile(r" ?\[exit class: [^\]]*\]")  # the runtime's own tag, replaced by the supervisor's
 KILL_WAIT_SECONDS = 10.0  # how long SIGKILLed processes get to disappear
-
-
-def write_state(job_dir: Path, **fields: Any) -> dict[str, Any]:
-    """Merge `fields` into the job's state file (atomically: a temp file, then a rename). On a full disk the
-    supervisor's reserve (cloudtune.local.diskspace) is freed and the write tried once more."""
-    path = job_dir / "state.json"
-    state = read_state(job_dir)
-    state.update(fields, updated_at=time.time())
-    tmp = path.with_suffix(".json.tmp")
-    try:
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    except OSError as exc:
-        if not diskspace.is_full(exc):
-            raise
-        diskspace.release(job_dir)
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-    os.replace(tmp, path)
-    return state
-
-
-def read_state(job_dir: Path) -> dict[str, Any]:
-    path = job_dir / "state.json"
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def make_job_private(job_dir: Path) -> None:
@@ -432,8 +408,15 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Supervise the job in the directory given (arguments: JOB_DIR [LOCK_FD]): only the supervisor that claims it
+    runs it (cloudtune.local.starting); another exits 0 at once."""
     args = sys.argv[1:] if argv is None else argv
-    return Supervisor(Path(args[0])).run()
+    job_dir = Path(args[0])
+    held = claim(job_dir, int(args[1]) if len(args) > 1 else None)  # the lock `submit` handed over, kept until exit
+    if held is None:
+        print(f"[cloudtune] {job_dir.name}: another supervisor runs this job, or it no longer waits for one", file=sys.stderr)
+        return 0
+    return Supervisor(job_dir).run()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.launcher import JobRef
-from cloudtune.local.supervisor import read_state, write_state
+from cloudtune.local.statefile import read_state, write_state
 from cloudtune.local.sweep import slots
 from cloudtune.plan import Plan
 from cloudtune.spec.sweep import largest_trial, largest_values

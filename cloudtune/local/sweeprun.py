@@ -19,7 +19,7 @@ from cloudtune.contracts.metrics import metric_history
 from cloudtune.errors import JobNotFound
 from cloudtune.states import is_terminal
 from cloudtune.local.launcher import LocalLauncher
-from cloudtune.local.supervisor import read_state, write_state
+from cloudtune.local.statefile import read_state, write_state
 from cloudtune.local.sweep import POLL_S, log, make_study, read_sweep_file, slots, suggest
 from cloudtune.plan import Plan
 from cloudtune.settings import provider_settings

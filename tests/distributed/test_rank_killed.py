@@ -20,7 +20,7 @@ pytest.importorskip("transformers")
 
 from cloudtune import api  # noqa: E402
 from cloudtune.local.proctree import descendants  # noqa: E402
-from cloudtune.local.supervisor import read_state  # noqa: E402
+from cloudtune.local.statefile import read_state  # noqa: E402
 from tests.distributed.helpers import (make_deterministic_gpt2, max_abs_diff, wait_for, weights,  # noqa: E402
                                        write_data, write_spec)
 

@@ -1,0 +1,103 @@
+"""A local job's supervisor is started once, and a launch that died before starting it is told apart from a job
+that is starting.
+
+The job's `supervisor.lock` (flock(2)) is held by whoever is starting or running the job, without a gap: `submit`
+takes it before it writes the pending state, and hands it to the supervisor it starts (an inherited descriptor
+shares the lock), which keeps it for its life. So a pending state that no supervisor has recorded itself in
+(`supervisor_pid`) and whose lock is free was left by a launch that died before starting the supervisor: nothing
+runs the job, and nothing will. `outcome` says so, and marks the state failed under the lock; a later `submit` of
+the same plan (a resumed sweep) starts it then. A supervisor runs the job only while the state still waits for one
+(`claim`), so no job runs twice.
+
+States written before this protocol (no `launcher_pid`) count as started; the launcher's start-up grace applies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from cloudtune.local.statefile import read_state, write_state
+from cloudtune.states import JobState
+
+LOCK_NAME = "supervisor.lock"
+NEVER_STARTED = "the launch ended before it started the job's supervisor: nothing ran"
+ABANDONED = "abandoned"  # the state's key that marks a launch that died before starting the supervisor
+Outcome = Literal["absent", "started", "abandoned"]
+
+
+@contextmanager
+def locked(job_dir: Path) -> Iterator[int | None]:
+    """Hold the job's lock for the block when no one else holds it: yields the locked descriptor, or None. The lock
+    ends with the block unless the descriptor was handed to a child process (`pass_fds`), which then holds it."""
+    fd = os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def launch_fields() -> dict[str, Any]:
+    """What `submit` records in the pending state: the launching process (for the reader), and that the lock
+    protocol applies."""
+    return {"launcher_pid": os.getpid()}
+
+
+def waiting_for_supervisor(state: dict[str, Any]) -> bool:
+    """A pending state that no supervisor has recorded itself in, and no one has found abandoned."""
+    return (state.get("state", JobState.PENDING) == JobState.PENDING and "supervisor_pid" not in state
+            and not state.get(ABANDONED))
+
+
+def restartable(state: dict[str, Any]) -> bool:
+    """For `submit`, holding the lock: a state left by a launch that died before starting the supervisor (found
+    abandoned, or still pending with no supervisor recorded: no one else holds the lock)."""
+    return bool(state.get(ABANDONED)) or waiting_for_supervisor(state)
+
+
+def outcome(job_dir: Path) -> Outcome:
+    """Whether the job in `job_dir` was submitted and started ("started": being started, running or ended), was
+    left by a launch that died before starting its supervisor ("abandoned": the state is then marked failed, with
+    NEVER_STARTED), or was never submitted ("absent")."""
+    state = read_state(job_dir)
+    if not state:
+        return "absent"
+    if state.get(ABANDONED):
+        return "abandoned"
+    if not waiting_for_supervisor(state) or "launcher_pid" not in state:
+        return "started"
+    with locked(job_dir) as fd:
+        if fd is None:  # a launch or its supervisor holds it: the job is starting
+            return "started"
+        if not waiting_for_supervisor(read_state(job_dir)):  # it started and ended between the two reads
+            return "started"
+        write_state(job_dir, state=JobState.FAILED.value, failure_reason=NEVER_STARTED, **{ABANDONED: True})
+        return "abandoned"
+
+
+def claim(job_dir: Path, inherited: int | None) -> int | None:
+    """For the supervisor, before it records itself: the descriptor of the job's lock, held from now on (`inherited`
+    from `submit`, or taken here when the supervisor was started by hand), when this process is to run the job;
+    None (and nothing held) when another holds the lock or the state no longer waits for a supervisor."""
+    fd = inherited
+    if fd is None:
+        fd = os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+    if not waiting_for_supervisor(read_state(job_dir)):
+        os.close(fd)
+        return None
+    os.set_inheritable(fd, False)  # the job's processes must not keep the lock past the supervisor
+    return fd
