@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,17 +157,38 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
+def stalled_at_second_save(tmp_path: Path) -> dict[str, str]:
+    """The job's env for a kill at a known point, whatever the machine's speed: the save of step 4 hangs, once in the
+    whole job (not again in its retry), so checkpoint 2 is the newest complete one when the test kills it."""
+    return {"CLOUDTUNE_FAULT_AT": "before@4:stall", "CLOUDTUNE_FAULT_ONCE_DIR": str(tmp_path / "faults")}
+
+
+def wait_stalled_after(job: api.Job, ckpt: Path, step: int) -> None:
+    """Until the job hangs in its fault and checkpoint `step` is complete (its manifest verified)."""
+    from cloudtune.train.checkpoints import list_checkpoints, verify
+
+    wait_for(lambda: "fault injection" in "\n".join(job.logs()) and ckpt.is_dir() and
+             [c.step for c in list_checkpoints(ckpt) if verify(c.path) is None] == [step], 600, "the stall")
+
+
+def resumed_step(log: str) -> int | None:
+    """The step of the first `resuming from checkpoint` line in `log` (cloudtune.contracts.logfmt.RESUME_LOG_FORMAT)."""
+    found = re.search(r"resuming from checkpoint \S+ \(step (\d+)\)", log)
+    return int(found.group(1)) if found else None
+
+
 def test_resume_after_kill(tmp_path: Path, home: Path, tiny_model: Path) -> None:
-    spec = write_job(tmp_path, tiny_model, retries=1, hp={"max_steps": 16}, checkpoint={"every_steps": 2, "keep": 2})
+    spec = write_job(tmp_path, tiny_model, retries=1, hp={"max_steps": 16}, checkpoint={"every_steps": 2, "keep": 2},
+                     env=stalled_at_second_save(tmp_path))
     job = api.launch(spec)
     ckpt = home / "jobs" / job.job_id / "hosts/algo-1/opt/ml/checkpoints"
-    wait_for(lambda: ckpt.is_dir() and any(ckpt.glob("checkpoint-*/*manifest*")), 240, "the first complete checkpoint")
+    wait_stalled_after(job, ckpt, 2)
     pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
     for child in children(pid):
         os.kill(child, signal.SIGKILL)
     assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
-    assert "resuming from checkpoint" in log and "retry 1 of 1" in log
+    assert "retry 1 of 1" in log and resumed_step(log.split("retry 1 of 1")[1]) == 2
     metrics = check_model(Path(job.model_uri))
     assert metrics["global_step"] == 16
 
@@ -181,16 +203,18 @@ def test_two_nodes(tmp_path: Path, home: Path, tiny_model: Path) -> None:
     assert not (home / "jobs" / job.job_id / "hosts/algo-2/opt/ml/model/metrics.json").exists()  # only rank 0 writes
 
 
-def test_two_nodes_resume_after_a_node_is_killed(tmp_path: Path, home: Path, tiny_model: Path) -> None:
+def test_two_nodes_resume_after_a_node_is_killed(tmp_path: Path, home: Path, tiny_model: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Every host of a retried job finds the checkpoints (SageMaker restores them from S3 onto each host)."""
+    monkeypatch.setenv("CLOUDTUNE_STOP_GRACE_S", "5")  # the node left hanging in the fault is stopped soon
     spec = write_job(tmp_path, tiny_model, resources={"nodes": 2}, retries=1, hp={"max_steps": 24},
-                     checkpoint={"every_steps": 2, "keep": 2})
+                     checkpoint={"every_steps": 2, "keep": 2}, env=stalled_at_second_save(tmp_path))
     job = api.launch(spec)
     ckpt = home / "jobs" / job.job_id / "hosts/algo-1/opt/ml/checkpoints"
-    wait_for(lambda: ckpt.is_dir() and any(ckpt.glob("checkpoint-*/*manifest*")), 240, "the first complete checkpoint")
+    wait_stalled_after(job, ckpt, 2)
     pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
     os.kill(children(pid)[-1], signal.SIGKILL)  # the second node
     assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
-    assert "retry 1 of 1" in log and "resuming from checkpoint" in log
+    assert "retry 1 of 1" in log and resumed_step(log.split("retry 1 of 1")[1]) == 2
     assert json.loads((Path(job.model_uri) / "metrics.json").read_text())["global_step"] == 24

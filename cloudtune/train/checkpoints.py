@@ -41,7 +41,10 @@ Fault injection (a real code path, used by the fault tests): `CLOUDTUNE_FAULT_AT
 makes the save of step `<step>` (any step when omitted) act at `<stage>` (one of FAULT_STAGES; `exit` is the stop
 path after the SIGTERM checkpoint) once per process: `sigterm`
 (the default) signals this process, `sigterm-group` its whole process group (what a cloud's stop does), `stall` blocks
-that thread for good (a hung collective or mount). Unset, `fault_point` is a dictionary lookup.
+that thread for good (a hung collective or mount). Unset, `fault_point` is a dictionary lookup. With
+`CLOUDTUNE_FAULT_ONCE_DIR` set, each entry acts once in all the processes that share that directory (a marker file
+made there first wins): once per job, across its ranks, nodes and retries, so a retry that resumes before the
+fault's step runs on past it.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ TMP_PREFIX = ".cloudtune-tmp-"  # temp dirs of earlier versions (rename commits)
 UNFINISHED_NAME = ".cloudtune-unfinished"  # in a checkpoint dir while it is being written or deleted
 _NOT_LISTED = {MANIFEST_NAME, UNFINISHED_NAME}
 FAULT_VAR = "CLOUDTUNE_FAULT_AT"
+FAULT_ONCE_VAR = "CLOUDTUNE_FAULT_ONCE_DIR"
 FAULT_STAGES = ("before", "write", "publish", "rotate", "commit-thread", "exit")
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)(?:-(\d+))?$")
 CHUNK_BYTES = 64 << 20  # one sha256 per 64 MiB piece: the unit of parallel hashing
@@ -143,6 +147,8 @@ def fault_point(stage: str, step: int) -> None:
         if name != stage or entry in _fired or (at and int(at) != int(step)):
             continue
         _fired.add(entry)
+        if not _first_in_job(entry):
+            continue
         print(f"[cloudtune] fault injection ({FAULT_VAR}): {action or 'sigterm'} at {stage}, step {step}", flush=True)
         if action == "stall":
             threading.Event().wait()
@@ -150,6 +156,20 @@ def fault_point(stage: str, step: int) -> None:
             os.killpg(os.getpgrp(), signal.SIGTERM)
         else:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _first_in_job(entry: str) -> bool:
+    """Whether this process is the first of those sharing FAULT_ONCE_VAR's directory to reach `entry` (it makes the
+    entry's marker there with O_EXCL); True when the variable is unset."""
+    where = os.environ.get(FAULT_ONCE_VAR)
+    if not where:
+        return True
+    Path(where).mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(Path(where) / re.sub(r"[^A-Za-z0-9@.-]", "_", entry), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _digests(directory: Path, layout: dict[str, list[tuple[int, int]]], fsync: bool = False) -> dict[str, list[str]]:
