@@ -73,14 +73,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     return {"root": tmp_path, "model": make_deterministic_gpt2(tmp_path / "tiny"), "inputs": write_data(tmp_path)}
 
 
-def _spec(env: dict, name: str, retries: int) -> Path:
+def _spec(env: dict, name: str, retries: int, job_env: dict[str, str] | None = None) -> Path:
     return write_spec(env["root"] / f"{name}.yaml", env["model"], env["inputs"], hp=HP, eval_set=False, name=name,
                       resources={"processes_per_node": 2, "max_runtime": 1800}, retries=retries,
-                      checkpoint={"every_steps": 3, "keep": 3})
+                      checkpoint={"every_steps": 3, "keep": 3}, env=job_env or {})
 
 
 def test_one_rank_killed_at_three_stages_is_retried_to_the_same_weights(env: dict) -> None:
-    job = api.launch(_spec(env, "killed", retries=3))
+    # the save of step 6 hangs once in the whole job (cloudtune.train.checkpoints: CLOUDTUNE_FAULT_ONCE_DIR), so the
+    # mid-training kill lands with checkpoint 3 complete however fast the machine is, and no retry hangs there again
+    stall = {"CLOUDTUNE_FAULT_AT": "before@6:stall", "CLOUDTUNE_FAULT_ONCE_DIR": str(env["root"] / "faults")}
+    job = api.launch(_spec(env, "killed", retries=3, job_env=stall))
     job_dir = Path(os.environ["CLOUDTUNE_HOME"]) / "jobs" / job.job_id
     ckpt_dir = job_dir / "hosts/algo-1/opt/ml/checkpoints"
     stages: list[str] = []
@@ -99,8 +102,9 @@ def test_one_rank_killed_at_three_stages_is_retried_to_the_same_weights(env: dic
                  "the data load")
         kill(1, 0)
         stages.append("data load")
-        # 2. mid-training: after a complete checkpoint of attempt 2
-        wait_for(lambda: _complete_steps(ckpt_dir), WAIT_S, "a complete checkpoint")
+        # 2. mid-training: attempt 2 hangs in the save of step 6, after its checkpoint 3 is complete
+        wait_for(lambda: "fault injection" in _attempt_log(job_dir, 1) and _complete_steps(ckpt_dir) == [3], WAIT_S,
+                 "attempt 2 to hang in its second save")
         kill(1, 1)
         stages.append("mid-training")
         # 3. the writer (rank 0), as soon as a newer checkpoint directory appears
