@@ -130,3 +130,41 @@ def test_status_of_a_cloud_sweep_lists_its_trials(moto_server: str, tmp_path: Pa
         assert info["best_trial"]["number"] == 2 and info["trial_counts"] == {"succeeded": 2, "failed": 1}
         api.get_job(name, launcher=launcher).cancel()
         assert fake.status[name] == "Stopping"
+
+
+def test_download_of_a_sagemaker_sweep_fetches_its_best_trials_model(moto_server: str, tmp_path: Path,
+                                                                     lock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cloudtune download SWEEP`: the best trial's model.tar.gz, unpacked, not another trial's."""
+    import io
+    import json
+    import tarfile
+
+    from cloudtune import api
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "ct-home"))
+    with TuningFake(moto_server) as fake:
+        c = clients(fake.url, max_attempts=3)
+        c["s3_client"].create_bucket(Bucket=BUCKET + "-dl")
+        launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01),
+                               lock_dir=lock_dir)
+        spec = _sweep_spec(tmp_path).model_copy(update={"providers": _sweep_spec(tmp_path).providers.model_copy(
+            update={"aws": settings(bucket=BUCKET + "-dl")})})
+        name = api.launch(spec, provider="aws", launcher=launcher).job_id
+        fake.status[name] = "Completed"
+        fake.trials[name] = [
+            summary(name, 1, {"hyperparameters__learning_rate": "0.0003", "lora__r": "16",
+                              "hyperparameters__batch_size": "8", "lora__merge": "true"}, "Completed", 2.5),
+            summary(name, 2, {"hyperparameters__learning_rate": "1e-05", "lora__r": "8",
+                              "hyperparameters__batch_size": "16", "lora__merge": "false"}, "Completed", 1.75),
+        ]
+        for trial in api.get_job(name, launcher=launcher).trials():
+            archive = io.BytesIO()
+            with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+                data = json.dumps({"trial": trial.number}).encode()
+                info = tarfile.TarInfo("config.json")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            bucket, key = trial.model_uri.removeprefix("s3://").split("/", 1)
+            c["s3_client"].put_object(Bucket=bucket, Key=key, Body=archive.getvalue())
+        target = api.get_job(name, launcher=launcher).download(tmp_path / "best")
+    assert json.loads((target / "config.json").read_text()) == {"trial": 2}  # trial 2 has the lower eval_loss

@@ -84,3 +84,34 @@ def test_sweep_round_trip(gcs, tmp_path: Path, lock_dir: Path) -> None:
         assert [r for r in fake.requests if r[1].endswith(":cancel")] == [("POST", f"/v1/{ref.native_id}:cancel", {})]
         launcher.cancel(ref)  # an ended tuning job: no second cancel call
         assert len([r for r in fake.requests if r[1].endswith(":cancel")]) == 1
+
+
+def test_download_of_a_vertex_sweep_fetches_its_best_trials_model(gcs, tmp_path: Path, lock_dir: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cloudtune download SWEEP`: the model under the best trial's output dir (`<base>/<trial id>/model/`, as
+    Vertex AI lays out a tuning job's trials), not another trial's."""
+    from cloudtune import api
+    from cloudtune.store import JobStore
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    write_data(tmp_path)
+    spec = spec_from({"name": "gcp-sweep", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
+                      "resources": {"accelerator": "L4:1"},
+                      "train": {"model": "gpt2", "lora": {}, "data": {"eval": "eval"}, "hyperparameters": {"eval_every": 10}},
+                      "sweep": {"parameters": {"learning_rate": {"loguniform": [1e-5, 1e-3]},
+                                               "lora.r": {"choice": [8, 16, 32]}, "batch_size": {"int": [4, 16]}},
+                                "max_trials": 2}}, tmp_path)
+    with FakeVertex() as fake:
+        launcher = GcpLauncher(job_client(fake.url), gcs, logging_client(fake.url), policy=FAST, poll_s=0.01,
+                               home=tmp_path / "home", lock_dir=lock_dir)
+        plan = launcher.plan(spec, settings(), suffix=SUFFIX)
+        sweep = api.submit(plan, launcher=launcher, store=JobStore())
+        fake.add_trial(sweep.ref().native_id, _trial(1, "SUCCEEDED", 0.0003, 16.0, 8.0, 2.5))
+        fake.add_trial(sweep.ref().native_id, _trial(2, "SUCCEEDED", 1e-5, 32.0, 16.0, 1.25))
+        fake.set_state(sweep.ref().native_id, "JOB_STATE_SUCCEEDED")
+        base = plan.request["hyperparameterTuningJob"]["trialJobSpec"]["baseOutputDirectory"]["outputUriPrefix"]
+        prefix = base.removeprefix(f"gs://{BUCKET}/")
+        for trial in (1, 2):
+            gcs.bucket(BUCKET).blob(f"{prefix}/{trial}/model/config.json").upload_from_string(f'{{"trial": {trial}}}')
+        target = api.get_job(sweep.job_id, launcher=launcher).download(tmp_path / "best")
+    assert json.loads((target / "config.json").read_text()) == {"trial": 2}  # trial 2 has the lower eval_loss
