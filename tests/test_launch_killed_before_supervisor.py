@@ -18,7 +18,7 @@ import yaml
 
 from cloudtune import api
 from cloudtune.local.launcher import LocalLauncher
-from cloudtune.local.starting import NEVER_STARTED
+from cloudtune.local.starting import NEVER_STARTED, SUPERVISOR_DIED, locked
 from cloudtune.local.statefile import read_state
 from cloudtune.plan import Plan
 from cloudtune.store import JobStore
@@ -90,7 +90,7 @@ def test_killed_before_the_supervisor_started_it_never_started_and_a_second_star
 def test_killed_just_after_the_supervisor_started_the_job_runs_once(tmp_path: Path, plan: Plan) -> None:
     _killed_launch(tmp_path, plan, "after")
     job = api.get_job(plan.job_name)
-    assert job.status() in ("pending", "running")  # the supervisor holds the lock the dead launch handed it
+    assert job.status() in ("pending", "running", "succeeded")  # the supervisor holds the lock the launch handed it
     assert job.wait(timeout=WAIT_S) == "succeeded"
     assert JobStore().get(plan.job_name).extra["launch"] == "confirmed"
     job_dir = Path(plan.request["job_dir"])
@@ -122,3 +122,37 @@ def test_a_supervisor_started_twice_runs_the_job_once(plan: Plan) -> None:
                           text=True, timeout=WAIT_S, env={**os.environ})
     assert late.returncode == 0 and "another supervisor runs this job, or it no longer waits for one" in late.stderr
     assert json.dumps(read_state(job_dir), sort_keys=True) == before and _runs(job_dir) == 1
+
+
+def test_a_start_again_waits_out_a_status_that_holds_the_lock_for_a_moment(tmp_path: Path, plan: Plan) -> None:
+    """`status` and `find` take the job's lock while they decide a launch's outcome: a start of the same plan at that
+    moment waits for it, and starts the job."""
+    _killed_launch(tmp_path, plan, "before")
+    job_dir = Path(plan.request["job_dir"])
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with locked(job_dir) as fd:
+            assert fd is not None
+            held.set()
+            release.wait(timeout=WAIT_S)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(timeout=WAIT_S)
+    threading.Timer(0.3, release.set).start()  # well inside submit's wait for the lock (LOCK_WAIT_S)
+    launcher = LocalLauncher()
+    ref = launcher.submit(plan)
+    holder.join(timeout=WAIT_S)
+    assert _wait_ended(lambda: launcher.status(ref).state) == "succeeded" and _runs(job_dir) == 1
+
+
+def test_a_supervisor_that_dies_before_it_records_itself_is_named_as_the_cause(tmp_path: Path, plan: Plan) -> None:
+    _killed_launch(tmp_path, plan, "before")
+    job_dir = Path(plan.request["job_dir"])
+    (job_dir / "plan.json").write_text("{")  # what the supervisor reads first, after its claim
+    crashed = subprocess.run([sys.executable, "-m", "cloudtune.local.supervisor", str(job_dir)], capture_output=True,
+                             text=True, timeout=WAIT_S)
+    assert crashed.returncode != 0 and "claimed_by" in read_state(job_dir)
+    assert api.get_job(plan.job_name).status() == "failed"
+    assert read_state(job_dir)["failure_reason"] == SUPERVISOR_DIED

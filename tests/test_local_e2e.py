@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,6 +173,17 @@ def wait_stalled_after(job: api.Job, ckpt: Path, step: int) -> None:
              [c.step for c in list_checkpoints(ckpt) if verify(c.path) is None] == [step], 600, "the stall")
 
 
+@contextmanager
+def ended_with_the_test(job: api.Job) -> Iterator[None]:
+    """A job left running by a failed assertion (hung in its fault for good) is cancelled, processes and all."""
+    try:
+        yield
+    finally:
+        if job.status() not in ("succeeded", "failed", "cancelled"):
+            job.cancel()
+            job.wait(timeout=120)
+
+
 def resumed_step(log: str) -> int | None:
     """The step of the first `resuming from checkpoint` line in `log` (cloudtune.contracts.logfmt.RESUME_LOG_FORMAT)."""
     found = re.search(r"resuming from checkpoint \S+ \(step (\d+)\)", log)
@@ -182,11 +195,12 @@ def test_resume_after_kill(tmp_path: Path, home: Path, tiny_model: Path) -> None
                      env=stalled_at_second_save(tmp_path))
     job = api.launch(spec)
     ckpt = home / "jobs" / job.job_id / "hosts/algo-1/opt/ml/checkpoints"
-    wait_stalled_after(job, ckpt, 2)
-    pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
-    for child in children(pid):
-        os.kill(child, signal.SIGKILL)
-    assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
+    with ended_with_the_test(job):
+        wait_stalled_after(job, ckpt, 2)
+        pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
+        for child in children(pid):
+            os.kill(child, signal.SIGKILL)
+        assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
     assert "retry 1 of 1" in log and resumed_step(log.split("retry 1 of 1")[1]) == 2
     metrics = check_model(Path(job.model_uri))
@@ -211,10 +225,11 @@ def test_two_nodes_resume_after_a_node_is_killed(tmp_path: Path, home: Path, tin
                      checkpoint={"every_steps": 2, "keep": 2}, env=stalled_at_second_save(tmp_path))
     job = api.launch(spec)
     ckpt = home / "jobs" / job.job_id / "hosts/algo-1/opt/ml/checkpoints"
-    wait_stalled_after(job, ckpt, 2)
-    pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
-    os.kill(children(pid)[-1], signal.SIGKILL)  # the second node
-    assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
+    with ended_with_the_test(job):
+        wait_stalled_after(job, ckpt, 2)
+        pid = json.loads((home / "jobs" / job.job_id / "state.json").read_text())["supervisor_pid"]
+        os.kill(children(pid)[-1], signal.SIGKILL)  # the second node
+        assert job.wait(timeout=300) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
     assert "retry 1 of 1" in log and resumed_step(log.split("retry 1 of 1")[1]) == 2
     assert json.loads((Path(job.model_uri) / "metrics.json").read_text())["global_step"] == 24

@@ -80,6 +80,13 @@ def test_lines_end_at_a_newline_a_crlf_or_a_carriage_return() -> None:
     assert lines == [b"one\n", b"two\r\n", b" 10%|#\r", b" 20%|##\r"] and rest == b"half"
 
 
+def test_a_carriage_return_at_the_end_of_a_read_waits_for_the_next_byte() -> None:
+    """A "\r\n" cut between two reads stays one line: the "\r" waits, unless the output has ended."""
+    assert split_lines(b"abc\r") == ([], b"abc\r")
+    assert split_lines(b"abc\r" + b"\nnext") == ([b"abc\r\n"], b"next")
+    assert split_lines(b"abc\r", final=True) == ([b"abc\r"], b"")
+
+
 def test_a_line_over_pipe_buf_is_cut_into_pieces_each_one_write() -> None:
     long = b"x" * (2 * PIPE_BUF + 10)
     lines, rest = split_lines(long + b"\nnext")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import InvalidInput
 from cloudtune.local.proctree import job_processes
+from cloudtune.local.starting import LOCK_NAME, locked
 from cloudtune.local.statefile import read_state
 from cloudtune.states import TERMINAL
 from cloudtune.store import JobStore
@@ -22,7 +23,7 @@ from cloudtune.units import parse_duration
 if TYPE_CHECKING:
     from cloudtune.store import JobRecord, JobStore
 
-KEPT = frozenset({"state.json", "plan.json", "job.log", "supervisor.log", "cleaned.json"})
+KEPT = frozenset({"state.json", "plan.json", "job.log", "supervisor.log", "cleaned.json", LOCK_NAME})
 
 
 @dataclass
@@ -54,6 +55,10 @@ def still_running(job_dir: Path) -> str | None:
             return "not a job directory"
         if time.time() - float(state.get("updated_at", 0)) < 60 and "supervisor_pid" not in state:
             return "starting"
+    if (job_dir / LOCK_NAME).exists():
+        with locked(job_dir) as held:
+            if held is None:  # a launch or a supervisor holds it (cloudtune.local.starting)
+                return "starting"
     pids = job_processes(job_dir)
     return f"process {pids[0]} still runs in it" if pids else None
 

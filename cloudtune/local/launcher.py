@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from cloudtune.spec import JobSpec
 
 STARTUP_GRACE_S = 30.0
+LOCK_WAIT_S = 2.0  # how long `submit` waits for a job's lock that a `status` or `find` holds for a moment
 
 
 class LocalLauncher:
@@ -61,12 +62,18 @@ class LocalLauncher:
             return start_sweep(plan)
         job_dir = Path(plan.request["job_dir"])
         job_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the user's alone, as $CLOUDTUNE_HOME (store)
-        with starting.locked(job_dir) as lock:
-            state = read_state(job_dir)
-            if lock is None or (state and not starting.restartable(state)):
-                return self._ref(plan)  # being started, running or ended
-            self._start(plan, job_dir, lock)
-        return self._ref(plan)
+        give_up_at = time.monotonic() + LOCK_WAIT_S
+        while True:
+            with starting.locked(job_dir) as lock:
+                state = read_state(job_dir)
+                if state and not starting.restartable(state):
+                    return self._ref(plan)  # being started, running or ended
+                if lock is not None:
+                    self._start(plan, job_dir, lock)
+                    return self._ref(plan)
+            if time.monotonic() > give_up_at:  # held all along: a launch or a supervisor is starting it
+                return self._ref(plan)
+            time.sleep(0.05)  # held for a moment by a `status` or `find` deciding the job's outcome
 
     def _start(self, plan: Plan, job_dir: Path, lock: int) -> None:
         """Stage the inputs, write the plan and the pending state, and start the supervisor, which inherits `lock`."""

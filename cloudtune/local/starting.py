@@ -26,6 +26,7 @@ from cloudtune.states import JobState
 
 LOCK_NAME = "supervisor.lock"
 NEVER_STARTED = "the launch ended before it started the job's supervisor: nothing ran"
+SUPERVISOR_DIED = "the job's supervisor exited before it started the job (see supervisor.log in the job directory)"
 ABANDONED = "abandoned"  # the state's key that marks a launch that died before starting the supervisor
 Outcome = Literal["absent", "started", "abandoned"]
 
@@ -80,24 +81,37 @@ def outcome(job_dir: Path) -> Outcome:
             return "started"
         if not waiting_for_supervisor(read_state(job_dir)):  # it started and ended between the two reads
             return "started"
-        write_state(job_dir, state=JobState.FAILED.value, failure_reason=NEVER_STARTED, **{ABANDONED: True})
+        reason = SUPERVISOR_DIED if "claimed_by" in read_state(job_dir) else NEVER_STARTED
+        write_state(job_dir, state=JobState.FAILED.value, failure_reason=reason, **{ABANDONED: True})
         return "abandoned"
 
 
 def claim(job_dir: Path, inherited: int | None) -> int | None:
     """For the supervisor, before it records itself: the descriptor of the job's lock, held from now on (`inherited`
     from `submit`, or taken here when the supervisor was started by hand), when this process is to run the job;
-    None (and nothing held) when another holds the lock or the state no longer waits for a supervisor."""
-    fd = inherited
+    None (and nothing held) when another holds the lock or the state no longer waits for a supervisor. The claim is
+    recorded (`claimed_by`), so that a supervisor that dies before it records itself is told from a launch that
+    never started one."""
+    fd = inherited if inherited is not None and _is_the_lock(job_dir, inherited) else None
     if fd is None:
         fd = os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held already when inherited: a no-op on the same open file
+    except BlockingIOError:
+        os.close(fd)
+        return None
     if not waiting_for_supervisor(read_state(job_dir)):
         os.close(fd)
         return None
     os.set_inheritable(fd, False)  # the job's processes must not keep the lock past the supervisor
+    write_state(job_dir, claimed_by=os.getpid())
     return fd
+
+
+def _is_the_lock(job_dir: Path, fd: int) -> bool:
+    """Whether descriptor `fd` is open on the job's lock file (the same file, not another or a closed descriptor)."""
+    try:
+        mine, theirs = os.fstat(fd), os.stat(job_dir / LOCK_NAME)
+    except OSError:
+        return False
+    return (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino)

@@ -58,15 +58,6 @@ def run_forwarding_sigterm(cmd: list[str], relay_lines: bool = False, **kwargs: 
         kwargs.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     child = subprocess.Popen(cmd, **kwargs)
     relays = streams.start_relays(child.stdout, child.stderr) if relay_lines else []
-    try:
-        return _forwarding(child)
-    finally:
-        for t in relays:
-            t.join(timeout=RELAY_DRAIN_S)
-
-
-def _forwarding(child: subprocess.Popen) -> int:
-    """Wait for `child` with SIGTERM/SIGINT forwarded to it; its code as run_forwarding_sigterm returns it."""
     received: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
@@ -75,8 +66,11 @@ def _forwarding(child: subprocess.Popen) -> int:
             child.send_signal(signum)
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    try:  # the drain runs under the same handlers: a SIGTERM then is the child's, not this process's death
         code = wait_bounded(child, received)
+        drained_by = time.monotonic() + RELAY_DRAIN_S
+        for t in relays:
+            t.join(timeout=max(0.0, drained_by - time.monotonic()))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

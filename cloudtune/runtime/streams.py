@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import sys
 import threading
 from typing import IO
@@ -30,18 +31,23 @@ PIPE_BUF = 4096  # Linux's: the most bytes one write(2) to a pipe puts there wit
 def whole_lines() -> None:
     """Make sys.stdout and sys.stderr line-buffered text streams that write each line in one write(2).
 
-    A stream that cannot be reconfigured (replaced by a test harness, or not a TextIOWrapper) is left as it is."""
+    Only the process's own streams are changed: one replaced by a harness (pytest's capture) or that cannot be
+    reconfigured is left as it is. A line without its end waits for it (or for a flush: print(..., flush=True),
+    exit, `cloudtune.runtime.stopping.exit_now`)."""
     for stream in (sys.stdout, sys.stderr):
+        if stream is not sys.__stdout__ and stream is not sys.__stderr__:
+            continue
         try:
             stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
         except (AttributeError, ValueError, io.UnsupportedOperation):
             continue
 
 
-def split_lines(pending: bytes) -> tuple[list[bytes], bytes]:
+def split_lines(pending: bytes, final: bool = False) -> tuple[list[bytes], bytes]:
     """(the complete lines of `pending`, each with its end; what is left after the last end).
 
-    A line ends at "\n", "\r\n" or "\r". A line longer than PIPE_BUF is cut into PIPE_BUF-byte pieces, as no single
+    A line ends at "\n", "\r\n" or "\r"; a "\r" that is the last byte waits for the next one (it may be a "\r\n"
+    cut by the read) unless `final`. A line longer than PIPE_BUF is cut into PIPE_BUF-byte pieces, as no single
     write could keep it whole anyway."""
     lines: list[bytes] = []
     start = 0
@@ -50,6 +56,8 @@ def split_lines(pending: bytes) -> tuple[list[bytes], bytes]:
                 if i >= 0]
         if ends:
             cut = min(ends) + 1
+            if cut == len(pending) and pending.endswith(b"\r") and not final:
+                break
             cut += pending[cut - 1:cut + 1] == b"\r\n"
         elif len(pending) - start >= PIPE_BUF:
             cut = start + PIPE_BUF
@@ -65,6 +73,8 @@ def write_all(fd: int, data: bytes) -> bool:
     while data:
         try:
             data = data[os.write(fd, data):]
+        except BlockingIOError:  # a non-blocking descriptor (shared with a process that set O_NONBLOCK): wait
+            select.select([], [fd], [], 1.0)
         except OSError:  # EPIPE, EBADF: the reader is gone
             return False
     return True
@@ -83,8 +93,9 @@ def relay(source: IO[bytes], fd: int) -> None:
             lines, pending = split_lines(pending + chunk)
             for line in lines:
                 open_ = open_ and write_all(fd, line)
-        if pending and open_:
-            write_all(fd, pending)
+        lines, rest = split_lines(pending, final=True)
+        for line in [*lines, rest] if rest else lines:
+            open_ = open_ and write_all(fd, line)
 
 
 def start_relays(stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> list[threading.Thread]:
@@ -92,7 +103,10 @@ def start_relays(stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> list[thr
     threads = []
     for source, fd in ((stdout, 1), (stderr, 2)):
         if source is not None:
-            sys.stdout.flush() if fd == 1 else sys.stderr.flush()  # what this process wrote first stays first
+            try:  # what this process wrote first stays first
+                sys.stdout.flush() if fd == 1 else sys.stderr.flush()
+            except (OSError, ValueError):
+                pass  # its reader is gone: the relay drops the child's output, and the child still runs to its end
             t = threading.Thread(target=relay, args=(source, fd), name=f"cloudtune-relay-{fd}", daemon=True)
             t.start()
             threads.append(t)

@@ -108,8 +108,10 @@ def test_one_rank_killed_at_three_stages_is_retried_to_the_same_weights(env: dic
         kill(1, 1)
         stages.append("mid-training")
         # 3. the writer (rank 0), as soon as a newer checkpoint directory appears
-        newest = max(_complete_steps(ckpt_dir))
         from cloudtune.train.checkpoints import list_checkpoints  # a checkpoint-N dir appears complete (a rename)
+
+        # the newest checkpoint dir, finished or not: rank 0 may have begun step 6's while rank 1 hung in the fault
+        newest = max(c.step for c in list_checkpoints(ckpt_dir))
 
         wait_for(lambda: read_state(job_dir).get("attempt") == 2 and _rank_pid(supervisor, 0), WAIT_S, "attempt 3")
         saving = wait_for(lambda: _checkpoint_being_written(ckpt_dir, newest) or
