@@ -95,6 +95,15 @@ def test_sweep_round_trip(moto_server: str, tmp_path: Path, lock_dir: Path) -> N
         assert launcher.status(ref).state == "cancelled"
 
 
+def _api_sweep(c: dict, tmp_path: Path, lock_dir: Path, bucket: str):
+    """A launcher on the fakes' clients `c` and the sweep spec for the Python API, its outputs in `bucket`."""
+    c["s3_client"].create_bucket(Bucket=bucket)
+    launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01), lock_dir=lock_dir)
+    spec = _sweep_spec(tmp_path)
+    return launcher, spec.model_copy(update={"providers": spec.providers.model_copy(
+        update={"aws": settings(bucket=bucket)})})
+
+
 def test_status_of_a_cloud_sweep_lists_its_trials(moto_server: str, tmp_path: Path, lock_dir: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Through the Python API (what `cloudtune status SWEEP --json` prints): the sweep's record is a sweep, and its
@@ -104,11 +113,7 @@ def test_status_of_a_cloud_sweep_lists_its_trials(moto_server: str, tmp_path: Pa
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "ct-home"))
     with TuningFake(moto_server) as fake:
         c = clients(fake.url, max_attempts=3)
-        c["s3_client"].create_bucket(Bucket=BUCKET + "-api")
-        launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01),
-                               lock_dir=lock_dir)
-        spec = _sweep_spec(tmp_path).model_copy(update={"providers": _sweep_spec(tmp_path).providers.model_copy(
-            update={"aws": settings(bucket=BUCKET + "-api")})})
+        launcher, spec = _api_sweep(c, tmp_path, lock_dir, BUCKET + "-api")
         job = api.launch(spec, provider="aws", launcher=launcher)
         assert job.is_sweep
         name = job.job_id
@@ -144,11 +149,7 @@ def test_download_of_a_sagemaker_sweep_fetches_its_best_trials_model(moto_server
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "ct-home"))
     with TuningFake(moto_server) as fake:
         c = clients(fake.url, max_attempts=3)
-        c["s3_client"].create_bucket(Bucket=BUCKET + "-dl")
-        launcher = AwsLauncher(**c, home=tmp_path / "home", policy=RetryPolicy(base_s=0.01, cap_s=0.01),
-                               lock_dir=lock_dir)
-        spec = _sweep_spec(tmp_path).model_copy(update={"providers": _sweep_spec(tmp_path).providers.model_copy(
-            update={"aws": settings(bucket=BUCKET + "-dl")})})
+        launcher, spec = _api_sweep(c, tmp_path, lock_dir, BUCKET + "-dl")
         name = api.launch(spec, provider="aws", launcher=launcher).job_id
         fake.status[name] = "Completed"
         fake.trials[name] = [

@@ -39,18 +39,21 @@ def _trial(number: int, state: str, lr: float, r: float, batch: float, loss: flo
     return trial
 
 
-def test_sweep_round_trip(gcs, tmp_path: Path, lock_dir: Path) -> None:
+def _sweep_spec(tmp_path: Path, max_trials: int):
     write_data(tmp_path)
-    spec = spec_from({"name": "gcp-sweep", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
+    return spec_from({"name": "gcp-sweep", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
                       "resources": {"accelerator": "L4:1"},
                       "train": {"model": "gpt2", "lora": {}, "data": {"eval": "eval"}, "hyperparameters": {"eval_every": 10}},
                       "sweep": {"parameters": {"learning_rate": {"loguniform": [1e-5, 1e-3]},
                                                "lora.r": {"choice": [8, 16, 32]}, "batch_size": {"int": [4, 16]}},
-                                "max_trials": 3}}, tmp_path)
+                                "max_trials": max_trials}}, tmp_path)
+
+
+def test_sweep_round_trip(gcs, tmp_path: Path, lock_dir: Path) -> None:
     with FakeVertex() as fake:
         launcher = GcpLauncher(job_client(fake.url), gcs, logging_client(fake.url), policy=FAST, poll_s=0.01,
                                home=tmp_path / "home", lock_dir=lock_dir)
-        plan = launcher.plan(spec, settings(), suffix=SUFFIX)
+        plan = launcher.plan(_sweep_spec(tmp_path, max_trials=3), settings(), suffix=SUFFIX)
         ref = launcher.submit(plan)
         [(_, path, body)] = [r for r in fake.requests if r[0] == "POST" and r[1].endswith("/hyperparameterTuningJobs")]
         assert path == f"/v1/{plan.request['parent']}/hyperparameterTuningJobs"
@@ -94,17 +97,10 @@ def test_download_of_a_vertex_sweep_fetches_its_best_trials_model(gcs, tmp_path:
     from cloudtune.store import JobStore
 
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
-    write_data(tmp_path)
-    spec = spec_from({"name": "gcp-sweep", "inputs": {"train": "data/train.jsonl", "eval": "data/eval"},
-                      "resources": {"accelerator": "L4:1"},
-                      "train": {"model": "gpt2", "lora": {}, "data": {"eval": "eval"}, "hyperparameters": {"eval_every": 10}},
-                      "sweep": {"parameters": {"learning_rate": {"loguniform": [1e-5, 1e-3]},
-                                               "lora.r": {"choice": [8, 16, 32]}, "batch_size": {"int": [4, 16]}},
-                                "max_trials": 2}}, tmp_path)
     with FakeVertex() as fake:
         launcher = GcpLauncher(job_client(fake.url), gcs, logging_client(fake.url), policy=FAST, poll_s=0.01,
                                home=tmp_path / "home", lock_dir=lock_dir)
-        plan = launcher.plan(spec, settings(), suffix=SUFFIX)
+        plan = launcher.plan(_sweep_spec(tmp_path, max_trials=2), settings(), suffix=SUFFIX)
         sweep = api.submit(plan, launcher=launcher, store=JobStore())
         fake.add_trial(sweep.ref().native_id, _trial(1, "SUCCEEDED", 0.0003, 16.0, 8.0, 2.5))
         fake.add_trial(sweep.ref().native_id, _trial(2, "SUCCEEDED", 1e-5, 32.0, 16.0, 1.25))
