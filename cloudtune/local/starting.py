@@ -31,18 +31,26 @@ ABANDONED = "abandoned"  # the state's key that marks a launch that died before 
 Outcome = Literal["absent", "started", "abandoned"]
 
 
+def _open_lock(job_dir: Path) -> int:
+    return os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _try_lock(fd: int) -> bool:
+    """Lock `fd` exclusively if no other open file holds the lock (a no-op on the open file that holds it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
 def locked(job_dir: Path) -> Iterator[int | None]:
     """Hold the job's lock for the block when no one else holds it: yields the locked descriptor, or None. The lock
     ends with the block unless the descriptor was handed to a child process (`pass_fds`), which then holds it."""
-    fd = os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_lock(job_dir)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        yield fd
+        yield fd if _try_lock(fd) else None
     finally:
         os.close(fd)
 
@@ -79,9 +87,10 @@ def outcome(job_dir: Path) -> Outcome:
     with locked(job_dir) as fd:
         if fd is None:  # a launch or its supervisor holds it: the job is starting
             return "started"
-        if not waiting_for_supervisor(read_state(job_dir)):  # it started and ended between the two reads
+        state = read_state(job_dir)
+        if not waiting_for_supervisor(state):  # it started and ended between the two reads
             return "started"
-        reason = SUPERVISOR_DIED if "claimed_by" in read_state(job_dir) else NEVER_STARTED
+        reason = SUPERVISOR_DIED if "claimed_by" in state else NEVER_STARTED
         write_state(job_dir, state=JobState.FAILED.value, failure_reason=reason, **{ABANDONED: True})
         return "abandoned"
 
@@ -92,15 +101,8 @@ def claim(job_dir: Path, inherited: int | None) -> int | None:
     None (and nothing held) when another holds the lock or the state no longer waits for a supervisor. The claim is
     recorded (`claimed_by`), so that a supervisor that dies before it records itself is told from a launch that
     never started one."""
-    fd = inherited if inherited is not None and _is_the_lock(job_dir, inherited) else None
-    if fd is None:
-        fd = os.open(job_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held already when inherited: a no-op on the same open file
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    if not waiting_for_supervisor(read_state(job_dir)):
+    fd = inherited if inherited is not None and _is_the_lock(job_dir, inherited) else _open_lock(job_dir)
+    if not _try_lock(fd) or not waiting_for_supervisor(read_state(job_dir)):
         os.close(fd)
         return None
     os.set_inheritable(fd, False)  # the job's processes must not keep the lock past the supervisor
