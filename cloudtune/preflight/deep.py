@@ -12,6 +12,7 @@ Imports torch and transformers; the plain plan-time checks stay in `cloudtune.pr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from cloudtune.data.modeldir import check_tokenizer, is_adapter_dir, max_seq_len
 from cloudtune.data.records import detect_format, where_field
 from cloudtune.data.savedmodel import find_saved_model
 from cloudtune.errors import InvalidInput, JobInputError
+from cloudtune.preflight.preference import check_preference_data
 from cloudtune.preflight.problems import PreflightError, display_path, local_input
 
 if TYPE_CHECKING:
@@ -112,6 +114,11 @@ def _check_cls_data(records: list[tuple[str, Any]], train: "TrainSpec", tokenize
     if not tokenizer(text, add_special_tokens=True)["input_ids"]:
         raise JobInputError(f"{where}: the text produced no token with this model's tokenizer")
     return ["classification data: first record tokenized"]
+
+
+DATA_CHECKS: dict[str, Callable[[list[tuple[str, Any]], "TrainSpec", Any], list[str]]] = {
+    "causal-lm": _check_lm_data, "seq-classification": _check_cls_data, "preference": check_preference_data}
+"""The data check of each task whose model `load_skeleton` builds (text-to-image and text-to-audio have their own)."""
 
 
 def _num_labels(spec: "JobSpec", train: "TrainSpec") -> int | None:
@@ -216,8 +223,7 @@ def _data_checks(spec: "JobSpec", train: "TrainSpec", tokenizer: Any, problems: 
         try:
             records, _ = sample_input(path, train.data.text_field, display_path(path))
             if records:
-                check = _check_cls_data if train.task == "seq-classification" else _check_lm_data
-                notes += [f"{role}: {n}" for n in check(records, train, tokenizer)]
+                notes += [f"{role}: {n}" for n in DATA_CHECKS[train.task](records, train, tokenizer)]
         except JobInputError as exc:
             problems.append(str(exc))
     return notes
