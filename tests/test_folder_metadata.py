@@ -4,6 +4,7 @@ spreadsheet's byte order mark or a CSV's rows read as the Datasets convention sa
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,32 @@ def test_a_csv_with_a_byte_order_mark_reads_its_first_column(tmp_path: Path, kin
     (tmp_path / "metadata.csv").write_bytes(f"\ufefffile_name,text\n{file_name},a red square\n".encode())
     [found] = read(tmp_path)
     assert found.path.name == file_name and getattr(found, "caption", getattr(found, "text", None)) == "a red square"
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+@pytest.mark.parametrize("outside", ["../F", "/abs/F", "sub/../../F", "..\\F"])
+def test_a_file_name_outside_the_folder_is_refused_before_the_job(tmp_path: Path, kind: str, outside: str) -> None:
+    """Only the input folder goes to the job: a row naming a file outside it (absolute, or `..` out of it) is one
+    line with the file and line, here, even when the file exists on this machine."""
+    read, file_name = READERS[kind]
+    root = tmp_path / "data"
+    root.mkdir()
+    (tmp_path / file_name).write_bytes(b"")  # the file exists, beside the folder
+    name = outside.replace("F", file_name).replace("/abs/", f"{tmp_path}/")
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": name, "text": "x"}) + "\n")
+    with pytest.raises(JobInputError, match=r"metadata.jsonl, line 1: file_name .* is not inside .*data: only that "
+                                            r"folder goes to the job. To fix: move the file into"):
+        read(root)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_a_csv_rows_line_is_the_line_it_starts_on(tmp_path: Path, kind: str) -> None:
+    """A quoted caption may span lines, and blank lines are no rows: errors name the row's own first line."""
+    read, file_name = READERS[kind]
+    (tmp_path / file_name).write_bytes(b"")
+    (tmp_path / "metadata.csv").write_text(f'file_name,text\n{file_name},"two\nlines"\n\n{file_name},"three\nmore\nlines"\n'
+                                           f"missing{Path(file_name).suffix},x\n")
+    with pytest.raises(JobInputError, match=r"metadata.csv, line 8"):
+        for found in read(tmp_path):  # the audio reader names a missing file in its header check
+            if not found.path.is_file():
+                raise JobInputError(found.where)

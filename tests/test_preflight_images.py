@@ -131,6 +131,8 @@ def test_cuda_only_options_are_refused_on_cpu_and_pass_on_a_gpu(tmp_path: Path, 
     ({"data": {"packing": True}}, "train.data.packing applies to the text tasks"),
     ({"hyperparameters": {"resolution": 33}}, "must be a multiple of 8"),
     ({"distributed": "fsdp"}, "distributed: ddp"),
+    ({"data": {"instance_prompt": " "}}, "train.data.instance_prompt: is empty, which would train every image on the "
+                                         "empty prompt"),
 ])
 def test_spec_refuses_what_text_to_image_cannot_take(tmp_path: Path, train: dict, words: str) -> None:
     with pytest.raises(SpecError, match=words):
@@ -198,3 +200,99 @@ def test_collapse_measure_fires_on_identical_samples_and_not_on_varied_ones() ->
     assert warning is not None and warning.startswith("collapse at step 40:") and "learning_rate" in warning
     assert collapse_warning(40, image_distance(varied[:3]), base, 0.25) is None
     assert collapse_warning(40, image_distance(collapsed), None, 0.25) is None  # no base: nothing to compare
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header says `width` x `height` (the pixels are never decoded by the checks that refuse it)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("damage", ["truncated png", "truncated jpeg", "too large", "not an image"])
+def test_a_file_that_cannot_be_decoded_is_refused_at_plan_time_and_named_in_the_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str) -> None:
+    """Every way an image fails to decode is one line naming the file with the fix: before the job (the preflight
+    checks each file is whole: a copy or download cut short is the common case) and, for a file that changed after
+    the plan, in the job itself (a JobInputError, not a traceback)."""
+    from PIL import Image
+
+    from cloudtune.train.image_data import load_pixels
+
+    images = make_colour_images(tmp_path / "images", layout="txt")
+    target = images / ("red_1.jpg" if damage == "truncated jpeg" else "red_1.png")
+    if damage == "truncated jpeg":
+        (images / "red_1.png").unlink()
+        Image.effect_noise((64, 64), 60).convert("RGB").save(target, quality=95)
+    if damage.startswith("truncated"):
+        whole = target.read_bytes()
+        target.write_bytes(whole[: len(whole) * 2 // 3])
+    elif damage == "too large":
+        _png_header_only(target, 20000, 20000)
+    else:
+        target.write_bytes(b"GIF89a and then nothing")
+    expected = {"too large": "the image is too large to decode (400000000 pixels; Pillow refuses more than "
+                             "178956970). To fix: downscale it"}.get(damage, "To fix: re-save it as PNG or JPEG")
+    [problem] = problems_of(tmp_path, monkeypatch)
+    assert problem.startswith(f"images/{target.name}: ") and expected in problem, problem
+    with pytest.raises(JobInputError, match=rf"{target.name}: .*{expected.split(' (')[0][:30]}"):
+        load_pixels(target, (32, 32), (0.5, 0.5), False)
+
+
+def test_a_photo_trains_the_way_up_its_exif_orientation_shows_it(tmp_path: Path) -> None:
+    """A phone photo stored landscape with EXIF Orientation 6 (turned 90 degrees) is a portrait: its size, its
+    bucket and its pixels are the upright image's, as diffusers' scripts (ImageOps.exif_transpose) train it."""
+    import numpy as np
+    from PIL import Image
+
+    from cloudtune.data.images import check_whole, header_size
+    from cloudtune.train.image_data import load_pixels
+
+    stored = np.zeros((32, 64, 3), np.uint8)
+    stored[:, :32] = (255, 0, 0)  # left half red, right half blue, as stored
+    stored[:, 32:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "photo.jpg", exif=exif.tobytes(), quality=95)
+    assert header_size(tmp_path / "photo.jpg") == check_whole(tmp_path / "photo.jpg") == (32, 64)
+    bucket = bucket_for(32, 64, 32)
+    assert bucket[0] < bucket[1]  # a portrait bucket
+    pixels, _ = load_pixels(tmp_path / "photo.jpg", bucket, (0.5, 0.5), False)
+    assert tuple(pixels.shape) == (3, bucket[1], bucket[0])
+    top, bottom = pixels[:, 1, bucket[0] // 2], pixels[:, -2, bucket[0] // 2]
+    assert top[0] > 0.8 and top[2] < -0.8 and bottom[2] > 0.8 and bottom[0] < -0.8  # turned: red on top, blue below
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I"])
+def test_sixteen_bit_greyscale_keeps_its_tone(tmp_path: Path, mode: str) -> None:
+    """16-bit greyscale images train at their tone, scaled to 8 bits (Pillow's own RGB conversion clips them white)."""
+    import numpy as np
+    from PIL import Image
+
+    from cloudtune.train.image_data import load_pixels
+
+    values = np.full((32, 32), 20000, np.uint16)
+    name = "grey.png" if mode == "I;16" else "grey.tif"  # PNG keeps 16 bits as I;16, TIFF as 32-bit I
+    img = Image.fromarray(values) if mode == "I;16" else Image.fromarray(values.astype(np.int32), "I")
+    img.save(tmp_path / name)
+    assert Image.open(tmp_path / name).mode == mode
+    pixels, _ = load_pixels(tmp_path / name, (32, 32), (0.5, 0.5), False)
+    assert abs(pixels.mean().item() - (20000 / 65535 * 2 - 1)) < 0.01
+
+
+def test_every_format_pillow_reads_takes_a_txt_caption(tmp_path: Path) -> None:
+    """What counts as an image is one list for every layout: a captioned .gif or .tif is trained, not dropped."""
+    from PIL import Image
+
+    from cloudtune.data.images import IMAGE_EXTENSIONS
+
+    for ext in IMAGE_EXTENSIONS:
+        Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / f"a{ext}")
+        (tmp_path / f"a{ext}").rename(tmp_path / f"img_{ext[1:]}{ext}")
+        (tmp_path / f"img_{ext[1:]}.txt").write_text(f"a {ext} square")
+    assert sorted(r.path.suffix for r in image_records(tmp_path)) == sorted(IMAGE_EXTENSIONS)

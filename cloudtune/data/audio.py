@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudtune.data.folder_metadata import METADATA_FILES, metadata_rows
+from cloudtune.data.folder_metadata import METADATA_FILES, file_under, metadata_rows
 from cloudtune.errors import JobInputError
 
 EXAMPLE_ROW = '{"file_name": "a.wav", "text": "calm piano"}'  # in the fix of a bad metadata.jsonl line
@@ -73,9 +73,9 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
             if not isinstance(name, str) or not name.strip():
                 raise JobInputError(f"{where}: no file_name. To fix: give each row the audio file's path relative to "
                                     f"{shown_root} in file_name")
-            text = row.get(text_field)
-            clips.append(Clip(root / name, text if isinstance(text, str) else None,
-                              f"{_shown(root / name, root, shown_root)} ({where})"))
+            text, path = row.get(text_field), file_under(root, name, where, shown_root)
+            clips.append(Clip(path, text if isinstance(text, str) else None,
+                              f"{_shown(path, root, shown_root)} ({where})"))
         return sorted(clips, key=lambda c: str(c.path))
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
     if not files:

@@ -6,7 +6,9 @@ recipes alike. Source: the Datasets docs, "Create an image dataset" / "Create an
 from __future__ import annotations
 
 import csv
+import io
 import json
+import posixpath
 from pathlib import Path
 
 from cloudtune.errors import JobInputError
@@ -27,7 +29,7 @@ def metadata_rows(meta: Path, shown: str, example: str) -> list[tuple[str, dict]
     except OSError as exc:
         raise JobInputError(f"{shown}: cannot be read ({exc.strerror or exc})") from None
     if meta.suffix == ".csv":
-        return [(f"{shown}, line {n}", dict(row)) for n, row in enumerate(csv.DictReader(text.splitlines()), 2)]
+        return _csv_rows(text, shown)
     rows: list[tuple[str, dict]] = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -42,3 +44,32 @@ def metadata_rows(meta: Path, shown: str, example: str) -> list[tuple[str, dict]
                                 f"write one object per line, e.g. {example}")
         rows.append((f"{shown}, line {n}", row))
     return rows
+
+
+def _csv_rows(text: str, shown: str) -> list[tuple[str, dict]]:
+    """[(where, row)] of CSV text, as csv.DictReader makes them (a short row's missing columns are None, a long row's
+    extra values are under None); a row's line is the file line it starts on (a quoted caption may span lines)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None) or []
+    rows: list[tuple[str, dict]] = []
+    while True:
+        start = reader.line_num + 1
+        values = next(reader, None)
+        if values is None:
+            return rows
+        if values:  # a blank line is no row
+            row: dict = {name: values[i] if i < len(values) else None for i, name in enumerate(header)}
+            if len(values) > len(header):
+                row[None] = values[len(header):]
+            rows.append((f"{shown}, line {start}", row))
+
+
+def file_under(root: Path, name: str, where: str, shown: str) -> Path:
+    """`root / name` for a row's `file_name`, which must be a relative path that stays inside the folder: only the
+    folder is uploaded, so a file outside it (an absolute path, or `..` out of it) would be missing in the job.
+    JobInputError naming `where` (the file and line) and the fix otherwise."""
+    normal = posixpath.normpath(name.replace("\\", "/"))
+    if posixpath.isabs(normal) or Path(name).is_absolute() or normal == ".." or normal.startswith("../"):
+        raise JobInputError(f"{where}: file_name {name!r} is not inside {shown}: only that folder goes to the job. "
+                            f"To fix: move the file into {shown} and give its path relative to it")
+    return root / normal

@@ -1,6 +1,6 @@
 """Captioned image data for text-to-image, without torch: which files and captions an input holds, the
-aspect-ratio bucket each image trains in, and the header checks the preflight runs (Pillow reads each image's
-header only: `Image.open` without `.load()`).
+aspect-ratio bucket each image trains in, and the checks the preflight runs: each image's header (size, EXIF
+orientation) and that the file is whole (`check_whole`: no full-size decoding).
 
 Layouts (the first that applies):
 1. an imagefolder (🤗 Datasets' convention): `metadata.jsonl` or `metadata.csv` with `file_name` and a caption
@@ -12,15 +12,19 @@ Layouts (the first that applies):
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cloudtune.data.folder_metadata import METADATA_FILES, metadata_rows
+from cloudtune.data.folder_metadata import METADATA_FILES, file_under, metadata_rows
 from cloudtune.errors import JobInputError
 
 EXAMPLE_ROW = '{"file_name": "0001.png", "text": "a caption"}'  # in the fix of a bad metadata.jsonl line
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")  # what Pillow reads
 MAX_ASPECT = 4.0  # buckets go no further than 4:1 (wider images are cropped to it)
 
 
@@ -51,7 +55,7 @@ def _from_metadata(root: Path, meta: Path, text_field: str, shown: str) -> list[
             raise JobInputError(f"{where}: image {name!r} has no caption in column {text_field!r} "
                                 f"(train.data.text_field). To fix: write its caption, name the caption column in "
                                 f"train.data.text_field, or set train.data.instance_prompt for one prompt for all")
-        path = root / name
+        path = file_under(root, name, where, shown)
         if not path.is_file():
             raise JobInputError(f"{where}: file_name {name!r} is not a file under {shown}. To fix: correct the name "
                                 f"or remove the row")
@@ -126,16 +130,71 @@ def bucket_for(width: int, height: int, resolution: int, bucketing: bool = True)
     return bw, bh
 
 
-def header_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image's header (Pillow reads no pixels); raises JobInputError when unreadable."""
+UNREADABLE_FIX = "To fix: re-save it as PNG or JPEG, or remove it (and its caption)"
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
+"""EXIF Orientation values (tag 0x0112) that turn the stored image by 90 degrees: it shows with width and height
+swapped (the EXIF 2.32 spec; what `PIL.ImageOps.exif_transpose` undoes)."""
+TOO_LARGE_FIX = "To fix: downscale it (e.g. to 4096 pixels on its long side)"
+
+
+@contextmanager
+def opened_image(path: Path, shown: str | None = None) -> Iterator[Any]:
+    """`PIL.Image.open(path)`, with every way the file can fail to read as one JobInputError naming it (`shown`, or
+    the path) and the fix: not an image, a damaged file, or an image over Pillow's decompression-bomb limit
+    (`Image.MAX_IMAGE_PIXELS` x 2, about 179 megapixels). Pillow's warning between that limit and half of it is not
+    shown: the data is the user's own."""
     from PIL import Image, UnidentifiedImageError
 
+    name = shown or str(path)
     try:
-        with Image.open(path) as img:
-            return int(img.width), int(img.height)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise JobInputError(f"{path}: not a readable image ({exc}). To fix: re-save it as PNG or JPEG, or remove "
-                            f"it (and its caption)") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                yield img
+    except JobInputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        pixels = str(exc).split("(", 1)[-1].split(" ", 1)[0]
+        raise JobInputError(f"{name}: the image is too large to decode ({pixels} pixels; Pillow refuses more than "
+                            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)}). {TOO_LARGE_FIX}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise JobInputError(f"{name}: not a readable image ({exc}). {UNREADABLE_FIX}") from None
+
+
+def shown_size(img: Any) -> tuple[int, int]:
+    """(width, height) of the image as viewers show it: the stored size, swapped when its EXIF orientation turns
+    it by 90 degrees (phone photos). Read from the header: no pixels are decoded."""
+    if img.format == "PNG" and "exif" not in img.info:  # a PNG's eXIf chunk precedes its pixels, or is absent:
+        orientation = None  # getexif() would decode the whole image to look after them
+    else:
+        orientation = img.getexif().get(0x0112)
+    return (int(img.height), int(img.width)) if orientation in TRANSPOSED_ORIENTATIONS else (int(img.width), int(img.height))
+
+
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the image shows (EXIF orientation applied), from its header (Pillow decodes no pixels);
+    raises JobInputError when unreadable."""
+    with opened_image(path) as img:
+        return shown_size(img)
+
+
+def check_whole(path: Path, shown: str | None = None) -> tuple[int, int]:
+    """(width, height) as `header_size`, after checking the file is whole (a truncated copy or download): a PNG's
+    chunk checksums (`verify`, no decoding), a JPEG's compressed data decoded at 1/8 scale (`draft`), any other
+    format decoded. JobInputError naming the file otherwise."""
+    with opened_image(path, shown) as img:
+        size = shown_size(img)
+        fmt = img.format
+        try:
+            if fmt == "PNG":
+                img.verify()
+            else:
+                if fmt == "JPEG":
+                    img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise JobInputError(f"{shown or path}: a damaged image ({exc}). {UNREADABLE_FIX}") from None
+    return size
 
 
 def image_problems(root: Path, text_field: str, instance_prompt: str | None, resolution: int, bucketing: bool,
@@ -150,9 +209,9 @@ def image_problems(root: Path, text_field: str, instance_prompt: str | None, res
     for rec in records:
         rel = f"{shown}/{rec.path.relative_to(root).as_posix()}"
         try:
-            width, height = header_size(rec.path)
+            width, height = check_whole(rec.path, rel)
         except JobInputError as exc:
-            problems.append(str(exc).replace(str(rec.path), rel, 1))
+            problems.append(str(exc))
             continue
         bw, bh = bucket_for(width, height, resolution, bucketing)
         if width < bw or height < bh:

@@ -53,8 +53,17 @@ class DataSpec(TrainPart):
     center_crop: bool = Field(True, description="text-to-image: crop the resized image at its centre (false: at a "
                               "random offset, which turns the latent cache off)")
     bucketing: bool = Field(True, description="text-to-image: aspect-ratio buckets of about resolution^2 pixels (sides "
-                            "multiples of 64), so portrait and landscape images are not cropped to squares; false = "
+                            "multiples of 64; of 8 below resolution 256), so portrait and landscape images are not "
+                            "cropped to squares; false = "
                             "every image resized and cropped to resolution x resolution")
+
+    @field_validator("instance_prompt")
+    @classmethod
+    def _instance_prompt(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("is empty, which would train every image on the empty prompt and ignore its captions; "
+                             "write the subject's prompt (e.g. 'a photo of sks dog'), or remove it to read the captions")
+        return v
 
     @field_validator("labels")
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune.data.images import ImageRecord, bucket_for, header_size
+from cloudtune.data.images import ImageRecord, bucket_for, header_size, opened_image
 
 
 @dataclass(frozen=True)
@@ -73,17 +73,32 @@ def choices(seed: int, epoch: int, item: int, position: int, flip: bool, center_
     return Choice(flip and do_flip, 0.5 if center_crop else cx, 0.5 if center_crop else cy, drop < dropout)
 
 
+def rgb(img: Any) -> Any:
+    """The image upright (EXIF orientation applied, as diffusers' scripts do with `ImageOps.exif_transpose`) in RGB.
+    16-bit greyscale (PNG mode I;16, or I) is scaled to 8 bits first: Pillow's own conversion clips it at 255."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        img = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
 def load_pixels(path: Path, bucket: tuple[int, int], crop: tuple[float, float], flip: bool) -> tuple[Any, tuple[int, int]]:
-    """The image as a float tensor (3, H, W) in [-1, 1] of the bucket's size: resized (bilinear, as diffusers'
-    scripts' transforms.Resize) so it covers the bucket, cropped at `crop` (fractions of the free room), flipped
-    horizontally when asked. Returns (tensor, (crop_top, crop_left)) in pixels of the resized image."""
+    """The image as a float tensor (3, H, W) in [-1, 1] of the bucket's size: upright and in RGB (`rgb`), resized
+    (bilinear, as diffusers' scripts' transforms.Resize) so it covers the bucket, cropped at `crop` (fractions of
+    the free room), flipped horizontally when asked. Returns (tensor, (crop_top, crop_left)) in pixels of the resized
+    image. JobInputError naming the file when it cannot be decoded (e.g. truncated)."""
     import numpy as np
     import torch
     from PIL import Image
 
     bw, bh = bucket
-    with Image.open(path) as img:
-        img = img.convert("RGB")
+    with opened_image(path) as img:
+        img = rgb(img)
         scale = max(bw / img.width, bh / img.height)
         size = (max(bw, round(img.width * scale)), max(bh, round(img.height * scale)))
         img = img.resize(size, Image.Resampling.BILINEAR)
