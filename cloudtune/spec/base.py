@@ -59,6 +59,10 @@ class TrainPart(Strict):
     """
 
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ()
+    _OMIT_WHEN_UNSET: ClassVar[tuple[str, ...]] = ()
+    """Options whose being given at all means something (a rule refuses them for some tasks, or leaving one out
+    picks the model's own value): left out of dumps unless the spec gave them, so the container's re-validation
+    sees the same options as the plan's (`model_fields_set` survives the job JSON)."""
 
     @model_serializer(mode="wrap")
     def _compact(self, handler: Any) -> Any:
@@ -67,6 +71,9 @@ class TrainPart(Strict):
             for name in self._OMIT_WHEN_DEFAULT:
                 if name in data and getattr(self, name) == type(self).model_fields[name].get_default(
                         call_default_factory=True):
+                    del data[name]
+            for name in self._OMIT_WHEN_UNSET:
+                if name in data and name not in self.model_fields_set:
                     del data[name]
         return data
 

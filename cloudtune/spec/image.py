@@ -27,6 +27,7 @@ class ValidationSpec(TrainPart):
     collapse, collapse_ratio and, when set, guidance_scale)."""
 
     _OMIT_WHEN_DEFAULT: ClassVar[tuple[str, ...]] = ("seconds",)
+    _OMIT_WHEN_UNSET: ClassVar[tuple[str, ...]] = ("steps", "guidance_scale", "loss_examples", "seconds")
     prompts: list[str] = Field(..., min_length=1, max_length=64, description="prompts rendered at each evaluation")
     every_steps: int = Field(100, ge=1, le=2**31 - 1, description="render (and compute the validation loss) every N "
                              "optimizer steps, at step 0 (the base model) and at the end")

@@ -88,3 +88,35 @@ def test_new_options_at_their_default_are_left_out_of_the_runtime_dump() -> None
     again = TrainSpec.model_validate(rich.model_dump(mode="json"))
     assert again == rich and again.lora.merge and again.data.labels == ["a", "b"]
     assert TrainSpec.model_validate(dumped) == plain
+
+
+ROUND_TRIP_SPECS = {  # each task with every section it takes, options left at their defaults
+    "causal-lm": {"model": "m", "data": {"format": "chat"}},
+    "seq-classification": {"task": "seq-classification", "model": "m", "data": {"labels": ["no", "yes"]}},
+    "preference": {"task": "preference", "model": "m", "preference": {"method": "kto"}},
+    "text-to-image": {"task": "text-to-image", "model": "m", "lora": {"r": 4}, "validation": {"prompts": ["a"]},
+                      "data": {"random_flip": True}},
+    "text-to-audio": {"task": "text-to-audio", "model": "m", "validation": {"prompts": ["a"], "seconds": 2},
+                      "audio": {"max_seconds": 10}},
+}
+
+
+@pytest.mark.parametrize("task", sorted(ROUND_TRIP_SPECS))
+def test_the_container_reads_back_the_train_section_the_plan_wrote(task: str) -> None:
+    """The plan writes `train` into the job JSON (cloudtune.contracts.jobfile) and the container validates it again
+    (cloudtune.entrypoint): every task's spec passes both, with the same values and the same options given (a rule
+    that refuses an option for a task, or a default that means "the model's own", reads which were given)."""
+    import json
+    from typing import get_args
+
+    from cloudtune.spec import TrainSpec
+
+    assert set(ROUND_TRIP_SPECS) == set(get_args(TrainSpec.model_fields["task"].annotation))
+    planned = TrainSpec.model_validate(ROUND_TRIP_SPECS[task])
+    back = TrainSpec.model_validate(json.loads(json.dumps(planned.model_dump(mode="json"))))
+    assert back == planned
+    for part in ("validation", "audio", "preference", "data", "hyperparameters", "lora"):
+        mine, theirs = getattr(planned, part, None), getattr(back, part, None)
+        meaningful = set(getattr(type(mine), "_OMIT_WHEN_UNSET", ()))
+        if mine is not None:
+            assert theirs.model_fields_set & meaningful == mine.model_fields_set & meaningful, part

@@ -174,3 +174,23 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tiny: Path, clips: Path
     assert max(float((ours[k] - theirs[k]).abs().max()) for k in ours) < 1e-6
     index = json.loads((root / "model" / "samples" / "index.json").read_text())
     assert {e["label"] for e in index["entries"]} == {"base", f"step-{KILL_STEPS:06d}"}
+
+
+def test_the_shipped_example_runs_through_the_launcher(tiny: Path, clips: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/music-style/job.yaml on the local launcher: the plan writes the job JSON and the container reads it
+    back (the path the recipe-level tests above skip), and its samples are written."""
+    import shutil
+
+    from cloudtune import api
+
+    example = Path(__file__).resolve().parents[2] / "examples/music-style/job.yaml"
+    shutil.copy(example, tmp_path / "job.yaml")
+    shutil.copytree(tiny, tmp_path / "tiny-musicgen")
+    shutil.copytree(clips, tmp_path / "clips")
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    job = api.launch(tmp_path / "job.yaml", overrides=["train.hyperparameters.max_steps=2",
+                                                       "train.validation.every_steps=2", "checkpoint.every_steps=2"])
+    assert job.wait(timeout=600) == "succeeded", "\n".join(job.logs())
+    samples = sorted(p.name for p in (tmp_path / "home/jobs" / job.job_id).rglob("*.wav"))
+    assert len(samples) >= 8, samples  # 2 prompts x 2 seeds, at step 0 and at the end
