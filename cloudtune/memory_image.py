@@ -64,10 +64,7 @@ def family_of(model: str, local_dir: Path | None) -> Family | None:
             config = json.loads((local_dir / "unet" / "config.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if config.get("addition_embed_type"):  # SDXL's text_time conditioning: not estimated yet
-            return None
-        key = CROSS_ATTENTION_DIMS.get(config.get("cross_attention_dim"))
-        return FAMILIES[key] if key else None
+        return family_of_unet(config)
     name = model.lower()
     if "xl" in name:
         return None  # SDXL: not estimated yet
@@ -105,6 +102,30 @@ class ImageEstimate:
                 "activations_without_checkpointing": int(self.activations_without_checkpointing),
                 "activations_with_checkpointing": int(self.activations_with_checkpointing),
                 "gradient_checkpointing": self.gradient_checkpointing, "trainable_params": self.trainable_params}
+
+
+def family_of_unet(config: dict[str, Any]) -> Family | None:
+    """The family of a UNet config (unet/config.json, or a loaded UNet's `config`) by its cross_attention_dim; None
+    for SDXL (its text_time conditioning: not estimated yet) or an unknown dimension."""
+    if config.get("addition_embed_type"):
+        return None
+    key = CROSS_ATTENTION_DIMS.get(config.get("cross_attention_dim"))
+    return FAMILIES[key] if key else None
+
+
+def wants_image_checkpointing(family: Family | None, train: Any, precision: str, device_bytes: int | None) -> bool:
+    """The run-time decision for `hyperparameters.gradient_checkpointing`, as the plan's memory check
+    (cloudtune.memory_check) makes it: true/false as given; null = on exactly when the estimate without it exceeds
+    `device_bytes` (the GPU's memory) less cloudtune.memory.HEADROOM. Off where the family or the device memory is
+    unknown (CPU, TPU, SDXL)."""
+    from cloudtune.memory import HEADROOM
+
+    requested = train.hyperparameters.gradient_checkpointing
+    if requested is not None:
+        return bool(requested)
+    if family is None or device_bytes is None:
+        return False
+    return estimate_image(family, train, precision, False).total > device_bytes * (1 - HEADROOM)
 
 
 def estimate_image(family: Family, train: Any, precision: str, checkpointing: bool) -> ImageEstimate:

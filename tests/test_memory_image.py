@@ -54,3 +54,21 @@ def test_plan_shows_the_estimate_and_refuses_what_cannot_fit(tmp_path: Path) -> 
     assert "gradient_checkpointing: true" in exc.value.fix
     unknown = plan_memory(spec(tmp_path, model="stabilityai/stable-diffusion-xl-base-1.0"), "aws", "ml.g6.xlarge")
     assert unknown is not None and unknown["estimate"] is None
+
+
+@pytest.mark.parametrize("batch, requested, expected", [(24, None, True), (1, None, False), (24, False, False),
+                                                         (1, True, True)])
+def test_the_job_decides_null_checkpointing_as_the_plan_estimated_it(batch: int, requested: bool | None,
+                                                                    expected: bool) -> None:
+    """SD 1.5 at 512 px on a 16 GB GPU: null turns gradient checkpointing on in the job exactly when the plan's
+    estimate needed it (the plan shows the estimate with it; a job without it would run out of memory)."""
+    from cloudtune.memory_image import FAMILIES, family_of_unet, wants_image_checkpointing
+    from cloudtune.spec import TrainSpec
+
+    train = TrainSpec.model_validate({"task": "text-to-image", "model": "m", "lora": {"r": 16}, "hyperparameters": {
+        "resolution": 512, "batch_size": batch, "gradient_checkpointing": requested}})
+    family = family_of_unet({"cross_attention_dim": 768})
+    assert family == FAMILIES["sd1"]
+    assert wants_image_checkpointing(family, train, "fp16", 16 * 10**9) is expected
+    assert wants_image_checkpointing(family, train, "fp16", None) is bool(requested)  # CPU: as given, else off
+    assert family_of_unet({"cross_attention_dim": 2048, "addition_embed_type": "text_time"}) is None  # SDXL

@@ -53,6 +53,20 @@ def _device() -> Any:
     return torch.device("cpu")
 
 
+def image_checkpointing(train: TrainSpec, pipe: Any, precision: str) -> bool:
+    """Gradient checkpointing for this run (cloudtune.memory_image.wants_image_checkpointing: null = on when the
+    UNet's activations would not fit this GPU without it, the decision the plan's memory estimate made); says so
+    when null turned it on."""
+    from cloudtune.memory_image import family_of_unet, wants_image_checkpointing
+    from cloudtune.train.loading import device_memory
+
+    family = family_of_unet(dict(pipe.unet.config))
+    on = wants_image_checkpointing(family, train, precision, device_memory(_device().type))
+    if on and train.hyperparameters.gradient_checkpointing is None:
+        say("gradient checkpointing: on (null: the UNet's activations would not fit this GPU without it)")
+    return on
+
+
 def prepare(ctx: RuntimeContext, train: TrainSpec, pipe: Any, precision: str) -> ImageSetup:
     """Records and buckets, the LoRA (its weights in float32), gradient checkpointing, the cache, the batches."""
     from cloudtune.train.image_cache import build_cache, cache_key, cache_plan
@@ -72,7 +86,7 @@ def prepare(ctx: RuntimeContext, train: TrainSpec, pipe: Any, precision: str) ->
     count = sum(p.numel() for m in trained for p in m.parameters() if p.requires_grad)
     say(f"LoRA r={lora.r} alpha={lora.alpha} on the UNet{' and text encoders' if lora.text_encoders else ''}: "
          f"{count:,} trained parameters")
-    if hp.gradient_checkpointing:
+    if image_checkpointing(train, pipe, precision):
         pipe.unet.enable_gradient_checkpointing()
         if lora.text_encoders:
             for te in diffusion.text_encoders(pipe):
