@@ -24,7 +24,7 @@ from typing import Any
 from cloudtune.data.audio import Clip, clip_pieces, read_info
 from cloudtune.errors import JobInputError
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"
 
 
 def resample(audio: Any, rate: int, target: int) -> Any:
@@ -138,8 +138,10 @@ class Encoder:
         """{codes, text_states} of one piece, from the cache when there."""
         from safetensors.torch import load_file, save_file
 
-        key = hashlib.blake2b(f"{CACHE_VERSION}|{self.fingerprint}|{digest}|{piece}|{clip.text}".encode(),
-                              digest_size=16).hexdigest()
+        # the piece's index and shape (channels, samples at the codec's rate) name its span of the file exactly:
+        # pieces of one length start at index x length (cloudtune.data.audio.clip_pieces), whatever max_seconds made them
+        key = hashlib.blake2b(f"{CACHE_VERSION}|{self.fingerprint}|{digest}|{piece}|{tuple(audio.shape)}|{clip.text}"
+                              .encode(), digest_size=16).hexdigest()
         path = self.cache / f"{key}.safetensors"
         if path.is_file():
             try:

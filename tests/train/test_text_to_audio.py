@@ -194,3 +194,35 @@ def test_the_shipped_example_runs_through_the_launcher(tiny: Path, clips: Path, 
     assert job.wait(timeout=600) == "succeeded", "\n".join(job.logs())
     samples = sorted(p.name for p in (tmp_path / "home/jobs" / job.job_id).rglob("*.wav"))
     assert len(samples) >= 8, samples  # 2 prompts x 2 seeds, at step 0 and at the end
+
+
+def test_a_shared_cache_gives_each_max_seconds_its_own_pieces(tiny: Path, tmp_path: Path) -> None:
+    """The per-node cache of encoded pieces is shared by every job: a job cutting the same clip at another
+    max_seconds reads its own pieces, never another job's (the same as with an empty cache)."""
+    import types
+
+    import numpy as np
+    import soundfile as sf
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    from cloudtune.data.audio import find_clips
+    from cloudtune.train.audio_data import Encoder, encode_clips, model_fingerprint
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    t = np.arange(SAMPLING_RATE * 6) / SAMPLING_RATE
+    sf.write(str(clips / "a.wav"), (0.5 * np.sin(2 * np.pi * 440 * t)).astype("float32"), SAMPLING_RATE)
+    (clips / "a.txt").write_text("a tone")
+    model = MusicgenForConditionalGeneration.from_pretrained(str(tiny)).eval()
+    processor = AutoProcessor.from_pretrained(str(tiny))
+    found = find_clips(clips)
+
+    def shapes(cache: Path, max_seconds: float) -> list[tuple[int, ...]]:
+        encoder = Encoder(model, processor, cache, model_fingerprint(model))
+        dataset, _ = encode_clips(found, encoder, model.decoder,
+                                  types.SimpleNamespace(max_seconds=max_seconds, min_seconds=1.0))
+        return [tuple(e["labels"].shape) for e in dataset.examples]
+
+    assert len(shapes(tmp_path / "shared", 4.0)) == 2
+    assert shapes(tmp_path / "shared", 2.0) == shapes(tmp_path / "fresh", 2.0)
+    assert len(shapes(tmp_path / "fresh", 2.0)) == 3
