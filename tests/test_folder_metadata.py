@@ -68,3 +68,34 @@ def test_a_csv_rows_line_is_the_line_it_starts_on(tmp_path: Path, kind: str) -> 
         for found in read(tmp_path):  # the audio reader names a missing file in its header check
             if not found.path.is_file():
                 raise JobInputError(found.where)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_a_caption_keeps_unicode_line_separators_and_a_txt_caption_loses_its_bom(tmp_path: Path, kind: str) -> None:
+    """JSON Lines end at \\n only (U+2028 or U+0085 inside a string is valid JSON), and a same-name .txt caption
+    written by Notepad (UTF-8 with a byte order mark) reads without the mark."""
+    read, file_name = READERS[kind]
+    (tmp_path / file_name).write_bytes(b"")
+    caption = "first\u2028second\u0085third"
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": file_name, "text": caption}, ensure_ascii=False)
+                                             + "\r\n", encoding="utf-8")
+    [found] = read(tmp_path)
+    assert getattr(found, "caption", getattr(found, "text", None)) == caption
+    (tmp_path / "metadata.jsonl").unlink()
+    (tmp_path / file_name).with_suffix(".txt").write_bytes("\ufeffa sine tone".encode("utf-8"))
+    [found] = read(tmp_path)
+    assert getattr(found, "caption", getattr(found, "text", None)) == "a sine tone"
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+@pytest.mark.parametrize("name, body", [("metadata.jsonl", "\n"), ("metadata.csv", "file_name,text\n"),
+                                        ("metadata.jsonl", '{"file_name": "other", "text": "x"}\n')])
+def test_a_file_without_a_metadata_row_is_refused_not_dropped(tmp_path: Path, kind: str, name: str, body: str) -> None:
+    """An empty metadata file (or one naming other files) leaves the folder's own files untrained: refused here with
+    the file and the fix, not a job that fails (or trains on less) later."""
+    read, file_name = READERS[kind]
+    (tmp_path / file_name).write_bytes(b"")
+    (tmp_path / "other").write_bytes(b"")
+    (tmp_path / name).write_text(body)
+    with pytest.raises(JobInputError, match=rf"{file_name}: no (row|caption).*(no row|To fix)"):
+        read(tmp_path)

@@ -56,9 +56,14 @@ def _shown(path: Path, root: Path, shown_root: str) -> str:
         return str(path)
 
 
+def _audio_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
 def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -> list[Clip]:
     """The clips of the input folder `root` (see the module docstring), sorted by path. JobInputError when the
-    folder holds no audio file or a metadata row names no `file_name`."""
+    folder holds no audio file, its metadata file no row, a metadata row names no `file_name` (or one outside the folder),
+    or an audio file has no metadata row."""
     root = Path(root)
     shown_root = shown or str(root)
     if root.is_file():
@@ -76,8 +81,17 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
             text, path = row.get(text_field), file_under(root, name, where, shown_root)
             clips.append(Clip(path, text if isinstance(text, str) else None,
                               f"{_shown(path, root, shown_root)} ({where})"))
+        named = {c.path.resolve() for c in clips}
+        unnamed = [p for p in _audio_files(root) if p.resolve() not in named]
+        if not clips or unnamed:
+            shown_meta = _shown(meta, root, shown_root)
+            what = (f"{_shown(unnamed[0], root, shown_root)}"
+                    f"{f' (and {len(unnamed) - 1} more)' if len(unnamed) > 1 else ''}: no row in {shown_meta}, so "
+                    f"it would not be trained on" if unnamed else f"{shown_meta} holds no rows")
+            raise JobInputError(f"{what}. To fix: give each clip a row ({EXAMPLE_ROW}), or move the files without "
+                                f"one out of {shown_root}")
         return sorted(clips, key=lambda c: str(c.path))
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    files = _audio_files(root)
     if not files:
         raise JobInputError(f"{shown_root}: no audio file ({', '.join(AUDIO_EXTENSIONS)}) and no metadata.jsonl. "
                             f"To fix: put the clips there with metadata.jsonl (file_name, {text_field}) or a same-name "
@@ -85,7 +99,7 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
     clips = []
     for path in files:
         side = path.with_suffix(".txt")
-        text = side.read_text(encoding="utf-8", errors="replace").strip() if side.is_file() else None
+        text = side.read_text(encoding="utf-8-sig", errors="replace").strip() if side.is_file() else None
         clips.append(Clip(path, text, _shown(path, root, shown_root)))
     return clips
 

@@ -31,7 +31,7 @@ def metadata_rows(meta: Path, shown: str, example: str) -> list[tuple[str, dict]
     if meta.suffix == ".csv":
         return _csv_rows(text, shown)
     rows: list[tuple[str, dict]] = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # JSON Lines end at \n only: U+2028 may sit in a string
         if not line.strip():
             continue
         try:

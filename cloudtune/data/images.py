@@ -105,7 +105,7 @@ def _txt_record(image: Path, root: Path, shown: str) -> ImageRecord:
                             f"{Path(rel).with_suffix('.txt').as_posix()} beside the image. To fix: write the caption "
                             f"in that .txt file, add a metadata.jsonl (file_name, text), or set "
                             f"train.data.instance_prompt")
-    caption = txt.read_text(encoding="utf-8", errors="replace").strip()
+    caption = txt.read_text(encoding="utf-8-sig", errors="replace").strip()  # Notepad writes a BOM
     if not caption:
         raise JobInputError(f"{shown}/{Path(rel).with_suffix('.txt').as_posix()}: the caption is empty. To fix: "
                             f"write the caption, or set train.data.instance_prompt")
