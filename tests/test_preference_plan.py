@@ -49,6 +49,7 @@ def problems(spec: Any) -> list[str]:
     ({"hyperparameters": {"warmup_steps": 10, "warmup_ratio": 0.1}}, "one of hyperparameters.warmup_steps and warmup_ratio"),
     ({"hyperparameters": {"optimizer": "sgd8"}}, "adamw_torch"),
     ({"distributed": "deepspeed-zero3", "lora": {"quantize": "4bit"}}, "DeepSpeed"),
+    ({"preference": {"method": "kto"}, "hyperparameters": {"batch_size": 1}}, "KTO needs at least 2 examples per device"),
 ])
 def test_spec_refusals(tmp_path: Path, train: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as err:

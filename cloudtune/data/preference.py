@@ -75,6 +75,22 @@ def _text_or_messages(value: Any, where: str, field: str, role: str | None) -> s
     return "messages"
 
 
+LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
+"""KTO's `label` as a CSV cell holds it (every cell is text): true/false in any case, or 1/0."""
+
+
+def label_value(label: Any) -> bool | None:
+    """A KTO label as TRL's boolean column: a boolean as is, its text (`LABEL_TEXT`) or 0/1 as a number; None when it
+    is none of these."""
+    if isinstance(label, bool):
+        return label
+    if isinstance(label, int) and label in (0, 1):
+        return bool(label)
+    if isinstance(label, str):
+        return LABEL_TEXT.get(label.strip().lower())
+    return None
+
+
 def check_record(record: Any, where: str, method: str) -> tuple[str, str]:
     """(shape, style) of one record for `method` (style: text or messages); JobInputError naming `where`, the
     field and the fix. An unpaired record is KTO's only; every field of a record is one style."""
@@ -85,9 +101,9 @@ def check_record(record: Any, where: str, method: str) -> tuple[str, str]:
                             f"or set method: kto")
     if shape == "unpaired":
         label = record["label"]
-        if not isinstance(label, bool):
+        if label_value(label) is None:
             raise JobInputError(f"{where}: field 'label' must be true or false (is this completion desirable?), "
-                                f"got {label!r}. To fix: write true or false")
+                                f"got {label!r}. To fix: write true or false (in a CSV cell: true, false, 1 or 0)")
         answers = ("completion",)
     else:
         answers = ("chosen", "rejected")
@@ -118,4 +134,4 @@ def check_preference_records(records: list[tuple[str, Any]], method: str) -> tup
     return first
 
 
-__all__ = ["METHODS", "SHAPES", "check_preference_records", "check_record", "record_shape"]
+__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "label_value", "record_shape"]

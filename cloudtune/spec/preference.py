@@ -96,6 +96,11 @@ def check_preference_task(train: Any) -> None:
             if on:
                 raise ValueError(f"train.data.{name} applies to task causal-lm; preference pairs are read whole by "
                                  f"TRL's trainer: remove `{name}: true`")
+        method = train.preference.method if train.preference is not None else "dpo"
+        if method == "kto" and train.hyperparameters.batch_size < 2:
+            raise ValueError(f"train.hyperparameters.batch_size {train.hyperparameters.batch_size}: KTO needs at least "
+                             "2 examples per device batch (TRL's KTOTrainer estimates its KL term from the other "
+                             "examples of the batch); set batch_size: 2 or more")
         if data.format != "auto" or data.labels is not None or data.chat_template is not None:
             raise ValueError("task preference reads TRL's preference fields (prompt, chosen, rejected; or prompt, "
                              "completion, label): remove train.data.format, labels and chat_template")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts.logfmt import phase, say
-from cloudtune.data.preference import check_preference_records
+from cloudtune.data.preference import check_preference_records, label_value
 from cloudtune.data.records import read_file_records
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
@@ -144,6 +144,9 @@ def read_preference_data(ctx: RuntimeContext, name: str, method: str, shown: str
     keep = {"explicit": ("prompt", "chosen", "rejected"), "implicit": ("chosen", "rejected"),
             "unpaired": ("prompt", "completion", "label")}[shape]
     ds = ds.select_columns(list(keep))
+    if shape == "unpaired" and ds.features["label"].dtype != "bool":  # a CSV's text or 0/1 labels: TRL's booleans
+        ds = ds.map(lambda row: {"label": label_value(row["label"])},
+                    features=datasets.Features({**ds.features, "label": datasets.Value("bool")}))
     return ds, shape, style
 
 

@@ -201,3 +201,22 @@ def test_precomputed_reference_holds_no_model_and_trains_as_the_frozen_copy(tiny
         held = re.search(r"reference model in memory: (\d+) parameters", capsys.readouterr().out)
         assert (int(held.group(1)) == 0) == (reference == "precomputed")
     assert losses["precomputed"] == pytest.approx(losses["copy"], rel=1e-4)
+
+
+@pytest.mark.parametrize("cells", [("true", "False"), ("1", "0"), ("TRUE", "false")])
+def test_kto_labels_in_a_csv_read_as_trls_booleans(cells: tuple[str, str], tmp_path: Path) -> None:
+    """Every CSV cell is text: KTO's labels written true/false (any case) or 1/0 pass the check and reach TRL as its
+    boolean `label` column; other text is refused with the line and the fix."""
+    from cloudtune.errors import JobInputError
+    from cloudtune.runtime.types import RuntimeContext
+    from cloudtune.train.preference import read_preference_data
+
+    data = tmp_path / "kto.csv"
+    data.write_text(f"prompt,completion,label\nQ? ,Good.,{cells[0]}\nQ? ,Bad.,{cells[1]}\n")
+    ctx = RuntimeContext.single_process(tmp_path / "job", {"train": data})
+    ds, shape, _ = read_preference_data(ctx, "train", "kto", "kto.csv")
+    assert shape == "unpaired" and ds.features["label"].dtype == "bool" and ds["label"] == [True, False]
+    data.write_text("prompt,completion,label\nQ? ,Good.,yes please\n")
+    with pytest.raises(JobInputError, match=r"kto.csv, line 2: field 'label' must be true or false .*To fix: write "
+                                            r"true or false \(in a CSV cell: true, false, 1 or 0\)"):
+        read_preference_data(ctx, "train", "kto", "kto.csv")
