@@ -77,6 +77,27 @@ def counting_tokens(trainer_class: type) -> type:
     return Counting
 
 
+def keeping_count(trainer_class: type, examples: int, max_seq_len: int, shown: str) -> type:
+    """`trainer_class` that says how many of the `examples` training records TRL's data preparation dropped (DPO
+    drops a pair whose prompt alone fills `max_length`, = max_seq_len), and stops the job with one JobInputError line
+    naming the input and the option when none is left (TRL's own error is a sampler's `num_samples=0`)."""
+
+    class Keeping(trainer_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            kept = len(self.train_dataset) if self.train_dataset is not None else examples
+            if kept == 0:
+                raise JobInputError(f"input {shown}: TRL kept none of its {examples} training records: every prompt "
+                                    f"fills train.hyperparameters.max_seq_len ({max_seq_len} tokens). To fix: raise "
+                                    f"max_seq_len, or shorten the prompts")
+            if kept < examples:
+                say(f"data: {examples - kept} of {examples} training records dropped by TRL: their prompt alone fills "
+                    f"max_seq_len ({max_seq_len} tokens); raise it to keep them")
+
+    Keeping.__name__ = Keeping.__qualname__ = trainer_class.__name__
+    return Keeping
+
+
 def method_options(pref: PreferenceSpec, max_seq_len: int, lora: bool) -> dict[str, Any]:
     """The TRL config keywords of `train.preference` (names as in DPOConfig, KTOConfig, ORPOConfig, CPOConfig).
     `max_length` caps prompt + answer in tokens (hyperparameters.max_seq_len)."""
@@ -191,7 +212,8 @@ def run_preference(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpoint
     metrics = run_training(
         ctx, train, checkpoint, processing_class=tokenizer, model=model, train_ds=train_ds, eval_ds=eval_ds, collator=None,
         base_model=train_model_name(train, source, ctx), data_info={"train_examples": len(train_ds), "format": shape},
-        trainer_base=counting_tokens(trainer_class),
+        trainer_base=keeping_count(counting_tokens(trainer_class), len(train_ds), hp.max_seq_len,
+                                   input_source(ctx, train.data.train) or train.data.train),
         make_arguments=lambda args: trl_arguments(args, config_class, method_options(pref, hp.max_seq_len, peft_config is not None)),
         trainer_kwargs={"peft_config": peft_config} | ({"ref_model": ref} if pref.method in ("dpo", "kto") else {}),
         callbacks=[preference_health_callback()],
@@ -258,5 +280,5 @@ def preference_health_callback() -> Any:
     return PreferenceHealth()
 
 
-__all__ = ["REWARD_METRICS", "TRAINERS", "margin_warning", "method_options", "read_preference_data",
+__all__ = ["REWARD_METRICS", "TRAINERS", "keeping_count", "margin_warning", "method_options", "read_preference_data",
            "reference_model", "run_preference", "trl_arguments", "trl_classes"]

@@ -220,3 +220,20 @@ def test_kto_labels_in_a_csv_read_as_trls_booleans(cells: tuple[str, str], tmp_p
     with pytest.raises(JobInputError, match=r"kto.csv, line 2: field 'label' must be true or false .*To fix: write "
                                             r"true or false \(in a CSV cell: true, false, 1 or 0\)"):
         read_preference_data(ctx, "train", "kto", "kto.csv")
+
+
+def test_pairs_whose_prompt_fills_max_seq_len_are_counted_or_stop_the_job(tiny_gpt2: Path, tmp_path: Path,
+                                                                           capsys) -> None:
+    """TRL's DPO drops a pair whose prompt alone fills max_length: the job says how many, and when none is left it
+    stops with one line naming max_seq_len (TRL's own error is a sampler's `num_samples=0`)."""
+    long_prompt = "the boat number sails " * 40
+    recs = pairs(range(8))
+    recs[:2] = [dict(r, prompt=long_prompt) for r in recs[:2]]
+    ctx = make_ctx(tmp_path / "some", data_inputs(tmp_path / "some", recs))
+    run_recipe(ctx, pref_train(tiny_gpt2, max_steps=1, batch_size=2), CKPT)
+    assert "data: 2 of 8 training records dropped by TRL: their prompt alone fills max_seq_len (32 tokens)" \
+        in capsys.readouterr().out
+    ctx = make_ctx(tmp_path / "all", data_inputs(tmp_path / "all", [dict(r, prompt=long_prompt) for r in recs]))
+    with pytest.raises(JobInputError, match=r"TRL kept none of its 8 training records: every prompt fills "
+                                            r"train.hyperparameters.max_seq_len \(32 tokens\). To fix: raise"):
+        run_recipe(ctx, pref_train(tiny_gpt2, max_steps=1, batch_size=2), CKPT)
