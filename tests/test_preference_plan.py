@@ -115,6 +115,10 @@ def test_push_to_hub_needs_its_token_as_a_secret(tmp_path: Path) -> None:
     notes = check_spec_inputs(spec)
     assert any("created private" in n and "acme/tiny" in n for n in notes)
     assert any("train.trust_remote_code: the Python code shipped with gpt2 runs inside the job" in n for n in notes)
+    from cloudtune import api
+
+    planned = api.plan(spec, "local", suffix="abcd")  # the dry run's notes: what validate says, the plan says
+    assert [n for n in notes if n.startswith("train.")] == [n for n in planned.notes if n.startswith("train.")]
 
 
 def test_disk_check_gives_the_smallest_disk_that_fits(tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ class PlanningTemplate:
         d.base = self.store_base(d)
         d.job_name = self.job_name(d)
         self.machine(d)
-        check_local_inputs(d.spec)
+        d.notes += check_local_inputs(d.spec)  # what does not stop the job (warnings, trust_remote_code, push_to_hub)
         self.stage_inputs(d)
         d.processes_per_node = self.processes_per_node_of(d)
         self.stage_image(d)
