@@ -55,6 +55,10 @@ def check_local_inputs(spec: JobSpec) -> list[str]:
         )
     sized = [check_input_tree(name, path) for name, path in sorted(local.items())]  # stat only, before any hashing
     model = spec.train.model if spec.train is not None else None
+    if model in local and find_saved_model(local[model]) is None and spec.train.task == "text-to-image":
+        raise UnsupportedSpec(f"train.model: {local[model]} is not a diffusers pipeline dir (no model_index.json in it "
+                              f"or in one subdirectory)", fix="save the pipeline with pipeline.save_pretrained(DIR), "
+                              "or name a Hub id such as stable-diffusion-v1-5/stable-diffusion-v1-5")
     if model in local and find_saved_model(local[model]) is None:
         raise UnsupportedSpec(
             f"train.model: {local[model]} is not a saved transformers model (no config.json in it or in one subdirectory)",

@@ -4,6 +4,7 @@ pipeline dir, CUDA-only options; the layouts, buckets and the collapse measure t
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ def pipeline_dir(path: Path) -> Path:
     (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline", **parts}))
     for part in parts:
         (path / part).mkdir()
+        if part in ("unet", "vae", "text_encoder"):  # the weights the preflight looks for (never loaded)
+            (path / part / "model.safetensors").write_bytes(b"\0" * 2048)
     return path
 
 
@@ -109,7 +112,7 @@ def test_an_image_without_a_metadata_row_is_refused(tmp_path: Path, monkeypatch:
 def test_model_must_be_a_unet_pipeline_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_colour_images(tmp_path / "images")
     pipe = pipeline_dir(tmp_path / "pipe")
-    (pipe / "vae").rmdir()
+    shutil.rmtree(pipe / "vae")
     assert problems_of(tmp_path, monkeypatch) == [
         "pipe: no vae/ subdir, which model_index.json lists. To fix: save the whole pipeline with save_pretrained"]
 
@@ -296,3 +299,34 @@ def test_every_format_pillow_reads_takes_a_txt_caption(tmp_path: Path) -> None:
         (tmp_path / f"a{ext}").rename(tmp_path / f"img_{ext[1:]}{ext}")
         (tmp_path / f"img_{ext[1:]}.txt").write_text(f"a {ext} square")
     assert sorted(r.path.suffix for r in image_records(tmp_path)) == sorted(IMAGE_EXTENSIONS)
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("empty dir", "train.model: {pipe} is not a diffusers pipeline dir (no model_index.json in it or in one subdirectory)"),
+    ("no unet weights", "pipe/unet: no weights file (*.safetensors or *.bin) in it. To fix: copy the pipeline again"),
+    ("lfs pointer", "pipe/unet/model.safetensors: a Git LFS pointer, not the weights. To fix: run `git lfs pull`"),
+])
+def test_a_pipeline_dir_without_its_weights_is_refused_with_the_diffusers_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: str, expected: str) -> None:
+    """An empty folder, a part without its weights (an interrupted copy) or Git LFS pointers in their place (a clone
+    without `git lfs pull`) fail the job when diffusers loads it: refused before anything is uploaded."""
+    from cloudtune.errors import UnsupportedSpec
+
+    make_colour_images(tmp_path / "images")
+    pipe = tmp_path / "pipe"
+    if damage == "empty dir":
+        pipe.mkdir()
+    else:
+        pipeline_dir(pipe)
+        weights = pipe / "unet/model.safetensors"
+        if damage == "lfs pointer":
+            weights.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 3438167536\n")
+        else:
+            weights.unlink()
+    from cloudtune.jobinputs import check_local_inputs, with_model_input
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((UnsupportedSpec, PreflightError)) as err:  # what launch and every dry run run first
+        check_local_inputs(with_model_input(image_spec(tmp_path)))  # type: ignore[arg-type]
+    found = getattr(err.value, "problems", None) or [str(err.value)]
+    assert len(found) == 1 and expected.format(pipe=pipe) in found[0], found

@@ -49,9 +49,31 @@ def pipeline_dir_problems(model_dir: Path, shown: str) -> list[str]:
     if "unet" not in parts:
         return [f"{shown}/model_index.json: the pipeline {parts.get('_class_name')!r} has no UNet; text-to-image "
                 f"trains the UNet families (Stable Diffusion 1.x/2.x, SDXL). To fix: use such a pipeline"]
-    return [f"{shown}: no {part}/ subdir, which model_index.json lists. To fix: save the whole pipeline with "
-            f"save_pretrained" for part in PIPELINE_PARTS if part in parts and parts[part] and
-            parts[part][0] is not None and not (model_dir / part).is_dir()]
+    listed = [part for part in PIPELINE_PARTS + ("text_encoder_2", "tokenizer_2") if part in parts and parts[part]
+              and parts[part][0] is not None]
+    missing = [f"{shown}: no {part}/ subdir, which model_index.json lists. To fix: save the whole pipeline with "
+               f"save_pretrained" for part in listed if not (model_dir / part).is_dir()]
+    return missing + [problem for part in listed if part in WEIGHTED_PARTS and (model_dir / part).is_dir()
+                      for problem in _weights_problem(model_dir / part, f"{shown}/{part}")]
+
+
+WEIGHTED_PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+"""The pipeline parts whose folders hold weights (save_pretrained writes *.safetensors, or *.bin, and an index for
+shards); tokenizer and scheduler folders hold configuration only."""
+LFS_POINTER = b"version https://git-lfs"
+
+
+def _weights_problem(part: Path, shown: str) -> list[str]:
+    """A pipeline part without its weights (an interrupted copy), or with Git LFS pointers in their place (a clone
+    without `git lfs pull`): one line with the fix; [] when a weights file is there."""
+    files = [f for f in part.iterdir() if f.is_file() and f.name.endswith((".safetensors", ".bin", ".index.json"))]
+    if not files:
+        return [f"{shown}: no weights file (*.safetensors or *.bin) in it. To fix: copy the pipeline again, or save it "
+                f"with pipeline.save_pretrained(DIR)"]
+    for f in files:
+        if f.stat().st_size < 1024 and f.read_bytes().startswith(LFS_POINTER):
+            return [f"{shown}/{f.name}: a Git LFS pointer, not the weights. To fix: run `git lfs pull` in the clone"]
+    return []
 
 
 def cuda_only_problems(spec: "JobSpec", train: "TrainSpec", cuda: bool | None) -> list[str]:
