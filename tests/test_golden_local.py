@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,8 @@ def project(tmp: Path) -> Path:
     (tmp / "models/tiny/config.json").write_text('{"model_type": "gpt2"}')
     (tmp / "models/tiny/model.safetensors").write_bytes(placeholder_weights())  # the smallest weights and tokenizer
     (tmp / "models/tiny/tokenizer.json").write_text(PLACEHOLDER_TOKENIZER)      # the preflight takes for them
+    shutil.copytree(tmp / "models/tiny", tmp / "models/musicgen")
+    (tmp / "models/musicgen/config.json").write_text('{"model_type": "musicgen"}')
     (tmp / "src").mkdir()
     (tmp / "src/train.py").write_text("print('hi')\n")
     (tmp / "clips").mkdir()  # text-to-audio: one 2 s clip (16-bit PCM, 8 kHz) with its description
@@ -50,7 +53,7 @@ SCENARIOS = {
     "quickstart-azure": ({"name": "quickstart", "inputs": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
                           "train": {"model": "./models/tiny"}}, "azure"),
     **{f"music-{cloud}": ({"name": "music", "inputs": {"train": "clips"},
-                           "train": {"task": "text-to-audio", "model": "./models/tiny", "lora": {"r": 8},
+                           "train": {"task": "text-to-audio", "model": "./models/musicgen", "lora": {"r": 8},
                                      "validation": {"prompts": ["a steady tone"], "every_steps": 10, "seconds": 1}}},
                           cloud) for cloud in ("aws", "gcp", "azure")},
     "command-2-nodes-aws": ({"name": "cmd", "resources": {"nodes": 2, "max_runtime": "90m"}, "retries": 2,

@@ -28,7 +28,21 @@ def tone(path: Path, seconds: float) -> Path:
 def audio_job(tmp: Path, rows: list[dict], monkeypatch: pytest.MonkeyPatch, **train: object) -> list[str]:
     (tmp / "clips").mkdir(parents=True, exist_ok=True)
     (tmp / "clips" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if not (tmp / "models/m").exists():
+        model_dir(tmp / "models/m", {"model_type": "musicgen"})
     return problems(tmp, {"task": "text-to-audio", **train}, {"train": "clips"}, monkeypatch)
+
+
+def test_a_base_model_that_is_not_musicgen_is_refused_before_the_deep_check(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local model dir's config.json names its model_type: a GPT-2 dir is refused by validate and every dry run
+    (no transformers needed), with the fix."""
+    tone(tmp_path / "clips/a.wav", 2.0)
+    model_dir(tmp_path / "models/m", {"model_type": "gpt2", "n_positions": 256})
+    found = audio_job(tmp_path, [{"file_name": "a.wav", "text": "calm piano"}], monkeypatch)
+    assert found == ["train.model: models/m is a 'gpt2' model; task text-to-audio trains MusicGen (model_type "
+                     "musicgen). To fix: name a MusicGen checkpoint, e.g. facebook/musicgen-small, or a directory it "
+                     "was saved to"], found
 
 
 def test_good_clips_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,8 @@ skeleton and renders one record of each shape.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,16 @@ def _audio_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             problems.append(str(exc))
             continue
         problems += clip_problems(clips, train.audio.min_seconds, train.data.text_field)
+    model_dir = _local_model_dir(spec, train)
+    if model_dir is not None and (model_dir / "config.json").is_file():  # a MusicGen config, read without transformers
+        from cloudtune.preflight.audio import model_type_problem
+
+        try:
+            model_type = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            model_type = None  # an unreadable config is the deep check's to report, with transformers' words
+        problem = model_type_problem(model_type, display_path(model_dir)) if model_type is not None else None
+        problems += [problem] if problem else []
     return problems
 
 

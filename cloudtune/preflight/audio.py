@@ -5,7 +5,7 @@ and the LoRA target modules name decoder layers. transformers is imported inside
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cloudtune.errors import JobInputError
 
@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 DECODER_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 
+def model_type_problem(model_type: Any, shown: str) -> str | None:
+    """The one line for a base model that is not MusicGen (its config's model_type), or None."""
+    if model_type == "musicgen":
+        return None
+    return (f"train.model: {shown} is a {model_type!r} model; task text-to-audio trains MusicGen (model_type musicgen). "
+            f"To fix: name a MusicGen checkpoint, e.g. facebook/musicgen-small, or a directory it was saved to")
+
+
 def musicgen_skeleton(source: str, shown: str, train: "TrainSpec", local_only: bool) -> list[str]:
     """Notes on what was checked; JobInputError (one line) on the first problem."""
     import torch
@@ -22,13 +30,15 @@ def musicgen_skeleton(source: str, shown: str, train: "TrainSpec", local_only: b
 
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+        problem = model_type_problem(config.model_type, shown)
+        if problem:
+            raise JobInputError(problem)
         processor = AutoProcessor.from_pretrained(source, local_files_only=local_only)
+    except JobInputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - transformers raises many types for bad files
         raise JobInputError(f"train.model: cannot load the config and processor of {shown}: "
                             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
-    if config.model_type != "musicgen":
-        raise JobInputError(f"train.model: {shown} is a {config.model_type!r} model; task text-to-audio trains MusicGen "
-                            f"(model_type musicgen), e.g. facebook/musicgen-small")
     codec, decoder = config.audio_encoder, config.decoder
     books = int(1000 * codec.target_bandwidths[0] // (codec.frame_rate * math.log2(codec.codebook_size)))
     per_channel = decoder.num_codebooks // decoder.audio_channels
