@@ -72,6 +72,21 @@ def test_preflight_names_the_file_line_and_field(tmp_path: Path, records: list[A
     assert len(found) == 1 and re.search(where, found[0]) and "To fix" in found[0]
 
 
+def test_pairs_that_never_differ_are_refused_and_some_identical_ones_are_said(tmp_path: Path) -> None:
+    """A pair with chosen == rejected has a zero margin whatever the model does: data made only of them is refused
+    before the job (it would "succeed" having learnt nothing); a few ties among real pairs pass (the job counts them)."""
+    from cloudtune.data.preference import identical_pairs
+
+    same = [{"prompt": "p", "chosen": " a", "rejected": " a"}] * 3
+    [found] = problems(job(tmp_path, {}, records=same))
+    assert found.endswith(
+        "data/train.jsonl, line 1: every pair has the same chosen and rejected answer, so preference tuning has nothing "
+        "to learn (every margin is 0). To fix: give the better answer in chosen and the worse in rejected"), found
+    mixed = PAIRS + same[:1]
+    assert problems(job(tmp_path, {}, records=mixed)) == []
+    assert identical_pairs([(f"line {i + 1}", r) for i, r in enumerate(mixed)]) == ["line 4"]
+
+
 def test_every_data_shape_passes(tmp_path: Path) -> None:
     chat = {"prompt": [{"role": "user", "content": "q"}], "chosen": [{"role": "assistant", "content": "a"}],
             "rejected": [{"role": "assistant", "content": "b"}]}

@@ -118,6 +118,23 @@ def check_record(record: Any, where: str, method: str) -> tuple[str, str]:
     return shape, styles.pop()
 
 
+def identical_pairs(records: list[tuple[str, Any]]) -> list[str]:
+    """Where (file, line) each pair has the same chosen and rejected answer: such a pair has a zero margin whatever
+    the model does, so it teaches nothing (a tie, or a copying mistake)."""
+    return [where for where, r in records if isinstance(r, dict) and "chosen" in r and "rejected" in r
+            and r["chosen"] == r["rejected"]]
+
+
+def no_pair_differs(records: list[tuple[str, Any]]) -> str | None:
+    """The one-line problem when every pair of `records` (paired data) has chosen == rejected, else None."""
+    same = identical_pairs(records)
+    if records and len(same) == len(records):
+        return (f"{records[0][0]}: every pair has the same chosen and rejected answer, so preference tuning has "
+                f"nothing to learn (every margin is 0). To fix: give the better answer in chosen and the worse in "
+                f"rejected")
+    return None
+
+
 def check_preference_records(records: list[tuple[str, Any]], method: str) -> tuple[str, str] | None:
     """Check every (where, record); all records must share one shape and style (TRL reads a dataset one way).
     Returns (shape, style) of the data, None when there are no records."""
@@ -134,4 +151,5 @@ def check_preference_records(records: list[tuple[str, Any]], method: str) -> tup
     return first
 
 
-__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "label_value", "record_shape"]
+__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "identical_pairs", "label_value",
+           "no_pair_differs", "record_shape"]

@@ -79,11 +79,12 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             problems.append(str(exc))
     try:
         if train.task == "preference":
-            from cloudtune.data.preference import check_preference_records
+            from cloudtune.data.preference import check_preference_records, no_pair_differs
 
             method = train.preference.method if train.preference is not None else "dpo"
             for recs, _ in samples.values():
-                check_preference_records(recs, method)
+                if check_preference_records(recs, method) and no_pair_differs(recs):
+                    raise JobInputError(no_pair_differs(recs))
         elif train.task == "seq-classification":
             rows = {role: classification_rows(recs, data) for role, (recs, _) in samples.items()}
             if "train" in rows:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts.logfmt import phase, say
-from cloudtune.data.preference import check_preference_records, label_value
+from cloudtune.data.preference import check_preference_records, identical_pairs, label_value, no_pair_differs
 from cloudtune.data.records import read_file_records
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
@@ -160,6 +160,13 @@ def read_preference_data(ctx: RuntimeContext, name: str, method: str, shown: str
     if not records:
         raise JobInputError(f"data input {shown or name} holds no records")
     shape, style = check_preference_records(records, method) or ("explicit", "text")
+    problem = no_pair_differs(records) if shape != "unpaired" else None
+    if problem:
+        raise JobInputError(problem)
+    same = identical_pairs(records)
+    if same:
+        say(f"data: {len(same)} of {len(records)} pairs have the same chosen and rejected answer (first: {same[0]}); "
+            f"they teach nothing")
     loaded = [load_part(part, "text") for part in found]
     ds = loaded[0] if len(loaded) == 1 else datasets.concatenate_datasets(loaded)
     keep = {"explicit": ("prompt", "chosen", "rejected"), "implicit": ("chosen", "rejected"),
@@ -216,7 +223,7 @@ def run_preference(ctx: RuntimeContext, train: TrainSpec, checkpoint: Checkpoint
                                    input_source(ctx, train.data.train) or train.data.train),
         make_arguments=lambda args: trl_arguments(args, config_class, method_options(pref, hp.max_seq_len, peft_config is not None)),
         trainer_kwargs={"peft_config": peft_config} | ({"ref_model": ref} if pref.method in ("dpo", "kto") else {}),
-        callbacks=[preference_health_callback()],
+        callbacks=[preference_health_callback()], perplexity=False,  # exp of a preference loss is no perplexity
     )
     return metrics
 

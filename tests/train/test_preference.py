@@ -90,6 +90,7 @@ def test_method_raises_the_margin_on_held_out_pairs(method: str, tiny_gpt2: Path
     after = margin(ctx.model_dir, held_out)
     out = capsys.readouterr().out
     assert metrics["global_step"] == 12 and metrics["tokens_per_second"] > 0
+    assert not [k for k in metrics if k.startswith("perplexity")]  # exp of a preference loss is no perplexity
     assert after > before + 1.0, (method, before, after)
     status = read_status(ctx.checkpoint_dir)
     if method != "kto":  # KTO logs rewards of the desirable and undesirable examples (its own names)
