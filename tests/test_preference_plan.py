@@ -206,3 +206,16 @@ def test_a_deepspeed_job_without_deepspeed_in_its_image_stops_with_one_line() ->
 
     with pytest.raises(JobInputError, match="deepspeed is not installed in this job's image. To fix: use an image"):
         require_deepspeed("deepspeed-zero3")
+
+
+def test_flash_attention_without_flash_attn_in_the_image_stops_the_job_with_one_line() -> None:
+    """In the job, flash_attention_2 where the image has no flash-attn is one JobInputError line (transformers' own
+    error is an ImportError traceback from from_pretrained)."""
+    from cloudtune.train.knobs import attention_kwargs
+
+    train = TrainSpec.model_validate({"model": "m", "attn_implementation": "flash_attention_2"})
+    if importlib.util.find_spec("flash_attn") is not None:
+        assert attention_kwargs(train) == {"attn_implementation": "flash_attention_2"}
+        return
+    with pytest.raises(JobInputError, match="flash-attn is not installed in this job's image. To fix: .* or sdpa"):
+        attention_kwargs(train)

@@ -49,6 +49,8 @@ class Target:
     # whether the image itself carries DeepSpeed, which no lock can install (PyPI has only its source distribution,
     # built against the image's CUDA toolkit): False where the image's own files show it does not, None where unknown
     deepspeed: bool | None = None
+    # the same for flash-attn (train.attn_implementation: flash_attention_2), which is built against the image's CUDA
+    flash_attn: bool | None = None
 
 
 _MANYLINUX = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64")
@@ -82,7 +84,7 @@ TARGETS: dict[str, Target] = {
     # Dockerfile) and torch 2.9.1; bitsandbytes makes QLoRA (lora.quantize) work there, Secret Manager its secrets.
     "cloudtune-gpu-py311": Target(
         "cloudtune-gpu-py311", "3.11", "cp311", _MANYLINUX_OWN, "2.9.1",
-        ("bitsandbytes>=0.45", "google-cloud-secret-manager"), own=True, deepspeed=False,
+        ("bitsandbytes>=0.45", "google-cloud-secret-manager"), own=True, deepspeed=False, flash_attn=False,
         image="cloudtune's GPU image (containers/gpu: FROM pytorch/pytorch:2.9.1-cuda12.8-cudnn9-runtime)",
         source="pytorch/pytorch 2.9.1 image tag (torch 2.9.1, CUDA 12.8); pytorch's Dockerfile ARG PYTHON_VERSION=3.11"),
 }

@@ -163,6 +163,7 @@ class PlanningTemplate:
         stock = None if d.spec.image else job_target(self.provider, d.spec.train is not None)
         if stock is not None:  # the image cloudtune picked (a stock one, or its own), whose contents it knows
             deepspeed_on_image(d.spec, TARGETS[stock], d.notes)
+            flash_attn_on_image(d.spec, TARGETS[stock], d.notes)
         if target is None:
             return
         d.wheels = staging.wheelhouse(target, d.home, d.base, d.lock_dir)
@@ -243,3 +244,21 @@ def deepspeed_on_image(spec: Any, target: Target, notes: list[str]) -> None:
         notes.append(f"distributed {distributed}: the job imports deepspeed from the image ({shown}); cloudtune's "
                      "wheel lock does not carry it. If the image lacks it, the job stops at start with one line: "
                      "name an image with deepspeed under `image:` to be sure")
+
+
+def flash_attn_on_image(spec: Any, target: Target, notes: list[str]) -> None:
+    """`train.attn_implementation: flash_attention_2` needs flash-attn in the image, which no wheel lock carries (it
+    builds against the image's CUDA toolkit): refused on an image known to lack it, before anything is uploaded; a
+    plan note where the image's contents are not documented (the job then stops at load with one line:
+    cloudtune.train.knobs.attention_kwargs)."""
+    if spec.train is None or spec.train.attn_implementation != "flash_attention_2":
+        return
+    shown = target.image or target.name
+    if target.flash_attn is False:
+        raise UnsupportedSpec(f"train.attn_implementation flash_attention_2: {shown} has no flash-attn, and "
+                              "cloudtune's wheel lock cannot add it (it builds against the image's CUDA toolkit)",
+                              fix="name an image with flash-attn under `image:`, or use attn_implementation: sdpa")
+    if target.flash_attn is None:
+        notes.append(f"attn_implementation flash_attention_2: the job imports flash-attn from the image ({shown}); "
+                     "cloudtune's wheel lock does not carry it. If the image lacks it, the job stops at load with one "
+                     "line: name an image with flash-attn under `image:` to be sure")

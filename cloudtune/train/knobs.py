@@ -42,9 +42,13 @@ def require_deepspeed(distributed: str) -> None:
 
 def attention_kwargs(train: Any) -> dict[str, Any]:
     """`from_pretrained` keywords of `train.attn_implementation`, `train.revision` and `train.trust_remote_code`
-    (only those set away from their defaults)."""
+    (only those set away from their defaults). JobInputError (one line, exit 65) for flash_attention_2 where the
+    image has no flash-attn (transformers' own error is an ImportError traceback at load)."""
     kwargs: dict[str, Any] = {}
     attn = getattr(train, "attn_implementation", "auto")
+    if attn == "flash_attention_2" and importlib.util.find_spec("flash_attn") is None:
+        raise JobInputError("train.attn_implementation flash_attention_2: flash-attn is not installed in this job's "
+                            "image. To fix: use an image that carries it (pip install flash-attn), or sdpa")
     if attn != "auto":
         kwargs["attn_implementation"] = attn
     if getattr(train, "revision", None):

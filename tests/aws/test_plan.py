@@ -353,6 +353,15 @@ def test_status_mapping(described: dict[str, Any], state: str) -> None:
         assert st.failure_reason == "AlgorithmError: boom"
 
 
+def test_flash_attention_on_the_stock_dlc_is_said_in_the_plan(tmp_path: Path) -> None:
+    """The SageMaker PyTorch DLC's contents are not documented to include flash-attn, and no lock can add it."""
+    spec = spec_from({"name": "fa", "resources": {"accelerator": "A10G:1"}, "inputs": S3_IN,
+                      "train": {"model": "gpt2", "attn_implementation": "flash_attention_2"}}, tmp_path)
+    plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    [note] = [n for n in plan.notes if "flash-attn" in n]
+    assert "does not carry it" in note and "image:" in note
+
+
 def test_deepspeed_on_the_stock_dlc_is_said_in_the_plan(tmp_path: Path) -> None:
     """The SageMaker PyTorch DLC's contents are not documented to include deepspeed, and no lock can add it."""
     spec = spec_from({"name": "ds", "resources": {"accelerator": "A100-80GB:8"}, "inputs": S3_IN,

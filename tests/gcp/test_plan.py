@@ -195,6 +195,19 @@ def test_all_missing_settings_in_one_error(tmp_path: Path) -> None:
     assert all(f"providers.gcp.{k}" in text for k in ("project", "region", "bucket")) and "GOOGLE_CLOUD_PROJECT" in text
 
 
+def test_flash_attention_on_cloudtunes_own_gpu_image_is_refused_before_upload(tmp_path: Path) -> None:
+    """Vertex `train:` jobs run cloudtune's own GPU image, which has no flash-attn (no wheel lock can carry it)."""
+    train = {"model": "gpt2", "attn_implementation": "flash_attention_2"}
+    spec = spec_from({"name": "fa", "resources": {"accelerator": "H100:1"}, "inputs": GS_IN, "train": train}, tmp_path)
+    with pytest.raises(UnsupportedSpec, match="has no flash-attn") as err:
+        GcpLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
+    assert "attn_implementation: sdpa" in err.value.fix and not (tmp_path / "home" / "bundles").exists()
+    own_image = spec_from({"name": "fa", "resources": {"accelerator": "H100:1"}, "inputs": GS_IN, "train": train,
+                           "image": "us-docker.pkg.dev/p/r/trainer-with-flash-attn:1"}, tmp_path)
+    plan = GcpLauncher(home=tmp_path / "home").plan(own_image, settings(), suffix=SUFFIX)
+    assert not any("flash-attn" in note for note in plan.notes)  # the user's image: theirs to carry it
+
+
 def test_deepspeed_on_cloudtunes_own_gpu_image_is_refused_before_upload(tmp_path: Path) -> None:
     """Vertex `train:` jobs run cloudtune's own GPU image, which has no deepspeed (no wheel lock can carry it)."""
     spec = spec_from({"name": "ds", "resources": {"accelerator": "H100:8"}, "inputs": GS_IN,
