@@ -162,7 +162,8 @@ def test_eval_must_have_the_training_format(tmp_path: Path, monkeypatch: pytest.
     write(tmp_path / "data/train.jsonl", '{"prompt": "a", "completion": "b"}\n')
     write(tmp_path / "data/eval.jsonl", '{"text": "plain"}\n')
     found = problems(tmp_path, {}, {"train": "data/train.jsonl", "eval": "data/eval.jsonl"}, monkeypatch)
-    assert found == ["data/eval.jsonl, line 1: record has no field 'prompt' (train.data.prompt_field); fields present: text"]
+    assert found == ["data/eval.jsonl, line 1: record has no field 'prompt' (train.data.prompt_field); fields present: text. "
+                     "To fix: add it, or name the field that holds it in train.data.prompt_field"]
 
 
 def test_good_data_of_every_format_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -331,7 +332,7 @@ def test_cli_dry_run_exit_2_one_line_no_torch(tmp_path: Path) -> None:
     lines = out.stderr.strip().splitlines()
     assert lines[-1] == "EXIT 2 HEAVY []", out.stderr
     assert lines[:-1] == ["error: data/train.csv: not UTF-8 text (byte 0xe9 at offset 16, line 2; it looks like "
-                          "Windows-1252 (cp1252) text); save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"]
+                          "Windows-1252 (cp1252) text). To fix: save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"]
 
 
 def test_cli_lists_every_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

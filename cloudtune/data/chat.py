@@ -44,7 +44,8 @@ def check_messages(messages: Any, where: str, field: str) -> list[dict[str, Any]
         try:
             messages = json.loads(messages)
         except json.JSONDecodeError:
-            raise JobInputError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is not JSON") from None
+            raise JobInputError(f"{where}: field {field!r} must be a list of {{role, content}} messages, got a string that is "
+                                f"not JSON. To fix: write it as a list, e.g. [{{\"role\": \"user\", \"content\": \"...\"}}]") from None
     if hasattr(messages, "tolist"):
         messages = messages.tolist()
     if not isinstance(messages, list) or not messages:
@@ -96,7 +97,8 @@ def require_placed(messages: list[dict[str, Any]], template: str | None, where: 
 
 def require_assistant(messages: list[dict[str, Any]], where: str) -> None:
     if not any(m["role"] == "assistant" for m in messages):
-        raise JobInputError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on assistant turns only)")
+        raise JobInputError(f"{where}: the conversation has no 'assistant' message, so nothing to learn from (loss is on "
+                            f"assistant turns only). To fix: add the assistant's reply, or remove the record")
 
 
 def check_tools(tools: Any, where: str) -> list[dict[str, Any]] | None:

@@ -18,6 +18,8 @@ from typing import Any, Iterator
 
 from cloudtune.errors import JobInputError
 
+JSON_FIX = "To fix: correct the JSON at that line (each record an object, e.g. {\"text\": \"...\"})"
+NO_RECORDS_FIX = "To fix: put the records in it, or point the input at the file that holds them"
 DATA_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq", ".arrow", ".txt")
 
 
@@ -131,16 +133,16 @@ def _not_utf8(raw: bytes, shown: str) -> str | None:
     """Why `raw` is plainly not UTF-8 text as a whole (a UTF-16/32 byte-order mark, gzip, NUL bytes), or None."""
     for bom, name in sorted(_BOMS.items(), key=lambda kv: -len(kv[0])):
         if raw.startswith(bom):
-            return f"{shown}: {name} text, not UTF-8; save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
+            return f"{shown}: {name} text, not UTF-8. To fix: save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
     if raw.startswith(b"\x1f\x8b"):
-        return f"{shown}: a gzip-compressed file; decompress it (gunzip) or give the uncompressed file"
+        return f"{shown}: a gzip-compressed file. To fix: decompress it (gunzip) or give the uncompressed file"
     if raw.startswith(b"PAR1"):
-        return f"{shown}: a Parquet file under a text suffix; rename it to .parquet"
+        return f"{shown}: a Parquet file under a text suffix. To fix: rename it to .parquet"
     nul = raw.find(b"\x00", 0, 1 << 16)
     if nul >= 0:
         line = raw.count(b"\n", 0, nul) + 1
         return (f"{shown}: not text (a NUL byte at offset {nul}, line {line}: UTF-16 without a byte-order mark, or a "
-                f"binary file); save it as UTF-8 text")
+                f"binary file). To fix: save it as UTF-8 text")
     return None
 
 
@@ -166,8 +168,8 @@ def decode_text(raw: bytes, shown: str, truncated: bool = False) -> str:
         except UnicodeDecodeError:
             pass
         raise JobInputError(
-            f"{shown}: not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset}, line {line}{guess}); "
-            f"save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
+            f"{shown}: not UTF-8 text (byte 0x{raw[offset]:02x} at offset {offset}, line {line}{guess}). "
+            f"To fix: save it as UTF-8 (e.g. Excel: CSV UTF-8; Notepad: Save as > UTF-8)"
         ) from None
 
 
@@ -206,7 +208,7 @@ def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple
         except json.JSONDecodeError as exc:
             if truncated:
                 return
-            raise JobInputError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}") from None
+            raise JobInputError(f"{path}, line {exc.lineno}: invalid JSON: {exc.msg}. {JSON_FIX}") from None
         except (RecursionError, ValueError) as exc:  # brackets nested past the parser's depth; a 4,300-digit number
             raise JobInputError(f"{path}, line {line}: {json_limit(exc)}") from None
         yield line, obj
@@ -218,7 +220,7 @@ def _json_array(text: str, path: str, truncated: bool = False) -> Iterator[tuple
         elif truncated and i >= n:
             return
         else:
-            raise JobInputError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'")
+            raise JobInputError(f"{path}, line {text.count(chr(10), 0, i) + 1}: invalid JSON: expected ',' or ']'. {JSON_FIX}")
 
 
 def _is_parquet(path: Path) -> bool:
@@ -285,7 +287,7 @@ def parse_records(text: str, path: Path, shown: str, text_field: str = "text",
             except json.JSONDecodeError as exc:
                 hint = ("; a .json data file holds a list of records ([{...}, ...]) or one record per line"
                         if path.suffix.lower() == ".json" else "")
-                raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}{hint}") from None
+                raise JobInputError(f"{shown}, line {line}: invalid JSON: {exc.msg}{hint}. {JSON_FIX}") from None
             except (RecursionError, ValueError) as exc:  # see json_limit
                 raise JobInputError(f"{shown}, line {line}: {json_limit(exc)}") from None
             yield f"{shown}, line {line}", record
@@ -303,10 +305,11 @@ def _csv_records(text: str, shown: str) -> Iterator[tuple[str, Any]]:
             sep = next((c for c in (";", "\t", "|") if c in reader.fieldnames[0]), None)
             if sep is not None:
                 raise JobInputError(f"{shown}, line 1: the header {reader.fieldnames[0]!r} is {sep!r}-separated; a .csv "
-                                    f"data file is comma-separated: save it with commas (or as .jsonl)")
+                                    f"data file is comma-separated. To fix: save it with commas (or as .jsonl)")
         for row in reader:
             if None in row:
-                raise JobInputError(f"{shown}, line {reader.line_num}: more values than the header has columns")
+                raise JobInputError(f"{shown}, line {reader.line_num}: more values than the header has columns. To fix: quote "
+                                    f"a value that holds a comma, or name the extra column in the header")
             yield f"{shown}, line {reader.line_num}", dict(row)
     except csv.Error as exc:
         raise JobInputError(f"{shown}, line {reader.line_num}: not valid CSV: {exc}") from None
@@ -356,7 +359,7 @@ def read_records(path: Path, text_field: str = "text", shown: str | None = None)
     for file in data_files(path, shown):
         records.extend(read_file_records(file, text_field, shown_name(file, path, shown)))
     if not records:
-        raise JobInputError(f"data input {shown or path} holds no records")
+        raise JobInputError(f"data input {shown or path} holds no records. {NO_RECORDS_FIX}")
     return records
 
 
@@ -364,13 +367,16 @@ def where_field(record: Any, field: str, where: str, option: str, *, kind: type 
     """`record[field]`, checked to be a `kind`; else a JobInputError naming `where`, the field and the option that
     names it. A null value counts as missing (🤗 Datasets gives a record that lacks a column `None` there)."""
     if not isinstance(record, dict):
-        raise JobInputError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got {type(record).__name__}")
+        raise JobInputError(f"{where}: expected a record (a JSON object / a row) with a {field!r} field, got "
+                            f"{type(record).__name__}. To fix: write each record as an object, e.g. {{{field!r}: ...}}")
     if record.get(field) is None:
         present = ", ".join(sorted(str(k) for k, v in record.items() if v is not None)) or "none"
-        raise JobInputError(f"{where}: record has no field {field!r} ({option}); fields present: {present}")
+        raise JobInputError(f"{where}: record has no field {field!r} ({option}); fields present: {present}. To fix: add it, "
+                            f"or name the field that holds it in {option}")
     value = record[field]
     if not isinstance(value, kind):
-        raise JobInputError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got {type(value).__name__}")
+        raise JobInputError(f"{where}: field {field!r} must be a {getattr(kind, '__name__', 'value')}, got "
+                            f"{type(value).__name__}. To fix: write it as one (e.g. a number in quotes for a str)")
     return value
 
 

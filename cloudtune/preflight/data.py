@@ -14,7 +14,7 @@ from typing import Any
 
 from cloudtune.data.chat import check_messages, check_tools, require_assistant
 from cloudtune.data.labels import label_id, label_mapping
-from cloudtune.data.records import data_files, detect_format, sample_file_records, shown_name, where_field
+from cloudtune.data.records import NO_RECORDS_FIX, data_files, detect_format, sample_file_records, shown_name, where_field
 from cloudtune.errors import JobInputError
 
 SAMPLE_BYTES = 8 << 20
@@ -37,7 +37,7 @@ def sample_input(path: Path, text_field: str, shown: str) -> tuple[list[tuple[st
         complete = complete and whole
         budget -= file.stat().st_size
     if not records and complete:
-        raise JobInputError(f"data input {shown} holds no records")
+        raise JobInputError(f"data input {shown} holds no records. {NO_RECORDS_FIX}")
     return records, complete
 
 

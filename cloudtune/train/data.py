@@ -21,7 +21,8 @@ from typing import Any
 
 from cloudtune.contracts.logfmt import say
 from cloudtune.data.encode import WHERE, encode_batch, need_template
-from cloudtune.data.records import data_files, detect_format, locate, read_file_records, saved_dataset, shown_name
+from cloudtune.data.records import (NO_RECORDS_FIX, data_files, detect_format, locate, read_file_records, saved_dataset,
+                                    shown_name)
 from cloudtune.errors import JobInputError
 from cloudtune.train.packing import pack, pack_stream, pad_count
 
@@ -79,7 +80,7 @@ def _read_error(part: Part, text_field: str, exc: Exception) -> JobInputError:
                                 f"give the field one type in every record")
                     return JobInputError(raise_at)
     if not any(read_file_records(path, text_field, shown) for path, shown in part.files):
-        return JobInputError(f"data input {part.files[0][1]} holds no records")
+        return JobInputError(f"data input {part.files[0][1]} holds no records. {NO_RECORDS_FIX}")
     message = (str(exc).strip().splitlines() or [type(exc).__name__])[-1]
     return JobInputError(f"{part.files[0][1]}: 🤗 Datasets cannot read it as {part.builder}: {message}")
 
@@ -169,7 +170,7 @@ def first_record(ds: Any, part: Part) -> dict[str, Any]:
     rows = ds.take(1) if isinstance(ds, datasets.IterableDataset) else ds.select(range(min(1, len(ds))))
     for rec in rows:
         return dict(rec)
-    raise JobInputError(f"data input {part.files[0][1]} holds no records")
+    raise JobInputError(f"data input {part.files[0][1]} holds no records. {NO_RECORDS_FIX}")
 
 
 def _num_proc(ds: Any) -> int | None:

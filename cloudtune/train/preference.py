@@ -24,7 +24,7 @@ from typing import Any
 
 from cloudtune.contracts.logfmt import phase, say
 from cloudtune.data.preference import check_preference_records, identical_pairs, label_value, no_pair_differs
-from cloudtune.data.records import read_file_records
+from cloudtune.data.records import NO_RECORDS_FIX, read_file_records
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import CheckpointSpec, TrainSpec
@@ -158,7 +158,7 @@ def read_preference_data(ctx: RuntimeContext, name: str, method: str, shown: str
     found = parts(path, shown)
     records = [r for part in found for file, where in part.files for r in read_file_records(file, "text", where)]
     if not records:
-        raise JobInputError(f"data input {shown or name} holds no records")
+        raise JobInputError(f"data input {shown or name} holds no records. {NO_RECORDS_FIX}")
     shape, style = check_preference_records(records, method) or ("explicit", "text")
     problem = no_pair_differs(records) if shape != "unpaired" else None
     if problem:

@@ -36,6 +36,8 @@ CASES = {
 }
 
 
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_unusable_data_is_one_line_naming_file_and_line(name: str, tokenizer, tmp_path: Path, capfd) -> None:
     raw, expected = CASES[name]
@@ -43,6 +45,7 @@ def test_unusable_data_is_one_line_naming_file_and_line(name: str, tokenizer, tm
     with pytest.raises(JobInputError) as err:
         encode_input(tmp_path / name, f"s3://b/{name}", DataSpec(), tokenizer, 32)
     assert str(err.value).startswith(expected) and "\n" not in str(err.value)
+    assert "To fix: " in str(err.value), str(err.value)  # and how to fix it
     assert "Failed to" not in capfd.readouterr().err  # the library's own log line is not printed as well
 
 
