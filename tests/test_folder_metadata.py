@@ -99,3 +99,15 @@ def test_a_file_without_a_metadata_row_is_refused_not_dropped(tmp_path: Path, ki
     (tmp_path / name).write_text(body)
     with pytest.raises(JobInputError, match=rf"{file_name}: no (row|caption).*(no row|To fix)"):
         read(tmp_path)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+def test_both_metadata_files_at_once_are_refused(tmp_path: Path, kind: str) -> None:
+    """metadata.jsonl beside metadata.csv (a stale export): which one holds the captions would be a guess, so it is
+    refused as 🤗 Datasets' folder builders refuse it."""
+    read, file_name = READERS[kind]
+    (tmp_path / file_name).write_bytes(b"")
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": file_name, "text": "new"}) + "\n")
+    (tmp_path / "metadata.csv").write_text(f"file_name,text\n{file_name},old\n")
+    with pytest.raises(JobInputError, match="both metadata.jsonl and metadata.csv; .* To fix: keep one of them"):
+        read(tmp_path)

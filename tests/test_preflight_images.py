@@ -136,6 +136,7 @@ def test_cuda_only_options_are_refused_on_cpu_and_pass_on_a_gpu(tmp_path: Path, 
     ({"distributed": "fsdp"}, "distributed: ddp"),
     ({"data": {"instance_prompt": " "}}, "train.data.instance_prompt: is empty, which would train every image on the "
                                          "empty prompt"),
+    ({"data": {"text_field": ""}}, "train.data.text_field: is empty; name the record field"),
 ])
 def test_spec_refuses_what_text_to_image_cannot_take(tmp_path: Path, train: dict, words: str) -> None:
     with pytest.raises(SpecError, match=words):

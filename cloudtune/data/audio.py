@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudtune.data.folder_metadata import METADATA_FILES, file_under, metadata_rows
+from cloudtune.data.folder_metadata import file_under, metadata_file, metadata_rows
 from cloudtune.errors import JobInputError
 
 EXAMPLE_ROW = '{"file_name": "a.wav", "text": "calm piano"}'  # in the fix of a bad metadata.jsonl line
@@ -69,10 +69,9 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
     if root.is_file():
         raise JobInputError(f"{shown_root}: task text-to-audio reads a folder of audio files, not one file. To fix: "
                             f"name a folder holding the audio files and metadata.jsonl (file_name, {text_field})")
-    metas = [root / name for name in METADATA_FILES if (root / name).is_file()]
-    if metas:
+    meta = metadata_file(root, shown_root)
+    if meta is not None:
         clips = []
-        meta = metas[0]
         for where, row in metadata_rows(meta, _shown(meta, root, shown_root), EXAMPLE_ROW):
             name = row.get("file_name")
             if not isinstance(name, str) or not name.strip():

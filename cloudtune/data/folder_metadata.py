@@ -16,6 +16,16 @@ from cloudtune.errors import JobInputError
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 
 
+def metadata_file(root: Path, shown: str) -> Path | None:
+    """The folder's metadata file (metadata.jsonl or metadata.csv), None when it has none. Both at once is a
+    JobInputError, as 🤗 Datasets' folder builders refuse it: which one holds the captions would be a guess."""
+    found = [root / name for name in METADATA_FILES if (root / name).is_file()]
+    if len(found) > 1:
+        raise JobInputError(f"{shown}: both metadata.jsonl and metadata.csv; which holds the captions would be a "
+                            f"guess. To fix: keep one of them")
+    return found[0] if found else None
+
+
 def metadata_rows(meta: Path, shown: str, example: str) -> list[tuple[str, dict]]:
     """[(where, row)] of the metadata file `meta`, where = "<shown>, line N" (N counts the CSV header as line 1).
     `example` is one JSON row shown in the fix (e.g. '{"file_name": "a.wav", "text": "calm piano"}'). A UTF-8 byte

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune.data.folder_metadata import METADATA_FILES, file_under, metadata_rows
+from cloudtune.data.folder_metadata import file_under, metadata_file, metadata_rows
 from cloudtune.errors import JobInputError
 
 EXAMPLE_ROW = '{"file_name": "0001.png", "text": "a caption"}'  # in the fix of a bad metadata.jsonl line
@@ -80,11 +80,12 @@ def image_records(root: Path, text_field: str = "text", instance_prompt: str | N
     given)."""
     root, shown = Path(root), shown or str(root)
     if not root.is_dir():
-        raise JobInputError(f"image input {shown} is not a directory; give a folder of images with "
-                            f"metadata.jsonl, same-name .txt captions, or train.data.instance_prompt")
-    metas = [root / m for m in METADATA_FILES if (root / m).is_file()]
-    if metas:
-        records = _from_metadata(root, metas[0], text_field, shown)
+        raise JobInputError(f"image input {shown} is not a directory: task text-to-image reads a folder of images. "
+                            f"To fix: name the folder holding the images (with metadata.jsonl, same-name .txt captions "
+                            f"or train.data.instance_prompt) in `inputs:`, not one file or an archive")
+    meta = metadata_file(root, shown)
+    if meta is not None:
+        records = _from_metadata(root, meta, text_field, shown)
     else:
         files = _images(root)
         if instance_prompt is not None:

@@ -57,6 +57,14 @@ class DataSpec(TrainPart):
                             "cropped to squares; false = "
                             "every image resized and cropped to resolution x resolution")
 
+    @field_validator("text_field", "prompt_field", "completion_field", "messages_field")
+    @classmethod
+    def _field_name(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("is empty; name the record field (the column) that holds it, or remove the option for "
+                             "its default")
+        return v
+
     @field_validator("instance_prompt")
     @classmethod
     def _instance_prompt(cls, v: str | None) -> str | None:
