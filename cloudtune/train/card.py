@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +69,22 @@ def _loading(train: Any) -> str:
             f"# or: PeftModel.from_pretrained({cls}.from_pretrained(\"<base model>\"), \"path/to/this/dir\")\n```\n")
 
 
+IMAGE_ONLY = ("resolution", "snr_gamma", "noise_offset", "cache_latents")
+"""Hyperparameters that only text-to-image reads (listed on its cards only)."""
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""A Hub model id (`name` or `owner/name`): the card's `base_model` metadata; a local path is left out of it."""
+PREFERENCE_FIELDS = {"explicit": "prompt + chosen + rejected", "implicit": "chosen + rejected",
+                     "unpaired": "prompt + completion + label"}
+
+
 def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metrics: dict[str, float], precision: str) -> str:
     data = train.data
-    hp = {name: getattr(train.hyperparameters, name) for name in type(train.hyperparameters).model_fields}
+    hp = {name: getattr(train.hyperparameters, name) for name in type(train.hyperparameters).model_fields
+          if train.task == "text-to-image" or name not in IMAGE_ONLY}
     hp["precision"] = f"{hp['precision']} (used: {precision})" if hp["precision"] == "auto" else hp["precision"]
     lines = [
         "---",
-        f"base_model: {json.dumps(base_model)}",
+        *([f"base_model: {json.dumps(base_model)}"] if HUB_ID.fullmatch(base_model) else []),  # the Hub reads an id
         f"library_name: {'peft' if train.lora is not None and not train.lora.merge else 'transformers'}",
         f"pipeline_tag: {PIPELINE_TAGS.get(train.task, 'text-generation')}",
         "tags: [cloudtune]",
@@ -100,6 +110,13 @@ def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metric
         if train.validation is not None:
             lines.append(f"- samples: `samples/` ({len(train.validation.prompts)} prompts x seeds "
                          f"{train.validation.seeds}, {train.validation.seconds:g} s each)")
+    elif train.task == "preference":
+        pref = train.preference
+        shape = data_info.get("format", "explicit")
+        lines.append(f"- preference data: {shape} ({PREFERENCE_FIELDS.get(shape, shape)})")
+        if pref is not None:
+            lines.append(f"- method: {pref.method}, beta {pref.beta:g}"
+                         + (f", reference {pref.reference}" if pref.method in ("dpo", "kto") else ""))
     elif train.task == "seq-classification":
         labels = data_info.get("labels") or []
         lines.append(f"- text field `{data.text_field}`, label field `{data.label_field}`; labels: {', '.join(map(str, labels))}")

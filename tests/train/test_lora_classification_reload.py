@@ -120,6 +120,7 @@ def test_card_snippet_reloads_the_trained_classifier(arch: str, n_labels: int, t
     adapter = json.loads((model_dir / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(base)  # the user's model, not the container's copy
     card = (model_dir / "README.md").read_text()
-    assert f'base_model: "{base}"' in card and container_copy not in card
+    assert f"# Fine-tuned {base}" in card and container_copy not in card
+    assert "base_model:" not in card  # a local path is no Hub id: the Hub refuses it as card metadata
     heads = {"gpt2": {"score"}, "distilbert": {"pre_classifier", "classifier"}, "bert-no-pooler": {"pooler", "classifier"}}
     assert heads[arch] <= set(adapter["modules_to_save"])

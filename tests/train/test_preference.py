@@ -238,3 +238,18 @@ def test_pairs_whose_prompt_fills_max_seq_len_are_counted_or_stop_the_job(tiny_g
     with pytest.raises(JobInputError, match=r"TRL kept none of its 8 training records: every prompt fills "
                                             r"train.hyperparameters.max_seq_len \(32 tokens\). To fix: raise"):
         run_recipe(ctx, pref_train(tiny_gpt2, max_steps=1, batch_size=2), CKPT)
+
+
+def test_the_model_card_says_the_method_and_the_data_and_only_this_tasks_options() -> None:
+    """A preference card names its method, beta, reference and data fields; no text-to-image option is listed; a
+    Hub id is the card's base_model metadata, a local path is not (the Hub refuses it there)."""
+    from cloudtune.train.card import model_card
+
+    train = pref_train("./model", "kto", lora={"r": 4})
+    card = model_card(train, base_model="../model", data_info={"format": "unpaired", "train_examples": 8},
+                      metrics={}, precision="fp32")
+    assert "- preference data: unpaired (prompt + completion + label)" in card
+    assert "- method: kto, beta 0.1, reference auto" in card and "# Fine-tuned ../model" in card
+    assert "base_model:" not in card and not any(f"| {k} |" in card for k in ("resolution", "snr_gamma", "cache_latents"))
+    assert 'base_model: "gpt2"' in model_card(pref_train("gpt2"), base_model="gpt2", data_info={}, metrics={},
+                                              precision="fp32")

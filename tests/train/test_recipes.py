@@ -54,7 +54,7 @@ def test_instruction_run_with_packing_eval_every_and_model_card(tiny_chat_gpt2: 
     assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.json", "README.md"} <= {p.name for p in model_dir.iterdir()}
     assert json.loads((model_dir / "metrics.json").read_text()) == pytest.approx(metrics)
     card = (model_dir / "README.md").read_text()
-    assert f"base_model: \"{tiny_chat_gpt2}\"" in card and "# Fine-tuned" in card
+    assert f"# Fine-tuned {tiny_chat_gpt2}" in card and "base_model:" not in card  # a path is no Hub id
     assert "format: instruction" in card and "`prompt` + `completion`" in card and "packed into" in card
     assert "| learning_rate | 0.003 |" in card and "| max_steps | 4 |" in card and "precision | auto (used: fp32)" in card
     assert re.search(r"\| eval_loss_after \| \d", card) and "full fine-tune" in card
