@@ -229,36 +229,37 @@ class PlanningTemplate:
 
 
 def deepspeed_on_image(spec: Any, target: Target, notes: list[str]) -> None:
-    """A `distributed: deepspeed-*` job needs deepspeed in its image, which no wheel lock carries: refused on an
-    image known to lack it (UnsupportedSpec, before anything is uploaded), a plan note where the image's contents
-    are not documented (the job then stops at start with one line if it is missing: cloudtune.train.knobs)."""
+    """A `distributed: deepspeed-*` job needs deepspeed in its image (`package_on_image`; in the job:
+    cloudtune.train.knobs.require_deepspeed)."""
     distributed = spec.train.distributed if spec.train is not None else None
-    if distributed not in DEEPSPEED_STAGES:
-        return
-    shown = target.image or target.name
-    if target.deepspeed is False:
-        raise UnsupportedSpec(f"train.distributed {distributed}: {shown} has no deepspeed, and cloudtune's wheel lock "
-                              "cannot add it (PyPI has only its source distribution)",
-                              fix="name an image with deepspeed under `image:`, or use distributed: ddp or fsdp")
-    if target.deepspeed is None:
-        notes.append(f"distributed {distributed}: the job imports deepspeed from the image ({shown}); cloudtune's "
-                     "wheel lock does not carry it. If the image lacks it, the job stops at start with one line: "
-                     "name an image with deepspeed under `image:` to be sure")
+    if distributed in DEEPSPEED_STAGES:
+        package_on_image("deepspeed", target.deepspeed, target, notes, option=f"train.distributed {distributed}",
+                         label=f"distributed {distributed}", why="PyPI has only its source distribution",
+                         fix="name an image with deepspeed under `image:`, or use distributed: ddp or fsdp", when="at start")
 
 
 def flash_attn_on_image(spec: Any, target: Target, notes: list[str]) -> None:
-    """`train.attn_implementation: flash_attention_2` needs flash-attn in the image, which no wheel lock carries (it
-    builds against the image's CUDA toolkit): refused on an image known to lack it, before anything is uploaded; a
-    plan note where the image's contents are not documented (the job then stops at load with one line:
+    """`train.attn_implementation: flash_attention_2` needs flash-attn in its image (`package_on_image`; in the job:
     cloudtune.train.knobs.attention_kwargs)."""
-    if spec.train is None or spec.train.attn_implementation != "flash_attention_2":
-        return
+    if spec.train is not None and spec.train.attn_implementation == "flash_attention_2":
+        package_on_image("flash-attn", target.flash_attn, target, notes,
+                         option="train.attn_implementation flash_attention_2",
+                         label="attn_implementation flash_attention_2",
+                         why="it builds against the image's CUDA toolkit",
+                         fix="name an image with flash-attn under `image:`, or use attn_implementation: sdpa", when="at load")
+
+
+def package_on_image(package: str, carried: bool | None, target: Target, notes: list[str], *, option: str, label: str,
+                     why: str, fix: str, when: str) -> None:
+    """A job option that imports `package` from the image cloudtune picked, which no wheel lock can carry (`why`):
+    UnsupportedSpec (before anything is uploaded) where the image is known to lack it (`carried` False), a plan note
+    where its contents are not documented (None; the job then stops `when` with one line if it is missing)."""
     shown = target.image or target.name
-    if target.flash_attn is False:
-        raise UnsupportedSpec(f"train.attn_implementation flash_attention_2: {shown} has no flash-attn, and "
-                              "cloudtune's wheel lock cannot add it (it builds against the image's CUDA toolkit)",
-                              fix="name an image with flash-attn under `image:`, or use attn_implementation: sdpa")
-    if target.flash_attn is None:
-        notes.append(f"attn_implementation flash_attention_2: the job imports flash-attn from the image ({shown}); "
-                     "cloudtune's wheel lock does not carry it. If the image lacks it, the job stops at load with one "
-                     "line: name an image with flash-attn under `image:` to be sure")
+    if carried is False:
+        raise UnsupportedSpec(f"{option}: {shown} has no {package}, and cloudtune's wheel lock cannot add it ({why})",
+                              fix=fix)
+    if carried is None:
+        notes.append(f"{label}: the job imports {package} from the image ({shown}); cloudtune's wheel lock does not "
+                     f"carry it. If the image lacks it, the job stops {when} with one line: name an image with "
+                     f"{package} under `image:` to be sure")
+
