@@ -62,8 +62,8 @@ def _audio_files(root: Path) -> list[Path]:
 
 def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -> list[Clip]:
     """The clips of the input folder `root` (see the module docstring), sorted by path. JobInputError when the
-    folder holds no audio file, its metadata file no row, a metadata row names no `file_name` (or one outside the folder),
-    or an audio file has no metadata row."""
+    folder holds no audio file, its metadata file no row, a metadata row names no `file_name` (or one outside the
+    folder), or an audio file has no metadata row."""
     root = Path(root)
     shown_root = shown or str(root)
     if root.is_file():

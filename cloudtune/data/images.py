@@ -169,7 +169,8 @@ def shown_size(img: Any) -> tuple[int, int]:
         orientation = None  # getexif() would decode the whole image to look after them
     else:
         orientation = img.getexif().get(0x0112)
-    return (int(img.height), int(img.width)) if orientation in TRANSPOSED_ORIENTATIONS else (int(img.width), int(img.height))
+    width, height = int(img.width), int(img.height)
+    return (height, width) if orientation in TRANSPOSED_ORIENTATIONS else (width, height)
 
 
 def header_size(path: Path) -> tuple[int, int]:

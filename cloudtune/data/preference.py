@@ -151,5 +151,6 @@ def check_preference_records(records: list[tuple[str, Any]], method: str) -> tup
     return first
 
 
-__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "identical_pairs", "label_value",
+__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "identical_pairs",
+           "label_value",
            "no_pair_differs", "record_shape"]

@@ -235,7 +235,8 @@ def deepspeed_on_image(spec: Any, target: Target, notes: list[str]) -> None:
     if distributed in DEEPSPEED_STAGES:
         package_on_image("deepspeed", target.deepspeed, target, notes, option=f"train.distributed {distributed}",
                          label=f"distributed {distributed}", why="PyPI has only its source distribution",
-                         fix="name an image with deepspeed under `image:`, or use distributed: ddp or fsdp", when="at start")
+                         fix="name an image with deepspeed under `image:`, or use distributed: ddp or fsdp",
+                         when="at start")
 
 
 def flash_attn_on_image(spec: Any, target: Target, notes: list[str]) -> None:
@@ -246,7 +247,8 @@ def flash_attn_on_image(spec: Any, target: Target, notes: list[str]) -> None:
                          option="train.attn_implementation flash_attention_2",
                          label="attn_implementation flash_attention_2",
                          why="it builds against the image's CUDA toolkit",
-                         fix="name an image with flash-attn under `image:`, or use attn_implementation: sdpa", when="at load")
+                         fix="name an image with flash-attn under `image:`, or use attn_implementation: sdpa",
+                         when="at load")
 
 
 def package_on_image(package: str, carried: bool | None, target: Target, notes: list[str], *, option: str, label: str,
