@@ -83,8 +83,9 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
 
             method = train.preference.method if train.preference is not None else "dpo"
             for recs, _ in samples.values():
-                if check_preference_records(recs, method) and no_pair_differs(recs):
-                    raise JobInputError(no_pair_differs(recs))
+                problem = no_pair_differs(recs) if check_preference_records(recs, method) else None
+                if problem:
+                    raise JobInputError(problem)
         elif train.task == "seq-classification":
             rows = {role: classification_rows(recs, data) for role, (recs, _) in samples.items()}
             if "train" in rows:

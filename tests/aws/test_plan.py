@@ -353,19 +353,16 @@ def test_status_mapping(described: dict[str, Any], state: str) -> None:
         assert st.failure_reason == "AlgorithmError: boom"
 
 
-def test_flash_attention_on_the_stock_dlc_is_said_in_the_plan(tmp_path: Path) -> None:
-    """The SageMaker PyTorch DLC's contents are not documented to include flash-attn, and no lock can add it."""
-    spec = spec_from({"name": "fa", "resources": {"accelerator": "A10G:1"}, "inputs": S3_IN,
-                      "train": {"model": "gpt2", "attn_implementation": "flash_attention_2"}}, tmp_path)
+@pytest.mark.parametrize("package, accelerator, train", [
+    ("deepspeed", "A100-80GB:8", {"distributed": "deepspeed-zero2"}),
+    ("flash-attn", "A10G:1", {"attn_implementation": "flash_attention_2"}),
+])
+def test_a_package_the_stock_dlc_may_lack_is_said_in_the_plan(tmp_path: Path, package: str, accelerator: str,
+                                                               train: dict) -> None:
+    """The SageMaker PyTorch DLC's contents are not documented to include deepspeed or flash-attn, and no lock can
+    add either."""
+    spec = spec_from({"name": "pkg", "resources": {"accelerator": accelerator}, "inputs": S3_IN,
+                      "train": {"model": "gpt2", **train}}, tmp_path)
     plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
-    [note] = [n for n in plan.notes if "flash-attn" in n]
-    assert "does not carry it" in note and "image:" in note
-
-
-def test_deepspeed_on_the_stock_dlc_is_said_in_the_plan(tmp_path: Path) -> None:
-    """The SageMaker PyTorch DLC's contents are not documented to include deepspeed, and no lock can add it."""
-    spec = spec_from({"name": "ds", "resources": {"accelerator": "A100-80GB:8"}, "inputs": S3_IN,
-                      "train": {"model": "gpt2", "distributed": "deepspeed-zero2"}}, tmp_path)
-    plan = AwsLauncher(home=tmp_path / "home").plan(spec, settings(), suffix=SUFFIX)
-    [note] = [n for n in plan.notes if "deepspeed" in n]
+    [note] = [n for n in plan.notes if package in n]
     assert "does not carry it" in note and "image:" in note
