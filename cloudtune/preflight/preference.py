@@ -10,9 +10,9 @@ preparation. Both are caught here, with the file and line. Errors are `JobInputE
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+from cloudtune.data.chat import check_messages
 from cloudtune.data.preference import check_preference_records
 from cloudtune.errors import JobInputError
 
@@ -23,20 +23,13 @@ MAX_SHAPES = 20
 """At most this many distinct role sequences are rendered (one record each)."""
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
-    """A field's message list (JSON text of one, as a CSV cell holds it, is parsed); [] for a missing field."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = json.loads(value)
-    return list(value.tolist() if hasattr(value, "tolist") else value)
-
-
-def _conversation(record: dict[str, Any], shape: str) -> list[dict[str, Any]]:
-    """The whole conversation TRL renders for a record: prompt + the judged answer (chosen, or KTO's completion);
-    an implicit pair's `chosen` is the whole conversation."""
+def _conversation(record: dict[str, Any], shape: str, where: str) -> list[dict[str, Any]]:
+    """The whole conversation TRL renders for a record: prompt + the judged answer (chosen, or KTO's completion),
+    each read by `cloudtune.data.chat.check_messages` (JSON text of a list, as a CSV cell holds it, is parsed); an
+    implicit pair's `chosen` is the whole conversation."""
     answer = "completion" if shape == "unpaired" else "chosen"
-    return _messages(record.get("prompt")) + _messages(record[answer])
+    prompt = check_messages(record["prompt"], where, "prompt") if record.get("prompt") is not None else []
+    return prompt + check_messages(record[answer], where, answer)
 
 
 def _text(record: dict[str, Any], shape: str) -> str:
@@ -58,14 +51,14 @@ def check_preference_data(records: list[tuple[str, Any]], train: "TrainSpec", to
                             "fix: use a model whose tokenizer has a chat template, or write the fields as plain text")
     seen: dict[tuple[str, ...], tuple[str, Any]] = {}
     for where, record in records:
-        roles = tuple(m["role"] for m in _conversation(record, shape)) if style == "messages" else ()
+        roles = tuple(m["role"] for m in _conversation(record, shape, where)) if style == "messages" else ()
         seen.setdefault(roles, (where, record))
         if len(seen) >= MAX_SHAPES:
             break
     for where, record in seen.values():
         if style == "messages":
             try:
-                text = tokenizer.apply_chat_template(_conversation(record, shape), tokenize=False)
+                text = tokenizer.apply_chat_template(_conversation(record, shape, where), tokenize=False)
             except Exception as exc:  # noqa: BLE001 - jinja2's errors and the template's raise_exception()
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise JobInputError(f"{where}: the model's chat template refused this conversation: {first}. To fix: "
