@@ -103,7 +103,7 @@ def test_preempted_node_is_retried(project: Path, sig: signal.Signals) -> None:
     assert job.wait(timeout=60) == "succeeded", "\n".join(job.logs())
     log = "\n".join(job.logs())
     assert _attempts(project) == 2 and "restarting (retry 1 of 1)" in log
-    assert "[exit class: preempted, retried]" in log
+    assert "[exit class: preempted, retryable]" in log
     assert not _alive(_first_pid(project))  # the preempted attempt's process ended with its node
 
 
@@ -131,7 +131,7 @@ def test_retries_stop_at_the_limit(project: Path) -> None:
     assert job.wait(timeout=60) == "failed"
     log = "\n".join(job.logs())
     assert "restarting (retry 2 of 2)" in log and "retry 3" not in log
-    assert job.info()["failure_reason"].endswith("[exit class: infrastructure, retried]")
+    assert job.info()["failure_reason"].endswith("[exit class: infrastructure, retryable]")
 
 
 def test_classes_table() -> None:

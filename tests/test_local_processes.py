@@ -160,7 +160,7 @@ def test_next_attempt_starts_once_the_last_one_left_no_process(tmp_path: Path, p
     job = api.launch(spec)
     assert job.wait(timeout=60) == "succeeded", "\n".join(job.logs())
     assert Path(f"{pid_file}.seen").read_text() == "checked\n"
-    assert "[exit class: infrastructure, retried]" in "\n".join(job.logs())
+    assert "[exit class: infrastructure, retryable]" in "\n".join(job.logs())
 
 
 @pytest.mark.parametrize("emulate", ["aws", "gcp"])  # Azure ML's code snapshot is unpacked in the job dir itself

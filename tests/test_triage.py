@@ -69,7 +69,7 @@ CASES = [
     ("azure-old-runtimeerror", "azure", None, "Execution failed. User process 'python' exited with status code 1.", OLD_TORCH_OOM, Cause.OOM_GPU),
     ("tpu-xla-hbm", "gcp", None, None, "RuntimeError: RESOURCE_EXHAUSTED: XLA:TPU compile permanent error. Ran out of memory in memory space hbm. Used 17.1G of 15.48G hbm.", Cause.OOM_GPU),
     # host out of memory: exit 137, SIGKILL, Killed, SageMaker/Vertex/Azure ML wording
-    ("local-sigkill", "local", -9, "AlgorithmError: node algo-1 was killed by SIGKILL [exit class: preempted, retried]", "[cloudtune] step=10/100 loss=2.1", Cause.OOM_HOST),
+    ("local-sigkill", "local", -9, "AlgorithmError: node algo-1 was killed by SIGKILL [exit class: preempted, retryable]", "[cloudtune] step=10/100 loss=2.1", Cause.OOM_HOST),
     ("aws-outofmemoryerror", "aws", None, "OutOfMemoryError: Please use an instance type with more memory, or reduce the size of job data processed on an instance.", "", Cause.OOM_HOST),
     ("aws-exit-137", "aws", None, "AlgorithmError: ExecuteUserScriptError: ExitCode 137 ErrorMessage \"\"", "", Cause.OOM_HOST),
     ("gcp-exit-137", "gcp", None, "The replica workerpool0-0 exited with a non-zero status of 137. To find out more about why your job exited please check the logs", "", Cause.OOM_HOST),
@@ -83,14 +83,14 @@ CASES = [
     ("aws-nccl-watchdog", "aws", None, "AlgorithmError: ExecuteUserScriptError", NCCL_TIMEOUT, Cause.COLLECTIVE_TIMEOUT),
     ("gcp-distbackenderror", "gcp", None, "The replica workerpool1-0 exited with a non-zero status of 1.", "torch.distributed.DistBackendError: NCCL error in: ../torch/csrc/distributed/c10d/NCCLUtils.hpp:275, unhandled system error (run with NCCL_DEBUG=INFO for details), NCCL version 2.20.5\nncclSystemError: System call (e.g. socket, malloc) or external library call failed or device error.", Cause.COLLECTIVE_TIMEOUT),
     ("azure-store-timeout", "azure", None, None, "torch.distributed.DistStoreError: Timed out after 901 seconds waiting for clients. 1/2 clients joined.", Cause.COLLECTIVE_TIMEOUT),
-    ("local-exit-75", "local", 75, "AlgorithmError: exit code 75 [exit class: infrastructure, retried]", "", Cause.COLLECTIVE_TIMEOUT),
+    ("local-exit-75", "local", 75, "AlgorithmError: exit code 75 [exit class: infrastructure, retryable]", "", Cause.COLLECTIVE_TIMEOUT),
     # spot preemption
     ("azure-preemptionerror", "azure", None, "AzureMLCompute job failed. PreemptionError: Nodes of this job got pre-empted. Check if the run has failed or restarted. Reason: Received pre-emption warning signal", "", Cause.PREEMPTED),
     ("azure-jobpreempted", "azure", None, "JobPreempted: the low priority node was preempted", "", Cause.PREEMPTED),
     ("gcp-spot-preempted", "gcp", None, "The job was preempted: Spot VM preempted", "", Cause.PREEMPTED),
     ("aws-max-wait", "aws", None, "MaxWaitTimeExceeded: the job ran past the spot wait limit", "", Cause.PREEMPTED),
     ("aws-interrupted", "aws", None, "Training job Interrupted: the managed spot instance was reclaimed", "", Cause.PREEMPTED),
-    ("local-sigterm", "local", -15, "AlgorithmError: node algo-1 was killed by SIGTERM [exit class: preempted, retried]", "[cloudtune] SIGTERM received: checkpoint saved at step 40, exiting", Cause.PREEMPTED),
+    ("local-sigterm", "local", -15, "AlgorithmError: node algo-1 was killed by SIGTERM [exit class: preempted, retryable]", "[cloudtune] SIGTERM received: checkpoint saved at step 40, exiting", Cause.PREEMPTED),
     # no capacity or quota
     ("aws-resourcelimit", "aws", None, "ResourceLimitExceeded: An error occurred (ResourceLimitExceeded) when calling the CreateTrainingJob operation: The account-level service limit 'ml.p4d.24xlarge for training job usage' is 0 Instances, with current utilization of 0 Instances and a request delta of 1 Instances. Please contact AWS support to request an increase for this limit.", "", Cause.CAPACITY_OR_QUOTA),
     ("aws-capacityerror", "aws", None, "CapacityError: Unable to provision requested ML compute capacity. Please retry using a different ML instance type.", "", Cause.CAPACITY_OR_QUOTA),

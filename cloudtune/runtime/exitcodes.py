@@ -128,8 +128,10 @@ def worst(classes: list[ExitClass]) -> ExitClass:
 
 
 def describe(cls: ExitClass) -> str:
-    """The tag the job's failure reason carries, e.g. `[exit class: input, not retried]`."""
-    return f"[exit class: {cls.value}, {'retried' if retried(cls) else 'not retried'}]"
+    """The tag the job's failure reason carries, e.g. `[exit class: input, not retried]` or `[exit class: preempted,
+    retryable]`: the class's rule, not what happened (a retryable failure is retried only while the job's `retries`
+    last; the container cannot know how many remain)."""
+    return f"[exit class: {cls.value}, {'retryable' if retried(cls) else 'not retried'}]"
 
 
 def record_failure(failure_file: Path | None, message: str, code: int) -> None:

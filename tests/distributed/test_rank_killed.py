@@ -127,7 +127,7 @@ def test_one_rank_killed_at_three_stages_is_retried_to_the_same_weights(env: dic
     log = (job_dir / "job.log").read_text()
     print(f"rank kills: {stages}")
     assert "restarting (retry 3 of 3)" in log and "not retried" not in log
-    assert log.count("[exit class: preempted, retried]") == 3
+    assert log.count("[exit class: preempted, retryable]") == 3
     assert log.count("was killed by SIGKILL") >= 3
     assert "[exit class: error" not in log
 
@@ -158,10 +158,10 @@ def test_a_killed_rank_names_itself_in_the_failure_file(tmp_path: Path, capsys: 
 
     failure = tmp_path / "opt/ml/output/failure"
     failure.parent.mkdir(parents=True)
-    failure.write_text("AlgorithmError: RuntimeError: gloo Connection closed by peer [exit class: infrastructure, retried]")
+    failure.write_text("AlgorithmError: RuntimeError: gloo Connection closed by peer [exit class: infrastructure, retryable]")
     code = report([RankExit(0, 75, 10), RankExit(1, -9, 11)], {FAILURE_FILE_VAR: str(failure)})
     assert code == 143
     text = failure.read_text()
     assert text.startswith("AlgorithmError: rank 1 was killed by SIGKILL (pid 11), the first rank to fail; then rank 0")
-    assert text.endswith("[exit class: preempted, retried]")
+    assert text.endswith("[exit class: preempted, retryable]")
     assert "first failure: rank 1 was killed by SIGKILL" in capsys.readouterr().out
