@@ -299,6 +299,7 @@ def _progress_lines(info: dict[str, Any]) -> list[str]:
         at = f" (at step {p['epoch_step']})" if "epoch_step" in p else ""
         parts = [f"step:   {p['step']}{total}"] + ([f"epoch {p['epoch']:.2f}{at}"] if "epoch" in p else [])
         parts += [f"eta {format_duration(p['eta_s'])}"] if "eta_s" in p else []
+        parts += ["restarting (the retry resumes from the newest checkpoint)"] if p.get("phase") == "restarting" else []
         over = " over the run" if "whole run" in p.get("tokens_per_second_basis", "") else ""
         unit = p.get("throughput_unit", "tokens")
         parts += [f"{p['tokens_per_second']:.1f} {unit}/s{over}"] if "tokens_per_second" in p else []

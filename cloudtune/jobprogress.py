@@ -22,6 +22,7 @@ from typing import Any, Iterable
 
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
 from cloudtune.contracts.progress import main_metric, read_status, throughput_unit
+from cloudtune.local.statefile import read_state
 from cloudtune.report.history import parse_log
 from cloudtune.states import TERMINAL, JobState
 
@@ -70,13 +71,22 @@ def job_times(record: Any, state: str, now: float | None = None) -> dict[str, An
 
 
 def local_progress(record: Any, now: float | None = None) -> dict[str, Any]:
-    """A local job's status file (see cloudtune.contracts.progress) with `eta_s` brought up to now; {} without one."""
+    """A local job's status file (see cloudtune.contracts.progress) with `eta_s` brought up to now; {} without one.
+
+    A file last written before the job's current attempt began (the supervisor's `attempt_started_at` in the job
+    dir's state.json) is the earlier attempt's: while the retry loads and resumes, `phase` is `restarting` and there
+    is no ETA (the earlier one, counted down, would read 0 s)."""
     where = (record.extra or {}).get("checkpoint_uri") or ((record.plan or {}).get("request") or {}).get("checkpoint_dir")
     data = read_status(where) if where and "://" not in str(where) else None
     if not data:
         return {}
     now = time.time() if now is None else now
     updated = epoch_seconds(data.get("updated_at"))
+    attempt_start = read_state(Path(record.native_id)).get("attempt_started_at") if record.native_id else None
+    if (data.get("phase") == "training" and updated is not None and isinstance(attempt_start, (int, float))
+            and updated < attempt_start):
+        data["phase"] = "restarting"
+        data.pop("eta_s", None)
     if isinstance(data.get("eta_s"), (int, float)) and updated is not None:
         data["eta_s"] = max(0.0, float(data["eta_s"]) - max(0.0, now - updated))
     return data

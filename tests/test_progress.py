@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from cloudtune.errors import JobInputError
-from cloudtune.jobprogress import job_times, progress_from_log, summarize
+from cloudtune.jobprogress import job_times, local_progress, progress_from_log, summarize
 from cloudtune.kit.cost import epoch_seconds, job_cost_usd
+from cloudtune.local.statefile import write_state
 from cloudtune.report.history import parse_log
 from cloudtune.store import JobRecord
 from cloudtune.contracts.logfmt import METRIC_REGEXES, step_line
@@ -209,3 +210,24 @@ def test_a_long_phase_says_when_it_starts_and_how_long_it_took(capsys: pytest.Ca
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "[cloudtune] saving: model to /tmp/m"
     assert re.fullmatch(r"\[cloudtune\] saving: model to /tmp/m done in \d+\.\ds", out[1])
+
+
+def test_a_retry_that_is_loading_shows_no_eta_of_the_attempt_before(tmp_path: Path) -> None:
+    """The status file stays as the failed attempt left it until the retry logs a step: it is the earlier attempt's
+    (written before the state's attempt_started_at), so the status says restarting, not an ETA counted down to 0 s."""
+    job_dir, checkpoints = tmp_path / "job", tmp_path / "job" / "checkpoints"
+    job_dir.mkdir()
+    write_status(checkpoints, {"phase": "training", "step": 7, "total_steps": 16, "eta_s": 20.0})
+    record = JobRecord("j1", "local", "j1", "running", time.time(), time.time(), native_id=str(job_dir),
+                       extra={"checkpoint_uri": str(checkpoints)})
+    write_state(job_dir, attempt=0, attempt_started_at=time.time() - 60)  # the first attempt: its own file
+    now = time.time() + 5
+    assert local_progress(record, now)["eta_s"] == pytest.approx(15.0, abs=0.5)
+    time.sleep(0.05)
+    write_state(job_dir, attempt=1, attempt_started_at=time.time())  # the retry began after the file was written
+    shown = local_progress(record, now)
+    assert shown["phase"] == "restarting" and "eta_s" not in shown and shown["step"] == 7
+    time.sleep(0.05)
+    write_status(checkpoints, {"phase": "training", "step": 8, "total_steps": 16, "eta_s": 18.0})
+    later = local_progress(record, time.time() + 1)
+    assert later["phase"] == "training" and later["eta_s"] > 0

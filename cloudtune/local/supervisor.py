@@ -295,7 +295,7 @@ class Supervisor:
         for number in range(retries + 1):
             if self.cancelled:
                 break
-            write_state(self.job_dir, attempt=number)
+            write_state(self.job_dir, attempt=number, attempt_started_at=time.time())
             if number:
                 log.write(f"[cloudtune] restarting (retry {number} of {retries}); resuming from the newest checkpoint\n")
                 log.flush()
