@@ -10,7 +10,8 @@ Status file fields (all optional but `version` and `updated_at`): `step`, `total
 `epoch`, `loss` (last logged train loss), `learning_rate`, `tokens_per_second` (input tokens per second over the
 last logging window, all ranks together), `eta_s` (seconds of training left, as of `updated_at`), `eval_loss` and
 `eval_step` (the last evaluation), `history` (every evaluation's figures: name -> [[step, value], ...]), `phase` (`training`, `done`), `metrics` (final and eval figures by name),
-`started_at` and `updated_at` (epoch seconds, UTC).
+`started_at` and `updated_at` (epoch seconds, UTC), `trained_s` (seconds of training over every attempt: the
+attempts before a resume, read back from this file, plus this one's so far).
 
 Stdlib only: the CLI and cloudtune.api import it.
 """

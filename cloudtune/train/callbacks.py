@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import atexit
+import time
 from typing import Any
 
 import torch
@@ -13,10 +14,17 @@ from transformers import TrainerCallback
 from transformers.integrations import MLflowCallback
 
 from cloudtune.contracts.logfmt import EARLY_STOP_LOG_FORMAT, SIGTERM_EXIT_CODE, eval_line, say, step_line
-from cloudtune.contracts.progress import ProgressReport, StepClock
+from cloudtune.contracts.progress import ProgressReport, StepClock, read_status
 from cloudtune.runtime.stopping import arm
 from cloudtune.train.metricreport import MetricReporter
 from cloudtune.train.health import HealthState, on_evaluation, read_step_loss, restore_best
+
+
+def earlier_training_s(status_dir: Any) -> float | None:
+    """The training seconds the attempts before this one spent (`trained_s` in the status file they left in the
+    checkpoint dir, cloudtune.contracts.progress); None when that file or figure is missing."""
+    value = (read_status(status_dir) or {}).get("trained_s")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
 
 
 class LogCallback(TrainerCallback):
@@ -25,6 +33,7 @@ class LogCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.tokens_at_begin = 0
+        self.earlier_s: float | None = 0.0  # training seconds of the attempts before a resume; None: not known
         self.clock = StepClock()
         self.report = ProgressReport()
         self.metrics: MetricReporter | None = None  # made on the first report (it reads args.report_to)
@@ -39,9 +48,28 @@ class LogCallback(TrainerCallback):
         self.in_train = True
         self.clock.begin(state.global_step, self.tokens_at_begin, state.max_steps)
         if state.is_world_process_zero:
+            self.earlier_s = earlier_training_s(args.output_dir) if state.global_step else 0.0
             self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
             self.report.update(phase="training", step=int(state.global_step), total_steps=int(state.max_steps),
-                               started_at=self.clock.started_at)
+                               started_at=self.clock.started_at, trained_s=self._trained_s())
+
+    def _trained_s(self) -> float | None:
+        """Seconds of training so far over every attempt (None when an earlier attempt's are not known)."""
+        return None if self.earlier_s is None else self.earlier_s + time.monotonic() - self.clock.start_time
+
+    def whole_run(self, runtime: float, state: Any) -> tuple[float, float]:
+        """(train_runtime_s, inputs per second) of the whole run: this attempt's `runtime` (the Trainer's
+        `train_runtime`, s) plus the attempts' before a resume (the status file's `trained_s`, which the
+        checkpoint dir keeps across restarts), and every input token (image) the run has seen
+        (TrainerState.num_input_tokens_seen, restored with the checkpoint) over that time; a step redone after a
+        resume counts in the time, not twice in the inputs. With the earlier attempts' time unknown (a resume from
+        checkpoints without the status file): this attempt's runtime and its own inputs."""
+        seen = int(state.num_input_tokens_seen or 0)
+        if self.earlier_s is None:
+            total, inputs = runtime, seen - self.tokens_at_begin
+        else:
+            total, inputs = runtime + self.earlier_s, seen
+        return total, (inputs / total if total > 0 else 0.0)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
         if not logs or not state.is_world_process_zero:
@@ -52,10 +80,10 @@ class LogCallback(TrainerCallback):
             self.report.metric("train_loss", logs["train_loss"])
             self._metrics(args).report({"train_loss": logs["train_loss"]}, int(state.global_step))
             runtime = logs.get("train_runtime")
-            self.report.metric("train_runtime_s", runtime)
-            tokens = int(state.num_input_tokens_seen or 0) - self.tokens_at_begin
             if isinstance(runtime, (int, float)) and runtime > 0:
-                self.report.metric("tokens_per_second", tokens / runtime)
+                whole, per_second = self.whole_run(float(runtime), state)
+                self.report.metric("train_runtime_s", whole)
+                self.report.metric("tokens_per_second", per_second)
 
     def _step(self, state: Any, logs: dict) -> None:
         step, total = int(state.global_step), int(state.max_steps)
@@ -67,7 +95,7 @@ class LogCallback(TrainerCallback):
         print(step_line(step, total, loss, lr, epoch, tps, eta) + "".join(f" {k}={v:.4g}" for k, v in rewards.items()),
               flush=True)
         self.report.update(step=step, total_steps=total, epoch=epoch, loss=loss, learning_rate=lr,
-                           tokens_per_second=tps, eta_s=eta)
+                           tokens_per_second=tps, eta_s=eta, trained_s=self._trained_s())
         scalars = {"train/loss": loss, "train/learning_rate": lr, "train/epoch": epoch}
         if tps is not None:
             scalars["train/tokens_per_second"] = tps
@@ -95,7 +123,8 @@ class LogCallback(TrainerCallback):
         if state.is_world_process_zero:
             self.report.metric("global_step", int(state.global_step))
             epoch = float(state.epoch) if isinstance(state.epoch, (int, float)) else None  # the end's, not the last log's
-            self.report.update(phase="done", step=int(state.global_step), eta_s=0.0, epoch=epoch)
+            self.report.update(phase="done", step=int(state.global_step), eta_s=0.0, epoch=epoch,
+                               trained_s=self._trained_s())
 
 class SigtermCallback(TrainerCallback):
     """SIGTERM sets a flag and arms the stop deadline (cloudtune.runtime.stopping: the process exits within it,

@@ -145,7 +145,7 @@ def run_training(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSp
         evaluate(trainer, "before", metrics, perplexity)
 
     output = train_or_stop(ctx, train, trainer, sigterm_cb, resume, precision)
-    metrics.update(train_metrics(trainer, output, log_cb.tokens_at_begin, data_info, train_ds, early))
+    metrics.update(train_metrics(trainer, output, log_cb, data_info, train_ds, early))
     say(TRAIN_DONE_LOG_FORMAT.format(**metrics))
 
     metrics.update(ct_health.load_best(trainer, health))
@@ -251,15 +251,15 @@ def evaluate(trainer: Any, when: str, metrics: dict[str, float], perplexity: boo
     say(eval_line(when, result))
 
 
-def train_metrics(trainer: Any, output: Any, tokens_at_begin: int, data_info: dict[str, Any], train_ds: Any,
+def train_metrics(trainer: Any, output: Any, log_cb: LogCallback, data_info: dict[str, Any], train_ds: Any,
                    early: Any) -> dict[str, float]:
-    """train_loss, train_runtime_s, tokens_per_second, global_step (+ train_examples, early_stopped_at_step)."""
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    tokens = int(trainer.state.num_input_tokens_seen or 0) - tokens_at_begin
+    """train_loss (this attempt's mean, as the Trainer gives it), train_runtime_s and tokens_per_second (the whole
+    run's, every attempt: `LogCallback.whole_run`), global_step (+ train_examples, early_stopped_at_step)."""
+    runtime, per_second = log_cb.whole_run(float(output.metrics.get("train_runtime", 0.0)), trainer.state)
     metrics: dict[str, float] = {
         "train_loss": float(output.training_loss),
         "train_runtime_s": runtime,
-        "tokens_per_second": tokens / runtime if runtime > 0 else 0.0,
+        "tokens_per_second": per_second,
         "global_step": int(trainer.state.global_step),
     }
     if data_info.get("train_examples", 0) is not None:

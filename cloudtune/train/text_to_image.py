@@ -107,11 +107,9 @@ def _train(ctx: RuntimeContext, train: TrainSpec, checkpoint: CheckpointSpec, se
 
 
 def _metrics(trainer: Any, output: Any, log_cb: Any, setup: Any) -> dict[str, float]:
-    runtime = float(output.metrics.get("train_runtime", 0.0))
-    images = int(trainer.state.num_input_tokens_seen or 0) - log_cb.tokens_at_begin
+    runtime, per_second = log_cb.whole_run(float(output.metrics.get("train_runtime", 0.0)), trainer.state)
     return {"train_loss": float(output.training_loss), "train_runtime_s": runtime,
-            "tokens_per_second": images / runtime if runtime > 0 else 0.0,
-            "images_per_second": images / runtime if runtime > 0 else 0.0,
+            "tokens_per_second": per_second, "images_per_second": per_second,
             "global_step": int(trainer.state.global_step), "train_examples": len(setup.examples)}
 
 

@@ -96,3 +96,32 @@ def test_report_to_reaches_the_training_arguments(tiny_gpt2: Path, tmp_path: Pat
     args = training_arguments(make_ctx(tmp_path, {}), train, CheckpointSpec())
     assert list(args.report_to) == integrations  # TensorBoard is cloudtune's own writer, never transformers'
     assert args.ct_tensorboard_dir == (str(tmp_path / "logs") if tensorboard else None)
+
+
+def test_a_resumed_run_counts_the_training_time_of_every_attempt(tmp_path: Path) -> None:
+    """train_runtime_s and tokens/s cover the whole run: the attempts before a resume left their training seconds
+    (`trained_s`) in the status file next to the checkpoints; a resume from checkpoints without that file falls
+    back to this attempt's own time and tokens."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerState
+
+    from cloudtune.contracts.progress import write_status
+    from cloudtune.train.callbacks import LogCallback
+
+    write_status(tmp_path, {"phase": "training", "step": 3, "trained_s": 10.0})
+    args = SimpleNamespace(output_dir=str(tmp_path), report_to=[])
+    resumed = TrainerState(global_step=3, max_steps=8, num_input_tokens_seen=300)
+    log_cb = LogCallback()
+    log_cb.on_train_begin(args, resumed, None)
+    assert read_status(tmp_path)["trained_s"] >= 10.0  # this attempt carries the earlier time on
+    resumed.num_input_tokens_seen = 800
+    assert log_cb.whole_run(5.0, resumed) == (15.0, pytest.approx(800 / 15.0))
+
+    (tmp_path / STATUS_FILE).unlink()
+    unknown = LogCallback()
+    unknown.on_train_begin(args, TrainerState(global_step=3, max_steps=8, num_input_tokens_seen=300), None)
+    assert unknown.whole_run(5.0, resumed) == (5.0, pytest.approx(500 / 5.0))
+    fresh = LogCallback()
+    fresh.on_train_begin(args, TrainerState(global_step=0, max_steps=8, num_input_tokens_seen=0), None)
+    assert fresh.whole_run(5.0, resumed) == (5.0, pytest.approx(800 / 5.0))

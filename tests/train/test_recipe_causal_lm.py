@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from cloudtune.runtime.types import RuntimeContext  # noqa: E402
+from cloudtune.contracts.progress import read_status  # noqa: E402
 from cloudtune.spec import CheckpointSpec, TrainSpec  # noqa: E402
 from cloudtune.contracts.logfmt import METRIC_REGEXES  # noqa: E402
 from cloudtune.train.causal_lm import run_causal_lm  # noqa: E402
@@ -181,11 +182,13 @@ def test_sigterm_saves_a_checkpoint_and_exits_143_then_resumes(tiny_model: Path,
     [ckpt] = list_checkpoints(ctx.checkpoint_dir)
     assert ckpt.step == 3 and verify(ckpt.path) is None
     assert not (ctx.model_dir / "metrics.json").exists()
+    first_attempt_s = read_status(ctx.checkpoint_dir)["trained_s"]
 
     monkeypatch.setattr(Trainer, "training_step", original)
     metrics = run_causal_lm(ctx, spec, CheckpointSpec(every_steps=100, keep=2))
     assert f"[cloudtune] resuming from checkpoint {ckpt.path} (step 3)" in capsys.readouterr().out
     assert metrics["global_step"] == 8
+    assert metrics["train_runtime_s"] > first_attempt_s > 0  # the whole run's training time, both attempts
 
 
 def test_corrupt_newest_checkpoint_is_skipped_never_deleted(tiny_model: Path, tmp_path: Path, capsys) -> None:
