@@ -130,6 +130,25 @@ def test_parser_takes_new_step_fields_and_skips_what_it_does_not_know() -> None:
     assert throughput.svg and throughput.svg.count('class="series"') == 2
 
 
+def test_a_run_resumed_from_another_says_where_its_loss_change_starts() -> None:
+    """`cloudtune launch --resume`: the job's log starts at the resumed step, so its loss change is since that step,
+    not since the base model; a retry inside one job keeps its first attempt's steps and compares from step 1."""
+    resumed = parse_log(["[cloudtune] resuming from checkpoint /opt/ml/checkpoints/checkpoint-30 (step 30)",
+                         "[cloudtune] step=30/40 loss=4.107 learning_rate=0.1 epoch=1.50",
+                         "[cloudtune] step=40/40 loss=4.108 learning_rate=0.1 epoch=2.00"])
+    assert resumed.resumed_at == 30
+    facts = Facts(job_id="j", name="j", provider="local", state="succeeded", created_at=0.0, history=resumed)
+    assert verdict(facts)[1].startswith("finished: train loss 4.107 -> 4.108 (+0%) since step 30 in steps 30-40 "
+                                        "(resumed at step 30)")
+    retried = parse_log(["[cloudtune] step=1/40 loss=5.0 learning_rate=0.1 epoch=0.05",
+                         "[cloudtune] step=20/40 loss=4.5 learning_rate=0.1 epoch=1.00",
+                         "[cloudtune] resuming from checkpoint /opt/ml/checkpoints/checkpoint-20 (step 20)",
+                         "[cloudtune] step=40/40 loss=4.1 learning_rate=0.1 epoch=2.00"])
+    assert retried.resumed_at is None
+    facts = Facts(job_id="j", name="j", provider="local", state="succeeded", created_at=0.0, history=retried)
+    assert verdict(facts)[1].startswith("finished: train loss 5 -> 4.1 (-18%) in 40 steps")
+
+
 # ---------------------------------------------------------------------------------------------- escaping
 class _Elements(HTMLParser):
     def __init__(self) -> None:

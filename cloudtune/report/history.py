@@ -24,6 +24,7 @@ _EVAL = re.compile(r"^eval (\w+):\s*(.*)$")
 _PAIR = re.compile(r"(?:^|\s)([A-Za-z_][\w/.\-]*)=(\S+)")
 _NUMBER = re.compile(r"^[-+]?(?:[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?|inf|nan|infinity)$", re.IGNORECASE)
 _NOTICE = ("warning:", "health:")
+_RESUMED = re.compile(r"^resuming from checkpoint .* \(step (\d+)\)$")  # contracts.logfmt.RESUME_LOG_FORMAT
 _EVENTS = ("resuming from checkpoint", "early stopping", "SIGTERM received", "torchrun:")
 
 Point = tuple[float, float]
@@ -64,6 +65,16 @@ class History:
     errors: list[str] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     lines: int = 0
+
+    @property
+    def resumed_at(self) -> int | None:
+        """The step this log's run began at when it resumed another run's checkpoint and holds no step before it
+        (`cloudtune launch --resume`, or a log that begins at a retry); None for a run that starts at step 0."""
+        found = [int(m.group(1)) for e in self.events if (m := _RESUMED.search(e))]
+        seen = [p[0] for s in (*self.steps.values(), *self.evals.values()) for p in s if p[0] > 0]
+        if not found or found[0] <= 0 or (seen and min(seen) < found[0]):
+            return None
+        return found[0]
 
     @property
     def last_step(self) -> int | None:

@@ -55,15 +55,25 @@ def _change(before: float, after: float) -> str:
 
 
 def _loss_change(f: Facts) -> tuple[str, bool] | None:
-    """(`eval loss A -> B (-x%)`, whether it went down) from the final metrics or the log; None without a loss."""
+    """(`eval loss A -> B (-x%)`, whether it went down) from the final metrics or the log; None without a loss. A
+    run that resumed another's checkpoint says the first figure is from where it resumed, not the base model's."""
     m, h = f.metrics, f.history
+    since = f" since step {h.resumed_at}" if h.resumed_at else ""
     if isinstance(m.get("eval_loss_before"), (int, float)) and isinstance(m.get("eval_loss_after"), (int, float)):
         a, b = float(m["eval_loss_before"]), float(m["eval_loss_after"])
-        return f"eval loss {_change(a, b)}", b < a
+        return f"eval loss {_change(a, b)}{since}", b < a
     for label, points in (("eval loss", h.evals.get("eval_loss")), ("train loss", h.steps.get("loss"))):
         if points and len(points) >= 2:
-            return f"{label} {_change(points[0][1], points[-1][1])}", points[-1][1] < points[0][1]
+            first = f" since step {int(points[0][0])}" if since else ""
+            return f"{label} {_change(points[0][1], points[-1][1])}{first}", points[-1][1] < points[0][1]
     return None
+
+
+def _steps_run(h: Any, steps: int) -> str:
+    """` in N steps`, or for a run that resumed at step R ` in steps R-N (resumed at R)`."""
+    if h.resumed_at:
+        return f" in steps {h.resumed_at}-{steps} (resumed at step {h.resumed_at})"
+    return f" in {steps} steps"
 
 
 def verdict(f: Facts) -> tuple[str, str]:
@@ -79,7 +89,7 @@ def verdict(f: Facts) -> tuple[str, str]:
         kind, text = "bad", f"failed at {at}: {reason}"
     elif f.state == JobState.SUCCEEDED:
         kind = "ok" if change is None or change[1] else "warn"
-        text = "finished: " + (change[0] if change else "no loss in the log") + (f" in {steps} steps" if steps else "")
+        text = "finished: " + (change[0] if change else "no loss in the log") + (_steps_run(h, steps) if steps else "")
         text += f", {human_duration(f.duration_s)}" if f.duration_s is not None else ""
     elif f.state == JobState.CANCELLED:
         kind, text = "warn", f"cancelled at {at}"
