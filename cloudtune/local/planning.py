@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,40 @@ CAPABILITIES = Capabilities(
     remote_inputs=Capability(False, "the local launcher reads inputs from this machine's disk only"),
     secrets=Capability(True, "each secret is taken from the variable of the same name in your environment"),
 )
+
+
+def packages_of_options(spec: Any) -> list[tuple[str, str, str, str]]:
+    """(module, pip package, the option that imports it, the option's fallback) for each package the job's options
+    import that is not a dependency of cloudtune[train]: DeepSpeed (`train.distributed: deepspeed-*`), flash-attn
+    (`train.attn_implementation: flash_attention_2`), bitsandbytes (`lora.quantize: 4bit`, the 8-bit and paged
+    optimizers). Where the job runs on this machine's Python, a missing one is refused at plan time, not after the
+    model and data have loaded."""
+    from cloudtune.spec.preference import CUDA_ONLY_OPTIMIZERS
+
+    train = spec.train
+    if train is None:
+        return []
+    found: list[tuple[str, str, str, str]] = []
+    if str(train.distributed or "").startswith("deepspeed"):
+        found.append(("deepspeed", "deepspeed", f"train.distributed {train.distributed}", "use distributed: ddp or fsdp"))
+    if train.attn_implementation == "flash_attention_2":
+        found.append(("flash_attn", "flash-attn", "train.attn_implementation flash_attention_2",
+                      "use attn_implementation: sdpa"))
+    if train.lora is not None and train.lora.quantize == "4bit":
+        found.append(("bitsandbytes", "bitsandbytes", "train.lora.quantize 4bit", "remove lora.quantize"))
+    if train.hyperparameters.optimizer in CUDA_ONLY_OPTIMIZERS:
+        found.append(("bitsandbytes", "bitsandbytes", f"train.hyperparameters.optimizer {train.hyperparameters.optimizer}",
+                      "use optimizer: adamw"))
+    return found
+
+
+def host_has_packages(spec: Any) -> None:
+    """UnsupportedSpec naming the option and the package when a job that runs on this machine's Python (no
+    `image:`, `runtime: host`) needs a package this Python cannot import (`packages_of_options`)."""
+    for module, package, option, fallback in packages_of_options(spec):
+        if importlib.util.find_spec(module) is None:
+            raise UnsupportedSpec(f"{option}: the job runs on this machine's Python, which has no {package}",
+                                  fix=f"pip install {package} (into {sys.executable}), or {fallback}")
 
 
 def free_port(seed: str) -> int:
@@ -95,6 +130,7 @@ class LocalPlanning(PlanningTemplate):
         target = target_software(settings.emulate, train=spec.train is not None).target
         d.image = self._image_plan(d, target)
         if not spec.image and d.image is None:
+            host_has_packages(spec)
             differ = local_mismatches(target)
             if differ:
                 d.notes.append(f"warning: this machine differs from the {settings.emulate} stock image: "
