@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -71,20 +70,21 @@ def _loading(train: Any) -> str:
 
 IMAGE_ONLY = ("resolution", "snr_gamma", "noise_offset", "cache_latents")
 """Hyperparameters that only text-to-image reads (listed on its cards only)."""
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
-"""A Hub model id (`name` or `owner/name`): the card's `base_model` metadata; a local path is left out of it."""
 PREFERENCE_FIELDS = {"explicit": "prompt + chosen + rejected", "implicit": "chosen + rejected",
                      "unpaired": "prompt + completion + label"}
 
 
-def model_card(train: Any, *, base_model: str, data_info: dict[str, Any], metrics: dict[str, float], precision: str) -> str:
+def model_card(train: Any, *, base_model: str, hub_id: str | None, data_info: dict[str, Any], metrics: dict[str, float],
+               precision: str) -> str:
+    """README.md of the model dir: `base_model` as the user named it in the text, and in the metadata only `hub_id`
+    (the Hub model it was loaded from, `cloudtune.train.models.hub_model_id`; None: a local or bucket model)."""
     data = train.data
     hp = {name: getattr(train.hyperparameters, name) for name in type(train.hyperparameters).model_fields
           if train.task == "text-to-image" or name not in IMAGE_ONLY}
     hp["precision"] = f"{hp['precision']} (used: {precision})" if hp["precision"] == "auto" else hp["precision"]
     lines = [
         "---",
-        *([f"base_model: {json.dumps(base_model)}"] if HUB_ID.fullmatch(base_model) else []),  # the Hub reads an id
+        *([f"base_model: {json.dumps(hub_id)}"] if hub_id else []),  # the Hub links an id to its page
         f"library_name: {'peft' if train.lora is not None and not train.lora.merge else 'transformers'}",
         f"pipeline_tag: {PIPELINE_TAGS.get(train.task, 'text-generation')}",
         "tags: [cloudtune]",

@@ -19,6 +19,7 @@ from cloudtune.contracts.logfmt import say
 from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import TrainSpec
 from cloudtune.train import diffusion
+from cloudtune.train.models import hub_model_id
 from cloudtune.train.outputs import write_json
 from cloudtune.train.plots import write_training_plots
 
@@ -65,8 +66,10 @@ def fuse_into_pipeline(pipe: Any, directory: Path) -> None:
     pipe.save_pretrained(str(directory))
 
 
-def model_card(train: TrainSpec, base_model: str, metrics: dict[str, float], fused: bool, precision: str) -> str:
-    """README.md of the model dir: how to load the LoRA (or the fused pipeline), how it was trained, the figures."""
+def model_card(train: TrainSpec, base_model: str, metrics: dict[str, float], fused: bool, precision: str,
+               hub_id: str | None = None) -> str:
+    """README.md of the model dir: how to load the LoRA (or the fused pipeline), how it was trained, the figures.
+    The metadata's `base_model` is `hub_id` only (the Hub model it was loaded from; None: a local or bucket model)."""
     prompt = train.validation.prompts[0] if train.validation is not None else "a photo"
     hp, lora, data = train.hyperparameters, train.lora, train.data
     if fused:
@@ -77,9 +80,9 @@ def model_card(train: TrainSpec, base_model: str, metrics: dict[str, float], fus
         use = (f'pipe = DiffusionPipeline.from_pretrained("{base_model}")\n'
                f'pipe.load_lora_weights("path/to/this/dir")  # pytorch_lora_weights.safetensors\n')
     rows = "\n".join(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items()))
+    metadata = f"base_model: {json.dumps(hub_id)}\n" if hub_id else ""
     return f"""---
-base_model: {base_model}
-library_name: diffusers
+{metadata}library_name: diffusers
 tags: [text-to-image, diffusers, lora, cloudtune]
 ---
 # LoRA for {base_model}
@@ -131,7 +134,8 @@ def write_image_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, set
             write_training_plots(model_dir, trainer.state.log_history)
         except Exception as exc:  # noqa: BLE001
             say(f"warning: plots not written: {exc}")
-        (model_dir / "README.md").write_text(model_card(train, base_model, metrics, fused, precision), encoding="utf-8")
+        (model_dir / "README.md").write_text(model_card(train, base_model, metrics, fused, precision,
+                                                                 hub_model_id(ctx, train)), encoding="utf-8")
         if fused:
             fuse_into_pipeline(setup.pipe, model_dir)
         say(f"LoRA ({diffusion.LORA_WEIGHTS}{', fused pipeline' if fused else ''}), samples, metrics.json and "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,20 @@ def train_model_name(train: TrainSpec, source: str, ctx: RuntimeContext | None =
     if ctx is not None and train.model in ctx.inputs:
         return input_source(ctx, train.model) or source
     return source
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+"""The shape of a Hub model id (`name` or `owner/name`)."""
+
+
+def hub_model_id(ctx: RuntimeContext, train: TrainSpec) -> str | None:
+    """`train.model` when the job loaded it from the Hub: the model card's `base_model` metadata, which the Hub
+    links to that model's page. None for a model from an input (a local folder or a bucket, whatever its folder is
+    called), another job, a URI or a path in the container."""
+    model = train.model
+    if model in ctx.inputs or model.startswith("job:") or is_remote(model) or Path(model).exists():
+        return None
+    return model if HUB_ID.fullmatch(model) else None
 
 
 def model_card_base(ctx: RuntimeContext, train: TrainSpec, source: str) -> str:

@@ -15,7 +15,7 @@ from cloudtune.runtime.types import RuntimeContext
 from cloudtune.spec import TrainSpec
 from cloudtune.train.card import write_model_card
 from cloudtune.train.lora import save_classifier_config, save_lora
-from cloudtune.train.models import model_card_base
+from cloudtune.train.models import hub_model_id, model_card_base
 from cloudtune.train.plots import write_training_plots
 from cloudtune.train.xla import spmd_state_dict, unwrap_spmd, without_tied
 
@@ -68,7 +68,7 @@ def write_outputs(ctx: RuntimeContext, train: TrainSpec, trainer: Any, base_mode
             write_training_plots(model_dir, trainer.state.log_history)
         except Exception as exc:  # noqa: BLE001
             say(f"warning: plots not written: {exc}")
-        write_model_card(model_dir, train, base_model=model_card_base(ctx, train, base_model), data_info=data_info,
-                         metrics=metrics, precision=precision)
+        write_model_card(model_dir, train, base_model=model_card_base(ctx, train, base_model),
+                         hub_id=hub_model_id(ctx, train), data_info=data_info, metrics=metrics, precision=precision)
         say(f"model, metrics.json and README.md written to {model_dir}")
     trainer.accelerator.wait_for_everyone()

@@ -240,16 +240,28 @@ def test_pairs_whose_prompt_fills_max_seq_len_are_counted_or_stop_the_job(tiny_g
         run_recipe(ctx, pref_train(tiny_gpt2, max_steps=1, batch_size=2), CKPT)
 
 
-def test_the_model_card_says_the_method_and_the_data_and_only_this_tasks_options() -> None:
+def test_the_model_card_says_the_method_and_the_data_and_only_this_tasks_options(tmp_path: Path) -> None:
     """A preference card names its method, beta, reference and data fields; no text-to-image option is listed; a
-    Hub id is the card's base_model metadata, a local path is not (the Hub refuses it there)."""
+    Hub id is the card's base_model metadata, a model from an input, a path, a URI or another job is not, whatever
+    its folder is called (the Hub would link `tiny-musicgen` to someone else's model)."""
+    from cloudtune.runtime.types import RuntimeContext
     from cloudtune.train.card import model_card
+    from cloudtune.train.models import hub_model_id
 
+    (tmp_path / "tiny-musicgen").mkdir()
+    ctx = RuntimeContext.single_process(tmp_path / "job", {"tiny-musicgen": tmp_path / "tiny-musicgen"},
+                                        job_name="card", provider="local")
+    ids = {model: hub_model_id(ctx, pref_train(model)) for model in
+           ("gpt2", "Qwen/Qwen2.5-0.5B", "tiny-musicgen", str(tmp_path / "tiny-musicgen"), "s3://b/model", "job:sft",
+            "./model", "../model")}
+    assert ids == {"gpt2": "gpt2", "Qwen/Qwen2.5-0.5B": "Qwen/Qwen2.5-0.5B", "tiny-musicgen": None,
+                   str(tmp_path / "tiny-musicgen"): None, "s3://b/model": None, "job:sft": None, "./model": None,
+                   "../model": None}
     train = pref_train("./model", "kto", lora={"r": 4})
-    card = model_card(train, base_model="../model", data_info={"format": "unpaired", "train_examples": 8},
-                      metrics={}, precision="fp32")
+    card = model_card(train, base_model="../model", hub_id=None,
+                      data_info={"format": "unpaired", "train_examples": 8}, metrics={}, precision="fp32")
     assert "- preference data: unpaired (prompt + completion + label)" in card
     assert "- method: kto, beta 0.1, reference auto" in card and "# Fine-tuned ../model" in card
     assert "base_model:" not in card and not any(f"| {k} |" in card for k in ("resolution", "snr_gamma", "cache_latents"))
-    assert 'base_model: "gpt2"' in model_card(pref_train("gpt2"), base_model="gpt2", data_info={}, metrics={},
-                                              precision="fp32")
+    assert 'base_model: "gpt2"' in model_card(pref_train("gpt2"), base_model="gpt2", hub_id="gpt2", data_info={},
+                                              metrics={}, precision="fp32")

@@ -101,7 +101,8 @@ def test_training_moves_samples_toward_the_trained_colour_and_the_lora_reloads(t
     model = ctx.model_dir
     assert (model / "pytorch_lora_weights.safetensors").is_file()
     assert json.loads((model / "metrics.json").read_text())["global_step"] == 60
-    assert "load_lora_weights" in (model / "README.md").read_text()
+    card = (model / "README.md").read_text()
+    assert "load_lora_weights" in card and "base_model:" not in card  # an input's folder is no Hub id
     assert "cache: latents and text embeddings of 8 images written" in out
 
     # the loss falls: the first logged steps' mean above the last ones', and the fixed-noise validation loss too
