@@ -18,7 +18,9 @@ from tests.cloudfaults import FaultServer, assert_one_error, bounded, cli, close
 
 pytest.importorskip("boto3")
 BUCKET = "cli-errors"
-DEADLINE = 3.0  # CLOUDTUNE_RETRY_DEADLINE for these runs: the retry policy's total, in seconds
+# the attempts bound these runs' retries, not the clock: a deadline no loaded machine reaches and 3 attempts per
+# call, so whether a call retries never depends on how fast the machine is
+RETRIES = {"CLOUDTUNE_RETRY_DEADLINE": "3000", "CLOUDTUNE_RETRY_ATTEMPTS": "3"}
 
 
 
@@ -44,7 +46,7 @@ def _env(tmp_path: Path, endpoint: str | None, creds: bool = True) -> dict[str, 
     (tmp_path / "userhome").mkdir(exist_ok=True)
     env = {"CLOUDTUNE_HOME": str(tmp_path / "ct"), "HOME": str(tmp_path / "userhome"), "AWS_EC2_METADATA_DISABLED": "true",
            "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-           "CLOUDTUNE_RETRY_DEADLINE": str(DEADLINE), "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
+           **RETRIES, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
            "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
     if creds:
         env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
@@ -186,10 +188,8 @@ def test_list_pays_for_an_unreachable_endpoint_once(tmp_path: Path) -> None:
     """`cloudtune list` asks the cloud for each running job; once one call has spent its deadline on an endpoint
     that refuses connections, the others are not retried (the store's state is shown)."""
     jobs = [_running_job(tmp_path, f"{i:04x}") for i in range(4)]
-    # the attempts bound the retries, not the clock: a deadline no loaded machine reaches, 3 attempts per call, so
-    # the first call retries exactly twice and the other jobs' calls not at all, however fast the machine is
-    env = {**_env(tmp_path, f"http://127.0.0.1:{closed_port()}"), "CLOUDTUNE_RETRY_DEADLINE": "3000",
-           "CLOUDTUNE_RETRY_ATTEMPTS": "3"}
+    # RETRIES: the first call retries exactly twice and the other jobs' calls not at all, however fast the machine is
+    env = _env(tmp_path, f"http://127.0.0.1:{closed_port()}")
     run = cli("list", cwd=tmp_path, env=env)
     assert run.rc == 0 and "Traceback" not in run.err, run.err
     assert all(job in run.out for job in jobs)
