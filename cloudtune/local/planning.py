@@ -63,10 +63,20 @@ def packages_of_options(spec: Any) -> list[tuple[str, str, str, str]]:
     return found
 
 
+CUDA_PACKAGES = frozenset({"flash_attn", "bitsandbytes"})
+"""Packages whose options need a CUDA GPU: without one the plan refuses the option itself, for that reason
+(cloudtune.memory_check.check_quantize, cloudtune.preflight.knobs), which is the fix to give first."""
+
+
 def host_has_packages(spec: Any) -> None:
     """UnsupportedSpec naming the option and the package when a job that runs on this machine's Python (no
-    `image:`, `runtime: host`) needs a package this Python cannot import (`packages_of_options`)."""
+    `image:`, `runtime: host`) needs a package this Python cannot import (`packages_of_options`); a CUDA-only
+    package is asked for only where this machine has a CUDA GPU."""
+    from cloudtune.memory_check import local_cuda
+
     for module, package, option, fallback in packages_of_options(spec):
+        if module in CUDA_PACKAGES and not local_cuda():
+            continue
         if importlib.util.find_spec(module) is None:
             raise UnsupportedSpec(f"{option}: the job runs on this machine's Python, which has no {package}",
                                   fix=f"pip install {package} (into {sys.executable}), or {fallback}")
