@@ -9,6 +9,25 @@ from pydantic import Field, field_validator
 from cloudtune.spec.base import TrainPart
 
 DATA_FORMATS = ("auto", "text", "instruction", "chat")
+IMAGE_DATA_OPTIONS = ("instance_prompt", "caption_dropout", "random_flip", "center_crop", "bucketing")
+TASK_DATA_OPTIONS: dict[str, tuple[str, ...]] = {
+    "causal-lm": ("format", "text_field", "prompt_field", "completion_field", "messages_field", "chat_template",
+                  "packing", "streaming"),
+    "seq-classification": ("text_field", "label_field", "labels"),
+    "text-to-image": ("text_field", *IMAGE_DATA_OPTIONS),
+    "text-to-audio": ("text_field",),
+    "preference": (),
+}
+"""The `train.data` options each task's recipe reads, beyond `train` and `eval` (which every task reads): the
+preference recipe reads TRL's own field names (cloudtune.data.preference), so none of the field-name options."""
+TASK_DATA_READS = {
+    "causal-lm": "train.data.text_field, prompt_field + completion_field or messages_field (by format)",
+    "seq-classification": "train.data.text_field and label_field",
+    "text-to-image": "images with captions (train.data.text_field) or one instance_prompt",
+    "text-to-audio": "a folder of audio files with descriptions (train.data.text_field)",
+    "preference": "TRL's preference fields by their own names (prompt, chosen, rejected; or prompt, completion, label)",
+}
+"""What each task reads instead, as the refusal of an option it does not read says it."""
 
 
 class DataSpec(TrainPart):
@@ -84,3 +103,20 @@ class DataSpec(TrainPart):
                 raise ValueError(f"labels lists {', '.join(map(repr, dupes))} more than once; each label name once")
         return v
 
+
+def unread_data_option(task: str, data: DataSpec) -> str | None:
+    """The refusal (one sentence, then `To fix:`) of the first `train.data` option that holds a value other than its
+    default and that `task` does not read (`TASK_DATA_OPTIONS`), or None. A default value is never refused: it
+    changes nothing, and the job's config (a dump of the spec, re-validated in the container) carries some defaults."""
+    read = TASK_DATA_OPTIONS.get(task)
+    if read is None:
+        return None
+    for name, field in DataSpec.model_fields.items():
+        if name in ("train", "eval") or name in read:
+            continue
+        if getattr(data, name) != field.get_default(call_default_factory=True):
+            fix = ("rename the record fields to those names and remove it" if task == "preference" and
+                   name.endswith("_field") else "remove it")
+            return (f"train.data.{name} does not apply to task {task}, which reads {TASK_DATA_READS[task]}, so it "
+                    f"would be ignored\nTo fix: {fix}")
+    return None

@@ -87,7 +87,8 @@ class PushToHubSpec(Strict):
 
 def check_preference_task(train: Any) -> None:
     """ValueError (one sentence with the fix) for what `task: preference` cannot take, or its options on another task.
-    `train` is a TrainSpec (duck-typed: this module sits below it)."""
+    `train` is a TrainSpec (duck-typed: this module sits below it). The `train.data` options the recipe does not read
+    (format, chat_template, labels, the field names) are refused by `cloudtune.spec.data.unread_data_option`."""
     data = train.data
     if train.preference is not None and train.task != "preference":
         raise ValueError("train.preference applies to task preference only; set task: preference or remove it")
@@ -101,9 +102,6 @@ def check_preference_task(train: Any) -> None:
             raise ValueError(f"train.hyperparameters.batch_size {train.hyperparameters.batch_size}: KTO needs at least "
                              "2 examples per device batch (TRL's KTOTrainer estimates its KL term from the other "
                              "examples of the batch); set batch_size: 2 or more")
-        if data.format != "auto" or data.labels is not None or data.chat_template is not None:
-            raise ValueError("task preference reads TRL's preference fields (prompt, chosen, rejected; or prompt, "
-                             "completion, label): remove train.data.format, labels and chat_template")
     if train.task == "text-to-image" and train.hyperparameters.optimizer not in IMAGE_OPTIMIZERS:
         raise ValueError(f"train.hyperparameters.optimizer {train.hyperparameters.optimizer}: text-to-image takes "
                          f"{' or '.join(IMAGE_OPTIMIZERS)}; use one of them")

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from cloudtune.spec.base import TrainPart
-from cloudtune.spec.data import DataSpec
+from cloudtune.spec.data import DataSpec, unread_data_option
 from cloudtune.spec.audio import AudioSpec
 from cloudtune.spec.image import ValidationSpec, check_image_task
 from cloudtune.spec.preference import (
@@ -61,8 +61,19 @@ class Hyperparameters(TrainPart):
 
     @model_validator(mode="after")
     def _warmup(self) -> "Hyperparameters":
+        """One warmup option, and a warmup that ends before the run does (else the learning rate never reaches
+        learning_rate). Without max_steps the run's length is known in the job only, which warns there
+        (cloudtune.train.knobs.warmup_warning)."""
         if self.warmup_steps is not None and self.warmup_ratio:
             raise ValueError("give one of hyperparameters.warmup_steps and warmup_ratio; remove the other")
+        if self.warmup_steps is not None and self.max_steps is not None and self.warmup_steps >= self.max_steps:
+            raise ValueError(f"hyperparameters.warmup_steps ({self.warmup_steps}) is not below max_steps "
+                             f"({self.max_steps}): the whole run would be warmup, so the learning rate would never "
+                             f"reach learning_rate\nTo fix: lower warmup_steps below max_steps (a tenth of the run is usual: "
+                             f"{self.max_steps // 10} here), or raise max_steps")
+        if self.warmup_ratio >= 1:
+            raise ValueError(f"hyperparameters.warmup_ratio {self.warmup_ratio} makes the whole run warmup, so the "
+                             f"learning rate would never reach learning_rate\nTo fix: give a share below 1, e.g. 0.03")
         return self
     cache_latents: bool | None = Field(
         None, description="text-to-image: encode the images (VAE latent distributions) and captions (text embeddings) "
@@ -213,6 +224,7 @@ class TrainSpec(TrainPart):
                 raise ValueError("train.data.labels applies to task seq-classification only; remove it or set task: seq-classification")
             if data.format in ("text", "instruction") and data.chat_template is not None:
                 raise ValueError(f"train.data.chat_template is used by the chat format only; remove it or set format: chat (now {data.format!r})")
+        self._check_unread_options()
         if self.distributed == "fsdp" and self.lora is not None and self.lora.merge:
             raise ValueError(
                 "train.lora.merge needs the whole model in one process, which distributed: fsdp never holds: with fsdp "
@@ -264,6 +276,26 @@ class TrainSpec(TrainPart):
             raise ValueError("train.validation.seconds is the length of text-to-audio samples; remove it")
         if "audio" in self.model_fields_set:
             raise ValueError(f"train.audio applies to task text-to-audio only; remove it or set task: text-to-audio")
+
+    def _check_unread_options(self) -> None:
+        """The options this task's recipe would ignore without a word: a `train.data` option it does not read
+        (`cloudtune.spec.data.unread_data_option`), and the transformers loading options (`from_pretrained`'s
+        revision, trust_remote_code, attn_implementation) on the tasks that load their model otherwise."""
+        problem = unread_data_option(self.task, self.data)
+        if problem:
+            raise ValueError(problem)
+        if self.task in ("text-to-image", "text-to-audio"):
+            loading = {"revision": self.revision is not None, "trust_remote_code": self.trust_remote_code,
+                       "attn_implementation": self.attn_implementation != "auto"}
+            given = [name for name, on in loading.items() if on]
+            if given:
+                loader = "diffusers' DiffusionPipeline" if self.task == "text-to-image" else "MusicGen's own class"
+                raise ValueError(f"train.{given[0]} does not apply to task {self.task}: its recipe loads the model "
+                                 f"(main revision) with {loader}, which is not given it, so it would be ignored\n"
+                                 f"To fix: remove it"
+                                 + (" (to train another revision, download it into a directory: huggingface-cli "
+                                    "download ORG/NAME --revision REV --local-dir DIR, and set train.model to DIR)"
+                                    if given[0] == "revision" else ""))
 
     def _check_quantize(self) -> None:
         """`lora.quantize` with what cannot go with it (see cloudtune.train.loading for the reasons at run time)."""
