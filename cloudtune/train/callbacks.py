@@ -16,6 +16,7 @@ from transformers.integrations import MLflowCallback
 from cloudtune.contracts.logfmt import EARLY_STOP_LOG_FORMAT, SIGTERM_EXIT_CODE, eval_line, say, step_line
 from cloudtune.contracts.progress import ProgressReport, StepClock, read_status
 from cloudtune.runtime.stopping import arm
+from cloudtune.train.knobs import warmup_warning
 from cloudtune.train.metricreport import MetricReporter
 from cloudtune.train.health import HealthState, on_evaluation, read_step_loss, restore_best
 
@@ -48,6 +49,9 @@ class LogCallback(TrainerCallback):
         self.in_train = True
         self.clock.begin(state.global_step, self.tokens_at_begin, state.max_steps)
         if state.is_world_process_zero:
+            warning = warmup_warning(getattr(args, "warmup_steps", 0) or 0, int(state.max_steps))
+            if warning and not state.global_step:  # once, at the start (not again at each resume)
+                say(warning)
             self.earlier_s = earlier_training_s(args.output_dir) if state.global_step else 0.0
             self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
             self.report.update(phase="training", step=int(state.global_step), total_steps=int(state.max_steps),

@@ -1,5 +1,6 @@
 """The training knobs' TrainingArguments keywords: `hyperparameters.optimizer`, `lr_scheduler`, `warmup_steps`,
-`max_grad_norm`, and DeepSpeed for `distributed: deepspeed-zero2|zero3` (its config: cloudtune.contracts.deepspeed).
+`max_grad_norm`, and DeepSpeed for `distributed: deepspeed-zero2|zero3` (its config: cloudtune.contracts.deepspeed);
+`warmup_warning` for a warmup the run's length (known once training begins) leaves no room after.
 
 The plan refuses what this device cannot run (cloudtune.preflight.knobs) and what the job's image lacks
 (cloudtune.kit.planning); the job says it again in one line, for a job started some other way. Imports no torch at module level.
@@ -31,6 +32,19 @@ def knob_arguments(train: Any, cuda: bool) -> dict[str, Any]:
     return kwargs
 
 
+def warmup_warning(warmup_steps: float, total_steps: int) -> str | None:
+    """The one-line warning (for `say`: `[cloudtune] warning: ...`) when the warmup covers the whole run, so the
+    learning rate never reaches `hyperparameters.learning_rate`; else None. `warmup_steps` is TrainingArguments'
+    value as `knob_arguments` gives it (a float below 1 is warmup_ratio, which the spec keeps below 1, so it always
+    ends within the run); `total_steps` the run's optimizer steps (the Trainer's `state.max_steps`; 0 or less:
+    unknown). The spec refuses this where it knows max_steps; without it, the run's length is known only here."""
+    if total_steps <= 0 or (isinstance(warmup_steps, float) and warmup_steps < 1) or warmup_steps < total_steps:
+        return None
+    return (f"warning: hyperparameters.warmup_steps ({int(warmup_steps)}) is not below this run's {total_steps} "
+            f"optimizer steps: the whole run is warmup and the learning rate never reaches learning_rate; lower "
+            f"warmup_steps below {total_steps}, or use warmup_ratio (e.g. 0.03)")
+
+
 def require_deepspeed(distributed: str) -> None:
     """JobInputError (one line, exit 65) when the job's image has no `deepspeed` to import. Without CUDA, DeepSpeed
     runs on its CPU accelerator (deepspeed.accelerator.cpu_accelerator: gloo or its shared-memory collectives), which
@@ -58,4 +72,4 @@ def attention_kwargs(train: Any) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["attention_kwargs", "knob_arguments"]
+__all__ = ["attention_kwargs", "knob_arguments", "warmup_warning"]

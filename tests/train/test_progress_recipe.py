@@ -125,3 +125,23 @@ def test_a_resumed_run_counts_the_training_time_of_every_attempt(tmp_path: Path)
     fresh = LogCallback()
     fresh.on_train_begin(args, TrainerState(global_step=0, max_steps=8, num_input_tokens_seen=0), None)
     assert fresh.whole_run(5.0, resumed) == (5.0, pytest.approx(800 / 5.0))
+
+
+def test_a_warmup_longer_than_the_run_is_warned_about_when_training_begins(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Without max_steps the run's length is known only when training begins (epochs x data): the job says so once
+    when the warmup covers it (the spec refuses it where max_steps is given)."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerState
+
+    from cloudtune.train.callbacks import LogCallback
+
+    args = SimpleNamespace(output_dir=str(tmp_path), report_to=[], warmup_steps=50)
+    LogCallback().on_train_begin(args, TrainerState(global_step=0, max_steps=8), None)
+    assert "[cloudtune] warning: hyperparameters.warmup_steps (50) is not below this run's 8" in capsys.readouterr().out
+    LogCallback().on_train_begin(SimpleNamespace(output_dir=str(tmp_path), report_to=[], warmup_steps=0.1),
+                                 TrainerState(global_step=0, max_steps=8), None)
+    LogCallback().on_train_begin(SimpleNamespace(output_dir=str(tmp_path), report_to=[], warmup_steps=3),
+                                 TrainerState(global_step=0, max_steps=8), None)
+    assert "warmup" not in capsys.readouterr().out  # a ratio, or a warmup within the run
