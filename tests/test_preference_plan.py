@@ -57,6 +57,37 @@ def test_spec_refusals(tmp_path: Path, train: dict[str, Any], message: str) -> N
     assert message in str(err.value)
 
 
+def turns(*pairs: str) -> list[dict[str, str]]:
+    """Messages from 'role: content' strings."""
+    return [{"role": p.split(": ")[0], "content": p.split(": ", 1)[1]} for p in pairs]
+
+
+ANSWER_ROLES = [  # (records, the problem, what it shows): a judged answer holds 'assistant' messages only
+    ([{"prompt": turns("user: q"), "chosen": turns("user: q", "assistant: a"), "rejected": turns("assistant: b")}],
+     r"data/train.jsonl, line 1: field 'chosen', message 0 has role 'user'; chosen is the answer being judged, which "
+     r"the model is trained to write whole, so it holds 'assistant' messages only. To fix: move the 'user' message "
+     r"into field 'prompt'$", "explicit: the conversation repeated in chosen"),
+    ([{"prompt": turns("user: q"), "chosen": turns("assistant: a"), "rejected": turns("bot: b")}],
+     r"line 1: field 'rejected', message 0 has role 'bot'; .* To fix: write role 'assistant' \('bot' is not a role",
+     "explicit: an unknown role"),
+    ([{"prompt": turns("user: q"), "chosen": turns("assistant: a", "tool: 42"), "rejected": turns("assistant: b")}],
+     r"line 1: field 'chosen', message 1 has role 'tool'; .* move the 'tool' message into field 'prompt'",
+     "explicit: a tool result after the answer"),
+    ([{"chosen": turns("user: q1", "assistant: a"), "rejected": turns("user: q2", "assistant: b")}],
+     r"line 1: field 'chosen', message 0 has role 'user'; .* To fix: move the 'user' message into the start both "
+     r"conversations share \(TRL's prompt is the messages chosen and rejected have in common from the first on, "
+     r"here 0; the rest of each is its answer\)", "implicit: the pair differs in its user turn"),
+    ([{"chosen": turns("user: q", "assistant: a1", "user: more", "assistant: a2"),
+       "rejected": turns("user: q", "assistant: b1", "user: more", "assistant: b2")}],
+     r"line 1: field 'chosen', message 2 has role 'user'; .* here 1;", "implicit: a multi-turn pair differing early"),
+]
+KTO_ANSWER_ROLES = [
+    ([{"prompt": turns("user: q"), "completion": turns("user: q", "assistant: a"), "label": True}] * 2,
+     r"line 1: field 'completion', message 0 has role 'user'; .* move the 'user' message into field 'prompt'",
+     "kto: the conversation repeated in completion"),
+]
+
+
 @pytest.mark.parametrize("records, where", [
     ([{"prompt": "p", "chosen": "a"}], r"train.jsonl, line 1: field 'rejected' is missing"),
     ([{"prompt": "p", "chosen": "a", "rejected": "b"}, {"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
@@ -66,10 +97,60 @@ def test_spec_refusals(tmp_path: Path, train: dict[str, Any], message: str) -> N
     ([{"prompt": "p", "chosen": "", "rejected": "b"}], r"line 1: field 'chosen' is empty"),
     ([{"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
        "rejected": [{"role": "user", "content": "q"}]}], r"field 'rejected' ends with a 'user' message"),
+    *[(records, where) for records, where, _ in ANSWER_ROLES],
 ])
 def test_preflight_names_the_file_line_and_field(tmp_path: Path, records: list[Any], where: str) -> None:
     found = problems(job(tmp_path, {}, records=records))
     assert len(found) == 1 and re.search(where, found[0]) and "To fix" in found[0]
+
+
+@pytest.mark.parametrize("records, where, case", KTO_ANSWER_ROLES, ids=[c for *_, c in KTO_ANSWER_ROLES])
+def test_a_kto_completion_holds_the_assistants_answer_only(tmp_path: Path, records: list[Any], where: str,
+                                                          case: str) -> None:
+    found = problems(job(tmp_path, {"preference": {"method": "kto"}}, records=records))
+    assert len(found) == 1 and re.search(where, found[0]), found
+
+
+def test_conversations_whose_answers_are_the_assistants_pass(tmp_path: Path) -> None:
+    """What TRL's conversational shapes allow: an answer of several assistant messages, a prompt ending with the
+    assistant (continued), a multi-turn implicit pair differing in its last answer only."""
+    explicit = {"prompt": turns("system: be brief", "user: q", "assistant: partial"),
+                "chosen": turns("assistant: a", "assistant: more"), "rejected": turns("assistant: b")}
+    implicit = {"chosen": turns("user: q", "assistant: a", "user: more", "assistant: a2"),
+                "rejected": turns("user: q", "assistant: a", "user: more", "assistant: b2")}
+    kto = {"prompt": turns("user: q"), "completion": turns("assistant: a"), "label": True}
+    for records, method in (([explicit] * 2, "dpo"), ([implicit] * 2, "orpo"),
+                            ([kto, {**kto, "label": False}], "kto")):
+        assert problems(job(tmp_path, {"preference": {"method": method}}, records=records)) == []
+
+
+@pytest.mark.parametrize("label, counts, fix", [
+    (True, "(3 desirable, 0 undesirable)", "add undesirable (label: false) examples, or train on these completions "
+                                          "alone with task: causal-lm (SFT)"),
+    (False, "(0 desirable, 3 undesirable)", "add desirable (label: true) examples, or pair each with a better answer"),
+])
+def test_kto_data_with_one_label_only_is_warned_about(tmp_path: Path, label: bool, counts: str, fix: str) -> None:
+    """TRL's KTOTrainer trains on one side only without a word (its desirable_weight hint counts the missing side
+    as 1): the plan says so, with the counts and the fix; a CSV's text labels count the same."""
+    records = [{"prompt": "q", "completion": f" a{i}", "label": label if i else str(label).lower()} for i in range(3)]
+    notes = check_spec_inputs(job(tmp_path, {"preference": {"method": "kto"}}, records=records))
+    [warning] = [n for n in notes if "KTO records" in n]
+    assert f"data/train.jsonl, line 1: all 3 KTO records have label {str(label).lower()} {counts}: KTO learns from " \
+           f"the contrast between the two" in warning and f"To fix: {fix}" in warning, warning
+
+
+def test_kto_data_with_both_labels_or_pairs_or_a_partial_sample_is_not_warned_about(tmp_path: Path) -> None:
+    from cloudtune.preflight.preference import check_preference_samples
+
+    kto = [{"prompt": "q", "completion": " a", "label": True}, {"prompt": "q", "completion": " b", "label": False}]
+    for records in (kto, PAIRS):
+        notes = check_spec_inputs(job(tmp_path, {"preference": {"method": "kto"}}, records=records))
+        assert not [n for n in notes if "KTO records" in n], notes
+    one_side = [(f"line {i}", kto[0]) for i in range(3)]
+    train = job(tmp_path, {"preference": {"method": "kto"}}).train
+    assert check_preference_samples({"train": (one_side, False)}, train) == []  # more records may follow
+    assert check_preference_samples({"eval": (one_side, True)}, train) == []  # an eval set is not trained on
+    assert len(check_preference_samples({"train": (one_side, True)}, train)) == 1
 
 
 def test_pairs_that_never_differ_are_refused_and_some_identical_ones_are_said(tmp_path: Path) -> None:

@@ -101,6 +101,29 @@ def require_assistant(messages: list[dict[str, Any]], where: str) -> None:
                             f"assistant turns only). To fix: add the assistant's reply, or remove the record")
 
 
+OTHER_ROLES = ("system", "developer", "user", "tool", "ipython", "function")
+"""The chat roles, besides 'assistant', that templates render (OpenAI's `developer`, Llama 3.1's `ipython`, the
+older `function`): turns of the conversation so far, never the model's own answer."""
+
+
+def answer_role_problem(messages: list[dict[str, Any]], where: str, field: str, start: int = 0,
+                        before: str = "field 'prompt'") -> str | None:
+    """The error for the first message from index `start` of `messages` whose role is not 'assistant', or None.
+    Those messages are an answer the model is trained to write as a whole (TRL's conversational chosen / rejected /
+    completion), so any other role's text would be trained as the model's own. A known role's fix moves the
+    message to `before` (where the conversation so far goes); an unknown one (`bot`, `gpt`) is told to say
+    'assistant'."""
+    for i in range(start, len(messages)):
+        role = messages[i].get("role")
+        if role == "assistant":
+            continue
+        fix = (f"move the {role!r} message into {before}" if role in OTHER_ROLES else
+               f"write role 'assistant' ({role!r} is not a role chat templates give the model's answer)")
+        return (f"{where}: field {field!r}, message {i} has role {role!r}; {field} is the answer being judged, which "
+                f"the model is trained to write whole, so it holds 'assistant' messages only. To fix: {fix}")
+    return None
+
+
 def check_tools(tools: Any, where: str) -> list[dict[str, Any]] | None:
     """The `tools` column: a list of tool (function) JSON schemas, or JSON text of one; None when empty."""
     if tools is None:

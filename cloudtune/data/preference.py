@@ -2,10 +2,13 @@
 
 Shapes (TRL's dataset formats, https://huggingface.co/docs/trl/dataset_formats):
 - `explicit`: `prompt` + `chosen` + `rejected` (DPO, ORPO, SimPO); plain strings, or conversational (each a list of
-  `{role, content}` messages: `prompt` the conversation so far, `chosen` / `rejected` the assistant's reply);
-- `implicit`: `chosen` + `rejected` only, each the whole text or conversation (TRL finds the shared prompt);
-- `unpaired`: `prompt` + `completion` + `label` (a boolean: desirable or not) — KTO's shape. KTO also reads paired
-  data (TRL unpairs it into one desirable and one undesirable example per pair).
+  `{role, content}` messages: `prompt` the conversation so far, `chosen` / `rejected` the assistant's reply, so
+  'assistant' messages only);
+- `implicit`: `chosen` + `rejected` only, each the whole text or conversation (TRL finds the shared prompt: the
+  messages both share from the start; the rest of each, its answer, is 'assistant' messages ending the conversation);
+- `unpaired`: `prompt` + `completion` + `label` (a boolean: desirable or not) — KTO's shape, `completion` the
+  assistant's answer like `chosen`. KTO also reads paired data (TRL unpairs it into one desirable and one
+  undesirable example per pair); unpaired data with one label only is warned about (`one_sided_labels`).
 
 `check_preference_records` names the file and line (`where`, as `cloudtune.data.records` gives it), the field and the
 fix; errors are `JobInputError` (exit 2).
@@ -16,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from cloudtune.data.chat import answer_role_problem
 from cloudtune.errors import JobInputError
 
 METHODS = ("dpo", "orpo", "kto", "simpo")
@@ -45,20 +49,20 @@ def record_shape(record: Any, where: str) -> str:
                         f"(whole texts), or for KTO prompt + completion + label (true = a desirable answer)")
 
 
-def _text_or_messages(value: Any, where: str, field: str, role: str | None) -> str:
-    """'text' or 'messages' for a field value: a non-empty string, or a non-empty list of {role, content} messages
-    (JSON text of one, as a CSV cell holds it, is parsed); `role`: the role the last message must have."""
+def _parsed(value: Any, where: str, field: str) -> list[dict[str, Any]] | None:
+    """A field value as its messages, or None for plain text: a non-empty string, or a non-empty list of
+    {role, content} messages (JSON text of one, as a CSV cell holds it, is parsed). JobInputError otherwise."""
     if isinstance(value, str):
         stripped = value.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             try:
                 value = json.loads(stripped)
             except json.JSONDecodeError:
-                return "text"
+                return None
         elif not stripped:
             raise JobInputError(f"{where}: field {field!r} is empty. To fix: fill it, or remove the record")
         else:
-            return "text"
+            return None
     if hasattr(value, "tolist"):
         value = value.tolist()
     if not isinstance(value, list) or not value:
@@ -69,10 +73,40 @@ def _text_or_messages(value: Any, where: str, field: str, role: str | None) -> s
                 and isinstance(message.get("content"), str)):
             raise JobInputError(f"{where}: field {field!r}, message {i}: each message needs a string 'role' and a "
                                 f"string 'content'. To fix: write it as {{\"role\": \"assistant\", \"content\": \"...\"}}")
-    if role is not None and value[-1]["role"] != role:
-        raise JobInputError(f"{where}: field {field!r} ends with a {value[-1]['role']!r} message; it must end with "
-                            f"the {role!r} message being judged. To fix: put the {role}'s answer last")
-    return "messages"
+    return value
+
+
+def shared_start(chosen: list[Any], rejected: list[Any]) -> int:
+    """How many messages TRL takes as the prompt of an implicit conversational pair: those chosen and rejected share
+    from the start (`trl.data_utils.extract_prompt`, mirrored: where no message differs, all but the shorter
+    one's last). The rest of each is its answer."""
+    n = min(len(chosen), len(rejected))
+    return next((i for i in range(n) if chosen[i] != rejected[i]), n - 1)
+
+
+def check_answer_roles(messages: dict[str, list[dict[str, Any]]], where: str) -> None:
+    """JobInputError when a conversational record's judged answer holds another role than 'assistant' (TRL trains
+    the model to write the whole answer). `messages`: the record's parsed fields. With a prompt, the answer is each
+    of chosen / rejected / completion whole; an implicit pair's is what follows the start both share, and each must
+    end with the assistant's message."""
+    if "prompt" in messages:
+        for field in ("chosen", "rejected", "completion"):
+            problem = answer_role_problem(messages[field], where, field) if field in messages else None
+            if problem:
+                raise JobInputError(problem)
+        return
+    for field in ("chosen", "rejected"):
+        last = messages[field][-1]["role"]
+        if last != "assistant":
+            raise JobInputError(f"{where}: field {field!r} ends with a {last!r} message; it must end with the "
+                                f"'assistant' message being judged. To fix: put the assistant's answer last")
+    start = shared_start(messages["chosen"], messages["rejected"])
+    for field in ("chosen", "rejected"):
+        problem = answer_role_problem(messages[field], where, field, start, before=(
+            f"the start both conversations share (TRL's prompt is the messages chosen and rejected have in common "
+            f"from the first on, here {start}; the rest of each is its answer)"))
+        if problem:
+            raise JobInputError(problem)
 
 
 LABEL_TEXT = {"true": True, "false": False, "1": True, "0": False}
@@ -107,15 +141,15 @@ def check_record(record: Any, where: str, method: str) -> tuple[str, str]:
         answers = ("completion",)
     else:
         answers = ("chosen", "rejected")
-    styles = set()
-    if "prompt" in record:
-        styles.add(_text_or_messages(record["prompt"], where, "prompt", None))
-    for field in answers:
-        styles.add(_text_or_messages(record[field], where, field, "assistant" if "prompt" not in record else None))
-    if len(styles) > 1:
+    values = {field: _parsed(record[field], where, field) for field in ("prompt", *answers) if field in record}
+    if len({value is None for value in values.values()}) > 1:
         raise JobInputError(f"{where}: the fields mix plain text and message lists. To fix: write every field of a "
                             f"record one way (all strings, or all {{role, content}} message lists)")
-    return shape, styles.pop()
+    messages = {field: value for field, value in values.items() if value is not None}
+    if len(messages) < len(values):
+        return shape, "text"
+    check_answer_roles(messages, where)
+    return shape, "messages"
 
 
 def identical_pairs(records: list[tuple[str, Any]]) -> list[str]:
@@ -135,6 +169,25 @@ def no_pair_differs(records: list[tuple[str, Any]]) -> str | None:
     return None
 
 
+def one_sided_labels(records: list[tuple[str, Any]]) -> str | None:
+    """The one-line warning when every unpaired (KTO) record of `records` (the whole training data) has the same
+    label, else None. TRL's KTOTrainer trains on it without a word beyond a desirable_weight hint computed as if
+    the other side had one example: the loss then only pushes these completions up (all desirable: a saturating
+    SFT, with no rewards/margins ever logged) or down (all undesirable: unlearning with nothing to prefer instead)
+    against the reference, which is no preference to learn. Paired data is unpaired by TRL into both sides."""
+    labels = [label_value(r["label"]) for _, r in records if isinstance(r, dict) and "label" in r and "chosen" not in r]
+    if not labels or len(labels) != len(records) or len(set(labels)) != 1:
+        return None
+    desirable = sum(labels)
+    missing = "undesirable (label: false)" if labels[0] else "desirable (label: true)"
+    return (f"{records[0][0]}: all {len(labels)} KTO records have label {str(labels[0]).lower()} ({desirable} "
+            f"desirable, {len(labels) - desirable} undesirable): KTO learns from the contrast between the two, so with "
+            f"one side only it just pushes these completions {'up' if labels[0] else 'down'} against the reference "
+            f"(and TRL's desirable_weight hint counts the missing side as 1). To fix: add {missing} examples, "
+            + ("or train on these completions alone with task: causal-lm (SFT)" if labels[0] else
+               "or pair each with a better answer (prompt + chosen + rejected) for dpo"))
+
+
 def check_preference_records(records: list[tuple[str, Any]], method: str) -> tuple[str, str] | None:
     """Check every (where, record); all records must share one shape and style (TRL reads a dataset one way).
     Returns (shape, style) of the data, None when there are no records."""
@@ -151,6 +204,6 @@ def check_preference_records(records: list[tuple[str, Any]], method: str) -> tup
     return first
 
 
-__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_preference_records", "check_record", "identical_pairs",
-           "label_value",
+__all__ = ["LABEL_TEXT", "METHODS", "SHAPES", "check_answer_roles", "check_preference_records", "check_record",
+           "identical_pairs", "label_value", "one_sided_labels", "shared_start",
            "no_pair_differs", "record_shape"]

@@ -7,7 +7,8 @@ holds a config, weights and tokenizer files, checks `max_seq_len` against the mo
 the chat template (with jinja2 alone) for each sequence of roles in conversational data (`messages`, and
 TRL's conversational prompt-completion), refusing a message field the template never reads. It also makes the
 recipe's refusals that the spec and the catalog decide (cloudtune.preflight.recipe: precision per accelerator,
-QLoRA on a TPU, LoRA-adapter rules), so `validate` and every dry run refuse what the job would. Every
+QLoRA on a TPU, LoRA-adapter rules) and refuses a Hub-only option (`train.revision`) with a model that is no Hub
+id (`hub_only_problems`), so `validate` and every dry run refuse what the job would. Every
 problem is one line naming the file (the user's path, relative to the working directory when under it) or the
 spec field, and the fix; all of them are raised together as a `PreflightError` (exit 2).
 
@@ -60,13 +61,15 @@ def _audio_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
     return problems
 
 
-def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
+def _data_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], list[str]]:
+    """(problems, warnings) of the sampled local data of the task."""
     from cloudtune.preflight.data import (check_labels, check_lm_records, classification_rows, sample_input)
 
     if train.task == "text-to-audio":
-        return _audio_problems(spec, train)
+        return _audio_problems(spec, train), []
     data = train.data
     problems: list[str] = []
+    warnings: list[str] = []
     samples = {}
     for role in ("train", "eval"):
         name = getattr(data, role)
@@ -79,13 +82,9 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
             problems.append(str(exc))
     try:
         if train.task == "preference":
-            from cloudtune.data.preference import check_preference_records, no_pair_differs
+            from cloudtune.preflight.preference import check_preference_samples
 
-            method = train.preference.method if train.preference is not None else "dpo"
-            for recs, _ in samples.values():
-                problem = no_pair_differs(recs) if check_preference_records(recs, method) else None
-                if problem:
-                    raise JobInputError(problem)
+            warnings += check_preference_samples(samples, train)
         elif train.task == "seq-classification":
             rows = {role: classification_rows(recs, data) for role, (recs, _) in samples.items()}
             if "train" in rows:
@@ -102,7 +101,7 @@ def _data_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
                 problems += [problem] if problem else []
     except JobInputError as exc:
         problems.append(str(exc))
-    return problems
+    return problems, warnings
 
 
 def _local_model_dir(spec: "JobSpec", train: "TrainSpec") -> Path | None:
@@ -125,6 +124,22 @@ def _model_problems(spec: "JobSpec", train: "TrainSpec") -> tuple[list[str], lis
     return problems + ([error] if error else []), [warning] if warning else []
 
 
+def hub_only_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
+    """The options that select something of a Hub repository, given with a `train.model` that is none: a local
+    directory, an input's URI, or a `job:<JOB>` model (each an input after `with_model_input`). `train.revision`
+    is the one (from_pretrained ignores it for a directory); the gated-model token check of the deep check already
+    runs for a Hub id only, and trust_remote_code applies to a directory's own code too."""
+    if train.revision is None or train.model not in spec.inputs:
+        return []
+    uri = spec.inputs[train.model]
+    path = local_input(spec, train.model)
+    what = f"the local path {display_path(path)}" if path is not None else f"input {train.model!r} ({uri})"
+    return [f"train.revision {train.revision!r}: train.model is {what}, not a Hub model id, and a revision picks a "
+            f"branch, tag or commit of a Hub repository only (it would be ignored). To fix: remove `revision:`; to "
+            f"train that revision, download it (huggingface-cli download ORG/NAME --revision {train.revision} "
+            f"--local-dir DIR) and set train.model to DIR, or set train.model to the Hub id"]
+
+
 def check_spec_inputs(spec: "JobSpec") -> list[str]:
     """Check the local inputs of `spec` (after `with_model_input`); raise PreflightError listing every problem.
     Returns warnings (one line each) that do not stop the job. Remote inputs and hub models are not read."""
@@ -133,14 +148,16 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
         return []
     from cloudtune.preflight.recipe import adapter_problems, precision_problems
 
-    problems = precision_problems(spec, train)
+    problems = precision_problems(spec, train) + hub_only_problems(spec, train)
     if train.task == "text-to-image":
         return _image_job_problems(spec, train, problems)
     model_problems, warnings = _model_problems(spec, train)
     problems += model_problems
     model_dir = _local_model_dir(spec, train)
     problems += adapter_problems(train, model_dir, display_path(model_dir) if model_dir else "")
-    problems += _data_problems(spec, train)
+    data_problems, data_warnings = _data_problems(spec, train)
+    problems += data_problems
+    warnings += data_warnings
     from cloudtune.memory_check import model_facts
     from cloudtune.preflight.knobs import disk_problem, knob_notes, knob_problems
 

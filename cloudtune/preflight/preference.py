@@ -1,6 +1,7 @@
-"""The deep check of preference data (`task: preference`): every sampled record's shape, as
-`cloudtune.data.preference` reads it, then one record of each conversation shape rendered as TRL renders it and
-tokenized with the model's tokenizer.
+"""The checks of preference data (`task: preference`). At plan time (`check_preference_samples`, no tokenizer):
+every sampled record's shape as `cloudtune.data.preference` reads it, pairs that never differ, and KTO data with one
+label only (a warning). The deep check (`check_preference_data`): the shapes, then one record of each conversation
+shape rendered as TRL renders it and tokenized with the model's tokenizer.
 
 TRL's trainers render conversational records (`{role, content}` message lists) with the tokenizer's own chat template
 (`trl.data_utils.maybe_apply_chat_template`); the spec refuses `train.data.chat_template` for this task, so a model
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.data.chat import check_messages
-from cloudtune.data.preference import check_preference_records
+from cloudtune.data.preference import check_preference_records, no_pair_differs, one_sided_labels
 from cloudtune.errors import JobInputError
 
 if TYPE_CHECKING:
@@ -21,6 +22,22 @@ if TYPE_CHECKING:
 
 MAX_SHAPES = 20
 """At most this many distinct role sequences are rendered (one record each)."""
+
+
+def check_preference_samples(samples: dict[str, tuple[list[tuple[str, Any]], bool]], train: "TrainSpec") -> list[str]:
+    """Check the sampled records of each input, {role: (records [(where, record)], read whole)}, for
+    `train.preference.method`: JobInputError naming the file, line, field and fix for a bad record or data whose
+    every pair has chosen == rejected. Returns warnings: KTO training data, read whole, with one label only
+    (`cloudtune.data.preference.one_sided_labels`)."""
+    method = train.preference.method if train.preference is not None else "dpo"
+    warnings: list[str] = []
+    for role, (records, complete) in samples.items():
+        problem = no_pair_differs(records) if check_preference_records(records, method) else None
+        if problem:
+            raise JobInputError(problem)
+        warning = one_sided_labels(records) if role == "train" and complete and method == "kto" else None
+        warnings += [warning] if warning else []
+    return warnings
 
 
 def _conversation(record: dict[str, Any], shape: str, where: str) -> list[dict[str, Any]]:

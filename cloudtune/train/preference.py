@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from cloudtune.contracts.logfmt import phase, say
-from cloudtune.data.preference import check_preference_records, identical_pairs, label_value, no_pair_differs
+from cloudtune.data.preference import (check_preference_records, identical_pairs, label_value, no_pair_differs,
+                                       one_sided_labels)
 from cloudtune.data.records import NO_RECORDS_FIX, read_file_records
 from cloudtune.errors import JobInputError
 from cloudtune.runtime.types import RuntimeContext
@@ -163,6 +164,9 @@ def read_preference_data(ctx: RuntimeContext, name: str, method: str, shown: str
     problem = no_pair_differs(records) if shape != "unpaired" else None
     if problem:
         raise JobInputError(problem)
+    one_sided = one_sided_labels(records) if shape == "unpaired" else None
+    if one_sided:
+        say(f"warning: {one_sided}")
     same = identical_pairs(records)
     if same:
         say(f"data: {len(same)} of {len(records)} pairs have the same chosen and rejected answer (first: {same[0]}); "

@@ -144,6 +144,10 @@ def test_deep_check_reads_each_preference_shape_as_trl_does(case: str, tiny_gpt2
      "To fix:"),
     ([PREFERENCE_DATA["explicit-text"][1], {"prompt": "2 + 2 = ", "chosen": "4"}], SIMPLE_TEMPLATE,
      "data/train.jsonl, line 2: field 'rejected' is missing"),
+    ([PREFERENCE_DATA["explicit-messages"][1],
+      {"prompt": [turn("user", "2 + 2?")], "chosen": [turn("user", "2 + 2?"), turn("assistant", "4")],
+       "rejected": [turn("assistant", "5")]}], SIMPLE_TEMPLATE,
+     "data/train.jsonl, line 2: field 'chosen', message 0 has role 'user'; chosen is the answer being judged"),
 ])
 def test_deep_preference_problems_are_one_line(records: list[dict[str, Any]], template: str | None, expected: str,
                                                tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
