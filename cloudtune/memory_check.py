@@ -26,6 +26,7 @@ from cloudtune.catalog import CatalogError, load_catalog
 from cloudtune.data.savedmodel import find_saved_model
 from cloudtune.memory_audio import audio_model, clip_setup
 from cloudtune.spec import is_remote
+from cloudtune.units import beside
 
 if TYPE_CHECKING:
     from cloudtune.catalog import Catalog
@@ -194,11 +195,12 @@ def _refusal(spec: "JobSpec", provider: str, facts: ModelFacts, setup: Setup, es
     """The error for a job over its GPU: the estimate, the device, and the settings that would fit."""
     parts = ", ".join(f"{k} {human(getattr(est, k))}" for k in ("weights", "gradients", "optimizer", "activations"))
     what = "LoRA" + (" (4-bit base)" if setup.quantize else "") if setup.lora_r is not None else "full fine-tune"
+    needed, limit = beside(est.total / GB, memory_gb * (1 + MARGIN))  # never shown rounded onto the limit
     message = (f"resources.accelerator {spec.resources.accelerator}: training {count(facts.params)} parameters "
                f"({what}, {setup.precision}, batch {setup.batch_size} x {setup.seq_len} tokens, {setup.world_size} "
-               f"process{'es' if setup.world_size > 1 else ''}, {setup.distributed}) needs about {human(est.total)} "
+               f"process{'es' if setup.world_size > 1 else ''}, {setup.distributed}) needs about {needed} GB "
                f"per GPU ({parts}), over the {memory_gb:g} GB of one {accelerator} (refused above "
-               f"{memory_gb * (1 + MARGIN):.1f} GB: its memory + {MARGIN:.0%} for the estimate's error)")
+               f"{limit} GB: its memory + {MARGIN:.0%} for the estimate's error)")
     fixes = fitting_alternatives(spec, provider, facts, setup, accelerator)
     fix = "; or ".join(fixes[:5]) if fixes else "train a smaller model"
     return UnsupportedSpec(message, fix=fix + "; or set train.memory_check: false to launch it anyway")
@@ -333,7 +335,8 @@ def _image_memory(spec: "JobSpec", provider: str, accelerator: str | None, memor
             raise UnsupportedSpec(
                 f"resources.accelerator {spec.resources.accelerator}: a LoRA on {family.name} at resolution "
                 f"{train.hyperparameters.resolution or 512}, batch {train.hyperparameters.batch_size}, {precision}, "
-                f"needs about {human(est.total)} per GPU, over the {memory_gb:g} GB of one {accelerator}",
+                f"needs about {beside(est.total / GB, memory_gb * (1 + MARGIN))[0]} GB per GPU, over the "
+                f"{memory_gb:g} GB of one {accelerator}",
                 fix="lower hyperparameters.batch_size or resolution, set gradient_checkpointing: true, use "
                     "optimizer: adamw_8bit or lora.quantize: 4bit, or a GPU with more memory; or set "
                     "train.memory_check: false to launch it anyway")

@@ -1,4 +1,4 @@
-"""Small parsers shared by the spec and the launchers."""
+"""Small parsers and number formats shared by the spec, the data checks and the launchers."""
 
 from __future__ import annotations
 
@@ -41,3 +41,24 @@ def _short(value: object, limit: int = 40) -> str:
     """`repr(value)` cut to `limit` characters (a 400-digit number stays readable in an error)."""
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def beside(value: float, limit: float, decimals: int = 1, most: int = 9) -> tuple[str, str]:
+    """(value, limit) as a message prints a measured value beside the limit it breaks (or keeps).
+
+    Contract: the two texts, read back as numbers, compare as `value` and `limit` do (under, equal or over), so a
+    clip of 0.9986 s is never shown as "1.00 s long, under the minimum (1 s)". The limit is shown as `{limit:g}`
+    when that is exactly it (1, 0.5), else with the value's decimals; the value with `decimals` decimals, or as
+    many more (up to `most`) as it takes (0.999). Two numbers closer than that are shown in full (`repr`)."""
+    side = _sign(value - limit)
+    short = f"{limit:g}"
+    for places in range(decimals, max(decimals, most) + 1):
+        shown_value = f"{value:.{places}f}"
+        shown_limit = short if float(short) == limit else f"{limit:.{places}f}"
+        if _sign(float(shown_value) - float(shown_limit)) == side:
+            return shown_value, shown_limit
+    return repr(float(value)), repr(float(limit))
+
+
+def _sign(x: float) -> int:
+    return (x > 0) - (x < 0)

@@ -371,3 +371,25 @@ def test_a_cpu_job_on_a_cloud_is_not_called_local(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "(not checked: a CPU machine, no GPU memory to check against)" in res.output
     assert "a local job" not in res.output
+
+
+@pytest.mark.parametrize("total_gb, needs, limit", [(28.81, "28.81", "28.80"), (28.86, "28.9", "28.8"),
+                                                    (40.32, "40.3", "28.8")])
+def test_an_estimate_just_over_the_limit_never_reads_as_the_limit(tmp_path: Path, total_gb: float, needs: str,
+                                                                  limit: str) -> None:
+    """24 GB x 1.2 = 28.8 GB: an estimate of 28.81 GB once read "needs about 28.8 GB ... refused above 28.8 GB"."""
+    from dataclasses import replace
+
+    from cloudtune.memory import MemoryEstimate, setup_for
+    from cloudtune.memory_check import _refusal
+
+    (tmp_path / "train.jsonl").write_text('{"text": "hi"}\n')
+    spec = validate_spec({"name": "m", "resources": {"accelerator": "L4:1"}, "inputs": {"train": "train.jsonl"},
+                          "train": {"model": "meta-llama/Llama-2-7b-hf"}}, base_dir=tmp_path)
+    facts = hub_model_facts("meta-llama/Llama-2-7b-hf")
+    assert facts is not None and spec.train is not None
+    est = MemoryEstimate(weights=int(total_gb * GB), gradients=0, optimizer=0, activations_without_checkpointing=0,
+                         activations_with_checkpointing=0, gradient_checkpointing=False, trainable_params=1)
+    error = _refusal(spec, "aws", facts, replace(setup_for(spec.train, "bf16", 1), gradient_checkpointing=False), est,
+                     "L4", 24.0)
+    assert f"needs about {needs} GB per GPU" in error.message and f"(refused above {limit} GB:" in error.message

@@ -8,7 +8,8 @@ Layouts (🤗 Datasets' `audiofolder` names):
 
 `find_clips` lists (file, description) pairs; `clip_problems` reads each file's header with soundfile
 (`sf.info`: format, sample rate, channels, frames; libsndfile reads no audio data for it) and returns one line per
-problem: unreadable, empty, shorter than the minimum, or with no description, each with the file and the fix.
+clip with problems, naming all of them (missing, unreadable, empty or shorter than the minimum, and no
+description) with the file and the fix.
 `clip_pieces` is how a long clip is cut into pieces of at most `max_seconds` (the recipe decodes only those spans).
 """
 
@@ -17,8 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloudtune.data.folder_metadata import file_under, metadata_file, metadata_rows
+from cloudtune.data.folder_metadata import Problem, file_under, metadata_file, metadata_rows, one_line, outside_problem
 from cloudtune.errors import JobInputError
+from cloudtune.units import beside
 
 EXAMPLE_ROW = '{"file_name": "a.wav", "text": "calm piano"}'  # in the fix of a bad metadata.jsonl line
 
@@ -71,15 +73,8 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
                             f"name a folder holding the audio files and metadata.jsonl (file_name, {text_field})")
     meta = metadata_file(root, shown_root)
     if meta is not None:
-        clips = []
-        for where, row in metadata_rows(meta, _shown(meta, root, shown_root), EXAMPLE_ROW):
-            name = row.get("file_name")
-            if not isinstance(name, str) or not name.strip():
-                raise JobInputError(f"{where}: no file_name. To fix: give each row the audio file's path relative to "
-                                    f"{shown_root} in file_name")
-            text, path = row.get(text_field), file_under(root, name, where, shown_root)
-            clips.append(Clip(path, text if isinstance(text, str) else None,
-                              f"{_shown(path, root, shown_root)} ({where})"))
+        clips = [_row_clip(root, where, row, text_field, shown_root)
+                 for where, row in metadata_rows(meta, _shown(meta, root, shown_root), EXAMPLE_ROW)]
         named = {c.path.resolve() for c in clips}
         unnamed = [p for p in _audio_files(root) if p.resolve() not in named]
         if not clips or unnamed:
@@ -103,6 +98,30 @@ def find_clips(root: Path, text_field: str = "text", shown: str | None = None) -
     return clips
 
 
+def _row_clip(root: Path, where: str, row: dict, text_field: str, shown_root: str) -> Clip:
+    """The clip a metadata row names. JobInputError for a row without a usable `file_name` (none, or one outside the
+    folder), naming in the one line its missing description too."""
+    name, text = row.get("file_name"), row.get(text_field)
+    text = text if isinstance(text, str) else None
+    if not isinstance(name, str) or not name.strip():
+        problem: Problem | None = Problem(where, "no file_name", f"give each row the audio file's path relative to "
+                                                                 f"{shown_root} in file_name")
+    else:
+        problem = outside_problem(name, where, shown_root)
+    if problem is not None:
+        problems = [problem]
+        if text is None or not text.strip():
+            problems.append(_no_description(where, text_field))
+        raise JobInputError(one_line(problems))
+    path = file_under(root, str(name), where, shown_root)
+    return Clip(path, text, f"{_shown(path, root, shown_root)} ({where})")
+
+
+def _no_description(where: str, text_field: str) -> Problem:
+    return Problem(where, "no description", f"give it a non-empty `{text_field}` in the metadata (or a same-name .txt "
+                                            f"file)")
+
+
 def read_info(path: Path) -> ClipInfo:
     """The clip's header through soundfile (no audio decoded). RuntimeError/OSError from libsndfile when unreadable."""
     import soundfile as sf
@@ -112,31 +131,38 @@ def read_info(path: Path) -> ClipInfo:
 
 
 def clip_problems(clips: list[Clip], min_seconds: float, text_field: str = "text", limit: int = 20) -> list[str]:
-    """One line per problem (at most `limit`, then a count): missing, unreadable or empty files, clips shorter than
-    `min_seconds`, and clips without a description."""
+    """One line per clip with problems (at most `limit` lines, then a count), naming all of that clip's problems:
+    a missing, unreadable or empty file or one shorter than `min_seconds` (the length shown never rounds onto the
+    limit), and no description."""
     problems: list[str] = []
     for clip in clips:
+        problem = _file_problem(clip, min_seconds)
+        found = [problem] if problem is not None else []
         if clip.text is None or not clip.text.strip():
-            problems.append(f"{clip.where}: no description. To fix: give it a non-empty `{text_field}` in the metadata "
-                            f"(or a same-name .txt file)")
-            continue
-        if not clip.path.is_file():
-            problems.append(f"{clip.where}: no such file. To fix: correct file_name or add the file")
-            continue
-        try:
-            info = read_info(clip.path)
-        except Exception as exc:  # noqa: BLE001 (libsndfile raises RuntimeError / LibsndfileError / TypeError)
-            problems.append(f"{clip.where}: not a readable audio file ({str(exc).splitlines()[0][:120]}). To fix: "
-                            f"convert it to WAV or FLAC (e.g. ffmpeg -i IN OUT.wav) or remove it")
-            continue
-        if info.frames == 0:
-            problems.append(f"{clip.where}: empty (0 samples). To fix: remove it or replace it with the real recording")
-        elif info.seconds < min_seconds:
-            problems.append(f"{clip.where}: {info.seconds:.2f} s long, under train.audio.min_seconds ({min_seconds:g} s). "
-                            f"To fix: remove it, or lower train.audio.min_seconds")
+            found.append(_no_description(clip.where, text_field))
+        if found:
+            problems.append(one_line(found))
     if len(problems) > limit:
         problems = problems[:limit] + [f"... and {len(problems) - limit} more clips with problems"]
     return problems
+
+
+def _file_problem(clip: Clip, min_seconds: float) -> Problem | None:
+    """What is wrong with the clip's file (missing, unreadable, empty, too short), from its header; None if nothing."""
+    if not clip.path.is_file():
+        return Problem(clip.where, "no such file", "correct file_name or add the file")
+    try:
+        info = read_info(clip.path)
+    except Exception as exc:  # noqa: BLE001 (libsndfile raises RuntimeError / LibsndfileError / TypeError)
+        return Problem(clip.where, f"not a readable audio file ({str(exc).splitlines()[0][:120]})",
+                       "convert it to WAV or FLAC (e.g. ffmpeg -i IN OUT.wav) or remove it")
+    if info.frames == 0:
+        return Problem(clip.where, "empty (0 samples)", "remove it or replace it with the real recording")
+    if info.seconds < min_seconds:
+        seconds, limit = beside(info.seconds, min_seconds, 2)
+        return Problem(clip.where, f"{seconds} s long, under train.audio.min_seconds ({limit} s)",
+                       "remove it, or lower train.audio.min_seconds")
+    return None
 
 
 def clip_pieces(frames: int, rate: int, max_seconds: float, min_seconds: float) -> list[tuple[int, int]]:
