@@ -111,3 +111,34 @@ def test_both_metadata_files_at_once_are_refused(tmp_path: Path, kind: str) -> N
     (tmp_path / "metadata.csv").write_text(f"file_name,text\n{file_name},old\n")
     with pytest.raises(JobInputError, match="both metadata.jsonl and metadata.csv; .* To fix: keep one of them"):
         read(tmp_path)
+
+
+@pytest.mark.parametrize("kind", sorted(READERS))
+@pytest.mark.parametrize("row", [{"text": ""}, {"file_name": "../F"}, {"file_name": "/abs/F", "text": None}])
+def test_a_row_with_no_usable_file_and_no_caption_names_both_in_one_line(tmp_path: Path, kind: str, row: dict) -> None:
+    """Both readers: a row whose file_name is missing (or outside the folder) and whose caption is missing is one
+    error naming both, with one "To fix:" holding both fixes."""
+    read, file_name = READERS[kind]
+    (tmp_path / file_name).write_bytes(b"")
+    body = {k: (v.replace("F", file_name) if isinstance(v, str) else v) for k, v in row.items()}
+    (tmp_path / "metadata.jsonl").write_text(json.dumps(body) + "\n")
+    with pytest.raises(JobInputError) as err:
+        read(tmp_path)
+    text = str(err.value)
+    assert "metadata.jsonl, line 1: " in text.split("; and ")[0], text
+    assert "file_name" in text.split("; and ")[0] and ("no caption" in text or "no description" in text), text
+    assert text.count("To fix:") == 1 and "; and " in text.split("To fix:")[1]
+
+
+def test_one_line_names_every_problem_with_its_fix() -> None:
+    from cloudtune.data.folder_metadata import Problem, one_line
+
+    one = one_line([Problem("a.csv, line 2", "no file_name", "add it")])
+    assert one == "a.csv, line 2: no file_name. To fix: add it"
+    both = one_line([Problem("m, line 2", "no such file", "add the file"),
+                     Problem("m, line 2", "no caption", "write it"),
+                     Problem("img.png", "not a readable image", "add the file")])
+    assert both == ("m, line 2: no such file; and no caption; and img.png: not a readable image. To fix: add the file; "
+                    "and write it")
+    with pytest.raises(ValueError):
+        one_line([])

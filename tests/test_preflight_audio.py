@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from cloudtune.cli import main
 from cloudtune.data.audio import clip_pieces, find_clips
+from cloudtune.errors import JobInputError
 from tests.test_preflight import model_dir, problems
 
 RATE = 8000
@@ -101,3 +102,62 @@ def test_cli_exits_2_without_a_traceback(tmp_path: Path, monkeypatch: pytest.Mon
     result = CliRunner().invoke(main, ["launch", "job.yaml", "--dry-run"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "clips/short.wav" in result.output and "min_seconds" in result.output
+
+
+def test_a_length_just_under_the_minimum_is_never_shown_as_the_minimum(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """0.9986 s under min_seconds 1 once read "1.00 s long, under ... (1 s)": the length shows as many digits as it
+    takes to stay under the limit it breaks."""
+    path = tmp_path / "clips/edge.wav"
+    path.parent.mkdir(parents=True)
+    sf.write(str(path), np.full(7989, 0.1, dtype=np.float32), RATE)  # 0.998625 s
+    found = audio_job(tmp_path, [{"file_name": "edge.wav", "text": "a"}], monkeypatch)
+    assert found == ["clips/edge.wav (clips/metadata.jsonl, line 1): 0.999 s long, under train.audio.min_seconds "
+                     "(1 s). To fix: remove it, or lower train.audio.min_seconds"], found
+    found = audio_job(tmp_path, [{"file_name": "edge.wav", "text": "a"}], monkeypatch, audio={"min_seconds": 0.9987})
+    assert "0.9986 s long, under train.audio.min_seconds (0.9987 s)" in found[0], found
+
+
+def test_a_row_with_several_problems_names_them_all_in_one_line(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A missing (or unreadable, or short) file with an empty description is one line naming both, the file's
+    problem first: fixing the description alone would only show the file's problem on the next run."""
+    tone(tmp_path / "clips/short.wav", 0.5)
+    (tmp_path / "clips/garbage.wav").write_bytes(b"not audio at all" * 10)
+    rows = [{"file_name": "missing.wav", "text": ""}, {"file_name": "short.wav"},
+            {"file_name": "garbage.wav", "text": "  "}]
+    found = {line.split(" ", 1)[0]: line for line in audio_job(tmp_path, rows, monkeypatch)}
+    assert found["clips/missing.wav"] == (
+        "clips/missing.wav (clips/metadata.jsonl, line 1): no such file; and no description. To fix: correct "
+        "file_name or add the file; and give it a non-empty `text` in the metadata (or a same-name .txt file)")
+    assert found["clips/short.wav"].startswith("clips/short.wav (clips/metadata.jsonl, line 2): 0.50 s long, under "
+                                               "train.audio.min_seconds (1 s); and no description. To fix: remove it")
+    assert found["clips/garbage.wav"].startswith("clips/garbage.wav (clips/metadata.jsonl, line 3): not a readable "
+                                                 "audio file (")
+    assert "; and no description. To fix: convert it to WAV or FLAC" in found["clips/garbage.wav"]
+    assert len(found) == 3, found
+
+
+def test_a_txt_layout_clip_names_its_file_and_its_description_problems_together(tmp_path: Path) -> None:
+    from cloudtune.data.audio import clip_problems
+
+    (tmp_path / "side").mkdir()
+    (tmp_path / "side/bad.wav").write_bytes(b"RIFF junk")
+    tone(tmp_path / "side/fine.wav", 2.0)
+    (tmp_path / "side/fine.txt").write_text("soft rain")
+    [line] = clip_problems(find_clips(tmp_path / "side", shown="side"), 1.0)
+    assert line.startswith("side/bad.wav: not a readable audio file (") and "; and no description. To fix: " in line
+
+
+@pytest.mark.parametrize("row, first", [
+    ({"caption": "x"}, "no file_name"),
+    ({"file_name": "../a.wav"}, "file_name '../a.wav' is not inside clips"),
+])
+def test_a_row_without_a_usable_file_name_also_names_its_missing_description(tmp_path: Path, row: dict,
+                                                                              first: str) -> None:
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips/metadata.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(JobInputError) as err:
+        find_clips(tmp_path / "clips", shown="clips")
+    assert str(err.value).startswith(f"clips/metadata.jsonl, line 1: {first}")
+    assert "; and no description. To fix: " in str(err.value) and "; and give it a non-empty `text`" in str(err.value)

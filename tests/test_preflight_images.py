@@ -63,7 +63,8 @@ def test_each_caption_layout_passes(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_subject_folder_takes_the_instance_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_colour_images(tmp_path / "images", layout="subject")
     missing = problems_of(tmp_path, monkeypatch)
-    assert len(missing) == 1 and "blue_0.png: no caption" in missing[0] and "instance_prompt" in missing[0]
+    assert len(missing) == 1 and "blue_0.png (and 15 more): no caption" in missing[0], missing  # one line for all
+    assert "instance_prompt" in missing[0]
     assert problems_of(tmp_path, monkeypatch, train={"data": {"instance_prompt": "a photo of sks dog"}}) == []
 
 
@@ -76,7 +77,7 @@ def test_unreadable_small_and_uncaptioned_images_are_named_with_the_fix(tmp_path
     Image.new("RGB", (16, 40)).save(images / "green_0.png")
     (images / "blue_2.txt").unlink()
     found = problems_of(tmp_path, monkeypatch)
-    assert len(found) == 1 and "blue_2.png: no caption" in found[0]  # a missing caption stops the listing
+    assert found[0].startswith("images/blue_2.png: no caption") and len(found) == 3, found  # the listing goes on
     (images / "blue_2.txt").write_text("a blue square")
     found = problems_of(tmp_path, monkeypatch)
     assert any(p.startswith("images/red_1.png: not a readable image") and "To fix" in p for p in found), found
@@ -93,8 +94,9 @@ def test_metadata_rows_are_checked_with_their_line(tmp_path: Path, monkeypatch: 
     assert found == [f"images/metadata.jsonl, line 3: image 'red_2.png' has no caption in column 'text' "
                      f"(train.data.text_field). To fix: write its caption, name the caption column in "
                      f"train.data.text_field, or set train.data.instance_prompt for one prompt for all"]
-    assert problems_of(tmp_path, monkeypatch, train={"data": {"text_field": "caption"}})[0].startswith(
-        "images/metadata.jsonl, line 1: image 'red_0.png' has no caption in column 'caption'")
+    misnamed = problems_of(tmp_path, monkeypatch, train={"data": {"text_field": "caption"}})
+    assert len(misnamed) == 1 and misnamed[0].startswith(  # one line for the rows without that column, not 15
+        "images/metadata.jsonl, line 1 (and 14 more rows): image 'red_0.png' has no caption in column 'caption'")
 
 
 @pytest.mark.parametrize("meta", ["metadata.jsonl", "metadata.csv"])
@@ -331,3 +333,83 @@ def test_a_pipeline_dir_without_its_weights_is_refused_with_the_diffusers_fix(
         check_local_inputs(with_model_input(image_spec(tmp_path)))  # type: ignore[arg-type]
     found = getattr(err.value, "problems", None) or [str(err.value)]
     assert len(found) == 1 and expected.format(pipe=pipe) in found[0], found
+
+
+def _rewrite_row(images: Path, line: int, row: dict) -> None:
+    lines = (images / "metadata.jsonl").read_text().splitlines()
+    lines[line - 1] = json.dumps(row)
+    (images / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_a_metadata_row_with_a_missing_file_and_no_caption_names_both(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The missing file is named with the empty caption, first, in the one line: fixing the caption alone would only
+    show the missing file on the next run. The job's reader (image_records) says the same."""
+    images = make_colour_images(tmp_path / "images")
+    _rewrite_row(images, 3, {"file_name": "gone.png", "text": ""})
+    (images / "red_2.png").unlink()
+    expected = ("images/metadata.jsonl, line 3: file_name 'gone.png' is not a file under images; and image 'gone.png' "
+                "has no caption in column 'text' (train.data.text_field). To fix: correct the name or remove the row; "
+                "and write its caption, name the caption column in train.data.text_field, or set "
+                "train.data.instance_prompt for one prompt for all")
+    assert problems_of(tmp_path, monkeypatch) == [expected]
+    with pytest.raises(JobInputError) as err:
+        image_records(images, shown="images")
+    assert str(err.value) == expected
+
+
+@pytest.mark.parametrize("row, first", [
+    ({"text": ""}, "no `file_name`; each row names its image relative to images"),
+    ({"file_name": "../red_2.png"}, "file_name '../red_2.png' is not inside images"),
+])
+def test_a_row_without_a_usable_file_name_names_its_missing_caption_too(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch, row: dict,
+                                                                         first: str) -> None:
+    images = make_colour_images(tmp_path / "images")
+    _rewrite_row(images, 3, row)
+    (images / "red_2.png").unlink()
+    [line] = problems_of(tmp_path, monkeypatch)
+    assert line.startswith(f"images/metadata.jsonl, line 3: {first}") and "has no caption in column 'text'" in line
+    assert line.count("To fix:") == 1 and "; and write its caption" in line
+
+
+def test_an_uncaptioned_row_names_its_unreadable_image_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = make_colour_images(tmp_path / "images")
+    _rewrite_row(images, 2, {"file_name": "red_1.png", "text": " "})
+    (images / "red_1.png").write_bytes(b"not a png at all")
+    [line] = problems_of(tmp_path, monkeypatch)
+    assert line.startswith("images/metadata.jsonl, line 2: image 'red_1.png' has no caption in column 'text' "
+                           "(train.data.text_field); and images/red_1.png: not a readable image ("), line
+    assert line.endswith("; and re-save it as PNG or JPEG, or remove it (and its caption)")
+
+
+def test_a_txt_layout_image_names_its_caption_and_file_problems_together(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    images = make_colour_images(tmp_path / "images", layout="txt")
+    (images / "blue_2.txt").unlink()
+    (images / "blue_2.png").write_bytes(b"not a png at all")
+    (images / "green_0.txt").write_text("\n")
+    Image.new("RGB", (16, 40)).save(images / "green_0.png")
+    found = problems_of(tmp_path, monkeypatch)
+    assert found[0].startswith("images/blue_2.png: no caption: neither metadata.jsonl/metadata.csv in images nor "
+                               "blue_2.txt beside the image; and not a readable image ("), found
+    assert found[1] == ("images/green_0.txt: the caption is empty; and images/green_0.png: 16x40 pixels is smaller "
+                        "than its training size 24x48 (train.hyperparameters.resolution 32). To fix: write the "
+                        "caption, or set train.data.instance_prompt; and use a larger image, remove it, or lower "
+                        "resolution")
+    assert len(found) == 2
+
+
+def test_an_instance_prompt_folder_names_every_bad_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DreamBooth layout (one prompt for every image): each image's problem is listed, not only the first."""
+    from PIL import Image
+
+    images = make_colour_images(tmp_path / "images", layout="subject")
+    (images / "red_0.png").write_bytes(b"not a png at all")
+    (images / "red_1.png").write_bytes(b"")
+    Image.new("RGB", (8, 8)).save(images / "yellow_3.png")
+    found = problems_of(tmp_path, monkeypatch, train={"data": {"instance_prompt": "a photo of sks dog"}})
+    assert [line.split(":", 1)[0] for line in found] == ["images/red_0.png", "images/red_1.png", "images/yellow_3.png"]
+    assert all(line.count("To fix:") == 1 for line in found), found

@@ -1,7 +1,10 @@
 """The metadata file of a 🤗 Datasets folder input (`imagefolder`, `audiofolder`): `metadata.jsonl` (one JSON object
 per line) or `metadata.csv` (a header row, then one row per file), each row naming its file in `file_name`
 beside its other columns (the caption or description). Standard library only; read by the preflight and the
-recipes alike. Source: the Datasets docs, "Create an image dataset" / "Create an audio dataset" (metadata)."""
+recipes alike. Source: the Datasets docs, "Create an image dataset" / "Create an audio dataset" (metadata).
+
+A row (or an example file) with several problems is one line naming them all (`one_line`), the most fundamental
+first: a missing file and an empty caption are both named, so that fixing one does not reveal the other a run later."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import csv
 import io
 import json
 import posixpath
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from cloudtune.errors import JobInputError
 
@@ -74,12 +79,41 @@ def _csv_rows(text: str, shown: str) -> list[tuple[str, dict]]:
             rows.append((f"{shown}, line {start}", row))
 
 
-def file_under(root: Path, name: str, where: str, shown: str) -> Path:
-    """`root / name` for a row's `file_name`, which must be a relative path that stays inside the folder: only the
-    folder is uploaded, so a file outside it (an absolute path, or `..` out of it) would be missing in the job.
-    JobInputError naming `where` (the file and line) and the fix otherwise."""
+class Problem(NamedTuple):
+    """One thing wrong with a row (or an example file): `where` names it (the file and line, or the path), `what`
+    says what is wrong, `fix` what to do (without "To fix:")."""
+
+    where: str
+    what: str
+    fix: str
+
+
+def one_line(problems: Sequence[Problem]) -> str:
+    """The problems of one row (or one example) as the one line that names them all, most fundamental first as
+    given: `WHERE: WHAT; and WHAT. To fix: FIX; and FIX` (a later problem named elsewhere, such as the image a
+    metadata line names, keeps its own `where`). One problem reads `WHERE: WHAT. To fix: FIX`."""
+    if not problems:
+        raise ValueError("one_line needs at least one problem")
+    lead = problems[0].where
+    whats = [p.what if p.where == lead else f"{p.where}: {p.what}" for p in problems]
+    fixes = list(dict.fromkeys(p.fix for p in problems))
+    return f"{lead}: {'; and '.join(whats)}. To fix: {'; and '.join(fixes)}"
+
+
+def outside_problem(name: str, where: str, shown: str) -> Problem | None:
+    """The problem of a row's `file_name` that is not a relative path staying inside the folder `shown` (an
+    absolute path, or `..` out of it): only the folder is uploaded, so that file would be missing in the job."""
     normal = posixpath.normpath(name.replace("\\", "/"))
     if posixpath.isabs(normal) or Path(name).is_absolute() or normal == ".." or normal.startswith("../"):
-        raise JobInputError(f"{where}: file_name {name!r} is not inside {shown}: only that folder goes to the job. "
-                            f"To fix: move the file into {shown} and give its path relative to it")
-    return root / normal
+        return Problem(where, f"file_name {name!r} is not inside {shown}: only that folder goes to the job",
+                       f"move the file into {shown} and give its path relative to it")
+    return None
+
+
+def file_under(root: Path, name: str, where: str, shown: str) -> Path:
+    """`root / name` for a row's `file_name`, which must be a relative path that stays inside the folder (see
+    `outside_problem`). JobInputError naming `where` (the file and line) and the fix otherwise."""
+    problem = outside_problem(name, where, shown)
+    if problem is not None:
+        raise JobInputError(one_line([problem]))
+    return root / posixpath.normpath(name.replace("\\", "/"))

@@ -1,6 +1,7 @@
 """Captioned image data for text-to-image, without torch: which files and captions an input holds, the
 aspect-ratio bucket each image trains in, and the checks the preflight runs: each image's header (size, EXIF
-orientation) and that the file is whole (`check_whole`: no full-size decoding).
+orientation) and that the file is whole (`check_whole`: no full-size decoding), one line per image naming all of
+its problems (its row or caption, and its file).
 
 Layouts (the first that applies):
 1. an imagefolder (🤗 Datasets' convention): `metadata.jsonl` or `metadata.csv` with `file_name` and a caption
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloudtune.data.folder_metadata import file_under, metadata_file, metadata_rows
+from cloudtune.data.folder_metadata import Problem, file_under, metadata_file, metadata_rows, one_line, outside_problem
 from cloudtune.errors import JobInputError
 
 EXAMPLE_ROW = '{"file_name": "0001.png", "text": "a caption"}'  # in the fix of a bad metadata.jsonl line
@@ -42,33 +43,86 @@ def _images(root: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
-def _from_metadata(root: Path, meta: Path, text_field: str, shown: str) -> list[ImageRecord]:
+NO_TXT_FIX = "write the caption in that .txt file, add a metadata.jsonl (file_name, text), or set " \
+             "train.data.instance_prompt"
+NO_CAPTION_FIX = "write its caption, name the caption column in train.data.text_field, or set " \
+                 "train.data.instance_prompt for one prompt for all"
+GROUPED_FIXES = (NO_TXT_FIX, NO_CAPTION_FIX)
+"""The fixes of a missing caption: images whose one problem it is are named in one line (a misnamed caption column
+or a folder without captions would otherwise take a line per image)."""
+
+
+@dataclass(frozen=True)
+class _Example:
+    """One image as its layout names it, before it is checked: the file (None when its row names none, or for the
+    line that stands for the images a metadata file has no row for), its caption (None when it has none), where
+    its record comes from, and what is wrong with its row or caption, most fundamental first."""
+
+    path: Path | None
+    caption: str | None
+    where: str
+    problems: tuple[Problem, ...] = ()
+
+
+def _from_metadata(root: Path, meta: Path, text_field: str, shown: str) -> list[_Example]:
+    """The examples of the metadata file's rows, then one for the images it has no row for (if any)."""
     meta_shown = f"{shown}/{meta.name}"
-    records = []
-    for where, row in metadata_rows(meta, meta_shown, EXAMPLE_ROW):
-        name = row.get("file_name")
-        if not isinstance(name, str) or not name:
-            raise JobInputError(f"{where}: no `file_name`; each row names its image relative to {shown}, as 🤗 "
-                                f"Datasets' imagefolder reads it. To fix: add file_name to the row")
-        caption = row.get(text_field)
-        if not isinstance(caption, str) or not caption.strip():
-            raise JobInputError(f"{where}: image {name!r} has no caption in column {text_field!r} "
-                                f"(train.data.text_field). To fix: write its caption, name the caption column in "
-                                f"train.data.text_field, or set train.data.instance_prompt for one prompt for all")
-        path = file_under(root, name, where, shown)
-        if not path.is_file():
-            raise JobInputError(f"{where}: file_name {name!r} is not a file under {shown}. To fix: correct the name "
-                                f"or remove the row")
-        records.append(ImageRecord(path, caption.strip(), where))
-    named = {r.path.resolve() for r in records}
+    examples = [_row_example(root, where, row, text_field, shown)
+                for where, row in metadata_rows(meta, meta_shown, EXAMPLE_ROW)]
+    named = {e.path.resolve() for e in examples if e.path is not None}
     uncaptioned = [p for p in _images(root) if p.resolve() not in named]
     if uncaptioned:
         rel = uncaptioned[0].relative_to(root).as_posix()
         more = f" (and {len(uncaptioned) - 1} more)" if len(uncaptioned) > 1 else ""
-        raise JobInputError(f"{shown}/{rel}{more}: no caption: {meta_shown} has no row for it, so it would not be "
-                            f"trained on. To fix: add a row for it (e.g. {{\"file_name\": \"{rel}\", "
-                            f"\"{text_field}\": \"a caption\"}}), or move it out of {shown}")
-    return records
+        examples.append(_Example(None, None, f"{shown}/{rel}{more}", (Problem(
+            f"{shown}/{rel}{more}", f"no caption: {meta_shown} has no row for it, so it would not be trained on",
+            f'add a row for it (e.g. {{"file_name": "{rel}", "{text_field}": "a caption"}}), or move it out of '
+            f"{shown}"),)))
+    return examples
+
+
+def _row_example(root: Path, where: str, row: dict, text_field: str, shown: str) -> _Example:
+    """One metadata row's example, with every problem of the row: no `file_name` (or one outside the folder, or
+    naming no file), and no caption."""
+    name, caption = row.get("file_name"), row.get(text_field)
+    path, problems = None, []
+    if not isinstance(name, str) or not name:
+        problems.append(Problem(where, f"no `file_name`; each row names its image relative to {shown}, as 🤗 "
+                                       f"Datasets' imagefolder reads it", "add file_name to the row"))
+    else:
+        outside = outside_problem(name, where, shown)
+        if outside is not None:
+            problems.append(outside)
+        else:
+            path = file_under(root, name, where, shown)
+            if not path.is_file():
+                problems.append(Problem(where, f"file_name {name!r} is not a file under {shown}",
+                                        "correct the name or remove the row"))
+    if not isinstance(caption, str) or not caption.strip():
+        image = f"image {name!r} has" if isinstance(name, str) and name else "it has"
+        problems.append(Problem(where, f"{image} no caption in column {text_field!r} (train.data.text_field)",
+                                NO_CAPTION_FIX))
+    return _Example(path, caption.strip() if isinstance(caption, str) else None, where, tuple(problems))
+
+
+def _examples(root: Path, text_field: str, instance_prompt: str | None, shown: str) -> list[_Example]:
+    """The examples of the input dir `root` in file order (see the module docstring for the layouts). JobInputError
+    for what is wrong with the input as a whole: not a directory, a bad metadata file, no images."""
+    if not root.is_dir():
+        raise JobInputError(f"image input {shown} is not a directory: task text-to-image reads a folder of images. "
+                            f"To fix: name the folder holding the images (with metadata.jsonl, same-name .txt captions "
+                            f"or train.data.instance_prompt) in `inputs:`, not one file or an archive")
+    meta = metadata_file(root, shown)
+    if meta is not None:
+        examples = _from_metadata(root, meta, text_field, shown)
+    elif instance_prompt is not None:
+        examples = [_Example(p, instance_prompt, "train.data.instance_prompt") for p in _images(root)]
+    else:
+        examples = [_txt_example(p, root, shown) for p in _images(root)]
+    if not examples:
+        raise JobInputError(f"image input {shown} holds no images ({', '.join(IMAGE_EXTENSIONS)}). To fix: put the "
+                            f"training images there")
+    return examples
 
 
 def image_records(root: Path, text_field: str = "text", instance_prompt: str | None = None,
@@ -76,41 +130,30 @@ def image_records(root: Path, text_field: str = "text", instance_prompt: str | N
     """The (image, caption) examples of the input dir `root` (named `shown` in errors), in file order.
 
     Raises JobInputError (the file, the line and the fix) for a missing input, no images, a metadata row without
-    an image or a caption, an image the metadata has no row for, or an image without a `.txt` caption (when neither metadata nor instance_prompt is
-    given)."""
-    root, shown = Path(root), shown or str(root)
-    if not root.is_dir():
-        raise JobInputError(f"image input {shown} is not a directory: task text-to-image reads a folder of images. "
-                            f"To fix: name the folder holding the images (with metadata.jsonl, same-name .txt captions "
-                            f"or train.data.instance_prompt) in `inputs:`, not one file or an archive")
-    meta = metadata_file(root, shown)
-    if meta is not None:
-        records = _from_metadata(root, meta, text_field, shown)
-    else:
-        files = _images(root)
-        if instance_prompt is not None:
-            records = [ImageRecord(p, instance_prompt, "train.data.instance_prompt") for p in files]
-        else:
-            records = [_txt_record(p, root, shown) for p in files]
-    if not records:
-        raise JobInputError(f"image input {shown} holds no images ({', '.join(IMAGE_EXTENSIONS)}). To fix: put the "
-                            f"training images there")
-    return records
+    an image or a caption (one line naming every problem of the first such row), an image the metadata has no row
+    for, or an image without a `.txt` caption (when neither metadata nor instance_prompt is given)."""
+    root = Path(root)
+    examples = _examples(root, text_field, instance_prompt, shown or str(root))
+    for example in examples:
+        if example.problems:
+            raise JobInputError(one_line(example.problems))
+    return [ImageRecord(e.path, e.caption, e.where) for e in examples if e.path is not None and e.caption is not None]
 
 
-def _txt_record(image: Path, root: Path, shown: str) -> ImageRecord:
+def _txt_example(image: Path, root: Path, shown: str) -> _Example:
+    """An image of the `.txt` caption layout: its caption, or the problem of a missing or empty `.txt` file."""
     txt = image.with_suffix(".txt")
     rel = image.relative_to(root).as_posix()
+    txt_rel = Path(rel).with_suffix(".txt").as_posix()
     if not txt.is_file():
-        raise JobInputError(f"{shown}/{rel}: no caption: neither metadata.jsonl/metadata.csv in {shown} nor "
-                            f"{Path(rel).with_suffix('.txt').as_posix()} beside the image. To fix: write the caption "
-                            f"in that .txt file, add a metadata.jsonl (file_name, text), or set "
-                            f"train.data.instance_prompt")
+        return _Example(image, None, f"{shown}/{rel}", (Problem(
+            f"{shown}/{rel}", f"no caption: neither metadata.jsonl/metadata.csv in {shown} nor {txt_rel} beside the "
+                              f"image", NO_TXT_FIX),))
     caption = txt.read_text(encoding="utf-8-sig", errors="replace").strip()  # Notepad writes a BOM
     if not caption:
-        raise JobInputError(f"{shown}/{Path(rel).with_suffix('.txt').as_posix()}: the caption is empty. To fix: "
-                            f"write the caption, or set train.data.instance_prompt")
-    return ImageRecord(image, caption, f"{shown}/{rel}")
+        return _Example(image, None, f"{shown}/{rel}", (Problem(
+            f"{shown}/{txt_rel}", "the caption is empty", "write the caption, or set train.data.instance_prompt"),))
+    return _Example(image, caption, f"{shown}/{rel}")
 
 
 def bucket_step(resolution: int) -> int:
@@ -131,16 +174,29 @@ def bucket_for(width: int, height: int, resolution: int, bucketing: bool = True)
     return bw, bh
 
 
-UNREADABLE_FIX = "To fix: re-save it as PNG or JPEG, or remove it (and its caption)"
+UNREADABLE_FIX = "re-save it as PNG or JPEG, or remove it (and its caption)"
 TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
 """EXIF Orientation values (tag 0x0112) that turn the stored image by 90 degrees: it shows with width and height
 swapped (the EXIF 2.32 spec; what `PIL.ImageOps.exif_transpose` undoes)."""
-TOO_LARGE_FIX = "To fix: downscale it (e.g. to 4096 pixels on its long side)"
+TOO_LARGE_FIX = "downscale it (e.g. to 4096 pixels on its long side)"
+
+
+class ImageFileError(JobInputError):
+    """An image file that cannot be used (not an image, damaged, too large to decode): one JobInputError line
+    naming the file and the fix; `problem` holds those parts, so that a check can name it in the same line as the
+    other problems of its example (a missing caption)."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(one_line([problem]))
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[Problem]]:  # pickled (a worker process's error) from its parts
+        return type(self), (self.problem,)
 
 
 @contextmanager
 def opened_image(path: Path, shown: str | None = None) -> Iterator[Any]:
-    """`PIL.Image.open(path)`, with every way the file can fail to read as one JobInputError naming it (`shown`, or
+    """`PIL.Image.open(path)`, with every way the file can fail to read as one ImageFileError naming it (`shown`, or
     the path) and the fix: not an image, a damaged file, or an image over Pillow's decompression-bomb limit
     (`Image.MAX_IMAGE_PIXELS` x 2, about 179 megapixels). Pillow's warning between that limit and half of it is not
     shown: the data is the user's own."""
@@ -156,10 +212,10 @@ def opened_image(path: Path, shown: str | None = None) -> Iterator[Any]:
         raise
     except Image.DecompressionBombError as exc:
         pixels = str(exc).split("(", 1)[-1].split(" ", 1)[0]
-        raise JobInputError(f"{name}: the image is too large to decode ({pixels} pixels; Pillow refuses more than "
-                            f"{2 * (Image.MAX_IMAGE_PIXELS or 0)}). {TOO_LARGE_FIX}") from None
+        raise ImageFileError(Problem(name, f"the image is too large to decode ({pixels} pixels; Pillow refuses more "
+                                           f"than {2 * (Image.MAX_IMAGE_PIXELS or 0)})", TOO_LARGE_FIX)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise JobInputError(f"{name}: not a readable image ({exc}). {UNREADABLE_FIX}") from None
+        raise ImageFileError(Problem(name, f"not a readable image ({exc})", UNREADABLE_FIX)) from None
 
 
 def shown_size(img: Any) -> tuple[int, int]:
@@ -183,7 +239,7 @@ def header_size(path: Path) -> tuple[int, int]:
 def check_whole(path: Path, shown: str | None = None) -> tuple[int, int]:
     """(width, height) as `header_size`, after checking the file is whole (a truncated copy or download): a PNG's
     chunk checksums (`verify`, no decoding), a JPEG's compressed data decoded at 1/8 scale (`draft`), any other
-    format decoded. JobInputError naming the file otherwise."""
+    format decoded. ImageFileError naming the file otherwise."""
     with opened_image(path, shown) as img:
         size = shown_size(img)
         fmt = img.format
@@ -195,32 +251,60 @@ def check_whole(path: Path, shown: str | None = None) -> tuple[int, int]:
                     img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
         except (OSError, ValueError, SyntaxError) as exc:
-            raise JobInputError(f"{shown or path}: a damaged image ({exc}). {UNREADABLE_FIX}") from None
+            raise ImageFileError(Problem(shown or str(path), f"a damaged image ({exc})", UNREADABLE_FIX)) from None
     return size
 
 
 def image_problems(root: Path, text_field: str, instance_prompt: str | None, resolution: int, bucketing: bool,
                    shown: str, limit: int = 20) -> list[str]:
-    """Header checks of every image of the input (one line each, at most `limit`): unreadable files, missing
-    captions, images smaller than their training bucket (they would be upscaled: blurry samples)."""
+    """One line per image with problems (at most `limit`), naming all of that image's problems: its row or caption
+    (no file, no caption), an unreadable or damaged file, a size under its training bucket (it would be upscaled:
+    blurry samples). What is wrong with the input as a whole (not a folder, a bad metadata file, no images) is the
+    one line."""
     try:
-        records = image_records(root, text_field, instance_prompt, shown)
+        examples = _examples(Path(root), text_field, instance_prompt, shown)
     except JobInputError as exc:
         return [str(exc)]
     problems: list[str] = []
-    for rec in records:
-        rel = f"{shown}/{rec.path.relative_to(root).as_posix()}"
-        try:
-            width, height = check_whole(rec.path, rel)
-        except JobInputError as exc:
-            problems.append(str(exc))
-            continue
-        bw, bh = bucket_for(width, height, resolution, bucketing)
-        if width < bw or height < bh:
-            problems.append(f"{rel}: {width}x{height} pixels is smaller than its training size {bw}x{bh} "
-                            f"(train.hyperparameters.resolution {resolution}). To fix: use a larger image, remove "
-                            f"it, or lower resolution")
+    grouped: dict[str, list[Problem]] = {}  # fix -> the images whose one problem is that missing caption
+    for example in examples:
+        found = list(example.problems)
+        if example.path is not None and example.path.is_file():
+            header = _header_problem(example.path, f"{shown}/{example.path.relative_to(root).as_posix()}", resolution,
+                                     bucketing)
+            found += [header] if header is not None else []
+        if len(found) == 1 and found[0].fix in GROUPED_FIXES:
+            problems += [] if found[0].fix in grouped else [found[0].fix]  # its place in the listing
+            grouped.setdefault(found[0].fix, []).append(found[0])
+        elif found:
+            problems.append(one_line(found))
         if len(problems) >= limit:
             problems.append(f"(first {limit} image problems shown)")
             break
-    return problems
+    return [_grouped(grouped[line], shown) if line in grouped else line for line in problems]
+
+
+def _grouped(same: list[Problem], shown: str) -> str:
+    """The one line for the images without a caption of one kind: the first named, then how many more."""
+    if len(same) == 1:
+        return one_line(same)
+    first = same[0]
+    what = (f"no caption: neither metadata.jsonl/metadata.csv in {shown} nor a same-name .txt file beside each image"
+            if first.fix == NO_TXT_FIX else first.what)
+    more = f"{len(same) - 1} more rows" if first.fix == NO_CAPTION_FIX else f"{len(same) - 1} more"
+    return one_line([Problem(f"{first.where} (and {more})", what, first.fix)])
+
+
+def _header_problem(path: Path, rel: str, resolution: int, bucketing: bool) -> Problem | None:
+    """What is wrong with the image file itself, named `rel`: unreadable or damaged, or smaller than its training
+    bucket; None when nothing is."""
+    try:
+        width, height = check_whole(path, rel)
+    except ImageFileError as exc:
+        return exc.problem
+    bw, bh = bucket_for(width, height, resolution, bucketing)
+    if width < bw or height < bh:
+        return Problem(rel, f"{width}x{height} pixels is smaller than its training size {bw}x{bh} "
+                            f"(train.hyperparameters.resolution {resolution})",
+                       "use a larger image, remove it, or lower resolution")
+    return None
