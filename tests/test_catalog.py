@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import asdict
 from datetime import date
 from importlib.resources import files
+from pathlib import Path
 
 import pytest
 
@@ -228,7 +229,8 @@ def test_resolve_cpu(cat: Catalog, count: int) -> None:
 def test_resolve_missing_accelerator_names_the_providers_that_have_it(cat: Catalog) -> None:
     with pytest.raises(CatalogError) as err:
         cat.resolve("aws", "TPU-v5e", 4)
-    assert err.value.message == "aws has no TPU-v5e"
+    assert err.value.message == "resources.accelerator: aws has no TPU-v5e"
+    assert err.value.field == "resources.accelerator" and err.value.reason == "aws has no TPU-v5e"
     assert err.value.fix is not None and "--provider gcp" in err.value.fix
     assert "H100" in err.value.fix and "TPU-v6e" not in err.value.fix
     assert "To fix:" in str(err.value)
@@ -321,3 +323,89 @@ def test_resolve_picks_the_cheapest_machine_type(cat: Catalog) -> None:
         priced = [o.usd_per_hour for o in [picked, *cat.alternatives(picked)] if o.usd_per_hour is not None]
         assert picked.usd_per_hour is None or picked.usd_per_hour == min(priced), offer
         assert picked not in cat.alternatives(picked)
+
+
+# ----------------------------------------------------------------------------- refusals name the spec field
+@pytest.mark.parametrize("provider, accelerator, count, reason", [
+    ("azure", "A10G", 1, "azure has no A10G"),  # not on this provider
+    ("aws", "A10G", 3, "aws offers A10G in counts of 1, 4 or 8 per machine, not 3"),  # count not offered
+    ("gcp", "TPU-v5e", 3, "gcp offers TPU-v5e in counts of 1, 4 or 8 per machine, not 3"),  # no such TPU slice
+    ("gcp", "h10", 1, "unknown accelerator 'h10' (did you mean H100"),  # unknown (a spec validated elsewhere)
+])
+def test_every_resolve_refusal_names_the_accelerator_field(cat: Catalog, provider: str, accelerator: str, count: int,
+                                                           reason: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        cat.resolve(provider, accelerator, count)
+    assert err.value.message.startswith(f"resources.accelerator: {reason}"), err.value.message
+    assert err.value.field == "resources.accelerator" and err.value.fix and err.value.exit_code == 2
+    assert cat.resolve("aws", "A10G", 1, field=None).accelerator == "A10G"
+    with pytest.raises(CatalogError) as bare:
+        cat.resolve(provider, accelerator, count, field=None)
+    assert bare.value.message.startswith(reason) and bare.value.field is None
+
+
+def test_a_tpu_count_no_slice_has_lists_the_slices_not_more_nodes(cat: Catalog) -> None:
+    """cloudtune runs one TPU slice on one host, so TPU-v5e:16 is not fixed by `nodes: 2` (which the gcp launcher
+    refuses); a GPU count that whole machines make up still is."""
+    with pytest.raises(CatalogError) as err:
+        cat.resolve("gcp", "TPU-v5e", 16)
+    assert err.value.fix == "ask for TPU-v5e:1 (a 1x1 slice), TPU-v5e:4 (a 2x2 slice) or TPU-v5e:8 (a 2x4 slice)"
+    with pytest.raises(CatalogError) as err:
+        cat.resolve("aws", "H100", 16)
+    assert err.value.fix == "ask for H100:8, or use nodes: 2 with H100:8"
+
+
+PROVIDER_SETTINGS = ('  azure: {subscription_id: "00000000-0000-0000-0000-000000000000", resource_group: rg, '
+                     'workspace: ws}\n  gcp: {project: p, region: us-central1, bucket: my-bucket}\n'
+                     '  aws: {role: "arn:aws:iam::123456789012:role/X", bucket: my-bucket, region: us-east-1}\n')
+
+
+def _job(tmp_path: Path, resources: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(f'name: t\ncommand: "python -c pass"\nresources:\n{resources}providers:\n{PROVIDER_SETTINGS}')
+    return path
+
+
+@pytest.mark.parametrize("provider, accelerator, reason", [
+    ("azure", "A10G:1", "azure has no A10G"),
+    ("gcp", "A10G:1", "gcp has no A10G"),
+    ("gcp", "H100:3", "gcp offers H100 in counts of 1, 2, 4 or 8 per machine, not 3"),
+    ("gcp", "TPU-v5e:3", "gcp offers TPU-v5e in counts of 1, 4 or 8 per machine, not 3"),
+    ("aws", "A10G:3", "aws offers A10G in counts of 1, 4 or 8 per machine, not 3"),
+])
+def test_a_dry_run_refusal_names_the_field_by_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            provider: str, accelerator: str, reason: str) -> None:
+    """`--provider azure --dry-run` with A10G:1 once said "azure has no A10G" without the field: now the spec's file,
+    line and field, as the spec's own errors, then the fix; exit 2."""
+    from click.testing import CliRunner
+
+    from cloudtune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _job(tmp_path, f"  accelerator: {accelerator}\n")
+    result = CliRunner().invoke(main, ["launch", "job.yaml", "--provider", provider, "--dry-run"],
+                                env={"CLOUDTUNE_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: job.yaml:4: resources.accelerator: {reason}\nTo fix: "), result.output
+
+
+def test_the_kit_names_the_line_or_the_set_flag_and_the_instance_type_override(tmp_path: Path) -> None:
+    from cloudtune.kit.cost import accelerator_offer, catalog_offer
+    from cloudtune.spec import load_spec
+
+    path = _job(tmp_path, "  disk_gb: 50\n  accelerator: A10G:1\n")
+    assert accelerator_offer(load_spec(path), "aws").instance_type == "ml.g5.xlarge"
+    for provider in ("gcp", "azure"):
+        with pytest.raises(CatalogError) as err:
+            accelerator_offer(load_spec(path), provider)
+        assert err.value.message == f"{path}:5: resources.accelerator: {provider} has no A10G"
+    with pytest.raises(CatalogError) as err:
+        accelerator_offer(load_spec(path, ["resources.accelerator=A10G:2"]), "aws")
+    assert err.value.message == (f"{path}: resources.accelerator: aws offers A10G in counts of 1, 4 or 8 per machine, "
+                                 f"not 2 (from --set resources.accelerator=A10G:2)")
+    path = _job(tmp_path, "  accelerator: T4:1\n  instance_type:\n    azure: Standard_Nope\n")
+    with pytest.raises(CatalogError) as err:
+        catalog_offer(load_spec(path), "azure", "VM size")
+    assert err.value.message == (f"{path}:6: resources.instance_type.azure: 'Standard_Nope' is not in the catalog: "
+                                 f"its accelerators are unknown")
+    assert err.value.fix == "use a VM size from `cloudtune catalog --provider azure`, or drop the override"

@@ -17,8 +17,9 @@ import functools
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from cloudtune.errors import UnsupportedSpec
+from cloudtune.errors import SpecIssue, UnsupportedSpec
 
 __all__ = [
     "PROVIDERS",
@@ -34,6 +35,8 @@ __all__ = [
 
 PROVIDERS: tuple[str, ...] = ("aws", "gcp", "azure")
 CPU = "cpu"
+ACCELERATOR_FIELD = "resources.accelerator"
+"""The spec field a resolved accelerator comes from, named in the catalog's refusals."""
 
 _OFFER_COLUMNS = (
     "provider", "accelerator", "count", "instance_type", "accelerator_memory_gb", "vcpus", "memory_gb",
@@ -44,7 +47,34 @@ _ACCEL_OPTIONAL = ("compute_capability",)  # may follow the required columns
 
 
 class CatalogError(UnsupportedSpec):
-    """An accelerator, provider or count the catalog cannot serve; `fix` says what would work."""
+    """An accelerator, provider or count the catalog cannot serve; `fix` says what would work.
+
+    `field` is the spec field the refused value came from (`resources.accelerator`, `resources.instance_type.aws`)
+    when the lookup knows it, and `reason` the message without it: the message is `FIELD: REASON`, and `at` names
+    the field by the spec's file and line, as the spec's own errors do."""
+
+    def __init__(self, message: str, fix: str | None = None, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message, fix=fix)
+        self.field = field
+        self.reason = message
+
+    def at(self, origin: "_Origin") -> CatalogError:
+        """This refusal with its field named where the spec set it: `job.yaml:LINE: FIELD: REASON` (or the `--set`
+        item that gave it); itself when it names no field."""
+        if self.field is None:
+            return self
+        issue = origin.issue(tuple(self.field.split(".")), self.reason)
+        located = CatalogError(issue.render(origin.source), fix=self.fix)
+        located.field, located.reason = self.field, self.reason
+        return located
+
+
+class _Origin(Protocol):
+    """Where a spec came from (`cloudtune.spec.origin.SpecOrigin`), as `CatalogError.at` reads it."""
+
+    source: str
+
+    def issue(self, loc: tuple[str, ...], message: str, hint: str = "") -> SpecIssue: ...
 
 
 @dataclass(frozen=True)
@@ -218,34 +248,44 @@ class Catalog:
         """Accelerator counts per machine a provider offers, ascending."""
         return sorted({o.count for o in self.offers(provider, accelerator)})
 
-    def resolve(self, provider: str, accelerator: str, count: int) -> Offer:
+    def resolve(self, provider: str, accelerator: str, count: int, field: str | None = ACCELERATOR_FIELD) -> Offer:
         """The cheapest offer (on-demand $/h) of `count` x `accelerator` on `provider` (exact count; `cpu` ignores
-        count and takes the first cpu row). CatalogError with a fix when there is none."""
+        count and takes the first cpu row). CatalogError with a fix when there is none, naming `field` (the spec
+        field the accelerator came from; None: no field) and what the provider offers instead."""
         p = self._provider(provider)
-        a = self.normalize(accelerator)
+        try:
+            a = self.normalize(accelerator)
+        except CatalogError as exc:
+            raise CatalogError(exc.reason, fix=exc.fix, field=field) from None
         candidates = self.offers(p, a)
         if a == CPU:
             if not candidates:
-                raise CatalogError(f"{p} has no cpu offer in the catalog")
+                raise CatalogError(f"{p} has no cpu offer in the catalog", field=field)
             return candidates[0]
         if not candidates:
             others = [q for q in self.providers_with(a) if q != p]
             here = [x for x in self.accelerators() if any(o.accelerator == x for o in self.all_offers if o.provider == p)]
             use = _join([f"--provider {q}" for q in others]) if others else ""
             fix = (f"use {use}, or " if use else "") + f"choose one of: {', '.join(here)} (or cpu) on {p}"
-            raise CatalogError(f"{p} has no {a}", fix=fix)
+            raise CatalogError(f"{p} has no {a}", fix=fix, field=field)
         fitting = [o for o in candidates if o.count == count]
         if fitting:  # the cheapest machine type that carries them (first listed on a tie or without prices)
             return min(fitting, key=lambda o: float("inf") if o.usd_per_hour is None else o.usd_per_hour)
-        counts = self.counts(p, a)
-        fix = f"ask for {_join([f'{a}:{c}' for c in counts])}"
+        raise CatalogError(f"{p} offers {a} in counts of {_join([str(c) for c in self.counts(p, a)])} per machine, "
+                           f"not {count}", fix=self._count_fix(candidates, a, count), field=field)
+
+    @staticmethod
+    def _count_fix(candidates: list[Offer], accelerator: str, count: int) -> str:
+        """The fix of a count the provider does not offer: the counts it does (a TPU's with its slice topology), and
+        for a GPU count that whole machines make up, as many nodes (cloudtune runs one TPU slice on one host)."""
+        counts = sorted({o.count for o in candidates})
+        topology = {o.count: o.tpu_topology for o in candidates if o.tpu_topology}
+        asks = [f"{accelerator}:{c}" + (f" (a {topology[c]} slice)" if c in topology else "") for c in counts]
+        fix = f"ask for {_join(asks)}"
         biggest = counts[-1]
-        if count > biggest and count % biggest == 0:
-            fix += f", or use nodes: {count // biggest} with {a}:{biggest}"
-        raise CatalogError(
-            f"{p} offers {a} in counts of {_join([str(c) for c in counts])} per machine, not {count}",
-            fix=fix,
-        )
+        if not topology and count > biggest and count % biggest == 0:
+            fix += f", or use nodes: {count // biggest} with {accelerator}:{biggest}"
+        return fix
 
     def alternatives(self, offer: Offer) -> list[Offer]:
         """The provider's other machine types with the same accelerator and count as `offer`."""

@@ -8,8 +8,7 @@ stated as an upper bound: the saving is known only after the job, from the billa
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from cloudtune.catalog import load_catalog
-from cloudtune.errors import UnsupportedSpec
+from cloudtune.catalog import CatalogError, load_catalog
 
 if TYPE_CHECKING:
     from cloudtune.catalog import Catalog, Offer
@@ -33,21 +32,31 @@ def choice_note(catalog: "Catalog", offer: "Offer", requested: str) -> str | Non
 
 def catalog_offer(spec: "JobSpec", provider: str, kind: str) -> tuple["Offer", str | None]:
     """The catalog offer a job's nodes are, and the plan note on why: `resources.instance_type.<provider>` when set
-    (UnsupportedSpec when the catalog does not know it: its accelerators would be unknown), else the cheapest offer
+    (CatalogError when the catalog does not know it: its accelerators would be unknown), else the cheapest offer
     carrying `resources.accelerator` (with the others named). `kind` names the provider's unit (machine type, VM
-    size) in the fix."""
+    size) in the fix. A refusal names its field by the spec's file and line."""
     catalog = load_catalog()
-    accel = spec.resources.accel
     override = spec.resources.instance_type.get(provider)
     if override:
         offer = catalog.by_instance_type(provider, override)
         if offer is None:
-            raise UnsupportedSpec(f"instance_type.{provider} {override!r} is not in the catalog: its accelerators are "
-                                  "unknown", fix=f"use a {kind} from `cloudtune catalog --provider {provider}`, or "
-                                  "drop the override")
+            raise CatalogError(f"{override!r} is not in the catalog: its accelerators are unknown",
+                               fix=f"use a {kind} from `cloudtune catalog --provider {provider}`, or drop the override",
+                               field=f"resources.instance_type.{provider}").at(spec.origin)
         return offer, None
-    offer = catalog.resolve(provider, "cpu" if accel.is_cpu else accel.name, accel.count)
-    return offer, choice_note(catalog, offer, str(accel))
+    offer = accelerator_offer(spec, provider)
+    return offer, choice_note(catalog, offer, str(spec.resources.accel))
+
+
+def accelerator_offer(spec: "JobSpec", provider: str) -> "Offer":
+    """The cheapest offer of `provider` carrying `resources.accelerator` (the catalog's cpu offer for cpu).
+    CatalogError (exit 2) naming `resources.accelerator` by the spec's file and line, with what the provider offers
+    instead, when it has none: no such accelerator there, or not in that count."""
+    accel = spec.resources.accel
+    try:
+        return load_catalog().resolve(provider, "cpu" if accel.is_cpu else accel.name, accel.count)
+    except CatalogError as exc:
+        raise exc.at(spec.origin) from None
 
 
 def estimate(offer: "Offer | None", spot: bool, nodes: int) -> tuple[float | None, str]:

@@ -120,16 +120,16 @@ def _machine(spec: "JobSpec", catalog: "Catalog", notes: list[str]) -> tuple["Of
     override = spec.resources.instance_type.get("aws")
     if override:
         if not override.startswith("ml."):
-            raise UnsupportedSpec(f"instance_type.aws {override!r} is not a SageMaker instance type",
+            raise UnsupportedSpec(f"resources.instance_type.aws {override!r} is not a SageMaker instance type",
                                   fix="SageMaker types start with ml., e.g. ml.g5.2xlarge")
         offer = catalog.by_instance_type("aws", override)
         instance_type = override
         if offer is None:
             notes.append(f"instance type {override} is not in the catalog: no price estimate")
         elif not accel.is_cpu and offer.accelerator != catalog.normalize(accel.name):
-            notes.append(f"instance_type.aws {override} carries {offer.accelerator}, not the requested {accel}")
+            notes.append(f"resources.instance_type.aws {override} carries {offer.accelerator}, not the requested {accel}")
     else:
-        offer = catalog.resolve("aws", "cpu" if accel.is_cpu else accel.name, accel.count)
+        offer = cost.accelerator_offer(spec, "aws")
         why = cost.choice_note(catalog, offer, str(accel))
         if why:
             notes.append(why)

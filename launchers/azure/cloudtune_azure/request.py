@@ -253,7 +253,7 @@ class AzureMLPlanning(PlanningTemplate):
         spec, settings = d.spec, d.settings
         accel = spec.resources.accel
         if accel.name.upper().startswith("TPU"):
-            CAPABILITIES.require("tpu", f"accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
+            CAPABILITIES.require("tpu", f"resources.accelerator {accel}", "use a GPU (e.g. A100-80GB:8) or --provider gcp")
         offer, why = cost.catalog_offer(spec, "azure", "VM size")
         if why and not settings.compute:  # a named cluster's VM size is the cluster's: no choice to explain
             d.notes.append(why)
