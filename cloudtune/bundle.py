@@ -36,6 +36,7 @@ from typing import Any, BinaryIO, Union
 from cloudtune.errors import InvalidInput
 from cloudtune.hashing import open_regular
 from cloudtune.ignores import GITIGNORE, GitIgnores
+from cloudtune.units import beside
 from cloudtune.secretfiles import (ALLOW_MARKER, CREDENTIAL_FORMATS, CREDENTIAL_STORES, content_reason,  # noqa: F401
                                    content_scanner, name_reason)
 
@@ -497,8 +498,9 @@ def _check_size(root: Path, entries: list[_Entry], extra: dict[str, bytes]) -> N
     listed = ", ".join(f"{e.rel} ({_human(e.size)})" for e in largest)
     top = largest[0].rel if largest else ""
     suggestion = f"/{top.split('/', 1)[0]}/" if "/" in top else f"/{top}"
+    held, most = beside(total / 1e6, limit / 1e6, 1)  # never "500.0 MB of files, over the 500.0 MB limit"
     raise InvalidInput(
-        f"code dir {root} holds {_human(total)} of files, over the {_human(limit)} bundle limit; largest: {listed}",
+        f"code dir {root} holds {held} MB of files, over the {most} MB bundle limit; largest: {listed}",
         fix=f"add an entry such as `{suggestion}` to {root / _GITIGNORE}, or move data to the spec's `inputs` "
             "(uploaded separately, not bundled)",
     )

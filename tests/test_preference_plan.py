@@ -221,9 +221,13 @@ def test_disk_check_gives_the_smallest_disk_that_fits(tmp_path: Path) -> None:
     full = job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B"},
                records=[{"text": "x"}], accelerator="H100:8")
     found = problems(full)
-    assert len(found) == 1 and found[0].startswith("resources.disk_gb 100: the job writes about")
+    assert len(found) == 1 and found[0].startswith("resources.disk_gb 100: the job needs about")
     fits = int(re.search(r"set resources.disk_gb: (\d+)", found[0]).group(1))
     assert fits > 200  # two checkpoints of fp32 weights + Adam state of 8B parameters alone are ~190 GB
+    [short] = problems(job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B"}, records=[{"text": "x"}],
+                           accelerator="H100:8", resources={"accelerator": "H100:8", "disk_gb": fits - 1}))
+    shown = re.search(r"disk_gb (\S+): the job needs about (\S+) GB", short)
+    assert float(shown.group(2)) > float(shown.group(1)) == fits - 1  # one under the fit never reads as enough
     assert problems(job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B"}, records=[{"text": "x"}],
                         accelerator="H100:8", resources={"accelerator": "H100:8", "disk_gb": fits})) == []
     assert problems(job(tmp_path, {"task": "causal-lm", "model": "meta-llama/Llama-3.1-8B", "lora": {}},

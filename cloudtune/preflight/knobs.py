@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cloudtune.spec.preference import CUDA_ONLY_OPTIMIZERS
+from cloudtune.units import beside
 
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
@@ -138,9 +139,10 @@ def disk_problem(spec: "JobSpec", facts: Any) -> str | None:
     if fits <= spec.resources.disk_gb:
         return None
     listed = ", ".join(f"{k} {v / 1e9:.1f} GB" for k, v in parts.items())
-    return (f"resources.disk_gb {spec.resources.disk_gb}: the job writes about {total / 1e9:.0f} GB on each node's disk "
-            f"({listed}; checkpoint.keep {spec.checkpoint.keep}). To fix: set resources.disk_gb: {fits} (the smallest "
-            f"that fits), or lower checkpoint.keep, or train a LoRA adapter")
+    needed, disk = beside(total * 1.1 / 1e9, spec.resources.disk_gb, 0)
+    return (f"resources.disk_gb {disk}: the job needs about {needed} GB on each node's disk, a tenth over what it "
+            f"writes ({listed}; checkpoint.keep {spec.checkpoint.keep}). To fix: set resources.disk_gb: {fits} (the "
+            f"smallest that fits), or lower checkpoint.keep, or train a LoRA adapter")
 
 
 __all__ = ["disk_need", "disk_problem", "knob_notes", "knob_problems", "push_problems"]
