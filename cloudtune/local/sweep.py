@@ -64,7 +64,9 @@ def _gpu_count() -> int:
 
 
 def make_study(sweep_dir: Path, spec: Any, study_name: str) -> Any:
-    """The sweep's Optuna study in its journal file (created, or loaded when the sweep resumes)."""
+    """The sweep's Optuna study in its journal file (created, or loaded when the sweep resumes). The sampler's seed
+    is the job's seed plus the trials the journal already holds: a resumed sweep draws on from where it stopped,
+    not the first draws again (which would repeat the trials already run)."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -75,7 +77,10 @@ def make_study(sweep_dir: Path, spec: Any, study_name: str) -> Any:
     storage = JournalStorage(JournalFileBackend(str(sweep_dir / JOURNAL_FILE)))
     study = optuna.create_study(storage=storage, study_name=study_name, direction=sweep.objective.direction,
                                 sampler=sampler(sweep, seed), pruner=pruner(sweep), load_if_exists=True)
-    if sweep.algorithm == "grid" and not study.get_trials(deepcopy=False):
+    done = len(study.get_trials(deepcopy=False))
+    if done:
+        study.sampler = sampler(sweep, seed + done)
+    elif sweep.algorithm == "grid":
         enqueue_grid(study, sweep, seed)
     return study
 
