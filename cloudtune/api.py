@@ -31,7 +31,7 @@ from cloudtune.settings import provider_settings
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
 from cloudtune.spec.sweep import largest_trial
 from cloudtune.specchecks import check_spec
-from cloudtune.states import ACTIVE, TERMINAL, JobState
+from cloudtune.states import ACTIVE, TERMINAL, JobState, is_terminal
 from cloudtune.store import JobRecord, JobStore
 import cloudtune.sweep as sweeps
 
@@ -372,10 +372,24 @@ class Job:
 
     def cancel(self) -> None:
         """Stop the job (a launch not seen yet is looked up first: `_confirm`; one the provider never made has
-        nothing to stop)."""
+        nothing to stop). A sweep that has ended (its driver died) with trial jobs still running has those stopped
+        (`running_trials`); a running sweep's driver stops its own trials."""
         if self._confirm().extra.get("launch") in ("unconfirmed", "never created"):
             return
         self._launcher.cancel(self.ref())
+        if is_terminal(self._record.state):
+            for trial in self.running_trials():
+                trial.cancel()
+
+    def running_trials(self) -> list["Job"]:
+        """A sweep's trial jobs in the store that still run: a local sweep's trials run under their own supervisors,
+        so they outlive a driver that died (the sweep is then failed while they go on). [] for a job that is not a
+        sweep, or a cloud sweep (whose service stops its own trials)."""
+        if not self.is_sweep:
+            return []
+        trials = [Job(c, self._launcher if c.provider == self.provider else get_launcher(c.provider), self._store)
+                  for c in self._store.children("sweep", self.job_id)]
+        return [t for t in trials if not is_terminal(t.status())]
 
     def download(self, dest: str | os.PathLike[str] | None = None, *, checkpoints: bool = False,
                  force: bool = False) -> Path:
@@ -546,11 +560,16 @@ def _resume_sweep(resume: str, launcher: Launcher, dry_run: bool, compiled: Plan
     if not sweeps.is_sweep(earlier) or earlier.provider != compiled.provider:
         raise InvalidInput(f"--resume {earlier.job_id}: that is not a {compiled.provider} sweep",
                            fix="give the id of the sweep to continue (`cloudtune list` shows them), or launch without --resume")
-    if ((earlier.plan or {}).get("spec") or {}).get("sweep") != compiled.spec.get("sweep"):
-        raise InvalidInput(f"--resume {earlier.job_id}: the spec's sweep section differs from that sweep's",
+    launched = (earlier.plan or {}).get("spec") or {}
+    differ = sorted(k for k in set(launched) | set(compiled.spec) if k != "name" and launched.get(k) != compiled.spec.get(k))
+    if differ:  # the rest of the trials run with the spec the sweep was launched with: a change would be ignored
+        raise InvalidInput(f"--resume {earlier.job_id}: the spec's {', '.join(differ)} "
+                           f"{'differs' if len(differ) == 1 else 'differ'} from that sweep's, and a resumed sweep runs "
+                           "its remaining trials with the spec it was launched with",
                            fix="resume with the spec the sweep was launched with, or launch a new sweep without --resume")
     if dry_run:
-        return compiled
+        return replace(compiled, job_name=earlier.job_id, notes=(
+            *compiled.notes, f"resumes sweep {earlier.job_id}: its finished trials are not run again"))
     resume_sweep = getattr(launcher, "resume_sweep", None)
     if resume_sweep is None:
         raise InvalidInput(f"--resume: the {launcher.name!r} launcher cannot resume a sweep", fix="launch a new sweep")

@@ -467,7 +467,13 @@ def cancel(job_id: str) -> None:
     job = api.get_job(job_id)
     before = job.status()
     if is_terminal(before):
-        click.echo(f"{job.job_id} already {before}")
+        running = job.running_trials()  # a sweep whose driver died leaves its trials running
+        if running:
+            job.cancel()
+            click.echo(f"{job.job_id} already {before}; stopped its running trial(s): "
+                       + ", ".join(t.job_id for t in running))
+        else:
+            click.echo(f"{job.job_id} already {before}")
         return
     job.cancel()
     try:

@@ -124,3 +124,41 @@ def test_a_trial_cancelled_with_the_sweep_runs_again_and_is_not_a_failure(sweep_
     assert [s for s, _ in by_state] == ["cancelled", "succeeded", "succeeded", "succeeded"]
     assert sorted(rate for s, rate in by_state if s == "succeeded") == RATES  # the withdrawn values ran again, once
     assert next(t for t in trials if t.state == "cancelled").extra["trial"] == number
+
+
+def test_cancel_of_a_sweep_whose_driver_died_stops_its_running_trials(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local sweep's trials run under their own supervisors: a driver killed with -9 leaves the sweep failed and
+    a trial running. `cloudtune cancel SWEEP` then stops that trial (before, it answered "already failed")."""
+    import os
+    import signal
+    import time
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(home))
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "wait.py").write_text("import time\nfor _ in range(600):\n    time.sleep(1)\n")
+    spec = {"name": "orphan", "command": "python wait.py", "code": str(code),
+            "sweep": {"parameters": {"width": {"choice": [1, 2]}}, "algorithm": "grid", "max_trials": 2,
+                      "parallel_trials": 1, "early_stopping": "off", "objective": {"metric": "loss"}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    job = api.launch(tmp_path / "sweep.yaml")
+    try:
+        deadline = time.monotonic() + 240
+        while not job.running_trials() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        [trial] = job.running_trials()
+        os.kill(read_state(Path(job.record.job_dir))["supervisor_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while job.status() != "failed" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert job.status() == "failed" and trial.status() == "running"
+        env = {**os.environ, "CLOUDTUNE_HOME": str(home)}
+        out = subprocess.run([sys.executable, "-m", "cloudtune.cli", "cancel", job.job_id], capture_output=True,
+                             text=True, env=env, timeout=300)
+        assert out.returncode == 0 and f"stopped its running trial(s): {trial.job_id}" in out.stdout, out.stderr
+        assert trial.wait(timeout=120) == "cancelled"
+    finally:
+        for left in job.running_trials():
+            left.cancel()
