@@ -42,7 +42,8 @@ def metric(record: JobRecord) -> str:
 
 
 def local_trial(record: JobRecord, state: str, progress: dict[str, Any] | None, name: str) -> Trial:
-    """A local trial from its job record (and, while it runs, its reported progress)."""
+    """A local trial from its job record (and, while it runs, its reported progress); a failed one's note is its
+    failure reason."""
     extra = record.extra or {}
     intermediate = extra.get("intermediate")
     if intermediate is None and progress:
@@ -53,7 +54,8 @@ def local_trial(record: JobRecord, state: str, progress: dict[str, Any] | None, 
     return Trial(number=int(extra.get("trial", 0)), parameters=dict(extra.get("parameters") or {}), state=shown,
                  objective=float(objective) if isinstance(objective, (int, float)) else None, job_id=record.job_id,
                  intermediate=list(intermediate or []), cost_usd=(view.get("cost") or {}).get("usd"),
-                 model_uri=record.model_uri, duration_s=view.get("elapsed_s"))
+                 model_uri=record.model_uri, duration_s=view.get("elapsed_s"),
+                 note=extra.get("failure_reason") if shown == "failed" else None)
 
 
 def trials(record: JobRecord, launcher: Any, store: JobStore, get_job: Any) -> list[Trial]:
@@ -73,6 +75,11 @@ def trials(record: JobRecord, launcher: Any, store: JobStore, get_job: Any) -> l
             state, progress = job.status(), job.progress()
             child = job.record
         out.append(local_trial(child, state, progress, name))
+    started = {t.number for t in out}
+    for number, left in sorted(((record.extra or {}).get("unstarted") or {}).items(), key=lambda kv: int(kv[0])):
+        if int(number) not in started:  # a trial the driver could not start: no job, its reason on the sweep
+            out.append(Trial(number=int(number), parameters=dict(left.get("parameters") or {}), state="failed",
+                             note=left.get("note")))
     return ranked(out, direction(record))
 
 

@@ -162,3 +162,26 @@ def test_cancel_of_a_sweep_whose_driver_died_stops_its_running_trials(tmp_path: 
     finally:
         for left in job.running_trials():
             left.cancel()
+
+
+def test_a_trial_that_could_not_start_is_listed_with_its_reason(sweep_dir: Path, tmp_path: Path) -> None:
+    """A trial the driver cannot start (here: the model folder went away after the launch) has no job of its own: it
+    is still one of the sweep's trials, failed, with the reason, in `trials()` (status, --json, report)."""
+    import shutil
+
+    import time
+
+    from cloudtune.store import JobRecord
+
+    run = SweepRun(sweep_dir)
+    now = time.time()  # the sweep's record, as `launch` writes it
+    JobStore().add(JobRecord(job_id=run.sweep_id, provider="local", name="killed", state="running", created_at=now,
+                             updated_at=now, plan={"spec": yaml.safe_load((tmp_path / "sweep.yaml").read_text())},
+                             extra={"kind": "sweep"}))
+    shutil.rmtree(tmp_path / "tiny")
+    state, reason = run.run()
+    assert state == "failed" and reason
+    listed = api.get_job(run.sweep_id).trials()
+    assert listed and all(t.state == "failed" and t.job_id is None for t in listed)
+    assert all(t.note and t.note.startswith("could not start: ") and "tiny" in t.note for t in listed)
+    assert {t.number for t in listed} == {t.number for t in run.study.get_trials(deepcopy=False)}

@@ -142,15 +142,28 @@ class SweepRun:
             trial.set_user_attr("cuda_visible_devices", slot)
             job = api.submit(plan, launcher=self.launcher, spec_path=self.spec_path, store=self.store)
         except Exception as exc:  # noqa: BLE001 - a trial that cannot start is a failed trial, the sweep goes on
-            trial.set_user_attr("note", f"{type(exc).__name__}: {exc}"[:500])
+            note = f"could not start: {type(exc).__name__}: {exc}"[:500]
+            trial.set_user_attr("note", note)
             trial.set_user_attr("counted", True)
             self.study.tell(trial, state=_state("FAIL"))
+            self.keep_unstarted(number, values, note)
             log(self.dir, f"trial {number} could not start: {exc}")
             return
         self.link(job, number, values, slot)
         self.running[number] = Running(trial, job, slot)
         shown = ", ".join(f"{k}={v}" for k, v in values.items())
         log(self.dir, f"trial {number} started as {job.job_id}: {shown}")
+
+    def keep_unstarted(self, number: int, values: dict[str, Any], note: str) -> None:
+        """A trial with no job of its own (it could not start) kept on the sweep's record (`extra["unstarted"]`:
+        number -> values and reason), so that its status, `--json` and report list it (cloudtune.sweep.trials)."""
+        try:
+            record = self.store.get(self.sweep_id)
+        except JobNotFound:  # a sweep dir driven without its record: nothing to list it in
+            return
+        unstarted = dict((record.extra or {}).get("unstarted") or {})
+        unstarted[str(number)] = {"parameters": values, "note": note}
+        self.store.record_status(self.sweep_id, record.state, unstarted=unstarted)
 
     def trial_plan(self, number: int, values: dict[str, Any], slot: str | None) -> Any:
         """The trial's local job plan (pure): the spec with its values, on its GPU set, named `<sweep>-tNN`."""
