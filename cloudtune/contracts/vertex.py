@@ -31,14 +31,16 @@ UNPACK_DIR = "/tmp/cloudtune"  # where the stock-image bootstrap unpacks cloudtu
 # with the same code. Retried classes (infrastructure 75, preempted 143 and any other signal, > 128) run again and
 # resume from the newest checkpoint. The marker is the job's own (named by CLOUD_ML_JOB_ID, the same for every
 # restart of one job): a new job resumed from this one's checkpoint dir (`cloudtune launch --resume`) runs. SIGTERM (a Spot reclaim, a cancel) is passed on to cloudtune-run, which the
-# shell runs as a child so that it can read its exit.
+# shell runs as a child so that it can read its exit; the trap is set first, so a SIGTERM before the child runs
+# exits 143 (preempted, retried) at once instead of killing the shell mid-command.
 FINAL_EXIT_MARKER = ".cloudtune-final-exit"
 RUN_ONCE = (
+    'p=""; trap \'if [ -n "$p" ]; then kill -TERM $p 2>/dev/null; else exit 143; fi\' TERM INT; '
     'f=""; case "${AIP_CHECKPOINT_DIR:-}" in gs://*) f="/gcs/${AIP_CHECKPOINT_DIR#gs://}";; ?*) f="$AIP_CHECKPOINT_DIR";; '
     f'esac; [ -n "$f" ] && f="${{f%/}}/{FINAL_EXIT_MARKER}-${{{JOB_ID_VAR}:-job}}"; '
     'if [ -n "$f" ] && [ -f "$f" ]; then c=$(cat "$f"); echo "[cloudtune] not run again: an earlier attempt of this '
     'job exited $c, an exit class that is never retried" >&2; exit "$c"; fi; '
-    'cloudtune-run "$@" & p=$!; trap \'kill -TERM $p 2>/dev/null\' TERM INT; '
+    'cloudtune-run "$@" & p=$!; '
     'while :; do wait $p; c=$?; kill -0 $p 2>/dev/null || break; done; '
     'if [ -n "$f" ] && [ "$c" -ne 0 ] && [ "$c" -ne 75 ] && [ "$c" -le 128 ]; then '
     'mkdir -p "$(dirname "$f")" && echo "$c" > "$f"; fi; exit "$c"'
