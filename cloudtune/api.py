@@ -23,13 +23,15 @@ from cloudtune.errors import CloudtuneError, InvalidInput, JobFailed
 from cloudtune.jobinputs import with_model_input
 from cloudtune.jobmodel import resolve_job_model
 from cloudtune.kit.retry import CloudError, CreateUnconfirmed
+from cloudtune.kit.sweep import shown_values
 from cloudtune.launcher import JobRef, Launcher, get_launcher
-from cloudtune.memory_check import plan_memory
+from cloudtune.memory_check import plan_memory, sweep_memory
 from cloudtune.plan import Plan
+from cloudtune.preflight.sweep import check_sweep_values
 from cloudtune.secretfiles import secret_notes
 from cloudtune.settings import provider_settings
 from cloudtune.spec import JobSpec, apply_overrides, load_spec, resolve_paths, validate_spec
-from cloudtune.spec.sweep import largest_trial
+from cloudtune.spec.sweep import largest_values
 from cloudtune.specchecks import check_spec
 from cloudtune.states import ACTIVE, TERMINAL, JobState, is_terminal
 from cloudtune.store import JobRecord, JobStore
@@ -115,13 +117,12 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     job_spec, spec_path = load(spec, overrides)
     launcher = launcher or get_launcher(provider)
     job_spec = _checked(job_spec, launcher.name)
+    if job_spec.sweep is not None:  # each value of the sweep meets a plain job's plan checks, before any plan is made
+        check_sweep_values(with_model_input(job_spec, launcher.name))
     bundle = _bundle_for(job_spec)
     compiled = launcher.plan(job_spec, _settings(launcher, job_spec), suffix=suffix or make_suffix(), bundle=bundle)
     if job_spec.train is not None:  # every provider's plan: the memory estimate per GPU, and the refusal of a misfit
-        sized = job_spec  # a sweep's: its largest trial's (cloudtune.spec.sweep.largest_trial)
-        if job_spec.sweep is not None:
-            sized = largest_trial(job_spec)
-        compiled = replace(compiled, memory=plan_memory(sized, compiled.provider, compiled.instance_type))
+        compiled = _with_memory(compiled, job_spec)
     meaning = _accelerator_note(job_spec)
     if meaning:  # `A100:8`: say which part was chosen
         compiled = replace(compiled, notes=(*compiled.notes, meaning))
@@ -135,6 +136,20 @@ def _compile(spec: SpecLike, provider: str, launcher: Launcher | None, suffix: s
     if secret:
         compiled = replace(compiled, notes=(*compiled.notes, *secret))
     return compiled, launcher, spec_path
+
+
+def _with_memory(compiled: Plan, job_spec: JobSpec) -> Plan:
+    """`compiled` with the memory section of a train job (`plan_memory`, which refuses a misfit): of the job itself,
+    or of a sweep's memory-heaviest trial (`cloudtune.memory_check.sweep_memory`), with a note naming that trial's
+    values where they are not those of the largest trial the plan shows."""
+    if job_spec.sweep is None:
+        return replace(compiled, memory=plan_memory(job_spec, compiled.provider, compiled.instance_type))
+    memory, values = sweep_memory(job_spec, compiled.provider, compiled.instance_type)
+    notes = compiled.notes
+    if values != largest_values(job_spec.sweep):
+        notes = (*notes, f"sweep: the memory estimate and check are those of the memory-heaviest trial "
+                         f"({shown_values(values)})")
+    return replace(compiled, memory=memory, notes=notes)
 
 
 def _accelerator_note(job_spec: Any) -> str | None:

@@ -24,8 +24,10 @@ from cloudtune.memory import (
 )
 from cloudtune.catalog import CatalogError, load_catalog
 from cloudtune.data.savedmodel import find_saved_model
+from cloudtune.kit.sweep import numbers, sweep_trial
 from cloudtune.memory_audio import audio_model, clip_setup
 from cloudtune.spec import is_remote
+from cloudtune.spec.sweep import Scalar, largest_values
 from cloudtune.units import beside
 
 if TYPE_CHECKING:
@@ -188,6 +190,37 @@ def plan_memory(spec: "JobSpec", provider: str, instance_type: str) -> dict[str,
             raise _refusal(spec, provider, facts, replace(setup, gradient_checkpointing=est.gradient_checkpointing),
                            est, accelerator or "", memory_gb)
     return section
+
+
+def heaviest_values(spec: "JobSpec", provider: str, instance_type: str) -> dict[str, Scalar]:
+    """The values of the sweep's trial that needs the most memory per GPU: the high end of each range and the largest
+    number of each numeric choice (`largest_values`), and of each other choice (texts, booleans) the value whose
+    trial the estimate puts highest (gradient_checkpointing false, precision fp32, ...), the first of equals. Each
+    choice is weighed with the others at their heaviest so far, in parameter order. `spec` is a train job with a
+    sweep; SpecError for a trial the train options refuse (cloudtune.kit.sweep.sweep_trial)."""
+    assert spec.sweep is not None
+    values = largest_values(spec.sweep)
+    for path, rng in spec.sweep.ranges().items():
+        if rng.choice is None or numbers(rng) or len(rng.choice) < 2:
+            continue
+        weights = [_estimated_total(sweep_trial(spec, {**values, path: v}), provider, instance_type) for v in rng.choice]
+        values[path] = rng.choice[weights.index(max(weights))]
+    return values
+
+
+def _estimated_total(trial: "JobSpec", provider: str, instance_type: str) -> int:
+    """The memory estimate per GPU of a train job's `trial` in bytes, refused or not (0 when the model is unknown)."""
+    assert trial.train is not None
+    unchecked = trial.model_copy(update={"train": trial.train.model_copy(update={"memory_check": False})})
+    section = plan_memory(unchecked, provider, instance_type) or {}
+    return int((section.get("estimate") or {}).get("total", 0))
+
+
+def sweep_memory(spec: "JobSpec", provider: str, instance_type: str) -> tuple[dict[str, Any] | None, dict[str, Scalar]]:
+    """A sweep's memory section (`plan_memory`, refusal included) for its memory-heaviest trial, and that trial's
+    values (`heaviest_values`): a sweep fits when its heaviest trial does."""
+    values = heaviest_values(spec, provider, instance_type)
+    return plan_memory(sweep_trial(spec, values), provider, instance_type), values
 
 
 def _refusal(spec: "JobSpec", provider: str, facts: ModelFacts, setup: Setup, est: MemoryEstimate,

@@ -19,6 +19,7 @@ from pathlib import Path
 from cloudtune.jobinputs import check_local_inputs, with_model_input
 from cloudtune.jobmodel import FindJob, job_model_issues, resolve_job_model
 from cloudtune.launcher import check_provider_names
+from cloudtune.preflight.sweep import check_sweep_values
 from cloudtune.spec import JobSpec
 
 
@@ -32,15 +33,16 @@ def check_spec(spec: JobSpec, find_job: FindJob) -> None:
 
 def check_offline(spec: JobSpec, find_job: FindJob) -> list[str]:
     """Run the checks a dry run makes that need no provider, so that `cloudtune validate` and the dry run agree:
-    `check_spec`, local inputs exist and a local `train.model` is a saved model
-    (cloudtune.jobinputs.check_local_inputs), and a command job's code dir bundles. (The accelerator name is
-    checked against the catalog with the spec itself.)
+    `check_spec`, each value of a sweep against its trials' plan checks (cloudtune.preflight.sweep), local inputs
+    exist and a local `train.model` is a saved model (cloudtune.jobinputs.check_local_inputs), and a command job's
+    code dir bundles. (The accelerator name is checked against the catalog with the spec itself.)
 
     Returns the warnings that do not stop a job; raises a CloudtuneError (exit 2) naming what is wrong. `spec` has
     been through `resolve_paths` (as `load_spec` returns it)."""
     check_spec(spec, find_job)
     # a local model travels as an input: checked and scanned like the data
     shaped = with_model_input(resolve_job_model(spec, None, find_job))
+    check_sweep_values(shaped)  # each value of a sweep meets the checks of its trials' plans, as a dry run checks it
     notes = list(check_local_inputs(shaped) or [])
     if spec.resources.accelerator != "cpu":
         from cloudtune.catalog import load_catalog

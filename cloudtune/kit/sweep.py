@@ -16,11 +16,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+
 from cloudtune.errors import UnsupportedSpec
-from cloudtune.spec.sweep import ParameterRange, SweepSpec, safe_name
+from cloudtune.spec.sweep import ParameterRange, Scalar, SweepSpec, format_value, safe_name, trial_spec
 
 if TYPE_CHECKING:
     from cloudtune.plan import Plan
+    from cloudtune.spec import JobSpec
 
 
 def wire_name(path: str) -> str:
@@ -51,9 +54,58 @@ def short_name(name: str, suffix: str, max_len: int, what: str, notes: list[str]
     return f"{head}-{tail}"
 
 
+def parameter_loc(spec: "JobSpec", path: str) -> tuple[str, ...]:
+    """The field path of swept option `path` (canonical, as `check_sweep` left it) as the spec wrote it: the bare
+    `precision` for `hyperparameters.precision` when that is the key in the file or in a `--set`, so an error names
+    the line the user wrote."""
+    origin = spec.origin
+    bare = path.removeprefix("hyperparameters.")
+    for name in (path, bare):
+        loc = ("sweep", "parameters", name)
+        if loc in origin.lines or loc in origin.overridden:
+            return loc
+    return ("sweep", "parameters", path)
+
+
+def shown_values(values: dict[str, Scalar]) -> str:
+    """`name=value, ...` as a trial's values are written in notes and errors."""
+    return ", ".join(f"{name}={format_value(value)}" for name, value in values.items())
+
+
+def sweep_trial(spec: "JobSpec", values: dict[str, Scalar]) -> "JobSpec":
+    """The job one trial of `spec`'s sweep runs with `values` (`cloudtune.spec.sweep.trial_spec`), for the plan-time
+    checks. Each value was checked alone when the spec loaded; values that the train options refuse together are a
+    SpecError (InvalidInput, exit 2) at `sweep.parameters` (at the parameter, for one value) naming the values and
+    the rule, never pydantic's own error."""
+    try:
+        return trial_spec(spec, values)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        message, _, fix = str(err["msg"]).removeprefix("Value error, ").partition("\nTo fix: ")
+        where = ".".join(str(part) for part in err["loc"])
+        field = f"train.{where}: " if where else ""  # a model-level rule names its fields itself
+        loc = parameter_loc(spec, next(iter(values))) if len(values) == 1 else ("sweep", "parameters")
+        hint = "narrow the ranges so that no trial takes these values together" + (f" (or: {fix})" if fix else "")
+        raise spec.origin.error([spec.origin.issue(
+            loc, f"the trial with {shown_values(values)} is not a valid job: {field}{message}", hint)]) from None
+
+
 def numbers(rng: ParameterRange) -> bool:
     """Whether every choice of `rng` is a number (not a bool or text)."""
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng.choice or ())
+
+
+def choices_fix(rng: ParameterRange, limit: int) -> str:
+    """The fix for a choice with more values than a service takes (`limit`): fewer values, or the range of the same
+    type that spans them: `{int: [LOW, HIGH]}` for whole numbers (an int option's choices are ints once the spec is
+    loaded), `{uniform: [LOW, HIGH]}` for other numbers; text and booleans have no range."""
+    values = list(rng.choice or ())
+    fix = f"give at most {limit} values"
+    if values and numbers(rng):
+        low, high = min(values), max(values)
+        kind = "int" if all(isinstance(v, int) for v in values) else "uniform"
+        fix += f", or the range {{{kind}: [{low}, {high}]}}"
+    return fix
 
 
 def grid_values(path: str, rng: ParameterRange, limit: int, service: str) -> list[Any]:

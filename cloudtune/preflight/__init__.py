@@ -30,7 +30,7 @@ from cloudtune.preflight.problems import PreflightError, display_path, local_inp
 if TYPE_CHECKING:
     from cloudtune.spec import JobSpec, TrainSpec
 
-__all__ = ["PreflightError", "check_spec_inputs", "display_path"]
+__all__ = ["PreflightError", "check_spec_inputs", "display_path", "spec_problems"]
 
 
 def _audio_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
@@ -167,6 +167,29 @@ def check_spec_inputs(spec: "JobSpec") -> list[str]:
     if problems:
         raise PreflightError(problems)
     return warnings + knob_notes(train)
+
+
+def spec_problems(spec: "JobSpec", train: "TrainSpec") -> list[str]:
+    """The refusals of `check_spec_inputs` that the options decide, without reading the data: precision and
+    quantization per accelerator, Hub-only options, a local model's files, position limit and adapter rules, the
+    knobs and publishing against the accelerator, the disk; for text-to-image its CUDA-only options. One line each,
+    with its fix. `spec` has been through `with_model_input`; `train` is the train section to check (a sweep
+    trial's: cloudtune.preflight.sweep). Reads no data file; imports no torch."""
+    from cloudtune.memory_check import model_facts
+    from cloudtune.preflight.knobs import disk_problem, knob_problems
+    from cloudtune.preflight.recipe import adapter_problems, precision_problems
+
+    problems = precision_problems(spec, train) + hub_only_problems(spec, train)
+    if train.task == "text-to-image":
+        from cloudtune.preflight.images import cuda_only_problems
+
+        return problems + cuda_only_problems(spec, train, _accelerator_is_cuda(spec))
+    problems += _model_problems(spec, train)[0]
+    model_dir = _local_model_dir(spec, train)
+    problems += adapter_problems(train, model_dir, display_path(model_dir) if model_dir else "")
+    problems += knob_problems(spec, train)
+    disk = disk_problem(spec, model_facts(spec))
+    return problems + ([disk] if disk else [])
 
 
 def _accelerator_is_cuda(spec: "JobSpec") -> bool | None:

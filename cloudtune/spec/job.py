@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from cloudtune.contracts.clouds import SECRET_REF
 from cloudtune.spec.base import Strict, check_name, shown
@@ -110,16 +110,43 @@ class JobSpec(Strict):
                 )
         return v
 
-    @field_validator("sweep")
-    @classmethod
-    def _sweep(cls, v: SweepSpec | None, info: ValidationInfo) -> SweepSpec | None:
-        """Each swept option exists in `train` and takes the range's values (cloudtune.spec.sweep.check_sweep)."""
-        if v is None or (info.data.get("train") is None and info.data.get("command") is None):
-            return v  # no job to check against (its own error is reported)
-        return check_sweep(v, info.data.get("train"), info.data.get("command"))
-
     @model_validator(mode="after")
-    def _one_of_train_command(self) -> "JobSpec":
+    def _whole_spec(self) -> "JobSpec":
+        """The checks that need the whole spec, in this order, each on the spec as the ones before left it: one of
+        train and command (and `data.eval` defaulted, the data inputs named), then the train section as every rank
+        and trial reads it (its JSON dump validates again), then the sweep against that final job."""
+        self._one_of_train_command()
+        self._train_round_trip()
+        self._sweep_against_job()
+        return self
+
+    def _train_round_trip(self) -> None:
+        """The train section's JSON dump validates as a TrainSpec: it is what `cloudtune-run`, every sweep trial and
+        every re-loaded plan read. So a rule that the final values break (`eval_every` once `data.eval` defaulted to
+        null, with no `eval` input) is refused here, at its field, not in the job. Raises pydantic's ValidationError
+        located under `train`."""
+        if self.train is None:
+            return
+        try:
+            TrainSpec.model_validate(self.train.model_dump(mode="json"))
+        except ValidationError as exc:
+            eval_rule = self.train.data.eval is None and "eval" in str(exc.errors(include_url=False)[0]["msg"])
+            raise _located(exc, ("train",), NO_EVAL_FIX if eval_rule else "") from None
+
+    def _sweep_against_job(self) -> None:
+        """Each swept option exists in the final `train` and takes the range's values, and the objective is one
+        the job reports (cloudtune.spec.sweep.check_sweep); the sweep is kept with its names made canonical and
+        `auto` resolved. Raises pydantic's ValidationError located under `sweep`."""
+        if self.sweep is None:
+            return
+        try:
+            self.sweep = check_sweep(self.sweep, self.train, self.command)
+        except ValidationError as exc:
+            raise _located(exc, ("sweep",)) from None
+
+    def _one_of_train_command(self) -> None:
+        """Exactly one of train and command; `data.eval` null when left out with no `eval` input; the data named
+        are inputs (or Hub datasets); no name both in env and in secrets. Raises ValueError."""
         if (self.train is None) == (self.command is None):
             raise ValueError("give exactly one of `train` (the built-in recipe) and `command` (your own script)")
         if self.train is not None:
@@ -143,7 +170,6 @@ class JobSpec(Strict):
         for key in self.secrets:
             if key in self.env:
                 raise ValueError(f"{key!r} is both in env and in secrets; keep it in secrets only")
-        return self
 
     # ----- derived facts -----
     @property
@@ -165,6 +191,27 @@ class JobSpec(Strict):
             return int(ppn)
         accel = self.resources.accel
         return 1 if accel.is_cpu else (gpus_per_node or accel.count)
+
+
+NO_EVAL_FIX = ("add the eval data as an input (e.g. inputs: {eval: data/eval.jsonl}; train.data.eval names the input "
+               "`eval` by default), or remove the option that needs an eval set")
+"""The fix of a train rule that needs an eval set, when `train.data.eval` is null (left out, with no `eval` input)."""
+
+
+def _located(exc: ValidationError, prefix: tuple[str, ...], fix: str = "") -> ValidationError:
+    """`exc`'s errors with their locations under `prefix` (a model validator's errors carry no field of their own),
+    as pydantic reports them (messages, inputs and contexts kept), so the loader names each field and its line;
+    `fix` is the "To fix:" of a message that has none."""
+    from pydantic_core import InitErrorDetails, PydanticCustomError
+
+    details: list[InitErrorDetails] = []
+    for err in exc.errors(include_url=False):
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if fix and "\nTo fix: " not in message:
+            message += f"\nTo fix: {fix}"
+        kind = PydanticCustomError(err["type"], "{message}", {**(err.get("ctx") or {}), "message": message})
+        details.append(InitErrorDetails(type=kind, loc=(*prefix, *err["loc"]), input=err.get("input")))
+    return ValidationError.from_exception_data("JobSpec", details)
 
 
 def _some(names: list[str], limit: int = 10) -> str:

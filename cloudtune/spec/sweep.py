@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Literal, Union
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -89,6 +90,19 @@ class ParameterRange(_Strict):
             shown = ", ".join(str(v) for v in data[:8]) + (", ..." if len(data) > 8 else "")
             raise ValueError(f"a parameter's range is a mapping, not a list\nTo fix: write {{choice: [{shown}]}} for "
                              f"these values, or a range such as {{uniform: [low, high]}}")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_int_ends(cls, data: Any) -> Any:
+        """An `int` range with a fractional end (`{int: [4.5, 16]}`) is one error with its fix, located at the
+        parameter (not at `int.0`, beside a noise error for `auto`)."""
+        ends = data.get("int") if isinstance(data, dict) else None
+        if isinstance(ends, (list, tuple)) and any(isinstance(e, float) and not e.is_integer() for e in ends):
+            inside = [math.ceil(ends[0]), math.floor(ends[-1])] if all(isinstance(e, (int, float)) for e in ends) else None
+            raise ValueError(f"an int range takes whole-number ends (got {list(ends)})\nTo fix: "
+                             + (f"use {{int: [{inside[0]}, {inside[1]}]}}, or " if inside else "")
+                             + "{uniform: [low, high]} for an option that takes fractions")
         return data
 
     @model_validator(mode="after")
@@ -192,6 +206,16 @@ class SweepSpec(_Strict):
     parallel_trials: int = Field(2, ge=1, le=1_000, description="trials at once (locally also bounded by cores/GPUs)")
     early_stopping: Literal["auto", "off"] = Field("auto", description="stop trials worse than the median (needs eval_every)")
     max_failed_trials: int = Field(3, ge=0, le=10_000, description="stop the sweep after this many failed trials; 0 = never")
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _early_word(cls, v: Any) -> Any:
+        """YAML 1.1 reads a bare `off` (and `no`, `false`) as false and `on`/`yes`/`true` as true, in the file and in
+        `--set sweep.early_stopping=off`: the booleans are taken as the words they stand for (false -> off,
+        true -> auto, the only way early stopping is on)."""
+        if isinstance(v, bool):
+            return "auto" if v else "off"
+        return v
 
     @field_validator("parameters")
     @classmethod
@@ -323,13 +347,16 @@ def _error(loc: tuple[str | int, ...], message: str, value: Any) -> Any:
 
 
 def check_sweep(sweep: SweepSpec, train: Any | None, command: str | None) -> SweepSpec:
-    """The sweep with every name made canonical (`learning_rate` -> `hyperparameters.learning_rate`) and `auto`
-    resolved, after checking it against the job: each path names a plain option of `train` (a TrainSpec) and each
-    range's ends and choices validate there (they are applied to the train spec one at a time); the objective is a
-    metric the recipe reports, with the eval set it needs. A command job's names are plain identifiers.
+    """The sweep with every name made canonical (`learning_rate` -> `hyperparameters.learning_rate`), `auto` resolved
+    and each choice's values in the option's own type (`"1e-5"`, which YAML 1.1 reads as text, is the number 1e-05
+    for a float option), after checking it against the job: each path names a plain option of `train` (a TrainSpec);
+    each range is of a kind the option's type takes (`_type_problem`: no real range on an int option, no numeric range
+    on a bool or text option); each range's ends and every choice validate there (they are applied to the train spec
+    one at a time); a grid has no more combinations than max_trials; the objective is a metric the recipe reports,
+    with the eval set it needs. A command job's names are plain identifiers.
 
-    Raises pydantic's ValidationError located under the sweep (`parameters.<name>`, `objective.metric`), so the spec
-    loader names the field and its YAML line."""
+    Raises pydantic's ValidationError located under the sweep (`parameters.<name>`, `max_trials`,
+    `objective.metric`), so the spec loader names the field and its YAML line."""
     errors: list[Any] = []
     resolved: dict[str, Union[Literal["auto"], ParameterRange]] = {}
     for name, rng in sweep.parameters.items():
@@ -338,20 +365,18 @@ def check_sweep(sweep: SweepSpec, train: Any | None, command: str | None) -> Swe
             problem = _command_parameter(name, rng)
             if problem:
                 errors.append(_error(loc, problem, name))
-            resolved[name] = rng
+            resolved[name] = _numbers_from_text(rng) if isinstance(rng, ParameterRange) else rng
             continue
         path = full_path(name)
         if path in resolved:
             errors.append(_error(loc, f"names the same option as another parameter ({path})\nTo fix: keep one", name))
             continue
-        problem = _option_problem(train, path)
-        if problem is None and rng == "auto":
-            rng, problem = _auto_range(train, path)
-        if problem is None:
-            problem = _values_problem(train, path, rng)  # type: ignore[arg-type]
+        rng, problem = _train_parameter(train, path, rng)
         if problem:
             errors.append(_error(loc, problem, name))
         resolved[path] = rng
+    if not errors:
+        errors += _grid_errors(sweep, resolved, command is not None)
     if train is not None:
         problem = _objective_problem(sweep.objective.metric, train)
         if problem:
@@ -359,6 +384,52 @@ def check_sweep(sweep: SweepSpec, train: Any | None, command: str | None) -> Swe
     if errors:
         raise ValidationError.from_exception_data("SweepSpec", errors)
     return sweep.model_copy(update={"parameters": resolved})
+
+
+def _train_parameter(train: Any, path: str, rng: Union[Literal["auto"], ParameterRange]) -> tuple[Any, str | None]:
+    """`rng` for the train option `path` (canonical), with `auto` resolved and a choice's values in the option's type;
+    and the first problem found (unknown option, a range the option's type cannot take, a value it refuses), or None."""
+    problem = _option_problem(train, path)
+    if problem is None and rng == "auto":
+        rng, problem = _auto_range(train, path)
+    if problem is not None:
+        return rng, problem
+    assert isinstance(rng, ParameterRange)
+    annotation = _option_field(train, path).annotation
+    problem = _type_problem(path, rng, annotation)
+    if problem is None and rng.choice is not None:
+        rng, problem = _typed_choice(rng, annotation)
+    if problem is None:
+        problem = _values_problem(train, path, rng)
+    return rng, problem
+
+
+def _grid_errors(sweep: SweepSpec, ranges: dict[str, Any], command: bool) -> list[Any]:
+    """A grid runs every combination: refused when an `auto` range has no grid (SweepSpec refuses the real ranges it
+    is given), or when there are more combinations than `max_trials` (which one service would refuse and the others
+    cut short)."""
+    if sweep.algorithm != "grid":
+        return []
+    errors = []
+    for path, rng in ranges.items():
+        if isinstance(rng, ParameterRange) and rng.kind not in ("choice", "int"):
+            name = _given_name(sweep, path, command)
+            errors.append(_error(("parameters", name), f"grid search takes choice or int ranges only, and {name}: auto "
+                                 f"is the {rng.kind} range {list(rng.bounds or ())}\nTo fix: give it as {{choice: [...]}}, "
+                                 "or use algorithm: bayesian or random", name))
+    if errors:
+        return errors
+    size = math.prod(len(rng.grid()) for rng in ranges.values() if isinstance(rng, ParameterRange))
+    if size <= sweep.max_trials:
+        return []
+    return [_error(("max_trials",), f"the grid has {size} combinations and max_trials is {sweep.max_trials}; a grid "
+                   f"search runs every combination\nTo fix: raise max_trials to {size}, give fewer values, or use "
+                   "algorithm: random", sweep.max_trials)]
+
+
+def _given_name(sweep: SweepSpec, path: str, command: bool) -> str:
+    """The name the spec gave the parameter now named `path` (`learning_rate` for `hyperparameters.learning_rate`)."""
+    return next((name for name in sweep.parameters if full_path(name, command=command) == path), path)
 
 
 def _command_parameter(name: str, rng: Any) -> str | None:
@@ -416,6 +487,132 @@ def _auto_range(train: Any, path: str) -> tuple[Any, str | None]:
     return "auto", f"no default range for {path}\nTo fix: give one, e.g. {{uniform: [0.0, 0.1]}} (auto is known for {known})"
 
 
+def _option_field(train: Any, path: str) -> Any:
+    """The pydantic FieldInfo of the option `path` of the TrainSpec `train` (a path `_option_problem` accepted)."""
+    node = train
+    *parents, last = path.split(".")
+    for part in parents:
+        node = getattr(node, part)
+    return type(node).model_fields[last]
+
+
+def _kinds(annotation: Any) -> tuple[set[str], list[Any]]:
+    """What an option's type annotation takes: the set of its free types among `int`, `float`, `bool`, `str` and
+    `other` (lists, models), and the values of its Literals (None is left out: a sweep value is never null)."""
+    kinds: set[str] = set()
+    literals: list[Any] = []
+    stack = [annotation]
+    while stack:
+        tp = stack.pop()
+        origin = get_origin(tp)
+        if origin is Literal:
+            literals += get_args(tp)
+        elif origin in (Union, types.UnionType):
+            stack += get_args(tp)
+        elif origin is Annotated:
+            stack.append(get_args(tp)[0])
+        elif tp is not type(None):
+            kinds.add(tp.__name__ if tp in (bool, int, float, str) else "other")
+    return kinds, literals
+
+
+def _type_words(kinds: set[str], literals: list[Any]) -> str:
+    """How an option's type is named in a message: `whole numbers (int)`, `true or false (bool)`, ..."""
+    for kind, words in (("float", "numbers (float)"), ("int", "whole numbers (int)"), ("bool", "true or false (bool)"),
+                        ("str", "text (str)")):
+        if kind in kinds:
+            return words
+    if literals:
+        return "one of " + ", ".join(format_value(v) for v in literals)
+    return "values that no range draws"
+
+
+def _type_problem(path: str, rng: ParameterRange, annotation: Any) -> str | None:
+    """Why a range of `rng`'s kind cannot give values of the option's type (`annotation`), with the form it takes, or
+    None: a real range on an int option draws fractions (pydantic would take only its whole ends); a numeric range
+    on a bool or text option, or a boolean choice on a numeric one, gives values its trials would misread (pydantic
+    takes 0/1 as booleans and booleans as 0/1). An int range on a float option is fine: whole numbers are floats."""
+    kinds, literals = _kinds(annotation)
+    what = f"train.{path} takes {_type_words(kinds, literals)}"
+    numeric = kinds & {"int", "float"}
+    if rng.choice is not None:
+        for value in rng.choice:
+            if isinstance(value, bool) and "bool" not in kinds:
+                return f"{what}, and the choice {format_value(value)} is a boolean\nTo fix: {_choice_fix(kinds, literals)}"
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and "bool" in kinds and not numeric:
+                return f"{what}, and the choice {value!r} is a number\nTo fix: use {{choice: [true, false]}}"
+        return None
+    if "float" in kinds or ("int" in kinds and rng.int is not None):
+        return None
+    if "int" in kinds:
+        return f"{what}, and a {rng.kind} range draws fractional values\nTo fix: use {_int_range(rng)}"
+    return f"{what}, and a{'n' if rng.kind == 'int' else ''} {rng.kind} range draws numbers\nTo fix: {_choice_fix(kinds, literals)}"
+
+
+def _choice_fix(kinds: set[str], literals: list[Any]) -> str:
+    """The form a choice for an option of these kinds takes."""
+    if literals:
+        return "use {choice: [" + ", ".join(format_value(v) for v in literals[:3]) + "]} (values it takes)"
+    if "bool" in kinds and not kinds & {"int", "float"}:
+        return "use {choice: [true, false]}"
+    if kinds & {"int", "float"}:
+        return "give numbers, e.g. {choice: [8, 16]}"
+    return "use {choice: [...]} with the texts to try"
+
+
+def _int_range(rng: ParameterRange) -> str:
+    """The int range nearest to a real range `rng` (its whole numbers inside; `log: true` for a loguniform one)."""
+    low, high = rng.bounds  # type: ignore[misc]
+    first, last = math.ceil(low), math.floor(high)
+    if first >= last:
+        first, last = math.floor(low), math.ceil(high)
+    if rng.log_scale:
+        first = max(first, 1)
+    return f"{{int: [{first}, {last}]" + (", log: true}" if rng.log_scale else "}")
+
+
+def _typed_choice(rng: ParameterRange, annotation: Any) -> tuple[ParameterRange, str | None]:
+    """`rng` (a choice) with its values in a numeric option's type, as the option itself would take them: text that
+    is a number (`1e-5`: YAML 1.1 reads a number without a dot as text; `"8"`) becomes the number, and a whole
+    float on an int option (`8.0`) the int. A value the type refuses is kept for `_values_problem` to name. Two
+    values that become the same number are refused."""
+    kinds, _ = _kinds(annotation)
+    if not kinds & {"int", "float"}:
+        return rng, None
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    typed: list[Scalar] = []
+    for value in rng.choice or ():
+        if isinstance(value, str) or (isinstance(value, float) and "float" not in kinds):
+            try:
+                converted = adapter.validate_python(value)
+            except ValidationError:
+                converted = value
+            if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+                value = converted
+        typed.append(value)
+    if len({repr(v) for v in typed}) != len(typed):
+        return rng, (f"choice lists a value twice ({', '.join(format_value(v) for v in typed)} as numbers)\n"
+                     "To fix: give each value once")
+    changed = any(type(a) is not type(b) for a, b in zip(typed, rng.choice or ()))
+    return (ParameterRange(choice=typed) if changed else rng), None
+
+
+_YAML11_TEXT_NUMBER = re.compile(r"^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$")
+"""A number with an exponent that YAML 1.1 reads as text (it wants a dot and a signed exponent: 1.0e-5, not 1e-5)."""
+
+
+def _numbers_from_text(rng: ParameterRange) -> ParameterRange:
+    """A command job's choice with its YAML 1.1 text numbers (`1e-5`) as numbers, as a train option's would be: the
+    command has no declared type, and a number written so is meant as one (a tuning service then searches it as a
+    number). Other text is kept as written."""
+    if rng.choice is None or not any(isinstance(v, str) and _YAML11_TEXT_NUMBER.match(v) for v in rng.choice):
+        return rng
+    typed = [float(v) if isinstance(v, str) and _YAML11_TEXT_NUMBER.match(v) else v for v in rng.choice]
+    return ParameterRange(choice=typed)
+
+
 def _values_problem(train: Any, path: str, rng: ParameterRange) -> str | None:
     """Apply each sample value of `rng` at `path` to `train` and re-validate it; the first refusal, as text."""
     data = train.model_dump(mode="json")
@@ -424,8 +621,9 @@ def _values_problem(train: Any, path: str, rng: ParameterRange) -> str | None:
             type(train).model_validate(set_path(data, path, value))
         except ValidationError as exc:
             err = exc.errors(include_url=False)[0]
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            return f"the value {value!r} does not fit train.{path}: {msg}\nTo fix: narrow the range to values the option takes"
+            msg, _, fix = str(err["msg"]).removeprefix("Value error, ").partition("\nTo fix: ")
+            return (f"the value {value!r} does not fit train.{path}: {msg}\nTo fix: "
+                    f"{fix or 'narrow the range to values the option takes'}")
     return None
 
 

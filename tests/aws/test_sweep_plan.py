@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloudtune.errors import UnsupportedSpec
+from cloudtune.errors import InvalidInput
 from tests.aws.conftest import SUFFIX, settings, spec_from, write_data
 from tests.aws.test_plan import walk
 from tests.golden import assert_golden
@@ -132,6 +132,8 @@ def test_long_names_are_shortened_to_32_characters(tmp_path: Path) -> None:
     ("lora-bayesian", {"parameters": {"lora.r": {"choice": list(range(1, 41))}}}, "at most 30"),
 ])
 def test_refusals(name: str, changes: dict[str, Any], needle: str, tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedSpec) as err:
+    """The grid is refused for every provider when the spec loads (SpecError); the 30 choices are SageMaker's own
+    limit, refused when the request is compiled (UnsupportedSpec): both are InvalidInput, exit 2."""
+    with pytest.raises(InvalidInput) as err:
         build(name, tmp_path, **changes)
-    assert needle in str(err.value) and err.value.fix
+    assert needle in str(err.value) and ("To fix:" in str(err.value) or err.value.fix)  # SpecError: in its text

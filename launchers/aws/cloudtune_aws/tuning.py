@@ -128,7 +128,7 @@ def _choices(path: str, rng: ParameterRange) -> list[Any]:
     if len(values) > MAX_CATEGORICAL_VALUES:
         raise UnsupportedSpec(f"sweep.parameters.{path}: {len(values)} choices; SageMaker's categorical ranges take "
                               f"at most {MAX_CATEGORICAL_VALUES}",
-                              fix="give at most 30 values, or a range: {int: [LOW, HIGH]} or {uniform: [LOW, HIGH]}")
+                              fix=kit_sweep.choices_fix(rng, MAX_CATEGORICAL_VALUES))
     return values
 
 
