@@ -100,6 +100,21 @@ def test_resumed_sweep_runs_each_trial_once_and_finds_a_better_rate(swept: dict)
     assert trials[0]["intermediate"] and trials[0]["intermediate"][-1][0] == 4
 
 
+def test_a_resume_with_another_spec_is_refused_and_its_dry_run_names_the_sweep(swept: dict, root: Path) -> None:
+    """The rest of a sweep's trials run with the spec it was launched with: a changed section is refused, not ignored;
+    the dry run of a resume names the sweep it continues."""
+    home, sweep_id = swept["home"], swept["info"]["job_id"]
+    changed = yaml.safe_load((root / "sweep.yaml").read_text())
+    changed["train"]["hyperparameters"]["max_steps"] = 5
+    (root / "changed.yaml").write_text(yaml.safe_dump(changed))
+    refused = cli(home, "launch", str(root / "changed.yaml"), "--resume", sweep_id, "--dry-run")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"--resume {sweep_id}: the spec's train differs from that sweep's" in refused.stderr
+    same = cli(home, "launch", str(root / "sweep.yaml"), "--resume", sweep_id, "--dry-run")
+    assert same.returncode == 0, same.stderr
+    assert sweep_id in same.stdout and f"resumes sweep {sweep_id}" in same.stdout
+
+
 def test_status_list_report_download_and_job_model(swept: dict, root: Path, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     home, sweep_id = swept["home"], swept["info"]["job_id"]
