@@ -21,23 +21,26 @@ from cloudtune.local.statefile import read_state
 from cloudtune.local.sweeprun import SweepRun
 from cloudtune.store import JobStore
 from tests.test_launch_killed_before_supervisor import KILLED_LAUNCH
-from tests.tiny_models import make_tiny_gpt2
 
 pytestmark = pytest.mark.slow
 RATES = [1e-4, 1e-3, 1e-2]
-SENTENCES = ["the kettle sings when the water is hot", "a sail fills with wind and the boat moves"]
+# A trial: a `command` job (no model to load, so each trial is a second or two, not a training job's start-up) that
+# reads its value as `--lr=`, runs a little while (long enough to be cancelled) and reports its objective
+TRIAL = """import sys, time
+lr = float(next(a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("--lr=")))
+time.sleep(2)
+print(f"[cloudtune] metric loss={lr * 10:.6g} step=1", flush=True)
+"""
 
 
 @pytest.fixture()
 def sweep_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A grid sweep over three learning rates, written as `launch` writes it, with no driver running yet."""
     monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
-    make_tiny_gpt2(tmp_path / "tiny")
-    (tmp_path / "train.jsonl").write_text("".join(json.dumps({"text": SENTENCES[i % 2]}) + "\n" for i in range(16)))
-    (tmp_path / "eval.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
-    spec = {"name": "killed", "inputs": {"train": "train.jsonl", "eval": "eval.jsonl"},
-            "train": {"model": "./tiny", "hyperparameters": {"max_steps": 2, "batch_size": 4, "max_seq_len": 16}},
-            "sweep": {"parameters": {"learning_rate": {"choice": RATES}}, "algorithm": "grid",
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "trial.py").write_text(TRIAL)
+    spec = {"name": "killed", "command": "python trial.py", "code": "code",
+            "sweep": {"parameters": {"lr": {"choice": RATES}}, "algorithm": "grid", "objective": {"metric": "loss"},
                       "max_trials": 3, "parallel_trials": 1, "early_stopping": "off"}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
     return write_sweep_dir(api.plan(tmp_path / "sweep.yaml", "local"))
@@ -61,7 +64,7 @@ def test_each_crash_point_of_a_trial_start_is_resumed_without_a_lost_or_doubled_
     assert (state, reason) == ("succeeded", None)
     store = JobStore()
     trials = store.children("sweep", successor.sweep_id)
-    assert sorted(t.extra["parameters"]["hyperparameters.learning_rate"] for t in trials) == RATES  # each value once
+    assert sorted(t.extra["parameters"]["lr"] for t in trials) == RATES  # each value once
     assert sorted(t.extra["trial"] for t in trials) == sorted([asked.number, named.number, made.number])
     assert all(t.state == "succeeded" and isinstance(t.extra["objective"], float) for t in trials)
     assert job.job_id in {t.job_id for t in trials}  # the job the killed driver made was followed, not run again
@@ -120,7 +123,7 @@ def test_a_trial_cancelled_with_the_sweep_runs_again_and_is_not_a_failure(sweep_
 
     assert state == "succeeded" and successor.failures() == 0
     trials = JobStore().children("sweep", successor.sweep_id)
-    by_state = sorted((t.state, t.extra["parameters"]["hyperparameters.learning_rate"]) for t in trials)
+    by_state = sorted((t.state, t.extra["parameters"]["lr"]) for t in trials)
     assert [s for s, _ in by_state] == ["cancelled", "succeeded", "succeeded", "succeeded"]
     assert sorted(rate for s, rate in by_state if s == "succeeded") == RATES  # the withdrawn values ran again, once
     assert next(t for t in trials if t.state == "cancelled").extra["trial"] == number
@@ -165,7 +168,7 @@ def test_cancel_of_a_sweep_whose_driver_died_stops_its_running_trials(tmp_path: 
 
 
 def test_a_trial_that_could_not_start_is_listed_with_its_reason(sweep_dir: Path, tmp_path: Path) -> None:
-    """A trial the driver cannot start (here: the model folder went away after the launch) has no job of its own: it
+    """A trial the driver cannot start (here: the code folder went away after the launch) has no job of its own: it
     is still one of the sweep's trials, failed, with the reason, in `trials()` (status, --json, report)."""
     import shutil
 
@@ -178,10 +181,10 @@ def test_a_trial_that_could_not_start_is_listed_with_its_reason(sweep_dir: Path,
     JobStore().add(JobRecord(job_id=run.sweep_id, provider="local", name="killed", state="running", created_at=now,
                              updated_at=now, plan={"spec": yaml.safe_load((tmp_path / "sweep.yaml").read_text())},
                              extra={"kind": "sweep"}))
-    shutil.rmtree(tmp_path / "tiny")
+    shutil.rmtree(tmp_path / "code")
     state, reason = run.run()
     assert state == "failed" and reason
     listed = api.get_job(run.sweep_id).trials()
     assert listed and all(t.state == "failed" and t.job_id is None for t in listed)
-    assert all(t.note and t.note.startswith("could not start: ") and "tiny" in t.note for t in listed)
+    assert all(t.note and t.note.startswith("could not start: ") and "code" in t.note for t in listed)
     assert {t.number for t in listed} == {t.number for t in run.study.get_trials(deepcopy=False)}
