@@ -37,8 +37,9 @@ def plan_sweep(launcher: Any, spec: Any, settings: Any, *, suffix: str, bundle: 
     notes = [f"sweep: {sweep.algorithm} search over {ranges}; {sweep.objective.direction} {sweep.objective.metric}; "
              f"{sweep.max_trials} trials, {at_once} at once on this machine (parallel_trials {sweep.parallel_trials}); "
              f"early stopping {sweep.early_stopping}; each trial is a local job with its values in its job config",
-             "sweep: the request, memory and cost shown are those of the largest trial ("
-             + ", ".join(f"{k}={v}" for k, v in largest_values(sweep).items()) + ")",
+             "sweep: the request and cost shown are those of the largest trial ("
+             + ", ".join(f"{k}={v}" for k, v in largest_values(sweep).items()) + "), and so is the memory unless a "
+             "note names the memory-heaviest trial",
              f"sweep: cost bound {sweep.max_trials} trials x $0.00/h (this machine) = $0.00",
              *trial.notes]
     if sweep.early_stopping == "auto" and spec.train is not None and spec.train.hyperparameters.eval_every is None:
