@@ -52,10 +52,19 @@ class LogCallback(TrainerCallback):
             warning = warmup_warning(getattr(args, "warmup_steps", 0) or 0, int(state.max_steps))
             if warning and not state.global_step:  # once, at the start (not again at each resume)
                 say(warning)
-            self.earlier_s = earlier_training_s(args.output_dir) if state.global_step else 0.0
-            self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
+            self._open(args)
+            self.earlier_s = self.found_s if state.global_step else 0.0
             self.report.update(phase="training", step=int(state.global_step), total_steps=int(state.max_steps),
                                started_at=self.clock.started_at, trained_s=self._trained_s())
+
+    def _open(self, args: Any) -> None:
+        """Start the status file (and TensorBoard), first reading the training seconds that the attempts before this
+        one left in it (`found_s`): the evaluation before training writes the file before training begins."""
+        if self.report.status_dir is None:
+            self.found_s = earlier_training_s(args.output_dir)
+        self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
+
+    found_s: float | None = None
 
     def _trained_s(self) -> float | None:
         """Seconds of training so far over every attempt (None when an earlier attempt's are not known)."""
@@ -116,7 +125,7 @@ class LogCallback(TrainerCallback):
         if self.in_train:
             print(eval_line(f"step{state.global_step}", metrics), flush=True)
         if self.report.status_dir is None:  # the evaluation before training
-            self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
+            self._open(args)
         figures = self.report.evaluated(int(state.global_step), metrics)
         self._metrics(args).report(figures, int(state.global_step))
 

@@ -113,6 +113,7 @@ def test_a_resumed_run_counts_the_training_time_of_every_attempt(tmp_path: Path)
     args = SimpleNamespace(output_dir=str(tmp_path), report_to=[])
     resumed = TrainerState(global_step=3, max_steps=8, num_input_tokens_seen=300)
     log_cb = LogCallback()
+    log_cb.on_evaluate(args, resumed, None, metrics={"eval_loss": 2.0})  # the evaluation before training writes first
     log_cb.on_train_begin(args, resumed, None)
     assert read_status(tmp_path)["trained_s"] >= 10.0  # this attempt carries the earlier time on
     resumed.num_input_tokens_seen = 800
