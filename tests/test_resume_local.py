@@ -75,6 +75,12 @@ def test_resume_refusals_name_the_job_and_the_fix(project: Path) -> None:
     with pytest.raises(InvalidInput) as exc:
         api.launch(project / "job.yaml", resume=done.job_id)
     assert "succeeded; there is nothing to resume" in exc.value.message and exc.value.fix
+    first = _stopped_job(project)
+    cleaned = cli("clean", first.job_id, cwd=project, env={"CLOUDTUNE_HOME": str(project / "home"), "HOME": str(project)})
+    assert cleaned.rc == 0 and not Path(first.record.extra["checkpoint_uri"]).exists(), cleaned.err
+    with pytest.raises(InvalidInput) as exc:  # it would start from step 0 while the user thinks it resumed
+        api.launch(project / "job.yaml", resume=first.job_id, dry_run=True)
+    assert "has no checkpoint left" in exc.value.message and "without --resume" in (exc.value.fix or "")
     run = cli("launch", str(project / "job.yaml"), "--resume", "no-such-job", cwd=project,
               env={"CLOUDTUNE_HOME": str(project / "home"), "HOME": str(project)})
     assert run.rc == 2 and "Traceback" not in run.err and "To fix:" in run.err, run.err

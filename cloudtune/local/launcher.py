@@ -103,7 +103,14 @@ class LocalLauncher:
         the runtime resumes from the newest complete checkpoint there. The earlier job's files are not changed."""
         from dataclasses import replace
 
+        from cloudtune.contracts.progress import STATUS_FILE
+
         source = str(earlier.extra.get("checkpoint_uri") or "")
+        held = [p for p in Path(source).iterdir() if p.name != STATUS_FILE] if Path(source).is_dir() else []
+        if not held:  # cleaned, or the job stopped before its first checkpoint: nothing to resume from
+            raise InvalidInput(f"--resume {earlier.job_id}: that job has no checkpoint left in {source} (`cloudtune "
+                               "clean` removes them; a job stopped before its first save has none), so this job would "
+                               "start from step 0", fix="launch without --resume to train from the start")
         return replace(plan, request={**plan.request, "resume_from": source},
                        notes=(*plan.notes, f"resumes from {earlier.job_id}'s newest checkpoint (copied from {source})"))
 
