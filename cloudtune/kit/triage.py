@@ -13,6 +13,7 @@ others time out in their next collective, so `oom_gpu` is found before `collecti
 | `oom_host`           | never   | exit 137 / SIGKILL, "Killed", DataLoader worker killed, Python MemoryError, SageMaker OutOfMemoryError, Vertex "ran out-of-memory" |
 | `diverged`           | never   | the health checks' `[cloudtune] error: training diverged` / `[cloudtune] health:` lines, exit 66 or class `diverged` |
 | `data_error`         | never   | cloudtune's own `[cloudtune] error:` lines (JobInputError), UnicodeDecodeError, a missing file under an input dir, exit 65 or class `input` |
+| `max_runtime`        | never   | SageMaker MaxRuntimeExceeded, Vertex JOB_STATE_EXPIRED, the local supervisor's MaxRuntimeExceeded (before `preempted`: the stop at the limit is a SIGTERM) |
 | `preempted`          | yes     | Azure PreemptionError, Vertex preemption, SageMaker spot interruption, SIGTERM / exit 143 or class `preempted` |
 | `collective_timeout` | yes     | the NCCL watchdog's WorkNCCL timeout, DistBackendError, NCCL/gloo errors, rendezvous timeouts, exit 75 or class `infrastructure` |
 | `unknown`            | (by exit class) | nothing above matched                                                |
@@ -43,11 +44,12 @@ class Cause(str, Enum):
     BAD_IMAGE = "bad_image"
     DIVERGED = "diverged"
     DISK_FULL = "disk_full"
+    MAX_RUNTIME = "max_runtime"
     UNKNOWN = "unknown"
 
 
 NEVER_RETRIED = frozenset({Cause.OOM_GPU, Cause.OOM_HOST, Cause.DATA_ERROR, Cause.BAD_IMAGE, Cause.DIVERGED,
-                           Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL})
+                           Cause.CAPACITY_OR_QUOTA, Cause.DISK_FULL, Cause.MAX_RUNTIME})
 
 TITLES: dict[Cause, str] = {
     Cause.OOM_GPU: "out of GPU memory",
@@ -59,6 +61,7 @@ TITLES: dict[Cause, str] = {
     Cause.BAD_IMAGE: "the training image cannot be pulled or started",
     Cause.DIVERGED: "training diverged",
     Cause.DISK_FULL: "disk full",
+    Cause.MAX_RUNTIME: "the job ran past resources.max_runtime",
     Cause.UNKNOWN: "cause not recognised",
 }
 
@@ -72,7 +75,8 @@ FIXES: dict[Cause, str] = {
     Cause.PREEMPTED: "set retries (the job resumes from its newest checkpoint), or resources.spot: false",
     Cause.CAPACITY_OR_QUOTA: "request a quota increase for this machine type, or try another region or "
                              "resources.accelerator",
-    Cause.DATA_ERROR: "fix the input the error names (`cloudtune validate --deep job.yaml` checks it before you pay)",
+    Cause.DATA_ERROR: "fix the input the error names (`cloudtune validate --deep job.yaml` checks the first 5,000 "
+                      "records of each input before you pay; a later record is checked only in the job)",
     Cause.BAD_IMAGE: "check the image name, tag and registry access (the job's role or service account must be able "
                      "to pull it), and that it was built for linux/amd64 with cloudtune in it",
     Cause.DIVERGED: "lower train.hyperparameters.learning_rate, add warmup_ratio, or use precision: bf16 instead of "
@@ -80,6 +84,8 @@ FIXES: dict[Cause, str] = {
     Cause.DISK_FULL: "free space on that file system (fewer checkpoints: checkpoint.keep; old local jobs: `cloudtune "
                      "clean`), or give the job more disk (resources.disk_gb on a cloud; locally, CLOUDTUNE_HOME on a "
                      "larger disk); under a file-size limit (`ulimit -f`), raise it",
+    Cause.MAX_RUNTIME: "raise resources.max_runtime, or continue the run from its newest checkpoint with `cloudtune "
+                       "launch job.yaml --resume JOB` (a retry runs into the same limit)",
     Cause.UNKNOWN: "read the end of `cloudtune logs JOB`",
 }
 
@@ -196,6 +202,12 @@ PATTERNS: tuple[Pattern, ...] = (
        "a missing file under a cloud's input mount (SageMaker /opt/ml/input/data, Vertex /gcs, Azure ML INPUT_*)"),
     _p(Cause.DATA_ERROR, r"pyarrow\.lib\.ArrowInvalid[^\n]*|datasets\.exceptions\.DatasetGenerationError[^\n]*",
        "Hugging Face Datasets / Arrow parse errors"),
+    # -- ran out of time (before preempted: the stop at the limit is a SIGTERM, whose save line the log shows) --------
+    _p(Cause.MAX_RUNTIME, r"MaxRuntimeExceeded[^\n]*",
+       "SageMaker SecondaryStatus MaxRuntimeExceeded (StoppingCondition.MaxRuntimeInSeconds); cloudtune's local "
+       "supervisor", "service"),
+    _p(Cause.MAX_RUNTIME, r"the job ran past max_runtime[^\n]*",
+       "Vertex AI JOB_STATE_EXPIRED (scheduling.timeout), as cloudtune_gcp reports it", "service"),
     # -- preempted ------------------------------------------------------------------------------------------------
     _p(Cause.PREEMPTED, r"PreemptionError[^\n]*|\bJobPreempted\b[^\n]*|(?<!exit class: )\bpre-?empt(?:ed|ion)\b[^\n]*",
        "Azure ML PreemptionError (github.com/Azure/MachineLearningNotebooks/issues/1242); Vertex AI Spot VM preemption",
