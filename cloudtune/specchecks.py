@@ -43,6 +43,7 @@ def check_offline(spec: JobSpec, find_job: FindJob) -> list[str]:
     # a local model travels as an input: checked and scanned like the data
     shaped = with_model_input(resolve_job_model(spec, None, find_job))
     check_sweep_values(shaped)  # each value of a sweep meets the checks of its trials' plans, as a dry run checks it
+    _quantize_anywhere(spec)
     notes = list(check_local_inputs(shaped) or [])
     if spec.resources.accelerator != "cpu":
         from cloudtune.catalog import load_catalog
@@ -57,3 +58,16 @@ def check_offline(spec: JobSpec, find_job: FindJob) -> list[str]:
     from cloudtune.secretfiles import secret_notes
 
     return notes + secret_notes(spec.env, shaped.inputs)
+
+
+def _quantize_anywhere(spec: JobSpec) -> None:
+    """`lora.quantize` where no provider has a CUDA GPU for it: a TPU, or `cpu` on a machine without one (a local
+    job uses this machine's GPUs; a cloud job on cpu has none). The dry run of each provider refuses the rest
+    (cloudtune.memory_check.check_quantize)."""
+    from cloudtune.memory_check import check_quantize, local_cuda
+
+    accelerator = spec.resources.accelerator
+    if accelerator.upper().startswith("TPU"):
+        check_quantize(spec, "any", accelerator)
+    elif accelerator == "cpu" and not local_cuda():
+        check_quantize(spec, "any", None)

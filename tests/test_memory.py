@@ -299,6 +299,14 @@ def test_qlora_is_refused_at_plan_time_where_no_cuda_gpu_will_be(tmp_path: Path)
                                 "train": {"model": "./tiny", "lora": {"quantize": "4bit"}}}))
     local = _dry_run(path, "local", home=tmp_path / "home")  # this machine has no NVIDIA GPU
     assert local.exit_code == 2 and "this machine has none" in local.output and "remove lora.quantize" in local.output
+    from cloudtune.cli import main
+
+    # `validate` (no provider) refuses what no provider could run: cpu where this machine has no GPU, and a TPU
+    validated = CliRunner().invoke(main, ["validate", str(path)], env={"CLOUDTUNE_HOME": str(tmp_path / "home")})
+    assert validated.exit_code == 2 and "train.lora.quantize: 4bit needs a CUDA GPU" in validated.output
+    on_tpu = CliRunner().invoke(main, ["validate", str(_spec(tmp_path, qlora, "TPU-v5e:4"))],
+                                env={"CLOUDTUNE_HOME": str(tmp_path / "home")})
+    assert on_tpu.exit_code == 2 and "is a TPU" in on_tpu.output
 
 
 @pytest.mark.parametrize("extra, expected", [
