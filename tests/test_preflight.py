@@ -194,6 +194,9 @@ LABELS = {
     "negative-id": ("text,label\na,-1\nb,1\n", None, {}, "must be an id >= 0"),
     "eval-label-unknown": ("text,label\na,x\nb,y\n", "text,label\nc,z\n", {}, "label 'z' (field 'label') is not one of the labels ['x', 'y']"),
     "label-outside-the-list": ("text,label\na,x\nb,w\n", None, {"data": {"labels": ["x", "y"]}}, "label 'w'"),
+    "empty-label": ("text,label\na,x\nb,y\nc,\n", None, {}, "line 4: the label is empty"),
+    "blank-label": ("text,label\na,x\nb,y\nc,  \n", None, {}, "line 4: the label is empty"),
+    "digits-among-names": ("text,label\na,0\nb,1\nc,defect\n", None, {}, "label '0' is a number among named labels"),
 }
 
 
@@ -208,6 +211,12 @@ def test_label_kind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, member: str
         inputs["eval"] = "data/eval.csv"
     found = problems(tmp_path, {"task": "seq-classification", **train}, inputs, monkeypatch)
     assert len(found) == 1 and expected in found[0], found
+
+
+def test_digits_named_in_the_label_list_pass(tmp_path: Path) -> None:
+    write(tmp_path / "data/train.csv", "text,label\na,0\nb,1\nc,defect\n")
+    assert problems(tmp_path, {"task": "seq-classification", "data": {"labels": ["0", "1", "defect"]}},
+                    {"train": "data/train.csv"}) == []
 
 
 @pytest.mark.parametrize("n", [2, 3, 7])

@@ -45,10 +45,28 @@ def label_mapping(values: list[tuple[str, Any]], names: list[str] | None) -> tup
     non_str = [(w, v) for w, v in values if not isinstance(v, str)]
     if non_str:
         raise JobInputError(f"{non_str[0][0]}: label {non_str[0][1]!r} mixes with named labels; use either names or integer ids")
+    _check_names(values, ints)
     found = sorted({v for _, v in values})
     if len(found) < 2:
         raise JobInputError(f"seq-classification needs at least two labels; the training data has only {found}")
     return found, {n: i for i, n in enumerate(found)}, len(found)
+
+
+def _check_names(values: list[tuple[str, Any]], ints: list[int | None]) -> None:
+    """Named labels that would quietly become classes of their own: an empty (or blank) label, and digits among
+    names (`"0"` beside `"defect"`: ids written as text in some records), each a JobInputError naming the first
+    record. A label list in `train.data.labels` says the names on purpose and skips this."""
+    blank = [w for w, v in values if not v.strip()]
+    if blank:
+        raise JobInputError(f"{blank[0]}: the label is empty, which would train a class of its own named ''. "
+                            "To fix: fill in the record's label, or remove the record")
+    digits = [(w, v) for (w, v), i in zip(values, ints) if i is not None]
+    if digits:
+        where, value = digits[0]
+        raise JobInputError(f"{where}: label {value!r} is a number among named labels (e.g. "
+                            f"{next(v for (_, v), i in zip(values, ints) if i is None)!r}), so it would train a class "
+                            "of its own. To fix: write every label as a name, or every label as an id; or list the "
+                            "labels in train.data.labels when a number is a name")
 
 
 def label_id(value: Any, where: str, names: list[str] | None, mapping: dict[Any, int], n: int, field: str) -> int:
