@@ -613,12 +613,39 @@ def resume_plan(plan_: Plan, launcher: Launcher, earlier: JobRecord) -> Plan:
     if not earlier.extra.get("checkpoint_uri"):
         raise InvalidInput(f"--resume {job_id}: no checkpoint location is recorded for that job",
                            fix="launch without --resume (the job starts from step 0)")
+    _same_model(plan_, earlier)
     resume = getattr(launcher, "resume", None)
     if resume is None:
         raise InvalidInput(f"--resume: the {plan_.provider!r} launcher cannot resume a job", fix="launch without --resume")
     ref = JobRef(earlier.provider, job_id, earlier.native_id or job_id, earlier.console_url, earlier.model_uri,
                  dict(earlier.extra))
     return resume(plan_, ref)
+
+
+RESUME_SHAPE = ("task", "model", "base_model", "lora")
+"""The train options that shape a checkpoint's weights: a resume with another value of one would load weights of
+another shape (or another adapter) into the model, which fails in the job or trains the wrong thing."""
+
+
+def _same_model(plan_: Plan, earlier: JobRecord) -> None:
+    """InvalidInput (exit 2) when `plan_`'s train options that shape the weights (`RESUME_SHAPE`) differ from those
+    `earlier` trained with; the other options (steps, learning rate, data) may change on a resume."""
+    earlier_spec = (earlier.plan or {}).get("spec") or {}
+    before, now = earlier_spec.get("train") or {}, plan_.spec.get("train") or {}
+    if not before or not now:
+        return
+
+    def shape(spec: dict[str, Any], train: dict[str, Any], key: str) -> Any:
+        value = train.get(key)  # a model in an input (a local path becomes one): where that input comes from
+        return (spec.get("inputs") or {}).get(value, value) if key in ("model", "base_model") else value
+
+    differ = [k for k in RESUME_SHAPE if shape(earlier_spec, before, k) != shape(plan_.spec, now, k)]
+    if differ:
+        key = differ[0]
+        raise InvalidInput(f"--resume {earlier.job_id}: train.{key} differs from that job's "
+                           f"({shape(earlier_spec, before, key)!r}, now {shape(plan_.spec, now, key)!r}), so its "
+                           "checkpoints do not fit this model",
+                           fix=f"resume with that job's train.{differ[0]}, or launch without --resume")
 
 
 def get_job(job_id: str, *, launcher: Launcher | None = None, store: JobStore | None = None) -> Job:

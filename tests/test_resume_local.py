@@ -96,3 +96,36 @@ def test_the_dry_run_shows_the_resume_and_writes_nothing(project: Path) -> None:
     assert plan["request"]["resume_from"] == first.record.extra["checkpoint_uri"]
     assert any(re.search(rf"resumes from {first.job_id}'s newest checkpoint", n) for n in plan["notes"])
     assert (project / "home" / "jobs.db").read_bytes() == db
+
+
+def test_a_resume_with_another_model_is_refused_before_anything_runs(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoints of a job trained on one model (or adapter) do not load into another: a resume that changes
+    train.model (or task, base_model, lora) is one error at plan time, not a size-mismatch traceback in the job."""
+    import yaml
+
+    from cloudtune.store import JobRecord
+    from tests.tiny_models import make_tiny_gpt2
+
+    monkeypatch.setenv("CLOUDTUNE_HOME", str(tmp_path / "home"))
+    make_tiny_gpt2(tmp_path / "small")
+    make_tiny_gpt2(tmp_path / "other")
+    (tmp_path / "train.jsonl").write_text('{"text": "the kettle sings"}\n' * 8)
+    spec = {"name": "r", "inputs": {"train": "train.jsonl"}, "train": {"model": "./small", "data": {"eval": None}}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    planned = api.plan(tmp_path / "job.yaml", "local")
+    checkpoints = tmp_path / "ckpt"
+    (checkpoints / "checkpoint-4").mkdir(parents=True)
+    JobStore().add(JobRecord(job_id="r-earlier", provider="local", name="r", state="cancelled", created_at=time.time(),
+                             updated_at=time.time(), plan=planned.to_dict(), extra={"checkpoint_uri": str(checkpoints)}))
+    same = api.launch(tmp_path / "job.yaml", resume="r-earlier", dry_run=True)  # other options may change
+    assert same.request["resume_from"] == str(checkpoints)
+    spec["train"]["model"] = "./other"
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(InvalidInput) as exc:
+        api.launch(tmp_path / "job.yaml", resume="r-earlier", dry_run=True)
+    assert "train.model differs from that job's" in exc.value.message and "without --resume" in (exc.value.fix or "")
+    spec["train"].update(model="./small", lora={"r": 4})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(InvalidInput, match="train.lora differs"):
+        api.launch(tmp_path / "job.yaml", resume="r-earlier", dry_run=True)
