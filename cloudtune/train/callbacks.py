@@ -35,6 +35,9 @@ class LogCallback(TrainerCallback):
     def __init__(self) -> None:
         self.tokens_at_begin = 0
         self.earlier_s: float | None = 0.0  # training seconds of the attempts before a resume; None: not known
+        # what the status file said of them when this process first opened it (before the evaluation before
+        # training, whose step is 0 even in a resumed run, rewrites it); earlier_s is this once training begins
+        self.found_s: float | None = None
         self.clock = StepClock()
         self.report = ProgressReport()
         self.metrics: MetricReporter | None = None  # made on the first report (it reads args.report_to)
@@ -63,8 +66,6 @@ class LogCallback(TrainerCallback):
         if self.report.status_dir is None:
             self.found_s = earlier_training_s(args.output_dir)
         self.report.open(args.output_dir, getattr(args, "ct_tensorboard_dir", None))
-
-    found_s: float | None = None
 
     def _trained_s(self) -> float | None:
         """Seconds of training so far over every attempt (None when an earlier attempt's are not known)."""
